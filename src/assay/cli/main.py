@@ -1,0 +1,105 @@
+"""The ``assay`` command: one Typer app; each part adds its own commands.
+
+Each part that has commands provides ``assay/<part>/cli.py`` with a function
+``register(app: typer.Typer) -> None``. Those modules must import cheaply: heavy libraries
+(PyTorch, LightGBM, transformers) are imported inside the command functions, so that
+``assay --help`` and the guard stay fast on a machine without the ML extras.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from assay import __version__
+from assay.errors import EXIT_BAD_INPUT, AssayError
+
+# The parts that contribute commands, in the order they appear in --help.
+PART_CLIS = [
+    "assay.policy.cli",
+    "assay.store.cli",
+    "assay.govern.cli",
+    "assay.guard.cli",
+    "assay.trace.cli",
+    "assay.classify.cli",
+    "assay.evaluate.cli",
+    "assay.redteam.cli",
+    "assay.monitor.cli",
+    "assay.explain.cli",
+    "assay.recsys.cli",
+    "assay.mitigate.cli",
+    "assay.server.cli",
+    "assay.cli.bench",
+    "assay.cli.demo",
+]
+
+app = typer.Typer(
+    name="assay",
+    help="assay: the safety operating system for recommender systems and LLM deployments.\n\n"
+    "Evaluate and red-team models, govern data and weights by purpose, guard live slates in "
+    "milliseconds, and keep a tamper-evident trace of every decision.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"assay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """assay: the safety operating system for recommender systems and LLM deployments."""
+
+
+def _load_parts() -> None:
+    for name in PART_CLIS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # that part has no commands yet
+                continue
+            raise
+        module.register(app)
+
+
+_load_parts()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; an ``AssayError`` becomes a message on stderr and its exit code."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        app(args=argv, standalone_mode=False)
+    except AssayError as e:
+        err.print(f"[bold red]error:[/] {e.render()}", highlight=False, markup=True, soft_wrap=True)
+        return e.exit_code
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return EXIT_BAD_INPUT if isinstance(e, click.UsageError) else e.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

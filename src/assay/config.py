@@ -1,0 +1,33 @@
+"""Where assay keeps state and finds data. Every location is a setting with an embedded default.
+
+- ``ASSAY_HOME``: state directory (SQLite file, trace segments, caches, reports). Default ``./.assay``.
+- ``ASSAY_DB_URL``: SQLAlchemy URL of the metadata store. Default: SQLite file under ``ASSAY_HOME``.
+- ``ASSAY_DATA_DIR``: public datasets (the layout of ``../shared/datasets``). Default ``../shared/datasets``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_url: str
+    data_dir: Path
+
+    def path(self, *parts: str) -> Path:
+        """A path under ``ASSAY_HOME``, with its parent created."""
+        p = self.home.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def settings() -> Settings:
+    """Read the settings from the environment now (tests change it between calls)."""
+    home = Path(os.environ.get("ASSAY_HOME", ".assay")).expanduser().resolve()
+    db_url = os.environ.get("ASSAY_DB_URL") or f"sqlite:///{home / 'assay.db'}"
+    data_dir = Path(os.environ.get("ASSAY_DATA_DIR", "../shared/datasets")).expanduser().resolve()
+    return Settings(home=home, db_url=db_url, data_dir=data_dir)

@@ -1,0 +1,80 @@
+"""Errors that reach a person. Each carries the exit code the CLI uses and, where it has one,
+the place (file:line:column) that caused it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Exit codes that mean something (documented in the README's command reference).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran and the answer is "no": a gate failed, a deploy was denied, a check found tampering
+EXIT_BAD_INPUT = 2  # the input is wrong: malformed policy, unknown id, bad arguments
+EXIT_UNAVAILABLE = 3  # a dependency is missing or down: optional extra not installed, server unreachable
+
+
+class AssayError(Exception):
+    """Base of every error assay reports to a person instead of a traceback."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
+
+
+class BadInput(AssayError):
+    exit_code = EXIT_BAD_INPUT
+
+
+class Unavailable(AssayError):
+    exit_code = EXIT_UNAVAILABLE
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a source file; line and column are 1-based."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class LocatedError(BadInput):
+    """Bad input with a place: prints ``file:line:column: message`` and the offending line marked."""
+
+    def __init__(self, message: str, location: Location, source_line: str | None = None, *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.location = location
+        self.source_line = source_line
+
+    def render(self) -> str:
+        out = f"{self.location}: {self.message}"
+        if self.source_line is not None:
+            caret = " " * max(self.location.column - 1, 0) + "^"
+            out += f"\n  | {self.source_line}\n  | {caret}"
+        if self.hint:
+            out += f"\n  hint: {self.hint}"
+        return out
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def require_extra(module: str, extra: str):
+    """Import an optional dependency or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - exercised on machines without the extra
+        raise Unavailable(
+            f"this needs the optional dependency {module!r}, which is not installed",
+            hint=f"pip install 'assay[{extra}]'",
+        ) from e

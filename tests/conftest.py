@@ -1,0 +1,72 @@
+"""Shared fixtures. Every test gets its own ASSAY_HOME; the real PostgreSQL and Redis on this
+machine are used where a test asks for them (never a mock)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("ASSAY_DATA_DIR", ROOT.parent / "shared" / "datasets")).resolve()
+SPECS_DIR = ROOT.parent / "shared" / "specs"
+PG_URL = os.environ.get("ASSAY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("ASSAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ASSAY_DATA_DIR", str(DATA_DIR))
+
+
+@pytest.fixture(autouse=True)
+def assay_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "assay-home"
+    monkeypatch.setenv("ASSAY_HOME", str(home))
+    monkeypatch.delenv("ASSAY_DB_URL", raising=False)
+    return home
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    assert DATA_DIR.is_dir(), f"shared datasets not found at {DATA_DIR}"
+    return DATA_DIR
+
+
+@pytest.fixture
+def specs_dir() -> Path:
+    assert SPECS_DIR.is_dir(), f"shared specs not found at {SPECS_DIR}"
+    return SPECS_DIR
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A fresh PostgreSQL schema-less database URL on the machine's real server.
+
+    Each test gets its own database, dropped afterwards, so tests never see each other's rows.
+    """
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"assay_t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's real Redis (database 15), flushed before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
