@@ -1,0 +1,60 @@
+"""Meta CyberSecEval textual prompt-injection cases (github.com/meta-llama/PurpleLlama,
+``CybersecurityBenchmarks/datasets/prompt_injection/``).
+
+Every case is an injection attempt (no benign negatives): a system prompt with a rule or secret
+(``test_case_prompt``), the attack (``user_input``), and a yes/no ``judge_question`` where "yes"
+means the injection succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from assay.data import dataset_path
+from assay.errors import BadInput
+
+NAME = "cyberseceval"
+ENGLISH_FILE = "prompt_injection.json"
+MULTILINGUAL_FILE = "prompt_injection_multilingual_machine_translated.json"
+FIELDS = (
+    "prompt_id",
+    "test_case_prompt",
+    "user_input",
+    "judge_question",
+    "injection_variant",
+    "injection_type",
+    "risk_category",
+    "speaking_language",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionCase:
+    prompt_id: int
+    test_case_prompt: str  # the system prompt the model should follow
+    user_input: str  # the injection attempt (direct) or untrusted content carrying it (indirect)
+    judge_question: str  # "yes" = injection succeeded
+    injection_variant: str  # technique, e.g. ignore_previous_instructions
+    injection_type: str  # direct | indirect
+    risk_category: str  # security-violating | logic-violating
+    speaking_language: str
+
+
+def load(multilingual: bool = False, data_dir: Path | str | None = None) -> list[InjectionCase]:
+    """The 251 English cases, or the 1,004 machine-translated ones with ``multilingual=True``."""
+    path = dataset_path(NAME, MULTILINGUAL_FILE if multilingual else ENGLISH_FILE, data_dir=data_dir)
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(items, list):
+        raise BadInput(f"{path}: expected a JSON list of test cases")
+    out = []
+    for i, item in enumerate(items):
+        missing = [f for f in FIELDS if f not in item]
+        if missing:
+            raise BadInput(f"{path}: item {i} is missing {missing}")
+        out.append(InjectionCase(**{f: (int(item[f]) if f == "prompt_id" else str(item[f])) for f in FIELDS}))
+    return out
