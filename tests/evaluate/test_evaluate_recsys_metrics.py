@@ -220,7 +220,7 @@ def test_steck_calibration_with_smoothing():
     q_comedy = 0.99 * 0.0 + 0.01 * 0.5
     assert value == pytest.approx(0.5 * math.log(0.5 / q_drama) + 0.5 * math.log(0.5 / q_comedy), abs=1e-12)
     assert rm.calibration_kl(["a", "b"], ["c"], genres) == pytest.approx(0.0, abs=1e-12)
-    agg, per_user = rm.calibration({1: ["a", "d"], 2: ["c"]}, {1: ["a", "b", "c"], 2: ["a", "b"]}, genres, resamples=50)
+    agg, _per_user = rm.calibration({1: ["a", "d"], 2: ["c"]}, {1: ["a", "b", "c"], 2: ["a", "b"]}, genres, resamples=50)
     assert agg.n == 2 and agg.value == pytest.approx((value + 0.0) / 2)
     # without smoothing the missing genre would make KL infinite; alpha keeps it finite
     assert math.isfinite(rm.calibration_kl(["b"], ["a"], genres))

@@ -322,7 +322,7 @@ def long_tail_items(popularity: Mapping[Item, float], head_fraction: float = 0.2
     """Items outside the short head, the head being the top ``head_fraction`` of items by
     popularity (Abdollahpouri et al., 2019). Ties at the boundary go to the head."""
     ordered = sorted(popularity.items(), key=lambda kv: kv[1], reverse=True)
-    head_size = int(math.ceil(head_fraction * len(ordered)))
+    head_size = math.ceil(head_fraction * len(ordered))
     if head_size and head_size < len(ordered):
         threshold = ordered[head_size - 1][1]
         return {item for item, pop in ordered if pop < threshold}
