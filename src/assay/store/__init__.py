@@ -1,0 +1,118 @@
+"""assay's metadata store: SQLAlchemy 2 over SQLite (default) or PostgreSQL (``ASSAY_DB_URL``).
+
+    from assay.store import open_store
+    store = open_store()                 # SQLite file at settings().home / "assay.db"
+    with store.session() as s:           # one transaction: commit on success, roll back on error
+        s.add(...)
+
+``open_store`` runs the Alembic migrations that ship inside the package, so a fresh file or a
+fresh PostgreSQL database is ready to use; an already-current database costs one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from assay.config import settings
+from assay.errors import BadInput, Unavailable
+from assay.store import schema
+from assay.store.schema import Base
+
+__all__ = ["Base", "Store", "open_store", "schema"]
+
+
+@dataclass
+class Store:
+    """An engine on a migrated database plus a session factory."""
+
+    url: str
+    engine: sa.Engine
+    _factory: sessionmaker[Session] = field(repr=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One unit of work: commits when the block ends, rolls back everything if it raises."""
+        session = self._factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def revision(self) -> str | None:
+        from assay.store.migrate import current_revision
+
+        return current_revision(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _on_sqlite_connect(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout; its folder is created."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception as e:
+        raise BadInput(f"not a database URL: {url!r} ({e})") from e
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+        # psycopg (3) is what assay[postgres] installs; prefer it when the URL names no driver.
+        try:
+            import psycopg  # noqa: F401
+
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        except ImportError:
+            pass
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except ImportError as e:
+        raise Unavailable(
+            f"the database driver for {parsed.get_backend_name()} is not installed ({e})",
+            hint="pip install 'assay[postgres]'",
+        ) from e
+
+
+def open_store(url: str | None = None, *, migrate: bool = True) -> Store:
+    """Open (and by default migrate to head) the store at ``url`` or the configured one."""
+    url = url or settings().db_url
+    engine = make_engine(url)
+    if migrate:
+        from assay.store.migrate import head_revision, upgrade
+
+        try:
+            with engine.connect() as conn:
+                from alembic.runtime.migration import MigrationContext
+
+                at = MigrationContext.configure(conn).get_current_revision()
+        except sa.exc.OperationalError as e:
+            raise Unavailable(f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: {e.orig}") from e
+        if at != head_revision():
+            upgrade(engine)
+    return Store(url=url, engine=engine, _factory=sessionmaker(engine, expire_on_commit=False))

@@ -1,0 +1,417 @@
+"""Label stores: the content labels (scores in [0, 1]) that classifiers write at ingestion and the
+real-time guard reads on the serving path.
+
+Models never run while serving. A classifier labels an item once, when it is ingested, and writes
+``{label: score}`` here; the guard fetches the labels of a whole candidate batch in one call and
+applies policy rules to them. This module lives in the ``store`` foundation so that classifiers
+(a foundation) can write labels without importing the guard (an engine).
+
+Two real backends share one interface:
+
+- :class:`InMemoryLabelStore` — columnar numpy arrays plus an id -> row dict, loaded from Parquet.
+  The fastest read path (a dict lookup per id and one fancy-index per label).
+- :class:`RedisLabelStore` — one Redis hash per item, read with a pipelined batch of ``HMGET``
+  (one round trip per batch), with a per-item label version and freshness timestamp.
+
+A read returns a :class:`LabelBatch`: one float column per requested label, a ``present`` mask
+per label (absent, stale or garbage values are *not present*, never a made-up number), per-item
+versions and freshness. A store that is down or slow raises :class:`LabelStoreError`; callers on
+the serving path (the guard) turn that into the fail-closed path, never into a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from assay.errors import BadInput, Unavailable
+
+ID_COLUMN = "item_id"
+VERSION_COLUMN = "label_version"
+FRESHNESS_COLUMN = "labeled_at"  # unix seconds
+_META_COLUMNS = {ID_COLUMN, VERSION_COLUMN, FRESHNESS_COLUMN}
+
+
+class LabelStoreError(Unavailable):
+    """The label store could not answer (down, timed out, protocol error)."""
+
+    def __init__(self, message: str, *, timeout: bool = False, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class LabelBatch:
+    """Labels of one candidate batch, column per label, aligned with the requested ids.
+
+    ``values[name][i]`` is NaN wherever ``present[name][i]`` is False. ``versions[i]`` is the
+    labeler version that wrote item ``i`` ("" when unknown or absent) and ``freshness[i]`` the
+    unix time it was labelled (NaN when unknown). ``garbage`` counts values that were present in the
+    store but unusable (not a number, outside [0, 1]); they are reported as not present.
+    """
+
+    item_ids: tuple[str, ...]
+    values: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    versions: np.ndarray
+    freshness: np.ndarray
+    garbage: int = 0
+    stale: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.item_ids)
+
+    def any_present(self) -> np.ndarray:
+        """Items with at least one requested label (an item with none is *unlabeled*)."""
+        if not self.present:
+            return np.zeros(self.n, dtype=bool)
+        out = np.zeros(self.n, dtype=bool)
+        for mask in self.present.values():
+            out |= mask
+        return out
+
+
+@runtime_checkable
+class LabelStore(Protocol):
+    """What the guard reads and the classifiers write."""
+
+    def get(self, item_ids: Sequence[str], label_names: Sequence[str], *, timeout_s: float | None = None) -> LabelBatch:
+        """Labels of ``item_ids``; raises :class:`LabelStoreError` when the store cannot answer."""
+        ...
+
+    def put(self, item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], version: str, *, labeled_at: float | None = None) -> int:
+        """Write ``labels[name][i]`` for ``item_ids[i]`` under labeler ``version``; returns items written."""
+        ...
+
+
+def _check_put(item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], version: str) -> dict[str, np.ndarray]:
+    """Validate a write before anything is applied (nothing half-written on bad input)."""
+    if not isinstance(version, str) or not version:
+        raise BadInput("label version must be a non-empty string (the labeler's version)")
+    n = len(item_ids)
+    if len(set(item_ids)) != n:
+        raise BadInput("label write has duplicate item ids")
+    for i, item_id in enumerate(item_ids):
+        if not isinstance(item_id, str) or not item_id:
+            raise BadInput(f"label write: item id at position {i} must be a non-empty string, got {item_id!r}")
+    columns: dict[str, np.ndarray] = {}
+    for name, scores in labels.items():
+        if not isinstance(name, str) or not name.isidentifier() or name in _META_COLUMNS:
+            raise BadInput(f"label name {name!r} must be an identifier and not one of {sorted(_META_COLUMNS)}")
+        try:
+            arr = np.asarray(scores, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise BadInput(f"label {name!r}: scores must be numbers ({e})") from e
+        if arr.shape != (n,):
+            raise BadInput(f"label {name!r}: {arr.shape[0] if arr.ndim else 'a scalar'} scores for {n} items")
+        bad = ~np.isnan(arr) & ((arr < 0.0) | (arr > 1.0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise BadInput(f"label {name!r}: score {arr[i]!r} for item {item_ids[i]!r} is outside [0, 1]")
+        columns[name] = arr
+    return columns
+
+
+class InMemoryLabelStore:
+    """Columnar labels in process memory: numpy arrays and an id -> row dict.
+
+    Reads are lock-free: every write builds new arrays and swaps one reference (copy-on-write), so a
+    reader always sees one consistent table. Writes are meant for bulk loads (Parquet) and tests;
+    stream-rate writes belong in Redis.
+    """
+
+    @dataclass(frozen=True)
+    class _Table:
+        ids: np.ndarray  # object array of str
+        index: dict[str, int]
+        values: dict[str, np.ndarray]  # float64, NaN = absent
+        versions: np.ndarray  # object
+        freshness: np.ndarray  # float64
+
+    def __init__(self, *, max_age_s: float | None = None, clock=time.time):
+        self._table = self._Table(np.empty(0, dtype=object), {}, {}, np.empty(0, dtype=object), np.empty(0))
+        self._write_lock = threading.Lock()
+        self.max_age_s = max_age_s
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._table.ids)
+
+    @property
+    def label_names(self) -> list[str]:
+        return sorted(self._table.values)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def get(self, item_ids: Sequence[str], label_names: Sequence[str], *, timeout_s: float | None = None) -> LabelBatch:
+        table = self._table  # one consistent snapshot
+        index_get = table.index.get
+        rows = np.fromiter((index_get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        found = rows >= 0
+        safe_rows = np.where(found, rows, 0) if len(table.ids) else np.zeros(len(rows), dtype=np.int64)
+        if len(table.ids):
+            freshness = np.where(found, table.freshness[safe_rows], np.nan)
+            versions = np.where(found, table.versions[safe_rows], "")
+        else:
+            freshness = np.full(len(rows), np.nan)
+            versions = np.full(len(rows), "", dtype=object)
+        fresh_ok = found
+        stale = 0
+        if self.max_age_s is not None:
+            age_ok = (self._clock() - freshness) <= self.max_age_s
+            stale = int((found & ~age_ok).sum())
+            fresh_ok = found & age_ok
+        values: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}
+        for name in label_names:
+            col = table.values.get(name)
+            if col is None or not len(table.ids):
+                values[name] = np.full(len(rows), np.nan)
+                present[name] = np.zeros(len(rows), dtype=bool)
+                continue
+            v = col[safe_rows]
+            p = fresh_ok & ~np.isnan(v)
+            values[name] = np.where(p, v, np.nan)
+            present[name] = p
+        return LabelBatch(tuple(item_ids), values, present, versions, freshness, 0, stale)
+
+    # -- writes --------------------------------------------------------------------------------
+    def put(self, item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], version: str, *, labeled_at: float | None = None) -> int:
+        columns = _check_put(item_ids, labels, version)
+        ts = self._clock() if labeled_at is None else float(labeled_at)
+        with self._write_lock:
+            old = self._table
+            index = dict(old.index)
+            new_ids = [i for i in item_ids if i not in index]
+            n_old, n_new = len(old.ids), len(old.ids) + len(new_ids)
+            for k, item_id in enumerate(new_ids):
+                index[item_id] = n_old + k
+            ids = np.concatenate([old.ids, np.array(new_ids, dtype=object)]) if new_ids else old.ids
+            rows = np.fromiter((index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
+            values = {}
+            for name in set(old.values) | set(columns):
+                col = np.full(n_new, np.nan)
+                if name in old.values:
+                    col[:n_old] = old.values[name]
+                if name in columns:
+                    col[rows] = columns[name]
+                values[name] = col
+            versions = np.concatenate([old.versions, np.full(len(new_ids), "", dtype=object)])
+            versions[rows] = version
+            freshness = np.concatenate([old.freshness, np.full(len(new_ids), np.nan)])
+            freshness[rows] = ts
+            self._table = self._Table(ids, index, values, versions, freshness)
+        return len(item_ids)
+
+    # -- Parquet -------------------------------------------------------------------------------
+    @classmethod
+    def from_parquet(cls, path: str | Path, *, max_age_s: float | None = None, version: str | None = None, clock=time.time) -> InMemoryLabelStore:
+        """Load a label table: an ``item_id`` string column, one float column per label (null =
+        absent), optional ``label_version`` and ``labeled_at`` (unix seconds) columns."""
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        if not path.exists():
+            raise BadInput(f"label file {path} does not exist")
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for a corrupt file
+            raise BadInput(f"{path}: not a readable Parquet file ({e})") from e
+        return cls.from_arrow(table, source=str(path), max_age_s=max_age_s, version=version, clock=clock)
+
+    @classmethod
+    def from_arrow(cls, table: Any, *, source: str = "table", max_age_s: float | None = None, version: str | None = None, clock=time.time) -> InMemoryLabelStore:
+        import pyarrow as pa
+
+        if ID_COLUMN not in table.column_names:
+            raise BadInput(f"{source}: no {ID_COLUMN!r} column (columns: {table.column_names})")
+        ids = table.column(ID_COLUMN).to_pylist()
+        for i, item_id in enumerate(ids):
+            if not isinstance(item_id, str) or not item_id:
+                raise BadInput(f"{source}: row {i}: {ID_COLUMN} must be a non-empty string, got {item_id!r}")
+        if len(set(ids)) != len(ids):
+            raise BadInput(f"{source}: duplicate {ID_COLUMN} values")
+        n = len(ids)
+        values: dict[str, np.ndarray] = {}
+        for name in table.column_names:
+            if name in _META_COLUMNS:
+                continue
+            col = table.column(name)
+            if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+                raise BadInput(f"{source}: label column {name!r} has type {col.type}; labels are numbers in [0, 1]")
+            arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+            bad = ~np.isnan(arr) & ((arr < 0.0) | (arr > 1.0))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise BadInput(f"{source}: row {i}: label {name!r} = {arr[i]} is outside [0, 1]")
+            values[name] = arr
+        meta_version = (table.schema.metadata or {}).get(b"label_version", b"").decode() if table.schema.metadata else ""
+        if VERSION_COLUMN in table.column_names:
+            versions = np.array([v or "" for v in table.column(VERSION_COLUMN).to_pylist()], dtype=object)
+        else:
+            versions = np.full(n, version or meta_version, dtype=object)
+        if FRESHNESS_COLUMN in table.column_names:
+            col = table.column(FRESHNESS_COLUMN)
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.timestamp("us")).cast(pa.int64())
+                freshness = col.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
+            else:
+                freshness = col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            freshness = np.full(n, np.nan)
+        store = cls(max_age_s=max_age_s, clock=clock)
+        store._table = cls._Table(np.array(ids, dtype=object), {item_id: k for k, item_id in enumerate(ids)}, values, versions, freshness)
+        return store
+
+    def to_parquet(self, path: str | Path) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        t = self._table
+        cols: dict[str, Any] = {ID_COLUMN: pa.array(list(t.ids), type=pa.string())}
+        for name, col in sorted(t.values.items()):
+            cols[name] = pa.array(col, mask=np.isnan(col), type=pa.float64())
+        cols[VERSION_COLUMN] = pa.array(list(t.versions), type=pa.string())
+        cols[FRESHNESS_COLUMN] = pa.array(t.freshness, type=pa.float64())
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(cols), path)
+        return path
+
+
+class RedisLabelStore:
+    """Labels in Redis: one hash per item, ``{prefix}:{item_id}`` -> ``{label: score, _v: version,
+    _ts: labelled-at}``.
+
+    A read is one pipelined round trip of ``HMGET`` commands (chunked for very large batches), so
+    a 1,000-candidate batch costs one network round trip, not 1,000. Socket timeouts bound a slow
+    server; any connection or protocol failure becomes :class:`LabelStoreError`. Values that are not
+    numbers in [0, 1] are *garbage*: reported as not present and counted, never passed on.
+    """
+
+    VERSION_FIELD = "_v"
+    FRESHNESS_FIELD = "_ts"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "assay:labels",
+        timeout_s: float = 0.05,
+        connect_timeout_s: float = 0.05,
+        max_age_s: float | None = None,
+        chunk: int = 2000,
+        clock=time.time,
+        client: Any = None,
+    ):
+        import redis
+
+        self.url = url
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.max_age_s = max_age_s
+        self.chunk = chunk
+        self._clock = clock
+        self._redis = redis
+        self.client = client or redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout_s, retry_on_timeout=False
+        )
+        self.garbage_total = 0
+
+    def key(self, item_id: str) -> str:
+        return f"{self.prefix}:{item_id}"
+
+    def get(self, item_ids: Sequence[str], label_names: Sequence[str], *, timeout_s: float | None = None) -> LabelBatch:
+        n = len(item_ids)
+        label_names = list(label_names)
+        fields = [*label_names, self.VERSION_FIELD, self.FRESHNESS_FIELD]
+        raw: list[Any] = []
+        try:
+            for start in range(0, n, self.chunk):
+                pipe = self.client.pipeline(transaction=False)
+                for item_id in item_ids[start : start + self.chunk]:
+                    pipe.hmget(self.key(item_id), fields)
+                raw.extend(pipe.execute())
+        except self._redis.exceptions.TimeoutError as e:
+            raise LabelStoreError(f"label store {self.url} timed out after {self.timeout_s * 1000:.0f} ms", timeout=True) from e
+        except (self._redis.exceptions.RedisError, OSError) as e:
+            raise LabelStoreError(f"label store {self.url} is unavailable: {e}") from e
+        k = len(label_names)
+        values = np.full((k, n), np.nan)
+        garbage = 0
+        versions = np.full(n, "", dtype=object)
+        freshness = np.full(n, np.nan)
+        for i, row in enumerate(raw):
+            if not isinstance(row, list) or len(row) != k + 2:
+                garbage += k
+                continue
+            for j in range(k):
+                v = row[j]
+                if v is None:
+                    continue
+                try:
+                    x = float(v)
+                except (TypeError, ValueError):
+                    garbage += 1
+                    continue
+                if not (0.0 <= x <= 1.0):  # also rejects NaN
+                    garbage += 1
+                    continue
+                values[j, i] = x
+            if row[k] is not None:
+                versions[i] = row[k].decode("utf-8", "replace") if isinstance(row[k], bytes) else str(row[k])
+            if row[k + 1] is not None:
+                try:
+                    ts = float(row[k + 1])
+                    freshness[i] = ts if math.isfinite(ts) else np.nan
+                except (TypeError, ValueError):
+                    garbage += 1
+        stale = 0
+        fresh_ok = np.ones(n, dtype=bool)
+        if self.max_age_s is not None:
+            age_ok = (self._clock() - freshness) <= self.max_age_s  # NaN freshness -> stale
+            has_any = ~np.isnan(values).all(axis=0) if k else np.zeros(n, dtype=bool)
+            stale = int((has_any & ~age_ok).sum())
+            fresh_ok = age_ok
+        self.garbage_total += garbage
+        out_values: dict[str, np.ndarray] = {}
+        out_present: dict[str, np.ndarray] = {}
+        for j, name in enumerate(label_names):
+            p = ~np.isnan(values[j]) & fresh_ok
+            out_present[name] = p
+            out_values[name] = np.where(p, values[j], np.nan)
+        return LabelBatch(tuple(item_ids), out_values, out_present, versions, freshness, garbage, stale)
+
+    def put(self, item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], version: str, *, labeled_at: float | None = None) -> int:
+        columns = _check_put(item_ids, labels, version)
+        ts = self._clock() if labeled_at is None else float(labeled_at)
+        try:
+            for start in range(0, len(item_ids), self.chunk):
+                pipe = self.client.pipeline(transaction=False)
+                for i in range(start, min(start + self.chunk, len(item_ids))):
+                    mapping: dict[str, Any] = {self.VERSION_FIELD: version, self.FRESHNESS_FIELD: repr(ts)}
+                    for name, col in columns.items():
+                        if not math.isnan(col[i]):
+                            mapping[name] = repr(float(col[i]))
+                    pipe.hset(self.key(item_ids[i]), mapping=mapping)
+                pipe.execute()
+        except (self._redis.exceptions.RedisError, OSError) as e:
+            raise LabelStoreError(f"label store {self.url}: write failed: {e}") from e
+        return len(item_ids)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_label_store(spec: str, **kwargs: Any) -> LabelStore:
+    """A store from a location string: ``redis://...`` or a Parquet file path."""
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        return RedisLabelStore(spec, **kwargs)
+    return InMemoryLabelStore.from_parquet(spec, **kwargs)
