@@ -1,0 +1,29 @@
+"""The policy language: YAML bundles whose conditions are CEL, type-checked at load time by the
+CEL library, evaluated per context by the library (reference) and per candidate batch by a
+compiled numpy evaluator (vectorised). See docs/policy.md."""
+
+from assay.policy.batch import Batch
+from assay.policy.bundle import Bundle, load_bundle
+from assay.policy.decide import Resolution, resolve
+from assay.policy.diff import BundleDiff, diff
+from assay.policy.model import (
+    Action,
+    Alert,
+    CandidateDecision,
+    Gate,
+    GateReport,
+    GateVerdict,
+    MitigationCall,
+    Outcome,
+    Purpose,
+    PurposeVerdict,
+    Rule,
+    TestCase,
+)
+from assay.policy.source import PolicyError
+
+__all__ = [
+    "Action", "Alert", "Batch", "Bundle", "BundleDiff", "CandidateDecision", "Gate", "GateReport", "GateVerdict",
+    "MitigationCall", "Outcome", "PolicyError", "Purpose", "PurposeVerdict", "Resolution", "Rule", "TestCase",
+    "diff", "load_bundle", "resolve",
+]

@@ -1,0 +1,212 @@
+"""A candidate batch as columns, the input of both evaluators.
+
+A batch holds the shared context (the request: user, surface, ...) and per-candidate values.
+Columns are materialised lazily, per declared attribute and type, and cached for the batch so
+that 25 rules reading the same label pay for it once. Missing values are explicit masks, never
+NaN: NaN is a legitimate double value with IEEE semantics in both evaluators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from assay.policy.types import AttrType, coerce
+
+
+@dataclass
+class ScalarColumn:
+    data: np.ndarray  # (n,) int64 | float64 | bool | object(str)
+    missing: np.ndarray | None  # (n,) bool, None when nothing is missing
+    _factor: tuple[np.ndarray, np.ndarray] | None = None
+
+    def factorize(self) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, uniques) of a string column, computed once per batch: string predicates run
+        on the few unique values and are gathered back by code."""
+        if self._factor is None:
+            import pandas as pd
+
+            codes, uniques = pd.factorize(self.data, use_na_sentinel=False)
+            self._factor = (codes, np.asarray(uniques, dtype=object))
+        return self._factor
+
+
+@dataclass
+class ListColumn:
+    flat: np.ndarray  # all elements of all rows, row after row
+    row: np.ndarray  # (len(flat),) int64: which row each element belongs to
+    offsets: np.ndarray  # (n+1,) int64
+    missing: np.ndarray | None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+@dataclass
+class MapColumn:
+    rows: list[dict[str, Any] | None]  # coerced maps (None when missing)
+    missing: np.ndarray | None
+    elem: str
+    _keys: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def key(self, k: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values, present) of one key across rows."""
+        if self._keys is None:
+            self._keys = {}
+        if k not in self._keys:
+            present = np.fromiter(((m is not None and k in m) for m in self.rows), bool, len(self.rows))
+            fill = _FILL[self.elem]
+            values = [m[k] if (m is not None and k in m) else fill for m in self.rows]
+            self._keys[k] = (np.asarray(values, dtype=_DTYPE[self.elem]), present)
+        return self._keys[k]
+
+    def sizes(self) -> np.ndarray:
+        return np.fromiter((len(m) if m is not None else 0 for m in self.rows), np.int64, len(self.rows))
+
+
+_DTYPE = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": object}
+_FILL = {"int": 0, "double": 0.0, "bool": False, "string": ""}
+_MISSING = object()
+
+
+def _lookup(root: Any, path: list[str]) -> Any:
+    node = root
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+class Batch:
+    """Candidates for one request. Build with :meth:`from_records` or :meth:`from_columns`."""
+
+    def __init__(self, n: int, *, context: dict[str, Any] | None = None, items: list[dict] | None = None,
+                 item_root: str = "item", columns: dict[str, Any] | None = None,
+                 missing: dict[str, Any] | None = None, scalars: dict[str, Any] | None = None):
+        if n < 0:
+            raise ValueError("a batch cannot have a negative size")
+        self.n = n
+        self.context = context or {}
+        self.items = items
+        self.item_root = item_root
+        self.columns = columns or {}
+        self.missing_masks = missing or {}
+        self.scalars = scalars or {}
+        self._cache: dict[str, Any] = {}
+        self.memo: dict[Any, Any] = {}  # per-batch memo of shared sub-expressions
+
+    @classmethod
+    def from_records(cls, context: dict[str, Any], items: list[dict[str, Any]], item_root: str = "item") -> Batch:
+        """``context``: shared values as nested dicts, e.g. ``{"request": {"user": {"age": 15}}}``;
+        ``items``: one nested dict per candidate, read under ``item.`` (e.g. ``{"labels": {...}}``)."""
+        return cls(len(items), context=context, items=list(items), item_root=item_root)
+
+    @classmethod
+    def from_columns(cls, n: int, columns: dict[str, Any] | None = None, missing: dict[str, Any] | None = None,
+                     scalars: dict[str, Any] | None = None) -> Batch:
+        """Columns keyed by full attribute name (``item.labels.mature``) as numpy arrays or lists
+        (None = missing); ``missing`` gives explicit masks; ``scalars`` are shared values."""
+        for name, col in (columns or {}).items():
+            if len(col) != n:
+                raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
+        return cls(n, columns=columns, missing=missing, scalars=scalars)
+
+    # -- per-row access, used by the reference evaluator ----------------------------------------
+    def row_value(self, name: str, t: AttrType, i: int) -> tuple[bool, Any]:
+        raw = self._raw(name, i)
+        if raw is _MISSING:
+            return False, None
+        if isinstance(raw, np.generic):
+            raw = raw.item()
+        if isinstance(raw, np.ndarray):
+            raw = raw.tolist()
+        return coerce(raw, t)
+
+    def _raw(self, name: str, i: int) -> Any:
+        if name in self.scalars:
+            return self.scalars[name]
+        if name in self.columns:
+            mask = self.missing_masks.get(name)
+            if mask is not None and bool(mask[i]):
+                return _MISSING
+            return self.columns[name][i]
+        parts = name.split(".")
+        if self.items is not None and parts[0] == self.item_root:
+            return _lookup(self.items[i], parts[1:])
+        return _lookup(self.context, parts)
+
+    # -- whole columns, used by the vectorised evaluator ----------------------------------------
+    def column(self, name: str, t: AttrType) -> ScalarColumn | ListColumn | MapColumn:
+        key = f"{name}:{t.signature}"
+        col = self._cache.get(key)
+        if col is None:
+            col = self._build(name, t)
+            self._cache[key] = col
+        return col
+
+    def _build(self, name: str, t: AttrType):
+        n = self.n
+        if t.kind in _DTYPE:
+            fast = self._fast_scalar(name, t)
+            if fast is not None:
+                return fast
+        values = [self.row_value(name, t, i) for i in range(n)]
+        miss = np.fromiter((not ok for ok, _ in values), bool, n)
+        missing = miss if miss.any() else None
+        if t.kind in _DTYPE:
+            fill = _FILL[t.kind]
+            data = np.asarray([v if ok else fill for ok, v in values], dtype=_DTYPE[t.kind])
+            if data.shape != (n,):
+                data = np.asarray([v if ok else fill for ok, v in values] + [None], dtype=object)[:n]
+            return ScalarColumn(data, missing)
+        if t.kind == "list":
+            lengths = np.fromiter((len(v) if ok else 0 for ok, v in values), np.int64, n)
+            offsets = np.zeros(n + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            flat_list = [x for ok, v in values if ok for x in v]
+            flat = np.asarray(flat_list, dtype=_DTYPE[t.elem]) if flat_list else np.zeros(0, _DTYPE[t.elem])
+            if flat.shape != (len(flat_list),):
+                flat = np.empty(len(flat_list), dtype=object)
+                flat[:] = flat_list
+            row = np.repeat(np.arange(n, dtype=np.int64), lengths)
+            return ListColumn(flat, row, offsets, missing)
+        return MapColumn([v if ok else None for ok, v in values], missing, t.elem)
+
+    def _fast_scalar(self, name: str, t: AttrType) -> ScalarColumn | None:
+        """Numpy arrays of the right dtype pass through without per-row checks."""
+        n = self.n
+        if name in self.scalars:
+            ok, v = coerce(self.scalars[name].item() if isinstance(self.scalars[name], np.generic) else self.scalars[name], t)
+            if not ok:
+                return ScalarColumn(np.full(n, _FILL[t.kind], dtype=_DTYPE[t.kind]), np.ones(n, bool))
+            data = np.empty(n, dtype=_DTYPE[t.kind])
+            data[:] = v
+            return ScalarColumn(data, None)
+        col = self.columns.get(name)
+        if not isinstance(col, np.ndarray):
+            return None
+        mask = self.missing_masks.get(name)
+        mask = None if mask is None else np.asarray(mask, dtype=bool)
+        if mask is not None and not mask.any():
+            mask = None
+        kind = col.dtype.kind
+        if t.kind == "double" and kind == "f":
+            return ScalarColumn(col.astype(np.float64, copy=False), mask)
+        if t.kind == "double" and kind in "iu":
+            return ScalarColumn(col.astype(np.float64), mask)
+        if t.kind == "int" and kind == "i":
+            return ScalarColumn(col.astype(np.int64, copy=False), mask)
+        if t.kind == "bool" and kind == "b":
+            return ScalarColumn(col, mask)
+        if t.kind == "string" and kind == "U":
+            # lone surrogates cannot cross into CEL: such values count as missing, as in coerce()
+            codes = col.view(np.uint32).reshape(n, -1) if n and col.dtype.itemsize else np.zeros((n, 0), np.uint32)
+            bad = ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
+            if bad.any():
+                mask = bad if mask is None else (mask | bad)
+            return ScalarColumn(col.astype(object), mask)
+        return None

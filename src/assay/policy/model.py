@@ -1,0 +1,151 @@
+"""The typed contents of a policy bundle: rules (rule -> action -> reason, as small separate
+types, the way visibility filtering libraries shape it), gates, purposes, alerts and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from assay.errors import Location
+
+SECTIONS = ("rules", "gates", "purposes", "alerts")
+ACTION_KINDS = ("drop", "demote", "label", "cap", "allow")
+HARD_ACTIONS = ("drop", "allow")
+SOFT_ACTIONS = ("demote", "label")
+ON_MISSING = ("fail_closed", "skip")
+# What an unevaluable condition means when the author does not say: serving rules, release
+# gates and purpose checks fail closed; alerts do not fire on missing statistics.
+DEFAULT_ON_MISSING = {"rules": "fail_closed", "gates": "fail_closed", "purposes": "fail_closed", "alerts": "skip"}
+
+
+class Outcome(IntEnum):
+    """The value of one condition for one candidate or context."""
+
+    FALSE = 0
+    TRUE = 1
+    MISSING = 2  # an attribute it reads is absent or of the wrong type, or evaluation errored
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # drop | demote | label | cap | allow
+    factor: float | None = None  # demote
+    text: str | None = None  # label
+    key: str | None = None  # cap: the candidate field to group by (creator, topic, ...)
+    limit: int | None = None  # cap: at most this many per key in a slate
+
+    @property
+    def hard(self) -> bool:
+        return self.kind in HARD_ACTIONS
+
+    def __str__(self) -> str:
+        if self.kind == "demote":
+            return f"demote({self.factor:g})"
+        if self.kind == "label":
+            return f"label({self.text!r})"
+        if self.kind == "cap":
+            return f"cap({self.key}, {self.limit})"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Something with a CEL ``when`` in one section of a bundle."""
+
+    id: str
+    when: str
+    section: str
+    reason: str
+    on_missing: str
+    location: Location
+
+
+@dataclass(frozen=True)
+class Rule(Condition):
+    action: Action = Action("allow")
+    surfaces: tuple[str, ...] = ()  # empty: every surface
+    rollout: float = 100.0  # percent of subjects the rule acts on
+    shadow: bool = False  # decide and record, do not act
+    evaluator: str = "vectorised"  # vectorised | reference
+
+    def applies_to(self, surface: str) -> bool:
+        return not self.surfaces or surface in self.surfaces
+
+
+@dataclass(frozen=True)
+class Gate(Condition):
+    pass
+
+
+@dataclass(frozen=True)
+class Purpose(Condition):
+    effect: str = "deny"  # deny | allow
+
+
+@dataclass(frozen=True)
+class MitigationCall:
+    name: str
+    args: tuple[Any, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(repr(a) for a in self.args)})"
+
+
+@dataclass(frozen=True)
+class Alert(Condition):
+    severity: str = "warn"  # info | warn | page
+    then: tuple[MitigationCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class TestCase:
+    name: str
+    section: str
+    params: dict[str, Any]
+    input: dict[str, Any]
+    expect: dict[str, Any]
+    location: Location
+
+
+@dataclass
+class GateVerdict:
+    id: str
+    passed: bool
+    outcome: Outcome
+    reason: str
+
+
+@dataclass
+class GateReport:
+    passed: bool
+    verdicts: list[GateVerdict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [v.id for v in self.verdicts if not v.passed]
+
+
+@dataclass
+class PurposeVerdict:
+    """Deny by default; a matching deny beats any allow; names every rule that decided."""
+
+    allowed: bool
+    deciding: list[str]
+    matched_allow: list[str]
+    matched_deny: list[str]
+    reasons: list[str]
+
+
+@dataclass
+class CandidateDecision:
+    """What the rules decide for one candidate (before slate-level caps)."""
+
+    action: str  # allow | drop | demote | label
+    rule_ids: list[str]
+    reasons: list[str]
+    factor: float = 1.0
+    labels: list[str] = field(default_factory=list)
+    caps: list[str] = field(default_factory=list)  # ids of cap rules that matched
+    shadow_rule_ids: list[str] = field(default_factory=list)
+    fail_closed: bool = False

@@ -1,0 +1,76 @@
+"""``assay policy test``: the bundle's own ``tests:`` cases, like ``opa test``.
+
+Rule cases run through BOTH evaluators and fail if they disagree, so a bundle's tests also
+check the vectorised compilation of its own rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from assay.policy.batch import Batch
+from assay.policy.decide import resolve
+from assay.policy.model import TestCase
+
+
+@dataclass
+class CaseResult:
+    case: TestCase
+    passed: bool
+    problems: list[str]
+    got: dict[str, Any]
+
+
+def run_case(bundle, case: TestCase) -> CaseResult:
+    expect, problems, got = case.expect, [], {}
+    if case.section == "rules":
+        surface = case.params.get("surface")
+        if surface is None:
+            surfaces = sorted(bundle.surfaces())
+            surface = surfaces[0] if surfaces else "*"
+        compiled = bundle.compile_rules(str(surface))
+        context = {k: v for k, v in case.input.items() if k != "item"}
+        batch = Batch.from_records(context, [case.input.get("item", {})])
+        fast = compiled.evaluate(batch)
+        ref = compiled.evaluate_reference(batch)
+        if not np.array_equal(fast, ref):
+            problems.append(f"evaluators disagree: vectorised {fast[:, 0].tolist()} vs reference {ref[:, 0].tolist()}")
+        decision = resolve(compiled.rules, fast).candidate(0)
+        got = {"action": decision.action, "rules": decision.rule_ids, "factor": decision.factor, "labels": decision.labels}
+        if "action" in expect and expect["action"] != decision.action:
+            problems.append(f"expected action {expect['action']}, got {decision.action}")
+        if "rule" in expect and expect["rule"] not in decision.rule_ids:
+            problems.append(f"expected rule {expect['rule']} to fire, fired: {decision.rule_ids or 'none'}")
+        if "rules" in expect and list(expect["rules"]) != decision.rule_ids:
+            problems.append(f"expected rules {expect['rules']}, fired: {decision.rule_ids}")
+        if "factor" in expect and abs(float(expect["factor"]) - decision.factor) > 1e-9:
+            problems.append(f"expected factor {expect['factor']}, got {decision.factor}")
+        if "labels" in expect and list(expect["labels"]) != decision.labels:
+            problems.append(f"expected labels {expect['labels']}, got {decision.labels}")
+    elif case.section == "gates":
+        report = bundle.check_gates(case.input, only=case.params.get("only"))
+        got = {"pass": report.passed, "failed": report.failed}
+        if "pass" in expect and bool(expect["pass"]) != report.passed:
+            problems.append(f"expected gates to {'pass' if expect['pass'] else 'fail'}; failed: {report.failed or 'none'}")
+        if "failed" in expect and sorted(expect["failed"]) != sorted(report.failed):
+            problems.append(f"expected failed gates {expect['failed']}, got {report.failed}")
+    elif case.section == "purposes":
+        verdict = bundle.check_purposes(case.input)
+        got = {"verdict": "allow" if verdict.allowed else "deny", "rules": verdict.deciding}
+        if "verdict" in expect and expect["verdict"] != got["verdict"]:
+            problems.append(f"expected {expect['verdict']}, got {got['verdict']} by {verdict.deciding}")
+        if "rules" in expect and sorted(expect["rules"]) != sorted(verdict.deciding):
+            problems.append(f"expected deciding rules {expect['rules']}, got {verdict.deciding}")
+    else:
+        fired = [a.id for a in bundle.check_alerts(case.input)]
+        got = {"fired": fired}
+        if "fired" in expect and sorted(expect["fired"]) != sorted(fired):
+            problems.append(f"expected alerts {expect['fired']} to fire, fired: {fired}")
+    return CaseResult(case, not problems, problems, got)
+
+
+def run_tests(bundle) -> list[CaseResult]:
+    return [run_case(bundle, case) for case in bundle.tests]

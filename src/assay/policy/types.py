@@ -1,0 +1,105 @@
+"""Attribute types a bundle declares, in CEL's type syntax: ``int``, ``double``, ``string``,
+``bool``, ``list(T)`` and ``map(string, T)`` with T one of the four scalars."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SCALARS = ("int", "double", "string", "bool")
+_LIST = re.compile(r"^list\(\s*(\w+)\s*\)$")
+_MAP = re.compile(r"^map\(\s*(\w+)\s*,\s*(\w+)\s*\)$")
+
+
+@dataclass(frozen=True)
+class AttrType:
+    kind: str  # int | double | string | bool | list | map
+    elem: str | None = None  # element type of a list, value type of a map
+
+    @property
+    def signature(self) -> str:
+        if self.kind == "list":
+            return f"list({self.elem})"
+        if self.kind == "map":
+            return f"map(string, {self.elem})"
+        return self.kind
+
+    def cel(self):
+        from cel_expr_python import cel
+
+        scalar = {"int": cel.Type.INT, "double": cel.Type.DOUBLE, "string": cel.Type.STRING, "bool": cel.Type.BOOL}
+        if self.kind == "list":
+            return cel.Type.List(scalar[self.elem])
+        if self.kind == "map":
+            return cel.Type.Map(cel.Type.STRING, scalar[self.elem])
+        return scalar[self.kind]
+
+
+def parse_type(text: str) -> AttrType:
+    """Parse a declared type; raise ``ValueError`` with a message naming what is allowed."""
+    t = str(text).strip()
+    if t in SCALARS:
+        return AttrType(t)
+    if m := _LIST.match(t):
+        if m.group(1) in SCALARS:
+            return AttrType("list", m.group(1))
+    if m := _MAP.match(t):
+        if m.group(1) == "string" and m.group(2) in SCALARS:
+            return AttrType("map", m.group(2))
+    raise ValueError(
+        f"unsupported attribute type {t!r}; use int, double, string, bool, list(T) or map(string, T) with T a scalar"
+    )
+
+
+def coerce(value, t: AttrType):
+    """Validate one attribute value against its declared type, the same way for both
+    evaluators. Returns ``(ok, value)``; a value of the wrong type counts as missing."""
+    if value is None:
+        return False, None
+    k = t.kind
+    if k in SCALARS:
+        return _coerce_scalar(value, k)
+    if k == "list":
+        if not isinstance(value, (list, tuple)):
+            return False, None
+        out = []
+        for v in value:
+            ok, cv = _coerce_scalar(v, t.elem)
+            if not ok:
+                return False, None
+            out.append(cv)
+        return True, out
+    if not isinstance(value, dict):
+        return False, None
+    out_map = {}
+    for key, v in value.items():
+        ok, cv = _coerce_scalar(v, t.elem)
+        if not isinstance(key, str) or not ok:
+            return False, None
+        out_map[key] = cv
+    return True, out_map
+
+
+def _coerce_scalar(value, kind: str):
+    if kind == "bool":
+        return (True, bool(value)) if isinstance(value, bool) or type(value).__name__ == "bool_" else (False, None)
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return False, None
+    if kind == "int":
+        if isinstance(value, int) or type(value).__name__.startswith("int"):
+            iv = int(value)
+            return (True, iv) if -(2**63) <= iv < 2**63 else (False, None)
+        return False, None
+    if kind == "double":
+        if isinstance(value, (int, float)) or type(value).__name__.startswith(("float", "int")):
+            return True, float(value)
+        return False, None
+    if kind == "string":
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates cannot cross into CEL
+                return False, None
+            return True, value
+        return False, None
+    return False, None

@@ -1,0 +1,484 @@
+"""The vectorised evaluator: a surface's rules compiled once into numpy column operations over a
+whole candidate batch.
+
+It compiles from the CEL library's *checked* AST (resolved names, chosen overloads, types), so
+both evaluators share one meaning of every operator. Every value carries an error mask that
+follows CEL's error semantics: strict functions propagate errors, ``&&``/``||`` absorb an error
+when the other side decides the result (``false && error == false``), the ternary takes the
+error of the branch it picks. A missing attribute is an error for the candidates that lack it.
+Anything outside the supported subset is rejected at load time with the place it occurs, unless
+the rule says ``evaluator: reference``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from assay.policy.batch import Batch, ListColumn, MapColumn, ScalarColumn
+from assay.policy.checked_ast import CheckedAst, Node, decode_checked
+from assay.policy.model import Outcome, Rule
+from assay.policy.types import AttrType
+
+INT64_MIN = np.int64(-(2**63))
+
+
+class Unsupported(Exception):
+    """A construct the vectorised compiler does not handle; carries the expression offset."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.offset = offset
+
+
+@dataclass
+class V:
+    """A vectorised value: data (array or numpy scalar) and an error mask (None = no errors)."""
+
+    data: Any
+    err: np.ndarray | None
+    factor: tuple[np.ndarray, np.ndarray] | None = None  # (codes, uniques) for string columns
+
+
+@dataclass
+class ListV:
+    col: ListColumn | None
+    consts: list[Any] | None  # a list literal of constants
+    err: np.ndarray | None
+
+
+@dataclass
+class MapV:
+    col: MapColumn
+    err: np.ndarray | None
+
+
+def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a | b
+
+
+Compiled = Callable[[Batch], Any]
+
+_COMPARE = {
+    "less": np.less, "less_equals": np.less_equal, "greater": np.greater, "greater_equals": np.greater_equal,
+}
+_SCALAR_TYPES = {"int", "double", "string", "bool"}
+
+
+class Compiler:
+    """Compiles one checked CEL expression into a function ``batch -> V``."""
+
+    def __init__(self, ast: CheckedAst, decls: dict[str, AttrType]):
+        self.ast = ast
+        self.decls = decls
+
+    def fail(self, node: Node, message: str) -> Unsupported:
+        return Unsupported(message, self.ast.positions.get(node.id, 0))
+
+    def type_of(self, node: Node) -> str:
+        return self.ast.types.get(node.id, "unknown")
+
+    def overload(self, node: Node) -> str:
+        _, overloads = self.ast.references.get(node.id, ("", ()))
+        if len(overloads) != 1:
+            raise self.fail(node, f"ambiguous overload for {node.value!r} (needs a dynamic dispatch the vectorised evaluator does not do)")
+        return overloads[0]
+
+    def key(self, node: Node) -> Any:
+        """A structural key, so identical sub-expressions across rules are computed once per batch."""
+        if node.kind == "const":
+            return ("c", node.const_type, node.value)
+        if node.kind == "ident":
+            return ("i", node.value)
+        if node.kind == "list":
+            return ("l", *(self.key(a) for a in node.args))
+        ref = self.ast.references.get(node.id, ("", ()))
+        return ("f", node.value, ref[1], self.key(node.target) if node.target else None, *(self.key(a) for a in node.args))
+
+    def compile(self, node: Node) -> Compiled:
+        fn = self._compile(node)
+        if node.kind in ("const", "ident", "list"):
+            return fn
+        key = self.key(node)
+
+        def memo(batch: Batch, fn=fn, key=key):
+            hit = batch.memo.get(key)
+            if hit is None:
+                hit = fn(batch)
+                batch.memo[key] = hit
+            return hit
+
+        return memo
+
+    def _compile(self, node: Node) -> Compiled:
+        if node.kind == "const":
+            return self._const(node)
+        if node.kind == "ident":
+            return self._ident(node)
+        if node.kind == "list":
+            return self._list_literal(node)
+        if node.kind == "call":
+            return self._call(node)
+        if node.kind == "select":
+            raise self.fail(node, f"field selection .{node.value} on a non-declared value")
+        if node.kind == "comprehension":
+            raise self.fail(node, "macros such as exists(), all(), map() and filter() are not vectorised")
+        raise self.fail(node, f"{node.kind} expressions are not vectorised")
+
+    # -- leaves ------------------------------------------------------------------------------
+    def _const(self, node: Node) -> Compiled:
+        ctype = node.const_type
+        if ctype == "int":
+            value: Any = np.int64(node.value)
+        elif ctype == "double":
+            value = np.float64(node.value)
+        elif ctype == "bool":
+            value = np.bool_(node.value)
+        elif ctype == "string":
+            value = node.value
+        else:
+            raise self.fail(node, f"{ctype} literals are not vectorised")
+        v = V(value, None)
+        return lambda batch: v
+
+    def _ident(self, node: Node) -> Compiled:
+        name = node.value
+        t = self.decls.get(name)
+        if t is None:
+            raise self.fail(node, f"{name!r} is not a declared attribute (comprehension variables are not vectorised)")
+        if t.kind == "list":
+            return lambda batch: (lambda c: ListV(c, None, c.missing))(batch.column(name, t))
+        if t.kind == "map":
+            return lambda batch: (lambda c: MapV(c, c.missing))(batch.column(name, t))
+
+        def scalar(batch: Batch) -> V:
+            col: ScalarColumn = batch.column(name, t)
+            return V(col.data, col.missing)
+
+        if t.kind == "string":
+            # factorisation is lazy: only string predicates ask for it
+            def string_col(batch: Batch) -> V:
+                col: ScalarColumn = batch.column(name, t)
+                v = V(col.data, col.missing)
+                v.factor = _LazyFactor(col)  # type: ignore[assignment]
+                return v
+
+            return string_col
+        return scalar
+
+    def _list_literal(self, node: Node) -> Compiled:
+        consts = []
+        for el in node.args:
+            if el.kind != "const" or el.const_type not in _SCALAR_TYPES:
+                raise self.fail(el, "list literals must hold constants to be vectorised")
+            consts.append(el.value)
+        lv = ListV(None, consts, None)
+        return lambda batch: lv
+
+    # -- calls -------------------------------------------------------------------------------
+    def _call(self, node: Node) -> Compiled:
+        fn = node.value
+        if fn in ("_&&_", "_||_"):
+            return self._logical(node, fn == "_&&_")
+        if fn == "!_":
+            a = self.compile(node.args[0])
+
+            def not_(batch):
+                x = a(batch)
+                return V(~np.asarray(x.data, dtype=bool), x.err)
+
+            return not_
+        if fn == "_?_:_":
+            return self._conditional(node)
+        ov = self.overload(node)
+        args = ([node.target] if node.target is not None else []) + list(node.args)
+        for prefix, op in _COMPARE.items():
+            if ov.startswith(prefix + "_") and ov[len(prefix) + 1 :] in ("int64", "double", "string", "bool"):
+                return self._binary(args, lambda a, b, op=op: op(a, b))
+        if ov in ("equals", "not_equals"):
+            for a in args:
+                if self.type_of(a) not in _SCALAR_TYPES:
+                    raise self.fail(a, f"== and != are vectorised for int, double, string and bool, not {self.type_of(a)}")
+            if self.type_of(args[0]) != self.type_of(args[1]):
+                raise self.fail(node, "comparing values of different types is not vectorised")
+            eq = ov == "equals"
+            return self._binary(args, (lambda a, b: np.equal(a, b)) if eq else (lambda a, b: np.not_equal(a, b)))
+        if ov in ("add_int64", "subtract_int64"):
+            return self._int_arith(args, ov == "add_int64")
+        if ov == "negate_int64":
+            a = self.compile(args[0])
+
+            def neg_int(batch):
+                x = a(batch)
+                overflow = np.asarray(x.data == INT64_MIN)
+                with np.errstate(over="ignore"):
+                    data = -np.asarray(x.data)
+                return V(data, _or(x.err, overflow if overflow.any() else None))
+
+            return neg_int
+        if ov == "negate_double":
+            a = self.compile(args[0])
+            return lambda batch: (lambda x: V(-np.asarray(x.data), x.err))(a(batch))
+        if ov in ("add_double", "subtract_double", "multiply_double", "divide_double"):
+            op = {"add_double": np.add, "subtract_double": np.subtract, "multiply_double": np.multiply, "divide_double": np.divide}[ov]
+
+            def arith(a, b, op=op):
+                with np.errstate(all="ignore"):
+                    return op(a, b)
+
+            return self._binary(args, arith)
+        if ov == "add_string":
+            return self._binary(args, lambda a, b: np.add(np.asarray(a, dtype=object), np.asarray(b, dtype=object)))
+        if ov in ("in_list", "in_map"):
+            return self._in(node, args, ov)
+        if ov == "index_map":
+            return self._index_map(node, args)
+        if ov in ("size_string", "string_size"):
+            return self._string_fn(args[0], None, lambda s, _: len(s), np.int64)
+        if ov in ("size_list", "list_size"):
+            a = self.compile(args[0])
+
+            def size_list(batch):
+                lv = a(batch)
+                if lv.col is None:
+                    return V(np.int64(len(lv.consts)), None)
+                return V(lv.col.lengths, lv.err)
+
+            return size_list
+        if ov in ("size_map", "map_size"):
+            a = self.compile(args[0])
+            return lambda batch: (lambda m: V(m.col.sizes(), m.err))(a(batch))
+        if ov in ("starts_with_string", "ends_with_string", "contains_string"):
+            method = {"starts_with_string": str.startswith, "ends_with_string": str.endswith, "contains_string": str.__contains__}[ov]
+            return self._string_fn(args[0], args[1], method, np.bool_)
+        raise self.fail(node, f"{fn.strip('_') or fn} ({ov}) is not vectorised; set `evaluator: reference` on the rule to serve it one candidate at a time")
+
+    def _logical(self, node: Node, is_and: bool) -> Compiled:
+        a, b = self.compile(node.args[0]), self.compile(node.args[1])
+
+        def logical(batch):
+            x, y = a(batch), b(batch)
+            xd, yd = np.asarray(x.data, dtype=bool), np.asarray(y.data, dtype=bool)
+            data = (xd & yd) if is_and else (xd | yd)
+            if x.err is None and y.err is None:
+                return V(data, None)
+            # the side that decides the result absorbs the other side's error
+            xdec = (~xd if is_and else xd) if x.err is None else ((~xd if is_and else xd) & ~x.err)
+            ydec = (~yd if is_and else yd) if y.err is None else ((~yd if is_and else yd) & ~y.err)
+            err = _or(x.err, y.err) & ~(xdec | ydec)
+            return V(data, err)
+
+        return logical
+
+    def _conditional(self, node: Node) -> Compiled:
+        if self.type_of(node) not in _SCALAR_TYPES:
+            raise self.fail(node, "a conditional must produce a scalar to be vectorised")
+        c, x, y = (self.compile(a) for a in node.args)
+
+        def cond(batch):
+            cv, xv, yv = c(batch), x(batch), y(batch)
+            pick = np.asarray(cv.data, dtype=bool)
+            data = np.where(pick, xv.data, yv.data)
+            branch_err = None
+            if xv.err is not None or yv.err is not None:
+                xe = xv.err if xv.err is not None else False
+                ye = yv.err if yv.err is not None else False
+                branch_err = np.asarray(np.where(pick, xe, ye), dtype=bool)
+            return V(data, _or(cv.err, branch_err))
+
+        return cond
+
+    def _binary(self, args: list[Node], op) -> Compiled:
+        a, b = self.compile(args[0]), self.compile(args[1])
+
+        def binary(batch):
+            x, y = a(batch), b(batch)
+            return V(op(x.data, y.data), _or(x.err, y.err))
+
+        return binary
+
+    def _int_arith(self, args: list[Node], add: bool) -> Compiled:
+        a, b = self.compile(args[0]), self.compile(args[1])
+
+        def int_arith(batch):
+            x, y = a(batch), b(batch)
+            xd, yd = np.asarray(x.data, dtype=np.int64), np.asarray(y.data, dtype=np.int64)
+            with np.errstate(over="ignore"):
+                r = xd + yd if add else xd - yd
+            overflow = ((xd ^ r) & (yd ^ r)) < 0 if add else ((xd ^ yd) & (xd ^ r)) < 0
+            overflow = np.asarray(overflow)
+            return V(r, _or(_or(x.err, y.err), overflow if overflow.any() else None))
+
+        return int_arith
+
+    def _in(self, node: Node, args: list[Node], ov: str) -> Compiled:
+        elem, container = self.compile(args[0]), self.compile(args[1])
+        if ov == "in_map":
+            if args[0].kind != "const":
+                raise self.fail(args[0], "`key in map` is vectorised for a constant key")
+            key = args[0].value
+
+            def in_map(batch):
+                m = container(batch)
+                _, present = m.col.key(key)
+                return V(present, m.err)
+
+            return in_map
+        if self.type_of(args[0]) not in _SCALAR_TYPES:
+            raise self.fail(args[0], "`in` is vectorised for scalar elements")
+
+        def in_list(batch):
+            e, lv = elem(batch), container(batch)
+            if lv.col is None:  # x in [constants]
+                consts = lv.consts
+                if e.factor is not None and np.ndim(e.data):
+                    codes, uniques = e.factor.get()
+                    wanted = set(consts)
+                    hit_u = np.fromiter((u in wanted for u in uniques), bool, len(uniques))
+                    return V(hit_u[codes], e.err)
+                hit = np.zeros(np.shape(e.data), bool)
+                for c in consts:
+                    hit = hit | np.equal(e.data, c)
+                return V(hit, e.err)
+            col = lv.col
+            n = batch.n
+            if col.flat.size == 0:
+                return V(np.zeros(n, bool), _or(e.err, lv.err))
+            target = e.data[col.row] if np.ndim(e.data) else e.data
+            eq = np.asarray(np.equal(col.flat, target), dtype=bool)
+            hit = np.zeros(n, bool)
+            hit[col.row[eq]] = True
+            return V(hit, _or(e.err, lv.err))
+
+        return in_list
+
+    def _index_map(self, node: Node, args: list[Node]) -> Compiled:
+        if args[1].kind != "const" or args[1].const_type != "string":
+            raise self.fail(args[1], "map[key] is vectorised for a constant string key")
+        m, key = self.compile(args[0]), args[1].value
+
+        def index_map(batch):
+            mv = m(batch)
+            values, present = mv.col.key(key)
+            return V(values, _or(mv.err, ~present))
+
+        return index_map
+
+    def _string_fn(self, recv: Node, arg: Node | None, fn, dtype) -> Compiled:
+        r = self.compile(recv)
+        if arg is not None and arg.kind != "const":
+            a = self.compile(arg)
+
+            def pairwise(batch):
+                x, y = r(batch), a(batch)
+                xs = np.broadcast_to(np.asarray(x.data, dtype=object), (batch.n,))
+                ys = np.broadcast_to(np.asarray(y.data, dtype=object), (batch.n,))
+                out = np.fromiter((fn(s, t) for s, t in zip(xs, ys, strict=True)), dtype, batch.n)
+                return V(out, _or(x.err, y.err))
+
+            return pairwise
+        const = arg.value if arg is not None else None
+
+        def on_uniques(batch):
+            x = r(batch)
+            if x.factor is not None and np.ndim(x.data):
+                codes, uniques = x.factor.get()
+                per_u = np.fromiter((fn(u, const) for u in uniques), dtype, len(uniques))
+                return V(per_u[codes] if len(uniques) else np.zeros(batch.n, dtype), x.err)
+            if not np.ndim(x.data):
+                return V(dtype(fn(x.data, const)), x.err)
+            return V(np.fromiter((fn(s, const) for s in x.data), dtype, len(x.data)), x.err)
+
+        return on_uniques
+
+
+class _LazyFactor:
+    def __init__(self, col: ScalarColumn):
+        self.col = col
+
+    def get(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.col.factorize()
+
+
+def compile_condition(serialized: bytes, decls: dict[str, AttrType]) -> Compiled:
+    """Compile one checked condition into ``batch -> (data, err)`` with data broadcast to n."""
+    ast = decode_checked(serialized)
+    fn = Compiler(ast, decls).compile(ast.root)
+
+    def run(batch: Batch) -> tuple[np.ndarray, np.ndarray | None]:
+        v = fn(batch)
+        data = np.broadcast_to(np.asarray(v.data, dtype=bool), (batch.n,))
+        err = None if v.err is None else np.broadcast_to(np.asarray(v.err, dtype=bool), (batch.n,))
+        return data, err
+
+    return run
+
+
+class CompiledRules:
+    """The rules of one surface, in order, compiled for whole batches."""
+
+    def __init__(self, bundle, surface: str):
+        self.bundle = bundle
+        self.surface = surface
+        self.rules: list[Rule] = bundle.rules_for(surface)
+        decls = bundle.attributes["rules"]
+        self._fns: list[Callable[[Batch], tuple[np.ndarray, np.ndarray | None]] | None] = []
+        for rule in self.rules:
+            cc = bundle.compiled("rules", rule.id)
+            try:
+                self._fns.append(compile_condition(cc.program.serialize(), decls))
+            except Unsupported as e:
+                if rule.evaluator == "reference":
+                    self._fns.append(None)  # served by the reference evaluator, as the rule asks
+                    continue
+                line, col = _line_col(rule.when, e.offset)
+                raise bundle._builder.when_error(
+                    rule, line, col, f"the vectorised evaluator cannot compile this: {e}",
+                    hint="rewrite the condition, or set `evaluator: reference` on the rule to evaluate it per candidate",
+                ) from None
+
+    def evaluate(self, batch: Batch) -> np.ndarray:
+        """Outcomes, shape (len(rules), n), int8: Outcome.FALSE / TRUE / MISSING."""
+        out = np.empty((len(self.rules), batch.n), dtype=np.int8)
+        for i, fn in enumerate(self._fns):
+            if fn is None:
+                out[i] = self._reference_row(i, batch)
+                continue
+            data, err = fn(batch)
+            row = out[i]
+            row[:] = data
+            if err is not None:
+                row[err] = Outcome.MISSING
+        return out
+
+    def evaluate_reference(self, batch: Batch) -> np.ndarray:
+        """The same outcomes from the CEL library, one candidate at a time (the oracle)."""
+        out = np.empty((len(self.rules), batch.n), dtype=np.int8)
+        for i in range(len(self.rules)):
+            out[i] = self._reference_row(i, batch)
+        return out
+
+    def _reference_row(self, i: int, batch: Batch) -> np.ndarray:
+        from assay.policy.reference import evaluate_one
+
+        cc = self.bundle.compiled("rules", self.rules[i].id)
+        decls = self.bundle.attributes["rules"]
+        return np.fromiter(
+            (evaluate_one(cc, decls, lambda name, t, j=j: batch.row_value(name, t, j)) for j in range(batch.n)),
+            np.int8,
+            batch.n,
+        )
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    line = before.count("\n") + 1
+    col = offset - (before.rfind("\n") + 1) + 1
+    return line, col
