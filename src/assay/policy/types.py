@@ -40,12 +40,10 @@ def parse_type(text: str) -> AttrType:
     t = str(text).strip()
     if t in SCALARS:
         return AttrType(t)
-    if m := _LIST.match(t):
-        if m.group(1) in SCALARS:
-            return AttrType("list", m.group(1))
-    if m := _MAP.match(t):
-        if m.group(1) == "string" and m.group(2) in SCALARS:
-            return AttrType("map", m.group(2))
+    if (m := _LIST.match(t)) and m.group(1) in SCALARS:
+        return AttrType("list", m.group(1))
+    if (m := _MAP.match(t)) and m.group(1) == "string" and m.group(2) in SCALARS:
+        return AttrType("map", m.group(2))
     raise ValueError(
         f"unsupported attribute type {t!r}; use int, double, string, bool, list(T) or map(string, T) with T a scalar"
     )
