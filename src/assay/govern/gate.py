@@ -181,7 +181,7 @@ def evaluate_lineage(graph: LineageGraph, target: int, bundle: Any, deployment: 
         verdict.deciding.append("default-deny")
         verdict.denials.append({"check": "purposes", "rule": "default-deny", "asset": graph.ids[target],
                                 "reason": "the bundle has no purposes rule that allows this use (deny by default)",
-                                "path": prefix + [graph.ids[target]]})
+                                "path": [*prefix, graph.ids[target]]})
     return verdict
 
 

@@ -412,7 +412,7 @@ def _record_run(s: Session, actor: Actor, *, job_name: str, kind: str, inputs: S
             for i in in_ids:
                 p = path_to(graph, graph.index[i], graph.index[hit[0]])
                 if p:
-                    cycle_path = [x for x in p if not x.startswith("run:")][::-1] + [hit[0]]
+                    cycle_path = [*[x for x in p if not x.startswith("run:")][::-1], hit[0]]
                     break
             raise LineageCycle(cycle_path or [hit[0], hit[0]])
     transformation = None
