@@ -1,0 +1,202 @@
+"""Candidate batches: validated columns, from any of the forms a caller has at hand.
+
+The fast path is columnar (a dict of numpy arrays or lists, or a pyarrow Table), because that is
+what a ranker produces and what the vectorised evaluator consumes; a list of dicts is accepted for
+convenience. Whatever the form, a batch is checked before any rule runs — ids present, strings,
+unique; scores finite numbers; columns of one length — and a bad batch is a ``BadInput`` that
+names the position, the id and what is wrong, never a half-applied slate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from assay.errors import BadInput
+
+RESERVED = ("id", "score")
+LABEL_PREFIX = "labels."
+
+
+@dataclass
+class Candidates:
+    """One request's candidates as columns. ``ids`` and ``scores`` are required; ``columns``
+    holds the rest (``source``, ``creator``, features, and ``labels.X`` labels the caller already
+    has), each a numpy array of length ``n``."""
+
+    ids: np.ndarray  # object array of str
+    scores: np.ndarray  # float64
+    columns: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def column(self, name: str) -> np.ndarray | None:
+        return self.columns.get(name)
+
+    def take(self, rows: np.ndarray) -> Candidates:
+        return Candidates(self.ids[rows], self.scores[rows], {k: v[rows] for k, v in self.columns.items()})
+
+    @staticmethod
+    def concat(parts: Sequence[Candidates]) -> Candidates:
+        names = set().union(*(p.columns for p in parts))
+        cols = {}
+        for name in names:
+            cols[name] = np.concatenate([p.columns[name] if name in p.columns else np.full(p.n, None, dtype=object) for p in parts])
+        return Candidates(np.concatenate([p.ids for p in parts]), np.concatenate([p.scores for p in parts]), cols)
+
+
+def _as_array(name: str, value: Any, n: int | None) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif hasattr(value, "to_numpy") and hasattr(value, "type"):  # pyarrow Array / ChunkedArray
+        arr = value.to_numpy(zero_copy_only=False)
+    elif isinstance(value, (list, tuple)):
+        arr = np.empty(len(value), dtype=object)
+        arr[:] = list(value)
+    else:
+        raise BadInput(f"candidates: column {name!r} must be a list or array, got {type(value).__name__}")
+    if arr.ndim != 1:
+        raise BadInput(f"candidates: column {name!r} must be one-dimensional, got shape {arr.shape}")
+    if n is not None and len(arr) != n:
+        raise BadInput(f"candidates: column {name!r} has {len(arr)} values but 'id' has {n}")
+    return arr
+
+
+def from_columns(columns: Mapping[str, Any]) -> Candidates:
+    """Validate a columnar batch (dict of arrays/lists, or anything with ``column_names``)."""
+    if hasattr(columns, "column_names") and hasattr(columns, "column"):  # pyarrow Table
+        columns = {name: columns.column(name) for name in columns.column_names}
+    if not isinstance(columns, Mapping):
+        raise BadInput(f"candidates must be columns (a mapping or a table) or a list of objects, got {type(columns).__name__}")
+    if "id" not in columns:
+        raise BadInput(f"candidates: no 'id' column (columns: {sorted(columns)})")
+    if "score" not in columns:
+        raise BadInput(f"candidates: no 'score' column (columns: {sorted(columns)})")
+    raw_ids = _as_array("id", columns["id"], None)
+    n = len(raw_ids)
+    ids = _check_ids(raw_ids)
+    scores = _check_scores(_as_array("score", columns["score"], n), ids)
+    rest = {}
+    for name, value in columns.items():
+        if name in RESERVED:
+            continue
+        if not isinstance(name, str) or not name:
+            raise BadInput(f"candidates: column names must be non-empty strings, got {name!r}")
+        rest[name] = _as_array(name, value, n)
+    return Candidates(ids, scores, rest)
+
+
+def _check_ids(raw: np.ndarray) -> np.ndarray:
+    n = len(raw)
+    if raw.dtype.kind == "U":
+        ids = raw.astype(object)
+    elif raw.dtype == object:
+        ids = raw
+    else:
+        raise BadInput(f"candidates: 'id' must be strings, got an array of {raw.dtype}")
+    for i, item_id in enumerate(ids):
+        if type(item_id) is not str or not item_id:
+            raise BadInput(f"candidates[{i}]: 'id' must be a non-empty string, got {item_id!r}")
+    if len(set(ids.tolist())) != n:
+        seen: dict[str, int] = {}
+        for i, item_id in enumerate(ids):
+            if item_id in seen:
+                raise BadInput(f"candidates[{i}]: duplicate id {item_id!r} (first at position {seen[item_id]})")
+            seen[item_id] = i
+    return ids
+
+
+def _check_scores(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    if raw.dtype.kind in "fiu":
+        scores = raw.astype(np.float64, copy=False)
+    else:
+        scores = np.empty(len(raw), dtype=np.float64)
+        for i, v in enumerate(raw):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise BadInput(f"candidates[{i}] (id {ids[i]!r}): 'score' must be a number, got {v!r}")
+            scores[i] = float(v)
+    finite = np.isfinite(scores)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise BadInput(f"candidates[{i}] (id {ids[i]!r}): 'score' must be a finite number, got {scores[i]!r}")
+    return scores
+
+
+def from_records(records: Sequence[Mapping[str, Any]]) -> Candidates:
+    """A list of dicts: ``{"id", "score", "source", "creator", "labels": {...}, **features}``."""
+    if not isinstance(records, (list, tuple)):
+        raise BadInput(f"candidates must be a list of objects or columns, got {type(records).__name__}")
+    names: dict[str, None] = {}
+    flat: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            raise BadInput(f"candidates[{i}]: must be an object, got {type(rec).__name__}")
+        row = {}
+        for key, value in rec.items():
+            if key == "labels":
+                if value is None:
+                    continue
+                if not isinstance(value, Mapping):
+                    raise BadInput(f"candidates[{i}]: 'labels' must be an object of label -> score")
+                for label, score in value.items():
+                    row[LABEL_PREFIX + str(label)] = score
+            else:
+                row[key] = value
+        for key in ("id", "score"):
+            if key not in row:
+                raise BadInput(f"candidates[{i}]: missing {key!r}")
+        for key in row:
+            names.setdefault(key, None)
+        flat.append(row)
+    columns: dict[str, Any] = {}
+    for name in names:
+        col = np.empty(len(flat), dtype=object)
+        col[:] = [row.get(name) for row in flat]
+        columns[name] = col
+    if not flat:
+        columns = {"id": np.empty(0, dtype=object), "score": np.empty(0)}
+    cands = from_columns(columns)
+    # label columns given inline must be numbers in [0, 1] or null
+    for name, col in cands.columns.items():
+        if name.startswith(LABEL_PREFIX):
+            cands.columns[name] = label_column(name, col, cands.ids)
+    return cands
+
+
+def label_column(name: str, col: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A caller-supplied label column as float64 with NaN for absent; garbage is an error."""
+    if col.dtype.kind == "f":
+        out = col.astype(np.float64, copy=False)
+    else:
+        out = np.empty(len(col))
+        for i, v in enumerate(col):
+            if v is None:
+                out[i] = math.nan
+            elif isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise BadInput(f"candidates[{i}] (id {ids[i]!r}): label {name[len(LABEL_PREFIX):]!r} must be a number in [0, 1], got {v!r}")
+            else:
+                out[i] = float(v)
+    bad = ~np.isnan(out) & ((out < 0) | (out > 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise BadInput(f"candidates[{i}] (id {ids[i]!r}): label {name[len(LABEL_PREFIX):]!r} = {out[i]} is outside [0, 1]")
+    return out
+
+
+def coerce(candidates: Any) -> Candidates:
+    """Any accepted form -> validated :class:`Candidates`."""
+    if isinstance(candidates, Candidates):
+        return candidates
+    if isinstance(candidates, (list, tuple)):
+        return from_records(candidates)
+    cands = from_columns(candidates)
+    for name, col in cands.columns.items():
+        if name.startswith(LABEL_PREFIX):
+            cands.columns[name] = label_column(name, col, cands.ids)
+    return cands

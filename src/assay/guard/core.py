@@ -1,0 +1,805 @@
+"""The guard: policy rules applied to a candidate batch as column operations, in milliseconds.
+
+``Guard(bundle, labels).apply(request, candidates) -> Slate``.
+
+The policy library (``assay.policy``) says, per rule and candidate, whether the rule's condition is
+TRUE, FALSE or MISSING. The guard owns what that *means* for a slate:
+
+- rules run in bundle order; **hard** actions (``drop``, ``allow``) are decided by the first rule
+  that matches — an ``allow`` exempts the candidate from every later rule; **soft** actions
+  (``demote(f)`` multiplies the score, ``label(text)`` adds an interstitial) stack;
+- ``cap(key, n)``: among the candidates the rule matches, at most ``n`` per value of ``key``
+  (creator, topic, ...) stay in the slate, the highest-ranked after demotions;
+- MISSING follows the rule's ``on_missing``: ``fail_closed`` drops the candidate (at the rule's
+  position in the order), ``skip`` does not fire;
+- a surface is fail-closed by default: a candidate with none of the labels the surface's rules
+  read is dropped before any rule runs, so no unlabeled candidate is served there;
+- ``rollout`` acts on a stable hash of the subject id (the rule is recorded as shadow for subjects
+  outside the rollout), ``shadow`` rules are decided and recorded, never acted on;
+- the deadline budget: if the label read or the rules would end after the request's deadline, the
+  outcomes are MISSING and the fail-closed path serves;
+- a label store that is down, slow or returns garbage gives MISSING labels and a breaker failure,
+  never an exception to the caller.
+
+Bundles reload atomically: the guard holds a reference to an immutable :class:`CompiledBundle`;
+each request reads that reference once, so a slate is decided by exactly one bundle version, which
+every decision records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from assay.errors import BadInput
+from assay.guard import candidates as cand_mod
+from assay.guard.breakers import BreakerRegistry, CallOutcome, CircuitBreaker, Fallback, State
+from assay.guard.candidates import LABEL_PREFIX, Candidates
+from assay.records import Decision, Event
+
+OUT_FALSE, OUT_TRUE, OUT_MISSING = 0, 1, 2
+K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP = 0, 1, 2, 3, 4
+_KINDS = {"drop": K_DROP, "allow": K_ALLOW, "demote": K_DEMOTE, "label": K_LABEL, "cap": K_CAP}
+# codes in Slate.hard_rule beyond rule indices
+UNLABELED = -2
+BREAKER = -3
+BUDGET = -4
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """What the guard needs of one rule, resolved once per bundle load (not per request)."""
+
+    index: int
+    id: str
+    kind: int
+    factor: float
+    text: str
+    key: str
+    limit: int
+    fail_closed: bool
+    shadow: bool
+    rollout: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class CompiledSurface:
+    surface: str
+    compiled: Any  # assay.policy CompiledRules
+    specs: tuple[RuleSpec, ...]
+    item_attrs: dict[str, Any]  # attribute name -> AttrType, item.* read by the rules
+    request_attrs: tuple[str, ...]
+    label_names: tuple[str, ...]  # the X of item.labels.X read by the rules
+    vectors: RuleVectors
+    partial_rollout: tuple[int, ...]  # rules with 0 < rollout < 100 (hashed per subject)
+    cap_rules: tuple[int, ...]
+    label_rules: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RuleVectors:
+    """Per-rule facts as arrays, so resolving 25 rules x 1,000 candidates is a few matrix ops."""
+
+    live: np.ndarray  # not shadow and rollout > 0 (partial rollouts are refined per subject)
+    fail_closed: np.ndarray
+    hard: np.ndarray
+    drop: np.ndarray
+    demote: np.ndarray
+    label: np.ndarray
+    cap: np.ndarray
+    factor: np.ndarray
+
+    @staticmethod
+    def of(specs: tuple[RuleSpec, ...]) -> RuleVectors:
+        def arr(f, dtype=bool):
+            return np.array([f(sp) for sp in specs], dtype=dtype).reshape(len(specs))
+
+        return RuleVectors(
+            live=arr(lambda sp: not sp.shadow and sp.rollout > 0), fail_closed=arr(lambda sp: sp.fail_closed),
+            hard=arr(lambda sp: sp.kind in (K_DROP, K_ALLOW)), drop=arr(lambda sp: sp.kind == K_DROP),
+            demote=arr(lambda sp: sp.kind == K_DEMOTE), label=arr(lambda sp: sp.kind == K_LABEL),
+            cap=arr(lambda sp: sp.kind == K_CAP), factor=arr(lambda sp: sp.factor if sp.kind == K_DEMOTE else 1.0, np.float64),
+        )
+
+
+@dataclass(frozen=True)
+class CompiledBundle:
+    """An immutable, compiled bundle: what one request is decided by."""
+
+    bundle: Any
+    version: str
+    hash: str
+    surfaces: dict[str, CompiledSurface]
+
+    def surface(self, name: str) -> CompiledSurface:
+        s = self.surfaces.get(name)
+        if s is None:
+            known = ", ".join(sorted(self.surfaces)) or "(none)"
+            raise BadInput(f"unknown surface {name!r}; bundle {self.bundle.name} {self.version} has rules for: {known}")
+        return s
+
+
+def _rule_attributes(bundle: Any, rule: Any) -> tuple[str, ...]:
+    try:
+        return tuple(bundle.compiled("rules", rule.id).attributes)
+    except (AttributeError, KeyError):  # an older policy build: every declared attribute
+        return tuple(bundle.attributes.get("rules", {}))
+
+
+def compile_bundle(bundle: Any, extra_surfaces: tuple[str, ...] = ()) -> CompiledBundle:
+    """Compile every surface the bundle names (plus ``extra_surfaces``) before it serves."""
+    decls = bundle.attributes.get("rules", {})
+    surfaces: dict[str, CompiledSurface] = {}
+    for name in sorted(set(bundle.surfaces()) | set(extra_surfaces)):
+        compiled = bundle.compile_rules(name)
+        rules = list(compiled.rules)
+        specs = []
+        reads: set[str] = set()
+        for i, r in enumerate(rules):
+            a = r.action
+            specs.append(RuleSpec(
+                index=i, id=r.id, kind=_KINDS[a.kind], factor=float(a.factor if a.factor is not None else 1.0),
+                text=a.text or "", key=a.key or "", limit=int(a.limit or 0),
+                fail_closed=(r.on_missing != "skip"), shadow=bool(r.shadow), rollout=float(r.rollout), reason=r.reason or "",
+            ))
+            reads.update(_rule_attributes(bundle, r))
+        item_attrs = {a: decls.get(a) for a in sorted(reads) if a.startswith("item.")}
+        request_attrs = tuple(sorted(a for a in reads if a.startswith("request.")))
+        labels = tuple(sorted(a[len("item.labels."):] for a in item_attrs if a.startswith("item.labels.")))
+        specs_t = tuple(specs)
+        surfaces[name] = CompiledSurface(
+            name, compiled, specs_t, item_attrs, request_attrs, labels, RuleVectors.of(specs_t),
+            partial_rollout=tuple(sp.index for sp in specs_t if 0 < sp.rollout < 100 and not sp.shadow),
+            cap_rules=tuple(sp.index for sp in specs_t if sp.kind == K_CAP),
+            label_rules=tuple(sp.index for sp in specs_t if sp.kind == K_LABEL),
+        )
+    return CompiledBundle(bundle, str(bundle.version), str(bundle.hash), surfaces)
+
+
+def _factorize(values: np.ndarray, with_uniques: bool = False):
+    """Integer codes per distinct value (pandas' hash table, in C: a slate's creators in tens of
+    microseconds). None is a value of its own."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    codes = np.asarray(codes, dtype=np.int64)
+    return (codes, np.asarray(uniques, dtype=object)) if with_uniques else codes
+
+
+def _make_guard_batch():
+    from assay.policy import Batch
+    from assay.policy.batch import ListColumn
+
+    class GuardBatch(Batch):
+        """A policy batch whose ``list(string)`` candidate columns (lists of str, None = missing)
+        are flattened in one pass instead of validated row by row: a 1,000-candidate batch with two
+        list attributes otherwise spends most of its time there. Anything unexpected goes to the
+        library's own (validating) path."""
+
+        def _build(self, name, t):
+            col = self.columns.get(name)
+            if t.kind == "list" and t.elem == "string" and isinstance(col, np.ndarray) and col.dtype == object:
+                rows = col.tolist()
+                if all(r is None or type(r) is list for r in rows):
+                    n = self.n
+                    lengths = np.fromiter((0 if r is None else len(r) for r in rows), np.int64, n)
+                    flat_list = [x for r in rows if r for x in r]
+                    if all(type(x) is str for x in flat_list):
+                        offsets = np.zeros(n + 1, np.int64)
+                        np.cumsum(lengths, out=offsets[1:])
+                        flat = np.empty(len(flat_list), dtype=object)
+                        flat[:] = flat_list
+                        miss = np.equal(col, None)
+                        mask = self.missing_masks.get(name)
+                        if mask is not None:
+                            miss = miss | np.asarray(mask, dtype=bool)
+                        row = np.repeat(np.arange(n, dtype=np.int64), lengths)
+                        return ListColumn(flat, row, offsets, miss if miss.any() else None)
+            return super()._build(name, t)
+
+    return GuardBatch
+
+
+class _LazyBatch:
+    cls: Any = None
+
+    def from_columns(self, *args: Any, **kwargs: Any):
+        if self.cls is None:
+            self.cls = _make_guard_batch()
+        return self.cls.from_columns(*args, **kwargs)
+
+
+_GuardBatch = _LazyBatch()
+
+
+def _in_rollout(rule_id: str, subject_id: str, percent: float) -> bool:
+    """Stable across processes and restarts (crc32, not Python's salted hash)."""
+    if percent >= 100.0:
+        return True
+    if percent <= 0.0:
+        return False
+    bucket = zlib.crc32(f"{rule_id}\x00{subject_id}".encode()) % 10000
+    return bucket < percent * 100.0
+
+
+@dataclass
+class Slate:
+    """The re-ranked slate, and everything needed to write one decision per candidate.
+
+    The per-candidate facts are kept as columns; :attr:`decisions` turns them into
+    :class:`assay.records.Decision` records on first use (the decision queue does that off the
+    serving path, so serving does not pay for 1,000 Python objects per request).
+    """
+
+    request_id: str
+    ts: float
+    surface: str
+    subject_id: str
+    bundle_version: str
+    bundle_hash: str
+    item_ids: list[str]  # served, best first
+    scores: np.ndarray  # served scores after demotions
+    item_labels: dict[str, tuple[str, ...]]  # served item id -> interstitial labels
+    breaker_state: str = "closed"
+    fallback: str | None = None
+    model_versions: tuple[str, ...] = ()
+    # per candidate, in the order given
+    candidate_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    scores_before: np.ndarray = field(default_factory=lambda: np.empty(0))
+    scores_after: np.ndarray = field(default_factory=lambda: np.empty(0))
+    rank_after: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    action: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))  # K_* codes
+    hard_rule: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
+    acting: np.ndarray | None = None  # (rules, n) bool: the rule acted on the candidate
+    shadowed: np.ndarray | None = None  # (rules, n) bool: matched in shadow mode / outside rollout
+    failed_closed: np.ndarray | None = None
+    specs: tuple[RuleSpec, ...] = ()
+    breaker_scope: dict[int, str] = field(default_factory=dict)  # candidate -> breaker that dropped it
+    fallback_ids: list[str] = field(default_factory=list)  # items served from a fallback, not candidates
+    notes: tuple[str, ...] = ()
+    _decisions: tuple[Decision, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.candidate_ids)
+
+    @property
+    def dropped(self) -> int:
+        return int(((self.action == K_DROP) | (self.action == K_CAP)).sum())
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        if self._decisions is None:
+            self._decisions = tuple(self._build_decisions())
+        return self._decisions
+
+    def _build_decisions(self) -> list[Decision]:
+        n = self.n_candidates
+        specs = self.specs
+        acted: list[list[int]] = [[] for _ in range(n)]
+        shadowed: list[list[int]] = [[] for _ in range(n)]
+        if self.acting is not None:
+            for r, i in zip(*np.nonzero(self.acting), strict=True):
+                if specs[r].kind != K_CAP:  # a cap rule is named only where it removed the item
+                    acted[i].append(int(r))
+        if self.shadowed is not None:
+            for r, i in zip(*np.nonzero(self.shadowed), strict=True):
+                shadowed[i].append(int(r))
+        names = {K_DROP: "drop", K_ALLOW: "allow", K_DEMOTE: "demote", K_LABEL: "label", K_CAP: "cap"}
+        out = []
+        for i in range(n):
+            h = int(self.hard_rule[i])
+            rule_ids: list[str] = []
+            reasons: list[str] = []
+            rules = sorted(set(acted[i]) | ({h} if h >= 0 else set()))
+            for r in rules:
+                rule_ids.append(specs[r].id)
+                fc = self.failed_closed is not None and self.failed_closed[i] and r == h
+                reasons.append(f"fail-closed: {specs[r].id} could not be evaluated (missing labels or budget)" if fc else specs[r].reason)
+            if h == UNLABELED:
+                rule_ids.append("guard:unlabeled")
+                reasons.append("no labels for this item on a fail-closed surface")
+            elif h == BUDGET:
+                rule_ids.append("guard:deadline")
+                reasons.append("deadline budget exhausted before the rules ran (fail-closed)")
+            elif h == BREAKER:
+                scope = self.breaker_scope.get(i, "breaker")
+                rule_ids.append(f"breaker:{scope}")
+                reasons.append(f"circuit breaker {scope} is open" + (f"; fallback {self.fallback}" if self.fallback else ""))
+            rank = int(self.rank_after[i])
+            out.append(Decision(
+                request_id=self.request_id, ts=self.ts, surface=self.surface, subject_id=self.subject_id,
+                item_id=str(self.candidate_ids[i]), rank_before=i, rank_after=rank, action=names[int(self.action[i])],
+                rule_ids=tuple(rule_ids), reasons=tuple(reasons),
+                shadow_rule_ids=tuple(specs[r].id for r in sorted(set(shadowed[i]))),
+                bundle_hash=self.bundle_hash, bundle_version=self.bundle_version, model_versions=self.model_versions,
+                breaker_state=("open" if h == BREAKER else self.breaker_state),
+                score_before=float(self.scores_before[i]),
+                score_after=(float(self.scores_after[i]) if rank >= 0 else None),
+            ))
+        for k, item_id in enumerate(self.fallback_ids):
+            pos = self.item_ids.index(item_id) if item_id in self.item_ids else -1
+            out.append(Decision(
+                request_id=self.request_id, ts=self.ts, surface=self.surface, subject_id=self.subject_id,
+                item_id=item_id, rank_before=-1, rank_after=pos, action="allow",
+                rule_ids=(f"fallback:{self.fallback}",), reasons=(f"served from fallback {self.fallback} (item {k})",),
+                bundle_hash=self.bundle_hash, bundle_version=self.bundle_version, model_versions=self.model_versions,
+                breaker_state=self.breaker_state, score_after=float(self.scores[pos]) if pos >= 0 else None,
+            ))
+        return out
+
+    def to_dict(self, *, decisions: bool = False) -> dict[str, Any]:
+        items = []
+        for item_id, score in zip(self.item_ids, self.scores.tolist(), strict=True):
+            item: dict[str, Any] = {"id": item_id, "score": score}
+            labels = self.item_labels.get(item_id)
+            if labels:
+                item["labels"] = list(labels)
+            items.append(item)
+        out: dict[str, Any] = {
+            "request_id": self.request_id, "surface": self.surface, "bundle_version": self.bundle_version,
+            "bundle_hash": self.bundle_hash, "breaker_state": self.breaker_state, "fallback": self.fallback,
+            "items": items, "candidates": self.n_candidates, "dropped": self.dropped,
+        }
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if decisions:
+            out["decisions"] = [d.to_dict() for d in self.decisions]
+        return out
+
+
+@dataclass
+class GuardConfig:
+    deadline_ms: float = 50.0
+    # per surface: "fail_closed" (default) drops unlabeled candidates; "fail_open" lets rules decide
+    surface_modes: dict[str, str] = field(default_factory=dict)
+    default_mode: str = "fail_closed"
+    extra_surfaces: tuple[str, ...] = ()  # surfaces served by bundle-wide rules only
+    fallbacks: dict[str, Fallback] = field(default_factory=dict)  # breaker scope (or kind) -> fallback
+    cache_safe_slates: bool = True
+    cached_slates_max: int = 10000  # subjects whose last safe slate is kept for a cached_slate fallback
+
+    def __post_init__(self) -> None:
+        for s, m in {**self.surface_modes, "(default)": self.default_mode}.items():
+            if m not in ("fail_closed", "fail_open"):
+                raise BadInput(f"surface mode for {s!r} must be fail_closed or fail_open, got {m!r}")
+        if not self.deadline_ms > 0:
+            raise BadInput(f"deadline_ms must be positive, got {self.deadline_ms}")
+
+
+class Guard:
+    """Applies a policy bundle's serving rules to candidate batches. Thread-safe."""
+
+    def __init__(self, bundle: Any, labels: Any = None, *, config: GuardConfig | None = None,
+                 breakers: BreakerRegistry | None = None, sink: Callable[[Any], Any] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.config = config or GuardConfig()
+        self.labels = labels
+        self.breakers = breakers or BreakerRegistry()
+        if sink is not None and not hasattr(sink, "submit"):
+            from assay.guard.sink import DecisionQueue
+
+            sink = DecisionQueue(sink)
+        self.sink = sink
+        self._clock = clock
+        self._state: CompiledBundle = compile_bundle(bundle, self.config.extra_surfaces)
+        self._safe_slates: dict[str, tuple[list[str], np.ndarray]] = {}  # seeded, per surface
+        self._subject_slates: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
+        self.events: deque[Event] = deque(maxlen=1000)
+        self.breakers.add_listener(self._on_event)
+        self.counters = {"requests": 0, "label_store_errors": 0, "label_store_timeouts": 0, "budget_exhausted": 0,
+                         "fallbacks": 0, "garbage_labels": 0}
+
+    # -- bundle --------------------------------------------------------------------------------
+    @property
+    def bundle(self) -> CompiledBundle:
+        return self._state
+
+    def swap(self, bundle: Any) -> CompiledBundle:
+        """Compile ``bundle`` completely, then switch to it with one reference assignment.
+        Requests in flight finish on the bundle they started with."""
+        new = compile_bundle(bundle, self.config.extra_surfaces)
+        self._state = new
+        return new
+
+    def _on_event(self, event: Event) -> None:
+        event = Event(event.kind, event.ts, event.subject, event.payload, self._state.hash)
+        self.events.append(event)
+        if self.sink is not None:
+            with contextlib.suppress(Exception):  # a full or broken sink never fails serving
+                self.sink(event)
+
+    # -- feedback ------------------------------------------------------------------------------
+    def report_harmful(self, *, item_id: str, source: str | None = None, model_version: str | None = None,
+                       surface: str | None = None, severe: bool = False) -> None:
+        """A served candidate was later found harmful: a failure for the breakers of its scopes."""
+        outcome = CallOutcome(kind="harmful", severe=severe, detail=item_id)
+        for scope in (f"source:{source}" if source else None, f"model:{model_version}" if model_version else None,
+                      f"surface:{surface}" if surface else None):
+            if scope and (b := self.breakers.get(scope)) is not None:
+                b.record(outcome)
+
+    def set_safe_slate(self, surface: str, item_ids: list[str], scores: list[float] | None = None) -> None:
+        """Seed the cached safe slate a ``cached_slate`` fallback serves."""
+        s = np.asarray(scores if scores is not None else np.linspace(1.0, 0.0, len(item_ids), endpoint=False), dtype=np.float64)
+        self._safe_slates[surface] = (list(item_ids), s)
+
+    def _fallback_for(self, scope: str) -> Fallback:
+        fb = self.config.fallbacks.get(scope) or self.config.fallbacks.get(scope.split(":", 1)[0])
+        if fb is None:
+            policy = self.breakers.policy(scope)
+            fb = policy.fallback if policy is not None else Fallback("cached_slate")
+        return fb
+
+    # -- serving -------------------------------------------------------------------------------
+    def apply(self, request: dict[str, Any], candidates: Any, *, evaluator: str = "compiled") -> Slate:
+        """Decide one request. ``request``: ``{"request_id", "surface", "user": {"id", ...},
+        "deadline_ms", "model_version"}``; ``candidates``: columns or a list of dicts."""
+        started = time.perf_counter()
+        state = self._state  # read once: this request is decided by this bundle only
+        if not isinstance(request, dict):
+            raise BadInput(f"request must be an object, got {type(request).__name__}")
+        surface_name = request.get("surface")
+        if not isinstance(surface_name, str) or not surface_name:
+            raise BadInput("request: 'surface' must name a surface, e.g. \"for_you\"")
+        surface = state.surface(surface_name)
+        cands = cand_mod.coerce(candidates)
+        deadline_ms = request.get("deadline_ms", self.config.deadline_ms)
+        if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, (int, float)) or not deadline_ms > 0:
+            raise BadInput(f"request: 'deadline_ms' must be a positive number, got {deadline_ms!r}")
+        deadline = started + float(deadline_ms) / 1000.0
+        user = request.get("user") if isinstance(request.get("user"), dict) else {}
+        subject_id = str(request.get("subject_id") or user.get("id") or "")
+        request_id = str(request.get("request_id") or uuid.uuid4().hex)
+        model_version = request.get("model_version")
+        models = (str(model_version),) if model_version else ()
+        self.counters["requests"] += 1
+
+        # breakers that gate the whole request: the surface, then the ranker's model version
+        gating: list[tuple[str, CircuitBreaker]] = []
+        breaker_state = State.CLOSED.value
+        for scope in (f"surface:{surface_name}", f"model:{model_version}" if model_version else None):
+            if scope and (b := self.breakers.get(scope)) is not None:
+                if not b.try_acquire_permission():
+                    return self._serve_fallback(state, surface, request, request_id, subject_id, models, cands, scope, started, deadline, evaluator)
+                gating.append((scope, b))
+                if b.state is State.HALF_OPEN:
+                    breaker_state = State.HALF_OPEN.value
+        slate, outcome = self._decide(state, surface, request, request_id, subject_id, models, cands, started, deadline, evaluator)
+        slate.breaker_state = breaker_state
+        for _, b in gating:
+            b.record(outcome)
+        if self.config.cache_safe_slates and outcome.kind == "drop_rate" and len(slate) and subject_id:
+            # the subject's own last fully labelled slate: safe *for this subject* (never another's)
+            cache = self._subject_slates
+            cache[(surface_name, subject_id)] = (slate.item_ids, slate.scores)
+            if len(cache) > self.config.cached_slates_max:
+                cache.pop(next(iter(cache)))
+        if self.sink is not None:
+            self.sink(slate)
+        return slate
+
+    def _serve_fallback(self, state: CompiledBundle, surface: CompiledSurface, request: dict, request_id: str,
+                        subject_id: str, models: tuple[str, ...], cands: Candidates, scope: str, started: float,
+                        deadline: float, evaluator: str) -> Slate:
+        fb = self._fallback_for(scope)
+        self.counters["fallbacks"] += 1
+        b = self.breakers.get(scope)
+        st = b.state.value if b is not None else State.OPEN.value
+        if fb.kind == "stricter_rules":
+            strict = state.surface(fb.surface or "")
+            slate, _ = self._decide(state, strict, request, request_id, subject_id, models, cands, started, deadline, evaluator)
+            slate.surface = surface.surface
+            slate.fallback, slate.breaker_state = "stricter_rules", st
+            slate.notes = (*slate.notes, f"breaker {scope} {st}: decided by the rules of {fb.surface}")
+        elif fb.kind == "safe_source":
+            safe = cand_mod.coerce(fb.candidates(request))  # type: ignore[misc]
+            slate, _ = self._decide(state, surface, request, request_id, subject_id, models, safe, started, deadline, evaluator,
+                                    use_store=False)
+            # the request's own candidates are recorded as dropped by the breaker
+            dropped = self._all_dropped(state, surface, request_id, subject_id, models, cands, scope, st)
+            slate.fallback_ids = list(slate.item_ids)
+            slate = Slate(**{**slate.__dict__, "candidate_ids": dropped.candidate_ids, "scores_before": dropped.scores_before,
+                             "scores_after": dropped.scores_after, "rank_after": dropped.rank_after, "action": dropped.action,
+                             "hard_rule": dropped.hard_rule, "acting": None, "shadowed": None, "failed_closed": None,
+                             "breaker_scope": dropped.breaker_scope, "_decisions": None})
+            slate.fallback, slate.breaker_state = "safe_source", st
+        else:
+            slate = self._all_dropped(state, surface, request_id, subject_id, models, cands, scope, st)
+            cached = self._subject_slates.get((surface.surface, subject_id)) or self._safe_slates.get(surface.surface)
+            if fb.kind == "cached_slate" and cached is not None:
+                ids, scores = cached
+                slate.item_ids, slate.scores, slate.fallback_ids = list(ids), scores.copy(), list(ids)
+            slate.fallback = fb.kind
+        if self.sink is not None:
+            self.sink(slate)
+        return slate
+
+    def _all_dropped(self, state: CompiledBundle, surface: CompiledSurface, request_id: str, subject_id: str,
+                     models: tuple[str, ...], cands: Candidates, scope: str, st: str) -> Slate:
+        n = cands.n
+        return Slate(
+            request_id=request_id, ts=self._clock(), surface=surface.surface, subject_id=subject_id,
+            bundle_version=state.version, bundle_hash=state.hash, item_ids=[], scores=np.empty(0), item_labels={},
+            breaker_state=st, model_versions=models, candidate_ids=cands.ids, scores_before=cands.scores,
+            scores_after=cands.scores.copy(), rank_after=np.full(n, -1, dtype=np.int64), action=np.full(n, K_DROP, dtype=np.int8),
+            hard_rule=np.full(n, BREAKER, dtype=np.int32), specs=surface.specs, breaker_scope=dict.fromkeys(range(n), scope),
+        )
+
+    # -- the decision itself -------------------------------------------------------------------
+    def _read_labels(self, surface: CompiledSurface, cands: Candidates, deadline: float, use_store: bool):
+        """Label columns for the surface's rules: caller-supplied ``labels.X`` first, the store
+        for the rest. Returns (values, present, outcome kind, duration)."""
+        n = cands.n
+        values: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}
+        wanted = []
+        for name in surface.label_names:
+            given = cands.columns.get(LABEL_PREFIX + name)
+            if given is not None:
+                values[name] = given
+                present[name] = ~np.isnan(given)
+            else:
+                wanted.append(name)
+        kind, duration = "drop_rate", 0.0
+        if wanted:
+            store_ok = False
+            if use_store and self.labels is not None and n:
+                t0 = time.perf_counter()
+                try:
+                    remaining = max(deadline - t0, 0.0)
+                    got = self.labels.get(list(cands.ids), wanted, timeout_s=remaining)
+                    duration = time.perf_counter() - t0
+                    if len(got.item_ids) != n:
+                        raise ValueError(f"label store answered {len(got.item_ids)} items for {n}")
+                    for name in wanted:
+                        v = np.asarray(got.values[name], dtype=np.float64)
+                        p = np.asarray(got.present[name], dtype=bool)
+                        if v.shape != (n,) or p.shape != (n,):
+                            raise ValueError(f"label {name!r}: store returned shape {v.shape}/{p.shape} for {n} items")
+                        values[name], present[name] = v, p
+                    self.counters["garbage_labels"] += int(getattr(got, "garbage", 0))
+                    store_ok = True
+                except Exception as e:  # down, slow, garbage: fail closed, count, never raise
+                    duration = time.perf_counter() - t0
+                    timed_out = bool(getattr(e, "timeout", False)) or isinstance(e, TimeoutError)
+                    kind = "label_store_timeout" if timed_out else "label_store_error"
+                    self.counters["label_store_timeouts" if timed_out else "label_store_errors"] += 1
+            if not store_ok:
+                for name in wanted:
+                    values[name] = np.full(n, np.nan)
+                    present[name] = np.zeros(n, dtype=bool)
+        return values, present, kind, duration
+
+    def _batch(self, surface: CompiledSurface, request: dict, cands: Candidates, values, present):
+        n = cands.n
+        columns: dict[str, Any] = {}
+        missing: dict[str, np.ndarray] = {}
+        for attr, t in surface.item_attrs.items():
+            path = attr[len("item."):]
+            if path.startswith("labels."):
+                name = path[len("labels."):]
+                columns[attr] = values[name]
+                missing[attr] = ~present[name]
+                continue
+            if path == "id":
+                col = cands.ids
+            elif path == "score":
+                col = cands.scores
+            else:
+                col = cands.columns.get(path)
+            if col is None:
+                columns[attr] = np.zeros(n)
+                missing[attr] = np.ones(n, dtype=bool)
+                continue
+            kind = getattr(t, "kind", None)
+            if col.dtype == object and kind in ("double", "int", "bool", "string"):
+                miss = np.equal(col, None)
+                has_missing = bool(miss.any())
+                filled = col
+                if has_missing:
+                    filled = col.copy()
+                    filled[miss] = "" if kind == "string" else 0
+                # numbers and strings as typed arrays take the evaluator's fast path; anything
+                # of the wrong type stays an object column, which the policy library marks missing
+                with contextlib.suppress(TypeError, ValueError):
+                    if kind == "string":
+                        if all(type(v) is str for v in filled.tolist()):
+                            col = filled.astype(str) if n else np.empty(0, dtype=str)
+                    elif kind == "double":
+                        col = filled.astype(np.float64)
+                if has_missing:
+                    missing[attr] = miss
+            elif col.dtype.kind == "f":
+                nan = np.isnan(col)
+                if nan.any():
+                    missing[attr] = nan
+            columns[attr] = col
+        scalars: dict[str, Any] = {}
+        for attr in surface.request_attrs:
+            node: Any = request
+            for part in attr.split(".")[1:]:
+                if not isinstance(node, dict) or part not in node:
+                    node = None
+                    break
+                node = node[part]
+            if node is not None:
+                scalars[attr] = node
+        return _GuardBatch.from_columns(n, columns=columns, missing=missing, scalars=scalars)
+
+    def _decide(self, state: CompiledBundle, surface: CompiledSurface, request: dict, request_id: str, subject_id: str,
+                models: tuple[str, ...], cands: Candidates, started: float, deadline: float, evaluator: str,
+                use_store: bool = True) -> tuple[Slate, CallOutcome]:
+        n = cands.n
+        specs = surface.specs
+        values, present, kind, duration = self._read_labels(surface, cands, deadline, use_store)
+        budget_out = time.perf_counter() >= deadline
+        notes: list[str] = []
+        if kind != "drop_rate":
+            notes.append(f"label store failed ({kind}); fail-closed")
+        if budget_out and n:
+            self.counters["budget_exhausted"] += 1
+            notes.append("deadline budget exhausted; fail-closed")
+            if kind == "drop_rate":
+                kind = "label_store_timeout"  # the read used up the budget: a slow call
+            outcomes = np.full((len(specs), n), OUT_MISSING, dtype=np.int8)
+        elif n and specs:
+            batch = self._batch(surface, request, cands, values, present)
+            if evaluator == "reference":
+                outcomes = np.asarray(surface.compiled.evaluate_reference(batch), dtype=np.int8)
+            else:
+                outcomes = np.asarray(surface.compiled.evaluate(batch), dtype=np.int8)
+        else:
+            outcomes = np.zeros((len(specs), n), dtype=np.int8)
+
+        # -- what the rules decide, as (rules x candidates) matrices --------------------------
+        pre_dropped = np.zeros(n, dtype=bool)  # dropped before any rule: unlabeled, out of budget
+        hard_rule = np.full(n, -1, dtype=np.int32)
+        mode = self.config.surface_modes.get(surface.surface, self.config.default_mode)
+        if mode == "fail_closed" and surface.label_names and n:
+            labelled = np.zeros(n, dtype=bool)
+            for name in surface.label_names:
+                labelled |= present[name]
+            pre_dropped = ~labelled
+            hard_rule[pre_dropped] = UNLABELED
+        if budget_out and n:
+            hard_rule[~pre_dropped] = BUDGET
+            pre_dropped = np.ones(n, dtype=bool)
+        v = surface.vectors
+        n_rules = len(specs)
+        live_rule = v.live
+        if surface.partial_rollout:
+            live_rule = live_rule.copy()
+            for r in surface.partial_rollout:
+                live_rule[r] &= _in_rollout(specs[r].id, subject_id, specs[r].rollout)
+        hit = outcomes == OUT_TRUE
+        miss = outcomes == OUT_MISSING
+        matched = (hit | (miss & v.fail_closed[:, None])) & ~pre_dropped[None, :]
+        acts = matched & live_rule[:, None]
+        # a fail-closed MISSING acts as a hard drop whatever the rule's action
+        hard = acts & (v.hard[:, None] | miss)
+        any_hard = hard.any(axis=0)
+        first = np.where(any_hard, hard.argmax(axis=0), n_rules)
+        rule_idx = np.arange(n_rules)[:, None]
+        before = rule_idx < first[None, :]
+        upto = rule_idx <= first[None, :]
+        acting = acts & upto
+        shadowed = matched & ~live_rule[:, None] & upto
+        cols = np.arange(n)
+        safe_first = np.minimum(first, max(n_rules - 1, 0))
+        failed_closed = any_hard & miss[safe_first, cols] if n_rules else np.zeros(n, dtype=bool)
+        dropped = pre_dropped | (any_hard & (failed_closed | v.drop[safe_first])) if n_rules else pre_dropped.copy()
+        hard_rule = np.where(any_hard, first, hard_rule).astype(np.int32)
+        soft_before = acting & before
+        demoting = soft_before & v.demote[:, None]
+        factor = np.prod(np.where(demoting, v.factor[:, None], 1.0), axis=0) if n_rules else np.ones(n)
+        labelling = soft_before & v.label[:, None]
+        capping = soft_before & v.cap[:, None]
+        action = np.full(n, K_ALLOW, dtype=np.int8)
+        action[labelling.any(axis=0)] = K_LABEL
+        action[demoting.any(axis=0)] = K_DEMOTE
+        action[dropped] = K_DROP
+        keep = ~dropped
+        scores_after = cands.scores * factor
+        # rank survivors by demoted score; ties keep the ranker's order
+        order = np.lexsort((np.arange(n), -scores_after))
+        order = order[keep[order]]
+        for r in surface.cap_rules:
+            spec = specs[r]
+            m = capping[r]
+            in_cap = m[order]
+            if not in_cap.any():
+                continue
+            positions = order[in_cap]  # capped candidates, best first
+            key_col = cands.columns.get(spec.key)
+            if key_col is None and spec.key in ("id",):
+                key_col = cands.ids
+            if key_col is None:
+                keys = np.zeros(len(positions), dtype=np.int64)  # no such field: one group
+            else:
+                keys = _factorize(key_col[positions])
+            s = np.argsort(keys, kind="stable")
+            ks = keys[s]
+            idx = np.arange(len(ks))
+            starts = np.empty(len(ks), dtype=bool)
+            starts[:1] = True
+            starts[1:] = ks[1:] != ks[:-1]
+            ordinal_sorted = idx - np.maximum.accumulate(np.where(starts, idx, 0))
+            ordinal = np.empty(len(ks), dtype=np.int64)
+            ordinal[s] = ordinal_sorted
+            over = positions[ordinal >= spec.limit]
+            if len(over):
+                keep[over] = False
+                action[over] = K_CAP
+                hard_rule[over] = spec.index
+            order = order[keep[order]]
+        rank_after = np.full(n, -1, dtype=np.int64)
+        rank_after[order] = np.arange(len(order))
+        served_ids = cands.ids[order].tolist()
+        item_labels: dict[str, tuple[str, ...]] = {}
+        for r in surface.label_rules:
+            for i in np.flatnonzero(labelling[r] & keep):
+                item_id = cands.ids[i]
+                item_labels[item_id] = (*item_labels.get(item_id, ()), specs[r].text)
+        drop_rate = float(dropped.sum()) / n if n else 0.0
+        slate = Slate(
+            request_id=request_id, ts=self._clock(), surface=surface.surface, subject_id=subject_id,
+            bundle_version=state.version, bundle_hash=state.hash, item_ids=served_ids, scores=scores_after[order],
+            item_labels=item_labels, model_versions=models, candidate_ids=cands.ids, scores_before=cands.scores,
+            scores_after=scores_after, rank_after=rank_after, action=action, hard_rule=hard_rule, acting=acting,
+            shadowed=shadowed, failed_closed=failed_closed, specs=specs, notes=tuple(notes),
+        )
+        self._source_breakers(cands, dropped, slate)
+        return slate, CallOutcome(kind=kind, duration_s=duration, value=drop_rate)
+
+    def _source_breakers(self, cands: Candidates, dropped: np.ndarray, slate: Slate) -> None:
+        """Per-source breakers: an open source's candidates leave the slate; every source's drop
+        rate in this batch is one call for its breaker."""
+        if self.breakers.policy("source") is None and not any(k.startswith("source:") for k in self.breakers.policies):
+            return
+        sources = cands.columns.get("source")
+        if sources is None or not cands.n:
+            return
+        code, uniques = _factorize(sources, with_uniques=True)
+        totals = np.bincount(code, minlength=len(uniques))
+        drops = np.bincount(code, weights=dropped.astype(np.float64), minlength=len(uniques))
+        removed = np.zeros(cands.n, dtype=bool)
+        for c, src in enumerate(uniques.tolist()):
+            if src is None:
+                continue
+            scope = f"source:{src}"
+            b = self.breakers.get(scope)
+            if b is None:
+                continue
+            if not b.try_acquire_permission():
+                mask = (code == c) & (slate.rank_after >= 0)
+                removed |= mask
+                for i in np.flatnonzero(code == c):
+                    slate.breaker_scope[int(i)] = scope
+                continue
+            b.record(CallOutcome(kind="drop_rate", value=float(drops[c]) / float(totals[c])))
+        if removed.any():
+            slate.action[removed] = K_DROP
+            slate.hard_rule[removed] = BREAKER
+            keep = slate.rank_after >= 0
+            keep &= ~removed
+            order = np.flatnonzero(keep)
+            order = order[np.argsort(slate.rank_after[order], kind="stable")]
+            slate.rank_after[:] = -1
+            slate.rank_after[order] = np.arange(len(order))
+            slate.item_ids = slate.candidate_ids[order].tolist()
+            slate.scores = slate.scores_after[order]
+            slate.item_labels = {k: v for k, v in slate.item_labels.items() if k in set(slate.item_ids)}
+            slate.notes = (*slate.notes, "source breakers open: " + ", ".join(sorted({slate.breaker_scope[int(i)] for i in np.flatnonzero(removed)})))
