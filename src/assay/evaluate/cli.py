@@ -1,0 +1,186 @@
+"""``assay eval ...`` and ``assay models ...`` commands. Imports stay cheap: the engine, httpx,
+matplotlib and torch load inside the commands."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+eval_app = typer.Typer(help="Evaluate models and recommenders: suites, runs, resume, reports, gates.", no_args_is_help=True)
+models_app = typer.Typer(help="Bundled models: serve SmolLM2 on llama.cpp's OpenAI-compatible server.", no_args_is_help=True)
+
+
+def _target_override(target_url: str | None, model: str | None, api_key_env: str | None) -> dict | None:
+    if target_url:
+        spec = {"kind": "openai", "base_url": target_url, "model": model or "default"}
+        if api_key_env:
+            spec["api_key_env"] = api_key_env
+        return spec
+    if model:
+        return {"kind": "llamacpp", "model": model}
+    return None
+
+
+def _print_outcome(outcome, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if as_json:
+        typer.echo(json.dumps({"run_id": outcome.run_id, "path": str(outcome.path), "report": outcome.report, "stats": outcome.stats}, indent=2, sort_keys=True, default=str))
+        return
+    console = Console()
+    r = outcome.report
+    c = r["counts"]
+    table = Table(title=f"{r['suite']} · run {outcome.run_id}")
+    for col in ("metric", "value", "95% interval", "n"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, m in r["metrics"].items():
+        if "[" in name:
+            continue
+        table.add_row(name, f"{m['value']:.4f}", f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}]", str(m["n"]))
+    console.print(table)
+    console.print(f"items {c['items']} · answered {c['ok']} · errors {c['errors'] or 'none'} · scorer errors {c['score_errors'] or 'none'}")
+    console.print(f"tokens {c['usage']['prompt_tokens']} prompt + {c['usage']['completion_tokens']} completion · cost {c['usage']['cost']:.6f}")
+    if r["gates"]:
+        for v in r["gates"]["verdicts"]:
+            mark = "[green]pass[/]" if v["passed"] else "[bold red]FAIL[/]"
+            console.print(f"gate {v['id']}: {mark}  ({v['reason']})")
+    console.print(f"report: {outcome.path / 'report.html'}")
+
+
+def _exit_for(outcome) -> None:
+    if outcome.passed is False:
+        raise typer.Exit(1)
+
+
+@eval_app.command("run")
+def run_cmd(
+    suite: str = typer.Argument(..., help="Suite YAML file or built-in suite name (see `assay eval suites`)."),
+    target_url: str = typer.Option(None, "--target-url", help="Evaluate this OpenAI-compatible endpoint instead (…/v1)."),
+    model: str = typer.Option(None, "--model", help="Model name at --target-url, or a bundled model (smollm2) to serve."),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the endpoint's API key."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N items (a slice for a quick check)."),
+    engine: str = typer.Option("local", "--engine", help="local (asyncio) or ray (a local or existing Ray cluster)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the response cache."),
+    run_id: str = typer.Option(None, "--run-id", help="Name the run (default: time-suite-random)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Register the run in the governance registry when available."),
+) -> None:
+    """Run a suite; write results, report.json and report.html; exit 1 when a gate fails."""
+    from assay.evaluate.engine import register_with_governance, run_suite
+    from assay.evaluate.suite import load_suite
+
+    s = load_suite(suite).with_overrides(target=_target_override(target_url, model, api_key_env), limit=limit)
+    outcome = run_suite(s, run_id=run_id, engine=engine, use_cache=not no_cache, show_progress=not as_json)
+    if register:
+        outcome.stats["registered"] = register_with_governance(outcome.result)
+    _print_outcome(outcome, as_json)
+    _exit_for(outcome)
+
+
+@eval_app.command("resume")
+def resume_cmd(
+    run_id: str = typer.Argument(..., help="The run to finish (see `assay eval list`)."),
+    engine: str = typer.Option(None, "--engine", help="Override the run's engine (local | ray)."),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run only the items a killed or failed run had not finished, then report as if it never stopped."""
+    from assay.evaluate.engine import resume_run
+
+    outcome = resume_run(run_id, engine=engine, use_cache=not no_cache, show_progress=not as_json)
+    _print_outcome(outcome, as_json)
+    _exit_for(outcome)
+
+
+@eval_app.command("list")
+def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Runs under ASSAY_HOME with their progress and gate verdicts."""
+    from assay.evaluate.engine import list_runs
+
+    runs = list_runs()
+    if as_json:
+        typer.echo(json.dumps(runs, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="evaluation runs")
+    for col in ("run", "suite", "done", "complete", "passed"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(r["run_id"], r["suite"], f"{r['done']}/{r['items']}", str(r["complete"]), str(r["passed"]))
+    Console().print(table)
+
+
+@eval_app.command("suites")
+def suites_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The built-in suites."""
+    from assay.evaluate.suite import builtin_suites, load_suite
+
+    rows = [{"name": n, "description": load_suite(n).description.strip()} for n in sorted(builtin_suites())]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:<26} {r['description']}")
+
+
+@eval_app.command("show")
+def show_cmd(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print a finished run's report."""
+    from assay.errors import BadInput
+    from assay.evaluate.engine import RunOutcome, run_dir
+    from assay.evaluate.report import evaluation_result
+
+    path = run_dir(run_id)
+    if not (path / "report.json").is_file():
+        raise BadInput(f"run {run_id} has no report yet", hint=f"assay eval resume {run_id}")
+    report = json.loads((path / "report.json").read_text())
+    outcome = RunOutcome(run_id, path, report, evaluation_result(report, str(path / "report.html")))
+    _print_outcome(outcome, as_json)
+    _exit_for(outcome)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Bundled models and where their weights are."""
+    from assay.errors import Unavailable
+    from assay.evaluate.serve import BUNDLED, resolve_model
+
+    for name in BUNDLED:
+        try:
+            typer.echo(f"{name}\t{resolve_model(name)}")
+        except Unavailable as e:
+            typer.echo(f"{name}\t(not installed: {e.message})")
+
+
+@models_app.command("serve")
+def models_serve(
+    model: str = typer.Argument("smollm2", help="A bundled model name or a GGUF path."),
+    port: int = typer.Option(None, "--port", help="Port on 127.0.0.1 (default: a free one)."),
+    n_ctx: int = typer.Option(2048, "--n-ctx"),
+    threads: int = typer.Option(None, "--threads"),
+) -> None:
+    """Start llama.cpp's OpenAI-compatible server on the model, wait until healthy, serve until Ctrl-C."""
+    import time
+
+    from assay.evaluate.serve import ModelServer
+
+    server = ModelServer(model, port=port, n_ctx=n_ctx, n_threads=threads)
+    typer.echo(f"starting llama.cpp server for {server.model_path} ...", err=True)
+    server.start()
+    typer.echo(f"ready: {server.base_url}  (OpenAI-compatible; Ctrl-C stops it)")
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,356 @@
+"""From streamed per-item results to metrics (each with n and a 95% bootstrap interval), gate
+verdicts, a JSON report, an HTML report with plots, and an ``EvaluationResult`` record.
+
+The JSON report depends only on the suite, the data and the per-item results (read back in
+dataset order), never on timing or completion order, so a resumed run reports exactly what an
+uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.evaluate import recsys_metrics as rm
+from assay.evaluate.stats import Aggregate, mean_aggregate, statistic_aggregate
+from assay.records import EvaluationResult
+
+
+def _value(record: dict[str, Any], field: str) -> Any:
+    if field in record.get("scores", {}):
+        return record["scores"][field]
+    if field in record.get("fields", {}):
+        return record["fields"][field]
+    if field in ("category", "group"):
+        return record.get(field)
+    return None
+
+
+def _numeric(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v)):
+        return float(v)
+    return None
+
+
+def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("error") is None]
+
+
+def _mean_metric(name: str, spec: dict[str, Any], records: list[dict[str, Any]], resamples: int) -> dict[str, Aggregate]:
+    field = spec["mean"]
+    where = spec.get("where") or {}
+    rows = [r for r in _ok(records) if all(_value(r, k) == v for k, v in where.items())]
+    out = {name: mean_aggregate([x for r in rows if (x := _numeric(_value(r, field))) is not None], resamples=resamples)}
+    by = spec.get("by")
+    for key in [by] if isinstance(by, str) else (by or []):
+        groups: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            x = _numeric(_value(r, field))
+            g = _value(r, key)
+            if x is not None and g not in (None, ""):
+                groups[str(g)].append(x)
+        for g in sorted(groups):
+            out[f"{name}[{g}]"] = mean_aggregate(groups[g], resamples=resamples)
+    return out
+
+
+def _bbq_bias(name: str, spec: dict[str, Any], records: list[dict[str, Any]], resamples: int) -> dict[str, Aggregate]:
+    """BBQ bias scores (Parrish et al. 2022): s_DIS = 2 * biased / non-unknown - 1 over
+    disambiguated items; s_AMB = (1 - accuracy) * s_DIS computed over ambiguous items.
+    Accuracy per condition too; overall and per category, bootstrapped over items."""
+    out: dict[str, Aggregate] = {}
+    ok = _ok(records)
+    cats = sorted({r.get("category", "") for r in ok})
+    for cat in [None, *cats]:
+        rows = [r for r in ok if cat is None or r.get("category") == cat]
+        suffix = "" if cat is None else f"[{cat}]"
+        for cond in ("ambig", "disambig"):
+            sub = [r for r in rows if r["fields"].get("context_condition") == cond]
+            correct = np.array([bool(r["scores"].get("correct")) for r in sub], dtype=float)
+            biased = np.array([np.nan if r["scores"].get("biased") is None else float(r["scores"]["biased"]) for r in sub])
+
+            def s_dis(idx: np.ndarray, biased=biased) -> float:
+                b = biased[idx]
+                b = b[~np.isnan(b)]
+                return math.nan if b.size == 0 else float(2 * b.mean() - 1)
+
+            def s_amb(idx: np.ndarray, biased=biased, correct=correct) -> float:
+                d = s_dis(idx)
+                return math.nan if math.isnan(d) else float((1 - correct[idx].mean()) * d)
+
+            out[f"{name}_accuracy_{cond}{suffix}"] = mean_aggregate(correct, resamples=resamples)
+            out[f"{name}_bias_{cond}{suffix}"] = statistic_aggregate(len(sub), s_amb if cond == "ambig" else s_dis, resamples=resamples)
+    return out
+
+
+def _agreement(name: str, spec: dict[str, Any], records: list[dict[str, Any]], resamples: int) -> dict[str, Aggregate]:
+    """Judge vs human labels: accuracy (share of items where they agree) and Cohen's kappa."""
+    pairs = [
+        (bool(p), bool(h))
+        for r in _ok(records)
+        if (p := _value(r, spec["pred"])) is not None and (h := _value(r, spec["label"])) is not None
+    ]
+    pred = np.array([p for p, _ in pairs], dtype=float)
+    human = np.array([h for _, h in pairs], dtype=float)
+
+    def kappa(idx: np.ndarray) -> float:
+        a, b = pred[idx], human[idx]
+        po = float((a == b).mean())
+        pe = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
+        return math.nan if pe == 1 else (po - pe) / (1 - pe)
+
+    out = {
+        f"{name}_accuracy": mean_aggregate(pred == human, resamples=resamples) if pairs else Aggregate(math.nan, 0, math.nan, math.nan),
+        f"{name}_kappa": statistic_aggregate(len(pairs), kappa, resamples=resamples),
+    }
+    if pairs:
+        positives = human == 1
+        out[f"{name}_recall"] = mean_aggregate(pred[positives] == 1, resamples=resamples)
+        out[f"{name}_precision"] = mean_aggregate(human[pred == 1] == 1, resamples=resamples)
+    return out
+
+
+def _group_gap(name: str, spec: dict[str, Any], records: list[dict[str, Any]], resamples: int) -> dict[str, Aggregate]:
+    per_item, groups = {}, {}
+    for r in _ok(records):
+        x = _numeric(_value(r, spec["field"]))
+        g = _value(r, spec.get("by", "group"))
+        if x is not None and g not in (None, ""):
+            per_item[r["id"]] = x
+            groups[r["id"]] = str(g)
+    return {f"{name}_{k}" if not k.startswith("mean[") else f"{name}{k[4:]}": v for k, v in rm.group_gaps(per_item, groups, resamples=resamples).items()}
+
+
+def _error_rate(name: str, spec: dict[str, Any], records: list[dict[str, Any]], resamples: int) -> dict[str, Aggregate]:
+    return {name: mean_aggregate([r.get("error") is not None for r in records], resamples=resamples)}
+
+
+def _recsys(kind: str, name: str, spec: dict[str, Any], records: list[dict[str, Any]], ctx: dict[str, Any], resamples: int) -> dict[str, Aggregate]:
+    ok = _ok(records)
+    k = spec.get("k", 10)
+    recs = {r["fields"]["user"]: r["output"]["ranked"] for r in ok}
+    prefix = f"{name}_"
+    if kind == "ranking":
+        truth = {r["fields"]["user"]: r["fields"].get("relevant") or {} for r in ok}
+        aggs = rm.ranking_metrics(recs, truth, k=k, metrics=spec.get("metrics", rm.RANKING_METRICS), resamples=resamples)
+        return {f"{prefix}{m}@{k}": a for m, a in aggs.items()}
+    if kind == "beyond_accuracy":
+        catalogue = ctx.get("catalogue") or sorted({i for r in recs.values() for i in r}, key=str)
+        aggs = rm.beyond_accuracy_metrics(recs, catalogue, ctx.get("popularity"), k=k, resamples=resamples)
+        return {f"{prefix}{m}@{k}": a for m, a in aggs.items()}
+    if kind == "exposure":
+        groups = ctx.get("item_groups") or {}
+        recs = {u: [i for i in r if i in groups] for u, r in recs.items()}
+        return {f"{prefix}{m}": a for m, a in rm.exposure_by_group(recs, groups, k=k, resamples=resamples).items()}
+    if kind == "calibration":
+        histories = {r["fields"]["user"]: r["fields"].get("history") or [] for r in ok}
+        agg, _ = rm.calibration(recs, histories, ctx.get("item_genres") or {}, k=k, alpha=spec.get("alpha", 0.01), resamples=resamples)
+        return {f"{name}@{k}": agg}
+    if kind == "user_group_gap":
+        truth = {r["fields"]["user"]: r["fields"].get("relevant") or {} for r in ok}
+        metric = spec.get("metric", "ndcg")
+        per_user = rm.per_user_metrics(recs, truth, k=k, metrics=[metric])[metric]
+        groups = {r["fields"]["user"]: r.get("group") for r in ok if r.get("group")}
+        return {f"{prefix}{m}": a for m, a in rm.group_gaps(per_user, groups, resamples=resamples).items()}
+    raise ValueError(kind)
+
+
+def compute_metrics(metric_specs: list[dict[str, Any]], records: list[dict[str, Any]], ctx: dict[str, Any] | None = None, resamples: int = 1000) -> dict[str, Aggregate]:
+    out: dict[str, Aggregate] = {}
+    for spec in metric_specs:
+        kind = spec.get("kind", "mean")
+        name = spec["name"]
+        if kind == "mean":
+            out.update(_mean_metric(name, spec, records, resamples))
+        elif kind == "bbq_bias":
+            out.update(_bbq_bias(name, spec, records, resamples))
+        elif kind == "agreement":
+            out.update(_agreement(name, spec, records, resamples))
+        elif kind == "group_gap":
+            out.update(_group_gap(name, spec, records, resamples))
+        elif kind == "error_rate":
+            out.update(_error_rate(name, spec, records, resamples))
+        else:
+            out.update(_recsys(kind, name, spec, records, ctx or {}, resamples))
+    return out
+
+
+def counts(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    errors: Counter = Counter()
+    score_errors: Counter = Counter()
+    n = ok = 0
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+    for r in records:
+        n += 1
+        if r.get("error"):
+            errors[r["error"]["kind"]] += 1
+        else:
+            ok += 1
+        for scorer in r.get("score_errors") or {}:
+            score_errors[scorer] += 1
+        out = r.get("output") or {}
+        usage["prompt_tokens"] += int(out.get("prompt_tokens", 0))
+        usage["completion_tokens"] += int(out.get("completion_tokens", 0))
+        usage["cost"] += float(out.get("cost", 0.0))
+    usage["cost"] = round(usage["cost"], 10)
+    return {"items": n, "ok": ok, "errors": dict(sorted(errors.items())), "score_errors": dict(sorted(score_errors.items())), "usage": usage}
+
+
+def check_gates(gates: dict[str, Any] | None, metrics: dict[str, Aggregate], base_dir: Path) -> dict[str, Any] | None:
+    """Run the bundle's ``gates`` section on ``{"eval": {"metrics": {...}}}``."""
+    if not gates:
+        return None
+    from assay.errors import Unavailable
+
+    try:
+        from assay.policy import load_bundle
+    except ImportError as e:
+        raise Unavailable(f"gates need assay.policy, which is not importable: {e}") from None
+    path = Path(gates["bundle"])
+    if not path.is_absolute():
+        path = (base_dir / path).resolve()
+    bundle = load_bundle(path)
+    values = {k: float(a.value) for k, a in metrics.items() if math.isfinite(a.value)}
+    report = bundle.check_gates({"eval": {"metrics": values}}, only=gates.get("only"))
+    return {
+        "bundle": bundle.name,
+        "bundle_version": bundle.version,
+        "bundle_hash": bundle.hash,
+        "passed": bool(report.passed),
+        "verdicts": [
+            {"id": v.id, "passed": bool(v.passed), "outcome": str(getattr(v.outcome, "name", v.outcome)), "reason": v.reason}
+            for v in report.verdicts
+        ],
+    }
+
+
+def build_report(meta: dict[str, Any], records: list[dict[str, Any]], metrics: dict[str, Aggregate], gates: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "run_id": meta["run_id"],
+        "suite": meta["suite"],
+        "suite_hash": meta["suite_hash"],
+        "target": meta["target"],
+        "dataset": meta["dataset"],
+        "model_hashes": meta["model_hashes"],
+        "counts": counts(records),
+        "metrics": {k: metrics[k].to_dict() for k in metrics},
+        "gates": gates,
+        "passed": gates["passed"] if gates else None,
+    }
+
+
+def evaluation_result(report: dict[str, Any], report_path: str) -> EvaluationResult:
+    m = report["metrics"]
+    return EvaluationResult(
+        run_id=report["run_id"],
+        suite=report["suite"],
+        target=json.dumps(report["target"], sort_keys=True),
+        metrics={k: v["value"] for k, v in m.items()},
+        intervals={k: (v["ci_low"], v["ci_high"]) for k, v in m.items()},
+        n={k: v["n"] for k, v in m.items()},
+        gate_verdicts={v["id"]: v["passed"] for v in (report["gates"] or {}).get("verdicts", [])},
+        dataset_hashes={report["dataset"]["name"]: report["dataset"]["sha256"]},
+        model_hashes=dict(report["model_hashes"]),
+        report_path=report_path,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+def _figure_png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _bars(title: str, rows: list[tuple[str, dict[str, Any]]]) -> str | None:
+    rows = [(label, a) for label, a in rows if a["n"] and math.isfinite(a["value"])]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    [label for label, _ in rows]
+    values = np.array([a["value"] for _, a in rows])
+    low = np.array([a["ci_low"] if math.isfinite(a["ci_low"]) else a["value"] for _, a in rows])
+    high = np.array([a["ci_high"] if math.isfinite(a["ci_high"]) else a["value"] for _, a in rows])
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(rows) + 1.2))
+    y = np.arange(len(rows))
+    ax.barh(y, values, xerr=[np.maximum(values - low, 0), np.maximum(high - values, 0)], color="#4C78A8", ecolor="#333", capsize=3)
+    ax.set_yticks(y, [f"{label} (n={a['n']})" for label, a in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=10)
+    ax.axvline(0, color="#999", lw=0.8)
+    return _figure_png(fig)
+
+
+def plots(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(title, base64 PNG) for: per-category rates, per-group comparisons, judge agreement."""
+    metrics = report["metrics"]
+    families: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for name, agg in metrics.items():
+        if "[" in name and name.endswith("]"):
+            base, label = name[:-1].split("[", 1)
+            families[base].append((label, agg))
+    out = []
+    for base, rows in families.items():
+        kind = "per-group comparison" if any(s in base for s in ("bias", "gap", "exposure", "mean")) else "per-category rate"
+        png = _bars(f"{base}: {kind} with 95% intervals", rows)
+        if png:
+            out.append((f"{base} ({kind})", png))
+    agreement = [(n, a) for n, a in metrics.items() if any(n.endswith(s) for s in ("_accuracy", "_kappa", "_recall", "_precision")) and "[" not in n and "bbq" not in n]
+    if agreement:
+        png = _bars("judge agreement with human labels (95% intervals)", agreement)
+        if png:
+            out.append(("judge agreement", png))
+    return out
+
+
+def render_html(report: dict[str, Any]) -> str:
+    e = html.escape
+    c = report["counts"]
+    gate_rows = ""
+    if report["gates"]:
+        for v in report["gates"]["verdicts"]:
+            colour = "#1a7f37" if v["passed"] else "#cf222e"
+            gate_rows += f"<tr><td>{e(v['id'])}</td><td style='color:{colour}'>{'pass' if v['passed'] else 'FAIL'}</td><td>{e(v['outcome'])}</td><td>{e(str(v['reason']))}</td></tr>"
+    metric_rows = "".join(
+        f"<tr><td>{e(k)}</td><td>{m['value']:.4f}</td><td>[{m['ci_low']:.4f}, {m['ci_high']:.4f}]</td><td>{m['n']}</td></tr>"
+        for k, m in report["metrics"].items()
+    )
+    figures = "".join(f"<h3>{e(t)}</h3><img alt='{e(t)}' src='data:image/png;base64,{png}'/>" for t, png in plots(report))
+    verdict = "" if report["passed"] is None else ("<p class='pass'>All gates passed.</p>" if report["passed"] else "<p class='fail'>A release gate FAILED.</p>")
+    errors = ", ".join(f"{e(k)}: {v}" for k, v in c["errors"].items()) or "none"
+    score_errors = ", ".join(f"{e(k)}: {v}" for k, v in c["score_errors"].items()) or "none"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>assay eval: {e(report['suite'])}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ddd;padding:.25rem .5rem;font-size:.85rem}}.pass{{color:#1a7f37;font-weight:bold}}.fail{{color:#cf222e;font-weight:bold}}</style></head><body>
+<h1>Evaluation: {e(report['suite'])}</h1>
+<p>run <code>{e(report['run_id'])}</code> · target <code>{e(json.dumps(report['target'], sort_keys=True))}</code></p>
+<p>dataset <code>{e(report['dataset']['name'])}</code> sha256 <code>{e(report['dataset']['sha256'])}</code> · {c['items']} items, {c['ok']} answered · errors: {errors} · scorer errors: {score_errors}</p>
+<p>tokens: {c['usage']['prompt_tokens']} prompt + {c['usage']['completion_tokens']} completion · cost {c['usage']['cost']:.6f}</p>
+{verdict}
+{"<h2>Gates</h2><table><tr><th>gate</th><th>verdict</th><th>outcome</th><th>reason</th></tr>" + gate_rows + "</table>" if gate_rows else ""}
+<h2>Metrics (value, 95% bootstrap interval, n)</h2>
+<table><tr><th>metric</th><th>value</th><th>95% interval</th><th>n</th></tr>{metric_rows}</table>
+<h2>Plots</h2>{figures or "<p>no grouped metrics to plot</p>"}
+</body></html>
+"""

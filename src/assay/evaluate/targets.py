@@ -1,0 +1,572 @@
+"""Targets: what an evaluation asks. An OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp,
+hosted APIs), the bundled SmolLM2 on a llama.cpp server that assay starts itself, an in-process
+transformers model, recorded responses (replay) and recommenders (a Python callable or an HTTP
+endpoint returning ranked lists).
+
+Every call returns an :class:`Output` or raises :class:`TargetError` with a short ``kind``
+(``timeout``, ``http_429``, ``http_5xx``, ``http_4xx``, ``connect``, ``malformed``, ``invalid``)
+that the report counts per item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from assay.errors import BadInput, Unavailable
+from assay.evaluate.concurrency import AdaptiveLimiter
+from assay.evaluate.items import EvalItem
+
+
+@dataclass
+class Output:
+    text: str | None = None
+    logprobs: list[float] | None = None  # one total log-likelihood per text (loglik task)
+    ranked: list[Any] | None = None  # recommend task
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    latency_s: float = 0.0
+    attempts: int = 1
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class TargetError(Exception):
+    def __init__(self, kind: str, message: str, attempts: int = 1):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+        self.attempts = attempts
+
+
+@dataclass
+class TargetStats:
+    requests: int = 0
+    retries: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+
+class Target:
+    """Base: ``call`` one item; ``start``/``close`` around a run."""
+
+    kind = "base"
+    name = "target"
+    default_concurrency = 1
+
+    def __init__(self) -> None:
+        self.stats = TargetStats()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity for the response cache and the report (no secrets)."""
+        return {"kind": self.kind, "name": self.name}
+
+    def model_hashes(self) -> dict[str, str]:
+        return {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def call(self, item: EvalItem) -> Output:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAI-compatible HTTP
+
+
+class OpenAIChatTarget(Target):
+    """Async client for ``/v1/chat/completions`` (and ``/v1/completions`` with echo+logprobs for
+    log-likelihood), with AIMD concurrency, retries with full jitter, and per-request timeouts."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "default",
+        params: dict[str, Any] | None = None,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        initial_concurrency: int = 8,
+        max_concurrency: int = 64,
+        backoff_base_s: float = 0.25,
+        backoff_cap_s: float = 8.0,
+        price_input_per_mtok: float = 0.0,
+        price_output_per_mtok: float = 0.0,
+        dead_after: int = 8,
+    ) -> None:
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = model
+        self.params = dict(params or {})
+        self.api_key = api_key
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.initial_concurrency = int(initial_concurrency)
+        self.max_concurrency = int(max_concurrency)
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.price_in = price_input_per_mtok
+        self.price_out = price_output_per_mtok
+        self.dead_after = dead_after
+        self.limiter: AdaptiveLimiter | None = None
+        self._client = None
+        self._connect_failures_in_a_row = 0
+        self._successes = 0
+        self._rng = random.Random(0)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base_url": self.base_url, "model": self.model, "params": self.params}
+
+    async def start(self) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=self.max_concurrency + 4, max_keepalive_connections=self.max_concurrency + 4)
+        self._client = httpx.AsyncClient(headers=headers, limits=limits, timeout=httpx.Timeout(self.timeout_s, connect=min(5.0, self.timeout_s)))
+        self.limiter = AdaptiveLimiter(
+            initial=min(self.initial_concurrency, self.max_concurrency), maximum=self.max_concurrency
+        )
+        # Fail fast and clearly when nothing listens there: any HTTP answer means reachable.
+        try:
+            await self._client.get(f"{self.base_url}/models", timeout=min(10.0, self.timeout_s))
+        except httpx.ConnectError as e:
+            await self.close()
+            raise Unavailable(
+                f"model endpoint {self.base_url} is unreachable: {e}",
+                hint="start the server (e.g. `assay models serve smollm2`) or fix target.base_url",
+            ) from None
+        except httpx.TimeoutException:
+            pass  # a slow /models is not proof of death; per-request timeouts take over
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_cap_s)
+        return self._rng.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> tuple[dict[str, Any], int, float]:
+        """POST with retries; returns (json, attempts, latency of the successful attempt)."""
+        import httpx
+
+        assert self._client is not None and self.limiter is not None, "target not started"
+        last: TargetError | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            retry_after = None
+            await self.limiter.acquire()
+            outcome = "neutral"
+            started = time.perf_counter()
+            try:
+                self.stats.requests += 1
+                resp = await self._client.post(f"{self.base_url}{path}", json=payload)
+                latency = time.perf_counter() - started
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    outcome = "overload"
+                    kind = "http_429" if resp.status_code == 429 else "http_5xx"
+                    last = TargetError(kind, f"HTTP {resp.status_code}: {resp.text[:200]}", attempt + 1)
+                    try:
+                        retry_after = float(resp.headers.get("retry-after", ""))
+                    except ValueError:
+                        retry_after = None
+                elif resp.status_code >= 400:
+                    raise TargetError("http_4xx", f"HTTP {resp.status_code}: {resp.text[:300]}", attempt + 1)
+                else:
+                    try:
+                        body = resp.json()
+                    except ValueError:
+                        last = TargetError("malformed", f"response is not JSON: {resp.text[:120]!r}", attempt + 1)
+                    else:
+                        outcome = "ok"
+                        self._connect_failures_in_a_row = 0
+                        self._successes += 1
+                        return body, attempt + 1, latency
+            except httpx.TimeoutException:
+                outcome = "overload"
+                last = TargetError("timeout", f"no answer within {self.timeout_s:g}s", attempt + 1)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                outcome = "overload"
+                last = TargetError("connect", f"{type(e).__name__}: {e}", attempt + 1)
+                if isinstance(e, httpx.ConnectError):
+                    self._connect_failures_in_a_row += 1
+                    if self._connect_failures_in_a_row >= self.dead_after:
+                        raise Unavailable(
+                            f"model endpoint {self.base_url} went away: {self._connect_failures_in_a_row} "
+                            "connection failures in a row",
+                            hint="restart the server, then `assay eval resume RUN` runs only what is missing",
+                        ) from None
+            finally:
+                await self.limiter.release(outcome)
+            await asyncio.sleep(self._backoff(attempt, retry_after))
+        assert last is not None
+        raise last
+
+    def _account(self, body: dict[str, Any], out: Output) -> None:
+        usage = body.get("usage") or {}
+        out.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        out.completion_tokens = int(usage.get("completion_tokens") or 0)
+        out.cost = (out.prompt_tokens * self.price_in + out.completion_tokens * self.price_out) / 1e6
+        self.stats.prompt_tokens += out.prompt_tokens
+        self.stats.completion_tokens += out.completion_tokens
+        self.stats.cost += out.cost
+
+    async def call(self, item: EvalItem) -> Output:
+        if item.task == "loglik":
+            return await self._loglik(item)
+        payload = {"model": self.model, "messages": list(item.messages), **self.params}
+        body, attempts, latency = await self._post("/chat/completions", payload)
+        try:
+            text = body["choices"][0]["message"]["content"]
+            if text is None:
+                text = ""
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+        except (KeyError, IndexError, TypeError) as e:
+            raise TargetError("malformed", f"no choices[0].message.content in response ({e!r})", attempts) from None
+        out = Output(text=text, latency_s=latency, attempts=attempts)
+        self._account(body, out)
+        return out
+
+    async def _loglik(self, item: EvalItem) -> Output:
+        totals = []
+        attempts = 0
+        latency = 0.0
+        out = Output()
+        for text in item.fields["texts"]:
+            payload = {"model": self.model, "prompt": text, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
+            body, a, lat = await self._post("/completions", payload)
+            attempts += a
+            latency += lat
+            try:
+                lp = body["choices"][0]["logprobs"]["token_logprobs"]
+                prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens") or len(lp) - 1)
+                # echo returns the prompt's tokens then the generated one; the first has no logprob
+                values = [float(x) for x in lp[:prompt_tokens] if x is not None]
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise TargetError(
+                    "malformed",
+                    f"no prompt logprobs in /completions response ({e!r}); the server must support echo+logprobs "
+                    "(llama.cpp: start with logits_all)",
+                    attempts,
+                ) from None
+            totals.append(float(sum(values)))
+            self._account(body, out)
+        out.logprobs, out.attempts, out.latency_s = totals, attempts, latency
+        return out
+
+
+class LlamaCppTarget(OpenAIChatTarget):
+    """The bundled SmolLM2 (or any GGUF) on a llama.cpp server assay starts for the run."""
+
+    kind = "llamacpp"
+
+    def __init__(self, model: str = "smollm2", params: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        from assay.evaluate.serve import resolve_model
+
+        self.model_path = resolve_model(model)
+        self.server = None
+        super().__init__("http://127.0.0.1:0/v1", model=model, params=params, **kwargs)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, "model_sha256": self.model_hashes()[self.model_path], "params": self.params}
+
+    def model_hashes(self) -> dict[str, str]:
+        if not hasattr(self, "_hash"):
+            self._hash = sha256_file(self.model_path)
+        return {self.model_path: self._hash}
+
+    async def start(self) -> None:
+        from assay.evaluate.serve import ModelServer
+
+        self.server = await asyncio.to_thread(lambda: ModelServer(self.model_path).start())
+        self.base_url = self.server.base_url
+        await super().start()
+
+    async def close(self) -> None:
+        await super().close()
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
+            self.server = None
+
+
+# ---------------------------------------------------------------------------------------------
+# in-process transformers
+
+
+class TransformersTarget(Target):
+    """A local model in this process: a GGUF file (loaded through transformers' ``gguf_file=``)
+    or a safetensors folder. Greedy generation; runs one item at a time in a worker thread."""
+
+    kind = "transformers"
+
+    def __init__(self, path: str, params: dict[str, Any] | None = None, tokenizer: str | None = None) -> None:
+        super().__init__()
+        from pathlib import Path
+
+        from assay.evaluate.serve import resolve_model
+
+        self.path = resolve_model(path) if not Path(path).exists() else str(Path(path).resolve())
+        self.tokenizer_path = tokenizer
+        self.params = dict(params or {})
+        self.name = Path(self.path).name
+        self._model = None
+        self._tok = None
+        self._lock = threading.Lock()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "params": self.params}
+
+    def model_hashes(self) -> dict[str, str]:
+        from pathlib import Path
+
+        p = Path(self.path)
+        files = [p] if p.is_file() else sorted(x for x in p.iterdir() if x.suffix in (".safetensors", ".bin", ".gguf"))
+        return {str(f): sha256_file(str(f)) for f in files}
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from pathlib import Path
+
+        from assay.errors import require_extra
+
+        require_extra("torch", "llm")
+        transformers = require_extra("transformers", "llm")
+        p = Path(self.path)
+        if p.is_file() and p.suffix == ".gguf":
+            kwargs = {"gguf_file": p.name}
+            folder = str(p.parent)
+        else:
+            kwargs, folder = {}, str(p)
+        self._tok = transformers.AutoTokenizer.from_pretrained(self.tokenizer_path or folder, **kwargs)
+        self._model = transformers.AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        self._model.eval()
+
+    def _generate(self, item: EvalItem) -> Output:
+        import torch
+
+        with self._lock:
+            self._load()
+            tok, model = self._tok, self._model
+            if item.task == "loglik":
+                totals = []
+                for text in item.fields["texts"]:
+                    ids = tok(text, return_tensors="pt").input_ids
+                    with torch.no_grad():
+                        logits = model(ids).logits[0, :-1]
+                    lp = torch.log_softmax(logits.float(), dim=-1).gather(1, ids[0, 1:, None])[:, 0]
+                    totals.append(float(lp.sum()))
+                return Output(logprobs=totals)
+            if getattr(tok, "chat_template", None):
+                ids = tok.apply_chat_template(list(item.messages), add_generation_prompt=True, return_tensors="pt")
+                if not isinstance(ids, torch.Tensor):
+                    ids = ids["input_ids"]
+            else:
+                ids = tok(item.prompt_text, return_tensors="pt").input_ids
+            max_new = int(self.params.get("max_tokens", 64))
+            with torch.no_grad():
+                gen = model.generate(ids, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.eos_token_id)
+            new = gen[0, ids.shape[1] :]
+            return Output(text=tok.decode(new, skip_special_tokens=True), prompt_tokens=int(ids.shape[1]), completion_tokens=int(new.shape[0]))
+
+    async def call(self, item: EvalItem) -> Output:
+        started = time.perf_counter()
+        out = await asyncio.to_thread(self._generate, item)
+        out.latency_s = time.perf_counter() - started
+        self.stats.requests += 1
+        self.stats.prompt_tokens += out.prompt_tokens
+        self.stats.completion_tokens += out.completion_tokens
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# replay
+
+
+class ReplayTarget(Target):
+    """Recorded responses: the reply is the item's ``response`` field; no model is called."""
+
+    kind = "replay"
+    default_concurrency = 256
+
+    def __init__(self, name: str = "replay") -> None:
+        super().__init__()
+        self.name = name
+
+    async def call(self, item: EvalItem) -> Output:
+        text = item.fields.get("response")
+        if not isinstance(text, str):
+            raise TargetError("invalid", "item has no recorded 'response' to replay")
+        self.stats.requests += 1
+        return Output(text=text)
+
+
+# ---------------------------------------------------------------------------------------------
+# recommenders
+
+
+def import_callable(spec: str):
+    """``package.module:function`` -> the function."""
+    if ":" not in spec:
+        raise BadInput(f"callable {spec!r} must look like 'package.module:function'")
+    module_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise BadInput(f"cannot import {module_name!r} for callable {spec!r}: {e}") from None
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise BadInput(f"{module_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise BadInput(f"{spec!r} is not callable")
+    return fn
+
+
+class CallableRecommender(Target):
+    """A Python function ``fn(user_id, k) -> list of item ids`` (best first)."""
+
+    kind = "recommender_callable"
+    default_concurrency = 4
+
+    def __init__(self, spec: str) -> None:
+        super().__init__()
+        self.spec = spec
+        self.name = spec
+        self.fn = import_callable(spec)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "callable": self.spec}
+
+    async def call(self, item: EvalItem) -> Output:
+        started = time.perf_counter()
+        result = self.fn(item.fields["user"], int(item.fields.get("k", 10)))
+        if asyncio.iscoroutine(result):
+            result = await result
+        self.stats.requests += 1
+        return Output(ranked=_ranked_list(result), latency_s=time.perf_counter() - started)
+
+
+def _ranked_list(result: Any) -> list[Any]:
+    if isinstance(result, dict):
+        result = result.get("items", result.get("recommendations"))
+    if not isinstance(result, list | tuple):
+        raise TargetError("malformed", f"recommender returned {type(result).__name__}, expected a list of item ids")
+    out = []
+    for x in result:
+        if isinstance(x, dict):
+            x = x.get("item_id", x.get("id", x.get("item")))
+        if isinstance(x, float) and math.isfinite(x) and x.is_integer():
+            x = int(x)
+        out.append(x)
+    return out
+
+
+class HttpRecommender(OpenAIChatTarget):
+    """POST ``{"user_id": u, "k": k}`` to ``url``; the answer is a list of item ids, or
+    ``{"items": [...]}`` (entries may be ids or objects with ``item_id``)."""
+
+    kind = "recommender_http"
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        base, _, path = url.rstrip("/").rpartition("/")
+        super().__init__(base, model="recommender", **kwargs)
+        self.path = "/" + path
+        self.url = url
+        self.name = url
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.url}
+
+    async def start(self) -> None:
+        import httpx
+
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s, connect=min(5.0, self.timeout_s)))
+        self.limiter = AdaptiveLimiter(initial=min(self.initial_concurrency, self.max_concurrency), maximum=self.max_concurrency)
+        try:
+            await self._client.get(self.url, timeout=min(10.0, self.timeout_s))
+        except httpx.ConnectError as e:
+            await self.close()
+            raise Unavailable(f"recommender endpoint {self.url} is unreachable: {e}") from None
+        except httpx.TimeoutException:
+            pass
+
+    async def call(self, item: EvalItem) -> Output:
+        body, attempts, latency = await self._post(self.path, {"user_id": item.fields["user"], "k": int(item.fields.get("k", 10))})
+        return Output(ranked=_ranked_list(body), attempts=attempts, latency_s=latency)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_target(spec: dict[str, Any]) -> Target:
+    """A target from a suite's ``target`` mapping."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind is None:
+        raise BadInput("target has no 'kind' (openai | llamacpp | transformers | replay | recommender)")
+    try:
+        if kind == "openai":
+            api_key_env = spec.pop("api_key_env", None)
+            if api_key_env:
+                import os
+
+                spec["api_key"] = os.environ.get(api_key_env)
+                if not spec["api_key"]:
+                    raise BadInput(f"target.api_key_env names {api_key_env!r}, which is not set")
+            return OpenAIChatTarget(**spec)
+        if kind == "llamacpp":
+            return LlamaCppTarget(**spec)
+        if kind == "transformers":
+            return TransformersTarget(**spec)
+        if kind == "replay":
+            return ReplayTarget(**spec)
+        if kind == "recommender":
+            if "callable" in spec:
+                return CallableRecommender(spec["callable"])
+            if "url" in spec:
+                return HttpRecommender(**spec)
+            raise BadInput("recommender target needs 'callable' (module:function) or 'url'")
+    except TypeError as e:
+        raise BadInput(f"target of kind {kind!r}: {e}") from None
+    raise BadInput(f"unknown target kind {kind!r}; use openai, llamacpp, transformers, replay or recommender")
+
+
+def fingerprint_key(target: Target, item: EvalItem) -> str:
+    """Response-cache key: target identity + parameters + the prompt."""
+    blob = json.dumps({"target": target.fingerprint(), "item": item.cache_payload()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
