@@ -220,27 +220,49 @@ def _stored_bundle(session, bundle_hash: str):
     return bundle
 
 
-def store_bundle(session, actor: Actor, path: str | Path):
-    path = Path(path)
-    bundle = load_policy(path)
+def store_bundle(session, actor: Actor, path: str | Path | None = None, files: dict[str, str] | None = None,
+                 bundle_hash: str | None = None):
+    """Load a bundle from a path, from its files' text, or by the hash of one stored before; keep its files."""
+    if bundle_hash is not None:
+        return _stored_bundle(session, bundle_hash)
+    if files is not None:
+        if not files:
+            raise BadInput("bundle_files is empty")
+        with tempfile.TemporaryDirectory(prefix="assay-bundle-") as tmp:
+            for rel in files:
+                if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel.endswith((".yaml", ".yml", ".sig", ".pub")):
+                    raise BadInput(f"bundle file name {rel!r} must be a relative .yaml/.yml path")
+                dest = Path(tmp, rel)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(files[rel], encoding="utf-8")
+            bundle = load_policy(Path(tmp, next(iter(files))) if len(files) == 1 else Path(tmp))
+    else:
+        if path is None:
+            raise BadInput("a policy bundle is required (a path, its files, or the hash of a stored one)")
+        path = Path(path)
+        bundle = load_policy(path)
+        files = _bundle_files(path)
     if session.get(PolicyBundleRow, bundle.hash) is None:
         session.add(PolicyBundleRow(hash=bundle.hash, name=bundle.name, version=str(bundle.version),
-                                    files=_bundle_files(path), created_by=actor.name))
+                                    files=dict(files), created_by=actor.name))
+        session.flush()
     return bundle
 
 
 # ---------------------------------------------------------------- deployments
 
 
-def request_deployment(store: Store, actor: Actor, *, model: str, surface: str, purpose: str, bundle: str | Path,
-                       region: str = "global", environment: str = "production", name: str | None = None) -> dict[str, Any]:
+def request_deployment(store: Store, actor: Actor, *, model: str, surface: str, purpose: str,
+                       bundle: str | Path | None = None, bundle_files: dict[str, str] | None = None,
+                       bundle_hash: str | None = None, region: str = "global", environment: str = "production",
+                       name: str | None = None) -> dict[str, Any]:
     """Ask to deploy ``model`` to ``surface`` for ``purpose`` under the policy bundle at ``bundle``."""
     actor.require("engineer", "requesting a deployment")
     for value, what in ((surface, "surface"), (purpose, "purpose"), (region, "region"), (environment, "environment")):
         _name(value, what)
     with store.session() as s:
         m = resolve(s, model, "model")
-        b = store_bundle(s, actor, bundle)
+        b = store_bundle(s, actor, bundle, bundle_files, bundle_hash)
         from .registry import _new_asset
 
         dep = _new_asset(s, actor, kind="deployment", name=name or f"{m.name}-{surface}", purposes=[purpose],
