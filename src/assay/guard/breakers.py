@@ -467,3 +467,32 @@ class BreakerRegistry:
 
 def with_predicate(config: BreakerConfig, predicate: Predicate) -> BreakerConfig:
     return replace(config, failure_predicate=predicate)
+
+
+def default_registry(*, clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> BreakerRegistry:
+    """The breakers a guard runs with unless told otherwise.
+
+    - ``surface:*``: label-store errors and timeouts (count window of 50 requests, at least 20,
+      50% failures or 80% slow reads open it; 10 s open, 5 probes); fallback: the subject's cached
+      safe slate.
+    - ``source:*``: candidates later found harmful — 3 severe reports within 10 minutes open it
+      whatever the rate, as does a drop-rate surge (more than 80% of a source's candidates dropped
+      in half of 50 batches); fallback: that source's candidates leave the slate.
+    """
+    return BreakerRegistry(
+        {
+            "surface": ScopePolicy(
+                BreakerConfig(failure_predicate=LABEL_STORE_FAILED, window_size=50, minimum_calls=20,
+                              slow_call_rate_threshold=80.0, slow_call_duration_s=0.02, wait_in_open_s=10.0,
+                              permitted_calls_in_half_open=5, max_wait_in_half_open_s=30.0),
+                Fallback("cached_slate"),
+            ),
+            "source": ScopePolicy(
+                BreakerConfig(failure_predicate=any_of(HARMFUL, drop_rate_above(0.8)), window_size=50, minimum_calls=20,
+                              severe_threshold=3, severe_window_s=600.0, wait_in_open_s=60.0,
+                              permitted_calls_in_half_open=5, max_wait_in_half_open_s=120.0),
+                Fallback("drop"),
+            ),
+        },
+        clock=clock, wall_clock=wall_clock,
+    )

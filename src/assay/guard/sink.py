@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from assay.errors import BadInput
@@ -153,3 +154,22 @@ class DecisionQueue:
         self._closed = True
         self._q.put(_STOP)
         self._thread.join(timeout_s)
+
+
+class JsonlSink:
+    """Decision and event records appended as JSON lines to a file (one ``write`` per batch)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("ab")
+
+    def __call__(self, records: list[Any]) -> None:
+        import orjson
+
+        lines = b"".join(orjson.dumps(r.to_dict() if hasattr(r, "to_dict") else r) + b"\n" for r in records)
+        self._fh.write(lines)
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()

@@ -115,7 +115,7 @@ def _check_put(item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], v
         bad = ~np.isnan(arr) & ((arr < 0.0) | (arr > 1.0))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise BadInput(f"label {name!r}: score {arr[i]!r} for item {item_ids[i]!r} is outside [0, 1]")
+            raise BadInput(f"label {name!r}: score {float(arr[i])} for item {item_ids[i]!r} is outside [0, 1]")
         columns[name] = arr
     return columns
 

@@ -1,0 +1,150 @@
+"""``assay guard serve | apply | worker``. Imports stay cheap: the guard is imported in commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from assay.errors import BadInput
+
+guard_app = typer.Typer(help="Guard live slates: apply policy rules to candidate batches in milliseconds.", no_args_is_help=True)
+
+DEFAULT_BUNDLE = "builtin:feed"
+
+
+def resolve_bundle_path(spec: str) -> Path:
+    """``builtin:feed`` is the example feed bundle shipped with the policy package."""
+    if spec == DEFAULT_BUNDLE:
+        import assay.policy
+
+        return Path(assay.policy.__file__).parent / "examples" / "feed.yaml"
+    return Path(spec)
+
+
+def build_guard(bundle: str, labels: str | None, *, deadline_ms: float = 50.0, decisions_out: Path | None = None,
+                queue_size: int = 1024, when_full: str = "drop") -> Any:
+    from assay.guard.breakers import default_registry
+    from assay.guard.core import Guard, GuardConfig
+    from assay.guard.sink import DecisionQueue, JsonlSink
+    from assay.policy import load_bundle
+    from assay.store.labels import open_label_store
+
+    store = open_label_store(labels) if labels else None
+    sink = DecisionQueue(JsonlSink(decisions_out), maxsize=queue_size, when_full=when_full) if decisions_out else None
+    return Guard(load_bundle(resolve_bundle_path(bundle)), store, config=GuardConfig(deadline_ms=deadline_ms),
+                 breakers=default_registry(), sink=sink)
+
+
+def _read_json(value: str, what: str) -> Any:
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{what}: not JSON ({e})", hint=f"pass JSON inline or @file.json for {what}") from e
+
+
+def _read_candidates(path: Path) -> Any:
+    if not path.exists():
+        raise BadInput(f"candidates file {path} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    return _read_json("@" + str(path), "candidates")
+
+
+@guard_app.command("apply")
+def apply_cmd(
+    candidates: Path = typer.Argument(..., help="Candidates: a .json file (columns or a list of objects) or a .parquet table."),
+    request: str = typer.Option(..., "--request", "-r", help='The request as JSON or @file.json, e.g. \'{"surface": "for_you", "user": {"id": "u1", "age": 15}}\'.'),
+    bundle: str = typer.Option(DEFAULT_BUNDLE, "--bundle", "-b", help="Policy bundle (file or folder); builtin:feed is the example feed bundle."),
+    labels: str = typer.Option(None, "--labels", "-l", help="Label store: a Parquet file or redis://host:port/db."),
+    decisions: bool = typer.Option(False, "--decisions", help="Include one decision record per candidate."),
+    as_json: bool = typer.Option(False, "--json", help="Print the slate as JSON."),
+) -> None:
+    """Decide one candidate batch and print the slate."""
+    guard = build_guard(bundle, labels)
+    req = _read_json(request, "--request")
+    slate = guard.apply(req, _read_candidates(candidates))
+    if as_json:
+        typer.echo(json.dumps(slate.to_dict(decisions=decisions), indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"slate {slate.request_id} · {slate.surface} · bundle {guard.bundle.bundle.name} {slate.bundle_version}")
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("score", justify="right")
+    table.add_column("labels")
+    for k, (item_id, score) in enumerate(zip(slate.item_ids, slate.scores.tolist(), strict=True)):
+        table.add_row(str(k), item_id, f"{score:.4f}", "; ".join(slate.item_labels.get(item_id, ())))
+    console = Console()
+    console.print(table)
+    console.print(f"{slate.n_candidates} candidates, {len(slate)} served, {slate.dropped} dropped; breaker {slate.breaker_state}")
+    if decisions:
+        for d in slate.decisions:
+            if d.action != "allow":
+                console.print(f"  {d.item_id}: {d.action} by {', '.join(d.rule_ids)}", highlight=False)
+
+
+@guard_app.command("serve")
+def serve_cmd(
+    bundle: str = typer.Option(DEFAULT_BUNDLE, "--bundle", "-b", help="Policy bundle (file or folder)."),
+    labels: str = typer.Option(None, "--labels", "-l", help="Label store: a Parquet file or redis://host:port/db."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8787, "--port"),
+    deadline_ms: float = typer.Option(50.0, "--deadline-ms", help="Default deadline budget per request."),
+    decisions_out: Path = typer.Option(None, "--decisions-out", help="Append decision records as JSON lines to this file."),
+    when_full: str = typer.Option("drop", "--when-full", help="Decision queue full: drop (and count) or backpressure."),
+) -> None:
+    """Serve the guard over HTTP (POST /v1/guard)."""
+    from assay.guard.http import serve
+
+    guard = build_guard(bundle, labels, deadline_ms=deadline_ms, decisions_out=decisions_out, when_full=when_full)
+    typer.echo(f"assay guard: bundle {guard.bundle.bundle.name} {guard.bundle.version} ({guard.bundle.hash[:12]}) on http://{host}:{port}/v1/guard", err=True)
+    serve(guard, host=host, port=port)
+
+
+@guard_app.command("worker")
+def worker_cmd(
+    bundle: str = typer.Option(DEFAULT_BUNDLE, "--bundle", "-b", help="Policy bundle (file or folder)."),
+    labels: str = typer.Option(None, "--labels", "-l", help="Label store: a Parquet file or redis://host:port/db."),
+    redis_url: str = typer.Option(None, "--redis", help="Redis Streams: redis://host:port/db."),
+    kafka: str = typer.Option(None, "--kafka", help="Kafka bootstrap servers (instead of --redis)."),
+    input_stream: str = typer.Option("assay:guard:in", "--input", help="Input stream (Redis) or topic (Kafka)."),
+    output_stream: str = typer.Option("assay:guard:out", "--output", help="Output stream or topic."),
+    group: str = typer.Option("assay-guard", "--group", help="Consumer group."),
+    consumer: str = typer.Option("worker-1", "--consumer", help="This worker's consumer name."),
+    max_messages: int = typer.Option(None, "--max-messages", help="Stop after this many messages."),
+    idle_exit_s: float = typer.Option(None, "--idle-exit", help="Stop after this many seconds without messages."),
+    decisions_out: Path = typer.Option(None, "--decisions-out", help="Append decision records as JSON lines to this file."),
+) -> None:
+    """Consume candidate batches from Redis Streams (or Kafka) and write slates to an output stream."""
+    from assay.guard.stream import KafkaTransport, RedisStreamsTransport, StreamWorker
+
+    if bool(redis_url) == bool(kafka):
+        raise BadInput("give exactly one of --redis URL or --kafka BOOTSTRAP")
+    guard = build_guard(bundle, labels, decisions_out=decisions_out)
+    if redis_url:
+        transport: Any = RedisStreamsTransport(redis_url, input_stream=input_stream, output_stream=output_stream, group=group, consumer=consumer)
+    else:
+        transport = KafkaTransport(kafka, input_topic=input_stream, output_topic=output_stream, group=group)
+    worker = StreamWorker(guard, transport)
+    try:
+        n = worker.run(max_messages=max_messages, idle_exit_s=idle_exit_s)
+    except KeyboardInterrupt:
+        n = worker.stats.processed
+    finally:
+        transport.close()
+        if guard.sink is not None:
+            guard.sink.close()
+    print(json.dumps({"handled": n, **worker.stats.__dict__}), file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(guard_app, name="guard")

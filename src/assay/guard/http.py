@@ -1,0 +1,115 @@
+"""The guard as an HTTP service (FastAPI on uvicorn, JSON through orjson).
+
+    POST /v1/guard            {"request": {...}, "candidates": {...columns...} | [...records...]}
+                              -> the slate (add "decisions": true to the body for the records)
+    POST /v1/guard/feedback   {"item_id", "source", "model_version", "surface", "severe"}
+    POST /v1/guard/reload     {"bundle": "path"}  -> swap to a new bundle atomically
+    GET  /v1/guard/status     bundle version/hash, breaker states, counters, decision queue
+    GET  /healthz
+
+The request body is read as bytes and decoded with orjson, and the slate is encoded with orjson:
+FastAPI's pydantic validation would cost more than the guard itself for 200 candidates. The
+guard validates the batch instead (a bad batch is a 400 naming what is wrong).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from assay.errors import BadInput, Unavailable
+
+
+def create_app(guard: Any, *, reload_allowed: bool = True):
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    app = FastAPI(title="assay guard", version="1", docs_url="/docs", redoc_url=None)
+
+    def json(body: Any, status: int = 200) -> Response:
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
+
+    def error(status: int, message: str) -> Response:
+        return json({"error": message}, status)
+
+    async def _body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise BadInput(f"request body is not JSON: {e}") from e
+        if not isinstance(body, dict):
+            raise BadInput("request body must be a JSON object")
+        return body
+
+    @app.post("/v1/guard")
+    async def apply(request: Request) -> Response:
+        try:
+            body = await _body(request)
+            req = body.get("request")
+            if not isinstance(req, dict):
+                raise BadInput("body.request must be an object with at least a surface")
+            if "candidates" not in body:
+                raise BadInput("body.candidates is required (columns or a list of objects)")
+            slate = guard.apply(req, body["candidates"])
+            return json(slate.to_dict(decisions=bool(body.get("decisions"))))
+        except Unavailable as e:
+            return error(503, e.message)
+        except BadInput as e:
+            return error(400, e.message)
+
+    @app.post("/v1/guard/feedback")
+    async def feedback(request: Request) -> Response:
+        try:
+            body = await _body(request)
+            item_id = body.get("item_id")
+            if not isinstance(item_id, str) or not item_id:
+                raise BadInput("feedback needs item_id (a non-empty string)")
+            guard.report_harmful(item_id=item_id, source=body.get("source"), model_version=body.get("model_version"),
+                                 surface=body.get("surface"), severe=bool(body.get("severe")))
+            return json({"ok": True, "breakers": guard.breakers.states()})
+        except BadInput as e:
+            return error(400, e.message)
+
+    @app.post("/v1/guard/reload")
+    async def reload(request: Request) -> Response:
+        if not reload_allowed:
+            return error(403, "bundle reload is disabled on this server")
+        try:
+            from assay.policy import load_bundle
+
+            body = await _body(request)
+            path = body.get("bundle")
+            if not isinstance(path, str):
+                raise BadInput("reload needs bundle (a path to a policy bundle)")
+            state = guard.swap(load_bundle(path))
+            return json({"bundle": state.bundle.name, "version": state.version, "hash": state.hash})
+        except BadInput as e:  # PolicyError is a LocatedError: file:line:col in the message
+            return error(400, e.render() if hasattr(e, "render") else e.message)
+
+    @app.get("/v1/guard/status")
+    async def status() -> Response:
+        state = guard.bundle
+        sink = getattr(guard.sink, "stats", None)
+        return json({
+            "bundle": state.bundle.name, "version": state.version, "hash": state.hash,
+            "surfaces": sorted(state.surfaces), "breakers": guard.breakers.states(), "counters": dict(guard.counters),
+            "decision_queue": sink.__dict__ if sink is not None else None,
+        })
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json({"ok": True})
+
+    return app
+
+
+def serve(guard: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "warning") -> None:
+    import importlib.util
+
+    import uvicorn
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    uvicorn.run(create_app(guard), host=host, port=port, log_level=log_level, access_log=False, loop=loop, http=http)

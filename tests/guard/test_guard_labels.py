@@ -1,0 +1,140 @@
+"""Label stores: the in-memory columnar store (Parquet) and Redis (the machine's real server)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from assay.errors import BadInput
+from assay.store.labels import InMemoryLabelStore, LabelStoreError, RedisLabelStore
+
+
+def test_in_memory_put_get_and_missing():
+    store = InMemoryLabelStore(clock=lambda: 100.0)
+    store.put(["a", "b", "c"], {"mature": [0.1, 0.9, math.nan], "spam": [0.0, 0.5, 1.0]}, "clf-1")
+    got = store.get(["c", "zzz", "a", "b"], ["mature", "spam", "nope"])
+    assert got.item_ids == ("c", "zzz", "a", "b")
+    np.testing.assert_array_equal(got.present["mature"], [False, False, True, True])
+    np.testing.assert_allclose(got.values["mature"][2:], [0.1, 0.9])
+    assert math.isnan(got.values["mature"][0]) and math.isnan(got.values["mature"][1])
+    np.testing.assert_array_equal(got.present["spam"], [True, False, True, True])
+    assert not got.present["nope"].any()
+    assert list(got.versions) == ["clf-1", "", "clf-1", "clf-1"]
+    assert got.freshness[0] == 100.0 and math.isnan(got.freshness[1])
+    np.testing.assert_array_equal(got.any_present(), [True, False, True, True])
+    # an update rewrites one item and keeps the others
+    store.put(["b"], {"mature": [0.2]}, "clf-2")
+    got = store.get(["a", "b"], ["mature", "spam"])
+    np.testing.assert_allclose(got.values["mature"], [0.1, 0.2])
+    assert list(got.versions) == ["clf-1", "clf-2"]
+    assert got.values["spam"][1] == 0.5
+
+
+def test_in_memory_stale_labels_are_not_present():
+    now = [1000.0]
+    store = InMemoryLabelStore(max_age_s=60, clock=lambda: now[0])
+    store.put(["old"], {"mature": [0.5]}, "v", labeled_at=900.0)
+    store.put(["new"], {"mature": [0.5]}, "v", labeled_at=990.0)
+    got = store.get(["old", "new"], ["mature"])
+    np.testing.assert_array_equal(got.present["mature"], [False, True])
+    assert got.stale == 1
+
+
+@pytest.mark.parametrize(
+    ("ids", "labels", "message"),
+    [
+        (["a", "a"], {"m": [0.1, 0.2]}, "duplicate"),
+        (["a", ""], {"m": [0.1, 0.2]}, "position 1"),
+        (["a"], {"m": [1.5]}, r"outside \[0, 1\]"),
+        (["a"], {"m": [0.1, 0.2]}, "2 scores for 1 items"),
+        (["a"], {"item_id": [0.1]}, "identifier"),
+        (["a"], {"m": ["high"]}, "must be numbers"),
+    ],
+)
+def test_bad_writes_are_rejected_whole(ids, labels, message):
+    store = InMemoryLabelStore()
+    store.put(["keep"], {"m": [0.3]}, "v")
+    with pytest.raises(BadInput, match=message):
+        store.put(ids, labels, "v")
+    assert len(store) == 1  # nothing half-applied
+    with pytest.raises(BadInput, match="version"):
+        store.put(["x"], {"m": [0.1]}, "")
+
+
+def test_parquet_round_trip_and_bad_files(tmp_path):
+    store = InMemoryLabelStore(clock=lambda: 50.0)
+    store.put([f"i{k}" for k in range(5)], {"mature": [0.0, 0.25, 0.5, math.nan, 1.0]}, "clf-7")
+    path = store.to_parquet(tmp_path / "labels.parquet")
+    loaded = InMemoryLabelStore.from_parquet(path)
+    got = loaded.get(["i3", "i4", "i9"], ["mature"])
+    np.testing.assert_array_equal(got.present["mature"], [False, True, False])
+    assert got.values["mature"][1] == 1.0 and list(got.versions)[:2] == ["clf-7", "clf-7"]
+    assert got.freshness[1] == 50.0
+
+    pq.write_table(pa.table({"id": ["a"], "mature": [0.1]}), tmp_path / "noid.parquet")
+    with pytest.raises(BadInput, match="no 'item_id' column"):
+        InMemoryLabelStore.from_parquet(tmp_path / "noid.parquet")
+    pq.write_table(pa.table({"item_id": ["a", "b"], "mature": [0.1, 7.0]}), tmp_path / "range.parquet")
+    with pytest.raises(BadInput, match="row 1: label 'mature' = 7.0 is outside"):
+        InMemoryLabelStore.from_parquet(tmp_path / "range.parquet")
+    pq.write_table(pa.table({"item_id": ["a"], "mature": ["x"]}), tmp_path / "type.parquet")
+    with pytest.raises(BadInput, match="has type string"):
+        InMemoryLabelStore.from_parquet(tmp_path / "type.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(BadInput, match="not a readable Parquet file"):
+        InMemoryLabelStore.from_parquet(tmp_path / "junk.parquet")
+    with pytest.raises(BadInput, match="does not exist"):
+        InMemoryLabelStore.from_parquet(tmp_path / "missing.parquet")
+
+
+@pytest.mark.redis
+def test_redis_store_pipelined_reads_versions_freshness(redis_url):
+    store = RedisLabelStore(redis_url, prefix="t:labels", clock=lambda: 500.0)
+    ids = [f"it-{k}" for k in range(300)]
+    rng = np.random.default_rng(3)
+    mature = rng.random(300)
+    store.put(ids, {"mature": mature, "spam": np.where(np.arange(300) % 3 == 0, np.nan, 0.5)}, "clf-3")
+    got = store.get([*ids, "absent"], ["mature", "spam"])
+    np.testing.assert_allclose(got.values["mature"][:300], mature)
+    assert not got.present["mature"][300]
+    np.testing.assert_array_equal(got.present["spam"][:300], np.arange(300) % 3 != 0)
+    assert got.versions[0] == "clf-3" and got.freshness[0] == 500.0 and got.versions[300] == ""
+    # one round trip: the whole batch is one pipeline, counted by the server as 301 HMGETs
+    info_before = store.client.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+    store.get(ids, ["mature"])
+    info_after = store.client.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+    assert info_after - info_before == 300
+
+
+@pytest.mark.redis
+def test_redis_garbage_and_stale_are_not_present(redis_url):
+    store = RedisLabelStore(redis_url, prefix="t:labels", max_age_s=10, clock=lambda: 1000.0)
+    store.client.hset("t:labels:g1", mapping={"mature": "very", "spam": "0.2", "_v": "x", "_ts": "995"})
+    store.client.hset("t:labels:g2", mapping={"mature": "nan", "spam": "3.0", "_ts": "999"})
+    store.client.hset("t:labels:old", mapping={"mature": "0.4", "_ts": "100"})
+    got = store.get(["g1", "g2", "old"], ["mature", "spam"])
+    np.testing.assert_array_equal(got.present["mature"], [False, False, False])
+    np.testing.assert_array_equal(got.present["spam"], [True, False, False])
+    assert got.garbage == 3  # "very", "nan", "3.0"
+    assert got.stale == 1
+
+
+@pytest.mark.redis
+def test_redis_down_and_slow_raise_label_store_error(fault_proxy):
+    store = RedisLabelStore(fault_proxy.url, prefix="t:labels", timeout_s=0.05)
+    store.put(["a"], {"mature": [0.5]}, "v")
+    assert store.get(["a"], ["mature"]).present["mature"][0]
+    fault_proxy.set_mode("slow", delay_s=0.2)
+    with pytest.raises(LabelStoreError) as slow:
+        store.get(["a"], ["mature"])
+    assert slow.value.timeout
+    fault_proxy.set_mode("down")
+    with pytest.raises(LabelStoreError, match="unavailable"):
+        store.get(["a"], ["mature"])
+    fault_proxy.set_mode("up")
+    assert store.get(["a"], ["mature"]).values["mature"][0] == 0.5  # reconnects by itself
+    store.close()
