@@ -1,0 +1,143 @@
+"""Windows -> alert rules from a real policy bundle -> mitigations on the guard's real breakers,
+each recorded with the alert that caused it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from assay.errors import BadInput
+from assay.guard.breakers import BreakerConfig, BreakerRegistry, ScopePolicy, State
+from assay.monitor.engine import Monitor, chain
+from assay.monitor.mitigations import Mitigator
+from assay.monitor.windows import TumblingWindows, naive_stats, stats_from_decisions
+from assay.policy import load_bundle
+from assay.records import Decision
+
+BUNDLE = """\
+bundle: monitor-test
+version: "1"
+attributes:
+  alerts:
+    window.n: int
+    window.drop_rate: double
+    window.surface: string
+    window.harm_rate: double
+alerts:
+  - id: drop-surge
+    when: window.n >= 20 && window.drop_rate > 0.3
+    severity: page
+    reason: the guard is dropping far more than usual
+    then: ['trip_breaker("for_you")', 'notify("on-call")']
+  - id: harm-surge
+    when: window.harm_rate > 0.5
+    severity: warn
+    then: ['use_rules("search", "search_strict")']
+"""
+
+
+def _bundle(tmp_path, text=BUNDLE):
+    p = tmp_path / "alerts.yaml"
+    p.write_text(text)
+    return load_bundle(p)
+
+
+def _decisions(n, drop_every, ts0=1000.0, surface="for_you"):
+    return [Decision(request_id=f"r{i // 5}", ts=ts0 + i * 0.1, surface=surface, subject_id="u", item_id=f"i{i}",
+                     rank_before=i % 5, rank_after=-1 if i % drop_every == 0 else i % 5,
+                     action="drop" if i % drop_every == 0 else "allow",
+                     rule_ids=("r-mature",) if i % drop_every == 0 else ()) for i in range(n)]
+
+
+def test_window_stats_match_the_per_record_loop():
+    ds = _decisions(200, 4)
+    s = stats_from_decisions(ds)
+    naive = naive_stats(ds)
+    ctx = s.context()["window"]
+    assert ctx["n"] == naive["n"] == 200
+    assert ctx["requests"] == naive["requests"] == 40
+    assert ctx["drop_rate"] == pytest.approx(naive["drop_rate"]) == pytest.approx(0.25)
+    assert ctx["rule_rate"] == pytest.approx(naive["rule_rate"])
+    assert ctx["surface"] == "for_you"
+
+
+def test_tumbling_windows_close_on_time_and_count():
+    w = TumblingWindows(5.0)
+    closed = w.add(_decisions(120, 3, ts0=100.0))  # 12 s of decisions -> windows [100,105), [105,110)
+    assert [c.n for c in closed] == [50, 50]
+    rest = w.flush()
+    assert [r.n for r in rest] == [20]
+    by_count = TumblingWindows(60.0, max_n=30).add(_decisions(65, 3))
+    assert [c.n for c in by_count] == [30, 30]
+    with pytest.raises(BadInput, match="duration"):
+        TumblingWindows(0)
+
+
+def test_alert_fires_trips_breaker_and_records_the_chain(tmp_path):
+    bundle = _bundle(tmp_path)
+    breakers = BreakerRegistry({"surface": ScopePolicy(BreakerConfig())})
+    trace: list = []
+    monitor = Monitor(bundle, mitigator=Mitigator(breakers=breakers), recorder=trace.extend)
+    calm = stats_from_decisions(_decisions(100, 10))
+    assert monitor.evaluate(calm) == []
+    surge = stats_from_decisions(_decisions(100, 2, ts0=2000.0))
+    firings = monitor.evaluate(surge)
+    assert [f.alert_id for f in firings] == ["drop-surge"]
+    assert breakers.get("surface:for_you").state is State.FORCED_OPEN
+    kinds = [e.kind for e in trace]
+    assert kinds == ["alert", "mitigation", "mitigation"]
+    alert, trip, notify = trace
+    assert alert.payload["window"]["drop_rate"] == pytest.approx(0.5)
+    assert trip.payload["caused_by"] == alert.payload["key"] == notify.payload["caused_by"]
+    assert trip.payload["ok"] and trip.payload["to"] == "forced_open"
+    assert alert.bundle_hash == bundle.hash
+    # decisions served after the trip, with the breaker state the guard records
+    after = [Decision(request_id="r-after", ts=trip.ts + 1, surface="for_you", subject_id="u", item_id="x",
+                      rank_before=0, rank_after=0, action="allow", breaker_state="forced_open")]
+    c = chain([*trace, *after], alert.payload["key"])
+    assert c["alert"] is alert and c["mitigations"] == [trip, notify] and c["decisions"] == after
+    # cooldown: the same incident does not trip again on the next window
+    assert monitor.evaluate(stats_from_decisions(_decisions(100, 2, ts0=3000.0))) == []
+
+
+def test_stricter_rules_mitigation_reconfigures_the_fallback(tmp_path):
+    bundle = _bundle(tmp_path)
+    breakers = BreakerRegistry({"surface": ScopePolicy(BreakerConfig())})
+    trace: list = []
+    monitor = Monitor(bundle, mitigator=Mitigator(breakers=breakers), recorder=trace.extend)
+    s = stats_from_decisions(_decisions(10, 100, surface="search"))
+    s.add_scores([0.9, 0.8, 0.7, 0.1])
+    assert [f.alert_id for f in monitor.evaluate(s)] == ["harm-surge"]
+    assert breakers.policy("surface:search").fallback.surface == "search_strict"
+    assert breakers.get("surface:search").state is State.FORCED_OPEN
+    assert trace[-1].payload["rules_of"] == "search_strict"
+
+
+def test_unwired_mitigation_is_recorded_as_failed_not_skipped(tmp_path):
+    bundle = _bundle(tmp_path)
+    trace: list = []
+    monitor = Monitor(bundle, recorder=trace.extend)  # no breaker registry wired
+    monitor.evaluate(stats_from_decisions(_decisions(100, 2)))
+    trip = trace[1]
+    assert trip.kind == "mitigation" and trip.payload["ok"] is False
+    assert "no guard breaker registry" in trip.payload["error"]
+
+
+def test_unknown_mitigation_is_refused_before_the_monitor_starts(tmp_path):
+    bad = BUNDLE.replace('trip_breaker("for_you")', 'reboot("for_you")')
+    with pytest.raises(BadInput, match="unknown mitigation reboot"):
+        Monitor(_bundle(tmp_path, bad))
+    bad_arity = BUNDLE.replace('trip_breaker("for_you")', 'trip_breaker("a", "b")')
+    with pytest.raises(BadInput, match="takes 1 argument"):
+        Monitor(_bundle(tmp_path, bad_arity))
+
+
+def test_bench_quick_smoke():
+    from assay.monitor.bench import run
+
+    out = run(quick=True)
+    for key in ("drift_ms_per_feature_1m", "alert_eval_ms_per_window"):
+        assert math.isfinite(out["figures"][key]) and out["figures"][key] > 0
+    assert out["setup"]["agrees_with_scipy"] is True
+    assert "drift_ms_per_feature_1m_scipy" in out["baseline"]
