@@ -50,8 +50,12 @@ def _print_outcome(outcome, as_json: bool) -> None:
 
 
 def _exit_for(outcome) -> None:
+    """A failed gate is the answer "no": exit code 1 with the failing gates named."""
     if outcome.passed is False:
-        raise typer.Exit(1)
+        from assay.errors import AssayError
+
+        failed = [v["id"] for v in outcome.report["gates"]["verdicts"] if not v["passed"]]
+        raise AssayError(f"release gate(s) failed: {', '.join(failed)}", hint=f"see {outcome.path / 'report.html'}")
 
 
 @eval_app.command("run")

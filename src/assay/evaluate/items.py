@@ -332,6 +332,8 @@ def load_recsys_users(path: Path, opts: dict[str, Any]) -> list[EvalItem]:
         relevant = row.get("relevant") or {}
         if isinstance(relevant, list):
             relevant = dict.fromkeys(relevant, 1.0)
+        # (item, gain) pairs, not a mapping: JSON would turn integer item ids into strings
+        relevant = [[item, float(gain)] for item, gain in relevant.items()]
         out.append(
             EvalItem(
                 id=f"user-{row['user']}",

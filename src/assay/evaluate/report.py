@@ -136,29 +136,39 @@ def _error_rate(name: str, spec: dict[str, Any], records: list[dict[str, Any]], 
     return {name: mean_aggregate([r.get("error") is not None for r in records], resamples=resamples)}
 
 
+def _truth(record: dict[str, Any]) -> dict[Any, float]:
+    rel = record["fields"].get("relevant") or []
+    return {item: float(gain) for item, gain in (rel.items() if isinstance(rel, dict) else rel)}
+
+
 def _recsys(kind: str, name: str, spec: dict[str, Any], records: list[dict[str, Any]], ctx: dict[str, Any], resamples: int) -> dict[str, Aggregate]:
+    """Recommender metrics. Item ids are compared as strings: JSON files (catalogue, groups,
+    genres) cannot keep integer keys, and a recommender may answer 7 or "7"."""
     ok = _ok(records)
     k = spec.get("k", 10)
-    recs = {r["fields"]["user"]: r["output"]["ranked"] for r in ok}
+    s = str
+    recs = {r["fields"]["user"]: [s(i) for i in r["output"]["ranked"]] for r in ok}
     prefix = f"{name}_"
     if kind == "ranking":
-        truth = {r["fields"]["user"]: r["fields"].get("relevant") or {} for r in ok}
+        truth = {r["fields"]["user"]: {s(i): g for i, g in _truth(r).items()} for r in ok}
         aggs = rm.ranking_metrics(recs, truth, k=k, metrics=spec.get("metrics", rm.RANKING_METRICS), resamples=resamples)
         return {f"{prefix}{m}@{k}": a for m, a in aggs.items()}
     if kind == "beyond_accuracy":
-        catalogue = ctx.get("catalogue") or sorted({i for r in recs.values() for i in r}, key=str)
-        aggs = rm.beyond_accuracy_metrics(recs, catalogue, ctx.get("popularity"), k=k, resamples=resamples)
+        catalogue = [s(i) for i in ctx["catalogue"]] if ctx.get("catalogue") else sorted({i for r in recs.values() for i in r})
+        popularity = {s(i): float(v) for i, v in ctx["popularity"].items()} if ctx.get("popularity") else None
+        aggs = rm.beyond_accuracy_metrics(recs, catalogue, popularity, k=k, resamples=resamples)
         return {f"{prefix}{m}@{k}": a for m, a in aggs.items()}
     if kind == "exposure":
-        groups = ctx.get("item_groups") or {}
+        groups = {s(i): g for i, g in (ctx.get("item_groups") or {}).items()}
         recs = {u: [i for i in r if i in groups] for u, r in recs.items()}
         return {f"{prefix}{m}": a for m, a in rm.exposure_by_group(recs, groups, k=k, resamples=resamples).items()}
     if kind == "calibration":
-        histories = {r["fields"]["user"]: r["fields"].get("history") or [] for r in ok}
-        agg, _ = rm.calibration(recs, histories, ctx.get("item_genres") or {}, k=k, alpha=spec.get("alpha", 0.01), resamples=resamples)
+        histories = {r["fields"]["user"]: [s(i) for i in r["fields"].get("history") or []] for r in ok}
+        genres = {s(i): g for i, g in (ctx.get("item_genres") or {}).items()}
+        agg, _ = rm.calibration(recs, histories, genres, k=k, alpha=spec.get("alpha", 0.01), resamples=resamples)
         return {f"{name}@{k}": agg}
     if kind == "user_group_gap":
-        truth = {r["fields"]["user"]: r["fields"].get("relevant") or {} for r in ok}
+        truth = {r["fields"]["user"]: {s(i): g for i, g in _truth(r).items()} for r in ok}
         metric = spec.get("metric", "ndcg")
         per_user = rm.per_user_metrics(recs, truth, k=k, metrics=[metric])[metric]
         groups = {r["fields"]["user"]: r.get("group") for r in ok if r.get("group")}
