@@ -79,7 +79,7 @@ def test_parquet_round_trip_and_bad_files(tmp_path):
     with pytest.raises(BadInput, match="no 'item_id' column"):
         InMemoryLabelStore.from_parquet(tmp_path / "noid.parquet")
     pq.write_table(pa.table({"item_id": ["a", "b"], "mature": [0.1, 7.0]}), tmp_path / "range.parquet")
-    with pytest.raises(BadInput, match="row 1: label 'mature' = 7.0 is outside"):
+    with pytest.raises(BadInput, match=r"row 1: label 'mature' = 7\.0 is outside"):
         InMemoryLabelStore.from_parquet(tmp_path / "range.parquet")
     pq.write_table(pa.table({"item_id": ["a"], "mature": ["x"]}), tmp_path / "type.parquet")
     with pytest.raises(BadInput, match="has type string"):

@@ -696,7 +696,7 @@ class Guard:
         before = rule_idx < first[None, :]
         upto = rule_idx <= first[None, :]
         acting = acts & upto
-        shadowed = matched & ~live_rule[:, None] & upto
+        shadowed = matched & ~live_rule[:, None]  # recorded wherever they match, as assay.policy.resolve does
         cols = np.arange(n)
         safe_first = np.minimum(first, max(n_rules - 1, 0))
         failed_closed = any_hard & miss[safe_first, cols] if n_rules else np.zeros(n, dtype=bool)

@@ -1,0 +1,351 @@
+"""The guard's action semantics, fail-closed paths, bad input and atomic bundle reloads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from guard_helpers import GUARD_TEST_BUNDLE, LABELS, make_candidates, make_labels
+
+from assay.errors import BadInput
+from assay.guard import Guard, GuardConfig
+from assay.store.labels import InMemoryLabelStore, RedisLabelStore
+
+ADULT = {"request_id": "r-adult", "surface": "for_you", "user": {"id": "u-adult", "age": 30}}
+TEEN = {"request_id": "r-teen", "surface": "for_you", "user": {"id": "u-teen", "age": 15}}
+
+# id, score, mature, spam, toxic, verified, creator, topic
+ROWS = [
+    ("a", 0.90, 0.9, 0.0, 0.0, False, "c1", "film"),   # mature: demote 0.8 + label; teen: dropped
+    ("b", 0.85, 0.0, 0.95, 0.0, False, "c2", "film"),  # spam-drop
+    ("c", 0.50, 0.0, 0.10, 0.9, True, "c3", "film"),   # verified-allow: exempt from the toxic demote
+    ("d", 0.80, 0.0, 0.0, 0.6, False, "c4", "film"),   # toxic demote 0.5
+    ("e", 1.00, 0.6, 0.0, 0.6, False, "c5", "film"),   # demote 0.5 * 0.8 stacked + label
+    ("f", 0.30, 0.0, 0.0, 0.0, False, "c9", "film"),   # three by c9: the lowest is capped
+    ("g", 0.20, 0.0, 0.0, 0.0, False, "c9", "film"),
+    ("h", 0.10, 0.0, 0.0, 0.0, False, "c9", "film"),
+    ("i", 0.60, 0.0, 0.6, 0.0, False, "c6", "film"),   # matches the shadow rule only
+    ("j", 0.40, 0.0, 0.0, 0.0, False, "c7", None),     # topic missing: the skip rule does not fire
+    ("k", 0.45, 0.0, 0.0, 0.0, False, "c8", "news"),   # news label
+]
+
+
+def hand_batch():
+    ids = [r[0] for r in ROWS]
+    store = InMemoryLabelStore()
+    store.put(ids, {"mature": [r[2] for r in ROWS], "spam": [r[3] for r in ROWS], "toxic": [r[4] for r in ROWS]}, "clf-1")
+    cands = {
+        "id": ids,
+        "score": [r[1] for r in ROWS],
+        "verified": np.array([r[5] for r in ROWS]),
+        "creator": [r[6] for r in ROWS],
+        "topic": [r[7] for r in ROWS],
+    }
+    return store, cands
+
+
+def test_actions_hand_checked(test_bundle):
+    store, cands = hand_batch()
+    slate = Guard(test_bundle, store).apply(ADULT, cands)
+    scores = dict(zip(slate.item_ids, slate.scores.tolist(), strict=True))
+    assert "b" not in scores and "h" not in scores
+    assert scores["a"] == pytest.approx(0.72)
+    assert scores["c"] == pytest.approx(0.50)
+    assert scores["d"] == pytest.approx(0.40)
+    assert scores["e"] == pytest.approx(0.40)
+    assert slate.item_ids == ["a", "i", "c", "k", "d", "e", "j", "f", "g"]  # by demoted score, ties by input order
+    assert slate.item_labels == {"a": ("Mature",), "e": ("Mature",), "k": ("News",)}
+    by_id = {d.item_id: d for d in slate.decisions}
+    assert len(slate.decisions) == len(ROWS)
+    assert by_id["b"].action == "drop" and by_id["b"].rule_ids == ("spam-drop",) and by_id["b"].rank_after == -1
+    assert by_id["h"].action == "cap" and by_id["h"].rule_ids == ("creator-cap",)
+    assert by_id["c"].action == "allow" and by_id["c"].rule_ids == ("verified-allow",)
+    assert by_id["e"].action == "demote" and by_id["e"].rule_ids == ("toxic-demote", "mature-demote", "mature-label")
+    assert by_id["i"].action == "allow" and by_id["i"].shadow_rule_ids == ("strict-spam-shadow",)
+    assert by_id["a"].rank_before == 0 and by_id["a"].rank_after == 0
+    assert by_id["a"].score_before == 0.9 and by_id["a"].score_after == pytest.approx(0.72)
+    assert by_id["j"].action == "allow" and by_id["j"].rule_ids == ()
+    assert {d.bundle_hash for d in slate.decisions} == {test_bundle.hash}
+    assert {d.bundle_version for d in slate.decisions} == {"1"}
+
+    teen = Guard(test_bundle, store).apply(TEEN, cands)
+    assert "a" not in teen.item_ids
+    assert {d.item_id: d.rule_ids for d in teen.decisions}["a"] == ("teen-mature-drop",)
+
+
+def test_per_surface_rule_sets(test_bundle):
+    store, cands = hand_batch()
+    g = Guard(test_bundle, store)
+    strict = g.apply({**ADULT, "surface": "search_strict"}, cands)
+    # no verified-allow there, and the strict spam rule drops i (0.6) and c (0.1 < 0.3 stays)
+    assert "i" not in strict.item_ids and "c" in strict.item_ids
+    assert {d.item_id: d.rule_ids for d in strict.decisions}["i"] == ("search-strict-spam",)
+    with pytest.raises(BadInput, match="unknown surface 'home'"):
+        g.apply({**ADULT, "surface": "home"}, cands)
+
+
+def test_rollout_is_stable_and_about_the_share(test_bundle):
+    store = InMemoryLabelStore()
+    store.put(["x"], {"mature": [0.0], "spam": [0.0], "toxic": [0.97]}, "v")
+    g = Guard(test_bundle, store)
+    acted = 0
+    for k in range(400):
+        req = {"surface": "for_you", "user": {"id": f"user-{k}", "age": 30}}
+        batch = {"id": ["x"], "score": [0.5], "verified": [False], "creator": ["c"], "topic": ["film"]}
+        s1, s2 = g.apply(req, batch), g.apply(req, batch)
+        assert s1.item_ids == s2.item_ids  # the same subject always gets the same answer
+        d = s1.decisions[0]
+        if "x" not in s1.item_ids:
+            acted += 1
+            assert d.rule_ids == ("toxic-demote", "toxic-drop-rollout")
+        else:
+            assert "toxic-drop-rollout" in d.shadow_rule_ids  # recorded for the holdback
+    assert acted < 400
+    assert 150 <= acted <= 250
+
+
+def test_fail_closed_surface_drops_unlabeled_and_missing(test_bundle):
+    store = InMemoryLabelStore()
+    store.put(["full", "partial"], {"mature": [0.1, 0.1], "spam": [0.1, np.nan], "toxic": [0.1, 0.1]}, "v")
+    cands = {"id": ["full", "partial", "unknown"], "score": [0.3, 0.2, 0.1], "creator": ["a", "b", "c"], "topic": ["film"] * 3,
+             "verified": [False] * 3}
+    slate = Guard(test_bundle, store).apply(ADULT, cands)
+    assert slate.item_ids == ["full"]
+    d = {x.item_id: x for x in slate.decisions}
+    assert d["unknown"].rule_ids == ("guard:unlabeled",) and d["unknown"].action == "drop"
+    assert d["partial"].rule_ids == ("spam-drop",)
+    assert d["partial"].reasons[0].startswith("fail-closed")
+    # a fail-open surface lets rules decide: the unknown item is still dropped by spam-drop's fail-closed
+    opened = Guard(test_bundle, store, config=GuardConfig(surface_modes={"for_you": "fail_open"})).apply(ADULT, cands)
+    assert opened.item_ids == ["full"]
+    assert {x.item_id: x.rule_ids for x in opened.decisions}["unknown"] == ("spam-drop",)
+
+
+def test_no_store_and_caller_supplied_labels(test_bundle):
+    g = Guard(test_bundle, None)
+    records = [
+        {"id": "ok", "score": 0.5, "creator": "a", "topic": "film", "verified": False, "labels": {"mature": 0.1, "spam": 0.1, "toxic": 0.1}},
+        {"id": "nolabels", "score": 0.9, "creator": "b", "topic": "film"},
+    ]
+    slate = g.apply(ADULT, records)
+    assert slate.item_ids == ["ok"]
+    with pytest.raises(BadInput, match=r"candidates\[0\] \(id 'x'\): label 'spam' = 2.0 is outside"):
+        g.apply(ADULT, [{"id": "x", "score": 1.0, "labels": {"spam": 2.0}}])
+
+
+@pytest.mark.parametrize(
+    ("candidates", "message"),
+    [
+        ("not a batch", "must be columns"),
+        ([{"id": "a", "score": 1.0}, "junk"], r"candidates\[1\]: must be an object"),
+        ([{"id": "a"}], r"candidates\[0\]: missing 'score'"),
+        ([{"id": "a", "score": "high"}], r"candidates\[0\] \(id 'a'\): 'score' must be a number"),
+        ([{"id": 7, "score": 1.0}], r"candidates\[0\]: 'id' must be a non-empty string"),
+        ({"id": ["a", "b", "a"], "score": [1.0, 2.0, 3.0]}, r"candidates\[2\]: duplicate id 'a' \(first at position 0\)"),
+        ({"id": ["a", "b"], "score": [1.0, float("nan")]}, r"candidates\[1\] \(id 'b'\): 'score' must be a finite number"),
+        ({"id": ["a", "b"], "score": [1.0, float("inf")]}, "finite"),
+        ({"id": ["a", "b"], "score": [1.0]}, "column 'score' has 1 values but 'id' has 2"),
+        ({"score": [1.0]}, "no 'id' column"),
+        ({"id": ["a"], "score": [1.0], "creator": "c1"}, "column 'creator' must be a list"),
+    ],
+)
+def test_bad_candidates_are_clear_errors(test_bundle, candidates, message):
+    store, _ = hand_batch()
+    with pytest.raises(BadInput, match=message):
+        Guard(test_bundle, store).apply(ADULT, candidates)
+
+
+def test_bad_requests_and_empty_batch(test_bundle):
+    g = Guard(test_bundle, InMemoryLabelStore())
+    with pytest.raises(BadInput, match="'surface' must name a surface"):
+        g.apply({"user": {"id": "u"}}, [])
+    with pytest.raises(BadInput, match="deadline_ms"):
+        g.apply({**ADULT, "deadline_ms": -1}, [])
+    with pytest.raises(BadInput, match="request must be an object"):
+        g.apply(["for_you"], [])
+    for empty in ([], {"id": [], "score": []}):
+        slate = g.apply(ADULT, empty)
+        assert slate.item_ids == [] and slate.decisions == () and slate.to_dict()["items"] == []
+
+
+def test_columns_records_and_arrow_give_the_same_slate(test_bundle):
+    store, cands = hand_batch()
+    g = Guard(test_bundle, store)
+    records = [dict(zip(cands, vals, strict=True)) for vals in zip(*[list(v) for v in cands.values()], strict=True)]
+    table = pa.table({k: (list(v) if not isinstance(v, np.ndarray) else v) for k, v in cands.items()})
+    slates = [g.apply(ADULT, c) for c in (cands, records, table)]
+    assert slates[0].item_ids == slates[1].item_ids == slates[2].item_ids
+    np.testing.assert_allclose(slates[0].scores, slates[2].scores)
+
+
+def test_compiled_and_reference_give_identical_slates(feed_bundle):
+    rng = np.random.default_rng(7)
+    n = 150
+    ids = [f"i{k}" for k in range(n)]
+    store = InMemoryLabelStore()
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store.put(ids, {name: rng.beta(0.5, 3, n) for name in names}, "v")
+    cands = {
+        "id": ids, "score": rng.random(n), "source": list(rng.choice(["catalog", "ugc:x", "ads:y"], n)),
+        "creator": [f"c{k}" for k in rng.integers(0, 40, n)], "topic": list(rng.choice(["film", "news", "politics"], n)),
+        "region_blocklist": [["DE"] if k % 9 == 0 else [] for k in range(n)], "tags": [["clickbait"] if k % 5 == 0 else [] for k in range(n)],
+        "age_days": rng.integers(0, 20, n),
+    }
+    g = Guard(feed_bundle, store)
+    for user in ({"id": "t", "age": 15, "region": "EU", "country": "DE", "sensitive_opt_out": True},
+                 {"id": "a", "age": 40, "region": "US", "country": "US", "sensitive_opt_out": False}):
+        req = {"surface": "for_you", "user": user}
+        fast, ref = g.apply(req, cands), g.apply(req, cands, evaluator="reference")
+        assert fast.item_ids == ref.item_ids
+        np.testing.assert_array_equal(fast.scores, ref.scores)
+        assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
+
+
+def test_agrees_with_the_policy_librarys_resolution(feed_bundle):
+    """The guard's matrix resolution and assay.policy.resolve (used by bundle tests) agree."""
+    from assay.policy import resolve
+
+    rng = np.random.default_rng(11)
+    n = 200
+    ids = [f"i{k}" for k in range(n)]
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    labels = {name: np.where(rng.random(n) < 0.05, np.nan, rng.beta(0.5, 2, n)) for name in names}
+    store = InMemoryLabelStore()
+    store.put(ids, labels, "v")
+    cands = {"id": ids, "score": rng.random(n), "source": ["catalog"] * n, "creator": [f"c{k}" for k in range(n)],
+             "topic": ["film"] * n, "region_blocklist": [[] for _ in range(n)], "tags": [[] for _ in range(n)],
+             "age_days": np.ones(n, dtype=np.int64)}
+    g = Guard(feed_bundle, store, config=GuardConfig(default_mode="fail_open"))
+    req = {"surface": "for_you", "user": {"id": "u", "age": 16, "region": "EU", "country": "FR", "sensitive_opt_out": False}}
+    slate = g.apply(req, cands)
+    surface = g.bundle.surface("for_you")
+    outcomes = surface.compiled.evaluate(g._batch(surface, req, slate_candidates(cands), *labels_of(store, ids, surface)))
+    res = resolve(list(surface.compiled.rules), outcomes)
+    for j, d in enumerate(slate.decisions):
+        theirs = res.candidate(j)
+        if d.action == "cap":
+            continue
+        assert d.action == theirs.action, (j, d, theirs)
+        assert [r for r in d.rule_ids] == [r for r in theirs.rule_ids if r not in ("creator-cap", "topic-cap")]
+        if d.action != "drop":
+            assert d.score_after == pytest.approx(d.score_before * theirs.factor)
+        assert list(d.shadow_rule_ids) == theirs.shadow_rule_ids
+
+
+def slate_candidates(cands):
+    from assay.guard.candidates import coerce
+
+    return coerce(cands)
+
+
+def labels_of(store, ids, surface):
+    got = store.get(ids, surface.label_names)
+    return got.values, got.present
+
+
+class ShapeShiftingStore:
+    """A (buggy) third-party label backend: answers with the wrong number of items."""
+
+    def get(self, item_ids, label_names, *, timeout_s=None):
+        from assay.store.labels import LabelBatch
+
+        return LabelBatch(("only-one",), {n: np.ones(1) for n in label_names}, {n: np.ones(1, bool) for n in label_names},
+                          np.array([""], dtype=object), np.array([0.0]))
+
+
+class ExplodingStore:
+    def get(self, item_ids, label_names, *, timeout_s=None):
+        raise RuntimeError("segfault in the labeler client")
+
+
+@pytest.mark.parametrize("store", [ShapeShiftingStore(), ExplodingStore()])
+def test_garbage_or_crashing_store_fails_closed_without_raising(test_bundle, store):
+    g = Guard(test_bundle, store)
+    slate = g.apply(ADULT, make_candidates(30))
+    assert slate.item_ids == [] and slate.dropped == 30
+    assert all(d.rule_ids == ("guard:unlabeled",) for d in slate.decisions)
+    assert g.counters["label_store_errors"] == 1
+
+
+@pytest.mark.redis
+def test_redis_store_down_slow_and_over_budget(test_bundle, fault_proxy):
+    cands = make_candidates(40)
+    store = RedisLabelStore(fault_proxy.url, prefix="g:labels", timeout_s=0.05)
+    store.put(list(cands["id"]), make_labels(cands["id"]), "clf-1")
+    g = Guard(test_bundle, store)
+    healthy = g.apply(ADULT, cands)
+    assert len(healthy) > 0
+    fault_proxy.set_mode("down")
+    down = g.apply(ADULT, cands)
+    assert down.item_ids == [] and g.counters["label_store_errors"] == 1
+    fault_proxy.set_mode("slow", delay_s=0.2)
+    slow = g.apply(ADULT, cands)
+    assert slow.item_ids == [] and g.counters["label_store_timeouts"] == 1
+    # a store that answers within its own timeout but after the request's deadline: fail closed
+    fault_proxy.set_mode("slow", delay_s=0.03)
+    before = g.counters["budget_exhausted"]
+    late = g.apply({**ADULT, "deadline_ms": 10}, cands)
+    assert late.item_ids == [] and g.counters["budget_exhausted"] == before + 1
+    assert {d.rule_ids for d in late.decisions} <= {("guard:deadline",), ("guard:unlabeled",)}
+    fault_proxy.set_mode("up")
+    assert g.apply(ADULT, cands).item_ids == healthy.item_ids
+
+
+def test_bundle_swap_mid_traffic_never_mixes_versions(tmp_path, test_bundle):
+    from assay.policy import load_bundle
+
+    strict_text = GUARD_TEST_BUNDLE.replace('version: "1"', 'version: "2"').replace("item.labels.spam >= 0.9", "item.labels.spam >= 0.3")
+    (tmp_path / "v2.yaml").write_text(strict_text)
+    v1, v2 = test_bundle, load_bundle(tmp_path / "v2.yaml")
+    cands = make_candidates(300, seed=5)
+    store = InMemoryLabelStore()
+    labels = make_labels(cands["id"], seed=5)
+    store.put(list(cands["id"]), labels, "v")
+    expected = {}
+    for version, bundle in (("1", v1), ("2", v2)):
+        alone = Guard(bundle, store)
+        for k in range(3):
+            expected[(version, f"u{k}")] = alone.apply({"surface": "for_you", "user": {"id": f"u{k}", "age": 30}}, cands).item_ids
+    assert expected[("1", "u0")] != expected[("2", "u0")]
+    g = Guard(v1, store)
+    stop = threading.Event()
+    slates: list = []
+    errors: list = []
+
+    def traffic(k: int) -> None:
+        try:
+            while not stop.is_set():
+                # a generous deadline: under CPU contention a tight one would (correctly) fail closed
+                slates.append(g.apply({"surface": "for_you", "user": {"id": f"u{k}", "age": 30}, "deadline_ms": 60_000}, cands))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=traffic, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for k in range(40):
+        g.swap(v2 if k % 2 == 0 else v1)
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    versions = {s.bundle_version for s in slates}
+    assert versions == {"1", "2"}, versions
+    for s in slates:
+        assert {d.bundle_version for d in s.decisions} == {s.bundle_version}
+        assert {d.bundle_hash for d in s.decisions} == {v1.hash if s.bundle_version == "1" else v2.hash}
+        # the slate is exactly what that version alone decides for that subject
+        assert s.item_ids == expected[(s.bundle_version, s.subject_id)]
+
+
+def test_labels_in_slate_are_only_for_served_items(test_bundle):
+    store = InMemoryLabelStore()
+    ids = [f"m{k}" for k in range(5)]
+    store.put(ids, {name: [0.6] * 5 if name == "mature" else [0.0] * 5 for name in LABELS}, "v")
+    slate = Guard(test_bundle, store).apply(ADULT, {"id": ids, "score": [0.5] * 5, "creator": ["same"] * 5, "topic": ["film"] * 5, "verified": [False] * 5})
+    assert len(slate) == 2  # creator cap
+    assert set(slate.item_labels) == set(slate.item_ids)
