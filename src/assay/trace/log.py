@@ -1,0 +1,716 @@
+"""The decision log: Arrow IPC segments, a Merkle tree over record hashes, signed checkpoints.
+
+Layout under the log root (``ASSAY_HOME/trace`` by default, or any fsspec URL)::
+
+    segments/<first index, 20 digits>.arrows   Arrow IPC stream: schema, then one record batch per append
+    checkpoints/<size, 20 digits>.note          C2SP tlog-checkpoint, Ed25519-signed note
+    checkpoints/<size, 20 digits>.manifest.json byte length + SHA-256 of every segment at that size
+                                               (its hash is the note's ``segments`` line, so any
+                                               changed byte of a segment is caught, even padding)
+    tree.bin                                   post-order Merkle nodes (a cache; local, see tree.py)
+
+Keys live outside the log: the signing key ``ASSAY_HOME/keys/trace-signing.key`` and the
+pseudonym key (see pseudonym.py). An append is acknowledged after the segment bytes and the tree
+are fsynced (``fsync="batch"``, the default) and, unless ``checkpoint_every`` says otherwise, a
+new checkpoint is published. On open, a partial batch left by a crash is cut off and reported in
+``TraceLog.recovery`` (and recorded as a ``trace.recovered`` event), never skipped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assay.config import settings
+from assay.errors import AssayError, BadInput
+from assay.records import Decision, Event
+from assay.trace import canonical, merkle
+from assay.trace.checkpoint import Checkpoint, SignatureError, Signer, Verifier
+from assay.trace.pseudonym import Pseudonymiser, load_key
+from assay.trace.tree import TreeFile
+
+log = logging.getLogger("assay.trace")
+
+SEGMENT_SUFFIX = ".arrows"
+NOTE_SUFFIX = ".note"
+MANIFEST_SUFFIX = ".manifest.json"
+DEFAULT_ORIGIN = "assay.local/trace"
+
+
+class TamperError(AssayError):
+    """The log does not match its signed checkpoints; ``problems`` says what and where."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("trace log failed verification:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    first_index: int
+    count: int
+    tree_size: int
+    root_hash: str  # hex
+    checkpoint_size: int  # size of the newest signed checkpoint after this append
+    seconds: float
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    records: int
+    checkpoints: int
+    erased: int
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "records": self.records, "checkpoints": self.checkpoints, "erased": self.erased,
+            "problems": self.problems, "warnings": self.warnings, "seconds": round(self.seconds, 4),
+        }
+
+    def raise_if_failed(self) -> None:
+        if not self.ok:
+            raise TamperError(self.problems)
+
+
+def _segment_name(first_index: int) -> str:
+    return f"{first_index:020d}{SEGMENT_SUFFIX}"
+
+
+def _note_name(size: int) -> str:
+    return f"{size:020d}{NOTE_SUFFIX}"
+
+
+def read_batches(data: bytes | pa.Buffer, where: str) -> tuple[list[pa.RecordBatch], int, str | None]:
+    """Decode an Arrow IPC stream message by message. Returns the batches, the byte offset after
+    the last complete batch, and a description of what follows it if it is not a clean end."""
+    reader = pa.BufferReader(data)
+    total = reader.size()
+    try:
+        schema_message = pa.ipc.read_message(reader)
+        schema = pa.ipc.read_schema(schema_message)
+    except (pa.ArrowInvalid, OSError) as e:
+        return [], 0, f"{where}: no readable schema at the start ({e})"
+    if schema != canonical.SEGMENT_SCHEMA:
+        return [], 0, f"{where}: schema is not the trace segment schema"
+    batches: list[pa.RecordBatch] = []
+    good = reader.tell()
+    while good < total:
+        try:
+            message = pa.ipc.read_message(reader)
+            batch = pa.ipc.read_record_batch(message, schema)
+            batch.validate(full=True)
+        except (pa.ArrowInvalid, OSError, EOFError) as e:
+            return batches, good, f"{where}: {total - good} bytes after byte {good} are not a complete record batch ({e})"
+        batches.append(batch)
+        good = reader.tell()
+    return batches, good, None
+
+
+class TraceLog:
+    """Open with ``TraceLog.open()``; see the module docstring for layout and guarantees."""
+
+    def __init__(self, root: str, fs, *, tree_path: Path, signer: Signer, pseudonymiser: Pseudonymiser,
+                 origin: str, fsync: str, checkpoint_every: float | None, segment_records: int,
+                 read_only: bool = False):
+        self.root = root.rstrip("/")
+        self.fs = fs
+        self.local = _is_local(fs)
+        self.signer = signer
+        self.verifier = signer.verifier
+        self.pseudonymiser = pseudonymiser
+        self.origin = origin
+        if fsync not in ("batch", "off"):
+            raise BadInput(f"fsync policy must be 'batch' or 'off', got {fsync!r}")
+        self.fsync = fsync == "batch"
+        self.checkpoint_every = checkpoint_every
+        self.segment_records = segment_records
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._tree = TreeFile(tree_path, fsync=self.fsync)
+        self._active: _ActiveSegment | None = None
+        self._last_checkpoint_time = 0.0
+        self.recovery: list[str] = []
+        self.problems: list[str] = []
+        self._file_lock = None
+        for sub in ("segments", "checkpoints"):
+            fs.makedirs(f"{self.root}/{sub}", exist_ok=True)
+        if self.local and not read_only:
+            import fcntl
+
+            self._file_lock = open(f"{self.root}/.writer.lock", "a")  # noqa: SIM115 - held for the log's lifetime
+            fcntl.flock(self._file_lock, fcntl.LOCK_EX)
+        self._recover()
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, fs=None, *, origin: str = DEFAULT_ORIGIN,
+             fsync: str = "batch", checkpoint_every: float | None = 0.0, segment_records: int = 1_000_000,
+             signing_key: Path | None = None, read_only: bool = False) -> TraceLog:
+        """Open (creating if needed) the log at ``path``: a local directory or an fsspec URL
+        (``memory://``, ``s3://``, ...). ``checkpoint_every``: seconds between automatic
+        checkpoints (0: after every append; None: only on ``checkpoint()``). ``read_only``: take no
+        writer lock and repair nothing (what recovery would do is reported in ``recovery``)."""
+        import fsspec
+
+        home = settings().home
+        if path is None:
+            path = home / "trace"
+        path = str(path)
+        if fs is None:
+            fs, root = fsspec.core.url_to_fs(path)
+        else:
+            root = path
+        if _is_local(fs):
+            root = str(Path(root).expanduser().resolve())
+            tree_path = Path(root) / "tree.bin"
+        else:
+            digest = hashlib.sha256(f"{fs.protocol}:{root}".encode()).hexdigest()[:16]
+            tree_path = home / "cache" / "trace-tree" / f"{digest}.bin"
+        signer = Signer.load_or_create(signing_key or home / "keys" / "trace-signing.key", origin)
+        return cls(root, fs, tree_path=tree_path, signer=signer, pseudonymiser=Pseudonymiser(load_key()),
+                   origin=origin, fsync=fsync, checkpoint_every=checkpoint_every, segment_records=segment_records,
+                   read_only=read_only)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._active:
+                self._active.close()
+                self._active = None
+            self._tree.close()
+            if self._file_lock:
+                self._file_lock.close()
+                self._file_lock = None
+
+    def __enter__(self) -> TraceLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    # ------------------------------------------------------------ files
+
+    def segment_names(self) -> list[str]:
+        try:
+            names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(f"{self.root}/segments", detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if n.endswith(SEGMENT_SUFFIX) and n[:20].isdigit())
+
+    def checkpoint_names(self) -> list[str]:
+        try:
+            names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(f"{self.root}/checkpoints", detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if n.endswith(NOTE_SUFFIX) and n[:20].isdigit())
+
+    def _read(self, rel: str) -> bytes:
+        with self.fs.open(f"{self.root}/{rel}", "rb") as f:
+            return f.read()
+
+    def _read_segment_buffer(self, name: str):
+        path = f"{self.root}/segments/{name}"
+        if self.local:
+            if os.path.getsize(path) == 0:
+                return pa.py_buffer(b"")
+            return pa.memory_map(path).read_buffer()
+        return pa.py_buffer(self._read(f"segments/{name}"))
+
+    def _write_atomic(self, rel: str, data: bytes) -> None:
+        path = f"{self.root}/{rel}"
+        if self.local:
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+            if self.fsync:
+                _fsync_dir(os.path.dirname(path))
+        else:
+            self.fs.pipe_file(path, data)
+
+    # ------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        notes = self.checkpoint_names()
+        latest = None
+        if notes:
+            try:
+                latest = self._load_checkpoint(notes[-1])
+            except (SignatureError, AssayError) as e:
+                self.problems.append(str(e))
+        signed = latest.size if latest else 0
+        names = self.segment_names()
+        size = 0
+        self._segment_digests: dict[str, tuple[int, str]] = {}
+        batches: list[pa.RecordBatch] | None = None
+        if names:
+            batches, good, trailing = read_batches(self._read_segment_buffer(names[-1]), f"segment {names[-1]}")
+            kept = int(names[-1][:20]) + sum(b.num_rows for b in batches)
+            if trailing and kept < signed:
+                # Cutting here would drop signed records: that is damage, not a crash; keep the evidence.
+                self.problems.append(f"{trailing}, and the signed checkpoint covers records beyond it")
+            elif trailing and self.read_only:
+                self.recovery.append(f"{trailing}; a writer would cut it off (that batch was never acknowledged)")
+            elif trailing:
+                if good == 0:  # not even a schema: the writer died while creating the file
+                    self._discard_segment(names[-1], trailing)
+                    names, batches = names[:-1], None
+                else:
+                    self._truncate_segment(names[-1], good, trailing)
+        if names:
+            if batches is None:
+                batches, _, _ = read_batches(self._read_segment_buffer(names[-1]), f"segment {names[-1]}")
+            size = int(names[-1][:20]) + sum(b.num_rows for b in batches)
+        self._size = size
+        if self.read_only:
+            if signed > size:
+                self.problems.append(f"checkpoint {notes[-1]} covers {signed} records but the segments hold only {size}")
+            return
+        # The tree cache follows the segments.
+        if self._tree.size > size:
+            self._tree.truncate(size)
+        if self._tree.size < size:
+            self._rebuild_tree_from(self._tree.size)
+        # Checkpoints: never ahead of the records; records after the newest one get a new one.
+        if latest is not None:
+            self._last_checkpoint_time = latest.time or 0.0
+            if latest.size > size:
+                self.problems.append(
+                    f"checkpoint {notes[-1]} covers {latest.size} records but the segments hold only {size}: "
+                    f"acknowledged records are missing (a segment was truncated or deleted)")
+            elif merkle.root_hash(self._tree, latest.size) != latest.root:
+                # The cache disagrees with the signed root: rebuild it from the segments and look again.
+                self._tree.truncate(0)
+                self._rebuild_tree_from(0)
+                if merkle.root_hash(self._tree, latest.size) != latest.root:
+                    self.problems.append(
+                        f"the records up to {latest.size} do not hash to the root signed in {notes[-1]}; run `assay trace verify`")
+        if not self.problems and size and (latest is None or latest.size < size):
+            self._publish_checkpoint()
+        if self.recovery and not self.problems:
+            for message in self.recovery:
+                log.warning("trace recovery: %s", message)
+            self.append([Event(kind="trace.recovered", ts=time.time(), subject=self.origin,
+                               payload={"messages": list(self.recovery)})])
+
+    def _discard_segment(self, name: str, why: str) -> None:
+        self.recovery.append(f"{why}; removed the empty segment {name}")
+        self.fs.rm(f"{self.root}/segments/{name}")
+
+    def _truncate_segment(self, name: str, good: int, why: str) -> None:
+        self.recovery.append(f"{why}; cut the segment back to {good} bytes (that batch was never acknowledged)")
+        path = f"{self.root}/segments/{name}"
+        if self.local:
+            with open(path, "r+b") as f:
+                f.truncate(good)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            self.fs.pipe_file(path, self._read(f"segments/{name}")[:good])
+
+    def _rebuild_tree_from(self, start: int) -> None:
+        hashes: list[bytes] = []
+        for table in self._iter_segments(columns=["index", "record_hash"], start=start):
+            rh = table.column("record_hash").combine_chunks()
+            hashes.extend(_leaf_hashes(_fixed_to_bytes(rh)))
+        self._tree.append(hashes)
+
+    def _load_checkpoint(self, name: str) -> Checkpoint:
+        text = self._read(f"checkpoints/{name}").decode("utf-8", "replace")
+        checkpoint = Checkpoint.open(text, self.verifier, self.origin, where=f"checkpoint {name}")
+        if _note_name(checkpoint.size) != name:
+            raise SignatureError(f"checkpoint {name}: file name says size {int(name[:20])} but the signed note says {checkpoint.size}")
+        return checkpoint
+
+    # ------------------------------------------------------------ reading
+
+    def _iter_segments(self, columns: list[str] | None = None, start: int = 0):
+        names = self.segment_names()
+        for i, name in enumerate(names):
+            first = int(name[:20])
+            end = int(names[i + 1][:20]) if i + 1 < len(names) else None
+            if end is not None and end <= start:
+                continue
+            batches, _, _ = read_batches(self._read_segment_buffer(name), f"segment {name}")
+            if not batches:
+                continue
+            table = pa.Table.from_batches(batches)
+            if start > first:
+                table = table.slice(start - first)
+            yield table.select(columns) if columns else table
+
+    def table(self, columns: list[str] | None = None) -> pa.Table:
+        """Every record as one Arrow table (segments are memory-mapped, so this is cheap)."""
+        tables = list(self._iter_segments(columns))
+        if not tables:
+            schema = canonical.SEGMENT_SCHEMA
+            return schema.empty_table().select(columns) if columns else schema.empty_table()
+        return pa.concat_tables(tables)
+
+    def latest_checkpoint(self) -> tuple[Checkpoint, str] | None:
+        notes = self.checkpoint_names()
+        if not notes:
+            return None
+        return self._load_checkpoint(notes[-1]), self._read(f"checkpoints/{notes[-1]}").decode()
+
+    def record(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self._size:
+            raise BadInput(f"record index {index} is outside the log (size {self._size})")
+        names = self.segment_names()
+        firsts = [int(n[:20]) for n in names]
+        pos = int(np.searchsorted(firsts, index, side="right")) - 1
+        batches, _, _ = read_batches(self._read_segment_buffer(names[pos]), f"segment {names[pos]}")
+        row = pa.Table.from_batches(batches).slice(index - firsts[pos], 1).to_pylist()[0]
+        row["record_hash"] = row["record_hash"].hex()
+        return row
+
+    # ------------------------------------------------------------ appending
+
+    def append(self, records: Sequence[Decision | Event]) -> AppendResult:
+        """Append decisions and events in order; returns once durable under the fsync policy."""
+        if not records:
+            raise BadInput("nothing to append: the record list is empty")
+        decisions = [r for r in records if isinstance(r, Decision)]
+        others = [r for r in records if not isinstance(r, Decision)]
+        if any(not isinstance(r, Event) for r in others):
+            bad = next(r for r in others if not isinstance(r, Event))
+            raise BadInput(f"the trace takes Decision and Event records, got {type(bad).__name__}")
+        if not others:
+            return self.append_table(canonical.decisions_to_table(decisions))
+        parts: list[tuple[pa.RecordBatch, list[bytes]]] = []
+        positions: list[np.ndarray] = []
+        is_decision = np.array([isinstance(r, Decision) for r in records])
+        if decisions:
+            table = self._prepare_decisions(canonical.decisions_to_table(decisions))
+            parts.append(self._decision_rows(table))
+            positions.append(np.flatnonzero(is_decision))
+        rows = [canonical.event_row(e) for e in others]
+        event_table = pa.Table.from_pylist(
+            [{**{k: None for k in canonical.SEGMENT_SCHEMA.names}, "erased": False, **row} for row in rows],
+            schema=canonical.SEGMENT_SCHEMA)
+        event_hashes = [hashlib.sha256(canonical.reference_canonical(r)).digest() for r in rows]
+        parts.append((event_table.combine_chunks().to_batches()[0], event_hashes))
+        positions.append(np.flatnonzero(~is_decision))
+        combined = pa.Table.from_batches([p[0] for p in parts]).combine_chunks()
+        hashes = [h for p in parts for h in p[1]]
+        order = np.argsort(np.concatenate(positions), kind="stable")
+        combined = combined.take(pa.array(order))
+        hashes = [hashes[i] for i in order]
+        return self._commit(combined, hashes)
+
+    def append_table(self, table: pa.Table) -> AppendResult:
+        """The columnar fast path: a batch of decisions as an Arrow table in ``DECISION_SCHEMA``
+        (raw subject ids; they are pseudonymised here)."""
+        if table.num_rows == 0:
+            raise BadInput("nothing to append: the decision table is empty")
+        prepared = self._prepare_decisions(canonical.normalise_decision_table(table))
+        rows, hashes = self._decision_rows(prepared)
+        return self._commit(pa.Table.from_batches([rows]), hashes)
+
+    def _prepare_decisions(self, table: pa.Table) -> pa.Table:
+        subjects = table.column("subject_id").combine_chunks()
+        return table.set_column(table.schema.get_field_index("subject_id"), "subject_id",
+                                self.pseudonymiser.column(subjects))
+
+    def _decision_rows(self, table: pa.Table) -> tuple[pa.RecordBatch, list[bytes]]:
+        hashes = canonical.hash_strings(canonical.canonical_decisions(table))
+        n = table.num_rows
+        arrays = [
+            pa.nulls(n, pa.uint64()),  # index: filled at commit
+            pa.nulls(n, pa.binary(32)),  # record_hash: filled at commit
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array(["decision"])).cast(pa.string()),
+            pa.array(np.zeros(n, dtype=bool)),
+            *[table.column(name).combine_chunks() for name in canonical.DECISION_SCHEMA.names],
+            pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.string()),
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=canonical.SEGMENT_SCHEMA), hashes
+
+    def _commit(self, table: pa.Table, record_hashes: list[bytes]) -> AppendResult:
+        started = time.perf_counter()
+        leaves = _leaf_hashes(record_hashes)
+        with self._lock:
+            if self.problems:
+                raise TamperError(["refusing to append to a log that failed its checks:", *self.problems])
+            if self.read_only:
+                raise BadInput("this log was opened read-only")
+            first = self._size
+            n = table.num_rows
+            table = table.set_column(0, "index", pa.array(np.arange(first, first + n, dtype=np.uint64)))
+            table = table.set_column(1, "record_hash", pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(32), n, [None, pa.py_buffer(b"".join(record_hashes))]))
+            batch = table.combine_chunks().to_batches(max_chunksize=n)[0] if n else None
+            self._write_batch(batch)
+            self._tree.append(leaves)
+            self._size = first + n
+            due = self.checkpoint_every is not None and time.time() - self._last_checkpoint_time >= self.checkpoint_every
+            if due:
+                self._publish_checkpoint()
+            latest = self.checkpoint_names()
+            return AppendResult(first, n, self._size, merkle.root_hash(self._tree, self._size).hex(),
+                                int(latest[-1][:20]) if latest else 0, time.perf_counter() - started)
+
+    def _write_batch(self, batch: pa.RecordBatch) -> None:
+        message = batch.serialize().to_pybytes()
+        if not self.local:
+            name = _segment_name(self._size)
+            data = canonical.SEGMENT_SCHEMA.serialize().to_pybytes() + message
+            self.fs.pipe_file(f"{self.root}/segments/{name}", data)
+            self._segment_digests[name] = (len(data), hashlib.sha256(data).hexdigest())
+            return
+        if self._active is None or self._active.rows >= self.segment_records:
+            if self._active:
+                self._active.close()
+            names = self.segment_names()
+            reuse = names and int(names[-1][:20]) + self._segment_rows(names[-1]) == self._size and \
+                self._segment_rows(names[-1]) < self.segment_records
+            name = names[-1] if reuse else _segment_name(self._size)
+            self._active = _ActiveSegment(f"{self.root}/segments/{name}", name, self.fsync,
+                                          self._segment_rows(name) if reuse else 0)
+        self._active.write(message, rows=batch.num_rows)
+
+    def _segment_rows(self, name: str) -> int:
+        names = self.segment_names()
+        if name not in names:
+            return 0
+        i = names.index(name)
+        if i + 1 < len(names):
+            return int(names[i + 1][:20]) - int(name[:20])
+        return self._size - int(name[:20])
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _segment_manifest(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.segment_names():
+            if self._active is not None and self._active.name == name:
+                length, digest = self._active.length, self._active.digest()
+            elif name in self._segment_digests:
+                length, digest = self._segment_digests[name]
+            else:
+                data = self._read(f"segments/{name}")
+                length, digest = len(data), hashlib.sha256(data).hexdigest()
+                self._segment_digests[name] = (length, digest)
+            out.append({"name": name, "bytes": length, "sha256": digest})
+        return out
+
+    def _publish_checkpoint(self) -> Checkpoint:
+        manifest = {"origin": self.origin, "size": self._size, "segments": self._segment_manifest()}
+        manifest_bytes = canonical.jcs(manifest)
+        checkpoint = Checkpoint(self.origin, self._size, merkle.root_hash(self._tree, self._size), time.time())
+        body = checkpoint.body() + f"segments {hashlib.sha256(manifest_bytes).hexdigest()}\n"
+        note = self.signer.sign_note(body)
+        self._write_atomic(f"checkpoints/{self._size:020d}{MANIFEST_SUFFIX}", manifest_bytes)
+        self._write_atomic(f"checkpoints/{_note_name(self._size)}", note.encode())
+        self._last_checkpoint_time = checkpoint.time or time.time()
+        return checkpoint
+
+    def checkpoint(self) -> tuple[Checkpoint, str]:
+        """Sign and publish a checkpoint for the current size (no-op if one exists); returns it and its note text."""
+        with self._lock:
+            if self._size == 0:
+                raise BadInput("the log is empty: there is nothing to checkpoint")
+            if _note_name(self._size) not in self.checkpoint_names():
+                self._publish_checkpoint()
+            return self._load_checkpoint(_note_name(self._size)), self._read(f"checkpoints/{_note_name(self._size)}").decode()
+
+    # ------------------------------------------------------------ proofs
+
+    def root_hash(self, size: int | None = None) -> bytes:
+        size = self._size if size is None else size
+        if not 0 <= size <= self._size:
+            raise BadInput(f"tree size {size} is outside 0..{self._size}")
+        return merkle.root_hash(self._tree, size)
+
+    def prove_inclusion(self, index: int, tree_size: int | None = None) -> dict[str, Any]:
+        """Everything a third party needs, with only the public key, to check that record
+        ``index`` is in the log: the record, its RFC 8785 JSON, the proof and a signed checkpoint."""
+        found = self.latest_checkpoint()
+        if found is None:
+            raise BadInput("the log has no checkpoint yet")
+        checkpoint, note = found
+        if tree_size is not None and tree_size != checkpoint.size:
+            name = _note_name(tree_size)
+            if name not in self.checkpoint_names():
+                raise BadInput(f"there is no checkpoint of size {tree_size}; sizes: {self.checkpoint_sizes()[-5:]}")
+            checkpoint = self._load_checkpoint(name)
+            note = self._read(f"checkpoints/{name}").decode()
+        if not 0 <= index < checkpoint.size:
+            raise BadInput(f"record index {index} is not covered by the checkpoint of size {checkpoint.size}")
+        row = self.record(index)
+        proof = merkle.inclusion_proof(self._tree, index, checkpoint.size)
+        bundle: dict[str, Any] = {
+            "kind": "assay.trace.inclusion/v1",
+            "index": index,
+            "tree_size": checkpoint.size,
+            "record_hash": row["record_hash"],
+            "proof": [p.hex() for p in proof],
+            "checkpoint": note,
+            "verifier_key": self.verifier.vkey(),
+        }
+        if not row["erased"]:
+            bundle["record_json"] = canonical.reference_canonical(row).decode()
+        else:
+            bundle["erased"] = True
+        return bundle
+
+    def prove_consistency(self, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+        sizes = self.checkpoint_sizes()
+        new_size = sizes[-1] if new_size is None and sizes else new_size
+        for size in (old_size, new_size):
+            if size not in sizes:
+                raise BadInput(f"there is no checkpoint of size {size}; sizes: {sizes[-5:]}")
+        if old_size > new_size:
+            raise BadInput(f"old size {old_size} is larger than new size {new_size}")
+        return {
+            "kind": "assay.trace.consistency/v1",
+            "old_size": old_size,
+            "new_size": new_size,
+            "proof": [p.hex() for p in merkle.consistency_proof(self._tree, old_size, new_size)],
+            "old_checkpoint": self._read(f"checkpoints/{_note_name(old_size)}").decode(),
+            "new_checkpoint": self._read(f"checkpoints/{_note_name(new_size)}").decode(),
+            "verifier_key": self.verifier.vkey(),
+        }
+
+    def checkpoint_sizes(self) -> list[int]:
+        return [int(n[:20]) for n in self.checkpoint_names()]
+
+    # ------------------------------------------------------------ queries
+
+    def why(self, item_id: str, subject_id: str, at: float | None = None) -> dict[str, Any] | None:
+        from assay.trace.query import why
+
+        return why(self, item_id, subject_id, at)
+
+    def aggregate(self, by: Sequence[str] = ("rule",), bucket: str | None = None, since: float | None = None,
+                  until: float | None = None) -> list[dict[str, Any]]:
+        from assay.trace.query import aggregate
+
+        return aggregate(self, by, bucket, since, until)
+
+    # ------------------------------------------------------------ erasure
+
+    def erase(self, subject_id: str, reason: str = "data subject request") -> dict[str, Any]:
+        """Erase the personal payload of every record about ``subject_id``. The record hashes (and
+        so the tree and every proof) stay; the erasure is appended as a ``trace.erasure`` event."""
+        pseudonym = self.pseudonymiser.one(subject_id)
+        erased: list[int] = []
+        with self._lock:
+            if self._active:
+                self._active.close()
+                self._active = None
+            for name in self.segment_names():
+                data = self._read_segment_buffer(name)
+                batches, good, trailing = read_batches(data, f"segment {name}")
+                if trailing:
+                    raise TamperError([trailing])
+                table = pa.Table.from_batches(batches)
+                match = pc.and_(pc.equal(table.column("subject_id"), pseudonym), pc.invert(table.column("erased")))
+                match = pc.fill_null(match, False)
+                if not pc.any(match).as_py():
+                    continue
+                mask = match.combine_chunks()
+                erased.extend(pc.filter(table.column("index"), mask).to_pylist())
+                for col in (*canonical.ERASED_COLUMNS, "erased"):
+                    i = table.schema.get_field_index(col)
+                    if col == "erased":
+                        new = pc.or_(table.column(col), mask)
+                    else:
+                        new = pc.if_else(mask, pa.scalar(None, table.schema.field(col).type), table.column(col))
+                    table = table.set_column(i, col, new)
+                out = canonical.SEGMENT_SCHEMA.serialize().to_pybytes() + b"".join(
+                    b.serialize().to_pybytes() for b in table.combine_chunks().to_batches())
+                self._write_atomic(f"segments/{name}", out)
+                self._segment_digests[name] = (len(out), hashlib.sha256(out).hexdigest())
+            result = self.append([Event(kind="trace.erasure", ts=time.time(), subject=pseudonym,
+                                        payload={"indices": erased, "count": len(erased), "reason": reason})])
+        return {"subject": pseudonym, "erased": len(erased), "indices": erased, "event_index": result.first_index}
+
+    # ------------------------------------------------------------ verification
+
+    def verify(self, verifier: Verifier | None = None, tree_dir: Path | None = None) -> VerifyReport:
+        from assay.trace.verify import verify_log
+
+        return verify_log(self, verifier or self.verifier, tree_dir)
+
+
+class _ActiveSegment:
+    """The segment being appended to: raw IPC messages, fsync per batch, a running SHA-256."""
+
+    def __init__(self, path: str, name: str, fsync: bool, rows: int):
+        self.name = name
+        self.fsync = fsync
+        self.rows = rows
+        exists = os.path.exists(path) and os.path.getsize(path) > 0
+        self._hash = hashlib.sha256()
+        if exists:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    self._hash.update(chunk)
+        self._file = open(path, "ab")  # noqa: SIM115 - kept open across appends
+        self.length = self._file.tell()
+        if not exists:
+            self.write(canonical.SEGMENT_SCHEMA.serialize().to_pybytes(), rows=0)
+            if fsync:
+                _fsync_dir(os.path.dirname(path))
+
+    def write(self, data: bytes, rows: int) -> None:
+        self._file.write(data)
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self._hash.update(data)
+        self.length += len(data)
+        self.rows += rows
+
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+
+
+def _is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fixed_to_bytes(arr: pa.Array) -> list[bytes]:
+    buf = arr.buffers()[1].to_pybytes()[arr.offset * 32 : (arr.offset + len(arr)) * 32]
+    return [buf[i : i + 32] for i in range(0, len(buf), 32)]
+
+
+def _leaf_hashes(record_hashes: list[bytes]) -> list[bytes]:
+    sha = hashlib.sha256
+    return [sha(b"\x00" + h).digest() for h in record_hashes]

@@ -1,0 +1,67 @@
+"""Subject ids are pseudonymised with HMAC-SHA-256 under a key that lives outside the log.
+
+The key comes from ``ASSAY_PSEUDONYM_KEY`` (hex, at least 16 bytes) or the file
+``ASSAY_HOME/keys/pseudonym.key`` (created with 32 random bytes on first use, mode 0600). The log
+only ever holds ``HMAC(key, subject_id)`` truncated to 128 bits (32 hex characters): with the key
+an operator can find a person's records (``why``, ``erase``); without it the log does not say who
+anyone is. A batch is pseudonymised per distinct subject (a request has one subject and many
+candidates), then spread back with a take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assay.config import settings
+from assay.errors import BadInput
+
+ENV = "ASSAY_PSEUDONYM_KEY"
+
+
+def key_path() -> Path:
+    return settings().home / "keys" / "pseudonym.key"
+
+
+def load_key(path: Path | None = None) -> bytes:
+    value = os.environ.get(ENV)
+    if value:
+        try:
+            key = bytes.fromhex(value.strip())
+        except ValueError as e:
+            raise BadInput(f"{ENV} must be hex") from e
+        if len(key) < 16:
+            raise BadInput(f"{ENV} must hold at least 16 bytes (32 hex characters)")
+        return key
+    path = path or key_path()
+    if path.exists():
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) < 16:
+            raise BadInput(f"{path}: pseudonym key is shorter than 16 bytes")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return key
+
+
+class Pseudonymiser:
+    def __init__(self, key: bytes):
+        self._key = key
+
+    def one(self, subject_id: str) -> str:
+        return hmac.new(self._key, subject_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def column(self, subjects: pa.Array) -> pa.Array:
+        encoded = pc.dictionary_encode(subjects)
+        pseudonyms = pa.array([self.one(s) for s in encoded.dictionary.to_pylist()], pa.string())
+        return pseudonyms.take(encoded.indices)

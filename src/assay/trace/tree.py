@@ -1,0 +1,122 @@
+"""The writer's Merkle tree, stored as one append-only file of 32-byte node hashes in post-order.
+
+Post-order (every leaf, then each perfect sub-tree's root as soon as it is complete) makes the
+tree a single append-only file, so a batch is one write and one fsync, and the node at
+``(level, index)`` sits at a position known in closed form:
+``pos = 2(L-1) - popcount(L-1) + level`` with ``L = (index + 1) << level``.
+The file is a cache derived from the segments' record hashes: the log rebuilds it if it is short
+after a crash, and ``verify`` recomputes everything without trusting it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from assay.trace.merkle import NodeSource
+
+HASH = 32
+
+
+def nodes_for_leaves(n: int) -> int:
+    return 2 * n - n.bit_count()
+
+
+def leaves_for_nodes(count: int) -> int:
+    """The largest n whose complete post-order tree fits in ``count`` nodes."""
+    lo, hi = 0, count
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if nodes_for_leaves(mid) <= count:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def node_position(level: int, index: int) -> int:
+    last = ((index + 1) << level) - 1
+    return 2 * last - last.bit_count() + level
+
+
+class TreeFile(NodeSource):
+    def __init__(self, path: Path, fsync: bool = True):
+        self.path = path
+        self.fsync = fsync
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        count = os.fstat(self._fd).st_size // HASH
+        self.size = leaves_for_nodes(count)
+        if nodes_for_leaves(self.size) * HASH != os.fstat(self._fd).st_size:
+            self._truncate_nodes(nodes_for_leaves(self.size))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _truncate_nodes(self, count: int) -> None:
+        os.ftruncate(self._fd, count * HASH)
+        if self.fsync:
+            os.fsync(self._fd)
+
+    def truncate(self, n: int) -> None:
+        """Forget leaves from ``n`` on (recovery after a crash mid-batch)."""
+        if n < self.size:
+            self._truncate_nodes(nodes_for_leaves(n))
+            self.size = n
+
+    def node(self, level: int, index: int) -> bytes:
+        data = os.pread(self._fd, HASH, node_position(level, index) * HASH)
+        if len(data) != HASH:
+            raise IndexError(f"tree node ({level}, {index}) is beyond the stored tree of {self.size} leaves")
+        return data
+
+    def leaf(self, index: int) -> bytes:
+        return self.node(0, index)
+
+    def leaves(self, start: int, end: int) -> np.ndarray:
+        """Leaf hashes [start, end) as an (n, 32) uint8 array."""
+        idx = np.arange(start, end, dtype=np.uint64)
+        positions = 2 * idx - np.bitwise_count(idx).astype(np.uint64)
+        if end <= start:
+            return np.empty((0, HASH), np.uint8)
+        first, last = int(positions[0]), int(positions[-1])
+        raw = os.pread(self._fd, (last - first + 1) * HASH, first * HASH)
+        block = np.frombuffer(raw, np.uint8).reshape(-1, HASH)
+        return block[(positions - first).astype(np.int64)]
+
+    def append(self, leaves: list[bytes]) -> None:
+        """Add leaf hashes and every perfect node they complete, in post-order, in one write."""
+        if not leaves:
+            return
+        n0, n1 = self.size, self.size + len(leaves)
+        sha = hashlib.sha256
+        levels: list[list[bytes]] = [leaves]
+        level = 1
+        while (n1 >> level) > (n0 >> level):
+            jlo, jhi = n0 >> level, n1 >> level
+            below = levels[-1]
+            below_start = n0 >> (level - 1)
+            if 2 * jlo < below_start:
+                below = [self.node(level - 1, 2 * jlo), *below]
+            joined = b"".join(below[: 2 * (jhi - jlo)])
+            view = memoryview(joined)
+            levels.append([sha(b"\x01" + view[i : i + 64]).digest() for i in range(0, len(joined), 64)])
+            level += 1
+        base = nodes_for_leaves(n0)
+        total = nodes_for_leaves(n1) - base
+        out = np.empty((total, HASH), np.uint8)
+        for lvl, hashes in enumerate(levels):
+            start = n0 >> lvl if lvl else n0
+            idx = np.arange(start, start + len(hashes), dtype=np.uint64)
+            last = ((idx + 1) << np.uint64(lvl)) - np.uint64(1)
+            pos = 2 * last - np.bitwise_count(last).astype(np.uint64) + np.uint64(lvl) - np.uint64(base)
+            out[pos.astype(np.int64)] = np.frombuffer(b"".join(hashes), np.uint8).reshape(-1, HASH)
+        os.pwrite(self._fd, out.tobytes(), base * HASH)
+        if self.fsync:
+            os.fsync(self._fd)
+        self.size = n1

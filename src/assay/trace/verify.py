@@ -1,0 +1,195 @@
+"""``verify``: recompute the whole log from its segments and check it against every checkpoint.
+
+Nothing the writer cached is trusted: each record's RFC 8785 JSON and SHA-256 are recomputed,
+the Merkle tree is rebuilt in a scratch file, each checkpoint's signature is checked with the
+given public key and its root compared with the rebuilt tree, and the newest checkpoint's segment
+manifest (byte length and SHA-256 of each segment, committed to by the signed note) is compared
+with the bytes on disk, so even a flipped padding byte is caught. Messages say what and where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assay.errors import AssayError
+from assay.trace import canonical, merkle
+from assay.trace.checkpoint import Checkpoint, SignatureError, Verifier
+from assay.trace.log import MANIFEST_SUFFIX, TraceLog, VerifyReport, _leaf_hashes, read_batches
+from assay.trace.tree import TreeFile
+
+MAX_LISTED = 5
+
+
+def verify_log(log: TraceLog, verifier: Verifier, tree_dir: Path | None = None) -> VerifyReport:
+    started = time.perf_counter()
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    checkpoints: list[tuple[str, Checkpoint, str]] = []
+    for name in log.checkpoint_names():
+        try:
+            text = log._read(f"checkpoints/{name}").decode("utf-8", "replace")
+            body = verifier.verify_note(text, f"checkpoint {name}")
+            checkpoint = Checkpoint.parse_body(body, f"checkpoint {name}")
+            if checkpoint.origin != log.origin:
+                raise SignatureError(f"checkpoint {name}: origin {checkpoint.origin!r} is not {log.origin!r}")
+            if int(name[:20]) != checkpoint.size:
+                raise SignatureError(f"checkpoint {name}: the file name says size {int(name[:20])} but the signed note says {checkpoint.size} (checkpoint replaced)")
+            checkpoints.append((name, checkpoint, body))
+        except (SignatureError, AssayError) as e:
+            problems.append(str(e))
+
+    with tempfile.TemporaryDirectory(dir=tree_dir) as scratch:
+        tree = TreeFile(Path(scratch) / "tree.bin", fsync=False)
+        expected = 0
+        erased: list[int] = []
+        erasure_covers: set[int] = set()
+        locations: list[tuple[int, str]] = []  # (first index, segment name) for messages
+        for name in log.segment_names():
+            first = int(name[:20])
+            where = f"segment {name}"
+            batches, _good, trailing = read_batches(log._read_segment_buffer(name), where)
+            if trailing:
+                problems.append(trailing)
+            if first != expected:
+                problems.append(f"{where} starts at index {first} but the segments before it end at {expected} "
+                                f"(a segment is missing, renamed or swapped)")
+            if not batches:
+                continue
+            table = pa.Table.from_batches(batches)
+            locations.append((expected, name))
+            n = table.num_rows
+            index = table.column("index").to_numpy()
+            want = np.arange(expected, expected + n, dtype=np.uint64)
+            if not np.array_equal(index, want):
+                row = int(np.flatnonzero(index != want)[0])
+                problems.append(f"{where} row {row} holds index {int(index[row])} where {int(want[row])} belongs "
+                                f"(records were deleted, inserted or reordered)")
+            stored = table.column("record_hash").combine_chunks()
+            stored_bytes = np.frombuffer(stored.buffers()[1], np.uint8, count=n * 32, offset=stored.offset * 32).reshape(n, 32)
+            kinds = table.column("type").combine_chunks()
+            erased_mask = table.column("erased").combine_chunks().to_numpy(zero_copy_only=False)
+            is_decision = pc.equal(kinds, "decision").to_numpy(zero_copy_only=False)
+            is_event = pc.equal(kinds, "event").to_numpy(zero_copy_only=False)
+            other = ~(is_decision | is_event)
+            if other.any():
+                row = int(np.flatnonzero(other)[0])
+                problems.append(f"{where} row {row}: unknown record type {kinds[row].as_py()!r}")
+            check = is_decision & ~erased_mask
+            rows = np.flatnonzero(check)
+            if len(rows):
+                decisions = table.take(pa.array(rows)).select(canonical.DECISION_SCHEMA.names)
+                try:
+                    hashes = canonical.hash_strings(canonical.canonical_decisions(decisions))
+                    got = np.frombuffer(b"".join(hashes), np.uint8).reshape(-1, 32)
+                    bad = rows[np.any(got != stored_bytes[rows], axis=1)]
+                except AssayError as e:
+                    problems.append(f"{where}: a decision cannot be canonicalised ({e})")
+                    bad = np.array([], dtype=np.int64)
+                for row in bad[:MAX_LISTED]:
+                    problems.append(f"{where} row {int(row)} (index {int(index[row])}): the decision does not match its "
+                                    f"record hash (its content was altered)")
+                if len(bad) > MAX_LISTED:
+                    problems.append(f"{where}: {len(bad) - MAX_LISTED} more altered decisions")
+            for row in np.flatnonzero(is_event):
+                record = table.slice(int(row), 1).to_pylist()[0]
+                if record["erased"]:
+                    problems.append(f"{where} row {int(row)} (index {int(index[row])}): an event is marked erased; events cannot be erased")
+                    continue
+                try:
+                    digest = hashlib.sha256(canonical.reference_canonical(record)).digest()
+                except (AssayError, ValueError, KeyError, TypeError) as e:
+                    problems.append(f"{where} row {int(row)} (index {int(index[row])}): the event cannot be read ({e})")
+                    continue
+                if digest != stored_bytes[row].tobytes():
+                    problems.append(f"{where} row {int(row)} (index {int(index[row])}): the event does not match its record hash (its content was altered)")
+                elif record["kind"] == "trace.erasure":
+                    import json
+
+                    erasure_covers.update(json.loads(record["payload"]).get("indices", []))
+            erased.extend(int(i) for i in index[erased_mask & is_decision])
+            tree.append(_leaf_hashes([stored_bytes[i].tobytes() for i in range(n)]))
+            expected += n
+
+        uncovered = [i for i in erased if i not in erasure_covers]
+        if uncovered:
+            problems.append(f"records {uncovered[:MAX_LISTED]} are marked erased but no trace.erasure event erased them")
+
+        for name, checkpoint, _body in checkpoints:
+            if checkpoint.size > expected:
+                problems.append(f"checkpoint {name} covers {checkpoint.size} records but the segments hold {expected} "
+                                f"(records were removed or a segment truncated)")
+                continue
+            if merkle.root_hash(tree, checkpoint.size) != checkpoint.root:
+                where = _first_difference(log, tree, checkpoint, locations)
+                problems.append(f"checkpoint {name}: the records hash to a different root than the signed one{where}")
+        tree.close()
+
+    if checkpoints:
+        name, latest, body = checkpoints[-1]
+        problems.extend(_check_manifest(log, name, latest, body))
+        if latest.size < expected:
+            warnings.append(f"{expected - latest.size} records after index {latest.size - 1} are not yet covered by a signed checkpoint")
+    elif expected:
+        problems.append(f"the log holds {expected} records but no valid signed checkpoint")
+
+    return VerifyReport(ok=not problems, records=expected, checkpoints=len(checkpoints), erased=len(erased),
+                        problems=problems, warnings=warnings, seconds=time.perf_counter() - started)
+
+
+def _first_difference(log: TraceLog, tree: TreeFile, checkpoint: Checkpoint, locations: list[tuple[int, str]]) -> str:
+    """Where the recomputed leaves first differ from the writer's tree, when the writer's tree
+    still matches the signed root (the usual case: the segments were edited, the cache was not)."""
+    cache = log._tree
+    if cache.size < checkpoint.size or merkle.root_hash(cache, checkpoint.size) != checkpoint.root:
+        return ""
+    step = 1 << 16
+    for start in range(0, checkpoint.size, step):
+        end = min(checkpoint.size, start + step)
+        a, b = tree.leaves(start, end), cache.leaves(start, end)
+        diff = np.flatnonzero(np.any(a != b, axis=1))
+        if len(diff):
+            index = start + int(diff[0])
+            firsts = [f for f, _ in locations]
+            pos = max(int(np.searchsorted(firsts, index, side="right")) - 1, 0)
+            return f"; the first record that differs from what was signed is index {index} (segment {locations[pos][1]} row {index - locations[pos][0]})"
+    return ""
+
+
+def _check_manifest(log: TraceLog, name: str, checkpoint: Checkpoint, body: str) -> list[str]:
+    problems: list[str] = []
+    committed = [line.split(" ", 1)[1] for line in body.splitlines() if line.startswith("segments ")]
+    manifest_name = name.replace(".note", MANIFEST_SUFFIX)
+    if not committed:
+        return [f"checkpoint {name}: it commits to no segment manifest"]
+    try:
+        raw = log._read(f"checkpoints/{manifest_name}")
+    except FileNotFoundError:
+        return [f"checkpoint {name}: its segment manifest {manifest_name} is missing"]
+    if hashlib.sha256(raw).hexdigest() != committed[0]:
+        return [f"checkpoint {name}: segment manifest {manifest_name} is not the one the note signed (replaced)"]
+    import json
+
+    manifest = json.loads(raw)
+    listed = {entry["name"] for entry in manifest["segments"]}
+    for entry in manifest["segments"]:
+        try:
+            data = log._read(f"segments/{entry['name']}")
+        except FileNotFoundError:
+            problems.append(f"segment {entry['name']}: missing, but checkpoint {name} signed it")
+            continue
+        if len(data) < entry["bytes"]:
+            problems.append(f"segment {entry['name']}: {len(data)} bytes, but checkpoint {name} signed {entry['bytes']} (truncated)")
+        elif hashlib.sha256(data[: entry["bytes"]]).hexdigest() != entry["sha256"]:
+            problems.append(f"segment {entry['name']}: its first {entry['bytes']} bytes differ from those signed in checkpoint {name} (the file was modified)")
+    for segment in log.segment_names():
+        if segment not in listed and int(segment[:20]) < checkpoint.size:
+            problems.append(f"segment {segment}: not in the manifest signed by checkpoint {name} (added or renamed)")
+    return problems

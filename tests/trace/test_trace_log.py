@@ -1,0 +1,147 @@
+"""The log end to end on real files: append, verify, proofs a third party checks, why, aggregates,
+erasure, recovery, any fsspec filesystem, and bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from trace_helpers import make_decisions  # noqa: E402
+
+from assay.errors import BadInput  # noqa: E402
+from assay.records import Event  # noqa: E402
+from assay.trace import SignatureError, TraceLog  # noqa: E402
+from assay.trace import canonical, merkle, proofs  # noqa: E402
+from assay.trace.checkpoint import Verifier  # noqa: E402
+
+
+@pytest.fixture
+def log(tmp_path):
+    with TraceLog.open(tmp_path / "log", segment_records=40) as opened:
+        yield opened
+
+
+def test_append_verify_and_proofs(log: TraceLog) -> None:
+    r1 = log.append(make_decisions(50))
+    r2 = log.append([*make_decisions(5, start=50), Event("breaker.transition", time.time(), "for_you", {"to": "open"})])
+    assert (r1.first_index, r1.count, r2.first_index, r2.tree_size) == (0, 50, 50, 56)
+    assert r2.checkpoint_size == 56 and log.checkpoint_sizes() == [50, 56]
+    assert len(log.segment_names()) == 2  # rolled after 40 records
+    report = log.verify()
+    assert report.ok, report.problems
+    assert report.records == 56 and report.checkpoints == 2
+
+    # A third party checks an inclusion proof with only the public key.
+    vkey = Verifier.parse(log.verifier.vkey())
+    bundle = json.loads(json.dumps(log.prove_inclusion(17)))
+    assert "included" in proofs.check_bundle(bundle, vkey)
+    assert json.loads(bundle["record_json"])["item_id"] == "item17"
+    tampered = dict(bundle, record_json=bundle["record_json"].replace("item17", "item18"))
+    with pytest.raises(merkle.ProofError, match="does not hash"):
+        proofs.check_inclusion(tampered, vkey)
+    other_key = TraceLog.open(log.root + "-other", signing_key=Path(log.root + "-other.key")).verifier
+    with pytest.raises(SignatureError, match="no signature by the trusted key"):
+        proofs.check_inclusion(bundle, other_key)
+    consistency = log.prove_consistency(50, 56)
+    assert "prefix" in proofs.check_bundle(consistency, vkey)
+    bad = dict(consistency, proof=list(reversed(consistency["proof"])))
+    with pytest.raises(merkle.ProofError):
+        proofs.check_consistency(bad, vkey)
+
+    # The record hash is SHA-256 of RFC 8785 JSON that anyone can recompute.
+    row = log.record(3)
+    assert row["subject_id"] != "user3" and len(row["subject_id"]) == 32  # pseudonymised
+    assert merkle.leaf_hash(bytes.fromhex(row["record_hash"])) == log._tree.leaf(3)
+    d = make_decisions(1, start=3)[0]
+    expected = canonical.jcs({**d.to_dict(), "subject_id": row["subject_id"], "type": "decision"})
+    assert bytes.fromhex(row["record_hash"]) == __import__("hashlib").sha256(expected).digest()
+
+
+def test_why_and_aggregates(log: TraceLog) -> None:
+    log.append(make_decisions(60))
+    log.append(make_decisions(3, start=1000, subjects=1))  # user0 again, later items
+    answer = log.why("item3", "user3")
+    assert answer is not None
+    assert answer["action"] == "drop" and answer["rules"] == [{"id": "teen-mature-drop", "reason": "mature content is not recommended to minors"}]
+    assert answer["bundle_hash"] == "ab" * 32 and answer["bundle_version"] == "2026.11.1"
+    assert answer["models"] == [{"version": "ranker@3", "lineage": None}]
+    assert answer["breaker_state"] == "closed" and answer["index"] == 3
+    assert "included" in proofs.check_bundle(answer["proof"], log.verifier)
+    assert log.why("item3", "user4") is None  # another subject never saw it
+    assert log.why("item3", "user3", at=1_764_000_000.0 + 2) is None  # not yet decided at that time
+    assert log.why("item0", "user0")["attribution"] == {"genre": 0.5}
+
+    by_rule = {r["rule"]: r["decisions"] for r in log.aggregate(by=["rule"])}
+    assert by_rule == {"teen-mature-drop": 21, "": 42}
+    by_both = log.aggregate(by=["surface", "action"], bucket="hour")
+    assert sum(r["decisions"] for r in by_both) == 63 and all("bucket" in r for r in by_both)
+    with pytest.raises(BadInput, match="cannot group decisions by 'colour'"):
+        log.aggregate(by=["colour"])
+
+
+def test_erasure_keeps_proofs_valid(log: TraceLog) -> None:
+    log.append(make_decisions(70))
+    before = log.prove_inclusion(10)
+    result = log.erase("user3")
+    assert result["erased"] == 10 and 3 in result["indices"]
+    row = log.record(3)
+    assert row["erased"] and row["subject_id"] is None and row["item_id"] is None and row["action"] == "drop"
+    assert log.why("item3", "user3") is None
+    report = log.verify()
+    assert report.ok, report.problems
+    assert report.erased == 10
+    # Old proofs still check, new proofs for erased records still prove the hash is in the log.
+    assert "included" in proofs.check_bundle(before, log.verifier)
+    erased_proof = log.prove_inclusion(3)
+    assert erased_proof.get("erased") and "record_json" not in erased_proof
+    assert "included" in proofs.check_bundle(erased_proof, log.verifier)
+    event = log.record(result["event_index"])
+    assert event["kind"] == "trace.erasure" and json.loads(event["payload"])["count"] == 10
+
+
+def test_columnar_append_and_reopen(tmp_path) -> None:
+    table = canonical.decisions_to_table(make_decisions(30))
+    with TraceLog.open(tmp_path / "log") as log:
+        log.append_table(table)
+        root = log.root_hash()
+    with TraceLog.open(tmp_path / "log") as log:
+        assert log.size == 30 and log.root_hash() == root and log.recovery == []
+        log.append_table(table.slice(0, 5))
+        assert log.verify().ok
+
+
+def test_fsspec_memory_filesystem() -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    with TraceLog.open("memory://assay-trace-test", segment_records=10) as log:
+        log.append(make_decisions(12))
+        log.append(make_decisions(3, start=12))
+        assert log.verify().ok
+        assert len(log.segment_names()) == 2  # one object per append on object stores
+    assert fs.exists("/assay-trace-test/checkpoints")
+    with TraceLog.open("memory://assay-trace-test") as log:
+        assert log.size == 15 and log.verify().ok
+    fs.rm("/assay-trace-test", recursive=True)
+
+
+def test_bad_input_is_refused_whole(log: TraceLog) -> None:
+    with pytest.raises(BadInput, match="empty"):
+        log.append([])
+    with pytest.raises(BadInput, match="Decision and Event"):
+        log.append([*make_decisions(2), {"not": "a record"}])
+    with pytest.raises(BadInput, match="required field 'item_id'"):
+        log.append_table(pa.table({"request_id": ["r"], "ts": [1.0], "surface": ["s"], "subject_id": ["u"],
+                                   "item_id": pa.array([None], pa.string()), "rank_before": [0], "rank_after": [0],
+                                   "action": ["allow"]}))
+    with pytest.raises(BadInput, match="payload must be a JSON object"):
+        log.append([Event("x", 1.0, "s", payload=[1, 2])])  # type: ignore[arg-type]
+    assert log.size == 0 and log.segment_names() in ([], [log.segment_names()[0]] if log.segment_names() else [])
+    with pytest.raises(BadInput, match="no checkpoint"):
+        log.prove_inclusion(0)
