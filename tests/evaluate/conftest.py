@@ -122,3 +122,13 @@ def stub_server():
 def dead_url() -> str:
     """A loopback port nothing listens on."""
     return f"http://127.0.0.1:{_free_port()}/v1"
+
+
+@pytest.fixture(scope="session")
+def smollm2_server():
+    """One real llama.cpp server on the bundled SmolLM2 for the whole test session."""
+    from assay.evaluate.serve import ModelServer
+
+    server = ModelServer("smollm2", n_ctx=1024).start()
+    yield server
+    server.stop()

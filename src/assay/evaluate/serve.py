@@ -55,7 +55,7 @@ class ModelServer:
         port: int | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
-        logits_all: bool = True,
+        logits_all: bool = False,
         log_path: str | Path | None = None,
         startup_timeout_s: float = 120.0,
     ) -> None:

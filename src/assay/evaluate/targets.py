@@ -288,6 +288,9 @@ class OpenAIChatTarget(Target):
         return out
 
 
+_LLAMA_LOCK = threading.Lock()
+
+
 class LlamaCppTarget(OpenAIChatTarget):
     """The bundled SmolLM2 (or any GGUF) on a llama.cpp server assay starts for the run."""
 
@@ -308,12 +311,54 @@ class LlamaCppTarget(OpenAIChatTarget):
             self._hash = sha256_file(self.model_path)
         return {self.model_path: self._hash}
 
-    async def start(self) -> None:
-        from assay.evaluate.serve import ModelServer
+    async def call(self, item: EvalItem) -> Output:
+        if item.task == "loglik":
+            started = time.perf_counter()
+            totals = await asyncio.to_thread(self._loglik_local, list(item.fields["texts"]))
+            self.stats.requests += 1
+            return Output(logprobs=totals, latency_s=time.perf_counter() - started)
+        if self.server is None:
+            await self._ensure_server()
+        return await super().call(item)
 
-        self.server = await asyncio.to_thread(lambda: ModelServer(self.model_path).start())
-        self.base_url = self.server.base_url
-        await super().start()
+    def _loglik_local(self, texts: list[str]) -> list[float]:
+        """Sentence log-likelihoods from llama.cpp in this process (same GGUF as the server).
+
+        The server's ``echo`` log-probs are shifted by one token in llama-cpp-python (each
+        token is scored by the distribution that follows it), so they are computed here from
+        the raw logits instead: log P(t_i | t_<i) summed over the sentence."""
+        import numpy as np
+
+        with _LLAMA_LOCK:
+            if not hasattr(self, "_llama"):
+                from llama_cpp import Llama
+
+                self._llama = Llama(model_path=self.model_path, logits_all=True, n_ctx=512, verbose=False)
+            llm = self._llama
+            totals = []
+            for text in texts:
+                tokens = llm.tokenize(text.encode("utf-8"), add_bos=True)
+                llm.reset()
+                llm.eval(tokens)
+                logits = np.asarray(llm.scores[: len(tokens)], dtype=np.float64)
+                logits -= logits.max(axis=1, keepdims=True)
+                logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+                totals.append(float(logp[np.arange(len(tokens) - 1), tokens[1:]].sum()))
+            return totals
+
+    async def start(self) -> None:
+        """The server starts lazily on the first chat call (log-likelihood suites never need it)."""
+        self._start_lock = asyncio.Lock()
+
+    async def _ensure_server(self) -> None:
+        async with self._start_lock:
+            if self.server is not None:
+                return
+            from assay.evaluate.serve import ModelServer
+
+            self.server = await asyncio.to_thread(lambda: ModelServer(self.model_path).start())
+            self.base_url = self.server.base_url
+            await OpenAIChatTarget.start(self)
 
     async def close(self) -> None:
         await super().close()
