@@ -68,7 +68,10 @@ def verify_log(log: TraceLog, verifier: Verifier, tree_dir: Path | None = None) 
             n = table.num_rows
             index = table.column("index").to_numpy()
             want = np.arange(expected, expected + n, dtype=np.uint64)
-            if not np.array_equal(index, want):
+            if n and int(index[0]) != first:
+                problems.append(f"{where} holds records from index {int(index[0])} but its name says {first} "
+                                f"(segments swapped or renamed)")
+            elif not np.array_equal(index, want):
                 row = int(np.flatnonzero(index != want)[0])
                 problems.append(f"{where} row {row} holds index {int(index[row])} where {int(want[row])} belongs "
                                 f"(records were deleted, inserted or reordered)")
