@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
     err = Console(stderr=True)
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):  # click returns typer.Exit's code in non-standalone mode
+            return rv
     except AssayError as e:
         err.print(f"[bold red]error:[/] {e.render()}", highlight=False, markup=True, soft_wrap=True)
         return e.exit_code

@@ -2,7 +2,7 @@
 CEL library, evaluated per context by the library (reference) and per candidate batch by a
 compiled numpy evaluator (vectorised). See docs/policy.md."""
 
-from assay.policy.batch import Batch
+from assay.policy.batch import Batch, ListValues
 from assay.policy.bundle import Bundle, load_bundle
 from assay.policy.decide import Resolution, resolve
 from assay.policy.diff import BundleDiff, diff
@@ -23,7 +23,7 @@ from assay.policy.model import (
 from assay.policy.source import PolicyError
 
 __all__ = [
-    "Action", "Alert", "Batch", "Bundle", "BundleDiff", "CandidateDecision", "Gate", "GateReport", "GateVerdict",
+    "Action", "Alert", "Batch", "ListValues", "Bundle", "BundleDiff", "CandidateDecision", "Gate", "GateReport", "GateVerdict",
     "MitigationCall", "Outcome", "PolicyError", "Purpose", "PurposeVerdict", "Resolution", "Rule", "TestCase",
     "diff", "load_bundle", "resolve",
 ]

@@ -26,11 +26,25 @@ class ScalarColumn:
         """(codes, uniques) of a string column, computed once per batch: string predicates run
         on the few unique values and are gathered back by code."""
         if self._factor is None:
-            import pandas as pd
-
-            codes, uniques = pd.factorize(self.data, use_na_sentinel=False)
-            self._factor = (codes, np.asarray(uniques, dtype=object))
+            if self.data.dtype.kind == "U":
+                uniques, codes = np.unique(self.data, return_inverse=True)
+            else:
+                index: dict[str, int] = {}
+                codes = np.fromiter((index.setdefault(v, len(index)) for v in self.data), np.int64, len(self.data))
+                uniques = np.empty(len(index), dtype=object)
+                uniques[:] = list(index)
+            self._factor = (codes, uniques)
         return self._factor
+
+
+def as_strings(values: list[str]) -> np.ndarray:
+    """Strings as a fixed-width numpy array (fast C comparisons) unless a value ends in NUL,
+    which fixed-width arrays would silently strip; then as Python objects."""
+    if any(v.endswith("\x00") for v in values):
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.asarray(values, dtype=str) if values else np.zeros(0, dtype="U1")
 
 
 @dataclass
@@ -60,11 +74,34 @@ class MapColumn:
             present = np.fromiter(((m is not None and k in m) for m in self.rows), bool, len(self.rows))
             fill = _FILL[self.elem]
             values = [m[k] if (m is not None and k in m) else fill for m in self.rows]
-            self._keys[k] = (np.asarray(values, dtype=_DTYPE[self.elem]), present)
+            array = as_strings(values) if self.elem == "string" else np.asarray(values, dtype=_DTYPE[self.elem])
+            self._keys[k] = (array, present)
         return self._keys[k]
 
     def sizes(self) -> np.ndarray:
         return np.fromiter((len(m) if m is not None else 0 for m in self.rows), np.int64, len(self.rows))
+
+
+@dataclass
+class ListValues:
+    """The fast input form of a list column: all elements flat, plus row offsets (n+1), the way
+    Arrow lays out a list array. ``Batch.from_columns`` also accepts a ``pyarrow.ListArray``."""
+
+    flat: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> list:
+        return self.flat[self.offsets[i] : self.offsets[i + 1]].tolist()
+
+    @classmethod
+    def from_lists(cls, rows: list[list]) -> ListValues:
+        lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+        offsets = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(np.asarray([x for r in rows for x in r]), offsets)
 
 
 _DTYPE = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": object}
@@ -110,7 +147,14 @@ class Batch:
                      scalars: dict[str, Any] | None = None) -> Batch:
         """Columns keyed by full attribute name (``item.labels.mature``) as numpy arrays or lists
         (None = missing); ``missing`` gives explicit masks; ``scalars`` are shared values."""
-        for name, col in (columns or {}).items():
+        columns = dict(columns or {})
+        missing = dict(missing or {})
+        for name, col in columns.items():
+            if type(col).__module__.startswith("pyarrow") and hasattr(col, "offsets"):
+                if col.null_count:
+                    missing[name] = np.asarray(col.is_null()) | np.asarray(missing.get(name, False))
+                columns[name] = ListValues(col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy().astype(np.int64))
+                col = columns[name]
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
         return cls(n, columns=columns, missing=missing, scalars=scalars)
@@ -140,6 +184,29 @@ class Batch:
         return _lookup(self.context, parts)
 
     # -- whole columns, used by the vectorised evaluator ----------------------------------------
+    def is_shared(self, name: str) -> bool:
+        """True when the attribute has one value for the whole batch (request context)."""
+        if name in self.scalars:
+            return True
+        if name in self.columns:
+            return False
+        return self.items is None or name.split(".")[0] != self.item_root
+
+    def shared(self, name: str, t: AttrType) -> tuple[bool, Any]:
+        """The coerced value of a shared attribute, read once per batch."""
+        key = f"={name}:{t.signature}"
+        if key not in self._cache:
+            if name in self.scalars:
+                raw = self.scalars[name]
+                raw = raw.item() if isinstance(raw, np.generic) else raw
+                self._cache[key] = coerce(raw, t)
+            elif self.items is None:
+                self._cache[key] = (False, None)
+            else:
+                raw = _lookup(self.context, name.split("."))
+                self._cache[key] = (False, None) if raw is _MISSING else coerce(raw, t)
+        return self._cache[key]
+
     def column(self, name: str, t: AttrType) -> ScalarColumn | ListColumn | MapColumn:
         key = f"{name}:{t.signature}"
         col = self._cache.get(key)
@@ -154,27 +221,59 @@ class Batch:
             fast = self._fast_scalar(name, t)
             if fast is not None:
                 return fast
+        elif t.kind == "list" and isinstance(self.columns.get(name), ListValues):
+            fast = self._fast_list(name, t)
+            if fast is not None:
+                return fast
         values = [self.row_value(name, t, i) for i in range(n)]
         miss = np.fromiter((not ok for ok, _ in values), bool, n)
         missing = miss if miss.any() else None
         if t.kind in _DTYPE:
             fill = _FILL[t.kind]
-            data = np.asarray([v if ok else fill for ok, v in values], dtype=_DTYPE[t.kind])
-            if data.shape != (n,):
-                data = np.asarray([v if ok else fill for ok, v in values] + [None], dtype=object)[:n]
-            return ScalarColumn(data, missing)
+            if t.kind == "string":
+                return ScalarColumn(as_strings([v if ok else fill for ok, v in values]), missing)
+            return ScalarColumn(np.asarray([v if ok else fill for ok, v in values], dtype=_DTYPE[t.kind]), missing)
         if t.kind == "list":
             lengths = np.fromiter((len(v) if ok else 0 for ok, v in values), np.int64, n)
             offsets = np.zeros(n + 1, np.int64)
             np.cumsum(lengths, out=offsets[1:])
             flat_list = [x for ok, v in values if ok for x in v]
-            flat = np.asarray(flat_list, dtype=_DTYPE[t.elem]) if flat_list else np.zeros(0, _DTYPE[t.elem])
-            if flat.shape != (len(flat_list),):
-                flat = np.empty(len(flat_list), dtype=object)
-                flat[:] = flat_list
+            if t.elem == "string":
+                flat = as_strings(flat_list)
+            else:
+                flat = np.asarray(flat_list, dtype=_DTYPE[t.elem]) if flat_list else np.zeros(0, _DTYPE[t.elem])
             row = np.repeat(np.arange(n, dtype=np.int64), lengths)
             return ListColumn(flat, row, offsets, missing)
         return MapColumn([v if ok else None for ok, v in values], missing, t.elem)
+
+    def _fast_list(self, name: str, t: AttrType) -> ListColumn | None:
+        lv: ListValues = self.columns[name]
+        flat, offsets = np.asarray(lv.flat), np.asarray(lv.offsets, dtype=np.int64)
+        kind = flat.dtype.kind
+        ok = (t.elem == "double" and kind in "fiu") or (t.elem == "int" and kind == "i") or (
+            t.elem == "bool" and kind == "b") or (t.elem == "string" and kind == "U") or flat.size == 0
+        if not ok:
+            return None
+        if t.elem == "string":
+            codes = flat.view(np.uint32).reshape(len(flat), -1) if flat.size and flat.dtype.itemsize else np.zeros((len(flat), 0), np.uint32)
+            if ((codes >= 0xD800) & (codes <= 0xDFFF)).any():
+                return None  # rare: take the per-row path, which marks those rows missing
+        else:
+            flat = flat.astype(_DTYPE[t.elem], copy=False)
+        mask = self.missing_masks.get(name)
+        mask = None if mask is None else np.asarray(mask, dtype=bool)
+        if mask is not None and mask.any():
+            # rows that are missing contribute no elements
+            lengths = np.diff(offsets)
+            keep = np.repeat(~mask, lengths)
+            flat = flat[keep]
+            lengths = np.where(mask, 0, lengths)
+            offsets = np.zeros(self.n + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+        else:
+            mask = None
+        row = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(offsets))
+        return ListColumn(flat, row, offsets, mask)
 
     def _fast_scalar(self, name: str, t: AttrType) -> ScalarColumn | None:
         """Numpy arrays of the right dtype pass through without per-row checks."""
@@ -208,5 +307,5 @@ class Batch:
             bad = ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
             if bad.any():
                 mask = bad if mask is None else (mask | bad)
-            return ScalarColumn(col.astype(object), mask)
+            return ScalarColumn(col, mask)
         return None

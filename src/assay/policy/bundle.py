@@ -167,6 +167,10 @@ class BundleBuilder:
             when = "true" if when else "false"
         if not isinstance(when, str) or not when.strip():
             raise src.at_value(item, "when", "`when` must be a CEL expression string")
+        try:  # YAML \u escapes can leave UTF-16 surrogate pairs: join them, refuse lone ones
+            when = when.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeError:
+            raise src.at_value(item, "when", "`when` contains an invalid unicode escape (a lone surrogate)") from None
         self._when_pos[(section, rid)] = (src, *src.value_start(item, "when"))
         reason = item.get("reason", "")
         if not isinstance(reason, str):
@@ -303,6 +307,10 @@ class BundleBuilder:
         line, col, message = int(m.group(1)), int(m.group(2)), m.group(3).split("\n")[0].strip()
         hint = None
         if "undeclared reference" in message:
+            # CEL points at the last `.field`; point at the start of the whole dotted name
+            text_line = cond.when.split("\n")[line - 1] if line - 1 < len(cond.when.split("\n")) else ""
+            while col > 1 and (text_line[col - 2 : col - 1].isalnum() or text_line[col - 2 : col - 1] in "_."):
+                col -= 1
             known = ", ".join(sorted(decls)) or "none"
             if "(" in cond.when and "undeclared reference to '" in message:
                 hint = f"attributes declared for {cond.section}: {known}"

@@ -24,6 +24,7 @@ from assay.policy.model import Outcome, Rule
 from assay.policy.types import AttrType
 
 INT64_MIN = np.int64(-(2**63))
+_TRUE = np.bool_(True)
 
 
 class Unsupported(Exception):
@@ -54,6 +55,10 @@ class ListV:
 class MapV:
     col: MapColumn
     err: np.ndarray | None
+
+
+def _objects(data: Any) -> Any:
+    return data.astype(object) if isinstance(data, np.ndarray) else data
 
 
 def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -143,6 +148,11 @@ class Compiler:
             value = np.bool_(node.value)
         elif ctype == "string":
             value = node.value
+            if "\x00" in value:
+                # fixed-width numpy strings drop trailing NULs; compare such constants as objects
+                v = V(value, None)
+                v.nul = True  # type: ignore[attr-defined]
+                return lambda batch: v
         else:
             raise self.fail(node, f"{ctype} literals are not vectorised")
         v = V(value, None)
@@ -153,25 +163,32 @@ class Compiler:
         t = self.decls.get(name)
         if t is None:
             raise self.fail(node, f"{name!r} is not a declared attribute (comprehension variables are not vectorised)")
-        if t.kind == "list":
-            return lambda batch: (lambda c: ListV(c, None, c.missing))(batch.column(name, t))
         if t.kind == "map":
             return lambda batch: (lambda c: MapV(c, c.missing))(batch.column(name, t))
+        if t.kind == "list":
 
-        def scalar(batch: Batch) -> V:
+            def list_ident(batch: Batch) -> ListV:
+                if batch.is_shared(name):  # one list for the whole batch, e.g. a request's blocklist
+                    ok, value = batch.shared(name, t)
+                    return ListV(None, value if ok else [], None if ok else _TRUE)
+                col: ListColumn = batch.column(name, t)
+                return ListV(col, None, col.missing)
+
+            return list_ident
+        fill = {"int": np.int64(0), "double": np.float64(0.0), "bool": np.bool_(False), "string": ""}[t.kind]
+        cast = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": str}[t.kind]
+
+        def scalar_ident(batch: Batch) -> V:
+            if batch.is_shared(name):  # request context: a scalar that broadcasts, not n copies
+                ok, value = batch.shared(name, t)
+                return V(cast(value) if ok else fill, None if ok else _TRUE)
             col: ScalarColumn = batch.column(name, t)
-            return V(col.data, col.missing)
-
-        if t.kind == "string":
-            # factorisation is lazy: only string predicates ask for it
-            def string_col(batch: Batch) -> V:
-                col: ScalarColumn = batch.column(name, t)
-                v = V(col.data, col.missing)
+            v = V(col.data, col.missing)
+            if t.kind == "string":
                 v.factor = _LazyFactor(col)  # type: ignore[assignment]
-                return v
+            return v
 
-            return string_col
-        return scalar
+        return scalar_ident
 
     def _list_literal(self, node: Node) -> Compiled:
         consts = []
@@ -248,7 +265,7 @@ class Compiler:
             def size_list(batch):
                 lv = a(batch)
                 if lv.col is None:
-                    return V(np.int64(len(lv.consts)), None)
+                    return V(np.int64(len(lv.consts)), lv.err)
                 return V(lv.col.lengths, lv.err)
 
             return size_list
@@ -297,10 +314,14 @@ class Compiler:
 
     def _binary(self, args: list[Node], op) -> Compiled:
         a, b = self.compile(args[0]), self.compile(args[1])
+        strings = self.type_of(args[0]) == "string"
 
         def binary(batch):
             x, y = a(batch), b(batch)
-            return V(op(x.data, y.data), _or(x.err, y.err))
+            xd, yd = x.data, y.data
+            if strings and (getattr(x, "nul", False) or getattr(y, "nul", False)):
+                xd, yd = _objects(xd), _objects(yd)
+            return V(op(xd, yd), _or(x.err, y.err))
 
         return binary
 
@@ -338,21 +359,25 @@ class Compiler:
             e, lv = elem(batch), container(batch)
             if lv.col is None:  # x in [constants]
                 consts = lv.consts
-                if e.factor is not None and np.ndim(e.data):
+                if e.factor is not None and np.ndim(e.data) and len(consts) > 8:
                     codes, uniques = e.factor.get()
                     wanted = set(consts)
                     hit_u = np.fromiter((u in wanted for u in uniques), bool, len(uniques))
-                    return V(hit_u[codes], e.err)
+                    return V(hit_u[codes], _or(e.err, lv.err))
                 hit = np.zeros(np.shape(e.data), bool)
+                data = _objects(e.data) if any(isinstance(c, str) and "\x00" in c for c in consts) else e.data
                 for c in consts:
-                    hit = hit | np.equal(e.data, c)
-                return V(hit, e.err)
+                    hit = hit | np.equal(data, c)
+                return V(hit, _or(e.err, lv.err))
             col = lv.col
             n = batch.n
             if col.flat.size == 0:
                 return V(np.zeros(n, bool), _or(e.err, lv.err))
             target = e.data[col.row] if np.ndim(e.data) else e.data
-            eq = np.asarray(np.equal(col.flat, target), dtype=bool)
+            flat = col.flat
+            if getattr(e, "nul", False) or (flat.dtype == object) != (np.asarray(target).dtype == object):
+                flat, target = _objects(flat), _objects(np.asarray(target))
+            eq = np.asarray(np.equal(flat, target), dtype=bool)
             hit = np.zeros(n, bool)
             hit[col.row[eq]] = True
             return V(hit, _or(e.err, lv.err))
@@ -385,9 +410,12 @@ class Compiler:
 
             return pairwise
         const = arg.value if arg is not None else None
+        kernel = {str.startswith: np.strings.startswith, str.endswith: np.strings.endswith}.get(fn)
 
         def on_uniques(batch):
             x = r(batch)
+            if kernel is not None and isinstance(x.data, np.ndarray) and x.data.dtype.kind == "U" and "\x00" not in const:
+                return V(kernel(x.data, const), x.err)
             if x.factor is not None and np.ndim(x.data):
                 codes, uniques = x.factor.get()
                 per_u = np.fromiter((fn(u, const) for u in uniques), dtype, len(uniques))
@@ -478,6 +506,10 @@ class CompiledRules:
 
 
 def _line_col(text: str, offset: int) -> tuple[int, int]:
+    # CEL places a call at its "(": point at the function name instead
+    if text[offset : offset + 1] == "(":
+        while offset > 0 and (text[offset - 1].isalnum() or text[offset - 1] == "_"):
+            offset -= 1
     before = text[:offset]
     line = before.count("\n") + 1
     col = offset - (before.rfind("\n") + 1) + 1

@@ -1,0 +1,186 @@
+"""What rules, gates, purposes and alerts mean: first hard match wins, soft actions stack,
+fail-closed drops, shadow and rollout record without acting, deny beats allow."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from assay.policy import Batch, ListValues, Outcome, load_bundle, resolve
+
+BUNDLE = """\
+attributes:
+  rules:
+    request.age: int
+    item.x: double
+    item.y: double
+    item.tags: list(string)
+    item.creator: string
+  gates:
+    eval.metrics: map(string, double)
+  purposes:
+    dataset.purposes: list(string)
+    dataset.restrictions: list(string)
+    deployment.purpose: string
+  alerts:
+    window.rate: double
+rules:
+  - id: demote-x
+    when: item.x > 0.5
+    action: demote(0.5)
+  - id: label-x
+    when: item.x > 0.6
+    action: label("warning")
+  - id: allow-vip
+    when: item.creator == "vip"
+    action: allow
+  - id: drop-y
+    when: item.y > 0.5
+    action: drop
+  - id: demote-tag
+    when: '"meh" in item.tags'
+    action: demote(0.5)
+  - id: shadow-drop
+    when: item.x > 0.9
+    action: drop
+    shadow: true
+  - id: skip-missing
+    when: request.age < 18 && item.x > 0.99
+    action: drop
+    on_missing: skip
+gates:
+  - id: tox
+    when: eval.metrics["tox"] <= 0.01
+  - id: opt
+    when: eval.metrics["bias"] <= 0.1
+    on_missing: skip
+purposes:
+  - id: rec-ok
+    when: '"recommendation" in dataset.purposes && deployment.purpose == "recommendation"'
+    effect: allow
+  - id: research-only
+    when: '"research_only" in dataset.restrictions && deployment.purpose != "research"'
+    effect: deny
+alerts:
+  - id: surge
+    when: window.rate > 0.1
+"""
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    p = tmp_path / "b.yaml"
+    p.write_text(textwrap.dedent(BUNDLE))
+    return load_bundle(p)
+
+
+def decide(bundle, items, context=None):
+    compiled = bundle.compile_rules("*")
+    batch = Batch.from_records(context or {"request": {"age": 30}}, items)
+    outcomes = compiled.evaluate(batch)
+    assert np.array_equal(outcomes, compiled.evaluate_reference(batch))
+    res = resolve(compiled.rules, outcomes)
+    return [res.candidate(j) for j in range(len(items))]
+
+
+def test_soft_actions_stack_and_hard_actions_end_the_walk(bundle):
+    base = {"y": 0.0, "tags": [], "creator": "c"}
+    d = decide(bundle, [
+        {**base, "x": 0.7, "tags": ["meh"]},            # demote + label + demote-tag
+        {**base, "x": 0.7, "y": 0.9},                   # demote + label, then drop
+        {**base, "x": 0.7, "creator": "vip", "y": 0.9},  # allow before drop: drop never reached
+        {**base, "x": 0.1},                             # nothing
+    ])
+    assert d[0].action == "demote" and d[0].factor == pytest.approx(0.25) and d[0].labels == ["warning"]
+    assert d[0].rule_ids == ["demote-x", "label-x", "demote-tag"]
+    assert d[1].action == "drop" and d[1].rule_ids[-1] == "drop-y"
+    assert d[2].action == "demote" and "drop-y" not in d[2].rule_ids and d[2].rule_ids[-1] == "allow-vip"
+    assert d[3].action == "allow" and d[3].rule_ids == []
+
+
+def test_missing_labels_fail_closed_unless_the_rule_skips(bundle):
+    d = decide(bundle, [{"x": 0.1, "tags": [], "creator": "c"}])  # y missing
+    assert d[0].action == "drop" and d[0].fail_closed and d[0].rule_ids[-1] == "drop-y"
+    # a missing value that the other side of && already decides is not missing at all
+    d = decide(bundle, [{"x": 0.1, "y": 0.0, "tags": [], "creator": "c"}], context={"request": {}})
+    assert d[0].action == "allow"
+
+
+def test_shadow_records_without_acting(bundle):
+    d = decide(bundle, [{"x": 0.95, "y": 0.0, "tags": [], "creator": "c"}])
+    assert "shadow-drop" in d[0].shadow_rule_ids and d[0].action != "drop"
+
+
+def test_rollout_mask_keeps_rules_from_acting(bundle):
+    compiled = bundle.compile_rules("*")
+    batch = Batch.from_records({"request": {"age": 30}}, [{"x": 0.0, "y": 0.9, "tags": [], "creator": "c"}])
+    outcomes = compiled.evaluate(batch)
+    active = np.ones(outcomes.shape, bool)
+    active[[r.id for r in compiled.rules].index("drop-y")] = False
+    res = resolve(compiled.rules, outcomes, active=active)
+    assert res.candidate(0).action == "allow" and res.candidate(0).shadow_rule_ids == ["drop-y"]
+
+
+def test_columnar_lists_and_masks(bundle):
+    compiled = bundle.compile_rules("*")
+    batch = Batch.from_columns(
+        3,
+        {"item.x": np.array([0.7, 0.0, 0.0]), "item.y": np.array([0.0, 0.0, 0.9]),
+         "item.tags": ListValues.from_lists([["meh"], [], ["a", "meh"]]), "item.creator": np.array(["c", "vip", "c"])},
+        missing={"item.y": np.array([False, True, False])},
+        scalars={"request.age": 12},
+    )
+    out = compiled.evaluate(batch)
+    assert np.array_equal(out, compiled.evaluate_reference(batch))
+    assert out[[r.id for r in compiled.rules].index("drop-y")].tolist() == [Outcome.FALSE, Outcome.MISSING, Outcome.TRUE]
+
+
+def test_gates(bundle):
+    assert bundle.check_gates({"eval": {"metrics": {"tox": 0.0, "bias": 0.0}}}).passed
+    report = bundle.check_gates({"eval": {"metrics": {"tox": 0.5}}})
+    assert not report.passed and report.failed == ["tox"]  # bias missing but skip
+    report = bundle.check_gates({"eval": {"metrics": {"bias": 0.0}}})
+    assert report.failed == ["tox"] and "could not be evaluated" in report.verdicts[0].reason
+
+
+def test_purposes_deny_by_default_and_deny_beats_allow(bundle):
+    v = bundle.check_purposes({"dataset": {"purposes": ["recommendation"], "restrictions": []}, "deployment": {"purpose": "recommendation"}})
+    assert v.allowed and v.deciding == ["rec-ok"]
+    v = bundle.check_purposes({"dataset": {"purposes": ["recommendation"], "restrictions": ["research_only"]}, "deployment": {"purpose": "recommendation"}})
+    assert not v.allowed and v.deciding == ["research-only"] and v.matched_allow == ["rec-ok"]
+    v = bundle.check_purposes({"dataset": {"purposes": ["ads"], "restrictions": []}, "deployment": {"purpose": "recommendation"}})
+    assert not v.allowed and v.deciding == ["default-deny"]
+    # a deny rule that cannot be evaluated fails closed
+    v = bundle.check_purposes({"dataset": {"purposes": ["recommendation"]}, "deployment": {"purpose": "recommendation"}})
+    assert not v.allowed and v.deciding == ["research-only"]
+
+
+def test_alerts(bundle):
+    assert [a.id for a in bundle.check_alerts({"window": {"rate": 0.5}})] == ["surge"]
+    assert bundle.check_alerts({"window": {"rate": 0.05}}) == []
+    assert bundle.check_alerts({"window": {}}) == []  # alerts skip on missing by default
+
+
+def test_int_overflow_and_map_keys_are_errors_in_both_evaluators(tmp_path):
+    p = tmp_path / "o.yaml"
+    p.write_text(textwrap.dedent("""\
+        attributes:
+          rules:
+            item.i: int
+            item.m: map(string, double)
+        rules:
+          - id: overflow
+            when: item.i + 9223372036854775807 > 0
+            action: drop
+          - id: key
+            when: item.m["k"] > 0.5 || item.i > 5
+            action: drop
+        """))
+    compiled = load_bundle(p).compile_rules("*")
+    batch = Batch.from_records({}, [{"i": 1, "m": {}}, {"i": -1, "m": {"k": 0.9}}, {"i": 10, "m": {}}])
+    out = compiled.evaluate(batch)
+    assert np.array_equal(out, compiled.evaluate_reference(batch))
+    # overflow is an error; a missing map key is an error unless `||` is decided by the other side
+    assert out.tolist() == [[Outcome.MISSING, Outcome.TRUE, Outcome.MISSING], [Outcome.MISSING, Outcome.TRUE, Outcome.TRUE]]
