@@ -17,14 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
 from assay.errors import BadInput, Unavailable
 
 
-def create_app(guard: Any, *, reload_allowed: bool = True):
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
-
+def create_app(guard: Any, *, reload_allowed: bool = True) -> FastAPI:
     app = FastAPI(title="assay guard", version="1", docs_url="/docs", redoc_url=None)
 
     def json(body: Any, status: int = 200) -> Response:

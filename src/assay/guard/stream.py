@@ -385,6 +385,8 @@ class KafkaTransport:
 
     def close(self) -> None:
         self.consumer.close()
+        self.producer.purge()  # undelivered slates are not acknowledged: they will be redelivered
+        self.producer.flush(0)
 
 
 def worker_thread(worker: StreamWorker, stop: threading.Event) -> threading.Thread:

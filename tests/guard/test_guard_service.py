@@ -1,0 +1,254 @@
+"""The decision queue, fallbacks, the HTTP service (in process and as `assay guard serve`), the
+CLI, and the Kafka adapter's behaviour without a broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+from guard_helpers import make_candidates, make_labels
+
+from assay.errors import Unavailable
+from assay.guard import BreakerConfig, BreakerRegistry, DecisionQueue, Fallback, Guard, ScopePolicy
+from assay.guard.http import create_app
+from assay.guard.sink import JsonlSink
+from assay.guard.stream import KafkaTransport, StreamMessage, StreamWorker
+from assay.store.labels import InMemoryLabelStore
+
+ADULT = {"request_id": "r1", "surface": "for_you", "user": {"id": "u1", "age": 30}, "deadline_ms": 60_000}
+
+
+def labelled_guard(bundle, cands, **kw) -> Guard:
+    store = InMemoryLabelStore()
+    store.put(list(cands["id"]), make_labels(cands["id"]), "clf-1")
+    return Guard(bundle, store, **kw)
+
+
+# -- decision queue --------------------------------------------------------------------------------
+def test_queue_full_drop_mode_never_waits():
+    gate = threading.Event()
+    written: list = []
+
+    def slow_sink(records):
+        gate.wait(5)
+        written.extend(records)
+
+    q = DecisionQueue(slow_sink, maxsize=2, when_full="drop")
+    started = time.perf_counter()
+    accepted = [q.submit({"n": k}) for k in range(10)]
+    assert time.perf_counter() - started < 0.5
+    assert accepted.count(False) == q.stats.dropped >= 7
+    gate.set()
+    assert q.flush(5)
+    assert len(written) == accepted.count(True)
+    q.close()
+
+
+def test_queue_backpressure_waits_only_its_budget():
+    gate = threading.Event()
+    q = DecisionQueue(lambda r: gate.wait(5), maxsize=1, when_full="backpressure", put_timeout_s=0.02)
+    for k in range(3):
+        q.submit(k)
+    started = time.perf_counter()
+    ok = q.submit("one more")
+    waited = time.perf_counter() - started
+    assert not ok and q.stats.dropped_after_wait >= 1
+    assert 0.015 <= waited < 0.5
+    gate.set()
+    q.close()
+
+
+def test_queue_counts_sink_errors_and_keeps_going():
+    calls: list = []
+
+    def flaky(records):
+        calls.append(len(records))
+        if len(calls) == 1:
+            raise OSError("trace disk full")
+
+    q = DecisionQueue(flaky, maxsize=10)
+    q.submit("a")
+    assert q.flush(5)
+    q.submit("b")
+    assert q.flush(5)
+    assert q.stats.sink_errors == 1 and "trace disk full" in q.stats.last_error
+    assert q.stats.written_records == 1
+    q.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        q.submit("c")
+
+
+def test_guard_writes_one_decision_per_candidate_to_a_jsonl_sink(tmp_path, test_bundle):
+    cands = make_candidates(25)
+    sink = DecisionQueue(JsonlSink(tmp_path / "decisions.jsonl"))
+    g = labelled_guard(test_bundle, cands, sink=sink)
+    slate = g.apply(ADULT, cands)
+    assert sink.flush(5)
+    rows = [orjson.loads(line) for line in (tmp_path / "decisions.jsonl").read_bytes().splitlines()]
+    assert len(rows) == 25 and {r["request_id"] for r in rows} == {"r1"}
+    served = sorted((r for r in rows if r["rank_after"] >= 0), key=lambda r: r["rank_after"])
+    assert [r["item_id"] for r in served] == slate.item_ids
+    sink.close()
+
+
+def test_a_blocked_trace_does_not_slow_serving(test_bundle):
+    cands = make_candidates(50)
+    gate = threading.Event()
+    sink = DecisionQueue(lambda r: gate.wait(10), maxsize=1, when_full="drop")
+    g = labelled_guard(test_bundle, cands, sink=sink)
+    for _ in range(5):
+        g.apply(ADULT, cands)  # the queue is full after the first: the rest are dropped and counted
+    assert sink.stats.dropped >= 3
+    gate.set()
+    sink.close()
+
+
+# -- fallbacks ---------------------------------------------------------------------------------
+def test_stricter_rules_and_safe_source_fallbacks(test_bundle, clock):
+    cands = make_candidates(40, seed=3)
+    safe = {"id": ["safe-1", "safe-2"], "score": [0.9, 0.8], "creator": ["ed", "ed2"], "topic": ["film", "film"],
+            "verified": [True, True], "labels.mature": [0.0, 0.0], "labels.spam": [0.0, 0.0], "labels.toxic": [0.0, 0.0]}
+    for fb, check in [
+        (Fallback("stricter_rules", surface="search_strict"), "stricter"),
+        (Fallback("safe_source", candidates=lambda req: safe), "safe"),
+    ]:
+        reg = BreakerRegistry({"surface": ScopePolicy(BreakerConfig(), fb)}, clock=clock)
+        g = labelled_guard(test_bundle, cands, breakers=reg)
+        normal = g.apply(ADULT, cands)
+        reg.get("surface:for_you").force_open("kill switch")
+        slate = g.apply(ADULT, cands)
+        assert slate.breaker_state == "forced_open"
+        if check == "stricter":
+            strict = g.apply({**ADULT, "surface": "search_strict"}, cands)
+            assert slate.fallback == "stricter_rules" and slate.item_ids == strict.item_ids != normal.item_ids
+        else:
+            assert slate.fallback == "safe_source" and slate.item_ids == ["safe-1", "safe-2"]
+            d = slate.decisions
+            assert len(d) == 42 and {x.action for x in d[:40]} == {"drop"}
+            assert [(x.item_id, x.rank_before, x.rank_after) for x in d[40:]] == [("safe-1", -1, 0), ("safe-2", -1, 1)]
+
+
+def test_model_version_breaker(test_bundle, clock):
+    cands = make_candidates(10)
+    reg = BreakerRegistry({"model": ScopePolicy(BreakerConfig(), Fallback("drop"))}, clock=clock)
+    g = labelled_guard(test_bundle, cands, breakers=reg)
+    assert g.apply({**ADULT, "model_version": "ranker-v7"}, cands).item_ids
+    reg.get("model:ranker-v7").force_open()
+    s = g.apply({**ADULT, "model_version": "ranker-v7"}, cands)
+    assert s.item_ids == [] and {d.rule_ids for d in s.decisions} == {("breaker:model:ranker-v7",)}
+    assert g.apply({**ADULT, "model_version": "ranker-v8"}, cands).item_ids
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+def test_http_endpoints(test_bundle, tmp_path, bundle_path):
+    from fastapi.testclient import TestClient
+
+    cands = make_candidates(30)
+    g = labelled_guard(test_bundle, cands)
+    body = {"request": ADULT, "candidates": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in cands.items()}}
+    with TestClient(create_app(g)) as client:
+        r = client.post("/v1/guard", content=orjson.dumps(body))
+        assert r.status_code == 200
+        assert [i["id"] for i in r.json()["items"]] == g.apply(ADULT, cands).item_ids
+        r = client.post("/v1/guard", content=orjson.dumps({**body, "decisions": True}))
+        assert len(r.json()["decisions"]) == 30
+        assert client.post("/v1/guard", content=b"{oops").json()["error"].startswith("request body is not JSON")
+        r = client.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, "surface": "x"}, "candidates": []}))
+        assert r.status_code == 400 and "unknown surface 'x'" in r.json()["error"]
+        r = client.post("/v1/guard", content=orjson.dumps({"request": ADULT, "candidates": {"id": ["a", "a"], "score": [1, 2]}}))
+        assert r.status_code == 400 and "duplicate id 'a'" in r.json()["error"]
+        assert client.post("/v1/guard", content=orjson.dumps({"request": ADULT})).status_code == 400
+        r = client.post("/v1/guard/feedback", content=orjson.dumps({"item_id": "item-1", "source": "ugc:a", "severe": True}))
+        assert r.status_code == 200
+        status = client.get("/v1/guard/status").json()
+        assert status["version"] == "1" and status["hash"] == test_bundle.hash and status["counters"]["requests"] >= 2
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(bundle_path.read_text().replace("action: demote(0.5)", "action: demote(banana)"))
+        r = client.post("/v1/guard/reload", content=orjson.dumps({"bundle": str(broken)}))
+        assert r.status_code == 400 and "broken.yaml:" in r.json()["error"]
+        v2 = tmp_path / "v2.yaml"
+        v2.write_text(bundle_path.read_text().replace('version: "1"', 'version: "2"'))
+        assert client.post("/v1/guard/reload", content=orjson.dumps({"bundle": str(v2)})).json()["version"] == "2"
+        assert client.post("/v1/guard", content=orjson.dumps(body)).json()["bundle_version"] == "2"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_assay_guard_serve_and_apply_cli(tmp_path, test_bundle, bundle_path):
+    cands = make_candidates(20)
+    store = InMemoryLabelStore()
+    store.put(list(cands["id"]), make_labels(cands["id"]), "clf-1")
+    labels = store.to_parquet(tmp_path / "labels.parquet")
+    cjson = tmp_path / "cands.json"
+    cjson.write_text(json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in cands.items()}))
+    expected = Guard(test_bundle, store).apply(ADULT, cands).item_ids
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "assay.cli.main", "guard", "serve", "--bundle", str(bundle_path), "--labels", str(labels),
+                             "--port", str(port), "--decisions-out", str(tmp_path / "d.jsonl")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/guard", content=orjson.dumps({"request": ADULT, "candidates": json.loads(cjson.read_text())}))
+        assert [i["id"] for i in r.json()["items"]] == expected
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    from assay.cli.main import main
+
+    out = tmp_path / "out.txt"
+    rc = subprocess.run([sys.executable, "-m", "assay.cli.main", "guard", "apply", str(cjson), "--request", json.dumps(ADULT),
+                         "--bundle", str(bundle_path), "--labels", str(labels), "--json"], capture_output=True, text=True, env=env)
+    assert rc.returncode == 0, rc.stderr
+    assert [i["id"] for i in json.loads(rc.stdout)["items"]] == expected
+    out.write_text("")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"id": ["a", "b"], "score": [1.0, float("nan")]}).replace("NaN", "NaN"))
+    assert main(["guard", "apply", str(bad), "--request", json.dumps(ADULT), "--bundle", str(bundle_path)]) == 2
+    assert main(["guard", "apply", str(cjson), "--request", "{nope", "--bundle", str(bundle_path)]) == 2
+    assert main(["guard", "apply", str(tmp_path / "absent.json"), "--request", json.dumps(ADULT), "--bundle", str(bundle_path)]) == 2
+
+
+# -- Kafka -------------------------------------------------------------------------------------
+def test_kafka_adapter_without_a_broker_is_honest(test_bundle):
+    """No Kafka broker runs on this machine, so this checks only what can be checked honestly:
+    the adapter builds real confluent-kafka clients, reports the broker as unreachable, reads
+    nothing, and refuses to acknowledge a slate whose delivery was not confirmed."""
+    t = KafkaTransport("127.0.0.1:1", delivery_timeout_s=1.0,
+                       extra_config={"socket.connection.setup.timeout.ms": 1000, "reconnect.backoff.max.ms": 500, "log_level": 0})
+    try:
+        assert t.read(10, 300) == []
+        worker = StreamWorker(Guard(test_bundle, None), t, block_ms=300)
+        assert worker.run_once() == 0
+        with pytest.raises(Unavailable, match="not delivered"):
+            t.write_and_ack(StreamMessage("t/0/1", b"{}", None), "req-1", b"{}")
+        assert not t.is_done("req-1")  # not marked done: a redelivery will be processed again
+        deadline = time.monotonic() + 10
+        while not t.errors and time.monotonic() < deadline:
+            t.read(1, 200)
+        assert t.errors, "the unreachable broker was reported"
+    finally:
+        t.close()
