@@ -26,7 +26,7 @@ def _writer(root: str, home: str, ack_fd: int, seed: int) -> None:
     log = TraceLog.open(root, segment_records=200)
     while True:
         start = log.size
-        result = log.append(make_decisions(rng.randint(1, 40), start=start))
+        result = log.append(make_decisions(rng.randint(1, 400), start=start))
         os.write(ack_fd, f"{result.tree_size}\n".encode())
 
 

@@ -145,3 +145,25 @@ def test_bad_input_is_refused_whole(log: TraceLog) -> None:
     assert log.size == 0 and log.segment_names() in ([], [log.segment_names()[0]] if log.segment_names() else [])
     with pytest.raises(BadInput, match="no checkpoint"):
         log.prove_inclusion(0)
+
+
+def test_partial_batch_after_crash_is_cut_and_reported(tmp_path) -> None:
+    with TraceLog.open(tmp_path / "log") as log:
+        log.append(make_decisions(20))
+        segment = Path(log.root) / "segments" / log.segment_names()[-1]
+        extra = canonical.decisions_to_table(make_decisions(5, start=20))
+        rows, _ = log._decision_rows(log._prepare_decisions(extra))
+        message = rows.serialize().to_pybytes()
+    good = segment.stat().st_size
+    with open(segment, "ab") as f:  # the writer died half-way through writing a batch
+        f.write(message[: len(message) // 2])
+    (Path(log.root) / "segments" / f"{25:020d}.arrows").write_bytes(b"\xff\xff")  # and while creating a segment
+    with TraceLog.open(tmp_path / "log", read_only=True) as reader:
+        assert reader.recovery and "a writer would cut it off" in reader.recovery[0]
+    with TraceLog.open(tmp_path / "log") as log:
+        assert len(log.recovery) == 2 and "removed the empty segment" in log.recovery[0]
+        assert "not a complete record batch" in log.recovery[1]
+        assert log.size == 21  # 20 decisions + the trace.recovered event
+        assert log.record(20)["kind"] == "trace.recovered"
+        assert segment.stat().st_size > good
+        assert log.verify().ok

@@ -96,7 +96,7 @@ def _note_name(size: int) -> str:
     return f"{size:020d}{NOTE_SUFFIX}"
 
 
-def read_batches(data: bytes | pa.Buffer, where: str) -> tuple[list[pa.RecordBatch], int, str | None]:
+def read_batches(data: bytes | pa.Buffer, where: str, validate: bool = True) -> tuple[list[pa.RecordBatch], int, str | None]:
     """Decode an Arrow IPC stream message by message. Returns the batches, the byte offset after
     the last complete batch, and a description of what follows it if it is not a clean end."""
     reader = pa.BufferReader(data)
@@ -114,7 +114,8 @@ def read_batches(data: bytes | pa.Buffer, where: str) -> tuple[list[pa.RecordBat
         try:
             message = pa.ipc.read_message(reader)
             batch = pa.ipc.read_record_batch(message, schema)
-            batch.validate(full=True)
+            if validate:
+                batch.validate(full=True)
         except (pa.ArrowInvalid, OSError, EOFError) as e:
             return batches, good, f"{where}: {total - good} bytes after byte {good} are not a complete record batch ({e})"
         batches.append(batch)
@@ -266,20 +267,24 @@ class TraceLog:
         size = 0
         self._segment_digests: dict[str, tuple[int, str]] = {}
         batches: list[pa.RecordBatch] | None = None
-        if names:
+        while names:
             batches, good, trailing = read_batches(self._read_segment_buffer(names[-1]), f"segment {names[-1]}")
             kept = int(names[-1][:20]) + sum(b.num_rows for b in batches)
-            if trailing and kept < signed:
+            if not trailing:
+                break
+            if kept < signed:
                 # Cutting here would drop signed records: that is damage, not a crash; keep the evidence.
                 self.problems.append(f"{trailing}, and the signed checkpoint covers records beyond it")
-            elif trailing and self.read_only:
+                break
+            if self.read_only:
                 self.recovery.append(f"{trailing}; a writer would cut it off (that batch was never acknowledged)")
-            elif trailing:
-                if good == 0:  # not even a schema: the writer died while creating the file
-                    self._discard_segment(names[-1], trailing)
-                    names, batches = names[:-1], None
-                else:
-                    self._truncate_segment(names[-1], good, trailing)
+                break
+            if good == 0:  # not even a schema: the writer died while creating the file
+                self._discard_segment(names[-1], trailing)
+                names, batches = names[:-1], None
+                continue
+            self._truncate_segment(names[-1], good, trailing)
+            break
         if names:
             if batches is None:
                 batches, _, _ = read_batches(self._read_segment_buffer(names[-1]), f"segment {names[-1]}")
@@ -347,14 +352,15 @@ class TraceLog:
 
     # ------------------------------------------------------------ reading
 
-    def _iter_segments(self, columns: list[str] | None = None, start: int = 0):
+    def _iter_segments(self, columns: list[str] | None = None, start: int = 0, validate: bool = False):
+        """Segments as tables. Queries skip Arrow's full validation (verify and recovery do it)."""
         names = self.segment_names()
         for i, name in enumerate(names):
             first = int(name[:20])
             end = int(names[i + 1][:20]) if i + 1 < len(names) else None
             if end is not None and end <= start:
                 continue
-            batches, _, _ = read_batches(self._read_segment_buffer(name), f"segment {name}")
+            batches, _, _ = read_batches(self._read_segment_buffer(name), f"segment {name}", validate)
             if not batches:
                 continue
             table = pa.Table.from_batches(batches)
