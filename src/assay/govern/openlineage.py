@@ -178,7 +178,9 @@ def _dataset_asset(s, actor: Actor, ds: Mapping[str, Any], producing_run: str | 
     kind = "model" if str((facets.get("datasetType") or {}).get("datasetType", "")).upper() == "MODEL" else "dataset"
     gov = facets.get("assay_governance") or {}
     namespace, name = ds["namespace"], ds["name"]
-    if namespace == "assay" and gov.get("assetId"):
+    if namespace == "assay" and name.startswith(f"{kind}/"):
+        name = name[len(kind) + 1:]  # assay emits its own assets as "<kind>/<name>"
+    if namespace == "assay" and gov.get("assetId") and producing_run is None:
         try:
             return resolve(s, gov["assetId"])
         except BadInput:

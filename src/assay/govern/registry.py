@@ -186,6 +186,8 @@ def resolve(session: Session, ref: str, kind: str | None = None) -> Asset:
     """An asset by exact id (``model:ranker@2``), or the latest version of ``kind:name`` / ``name``."""
     if not isinstance(ref, str) or not ref:
         raise NotFound("an asset id is required")
+    if len(ref) > 512 or any(ord(c) < 32 for c in ref):
+        raise NotFound(f"no asset {ref[:80]!r}: ids are at most 512 printable characters")
     asset = session.get(Asset, ref)
     if asset is not None:
         if kind and asset.kind != kind:
@@ -245,6 +247,8 @@ def register_dataset(store: Store, actor: Actor, *, name: str, uri: str, purpose
                      namespace: str = "assay") -> dict[str, Any]:
     """Register (a new version of) a dataset. Local ``uri`` paths are hashed file by file."""
     actor.require("engineer", "registering a dataset")
+    if "\x00" in uri:
+        raise BadInput("dataset uri contains a NUL byte")
     if files is None:
         path = Path(uri)
         if not path.exists():
@@ -272,6 +276,8 @@ def register_model(store: Store, actor: Actor, *, name: str, weights: Sequence[s
     if files is None:
         if not weights:
             raise BadInput("a model needs at least one weights file")
+        if any("\x00" in str(w) for w in weights) or (uri and "\x00" in uri):
+            raise BadInput("a weights path contains a NUL byte")
         paths = [Path(w).resolve() for w in weights]
         for p in paths:
             if not p.is_file():

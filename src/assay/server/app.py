@@ -97,6 +97,12 @@ def create_app(store: Store | None = None, db_url: str | None = None) -> FastAPI
             body["errors"] = list(error.errors)
         return JSONResponse(body, status_code=status_for(error))
 
+    @app.exception_handler(sa.exc.DataError)
+    async def unstorable(_request: Request, error: sa.exc.DataError):
+        # e.g. a NUL byte PostgreSQL cannot store in text: the input is wrong, not the server
+        return JSONResponse({"error": f"a value cannot be stored: {str(error.orig).splitlines()[0]}", "hint": None},
+                            status_code=400)
+
     @app.get("/healthz", tags=["ops"], responses={503: ERROR_RESPONSES[400] | {"description": "store unreachable"}})
     def healthz() -> dict[str, Any]:
         """Liveness and store reachability (no token needed)."""

@@ -1,0 +1,36 @@
+"""A control plane on a fresh store, with one token per role."""
+
+from __future__ import annotations
+
+import pytest
+
+from assay.govern.registry import Actor
+from assay.server.app import create_app
+from assay.server.auth import create_token
+from assay.store import open_store
+
+ROOT_ACTOR = Actor("root", "admin", "test")
+
+
+@pytest.fixture
+def api(assay_home):
+    from fastapi.testclient import TestClient
+
+    store = open_store()
+    app = create_app(store)
+    tokens = {}
+    for name, role in [("vera", "viewer"), ("erin", "engineer"), ("alice", "approver"), ("bob", "approver"),
+                       ("adam", "admin")]:
+        tokens[name] = create_token(store, ROOT_ACTOR, name=name, role=role)["token"]
+    client = TestClient(app)
+    client.tokens = tokens
+    client.store = store
+    client.app_ = app
+
+    def auth(name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[name]}"}
+
+    client.headers_for = auth
+    yield client
+    client.close()
+    store.close()

@@ -1,0 +1,130 @@
+"""The control plane over HTTP: tokens, roles, audit, bad input, the governance flow."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from assay.server.auth import revoke_token
+from assay.store.schema import ApiToken, Asset, AuditEntry
+
+BUNDLE = Path(__file__).resolve().parents[2] / "src" / "assay" / "govern" / "default_bundle.yaml"
+
+
+def _audit_count(api) -> int:
+    with api.store.session() as s:
+        return s.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
+
+
+def test_health_metrics_and_openapi_need_no_token(api):
+    assert api.get("/healthz").json()["status"] == "ok"
+    api.get("/api/v1/assets")
+    metrics = api.get("/metrics")
+    assert metrics.status_code == 200 and "assay_http_requests_total" in metrics.text
+    assert 'route="/api/v1/assets"' in metrics.text
+    spec = api.get("/openapi.json").json()
+    assert "/api/v1/lineage" in spec["paths"] and "/api/v1/deployments/{deployment_id}/check" in spec["paths"]
+
+
+def test_tokens_roles_and_reasons(api, tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("a\n1\n")
+    body = {"name": "d", "uri": str(data), "purposes": ["research"]}
+    r = api.post("/api/v1/datasets", json=body)
+    assert r.status_code == 401 and "missing API token" in r.json()["detail"]
+    r = api.post("/api/v1/datasets", json=body, headers={"Authorization": "Bearer assay_wrong"})
+    assert r.status_code == 401 and "invalid" in r.json()["detail"]
+    r = api.post("/api/v1/datasets", json=body, headers=api.headers_for("vera"))
+    assert r.status_code == 403 and "vera has role 'viewer'" in r.json()["detail"]
+    assert api.get("/api/v1/audit", headers=api.headers_for("erin")).status_code == 403
+    r = api.post("/api/v1/datasets", json=body, headers=api.headers_for("erin"))
+    assert r.status_code == 201 and r.json()["id"] == "dataset:d@1"
+    with api.store.session() as s:
+        token_id = s.scalar(sa.select(ApiToken.id).where(ApiToken.name == "erin"))
+        assert s.scalar(sa.select(ApiToken.token_hash).where(ApiToken.name == "erin")) == hashlib.sha256(
+            api.tokens["erin"].encode()).hexdigest()  # only the hash is stored
+    from assay.govern.registry import Actor
+
+    revoke_token(api.store, Actor("root", "admin"), token_id)
+    assert api.post("/api/v1/datasets", json=body, headers=api.headers_for("erin")).status_code == 401
+    audit = api.get("/api/v1/audit", headers=api.headers_for("adam")).json()
+    entry = next(a for a in audit if a["action"] == "register_dataset")
+    assert entry["actor"] == "erin" and entry["role"] == "engineer" and entry["source"].startswith("http:")
+    assert entry["target"] == "dataset:d@1" and entry["ts"]
+
+
+def test_bad_input_gets_a_reason_and_writes_nothing(api, tmp_path):
+    eng = api.headers_for("erin")
+    data = tmp_path / "d.csv"
+    data.write_text("a\n1\n")
+    api.post("/api/v1/datasets", json={"name": "d", "uri": str(data), "purposes": ["research"]}, headers=eng)
+    before = _audit_count(api)
+    r = api.get("/api/v1/assets/dataset:nope@1", headers=eng)
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+    r = api.post("/api/v1/runs", json={"job_name": "x", "inputs": ["dataset:d@1"], "outputs": ["dataset:d@1"]}, headers=eng)
+    assert r.status_code == 400 and "cycle" in r.json()["error"]
+    r = api.post("/api/v1/lineage", content=b"{not json", headers=eng)
+    assert r.status_code == 400 and "not JSON" in r.json()["error"]
+    r = api.post("/api/v1/lineage", json={"eventType": "COMPLETE", "run": {"runId": "x"}}, headers=eng)
+    assert r.status_code == 400 and any("runId" in e for e in r.json()["errors"])
+    r = api.post("/api/v1/datasets", json={"name": "bad name!", "uri": str(data)}, headers=eng)
+    assert r.status_code == 400 and "not a valid name" in r.json()["error"]
+    r = api.post("/api/v1/datasets", json={"name": "x", "uri": "/no/such/path"}, headers=eng)
+    assert r.status_code == 400 and "/no/such/path" in r.json()["error"]
+    assert _audit_count(api) == before
+
+
+def test_governance_flow_over_http(api, tmp_path):
+    eng, alice, bob = api.headers_for("erin"), api.headers_for("alice"), api.headers_for("bob")
+    (tmp_path / "ratings.csv").write_text("u,i,r\n1,2,5\n")
+    (tmp_path / "w").mkdir()
+    weights = tmp_path / "w" / "ranker.txt"
+    weights.write_text("tree 1")
+    ds = api.post("/api/v1/datasets", headers=eng, json={
+        "name": "ratings", "uri": str(tmp_path / "ratings.csv"), "purposes": ["recommendation"],
+        "region": "eu", "retention_days": 365}).json()
+    assert ds["restrictions"] == ["region=eu", "retention_days=365"]
+    model = api.post("/api/v1/models", headers=eng, json={
+        "name": "ranker", "weights": [str(weights)], "trained_on": [ds["id"]], "framework": "lightgbm"}).json()
+    sha = model["files"][0]["sha256"]
+    r = api.post("/api/v1/evaluations", headers=eng, json={
+        "model": model["id"], "run_id": "e1", "suite": "ranking", "target": "ranker", "metrics": {"ndcg@10": 0.2},
+        "model_hashes": {"ranker.txt": "f" * 64}})
+    assert r.status_code == 400 and "hash mismatch" in r.json()["error"]
+    assert api.post("/api/v1/evaluations", headers=eng, json={
+        "model": model["id"], "run_id": "e1", "suite": "ranking", "target": "ranker", "metrics": {"ndcg@10": 0.2},
+        "intervals": {"ndcg@10": [0.1, 0.3]}, "model_hashes": {"ranker.txt": sha}}).status_code == 201
+    dep = api.post("/api/v1/deployments", headers=alice, json={
+        "model": model["id"], "surface": "for_you", "purpose": "recommendation",
+        "bundle_files": {"bundle.yaml": BUNDLE.read_text()}})
+    assert dep.status_code == 201, dep.text
+    dep_id = dep.json()["id"]
+    r = api.post(f"/api/v1/deployments/{dep_id}/approvals", headers=alice, json={})
+    assert r.status_code == 403 and "may not approve" in r.json()["error"]
+    assert api.post(f"/api/v1/deployments/{dep_id}/approvals", headers=eng, json={}).status_code == 403
+    assert api.post(f"/api/v1/deployments/{dep_id}/approvals", headers=bob, json={"comment": "ok"}).status_code == 201
+    verdict = api.post(f"/api/v1/deployments/{dep_id}/check", headers=eng).json()
+    assert verdict["allowed"] is False and verdict["deciding"] == ["assay:approvals"]
+    assert api.post(f"/api/v1/deployments/{dep_id}/approvals", headers=api.headers_for("adam"), json={}).status_code == 201
+    verdict = api.post(f"/api/v1/deployments/{dep_id}/check", headers=eng).json()
+    assert verdict["allowed"] is True, verdict["denials"]
+    weights.write_text("tree 2")
+    verdict = api.post(f"/api/v1/deployments/{dep_id}/check", headers=eng).json()
+    assert verdict["allowed"] is False and verdict["deciding"] == ["assay:weights-hash"]
+    listed = api.get(f"/api/v1/deployments/{dep_id}/verdicts", headers=api.headers_for("vera")).json()
+    assert [v["allowed"] for v in listed] == [False, True, False]
+    bom = api.get(f"/api/v1/bom/{model['id']}", headers=api.headers_for("vera")).json()
+    assert bom["bomFormat"] == "CycloneDX" and bom["metadata"]["component"]["type"] == "machine-learning-model"
+    why = api.get(f"/api/v1/why/{model['id']}", params={"purpose": "ads"}, headers=api.headers_for("vera")).json()
+    assert why["purpose"]["blocked_by"][0]["asset"] == ds["id"]
+    run_id = api.get(f"/api/v1/lineage/{model['id']}", headers=api.headers_for("vera")).json()["edges"][0]["run"].split("(")[-1][:-1]
+    event = api.get(f"/api/v1/runs/{run_id}/openlineage", headers=api.headers_for("vera")).json()
+    assert event["outputs"][0]["facets"]["datasetType"]["datasetType"] == "MODEL"
+    # the event assay emits is accepted back by its own ingest endpoint
+    event["run"]["runId"] = str(uuid.uuid4())
+    assert api.post("/api/v1/lineage", json=event, headers=eng).status_code == 201
+    with api.store.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Asset).where(Asset.kind == "model")) == 2
