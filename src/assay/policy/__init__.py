@@ -23,7 +23,25 @@ from assay.policy.model import (
 from assay.policy.source import PolicyError
 
 __all__ = [
-    "Action", "Alert", "Batch", "ListValues", "Bundle", "BundleDiff", "CandidateDecision", "Gate", "GateReport", "GateVerdict",
-    "MitigationCall", "Outcome", "PolicyError", "Purpose", "PurposeVerdict", "Resolution", "Rule", "TestCase",
-    "diff", "load_bundle", "resolve",
+    "Action",
+    "Alert",
+    "Batch",
+    "Bundle",
+    "BundleDiff",
+    "CandidateDecision",
+    "Gate",
+    "GateReport",
+    "GateVerdict",
+    "ListValues",
+    "MitigationCall",
+    "Outcome",
+    "PolicyError",
+    "Purpose",
+    "PurposeVerdict",
+    "Resolution",
+    "Rule",
+    "TestCase",
+    "diff",
+    "load_bundle",
+    "resolve",
 ]
