@@ -230,7 +230,7 @@ def load_archive(zip_path: Path | str, name: str | None = None) -> MovieLens:
             reader = _detect_layout(set(members))
         except FileNotFoundError:
             raise BadInput(f"{zip_path} does not hold a MovieLens release (members: {', '.join(sorted(members)[:8])})") from None
-        manifest = {str(zip_path): _sha256(zip_path.read_bytes())}
+        manifest = {str(zip_path): _file_digests(zip_path)[1]}
         for short, full in sorted(members.items()):
             if short in _DATA_FILES:
                 manifest[f"{zip_path}!{full}"] = _sha256(zf.read(full))

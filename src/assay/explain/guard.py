@@ -33,6 +33,8 @@ class Counterfactual:
     value: float  # the nearest value that changes the action
     action: str  # the action at that value
     rule_ids: list[str]
+    boundary: float | None = None  # the condition's constant the change crosses, when there is one
+    strict: bool = False  # True: the value must go strictly past ``boundary``
 
     @property
     def delta(self) -> float | None:
@@ -43,10 +45,14 @@ class Counterfactual:
         if self.current is None:
             return f"with {name} present at {self.value:.6g} the action would be {self.action} instead of {current_action}"
         direction = "below" if self.value < self.current else "above"
-        return f"if {name} were {self.value:.6g} ({direction} the actual {self.current:.6g}, a change of {self.delta:+.6g}) the action would be {self.action} instead of {current_action}"
+        if self.boundary is not None and self.strict:
+            where = f"{direction} {self.boundary:.6g} (e.g. {self.value:.7g})"
+        else:
+            where = f"{self.value:.6g}"
+        return f"if {name} were {where} instead of the actual {self.current:.6g} (a change of {self.delta:+.6g}) the action would be {self.action} instead of {current_action}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "current": self.current, "value": self.value, "delta": self.delta, "action": self.action, "rule_ids": self.rule_ids}
+        return {"label": self.label, "current": self.current, "value": self.value, "delta": self.delta, "action": self.action, "rule_ids": self.rule_ids, "boundary": self.boundary, "strict": self.strict}
 
 
 @dataclass
@@ -195,4 +201,12 @@ def _search(decider: _Decider, candidate: dict[str, Any], item: dict[str, Any], 
     d = decider.decide([_with_value(item, label, hi)]).candidate(0)
     if d.action == decision.action:  # the grid point flips but the bisection end does not: keep the grid point
         hi, d = flip, res.candidate(j)
+    # snap to a constant of the condition when the boundary is one: either the constant itself
+    # flips the action (report it exactly) or the value must go strictly past it
+    for c in constants:
+        if abs(hi - c) <= 4 * tolerance:
+            at_c = decider.decide([_with_value(item, label, c)]).candidate(0)
+            if at_c.action != decision.action:
+                return Counterfactual(label, current, c, at_c.action, at_c.rule_ids, boundary=c, strict=False)
+            return Counterfactual(label, current, round(float(hi), 9), d.action, d.rule_ids, boundary=c, strict=True)
     return Counterfactual(label, current, round(float(hi), 9), d.action, d.rule_ids)

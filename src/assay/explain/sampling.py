@@ -22,7 +22,9 @@ DEFAULT_RATE = 0.01
 
 
 class DecisionSink(Protocol):
-    def append(self, decision: Decision) -> Any: ...
+    """What the trace offers: ``assay.trace.TraceLog.append(records)`` (a batch, durable on return)."""
+
+    def append(self, records: Sequence[Decision]) -> Any: ...
 
 
 class ExplanationSampler:
@@ -60,10 +62,9 @@ def attach(decisions: Sequence[Decision], attribution: Attribution, sampler: Exp
 
 
 def sample_into_trace(sink: DecisionSink, decisions: Iterable[Decision], attribution: Attribution, sampler: ExplanationSampler) -> int:
-    """Append the decisions to the trace (e.g. ``assay.trace.TraceLog``), explained at the
-    sampler's rate; returns how many carried an attribution."""
-    explained = 0
-    for d in attach(list(decisions), attribution, sampler):
-        sink.append(d)
-        explained += d.attribution is not None
-    return explained
+    """Append the decisions to the trace (``assay.trace.TraceLog``) in one batch, explained at
+    the sampler's rate; returns how many carried an attribution."""
+    batch = attach(list(decisions), attribution, sampler)
+    if batch:
+        sink.append(batch)
+    return sum(d.attribution is not None for d in batch)
