@@ -128,6 +128,9 @@ def chain(records: Sequence[Any], key: str) -> dict[str, Any]:
     def get(r: Any, name: str, default: Any = None) -> Any:
         return r.get(name, default) if isinstance(r, dict) else getattr(r, name, default)
 
+    def is_decision(r: Any) -> bool:
+        return get(r, "type") == "decision" or (get(r, "kind") is None and get(r, "action") is not None)
+
     alert = next((r for r in records if get(r, "kind") == "alert" and get(r, "payload", {}).get("key") == key), None)
     if alert is None:
         raise BadInput(f"no alert event with key {key!r} in these records")
@@ -135,6 +138,13 @@ def chain(records: Sequence[Any], key: str) -> dict[str, Any]:
     surfaces = {str(get(m, "payload")["target"]).split(":", 1)[1] for m in mitigations
                 if str(get(m, "payload", {}).get("target", "")).startswith("surface:")}
     since = min((get(m, "ts") for m in mitigations), default=get(alert, "ts"))
-    decisions = [r for r in records if get(r, "kind") is None and get(r, "action") is not None
-                 and get(r, "surface") in surfaces and get(r, "ts") >= since]
+    decisions = [r for r in records if is_decision(r) and get(r, "surface") in surfaces and get(r, "ts") >= since]
     return {"alert": alert, "mitigations": mitigations, "decisions": decisions}
+
+
+def trace_records(log: Any) -> list[dict[str, Any]]:
+    """Every record of a trace log as the dicts the trace commits to (decisions and events,
+    event payloads parsed), in log order — what :func:`chain` reads."""
+    from assay.trace.canonical import decision_dict, event_dict
+
+    return [event_dict(row) if row["type"] == "event" else decision_dict(row) for row in log.table().to_pylist()]

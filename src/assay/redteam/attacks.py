@@ -192,13 +192,6 @@ def injection_attacks(multilingual: bool = False) -> list[Attack]:
             for c in cyberseceval.load(multilingual=multilingual)]
 
 
-LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7", "A": "4", "E": "3", "I": "1",
-                      "O": "0", "S": "5", "T": "7"})
-HOMOGLYPHS = str.maketrans({"a": "а", "c": "с", "e": "е", "i": "і", "o": "о", "p": "р", "x": "х", "y": "у",
-                            "A": "А", "B": "В", "C": "С", "E": "Е", "H": "Н", "K": "К", "M": "М", "O": "О",
-                            "P": "Р", "T": "Т", "X": "Х"})
-
-
 def encode(text: str, encoding: str) -> str:
     """The text in one of :data:`ENCODINGS` (the obfuscation helpers of ``assay.classify`` are used
     for leetspeak/homoglyphs when that part provides them, so both parts attack alike)."""
@@ -206,22 +199,11 @@ def encode(text: str, encoding: str) -> str:
         return base64.b64encode(text.encode()).decode()
     if encoding == "rot13":
         return codecs.encode(text, "rot13")
-    if encoding == "leetspeak":
-        return _obfuscate("leetspeak", text) or text.translate(LEET)
-    if encoding == "homoglyph":
-        return _obfuscate("homoglyph", text) or text.translate(HOMOGLYPHS)
-    if encoding == "fullwidth":
-        return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else ("\u3000" if c == " " else c) for c in text)
-    if encoding == "zero_width":
-        return _obfuscate("zero_width", text) or "\u200b".join(text)
+    if encoding in ("leetspeak", "homoglyph", "fullwidth", "zero_width"):
+        from assay.redteam.perturb import perturb
+
+        return perturb(text, encoding, rate=1.0)
     raise BadInput(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
-
-
-def _obfuscate(kind: str, text: str) -> str | None:
-    from assay.redteam.perturb import from_classify
-
-    fn = from_classify(kind)
-    return fn(text) if fn is not None else None
 
 
 ENCODING_INSTRUCTIONS = {

@@ -1,21 +1,20 @@
 """Filter-evasion perturbations of flagged text: homoglyphs, zero-width characters, spacing,
 leetspeak and paraphrase templates.
 
-When the classifier part provides its obfuscation helpers (``assay.classify.obfuscate``), those
-are used so the attack and the defence agree on what each perturbation is; otherwise the
-versions here apply. Each perturbation is seeded and touches a ``rate`` share of the letters
-(1.0 = every letter), so the evasion curve can be measured against attack strength.
+The classifier part's obfuscation helpers (``assay.classify.obfuscate``) are used, so the attack
+and the defence agree on what each perturbation is; letter-level fallbacks apply only when that
+part is not installed. Each perturbation is seeded and touches about a ``rate`` share of the
+words, so evasion can be measured against attack strength.
 """
 
 from __future__ import annotations
 
 import importlib
 import random
-from collections.abc import Callable
 
 from assay.errors import BadInput
 
-PERTURBATIONS = ("homoglyph", "zero_width", "spacing", "leetspeak", "paraphrase")
+PERTURBATIONS = ("homoglyph", "zero_width", "spacing", "leetspeak", "fullwidth", "mixed", "paraphrase")
 
 _HOMO = {"a": "а", "c": "с", "e": "е", "i": "і", "o": "о", "p": "р", "x": "х", "y": "у", "s": "ѕ", "j": "ј",
          "A": "А", "B": "В", "C": "С", "E": "Е", "H": "Н", "K": "К", "M": "М", "O": "О", "P": "Р", "T": "Т", "X": "Х"}
@@ -38,44 +37,32 @@ def _classify_module():
         return None
 
 
-_CLASSIFY_NAMES = {
-    "homoglyph": ("homoglyphs", "homoglyph"),
-    "zero_width": ("zero_width", "zero_width_chars", "insert_zero_width"),
-    "spacing": ("spacing", "space_out", "letter_spacing"),
-    "leetspeak": ("leetspeak", "leet"),
-}
-
-
-def from_classify(kind: str) -> Callable[[str], str] | None:
-    """The classifier part's own helper for ``kind`` (full strength), if it has one."""
-    mod = _classify_module()
-    if mod is None:
-        return None
-    for name in _CLASSIFY_NAMES.get(kind, ()):
-        fn = getattr(mod, name, None)
-        if callable(fn):
-            return fn
-    return None
-
-
-def perturb(text: str, kind: str, *, rate: float = 1.0, seed: int = 0) -> str:
-    """``text`` with perturbation ``kind`` applied to a ``rate`` share of its letters."""
+def perturb(text: str, kind: str, *, rate: float = 0.6, seed: int = 0) -> str:
+    """``text`` with perturbation ``kind`` applied to about a ``rate`` share of its words
+    (``assay.classify.obfuscate`` when present, the same seed giving the same variant)."""
     if kind not in PERTURBATIONS:
         raise BadInput(f"unknown perturbation {kind!r}; use one of {', '.join(PERTURBATIONS)}")
     if not 0.0 <= rate <= 1.0:
         raise BadInput(f"perturbation rate must be within [0, 1], got {rate}")
-    rng = random.Random(f"{seed}|{kind}|{text}")
+    rng = random.Random(f"{seed}:{kind}:{text}")
     if kind == "paraphrase":
         body = text.rstrip(".!?")
         return rng.choice(PARAPHRASES).format(t=body[:1].lower() + body[1:])
-    if rate == 1.0:
-        fn = from_classify(kind)
-        if fn is not None:
-            return fn(text)
+    mod = _classify_module()
+    if mod is not None and kind in getattr(mod, "KINDS", {}):
+        fn = mod.KINDS[kind]
+        return fn(text, rng) if kind == "mixed" else fn(text, rng, rate)
+    return _fallback(text, kind, rate, rng)
+
+
+def _fallback(text: str, kind: str, rate: float, rng: random.Random) -> str:
+    """Letter-level versions for when the classifier part is not installed."""
+    if kind == "mixed":
+        return _fallback(_fallback(text, rng.choice(["homoglyph", "leetspeak"]), rate, rng),
+                         rng.choice(["zero_width", "spacing"]), rate, rng)
     out = []
     for ch in text:
-        hit = ch.isalpha() and rng.random() < rate
-        if not hit:
+        if not (ch.isalpha() and rng.random() < rate):
             out.append(ch)
         elif kind == "homoglyph":
             out.append(_HOMO.get(ch, ch))
@@ -85,4 +72,6 @@ def perturb(text: str, kind: str, *, rate: float = 1.0, seed: int = 0) -> str:
             out.append(ch + rng.choice(_ZW))
         elif kind == "spacing":
             out.append(ch + " ")
+        elif kind == "fullwidth":
+            out.append(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch)
     return "".join(out)
