@@ -20,6 +20,7 @@ from assay.mitigate.model import ModelSource
 # its authors intend it for); registering it yourself first overrides these.
 DEFAULT_SOURCE_PURPOSES = ("research", "safety_evaluation", "safety_finetuning")
 DEFAULT_DATA_PURPOSES = ("research", "safety_finetuning")
+DEFAULT_BASE_PURPOSES = ("research", "safety_evaluation", "safety_finetuning")
 
 
 def _store() -> Any:
@@ -42,8 +43,10 @@ def _files_of(store: Any, ref: str, kind: str) -> tuple[str, dict[str, str]]:
     return view["id"], {Path(f["path"]).name: f["sha256"] for f in view["files"]}
 
 
-def check_base_registration(source: ModelSource, base_id: str | None = None) -> str:
-    """The registry id of the base model, registering it when it is not there yet.
+def check_base_registration(source: ModelSource, base_id: str | None = None, purposes: list[str] | None = None) -> str:
+    """The registry id of the base model, registering it when it is not there yet (with
+    ``purposes``: a lineage root's purposes bound everything derived from it; register the base
+    model yourself first to decide them).
 
     With ``base_id`` (or an existing registration under the model's own name) the weights on disk
     must hash exactly to the registered ones; a mismatch is a ``BadInput`` naming both hashes."""
@@ -58,7 +61,12 @@ def check_base_registration(source: ModelSource, base_id: str | None = None) -> 
         if base_id:
             raise
         view = register_model(
-            store, _actor(), name=name, weights=source.weight_files, framework="gguf" if source.kind == "gguf" else "transformers"
+            store,
+            _actor(),
+            name=name,
+            weights=source.weight_files,
+            framework="gguf" if source.kind == "gguf" else "transformers",
+            purposes=purposes or list(DEFAULT_BASE_PURPOSES),
         )
         return view["id"]
     actual = source.hashes()

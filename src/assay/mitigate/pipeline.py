@@ -168,6 +168,8 @@ def create_run(spec: RunSpec, run_id: str | None = None) -> Path:
             "base": {"path": str(source.path), "kind": source.kind, "hashes": source.hashes()},
             "data_stats": manifest["stats"],
         }
+        if spec.register:  # a base model that does not match its registration stops the run here
+            meta["base_id"] = _base_registration(source, spec)
         _write_json(staging / "run.json", meta)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -202,7 +204,7 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
 
     base_id = meta.get("base_id")
     if spec.register and base_id is None:
-        base_id = _base_registration(source, spec.base_id)
+        base_id = _base_registration(source, spec)
         _set_status(run_dir, "base", base_id=base_id)
         say(f"base model {source.display_name} registered as {base_id}")
 
@@ -282,10 +284,10 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
     return summary
 
 
-def _base_registration(source: Any, base_id: str | None) -> str:
-    from assay.mitigate.lineage import check_base_registration
+def _base_registration(source: Any, spec: RunSpec) -> str:
+    from assay.mitigate.lineage import DEFAULT_BASE_PURPOSES, check_base_registration
 
-    return check_base_registration(source, base_id)
+    return check_base_registration(source, spec.base_id, sorted({*DEFAULT_BASE_PURPOSES, spec.deploy_purpose}))
 
 
 def _register(run_dir: Path, meta: dict[str, Any], spec: RunSpec, base_id: str | None, report: dict[str, Any] | None) -> dict[str, Any]:
@@ -296,7 +298,7 @@ def _register(run_dir: Path, meta: dict[str, Any], spec: RunSpec, base_id: str |
     base_name = resolve_model(spec.model).display_name
     out = lineage.register_mitigation(
         run_id=meta["run_id"],
-        base_id=base_id or _base_registration(resolve_model(spec.model), spec.base_id),
+        base_id=base_id or _base_registration(resolve_model(spec.model), spec),
         data_dir=run_dir / "data",
         manifest=manifest,
         merged_dir=run_dir / "merged",
