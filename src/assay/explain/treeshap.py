@@ -155,9 +155,9 @@ def _kernels() -> dict[str, Any]:
     return _KERNELS
 
 
-def compile_model(booster: Any) -> TreeTables:
+def compile_model(booster: Any, max_slots: int = MAX_SLOTS) -> TreeTables:
     """Tabulate every leaf of ``booster`` (a ``lightgbm.Booster``). Raises ``BadInput`` for
-    categorical splits or paths with more than :data:`MAX_SLOTS` distinct features."""
+    categorical splits or paths with more than ``max_slots`` distinct features."""
     dump = booster.dump_model()
     n_features = int(dump["max_feature_idx"]) + 1
     nf, nt, nd, nm = [], [], [], []
@@ -185,8 +185,8 @@ def compile_model(booster: Any) -> TreeTables:
                     pnode.append(gidx)
                     pleft.append(went_left)
                     pslot.append(slots[feat])
-                if len(slots) > MAX_SLOTS:
-                    raise BadInput(f"a leaf path uses {len(slots)} distinct features (more than {MAX_SLOTS}); limit max_depth")
+                if len(slots) > max_slots:
+                    raise BadInput(f"a leaf path uses {len(slots)} distinct features (more than {max_slots}); limit max_depth")
                 slot_feature.extend(slots)  # insertion order = slot order
                 slot_z.extend(zs)
                 leaf_value.append(float(node["leaf_value"]))
