@@ -360,7 +360,7 @@ async def _execute(
             if engine == "ray":
                 from assay.evaluate.ray_engine import produce_ray
 
-                await produce_ray(target, todo, cache, emit)
+                await produce_ray(target, suite.target, todo, cache, emit)
             else:
                 await target.start()
                 try:
