@@ -5,6 +5,7 @@ and explanations sampled into the decision trace."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 TITLE = "Explanations: named signals, guard counterfactuals, transparency report"
@@ -35,6 +36,7 @@ def step(ctx: Any) -> None:
     import pyarrow.parquet as pq
     from rich.markup import escape
 
+    from assay.errors import BadInput, Unavailable
     from assay.explain.guard import explain_guard
     from assay.explain.ranking import explain_request, top_signals, why_above
     from assay.explain.sampling import ExplanationSampler, attach, sample_into_trace
@@ -43,7 +45,10 @@ def step(ctx: Any) -> None:
     from assay.records import Decision
     from assay.recsys.pipeline import load_served
 
-    rec = load_served()
+    try:
+        rec = load_served()
+    except BadInput as e:
+        raise Unavailable(f"no reference recommender to explain: {e.message}", hint="run the recsys step first: assay demo --only recsys --only explain") from e
     user = int(rec.state.user_ids[0])
     att, _cold = explain_request(rec, user)
     ctx.say(f"user {user}: top films and the signals that put them there ({rec.version})")
@@ -58,6 +63,11 @@ def step(ctx: Any) -> None:
     bundle_path.write_text(DEMO_BUNDLE, encoding="utf-8")
     bundle = load_bundle(bundle_path)
     labels_path = ctx.state.get("recsys", {}).get("labels_path") or str(ctx.settings.path("labels", "movielens.parquet"))
+    if not Path(labels_path).is_file():  # the recsys step did not run in this home: derive them now
+        from assay.recsys.labels import safety_labels, write_labels
+        from assay.recsys.pipeline import load_dataset
+
+        write_labels(safety_labels(load_dataset("ml-latest-small")), labels_path)
     table = pq.read_table(labels_path, columns=["item_id", "mature", "violence"]).to_pandas()
     item = table.sort_values("mature", ascending=False).iloc[0]
     candidate = {"request": {"user": {"age": 15}}, "item": {"labels": {"mature": float(item["mature"]), "violence": float(item["violence"])}}}
