@@ -37,6 +37,20 @@ class ScalarColumn:
         return self._factor
 
 
+def unusable_strings(array: np.ndarray) -> np.ndarray:
+    """Rows of a fixed-width string array that coerce() would refuse: a lone surrogate, or a NUL
+    inside the string (trailing NULs are padding and cannot be told apart)."""
+    n = len(array)
+    if not n or not array.dtype.itemsize:
+        return np.zeros(n, bool)
+    codes = array.view(np.uint32).reshape(n, -1)
+    surrogate = ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
+    nonzero = codes != 0
+    nonzero_after = np.cumsum(nonzero[:, ::-1], axis=1)[:, ::-1] > 0
+    interior_nul = (~nonzero & nonzero_after).any(axis=1)
+    return surrogate | interior_nul
+
+
 def as_strings(values: list[str]) -> np.ndarray:
     """Strings as a fixed-width numpy array (fast C comparisons) unless a value ends in NUL,
     which fixed-width arrays would silently strip; then as Python objects."""
@@ -254,10 +268,8 @@ class Batch:
             t.elem == "bool" and kind == "b") or (t.elem == "string" and kind == "U") or flat.size == 0
         if not ok:
             return None
-        if t.elem == "string":
-            codes = flat.view(np.uint32).reshape(len(flat), -1) if flat.size and flat.dtype.itemsize else np.zeros((len(flat), 0), np.uint32)
-            if ((codes >= 0xD800) & (codes <= 0xDFFF)).any():
-                return None  # rare: take the per-row path, which marks those rows missing
+        if t.elem == "string" and unusable_strings(flat).any():
+            return None  # rare: take the per-row path, which marks those rows missing
         else:
             flat = flat.astype(_DTYPE[t.elem], copy=False)
         mask = self.missing_masks.get(name)
@@ -302,9 +314,8 @@ class Batch:
         if t.kind == "bool" and kind == "b":
             return ScalarColumn(col, mask)
         if t.kind == "string" and kind == "U":
-            # lone surrogates cannot cross into CEL: such values count as missing, as in coerce()
-            codes = col.view(np.uint32).reshape(n, -1) if n and col.dtype.itemsize else np.zeros((n, 0), np.uint32)
-            bad = ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
+            # values coerce() refuses count as missing here too
+            bad = unusable_strings(col)
             if bad.any():
                 mask = bad if mask is None else (mask | bad)
             return ScalarColumn(col, mask)

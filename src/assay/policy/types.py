@@ -94,9 +94,13 @@ def _coerce_scalar(value, kind: str):
         return False, None
     if kind == "string":
         if isinstance(value, str):
+            # Lone surrogates cannot cross into CEL, and the CEL library's Python binding cuts
+            # strings at the first NUL; such strings are refused as ill-typed by both evaluators.
+            if "\x00" in value:
+                return False, None
             try:
                 value.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates cannot cross into CEL
+            except UnicodeEncodeError:
                 return False, None
             return True, value
         return False, None
