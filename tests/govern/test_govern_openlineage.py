@@ -127,9 +127,15 @@ def _free_port() -> int:
 def test_the_real_openlineage_client_posts_to_assay(sqlite_store):
     import uvicorn
     from openlineage.client import OpenLineageClient
-    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run as OLRun, RunEvent, RunState
+    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, RunEvent, RunState
+    from openlineage.client.event_v2 import Run as OLRun
     from openlineage.client.facet_v2 import dataset_type_dataset
-    from openlineage.client.transport.http import ApiKeyTokenProvider, HttpCompression, HttpConfig, HttpTransport
+    from openlineage.client.transport.http import (
+        ApiKeyTokenProvider,
+        HttpCompression,
+        HttpConfig,
+        HttpTransport,
+    )
 
     from assay.server.app import create_app
     from assay.server.auth import create_token

@@ -73,23 +73,36 @@ class _Paths:
 
     def __init__(self, graph: LineageGraph, target: int):
         self.graph, self.target = graph, target
-        self.preds: dict[int, list[tuple[int, int]]] = {}
-        for k, (p, c) in enumerate(zip(graph.parents.tolist(), graph.children.tolist(), strict=True)):
-            self.preds.setdefault(c, []).append((p, k))
+        self._preds: dict[int, list[tuple[int, int]]] | None = None
+        self._trees: dict[bytes, dict[int, tuple[int, int]]] = {}
+
+    def _tree(self, avoid: np.ndarray | None) -> dict[int, tuple[int, int]]:
+        """One breadth-first tree back from the target per lift mask, built on first use."""
+        key = b"" if avoid is None else avoid.tobytes()
+        if key in self._trees:
+            return self._trees[key]
+        g = self.graph
+        if self._preds is None:
+            self._preds = {}
+            for k, (p, c) in enumerate(zip(g.parents.tolist(), g.children.tolist(), strict=True)):
+                self._preds.setdefault(c, []).append((p, k))
+        blocked = None if avoid is None else (g.edge_lift & avoid).any(axis=1).tolist()
+        back: dict[int, tuple[int, int]] = {self.target: (-1, -1)}
+        queue = deque([self.target])
+        while queue:
+            node = queue.popleft()
+            for p, k in self._preds.get(node, ()):
+                if p in back or (blocked is not None and blocked[k]):
+                    continue
+                back[p] = (node, k)
+                queue.append(p)
+        self._trees[key] = back
+        return back
 
     def to(self, source: int, avoid: np.ndarray | None = None) -> list[str]:
         g = self.graph
-        back: dict[int, tuple[int, int]] = {}
-        seen, queue = {self.target}, deque([self.target])
-        while queue and source not in seen:
-            node = queue.popleft()
-            for p, k in self.preds.get(node, ()):
-                if p in seen or (avoid is not None and (g.edge_lift[k] & avoid).any()):
-                    continue
-                seen.add(p)
-                back[p] = (node, k)
-                queue.append(p)
-        if source not in seen:
+        back = self._tree(avoid)
+        if source not in back:
             return self.to(source) if avoid is not None else []
         out, node = [g.ids[source]], source
         while node != self.target:
@@ -156,6 +169,8 @@ def evaluate_lineage(graph: LineageGraph, target: int, bundle: Any, deployment: 
         contexts[b"target"] = ([target], {"purposes": effective_p, "restrictions": effective_r})
         verdict.contexts_evaluated = len(contexts)
         allow_rules: set[str] = set()
+        shown: dict[str, int] = {}
+        hidden: dict[str, int] = {}
         for key, (members, ctx) in contexts.items():
             result = bundle.check_purposes({"dataset": ctx, "deployment": deployment})
             allow_rules.update(result.matched_allow)
@@ -167,7 +182,12 @@ def evaluate_lineage(graph: LineageGraph, target: int, bundle: Any, deployment: 
             for rule in result.deciding:
                 if rule not in verdict.deciding:
                     verdict.deciding.append(rule)
-            for i in members[:MAX_PATHS]:
+            rule_key = ",".join(result.deciding)
+            for i in members:
+                if shown.get(rule_key, 0) >= MAX_PATHS:
+                    hidden[rule_key] = hidden.get(rule_key, 0) + 1
+                    continue
+                shown[rule_key] = shown.get(rule_key, 0) + 1
                 avoid = surviving[i] if key != b"target" else None
                 verdict.denials.append({
                     "check": "purposes", "rule": ",".join(result.deciding), "asset": graph.ids[i],
@@ -175,6 +195,9 @@ def evaluate_lineage(graph: LineageGraph, target: int, bundle: Any, deployment: 
                     "terms": {"purposes": ctx["purposes"], "restrictions": ctx["restrictions"]},
                     "path": prefix + paths.to(i, avoid),
                 })
+        for rule_key, count in hidden.items():
+            verdict.denials.append({"check": "purposes", "rule": rule_key, "asset": None, "path": [],
+                                    "reason": f"and {count} more upstream datasets denied by the same rule"})
         verdict.allow_rules = sorted(allow_rules)
     elif bundle is not None and not bundle.purposes:
         verdict.allowed = False

@@ -21,6 +21,7 @@ tests and the baseline for the benchmark.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -104,11 +105,14 @@ class LineageGraph:
     edge_run: list[str]
     purposes: Vocab
     restrictions: Vocab
-    index: dict[str, int] = field(default_factory=dict)
+    _index: dict[str, int] | None = None
 
-    def __post_init__(self) -> None:
-        if not self.index:
-            self.index = {asset_id: i for i, asset_id in enumerate(self.ids)}
+    @property
+    def index(self) -> dict[str, int]:
+        """Asset id -> node index, built on first use (the gate check rarely needs it)."""
+        if self._index is None:
+            self._index = {asset_id: i for i, asset_id in enumerate(self.ids)}
+        return self._index
 
     @property
     def n(self) -> int:
@@ -170,7 +174,7 @@ class GraphBuilder:
             ids=list(self._ids), parents=parents, children=children, own_purposes=own_p,
             declares_purposes=np.array(self._declares, dtype=bool), own_restrictions=own_r,
             edge_lift=lift, edge_run=[x[3] for x in self._edges], purposes=self.purposes,
-            restrictions=self.restrictions, index=dict(self._index),
+            restrictions=self.restrictions, _index=dict(self._index),
         )
 
 
@@ -302,33 +306,54 @@ def propagate_naive(graph: LineageGraph) -> tuple[list[frozenset[str]], list[fro
     return allowed, restr
 
 
-def ancestry(graph: LineageGraph, target: int) -> np.ndarray:
-    """Indices of ``target`` and everything upstream of it (frontier by frontier, numpy)."""
-    order, ptr = _csr(graph.children, graph.n)
+def _by_child(graph: LineageGraph) -> tuple[np.ndarray, np.ndarray]:
+    """Edges grouped by child: an index built once per graph (like a database index)."""
+    cached = getattr(graph, "_by_child_index", None)
+    if cached is None:
+        cached = _csr(graph.children, graph.n)
+        graph._by_child_index = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def ancestry_with_edges(graph: LineageGraph, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of ``target`` and everything upstream of it, and the edges among them
+    (every edge into an ancestor comes from an ancestor), frontier by frontier."""
+    order, ptr = _by_child(graph)
     seen = np.zeros(graph.n, dtype=bool)
     seen[target] = True
     frontier = np.array([target], dtype=np.int64)
+    collected = []
     while frontier.size:
         edges = order[_ranges(ptr[frontier], ptr[frontier + 1])]
+        collected.append(edges)
         ups = np.unique(graph.parents[edges])
         frontier = ups[~seen[ups]]
         seen[frontier] = True
-    return np.flatnonzero(seen)
+    return np.flatnonzero(seen), np.concatenate(collected) if collected else np.zeros(0, dtype=np.int64)
 
 
-def subgraph(graph: LineageGraph, nodes: np.ndarray) -> LineageGraph:
-    """The induced subgraph on ``nodes`` (sharing the vocabularies)."""
-    keep = np.zeros(graph.n, dtype=bool)
-    keep[nodes] = True
+def ancestry(graph: LineageGraph, target: int) -> np.ndarray:
+    """Indices of ``target`` and everything upstream of it."""
+    return ancestry_with_edges(graph, target)[0]
+
+
+def subgraph(graph: LineageGraph, nodes: np.ndarray, edge_idx: np.ndarray | None = None) -> LineageGraph:
+    """The induced subgraph on ``nodes`` (sharing the vocabularies); ``edge_idx`` when already known."""
     remap = np.full(graph.n, -1, dtype=np.int64)
     remap[nodes] = np.arange(nodes.size)
-    mask = keep[graph.parents] & keep[graph.children]
-    edge_idx = np.flatnonzero(mask)
+    if edge_idx is None:
+        keep = np.zeros(graph.n, dtype=bool)
+        keep[nodes] = True
+        edge_idx = np.flatnonzero(keep[graph.parents] & keep[graph.children])
+    picked_ids = operator.itemgetter(*nodes.tolist())(graph.ids) if nodes.size else ()
+    picked_runs = operator.itemgetter(*edge_idx.tolist())(graph.edge_run) if edge_idx.size else ()
     return LineageGraph(
-        ids=[graph.ids[i] for i in nodes.tolist()], parents=remap[graph.parents[mask]],
-        children=remap[graph.children[mask]], own_purposes=graph.own_purposes[nodes],
+        ids=list(picked_ids) if nodes.size > 1 else [picked_ids] if nodes.size else [],
+        parents=remap[graph.parents[edge_idx]],
+        children=remap[graph.children[edge_idx]], own_purposes=graph.own_purposes[nodes],
         declares_purposes=graph.declares_purposes[nodes], own_restrictions=graph.own_restrictions[nodes],
-        edge_lift=graph.edge_lift[mask], edge_run=[graph.edge_run[k] for k in edge_idx.tolist()],
+        edge_lift=graph.edge_lift[edge_idx],
+        edge_run=list(picked_runs) if edge_idx.size > 1 else [picked_runs] if edge_idx.size else [],
         purposes=graph.purposes, restrictions=graph.restrictions,
     )
 
