@@ -15,7 +15,13 @@ from typing import Any
 
 from assay.errors import require_extra
 from assay.evaluate.items import EvalItem
-from assay.evaluate.targets import LlamaCppTarget, Target, TargetError, build_target, fingerprint_key
+from assay.evaluate.targets import (
+    LlamaCppTarget,
+    Target,
+    TargetError,
+    build_target,
+    fingerprint_key,
+)
 
 CHUNK = 16
 

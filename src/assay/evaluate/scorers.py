@@ -70,10 +70,10 @@ class RefusalMatch(Scorer):
 
 class ClassifierScorer(Scorer):
     """``assay.classify.load_classifier(name).score(texts)``; ``field`` gets the score in [0, 1]
-    and ``field_flag`` whether it reaches ``threshold``. ``on`` picks the text: the response
-    (default) or the prompt."""
+    and ``field_flag`` whether it reaches ``threshold`` (default: the classifier's own threshold,
+    chosen on its validation split). ``on`` picks the text: the response (default) or the prompt."""
 
-    def __init__(self, classifier: str, field: str | None = None, threshold: float = 0.5, on: str = "response", batch_size: int = 32) -> None:
+    def __init__(self, classifier: str, field: str | None = None, threshold: float | None = None, on: str = "response", batch_size: int = 64) -> None:
         self.classifier_name = classifier
         self.name = f"classifier:{classifier}"
         field = field or classifier
@@ -92,10 +92,15 @@ class ClassifierScorer(Scorer):
             self._clf = await asyncio.to_thread(load_classifier, self.classifier_name)
         except (KeyError, ValueError) as e:
             raise BadInput(f"scorer {self.name!r}: unknown classifier {self.classifier_name!r} ({e})") from None
+        except FileNotFoundError as e:
+            raise Unavailable(f"scorer {self.name!r}: classifier {self.classifier_name!r} is not trained/committed ({e})") from None
+        if self.threshold is None:
+            self.threshold = float(getattr(self._clf, "threshold", 0.5))
+        self.version = str(getattr(self._clf, "version", self.classifier_name))
 
     async def score(self, items, outputs):
         texts = [(o.text or "") if self.on == "response" else it.prompt_text for it, o in zip(items, outputs, strict=True)]
-        raw = await asyncio.to_thread(self._clf.score, texts)
+        raw = await asyncio.to_thread(self._clf.score, texts, self.batch_size)
         values = [_as_score(x) for x in list(raw)]
         if len(values) != len(texts):
             raise RuntimeError(f"classifier {self.classifier_name!r} returned {len(values)} scores for {len(texts)} texts")
