@@ -181,17 +181,35 @@ def _first_true(mask: pa.Array) -> int:
     return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
 
 
-def _quote(arr: pa.Array) -> pa.Array:
-    """JSON string literals for a string array without nulls."""
+def _data_bytes(arr: pa.Array) -> np.ndarray:
+    """The character bytes behind a string array (a superset when the array is a slice)."""
+    data = arr.buffers()[2]
+    return np.frombuffer(data, np.uint8) if data is not None else np.empty(0, np.uint8)
+
+
+def _quote(arr: pa.Array, few_distinct: bool = False) -> pa.Array:
+    """JSON string literals for a string array without nulls.
+
+    Escaping is only run when the bytes hold a quote, a backslash or a control character (one
+    vector scan of the data buffer); columns with few distinct values (action, surface, rule ids)
+    are quoted once per distinct value and spread back with a take."""
+    if few_distinct and len(arr) > 64:
+        encoded = pc.dictionary_encode(arr)
+        return _quote(encoded.dictionary).take(encoded.indices)
+    raw = _data_bytes(arr)
+    quoted = pc.binary_join_element_wise('"', arr, '"', "")
+    if not len(raw) or raw.min() >= 0x20 and not (np.any(raw == 0x22) or np.any(raw == 0x5C)):
+        return quoted
     escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
     quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-    control = pc.match_substring_regex(arr, "[\\x{00}-\\x{1f}]")
-    if pc.any(control).as_py():
-        values = quoted.to_pylist()
-        originals = arr.to_pylist()
-        for i in np.flatnonzero(control.to_numpy(zero_copy_only=False)):
-            values[i] = jcs(originals[i]).decode()
-        quoted = pa.array(values, pa.string())
+    if raw.min() < 0x20:
+        control = pc.match_substring_regex(arr, "[\\x{00}-\\x{1f}]")
+        if pc.any(control).as_py():
+            values = quoted.to_pylist()
+            originals = arr.to_pylist()
+            for i in np.flatnonzero(control.to_numpy(zero_copy_only=False)):
+                values[i] = jcs(originals[i]).decode()
+            quoted = pa.array(values, pa.string())
     return quoted
 
 
@@ -230,7 +248,7 @@ def _string_list(arr: pa.Array) -> pa.Array:
     offsets = arr.offsets
     first = offsets[0].as_py()
     flat = pc.list_flatten(arr)
-    quoted = _quote(flat) if len(flat) else flat
+    quoted = _quote(flat, few_distinct=True) if len(flat) else flat
     rebuilt = pa.ListArray.from_arrays(pc.subtract(offsets, first), quoted)
     return pc.binary_join_element_wise("[", pc.binary_join(rebuilt, ","), "]", "")
 
@@ -241,11 +259,11 @@ def canonical_decisions(table: pa.Table) -> pa.Array:
     col = {name: table.column(name).combine_chunks() for name in DECISION_SCHEMA.names}
     attribution = pc.fill_null(col["attribution"], "null")
     parts = [
-        '{"action":', _quote(col["action"]),
+        '{"action":', _quote(col["action"], few_distinct=True),
         ',"attribution":', attribution,
-        ',"breaker_state":', _quote(col["breaker_state"]),
-        ',"bundle_hash":', _quote(col["bundle_hash"]),
-        ',"bundle_version":', _quote(col["bundle_version"]),
+        ',"breaker_state":', _quote(col["breaker_state"], few_distinct=True),
+        ',"bundle_hash":', _quote(col["bundle_hash"], few_distinct=True),
+        ',"bundle_version":', _quote(col["bundle_version"], few_distinct=True),
         ',"item_id":', _quote(col["item_id"]),
         ',"model_versions":', _string_list(col["model_versions"]),
         ',"rank_after":', _int(col["rank_after"], "rank_after"),
@@ -257,7 +275,7 @@ def canonical_decisions(table: pa.Table) -> pa.Array:
         ',"score_before":', _float(col["score_before"], "score_before"),
         ',"shadow_rule_ids":', _string_list(col["shadow_rule_ids"]),
         ',"subject_id":', _quote(col["subject_id"]),
-        ',"surface":', _quote(col["surface"]),
+        ',"surface":', _quote(col["surface"], few_distinct=True),
         ',"ts":', _float(col["ts"], "ts"),
         ',"type":"decision"}',
     ]

@@ -368,6 +368,13 @@ class TraceLog:
                 table = table.slice(start - first)
             yield table.select(columns) if columns else table
 
+    def _named_segments(self, columns: list[str] | None = None):
+        for name in self.segment_names():
+            batches, _, _ = read_batches(self._read_segment_buffer(name), f"segment {name}", validate=False)
+            if batches:
+                table = pa.Table.from_batches(batches)
+                yield name, table.select(columns) if columns else table
+
     def table(self, columns: list[str] | None = None) -> pa.Table:
         """Every record as one Arrow table (segments are memory-mapped, so this is cheap)."""
         tables = list(self._iter_segments(columns))
@@ -388,7 +395,7 @@ class TraceLog:
         names = self.segment_names()
         firsts = [int(n[:20]) for n in names]
         pos = int(np.searchsorted(firsts, index, side="right")) - 1
-        batches, _, _ = read_batches(self._read_segment_buffer(names[pos]), f"segment {names[pos]}")
+        batches, _, _ = read_batches(self._read_segment_buffer(names[pos]), f"segment {names[pos]}", validate=False)
         row = pa.Table.from_batches(batches).slice(index - firsts[pos], 1).to_pylist()[0]
         row["record_hash"] = row["record_hash"].hex()
         return row

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from assay.errors import BadInput
 
@@ -25,25 +29,90 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(config={"threads": 2})
 
 
+_HASHER: list = []
+_HASHER_LOCK = threading.Lock()
+
+
+def item_keys(items: pa.Array) -> np.ndarray:
+    """64-bit keys of item ids (DuckDB's vectorised ``hash``; the index file names the version).
+    One connection is kept for this: opening a DuckDB connection costs more than a lookup."""
+    with _HASHER_LOCK:
+        if not _HASHER:
+            _HASHER.append(duckdb.connect(config={"threads": 1}))
+        con = _HASHER[0]
+        con.register("item_keys_input", pa.table({"item_id": items}))
+        keys = con.execute("SELECT hash(item_id) AS h FROM item_keys_input").fetchnumpy()["h"]
+        con.unregister("item_keys_input")
+    return np.asarray(keys, dtype=np.uint64)
+
+
+def item_key(item_id: str) -> np.uint64:
+    return item_keys(pa.array([item_id], pa.string()))[0]
+
+
+def _segment_index(log, name: str, table: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
+    """(sorted keys, row of each key, rows covered) for a segment: in memory, and persisted next
+    to local logs as ``index/<segment>.npz`` so a restart does not rebuild it. A segment that
+    grew since is covered up to the indexed row; the newer tail is scanned."""
+    cache = log.__dict__.setdefault("_why_index", {})
+    hit = cache.get(name)
+    rows = table.num_rows
+    if hit is not None and (hit[2] == rows or hit[2] > rows * 0.9):
+        return hit
+    path = None
+    if log.local:
+        from pathlib import Path
+
+        path = Path(log.root) / "index" / f"{name}.{duckdb.__version__}.npz"
+        if path.exists():
+            with np.load(path) as data:
+                loaded = (data["keys"], data["rows"], int(data["covered"]))
+            if loaded[2] <= rows and (loaded[2] == rows or loaded[2] > rows * 0.9):
+                cache[name] = loaded
+                return loaded
+    keys = item_keys(table.column("item_id").combine_chunks())
+    order = np.argsort(keys, kind="stable")
+    built = (keys[order], order.astype(np.uint32), rows)
+    cache[name] = built
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=built[0], rows=built[1], covered=rows)
+        tmp.replace(path)
+    return built
+
+
+def _candidates(log, name: str, table: pa.Table, item_id: str, key: np.uint64) -> list[dict[str, Any]]:
+    keys, rows, covered = _segment_index(log, name, table)
+    lo, hi = np.searchsorted(keys, key, side="left"), np.searchsorted(keys, key, side="right")
+    found = [table.slice(int(r), 1).to_pylist()[0] for r in np.sort(rows[lo:hi])]
+    if covered < table.num_rows:
+        tail = table.slice(covered)
+        hits = pc.fill_null(pc.equal(tail.column("item_id"), item_id), False)
+        if pc.any(hits).as_py():
+            found.extend(tail.filter(hits).to_pylist())
+    return found
+
+
 def why(log, item_id: str, subject_id: str, at: float | None = None,
         lineage: LineageResolver | None = None) -> dict[str, Any] | None:
     """The newest decision about ``item_id`` for ``subject_id`` at or before ``at``: the record,
     each rule that fired with its reason, bundle, models (with lineage if a resolver is given),
     breaker state, attribution, and an inclusion proof against the newest checkpoint."""
     pseudonym = log.pseudonymiser.one(subject_id)
-    table = log.table(WHY_COLUMNS)
-    con = _connect()
-    con.register("decisions", table)
-    cursor = con.execute(
-        """SELECT * FROM decisions
-           WHERE type = 'decision' AND subject_id = ? AND item_id = ? AND (? IS NULL OR ts <= ?)
-           ORDER BY ts DESC, "index" DESC LIMIT 1""",
-        [pseudonym, item_id, at, at])
-    names = [d[0] for d in cursor.description]
-    rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
-    con.close()
-    if not rows:
+    best = None
+    key = item_key(item_id)
+    for name, table in log._named_segments(WHY_COLUMNS):
+        for row in _candidates(log, name, table, item_id, key):
+            if row["type"] != "decision" or row["item_id"] != item_id or row["subject_id"] != pseudonym:
+                continue
+            if at is not None and row["ts"] > at:
+                continue
+            if best is None or (row["ts"], row["index"]) > (best["ts"], best["index"]):
+                best = row
+    if best is None:
         return None
+    rows = [best]
     row = rows[0]
     index = int(row["index"])
     rules = [{"id": rid, "reason": reason} for rid, reason in

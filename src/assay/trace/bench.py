@@ -1,0 +1,178 @@
+"""``assay bench trace``: batched append (canonicalise + hash + Merkle + fsync + signed
+checkpoint per batch), full verification, and the ``why`` query — beside plain row inserts into
+the machine's PostgreSQL measured in the same run.
+
+Figures: ``append_per_s``, ``verify_per_s``, ``why_query_ms`` (median of several lookups).
+quick=True uses a small log; quick=False appends 1M decisions for the throughput figures and
+grows the log to 10M decisions for the ``why`` query (minutes on a small machine).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from assay.trace import canonical
+
+PG_URL = os.environ.get("ASSAY_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def synthetic_decisions(n: int, start: int = 0, seed: int = 0) -> pa.Table:
+    """A realistic decision batch: 50 candidates per request, 100k subjects, 1M items,
+    a third dropped or demoted by one of a few rules."""
+    rng = np.random.default_rng(seed + start)
+    idx = np.arange(start, start + n)
+    request = idx // 50
+    rank = (idx % 50).astype(np.int64)
+    fired = rng.random(n) < 0.3
+    rule_choice = rng.integers(0, 3, n)
+    rules = np.array(["teen-mature-drop", "creator-cap", "misinfo-demote"])
+    actions = np.array(["drop", "cap", "demote"])
+    rule_ids = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(fired)]).astype(np.int32)),
+        pa.array(rules[rule_choice[fired]]))
+    reasons = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(fired)]).astype(np.int32)),
+        pa.array(np.array(["mature content is not recommended to minors", "at most 2 items per creator",
+                           "claims rated false are demoted"])[rule_choice[fired]]))
+    empty = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.string()))
+    models = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), pa.array(np.full(n, "ranker@7")))
+    action = np.where(fired, actions[rule_choice], "allow")
+    score = rng.random(n)
+    columns = {
+        "request_id": pa.array(np.char.add("req-", request.astype(str))),
+        "ts": pa.array(1_764_000_000.0 + request * 0.001),
+        "surface": pa.array(np.where(request % 3 == 0, "search", "for_you")),
+        "subject_id": pa.array(np.char.add("user-", (request * 7919 % 100_000).astype(str))),
+        "item_id": pa.array(np.char.add("item-", rng.integers(0, 1_000_000, n).astype(str))),
+        "rank_before": pa.array(rank),
+        "rank_after": pa.array(np.where(action == "drop", -1, rank)),
+        "action": pa.array(action),
+        "rule_ids": rule_ids,
+        "reasons": reasons,
+        "shadow_rule_ids": empty,
+        "bundle_hash": pa.array(np.full(n, "9f" * 32)),
+        "bundle_version": pa.array(np.full(n, "2026.11.1")),
+        "model_versions": models,
+        "breaker_state": pa.array(np.full(n, "closed")),
+        "score_before": pa.array(score),
+        "score_after": pa.array(np.where(action == "demote", score * 0.5, score)),
+        "attribution": pa.nulls(n, pa.string()),
+    }
+    return pa.table(columns, schema=canonical.DECISION_SCHEMA)
+
+
+def _postgres_baseline(table: pa.Table) -> dict[str, Any]:
+    """Plain row inserts (one INSERT per decision, batched by psycopg's executemany, one commit)
+    into a temporary table, and the same lookup with a (subject_id, item_id) index."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return {"postgres": "psycopg not installed"}
+    cols = ["request_id", "ts", "surface", "subject_id", "item_id", "rank_before", "rank_after", "action", "bundle_hash", "score_before"]
+    rows = list(zip(*(table.column(c).to_pylist() for c in cols), strict=True))
+    try:
+        conn = psycopg.connect(PG_URL, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        return {"postgres": f"unavailable: {e}"}
+    with conn:
+        cur = conn.cursor()
+        cur.execute("""CREATE TEMP TABLE bench_decisions (request_id text, ts double precision, surface text,
+                       subject_id text, item_id text, rank_before int, rank_after int, action text,
+                       bundle_hash text, score_before double precision)""")
+        started = time.perf_counter()
+        cur.executemany("INSERT INTO bench_decisions VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+        conn.commit()
+        insert_s = time.perf_counter() - started
+        cur.execute("CREATE INDEX ON bench_decisions (subject_id, item_id)")
+        conn.commit()
+        times = []
+        for row in rows[:: max(1, len(rows) // 7)][:7]:
+            t = time.perf_counter()
+            cur.execute("SELECT * FROM bench_decisions WHERE subject_id = %s AND item_id = %s ORDER BY ts DESC LIMIT 1", (row[3], row[4]))
+            cur.fetchall()
+            times.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    return {"postgres_insert_per_s": round(len(rows) / insert_s), "postgres_rows": len(rows),
+            "postgres_indexed_lookup_ms": round(statistics.median(times), 3)}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from assay.trace import TraceLog
+
+    n_append = 20_000 if quick else 1_000_000
+    batch = 5_000 if quick else 100_000
+    n_why = n_append if quick else 10_000_000
+    n_pg = 5_000 if quick else 100_000
+    with tempfile.TemporaryDirectory(prefix="assay-bench-trace-") as tmp:
+        old_home = os.environ.get("ASSAY_HOME")
+        os.environ["ASSAY_HOME"] = str(Path(tmp) / "home")
+        try:
+            tables = [synthetic_decisions(batch, start=s) for s in range(0, n_append, batch)]
+            # Where the time goes, on one batch.
+            log = TraceLog.open(Path(tmp) / "log")
+            sample = log._prepare_decisions(canonical.normalise_decision_table(tables[0]))
+            t = time.perf_counter()
+            text = canonical.canonical_decisions(sample)
+            canon_s = time.perf_counter() - t
+            t = time.perf_counter()
+            canonical.hash_strings(text)
+            hash_s = time.perf_counter() - t
+
+            started = time.perf_counter()
+            for table in tables:
+                log.append_table(table)
+            append_s = time.perf_counter() - started
+
+            started = time.perf_counter()
+            report = log.verify()
+            verify_s = time.perf_counter() - started
+            if not report.ok:
+                raise RuntimeError(f"benchmark log failed verification: {report.problems[:3]}")
+
+            # Grow to the why-query size (not timed as append: generation dominates).
+            for start in range(n_append, n_why, batch):
+                log.append_table(synthetic_decisions(batch, start=start))
+            probe = synthetic_decisions(batch, start=(n_why // 2) // batch * batch).slice(batch // 2, 50)
+            subjects = probe.column("subject_id").to_pylist()
+            items = probe.column("item_id").to_pylist()
+            log.why(items[0], subjects[0])  # warm the page cache once
+            why_ms = []
+            for k in range(0, 50, 7):
+                t = time.perf_counter()
+                answer = log.why(items[k], subjects[k])
+                why_ms.append((time.perf_counter() - t) * 1000)
+                if answer is None or answer["item_id"] != items[k]:
+                    raise RuntimeError("why query did not find a decision the benchmark wrote")
+            size = log.size
+            log.close()
+        finally:
+            if old_home is None:
+                os.environ.pop("ASSAY_HOME", None)
+            else:
+                os.environ["ASSAY_HOME"] = old_home
+    baseline = _postgres_baseline(synthetic_decisions(n_pg, seed=99))
+    figures = {
+        "append_per_s": round(n_append / append_s),
+        "verify_per_s": round(n_append / verify_s),
+        "why_query_ms": round(statistics.median(why_ms), 2),
+    }
+    pg = baseline.get("postgres_insert_per_s")
+    return {
+        "figures": figures,
+        "baseline": baseline,
+        "ratios": {"append_vs_postgres_insert": round(figures["append_per_s"] / pg, 2) if pg else None},
+        "targets": {"append_per_s": 1_000_000, "verify_per_s": 1_000_000, "why_query_ms": 100},
+        "detail": {
+            "append_records": n_append, "batch": batch, "why_log_size": size,
+            "canonicalise_per_s": round(batch / canon_s), "record_hash_per_s": round(batch / hash_s),
+            "checkpoint": "signed after every batch", "fsync": "per batch", "cpus": os.cpu_count(),
+        },
+    }
