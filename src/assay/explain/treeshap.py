@@ -146,9 +146,11 @@ def _kernels() -> dict[str, Any]:
             full = (1 << d) - 1
             t0 = leaf_table_start[leaf]
             for r in range(n_rows):
-                base = t0 + (full ^ fail[r]) * d
-                for s in range(d):
-                    out[r, slot_feature[s0 + s]] += table[base + s]
+                fail[r] = t0 + (full ^ fail[r]) * d  # reuse as the row's table offset
+            for s in range(d):
+                dest = out[slot_feature[s0 + s]]
+                for r in range(n_rows):
+                    dest[r] += table[fail[r] + s]
         return out
 
     _KERNELS.update(build_tables=build_tables, shap_rows=shap_rows)
@@ -231,8 +233,8 @@ def contributions(tables: TreeTables, x: np.ndarray) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != tables.n_features:
         raise BadInput(f"expected a matrix with {tables.n_features} feature columns; got shape {x.shape}")
     xt = np.ascontiguousarray(x.T, dtype=np.float64)
-    out = np.zeros((x.shape[0], tables.n_features + 1), np.float64)
+    out_t = np.zeros((tables.n_features + 1, x.shape[0]), np.float64)  # feature-major: contiguous adds
     k = _kernels()
-    k["shap_rows"](xt, tables.node_feature, tables.node_threshold, tables.node_default_left, tables.node_missing, tables.leaf_path_start, tables.path_node, tables.path_left, tables.path_slot, tables.leaf_slot_start, tables.slot_feature, tables.leaf_table_start, tables.table, out[:, :-1])
-    out[:, -1] = tables.expected_value
-    return out
+    k["shap_rows"](xt, tables.node_feature, tables.node_threshold, tables.node_default_left, tables.node_missing, tables.leaf_path_start, tables.path_node, tables.path_left, tables.path_slot, tables.leaf_slot_start, tables.slot_feature, tables.leaf_table_start, tables.table, out_t)
+    out_t[-1] = tables.expected_value
+    return np.ascontiguousarray(out_t.T)
