@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -106,7 +107,7 @@ def test_assay_events_validate_and_carry_custom_facets(sqlite_store, tmp_path):
     assert out["assay_governance"]["effectiveRestrictions"] == ["research_only"]
     assert out["assay_governance"]["_schemaURL"].endswith("AssayGovernanceDatasetFacet.json#/$defs/AssayGovernanceDatasetFacet")
     path = ol.emit([event])
-    assert json.loads(open(path).read().splitlines()[-1])["run"]["runId"] == event["run"]["runId"]
+    assert json.loads(Path(path).read_text().splitlines()[-1])["run"]["runId"] == event["run"]["runId"]
 
 
 def test_custom_facet_schemas_are_valid_json_schema():

@@ -146,6 +146,7 @@ def test_deployment_gate_end_to_end(store, engineer, bundle_path, world, files):
     approve_deployment(store, BOB, dep["id"])
     v = check_deployment(store, engineer, dep["id"])
     assert v["allowed"] is True, v["denials"]
+    assert v["trace"].startswith("appended to trace")  # the verdict is also a traced Event
     assert {"purpose-in-scope", "ranker-ndcg"} <= set(v["deciding"])
 
     files("ranker.txt", b"tree 2")  # one byte changed on disk

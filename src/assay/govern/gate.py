@@ -438,31 +438,34 @@ def verdict_event(detail: dict[str, Any]) -> Event:
 
 
 def append_to_trace(event: Event) -> str:
-    """Append the verdict to the decision trace when the trace part is installed.
+    """Append the verdict to the decision trace (``ASSAY_HOME/trace``) when the trace part is installed.
 
-    Returns what happened ("appended", or why not) so the caller can show it.
+    Returns what happened so the caller can show it. The verdict is already committed to the
+    store; if another process holds the trace's writer lock the event is not waited for.
     """
     try:
-        from assay.trace import TraceLog  # type: ignore[attr-defined]
+        from assay.trace import TraceLog
     except ImportError:
         return "trace not installed; verdict kept in the store only"
-    try:
-        from assay.config import settings
+    from assay.config import settings
 
-        log = TraceLog.open(settings().path("trace")) if hasattr(TraceLog, "open") else TraceLog(settings().path("trace"))
-        for method in ("append_event", "append_events", "append"):
-            if hasattr(log, method):
-                fn = getattr(log, method)
-                fn([event]) if method.endswith("events") else fn(event)
-                break
-        else:
-            return "trace has no append method; verdict kept in the store only"
-        for closer in ("flush", "close"):
-            if hasattr(log, closer):
-                getattr(log, closer)()
-        return "appended"
-    except Exception as e:  # the verdict is already committed; the trace is best effort here
-        return f"trace append failed: {e}"
+    lock_path = settings().home / "trace" / ".writer.lock"
+    if lock_path.exists():
+        import fcntl
+
+        with open(lock_path, "a") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_UN)
+            except BlockingIOError:
+                return "trace busy (another process is writing it); verdict kept in the store"
+    log = TraceLog.open()
+    try:
+        result = log.append([event])
+    finally:
+        log.close()
+    size = getattr(result, "tree_size", None) or getattr(result, "size", None)
+    return f"appended to trace{f' (tree size {size})' if size else ''}"
 
 
 def verdicts_for(store: Store, deployment: str) -> list[dict[str, Any]]:

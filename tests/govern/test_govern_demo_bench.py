@@ -1,0 +1,40 @@
+"""The demo step runs (twice: it must be re-runnable) and the benchmark's quick run has its figures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from rich.console import Console
+
+from assay.govern.bom import validate_bom
+
+
+def test_demo_step_is_rerunnable(assay_home, data_dir):
+    from assay.cli.demo import DemoContext
+    from assay.config import settings
+    from assay.govern import demo
+
+    for _ in range(2):
+        console = Console(record=True, width=200)
+        ctx = DemoContext(console=console, settings=settings(), quick=True)
+        demo.step(ctx)
+        text = console.export_text()
+        assert "DENY by assay:purpose-limitation" in text and "with two approvals: ALLOW" in text
+        assert ctx.state["govern"]["deployment"].startswith("deployment:movielens-ranker-for_you@")
+
+
+def test_bench_quick_has_finite_figures():
+    from assay.govern.bench import run
+
+    result = run(quick=True)
+    for key in ("propagation_s", "gate_check_ms"):
+        assert math.isfinite(result["figures"][key]) and result["figures"][key] > 0
+    assert result["checks"]["vectorised_equals_naive_on_sample"] and result["checks"]["naive_agrees"]
+    assert result["baseline"]["naive_propagation_s"] > 0
+
+
+def test_bom_validator_rejects_a_broken_document():
+    with pytest.raises(Exception, match="CycloneDX"):
+        validate_bom({"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1,
+                      "metadata": {"component": {"type": "machine-learning-model"}}})  # a component needs a name
