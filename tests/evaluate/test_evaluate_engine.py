@@ -145,11 +145,11 @@ def test_bad_suite_yaml_and_empty_dataset(tmp_path, stub_server):
 
 def test_gates_decide_the_exit_code(tmp_path, stub_server):
     failing = write_suite(tmp_path, stub_server.base_url, "ok", n=6, gates=True)
-    assert cli_main(["eval", "run", str(failing), "--json", "--no-register"]) == 1
+    assert cli_main(["eval", "run", str(failing), "--json"]) == 1
     passing_dir = tmp_path / "pass"
     passing_dir.mkdir()
     passing = write_suite(passing_dir, stub_server.base_url, "refuser", n=6, gates=True)
-    assert cli_main(["eval", "run", str(passing), "--json", "--no-register"]) == 0
+    assert cli_main(["eval", "run", str(passing), "--json"]) == 0
     outcome = run_suite(passing)
     assert outcome.passed is True
     assert outcome.result.gate_verdicts == {"refusal": True, "errors": True}
@@ -172,7 +172,7 @@ def test_sigkill_then_resume_reports_exactly_like_an_uninterrupted_run(tmp_path,
     suite = write_suite(tmp_path, stub_server.base_url, "delay-0.1", n=60, initial_concurrency=2, max_concurrency=2)
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "assay.cli.main", "eval", "run", str(suite), "--run-id", "killed", "--json", "--no-register"],
+        [sys.executable, "-m", "assay.cli.main", "eval", "run", str(suite), "--run-id", "killed", "--json"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     results = Path(os.environ["ASSAY_HOME"]) / "runs" / "killed" / "results.jsonl"
@@ -279,3 +279,30 @@ def test_ray_engine_gives_the_same_report_as_local(tmp_path, stub_server):
     assert on_ray.stats["engine"] == "ray"
     assert on_ray.report["counts"]["ok"] == 40 and on_ray.report["counts"]["errors"] == {"invalid": 2}
     assert strip(on_ray.report) == strip(local.report)
+
+
+def test_register_model_records_the_run_in_the_governance_registry(tmp_path, stub_server):
+    from assay.govern.registry import (
+        file_manifest,
+        local_actor,
+        manifest_hash,
+        register_dataset,
+        register_model,
+    )
+    from assay.store import open_store
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"not really weights, but hashed like them")
+    suite = write_suite(tmp_path, stub_server.base_url, "refuser", n=4, model_files=[str(weights)])
+    store = open_store()
+    model = register_model(store, local_actor(), name="stub-model", weights=[weights])
+    register_dataset(store, local_actor(), name="prompts.jsonl", uri=str(tmp_path / "prompts.jsonl"), purposes=["evaluation"])
+    assert cli_main(["eval", "run", str(suite), "--register-model", model["id"], "--run-id", "reg"]) == 0
+    result = json.loads((Path(os.environ["ASSAY_HOME"]) / "runs" / "reg" / "evaluation_result.json").read_text())
+    assert result["dataset_hashes"]["prompts.jsonl"] == manifest_hash(file_manifest(tmp_path / "prompts.jsonl"))
+    assert list(result["model_hashes"].values()) == [model["files"][0]["sha256"]]
+    # a run on other weights is refused by the registry (hash mismatch), exit 2
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"different")
+    suite2 = write_suite(tmp_path, stub_server.base_url, "refuser", n=4, model_files=[str(other)])
+    assert cli_main(["eval", "run", str(suite2), "--register-model", model["id"]]) == 2

@@ -43,7 +43,7 @@ def test_harmbench_refusal_slice_via_cli(tmp_path, smollm2_server, capsys):
     }  # fmt: skip
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(spec))
-    assert cli_main(["eval", "run", str(path), "--json", "--no-register"]) == 0
+    assert cli_main(["eval", "run", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     report = out["report"]
     assert report["counts"]["ok"] == 6

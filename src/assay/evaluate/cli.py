@@ -69,7 +69,7 @@ def run_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the response cache."),
     run_id: str = typer.Option(None, "--run-id", help="Name the run (default: time-suite-random)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    register: bool = typer.Option(True, "--register/--no-register", help="Register the run in the governance registry when available."),
+    register_model: str = typer.Option(None, "--register-model", help="Registered model id: record this run in the governance registry against it."),
 ) -> None:
     """Run a suite; write results, report.json and report.html; exit 1 when a gate fails."""
     from assay.evaluate.engine import register_with_governance, run_suite
@@ -77,8 +77,8 @@ def run_cmd(
 
     s = load_suite(suite).with_overrides(target=_target_override(target_url, model, api_key_env), limit=limit)
     outcome = run_suite(s, run_id=run_id, engine=engine, use_cache=not no_cache, show_progress=not as_json)
-    if register:
-        outcome.stats["registered"] = register_with_governance(outcome.result)
+    if register_model:
+        outcome.stats["registered"] = register_with_governance(outcome.result, register_model)
     _print_outcome(outcome, as_json)
     _exit_for(outcome)
 

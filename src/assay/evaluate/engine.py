@@ -138,7 +138,9 @@ def load_items(suite: Suite) -> list[EvalItem]:
 
 
 def dataset_identity(suite: Suite) -> dict[str, Any]:
-    """Name and sha256 of the data the suite reads (manifest of the dataset folder or file)."""
+    """Name and content hash of the data the suite reads: sha256 over the sorted (relative
+    path, file sha256) pairs, the same identity the governance registry gives a dataset
+    registered from that folder or file."""
     from assay.data import dataset_path, sha256_file
 
     ds = suite.dataset
@@ -146,12 +148,12 @@ def dataset_identity(suite: Suite) -> dict[str, Any]:
         name = items_mod.BUILTIN_SOURCE[ds["builtin"]]
         folder = dataset_path(name)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
-        manifest = {str(p.relative_to(folder)): sha256_file(p) for p in files}
+        pairs = sorted((p.relative_to(folder).as_posix(), sha256_file(p)) for p in files)
     else:
         p = suite.resolve(ds.get("path") or ds["users"])
-        name, manifest = p.name, {p.name: sha256_file(p)}
-    blob = json.dumps(manifest, sort_keys=True).encode()
-    return {"name": name, "sha256": hashlib.sha256(blob).hexdigest(), "files": len(manifest)}
+        name, pairs = p.name, [(p.name, sha256_file(p))]
+    digest = hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
+    return {"name": name, "sha256": digest, "files": len(pairs)}
 
 
 def recsys_context(suite: Suite) -> dict[str, Any]:
@@ -405,6 +407,7 @@ def _finish(suite: Suite, path: Path, items: list[EvalItem], meta: dict[str, Any
     (path / "report.html").write_text(rep.render_html(report), encoding="utf-8")
     (path / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     result = rep.evaluation_result(report, str(path / "report.html"))
+    (path / "evaluation_result.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
     return RunOutcome(meta["run_id"], path, report, result, stats)
 
 
@@ -489,13 +492,13 @@ def list_runs() -> list[dict[str, Any]]:
     return out
 
 
-def register_with_governance(result: Any) -> str | None:
-    """Register the run in the governance registry when ``assay.govern`` offers it."""
+def register_with_governance(result: Any, model_id: str) -> str:
+    """Record the run in the governance registry against a registered model (its weights'
+    sha256 must match the run's model hashes). Called by the CLI, not by the engine."""
     try:
-        import assay.govern as govern
-    except ImportError:
-        return None
-    fn = getattr(govern, "register_evaluation", None)
-    if fn is None:
-        return None
-    return str(fn(result))
+        from assay.govern.registry import local_actor, register_evaluation
+        from assay.store import open_store
+    except ImportError as e:
+        raise Unavailable(f"the governance registry is not available: {e}") from None
+    out = register_evaluation(open_store(), local_actor(), result, model_id)
+    return str(out.get("id", out))

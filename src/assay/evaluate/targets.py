@@ -579,8 +579,24 @@ class HttpRecommender(OpenAIChatTarget):
 
 
 def build_target(spec: dict[str, Any]) -> Target:
-    """A target from a suite's ``target`` mapping."""
+    """A target from a suite's ``target`` mapping. ``model_files`` (any kind) lists weights files
+    behind an endpoint so the result records their sha256 (the registry matches on them)."""
     spec = dict(spec)
+    model_files = spec.pop("model_files", None)
+    target = _build_target(spec)
+    if model_files:
+        from pathlib import Path
+
+        files = [model_files] if isinstance(model_files, str) else list(model_files)
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise BadInput(f"target.model_files: no such file(s) {missing}")
+        own = target.model_hashes
+        target.model_hashes = lambda: {**own(), **{str(Path(f).resolve()): sha256_file(str(f)) for f in files}}  # type: ignore[method-assign]
+    return target
+
+
+def _build_target(spec: dict[str, Any]) -> Target:
     kind = spec.pop("kind", None)
     if kind is None:
         raise BadInput("target has no 'kind' (openai | llamacpp | transformers | replay | recommender)")
