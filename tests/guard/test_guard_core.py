@@ -14,8 +14,9 @@ from assay.errors import BadInput
 from assay.guard import Guard, GuardConfig
 from assay.store.labels import InMemoryLabelStore, RedisLabelStore
 
-ADULT = {"request_id": "r-adult", "surface": "for_you", "user": {"id": "u-adult", "age": 30}}
-TEEN = {"request_id": "r-teen", "surface": "for_you", "user": {"id": "u-teen", "age": 15}}
+# a generous deadline wherever the budget is not what a test is about (CI machines are shared)
+ADULT = {"request_id": "r-adult", "surface": "for_you", "user": {"id": "u-adult", "age": 30}, "deadline_ms": 60_000}
+TEEN = {"request_id": "r-teen", "surface": "for_you", "user": {"id": "u-teen", "age": 15}, "deadline_ms": 60_000}
 
 # id, score, mature, spam, toxic, verified, creator, topic
 ROWS = [
@@ -93,7 +94,7 @@ def test_rollout_is_stable_and_about_the_share(test_bundle):
     g = Guard(test_bundle, store)
     acted = 0
     for k in range(400):
-        req = {"surface": "for_you", "user": {"id": f"user-{k}", "age": 30}}
+        req = {"surface": "for_you", "user": {"id": f"user-{k}", "age": 30}, "deadline_ms": 60_000}
         batch = {"id": ["x"], "score": [0.5], "verified": [False], "creator": ["c"], "topic": ["film"]}
         s1, s2 = g.apply(req, batch), g.apply(req, batch)
         assert s1.item_ids == s2.item_ids  # the same subject always gets the same answer
@@ -197,7 +198,7 @@ def test_compiled_and_reference_give_identical_slates(feed_bundle):
     g = Guard(feed_bundle, store)
     for user in ({"id": "t", "age": 15, "region": "EU", "country": "DE", "sensitive_opt_out": True},
                  {"id": "a", "age": 40, "region": "US", "country": "US", "sensitive_opt_out": False}):
-        req = {"surface": "for_you", "user": user}
+        req = {"surface": "for_you", "user": user, "deadline_ms": 60_000}
         fast, ref = g.apply(req, cands), g.apply(req, cands, evaluator="reference")
         assert fast.item_ids == ref.item_ids
         np.testing.assert_array_equal(fast.scores, ref.scores)
@@ -219,7 +220,8 @@ def test_agrees_with_the_policy_librarys_resolution(feed_bundle):
              "topic": ["film"] * n, "region_blocklist": [[] for _ in range(n)], "tags": [[] for _ in range(n)],
              "age_days": np.ones(n, dtype=np.int64)}
     g = Guard(feed_bundle, store, config=GuardConfig(default_mode="fail_open"))
-    req = {"surface": "for_you", "user": {"id": "u", "age": 16, "region": "EU", "country": "FR", "sensitive_opt_out": False}}
+    req = {"surface": "for_you", "user": {"id": "u", "age": 16, "region": "EU", "country": "FR", "sensitive_opt_out": False},
+           "deadline_ms": 60_000}
     slate = g.apply(req, cands)
     surface = g.bundle.surface("for_you")
     outcomes = surface.compiled.evaluate(g._batch(surface, req, slate_candidates(cands), *labels_of(store, ids, surface)))
@@ -308,7 +310,8 @@ def test_bundle_swap_mid_traffic_never_mixes_versions(tmp_path, test_bundle):
     for version, bundle in (("1", v1), ("2", v2)):
         alone = Guard(bundle, store)
         for k in range(3):
-            expected[(version, f"u{k}")] = alone.apply({"surface": "for_you", "user": {"id": f"u{k}", "age": 30}}, cands).item_ids
+            req = {"surface": "for_you", "user": {"id": f"u{k}", "age": 30}, "deadline_ms": 60_000}
+            expected[(version, f"u{k}")] = alone.apply(req, cands).item_ids
     assert expected[("1", "u0")] != expected[("2", "u0")]
     g = Guard(v1, store)
     stop = threading.Event()

@@ -93,6 +93,8 @@ def from_columns(columns: Mapping[str, Any]) -> Candidates:
 
 
 def _check_ids(raw: np.ndarray) -> np.ndarray:
+    from pandas.api.types import infer_dtype
+
     n = len(raw)
     if raw.dtype.kind == "U":
         ids = raw.astype(object)
@@ -100,9 +102,11 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
         ids = raw
     else:
         raise BadInput(f"candidates: 'id' must be strings, got an array of {raw.dtype}")
-    for i, item_id in enumerate(ids):
-        if type(item_id) is not str or not item_id:
-            raise BadInput(f"candidates[{i}]: 'id' must be a non-empty string, got {item_id!r}")
+    # the common case is checked in C; the loop below only runs to name the bad position
+    if n and (infer_dtype(ids, skipna=False) != "string" or (ids == "").any()):
+        for i, item_id in enumerate(ids):
+            if type(item_id) is not str or not item_id:
+                raise BadInput(f"candidates[{i}]: 'id' must be a non-empty string, got {item_id!r}")
     if len(set(ids.tolist())) != n:
         seen: dict[str, int] = {}
         for i, item_id in enumerate(ids):

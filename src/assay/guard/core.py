@@ -175,6 +175,23 @@ def _factorize(values: np.ndarray, with_uniques: bool = False):
     return (codes, np.asarray(uniques, dtype=object)) if with_uniques else codes
 
 
+def _warm_imports() -> None:
+    """Import what the first request would otherwise import inside its deadline budget."""
+    import pandas
+    import pandas.api.types  # noqa: F401
+    import pyarrow  # noqa: F401
+
+    if _GuardBatch.cls is None:
+        _GuardBatch.cls = _make_guard_batch()
+
+
+def _all_strings(values: np.ndarray) -> bool:
+    """True when every element is a str (pandas' type inference runs in C)."""
+    from pandas.api.types import infer_dtype
+
+    return infer_dtype(values, skipna=False) == "string"
+
+
 def _make_guard_batch():
     from assay.policy import Batch
     from assay.policy.batch import ListColumn
@@ -188,22 +205,23 @@ def _make_guard_batch():
         def _build(self, name, t):
             col = self.columns.get(name)
             if t.kind == "list" and t.elem == "string" and isinstance(col, np.ndarray) and col.dtype == object:
-                rows = col.tolist()
-                if all(r is None or type(r) is list for r in rows):
-                    n = self.n
-                    lengths = np.fromiter((0 if r is None else len(r) for r in rows), np.int64, n)
-                    flat_list = [x for r in rows if r for x in r]
-                    if all(type(x) is str for x in flat_list):
-                        offsets = np.zeros(n + 1, np.int64)
-                        np.cumsum(lengths, out=offsets[1:])
-                        flat = np.empty(len(flat_list), dtype=object)
-                        flat[:] = flat_list
-                        miss = np.equal(col, None)
-                        mask = self.missing_masks.get(name)
-                        if mask is not None:
-                            miss = miss | np.asarray(mask, dtype=bool)
-                        row = np.repeat(np.arange(n, dtype=np.int64), lengths)
-                        return ListColumn(flat, row, offsets, miss if miss.any() else None)
+                import pyarrow as pa
+
+                try:  # pyarrow converts and type-checks the rows in C
+                    arr = pa.array(col, type=pa.list_(pa.string()), from_pandas=False)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                    return super()._build(name, t)  # wrong types: the library marks them missing
+                n = self.n
+                offsets = arr.offsets.to_numpy().astype(np.int64, copy=False)
+                offsets = offsets - offsets[0]
+                flat = arr.values.to_numpy(zero_copy_only=False)[: offsets[-1]] if n else np.empty(0, dtype=object)
+                flat = flat.astype(object, copy=False)
+                miss = arr.is_null().to_numpy(zero_copy_only=False)
+                mask = self.missing_masks.get(name)
+                if mask is not None:
+                    miss = miss | np.asarray(mask, dtype=bool)
+                row = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+                return ListColumn(flat, row, offsets, miss if miss.any() else None)
             return super()._build(name, t)
 
     return GuardBatch
@@ -395,6 +413,7 @@ class Guard:
         self.sink = sink
         self._clock = clock
         self._state: CompiledBundle = compile_bundle(bundle, self.config.extra_surfaces)
+        _warm_imports()
         self._safe_slates: dict[str, tuple[list[str], np.ndarray]] = {}  # seeded, per surface
         self._subject_slates: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
         self.events: deque[Event] = deque(maxlen=1000)
@@ -616,8 +635,8 @@ class Guard:
                 # of the wrong type stays an object column, which the policy library marks missing
                 with contextlib.suppress(TypeError, ValueError):
                     if kind == "string":
-                        if all(type(v) is str for v in filled.tolist()):
-                            col = filled.astype(str) if n else np.empty(0, dtype=str)
+                        if n and _all_strings(filled):
+                            col = filled.astype(str)
                     elif kind == "double":
                         col = filled.astype(np.float64)
                 if has_missing:

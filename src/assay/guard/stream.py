@@ -60,7 +60,7 @@ class StreamTransport(Protocol):
 def encode_request(request: dict[str, Any], candidates: Any) -> bytes:
     """An input message for a candidate batch (numpy columns are encoded natively by orjson)."""
     if isinstance(candidates, dict):
-        candidates = {k: (v.tolist() if hasattr(v, "dtype") and v.dtype == object else v) for k, v in candidates.items()}
+        candidates = {k: (v.tolist() if hasattr(v, "dtype") and v.dtype.kind in "OUSb" else v) for k, v in candidates.items()}
     return orjson.dumps({"request": request, "candidates": candidates}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

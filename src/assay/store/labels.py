@@ -21,6 +21,7 @@ the serving path (the guard) turn that into the fail-closed path, never into a c
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -136,6 +137,11 @@ class InMemoryLabelStore:
         versions: np.ndarray  # object
         freshness: np.ndarray  # float64
 
+        def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
+            """Row of each id, -1 when absent (dict lookups driven by map(): no Python loop body)."""
+            ids = item_ids.tolist() if isinstance(item_ids, np.ndarray) else list(item_ids)
+            return np.fromiter(map(self.index.get, ids, itertools.repeat(-1)), dtype=np.int64, count=len(ids))
+
     def __init__(self, *, max_age_s: float | None = None, clock=time.time):
         self._table = self._Table(np.empty(0, dtype=object), {}, {}, np.empty(0, dtype=object), np.empty(0))
         self._write_lock = threading.Lock()
@@ -152,8 +158,7 @@ class InMemoryLabelStore:
     # -- reads ---------------------------------------------------------------------------------
     def get(self, item_ids: Sequence[str], label_names: Sequence[str], *, timeout_s: float | None = None) -> LabelBatch:
         table = self._table  # one consistent snapshot
-        index_get = table.index.get
-        rows = np.fromiter((index_get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        rows = table.rows_of(item_ids)
         found = rows >= 0
         safe_rows = np.where(found, rows, 0) if len(table.ids) else np.zeros(len(rows), dtype=np.int64)
         if len(table.ids):

@@ -1,0 +1,348 @@
+"""``assay bench guard``: the guard in process, over HTTP, and as a Redis Streams worker.
+
+- in process: 1,000 candidates x the example feed bundle (25 rules, 2 of them caps) per request,
+  median and p99 on one core, beside the same requests decided with the reference CEL evaluator
+  (one candidate at a time) in the same run; the slates must be identical;
+- HTTP: ``assay guard serve`` in its own process, 200 candidates per request from an asyncio
+  load generator in a second process over loopback: the most requests/s at a fixed concurrency
+  (closed loop), and p50/p99 at an offered 1,000 requests/s (open loop, latency measured from
+  each request's scheduled send time so a slow server cannot hide its queueing);
+- stream worker: batches of 200 candidates per second through Redis Streams, end to end (XADD by
+  a producer, XREADGROUP, decide, slate XADD + XACK in one transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LABEL_NAMES = ("mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling")
+USERS = [
+    {"id": "teen-1", "age": 15, "region": "EU", "country": "DE", "sensitive_opt_out": True},
+    {"id": "adult-1", "age": 34, "region": "US", "country": "US", "sensitive_opt_out": False},
+    {"id": "adult-2", "age": 52, "region": "UK", "country": "GB", "sensitive_opt_out": True},
+    {"id": "teen-2", "age": 16, "region": "US", "country": "US", "sensitive_opt_out": False},
+]
+
+
+def _feed_bundle():
+    from assay.guard.cli import resolve_bundle_path
+    from assay.policy import load_bundle
+
+    return load_bundle(resolve_bundle_path("builtin:feed"))
+
+
+def catalog(n_items: int, seed: int = 0):
+    """A synthetic catalogue: labels with the skew real classifiers produce (most items clean)."""
+    from assay.store.labels import InMemoryLabelStore
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"item-{k:07d}" for k in range(n_items)])
+    store = InMemoryLabelStore()
+    store.put(ids.tolist(), {name: rng.beta(0.4, 6.0, n_items) for name in LABEL_NAMES}, "bench-labeler-1")
+    meta = {
+        "source": rng.choice(np.array(["catalog", "ugc:creators", "ads:network", "news:wire"]), n_items, p=[0.5, 0.3, 0.1, 0.1]),
+        "creator": np.array([f"creator-{k}" for k in rng.integers(0, max(n_items // 20, 10), n_items)]),
+        "topic": rng.choice(np.array(["film", "music", "sport", "news", "politics", "health", "games"]), n_items),
+        "age_days": rng.integers(0, 30, n_items),
+    }
+    return ids, store, meta
+
+
+def candidate_batch(ids: np.ndarray, meta: dict[str, np.ndarray], n: int, rng: np.random.Generator) -> dict[str, Any]:
+    """What a ranker hands the guard: ids and scores plus candidate metadata, as columns."""
+    rows = rng.choice(len(ids), n, replace=False)
+    return {
+        "id": ids[rows].astype(object),
+        "score": np.sort(rng.random(n))[::-1].copy(),
+        "source": meta["source"][rows],
+        "creator": meta["creator"][rows],
+        "topic": meta["topic"][rows],
+        "age_days": meta["age_days"][rows],
+        "region_blocklist": np.array([["DE", "GB"] if r % 23 == 0 else [] for r in rows] + [None], dtype=object)[:-1],
+        "tags": np.array([["clickbait"] if r % 11 == 0 else (["sponsored"] if r % 17 == 0 else []) for r in rows] + [None], dtype=object)[:-1],
+    }
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000.0, q)) if xs else float("nan")
+
+
+@contextlib.contextmanager
+def _one_core():
+    """Pin this process to one core for the in-process figures (restored afterwards)."""
+    if not hasattr(os, "sched_getaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    core = max(before)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def bench_inprocess(quick: bool) -> dict[str, Any]:
+    from assay.guard.core import Guard
+
+    bundle = _feed_bundle()
+    ids, store, meta = catalog(20_000)
+    guard = Guard(bundle, store)
+    rng = np.random.default_rng(1)
+    n_requests = 20 if quick else 600
+    n_reference = 1 if quick else 4
+    batches = [candidate_batch(ids, meta, 1000, rng) for _ in range(8)]
+    requests = [{"request_id": f"b{k}", "surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 10_000} for k in range(n_requests)]
+    n_rules = len(guard.bundle.surface("for_you").specs)
+    n_caps = len(guard.bundle.surface("for_you").cap_rules)
+    with _one_core() as core:
+        for k in range(10):  # warm caches and the allocator
+            guard.apply(requests[k], batches[k % len(batches)])
+        times, with_records, cpu = [], [], []
+        for k, req in enumerate(requests):
+            batch = batches[k % len(batches)]
+            c0 = time.thread_time()
+            t0 = time.perf_counter()
+            slate = guard.apply(req, batch)
+            t1 = time.perf_counter()
+            cpu.append(time.thread_time() - c0)
+            _ = slate.decisions  # what the decision queue does off the serving path
+            t2 = time.perf_counter()
+            times.append(t1 - t0)
+            with_records.append(t2 - t0)
+        ref_times, identical = [], True
+        for k in range(n_reference):
+            batch = batches[k % len(batches)]
+            fast = guard.apply(requests[k], batch)
+            t0 = time.perf_counter()
+            ref = guard.apply(requests[k], batch, evaluator="reference")
+            ref_times.append(time.perf_counter() - t0)
+            identical &= (fast.item_ids == ref.item_ids and np.array_equal(fast.scores, ref.scores)
+                          and [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions])
+    median = float(np.median(times))
+    return {
+        "inprocess_median_ms": median * 1000, "inprocess_p99_ms": _pct(times, 99),
+        "inprocess_with_records_p99_ms": _pct(with_records, 99),
+        # CPU time of the serving thread: what a request costs when it has the core to itself
+        "inprocess_cpu_median_ms": _pct(cpu, 50), "inprocess_cpu_p99_ms": _pct(cpu, 99),
+        "reference_median_ms": float(np.median(ref_times)) * 1000,
+        "speedup_vs_reference": float(np.median(ref_times)) / median,
+        "identical_slates": bool(identical), "requests": n_requests, "reference_requests": n_reference,
+        "candidates": 1000, "rules": n_rules, "caps": n_caps, "core": core,
+    }
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    i = lower.find(b"content-length:")
+    j = head.find(b"\r\n", i)
+    await reader.readexactly(int(head[i + 15 : j]))
+    return status
+
+
+def _http_request(port: int, body: bytes) -> bytes:
+    return (f"POST /v1/guard HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def _closed_loop(port: int, reqs: list[bytes], concurrency: int, duration: float) -> dict[str, Any]:
+    lat: list[float] = []
+    errors = 0
+    end = time.perf_counter() + duration
+
+    async def conn(k: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            writer.write(reqs[i % len(reqs)])
+            status = await _read_response(reader)
+            lat.append(time.perf_counter() - t0)
+            errors += status != 200
+            i += concurrency
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(conn(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"rps": len(lat) / elapsed, "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "requests": len(lat), "errors": errors,
+            "concurrency": concurrency}
+
+
+async def _open_loop(port: int, reqs: list[bytes], rate: float, duration: float, connections: int, grace: float) -> dict[str, Any]:
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    lat: list[float] = []
+    errors = 0
+    n = int(rate * duration)
+    start = time.perf_counter() + 0.05
+    tasks = []
+
+    async def send(k: int, scheduled: float) -> None:
+        nonlocal errors
+        reader, writer = await pool.get()
+        writer.write(reqs[k % len(reqs)])
+        status = await _read_response(reader)
+        lat.append(time.perf_counter() - scheduled)  # from the scheduled time: queueing counts
+        errors += status != 200
+        pool.put_nowait((reader, writer))
+
+    for k in range(n):
+        scheduled = start + k / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append((scheduled, asyncio.create_task(send(k, scheduled))))
+    _, pending = await asyncio.wait([t for _, t in tasks], timeout=max(start + duration + grace - time.perf_counter(), 0.01))
+    cut = time.perf_counter()
+    incomplete = [cut - sched for sched, t in tasks if t in pending]
+    for t in pending:
+        t.cancel()
+    elapsed = cut - start
+    # requests still waiting when the run is cut count with their wait so far (a lower bound)
+    all_lat = lat + incomplete
+    return {"offered_rps": rate, "achieved_rps": len(lat) / elapsed, "p50_ms": _pct(all_lat, 50), "p99_ms": _pct(all_lat, 99),
+            "requests": n, "completed": len(lat), "incomplete": len(incomplete), "saturated": bool(incomplete),
+            "errors": errors, "connections": connections}
+
+
+def loadgen_main(args: list[str]) -> None:
+    """The load generator process: ``python -m assay.guard.bench loadgen PORT BODIES.json QUICK``."""
+    port, bodies_path, quick = int(args[0]), args[1], args[2] == "1"
+    bodies = [b.encode() for b in json.loads(Path(bodies_path).read_text())]
+    reqs = [_http_request(port, b) for b in bodies]
+    out = {
+        "closed_loop": asyncio.run(_closed_loop(port, reqs, 8, 1.0 if quick else 8.0)),
+        "open_loop": asyncio.run(_open_loop(port, reqs, 1000.0, 0.3 if quick else 8.0, 64, 3.0 if quick else 10.0)),
+    }
+    print(json.dumps(out))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
+    import httpx
+
+    ids, store, meta = catalog(20_000)
+    labels = store.to_parquet(workdir / "labels.parquet")
+    rng = np.random.default_rng(2)
+    bodies = []
+    for k in range(16):
+        batch = candidate_batch(ids, meta, 200, rng)
+        batch = {key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in batch.items()}
+        req = {"request_id": f"h{k}", "surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 1000}
+        bodies.append(json.dumps({"request": req, "candidates": batch}))
+    (workdir / "bodies.json").write_text(json.dumps(bodies))
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "assay.cli.main", "guard", "serve", "--labels", str(labels), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                raise RuntimeError(f"guard server exited: {server.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("guard server did not start within 90 s")
+            time.sleep(0.2)
+        gen = subprocess.run([sys.executable, "-m", "assay.guard.bench", "loadgen", str(port), str(workdir / "bodies.json"), "1" if quick else "0"],
+                             capture_output=True, text=True, timeout=300)
+        if gen.returncode != 0:
+            raise RuntimeError(f"load generator failed: {gen.stderr[-2000:]}")
+        result = json.loads(gen.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return {"http_rps": result["closed_loop"]["rps"], "http_p50_ms": result["open_loop"]["p50_ms"],
+            "http_p99_ms": result["open_loop"]["p99_ms"], "http_detail": result}
+
+
+def bench_stream(quick: bool) -> dict[str, Any]:
+    import redis
+
+    from assay.guard.core import Guard, GuardConfig
+    from assay.guard.stream import RedisStreamsTransport, StreamWorker, encode_request
+
+    url = os.environ.get("ASSAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    tag = f"assay:bench:{os.getpid()}:{int(time.time())}"
+    client = redis.Redis.from_url(url)
+    ids, store, meta = catalog(20_000)
+    guard = Guard(_feed_bundle(), store, config=GuardConfig(deadline_ms=1000))
+    rng = np.random.default_rng(3)
+    n = 10 if quick else 400
+    t = RedisStreamsTransport(url, input_stream=f"{tag}:in", output_stream=f"{tag}:out", consumer="bench")
+    try:
+        msgs = [encode_request({"request_id": f"s{k}", "surface": "for_you", "user": USERS[k % len(USERS)]},
+                               candidate_batch(ids, meta, 200, rng)) for k in range(n)]
+        worker = StreamWorker(guard, t, count=32, block_ms=50)
+        started = time.perf_counter()
+        pipe = client.pipeline(transaction=False)
+        for m in msgs:
+            pipe.xadd(f"{tag}:in", {"data": m})
+        pipe.execute()
+        handled = worker.run(max_messages=n, idle_exit_s=5.0)
+        elapsed = time.perf_counter() - started
+        written = client.xlen(f"{tag}:out")
+        return {"stream_batches_per_s": handled / elapsed, "stream_batches": handled, "stream_slates_written": written,
+                "stream_candidates_per_batch": 200}
+    finally:
+        keys = [f"{tag}:in", f"{tag}:out", *client.scan_iter(f"{tag}:out:done:*", count=1000)]
+        client.delete(*keys)
+        t.close()
+        client.close()
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    inproc = bench_inprocess(quick)
+    with tempfile.TemporaryDirectory(prefix="assay-bench-guard-") as tmp:
+        http = bench_http(quick, Path(tmp))
+    stream = bench_stream(quick)
+    figures = {
+        "inprocess_p99_ms": inproc["inprocess_p99_ms"],
+        "speedup_vs_reference": inproc["speedup_vs_reference"],
+        "http_p99_ms": http["http_p99_ms"],
+        "http_rps": http["http_rps"],
+        "stream_batches_per_s": stream["stream_batches_per_s"],
+    }
+    return {
+        "figures": figures,
+        "baseline": {"reference_median_ms": inproc["reference_median_ms"], "inprocess_median_ms": inproc["inprocess_median_ms"]},
+        "targets": {"inprocess_p99_ms": "<= 1", "speedup_vs_reference": ">= 100", "http_p99_ms": "<= 10 at >= 1000 rps",
+                    "http_rps": ">= 1000", "identical_slates": True},
+        "detail": {**inproc, **{k: v for k, v in http.items() if k not in figures}, **stream,
+                   "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None, "cpus": os.cpu_count()},
+        "identical_slates": inproc["identical_slates"],
+    }
+
+
+if __name__ == "__main__":  # the load generator runs in its own process
+    if len(sys.argv) > 1 and sys.argv[1] == "loadgen":
+        loadgen_main(sys.argv[2:])
