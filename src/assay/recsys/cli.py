@@ -65,9 +65,13 @@ def train_cmd(
         rec, _split, folder = train_and_save(dataset, users=users, config=replace(TrainConfig(), seed=seed, rounds=rounds), progress=say)
     out = {"model": rec.version, "folder": str(folder), "files": rec.meta["files"], "train_s": rec.meta["train_s"], "training": rec.meta["training"]}
     if register:
+        from assay.errors import Unavailable
         from assay.recsys.governance import register as register_model
 
-        out["registry"] = register_model(rec, folder)
+        try:
+            out["registry"] = register_model(rec, folder)
+        except Unavailable as e:  # no governance part in this install: the model is still saved
+            console.print(f"  not registered: {e.message}")
     if as_json:
         typer.echo(json.dumps(out, indent=2))
     else:
