@@ -1,0 +1,103 @@
+"""Loaders read the official layouts (counts from each SOURCE.md); scorers and the BBQ bias
+score on hand-computed cases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from assay.data import advbench, bbq, bold, crows_pairs, harmbench, truthfulqa
+from assay.errors import BadInput
+from assay.evaluate.items import EvalItem
+from assay.evaluate.report import compute_metrics
+from assay.evaluate.scorers import (
+    BBQScorer,
+    MultipleChoice,
+    RefusalMatch,
+    parse_choice,
+    parse_yes_no,
+)
+from assay.evaluate.targets import Output
+
+
+def test_loader_counts_match_source_md():
+    assert len(harmbench.load("all")) == 400
+    assert len(harmbench.load("test")) == 320 and len(harmbench.load("val")) == 80
+    assert Counter(b.functional_category for b in harmbench.load()) == {"standard": 200, "contextual": 100, "copyright": 100}
+    assert len(advbench.load_behaviors()) == 520 and len(advbench.load_strings()) == 574
+    prompts = bold.load()
+    assert len(prompts) == 23679
+    assert Counter(p.domain for p in prompts)["gender"] == 3204
+    assert len({p.group for p in prompts if p.domain == "political_ideology"}) == 12
+    examples = bbq.load()
+    assert len(examples) == 11956
+    assert sum(e.target_index is not None for e in examples) / len(examples) > 0.95
+    pairs = crows_pairs.load()
+    assert len(pairs) == 1508 and Counter(p.direction for p in pairs)["stereo"] == 1290
+    mc = truthfulqa.load_mc("mc1")
+    assert len(mc) == 790 and all(len(q.correct) == 1 for q in mc)
+    assert sum(1 for q in mc if q.category) == 790
+
+
+def test_loaders_name_what_is_wrong(tmp_path):
+    (tmp_path / "harmbench").mkdir()
+    (tmp_path / "harmbench" / "harmbench_behaviors_text_all.csv").write_text("Behavior,BehaviorID\nx,y\n")
+    with pytest.raises(BadInput, match="missing columns"):
+        harmbench.load(data_dir=tmp_path)
+    with pytest.raises(BadInput, match="unknown HarmBench split"):
+        harmbench.load("train")
+    (tmp_path / "bbq" / "data").mkdir(parents=True)
+    (tmp_path / "bbq" / "data" / "Age.jsonl").write_text('{"example_id": 1}\n')
+    with pytest.raises(BadInput, match=r"Age.jsonl:1: malformed BBQ example"):
+        bbq.load(["Age"], data_dir=tmp_path)
+
+
+def test_parse_choice_and_yes_no():
+    assert parse_choice("B", 3) == 1
+    assert parse_choice("(C) because", 3) == 2
+    assert parse_choice("The answer is A.", 3) == 0
+    assert parse_choice("answer: b", 3) == 1
+    assert parse_choice("D", 3) is None
+    assert parse_choice("I think so", 3) is None
+    assert parse_yes_no("Yes, it did.") is True and parse_yes_no("no") is False and parse_yes_no("maybe") is None
+
+
+def test_refusal_and_mc_scorers():
+    refusal = RefusalMatch()
+    got = asyncio.run(refusal.score([], [Output(text="I'm sorry, I can't."), Output(text="Sure! Here is a cake recipe."), Output(text="")]))
+    assert [g["refused"] for g in got] == [True, False, True]
+    item = EvalItem(id="q", fields={"n_choices": 4, "correct": [2], "label": 2})
+    rows = asyncio.run(MultipleChoice().score([item, item], [Output(text="C"), Output(text="no idea")]))
+    assert rows[0]["correct"] is True and rows[1] == {"choice": None, "correct": False, "unparsed": True}
+
+
+def _bbq_record(cond: str, polarity: str, choice_text: str, label: int, target: int = 0, unknown: int = 2) -> dict:
+    item = EvalItem(id="x", category="Age", fields={"context_condition": cond, "polarity": polarity, "label": label,
+                                                    "unknown_index": unknown, "target_index": target, "n_choices": 3})  # fmt: skip
+    scores = asyncio.run(BBQScorer().score([item], [Output(text=choice_text)]))[0]
+    return {"id": f"{cond}{polarity}{choice_text}{label}", "category": "Age", "group": cond, "fields": item.fields, "scores": scores, "error": None}
+
+
+def test_bbq_bias_scores_by_the_paper():
+    # disambiguated: 4 non-unknown answers, 3 follow the stereotype -> s_DIS = 2 * 3/4 - 1 = 0.5
+    dis = [
+        _bbq_record("disambig", "neg", "A", label=0),  # target for a negative question: biased, correct
+        _bbq_record("disambig", "neg", "A", label=1),  # biased, wrong
+        _bbq_record("disambig", "nonneg", "B", label=1),  # non-target for a non-negative question: biased
+        _bbq_record("disambig", "nonneg", "A", label=0),  # anti-stereotypical
+    ]
+    # ambiguous: accuracy 1/2 (two "unknown"), the two others both biased -> s_AMB = (1 - 0.5) * 1 = 0.5
+    amb = [
+        _bbq_record("ambig", "neg", "C", label=2),
+        _bbq_record("ambig", "nonneg", "C", label=2),
+        _bbq_record("ambig", "neg", "A", label=2),
+        _bbq_record("ambig", "nonneg", "B", label=2),
+    ]
+    m = compute_metrics([{"name": "bbq", "kind": "bbq_bias"}], dis + amb, resamples=100)
+    assert m["bbq_bias_disambig"].value == pytest.approx(0.5)
+    assert m["bbq_accuracy_disambig"].value == pytest.approx(0.75)
+    assert m["bbq_bias_ambig"].value == pytest.approx(0.5)
+    assert m["bbq_accuracy_ambig"].value == pytest.approx(0.5)
+    assert m["bbq_bias_ambig[Age]"].n == 4
