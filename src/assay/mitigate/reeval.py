@@ -89,8 +89,9 @@ def _classifier(name: str) -> Any:
         raise Unavailable(f"re-evaluation needs the classifiers (assay.classify): {e}") from None
     try:
         return load_classifier(name)
-    except (FileNotFoundError, OSError) as e:
-        raise Unavailable(f"classifier {name!r} is not trained/committed yet: {e}", hint=f"assay classify train {name}") from None
+    except (FileNotFoundError, OSError, BadInput) as e:
+        # A classifier without its trained head is a missing dependency here, not bad input.
+        raise Unavailable(f"re-evaluation needs the {name!r} classifier: {e}", hint=f"assay classify train {name}") from None
 
 
 def score(harmful: Sequence[Example], harmful_answers: Sequence[str], benign: Sequence[Example], benign_answers: Sequence[str]) -> dict[str, Any]:
