@@ -1,0 +1,25 @@
+"""Smoke test of `assay bench guard`: the quick run produces every figure, finite, and the
+compiled and reference evaluators give identical slates. (Targets are checked by the full run,
+never in a test.)"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+FIGURES = ("inprocess_p99_ms", "speedup_vs_reference", "http_p99_ms", "http_rps", "stream_batches_per_s")
+
+
+@pytest.mark.redis
+def test_quick_benchmark_reports_every_figure():
+    from assay.guard.bench import run
+
+    result = run(quick=True)
+    for key in FIGURES:
+        value = result["figures"][key]
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
+    assert result["identical_slates"] is True
+    assert result["detail"]["rules"] == 25 and result["detail"]["caps"] == 2 and result["detail"]["candidates"] == 1000
+    assert result["detail"]["stream_slates_written"] == result["detail"]["stream_batches"]
+    assert result["detail"]["http_detail"]["closed_loop"]["errors"] == 0
