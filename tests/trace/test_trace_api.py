@@ -1,0 +1,63 @@
+"""The trace routes in the real control-plane app (SQLite store, real tokens)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from trace_helpers import make_decisions  # noqa: E402
+
+from assay.trace import TraceLog, proofs  # noqa: E402
+from assay.trace.checkpoint import Verifier  # noqa: E402
+
+
+@pytest.fixture
+def client(assay_home):
+    from fastapi.testclient import TestClient
+
+    from assay.govern.registry import Actor
+    from assay.server.app import create_app
+    from assay.server.auth import create_token
+    from assay.store import open_store
+
+    store = open_store(None)
+    app = create_app(store)
+    token = create_token(store, Actor("root", "admin", "test"), name="vera", role="viewer")["token"]
+    with TraceLog.open() as log:
+        log.append(make_decisions(30))
+        log.append(make_decisions(5, start=30))
+    with TestClient(app) as c:
+        c.headers.update({"Authorization": f"Bearer {token}"})
+        yield c
+    store.close()
+
+
+def test_trace_routes(client) -> None:
+    r = client.get("/v1/trace/why", params={"item": "item6", "subject": "user6"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["action"] == "drop" and body["rules"][0]["id"] == "teen-mature-drop" and body["index"] == 6
+    vkey = Verifier.parse(client.get("/v1/trace/checkpoint").json()["verifier_key"])
+    assert "included" in proofs.check_bundle(body["proof"], vkey)
+
+    r = client.get("/v1/trace/why", params={"item": "item6", "subject": "someone-else"})
+    assert r.status_code == 404 and "no decision" in r.json()["error"]
+    r = client.get("/v1/trace/why", params={"item": "item6", "subject": "user6", "at": "not a time"})
+    assert r.status_code == 400 and "--at" in r.json()["error"]
+
+    r = client.get("/v1/trace/aggregate", params={"by": ["surface", "action"]})
+    assert r.status_code == 200 and sum(g["decisions"] for g in r.json()["groups"]) == 35
+    assert client.get("/v1/trace/aggregate", params={"by": "colour"}).status_code == 400
+
+    assert "included" in proofs.check_bundle(client.get("/v1/trace/proof/inclusion/3").json(), vkey)
+    c = client.get("/v1/trace/proof/consistency", params={"old_size": 30, "new_size": 35}).json()
+    assert "prefix" in proofs.check_bundle(c, vkey)
+    assert client.get("/v1/trace/proof/inclusion/99").status_code == 400
+
+
+def test_trace_routes_need_a_token(client) -> None:
+    client.headers.pop("Authorization")
+    assert client.get("/v1/trace/checkpoint").status_code == 401
