@@ -137,3 +137,23 @@ def test_redteam_success_verdicts_are_findings(tmp_path):
     findings, counts = ds.read_findings([path])
     assert [f.verdict for f in findings] == ["harmful"]
     assert counts == {"rows": 3, "passed": 2}
+
+
+def test_quick_demo_step_builds_the_data_and_reruns(assay_home):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from assay.cli.demo import run_demo
+
+    for _ in range(2):  # re-runnable
+        out = StringIO()
+        ctx = run_demo(quick=True, only=["mitigate"], console=Console(file=out, width=200))
+        text = out.getvalue()
+        assert "mitigation set:" in text and "non_commercial" in text
+        assert (assay_home / "mitigate" / "demo" / "data" / "train.jsonl").is_file()
+        assert ctx.state["mitigation_data"]
+    # Harmful prompt text never reaches the demo's output.
+    from assay.data import do_not_answer
+
+    assert not any(q.question in text for q in do_not_answer.load_questions()[:200])

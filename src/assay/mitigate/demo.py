@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from assay.cli.demo import DemoContext
+from assay.errors import BadInput
 
 TITLE = "Mitigation: fine-tune the findings away (LoRA), re-evaluate, register with lineage"
 
@@ -67,7 +68,7 @@ def step(ctx: DemoContext) -> None:
         spec.max_new_tokens = 32
         try:
             run_dir = create_run(spec, "demo")
-        except Exception:
+        except BadInput:  # an earlier demo run was interrupted: continue it
             run_dir = run_path("demo")
         summary = execute(run_dir, progress=True, say=ctx.say)
     report = summary.get("report")
