@@ -46,9 +46,9 @@ class Firing:
                 "window": self.window.to_dict(), "mitigations": [m.payload for m in self.mitigations]}
 
 
-def alert_key(alert_id: str, surface: str, start: float) -> str:
-    """A stable id for one firing (what mitigation events point back to)."""
-    return hashlib.sha256(f"{alert_id}|{surface}|{start!r}".encode()).hexdigest()[:16]
+def alert_key(alert_id: str, surface: str, start: float, fired_at: float) -> str:
+    """An id for one firing (what mitigation events point back to)."""
+    return hashlib.sha256(f"{alert_id}|{surface}|{start!r}|{fired_at!r}".encode()).hexdigest()[:16]
 
 
 class Monitor:
@@ -92,7 +92,7 @@ class Monitor:
             if last is not None and now - last < self.cooldown_s:
                 continue
             self._last_fired[(alert.id, stats.surface)] = now
-            key = alert_key(alert.id, stats.surface, stats.start)
+            key = alert_key(alert.id, stats.surface, stats.start, now)
             event = Event(
                 kind="alert", ts=now, subject=alert.id,
                 payload={"key": key, "alert": alert.id, "severity": alert.severity, "when": alert.when,
