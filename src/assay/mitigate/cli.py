@@ -52,6 +52,11 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         for v in report["gates"]["verdicts"]:
             mark = "[green]pass[/]" if v["passed"] else "[red]FAIL[/]"
             console.print(f"gate {v['id']}: {mark} ({v['reason']})")
+    for name, sides in (summary.get("suites") or {}).items():
+        if "before" in sides and "after" in sides:
+            keys = sorted(set(sides["before"]["metrics"]) & set(sides["after"]["metrics"]))
+            shown = ", ".join(f"{k} {sides['before']['metrics'][k]:.3f}->{sides['after']['metrics'][k]:.3f}" for k in keys[:6])
+            console.print(f"suite {name}: {shown}")
     train = summary.get("train")
     if train:
         console.print(f"training: {train['steps']} steps on {train['examples']} examples, median {train['median_step_s']:.2f}s/step, loss {train['first_loss']:.3f} -> {train['final_loss']:.3f}")
@@ -80,6 +85,8 @@ def finetune(
     model: str = typer.Option("smollm2", "--model", help="'smollm2' (bundled GGUF), a .gguf file or a transformers model folder."),
     exclude: list[Path] = typer.Option(None, "--exclude", help="Evaluation prompts (JSONL/CSV) the gate uses; never trained on. Repeatable."),
     exclude_suite: list[str] = typer.Option(None, "--exclude-suite", help="Evaluation-engine suite (built-in name or YAML) whose prompts are never trained on. Repeatable."),
+    suite: list[str] = typer.Option(None, "--suite", help="Evaluation-engine suite to re-run before/after (e.g. safety-do-not-answer, injection-cyberseceval, bias-bbq). Repeatable."),
+    suite_limit: int = typer.Option(20, help="Items per --suite (the in-process target answers one prompt at a time)."),
     steps: int = typer.Option(60, help="Optimizer steps."),
     batch_size: int = typer.Option(8, help="Examples per step."),
     learning_rate: float = typer.Option(2e-4, "--lr", help="AdamW learning rate."),
@@ -118,6 +125,8 @@ def finetune(
         findings=[str(p) for p in findings],
         exclude_files=[str(p) for p in exclude or []],
         exclude_suites=list(exclude_suite or []),
+        suites=list(suite or []),
+        suite_limit=suite_limit,
         heldout_fraction=heldout_fraction,
         augment_harmful=augment,
         benign_ratio=benign_ratio,

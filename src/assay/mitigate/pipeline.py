@@ -38,6 +38,8 @@ class RunSpec:
     findings: list[str] = field(default_factory=list)
     exclude_files: list[str] = field(default_factory=list)
     exclude_suites: list[str] = field(default_factory=list)
+    suites: list[str] = field(default_factory=list)  # evaluation-engine suites re-run before/after
+    suite_limit: int = 20
     heldout_fraction: float = 0.3
     augment_harmful: int = 200
     benign_ratio: float = 1.0
@@ -266,6 +268,17 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
         }
         _write_json(report_path, report)
         _set_status(run_dir, "evaluated")
+    if spec.evaluate and spec.suites:
+        suites_path = run_dir / "suites.json"
+        done = json.loads(suites_path.read_text()) if suites_path.exists() else {}
+        for name in spec.suites:
+            for side, weights in (("before", source), ("after", resolve_model(str(merged_dir)))):
+                if side in done.get(name, {}):
+                    continue
+                say(f"suite {name} ({side}) through the evaluation engine, {spec.suite_limit} items")
+                done.setdefault(name, {})[side] = run_engine_suite(name, weights, spec.suite_limit, progress)
+                _write_json(suites_path, done)
+        summary["suites"] = done
     if report_path.exists():
         summary["report"] = json.loads(report_path.read_text())
 
@@ -282,6 +295,26 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
     summary["status"] = "complete"
     summary["merged_dir"] = str(merged_dir)
     return summary
+
+
+def run_engine_suite(name: str, weights: Any, limit: int, progress: bool) -> dict[str, Any]:
+    """One evaluation-engine suite (safety, injection, bias, over-refusal, ...) on ``weights``
+    through the engine's in-process transformers target; returns its metrics, intervals and gates."""
+    from assay.evaluate.engine import run_suite
+    from assay.evaluate.suite import load_suite
+    from assay.mitigate.model import transformers_dir
+
+    suite = load_suite(name).with_overrides(target={"kind": "transformers", "path": str(transformers_dir(weights))}, limit=limit)
+    outcome = run_suite(suite, show_progress=progress)
+    result = outcome.result
+    return {
+        "run_id": outcome.run_id,
+        "metrics": dict(result.metrics),
+        "intervals": {k: list(v) for k, v in result.intervals.items()},
+        "n": dict(result.n),
+        "gates": dict(result.gate_verdicts),
+        "model_hashes": dict(result.model_hashes),
+    }
 
 
 def _base_registration(source: Any, spec: RunSpec) -> str:
