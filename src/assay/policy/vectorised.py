@@ -58,7 +58,13 @@ class MapV:
 
 
 def _objects(data: Any) -> Any:
-    return data.astype(object) if isinstance(data, np.ndarray) else data
+    """As Python objects, so string comparisons are exact (numpy's fixed-width strings would
+    drop a trailing NUL)."""
+    if isinstance(data, np.ndarray):
+        return data.astype(object)
+    out = np.empty((), dtype=object)
+    out[()] = data
+    return out
 
 
 def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
