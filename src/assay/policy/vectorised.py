@@ -371,9 +371,10 @@ class Compiler:
                     hit_u = np.fromiter((u in wanted for u in uniques), bool, len(uniques))
                     return V(hit_u[codes], _or(e.err, lv.err))
                 hit = np.zeros(np.shape(e.data), bool)
-                data = _objects(e.data) if any(isinstance(c, str) and "\x00" in c for c in consts) else e.data
+                exact = any(isinstance(c, str) and "\x00" in c for c in consts) or getattr(e, "nul", False)
+                data = _objects(e.data) if exact else e.data
                 for c in consts:
-                    hit = hit | np.equal(data, c)
+                    hit = hit | np.equal(data, _objects(c) if exact else c)
                 return V(hit, _or(e.err, lv.err))
             col = lv.col
             n = batch.n
