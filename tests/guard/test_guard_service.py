@@ -252,3 +252,27 @@ def test_kafka_adapter_without_a_broker_is_honest(test_bundle):
         assert t.errors, "the unreachable broker was reported"
     finally:
         t.close()
+
+
+def test_decisions_reach_the_trace_log_columnwise(tmp_path, test_bundle, clock):
+    from assay.guard.sink import TraceSink
+    from assay.trace import TraceLog
+
+    cands = make_candidates(40, seed=9)
+    log = TraceLog.open(tmp_path / "trace", checkpoint_every=None)
+    sink = DecisionQueue(TraceSink(log))
+    reg = BreakerRegistry({"surface": ScopePolicy(BreakerConfig(), Fallback("cached_slate"))}, clock=clock)
+    g = labelled_guard(test_bundle, cands, sink=sink, breakers=reg)
+    slates = [g.apply({**ADULT, "request_id": f"t{k}"}, cands) for k in range(3)]
+    reg.get("surface:for_you").force_open("operator kill switch")  # one breaker event
+    slates.append(g.apply({**ADULT, "request_id": "t-open"}, cands))  # the cached slate: 40 + its items
+    assert sink.flush(10) and sink.stats.sink_errors == 0, sink.stats.last_error
+    table = log.table()
+    expected = [d for s in slates for d in s.decisions]
+    assert log.size == len(expected) + 1
+    rows = [r for r in table.to_pylist() if r["type"] == "decision"]
+    assert [(r["request_id"], r["item_id"], r["action"], r["rule_ids"], r["rank_after"]) for r in rows] == [
+        (d.request_id, d.item_id, d.action, list(d.rule_ids), d.rank_after) for d in expected]
+    events = [r for r in table.to_pylist() if r["type"] == "event"]
+    assert [(e["kind"], e["event_subject"]) for e in events] == [("breaker_transition", "surface:for_you")]
+    sink.close()

@@ -26,15 +26,18 @@ def resolve_bundle_path(spec: str) -> Path:
 
 
 def build_guard(bundle: str, labels: str | None, *, deadline_ms: float = 50.0, decisions_out: Path | None = None,
-                queue_size: int = 1024, when_full: str = "drop") -> Any:
+                queue_size: int = 1024, when_full: str = "drop", trace: str | None = None) -> Any:
     from assay.guard.breakers import default_registry
     from assay.guard.core import Guard, GuardConfig
-    from assay.guard.sink import DecisionQueue, JsonlSink
+    from assay.guard.sink import DecisionQueue, JsonlSink, TraceSink
     from assay.policy import load_bundle
     from assay.store.labels import open_label_store
 
+    if decisions_out and trace:
+        raise BadInput("give one of --decisions-out or --trace")
     store = open_label_store(labels) if labels else None
-    sink = DecisionQueue(JsonlSink(decisions_out), maxsize=queue_size, when_full=when_full) if decisions_out else None
+    target = JsonlSink(decisions_out) if decisions_out else (TraceSink.open(None if trace == "default" else trace) if trace else None)
+    sink = DecisionQueue(target, maxsize=queue_size, when_full=when_full) if target is not None else None
     return Guard(load_bundle(resolve_bundle_path(bundle)), store, config=GuardConfig(deadline_ms=deadline_ms),
                  breakers=default_registry(), sink=sink)
 
@@ -100,14 +103,19 @@ def serve_cmd(
     port: int = typer.Option(8787, "--port"),
     deadline_ms: float = typer.Option(50.0, "--deadline-ms", help="Default deadline budget per request."),
     decisions_out: Path = typer.Option(None, "--decisions-out", help="Append decision records as JSON lines to this file."),
+    trace: str = typer.Option(None, "--trace", help="Write decisions to the trace log at this path ('default': ASSAY_HOME/trace)."),
     when_full: str = typer.Option("drop", "--when-full", help="Decision queue full: drop (and count) or backpressure."),
 ) -> None:
     """Serve the guard over HTTP (POST /v1/guard)."""
     from assay.guard.http import serve
 
-    guard = build_guard(bundle, labels, deadline_ms=deadline_ms, decisions_out=decisions_out, when_full=when_full)
+    guard = build_guard(bundle, labels, deadline_ms=deadline_ms, decisions_out=decisions_out, when_full=when_full, trace=trace)
     typer.echo(f"assay guard: bundle {guard.bundle.bundle.name} {guard.bundle.version} ({guard.bundle.hash[:12]}) on http://{host}:{port}/v1/guard", err=True)
-    serve(guard, host=host, port=port)
+    try:
+        serve(guard, host=host, port=port)
+    finally:
+        if guard.sink is not None:
+            guard.sink.close()
 
 
 @guard_app.command("worker")
@@ -123,13 +131,14 @@ def worker_cmd(
     max_messages: int = typer.Option(None, "--max-messages", help="Stop after this many messages."),
     idle_exit_s: float = typer.Option(None, "--idle-exit", help="Stop after this many seconds without messages."),
     decisions_out: Path = typer.Option(None, "--decisions-out", help="Append decision records as JSON lines to this file."),
+    trace: str = typer.Option(None, "--trace", help="Write decisions to the trace log at this path ('default': ASSAY_HOME/trace)."),
 ) -> None:
     """Consume candidate batches from Redis Streams (or Kafka) and write slates to an output stream."""
     from assay.guard.stream import KafkaTransport, RedisStreamsTransport, StreamWorker
 
     if bool(redis_url) == bool(kafka):
         raise BadInput("give exactly one of --redis URL or --kafka BOOTSTRAP")
-    guard = build_guard(bundle, labels, decisions_out=decisions_out)
+    guard = build_guard(bundle, labels, decisions_out=decisions_out, trace=trace)
     if redis_url:
         transport: Any = RedisStreamsTransport(redis_url, input_stream=input_stream, output_stream=output_stream, group=group, consumer=consumer)
     else:

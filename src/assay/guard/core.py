@@ -358,6 +358,76 @@ class Slate:
             ))
         return out
 
+    def to_arrow(self):
+        """The decisions as one Arrow table in the trace's decision columns, built column-wise
+        (no per-candidate Python objects): what ``TraceLog.append_table`` takes. Row for row the
+        same as :attr:`decisions`."""
+        import pyarrow as pa
+
+        n = self.n_candidates
+        specs = self.specs
+        n_rules = len(specs)
+        h = self.hard_rule
+        names = np.array(["drop", "allow", "demote", "label", "cap"], dtype=object)
+        # which rules to name per candidate: those that acted (a cap only where it removed the item)
+        full = np.zeros((n_rules + 3, n), dtype=bool)
+        if self.acting is not None and n_rules:
+            full[:n_rules] = self.acting
+            caps = [sp.index for sp in specs if sp.kind == K_CAP]
+            if caps:
+                full[caps, :] = False
+        decided = np.flatnonzero(h >= 0)
+        full[h[decided], decided] = True
+        full[n_rules] = h == UNLABELED
+        full[n_rules + 1] = h == BUDGET
+        full[n_rules + 2] = h == BREAKER
+        cand, rule = np.nonzero(full.T)  # ordered by candidate, then rule order
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.bincount(cand, minlength=n), out=offsets[1:])
+        ids = np.array([sp.id for sp in specs] + ["guard:unlabeled", "guard:deadline", ""], dtype=object)
+        reasons = np.array([sp.reason for sp in specs] + ["no labels for this item on a fail-closed surface",
+                                                          "deadline budget exhausted before the rules ran (fail-closed)", ""], dtype=object)
+        rule_values = ids[rule]
+        reason_values = reasons[rule]
+        if self.failed_closed is not None and len(rule):
+            fc = self.failed_closed[cand] & (rule == h[cand])
+            for k in np.flatnonzero(fc):
+                reason_values[k] = f"fail-closed: {ids[rule[k]]} could not be evaluated (missing labels or budget)"
+        for k in np.flatnonzero(rule == n_rules + 2):
+            scope = self.breaker_scope.get(int(cand[k]), "breaker")
+            rule_values[k] = f"breaker:{scope}"
+            reason_values[k] = f"circuit breaker {scope} is open" + (f"; fallback {self.fallback}" if self.fallback else "")
+        s_offsets = np.zeros(n + 1, dtype=np.int32)
+        if self.shadowed is not None and n_rules:
+            s_cand, s_rule = np.nonzero(self.shadowed.T)
+            np.cumsum(np.bincount(s_cand, minlength=n), out=s_offsets[1:])
+            shadow_values = ids[s_rule]
+        else:
+            shadow_values = np.empty(0, dtype=object)
+        served = self.rank_after >= 0
+        cols: dict[str, Any] = {
+            "request_id": [self.request_id] * n, "ts": np.full(n, self.ts), "surface": [self.surface] * n,
+            "subject_id": [self.subject_id] * n, "item_id": self.candidate_ids.astype(object),
+            "rank_before": np.arange(n, dtype=np.int64), "rank_after": self.rank_after.astype(np.int64),
+            "action": names[self.action.astype(np.int64)],
+            "rule_ids": pa.ListArray.from_arrays(offsets, pa.array(rule_values, type=pa.string())),
+            "reasons": pa.ListArray.from_arrays(offsets, pa.array(reason_values, type=pa.string())),
+            "shadow_rule_ids": pa.ListArray.from_arrays(s_offsets, pa.array(shadow_values, type=pa.string())),
+            "bundle_hash": [self.bundle_hash] * n, "bundle_version": [self.bundle_version] * n,
+            "model_versions": [list(self.model_versions)] * n,
+            "breaker_state": np.where(h == BREAKER, "open", self.breaker_state).astype(object),
+            "score_before": self.scores_before.astype(np.float64),
+            "score_after": pa.array(self.scores_after.astype(np.float64), mask=~served),
+            "attribution": pa.nulls(n, pa.string()),
+        }
+        table = pa.table({k: (v if isinstance(v, pa.Array) else pa.array(v)) for k, v in cols.items()})
+        if self.fallback_ids:
+            extra = [d.to_dict() for d in self.decisions[n:]]
+            for row in extra:
+                row["attribution"] = None
+            table = pa.concat_tables([table, pa.Table.from_pylist(extra, schema=table.schema)])
+        return table
+
     def to_dict(self, *, decisions: bool = False) -> dict[str, Any]:
         items = []
         for item_id, score in zip(self.item_ids, self.scores.tolist(), strict=True):

@@ -89,8 +89,9 @@ class DecisionQueue:
 
     __call__ = submit
 
-    @staticmethod
-    def _records_of(item: Any) -> list[Any]:
+    def _records_of(self, item: Any) -> list[Any]:
+        if getattr(self.sink, "accepts_slates", False):
+            return [item]  # the sink builds its own (columnar) records
         decisions = getattr(item, "decisions", None)
         if decisions is not None:
             events = list(getattr(item, "events", ()))
@@ -154,6 +155,9 @@ class DecisionQueue:
         self._closed = True
         self._q.put(_STOP)
         self._thread.join(timeout_s)
+        close = getattr(self.sink, "close", None)
+        if close is not None and not self._thread.is_alive():
+            close()
 
 
 class JsonlSink:
@@ -173,3 +177,33 @@ class JsonlSink:
 
     def close(self) -> None:
         self._fh.close()
+
+
+class TraceSink:
+    """Slates and events into an ``assay.trace.TraceLog``: each batch of slates becomes one Arrow
+    table (``Slate.to_arrow``, no per-decision Python objects) for ``append_table``; breaker
+    events go through ``append``."""
+
+    accepts_slates = True
+
+    def __init__(self, log: Any):
+        self.log = log
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, checkpoint_every: float | None = 5.0) -> TraceSink:
+        from assay.trace import TraceLog
+
+        return cls(TraceLog.open(path, checkpoint_every=checkpoint_every))
+
+    def __call__(self, items: list[Any]) -> None:
+        import pyarrow as pa
+
+        tables = [i.to_arrow() for i in items if hasattr(i, "to_arrow") and i.n_candidates + len(i.fallback_ids)]
+        events = [i for i in items if not hasattr(i, "to_arrow")]
+        if tables:
+            self.log.append_table(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+        if events:
+            self.log.append(events)
+
+    def close(self) -> None:
+        self.log.close()
