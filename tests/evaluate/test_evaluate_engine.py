@@ -306,3 +306,50 @@ def test_register_model_records_the_run_in_the_governance_registry(tmp_path, stu
     other.write_bytes(b"different")
     suite2 = write_suite(tmp_path, stub_server.base_url, "refuser", n=4, model_files=[str(other)])
     assert cli_main(["eval", "run", str(suite2), "--register-model", model["id"]]) == 2
+
+
+def test_server_dying_mid_run_stops_cleanly_and_resume_finishes(tmp_path):
+    import threading
+
+    from conftest import StubServer
+
+    server = StubServer().start()
+    port = server.port
+    suite = write_suite(tmp_path, server.base_url, "delay-0.05", n=80, initial_concurrency=2, max_concurrency=2, backoff_cap_s=0.05)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_suite(suite, run_id="dies", use_cache=False)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    results = Path(os.environ["ASSAY_HOME"]) / "runs" / "dies" / "results.jsonl"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not results.is_file() or len(read_results(results)) < 8):
+        time.sleep(0.05)
+    server.stop()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the run hung after the server died"
+    assert errors and isinstance(errors[0], Unavailable), errors
+    finished = read_results(results)
+    assert 8 <= len(finished) < 80
+    revived = StubServer()
+    revived.port = port
+    import uvicorn
+
+    revived.server = uvicorn.Server(uvicorn.Config(revived.server.config.app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    revived.thread = threading.Thread(target=revived.server.run, daemon=True)
+    revived.start()
+    try:
+        # items that failed while the server was going down are in the file as connect errors;
+        # resume runs only what is missing
+        outcome = resume_run("dies", use_cache=False)
+    finally:
+        revived.stop()
+    assert outcome.report["counts"]["items"] == 80
+    assert outcome.report["counts"]["errors"] == {}  # connect errors from the outage were retried
+    answered = sum(1 for r in finished if not r["error"])
+    assert outcome.stats["resumed_from"] == answered and outcome.stats["ran"] == 80 - answered

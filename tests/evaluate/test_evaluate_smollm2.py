@@ -61,3 +61,18 @@ def test_crows_pairs_loglik_with_llama_cpp(tmp_path):
         assert isinstance(r["scores"]["stereo_preferred"], bool)
         assert r["output"]["logprobs"][0] < 0
     assert outcome.report["metrics"]["stereo_preference"]["n"] == 2
+
+
+@pytest.mark.slow
+def test_in_process_transformers_target_on_the_gguf():
+    import asyncio
+
+    from assay.evaluate.items import EvalItem, user
+    from assay.evaluate.targets import TransformersTarget
+
+    target = TransformersTarget("smollm2", params={"max_tokens": 6})
+    out = asyncio.run(target.call(EvalItem(id="a", messages=user("Say hello."))))
+    assert isinstance(out.text, str) and out.completion_tokens > 0
+    ll = asyncio.run(target.call(EvalItem(id="b", task="loglik", fields={"texts": ["The cat sat on the mat.", "Mat the on sat cat the."]})))
+    assert ll.logprobs[0] > ll.logprobs[1]  # the grammatical sentence is more likely
+    assert len(next(iter(target.model_hashes().values()))) == 64

@@ -35,6 +35,7 @@ from assay.evaluate.suite import Suite, from_spec, load_suite
 from assay.evaluate.targets import Output, Target, TargetError, build_target, fingerprint_key
 
 RESULTS = "results.jsonl"
+RETRY_ON_RESUME = frozenset({"connect", "timeout", "http_429", "http_5xx"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +310,9 @@ async def _execute(
     hook: ProgressHook | None,
 ) -> dict[str, Any]:
     done_records = read_results(path / RESULTS, repair=True)
-    done = {r["id"] for r in done_records}
+    # an item that failed for a transient reason (the server went away, timed out, shed load)
+    # is run again on resume; its new line supersedes the old one
+    done = {r["id"] for r in done_records if not (r.get("error") and r["error"]["kind"] in RETRY_ON_RESUME)}
     todo = [it for it in items if it.id not in done]
     target = build_target(suite.target)
     scorers = [build_scorer(s) for s in suite.scorers]
@@ -358,20 +361,22 @@ async def _execute(
         for scorer in scorers:
             await scorer.start()
         writer_task = asyncio.create_task(writer())
-        if todo:
-            if engine == "ray":
+        try:
+            if todo and engine == "ray":
                 from assay.evaluate.ray_engine import produce_ray
 
                 await produce_ray(target, suite.target, todo, cache, emit)
-            else:
+            elif todo:
                 await target.start()
                 try:
                     window = max(getattr(target, "max_concurrency", target.default_concurrency), 1) * 2
                     await _produce_local(target, todo, cache, emit, window)
                 finally:
                     await target.close()
-        await queue.put(None)
-        await writer_task
+        finally:
+            # whatever happened, what finished is scored and on disk before we return or raise
+            await queue.put(None)
+            await writer_task
     finally:
         fh.close()
         progress.close()
@@ -395,7 +400,7 @@ async def _execute(
 def _finish(suite: Suite, path: Path, items: list[EvalItem], meta: dict[str, Any], stats: dict[str, Any]) -> RunOutcome:
     from assay.evaluate import report as rep
 
-    by_id = {r["id"]: r for r in read_results(path / RESULTS)}
+    by_id = {r["id"]: r for r in read_results(path / RESULTS)}  # the last line of an id wins
     missing = [it.id for it in items if it.id not in by_id]
     if missing:
         raise Unavailable(f"run {meta['run_id']} is incomplete: {len(missing)} items missing", hint=f"assay eval resume {meta['run_id']}")
@@ -485,7 +490,7 @@ def list_runs() -> list[dict[str, Any]]:
     for p in sorted(root.iterdir()):
         if (p / "run.json").is_file():
             meta = json.loads((p / "run.json").read_text())
-            done = len(read_results(p / RESULTS))
+            done = len({r["id"] for r in read_results(p / RESULTS)})
             report = json.loads((p / "report.json").read_text()) if (p / "report.json").is_file() else None
             out.append({"run_id": p.name, "suite": meta["suite"], "items": meta["items"], "done": done,
                         "complete": report is not None, "passed": report["passed"] if report else None})  # fmt: skip
