@@ -28,7 +28,7 @@ def _sizing(quick: bool, device: str) -> dict[str, Any]:
         return {"steps": 2, "batch_size": 2, "max_length": 64, "lora_layers": 4, "augment": 16, "eval": 8, "max_new_tokens": 16, "checkpoint_every": 1}
     if device.startswith("cuda"):
         return {"steps": 150, "batch_size": 16, "max_length": 192, "lora_layers": 0, "augment": 400, "eval": 200, "max_new_tokens": 48, "checkpoint_every": 50}
-    return {"steps": 12, "batch_size": 4, "max_length": 96, "lora_layers": 8, "augment": 60, "eval": 40, "max_new_tokens": 32, "checkpoint_every": 6}
+    return {"steps": 24, "batch_size": 4, "max_length": 96, "lora_layers": 8, "augment": 80, "eval": 48, "max_new_tokens": 32, "checkpoint_every": 12, "learning_rate": 5e-4}
 
 
 def _findings(path: Path) -> int:
@@ -70,6 +70,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     batch_size=size["batch_size"],
                     max_length=size["max_length"],
                     lora_layers=size["lora_layers"],
+                    learning_rate=size.get("learning_rate", 2e-4),
                     checkpoint_every=size["checkpoint_every"],
                     warmup_steps=min(5, max(1, size["steps"] // 5)),
                     seed=SEED,
