@@ -141,3 +141,30 @@ def test_bench_quick_smoke():
         assert math.isfinite(out["figures"][key]) and out["figures"][key] > 0
     assert out["setup"]["agrees_with_scipy"] is True
     assert "drift_ms_per_feature_1m_scipy" in out["baseline"]
+
+
+def test_watch_loop_runs_scheduled_jobs_and_flushes_on_stop(tmp_path):
+    from assay.errors import Unavailable
+    from assay.monitor.loop import InboxSource, ScheduledJob, WatchLoop
+
+    bundle = _bundle(tmp_path)
+    trace: list = []
+    monitor = Monitor(bundle, recorder=trace.extend)
+    inbox = InboxSource()
+    calls = []
+
+    def job() -> dict:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Unavailable("model server down")
+        return {"asr": 0.1}
+
+    loop = WatchLoop(monitor, inbox, TumblingWindows(3600.0), jobs=[ScheduledJob("regress:nightly", 0.0, job)], poll_s=0.001)
+    inbox.extend(_decisions(30, 2))  # a surge that stays in an open window until the loop stops
+    stats = loop.run(max_steps=2, install_signals=False)
+    assert stats.stopped_by == "max_steps" and stats.records == 30 and stats.jobs == 2
+    runs = [e for e in trace if e.kind == "scheduled_run"]
+    assert [r.payload["ok"] for r in runs] == [True, False] and "model server down" in runs[1].payload["error"]
+    assert stats.alerts == 1 and [e.kind for e in trace if e.kind == "alert"] == ["alert"]  # flushed on stop
+    with pytest.raises(BadInput, match="poll interval"):
+        WatchLoop(monitor, inbox, TumblingWindows(1.0), poll_s=0)
