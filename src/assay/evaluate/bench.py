@@ -83,22 +83,24 @@ def _engine_rate(base_url: str, prompts: list[str], workdir: Path, tag: str) -> 
 
 GARAK_PROBE = '''
 """assay bench: a fixed list of prompts, nothing else."""
-import json, os
+import json
+import os
+
 from garak.probes.base import Probe
 
+
 class FixedPrompts(Probe):
-    """Sends the prompts listed in ASSAY_BENCH_PROMPTS (a JSON file)."""
-    bcp47 = "en"
-    lang = "en"
+    """Sends the prompts listed in ASSAY_BENCH_PROMPTS (a JSON file), once each."""
+
+    bcp47 = "*"
+    lang = "*"
+    active = False
     goal = "benchmark throughput"
+    doc_uri = ""
+    tags = []
     primary_detector = "always.Pass"
     recommended_detector = ["always.Pass"]
-    active = False
-    tags = []
-
-    def __init__(self, config_root=None):
-        super().__init__(config_root=config_root) if config_root is not None else super().__init__()
-        self.prompts = json.load(open(os.environ["ASSAY_BENCH_PROMPTS"]))
+    prompts = json.load(open(os.environ["ASSAY_BENCH_PROMPTS"])) if "ASSAY_BENCH_PROMPTS" in os.environ else []
 '''
 
 
@@ -112,12 +114,8 @@ def _garak_python() -> str | None:
     return None
 
 
-def _garak_rate(python: str, base_url: str, prompts: list[str], workdir: Path, parallel: int) -> tuple[float | None, str]:
-    """Time garak sending the prompts once each to the same server (its own process)."""
-    site = subprocess.run([python, "-c", "import garak, os; print(os.path.dirname(garak.__file__))"], capture_output=True, text=True, timeout=120)
-    probe_file = Path(site.stdout.strip()) / "probes" / "assaybench.py"
-    probe_file.write_text(GARAK_PROBE)
-    prompts_file = workdir / "garak_prompts.json"
+def _garak_once(python: str, base_url: str, prompts: list[str], workdir: Path, parallel: int, tag: str) -> tuple[float | None, str]:
+    prompts_file = workdir / f"garak_prompts_{tag}.json"
     prompts_file.write_text(json.dumps(prompts))
     options = {
         "openai": {
@@ -138,14 +136,28 @@ def _garak_rate(python: str, base_url: str, prompts: list[str], workdir: Path, p
         python, "-m", "garak", "--model_type", "openai.OpenAICompatible", "--model_name", "smollm2",
         "--generator_option_file", str(opts_file), "--probes", "assaybench.FixedPrompts",
         "--detectors", "always.Pass", "--generations", "1", "--parallel_attempts", str(parallel),
-        "--report_prefix", str(workdir / "garak"),
+        "--report_prefix", f"garak_{tag}",
     ]  # fmt: skip
     started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, cwd=workdir)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600, cwd=workdir)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         return None, (proc.stderr or proc.stdout)[-800:]
-    return len(prompts) / elapsed, ""
+    return elapsed, ""
+
+
+def _garak_rate(python: str, base_url: str, prompts: list[str], workdir: Path, parallel: int) -> tuple[float | None, str]:
+    """garak's prompts/second on the same server: a run with all prompts minus a run with one
+    prompt, so garak's own start-up (imports, plugin loading) is not charged to it."""
+    site = subprocess.run([python, "-c", "import garak, os; print(os.path.dirname(garak.__file__))"], capture_output=True, text=True, timeout=300)
+    (Path(site.stdout.strip()) / "probes" / "assaybench.py").write_text(GARAK_PROBE)
+    one, err = _garak_once(python, base_url, prompts[:1], workdir, parallel, "one")
+    if one is None:
+        return None, err
+    full, err = _garak_once(python, base_url, prompts, workdir, parallel, "all")
+    if full is None:
+        return None, err
+    return (len(prompts) - 1) / max(full - one, 1e-9), ""
 
 
 def run(quick: bool = False) -> dict[str, Any]:
