@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from trace_helpers import make_decisions
 
-sys.path.insert(0, str(Path(__file__).parent))
-from trace_helpers import make_decisions  # noqa: E402
-
-from assay.trace import TraceLog, proofs  # noqa: E402
-from assay.trace.checkpoint import Verifier  # noqa: E402
+from assay.trace import TraceLog, proofs
+from assay.trace.checkpoint import Verifier
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from trace_helpers import make_decisions  # noqa: E402
+from trace_helpers import make_decisions
 
-from assay.cli.main import main  # noqa: E402
-from assay.trace import TraceLog  # noqa: E402
+from assay.cli.main import main
+from assay.trace import TraceLog
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

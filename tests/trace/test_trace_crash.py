@@ -7,16 +7,13 @@ import multiprocessing
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from trace_helpers import make_decisions
 
-sys.path.insert(0, str(Path(__file__).parent))
-from trace_helpers import make_decisions  # noqa: E402
-
-from assay.trace import TraceLog  # noqa: E402
+from assay.trace import TraceLog
 
 
 def _writer(root: str, home: str, ack_fd: int, seed: int) -> None:

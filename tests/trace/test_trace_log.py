@@ -4,21 +4,17 @@ erasure, recovery, any fsspec filesystem, and bad input."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from trace_helpers import make_decisions
 
-sys.path.insert(0, str(Path(__file__).parent))
-from trace_helpers import make_decisions  # noqa: E402
-
-from assay.errors import BadInput  # noqa: E402
-from assay.records import Event  # noqa: E402
-from assay.trace import SignatureError, TraceLog  # noqa: E402
-from assay.trace import canonical, merkle, proofs  # noqa: E402
-from assay.trace.checkpoint import Verifier  # noqa: E402
+from assay.errors import BadInput
+from assay.records import Event
+from assay.trace import SignatureError, TraceLog, canonical, merkle, proofs
+from assay.trace.checkpoint import Verifier
 
 
 @pytest.fixture

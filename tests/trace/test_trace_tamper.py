@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from trace_helpers import make_decisions
 
-sys.path.insert(0, str(Path(__file__).parent))
-from trace_helpers import make_decisions  # noqa: E402
-
-from assay.trace import TraceLog, canonical  # noqa: E402
-from assay.trace.checkpoint import Checkpoint, Signer  # noqa: E402
+from assay.trace import TraceLog, canonical
+from assay.trace.checkpoint import Checkpoint, Signer
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 from operator import attrgetter
 from typing import Any
 
@@ -198,7 +199,7 @@ def _quote(arr: pa.Array, few_distinct: bool = False) -> pa.Array:
         return _quote(encoded.dictionary).take(encoded.indices)
     raw = _data_bytes(arr)
     quoted = pc.binary_join_element_wise('"', arr, '"', "")
-    if not len(raw) or raw.min() >= 0x20 and not (np.any(raw == 0x22) or np.any(raw == 0x5C)):
+    if not len(raw) or (raw.min() >= 0x20 and not (np.any(raw == 0x22) or np.any(raw == 0x5C))):
         return quoted
     escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
     quoted = pc.binary_join_element_wise('"', escaped, '"', "")
@@ -298,7 +299,7 @@ def hash_strings(arr: pa.Array) -> list[bytes]:
     offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1, offset=arr.offset * 4).tolist()
     data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
     sha = hashlib.sha256
-    return [sha(data[a:b]).digest() for a, b in zip(offsets, offsets[1:])]
+    return [sha(data[a:b]).digest() for a, b in pairwise(offsets)]
 
 
 def event_row(event: Event) -> dict[str, Any]:

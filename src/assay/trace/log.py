@@ -636,7 +636,7 @@ class TraceLog:
                 self._active = None
             for name in self.segment_names():
                 data = self._read_segment_buffer(name)
-                batches, good, trailing = read_batches(data, f"segment {name}")
+                batches, _good, trailing = read_batches(data, f"segment {name}")
                 if trailing:
                     raise TamperError([trailing])
                 table = pa.Table.from_batches(batches)
