@@ -47,3 +47,32 @@ def files(tmp_path):
         return p
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory):
+    """Train the real flow's two models once per session (quick size); tests copy them."""
+    import os
+    from pathlib import Path as P
+
+    from assay.govern.realflow import _trained_once, train_classifier, train_ranker
+
+    data = P(os.environ["ASSAY_DATA_DIR"])
+    root = tmp_path_factory.mktemp("trained")
+    _trained_once(root / "ranker-quick", ["ranker.txt"], lambda d: train_ranker(
+        data / "movielens_latest_small" / "ml-latest-small" / "ratings.csv", d, 120))
+    _trained_once(root / "classifier-quick", ["classifier.npz", "vocabulary.json"], lambda d: train_classifier(
+        data / "davidson_hate_speech" / "data" / "labeled_data.csv", d, 3000))
+    return root
+
+
+@pytest.fixture
+def models_dir(trained_models, tmp_path):
+    """A private copy of the trained models (tests change weights on disk)."""
+    import shutil
+
+    def into(dest: Path) -> Path:
+        shutil.copytree(trained_models, dest, dirs_exist_ok=True)
+        return dest
+
+    return into

@@ -10,10 +10,12 @@ from rich.console import Console
 from assay.govern.bom import validate_bom
 
 
-def test_demo_step_is_rerunnable(assay_home, data_dir):
+def test_demo_step_is_rerunnable(assay_home, data_dir, models_dir):
     from assay.cli.demo import DemoContext
     from assay.config import settings
     from assay.govern import demo
+
+    models_dir(settings().home / "govern" / "models")  # trained once per session
 
     for _ in range(2):
         console = Console(record=True, width=200)

@@ -16,9 +16,9 @@ def _cli(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def test_real_flow(assay_home, data_dir, bundle_path, capsys):
+def test_real_flow(assay_home, data_dir, bundle_path, capsys, models_dir):
     store = open_store()
-    flow = run_flow(store, Actor("erin", "engineer", "test"), data_dir, assay_home / "models", quick=True)
+    flow = run_flow(store, Actor("erin", "engineer", "test"), data_dir, models_dir(assay_home / "models"), quick=True)
     assert flow.ranker_metrics["ndcg@10"] > 0.5 and flow.classifier_metrics["macro_f1"] > 0.4
     assert flow.davidson["restrictions"] == ["research_only"]
 

@@ -12,11 +12,11 @@ from assay.store import open_store
 ROOT_ACTOR = Actor("root", "admin", "test")
 
 
-@pytest.fixture
-def api(assay_home):
+@pytest.fixture(params=["sqlite", "postgres"])
+def api(request, assay_home):
     from fastapi.testclient import TestClient
 
-    store = open_store()
+    store = open_store(None if request.param == "sqlite" else request.getfixturevalue("pg_url"))
     app = create_app(store)
     tokens = {}
     for name, role in [("vera", "viewer"), ("erin", "engineer"), ("alice", "approver"), ("bob", "approver"),

@@ -117,9 +117,10 @@ def create_app(store: Store | None = None, db_url: str | None = None) -> FastAPI
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics() -> Response:
         """Prometheus metrics (no token needed)."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        # the app's HTTP metrics plus whatever other parts registered in the process-wide registry
+        return Response(generate_latest(registry) + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app.state.routers = []
     for name in ROUTE_MODULES:
