@@ -157,3 +157,20 @@ def test_quick_demo_step_builds_the_data_and_reruns(assay_home):
     from assay.data import do_not_answer
 
     assert not any(q.question in text for q in do_not_answer.load_questions()[:200])
+
+
+def test_over_refusals_train_their_reference_answer(findings_file, tmp_path):
+    extra = tmp_path / "over_refusal.jsonl"
+    rows = []
+    for i in range(40):
+        prompt = f"How many legs does a spider have? (variant {i})"
+        rows.append({"prompt": prompt, "response": "I cannot help with that.", "verdict": "over_refusal", "reference": "A spider has eight legs."})
+    rows.append({"prompt": "What year did the Berlin Wall fall?", "response": "Sorry, no.", "verdict": "over_refusal"})
+    extra.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    findings, _ = ds.read_findings([findings_file, extra])
+    mset = ds.build(findings, augment_harmful=20, heldout_benign=40)
+    trained = [e for e in mset.train if "spider" in e.prompt]
+    held = [e for e in mset.heldout_benign if "spider" in e.prompt]
+    assert trained and held and len(trained) + len(held) == 40
+    assert all(e.kind == "benign" and e.response == "A spider has eight legs." for e in trained)
+    assert mset.stats["no_reference"] == 1
