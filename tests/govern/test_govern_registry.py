@@ -147,6 +147,12 @@ def test_deployment_gate_end_to_end(store, engineer, bundle_path, world, files):
     v = check_deployment(store, engineer, dep["id"])
     assert v["allowed"] is True, v["denials"]
     assert v["trace"].startswith("appended to trace")  # the verdict is also a traced Event
+    assert v["openlineage"].startswith("emitted to ")  # ... and an OpenLineage RunEvent
+    from assay.govern.openlineage import verdict_run_event
+
+    event = verdict_run_event(store, v)
+    assert event["run"]["facets"]["assay_verdict"]["allowed"] is True
+    assert event["eventType"] == "COMPLETE" and event["outputs"][0]["name"] == f"deployment/{dep['name']}"
     assert {"purpose-in-scope", "ranker-ndcg"} <= set(v["deciding"])
 
     files("ranker.txt", b"tree 2")  # one byte changed on disk

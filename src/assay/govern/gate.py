@@ -420,7 +420,20 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
             audit(s, actor, "deploy_check", dep.id, {"verdict": vid, "allowed": allowed, "bundle_hash": bundle.hash})
     if record:
         detail["trace"] = append_to_trace(verdict_event(detail))
+        detail["openlineage"] = _emit_verdict(store, detail)
     return detail
+
+
+def _emit_verdict(store: Store, detail: dict[str, Any]) -> str:
+    """Best effort: the verdict is committed already; say where the RunEvent went or why not."""
+    from assay.errors import AssayError
+
+    from .openlineage import emit, verdict_run_event
+
+    try:
+        return "emitted to " + emit([verdict_run_event(store, detail)])
+    except AssayError as e:
+        return f"not emitted: {e.message}"
 
 
 def _declared(bundle: Any, context: dict[str, Any]) -> dict[str, Any]:

@@ -323,3 +323,30 @@ def emit(events: list[dict[str, Any]], url: str | None = None) -> str:
         for e in events:
             f.write(json.dumps(e, sort_keys=True) + "\n")
     return str(path)
+
+
+def verdict_run_event(store: Store, verdict: Mapping[str, Any]) -> dict[str, Any]:
+    """A deployment-gate verdict as a RunEvent: job ``deploy-check``, the model in, the deployment
+    out, the verdict in the ``assay_verdict`` run facet (COMPLETE when allowed, FAIL when denied)."""
+    from openlineage.client.event_v2 import Job, RunEvent, RunState
+    from openlineage.client.event_v2 import Run as OLRun
+    from openlineage.client.serde import Serde
+
+    with store.session() as s:
+        model = s.get(Asset, verdict["model"])
+        deployment = s.get(Asset, verdict["deployment"])
+        if model is None or deployment is None:
+            raise BadInput(f"verdict {verdict.get('id')} names assets that are not registered")
+    facet = _run_facet("assay_verdict", {
+        "allowed": bool(verdict["allowed"]), "verdictId": verdict["id"], "bundleHash": verdict["bundle_hash"],
+        "deciding": list(verdict["deciding"]),
+        "denials": [{"check": d["check"], "rule": d["rule"], "asset": d.get("asset"), "path": d.get("path", [])}
+                    for d in verdict["denials"]]})
+    event = RunEvent(
+        eventType=RunState.COMPLETE if verdict["allowed"] else RunState.FAIL, eventTime=datetime.now(UTC).isoformat(),
+        run=OLRun(runId=str(uuid.uuid5(uuid.NAMESPACE_URL, f"assay:{verdict['id']}")), facets={"assay_verdict": facet}),
+        job=Job(namespace="assay", name="deploy-check"),
+        inputs=[_dataset(model, False)], outputs=[_dataset(deployment, True)], producer=PRODUCER)
+    out = Serde.to_dict(event)
+    validate(out)
+    return out
