@@ -168,3 +168,35 @@ def test_watch_loop_runs_scheduled_jobs_and_flushes_on_stop(tmp_path):
     assert stats.alerts == 1 and [e.kind for e in trace if e.kind == "alert"] == ["alert"]  # flushed on stop
     with pytest.raises(BadInput, match="poll interval"):
         WatchLoop(monitor, inbox, TumblingWindows(1.0), poll_s=0)
+
+
+def test_alert_on_score_drift_in_the_window(tmp_path):
+    import numpy as np
+
+    from assay.monitor.drift import ReferenceProfile
+
+    text = """\
+bundle: drift-alerts
+version: "1"
+attributes:
+  alerts:
+    window.psi: map(string, double)
+    window.drifted: int
+alerts:
+  - id: score-drift
+    when: '"score" in window.psi && window.psi["score"] > 0.2 && window.drifted >= 1'
+    severity: warn
+"""
+    rng = np.random.default_rng(4)
+    monitor = Monitor(_bundle(tmp_path, text), drift_references={"score": ReferenceProfile.numeric("score", rng.beta(2, 5, 5000))})
+
+    def window(a: float) -> object:
+        ds = [Decision(request_id=f"r{i}", ts=float(i), surface="for_you", subject_id="u", item_id=f"i{i}", rank_before=0,
+                       rank_after=0, action="allow", score_before=float(s)) for i, s in enumerate(rng.beta(a, 5, 2000))]
+        return stats_from_decisions(ds)
+
+    same = window(2.0)
+    assert monitor.evaluate(same) == [] and same.psi["score"] < 0.05 and same.drifted == 0
+    shifted = window(5.0)
+    assert [f.alert_id for f in monitor.evaluate(shifted)] == ["score-drift"]
+    assert shifted.context()["window"]["psi"]["score"] > 0.2

@@ -55,7 +55,8 @@ class Monitor:
     """Evaluates a bundle's alert rules over windows and runs their mitigations."""
 
     def __init__(self, bundle: Any, *, mitigator: Mitigator | None = None, recorder: Recorder | None = None,
-                 cooldown_s: float = 300.0, clock: Callable[[], float] = time.time):
+                 cooldown_s: float = 300.0, clock: Callable[[], float] = time.time,
+                 drift_references: dict[str, Any] | None = None, drift_correction: str = "bh"):
         alerts = list(getattr(bundle, "alerts", []) or [])
         for a in alerts:
             where = str(getattr(a, "location", f"alert {a.id}"))
@@ -67,6 +68,8 @@ class Monitor:
         self.recorder = recorder
         self.cooldown_s = cooldown_s
         self.clock = clock
+        self.drift_references = dict(drift_references or {})  # stream name ("score", "harm") -> ReferenceProfile
+        self.drift_correction = drift_correction
         self.firings: list[Firing] = []
         self._last_fired: dict[tuple[str, str], float] = {}
 
@@ -74,8 +77,24 @@ class Monitor:
         if self.recorder is not None and records:
             self.recorder(records)
 
+    def add_drift(self, stats: WindowStats) -> None:
+        """Drift of the window's streams against the references: ``window.psi``, ``window.ks``
+        and ``window.drifted`` for the alert rules (streams absent from the window are skipped)."""
+        from assay.monitor.drift import drift_report
+
+        refs = {k: v for k, v in self.drift_references.items() if stats.values.get(k) is not None and stats.values[k].size}
+        if not refs:
+            return
+        report = drift_report(refs, {k: stats.values[k] for k in refs}, correction=self.drift_correction)
+        for f in report.features:
+            stats.psi[f.feature] = f.psi
+            if f.ks is not None:
+                stats.ks[f.feature] = f.ks
+        stats.drifted = len(report.drifted)
+
     def fired_alerts(self, stats: WindowStats) -> list[Any]:
         """The bundle's alerts whose condition holds over this window (no side effects)."""
+        self.add_drift(stats)
         if not self.alerts:
             return []
         check = getattr(self.bundle, "check_alerts", None)

@@ -80,6 +80,7 @@ class WindowStats:
     ks: dict[str, float] = field(default_factory=dict)
     drifted: int = 0
     request_ids: tuple[str, ...] = ()  # a sample of the window's requests, for the trace chain
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # raw streams for drift tests ("score")
 
     def rate(self, action: str) -> float:
         return self.action_counts.get(action, 0) / self.n if self.n else 0.0
@@ -113,6 +114,7 @@ class WindowStats:
         self.harm_n += int(arr.size)
         self.harm_hits += int(np.count_nonzero(arr >= harm_threshold))
         self.harm_sum += float(arr.sum())
+        self.values["harm"] = np.concatenate([self.values["harm"], arr]) if "harm" in self.values else arr
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, **self.context()["window"]}
@@ -163,10 +165,12 @@ def stats_from_columns(
         bs = columns["breaker_state"]
         fallback = n - _value_counts(bs).get("closed", 0)
     score_sum, score_n = 0.0, 0
+    values: dict[str, np.ndarray] = {}
     if "score_before" in columns and n:
         sc = np.asarray(pa.array(columns["score_before"], type=pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
         finite = np.isfinite(sc)
         score_sum, score_n = float(sc[finite].sum()), int(finite.sum())
+        values = {"score": sc[finite]}
     if "ts" in columns and n and (start is None or end is None):
         ts = np.asarray(columns["ts"], dtype=np.float64)
         start = float(ts.min()) if start is None else start
@@ -174,7 +178,7 @@ def stats_from_columns(
     return WindowStats(
         start=start or 0.0, end=end or 0.0, surface=surface, n=n, requests=requests,
         action_counts=action_counts, rule_counts=rule_counts, fallback=fallback,
-        score_sum=score_sum, score_n=score_n, request_ids=sample,
+        score_sum=score_sum, score_n=score_n, request_ids=sample, values=values,
     )
 
 
