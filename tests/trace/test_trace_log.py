@@ -163,3 +163,18 @@ def test_partial_batch_after_crash_is_cut_and_reported(tmp_path) -> None:
         assert log.record(20)["kind"] == "trace.recovered"
         assert segment.stat().st_size > good
         assert log.verify().ok
+
+
+def test_checkpoints_on_demand_and_read_only(tmp_path) -> None:
+    with TraceLog.open(tmp_path / "log", checkpoint_every=None) as log:
+        result = log.append(make_decisions(10))
+        assert result.checkpoint_size == 0 and log.checkpoint_sizes() == []
+        log.append(make_decisions(5, start=10))
+        checkpoint, note = log.checkpoint()
+        assert checkpoint.size == 15 and note.startswith("assay.local/trace\n15\n")
+        assert log.checkpoint()[0].size == 15 and log.checkpoint_sizes() == [15]
+    with TraceLog.open(tmp_path / "log", read_only=True) as reader:
+        for action in (lambda: reader.append(make_decisions(1)), reader.checkpoint, lambda: reader.erase("user1")):
+            with pytest.raises(BadInput, match="read-only"):
+                action()
+        assert reader.verify().ok

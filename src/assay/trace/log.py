@@ -486,10 +486,10 @@ class TraceLog:
                                 int(latest[-1][:20]) if latest else 0, time.perf_counter() - started)
 
     def _write_batch(self, batch: pa.RecordBatch) -> None:
-        message = batch.serialize().to_pybytes()
+        message = memoryview(batch.serialize())  # written and hashed without another copy
         if not self.local:
             name = _segment_name(self._size)
-            data = canonical.SEGMENT_SCHEMA.serialize().to_pybytes() + message
+            data = canonical.SEGMENT_SCHEMA.serialize().to_pybytes() + bytes(message)
             self.fs.pipe_file(f"{self.root}/segments/{name}", data)
             self._segment_digests[name] = (len(data), hashlib.sha256(data).hexdigest())
             return
@@ -542,6 +542,8 @@ class TraceLog:
 
     def checkpoint(self) -> tuple[Checkpoint, str]:
         """Sign and publish a checkpoint for the current size (no-op if one exists); returns it and its note text."""
+        if self.read_only:
+            raise BadInput("this log was opened read-only")
         with self._lock:
             if self._size == 0:
                 raise BadInput("the log is empty: there is nothing to checkpoint")
@@ -628,6 +630,8 @@ class TraceLog:
     def erase(self, subject_id: str, reason: str = "data subject request") -> dict[str, Any]:
         """Erase the personal payload of every record about ``subject_id``. The record hashes (and
         so the tree and every proof) stay; the erasure is appended as a ``trace.erasure`` event."""
+        if self.read_only:
+            raise BadInput("this log was opened read-only")
         pseudonym = self.pseudonymiser.one(subject_id)
         erased: list[int] = []
         with self._lock:
@@ -689,7 +693,7 @@ class _ActiveSegment:
             if fsync:
                 _fsync_dir(os.path.dirname(path))
 
-    def write(self, data: bytes, rows: int) -> None:
+    def write(self, data: bytes | memoryview, rows: int) -> None:
         self._file.write(data)
         self._file.flush()
         if self.fsync:
