@@ -16,15 +16,26 @@ from assay.recsys.htmlreport import figure, fmt, interval, page, pyplot, table
 from assay.recsys.model import Recommender
 
 
+def _shilling(report: dict[str, Any]) -> str:
+    """The shilling report of ``assay redteam shilling --json``: clean / attacked / mitigated
+    measures side by side, and the detectors."""
+    stages = [{"model": name, **{k: v for k, v in report[name].items() if isinstance(v, int | float)}} for name in ("clean", "attacked", "mitigated") if isinstance(report.get(name), dict)]
+    detectors = [d for d in report.get("detectors", []) if isinstance(d, dict)]
+    head = f"<p>Shilling attack <b>{html.escape(str(report.get('attack', '?')))}</b> on {html.escape(str(len(report.get('targets', []))))} target films, measured on {html.escape(str(report.get('users_measured', '?')))} genuine users (k = {html.escape(str(report.get('k', '?')))}).</p>"
+    return head + table(stages) + ("<p>Detectors:</p>" + table(detectors) if detectors else "")
+
+
 def _robustness(path: Path | None) -> str:
-    """Red-team results: a JSON file holding one EvaluationResult dict (or a list of them), or a
-    findings summary ``{"findings": [...]}``. Absent: the section says so."""
+    """Red-team results: the JSON of ``assay redteam shilling --json``, one EvaluationResult dict
+    (or a list of them), or a findings summary ``{"findings": [...]}``. Absent: the section says so."""
     if path is None:
-        return '<p class="note">No red-team results were supplied (pass <code>--robustness results.json</code> once the red-team suite for recommenders (shilling, poisoning) has run). This section is empty, not passed.</p>'
+        return '<p class="note">No red-team results were supplied (pass <code>--robustness results.json</code>, e.g. the output of <code>assay redteam shilling --json</code>). This section is empty, not passed.</p>'
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise BadInput(f"cannot read red-team results {path}: {e}") from e
+    if isinstance(data, dict) and {"clean", "attacked"} <= set(data):
+        return f"<p>From <code>{html.escape(str(path))}</code>.</p>" + _shilling(data)
     results = data if isinstance(data, list) else [data]
     rows = []
     for r in results:
