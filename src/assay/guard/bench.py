@@ -255,8 +255,10 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
         bodies.append(json.dumps({"request": req, "candidates": batch}))
     (workdir / "bodies.json").write_text(json.dumps(bodies))
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "assay.cli.main", "guard", "serve", "--labels", str(labels), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers = int(os.environ.get("ASSAY_BENCH_GUARD_WORKERS", max(1, (os.cpu_count() or 2) // 2)))
+    server = subprocess.Popen([sys.executable, "-m", "assay.cli.main", "guard", "serve", "--labels", str(labels), "--port", str(port),
+                               "--workers", str(workers)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -276,13 +278,23 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
             raise RuntimeError(f"load generator failed: {gen.stderr[-2000:]}")
         result = json.loads(gen.stdout.strip().splitlines()[-1])
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop_group(server)
     return {"http_rps": result["closed_loop"]["rps"], "http_p50_ms": result["open_loop"]["p50_ms"],
-            "http_p99_ms": result["open_loop"]["p99_ms"], "http_detail": result}
+            "http_p99_ms": result["open_loop"]["p99_ms"], "http_detail": {**result, "server_workers": workers}}
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop the server and its worker processes (SIGINT is uvicorn's clean shutdown)."""
+    import signal
+
+    for sig, wait in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def bench_stream(quick: bool) -> dict[str, Any]:

@@ -105,10 +105,20 @@ def serve_cmd(
     decisions_out: Path = typer.Option(None, "--decisions-out", help="Append decision records as JSON lines to this file."),
     trace: str = typer.Option(None, "--trace", help="Write decisions to the trace log at this path ('default': ASSAY_HOME/trace)."),
     when_full: str = typer.Option("drop", "--when-full", help="Decision queue full: drop (and count) or backpressure."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (each holds its own guard and label store)."),
 ) -> None:
     """Serve the guard over HTTP (POST /v1/guard)."""
-    from assay.guard.http import serve
+    from assay.guard.http import serve, serve_workers
 
+    if workers < 1:
+        raise BadInput("--workers must be at least 1")
+    if workers > 1:
+        if decisions_out or trace:
+            raise BadInput("--decisions-out/--trace need one writer: use --workers 1, or one server per trace path")
+        resolve = str(resolve_bundle_path(bundle))
+        typer.echo(f"assay guard: {workers} workers on http://{host}:{port}/v1/guard", err=True)
+        serve_workers(bundle=resolve, labels=labels, deadline_ms=deadline_ms, workers=workers, host=host, port=port)
+        return
     guard = build_guard(bundle, labels, deadline_ms=deadline_ms, decisions_out=decisions_out, when_full=when_full, trace=trace)
     typer.echo(f"assay guard: bundle {guard.bundle.bundle.name} {guard.bundle.version} ({guard.bundle.hash[:12]}) on http://{host}:{port}/v1/guard", err=True)
     try:

@@ -83,6 +83,7 @@ class CompiledSurface:
     partial_rollout: tuple[int, ...]  # rules with 0 < rollout < 100 (hashed per subject)
     cap_rules: tuple[int, ...]
     label_rules: tuple[int, ...]
+    demote_rules: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def compile_bundle(bundle: Any, extra_surfaces: tuple[str, ...] = ()) -> Compile
             partial_rollout=tuple(sp.index for sp in specs_t if 0 < sp.rollout < 100 and not sp.shadow),
             cap_rules=tuple(sp.index for sp in specs_t if sp.kind == K_CAP),
             label_rules=tuple(sp.index for sp in specs_t if sp.kind == K_LABEL),
+            demote_rules=tuple(sp.index for sp in specs_t if sp.kind == K_DEMOTE),
         )
     return CompiledBundle(bundle, str(bundle.version), str(bundle.hash), surfaces)
 
@@ -185,11 +187,15 @@ def _warm_imports() -> None:
         _GuardBatch.cls = _make_guard_batch()
 
 
-def _all_strings(values: np.ndarray) -> bool:
-    """True when every element is a str (pandas' type inference runs in C)."""
+def _inferred(values: np.ndarray) -> str:
+    """pandas' element type inference ("string", "integer", "boolean", "mixed", ...), in C."""
     from pandas.api.types import infer_dtype
 
-    return infer_dtype(values, skipna=False) == "string"
+    return infer_dtype(values, skipna=False)
+
+
+def _all_strings(values: np.ndarray) -> bool:
+    return _inferred(values) == "string"
 
 
 def _make_guard_batch():
@@ -709,6 +715,8 @@ class Guard:
                             col = filled.astype(str)
                     elif kind == "double":
                         col = filled.astype(np.float64)
+                    elif kind in ("int", "bool") and n and _inferred(filled) == ("integer" if kind == "int" else "boolean"):
+                        col = filled.astype(np.int64 if kind == "int" else np.bool_)
                 if has_missing:
                     missing[attr] = miss
             elif col.dtype.kind == "f":
@@ -785,7 +793,8 @@ class Guard:
         before = rule_idx < first[None, :]
         upto = rule_idx <= first[None, :]
         acting = acts & upto
-        shadowed = matched & ~live_rule[:, None]  # recorded wherever they match, as assay.policy.resolve does
+        # shadow and out-of-rollout rules are recorded wherever they match, as assay.policy.resolve does
+        shadowed = matched & ~live_rule[:, None] if not live_rule.all() else None
         cols = np.arange(n)
         safe_first = np.minimum(first, max(n_rules - 1, 0))
         failed_closed = any_hard & miss[safe_first, cols] if n_rules else np.zeros(n, dtype=bool)
@@ -793,7 +802,9 @@ class Guard:
         hard_rule = np.where(any_hard, first, hard_rule).astype(np.int32)
         soft_before = acting & before
         demoting = soft_before & v.demote[:, None]
-        factor = np.prod(np.where(demoting, v.factor[:, None], 1.0), axis=0) if n_rules else np.ones(n)
+        factor = np.ones(n)
+        for r in surface.demote_rules:  # a few rules: one multiply each beats a (rules x n) product
+            factor[demoting[r]] *= v.factor[r]
         labelling = soft_before & v.label[:, None]
         capping = soft_before & v.cap[:, None]
         action = np.full(n, K_ALLOW, dtype=np.int8)

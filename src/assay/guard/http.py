@@ -104,11 +104,41 @@ def create_app(guard: Any, *, reload_allowed: bool = True) -> FastAPI:
     return app
 
 
-def serve(guard: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "warning") -> None:
+def app_from_env() -> FastAPI:
+    """The app factory each uvicorn worker process calls (``--workers N``): the guard is built in
+    every worker from ``ASSAY_GUARD_BUNDLE``, ``ASSAY_GUARD_LABELS`` and ``ASSAY_GUARD_DEADLINE_MS``."""
+    import os
+
+    from assay.guard.cli import build_guard
+
+    guard = build_guard(os.environ["ASSAY_GUARD_BUNDLE"], os.environ.get("ASSAY_GUARD_LABELS") or None,
+                        deadline_ms=float(os.environ.get("ASSAY_GUARD_DEADLINE_MS", "50")))
+    return create_app(guard)
+
+
+def _uvicorn_options() -> dict[str, Any]:
     import importlib.util
+
+    return {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+            "access_log": False}
+
+
+def serve(guard: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "warning") -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(guard), host=host, port=port, log_level=log_level, **_uvicorn_options())
+
+
+def serve_workers(*, bundle: str, labels: str | None, deadline_ms: float, workers: int, host: str, port: int,
+                  log_level: str = "warning") -> None:
+    """Several worker processes on one port (uvicorn's process manager), one guard each."""
+    import os
 
     import uvicorn
 
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    uvicorn.run(create_app(guard), host=host, port=port, log_level=log_level, access_log=False, loop=loop, http=http)
+    os.environ["ASSAY_GUARD_BUNDLE"] = bundle
+    os.environ["ASSAY_GUARD_LABELS"] = labels or ""
+    os.environ["ASSAY_GUARD_DEADLINE_MS"] = str(deadline_ms)
+    uvicorn.run("assay.guard.http:app_from_env", factory=True, workers=workers, host=host, port=port,
+                log_level=log_level, **_uvicorn_options())
