@@ -66,3 +66,14 @@ def test_bad_values_are_named() -> None:
             pa.table({"request_id": ["r", "s"], "ts": [1.0, 2.0], "surface": ["a", None], "subject_id": ["u", "u"],
                       "item_id": ["i", "j"], "rank_before": [0, 1], "rank_after": [0, 1], "action": ["allow", "allow"]})
         )
+
+
+def test_parallel_slices_equal_serial() -> None:
+    from assay.trace import bench
+
+    table = bench.synthetic_decisions(canonical.PARALLEL_MIN_ROWS + 123)
+    serial = canonical.canonical_decisions(table, workers=1)
+    parallel = canonical.canonical_decisions(table, workers=3)
+    assert parallel.equals(serial)
+    assert serial[5].as_py() == canonical.jcs({**table.slice(5, 1).to_pylist()[0], "type": "decision",
+                                               "attribution": None}).decode()
