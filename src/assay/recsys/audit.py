@@ -17,7 +17,7 @@ from assay.recsys.model import Recommender
 
 
 def _shilling(report: dict[str, Any]) -> str:
-    """The shilling report of ``assay redteam shilling --json``: clean / attacked / mitigated
+    """The shilling report of ``assay redteam recsys --json``: clean / attacked / mitigated
     measures side by side, and the detectors."""
     stages = [{"model": name, **{k: v for k, v in report[name].items() if isinstance(v, int | float)}} for name in ("clean", "attacked", "mitigated") if isinstance(report.get(name), dict)]
     detectors = [d for d in report.get("detectors", []) if isinstance(d, dict)]
@@ -26,10 +26,10 @@ def _shilling(report: dict[str, Any]) -> str:
 
 
 def _robustness(path: Path | None) -> str:
-    """Red-team results: the JSON of ``assay redteam shilling --json``, one EvaluationResult dict
+    """Red-team results: the JSON of ``assay redteam recsys --json``, one EvaluationResult dict
     (or a list of them), or a findings summary ``{"findings": [...]}``. Absent: the section says so."""
     if path is None:
-        return '<p class="note">No red-team results were supplied (pass <code>--robustness results.json</code>, e.g. the output of <code>assay redteam shilling --json</code>). This section is empty, not passed.</p>'
+        return '<p class="note">No red-team results were supplied (pass <code>--robustness results.json</code>, e.g. the output of <code>assay redteam recsys --json</code>). This section is empty, not passed.</p>'
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
