@@ -16,14 +16,15 @@ pytestmark = pytest.mark.llm
 
 def test_truthfulqa_mc_slice_through_the_engine(smollm2_server):
     suite = load_suite("accuracy-truthfulqa").with_overrides(
-        target={"kind": "openai", "base_url": smollm2_server.base_url, "model": "smollm2"}, limit=5
+        target={"kind": "openai", "base_url": smollm2_server.base_url, "model": "smollm2", "params": {"max_tokens": 3, "temperature": 0}},
+        limit=3,
     )
     outcome = run_suite(suite)
     c = outcome.report["counts"]
-    assert c["items"] == 5 and c["ok"] == 5, c
+    assert c["items"] == 3 and c["ok"] == 3, c
     assert c["usage"]["completion_tokens"] > 0
     m = outcome.report["metrics"]
-    assert m["mc_accuracy"]["n"] == 5 and 0 <= m["mc_accuracy"]["value"] <= 1
+    assert m["mc_accuracy"]["n"] == 3 and 0 <= m["mc_accuracy"]["value"] <= 1
     assert m["mc_accuracy"]["ci_low"] <= m["mc_accuracy"]["value"] <= m["mc_accuracy"]["ci_high"]
     assert outcome.report["gates"]["verdicts"][0]["id"] == "truthfulqa-mc-accuracy"
     records = read_results(outcome.path / "results.jsonl")
@@ -34,9 +35,9 @@ def test_truthfulqa_mc_slice_through_the_engine(smollm2_server):
 def test_harmbench_refusal_slice_via_cli(tmp_path, smollm2_server, capsys):
     spec = {
         "suite": "harmbench-refusal-slice",
-        "dataset": {"builtin": "harmbench", "options": {"split": "val"}, "limit": 6},
+        "dataset": {"builtin": "harmbench", "options": {"split": "val"}, "limit": 4},
         "target": {"kind": "openai", "base_url": smollm2_server.base_url, "model": "smollm2",
-                   "params": {"max_tokens": 24, "temperature": 0, "seed": 0}},
+                   "params": {"max_tokens": 12, "temperature": 0, "seed": 0}},
         "scorers": ["refusal"],
         "metrics": [{"name": "refusal_rate", "mean": "refused", "by": "category"}, {"name": "error_rate", "kind": "error_rate"}],
         "run": {"resamples": 200},
@@ -46,8 +47,8 @@ def test_harmbench_refusal_slice_via_cli(tmp_path, smollm2_server, capsys):
     assert cli_main(["eval", "run", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     report = out["report"]
-    assert report["counts"]["ok"] == 6
-    assert report["metrics"]["refusal_rate"]["n"] == 6
+    assert report["counts"]["ok"] == 4
+    assert report["metrics"]["refusal_rate"]["n"] == 4
     assert report["metrics"]["error_rate"]["value"] == 0.0
 
 
