@@ -56,3 +56,33 @@ def test_trace_routes(client) -> None:
 def test_trace_routes_need_a_token(client) -> None:
     client.headers.pop("Authorization")
     assert client.get("/v1/trace/checkpoint").status_code == 401
+
+
+def test_why_brings_model_lineage_from_the_registry(assay_home) -> None:
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from assay.govern import registry
+    from assay.govern.registry import Actor
+    from assay.server.app import create_app
+    from assay.server.auth import create_token
+    from assay.store import open_store
+
+    store = open_store(None)
+    root = Actor("root", "admin", "test")
+    data = registry.register_dataset(store, root, name="interactions", uri="s3://bucket/interactions",
+                                     purposes=["recommendation"], files=[{"path": "a.parquet", "sha256": "0" * 64, "size": 1}])
+    model = registry.register_model(store, root, name="ranker", files=[{"path": "w.bin", "sha256": "1" * 64, "size": 1}],
+                                    uri="s3://bucket/ranker", trained_on=[data["id"]], purposes=["recommendation"])
+    token = create_token(store, root, name="vera", role="viewer")["token"]
+    with TraceLog.open() as log:
+        log.append([replace(d, model_versions=(model["id"],)) for d in make_decisions(4)])
+    with TestClient(create_app(store)) as client:
+        r = client.get("/v1/trace/why", params={"item": "item1", "subject": "user1"},
+                       headers={"Authorization": f"Bearer {token}"})
+    store.close()
+    assert r.status_code == 200, r.text
+    (entry,) = r.json()["models"]
+    assert entry["version"] == model["id"]
+    assert data["id"] in [node["id"] for node in entry["lineage"]["ancestry"]]
