@@ -182,3 +182,28 @@ def test_breakers_through_the_stream_outage_and_harmful_surge(redis_url, fault_p
     sink.close()
     t.close()
     store.close()
+
+
+def test_assay_guard_worker_cli(redis_url, tmp_path, bundle_path):
+    import subprocess
+    import sys
+
+    cands = make_candidates(15)
+    store = InMemoryLabelStore()
+    store.put(list(cands["id"]), make_labels(cands["id"]), "clf-1")
+    labels = store.to_parquet(tmp_path / "labels.parquet")
+    t = RedisStreamsTransport(redis_url, input_stream="cli:in", output_stream="cli:out", group="cli")
+    for k in range(3):
+        t.publish(encode_request(request(f"c{k}", f"u{k}"), cands))
+    proc = subprocess.run([sys.executable, "-m", "assay.cli.main", "guard", "worker", "--redis", redis_url, "--input", "cli:in",
+                           "--output", "cli:out", "--group", "cli", "--bundle", str(bundle_path), "--labels", str(labels),
+                           "--max-messages", "3", "--idle-exit", "20", "--decisions-out", str(tmp_path / "d.jsonl")],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert [s["request_id"] for s in t.read_output()] == ["c0", "c1", "c2"]
+    assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 45
+    assert t.pending() == 0
+    bad = subprocess.run([sys.executable, "-m", "assay.cli.main", "guard", "worker", "--bundle", str(bundle_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "exactly one of --redis" in bad.stderr
+    t.close()
