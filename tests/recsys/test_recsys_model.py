@@ -130,12 +130,12 @@ def test_offline_evaluation_and_audit_report(trained, tmp_path):
     redteam = tmp_path / "redteam.json"
     redteam.write_text('{"suite": "redteam-shilling", "target": "x", "metrics": {"attack_success_rate": 0.25}, "intervals": {"attack_success_rate": [0.2, 0.3]}}')
     assert "attack_success_rate" in write_audit(rec, ev, tmp_path / "a2.html", redteam).read_text()
-    shilling = {"attack": "average", "targets": [1, 2], "k": 10, "users_measured": 50,
+    shilling = {"attack": {"kind": "average", "attack_size": 0.03}, "targets": [1, 2], "k": 10, "users_measured": 50,
                 "clean": {"prediction_shift": 0.0, "hit_ratio": 0.01}, "attacked": {"prediction_shift": 0.31, "hit_ratio": 0.4},
                 "mitigated": {"prediction_shift": 0.02, "hit_ratio": 0.02}, "detectors": [{"name": "rdma", "auroc": 0.93}]}  # fmt: skip
     redteam.write_text(json.dumps(shilling))
     html_text = write_audit(rec, ev, tmp_path / "a4.html", redteam).read_text()
-    assert "Shilling attack <b>average</b>" in html_text and "attacked" in html_text and "rdma" in html_text
+    assert "Shilling attack <b>average</b> (attack_size 0.03)" in html_text and "attacked" in html_text and "rdma" in html_text
     redteam.write_text("{not json")
     with pytest.raises(BadInput, match="cannot read red-team results"):
         write_audit(rec, ev, tmp_path / "a3.html", redteam)

@@ -21,7 +21,14 @@ def _shilling(report: dict[str, Any]) -> str:
     measures side by side, and the detectors."""
     stages = [{"model": name, **{k: v for k, v in report[name].items() if isinstance(v, int | float)}} for name in ("clean", "attacked", "mitigated") if isinstance(report.get(name), dict)]
     detectors = [d for d in report.get("detectors", []) if isinstance(d, dict)]
-    head = f"<p>Shilling attack <b>{html.escape(str(report.get('attack', '?')))}</b> on {html.escape(str(len(report.get('targets', []))))} target films, measured on {html.escape(str(report.get('users_measured', '?')))} genuine users (k = {html.escape(str(report.get('k', '?')))}).</p>"
+    attack = report.get("attack", "?")
+    if isinstance(attack, dict):
+        params = ", ".join(f"{k} {v}" for k, v in attack.items() if k != "kind")
+        what = f"<b>{html.escape(str(attack.get('kind', '?')))}</b> ({html.escape(params)})"
+    else:
+        what = f"<b>{html.escape(str(attack))}</b>"
+    head = (f"<p>Shilling attack {what} on {len(report.get('targets', []) or [])} target films, measured on "
+            f"{html.escape(str(report.get('users_measured', '?')))} genuine users (k = {html.escape(str(report.get('k', '?')))}).</p>")
     return head + table(stages) + ("<p>Detectors:</p>" + table(detectors) if detectors else "")
 
 
