@@ -62,11 +62,11 @@ class Vocab:
         return max(1, -(-len(self.names) // WORD))
 
     def encode(self, names: Iterable[str], words: int | None = None) -> np.ndarray:
-        row = np.zeros(words or self.words, dtype=np.uint64)
+        value = 0
         for name in names:
-            bit = self.add(name)
-            row[bit // WORD] |= np.uint64(1) << np.uint64(bit % WORD)
-        return row
+            value |= 1 << self.add(name)
+        n = words or self.words
+        return np.array([(value >> (WORD * w)) & 0xFFFFFFFFFFFFFFFF for w in range(n)], dtype=np.uint64)
 
     def decode(self, row: np.ndarray) -> list[str]:
         out = []

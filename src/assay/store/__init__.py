@@ -79,7 +79,10 @@ def make_engine(url: str) -> sa.Engine:
             from pathlib import Path
 
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        import orjson
+
+        # orjson decodes the JSON columns several times faster than the standard library
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, json_deserializer=orjson.loads)
         sa.event.listen(engine, "connect", _on_sqlite_connect)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):

@@ -137,6 +137,16 @@ class InMemoryLabelStore:
         versions: np.ndarray  # object
         freshness: np.ndarray  # float64
 
+        def matrix(self) -> tuple[np.ndarray, dict[str, int]]:
+            """All label columns as one (labels x items) array, built once per table version."""
+            cached = self.__dict__.get("_matrix")
+            if cached is None:
+                names = sorted(self.values)
+                stacked = np.vstack([self.values[n] for n in names]) if names else np.empty((0, len(self.ids)))
+                cached = (stacked, {n: k for k, n in enumerate(names)})
+                object.__setattr__(self, "_matrix", cached)
+            return cached
+
         def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
             """Row of each id, -1 when absent (dict lookups driven by map(): no Python loop body)."""
             ids = item_ids.tolist() if isinstance(item_ids, np.ndarray) else list(item_ids)
@@ -175,16 +185,18 @@ class InMemoryLabelStore:
             fresh_ok = found & age_ok
         values: dict[str, np.ndarray] = {}
         present: dict[str, np.ndarray] = {}
+        known = [name for name in label_names if name in table.values] if len(table.ids) else []
+        if known:
+            matrix, label_row = table.matrix()
+            block = matrix[[label_row[name] for name in known]][:, safe_rows]  # one gather for all labels
+            ok = ~np.isnan(block) & fresh_ok
+            block[~ok] = np.nan
+            for k, name in enumerate(known):
+                values[name], present[name] = block[k], ok[k]
         for name in label_names:
-            col = table.values.get(name)
-            if col is None or not len(table.ids):
+            if name not in values:
                 values[name] = np.full(len(rows), np.nan)
                 present[name] = np.zeros(len(rows), dtype=bool)
-                continue
-            v = col[safe_rows]
-            p = fresh_ok & ~np.isnan(v)
-            values[name] = np.where(p, v, np.nan)
-            present[name] = p
         return LabelBatch(tuple(item_ids), values, present, versions, freshness, 0, stale)
 
     # -- writes --------------------------------------------------------------------------------
