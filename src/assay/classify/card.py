@@ -1,0 +1,104 @@
+"""Model cards (Markdown) written from a classifier's metrics document, so the card can never
+disagree with the numbers it reports."""
+
+from __future__ import annotations
+
+INTENDED_USE = {
+    "toxicity": "Label user-generated text at ingestion so serving rules can drop or demote it; score LLM outputs in evaluation suites.",
+    "hate": "Separate hate speech from merely offensive language (the distinction Davidson et al. found annotators and models confuse).",
+    "offensive": "Flag profane or insulting language that is not hate speech.",
+    "harmful_response": "Score LLM answers to risky prompts in evaluation and red-team runs.",
+    "refusal": "Measure refusal rates (and over-refusal) of an LLM under test.",
+    "prompt_injection": "Flag user inputs or retrieved content that try to override a model's instructions.",
+    "claim_match": "Show a reviewer the nearest already-checked claims (with their verdicts) for a new claim.",
+}
+
+LIMITS = {
+    "toxicity": "Davidson tweets are 2013-era US Twitter sampled by a hate lexicon; the authors later showed the labels are biased against African-American English (arXiv:1905.12516). Scores on other registers (forums, LLM output) are less reliable.",
+    "hate": "Only 1,430 hate tweets; precision on hate is low, as in the original paper. ToxiGen statements add implicit hate but are few (627).",
+    "offensive": "Offensive vs hate is a fuzzy line in the annotations themselves.",
+    "harmful_response": "Few positives (193 of 5,634). Labels judge harm relative to Do-Not-Answer's risky prompts; the head sees only the response, truncated to 128 word pieces.",
+    "refusal": "Refusal = action 0 only; 'I am an AI and cannot know' (action 4) counts as not refusing, as in the paper.",
+    "prompt_injection": "CyberSecEval has no benign negatives, so negatives come from other sets (questions, claims, tweets); the head may partly learn 'looks like CyberSecEval'. English only (see the multilingual check).",
+    "claim_match": "Matches are by meaning, not truth: a claim that contradicts a checked claim is still 'near' it. FEVER claims are Wikipedia mutations, not real-world misinformation.",
+}
+
+
+def _fmt(entry: dict) -> str:
+    lo, hi = entry["ci95"]
+    return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def model_card(doc: dict) -> str:
+    name = doc["classifier"]
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        f"{doc['description']}",
+        "",
+        f"- **Version:** `{doc['version']}`",
+        f"- **Encoder:** `{doc['encoder']}` (frozen), head: {doc.get('head', {}).get('chosen', 'nearest neighbour')}, calibration: {doc.get('calibration', 'n/a')}",
+        f"- **Threshold:** {doc['threshold']} (best F1 on the validation split)",
+        f"- **Reproduce:** `assay classify train {name}` (seed {doc['seed']})",
+        f"- **Intended use:** {INTENDED_USE.get(name, '')}",
+        "",
+        "## Data",
+        "",
+        "| split | rows | positives |",
+        "|---|---:|---:|",
+    ]
+    for split, counts in doc["split"].items():
+        lines.append(f"| {split} | {counts['n']} | {counts['positives']} |")
+    lines += ["", "Files (sha256; the full list is in the metrics JSON):", ""]
+    by_folder: dict[str, list[tuple[str, str]]] = {}
+    for path, digest in sorted(doc.get("data", {}).items()):
+        by_folder.setdefault(path.split("/")[0], []).append((path, digest))
+    for folder, files in by_folder.items():
+        if len(files) <= 2:
+            lines += [f"- `{path}` `{digest[:16]}…`" for path, digest in files]
+        else:
+            lines.append(f"- `{folder}/`: {len(files)} files")
+    lines += [
+        "",
+        "## Test-split metrics (95% bootstrap intervals)",
+        "",
+        "| system | precision | recall | F1 | AUROC | threshold |",
+        "|---|---|---|---|---|---:|",
+    ]
+    for system, m in doc["test"].items():
+        lines.append(f"| {system} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {_fmt(m['auroc'])} | {m['threshold']:.3f} |")
+    if "ece" in doc["test"].get("model", {}):
+        lines += ["", f"Expected calibration error of the model on the test split: {doc['test']['model']['ece']}."]
+    if doc.get("test_by_source"):
+        lines += ["", "By source (test split):", ""]
+        for source, entry in doc["test_by_source"].items():
+            lines.append(f"- {source}: " + ", ".join(f"{k} {v}" for k, v in entry.items()))
+    obf = doc.get("obfuscation") or {}
+    kinds = {k: v for k, v in obf.items() if k not in ("clean", "sample") and isinstance(v, dict)}
+    if kinds:
+        columns = list(next(iter(kinds.values())))
+        clean = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in obf.get("clean", {}).items())
+        lines += [
+            "",
+            "## Evasion: obfuscated test texts, with and without normalisation",
+            "",
+            f"Sample: {obf.get('sample', {})}. Clean text: {clean}.",
+            "",
+            "| obfuscation | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
+        for kind, row in kinds.items():
+            lines.append(f"| {kind} | " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    elif obf.get("skipped"):
+        lines += ["", f"Evasion: not measured ({obf['skipped']})."]
+    if doc.get("checks"):
+        lines += ["", "## Checks on data never trained on", ""]
+        for check, body in doc["checks"].items():
+            lines.append(f"- **{check}**: {body.get('what', '')}")
+            if "metrics" in body:
+                for system, m in body["metrics"].items():
+                    lines.append(f"  - {system}: precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}, AUROC {_fmt(m['auroc'])}")
+            if "recall" in body:
+                lines.append(f"  - recall {body['recall']}")
+    lines += ["", "## Limits", "", LIMITS.get(name, ""), "", "Content warning: the training data contains hateful and harmful text; none is reproduced here.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""Loading and running the committed classifier heads.
+
+A head is a small feed-forward network on the MiniLM embedding, stored as plain arrays
+(``models/<name>.npz``, never a pickle) with a JSON config beside it (``models/<name>.json``:
+threshold, calibration, training record). Inference is numpy matrix products; the encoder is the
+only heavy part. ``version`` is ``<name>@sha256:<hex>`` where the hash covers the arrays' names,
+dtypes, shapes and bytes (not the zip container, whose timestamps change on every save), so a
+retrain with the same seed and data reproduces the same version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from assay.errors import BadInput
+
+MODELS_DIR = Path(__file__).parent / "models"
+HEAD_NAMES = ("toxicity", "hate", "offensive", "harmful_response", "refusal", "prompt_injection")
+ALL_NAMES = (*HEAD_NAMES, "claim_match")
+TIE_BREAK = 1e-3  # weight of the raw score mixed into isotonic output, so ranking survives its flat steps
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of each array in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+@dataclass
+class Head:
+    """Dense layers (ReLU between) ending in one logit, then a calibration map to a probability."""
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    calibration: str  # "isotonic" | "platt"
+    cal_x: np.ndarray  # isotonic knots (logit) or [a, b] for Platt
+    cal_y: np.ndarray
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        h = x.astype(np.float32, copy=False)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = h @ w + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return h[:, 0].astype(np.float64)
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        if self.calibration == "platt":
+            a, b = float(self.cal_x[0]), float(self.cal_x[1])
+            return _sigmoid(a * logits + b)
+        iso = np.interp(logits, self.cal_x, self.cal_y)
+        return np.clip((1 - TIE_BREAK) * iso + TIE_BREAK * _sigmoid(logits), 0.0, 1.0)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            out[f"layer{i}_weight"] = w.astype(np.float32)
+            out[f"layer{i}_bias"] = b.astype(np.float32)
+        out["calibration_x"] = np.asarray(self.cal_x, dtype=np.float64)
+        out["calibration_y"] = np.asarray(self.cal_y, dtype=np.float64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], calibration: str) -> Head:
+        n = sum(1 for k in arrays if k.endswith("_weight"))
+        return cls(
+            weights=[arrays[f"layer{i}_weight"] for i in range(n)],
+            biases=[arrays[f"layer{i}_bias"] for i in range(n)],
+            calibration=calibration,
+            cal_x=arrays["calibration_x"],
+            cal_y=arrays["calibration_y"],
+        )
+
+
+@dataclass
+class Classifier:
+    """A calibrated binary classifier: ``score(texts)`` -> probabilities, ``predict`` -> labels."""
+
+    name: str
+    head: Head
+    threshold: float
+    social: bool
+    description: str
+    sha256: str
+    config: dict = field(default_factory=dict)
+    max_tokens: int = 128  # word pieces the encoder reads
+    normalise: bool = True  # switch off only to measure what normalisation buys
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}@sha256:{self.sha256}"
+
+    def prepare(self, texts: list[str]) -> list[str]:
+        """The texts as the encoder sees them (normalised, or only lightly cleaned)."""
+        from assay.classify import normalise as norm
+
+        out = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise BadInput(f"{self.name}: text {i} is {type(text).__name__}, not str")
+            out.append(norm.normalise(text, social=self.social) if self.normalise else norm.light(text, social=self.social))
+        return out
+
+    def embed(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+        from assay.classify.encoder import get_encoder
+
+        return get_encoder(max_tokens=self.max_tokens).encode(texts, batch_size=batch_size)
+
+    def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.head.calibrate(self.head.logits(embeddings))
+
+    def score(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+        """Calibrated probability per text. A text with nothing left after normalisation (empty,
+        whitespace, only invisible or control characters) scores 0.0: there is nothing to flag."""
+        if isinstance(texts, str):
+            raise BadInput(f"{self.name}.score expects a list of texts, got one str")
+        prepared = self.prepare(list(texts))
+        out = np.zeros(len(prepared), dtype=np.float64)
+        keep = [i for i, t in enumerate(prepared) if t]
+        if keep:
+            out[keep] = self.score_embeddings(self.embed([prepared[i] for i in keep], batch_size=batch_size))
+        return out
+
+    def predict(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+        """``score >= threshold`` (the threshold with the best F1 on the validation split)."""
+        return self.score(texts, batch_size=batch_size) >= self.threshold
+
+
+def _read_config(name: str, models_dir: Path) -> dict:
+    path = models_dir / f"{name}.json"
+    if not path.is_file():
+        raise BadInput(
+            f"classifier {name!r} has no committed head at {path}",
+            hint=f"train it with: assay classify train {name}",
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_head_classifier(name: str, models_dir: Path = MODELS_DIR) -> Classifier:
+    config = _read_config(name, models_dir)
+    weights_path = models_dir / f"{name}.npz"
+    with np.load(weights_path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    sha = arrays_sha256(arrays)
+    if config.get("weights_sha256") and config["weights_sha256"] != sha:
+        raise BadInput(f"{weights_path}: weights do not match the sha256 in {name}.json (file changed or corrupt)")
+    return Classifier(
+        name=name,
+        head=Head.from_arrays(arrays, config["calibration"]),
+        threshold=float(config["threshold"]),
+        social=bool(config.get("social", False)),
+        description=config.get("description", ""),
+        sha256=sha,
+        config=config,
+        max_tokens=int(config.get("max_tokens", 128)),
+    )

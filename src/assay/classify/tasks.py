@@ -1,0 +1,172 @@
+"""The labelled data each classifier is trained and tested on, built from the public datasets.
+
+Splits are by group and deterministic: each group (a Davidson tweet, a Do-Not-Answer *prompt*,
+a CyberSecEval system prompt, ...) goes to train / validation / test by a hash of its id and the
+seed, 60 / 20 / 20. So all six models' answers to one prompt land in the same split, and the same
+seed always gives the same split on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from assay.data import dataset_path
+
+SEED = 20171
+SPLITS = ("train", "val", "test")
+
+
+def split_of(group: str, seed: int = SEED) -> str:
+    """60/20/20 train/val/test by a hash of the group id."""
+    bucket = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) % 100
+    return "train" if bucket < 60 else "val" if bucket < 80 else "test"
+
+
+@dataclass
+class TaskData:
+    """Texts with a soft training target, a hard label, a split and a source tag per row."""
+
+    name: str
+    texts: list[str]
+    target: np.ndarray  # float in [0,1]: share of annotators saying "positive" (or 0/1)
+    label: np.ndarray  # bool: the hard label metrics are computed on
+    split: np.ndarray  # "train" | "val" | "test"
+    source: list[str]  # which dataset each row came from
+    weight: np.ndarray  # training weight per row
+    social: bool = False  # tweets: canonicalise mentions/URLs
+    files: list[Path] = field(default_factory=list)  # what it was built from (for the manifest)
+    stratum: list[str] = field(default_factory=list)  # finer class (Davidson 3-way, ToxiGen kind) for sampling
+
+    def subset(self, which: str) -> np.ndarray:
+        return np.flatnonzero(self.split == which)
+
+
+def _build(name: str, rows: list[tuple], social: bool, files: list[Path]) -> TaskData:
+    """Rows are (text, target, label, split, source, weight[, stratum])."""
+    rows = [r if len(r) == 7 else (*r, "pos" if r[2] else "neg") for r in rows]
+    texts, target, label, split, source, weight, stratum = zip(*rows, strict=True) if rows else ([], [], [], [], [], [], [])
+    return TaskData(
+        name=name,
+        texts=list(texts),
+        target=np.asarray(target, dtype=np.float64),
+        label=np.asarray(label, dtype=bool),
+        split=np.asarray(split),
+        source=list(source),
+        weight=np.asarray(weight, dtype=np.float64),
+        social=social,
+        files=files,
+        stratum=list(stratum),
+    )
+
+
+TOXIGEN_WEIGHT = 5.0  # 627 hand-written implicit-hate statements next to the tweets
+# Share of the 24,783 Davidson tweets used (a uniform, hash-chosen sample, so label rates and
+# calibration are those of the full set). Embedding all of them takes ~25 min on two busy cores;
+# raise it with ``assay classify train toxicity --davidson-fraction 1``.
+DAVIDSON_FRACTION = 0.4
+# Share of Do-Not-Answer *prompts* whose six responses are used (hash sample by prompt, so the
+# split by prompt is unchanged). Responses are the longest texts; on two shared cores all 5,634
+# took longer than this session had.
+DNA_FRACTION = 0.5
+
+
+def in_sample(group: str, fraction: float, seed: int = SEED) -> bool:
+    """A deterministic uniform sample: keep ``group`` when its hash falls below ``fraction``."""
+    if fraction >= 1.0:
+        return True
+    return int(hashlib.sha256(f"sample:{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def toxicity_family(name: str, data_dir: Path | None = None, davidson_fraction: float = DAVIDSON_FRACTION) -> TaskData:
+    """``toxicity`` (hate or offensive), ``hate``, ``offensive`` from Davidson vote shares, plus
+    the ToxiGen demonstrations (hate_* = 1, neutral_* = 0) for toxicity and hate."""
+    from assay.data import davidson, toxigen
+
+    rows = []
+    for t in davidson.load_tweets(data_dir):
+        if not in_sample(f"davidson:{t.row_id}", davidson_fraction):
+            continue
+        hate, offensive, _ = t.soft_label
+        if name == "toxicity":
+            target, label = hate + offensive, t.label in (0, 1)
+        elif name == "hate":
+            target, label = hate, t.label == 0
+        else:
+            target, label = offensive, t.label == 1
+        stratum = ("davidson_hate", "davidson_offensive", "davidson_neither")[t.label]
+        rows.append((t.text, target, label, split_of(f"davidson:{t.row_id}"), "davidson", 1.0, stratum))
+    files = [dataset_path("davidson", "data", "labeled_data.csv", data_dir=data_dir)]
+    if name in ("toxicity", "hate"):
+        seen: set[str] = set()
+        for s in toxigen.load_demonstrations(data_dir):
+            if s.text in seen:  # neutral_muslim.txt and neutral_muslim_sentences.txt are the same file
+                continue
+            seen.add(s.text)
+            stratum = "toxigen_hate" if s.is_hate else "toxigen_neutral"
+            rows.append((s.text, float(s.is_hate), s.is_hate, split_of(f"toxigen:{s.text}"), "toxigen", TOXIGEN_WEIGHT, stratum))
+        files.append(dataset_path("toxigen", "demonstrations", data_dir=data_dir))
+    return _build(name, rows, social=True, files=files)
+
+
+def response_task(name: str, data_dir: Path | None = None) -> TaskData:
+    """``harmful_response`` (human harmful label) or ``refusal`` (action 0) on Do-Not-Answer
+    responses, split by prompt."""
+    from assay.data import do_not_answer
+
+    rows = []
+    for r in do_not_answer.load_responses(data_dir):
+        if not in_sample(f"dna:{r.question_id}", DNA_FRACTION):
+            continue
+        positive = r.harmful if name == "harmful_response" else r.refused
+        rows.append((r.response, float(positive), positive, split_of(f"dna:{r.question_id}"), f"do_not_answer:{r.model}", 1.0))
+    return _build(name, rows, social=False, files=[dataset_path("do_not_answer", "do_not_answer_data.csv", data_dir=data_dir)])
+
+
+def injection_task(data_dir: Path | None = None) -> TaskData:
+    """CyberSecEval English injection attempts (split by system prompt) against benign prompts
+    from other sets: Do-Not-Answer questions, JailbreakBench goals (harmful requests, not
+    injections), FEVER claims, ToxiGen neutral statements, Davidson 'neither' tweets."""
+    from assay.data import cyberseceval, davidson, do_not_answer, fever, jailbreakbench, toxigen
+
+    rows = []
+    for case in cyberseceval.load(data_dir=data_dir):
+        rows.append((case.user_input, 1.0, True, split_of(f"cse:{case.test_case_prompt}"), "cyberseceval", 1.0))
+    rng = random.Random(SEED)
+    negatives: list[tuple[str, str]] = []
+    negatives += [(q.question, "do_not_answer") for q in do_not_answer.load_questions(data_dir)]
+    negatives += [(b.goal, "jailbreakbench_goal") for b in jailbreakbench.load_behaviors(data_dir)]
+    claims = [c.claim for c in fever.load(data_dir)]
+    negatives += [(c, "fever") for c in rng.sample(claims, 600)]
+    negatives += [(s.text, "toxigen_neutral") for s in toxigen.load_demonstrations(data_dir) if not s.is_hate]
+    neither = [t.text for t in davidson.load_tweets(data_dir) if t.label == 2]
+    negatives += [(t, "davidson_neither") for t in rng.sample(neither, 400)]
+    seen: set[str] = set()
+    for text, source in negatives:
+        if text in seen:
+            continue
+        seen.add(text)
+        rows.append((text, 0.0, False, split_of(f"neg:{text}"), source, 1.0))
+    files = [
+        dataset_path("cyberseceval", "prompt_injection.json", data_dir=data_dir),
+        dataset_path("do_not_answer", "do_not_answer_data.csv", data_dir=data_dir),
+        dataset_path("jailbreakbench", "attack-artifacts", data_dir=data_dir),
+        dataset_path("fever", "paper_dev.jsonl", data_dir=data_dir),
+        dataset_path("toxigen", "demonstrations", data_dir=data_dir),
+        dataset_path("davidson", "data", "labeled_data.csv", data_dir=data_dir),
+    ]
+    return _build("prompt_injection", rows, social=False, files=files)
+
+
+def load_task(name: str, data_dir: Path | None = None, davidson_fraction: float = DAVIDSON_FRACTION) -> TaskData:
+    if name in ("toxicity", "hate", "offensive"):
+        return toxicity_family(name, data_dir, davidson_fraction)
+    if name in ("harmful_response", "refusal"):
+        return response_task(name, data_dir)
+    if name == "prompt_injection":
+        return injection_task(data_dir)
+    raise KeyError(name)

@@ -1,0 +1,414 @@
+"""``assay classify train NAME``: fit a head on cached MiniLM embeddings, calibrate it, choose its
+threshold on the validation split, measure it on the test split beside the baselines, measure
+what normalisation buys on obfuscated test texts, and write the weights, metrics and model card.
+
+Everything is seeded (split hash, scikit-learn ``random_state``, bootstrap, obfuscation), so a
+re-run on the same data writes the same weights (same ``version``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from assay.classify import metrics as M
+from assay.classify.baselines import BASELINES, BASELINES_FOR
+from assay.classify.model import HEAD_NAMES, MODELS_DIR, Head, arrays_sha256
+from assay.classify.obfuscate import KINDS, obfuscate
+from assay.classify.tasks import SEED, TaskData, load_task
+from assay.config import settings
+
+DESCRIPTIONS = {
+    "toxicity": "Is this text hateful or offensive? (Davidson tweets: share of annotators voting hate or offensive; ToxiGen hand-written hate vs neutral statements)",
+    "hate": "Is this text hate speech (not merely offensive)? (Davidson hate vote share; ToxiGen hate statements)",
+    "offensive": "Is this text offensive language (but not hate speech)? (Davidson offensive vote share)",
+    "harmful_response": "Is this LLM response harmful? (Do-Not-Answer human harmfulness labels on six LLMs' answers)",
+    "refusal": "Did the model refuse? (Do-Not-Answer human action label 0: cannot assist / refuses)",
+    "prompt_injection": "Is this input a prompt-injection attempt? (CyberSecEval injection cases vs benign prompts from other sets)",
+    "claim_match": "Nearest fact-checked claims (FEVER) with similarity and verdict",
+}
+# Word pieces the encoder reads per text. Responses are cut at 64: whether a model complied or
+# refused shows in its opening, and it halves the cost of the longest texts.
+MAX_TOKENS_FOR = {"harmful_response": 64, "refusal": 64}
+CHECK_FRACTION = 0.25  # hash sample of the JailbreakBench / multilingual checks (compute-bound)
+Progress = Callable[[str], None]
+
+
+def _say(progress: Progress | None, text: str) -> None:
+    if progress is not None:
+        progress(text)
+
+
+def max_tokens_for(name: str) -> int:
+    from assay.classify.encoder import MAX_TOKENS
+
+    return MAX_TOKENS_FOR.get(name, MAX_TOKENS)
+
+
+def _embed(texts: list[str], progress: Progress | None, what: str, max_tokens: int | None = None) -> np.ndarray:
+    from assay.classify.encoder import MAX_TOKENS, EmbeddingCache, get_encoder
+
+    cache = EmbeddingCache(get_encoder(max_tokens=max_tokens or MAX_TOKENS))
+    done = [0]
+    started = time.perf_counter()
+
+    def tick(n: int) -> None:
+        done[0] += n
+        rate = done[0] / max(time.perf_counter() - started, 1e-9)
+        _say(progress, f"embedding {what}: {done[0]} new texts ({rate:.0f}/s)")
+
+    try:
+        return cache.encode(texts, progress=tick)
+    finally:
+        cache.close()
+
+
+def _soft_rows(x: np.ndarray, target: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Soft labels as weighted duplicates: each row once as positive (weight p) and once as
+    negative (weight 1-p). Weighted log-loss on these equals cross-entropy on the soft target."""
+    pos = target > 0
+    neg = target < 1
+    xs = np.concatenate([x[pos], x[neg]])
+    ys = np.concatenate([np.ones(pos.sum(), dtype=int), np.zeros(neg.sum(), dtype=int)])
+    ws = np.concatenate([target[pos] * weight[pos], (1 - target[neg]) * weight[neg]])
+    # Balance the classes when positives are rare (calibration restores the real base rate).
+    pos_w, neg_w = ws[ys == 1].sum(), ws[ys == 0].sum()
+    if pos_w and pos_w < 0.25 * neg_w:
+        ws[ys == 1] *= np.sqrt(neg_w / pos_w)
+    return xs, ys, ws / ws.mean()
+
+
+def _fit_candidates(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Logistic regression and a one-hidden-layer MLP, as (weights, biases) lists."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    out = {}
+    lr = LogisticRegression(C=4.0, max_iter=3000)
+    lr.fit(x, y, sample_weight=w)
+    out["logistic"] = ([lr.coef_.T.astype(np.float32)], [lr.intercept_.astype(np.float32)])
+    mlp = MLPClassifier(
+        hidden_layer_sizes=(128,), alpha=1e-3, batch_size=256, learning_rate_init=1e-3, max_iter=40, random_state=seed, tol=1e-5
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.fit(x, y, sample_weight=w)
+    out["mlp128"] = ([c.astype(np.float32) for c in mlp.coefs_], [b.astype(np.float32) for b in mlp.intercepts_])
+    return out
+
+
+def _calibrate(logits: np.ndarray, labels: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+    """Isotonic when the validation split has at least 100 of each class, else Platt scaling."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    if labels.sum() >= 100 and (~labels).sum() >= 100:
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(logits, labels.astype(float))
+        return "isotonic", np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64)
+    platt = LogisticRegression(C=1e4, max_iter=1000).fit(logits.reshape(-1, 1), labels.astype(int))
+    return "platt", np.asarray([platt.coef_[0, 0], platt.intercept_[0]], dtype=np.float64), np.zeros(0)
+
+
+def _subsample(task: TaskData, limit: int, seed: int) -> TaskData:
+    """At most ``limit`` rows per split, keeping both classes (for the quick retrain test)."""
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for split in ("train", "val", "test"):
+        idx = task.subset(split)
+        pos, neg = idx[task.label[idx]], idx[~task.label[idx]]
+        k_pos = min(len(pos), max(limit // 3, 1))
+        keep += list(rng.permutation(pos)[:k_pos]) + list(rng.permutation(neg)[: max(limit - k_pos, 1)])
+    keep = sorted(keep)
+    return TaskData(
+        name=task.name,
+        texts=[task.texts[i] for i in keep],
+        target=task.target[keep],
+        label=task.label[keep],
+        split=task.split[keep],
+        source=[task.source[i] for i in keep],
+        weight=task.weight[keep],
+        social=task.social,
+        files=task.files,
+        stratum=[task.stratum[i] for i in keep],
+    )
+
+
+def _manifest(files: list[Path]) -> dict[str, str]:
+    from assay.data import manifest
+
+    root = settings().data_dir
+    out = {}
+    for path, digest in manifest(files).items():
+        p = Path(path)
+        out[str(p.relative_to(root)) if p.is_relative_to(root) else str(p)] = digest
+    return out
+
+
+def _baseline_systems(name: str, texts: list[str], val_texts: list[str], val_labels: np.ndarray) -> dict[str, tuple[np.ndarray, float]]:
+    """Baseline scores on ``texts`` with thresholds chosen on validation, as for the model."""
+    out = {}
+    for baseline in BASELINES_FOR.get(name, ()):
+        fn = BASELINES[baseline]
+        threshold = M.best_threshold(val_labels, fn(val_texts))
+        out[baseline] = (fn(texts), threshold)
+    return out
+
+
+def obfuscation_effect(
+    score_normalised: Callable[[list[str]], np.ndarray],
+    score_raw: Callable[[list[str]], np.ndarray],
+    positives: list[str],
+    negatives: list[str],
+    threshold: float,
+    seed: int = SEED,
+) -> dict:
+    """Detection rate on obfuscated positives and false-positive rate on obfuscated negatives,
+    with normalisation and without it, per obfuscation kind."""
+    out: dict[str, dict] = {}
+    clean_pos_n = score_normalised(positives) >= threshold
+    clean_neg_n = score_normalised(negatives) >= threshold if negatives else np.zeros(0, bool)
+    out["clean"] = {
+        "detection_rate": round(float(clean_pos_n.mean()), 4),
+        "false_positive_rate": round(float(clean_neg_n.mean()) if len(negatives) else 0.0, 4),
+    }
+    for kind in KINDS:
+        pos = [obfuscate(t, kind, seed) for t in positives]
+        neg = [obfuscate(t, kind, seed) for t in negatives]
+        with_n = score_normalised(pos) >= threshold
+        without = score_raw(pos) >= threshold
+        row = {
+            "detection_rate_normalised": round(float(with_n.mean()), 4),
+            "detection_rate_raw": round(float(without.mean()), 4),
+        }
+        if negatives:
+            row["false_positive_rate_normalised"] = round(float((score_normalised(neg) >= threshold).mean()), 4)
+            row["false_positive_rate_raw"] = round(float((score_raw(neg) >= threshold).mean()), 4)
+        out[kind] = row
+    return out
+
+
+def train_head(
+    name: str,
+    *,
+    out_dir: Path = MODELS_DIR,
+    limit: int | None = None,
+    seed: int = SEED,
+    progress: Progress | None = None,
+    n_bootstrap: int = M.N_BOOTSTRAP,
+) -> dict:
+    """Train, calibrate, evaluate and save one head classifier; returns its metrics document."""
+    from assay.classify import normalise as norm
+    from assay.classify.encoder import encoder_id
+
+    started = time.perf_counter()
+    task = load_task(name)
+    if limit:
+        task = _subsample(task, limit, seed)
+    prepared = [norm.normalise(t, social=task.social) for t in task.texts]
+    _say(progress, f"{name}: {len(prepared)} texts ({int(task.label.sum())} positive)")
+    x = _embed(prepared, progress, name, max_tokens_for(name))
+    tr, va, te = task.subset("train"), task.subset("val"), task.subset("test")
+    xs, ys, ws = _soft_rows(x[tr], task.target[tr], task.weight[tr])
+    _say(progress, f"{name}: fitting heads on {len(tr)} training rows")
+    candidates = _fit_candidates(xs, ys, ws, seed)
+    val_auroc = {}
+    heads = {}
+    for cand, (weights, biases) in candidates.items():
+        head = Head(weights, biases, "platt", np.asarray([1.0, 0.0]), np.zeros(0))
+        heads[cand] = head
+        val_auroc[cand] = M._auroc(task.label[va], head.logits(x[va]))
+    chosen = max(val_auroc, key=lambda k: (np.nan_to_num(val_auroc[k]), k == "logistic"))
+    head = heads[chosen]
+    method, cal_x, cal_y = _calibrate(head.logits(x[va]), task.label[va])
+    head = Head(head.weights, head.biases, method, cal_x, cal_y)
+    val_scores = head.calibrate(head.logits(x[va]))
+    threshold = M.best_threshold(task.label[va], val_scores)
+    test_scores = head.calibrate(head.logits(x[te]))
+
+    _say(progress, f"{name}: evaluating on {len(te)} test rows beside baselines")
+    raw_test = [task.texts[i] for i in te]
+    raw_val = [task.texts[i] for i in va]
+    systems = {"model": (test_scores, threshold)}
+    systems.update(_baseline_systems(name, raw_test, raw_val, task.label[va]))
+    test_metrics = M.evaluate(task.label[te], systems, n_bootstrap=n_bootstrap)
+    test_metrics["model"]["ece"] = round(M.expected_calibration_error(task.label[te], test_scores), 4)
+
+    by_source = {}
+    sources = sorted({task.source[i].split(":")[0] for i in te})
+    if len(sources) > 1:
+        for source in sources:
+            idx = np.asarray([i for i in te if task.source[i].split(":")[0] == source])
+            labels = task.label[idx]
+            scores = head.calibrate(head.logits(x[idx]))
+            entry = {"n": len(idx), "positives": int(labels.sum()), "positive_rate_predicted": round(float((scores >= threshold).mean()), 4)}
+            if labels.any() and not labels.all():
+                entry.update({k: v["value"] for k, v in M.evaluate(labels, {"m": (scores, threshold)}, n_bootstrap=0)["m"].items() if isinstance(v, dict)})
+            by_source[source] = entry
+
+    arrays = head.arrays()
+    sha = arrays_sha256(arrays)
+    doc: dict = {
+        "classifier": name,
+        "version": f"{name}@sha256:{sha}",
+        "description": DESCRIPTIONS[name],
+        "encoder": encoder_id(max_tokens_for(name)),
+        "max_tokens": max_tokens_for(name),
+        "head": {"chosen": chosen, "validation_auroc": {k: round(float(v), 4) for k, v in val_auroc.items()}},
+        "calibration": method,
+        "threshold": round(threshold, 6),
+        "seed": seed,
+        "split": {
+            s: {"n": len(task.subset(s)), "positives": int(task.label[task.subset(s)].sum())} for s in ("train", "val", "test")
+        },
+        "test": test_metrics,
+        "test_by_source": by_source,
+        "bootstrap": {"resamples": n_bootstrap, "interval": "95% percentile", "seed": M.BOOTSTRAP_SEED},
+        "data": _manifest(task.files),
+        "limit": limit,
+    }
+
+    if not limit:
+        _say(progress, f"{name}: extra checks and obfuscation effect")
+        doc["checks"] = _checks(name, head, threshold, progress)
+        doc["obfuscation"] = _obfuscation_for(name, task, te, head, threshold, progress, seed)
+    doc["train_seconds"] = round(time.perf_counter() - started, 1)
+    _save(name, out_dir, arrays, sha, doc, task, method, threshold)
+    return doc
+
+
+def _score_fn(head: Head, social: bool, normalised: bool, progress: Progress | None, what: str, max_tokens: int) -> Callable[[list[str]], np.ndarray]:
+    from assay.classify import normalise as norm
+
+    def score(texts: list[str]) -> np.ndarray:
+        prepared = [norm.normalise(t, social=social) if normalised else norm.light(t, social=social) for t in texts]
+        out = np.zeros(len(prepared))
+        keep = [i for i, t in enumerate(prepared) if t]
+        if keep:
+            x = _embed([prepared[i] for i in keep], progress, what, max_tokens)
+            out[keep] = head.calibrate(head.logits(x))
+        return out
+
+    return score
+
+
+def hash_of(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _obfuscation_for(name: str, task: TaskData, te: np.ndarray, head: Head, threshold: float, progress: Progress | None, seed: int) -> dict:
+    if name in ("harmful_response", "refusal"):
+        return {"skipped": "obfuscation targets content and input filters; response classifiers are not evaded by their own model"}
+    # The same pool for toxicity, hate and offensive (up to k test texts per stratum, chosen by
+    # hash), so their obfuscated variants are embedded once and shared through the cache.
+    k = 80 if task.social else 100
+    pool: list[int] = []
+    for stratum in sorted(set(task.stratum)):
+        members = [int(i) for i in te if task.stratum[i] == stratum]
+        members.sort(key=lambda i: hash_of(f"{seed}:{task.texts[i]}"))
+        pool += members[:k]
+    pos = [task.texts[i] for i in pool if task.label[i]]
+    neg = [task.texts[i] for i in pool if not task.label[i]]
+    result = obfuscation_effect(
+        _score_fn(head, task.social, True, progress, f"{name} obfuscated", max_tokens_for(name)),
+        _score_fn(head, task.social, False, progress, f"{name} obfuscated", max_tokens_for(name)),
+        pos,
+        neg,
+        threshold,
+        seed,
+    )
+    result["sample"] = {"positives": len(pos), "negatives": len(neg)}
+    return result
+
+
+def _checks(name: str, head: Head, threshold: float, progress: Progress | None) -> dict:
+    """Checks on data the head never trained on."""
+    from assay.classify import normalise as norm
+
+    if name == "harmful_response":
+        from assay.classify.tasks import in_sample
+        from assay.data import jailbreakbench
+
+        artifacts = [a for a in jailbreakbench.load() if a.response and in_sample(f"jbb:{a.method}:{a.model}:{a.index}", CHECK_FRACTION)]
+        texts = [a.response for a in artifacts]
+        labels = np.asarray([a.jailbroken for a in artifacts])
+        x = _embed([norm.normalise(t) for t in texts], progress, "jailbreakbench responses", max_tokens_for(name))
+        scores = head.calibrate(head.logits(x))
+        systems = {"model": (scores, threshold), "no-refusal-prefix": (BASELINES["no-refusal-prefix"](texts), 0.5)}
+        result = M.evaluate(labels, systems, n_bootstrap=200)
+        guard = np.asarray([a.jailbroken_llama_guard1 for a in artifacts if a.jailbroken_llama_guard1 is not None])
+        return {
+            "jailbreakbench": {
+                "what": f"agreement with JailbreakBench's jailbroken verdicts on {len(labels)} real attacked responses (a {CHECK_FRACTION:.0%} hash sample of the 1,637; never trained on)",
+                "n": len(labels),
+                "positives": int(labels.sum()),
+                "metrics": result,
+                "judge_agreement_llama_guard1_vs_current": round(
+                    float(np.mean([a.jailbroken == a.jailbroken_llama_guard1 for a in artifacts if a.jailbroken_llama_guard1 is not None])), 4
+                )
+                if len(guard)
+                else None,
+            }
+        }
+    if name == "prompt_injection":
+        from assay.classify.tasks import in_sample
+        from assay.data import cyberseceval
+
+        cases = [c for c in cyberseceval.load(multilingual=True) if in_sample(f"cse:{c.prompt_id}:{c.speaking_language}", CHECK_FRACTION)]
+        x = _embed([norm.normalise(c.user_input) for c in cases], progress, "multilingual injections")
+        detected = head.calibrate(head.logits(x)) >= threshold
+        by_language: dict[str, list[bool]] = {}
+        for c, d in zip(cases, detected, strict=True):
+            by_language.setdefault(c.speaking_language, []).append(bool(d))
+        return {
+            "cyberseceval_multilingual": {
+                "what": f"recall on {len(cases)} machine-translated injection cases (a {CHECK_FRACTION:.0%} hash sample of 1,004 in 17 languages; MiniLM is English-trained)",
+                "recall": round(float(detected.mean()), 4),
+                "recall_by_language": {k: round(float(np.mean(v)), 4) for k, v in sorted(by_language.items())},
+            }
+        }
+    return {}
+
+
+def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: TaskData, method: str, threshold: float) -> None:
+    from assay.classify.card import model_card
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / f"{name}.npz", **arrays)
+    config = {
+        "name": name,
+        "description": DESCRIPTIONS[name],
+        "encoder": doc["encoder"],
+        "calibration": method,
+        "threshold": round(threshold, 6),
+        "social": task.social,
+        "max_tokens": doc["max_tokens"],
+        "weights_sha256": sha,
+        "head": doc["head"]["chosen"],
+        "seed": doc["seed"],
+        "data": doc["data"],
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out_dir / f"{name}.metrics.json").write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
+    (out_dir / f"{name}.md").write_text(model_card(doc), encoding="utf-8")
+
+
+def train(name: str, **kwargs) -> dict:
+    """Train classifier ``name`` (a head, or the claim matcher)."""
+    if name in HEAD_NAMES:
+        return train_head(name, **kwargs)
+    if name == "claim_match":
+        from assay.classify.claims import build_and_evaluate
+
+        return build_and_evaluate(**kwargs)
+    from assay.errors import BadInput
+
+    raise BadInput(f"unknown classifier {name!r}; known: {', '.join((*HEAD_NAMES, 'claim_match'))}")
