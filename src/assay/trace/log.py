@@ -145,6 +145,8 @@ class TraceLog:
         self._lock = threading.RLock()
         self._tree = TreeFile(tree_path, fsync=self.fsync)
         self._active: _ActiveSegment | None = None
+        self._tables: dict[str, tuple[tuple[int, int], pa.Table]] = {}
+        self._checkpoints: dict[str, tuple[tuple[int, int] | None, Checkpoint]] = {}
         self._last_checkpoint_time = 0.0
         self.recovery: list[str] = []
         self.problems: list[str] = []
@@ -344,6 +346,19 @@ class TraceLog:
         self._tree.append(hashes)
 
     def _load_checkpoint(self, name: str) -> Checkpoint:
+        key = None
+        if self.local:
+            st = os.stat(f"{self.root}/checkpoints/{name}")
+            key = (st.st_size, st.st_mtime_ns)
+            cached = self._checkpoints.get(name)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        checkpoint = self._open_checkpoint(name)
+        if key is not None:
+            self._checkpoints[name] = (key, checkpoint)
+        return checkpoint
+
+    def _open_checkpoint(self, name: str) -> Checkpoint:
         text = self._read(f"checkpoints/{name}").decode("utf-8", "replace")
         checkpoint = Checkpoint.open(text, self.verifier, self.origin, where=f"checkpoint {name}")
         if _note_name(checkpoint.size) != name:
@@ -351,6 +366,22 @@ class TraceLog:
         return checkpoint
 
     # ------------------------------------------------------------ reading
+
+    def _segment_table(self, name: str, validate: bool = False) -> pa.Table | None:
+        """A segment as a table. Local segments are memory-mapped and kept while their size and
+        mtime are unchanged (sealed segments never change except by erasure, which rewrites them)."""
+        key = None
+        if self.local and not validate:
+            st = os.stat(f"{self.root}/segments/{name}")
+            key = (st.st_size, st.st_mtime_ns)
+            cached = self._tables.get(name)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        batches, _, _ = read_batches(self._read_segment_buffer(name), f"segment {name}", validate)
+        table = pa.Table.from_batches(batches) if batches else None
+        if key is not None and table is not None:
+            self._tables[name] = (key, table)
+        return table
 
     def _iter_segments(self, columns: list[str] | None = None, start: int = 0, validate: bool = False):
         """Segments as tables. Queries skip Arrow's full validation (verify and recovery do it)."""
@@ -360,19 +391,17 @@ class TraceLog:
             end = int(names[i + 1][:20]) if i + 1 < len(names) else None
             if end is not None and end <= start:
                 continue
-            batches, _, _ = read_batches(self._read_segment_buffer(name), f"segment {name}", validate)
-            if not batches:
+            table = self._segment_table(name, validate)
+            if table is None:
                 continue
-            table = pa.Table.from_batches(batches)
             if start > first:
                 table = table.slice(start - first)
             yield table.select(columns) if columns else table
 
     def _named_segments(self, columns: list[str] | None = None):
         for name in self.segment_names():
-            batches, _, _ = read_batches(self._read_segment_buffer(name), f"segment {name}", validate=False)
-            if batches:
-                table = pa.Table.from_batches(batches)
+            table = self._segment_table(name)
+            if table is not None:
                 yield name, table.select(columns) if columns else table
 
     def table(self, columns: list[str] | None = None) -> pa.Table:
@@ -395,8 +424,7 @@ class TraceLog:
         names = self.segment_names()
         firsts = [int(n[:20]) for n in names]
         pos = int(np.searchsorted(firsts, index, side="right")) - 1
-        batches, _, _ = read_batches(self._read_segment_buffer(names[pos]), f"segment {names[pos]}", validate=False)
-        row = pa.Table.from_batches(batches).slice(index - firsts[pos], 1).to_pylist()[0]
+        row = self._segment_table(names[pos]).slice(index - firsts[pos], 1).to_pylist()[0]
         row["record_hash"] = row["record_hash"].hex()
         return row
 
