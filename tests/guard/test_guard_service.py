@@ -276,3 +276,29 @@ def test_decisions_reach_the_trace_log_columnwise(tmp_path, test_bundle, clock):
     events = [r for r in table.to_pylist() if r["type"] == "event"]
     assert [(e["kind"], e["event_subject"]) for e in events] == [("breaker_transition", "surface:for_you")]
     sink.close()
+
+
+def test_a_drop_rate_surge_trips_the_source_breaker(test_bundle, clock):
+    from assay.guard.breakers import drop_rate_above
+
+    cands = make_candidates(60, seed=4, sources=("catalog", "ugc:a"))
+    store = InMemoryLabelStore()
+    labels = make_labels(cands["id"], seed=4)
+    labels["spam"] = np.where(cands["source"] == "ugc:a", 0.95, 0.0)  # everything from ugc:a is spam today
+    store.put(list(cands["id"]), labels, "clf-1")
+    reg = BreakerRegistry({"source": ScopePolicy(BreakerConfig(failure_predicate=drop_rate_above(0.5), window_size=5,
+                                                               minimum_calls=3, wait_in_open_s=60), Fallback("drop"))}, clock=clock)
+    events: list = []
+    reg.add_listener(events.append)
+    g = Guard(test_bundle, store, breakers=reg)
+    for _ in range(3):
+        g.apply(ADULT, cands)
+    assert reg.states() == {"source:catalog": "closed", "source:ugc:a": "open"}
+    assert events[-1].payload["failure_rate"] == 100.0
+    # now even a clean ugc:a item is held back while the source's breaker is open
+    clean = {"id": ["ugc-clean", "cat-clean"], "score": [0.9, 0.8], "source": ["ugc:a", "catalog"], "creator": ["x", "y"],
+             "topic": ["film", "film"], "verified": [False, False], "labels.mature": [0.0, 0.0], "labels.spam": [0.0, 0.0],
+             "labels.toxic": [0.0, 0.0]}
+    s = g.apply(ADULT, clean)
+    assert s.item_ids == ["cat-clean"]
+    assert s.decisions[0].rule_ids == ("breaker:source:ugc:a",) and s.decisions[0].breaker_state == "open"
