@@ -49,7 +49,9 @@ def bundle(tmp_path):
 
 def action_of(bundle, surface, candidate):
     compiled = bundle.compile_rules(surface)
-    batch = Batch.from_records({k: v for k, v in candidate.items() if k != "item"}, [candidate["item"]])
+    batch = Batch.from_records(
+        {k: v for k, v in candidate.items() if k != "item"}, [candidate["item"]]
+    )
     return resolve(compiled.rules, compiled.evaluate_reference(batch)).candidate(0).action
 
 
@@ -112,9 +114,45 @@ def test_cli_guard(tmp_path, capsys):
 
     path = tmp_path / "b.yaml"
     path.write_text(BUNDLE)
-    cand = json.dumps({"request": {"user": {"age": 15}}, "item": {"labels": {"mature": 0.9, "violence": 0}}})
-    assert main(["explain", "guard", "--bundle", str(path), "--surface", "for_you", "--input", cand, "--json"]) == 0
+    cand = json.dumps(
+        {"request": {"user": {"age": 15}}, "item": {"labels": {"mature": 0.9, "violence": 0}}}
+    )
+    assert (
+        main(
+            [
+                "explain",
+                "guard",
+                "--bundle",
+                str(path),
+                "--surface",
+                "for_you",
+                "--input",
+                cand,
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["action"] == "drop" and out["counterfactuals"][0]["boundary"] == 0.7
-    assert main(["explain", "guard", "--bundle", str(path), "--surface", "for_you", "--input", "{oops"]) == 2
-    assert main(["explain", "guard", "--bundle", str(path), "--surface", "for_you", "--input", "@missing.json"]) == 2
+    assert (
+        main(
+            ["explain", "guard", "--bundle", str(path), "--surface", "for_you", "--input", "{oops"]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "explain",
+                "guard",
+                "--bundle",
+                str(path),
+                "--surface",
+                "for_you",
+                "--input",
+                "@missing.json",
+            ]
+        )
+        == 2
+    )

@@ -32,12 +32,18 @@ def test_fast_treeshap_equals_lightgbm_on_awkward_models(missing):
     x = rng.normal(size=(3000, 6))
     x[:, 2] = np.round(x[:, 2])  # many exact zeros
     x[rng.random(x.shape) < 0.15] = np.nan
-    y = (np.nan_to_num(x[:, 0]) + (x[:, 2] == 0) + rng.normal(scale=0.3, size=3000) > 0.5).astype(int)
+    y = (np.nan_to_num(x[:, 0]) + (x[:, 2] == 0) + rng.normal(scale=0.3, size=3000) > 0.5).astype(
+        int
+    )
     params = {"objective": "binary", "num_leaves": 12, "max_depth": 5, "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5,
               "zero_as_missing": missing == "zero", "use_missing": True}  # fmt: skip
     booster = lgb.train(params, lgb.Dataset(x, y), 30)
     q = np.vstack([x[:200], np.zeros((3, 6)), np.full((2, 6), np.nan)])
-    np.testing.assert_allclose(fast_contributions(compile_model(booster), q), booster.predict(q, pred_contrib=True), atol=1e-9)
+    np.testing.assert_allclose(
+        fast_contributions(compile_model(booster), q),
+        booster.predict(q, pred_contrib=True),
+        atol=1e-9,
+    )
 
 
 def test_unsupported_models_fall_back_to_lightgbm():
@@ -45,12 +51,32 @@ def test_unsupported_models_fall_back_to_lightgbm():
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, 6))
-    deep = lgb.train({"objective": "regression", "num_leaves": 64, "max_depth": -1, "min_data_in_leaf": 2, "verbose": -1, "num_threads": 1}, lgb.Dataset(x, x[:, 0] * x[:, 1] + x.sum(axis=1)), 3)
+    deep = lgb.train(
+        {
+            "objective": "regression",
+            "num_leaves": 64,
+            "max_depth": -1,
+            "min_data_in_leaf": 2,
+            "verbose": -1,
+            "num_threads": 1,
+        },
+        lgb.Dataset(x, x[:, 0] * x[:, 1] + x.sum(axis=1)),
+        3,
+    )
     with pytest.raises(BadInput, match="distinct features"):
         compile_model(deep, max_slots=2)
     x[:, 0] = rng.integers(0, 6, size=4000)
-    categorical = lgb.train({"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_per_group": 5, "cat_smooth": 1},
-                            lgb.Dataset(x, (x[:, 0] == 3) * 5.0 + x[:, 1], categorical_feature=[0]), 5)
+    categorical = lgb.train(
+        {
+            "objective": "regression",
+            "verbose": -1,
+            "num_threads": 1,
+            "min_data_per_group": 5,
+            "cat_smooth": 1,
+        },
+        lgb.Dataset(x, (x[:, 0] == 3) * 5.0 + x[:, 1], categorical_feature=[0]),
+        5,
+    )
     with pytest.raises(BadInput, match="categorical"):
         compile_model(categorical)
     assert shap_tables(categorical) is None
@@ -62,13 +88,17 @@ def test_request_attributions_and_pairs(trained):
     att, cold = explain_request(rec, user)
     assert not cold and att.contributions.shape == (att.item_ids.size, len(FEATURE_NAMES))
     assert np.all(np.diff(att.scores) <= 0)
-    np.testing.assert_allclose(att.contributions.sum(axis=1) + att.expected_value, att.scores, atol=1e-9)
+    np.testing.assert_allclose(
+        att.contributions.sum(axis=1) + att.expected_value, att.scores, atol=1e-9
+    )
     signals = top_signals(att, int(att.item_ids[0]), 3)
     assert len(signals) == 3 and abs(signals[0]["contribution"]) >= abs(signals[2]["contribution"])
     a, b = int(att.item_ids[0]), int(att.item_ids[7])
     pair = why_above(att, a, b)
     assert pair.a_above_b and pair.rank_a == 1 and pair.rank_b == 8
-    assert sum(d["difference"] for d in pair.differences) == pytest.approx(pair.score_a - pair.score_b, abs=1e-9)
+    assert sum(d["difference"] for d in pair.differences) == pytest.approx(
+        pair.score_a - pair.score_b, abs=1e-9
+    )
     assert set(att.as_dict(a)) == set(FEATURE_NAMES)
     with pytest.raises(BadInput, match="not in this request's candidate set"):
         why_above(att, a, 99999999)

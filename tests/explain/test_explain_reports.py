@@ -16,14 +16,22 @@ from assay.records import Decision
 
 
 def decisions_for(att, request_id, user="7"):
-    return [Decision(request_id, time.time(), "for_you", user, str(int(i)), r, r, "allow") for r, i in enumerate(att.item_ids[:5])]
+    return [
+        Decision(request_id, time.time(), "for_you", user, str(int(i)), r, r, "allow")
+        for r, i in enumerate(att.item_ids[:5])
+    ]
 
 
 def test_sampling_rate_is_per_request_and_reproducible(trained, monkeypatch):
     rec, _split, _ = trained
     att, _ = explain_request(rec, int(rec.state.user_ids[0]))
-    assert all(d.attribution is None for d in attach(decisions_for(att, "r1"), att, ExplanationSampler(0.0)))
-    assert all(d.attribution for d in attach(decisions_for(att, "r1"), att, ExplanationSampler(1.0)))
+    assert all(
+        d.attribution is None
+        for d in attach(decisions_for(att, "r1"), att, ExplanationSampler(0.0))
+    )
+    assert all(
+        d.attribution for d in attach(decisions_for(att, "r1"), att, ExplanationSampler(1.0))
+    )
     sampler = ExplanationSampler(0.25)
     picked = [sampler.sampled(f"req-{i}") for i in range(4000)]
     assert 0.2 < sum(picked) / 4000 < 0.3

@@ -128,14 +128,20 @@ def test_offline_evaluation_and_audit_report(trained, tmp_path):
     assert html.count("data:image/png;base64,") >= 4
     assert "No red-team results" in html
     redteam = tmp_path / "redteam.json"
-    redteam.write_text('{"suite": "redteam-shilling", "target": "x", "metrics": {"attack_success_rate": 0.25}, "intervals": {"attack_success_rate": [0.2, 0.3]}}')
+    redteam.write_text(
+        '{"suite": "redteam-shilling", "target": "x", "metrics": {"attack_success_rate": 0.25}, "intervals": {"attack_success_rate": [0.2, 0.3]}}'
+    )
     assert "attack_success_rate" in write_audit(rec, ev, tmp_path / "a2.html", redteam).read_text()
     shilling = {"attack": {"kind": "average", "attack_size": 0.03}, "targets": [1, 2], "k": 10, "users_measured": 50,
                 "clean": {"prediction_shift": 0.0, "hit_ratio": 0.01}, "attacked": {"prediction_shift": 0.31, "hit_ratio": 0.4},
                 "mitigated": {"prediction_shift": 0.02, "hit_ratio": 0.02}, "detectors": [{"name": "rdma", "auroc": 0.93}]}  # fmt: skip
     redteam.write_text(json.dumps(shilling))
     html_text = write_audit(rec, ev, tmp_path / "a4.html", redteam).read_text()
-    assert "Shilling attack <b>average</b> (attack_size 0.03)" in html_text and "attacked" in html_text and "rdma" in html_text
+    assert (
+        "Shilling attack <b>average</b> (attack_size 0.03)" in html_text
+        and "attacked" in html_text
+        and "rdma" in html_text
+    )
     redteam.write_text("{not json")
     with pytest.raises(BadInput, match="cannot read red-team results"):
         write_audit(rec, ev, tmp_path / "a3.html", redteam)
@@ -150,7 +156,10 @@ def test_safety_labels_from_metadata(small_data, tmp_path):
     values = labels[list(LABELS)].to_numpy()
     assert ((values >= 0) & (values <= 1)).all()
     by_id = labels.set_index("item_id")
-    toy_story, horror = by_id.loc["1"], labels[small_data.movies["genres"].map(lambda g: "Horror" in g).to_numpy()]
+    toy_story, horror = (
+        by_id.loc["1"],
+        labels[small_data.movies["genres"].map(lambda g: "Horror" in g).to_numpy()],
+    )
     assert toy_story["mature"] == 0.0
     assert (horror["horror"] >= 0.9).all() and (horror["mature"] >= 0.55).all()
     path = write_labels(labels, tmp_path / "labels.parquet")
@@ -161,7 +170,9 @@ def test_safety_labels_from_metadata(small_data, tmp_path):
         write_labels(labels.assign(mature=2.0), tmp_path / "bad.parquet")
 
 
-def test_registration_with_lineage_and_registry_hash_check(trained, tmp_path, monkeypatch, assay_home):
+def test_registration_with_lineage_and_registry_hash_check(
+    trained, tmp_path, monkeypatch, assay_home
+):
     from assay.recsys import pipeline
     from assay.recsys.evaluation import evaluate
     from assay.recsys.governance import register, registered_hashes
@@ -178,7 +189,10 @@ def test_registration_with_lineage_and_registry_hash_check(trained, tmp_path, mo
     assert register(rec, served)["model"] == ids["model"]  # same content: reused, no new version
     assert pipeline.load_served().version == rec.version
     # a consistent swap (file + model.json rewritten together) is still refused: the registry disagrees
-    other, _ = train(pipeline.load_dataset("ml-latest-small", 30), replace(TrainConfig(), rounds=10, factors=8, als_iterations=3))
+    other, _ = train(
+        pipeline.load_dataset("ml-latest-small", 30),
+        replace(TrainConfig(), rounds=10, factors=8, als_iterations=3),
+    )
     other.save(served)
     with pytest.raises(ModelIntegrityError, match="registry"):
         pipeline.load_served()

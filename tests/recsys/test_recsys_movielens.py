@@ -56,15 +56,26 @@ def test_ml1m_and_ml100k_layouts(small, tmp_path):
     movies = small.movies[small.movies["item_id"].isin(ratings["item_id"])]
     ml1m = tmp_path / "ml-1m.zip"
     with zipfile.ZipFile(ml1m, "w") as zf:
-        zf.writestr("ml-1m/ratings.dat", "".join(f"{u}::{i}::{int(r)}::{t}\n" for u, i, r, t in ratings.itertuples(index=False)))
-        zf.writestr("ml-1m/movies.dat", "".join(f"{i}::{title}::{'|'.join(g) or '(no genres listed)'}\n" for i, title, g, _y in movies.itertuples(index=False)).encode("latin-1", "replace"))
+        zf.writestr(
+            "ml-1m/ratings.dat",
+            "".join(f"{u}::{i}::{int(r)}::{t}\n" for u, i, r, t in ratings.itertuples(index=False)),
+        )
+        zf.writestr(
+            "ml-1m/movies.dat",
+            "".join(
+                f"{i}::{title}::{'|'.join(g) or '(no genres listed)'}\n"
+                for i, title, g, _y in movies.itertuples(index=False)
+            ).encode("latin-1", "replace"),
+        )
     one = movielens.load_archive(ml1m)
     assert len(one.ratings) == 500 and one.tags.empty
     assert set(one.movies["item_id"]) == set(movies["item_id"])
 
     folder = tmp_path / "ml-100k"
     folder.mkdir()
-    (folder / "u.data").write_text("".join(f"{u}\t{i}\t{int(r)}\t{t}\n" for u, i, r, t in ratings.itertuples(index=False)))
+    (folder / "u.data").write_text(
+        "".join(f"{u}\t{i}\t{int(r)}\t{t}\n" for u, i, r, t in ratings.itertuples(index=False))
+    )
     lines = []
     for i, title, genres, _y in movies.itertuples(index=False):
         flags = "|".join("1" if g in genres else "0" for g in movielens.ML100K_GENRES)
@@ -114,14 +125,22 @@ def local_server(tmp_path):
     server.server_close()
 
 
-def test_download_verifies_then_keeps_only_good_files(local_server, data_dir, tmp_path, monkeypatch):
+def test_download_verifies_then_keeps_only_good_files(
+    local_server, data_dir, tmp_path, monkeypatch
+):
     www, base = local_server
     payload = www / "ml-25m.zip"
     with zipfile.ZipFile(payload, "w") as zf:
         for name in ("ratings.csv", "movies.csv", "tags.csv"):
             zf.write(small_folder(data_dir) / name, f"ml-25m/{name}")
     raw = payload.read_bytes()
-    good = movielens.Archive("ml-25m", f"{base}/ml-25m.zip", len(raw), hashlib.md5(raw).hexdigest(), hashlib.sha256(raw).hexdigest())
+    good = movielens.Archive(
+        "ml-25m",
+        f"{base}/ml-25m.zip",
+        len(raw),
+        hashlib.md5(raw).hexdigest(),
+        hashlib.sha256(raw).hexdigest(),
+    )
     cache = tmp_path / "cache"
     # the official checksums: our locally built zip is not the official archive -> refused, nothing kept
     with pytest.raises(BadInput, match="does not match the official ml-25m"):

@@ -106,7 +106,9 @@ class MovieLens:
         keep = np.sort(self.ratings["user_id"].unique())[:n_users]
         ratings = self.ratings[self.ratings["user_id"].isin(keep)].reset_index(drop=True)
         tags = self.tags[self.tags["user_id"].isin(keep)].reset_index(drop=True)
-        return MovieLens(f"{self.name}[users<{n_users}]", ratings, self.movies, tags, dict(self.manifest))
+        return MovieLens(
+            f"{self.name}[users<{n_users}]", ratings, self.movies, tags, dict(self.manifest)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,12 +130,26 @@ def _year(title: str) -> float:
 
 def _csv_layout(open_file: Opener) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     with open_file("ratings.csv") as fh:
-        ratings = pd.read_csv(fh, dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float32, "timestamp": np.int64})
+        ratings = pd.read_csv(
+            fh,
+            dtype={
+                "userId": np.int64,
+                "movieId": np.int64,
+                "rating": np.float32,
+                "timestamp": np.int64,
+            },
+        )
     with open_file("movies.csv") as fh:
-        movies = pd.read_csv(fh, dtype={"movieId": np.int64, "title": str, "genres": str}, keep_default_na=False)
+        movies = pd.read_csv(
+            fh, dtype={"movieId": np.int64, "title": str, "genres": str}, keep_default_na=False
+        )
     try:
         with open_file("tags.csv") as fh:
-            tags = pd.read_csv(fh, dtype={"userId": np.int64, "movieId": np.int64, "tag": str, "timestamp": np.int64}, keep_default_na=False)
+            tags = pd.read_csv(
+                fh,
+                dtype={"userId": np.int64, "movieId": np.int64, "tag": str, "timestamp": np.int64},
+                keep_default_na=False,
+            )
     except FileNotFoundError:
         tags = pd.DataFrame({"userId": [], "movieId": [], "tag": [], "timestamp": []})
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id", "timestamp": "ts"})
@@ -145,27 +161,47 @@ def _csv_layout(open_file: Opener) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
 
 def _ml1m_layout(open_file: Opener) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     with open_file("ratings.dat") as fh:
-        ratings = pd.read_csv(fh, sep="::", engine="python", header=None, names=["user_id", "item_id", "rating", "ts"])
+        ratings = pd.read_csv(
+            fh, sep="::", engine="python", header=None, names=["user_id", "item_id", "rating", "ts"]
+        )
     with open_file("movies.dat") as fh:
-        movies = pd.read_csv(fh, sep="::", engine="python", header=None, names=["item_id", "title", "genres"], encoding="latin-1")
+        movies = pd.read_csv(
+            fh,
+            sep="::",
+            engine="python",
+            header=None,
+            names=["item_id", "title", "genres"],
+            encoding="latin-1",
+        )
     movies["genres"] = movies["genres"].map(_parse_genres)
-    movies["genres"] = movies["genres"].map(lambda gs: tuple("Children" if g == "Children's" else g for g in gs))
+    movies["genres"] = movies["genres"].map(
+        lambda gs: tuple("Children" if g == "Children's" else g for g in gs)
+    )
     return ratings, movies, pd.DataFrame({"user_id": [], "item_id": [], "tag": [], "ts": []})
 
 
 def _ml100k_layout(open_file: Opener) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     with open_file("u.data") as fh:
-        ratings = pd.read_csv(fh, sep="\t", header=None, names=["user_id", "item_id", "rating", "ts"])
+        ratings = pd.read_csv(
+            fh, sep="\t", header=None, names=["user_id", "item_id", "rating", "ts"]
+        )
     names = ["item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES]
     with open_file("u.item") as fh:
         raw = pd.read_csv(fh, sep="|", header=None, names=names, encoding="latin-1")
     flags = raw[list(ML100K_GENRES)].to_numpy(dtype=bool)
-    genres = [tuple(g for g, on in zip(ML100K_GENRES, row, strict=True) if on and g != "unknown") for row in flags]
-    movies = pd.DataFrame({"item_id": raw["item_id"], "title": raw["title"].fillna(""), "genres": genres})
+    genres = [
+        tuple(g for g, on in zip(ML100K_GENRES, row, strict=True) if on and g != "unknown")
+        for row in flags
+    ]
+    movies = pd.DataFrame(
+        {"item_id": raw["item_id"], "title": raw["title"].fillna(""), "genres": genres}
+    )
     return ratings, movies, pd.DataFrame({"user_id": [], "item_id": [], "tag": [], "ts": []})
 
 
-def _detect_layout(names: set[str]) -> Callable[[Opener], tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
+def _detect_layout(
+    names: set[str],
+) -> Callable[[Opener], tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
     if {"ratings.csv", "movies.csv"} <= names:
         return _csv_layout
     if {"ratings.dat", "movies.dat"} <= names:
@@ -175,8 +211,16 @@ def _detect_layout(names: set[str]) -> Callable[[Opener], tuple[pd.DataFrame, pd
     raise FileNotFoundError
 
 
-def _normalise(name: str, ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame, manifest: dict[str, str]) -> MovieLens:
-    ratings = ratings.astype({"user_id": np.int64, "item_id": np.int64, "rating": np.float32, "ts": np.int64})
+def _normalise(
+    name: str,
+    ratings: pd.DataFrame,
+    movies: pd.DataFrame,
+    tags: pd.DataFrame,
+    manifest: dict[str, str],
+) -> MovieLens:
+    ratings = ratings.astype(
+        {"user_id": np.int64, "item_id": np.int64, "rating": np.float32, "ts": np.int64}
+    )
     ratings = ratings[["user_id", "item_id", "rating", "ts"]].reset_index(drop=True)
     movies = movies[["item_id", "title", "genres"]].copy()
     movies["item_id"] = movies["item_id"].astype(np.int64)
@@ -184,10 +228,16 @@ def _normalise(name: str, ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.
     movies = movies.drop_duplicates("item_id").reset_index(drop=True)
     tags = tags[["user_id", "item_id", "tag", "ts"]].copy()
     tags["tag"] = tags["tag"].astype(str).str.strip().str.lower()
-    tags = tags[tags["tag"] != ""].astype({"user_id": np.int64, "item_id": np.int64, "ts": np.int64}).reset_index(drop=True)
+    tags = (
+        tags[tags["tag"] != ""]
+        .astype({"user_id": np.int64, "item_id": np.int64, "ts": np.int64})
+        .reset_index(drop=True)
+    )
     unknown = ~ratings["item_id"].isin(movies["item_id"])
     if unknown.any():
-        raise BadInput(f"{name}: {int(unknown.sum())} ratings name movies missing from the movie list (first: {int(ratings.loc[unknown, 'item_id'].iloc[0])})")
+        raise BadInput(
+            f"{name}: {int(unknown.sum())} ratings name movies missing from the movie list (first: {int(ratings.loc[unknown, 'item_id'].iloc[0])})"
+        )
     if ratings.empty:
         raise BadInput(f"{name}: the ratings file has no rows")
     return MovieLens(name, ratings, movies, tags, manifest)
@@ -211,7 +261,18 @@ def load_directory(folder: Path | str, name: str | None = None) -> MovieLens:
     return _normalise(name or folder.name, ratings, movies, tags, manifest)
 
 
-_DATA_FILES = {"ratings.csv", "movies.csv", "tags.csv", "links.csv", "ratings.dat", "movies.dat", "users.dat", "u.data", "u.item", "u.user"}
+_DATA_FILES = {
+    "ratings.csv",
+    "movies.csv",
+    "tags.csv",
+    "links.csv",
+    "ratings.dat",
+    "movies.dat",
+    "users.dat",
+    "u.data",
+    "u.item",
+    "u.user",
+}
 
 
 def load_archive(zip_path: Path | str, name: str | None = None) -> MovieLens:
@@ -229,7 +290,9 @@ def load_archive(zip_path: Path | str, name: str | None = None) -> MovieLens:
         try:
             reader = _detect_layout(set(members))
         except FileNotFoundError:
-            raise BadInput(f"{zip_path} does not hold a MovieLens release (members: {', '.join(sorted(members)[:8])})") from None
+            raise BadInput(
+                f"{zip_path} does not hold a MovieLens release (members: {', '.join(sorted(members)[:8])})"
+            ) from None
         manifest = {str(zip_path): _file_digests(zip_path)[1]}
         for short, full in sorted(members.items()):
             if short in _DATA_FILES:
@@ -256,7 +319,9 @@ def load_latest_small(data_dir: Path | str | None = None) -> MovieLens:
     return load_directory(folder, name="ml-latest-small")
 
 
-def load(name: str = "ml-latest-small", *, download: bool = False, cache_dir: Path | None = None) -> MovieLens:
+def load(
+    name: str = "ml-latest-small", *, download: bool = False, cache_dir: Path | None = None
+) -> MovieLens:
     """Load a release by name: ``ml-latest-small`` from the data directory, or an official
     archive (``ml-100k``, ``ml-1m``, ``ml-25m``) from the cache, downloading it when allowed."""
     if name == "ml-latest-small":
@@ -301,14 +366,18 @@ def verify_archive(path: Path, archive: Archive) -> None:
         )
 
 
-def fetch(name: str, *, download: bool = True, cache_dir: Path | None = None, url: str | None = None) -> Path:
+def fetch(
+    name: str, *, download: bool = True, cache_dir: Path | None = None, url: str | None = None
+) -> Path:
     """The verified archive for ``name`` under ``ASSAY_HOME/datasets/movielens`` (or ``cache_dir``).
 
     Downloads from the official GroupLens URL (or ``url``, e.g. a mirror) into a temporary file,
     verifies size, md5 and sha256, then moves it into place; a failed check leaves nothing behind.
     """
     if name not in ARCHIVES:
-        raise BadInput(f"unknown MovieLens archive {name!r}; known: {', '.join(sorted(ARCHIVES))} (and ml-latest-small from the data directory)")
+        raise BadInput(
+            f"unknown MovieLens archive {name!r}; known: {', '.join(sorted(ARCHIVES))} (and ml-latest-small from the data directory)"
+        )
     archive = ARCHIVES[name]
     folder = Path(cache_dir) if cache_dir else settings().path("datasets", "movielens", "x").parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -317,12 +386,17 @@ def fetch(name: str, *, download: bool = True, cache_dir: Path | None = None, ur
         verify_archive(target, archive)
         return target
     if not download:
-        raise BadInput(f"{name} is not downloaded yet (looked for {target})", hint=f"run `assay recsys download {name}`")
+        raise BadInput(
+            f"{name} is not downloaded yet (looked for {target})",
+            hint=f"run `assay recsys download {name}`",
+        )
     import httpx
 
     partial = target.with_suffix(".zip.part")
     try:
-        with httpx.stream("GET", url or archive.url, follow_redirects=True, timeout=60.0) as response:
+        with httpx.stream(
+            "GET", url or archive.url, follow_redirects=True, timeout=60.0
+        ) as response:
             response.raise_for_status()
             with open(partial, "wb") as out:
                 for chunk in response.iter_bytes(1 << 20):
@@ -347,7 +421,9 @@ def unpack(archive_path: Path | str, dest: Path | str) -> Path:
         for info in zf.infolist():
             target = (dest / info.filename).resolve()
             if not target.is_relative_to(dest):
-                raise BadInput(f"{archive_path}: member {info.filename!r} would be written outside {dest}")
+                raise BadInput(
+                    f"{archive_path}: member {info.filename!r} would be written outside {dest}"
+                )
         zf.extractall(dest)
         top = zf.infolist()[0].filename.split("/")[0]
     return dest / top

@@ -51,7 +51,9 @@ def run(quick: bool = False) -> dict:
     fast_ms, fast_cpu = _median_ms(lambda: contributions(rec, matrix, "fast"), reps)
     lgb_reps = 2 if quick else 5
     lgb_ms, lgb_cpu = _median_ms(lambda: contributions(rec, matrix, "lightgbm"), lgb_reps)
-    diff = float(np.abs(contributions(rec, matrix, "fast") - contributions(rec, matrix, "lightgbm")).max())
+    diff = float(
+        np.abs(contributions(rec, matrix, "fast") - contributions(rec, matrix, "lightgbm")).max()
+    )
     sums = contributions(rec, matrix, "fast").sum(axis=1)
     return {
         "figures": {"explain_ms_1000": round(fast_ms, 3), "train_s": round(train_s, 3)},

@@ -10,7 +10,10 @@ import typer
 
 from assay.errors import BadInput
 
-explain_app = typer.Typer(help="Explanations: ranker attributions (TreeSHAP), guard counterfactuals, transparency reports.", no_args_is_help=True)
+explain_app = typer.Typer(
+    help="Explanations: ranker attributions (TreeSHAP), guard counterfactuals, transparency reports.",
+    no_args_is_help=True,
+)
 
 
 def _history(text: str | None):
@@ -20,25 +23,62 @@ def _history(text: str | None):
 
 
 @explain_app.command("ranking")
-def ranking_cmd(user: int = typer.Argument(None, help="User id (omit for the cold-start slate)."), k: int = typer.Option(10), top: int = typer.Option(4, help="Signals shown per film."), history: str = typer.Option(None, help='"ITEM:STARS,..."'), as_json: bool = typer.Option(False, "--json")) -> None:
+def ranking_cmd(
+    user: int = typer.Argument(None, help="User id (omit for the cold-start slate)."),
+    k: int = typer.Option(10),
+    top: int = typer.Option(4, help="Signals shown per film."),
+    history: str = typer.Option(None, help='"ITEM:STARS,..."'),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """The top-k films for a user and the named signals that put each one there."""
     from assay.explain.ranking import explain_request, top_signals
     from assay.recsys.pipeline import load_served
 
     rec = load_served()
     att, cold = explain_request(rec, user, history=_history(history))
-    items = [{"rank": r + 1, "item_id": int(i), "score": float(att.scores[r]), "signals": top_signals(att, int(i), top)} for r, i in enumerate(att.item_ids[:k])]
+    items = [
+        {
+            "rank": r + 1,
+            "item_id": int(i),
+            "score": float(att.scores[r]),
+            "signals": top_signals(att, int(i), top),
+        }
+        for r, i in enumerate(att.item_ids[:k])
+    ]
     if as_json:
-        typer.echo(json.dumps({"user_id": user, "model": rec.version, "cold_start": cold, "expected_value": att.expected_value, "items": items}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "user_id": user,
+                    "model": rec.version,
+                    "cold_start": cold,
+                    "expected_value": att.expected_value,
+                    "items": items,
+                },
+                indent=2,
+            )
+        )
         return
-    typer.echo(f"{rec.version}, user {user}{' (cold start)' if cold else ''}; score = {att.expected_value:+.3f} (average) + contributions")
+    typer.echo(
+        f"{rec.version}, user {user}{' (cold start)' if cold else ''}; score = {att.expected_value:+.3f} (average) + contributions"
+    )
     for it in items:
-        sig = ", ".join(f"{s['feature']}={s['value']} ({s['contribution']:+.3f})" for s in it["signals"])
+        sig = ", ".join(
+            f"{s['feature']}={s['value']} ({s['contribution']:+.3f})" for s in it["signals"]
+        )
         typer.echo(f"  {it['rank']:>3}. {it['item_id']:>7} {it['score']:+.3f}  {sig}")
 
 
 @explain_app.command("pair")
-def pair_cmd(user: int = typer.Argument(..., help="User id."), item_a: int = typer.Argument(...), item_b: int = typer.Argument(...), candidates: str = typer.Option(None, help="Comma-separated candidate ids (default: the user's retrieved candidates)."), as_json: bool = typer.Option(False, "--json")) -> None:
+def pair_cmd(
+    user: int = typer.Argument(..., help="User id."),
+    item_a: int = typer.Argument(...),
+    item_b: int = typer.Argument(...),
+    candidates: str = typer.Option(
+        None, help="Comma-separated candidate ids (default: the user's retrieved candidates)."
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Why A is ranked above (or below) B: the difference of their attributions on the same candidate set."""
     from assay.explain.ranking import explain_request, why_above
     from assay.recsys.pipeline import load_served
@@ -49,21 +89,36 @@ def pair_cmd(user: int = typer.Argument(..., help="User id."), item_a: int = typ
         try:
             cands = sorted({int(c) for c in candidates.split(",") if c.strip()} | {item_a, item_b})
         except ValueError:
-            raise BadInput(f"--candidates must be comma-separated item ids; got {candidates!r}") from None
+            raise BadInput(
+                f"--candidates must be comma-separated item ids; got {candidates!r}"
+            ) from None
     att, _ = explain_request(rec, user, candidates=cands)
     pair = why_above(att, item_a, item_b)
     if as_json:
         typer.echo(json.dumps(pair.to_dict(), indent=2))
         return
     verdict = "above" if pair.a_above_b else "below"
-    typer.echo(f"{item_a} (rank {pair.rank_a}, score {pair.score_a:+.3f}) is {verdict} {item_b} (rank {pair.rank_b}, score {pair.score_b:+.3f}); difference {pair.score_a - pair.score_b:+.3f} =")
+    typer.echo(
+        f"{item_a} (rank {pair.rank_a}, score {pair.score_a:+.3f}) is {verdict} {item_b} (rank {pair.rank_b}, score {pair.score_b:+.3f}); difference {pair.score_a - pair.score_b:+.3f} ="
+    )
     for d in pair.differences:
         if abs(d["difference"]) >= 1e-4:
-            typer.echo(f"  {d['difference']:+.4f}  {d['feature']:<22} {d['value_a']} vs {d['value_b']}")
+            typer.echo(
+                f"  {d['difference']:+.4f}  {d['feature']:<22} {d['value_a']} vs {d['value_b']}"
+            )
 
 
 @explain_app.command("guard")
-def guard_cmd(bundle: Path = typer.Option(..., help="Policy bundle (file or folder)."), surface: str = typer.Option(..., help="Surface, e.g. for_you."), candidate: str = typer.Option(..., "--input", help='Candidate as JSON, or @file.json: {"request": {...}, "item": {"labels": {...}}}'), as_json: bool = typer.Option(False, "--json")) -> None:
+def guard_cmd(
+    bundle: Path = typer.Option(..., help="Policy bundle (file or folder)."),
+    surface: str = typer.Option(..., help="Surface, e.g. for_you."),
+    candidate: str = typer.Option(
+        ...,
+        "--input",
+        help='Candidate as JSON, or @file.json: {"request": {...}, "item": {"labels": {...}}}',
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """The rule that fired, its condition with the actual values, and the smallest label change that flips the action."""
     from assay.explain.guard import explain_guard
     from assay.policy import load_bundle
@@ -77,13 +132,23 @@ def guard_cmd(bundle: Path = typer.Option(..., help="Policy bundle (file or fold
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise BadInput(f"--input is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise BadInput(
+            f"--input is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
     exp = explain_guard(load_bundle(bundle), surface, data)
     typer.echo(json.dumps(exp.to_dict(), indent=2) if as_json else exp.text())
 
 
 @explain_app.command("transparency")
-def transparency_cmd(surface: str = typer.Option("for_you", help="The surface the report describes."), bundle: Path = typer.Option(None, help="Policy bundle whose rules on this surface are listed."), users: int = typer.Option(200, help="Users sampled."), k: int = typer.Option(10), out: Path = typer.Option(None, help="HTML file (default ASSAY_HOME/reports/transparency-<surface>.html).")) -> None:
+def transparency_cmd(
+    surface: str = typer.Option("for_you", help="The surface the report describes."),
+    bundle: Path = typer.Option(None, help="Policy bundle whose rules on this surface are listed."),
+    users: int = typer.Option(200, help="Users sampled."),
+    k: int = typer.Option(10),
+    out: Path = typer.Option(
+        None, help="HTML file (default ASSAY_HOME/reports/transparency-<surface>.html)."
+    ),
+) -> None:
     """Transparency report (DSA Art. 27 spirit): main parameters, their relative importance, active vs light users, with plots."""
     from assay.config import settings
     from assay.explain.transparency import transparency, write_transparency
@@ -96,7 +161,9 @@ def transparency_cmd(surface: str = typer.Option("for_you", help="The surface th
 
         b = load_bundle(bundle)
     rep = transparency(rec, surface, k=k, n_users=users)
-    path = write_transparency(rep, rec, out or settings().path("reports", f"transparency-{surface}.html"), b)
+    path = write_transparency(
+        rep, rec, out or settings().path("reports", f"transparency-{surface}.html"), b
+    )
     typer.echo(f"wrote {path}")
     for name, share in rep.main_parameters():
         typer.echo(f"  {name}: {share * 100:.1f}%")

@@ -48,21 +48,30 @@ def step(ctx: Any) -> None:
     try:
         rec = load_served()
     except BadInput as e:
-        raise Unavailable(f"no reference recommender to explain: {e.message}", hint="run the recsys step first: assay demo --only recsys --only explain") from e
+        raise Unavailable(
+            f"no reference recommender to explain: {e.message}",
+            hint="run the recsys step first: assay demo --only recsys --only explain",
+        ) from e
     user = int(rec.state.user_ids[0])
     att, _cold = explain_request(rec, user)
     ctx.say(f"user {user}: top films and the signals that put them there ({rec.version})")
     for rank, item in enumerate(att.item_ids[:3], start=1):
-        signals = ", ".join(f"{s['feature']} {s['contribution']:+.2f}" for s in top_signals(att, int(item), 3))
+        signals = ", ".join(
+            f"{s['feature']} {s['contribution']:+.2f}" for s in top_signals(att, int(item), 3)
+        )
         ctx.say(f"  {rank}. film {int(item)}: {signals}")
     pair = why_above(att, int(att.item_ids[0]), int(att.item_ids[4]))
     lead = pair.differences[0]
-    ctx.say(f"why film {pair.item_a} is above film {pair.item_b}: score gap {pair.score_a - pair.score_b:+.3f}, led by {lead['feature']} ({lead['difference']:+.3f})")
+    ctx.say(
+        f"why film {pair.item_a} is above film {pair.item_b}: score gap {pair.score_a - pair.score_b:+.3f}, led by {lead['feature']} ({lead['difference']:+.3f})"
+    )
 
     bundle_path = ctx.settings.path("explain", "demo-bundle.yaml")
     bundle_path.write_text(DEMO_BUNDLE, encoding="utf-8")
     bundle = load_bundle(bundle_path)
-    labels_path = ctx.state.get("recsys", {}).get("labels_path") or str(ctx.settings.path("labels", "movielens.parquet"))
+    labels_path = ctx.state.get("recsys", {}).get("labels_path") or str(
+        ctx.settings.path("labels", "movielens.parquet")
+    )
     if not Path(labels_path).is_file():  # the recsys step did not run in this home: derive them now
         from assay.recsys.labels import safety_labels, write_labels
         from assay.recsys.pipeline import load_dataset
@@ -70,14 +79,19 @@ def step(ctx: Any) -> None:
         write_labels(safety_labels(load_dataset("ml-latest-small")), labels_path)
     table = pq.read_table(labels_path, columns=["item_id", "mature", "violence"]).to_pandas()
     item = table.sort_values("mature", ascending=False).iloc[0]
-    candidate = {"request": {"user": {"age": 15}}, "item": {"labels": {"mature": float(item["mature"]), "violence": float(item["violence"])}}}
+    candidate = {
+        "request": {"user": {"age": 15}},
+        "item": {"labels": {"mature": float(item["mature"]), "violence": float(item["violence"])}},
+    }
     exp = explain_guard(bundle, "for_you", candidate)
     ctx.say(f"guard on film {item['item_id']} for a 15-year-old:")
     for line in exp.text().splitlines():
         ctx.say("  " + escape(line))
 
     rep = transparency(rec, "for_you", k=10, n_users=30 if ctx.quick else 200)
-    path = write_transparency(rep, rec, ctx.settings.path("reports", "transparency-for_you.html"), bundle)
+    path = write_transparency(
+        rep, rec, ctx.settings.path("reports", "transparency-for_you.html"), bundle
+    )
     main = ", ".join(f"{n} {s * 100:.0f}%" for n, s in rep.main_parameters(3))
     ctx.say(f"transparency report -> {path} (main parameters: {main})")
 
@@ -91,11 +105,17 @@ def step(ctx: Any) -> None:
     log = TraceLog.open()
     try:
         n = sample_into_trace(log, decisions, att, sampler)
-        ctx.say(f"{n} of {len(decisions)} decisions appended to the trace with an attribution (sample rate {sampler.rate:g})")
+        ctx.say(
+            f"{n} of {len(decisions)} decisions appended to the trace with an attribution (sample rate {sampler.rate:g})"
+        )
         why = log.why(decisions[0].item_id, decisions[0].subject_id)
         if why and why.get("attribution"):
             top = sorted(why["attribution"].items(), key=lambda kv: -abs(kv[1]))[:3]
             ctx.say("trace why: " + ", ".join(f"{k} {v:+.3f}" for k, v in top))
     finally:
         log.close()
-    ctx.state["explain"] = {"transparency_report": str(path), "bundle": str(bundle_path), "sampled_decisions": [d.to_dict() for d in explained]}
+    ctx.state["explain"] = {
+        "transparency_report": str(path),
+        "bundle": str(bundle_path),
+        "sampled_decisions": [d.to_dict() for d in explained],
+    }

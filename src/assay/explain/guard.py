@@ -52,7 +52,16 @@ class Counterfactual:
         return f"if {name} were {where} instead of the actual {self.current:.6g} (a change of {self.delta:+.6g}) the action would be {self.action} instead of {current_action}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "current": self.current, "value": self.value, "delta": self.delta, "action": self.action, "rule_ids": self.rule_ids, "boundary": self.boundary, "strict": self.strict}
+        return {
+            "label": self.label,
+            "current": self.current,
+            "value": self.value,
+            "delta": self.delta,
+            "action": self.action,
+            "rule_ids": self.rule_ids,
+            "boundary": self.boundary,
+            "strict": self.strict,
+        }
 
 
 @dataclass
@@ -77,9 +86,14 @@ class GuardExplanation:
         if not self.rule_ids:
             lines = [f"action: {self.action} (no rule on surface {self.surface!r} matched)"]
         else:
-            lines = [f"action: {self.action}" + (" (fail-closed: a label the rule reads is missing)" if self.fail_closed else "")]
+            lines = [
+                f"action: {self.action}"
+                + (" (fail-closed: a label the rule reads is missing)" if self.fail_closed else "")
+            ]
         for cond in self.conditions:
-            values = ", ".join(f"{k} = {'missing' if v is None else v}" for k, v in cond["values"].items())
+            values = ", ".join(
+                f"{k} = {'missing' if v is None else v}" for k, v in cond["values"].items()
+            )
             lines.append(f"rule {cond['id']}: when {cond['when']}  [{values}]")
         for c in self.counterfactuals:
             lines.append("counterfactual: " + c.sentence(self.action))
@@ -111,7 +125,9 @@ def reads(bundle: Any, when: str) -> list[str]:
 class _Decider:
     """Decides actions for variations of one candidate with the policy's reference evaluator."""
 
-    def __init__(self, bundle: Any, surface: str, context: dict[str, Any], active: dict[str, bool] | None):
+    def __init__(
+        self, bundle: Any, surface: str, context: dict[str, Any], active: dict[str, bool] | None
+    ):
         from assay.policy import Batch, resolve
 
         self.Batch, self.resolve = Batch, resolve
@@ -119,18 +135,30 @@ class _Decider:
         self.context = context
         self.active = None
         if active:
-            self.active_rows = np.array([active.get(r.id, True) for r in self.compiled.rules], bool)[:, None]
+            self.active_rows = np.array(
+                [active.get(r.id, True) for r in self.compiled.rules], bool
+            )[:, None]
         else:
             self.active_rows = None
 
     def decide(self, items: list[dict[str, Any]]):
         batch = self.Batch.from_records(self.context, items)
         outcomes = self.compiled.evaluate_reference(batch)
-        active = None if self.active_rows is None else np.repeat(self.active_rows, len(items), axis=1)
+        active = (
+            None if self.active_rows is None else np.repeat(self.active_rows, len(items), axis=1)
+        )
         return self.resolve(self.compiled.rules, outcomes, active)
 
 
-def explain_guard(bundle: Any, surface: str, candidate: dict[str, Any], *, active: dict[str, bool] | None = None, tolerance: float = 1e-6, grid: int = 201) -> GuardExplanation:
+def explain_guard(
+    bundle: Any,
+    surface: str,
+    candidate: dict[str, Any],
+    *,
+    active: dict[str, bool] | None = None,
+    tolerance: float = 1e-6,
+    grid: int = 201,
+) -> GuardExplanation:
     """Explain the guard's decision for one candidate.
 
     ``candidate`` is the nested input a bundle test uses: ``{"request": {...}, "item": {"labels":
@@ -138,9 +166,13 @@ def explain_guard(bundle: Any, surface: str, candidate: dict[str, Any], *, activ
     subject (default: every rule active).
     """
     if not isinstance(candidate, dict) or not isinstance(candidate.get("item", {}), dict):
-        raise BadInput("the candidate must be a mapping with an 'item' mapping, e.g. {'request': {...}, 'item': {'labels': {...}}}")
+        raise BadInput(
+            "the candidate must be a mapping with an 'item' mapping, e.g. {'request': {...}, 'item': {'labels': {...}}}"
+        )
     if surface not in bundle.surfaces() and bundle.surfaces():
-        raise BadInput(f"surface {surface!r} is not named by bundle {bundle.name!r}; its surfaces: {', '.join(sorted(bundle.surfaces()))}")
+        raise BadInput(
+            f"surface {surface!r} is not named by bundle {bundle.name!r}; its surfaces: {', '.join(sorted(bundle.surfaces()))}"
+        )
     context = {k: v for k, v in candidate.items() if k != "item"}
     item = dict(candidate.get("item") or {})
     decider = _Decider(bundle, surface, context, active)
@@ -149,7 +181,14 @@ def explain_guard(bundle: Any, surface: str, candidate: dict[str, Any], *, activ
     conditions = []
     for rid in decision.rule_ids:
         rule = rules[rid]
-        conditions.append({"id": rid, "when": rule.when.strip(), "action": str(rule.action), "values": {a: _get(candidate, a)[1] for a in reads(bundle, rule.when)}})
+        conditions.append(
+            {
+                "id": rid,
+                "when": rule.when.strip(),
+                "action": str(rule.action),
+                "values": {a: _get(candidate, a)[1] for a in reads(bundle, rule.when)},
+            }
+        )
 
     # labels to vary: those the fired rules read; with no rule fired, those any rule reads
     watched = decision.rule_ids or [r.id for r in decider.compiled.rules]
@@ -158,17 +197,46 @@ def explain_guard(bundle: Any, surface: str, candidate: dict[str, Any], *, activ
         for a in reads(bundle, rules[rid].when):
             if a.startswith(LABEL_PREFIX) and a not in labels:
                 labels.append(a)
-    constants = sorted({float(x) for rid in watched for x in _NUMBER.findall(rules[rid].when) if 0.0 <= float(x) <= 1.0})
-    counterfactuals = [cf for label in labels if (cf := _search(decider, candidate, item, label, decision, constants, tolerance, grid))]
+    constants = sorted(
+        {
+            float(x)
+            for rid in watched
+            for x in _NUMBER.findall(rules[rid].when)
+            if 0.0 <= float(x) <= 1.0
+        }
+    )
+    counterfactuals = [
+        cf
+        for label in labels
+        if (cf := _search(decider, candidate, item, label, decision, constants, tolerance, grid))
+    ]
     counterfactuals.sort(key=lambda c: abs(c.delta) if c.delta is not None else 2.0)
-    return GuardExplanation(surface, decision.action, decision.rule_ids, decision.reasons, conditions, decision.fail_closed, counterfactuals, getattr(bundle, "hash", ""))
+    return GuardExplanation(
+        surface,
+        decision.action,
+        decision.rule_ids,
+        decision.reasons,
+        conditions,
+        decision.fail_closed,
+        counterfactuals,
+        getattr(bundle, "hash", ""),
+    )
 
 
 def _signature(decision: Any) -> tuple[str, tuple[str, ...]]:
     return decision.action, tuple(decision.rule_ids)
 
 
-def _search(decider: _Decider, candidate: dict[str, Any], item: dict[str, Any], label: str, decision: Any, constants: list[float], tolerance: float, grid: int) -> Counterfactual | None:
+def _search(
+    decider: _Decider,
+    candidate: dict[str, Any],
+    item: dict[str, Any],
+    label: str,
+    decision: Any,
+    constants: list[float],
+    tolerance: float,
+    grid: int,
+) -> Counterfactual | None:
     present, raw = _get(candidate, label)
     current = float(raw) if present and isinstance(raw, int | float) else None
     points = set(np.linspace(0.0, 1.0, grid).round(9).tolist())
@@ -199,7 +267,9 @@ def _search(decider: _Decider, candidate: dict[str, Any], item: dict[str, Any], 
         else:
             lo = mid
     d = decider.decide([_with_value(item, label, hi)]).candidate(0)
-    if d.action == decision.action:  # the grid point flips but the bisection end does not: keep the grid point
+    if (
+        d.action == decision.action
+    ):  # the grid point flips but the bisection end does not: keep the grid point
         hi, d = flip, res.candidate(j)
     # snap to a constant of the condition when the boundary is one: either the constant itself
     # flips the action (report it exactly) or the value must go strictly past it
@@ -207,6 +277,10 @@ def _search(decider: _Decider, candidate: dict[str, Any], item: dict[str, Any], 
         if abs(hi - c) <= 4 * tolerance:
             at_c = decider.decide([_with_value(item, label, c)]).candidate(0)
             if at_c.action != decision.action:
-                return Counterfactual(label, current, c, at_c.action, at_c.rule_ids, boundary=c, strict=False)
-            return Counterfactual(label, current, round(float(hi), 9), d.action, d.rule_ids, boundary=c, strict=True)
+                return Counterfactual(
+                    label, current, c, at_c.action, at_c.rule_ids, boundary=c, strict=False
+                )
+            return Counterfactual(
+                label, current, round(float(hi), 9), d.action, d.rule_ids, boundary=c, strict=True
+            )
     return Counterfactual(label, current, round(float(hi), 9), d.action, d.rule_ids)

@@ -35,13 +35,19 @@ class Attribution:
     def row(self, item_id: int) -> int:
         hits = np.flatnonzero(self.item_ids == int(item_id))
         if hits.size == 0:
-            raise BadInput(f"item {item_id} is not in this request's candidate set", hint="pass it in --candidates, or pick one of the recommended items")
+            raise BadInput(
+                f"item {item_id} is not in this request's candidate set",
+                hint="pass it in --candidates, or pick one of the recommended items",
+            )
         return int(hits[0])
 
     def as_dict(self, item_id: int) -> dict[str, float]:
         """``{feature: contribution}`` for one candidate (what ``Decision.attribution`` holds)."""
         r = self.row(item_id)
-        return {name: round(float(c), 6) for name, c in zip(self.feature_names, self.contributions[r], strict=True)}
+        return {
+            name: round(float(c), 6)
+            for name, c in zip(self.feature_names, self.contributions[r], strict=True)
+        }
 
     def by_group(self) -> dict[str, np.ndarray]:
         """Contributions summed per signal family (user activity, genre affinity, ...)."""
@@ -52,7 +58,9 @@ class Attribution:
         return groups
 
 
-_TABLES: dict[int, tuple[Any, Any]] = {}  # id(booster) -> (booster, TreeTables); holds the booster so ids stay unique
+_TABLES: dict[
+    int, tuple[Any, Any]
+] = {}  # id(booster) -> (booster, TreeTables); holds the booster so ids stay unique
 
 
 def shap_tables(booster: Any) -> Any | None:
@@ -87,11 +95,15 @@ def contributions(rec: Recommender, features: np.ndarray, method: str = "auto") 
 
             return fast(tables, features)
         if method == "fast":
-            raise BadInput("the fast TreeSHAP path is not available for this model (numba missing or unsupported splits)")
+            raise BadInput(
+                "the fast TreeSHAP path is not available for this model (numba missing or unsupported splits)"
+            )
     return rec.contributions(features)
 
 
-def attribute(rec: Recommender, item_ids: np.ndarray, features: np.ndarray, method: str = "auto") -> Attribution:
+def attribute(
+    rec: Recommender, item_ids: np.ndarray, features: np.ndarray, method: str = "auto"
+) -> Attribution:
     """Attributions for a candidate set whose features are already computed."""
     contrib = contributions(rec, features, method)
     scores = contrib.sum(axis=1)
@@ -99,13 +111,25 @@ def attribute(rec: Recommender, item_ids: np.ndarray, features: np.ndarray, meth
     return Attribution(np.asarray(item_ids), scores, features, contrib[:, :-1], expected)
 
 
-def explain_request(rec: Recommender, user_id: int | None, *, candidates: list[int] | None = None, history: list[tuple[int, float]] | None = None) -> tuple[Attribution, bool]:
+def explain_request(
+    rec: Recommender,
+    user_id: int | None,
+    *,
+    candidates: list[int] | None = None,
+    history: list[tuple[int, float]] | None = None,
+) -> tuple[Attribution, bool]:
     """Attributions for every candidate of one request, ranked best first; and whether the
     request was a cold start."""
     ids, matrix, cold = rec.features(user_id, candidates, history=history)
     att = attribute(rec, ids, matrix)
     order = np.argsort(-att.scores, kind="stable")
-    return Attribution(att.item_ids[order], att.scores[order], att.values[order], att.contributions[order], att.expected_value), cold
+    return Attribution(
+        att.item_ids[order],
+        att.scores[order],
+        att.values[order],
+        att.contributions[order],
+        att.expected_value,
+    ), cold
 
 
 def top_signals(att: Attribution, item_id: int, n: int = 5) -> list[dict[str, Any]]:
@@ -113,7 +137,13 @@ def top_signals(att: Attribution, item_id: int, n: int = 5) -> list[dict[str, An
     r = att.row(item_id)
     order = np.argsort(-np.abs(att.contributions[r]), kind="stable")[:n]
     return [
-        {"feature": att.feature_names[j], "group": FEATURE_GROUPS[att.feature_names[j]], "value": _num(att.values[r, j]), "contribution": float(att.contributions[r, j]), "meaning": DESCRIPTIONS[att.feature_names[j]]}
+        {
+            "feature": att.feature_names[j],
+            "group": FEATURE_GROUPS[att.feature_names[j]],
+            "value": _num(att.values[r, j]),
+            "contribution": float(att.contributions[r, j]),
+            "meaning": DESCRIPTIONS[att.feature_names[j]],
+        }
         for j in order
     ]
 
@@ -126,14 +156,25 @@ class PairExplanation:
     score_b: float
     rank_a: int  # 1-based, in the request's ranked candidate set
     rank_b: int
-    differences: list[dict[str, Any]]  # per feature: value_a, value_b, contribution_a, contribution_b, difference
+    differences: list[
+        dict[str, Any]
+    ]  # per feature: value_a, value_b, contribution_a, contribution_b, difference
 
     @property
     def a_above_b(self) -> bool:
         return self.score_a > self.score_b
 
     def to_dict(self) -> dict[str, Any]:
-        return {"item_a": self.item_a, "item_b": self.item_b, "score_a": self.score_a, "score_b": self.score_b, "rank_a": self.rank_a, "rank_b": self.rank_b, "a_above_b": self.a_above_b, "differences": self.differences}
+        return {
+            "item_a": self.item_a,
+            "item_b": self.item_b,
+            "score_a": self.score_a,
+            "score_b": self.score_b,
+            "rank_a": self.rank_a,
+            "rank_b": self.rank_b,
+            "a_above_b": self.a_above_b,
+            "differences": self.differences,
+        }
 
 
 def why_above(att: Attribution, item_a: int, item_b: int) -> PairExplanation:
@@ -151,7 +192,15 @@ def why_above(att: Attribution, item_a: int, item_b: int) -> PairExplanation:
          "contribution_a": float(att.contributions[ra, j]), "contribution_b": float(att.contributions[rb, j]), "difference": float(diff[j])}
         for j in order
     ]  # fmt: skip
-    return PairExplanation(int(item_a), int(item_b), float(att.scores[ra]), float(att.scores[rb]), int(rank[ra]), int(rank[rb]), rows)
+    return PairExplanation(
+        int(item_a),
+        int(item_b),
+        float(att.scores[ra]),
+        float(att.scores[rb]),
+        int(rank[ra]),
+        int(rank[rb]),
+        rows,
+    )
 
 
 def _num(x: float) -> float | None:

@@ -34,7 +34,9 @@ class ExplanationSampler:
             try:
                 rate = float(raw)
             except ValueError:
-                raise BadInput(f"ASSAY_EXPLAIN_SAMPLE_RATE must be a number in [0, 1]; got {raw!r}") from None
+                raise BadInput(
+                    f"ASSAY_EXPLAIN_SAMPLE_RATE must be a number in [0, 1]; got {raw!r}"
+                ) from None
         if not 0.0 <= rate <= 1.0:
             raise BadInput(f"explanation sample rate must be in [0, 1]; got {rate}")
         self.rate = rate
@@ -49,7 +51,9 @@ class ExplanationSampler:
         return int.from_bytes(digest[:8], "big") / 2**64 < self.rate
 
 
-def attach(decisions: Sequence[Decision], attribution: Attribution, sampler: ExplanationSampler) -> list[Decision]:
+def attach(
+    decisions: Sequence[Decision], attribution: Attribution, sampler: ExplanationSampler
+) -> list[Decision]:
     """The decisions, with ``attribution`` filled for the candidates of sampled requests (items
     missing from ``attribution`` are left without one)."""
     known = {str(int(i)) for i in attribution.item_ids}
@@ -61,7 +65,12 @@ def attach(decisions: Sequence[Decision], attribution: Attribution, sampler: Exp
     return out
 
 
-def sample_into_trace(sink: DecisionSink, decisions: Iterable[Decision], attribution: Attribution, sampler: ExplanationSampler) -> int:
+def sample_into_trace(
+    sink: DecisionSink,
+    decisions: Iterable[Decision],
+    attribution: Attribution,
+    sampler: ExplanationSampler,
+) -> int:
     """Append the decisions to the trace (``assay.trace.TraceLog``) in one batch, explained at
     the sampler's rate; returns how many carried an attribution."""
     batch = attach(list(decisions), attribution, sampler)

@@ -28,19 +28,30 @@ class Transparency:
     surface: str
     k: int
     n_users: dict[str, int]  # group -> users
-    importance: dict[str, dict[str, float]]  # group ("all", "active", "light") -> feature -> share (0..1)
+    importance: dict[
+        str, dict[str, float]
+    ]  # group ("all", "active", "light") -> feature -> share (0..1)
     direction: dict[str, float]  # feature -> mean signed contribution (all users)
     group_importance: dict[str, dict[str, float]]  # user group -> signal family -> share
 
     def to_dict(self) -> dict[str, Any]:
-        return {"surface": self.surface, "k": self.k, "n_users": self.n_users, "importance": self.importance, "direction": self.direction, "group_importance": self.group_importance}
+        return {
+            "surface": self.surface,
+            "k": self.k,
+            "n_users": self.n_users,
+            "importance": self.importance,
+            "direction": self.direction,
+            "group_importance": self.group_importance,
+        }
 
     def main_parameters(self, n: int = 4) -> list[tuple[str, float]]:
         ranked = sorted(self.importance["all"].items(), key=lambda kv: -kv[1])
         return ranked[:n]
 
 
-def transparency(rec: Recommender, surface: str, *, k: int = 10, n_users: int = 200, seed: int = 0) -> Transparency:
+def transparency(
+    rec: Recommender, surface: str, *, k: int = 10, n_users: int = 200, seed: int = 0
+) -> Transparency:
     """Importance of each signal over the top-k shown to a seeded sample of known users."""
     if k <= 0 or n_users <= 0:
         raise BadInput("k and n_users must be positive")
@@ -70,8 +81,18 @@ def transparency(rec: Recommender, surface: str, *, k: int = 10, n_users: int = 
         for name, v in importance[g].items():
             fam[FEATURE_GROUPS[name]] = fam.get(FEATURE_GROUPS[name], 0.0) + v
         group_importance[g] = fam
-    direction = {name: float(v) for name, v in zip(FEATURE_NAMES, np.vstack(signed).mean(axis=0), strict=True)}
-    return Transparency(surface, k, {g: len(r) for g, r in per_group.items()}, importance, direction, group_importance)
+    direction = {
+        name: float(v)
+        for name, v in zip(FEATURE_NAMES, np.vstack(signed).mean(axis=0), strict=True)
+    }
+    return Transparency(
+        surface,
+        k,
+        {g: len(r) for g, r in per_group.items()},
+        importance,
+        direction,
+        group_importance,
+    )
 
 
 def transparency_html(rep: Transparency, rec: Recommender, bundle: Any | None = None) -> str:
@@ -86,7 +107,12 @@ def transparency_html(rep: Transparency, rec: Recommender, bundle: Any | None = 
     x = np.arange(len(names))
     for j, g in enumerate(("active", "light")):
         if g in rep.importance:
-            ax2.bar(x + (j - 0.5) * 0.4, [rep.importance[g][n] * 100 for n in names], 0.4, label=f"{g} users (n={rep.n_users[g]})")
+            ax2.bar(
+                x + (j - 0.5) * 0.4,
+                [rep.importance[g][n] * 100 for n in names],
+                0.4,
+                label=f"{g} users (n={rep.n_users[g]})",
+            )
     ax2.set_xticks(x, names, rotation=55, ha="right", fontsize=8)
     ax2.set_ylabel("relative importance (%)")
     ax2.legend(fontsize=8)
@@ -106,17 +132,34 @@ def transparency_html(rep: Transparency, rec: Recommender, bundle: Any | None = 
     options = ("<p>A user with no history, or who asks for a non-personalised feed, gets the <b>non-profiled option</b>: the most popular films of the last year, "
                "ranked without any personal signal (the cold-start path, <code>recommend(user_id=None)</code>). The personal signals use only the user's own ratings and tags.</p>")  # fmt: skip
     sections = [
-        ("Main parameters and their relative importance", figure(fig, "signal families") + table(rows)),
-        ("Differences across user groups", "<p>Active users rated more than the median number of films; light users did not.</p>" + figure(fig2, "groups")),
+        (
+            "Main parameters and their relative importance",
+            figure(fig, "signal families") + table(rows),
+        ),
+        (
+            "Differences across user groups",
+            "<p>Active users rated more than the median number of films; light users did not.</p>"
+            + figure(fig2, "groups"),
+        ),
         ("Options for users", options),
     ]
     if bundle is not None:
-        rules = [{"rule": r.id, "action": str(r.action), "when": r.when.strip(), "reason": r.reason} for r in bundle.rules_for(rep.surface)]
-        sections.append((f"Safety rules applied after ranking (bundle {bundle.name} {bundle.version}, {bundle.short_hash})", table(rules)))
+        rules = [
+            {"rule": r.id, "action": str(r.action), "when": r.when.strip(), "reason": r.reason}
+            for r in bundle.rules_for(rep.surface)
+        ]
+        sections.append(
+            (
+                f"Safety rules applied after ranking (bundle {bundle.name} {bundle.version}, {bundle.short_hash})",
+                table(rules),
+            )
+        )
     return page(f"Transparency report: {rep.surface}", intro, sections)
 
 
-def write_transparency(rep: Transparency, rec: Recommender, out: Path | str, bundle: Any | None = None) -> Path:
+def write_transparency(
+    rep: Transparency, rec: Recommender, out: Path | str, bundle: Any | None = None
+) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(transparency_html(rep, rec, bundle), encoding="utf-8")

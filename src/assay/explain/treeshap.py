@@ -66,7 +66,9 @@ def _kernels() -> dict[str, Any]:
     numba = _numba()
 
     @numba.njit(cache=True)
-    def build_tables(leaf_slot_start, slot_z, leaf_value, leaf_table_start, table):  # pragma: no cover - jitted
+    def build_tables(
+        leaf_slot_start, slot_z, leaf_value, leaf_table_start, table
+    ):  # pragma: no cover - jitted
         n_leaves = leaf_value.shape[0]
         for leaf in range(n_leaves):
             s0 = leaf_slot_start[leaf]
@@ -109,7 +111,22 @@ def _kernels() -> dict[str, Any]:
         return table
 
     @numba.njit(cache=True)
-    def shap_rows(xt, node_feature, node_threshold, node_default_left, node_missing, leaf_path_start, path_node, path_left, path_slot, leaf_slot_start, slot_feature, leaf_table_start, table, out):  # pragma: no cover - jitted
+    def shap_rows(
+        xt,
+        node_feature,
+        node_threshold,
+        node_default_left,
+        node_missing,
+        leaf_path_start,
+        path_node,
+        path_left,
+        path_slot,
+        leaf_slot_start,
+        slot_feature,
+        leaf_table_start,
+        table,
+        out,
+    ):  # pragma: no cover - jitted
         # Loops are leaf-major, rows inner: each leaf's table block stays in cache while every
         # row reads it (row-major order is memory-bound on the table gathers).
         n_rows = xt.shape[1]
@@ -188,7 +205,9 @@ def compile_model(booster: Any, max_slots: int = MAX_SLOTS) -> TreeTables:
                     pleft.append(went_left)
                     pslot.append(slots[feat])
                 if len(slots) > max_slots:
-                    raise BadInput(f"a leaf path uses {len(slots)} distinct features (more than {max_slots}); limit max_depth")
+                    raise BadInput(
+                        f"a leaf path uses {len(slots)} distinct features (more than {max_slots}); limit max_depth"
+                    )
                 slot_feature.extend(slots)  # insertion order = slot order
                 slot_z.extend(zs)
                 leaf_value.append(float(node["leaf_value"]))
@@ -196,7 +215,9 @@ def compile_model(booster: Any, max_slots: int = MAX_SLOTS) -> TreeTables:
                 slot_start.append(len(slot_feature))
                 continue
             if node.get("decision_type", "<=") != "<=":
-                raise BadInput(f"categorical split ({node.get('decision_type')}) is not supported by the fast TreeSHAP path")
+                raise BadInput(
+                    f"categorical split ({node.get('decision_type')}) is not supported by the fast TreeSHAP path"
+                )
             gidx = len(nf)
             nf.append(int(node["split_feature"]))
             nt.append(float(node["threshold"]))
@@ -205,7 +226,20 @@ def compile_model(booster: Any, max_slots: int = MAX_SLOTS) -> TreeTables:
             count = float(node["internal_count"])
             for child, went_left in ((node["left_child"], 1), (node["right_child"], 0)):
                 c = float(child.get("internal_count", child.get("leaf_count", 0)))
-                stack.append((child, [*path, (gidx, went_left, int(node["split_feature"]), c / count if count else 0.0)]))
+                stack.append(
+                    (
+                        child,
+                        [
+                            *path,
+                            (
+                                gidx,
+                                went_left,
+                                int(node["split_feature"]),
+                                c / count if count else 0.0,
+                            ),
+                        ],
+                    )
+                )
 
     leaf_slot_start = np.array(slot_start, np.int64)
     sizes = np.diff(leaf_slot_start)
@@ -219,7 +253,9 @@ def compile_model(booster: Any, max_slots: int = MAX_SLOTS) -> TreeTables:
     # expected value: sum over leaves of v * prod z (every feature "not known")
     expected = 0.0
     for leaf in range(leaf_values.size):
-        expected += leaf_values[leaf] * float(np.prod(slot_z_arr[leaf_slot_start[leaf] : leaf_slot_start[leaf + 1]]))
+        expected += leaf_values[leaf] * float(
+            np.prod(slot_z_arr[leaf_slot_start[leaf] : leaf_slot_start[leaf + 1]])
+        )
     return TreeTables(
         n_features, np.array(nf, np.int32), np.array(nt, np.float64), np.array(nd, np.uint8), np.array(nm, np.int8),
         np.array(path_start, np.int64), np.array(pnode, np.int32), np.array(pleft, np.uint8), np.array(pslot, np.int32),
@@ -231,10 +267,29 @@ def contributions(tables: TreeTables, x: np.ndarray) -> np.ndarray:
     """(n, n_features + 1) like LightGBM's ``pred_contrib``: SHAP values, then the expected value."""
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != tables.n_features:
-        raise BadInput(f"expected a matrix with {tables.n_features} feature columns; got shape {x.shape}")
+        raise BadInput(
+            f"expected a matrix with {tables.n_features} feature columns; got shape {x.shape}"
+        )
     xt = np.ascontiguousarray(x.T, dtype=np.float64)
-    out_t = np.zeros((tables.n_features + 1, x.shape[0]), np.float64)  # feature-major: contiguous adds
+    out_t = np.zeros(
+        (tables.n_features + 1, x.shape[0]), np.float64
+    )  # feature-major: contiguous adds
     k = _kernels()
-    k["shap_rows"](xt, tables.node_feature, tables.node_threshold, tables.node_default_left, tables.node_missing, tables.leaf_path_start, tables.path_node, tables.path_left, tables.path_slot, tables.leaf_slot_start, tables.slot_feature, tables.leaf_table_start, tables.table, out_t)
+    k["shap_rows"](
+        xt,
+        tables.node_feature,
+        tables.node_threshold,
+        tables.node_default_left,
+        tables.node_missing,
+        tables.leaf_path_start,
+        tables.path_node,
+        tables.path_left,
+        tables.path_slot,
+        tables.leaf_slot_start,
+        tables.slot_feature,
+        tables.leaf_table_start,
+        tables.table,
+        out_t,
+    )
     out_t[-1] = tables.expected_value
     return np.ascontiguousarray(out_t.T)

@@ -19,7 +19,11 @@ from assay.recsys.model import Recommender
 def _shilling(report: dict[str, Any]) -> str:
     """The shilling report of ``assay redteam recsys --json``: clean / attacked / mitigated
     measures side by side, and the detectors."""
-    stages = [{"model": name, **{k: v for k, v in report[name].items() if isinstance(v, int | float)}} for name in ("clean", "attacked", "mitigated") if isinstance(report.get(name), dict)]
+    stages = [
+        {"model": name, **{k: v for k, v in report[name].items() if isinstance(v, int | float)}}
+        for name in ("clean", "attacked", "mitigated")
+        if isinstance(report.get(name), dict)
+    ]
     detectors = [d for d in report.get("detectors", []) if isinstance(d, dict)]
     attack = report.get("attack", "?")
     if isinstance(attack, dict):
@@ -27,8 +31,10 @@ def _shilling(report: dict[str, Any]) -> str:
         what = f"<b>{html.escape(str(attack.get('kind', '?')))}</b> ({html.escape(params)})"
     else:
         what = f"<b>{html.escape(str(attack))}</b>"
-    head = (f"<p>Shilling attack {what} on {len(report.get('targets', []) or [])} target films, measured on "
-            f"{html.escape(str(report.get('users_measured', '?')))} genuine users (k = {html.escape(str(report.get('k', '?')))}).</p>")
+    head = (
+        f"<p>Shilling attack {what} on {len(report.get('targets', []) or [])} target films, measured on "
+        f"{html.escape(str(report.get('users_measured', '?')))} genuine users (k = {html.escape(str(report.get('k', '?')))}).</p>"
+    )
     return head + table(stages) + ("<p>Detectors:</p>" + table(detectors) if detectors else "")
 
 
@@ -50,9 +56,27 @@ def _robustness(path: Path | None) -> str:
             raise BadInput(f"{path}: each result must be a JSON object")
         for name, value in (r.get("metrics") or {}).items():
             ci = (r.get("intervals") or {}).get(name, [float("nan"), float("nan")])
-            rows.append({"suite": r.get("suite", "?"), "target": r.get("target", "?"), "metric": name, "value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1])})
+            rows.append(
+                {
+                    "suite": r.get("suite", "?"),
+                    "target": r.get("target", "?"),
+                    "metric": name,
+                    "value": float(value),
+                    "ci_low": float(ci[0]),
+                    "ci_high": float(ci[1]),
+                }
+            )
         for f in r.get("findings", []) or []:
-            rows.append({"suite": r.get("suite", "redteam"), "target": r.get("target", "?"), "metric": str(f.get("attack", f.get("id", "finding"))), "value": float(f.get("success_rate", f.get("value", float("nan")))), "ci_low": float("nan"), "ci_high": float("nan")})
+            rows.append(
+                {
+                    "suite": r.get("suite", "redteam"),
+                    "target": r.get("target", "?"),
+                    "metric": str(f.get("attack", f.get("id", "finding"))),
+                    "value": float(f.get("success_rate", f.get("value", float("nan")))),
+                    "ci_low": float("nan"),
+                    "ci_high": float("nan"),
+                }
+            )
     return f"<p>From <code>{html.escape(str(path))}</code>.</p>" + table(rows)
 
 
@@ -79,15 +103,34 @@ def audit_html(rec: Recommender, ev: Evaluation, robustness: Path | None = None)
     ax.legend()
     ax.set_title("accuracy on held-out latest interactions (95% bootstrap intervals)")
     n_users = ev.metrics["ranker"]["ndcg"]["n"]
-    sections.append(("Accuracy", f"<p>Per-user time split: each user's latest {rec.config.test_fraction:.0%} of ratings held out; {n_users} users evaluated. Relevance: 2 for a held-out rating ≥ 4 stars, 1 for a lower one. Baselines: the ALS retrieval order alone, and global popularity.</p>"
-                     + table(acc_rows) + figure(fig, "accuracy")))
+    sections.append(
+        (
+            "Accuracy",
+            f"<p>Per-user time split: each user's latest {rec.config.test_fraction:.0%} of ratings held out; {n_users} users evaluated. Relevance: 2 for a held-out rating ≥ 4 stars, 1 for a lower one. Baselines: the ALS retrieval order alone, and global popularity.</p>"
+            + table(acc_rows)
+            + figure(fig, "accuracy"),
+        )
+    )
 
     # item side
-    beyond = [{"metric": name, "value [95% CI]": interval(a), "n users": a["n"]} for name, a in ev.beyond.items()]
+    beyond = [
+        {"metric": name, "value [95% CI]": interval(a), "n users": a["n"]}
+        for name, a in ev.beyond.items()
+    ]
     pop = ev.exposure_popularity.to_dict(orient="records")
     fig, ax = plt.subplots(figsize=(7, 3.2))
     xb = np.arange(len(pop))
-    ax.bar(xb - 0.27, [r["exposure_share"] for r in pop], 0.27, yerr=[[r["exposure_share"] - r["ci_low"] for r in pop], [r["ci_high"] - r["exposure_share"] for r in pop]], capsize=3, label="exposure share (top-k, log2 position weights)")
+    ax.bar(
+        xb - 0.27,
+        [r["exposure_share"] for r in pop],
+        0.27,
+        yerr=[
+            [r["exposure_share"] - r["ci_low"] for r in pop],
+            [r["ci_high"] - r["exposure_share"] for r in pop],
+        ],
+        capsize=3,
+        label="exposure share (top-k, log2 position weights)",
+    )
     ax.bar(xb, [r["interaction_share"] for r in pop], 0.27, label="share of training interactions")
     ax.bar(xb + 0.27, [r["catalogue_share"] for r in pop], 0.27, label="share of catalogue")
     ax.set_xticks(xb, [r["bucket"] for r in pop])
@@ -97,36 +140,77 @@ def audit_html(rec: Recommender, ev: Evaluation, robustness: Path | None = None)
     fig2, ax2 = plt.subplots(figsize=(9, 3.6))
     xg = np.arange(len(gen))
     ax2.bar(xg - 0.2, [r["exposure_share"] for r in gen], 0.4, label="exposure share")
-    ax2.bar(xg + 0.2, [r["interaction_share"] for r in gen], 0.4, label="share of training interactions")
+    ax2.bar(
+        xg + 0.2, [r["interaction_share"] for r in gen], 0.4, label="share of training interactions"
+    )
     ax2.set_xticks(xg, [r["genre"] for r in gen], rotation=60, ha="right", fontsize=8)
     ax2.legend(fontsize=8)
     ax2.set_title("exposure by genre (a film counts for each of its genres)")
-    sections.append(("Fairness: items", "<p>Concentration (Gini over the catalogue, recbole convention), coverage, average recommendation popularity (ARP) and the average percentage of long-tail films (APLT; head = top 20% by training popularity) of the ranker's top-k lists.</p>"
-                     + table(beyond) + figure(fig, "popularity exposure") + table(pop) + figure(fig2, "genre exposure") + table(gen)))
+    sections.append(
+        (
+            "Fairness: items",
+            "<p>Concentration (Gini over the catalogue, recbole convention), coverage, average recommendation popularity (ARP) and the average percentage of long-tail films (APLT; head = top 20% by training popularity) of the ranker's top-k lists.</p>"
+            + table(beyond)
+            + figure(fig, "popularity exposure")
+            + table(pop)
+            + figure(fig2, "genre exposure")
+            + table(gen),
+        )
+    )
 
     # user side
-    groups = [{"group / statistic": name, f"NDCG@{k} [95% CI]": interval(a), "n users": a["n"]} for name, a in ev.user_groups.items()]
+    groups = [
+        {"group / statistic": name, f"NDCG@{k} [95% CI]": interval(a), "n users": a["n"]}
+        for name, a in ev.user_groups.items()
+    ]
     fig3, ax3 = plt.subplots(figsize=(5, 3))
     names = [g for g in ("active", "light") if f"mean[{g}]" in ev.user_groups]
     vals = [ev.user_groups[f"mean[{g}]"] for g in names]
-    ax3.bar(names, [v["value"] for v in vals], yerr=[[v["value"] - v["ci_low"] for v in vals], [v["ci_high"] - v["value"] for v in vals]], capsize=4, color=["#4c72b0", "#dd8452"][: len(names)])
+    ax3.bar(
+        names,
+        [v["value"] for v in vals],
+        yerr=[[v["value"] - v["ci_low"] for v in vals], [v["ci_high"] - v["value"] for v in vals]],
+        capsize=4,
+        color=["#4c72b0", "#dd8452"][: len(names)],
+    )
     ax3.set_ylabel(f"NDCG@{k}")
     ax3.set_title("active vs light users")
-    sections.append(("Fairness: users", "<p>Users split at the median number of training ratings (MovieLens has no demographics, so activity is the only user attribute). <em>gap</em> = best minus worst group mean, <em>ratio</em> = worst / best, each with a bootstrap interval over users.</p>"
-                     + table(groups) + figure(fig3, "user groups")))
+    sections.append(
+        (
+            "Fairness: users",
+            "<p>Users split at the median number of training ratings (MovieLens has no demographics, so activity is the only user attribute). <em>gap</em> = best minus worst group mean, <em>ratio</em> = worst / best, each with a bootstrap interval over users.</p>"
+            + table(groups)
+            + figure(fig3, "user groups"),
+        )
+    )
 
     sections.append(("Robustness", _robustness(robustness)))
     meta = rec.meta
-    files = "".join(f"<li><code>{html.escape(f)}</code> sha256 <code>{h}</code></li>" for f, h in meta.get("files", {}).items())
-    data = "".join(f"<li><code>{html.escape(Path(f).name)}</code> sha256 <code>{h}</code></li>" for f, h in meta.get("dataset", {}).get("manifest", {}).items())
-    sections.append(("Provenance", f"<p>Model <code>{html.escape(rec.version)}</code>, trained in {fmt(float(meta.get('train_s', float('nan'))))} s with seed {rec.config.seed}.</p><ul>{files}</ul><p>Dataset {html.escape(str(meta.get('dataset', {}).get('name', '?')))}:</p><ul>{data}</ul>"))
+    files = "".join(
+        f"<li><code>{html.escape(f)}</code> sha256 <code>{h}</code></li>"
+        for f, h in meta.get("files", {}).items()
+    )
+    data = "".join(
+        f"<li><code>{html.escape(Path(f).name)}</code> sha256 <code>{h}</code></li>"
+        for f, h in meta.get("dataset", {}).get("manifest", {}).items()
+    )
+    sections.append(
+        (
+            "Provenance",
+            f"<p>Model <code>{html.escape(rec.version)}</code>, trained in {fmt(float(meta.get('train_s', float('nan'))))} s with seed {rec.config.seed}.</p><ul>{files}</ul><p>Dataset {html.escape(str(meta.get('dataset', {}).get('name', '?')))}:</p><ul>{data}</ul>",
+        )
+    )
     intro = f"<p class='note'>Audit of the reference two-stage recommender (ALS retrieval + LightGBM LambdaMART ranker) at k = {k}.</p>"
     return page("Recommender audit report", intro, sections)
 
 
-def write_audit(rec: Recommender, ev: Evaluation, out: Path | str, robustness: Path | None = None) -> Path:
+def write_audit(
+    rec: Recommender, ev: Evaluation, out: Path | str, robustness: Path | None = None
+) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(audit_html(rec, ev, robustness), encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(ev.to_dict(), indent=2, default=float), encoding="utf-8")
+    out.with_suffix(".json").write_text(
+        json.dumps(ev.to_dict(), indent=2, default=float), encoding="utf-8"
+    )
     return out

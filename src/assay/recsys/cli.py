@@ -12,7 +12,10 @@ import typer
 
 from assay.errors import BadInput
 
-recsys_app = typer.Typer(help="The reference recommender (ALS retrieval + LightGBM LambdaMART ranker on MovieLens).", no_args_is_help=True)
+recsys_app = typer.Typer(
+    help="The reference recommender (ALS retrieval + LightGBM LambdaMART ranker on MovieLens).",
+    no_args_is_help=True,
+)
 
 
 def _progress():
@@ -37,7 +40,10 @@ def parse_history(text: str | None) -> list[tuple[int, float]] | None:
 
 
 @recsys_app.command("download")
-def download(name: str = typer.Argument(..., help="ml-100k, ml-1m or ml-25m"), url: str = typer.Option(None, help="A mirror URL (the checksums are still the official ones).")) -> None:
+def download(
+    name: str = typer.Argument(..., help="ml-100k, ml-1m or ml-25m"),
+    url: str = typer.Option(None, help="A mirror URL (the checksums are still the official ones)."),
+) -> None:
     """Download an official GroupLens archive and verify its size, md5 and sha256."""
     from assay.data import movielens
 
@@ -47,11 +53,17 @@ def download(name: str = typer.Argument(..., help="ml-100k, ml-1m or ml-25m"), u
 
 @recsys_app.command("train")
 def train_cmd(
-    dataset: str = typer.Option("ml-latest-small", help="ml-latest-small, ml-100k, ml-1m, ml-25m, or a folder/zip path."),
+    dataset: str = typer.Option(
+        "ml-latest-small", help="ml-latest-small, ml-100k, ml-1m, ml-25m, or a folder/zip path."
+    ),
     users: int = typer.Option(None, help="Keep only the first N users (a quick run)."),
     seed: int = typer.Option(20261129, help="Seed for ALS and LightGBM (same seed, same files)."),
     rounds: int = typer.Option(150, help="Boosting rounds of the ranker."),
-    register: bool = typer.Option(True, "--register/--no-register", help="Register data, model and lineage in the governance registry."),
+    register: bool = typer.Option(
+        True,
+        "--register/--no-register",
+        help="Register data, model and lineage in the governance registry.",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train the two-stage recommender on a per-user time split and save it under ASSAY_HOME."""
@@ -62,8 +74,19 @@ def train_cmd(
 
     console, say = _progress()
     with console.status("training"):
-        rec, _split, folder = train_and_save(dataset, users=users, config=replace(TrainConfig(), seed=seed, rounds=rounds), progress=say)
-    out = {"model": rec.version, "folder": str(folder), "files": rec.meta["files"], "train_s": rec.meta["train_s"], "training": rec.meta["training"]}
+        rec, _split, folder = train_and_save(
+            dataset,
+            users=users,
+            config=replace(TrainConfig(), seed=seed, rounds=rounds),
+            progress=say,
+        )
+    out = {
+        "model": rec.version,
+        "folder": str(folder),
+        "files": rec.meta["files"],
+        "train_s": rec.meta["train_s"],
+        "training": rec.meta["training"],
+    }
     if register:
         from assay.errors import Unavailable
         from assay.recsys.governance import register as register_model
@@ -83,7 +106,14 @@ def train_cmd(
 
 
 @recsys_app.command("evaluate")
-def evaluate_cmd(k: int = typer.Option(10, help="List length."), users: int = typer.Option(None, help="Evaluate only the first N users."), register: bool = typer.Option(False, "--register", help="Record the evaluation in the governance registry."), as_json: bool = typer.Option(False, "--json")) -> None:
+def evaluate_cmd(
+    k: int = typer.Option(10, help="List length."),
+    users: int = typer.Option(None, help="Evaluate only the first N users."),
+    register: bool = typer.Option(
+        False, "--register", help="Record the evaluation in the governance registry."
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Offline evaluation on each user's held-out latest ratings: accuracy with intervals, exposure, Gini, APLT, user-group gap."""
     from assay.recsys.pipeline import evaluate_saved, load_served, model_folder
 
@@ -107,7 +137,13 @@ def evaluate_cmd(k: int = typer.Option(10, help="List length."), users: int = ty
     for s in ev.metrics:
         table.add_column(s, justify="right")
     for m in ev.metrics["ranker"]:
-        table.add_row(m, *(f"{ev.metrics[s][m]['value']:.4f} [{ev.metrics[s][m]['ci_low']:.4f}, {ev.metrics[s][m]['ci_high']:.4f}]" for s in ev.metrics))
+        table.add_row(
+            m,
+            *(
+                f"{ev.metrics[s][m]['value']:.4f} [{ev.metrics[s][m]['ci_low']:.4f}, {ev.metrics[s][m]['ci_high']:.4f}]"
+                for s in ev.metrics
+            ),
+        )
     Console().print(table)
     for name, a in {**ev.beyond, **ev.user_groups}.items():
         typer.echo(f"  {name}: {a['value']:.4f} [{a['ci_low']:.4f}, {a['ci_high']:.4f}]")
@@ -115,10 +151,16 @@ def evaluate_cmd(k: int = typer.Option(10, help="List length."), users: int = ty
 
 @recsys_app.command("recommend")
 def recommend_cmd(
-    user: int = typer.Argument(None, help="User id (omit for the non-personalised, cold-start slate)."),
+    user: int = typer.Argument(
+        None, help="User id (omit for the non-personalised, cold-start slate)."
+    ),
     k: int = typer.Option(10),
-    history: str = typer.Option(None, help='Request-time history "ITEM:STARS,..." (folds the user in).'),
-    strict: bool = typer.Option(False, help="Refuse unknown users instead of serving the cold-start slate."),
+    history: str = typer.Option(
+        None, help='Request-time history "ITEM:STARS,..." (folds the user in).'
+    ),
+    strict: bool = typer.Option(
+        False, help="Refuse unknown users instead of serving the cold-start slate."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Top-k films for a user, with scores."""
@@ -126,17 +168,40 @@ def recommend_cmd(
 
     rec = load_served()
     slate = rec.recommend(user, k, history=parse_history(history), strict=strict)
-    rows = [{"rank": r + 1, "item_id": int(i), "score": round(float(s), 6)} for r, (i, s) in enumerate(zip(slate.item_ids, slate.scores, strict=True))]
+    rows = [
+        {"rank": r + 1, "item_id": int(i), "score": round(float(s), 6)}
+        for r, (i, s) in enumerate(zip(slate.item_ids, slate.scores, strict=True))
+    ]
     if as_json:
-        typer.echo(json.dumps({"user_id": user, "model": rec.version, "cold_start": slate.cold_start, "items": rows}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "user_id": user,
+                    "model": rec.version,
+                    "cold_start": slate.cold_start,
+                    "items": rows,
+                },
+                indent=2,
+            )
+        )
         return
-    typer.echo(f"{rec.version} for user {user}" + (" (cold start: popularity candidates, no personal signals)" if slate.cold_start else ""))
+    typer.echo(
+        f"{rec.version} for user {user}"
+        + (" (cold start: popularity candidates, no personal signals)" if slate.cold_start else "")
+    )
     for r in rows:
         typer.echo(f"  {r['rank']:>3}. {r['item_id']:>7}  {r['score']:+.4f}")
 
 
 @recsys_app.command("report")
-def report_cmd(out: Path = typer.Option(None, help="HTML file (default ASSAY_HOME/reports/recsys-audit.html)."), k: int = typer.Option(10), robustness: Path = typer.Option(None, help="Red-team results JSON for the robustness section."), users: int = typer.Option(None, help="Evaluate only the first N users.")) -> None:
+def report_cmd(
+    out: Path = typer.Option(
+        None, help="HTML file (default ASSAY_HOME/reports/recsys-audit.html)."
+    ),
+    k: int = typer.Option(10),
+    robustness: Path = typer.Option(None, help="Red-team results JSON for the robustness section."),
+    users: int = typer.Option(None, help="Evaluate only the first N users."),
+) -> None:
     """Audit report (accuracy with intervals, item/user fairness, robustness) as one HTML file with plots."""
     from assay.config import settings
     from assay.recsys.audit import write_audit
@@ -149,7 +214,12 @@ def report_cmd(out: Path = typer.Option(None, help="HTML file (default ASSAY_HOM
 
 
 @recsys_app.command("labels")
-def labels_cmd(out: Path = typer.Option(None, help="Parquet file (default ASSAY_HOME/labels/movielens.parquet)."), dataset: str = typer.Option("ml-latest-small")) -> None:
+def labels_cmd(
+    out: Path = typer.Option(
+        None, help="Parquet file (default ASSAY_HOME/labels/movielens.parquet)."
+    ),
+    dataset: str = typer.Option("ml-latest-small"),
+) -> None:
     """Export the metadata-derived safety labels (mature, violence, drugs, sexual, horror) for the guard's label store."""
     from assay.config import settings
     from assay.recsys.labels import safety_labels, write_labels

@@ -35,27 +35,47 @@ def step(ctx: Any) -> None:
             ctx.say(f"not reusing the saved model: {e.message}")
             rec = None
     if rec is None:
-        ctx.say("training ALS retrieval + LightGBM LambdaMART ranker on MovieLens ml-latest-small" + (f" (first {users} users)" if users else ""))
-        rec, _split, _folder = train_and_save("ml-latest-small", users=users, config=quick_config() if ctx.quick else TrainConfig(), progress=ctx.say)
-        ctx.say(f"trained {rec.version} in {rec.meta['train_s']:.1f}s; files hashed: {', '.join(rec.meta['files'])}")
-    ev = evaluate_saved(rec, k=10, resamples=100 if ctx.quick else 500, max_users=100 if ctx.quick else None)
+        ctx.say(
+            "training ALS retrieval + LightGBM LambdaMART ranker on MovieLens ml-latest-small"
+            + (f" (first {users} users)" if users else "")
+        )
+        rec, _split, _folder = train_and_save(
+            "ml-latest-small",
+            users=users,
+            config=quick_config() if ctx.quick else TrainConfig(),
+            progress=ctx.say,
+        )
+        ctx.say(
+            f"trained {rec.version} in {rec.meta['train_s']:.1f}s; files hashed: {', '.join(rec.meta['files'])}"
+        )
+    ev = evaluate_saved(
+        rec, k=10, resamples=100 if ctx.quick else 500, max_users=100 if ctx.quick else None
+    )
     for system in ("ranker", "retrieval", "popularity"):
         m = ev.metrics[system]["ndcg"]
         ctx.say(f"NDCG@10 {system:<10} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
-    ctx.say(f"Gini {ev.beyond['gini']['value']:.3f}, APLT {ev.beyond['aplt']['value']:.3f}; active-vs-light NDCG gap {ev.user_groups.get('gap', {}).get('value', float('nan')):.3f}")
+    ctx.say(
+        f"Gini {ev.beyond['gini']['value']:.3f}, APLT {ev.beyond['aplt']['value']:.3f}; active-vs-light NDCG gap {ev.user_groups.get('gap', {}).get('value', float('nan')):.3f}"
+    )
 
     data = load_dataset("ml-latest-small")
     labels = safety_labels(data)
     labels_path = write_labels(labels, ctx.settings.path("labels", "movielens.parquet"))
-    ctx.say(f"safety labels ({', '.join(LABELS)}) derived from genres and tags for {len(labels)} films -> {labels_path}")
-    ctx.say(f"{int((labels['mature'] >= 0.7).sum())} films have mature >= 0.7 (metadata heuristic, documented in docs/recsys.md)")
+    ctx.say(
+        f"safety labels ({', '.join(LABELS)}) derived from genres and tags for {len(labels)} films -> {labels_path}"
+    )
+    ctx.say(
+        f"{int((labels['mature'] >= 0.7).sum())} films have mature >= 0.7 (metadata heuristic, documented in docs/recsys.md)"
+    )
 
     registry: dict[str, Any] = {}
     try:
         from assay.recsys.governance import register
 
         registry = register(rec, model_folder(), evaluation=ev)
-        ctx.say(f"registered {registry['dataset']} -> {registry['model']} -> {registry['evaluation']}")
+        ctx.say(
+            f"registered {registry['dataset']} -> {registry['model']} -> {registry['evaluation']}"
+        )
     except AssayError as e:
         ctx.say(f"registration skipped: {e.message}")
     report = write_audit(rec, ev, ctx.settings.path("reports", "recsys-audit.html"))

@@ -31,17 +31,47 @@ class Feature:
 FEATURES: tuple[Feature, ...] = (
     Feature("user_activity", "user activity", "log(1 + number of films the user has rated)"),
     Feature("user_mean_rating", "user activity", "the user's mean star rating"),
-    Feature("genre_affinity", "genre affinity", "cosine between the user's genre profile and the film's genres"),
-    Feature("genre_match_share", "genre affinity", "share of the user's history in the film's best-matching genre"),
+    Feature(
+        "genre_affinity",
+        "genre affinity",
+        "cosine between the user's genre profile and the film's genres",
+    ),
+    Feature(
+        "genre_match_share",
+        "genre affinity",
+        "share of the user's history in the film's best-matching genre",
+    ),
     Feature("item_popularity", "item popularity", "log(1 + number of ratings the film has)"),
-    Feature("item_trend", "item popularity", "log(1 + ratings in the last 365 days before the cut-off)"),
-    Feature("item_mean_rating", "item popularity", "the film's mean rating, shrunk towards the global mean"),
+    Feature(
+        "item_trend", "item popularity", "log(1 + ratings in the last 365 days before the cut-off)"
+    ),
+    Feature(
+        "item_mean_rating",
+        "item popularity",
+        "the film's mean rating, shrunk towards the global mean",
+    ),
     Feature("item_age_years", "recency", "years between the film's release and the cut-off"),
     Feature("item_last_rated_days", "recency", "days since anyone last rated the film"),
-    Feature("release_year_gap", "recency", "years between the film's release and the mean release year of the user's history"),
-    Feature("retrieval_score", "retrieval", "ALS (implicit feedback) dot product of user and film factors"),
-    Feature("retrieval_rank", "retrieval", "rank of the film in the request's candidate set by retrieval score (0 = first)"),
-    Feature("tag_affinity", "tag signals", "cosine between the user's tag profile and the film's tags (TF-IDF)"),
+    Feature(
+        "release_year_gap",
+        "recency",
+        "years between the film's release and the mean release year of the user's history",
+    ),
+    Feature(
+        "retrieval_score",
+        "retrieval",
+        "ALS (implicit feedback) dot product of user and film factors",
+    ),
+    Feature(
+        "retrieval_rank",
+        "retrieval",
+        "rank of the film in the request's candidate set by retrieval score (0 = first)",
+    ),
+    Feature(
+        "tag_affinity",
+        "tag signals",
+        "cosine between the user's tag profile and the film's tags (TF-IDF)",
+    ),
     Feature("item_tag_count", "tag signals", "log(1 + number of tag applications on the film)"),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -101,7 +131,10 @@ class FeatureState:
         bad = self.item_ids[pos] != ids if self.n_items else np.ones(ids.shape, bool)
         if bad.any():
             shown = ", ".join(str(int(i)) for i in ids[bad][:5])
-            raise BadInput(f"{int(bad.sum())} candidate item(s) are not in the catalogue: {shown}", hint="items must come from the catalogue the model was trained with; new items need a retrain or a catalogue refresh")
+            raise BadInput(
+                f"{int(bad.sum())} candidate item(s) are not in the catalogue: {shown}",
+                hint="items must come from the catalogue the model was trained with; new items need a retrain or a catalogue refresh",
+            )
         return pos
 
     def user_index(self, user_id: int) -> int | None:
@@ -117,7 +150,10 @@ class FeatureState:
         for name, value in self.__dict__.items():
             if isinstance(value, sp.csr_matrix):
                 out[f"{name}__data"], out[f"{name}__indices"] = value.data, value.indices
-                out[f"{name}__indptr"], out[f"{name}__shape"] = value.indptr, np.asarray(value.shape)
+                out[f"{name}__indptr"], out[f"{name}__shape"] = (
+                    value.indptr,
+                    np.asarray(value.shape),
+                )
             else:
                 out[name] = np.asarray(value)
         return out
@@ -128,7 +164,14 @@ class FeatureState:
         for name in cls.__dataclass_fields__:
             if f"{name}__data" in arrays:
                 shape = tuple(int(x) for x in arrays[f"{name}__shape"])
-                kwargs[name] = sp.csr_matrix((arrays[f"{name}__data"], arrays[f"{name}__indices"], arrays[f"{name}__indptr"]), shape=shape)
+                kwargs[name] = sp.csr_matrix(
+                    (
+                        arrays[f"{name}__data"],
+                        arrays[f"{name}__indices"],
+                        arrays[f"{name}__indptr"],
+                    ),
+                    shape=shape,
+                )
             elif name in arrays:
                 kwargs[name] = float(arrays[name]) if name == "ref_ts" else arrays[name]
             else:
@@ -167,13 +210,17 @@ def build_state(ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame)
     item_last[ipos[order]] = ts[order]  # last write wins = latest
 
     user_count = np.bincount(upos, minlength=n_users).astype(np.int32)
-    user_mean = (np.bincount(upos, weights=stars, minlength=n_users) / np.maximum(user_count, 1)).astype(np.float32)
+    user_mean = (
+        np.bincount(upos, weights=stars, minlength=n_users) / np.maximum(user_count, 1)
+    ).astype(np.float32)
     years = item_year[ipos]
     has_year = np.isfinite(years)
     ycount = np.bincount(upos[has_year], minlength=n_users)
     ysum = np.bincount(upos[has_year], weights=years[has_year], minlength=n_users)
     with np.errstate(invalid="ignore", divide="ignore"):
-        user_mean_year = np.where(ycount > 0, ysum / np.maximum(ycount, 1), np.nan).astype(np.float32)
+        user_mean_year = np.where(ycount > 0, ysum / np.maximum(ycount, 1), np.nan).astype(
+            np.float32
+        )
 
     history = sp.csr_matrix((stars, (upos, ipos)), shape=(n_users, n_items), dtype=np.float32)
     history.sum_duplicates()
@@ -183,12 +230,19 @@ def build_state(ratings: pd.DataFrame, movies: pd.DataFrame, tags: pd.DataFrame)
     user_genres = (genre_counts / np.maximum(user_count, 1)[:, None]).astype(np.float32)
 
     # Tags: TF-IDF over films (a tag applied by many users to a film counts more), rows l2.
-    tag_vocab = np.array(sorted(tags["tag"].unique()), dtype=str) if len(tags) else np.array([], dtype=str)
+    tag_vocab = (
+        np.array(sorted(tags["tag"].unique()), dtype=str) if len(tags) else np.array([], dtype=str)
+    )
     if tag_vocab.size:
         t_items = np.searchsorted(item_ids, tags["item_id"].to_numpy(np.int64))
-        valid = (t_items < n_items) & (item_ids[np.minimum(t_items, n_items - 1)] == tags["item_id"].to_numpy(np.int64))
+        valid = (t_items < n_items) & (
+            item_ids[np.minimum(t_items, n_items - 1)] == tags["item_id"].to_numpy(np.int64)
+        )
         t_cols = np.searchsorted(tag_vocab, tags["tag"].to_numpy(str))
-        raw = sp.csr_matrix((np.ones(int(valid.sum()), np.float32), (t_items[valid], t_cols[valid])), shape=(n_items, tag_vocab.size))
+        raw = sp.csr_matrix(
+            (np.ones(int(valid.sum()), np.float32), (t_items[valid], t_cols[valid])),
+            shape=(n_items, tag_vocab.size),
+        )
         raw.sum_duplicates()
         df = np.bincount(raw.indices, minlength=tag_vocab.size)
         idf = np.log((1 + n_items) / (1 + df)).astype(np.float32) + 1.0
@@ -223,28 +277,44 @@ class UserProfile:
     factors: np.ndarray | None  # ALS user vector
 
 
-def profile_of(state: FeatureState, user_pos: int | None, factors: np.ndarray | None) -> UserProfile:
+def profile_of(
+    state: FeatureState, user_pos: int | None, factors: np.ndarray | None
+) -> UserProfile:
     if user_pos is None:
         return UserProfile(0, np.nan, np.nan, None, None, None)
     return UserProfile(
-        int(state.user_count[user_pos]), float(state.user_mean_rating[user_pos]), float(state.user_mean_year[user_pos]),
-        state.user_genres[user_pos], state.user_tags[user_pos], factors,
+        int(state.user_count[user_pos]),
+        float(state.user_mean_rating[user_pos]),
+        float(state.user_mean_year[user_pos]),
+        state.user_genres[user_pos],
+        state.user_tags[user_pos],
+        factors,
     )
 
 
-def profile_from_history(state: FeatureState, item_pos: np.ndarray, stars: np.ndarray, factors: np.ndarray | None) -> UserProfile:
+def profile_from_history(
+    state: FeatureState, item_pos: np.ndarray, stars: np.ndarray, factors: np.ndarray | None
+) -> UserProfile:
     """Profile of a user given only a request-time history (catalogue positions + ratings)."""
     if item_pos.size == 0:
         return UserProfile(0, np.nan, np.nan, None, None, None)
     genres = state.item_genres[item_pos].sum(axis=0) / item_pos.size
     years = state.item_year[item_pos]
     liked = item_pos[stars >= POSITIVE_RATING]
-    tags = _l2_rows_sparse(sp.csr_matrix(state.item_tags[liked].sum(axis=0))) if liked.size else sp.csr_matrix((1, state.tag_vocab.size), dtype=np.float32)
+    tags = (
+        _l2_rows_sparse(sp.csr_matrix(state.item_tags[liked].sum(axis=0)))
+        if liked.size
+        else sp.csr_matrix((1, state.tag_vocab.size), dtype=np.float32)
+    )
     mean_year = float(np.nanmean(years)) if np.isfinite(years).any() else np.nan
-    return UserProfile(int(item_pos.size), float(stars.mean()), mean_year, genres.astype(np.float32), tags, factors)
+    return UserProfile(
+        int(item_pos.size), float(stars.mean()), mean_year, genres.astype(np.float32), tags, factors
+    )
 
 
-def compute(state: FeatureState, user: UserProfile, item_pos: np.ndarray, item_factors: np.ndarray) -> np.ndarray:
+def compute(
+    state: FeatureState, user: UserProfile, item_pos: np.ndarray, item_factors: np.ndarray
+) -> np.ndarray:
     """Feature matrix (n_candidates, len(FEATURES)) for one request, columns in FEATURE_NAMES order."""
     n = item_pos.size
     out = np.full((n, len(FEATURES)), np.nan, dtype=np.float32)
@@ -269,11 +339,15 @@ def compute(state: FeatureState, user: UserProfile, item_pos: np.ndarray, item_f
     out[:, 9] = np.abs(state.item_year[item_pos] - user.mean_year)
     if user.factors is not None:
         scores = item_factors[item_pos] @ user.factors
-        scores = np.where(state.item_count[item_pos] > 0, scores, np.nan)  # cold items: no retrieval signal
+        scores = np.where(
+            state.item_count[item_pos] > 0, scores, np.nan
+        )  # cold items: no retrieval signal
         out[:, 10] = scores
         order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
     else:
-        order = np.argsort(-state.item_count[item_pos], kind="stable")  # cold user: popularity order
+        order = np.argsort(
+            -state.item_count[item_pos], kind="stable"
+        )  # cold user: popularity order
     ranks = np.empty(n, np.float32)
     ranks[order] = np.arange(n, dtype=np.float32)
     out[:, 11] = ranks
@@ -291,9 +365,15 @@ def check_frame(frame: pd.DataFrame) -> np.ndarray:
     missing = [f for f in FEATURE_NAMES if f not in frame.columns]
     extra = [c for c in frame.columns if c not in FEATURE_NAMES and c != "item_id"]
     if missing:
-        raise BadInput(f"feature table is missing column(s): {', '.join(missing)}", hint=f"the ranker reads exactly: {', '.join(FEATURE_NAMES)}; use NaN for a value that is unknown")
+        raise BadInput(
+            f"feature table is missing column(s): {', '.join(missing)}",
+            hint=f"the ranker reads exactly: {', '.join(FEATURE_NAMES)}; use NaN for a value that is unknown",
+        )
     if extra:
-        raise BadInput(f"feature table has unknown column(s): {', '.join(extra)}", hint=f"the ranker reads exactly: {', '.join(FEATURE_NAMES)}")
+        raise BadInput(
+            f"feature table has unknown column(s): {', '.join(extra)}",
+            hint=f"the ranker reads exactly: {', '.join(FEATURE_NAMES)}",
+        )
     try:
         return frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
     except (TypeError, ValueError) as e:

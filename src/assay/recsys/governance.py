@@ -37,7 +37,15 @@ def _latest(store: Any, registry: Any, ref: str) -> dict[str, Any] | None:
             return None
 
 
-def register(rec: Recommender, folder: Path | str, *, dataset_folder: Path | str | None = None, evaluation: Any | None = None, name: str = DEFAULT_NAME, store: Any | None = None) -> dict[str, Any]:
+def register(
+    rec: Recommender,
+    folder: Path | str,
+    *,
+    dataset_folder: Path | str | None = None,
+    evaluation: Any | None = None,
+    name: str = DEFAULT_NAME,
+    store: Any | None = None,
+) -> dict[str, Any]:
     """Register the training data, the model files and (optionally) an offline evaluation.
     Returns ``{"dataset": id, "model": id, "evaluation": id | None}``."""
     registry, open_store = _govern()
@@ -52,16 +60,41 @@ def register(rec: Recommender, folder: Path | str, *, dataset_folder: Path | str
     ds_files = registry.file_manifest(Path(dataset_folder))
     ds = _latest(store, registry, f"dataset:{DATASET_NAME}")
     if ds is None or ds["content_hash"] != registry.manifest_hash(ds_files):
-        ds = registry.register_dataset(store, actor, name=DATASET_NAME, uri=str(dataset_folder), purposes=list(PURPOSES), restrictions=list(RESTRICTIONS), licence=LICENCE, files=ds_files)
+        ds = registry.register_dataset(
+            store,
+            actor,
+            name=DATASET_NAME,
+            uri=str(dataset_folder),
+            purposes=list(PURPOSES),
+            restrictions=list(RESTRICTIONS),
+            licence=LICENCE,
+            files=ds_files,
+        )
     model_files = registry.file_manifest(folder, list(MODEL_FILES))
     model = _latest(store, registry, f"model:{name}")
     if model is None or model["content_hash"] != registry.manifest_hash(model_files):
-        model = registry.register_model(store, actor, name=name, files=model_files, uri=str(folder.resolve()), framework="implicit ALS + LightGBM LambdaMART", trained_on=[ds["id"]], training_run=f"train-{name}", purposes=["recommendation"], restrictions=list(RESTRICTIONS), licence=LICENCE)
+        model = registry.register_model(
+            store,
+            actor,
+            name=name,
+            files=model_files,
+            uri=str(folder.resolve()),
+            framework="implicit ALS + LightGBM LambdaMART",
+            trained_on=[ds["id"]],
+            training_run=f"train-{name}",
+            purposes=["recommendation"],
+            restrictions=list(RESTRICTIONS),
+            licence=LICENCE,
+        )
     out: dict[str, Any] = {"dataset": ds["id"], "model": model["id"], "evaluation": None}
     if evaluation is not None:
         result = evaluation.result(rec, {f["path"]: f["sha256"] for f in model_files})
-        result = type(result)(**{**result.to_dict(), "dataset_hashes": {DATASET_NAME: ds["content_hash"]}})
-        out["evaluation"] = registry.register_evaluation(store, actor, result, model=model["id"])["id"]
+        result = type(result)(
+            **{**result.to_dict(), "dataset_hashes": {DATASET_NAME: ds["content_hash"]}}
+        )
+        out["evaluation"] = registry.register_evaluation(store, actor, result, model=model["id"])[
+            "id"
+        ]
     return out
 
 

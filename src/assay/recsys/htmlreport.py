@@ -57,13 +57,18 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None = Non
         return '<p class="note">(no rows)</p>'
     cols = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def page(title: str, intro: str, sections: Sequence[tuple[str, str]]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", intro]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        intro,
+    ]
     parts += [f"<h2>{html.escape(h)}</h2>{body}" for h, body in sections]
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -23,7 +23,14 @@ LABELS = ("mature", "violence", "drugs", "sexual", "horror")
 # label -> genre -> evidence weight
 GENRE_WEIGHTS: dict[str, dict[str, float]] = {
     "mature": {"Horror": 0.55, "Thriller": 0.25, "Crime": 0.25, "War": 0.2, "Film-Noir": 0.15},
-    "violence": {"War": 0.45, "Horror": 0.4, "Action": 0.25, "Crime": 0.3, "Thriller": 0.2, "Western": 0.2},
+    "violence": {
+        "War": 0.45,
+        "Horror": 0.4,
+        "Action": 0.25,
+        "Crime": 0.3,
+        "Thriller": 0.2,
+        "Western": 0.2,
+    },
     "drugs": {},
     "sexual": {"Romance": 0.05},
     "horror": {"Horror": 0.9, "Thriller": 0.15},
@@ -52,12 +59,16 @@ def safety_labels(data: MovieLens) -> pd.DataFrame:
     for item, tag in zip(data.tags["item_id"], data.tags["tag"], strict=True):
         tags_by_item.setdefault(int(item), set()).add(str(tag))
     rows = []
-    for item, title, genres in zip(data.movies["item_id"], data.movies["title"], data.movies["genres"], strict=True):
+    for item, title, genres in zip(
+        data.movies["item_id"], data.movies["title"], data.movies["genres"], strict=True
+    ):
         tags = tags_by_item.get(int(item), set())
         row: dict[str, object] = {"item_id": str(int(item)), "title": title}
         for label in LABELS:
             evidence = [GENRE_WEIGHTS[label][g] for g in genres if g in GENRE_WEIGHTS[label]]
-            evidence += [w for needle, w in TAG_WEIGHTS[label].items() if any(needle in t for t in tags)]
+            evidence += [
+                w for needle, w in TAG_WEIGHTS[label].items() if any(needle in t for t in tags)
+            ]
             row[label] = round(_noisy_or(evidence), 6)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -68,7 +79,9 @@ def write_labels(labels: pd.DataFrame, path: Path | str) -> Path:
     [0, 1]; no other columns) for the guard's label store."""
     bad = [c for c in LABELS if c not in labels.columns]
     if bad or "item_id" not in labels.columns:
-        raise BadInput(f"label table must have item_id and {', '.join(LABELS)}; missing {', '.join(bad) or 'item_id'}")
+        raise BadInput(
+            f"label table must have item_id and {', '.join(LABELS)}; missing {', '.join(bad) or 'item_id'}"
+        )
     values = labels[list(LABELS)].to_numpy(float)
     if ((values < 0) | (values > 1) | ~np.isfinite(values)).any():
         raise BadInput("label values must be finite numbers in [0, 1]")
@@ -77,6 +90,11 @@ def write_labels(labels: pd.DataFrame, path: Path | str) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table({"item_id": pa.array(labels["item_id"].astype(str).tolist(), pa.string()), **{c: pa.array(labels[c].astype(float).tolist(), pa.float64()) for c in LABELS}})
+    table = pa.table(
+        {
+            "item_id": pa.array(labels["item_id"].astype(str).tolist(), pa.string()),
+            **{c: pa.array(labels[c].astype(float).tolist(), pa.float64()) for c in LABELS},
+        }
+    )
     pq.write_table(table, path)
     return path

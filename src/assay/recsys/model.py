@@ -77,7 +77,9 @@ class Slate:
     item_ids: np.ndarray  # ranked, best first
     scores: np.ndarray
     features: np.ndarray  # (n, len(FEATURE_NAMES)) rows aligned with item_ids
-    cold_start: bool  # True when the user had no history: popularity candidates, no personal signals
+    cold_start: (
+        bool  # True when the user had no history: popularity candidates, no personal signals
+    )
     feature_names: tuple[str, ...] = FEATURE_NAMES
 
     def frame(self) -> pd.DataFrame:
@@ -105,19 +107,27 @@ class Recommender:
         return f"{self.meta.get('name', DEFAULT_NAME)}@{sha[:12] or 'unsaved'}"
 
     # ------------------------------------------------------------------ serving
-    def _profile(self, user_id: int | None, history: list[tuple[int, float]] | None) -> tuple[UserProfile, np.ndarray]:
+    def _profile(
+        self, user_id: int | None, history: list[tuple[int, float]] | None
+    ) -> tuple[UserProfile, np.ndarray]:
         """The user's profile and the catalogue positions to exclude (already seen)."""
         if history is not None:
             if not history:
-                return profile_from_history(self.state, np.array([], np.int64), np.array([]), None), np.array([], np.int64)
+                return profile_from_history(
+                    self.state, np.array([], np.int64), np.array([]), None
+                ), np.array([], np.int64)
             ids = np.array([int(i) for i, _ in history], np.int64)
             stars = np.array([float(r) for _, r in history], np.float32)
             if ((stars < 0.5) | (stars > 5.0)).any():
                 raise BadInput("history ratings must be between 0.5 and 5 stars")
             pos = self.state.item_index(ids)
-            row = sp.csr_matrix((stars, (np.zeros_like(pos), pos)), shape=(1, self.state.n_items), dtype=np.float32)
+            row = sp.csr_matrix(
+                (stars, (np.zeros_like(pos), pos)), shape=(1, self.state.n_items), dtype=np.float32
+            )
             factors = self._als_model().recalculate_user(0, row)
-            return profile_from_history(self.state, pos, stars, np.asarray(factors, np.float32)), pos
+            return profile_from_history(
+                self.state, pos, stars, np.asarray(factors, np.float32)
+            ), pos
         if user_id is None:
             return profile_of(self.state, None, None), np.array([], np.int64)
         upos = self.state.user_index(int(user_id))
@@ -132,9 +142,16 @@ class Recommender:
 
             from implicit.cpu.als import AlternatingLeastSquares
 
-            with warnings.catch_warnings():  # the BLAS thread-pool advice is about fit(), not fold-in
+            with (
+                warnings.catch_warnings()
+            ):  # the BLAS thread-pool advice is about fit(), not fold-in
                 warnings.simplefilter("ignore", RuntimeWarning)
-                als = AlternatingLeastSquares(factors=self.item_factors.shape[1], regularization=self.config.als_regularization, alpha=self.config.als_alpha, num_threads=1)
+                als = AlternatingLeastSquares(
+                    factors=self.item_factors.shape[1],
+                    regularization=self.config.als_regularization,
+                    alpha=self.config.als_alpha,
+                    num_threads=1,
+                )
             als.user_factors = self.user_factors
             als.item_factors = self.item_factors
             self._als = als
@@ -157,7 +174,14 @@ class Recommender:
         top = np.argpartition(-scores, n - 1)[:n]
         return top[np.argsort(-scores[top], kind="stable")]
 
-    def features(self, user_id: int | None = None, item_ids: list[int] | np.ndarray | None = None, *, history: list[tuple[int, float]] | None = None, n: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    def features(
+        self,
+        user_id: int | None = None,
+        item_ids: list[int] | np.ndarray | None = None,
+        *,
+        history: list[tuple[int, float]] | None = None,
+        n: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
         """(item_ids, feature matrix, cold_start) for a request: the given candidates, or the
         retrieved ones when ``item_ids`` is None."""
         profile, seen = self._profile(user_id, history)
@@ -170,9 +194,15 @@ class Recommender:
 
     def score(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Ranker scores. A DataFrame must have exactly the named feature columns (NaN allowed)."""
-        matrix = check_frame(features) if isinstance(features, pd.DataFrame) else np.asarray(features, np.float32)
+        matrix = (
+            check_frame(features)
+            if isinstance(features, pd.DataFrame)
+            else np.asarray(features, np.float32)
+        )
         if matrix.ndim != 2 or matrix.shape[1] != len(FEATURE_NAMES):
-            raise BadInput(f"feature matrix must have shape (n, {len(FEATURE_NAMES)}); got {matrix.shape}")
+            raise BadInput(
+                f"feature matrix must have shape (n, {len(FEATURE_NAMES)}); got {matrix.shape}"
+            )
         if matrix.shape[0] == 0:
             return np.zeros(0)
         return self.booster.predict(matrix, num_threads=1)
@@ -183,7 +213,15 @@ class Recommender:
             return np.zeros((0, len(FEATURE_NAMES) + 1))
         return self.booster.predict(features, pred_contrib=True, num_threads=1)
 
-    def recommend(self, user_id: int | None = None, k: int = 10, *, history: list[tuple[int, float]] | None = None, candidates: list[int] | None = None, strict: bool = False) -> Slate:
+    def recommend(
+        self,
+        user_id: int | None = None,
+        k: int = 10,
+        *,
+        history: list[tuple[int, float]] | None = None,
+        candidates: list[int] | None = None,
+        strict: bool = False,
+    ) -> Slate:
         """Top-``k`` films for a user.
 
         - a known user: ALS candidates (seen films excluded), re-ranked by the ranker;
@@ -194,8 +232,15 @@ class Recommender:
         """
         if k <= 0:
             raise BadInput(f"k must be positive; got {k}")
-        if strict and history is None and (user_id is None or self.state.user_index(int(user_id)) is None):
-            raise BadInput(f"unknown user {user_id!r}: the model knows {self.state.user_ids.size} users", hint="pass a request-time history, or drop strict to get the cold-start (popularity) slate")
+        if (
+            strict
+            and history is None
+            and (user_id is None or self.state.user_index(int(user_id)) is None)
+        ):
+            raise BadInput(
+                f"unknown user {user_id!r}: the model knows {self.state.user_ids.size} users",
+                hint="pass a request-time history, or drop strict to get the cold-start (popularity) slate",
+            )
         ids, matrix, cold = self.features(user_id, candidates, history=history)
         scores = self.score(matrix)
         order = np.argsort(-scores, kind="stable")[:k]
@@ -206,7 +251,13 @@ class Recommender:
         folder = Path(folder) if folder else settings().path("recsys", name, "x").parent
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "ranker.txt").write_text(self.booster.model_to_string(), encoding="utf-8")
-        np.savez(folder / "als_factors.npz", user_factors=self.user_factors, item_factors=self.item_factors, user_ids=self.state.user_ids, item_ids=self.state.item_ids)
+        np.savez(
+            folder / "als_factors.npz",
+            user_factors=self.user_factors,
+            item_factors=self.item_factors,
+            user_ids=self.state.user_ids,
+            item_ids=self.state.item_ids,
+        )
         np.savez(folder / "feature_state.npz", **self.state.to_arrays())
         from assay.data import sha256_file
 
@@ -216,17 +267,28 @@ class Recommender:
             features=list(FEATURE_NAMES),
             config=asdict(self.config),
         )
-        (folder / "model.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=float), encoding="utf-8")
+        (folder / "model.json").write_text(
+            json.dumps(self.meta, indent=2, sort_keys=True, default=float), encoding="utf-8"
+        )
         return folder
 
     @classmethod
-    def load(cls, folder: Path | str | None = None, *, expected: dict[str, str] | None = None, name: str = DEFAULT_NAME) -> Recommender:
+    def load(
+        cls,
+        folder: Path | str | None = None,
+        *,
+        expected: dict[str, str] | None = None,
+        name: str = DEFAULT_NAME,
+    ) -> Recommender:
         """Load a saved model after checking every file's sha256 against ``model.json`` and,
         when given, against ``expected`` (file name -> sha256, e.g. from the registry)."""
         folder = Path(folder) if folder else settings().home / "recsys" / name
         meta_path = folder / "model.json"
         if not meta_path.is_file():
-            raise BadInput(f"no trained recommender at {folder} (model.json missing)", hint="run `assay recsys train` first")
+            raise BadInput(
+                f"no trained recommender at {folder} (model.json missing)",
+                hint="run `assay recsys train` first",
+            )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         from assay.data import sha256_file
 
@@ -237,11 +299,20 @@ class Recommender:
                 raise BadInput(f"model file missing: {path}")
             actual = sha256_file(path)
             if fname in recorded and actual != recorded[fname]:
-                raise ModelIntegrityError(f"{path} has sha256 {actual[:16]}…, but model.json recorded {recorded[fname][:16]}…: refusing to load a modified model file", hint="retrain, or restore the file that was trained")
+                raise ModelIntegrityError(
+                    f"{path} has sha256 {actual[:16]}…, but model.json recorded {recorded[fname][:16]}…: refusing to load a modified model file",
+                    hint="retrain, or restore the file that was trained",
+                )
             if expected is not None and fname in expected and actual != expected[fname]:
-                raise ModelIntegrityError(f"{path} has sha256 {actual[:16]}…, but the registry holds {expected[fname][:16]}… for it: refusing to load a model that is not the registered one", hint="register the new weights (assay govern) or restore the registered files")
+                raise ModelIntegrityError(
+                    f"{path} has sha256 {actual[:16]}…, but the registry holds {expected[fname][:16]}… for it: refusing to load a model that is not the registered one",
+                    hint="register the new weights (assay govern) or restore the registered files",
+                )
         if meta.get("features") != list(FEATURE_NAMES):
-            raise BadInput(f"{folder} was trained with features {meta.get('features')}; this version computes {list(FEATURE_NAMES)}", hint="retrain with `assay recsys train`")
+            raise BadInput(
+                f"{folder} was trained with features {meta.get('features')}; this version computes {list(FEATURE_NAMES)}",
+                hint="retrain with `assay recsys train`",
+            )
         import lightgbm as lgb
 
         booster = lgb.Booster(model_str=(folder / "ranker.txt").read_text(encoding="utf-8"))
@@ -254,7 +325,11 @@ class Recommender:
 
     def files(self, folder: Path | str | None = None) -> dict[str, str]:
         """``{path: sha256}`` of the saved model files (what the registry records as weights)."""
-        folder = Path(folder) if folder else settings().home / "recsys" / self.meta.get("name", DEFAULT_NAME)
+        folder = (
+            Path(folder)
+            if folder
+            else settings().home / "recsys" / self.meta.get("name", DEFAULT_NAME)
+        )
         return {str(folder / f): h for f, h in self.meta.get("files", {}).items()}
 
 
@@ -265,8 +340,17 @@ def _fit_als(history: sp.csr_matrix, config: TrainConfig) -> tuple[np.ndarray, n
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1, "blas"):  # implicit warns (and slows) when BLAS runs its own thread pool
-        als = AlternatingLeastSquares(factors=config.factors, regularization=config.als_regularization, alpha=config.als_alpha, iterations=config.als_iterations, random_state=config.seed, num_threads=1)
+    with threadpool_limits(
+        1, "blas"
+    ):  # implicit warns (and slows) when BLAS runs its own thread pool
+        als = AlternatingLeastSquares(
+            factors=config.factors,
+            regularization=config.als_regularization,
+            alpha=config.als_alpha,
+            iterations=config.als_iterations,
+            random_state=config.seed,
+            num_threads=1,
+        )
         als.fit(history, show_progress=False)
     return np.asarray(als.user_factors, np.float32), np.asarray(als.item_factors, np.float32)
 
@@ -284,9 +368,16 @@ def grades(ratings: pd.Series) -> np.ndarray:
     return np.where(ratings.to_numpy() >= POSITIVE_RATING, 2, 1).astype(np.int32)
 
 
-def _ranker_training_set(rec: Recommender, labels: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def _ranker_training_set(
+    rec: Recommender, labels: pd.DataFrame, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(features, grades, group sizes, candidate recall) over users with a held-out positive."""
-    label_map = {(u, i): g for u, i, g in zip(labels["user_id"], labels["item_id"], grades(labels["rating"]), strict=True)}
+    label_map = {
+        (u, i): g
+        for u, i, g in zip(
+            labels["user_id"], labels["item_id"], grades(labels["rating"]), strict=True
+        )
+    }
     by_user = labels.groupby("user_id")["item_id"].apply(set).to_dict()
     xs, ys, groups = [], [], []
     hit = total = 0
@@ -303,11 +394,17 @@ def _ranker_training_set(rec: Recommender, labels: pd.DataFrame, n: int) -> tupl
         ys.append(y)
         groups.append(ids.size)
     if not xs:
-        raise BadInput("no user has a validation interaction among the retrieved candidates: the data is too small to train a ranker")
+        raise BadInput(
+            "no user has a validation interaction among the retrieved candidates: the data is too small to train a ranker"
+        )
     return np.vstack(xs), np.concatenate(ys), np.array(groups), hit / max(total, 1)
 
 
-def train(data: MovieLens, config: TrainConfig = TrainConfig(), progress: Callable[[str], None] | None = None) -> tuple[Recommender, Split]:
+def train(
+    data: MovieLens,
+    config: TrainConfig = TrainConfig(),
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Recommender, Split]:
     """Train the two-stage model on ``data`` (see module doc). Returns the served model (not yet
     saved) and the split, so the caller can evaluate it on ``split.test``."""
     import lightgbm as lgb
@@ -316,7 +413,9 @@ def train(data: MovieLens, config: TrainConfig = TrainConfig(), progress: Callab
     started = time.perf_counter()
     split = temporal_split(data.ratings, config.test_fraction, config.valid_fraction)
     if split.valid.empty:
-        raise BadInput(f"{data.name}: no user has enough ratings to hold out a validation part (need >= 5 each)")
+        raise BadInput(
+            f"{data.name}: no user has enough ratings to hold out a validation part (need >= 5 each)"
+        )
 
     say("fitting retrieval (ALS) on each user's earliest interactions")
     state_a = _state_for(split.base, data)
@@ -332,7 +431,9 @@ def train(data: MovieLens, config: TrainConfig = TrainConfig(), progress: Callab
         "bagging_fraction": 0.8, "bagging_freq": 1, "lambdarank_truncation_level": 20,
         "seed": config.seed, "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1,
     }  # fmt: skip
-    dataset = lgb.Dataset(x, label=y, group=group, feature_name=list(FEATURE_NAMES), free_raw_data=True)
+    dataset = lgb.Dataset(
+        x, label=y, group=group, feature_name=list(FEATURE_NAMES), free_raw_data=True
+    )
     booster = lgb.train(params, dataset, num_boost_round=config.rounds)
 
     say("refitting retrieval and features on everything before each user's test part")

@@ -28,7 +28,9 @@ def load_dataset(name: str = "ml-latest-small", users: int | None = None) -> mov
     elif path.is_file() and path.suffix == ".zip":
         data = movielens.load_archive(path)
     else:
-        raise BadInput(f"unknown dataset {name!r}: use ml-latest-small, {', '.join(movielens.ARCHIVES)}, or a path to a MovieLens folder or zip")
+        raise BadInput(
+            f"unknown dataset {name!r}: use ml-latest-small, {', '.join(movielens.ARCHIVES)}, or a path to a MovieLens folder or zip"
+        )
     return data.slice_users(users) if users else data
 
 
@@ -36,7 +38,14 @@ def model_folder(name: str = DEFAULT_NAME) -> Path:
     return settings().home / "recsys" / name
 
 
-def train_and_save(dataset: str = "ml-latest-small", *, users: int | None = None, config: TrainConfig = TrainConfig(), name: str = DEFAULT_NAME, progress: Callable[[str], None] | None = None) -> tuple[Recommender, Split, Path]:
+def train_and_save(
+    dataset: str = "ml-latest-small",
+    *,
+    users: int | None = None,
+    config: TrainConfig = TrainConfig(),
+    name: str = DEFAULT_NAME,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Recommender, Split, Path]:
     data = load_dataset(dataset, users)
     rec, split = train(data, config, progress)
     rec.meta["dataset"].update(source=dataset, users=users)
@@ -61,7 +70,9 @@ def held_out_split(rec: Recommender) -> Split:
     return temporal_split(data.ratings, rec.config.test_fraction, rec.config.valid_fraction)
 
 
-def evaluate_saved(rec: Recommender, k: int = 10, resamples: int = 500, max_users: int | None = None) -> Any:
+def evaluate_saved(
+    rec: Recommender, k: int = 10, resamples: int = 500, max_users: int | None = None
+) -> Any:
     from assay.recsys.evaluation import evaluate
 
     ev = evaluate(rec, held_out_split(rec).test, k=k, resamples=resamples, max_users=max_users)

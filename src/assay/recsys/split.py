@@ -29,12 +29,19 @@ class Split:
         return pd.concat([self.base, self.valid], ignore_index=True)
 
 
-def temporal_split(ratings: pd.DataFrame, test_fraction: float = 0.2, valid_fraction: float = 0.2, min_history: int = 5) -> Split:
+def temporal_split(
+    ratings: pd.DataFrame,
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.2,
+    min_history: int = 5,
+) -> Split:
     """Per user, by timestamp (ties broken by item id): the last ``test_fraction`` of ratings is
     test, the last ``valid_fraction`` of what remains is validation, the rest is base. Users with
     fewer than ``min_history`` ratings stay wholly in base."""
     if not (0 < test_fraction < 1 and 0 < valid_fraction < 1):
-        raise BadInput(f"split fractions must be in (0, 1); got test={test_fraction}, valid={valid_fraction}")
+        raise BadInput(
+            f"split fractions must be in (0, 1); got test={test_fraction}, valid={valid_fraction}"
+        )
     df = ratings.sort_values(["user_id", "ts", "item_id"], kind="stable").reset_index(drop=True)
     n = df.groupby("user_id")["item_id"].transform("size").to_numpy()
     pos = df.groupby("user_id").cumcount().to_numpy()
@@ -43,4 +50,8 @@ def temporal_split(ratings: pd.DataFrame, test_fraction: float = 0.2, valid_frac
     n_valid = np.where(n >= min_history, np.maximum(1, np.floor(rest * valid_fraction)), 0)
     is_test = pos >= n - n_test
     is_valid = (~is_test) & (pos >= rest - n_valid)
-    return Split(df[~is_test & ~is_valid].reset_index(drop=True), df[is_valid].reset_index(drop=True), df[is_test].reset_index(drop=True))
+    return Split(
+        df[~is_test & ~is_valid].reset_index(drop=True),
+        df[is_valid].reset_index(drop=True),
+        df[is_test].reset_index(drop=True),
+    )
