@@ -178,3 +178,19 @@ def test_checkpoints_on_demand_and_read_only(tmp_path) -> None:
             with pytest.raises(BadInput, match="read-only"):
                 action()
         assert reader.verify().ok
+
+
+def test_reader_on_another_machine_needs_the_public_key(tmp_path, monkeypatch) -> None:
+    with TraceLog.open(tmp_path / "log") as log:
+        log.append(make_decisions(5))
+        vkey = log.verifier.vkey()
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "auditor-home"))  # no keys here
+    with pytest.raises(BadInput, match="no trace log"):
+        TraceLog.open(tmp_path / "nothing", read_only=True)
+    with TraceLog.open(tmp_path / "log", read_only=True) as reader:
+        with pytest.raises(BadInput, match="no public key"):
+            reader.verify()
+        assert reader.verify(Verifier.parse(vkey)).ok
+        with pytest.raises(BadInput, match="no pseudonym key"):
+            reader.why("item1", "user1")
+    assert not (tmp_path / "auditor-home" / "keys").exists()  # a reader created no keys

@@ -25,10 +25,10 @@ def _echo_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def _open(path: str | None, read_only: bool = False):
+def _open(path: str | None, read_only: bool = False, verifier=None):
     from assay.trace import TraceLog
 
-    return TraceLog.open(path, read_only=read_only)
+    return TraceLog.open(path, read_only=read_only, verifier=verifier)
 
 
 def _verifier(public_key: str | None):
@@ -87,8 +87,9 @@ def verify(path: str = PathOpt, public_key: str = typer.Option(None, "--public-k
     """Check the whole log against its signed checkpoints; exit 1 if anything was altered."""
     from assay.trace.log import TamperError
 
-    with _open(path, read_only=True) as log:
-        report = log.verify(_verifier(public_key))
+    trusted = _verifier(public_key)
+    with _open(path, read_only=True, verifier=trusted) as log:
+        report = log.verify(trusted)
         report.warnings = [*log.recovery, *report.warnings]
     if as_json:
         _echo_json(report.to_dict())
@@ -147,7 +148,9 @@ def check(proof: Path = typer.Argument(..., help="A proof file from `assay trace
 def key(path: str = PathOpt) -> None:
     """Print this log's verifier key (C2SP vkey) to hand to auditors."""
     with _open(path, read_only=True) as log:
-        typer.echo(log.verifier.vkey())
+        if log.signer is None:
+            raise BadInput("this machine does not hold the log's signing key")
+        typer.echo(log.signer.verifier.vkey())
 
 
 @trace_app.command("why")

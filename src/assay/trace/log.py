@@ -38,7 +38,7 @@ from assay.errors import AssayError, BadInput
 from assay.records import Decision, Event
 from assay.trace import canonical, merkle
 from assay.trace.checkpoint import Checkpoint, SignatureError, Signer, Verifier
-from assay.trace.pseudonym import Pseudonymiser, load_key
+from assay.trace.pseudonym import Pseudonymiser, load_key, load_key_available
 from assay.trace.tree import TreeFile
 
 log = logging.getLogger("assay.trace")
@@ -126,14 +126,14 @@ def read_batches(data: bytes | pa.Buffer, where: str, validate: bool = True) -> 
 class TraceLog:
     """Open with ``TraceLog.open()``; see the module docstring for layout and guarantees."""
 
-    def __init__(self, root: str, fs, *, tree_path: Path, signer: Signer, pseudonymiser: Pseudonymiser,
+    def __init__(self, root: str, fs, *, tree_path: Path, signer: Signer | None, pseudonymiser: Pseudonymiser,
                  origin: str, fsync: str, checkpoint_every: float | None, segment_records: int,
-                 read_only: bool = False):
+                 read_only: bool = False, verifier: Verifier | None = None):
         self.root = root.rstrip("/")
         self.fs = fs
         self.local = _is_local(fs)
         self.signer = signer
-        self.verifier = signer.verifier
+        self.verifier = verifier or (signer.verifier if signer else None)
         self.pseudonymiser = pseudonymiser
         self.origin = origin
         if fsync not in ("batch", "off"):
@@ -165,7 +165,8 @@ class TraceLog:
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, fs=None, *, origin: str = DEFAULT_ORIGIN,
              fsync: str = "batch", checkpoint_every: float | None = 0.0, segment_records: int = 1_000_000,
-             signing_key: Path | None = None, read_only: bool = False) -> TraceLog:
+             signing_key: Path | None = None, read_only: bool = False,
+             verifier: Verifier | None = None) -> TraceLog:
         """Open (creating if needed) the log at ``path``: a local directory or an fsspec URL
         (``memory://``, ``s3://``, ...). ``checkpoint_every``: seconds between automatic
         checkpoints (0: after every append; None: only on ``checkpoint()``). ``read_only``: take no
@@ -186,8 +187,18 @@ class TraceLog:
         else:
             digest = hashlib.sha256(f"{fs.protocol}:{root}".encode()).hexdigest()[:16]
             tree_path = home / "cache" / "trace-tree" / f"{digest}.bin"
-        signer = Signer.load_or_create(signing_key or home / "keys" / "trace-signing.key", origin)
-        return cls(root, fs, tree_path=tree_path, signer=signer, pseudonymiser=Pseudonymiser(load_key()),
+        key_path = signing_key or home / "keys" / "trace-signing.key"
+        if read_only:
+            if not fs.exists(f"{root}/segments"):
+                raise BadInput(f"there is no trace log at {path}")
+            # A reader creates no keys: without the signing key it needs the verifier key, and
+            # without the pseudonym key it cannot look subjects up (it can still verify).
+            signer = Signer.load_or_create(key_path, origin) if key_path.exists() else None
+            pseudonymiser = Pseudonymiser(load_key()) if load_key_available() else Pseudonymiser(None)
+        else:
+            signer = Signer.load_or_create(key_path, origin)
+            pseudonymiser = Pseudonymiser(load_key())
+        return cls(root, fs, tree_path=tree_path, signer=signer, pseudonymiser=pseudonymiser, verifier=verifier,
                    origin=origin, fsync=fsync, checkpoint_every=checkpoint_every, segment_records=segment_records,
                    read_only=read_only)
 
@@ -259,7 +270,7 @@ class TraceLog:
     def _recover(self) -> None:
         notes = self.checkpoint_names()
         latest = None
-        if notes:
+        if notes and self.verifier is not None:
             try:
                 latest = self._load_checkpoint(notes[-1])
             except (SignatureError, AssayError) as e:
@@ -359,6 +370,9 @@ class TraceLog:
         return checkpoint
 
     def _open_checkpoint(self, name: str) -> Checkpoint:
+        if self.verifier is None:
+            raise BadInput("no public key for this log: pass the verifier key (`assay trace key` on the writer "
+                           "prints it; --public-key on the command line)")
         text = self._read(f"checkpoints/{name}").decode("utf-8", "replace")
         checkpoint = Checkpoint.open(text, self.verifier, self.origin, where=f"checkpoint {name}")
         if _note_name(checkpoint.size) != name:
@@ -698,7 +712,11 @@ class TraceLog:
     def verify(self, verifier: Verifier | None = None, tree_dir: Path | None = None) -> VerifyReport:
         from assay.trace.verify import verify_log
 
-        return verify_log(self, verifier or self.verifier, tree_dir)
+        verifier = verifier or self.verifier
+        if verifier is None:
+            raise BadInput("no public key for this log: pass the verifier key (`assay trace key` on the writer "
+                           "prints it; --public-key on the command line)")
+        return verify_log(self, verifier, tree_dir)
 
 
 class _ActiveSegment:

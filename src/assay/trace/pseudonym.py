@@ -54,11 +54,18 @@ def load_key(path: Path | None = None) -> bytes:
     return key
 
 
+def load_key_available(path: Path | None = None) -> bool:
+    """Whether a pseudonym key exists (a reader must not create one)."""
+    return bool(os.environ.get(ENV)) or (path or key_path()).exists()
+
+
 class Pseudonymiser:
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes | None):
         self._key = key
 
     def one(self, subject_id: str) -> str:
+        if self._key is None:
+            raise BadInput(f"no pseudonym key: subjects cannot be looked up without {key_path()} or {ENV}")
         return hmac.new(self._key, subject_id.encode(), hashlib.sha256).hexdigest()[:32]
 
     def column(self, subjects: pa.Array) -> pa.Array:
