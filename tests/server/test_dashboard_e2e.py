@@ -1,0 +1,155 @@
+"""The dashboard end to end in headless Chromium (Playwright driving the system's chromium):
+log in, search a decision, open its explanation, approve a deployment as an approver, and be
+refused as a viewer. Real server (uvicorn on loopback), real store, real trace."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from assay.records import Decision, Event
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FEED = Path(__file__).resolve().parents[2] / "src" / "assay" / "policy" / "examples" / "feed.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def world(tmp_path, assay_home):
+    from assay.govern.gate import request_deployment
+    from assay.govern.registry import Actor, local_actor, register_dataset, register_model
+    from assay.policy import load_bundle
+    from assay.server.auth import create_token
+    from assay.store import open_store
+    from assay.trace import TraceLog
+
+    store = open_store()
+    admin = local_actor()
+    tokens = {role: create_token(store, admin, name=f"{role}-user", role=role)["token"] for role in ("viewer", "approver", "engineer")}
+    data = tmp_path / "ratings.csv"
+    data.write_text("user,item,rating\n1,10,4.0\n")
+    weights = tmp_path / "ranker.txt"
+    weights.write_text("tree\n")
+    ds = register_dataset(store, admin, name="ratings", uri=str(data), purposes=["recommendation", "research"])
+    model = register_model(store, admin, name="ranker", weights=[weights], trained_on=[ds["id"]], framework="lightgbm")
+    engineer = Actor(name="engineer-user", role="engineer", source="test")
+    dep = request_deployment(store, engineer, model=model["id"], surface="for_you", purpose="recommendation", bundle=FEED)
+    bundle = load_bundle(FEED)
+    log = TraceLog.open()
+    now = time.time()
+    log.append([
+        Decision(request_id="req-1", ts=now, surface="for_you", subject_id="user-42", item_id="movie-7", rank_before=3,
+                 rank_after=-1, action="drop", rule_ids=("teen-mature-drop",), reasons=("mature content is not recommended to minors",),
+                 bundle_hash=bundle.hash, bundle_version=bundle.version, model_versions=(model["id"],),
+                 attribution={"genre_affinity": 0.42, "item_popularity": -0.1}),
+        Decision(request_id="req-1", ts=now, surface="for_you", subject_id="user-42", item_id="movie-8", rank_before=1,
+                 rank_after=1, action="allow", bundle_hash=bundle.hash, bundle_version=bundle.version),
+        Event(kind="breaker_transition", ts=now, subject="for_you/source:ugc", payload={"from": "closed", "to": "open", "reason": "failure rate 60%"}),
+    ])
+    log.close()
+    return {"tokens": tokens, "deployment": dep["id"], "bundle": bundle}
+
+
+@pytest.fixture
+def server(world):
+    from assay.server.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "dashboard server did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    assert CHROMIUM, "chromium is not installed (the Makefile installs it: apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def login(page, base: str, token: str) -> None:
+    page.goto(f"{base}/ui/login")
+    page.fill("#token", token)
+    page.click("#login")
+    page.wait_for_url(f"{base}/ui/")
+
+
+def test_dashboard_flow(server, browser, world, tmp_path):
+    base, tokens = server, world["tokens"]
+    page = browser.new_page()
+    # a wrong token does not get in
+    page.goto(f"{base}/ui/login")
+    page.fill("#token", "assay_not-a-real-token")
+    page.click("#login")
+    assert "not valid" in page.inner_text("[role=alert]")
+    page.goto(f"{base}/ui/decisions")
+    assert page.url.endswith("/ui/login")
+
+    # viewer: log in, see the breaker, search a decision by user and item, open its explanation
+    login(page, base, tokens["viewer"])
+    assert "for_you/source:ugc" in page.inner_text("#breakers") and "open" in page.inner_text("#breakers")
+    page.goto(f"{base}/ui/decisions")
+    page.fill("input[name=item]", "movie-7")
+    page.fill("input[name=subject]", "user-42")
+    page.click("#do-search")
+    results = page.inner_text("#results")
+    assert "movie-7" in results and "drop" in results and "movie-8" not in results
+    page.click("a.why")
+    assert "dropped" in page.inner_text("#why-title")
+    rules = page.inner_text("#rules")
+    assert "teen-mature-drop" in rules and "request.user.age < 18" in rules  # the rule's text from the stored bundle
+    assert "genre_affinity" in page.inner_text("#attribution")
+    assert page.inner_text("#proof").startswith("Verified with the log's public key")
+    page.screenshot(path=str(tmp_path / "why.png"))
+
+    # viewer is refused an approval, with the reason
+    page.goto(f"{base}/ui/deployments")
+    page.click(f"button.approve[data-deployment='{world['deployment']}']")
+    refusal = page.inner_text("[role=alert]")
+    assert "Refused" in refusal and "viewer" in refusal
+
+    # approver approves
+    page.goto(f"{base}/ui/logout")
+    login(page, base, tokens["approver"])
+    page.goto(f"{base}/ui/deployments")
+    page.click(f"button.approve[data-deployment='{world['deployment']}']")
+    assert "Approved" in page.inner_text("[role=alert]")
+    assert "approver-user" in page.inner_text("#deployments")
+
+    # the requester cannot approve their own deployment
+    page.goto(f"{base}/ui/logout")
+    login(page, base, tokens["engineer"])
+    page.goto(f"{base}/ui/deployments")
+    page.click(f"button.approve[data-deployment='{world['deployment']}']")
+    assert "Refused" in page.inner_text("[role=alert]")
+
+    # the other pages render with real content
+    for path, marker in [("/ui/lineage", "#lineage-graph"), ("/ui/policies", "#bundles"), ("/ui/reports", "#reports"), ("/ui/alerts", "#breakers")]:
+        page.goto(base + path)
+        assert page.locator(marker).count() == 1, path
+    assert world["bundle"].hash[:16] in page.goto(base + "/ui/policies").text()
