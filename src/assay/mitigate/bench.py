@@ -28,7 +28,7 @@ def _sizing(quick: bool, device: str) -> dict[str, Any]:
         return {"steps": 2, "batch_size": 2, "max_length": 64, "lora_layers": 4, "augment": 16, "eval": 8, "max_new_tokens": 16, "checkpoint_every": 1}
     if device.startswith("cuda"):
         return {"steps": 150, "batch_size": 16, "max_length": 192, "lora_layers": 0, "augment": 400, "eval": 200, "max_new_tokens": 48, "checkpoint_every": 50}
-    return {"steps": 24, "batch_size": 4, "max_length": 96, "lora_layers": 8, "augment": 80, "eval": 48, "max_new_tokens": 32, "checkpoint_every": 12, "learning_rate": 5e-4}
+    return {"steps": 24, "batch_size": 4, "max_length": 96, "lora_layers": 8, "augment": 80, "eval": 32, "max_new_tokens": 24, "checkpoint_every": 12, "learning_rate": 5e-4}
 
 
 def _findings(path: Path) -> int:
