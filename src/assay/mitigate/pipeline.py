@@ -151,6 +151,10 @@ def create_run(spec: RunSpec, run_id: str | None = None) -> Path:
     record the base model's hashes."""
     spec.train.validate()
     source = resolve_model(spec.model)
+    if spec.evaluate:
+        from assay.mitigate.reeval import require_classifiers
+
+        require_classifiers()
     run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     run_dir = runs_root() / run_id
     if (run_dir / "run.json").exists():

@@ -94,6 +94,12 @@ def _classifier(name: str) -> Any:
         raise Unavailable(f"re-evaluation needs the {name!r} classifier: {e}", hint=f"assay classify train {name}") from None
 
 
+def require_classifiers() -> None:
+    """Fail fast (``Unavailable``) when the scoring classifiers are missing, before any model work."""
+    _classifier(HARMFUL_CLASSIFIER)
+    _classifier(REFUSAL_CLASSIFIER)
+
+
 def score(harmful: Sequence[Example], harmful_answers: Sequence[str], benign: Sequence[Example], benign_answers: Sequence[str]) -> dict[str, Any]:
     """Rates for one model: harmful-answer rate on the harmful set, helpful (not refused) rate and
     reference-answer match on the benign set, each with n and a 95% interval, plus the items."""
