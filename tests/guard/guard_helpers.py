@@ -177,7 +177,7 @@ class FaultProxy:
                     if self.mode == "down":
                         return
                     (upstream if s is client else client).sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # the other side, or set_mode("down"), closed the socket
             return
         finally:
             for s in socks:
