@@ -24,6 +24,15 @@ SEED = 0
 
 
 def _sizing(quick: bool, device: str) -> dict[str, Any]:
+    """The run's size: ``quick``; ``full`` on a GPU; ``cpu`` otherwise. ``ASSAY_MITIGATE_BENCH_SIZE``
+    (quick | cpu | full) overrides, e.g. a full run on a many-core machine without a GPU."""
+    forced = os.environ.get("ASSAY_MITIGATE_BENCH_SIZE")
+    if forced:
+        if forced not in ("quick", "cpu", "full"):
+            from assay.errors import BadInput
+
+            raise BadInput(f"ASSAY_MITIGATE_BENCH_SIZE must be quick, cpu or full, got {forced!r}")
+        quick, device = forced == "quick", ("cuda" if forced == "full" else "cpu")
     if quick:
         return {"steps": 2, "batch_size": 2, "max_length": 64, "lora_layers": 4, "augment": 16, "eval": 8, "max_new_tokens": 16, "checkpoint_every": 1}
     if device.startswith("cuda"):
