@@ -101,3 +101,25 @@ def test_bbq_bias_scores_by_the_paper():
     assert m["bbq_bias_ambig"].value == pytest.approx(0.5)
     assert m["bbq_accuracy_ambig"].value == pytest.approx(0.5)
     assert m["bbq_bias_ambig[Age]"].n == 4
+
+
+def test_users_csv_and_parquet_datasets(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from assay.evaluate.items import load_file
+
+    (tmp_path / "p.csv").write_text("id,prompt,category\na,hello,x\nb,,x\nc,hi,y,EXTRA\nd,bye,y\n")
+    items = load_file(tmp_path / "p.csv", {})
+    assert [i.id for i in items] == ["a", "b", "row-4", "d"]
+    assert [i.invalid is None for i in items] == [True, False, False, True]
+    assert "p.csv:4: more cells than header columns" in items[2].invalid
+    assert items[0].messages[-1]["content"] == "hello" and items[3].category == "y"
+    pq.write_table(pa.table({"question": ["q1", "q2"], "label": [1, 0]}), tmp_path / "p.parquet")
+    items = load_file(tmp_path / "p.parquet", {"prompt_field": "question"})
+    assert [i.prompt_text for i in items] == ["q1", "q2"] and items[0].fields["label"] == 1
+    (tmp_path / "dup.jsonl").write_text('{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n')
+    with pytest.raises(BadInput, match="duplicate item ids"):
+        load_file(tmp_path / "dup.jsonl", {})
+    with pytest.raises(BadInput, match="unsupported dataset format"):
+        load_file((tmp_path / "p.txt"), {}) if (tmp_path / "p.txt").write_text("x") else None
