@@ -15,10 +15,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[all,dev]'
 	touch $@
 
+# The dashboard's end-to-end test drives the system's Chromium (no browser download is possible
+# or wanted); Debian's package provides it.
+$(VENV)/.chromium: | $(BIN)/python
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || { echo "could not install chromium: run 'apt-get install chromium' as root for the dashboard test" >&2; exit 1; }
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/assay demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.chromium
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 

@@ -4,6 +4,7 @@ refused as a viewer. Real server (uvicorn on loopback), real store, real trace."
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -125,7 +126,8 @@ def test_dashboard_flow(server, browser, world, tmp_path):
     assert "teen-mature-drop" in rules and "request.user.age < 18" in rules  # the rule's text from the stored bundle
     assert "genre_affinity" in page.inner_text("#attribution")
     assert page.inner_text("#proof").startswith("Verified with the log's public key")
-    page.screenshot(path=str(tmp_path / "why.png"))
+    shots = Path(os.environ.get("ASSAY_SCREENSHOTS", tmp_path))
+    page.screenshot(path=str(shots / "why.png"), full_page=True)
 
     # viewer is refused an approval, with the reason
     page.goto(f"{base}/ui/deployments")
@@ -153,3 +155,5 @@ def test_dashboard_flow(server, browser, world, tmp_path):
         page.goto(base + path)
         assert page.locator(marker).count() == 1, path
     assert world["bundle"].hash[:16] in page.goto(base + "/ui/policies").text()
+    page.goto(base + "/ui/lineage")
+    page.screenshot(path=str(shots / "lineage.png"), full_page=True)

@@ -282,7 +282,7 @@ def _model_lineage(request: Request, version: str) -> str:
         return ""
     ancestors = view.get("ancestry") or view.get("ancestors") or []
     names = [a.get("id", "") if isinstance(a, dict) else str(a) for a in ancestors]
-    return ", ".join(n for n in names if n)
+    return ", ".join(n for n in names if n and n != version)
 
 
 @router.get("/deployments", response_class=HTMLResponse)
@@ -350,6 +350,9 @@ async def lineage(request: Request):
             continue
         for e in view.get("edges", []):
             edges.add((e["input"], e["output"]))
+        model_id = (view.get("asset", {}).get("spec") or {}).get("model_id")
+        if a.get("kind") == "deployment" and model_id:
+            edges.add((model_id, a["id"]))  # a deployment serves its model
         effective = view.get("effective", {})  # computed along the lineage now, not the declared copy
         rows.append({"id": a["id"], "kind": a.get("kind", ""), "purposes": effective.get("purposes", []),
                      "restrictions": effective.get("restrictions", []), "owner": a.get("owner") or ""})
