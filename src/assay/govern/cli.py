@@ -251,7 +251,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _print(out, True)
         else:
-            lines = [out["summary"].split(":")[0] + f"  (bundle {out['bundle_hash'][:12]}…, verdict {out['id']})"]
+            lines = [f"{'ALLOW' if out['allowed'] else 'DENY'} {out['deployment']}  "
+                     f"(bundle {out['bundle_hash'][:12]}…, verdict {out['id']})"]
             lines.append("deciding: " + ", ".join(out["deciding"]))
             for d in out["denials"]:
                 lines.append(f"  [{d['check']}] {d['rule']}: {d['reason']}")
