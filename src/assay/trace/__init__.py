@@ -5,12 +5,31 @@
     log.append([decision, ...])                # durable when it returns
     log.verify().raise_if_failed()
     log.why(item_id, subject_id, at=None)
+
+Names are imported lazily so that ``assay.trace.cli`` (and ``assay --help``) stay cheap.
 """
 
 from __future__ import annotations
 
-from assay.trace.checkpoint import Checkpoint, SignatureError, Verifier
-from assay.trace.log import AppendResult, TamperError, TraceLog, VerifyReport
-from assay.trace.merkle import ProofError
+import importlib
+from typing import Any
 
-__all__ = ["AppendResult", "Checkpoint", "ProofError", "SignatureError", "TamperError", "TraceLog", "Verifier", "VerifyReport"]
+_EXPORTS = {
+    "AppendResult": "assay.trace.log",
+    "TamperError": "assay.trace.log",
+    "TraceLog": "assay.trace.log",
+    "VerifyReport": "assay.trace.log",
+    "Checkpoint": "assay.trace.checkpoint",
+    "SignatureError": "assay.trace.checkpoint",
+    "Verifier": "assay.trace.checkpoint",
+    "ProofError": "assay.trace.merkle",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'assay.trace' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
