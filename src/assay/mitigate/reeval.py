@@ -57,6 +57,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     )
 
     tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"  # a long prompt loses its start, never the assistant turn
     device = next(model.parameters()).device
     texts = [
         tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
