@@ -175,3 +175,21 @@ def test_changed_bundle_is_refused_at_check(store, engineer, bundle_path, world,
     other.write_text(bundle_path.read_text().replace("0.05", "0.5"))
     with pytest.raises(Exception, match="request the deployment again"):
         check_deployment(store, engineer, dep["id"], bundle_path=other)
+
+
+def test_consent_withdrawal_changes_the_next_gate_verdict(store, engineer, bundle_path, world, files):
+    dep = request_deployment(store, engineer, model=world["ranker"]["id"], surface="for_you", purpose="research",
+                             environment="staging", bundle=bundle_path)
+    approve_deployment(store, ALICE, dep["id"])
+    sha = world["ranker"]["files"][0]["sha256"]
+    register_evaluation(store, engineer, EvaluationResult(
+        run_id="e1", suite="ranking", target="ranker", metrics={"ndcg@10": 0.31}, intervals={}, n={},
+        gate_verdicts={}, dataset_hashes={}, model_hashes={"ranker.txt": sha}), world["ranker"]["id"])
+    first = check_deployment(store, engineer, dep["id"])
+    assert first["allowed"] is True, first["denials"]
+    assert check_deployment(store, engineer, dep["id"])["allowed"] is True  # served from the lineage index
+    register_dataset(store, engineer, name="ratings", uri=str(files("ratings.csv", b"u,i,r\n1,2,5\n")),
+                     purposes=["recommendation"])  # research consent withdrawn
+    after = check_deployment(store, engineer, dep["id"])
+    assert after["allowed"] is False and after["deciding"][0] == "assay:purpose-limitation"
+    assert after["denials"][0]["path"][-1] == world["ml"]["id"]

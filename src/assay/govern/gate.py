@@ -41,9 +41,9 @@ from .registry import (
     Forbidden,
     NotFound,
     _name,
+    ancestry_graph,
     asset_view,
     audit,
-    load_graph,
     resolve,
     sha256_file,
 )
@@ -365,7 +365,7 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
             bundle = _stored_bundle(s, spec["bundle_hash"])
         started = time.perf_counter()
         weights = verify_weights(s, model, Path(weights_root) if weights_root else None)
-        graph = load_graph(s, [model.id])
+        graph = ancestry_graph(store, s, model.id)
         context = {"purpose": spec["purpose"], "surface": spec["surface"], "region": spec["region"],
                    "environment": spec["environment"]}
         lineage = evaluate_lineage(graph, graph.index[model.id], bundle, _declared(bundle, context), prefix=[dep.id])

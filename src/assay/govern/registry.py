@@ -532,8 +532,11 @@ def load_graph(s: Session, targets: Sequence[str]) -> LineageGraph:
     Core selects of only the columns needed (no ORM objects, no ``spec`` JSON): a 10,000-asset
     ancestry loads in one recursive CTE and three queries.
     """
-    edges = ancestry_edges(s, targets)
-    ids = set(targets) | {e[0] for e in edges} | {e[1] for e in edges}
+    return _graph_from_edges(s, ancestry_edges(s, targets), set(targets))
+
+
+def _graph_from_edges(s: Session, edges: list[tuple[str, str, str]], targets: set[str]) -> LineageGraph:
+    ids = targets | {e[0] for e in edges} | {e[1] for e in edges}
     assets = s.execute(sa.select(Asset.id, Asset.kind, Asset.namespace, Asset.name, Asset.version, Asset.purposes,
                                  Asset.restrictions).where(Asset.id.in_(ids))).all()
     terms = governing_terms(s, assets)
@@ -554,6 +557,47 @@ def load_graph(s: Session, targets: Sequence[str]) -> LineageGraph:
         label = f"{jobs[rid]} ({rid})" if rid in jobs else rid
         builder.edge(src, dst, lifts.get(rid, ()), run=label)
     return builder.build()
+
+
+# ---------------------------------------------------------------- a lineage index kept in memory
+
+_INDEX: dict[str, tuple[tuple[int, ...], LineageGraph]] = {}
+
+
+def lineage_version(s: Session) -> tuple[int, ...]:
+    """Changes whenever anything the propagation reads changes. Rows are only ever added to
+    these tables (assets are versioned, never updated), so counts are a sound version."""
+    return tuple(s.execute(sa.select(
+        sa.select(sa.func.count()).select_from(RunIO).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(RestrictionLift).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(Asset).where(Asset.kind == "dataset").scalar_subquery(),
+    )).one())
+
+
+def _full_graph(s: Session) -> LineageGraph:
+    o, i = aliased(RunIO), aliased(RunIO)
+    edges = [(r.src, r.dst, r.run_id) for r in s.execute(
+        sa.select(i.asset_id.label("src"), o.asset_id.label("dst"), o.run_id.label("run_id")).select_from(o)
+        .join(i, sa.and_(i.run_id == o.run_id, i.direction == "input")).where(o.direction == "output"))]
+    return _graph_from_edges(s, edges, set())
+
+
+def ancestry_graph(store: Store, s: Session, target: str) -> LineageGraph:
+    """The lineage upstream of ``target``, from an in-memory index of the whole registry's lineage
+    that is rebuilt only when ``lineage_version`` changes (a gate check then costs milliseconds,
+    not a recursive query). Falls back to ``load_graph`` for an asset with no lineage."""
+    from .propagation import ancestry_with_edges, subgraph
+
+    version = lineage_version(s)
+    cached = _INDEX.get(store.url)
+    if cached is None or cached[0] != version:
+        cached = (version, _full_graph(s))
+        _INDEX[store.url] = cached
+    graph = cached[1]
+    if target not in graph.index:
+        return load_graph(s, [target])
+    nodes, edges = ancestry_with_edges(graph, graph.index[target])
+    return subgraph(graph, nodes, edges)
 
 
 def lift_records(s: Session, run_ids: Iterable[str]) -> list[dict[str, Any]]:
