@@ -84,6 +84,8 @@ class CompiledSurface:
     cap_rules: tuple[int, ...]
     label_rules: tuple[int, ...]
     demote_rules: tuple[int, ...]
+    skip_rules: tuple[int, ...]  # on_missing: skip
+    soft_rules: tuple[int, ...]  # demote, label, cap
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ def compile_bundle(bundle: Any, extra_surfaces: tuple[str, ...] = ()) -> Compile
             cap_rules=tuple(sp.index for sp in specs_t if sp.kind == K_CAP),
             label_rules=tuple(sp.index for sp in specs_t if sp.kind == K_LABEL),
             demote_rules=tuple(sp.index for sp in specs_t if sp.kind == K_DEMOTE),
+            skip_rules=tuple(sp.index for sp in specs_t if not sp.fail_closed),
+            soft_rules=tuple(sp.index for sp in specs_t if sp.kind not in (K_DROP, K_ALLOW)),
         )
     return CompiledBundle(bundle, str(bundle.version), str(bundle.hash), surfaces)
 
@@ -283,8 +287,11 @@ class Slate:
     rank_after: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     action: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))  # K_* codes
     hard_rule: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
-    acting: np.ndarray | None = None  # (rules, n) bool: the rule acted on the candidate
-    shadowed: np.ndarray | None = None  # (rules, n) bool: matched in shadow mode / outside rollout
+    # what the rules matched, kept as computed; acting/shadowed are derived only when records are built
+    _acts: np.ndarray | None = None  # (rules, n) matched and live
+    _first: np.ndarray | None = None  # (n,) index of the deciding hard rule (len(rules) if none)
+    _matched: np.ndarray | None = None  # (rules, n)
+    _live: np.ndarray | None = None  # (rules,) live rules, None when all are
     failed_closed: np.ndarray | None = None
     specs: tuple[RuleSpec, ...] = ()
     breaker_scope: dict[int, str] = field(default_factory=dict)  # candidate -> breaker that dropped it
@@ -294,6 +301,21 @@ class Slate:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def acting(self) -> np.ndarray | None:
+        """(rules, n) bool: the rule acted on the candidate (it matched, is live, and came no later
+        than the deciding hard rule)."""
+        if self._acts is None:
+            return None
+        return self._acts & (np.arange(len(self._acts))[:, None] <= self._first[None, :])
+
+    @property
+    def shadowed(self) -> np.ndarray | None:
+        """(rules, n) bool: matched by a shadow rule or a rule outside its rollout."""
+        if self._live is None or self._matched is None:
+            return None
+        return self._matched & ~self._live[:, None]
 
     @property
     def n_candidates(self) -> int:
@@ -608,7 +630,8 @@ class Guard:
             slate.fallback_ids = list(slate.item_ids)
             slate = Slate(**{**slate.__dict__, "candidate_ids": dropped.candidate_ids, "scores_before": dropped.scores_before,
                              "scores_after": dropped.scores_after, "rank_after": dropped.rank_after, "action": dropped.action,
-                             "hard_rule": dropped.hard_rule, "acting": None, "shadowed": None, "failed_closed": None,
+                             "hard_rule": dropped.hard_rule, "_acts": None, "_first": None, "_matched": None, "_live": None,
+                             "failed_closed": None,
                              "breaker_scope": dropped.breaker_scope, "_decisions": None})
             slate.fallback, slate.breaker_state = "safe_source", st
         else:
@@ -781,35 +804,46 @@ class Guard:
             live_rule = live_rule.copy()
             for r in surface.partial_rollout:
                 live_rule[r] &= _in_rollout(specs[r].id, subject_id, specs[r].rollout)
-        hit = outcomes == OUT_TRUE
-        miss = outcomes == OUT_MISSING
-        matched = (hit | (miss & v.fail_closed[:, None])) & ~pre_dropped[None, :]
-        acts = matched & live_rule[:, None]
-        # a fail-closed MISSING acts as a hard drop whatever the rule's action
-        hard = acts & (v.hard[:, None] | miss)
-        any_hard = hard.any(axis=0)
-        first = np.where(any_hard, hard.argmax(axis=0), n_rules)
-        rule_idx = np.arange(n_rules)[:, None]
-        before = rule_idx < first[None, :]
-        upto = rule_idx <= first[None, :]
-        acting = acts & upto
-        # shadow and out-of-rollout rules are recorded wherever they match, as assay.policy.resolve does
-        shadowed = matched & ~live_rule[:, None] if not live_rule.all() else None
-        cols = np.arange(n)
-        safe_first = np.minimum(first, max(n_rules - 1, 0))
-        failed_closed = any_hard & miss[safe_first, cols] if n_rules else np.zeros(n, dtype=bool)
-        dropped = pre_dropped | (any_hard & (failed_closed | v.drop[safe_first])) if n_rules else pre_dropped.copy()
-        hard_rule = np.where(any_hard, first, hard_rule).astype(np.int32)
-        soft_before = acting & before
-        demoting = soft_before & v.demote[:, None]
+        if n_rules:
+            # matched: TRUE, or MISSING on a fail-closed rule (the default); skip rules need TRUE
+            matched = outcomes != OUT_FALSE
+            if surface.skip_rules:
+                matched[list(surface.skip_rules)] = outcomes[list(surface.skip_rules)] == OUT_TRUE
+            if pre_dropped.any():
+                matched &= ~pre_dropped
+            all_live = bool(live_rule.all())
+            acts = matched if all_live else matched & live_rule[:, None]
+            # hard: a drop/allow rule that acts, or any rule failing closed (MISSING drops)
+            hard = acts
+            if surface.soft_rules:
+                hard = acts.copy()
+                soft_rows = list(surface.soft_rules)
+                hard[soft_rows] &= outcomes[soft_rows] == OUT_MISSING
+            any_hard = hard.any(axis=0)
+            first = np.where(any_hard, hard.argmax(axis=0), n_rules)
+            safe_first = np.minimum(first, n_rules - 1)
+            failed_closed = any_hard & (outcomes[safe_first, np.arange(n)] == OUT_MISSING)
+            dropped = pre_dropped | (any_hard & (failed_closed | v.drop[safe_first]))
+            hard_rule = np.where(any_hard, first, hard_rule).astype(np.int32)
+        else:
+            matched = acts = np.zeros((0, n), dtype=bool)
+            all_live = True
+            first = np.zeros(n, dtype=np.int64)
+            failed_closed = np.zeros(n, dtype=bool)
+            dropped = pre_dropped.copy()
+        # soft and cap rules act only before the deciding hard rule; one vector op per such rule
         factor = np.ones(n)
-        for r in surface.demote_rules:  # a few rules: one multiply each beats a (rules x n) product
-            factor[demoting[r]] *= v.factor[r]
-        labelling = soft_before & v.label[:, None]
-        capping = soft_before & v.cap[:, None]
         action = np.full(n, K_ALLOW, dtype=np.int8)
-        action[labelling.any(axis=0)] = K_LABEL
-        action[demoting.any(axis=0)] = K_DEMOTE
+        labelling: dict[int, np.ndarray] = {}
+        for r in surface.label_rules:
+            m = acts[r] & (first > r)
+            labelling[r] = m
+            action[m] = K_LABEL
+        for r in surface.demote_rules:
+            m = acts[r] & (first > r)
+            factor[m] *= v.factor[r]
+            action[m] = K_DEMOTE
+        capping = {r: acts[r] & (first > r) for r in surface.cap_rules}
         action[dropped] = K_DROP
         keep = ~dropped
         scores_after = cands.scores * factor
@@ -858,8 +892,9 @@ class Guard:
             request_id=request_id, ts=self._clock(), surface=surface.surface, subject_id=subject_id,
             bundle_version=state.version, bundle_hash=state.hash, item_ids=served_ids, scores=scores_after[order],
             item_labels=item_labels, model_versions=models, candidate_ids=cands.ids, scores_before=cands.scores,
-            scores_after=scores_after, rank_after=rank_after, action=action, hard_rule=hard_rule, acting=acting,
-            shadowed=shadowed, failed_closed=failed_closed, specs=specs, notes=tuple(notes),
+            scores_after=scores_after, rank_after=rank_after, action=action, hard_rule=hard_rule,
+            failed_closed=failed_closed, specs=specs, notes=tuple(notes),
+            _acts=acts, _first=first, _matched=matched, _live=None if all_live else live_rule,
         )
         self._source_breakers(cands, dropped, slate)
         return slate, CallOutcome(kind=kind, duration_s=duration, value=drop_rate)
