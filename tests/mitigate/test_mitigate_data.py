@@ -174,3 +174,23 @@ def test_over_refusals_train_their_reference_answer(findings_file, tmp_path):
     assert trained and held and len(trained) + len(held) == 40
     assert all(e.kind == "benign" and e.response == "A spider has eight legs." for e in trained)
     assert mset.stats["no_reference"] == 1
+
+
+def test_suites_rerun_after_training_are_never_trained_on(findings_file, tmp_path):
+    """BBQ is both a benign training source and the bias suite: with ``--suite bias-bbq`` every
+    BBQ item of that suite (multiple-choice formatted) is dropped from training."""
+    from assay.mitigate.pipeline import suite_prompts
+
+    spec = RunSpec(findings=[str(findings_file)], augment_harmful=40, eval_harmful=10, eval_benign=10, suites=["bias-bbq"])
+    manifest = build_data(spec, tmp_path / "data")
+    assert manifest["stats"]["excluded_by_eval_suites"] > 0
+    suite_text = "\x00".join(ds.normalise_prompt(p) for p in suite_prompts(["bias-bbq"]))
+    train = ds.read_examples(tmp_path / "data" / "train.jsonl")
+    assert not [e for e in train if ds.normalise_prompt(e.prompt) in suite_text]
+    # By identity too: no BBQ item of the suite is a training row.
+    from assay.evaluate.engine import load_items
+    from assay.evaluate.suite import load_suite
+
+    suite_ids = {item.id.removeprefix("bbq-") for item in load_items(load_suite("bias-bbq"))}
+    train_ids = {"/".join(e.source.split(":")[1:3]) for e in train if e.source.startswith("bbq:")}
+    assert train_ids and suite_ids and not train_ids & suite_ids

@@ -121,7 +121,9 @@ def suite_prompts(names: list[str]) -> list[str]:
 def build_data(spec: RunSpec, out_dir: Path) -> dict[str, Any]:
     """Stage 1: the mitigation set, its manifest and the evaluation samples in ``out_dir``."""
     findings, counts = ds.read_findings(spec.findings)
-    exclude = [p for f in spec.exclude_files for p in ds.read_prompts(f)] + suite_prompts(spec.exclude_suites)
+    # The suites re-run after training are evaluation suites too: never train on their prompts.
+    suites = list(dict.fromkeys([*spec.exclude_suites, *spec.suites]))
+    exclude = [p for f in spec.exclude_files for p in ds.read_prompts(f)] + suite_prompts(suites)
     mset = ds.build(
         findings,
         heldout_fraction=spec.heldout_fraction,
