@@ -73,6 +73,9 @@ def model_card(doc: dict) -> str:
         lines += ["", "By source (test split):", ""]
         for source, entry in doc["test_by_source"].items():
             lines.append(f"- {source}: " + ", ".join(f"{k} {v}" for k, v in entry.items()))
+    if doc.get("retrieval"):
+        lines += ["", "Retrieval on the test queries that have a checked counterpart:", ""]
+        lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in doc["retrieval"].items()]
     obf = doc.get("obfuscation") or {}
     kinds = {k: v for k, v in obf.items() if k not in ("clean", "sample") and isinstance(v, dict)}
     if kinds:
