@@ -167,3 +167,10 @@ def test_cli_exit_codes_and_messages(tmp_path, capsys):
     assert main(["policy", "test", str(failing)]) == 1
     out = capsys.readouterr().out
     assert "FAIL wrong" in out and "0 passed, 1 failed" in out
+
+
+def test_cli_usage_errors_exit_2_without_traceback(capsys):
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    assert "No such command" in err and "Traceback" not in err
+    assert main(["policy", "check"]) == 2  # missing argument

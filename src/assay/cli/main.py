@@ -73,6 +73,19 @@ def _load_parts() -> None:
 _load_parts()
 
 
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Click's exception classes, from click itself and from the copy that typer vendors."""
+    usage, errors = [], []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        usage.append(mod.UsageError)
+        errors.append(mod.ClickException)
+    return tuple(usage), tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; an ``AssayError`` becomes a message on stderr and its exit code."""
     from rich.console import Console
@@ -93,12 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        usage, click_error = _click_errors()
+        if isinstance(e, click_error):  # bad arguments, unknown commands: a message, not a traceback
             e.show()
-            return EXIT_BAD_INPUT if isinstance(e, click.UsageError) else e.exit_code
+            return EXIT_BAD_INPUT if isinstance(e, usage) else e.exit_code
         raise
     return 0
 
