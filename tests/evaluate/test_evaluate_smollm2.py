@@ -77,3 +77,38 @@ def test_in_process_transformers_target_on_the_gguf():
     ll = asyncio.run(target.call(EvalItem(id="b", task="loglik", fields={"texts": ["The cat sat on the mat.", "Mat the on sat cat the."]})))
     assert ll.logprobs[0] > ll.logprobs[1]  # the grammatical sentence is more likely
     assert len(next(iter(target.model_hashes().values()))) == 64
+
+
+def test_models_serve_cli_starts_a_healthy_server_and_stops_on_sigint():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assay.cli.main", "models", "serve", "smollm2", "--n-ctx", "512"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()  # blocks until the server is healthy (or the command fails)
+        assert line.startswith("ready: http://127.0.0.1:"), line
+        url = line.split()[1]
+        assert httpx.get(f"{url}/models", timeout=30).status_code == 200
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/models", timeout=1)
+            except httpx.ConnectError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the llama.cpp server kept running after Ctrl-C")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
