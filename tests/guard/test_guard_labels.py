@@ -125,10 +125,10 @@ def test_redis_garbage_and_stale_are_not_present(redis_url):
 
 @pytest.mark.redis
 def test_redis_down_and_slow_raise_label_store_error(fault_proxy):
-    store = RedisLabelStore(fault_proxy.url, prefix="t:labels", timeout_s=0.05)
+    store = RedisLabelStore(fault_proxy.url, prefix="t:labels", timeout_s=0.1)
     store.put(["a"], {"mature": [0.5]}, "v")
     assert store.get(["a"], ["mature"]).present["mature"][0]
-    fault_proxy.set_mode("slow", delay_s=0.2)
+    fault_proxy.set_mode("slow", delay_s=0.5)
     with pytest.raises(LabelStoreError) as slow:
         store.get(["a"], ["mature"])
     assert slow.value.timeout

@@ -97,7 +97,7 @@ def test_duplicates_bad_messages_and_redelivery_after_a_crash(redis_url, test_bu
 
 def test_breakers_through_the_stream_outage_and_harmful_surge(redis_url, fault_proxy, test_bundle, clock):
     cands = make_candidates(60, seed=2)
-    store = RedisLabelStore(fault_proxy.url, prefix="scn:labels", timeout_s=0.05)
+    store = RedisLabelStore(fault_proxy.url, prefix="scn:labels", timeout_s=0.5)
     store.put(list(cands["id"]), make_labels(cands["id"], seed=2), "clf-1")
     registry = BreakerRegistry({
         "surface": ScopePolicy(BreakerConfig(failure_predicate=LABEL_STORE_FAILED, window_size=10, minimum_calls=4,
