@@ -224,18 +224,21 @@ class TraceLog:
 
     # ------------------------------------------------------------ files
 
-    def segment_names(self) -> list[str]:
+    def _list(self, folder: str) -> list[str]:
+        """File names in a folder of the log (os.listdir locally: fsspec's ls costs ~0.1 ms a name)."""
         try:
-            names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(f"{self.root}/segments", detail=False)]
+            if self.local:
+                return os.listdir(f"{self.root}/{folder}")
+            return [p.rsplit("/", 1)[-1] for p in self.fs.ls(f"{self.root}/{folder}", detail=False)]
         except FileNotFoundError:
             return []
+
+    def segment_names(self) -> list[str]:
+        names = self._list("segments")
         return sorted(n for n in names if n.endswith(SEGMENT_SUFFIX) and n[:20].isdigit())
 
     def checkpoint_names(self) -> list[str]:
-        try:
-            names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(f"{self.root}/checkpoints", detail=False)]
-        except FileNotFoundError:
-            return []
+        names = self._list("checkpoints")
         return sorted(n for n in names if n.endswith(NOTE_SUFFIX) and n[:20].isdigit())
 
     def _read(self, rel: str) -> bytes:
