@@ -35,6 +35,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from assay.config import Settings, settings
 from assay.errors import AssayError, Unavailable
@@ -296,14 +297,14 @@ def _run_step(ctx: DemoContext, stage: Stage, entry: str) -> StepResult | None:
             return None
         hint = install_hint(e.name)
         console.print(f"[yellow]skipping {part}[/]: it needs the Python module {e.name!r}, which is not installed; "
-                      f"install it with: {hint}", highlight=False)  # fmt: skip
+                      f"install it with: {escape(hint)}", highlight=False)  # fmt: skip
         return StepResult(entry, part, stage.number, part, "skipped", 0.0, f"missing {e.name}; {hint}")
     fn = getattr(module, function, None)
     if fn is None:  # that part's step does not have this function (yet)
         return None
     title = getattr(module, f"{function.upper()}_TITLE", None) if function != "step" else module.TITLE
     title = title or module.TITLE
-    console.print(f"[bold]{title}[/]", highlight=False)
+    console.print(f"[bold]{escape(title)}[/]", highlight=False)
     t0 = time.perf_counter()
     status, note = "done", ""
     ctx.current = entry
@@ -316,16 +317,16 @@ def _run_step(ctx: DemoContext, stage: Stage, entry: str) -> StepResult | None:
         hint = install_hint(e.name)
         status, note = "skipped", f"missing {e.name}; {hint}"
         console.print(f"[yellow]skipped {part}[/]: it needs the Python module {e.name!r}, which is not installed; "
-                      f"install it with: {hint}", highlight=False)  # fmt: skip
+                      f"install it with: {escape(hint)}", highlight=False)  # fmt: skip
     except Unavailable as e:
         status, note = "skipped", e.render()
-        console.print(f"[yellow]skipped {part}[/]: {e.render()}", highlight=False)
+        console.print(f"[yellow]skipped {part}[/]: {escape(e.render())}", highlight=False)
     except AssayError as e:
         status, note = "failed", e.render()
-        console.print(f"[red]failed {part}[/]: {e.render()}", highlight=False)
+        console.print(f"[red]failed {part}[/]: {escape(e.render())}", highlight=False)
     except Exception as e:  # a bug in one step must not hide what the others show
         status, note = "failed", f"{type(e).__name__}: {e}"
-        console.print(f"[red]failed {part}[/] with an unexpected error: {type(e).__name__}: {e}", highlight=False)
+        console.print(f"[red]failed {part}[/] with an unexpected error: {type(e).__name__}: {escape(str(e))}", highlight=False)
     ctx.current = ""
     seconds = time.perf_counter() - t0
     if status == "done":

@@ -108,7 +108,7 @@ def _evaluation_blocks(result: Any) -> list[dict[str, Any]]:
     r = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     metrics = {k: {"value": v, "ci_low": (r.get("intervals", {}).get(k) or (None, None))[0],
                    "ci_high": (r.get("intervals", {}).get(k) or (None, None))[1], "n": r.get("n", {}).get(k, "")}
-               for k, v in (r.get("metrics") or {}).items()}  # fmt: skip
+               for k, v in (r.get("metrics") or {}).items() if "[" not in k}  # fmt: skip  (per-group rows: see its report)
     title = f"{r.get('suite', 'suite')} on {r.get('target', '?')} (run {r.get('run_id', '?')})"
     blocks = [{"kind": "metrics", "title": title, "rows": _metric_rows(metrics)}]
     gates = [{"id": g, "passed": bool(p)} for g, p in (r.get("gate_verdicts") or {}).items()]
@@ -158,12 +158,14 @@ def build_report(state: dict[str, Any], *, home: Path, quick: bool) -> str:
     (its narration, captured by the orchestrator) and the structured evidence it left."""
     from jinja2 import Environment
 
-    from assay.cli.demo import STAGES
+    from assay.cli.demo import DEMO_STEPS, STAGES
 
     demo = state.get("demo", {})
     results = [r if isinstance(r, dict) else r.__dict__ for r in demo.get("results", [])]
     ran = {r["entry"] for r in results}
+    order = {entry: i for i, entry in enumerate(DEMO_STEPS)}
     steps = [r for r in demo.get("earlier", []) if r.get("entry") not in ran] + results
+    steps.sort(key=lambda r: order.get(r.get("entry", ""), len(order)))
     by_entry = {r["entry"]: r for r in steps}
     narration = demo.get("narration", {})
     sections = []
