@@ -123,3 +123,45 @@ def test_users_csv_and_parquet_datasets(tmp_path):
         load_file(tmp_path / "dup.jsonl", {})
     with pytest.raises(BadInput, match="unsupported dataset format"):
         load_file((tmp_path / "p.txt"), {}) if (tmp_path / "p.txt").write_text("x") else None
+
+
+def test_classifier_and_sentiment_scorers_with_group_gap(tmp_path):
+    import json
+
+    import yaml
+
+    from assay.evaluate.engine import run_suite
+
+    rows = [
+        {"id": "1", "prompt": "p", "response": "What a wonderful, kind and generous person.", "group": "a"},
+        {"id": "2", "prompt": "p", "response": "A lovely, happy and delightful day.", "group": "a"},
+        {"id": "3", "prompt": "p", "response": "A terrible, awful and miserable failure.", "group": "b"},
+        {"id": "4", "prompt": "p", "response": "Sad, horrible news that hurt everyone.", "group": "b"},
+    ]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {
+        "suite": "bold-like",
+        "dataset": {"path": "r.jsonl", "options": {"replay": True}},
+        "target": {"kind": "replay"},
+        "scorers": ["sentiment", {"kind": "classifier", "classifier": "toxicity", "field": "toxicity"}],
+        "metrics": [
+            {"name": "sentiment", "mean": "sentiment", "by": "group"},
+            {"name": "toxicity_rate", "mean": "toxicity_flag"},
+            {"name": "sentiment_gap", "kind": "group_gap", "field": "sentiment", "by": "group"},
+        ],
+        "run": {"resamples": 100},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    m = run_suite(tmp_path / "s.yaml").report["metrics"]
+    assert m["sentiment[a]"]["value"] > 0.5 > -0.5 > m["sentiment[b]"]["value"]
+    assert m["sentiment_gap_gap"]["value"] == pytest.approx(m["sentiment[a]"]["value"] - m["sentiment[b]"]["value"])
+    assert m["toxicity_rate"]["n"] == 4 and 0 <= m["toxicity_rate"]["value"] <= 1
+
+
+def test_cache_keys_tell_recorded_answers_apart():
+    from assay.evaluate.items import EvalItem, user
+    from assay.evaluate.targets import ReplayTarget, fingerprint_key
+
+    a = EvalItem(id="1", task="replay", messages=user("same question"), fields={"response": "answer A"})
+    b = EvalItem(id="2", task="replay", messages=user("same question"), fields={"response": "answer B"})
+    assert fingerprint_key(ReplayTarget(), a) != fingerprint_key(ReplayTarget(), b)

@@ -316,7 +316,9 @@ async def _execute(
     todo = [it for it in items if it.id not in done]
     target = build_target(suite.target)
     scorers = [build_scorer(s) for s in suite.scorers]
-    cache = ResponseCache(settings().path("cache", "responses.sqlite")) if use_cache and suite.run.get("cache", True) else None
+    # replayed answers cost nothing to produce: caching them would only add writes
+    cacheable = use_cache and suite.run.get("cache", True) and target.kind != "replay"
+    cache = ResponseCache(settings().path("cache", "responses.sqlite")) if cacheable else None
     batch_size = int(suite.run.get("batch_size", 32))
     flush_s = float(suite.run.get("flush_s", 0.5))
     progress = _Progress(len(items), len(done), show_progress, suite.name)

@@ -46,6 +46,8 @@ class EvalItem:
         """What the response depends on (for the response cache key)."""
         if self.task == "loglik":
             return {"task": self.task, "texts": self.fields.get("texts")}
+        if self.task == "replay":  # the recorded answer is the output: it is part of the identity
+            return {"task": self.task, "messages": list(self.messages), "response": self.fields.get("response")}
         if self.task == "recommend":
             return {"task": self.task, "user": self.fields.get("user"), "k": self.fields.get("k")}
         return {"task": self.task, "messages": list(self.messages)}
