@@ -29,12 +29,17 @@ def test_every_classifier_is_committed_with_weights_metrics_and_card():
         assert (MODELS_DIR / f"{name}.npz").stat().st_size < 1_000_000
 
 
+# alt-profanity-check was trained on all of Davidson's tweets (its README), so on the Davidson
+# test split it is scored on its own training data; the model cards say so.
+SEEN_TEST_DATA = {("toxicity", "alt-profanity-check"), ("hate", "alt-profanity-check"), ("offensive", "alt-profanity-check")}
+
+
 @pytest.mark.parametrize("name", HEAD_NAMES)
 def test_committed_head_beats_its_baselines_on_auroc(name):
     doc = json.loads((MODELS_DIR / f"{name}.metrics.json").read_text())
     model = doc["test"]["model"]["auroc"]["value"]
     for system, metrics in doc["test"].items():
-        if system != "model":
+        if system != "model" and (name, system) not in SEEN_TEST_DATA:
             assert model > metrics["auroc"]["value"], f"{name}: {system} AUROC {metrics['auroc']['value']} >= model {model}"
 
 

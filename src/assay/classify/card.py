@@ -14,9 +14,9 @@ INTENDED_USE = {
 }
 
 LIMITS = {
-    "toxicity": "Davidson tweets are 2013-era US Twitter sampled by a hate lexicon; the authors later showed the labels are biased against African-American English (arXiv:1905.12516). Scores on other registers (forums, LLM output) are less reliable.",
-    "hate": "Only 1,430 hate tweets; precision on hate is low, as in the original paper. ToxiGen statements add implicit hate but are few (627).",
-    "offensive": "Offensive vs hate is a fuzzy line in the annotations themselves.",
+    "toxicity": "alt-profanity-check was trained on all of Davidson's tweets (its README says so), so on the Davidson test split that baseline is scored on its own training data and beats this head there. Davidson tweets are 2013-era US Twitter sampled by a hate lexicon; the authors later showed the labels are biased against African-American English (arXiv:1905.12516). Scores on other registers (forums, LLM output) are less reliable.",
+    "hate": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Only 1,430 hate tweets; precision on hate is low, as in the original paper. ToxiGen statements add implicit hate but are few (627).",
+    "offensive": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Offensive vs hate is a fuzzy line in the annotations themselves.",
     "harmful_response": "Few positives (193 of 5,634). Labels judge harm relative to Do-Not-Answer's risky prompts; the head sees only the response, truncated to 128 word pieces.",
     "refusal": "Refusal = action 0 only; 'I am an AI and cannot know' (action 4) counts as not refusing, as in the paper.",
     "prompt_injection": "CyberSecEval has no benign negatives, so negatives come from other sets (questions, claims, tweets); the head may partly learn 'looks like CyberSecEval'. English only (see the multilingual check).",
