@@ -30,7 +30,7 @@ def step(ctx: DemoContext) -> None:
     from assay.evaluate.engine import run_suite
     from assay.evaluate.suite import load_suite
 
-    limit = 120 if ctx.quick else 1200  # items = questions x 6 models, in file order
+    limit = 120 if ctx.quick else 1200  # items = held-out questions x 6 models, in file order
     base = load_suite("replay-do-not-answer")
     spec = dict(base.spec)
     ready = _classifiers_ready(["refusal", "harmful_response"])
@@ -44,7 +44,8 @@ def step(ctx: DemoContext) -> None:
     suite = from_spec(spec, base.source, base.text, base.base_dir)
     out = run_suite(suite, show_progress=not ctx.quick)
     m = out.report["metrics"]
-    ctx.say(f"replayed {out.report['counts']['items']} recorded answers ({limit // 6} questions x 6 models); run {out.run_id}")
+    n = out.report["counts"]["items"]
+    ctx.say(f"replayed {n} recorded answers ({n // 6} held-out questions x 6 models); run {out.run_id}")
     if not ready:
         ctx.say("classifiers not trained yet: judging refusals by string match only")
     for judge in ("refusal_judge", "refusal_clf_judge", "harmful_judge"):

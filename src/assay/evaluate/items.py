@@ -97,6 +97,13 @@ def _do_not_answer_responses(opts: dict[str, Any]) -> list[EvalItem]:
     from assay.data import do_not_answer
 
     models = opts.get("models")
+    held_out = None
+    if opts.get("classifier_test_split"):
+        # assay's classifiers were trained on 60% of these questions: judge agreement is only
+        # honest on the questions they never saw (their test split, by question id)
+        from assay.classify.tasks import split_of
+
+        held_out = {q.id for q in do_not_answer.load_questions() if split_of(f"dna:{q.id}") == "test"}
     return [
         EvalItem(
             id=f"dna-{r.question_id}-{r.model}",
@@ -107,7 +114,7 @@ def _do_not_answer_responses(opts: dict[str, Any]) -> list[EvalItem]:
             fields={"response": r.response, "human_harmful": r.harmful, "human_refused": r.refused, "model": r.model},
         )
         for r in do_not_answer.load_responses()
-        if not models or r.model in models
+        if (not models or r.model in models) and (held_out is None or r.question_id in held_out)
     ]
 
 
