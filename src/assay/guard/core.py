@@ -185,10 +185,8 @@ def _warm_imports() -> None:
     """Import what the first request would otherwise import inside its deadline budget."""
     import pandas
     import pandas.api.types  # noqa: F401
-    import pyarrow  # noqa: F401
-
-    if _GuardBatch.cls is None:
-        _GuardBatch.cls = _make_guard_batch()
+    import pyarrow
+    import pyarrow.compute  # noqa: F401  (list columns are converted by Arrow)
 
 
 def _inferred(values: np.ndarray) -> str:
@@ -202,51 +200,6 @@ def _all_strings(values: np.ndarray) -> bool:
     return _inferred(values) == "string"
 
 
-def _make_guard_batch():
-    from assay.policy import Batch
-    from assay.policy.batch import ListColumn
-
-    class GuardBatch(Batch):
-        """A policy batch whose ``list(string)`` candidate columns (lists of str, None = missing)
-        are flattened in one pass instead of validated row by row: a 1,000-candidate batch with two
-        list attributes otherwise spends most of its time there. Anything unexpected goes to the
-        library's own (validating) path."""
-
-        def _build(self, name, t):
-            col = self.columns.get(name)
-            if t.kind == "list" and t.elem == "string" and isinstance(col, np.ndarray) and col.dtype == object:
-                import pyarrow as pa
-
-                try:  # pyarrow converts and type-checks the rows in C
-                    arr = pa.array(col, type=pa.list_(pa.string()), from_pandas=False)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-                    return super()._build(name, t)  # wrong types: the library marks them missing
-                n = self.n
-                offsets = arr.offsets.to_numpy().astype(np.int64, copy=False)
-                offsets = offsets - offsets[0]
-                flat = arr.values.to_numpy(zero_copy_only=False)[: offsets[-1]] if n else np.empty(0, dtype=object)
-                flat = flat.astype(object, copy=False)
-                miss = arr.is_null().to_numpy(zero_copy_only=False)
-                mask = self.missing_masks.get(name)
-                if mask is not None:
-                    miss = miss | np.asarray(mask, dtype=bool)
-                row = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-                return ListColumn(flat, row, offsets, miss if miss.any() else None)
-            return super()._build(name, t)
-
-    return GuardBatch
-
-
-class _LazyBatch:
-    cls: Any = None
-
-    def from_columns(self, *args: Any, **kwargs: Any):
-        if self.cls is None:
-            self.cls = _make_guard_batch()
-        return self.cls.from_columns(*args, **kwargs)
-
-
-_GuardBatch = _LazyBatch()
 
 
 def _in_rollout(rule_id: str, subject_id: str, percent: float) -> bool:
@@ -757,7 +710,11 @@ class Guard:
                 node = node[part]
             if node is not None:
                 scalars[attr] = node
-        return _GuardBatch.from_columns(n, columns=columns, missing=missing, scalars=scalars)
+        from assay.policy import Batch
+
+        # list(string) columns given as rows of lists are converted and checked by Arrow in the
+        # policy library's own fast path
+        return Batch.from_columns(n, columns=columns, missing=missing, scalars=scalars)
 
     def _decide(self, state: CompiledBundle, surface: CompiledSurface, request: dict, request_id: str, subject_id: str,
                 models: tuple[str, ...], cands: Candidates, started: float, deadline: float, evaluator: str,

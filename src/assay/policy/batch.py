@@ -118,6 +118,26 @@ class ListValues:
         return cls(np.asarray([x for r in rows for x in r]), offsets)
 
 
+def _arrow_string_lists(rows) -> tuple[ListValues, np.ndarray] | None:
+    """Rows of Python string lists (None = missing) converted and type-checked in C by Arrow;
+    None when any row is not a clean list of strings (then the per-row path decides)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(list(rows), type=pa.list_(pa.string()), from_pandas=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        return None
+    values = arr.values
+    if values.null_count or (len(values) and pc.any(pc.match_substring(values, "\x00")).as_py()):
+        return None  # a None element or a NUL makes the row ill-typed: leave it to coerce()
+    offsets = arr.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    flat = values.to_numpy(zero_copy_only=False)[: offsets[-1]] if len(offsets) > 1 else np.empty(0, dtype=object)
+    flat = np.asarray(flat, dtype=str) if len(flat) else np.zeros(0, dtype="U1")
+    return ListValues(flat, offsets), np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
 _DTYPE = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": object}
 _FILL = {"int": 0, "double": 0.0, "bool": False, "string": ""}
 _MISSING = object()
@@ -235,10 +255,20 @@ class Batch:
             fast = self._fast_scalar(name, t)
             if fast is not None:
                 return fast
-        elif t.kind == "list" and isinstance(self.columns.get(name), ListValues):
-            fast = self._fast_list(name, t)
-            if fast is not None:
-                return fast
+        elif t.kind == "list":
+            col = self.columns.get(name)
+            if not isinstance(col, ListValues) and t.elem == "string" and isinstance(col, (list, np.ndarray)):
+                col = _arrow_string_lists(col)
+                if col is not None:
+                    lists, nulls = col
+                    self.columns[name] = lists
+                    if nulls.any():
+                        prior = self.missing_masks.get(name)
+                        self.missing_masks[name] = nulls if prior is None else (np.asarray(prior, dtype=bool) | nulls)
+            if isinstance(self.columns.get(name), ListValues):
+                fast = self._fast_list(name, t)
+                if fast is not None:
+                    return fast
         values = [self.row_value(name, t, i) for i in range(n)]
         miss = np.fromiter((not ok for ok, _ in values), bool, n)
         missing = miss if miss.any() else None
