@@ -52,8 +52,8 @@ def run(quick: bool = False) -> dict:
     from assay.classify import load_classifier
     from assay.classify.baselines import profanity_check
 
-    n_batch = 32 if quick else 512
-    n_single = 4 if quick else 64
+    n_batch = 32 if quick else 256
+    n_single = 4 if quick else 32
     repeats = 1 if quick else 3
     figures: dict[str, float] = {}
     baseline: dict[str, float] = {}

@@ -61,8 +61,16 @@ def _progress(total: int | None, what: str):  # type: ignore[no-untyped-def]
         TimeRemainingColumn,
     )
 
+    from rich.console import Console
+
+    # On stderr, so stdout stays machine-readable with --json.
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
     )
     return progress, progress.add_task(what, total=total)
 

@@ -72,7 +72,7 @@ DAVIDSON_FRACTION = 0.4
 # Share of Do-Not-Answer *prompts* whose six responses are used (hash sample by prompt, so the
 # split by prompt is unchanged). Responses are the longest texts; on two shared cores all 5,634
 # took longer than this session had.
-DNA_FRACTION = 0.5
+DNA_FRACTION = 0.25
 
 
 def in_sample(group: str, fraction: float, seed: int = SEED) -> bool:
