@@ -104,7 +104,7 @@ def read_batches(data: bytes | pa.Buffer, where: str, validate: bool = True) -> 
     try:
         schema_message = pa.ipc.read_message(reader)
         schema = pa.ipc.read_schema(schema_message)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowInvalid, OSError, EOFError) as e:  # EOFError: an empty file
         return [], 0, f"{where}: no readable schema at the start ({e})"
     if schema != canonical.SEGMENT_SCHEMA:
         return [], 0, f"{where}: schema is not the trace segment schema"
