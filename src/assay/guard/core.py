@@ -248,6 +248,7 @@ class Slate:
     failed_closed: np.ndarray | None = None
     specs: tuple[RuleSpec, ...] = ()
     breaker_scope: dict[int, str] = field(default_factory=dict)  # candidate -> breaker that dropped it
+    breaker_states: dict[int, str] = field(default_factory=dict)  # candidate -> that breaker's state (open, forced_open, ...)
     fallback_ids: list[str] = field(default_factory=list)  # items served from a fallback, not candidates
     notes: tuple[str, ...] = ()
     _decisions: tuple[Decision, ...] | None = None
@@ -324,7 +325,7 @@ class Slate:
                 rule_ids=tuple(rule_ids), reasons=tuple(reasons),
                 shadow_rule_ids=tuple(specs[r].id for r in sorted(set(shadowed[i]))),
                 bundle_hash=self.bundle_hash, bundle_version=self.bundle_version, model_versions=self.model_versions,
-                breaker_state=("open" if h == BREAKER else self.breaker_state),
+                breaker_state=(self.breaker_states.get(i, "open") if h == BREAKER else self.breaker_state),
                 score_before=float(self.scores_before[i]),
                 score_after=(float(self.scores_after[i]) if rank >= 0 else None),
             ))
@@ -337,6 +338,13 @@ class Slate:
                 bundle_hash=self.bundle_hash, bundle_version=self.bundle_version, model_versions=self.model_versions,
                 breaker_state=self.breaker_state, score_after=float(self.scores[pos]) if pos >= 0 else None,
             ))
+        return out
+
+    def _breaker_state_column(self, hard_rule: np.ndarray) -> np.ndarray:
+        """Per candidate: the state of the breaker that dropped it, else the request's state."""
+        out = np.full(len(hard_rule), self.breaker_state, dtype=object)
+        for i in np.flatnonzero(hard_rule == BREAKER):
+            out[i] = self.breaker_states.get(int(i), "open")
         return out
 
     def to_arrow(self):
@@ -396,7 +404,7 @@ class Slate:
             "shadow_rule_ids": pa.ListArray.from_arrays(s_offsets, pa.array(shadow_values, type=pa.string())),
             "bundle_hash": [self.bundle_hash] * n, "bundle_version": [self.bundle_version] * n,
             "model_versions": [list(self.model_versions)] * n,
-            "breaker_state": np.where(h == BREAKER, "open", self.breaker_state).astype(object),
+            "breaker_state": self._breaker_state_column(h),
             "score_before": self.scores_before.astype(np.float64),
             "score_after": pa.array(self.scores_after.astype(np.float64), mask=~served),
             "attribution": pa.nulls(n, pa.string()),
@@ -607,6 +615,7 @@ class Guard:
             breaker_state=st, model_versions=models, candidate_ids=cands.ids, scores_before=cands.scores,
             scores_after=cands.scores.copy(), rank_after=np.full(n, -1, dtype=np.int64), action=np.full(n, K_DROP, dtype=np.int8),
             hard_rule=np.full(n, BREAKER, dtype=np.int32), specs=surface.specs, breaker_scope=dict.fromkeys(range(n), scope),
+            breaker_states=dict.fromkeys(range(n), st),
         )
 
     # -- the decision itself -------------------------------------------------------------------
@@ -880,6 +889,7 @@ class Guard:
                 removed |= mask
                 for i in np.flatnonzero(code == c):
                     slate.breaker_scope[int(i)] = scope
+                    slate.breaker_states[int(i)] = b.state.value
                 continue
             b.record(CallOutcome(kind="drop_rate", value=float(drops[c]) / float(totals[c])))
         if removed.any():
