@@ -494,3 +494,39 @@ def deployment_view(store: Store, deployment: str) -> dict[str, Any]:
         out = asset_view(s, dep, with_files=False)
         out["approvals"] = _approvers(s, dep)
         return out
+
+
+# ---------------------------------------------------------------- rollback
+
+
+def rollback_deployment(store: Store, actor: Actor, deployment: str, to_version: str | int | None = None,
+                        reason: str = "") -> dict[str, Any]:
+    """Roll a deployment back to an earlier version of itself: a NEW version of the deployment
+    (nothing is updated in place) that copies the target version's model, surface, purpose and
+    bundle, and records what it rolled back from, to and why. Audited; the verdict history of the
+    earlier versions stays as it was."""
+    actor.require("approver", "rolling a deployment back")
+    with store.session() as s:
+        current = resolve(s, deployment, "deployment")
+        versions = s.scalars(sa.select(Asset).where(Asset.kind == "deployment", Asset.namespace == current.namespace,
+                                                    Asset.name == current.name).order_by(Asset.version)).all()
+        latest = versions[-1]
+        if to_version is None:
+            earlier = [v for v in versions if v.version < latest.version and not (v.spec or {}).get("rolled_back_from")]
+            if not earlier:
+                raise BadInput(f"{latest.id} has no earlier version to roll back to")
+            target = earlier[-1]
+        else:
+            wanted = int(str(to_version).rsplit("@", 1)[-1])
+            matches = [v for v in versions if v.version == wanted]
+            if not matches or wanted >= latest.version:
+                raise BadInput(f"{current.name}: version {wanted} is not an earlier version (latest is {latest.version})")
+            target = matches[0]
+        from .registry import _new_asset
+
+        spec = {**(target.spec or {}), "rolled_back_from": latest.id, "rolled_back_to": target.id,
+                "rollback_reason": reason or "unspecified", "requested_by": actor.name}
+        new = _new_asset(s, actor, kind="deployment", name=current.name, namespace=current.namespace,
+                         purposes=target.purposes, restrictions=target.restrictions, subject_id=target.subject_id, spec=spec)
+        audit(s, actor, "rollback_deployment", new.id, {"from": latest.id, "to": target.id, "reason": reason})
+        return asset_view(s, new, with_files=False)

@@ -215,7 +215,8 @@ def run_cmd(
         stop_worker = threading.Event()
         worker_thread = threading.Thread(target=worker.run, kwargs={"stop": stop_worker}, name="assay-guard-worker", daemon=True)
         worker_thread.start()
-    monitor = Monitor(b, mitigator=Mitigator(breakers=breakers), recorder=log.append if log is not None else None, cooldown_s=cooldown_s)
+    monitor = Monitor(b, mitigator=Mitigator(breakers=breakers, rollback_fn=registry_rollback()),
+                      recorder=log.append if log is not None else None, cooldown_s=cooldown_s)
 
     def say(f: Any) -> None:
         typer.echo(f"ALERT {f.alert_id} ({f.severity}) on {f.window.surface}: "
@@ -237,6 +238,21 @@ def run_cmd(
         if log is not None:
             log.close()
     typer.echo(json.dumps(stats.__dict__), err=True)
+
+
+def registry_rollback():
+    """``rollback(...)`` mitigations roll deployments back in the configured governance registry,
+    acting as the monitor (recorded as such in the audit log)."""
+
+    def rollback(deployment: str, to_version: str | None, reason: str):
+        from assay.govern.gate import rollback_deployment
+        from assay.govern.registry import Actor
+        from assay.store import open_store
+
+        return rollback_deployment(open_store(), Actor(name="assay-monitor", role="admin", source="monitor"),
+                                   deployment, to_version, reason)
+
+    return rollback
 
 
 def register(app: typer.Typer) -> None:
