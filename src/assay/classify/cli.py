@@ -52,6 +52,7 @@ def _names(spec: str) -> list[str]:
 
 
 def _progress(total: int | None, what: str):  # type: ignore[no-untyped-def]
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -60,8 +61,6 @@ def _progress(total: int | None, what: str):  # type: ignore[no-untyped-def]
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-
-    from rich.console import Console
 
     # On stderr, so stdout stays machine-readable with --json.
     progress = Progress(
