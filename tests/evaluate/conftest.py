@@ -132,3 +132,10 @@ def smollm2_server():
     server = ModelServer("smollm2", n_ctx=1024).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def stub_server_factory():
+    """The stub server class itself, for tests that start and kill their own server (importing
+    it from ``conftest`` by name is ambiguous when several test folders have one)."""
+    return StubServer

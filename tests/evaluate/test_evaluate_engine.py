@@ -308,12 +308,10 @@ def test_register_model_records_the_run_in_the_governance_registry(tmp_path, stu
     assert cli_main(["eval", "run", str(suite2), "--register-model", model["id"]]) == 2
 
 
-def test_server_dying_mid_run_stops_cleanly_and_resume_finishes(tmp_path):
+def test_server_dying_mid_run_stops_cleanly_and_resume_finishes(tmp_path, stub_server_factory):
     import threading
 
-    from conftest import StubServer
-
-    server = StubServer().start()
+    server = stub_server_factory().start()
     port = server.port
     suite = write_suite(tmp_path, server.base_url, "delay-0.05", n=80, initial_concurrency=2, max_concurrency=2, backoff_cap_s=0.05)
     errors: list[BaseException] = []
@@ -336,7 +334,7 @@ def test_server_dying_mid_run_stops_cleanly_and_resume_finishes(tmp_path):
     assert errors and isinstance(errors[0], Unavailable), errors
     finished = read_results(results)
     assert 8 <= len(finished) < 80
-    revived = StubServer()
+    revived = stub_server_factory()
     revived.port = port
     import uvicorn
 
