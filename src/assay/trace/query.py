@@ -102,18 +102,22 @@ def why(log, item_id: str, subject_id: str, at: float | None = None,
     pseudonym = log.pseudonymiser.one(subject_id)
     best = None
     key = item_key(item_id)
-    for name, table in log._named_segments(WHY_COLUMNS):
+    best_table = None
+    for name, full in log._named_segments(WHY_COLUMNS):
+        # Candidates are judged on five columns; only the winning row is read in full (fewer
+        # pages of the memory-mapped segment are touched on a cold cache).
+        table = full.select(["index", "type", "ts", "subject_id", "item_id"])
         for row in _candidates(log, name, table, item_id, key):
             if row["type"] != "decision" or row["item_id"] != item_id or row["subject_id"] != pseudonym:
                 continue
             if at is not None and row["ts"] > at:
                 continue
             if best is None or (row["ts"], row["index"]) > (best["ts"], best["index"]):
-                best = row
+                best, best_table = row, full
     if best is None:
         return None
-    rows = [best]
-    row = rows[0]
+    first = int(best_table.column("index")[0].as_py())
+    row = best_table.slice(int(best["index"]) - first, 1).to_pylist()[0]
     index = int(row["index"])
     rules = [{"id": rid, "reason": reason} for rid, reason in
              zip(row["rule_ids"] or [], list(row["reasons"] or []) + [None] * len(row["rule_ids"] or []), strict=False)]
