@@ -25,6 +25,9 @@ def test_health_metrics_and_openapi_need_no_token(api):
     metrics = api.get("/metrics")
     assert metrics.status_code == 200 and "assay_http_requests_total" in metrics.text
     assert 'route="/api/v1/assets"' in metrics.text
+    # the trace's serving metrics are exposed on the same endpoint
+    for name in ("assay_decisions_total", "assay_trace_queue_depth", "assay_trace_write_seconds"):
+        assert name in metrics.text
     spec = api.get("/openapi.json").json()
     assert "/api/v1/lineage" in spec["paths"] and "/api/v1/deployments/{deployment_id}/check" in spec["paths"]
 

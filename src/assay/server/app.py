@@ -79,6 +79,10 @@ def create_app(store: Store | None = None, db_url: str | None = None) -> FastAPI
     app.state.store = store or open_store(db_url)
     registry, requests, latency = _metrics()
     app.state.metrics_registry = registry
+    from assay.trace import telemetry
+
+    # decisions by action/rule/surface, breaker states, queue depth and write latency, on the same /metrics
+    app.state.trace_metrics = telemetry.metrics(registry)
 
     @app.middleware("http")
     async def count(request: Request, call_next):
