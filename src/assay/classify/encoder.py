@@ -26,6 +26,7 @@ from assay.config import settings
 from assay.errors import Unavailable
 
 MAX_TOKENS = 128
+ONNX_SUB_BATCH = 32
 DIM = 384
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _lock = threading.Lock()
@@ -137,11 +138,14 @@ class Encoder:
                 list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
             return np.asarray(out, dtype=np.float32)
-        # Sort by length so each batch pads to similar lengths (what sentence-transformers does).
+        # Sort by length so each batch pads to similar lengths (what sentence-transformers does),
+        # and run at most ONNX_SUB_BATCH texts per call: measured on this 2-core machine, 32 per
+        # call gives ~1.5x the throughput of 128 per call (padding and cache effects).
         order = np.argsort([len(t) for t in texts], kind="stable")
         result = np.empty((len(texts), DIM), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
+        step = max(1, min(batch_size, ONNX_SUB_BATCH))
+        for start in range(0, len(texts), step):
+            idx = order[start : start + step]
             result[idx] = self._encode_batch_onnx([texts[i] for i in idx])
         norms = np.linalg.norm(result, axis=1, keepdims=True)
         return result / np.clip(norms, 1e-12, None)
