@@ -44,11 +44,12 @@ def unusable_strings(array: np.ndarray) -> np.ndarray:
     if not n or not array.dtype.itemsize:
         return np.zeros(n, bool)
     codes = array.view(np.uint32).reshape(n, -1)
-    surrogate = ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
-    nonzero = codes != 0
-    nonzero_after = np.cumsum(nonzero[:, ::-1], axis=1)[:, ::-1] > 0
-    interior_nul = (~nonzero & nonzero_after).any(axis=1)
-    return surrogate | interior_nul
+    # str_len counts up to the last non-NUL character, so an interior NUL makes it exceed the
+    # number of non-NUL code points
+    bad = np.count_nonzero(codes, axis=1) < np.strings.str_len(array)
+    if codes.max() >= 0xD800:
+        bad |= ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
+    return bad
 
 
 def as_strings(values: list[str]) -> np.ndarray:
