@@ -184,3 +184,14 @@ def test_int_overflow_and_map_keys_are_errors_in_both_evaluators(tmp_path):
     assert np.array_equal(out, compiled.evaluate_reference(batch))
     # overflow is an error; a missing map key is an error unless `||` is decided by the other side
     assert out.tolist() == [[Outcome.MISSING, Outcome.TRUE, Outcome.MISSING], [Outcome.MISSING, Outcome.TRUE, Outcome.TRUE]]
+
+
+def test_list_columns_given_as_rows_refuse_what_is_not_a_list_of_strings(bundle):
+    compiled = bundle.compile_rules("*")
+    rows = [["meh"], "meh", None, ["a", None], ["ok"]]
+    batch = Batch.from_columns(5, {"item.x": np.zeros(5), "item.y": np.zeros(5), "item.tags": rows,
+                                   "item.creator": np.array(["c"] * 5)}, scalars={"request.age": 30})
+    out = compiled.evaluate(batch)
+    assert np.array_equal(out, compiled.evaluate_reference(batch))
+    tag_rule = [r.id for r in compiled.rules].index("demote-tag")
+    assert out[tag_rule].tolist() == [Outcome.TRUE, Outcome.MISSING, Outcome.MISSING, Outcome.MISSING, Outcome.FALSE]

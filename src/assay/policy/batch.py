@@ -125,8 +125,11 @@ def _arrow_string_lists(rows) -> tuple[ListValues, np.ndarray] | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    rows = list(rows)
+    if not all(r is None or type(r) in (list, tuple) for r in rows):
+        return None  # Arrow would read a bare string as a list of one: leave such rows to coerce()
     try:
-        arr = pa.array(list(rows), type=pa.list_(pa.string()), from_pandas=False)
+        arr = pa.array(rows, type=pa.list_(pa.string()), from_pandas=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return None
     values = arr.values
