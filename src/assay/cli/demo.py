@@ -365,7 +365,7 @@ REPLAY_TITLE = "Replay: real MovieLens users through the guard, a harmful surge 
 
 REPLAY_BUNDLE = """\
 bundle: demo-replay
-version: "1"
+version: "2026.11.1"
 attributes:
   rules:
     request.user.age: int

@@ -10,6 +10,7 @@ rename), so an interrupted run leaves the previous report or none.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -109,7 +110,13 @@ def _evaluation_blocks(result: Any) -> list[dict[str, Any]]:
     metrics = {k: {"value": v, "ci_low": (r.get("intervals", {}).get(k) or (None, None))[0],
                    "ci_high": (r.get("intervals", {}).get(k) or (None, None))[1], "n": r.get("n", {}).get(k, "")}
                for k, v in (r.get("metrics") or {}).items() if "[" not in k}  # fmt: skip  (per-group rows: see its report)
-    title = f"{r.get('suite', 'suite')} on {r.get('target', '?')} (run {r.get('run_id', '?')})"
+    target = r.get("target", "?")
+    try:  # targets are recorded as their JSON fingerprint: name the kind and model only
+        spec = json.loads(target)
+        target = " ".join(str(spec[k]) for k in ("kind", "model", "name") if k in spec) or target
+    except (TypeError, ValueError):
+        pass
+    title = f"{r.get('suite', 'suite')} on {target} (run {r.get('run_id', '?')})"
     blocks = [{"kind": "metrics", "title": title, "rows": _metric_rows(metrics)}]
     gates = [{"id": g, "passed": bool(p)} for g, p in (r.get("gate_verdicts") or {}).items()]
     if gates:
