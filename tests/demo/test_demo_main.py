@@ -32,13 +32,21 @@ STAGE_HEADINGS = [
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, ASSAY_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="400")
+    env = dict(
+        os.environ,
+        ASSAY_HOME=str(home),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        COLUMNS="400",
+    )
     env.pop("ASSAY_DB_URL", None)
     env.update(extra)
     return env
 
 
-def _demo(home: Path, *args: str, timeout: float = 420, **extra: str) -> tuple[subprocess.CompletedProcess, float]:
+def _demo(
+    home: Path, *args: str, timeout: float = 420, **extra: str
+) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
     out = subprocess.run([str(ASSAY), "demo", *args], env=_env(home, **extra), capture_output=True, text=True,
                          timeout=timeout)  # fmt: skip
@@ -56,7 +64,9 @@ def test_quick_demo_tells_the_seven_stages_in_order(quick_run) -> None:
     home, out, _seconds = quick_run
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     positions = [out.stdout.find(h) for h in STAGE_HEADINGS]
-    assert all(p >= 0 for p in positions), [h for h, p in zip(STAGE_HEADINGS, positions, strict=True) if p < 0]
+    assert all(p >= 0 for p in positions), [
+        h for h, p in zip(STAGE_HEADINGS, positions, strict=True) if p < 0
+    ]
     assert positions == sorted(positions)
     assert "failed" not in re.findall(r"\d+ steps done.*", out.stdout)[-1]
     assert "http://127.0.0.1:8750/ui/" in out.stdout
@@ -82,7 +92,9 @@ def test_report_holds_no_dataset_text(quick_run) -> None:
     responses = do_not_answer.load_responses()
     assert responses
     leaked = [r.question for r in responses[:400] if len(r.question) > 25 and r.question in text]
-    leaked += [r.response[:80] for r in responses[:400] if len(r.response) > 80 and r.response[:80] in text]
+    leaked += [
+        r.response[:80] for r in responses[:400] if len(r.response) > 80 and r.response[:80] in text
+    ]
     assert not leaked, leaked[:3]
 
 
@@ -99,8 +111,20 @@ def test_second_run_reuses_what_the_first_built(quick_run) -> None:
 
 def test_ctrl_c_exits_130_and_the_next_run_completes(tmp_path) -> None:
     home = tmp_path / "home"
-    args = [str(ASSAY), "demo", "--quick", "--only", "policy", "--only", "govern", "--only", "trace"]
-    proc = subprocess.Popen(args, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = [
+        str(ASSAY),
+        "demo",
+        "--quick",
+        "--only",
+        "policy",
+        "--only",
+        "govern",
+        "--only",
+        "trace",
+    ]
+    proc = subprocess.Popen(
+        args, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines: list[str] = []
     started = threading.Event()
 
@@ -167,7 +191,11 @@ def test_missing_optional_module_names_the_extra_and_the_rest_continues(tmp_path
     assert "skipped govern" in out.stdout
     assert "verify: OK" in out.stdout  # the trace step after it still ran
     record = json.loads((home / "demo" / "last-run.json").read_text())
-    assert {s["part"]: s["status"] for s in record["steps"]} == {"policy": "done", "govern": "skipped", "trace": "done"}
+    assert {s["part"]: s["status"] for s in record["steps"]} == {
+        "policy": "done",
+        "govern": "skipped",
+        "trace": "done",
+    }
 
 
 def test_install_hint_reads_the_extras_from_the_package_metadata() -> None:

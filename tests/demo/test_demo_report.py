@@ -16,9 +16,13 @@ def _state() -> dict:
         n={"injection_success_rate": 8}, gate_verdicts={"injection-success-rate": False, "error-rate": True},
         dataset_hashes={}, model_hashes={},
     )  # fmt: skip
-    results = [StepResult("assay.trace.demo", "trace", 6, "Trace", "done", 1.5),
-               StepResult("assay.govern.demo", "govern", 1, "Governance", "skipped", 0.1, "missing lightgbm"),
-               StepResult("assay.evaluate.demo", "evaluate", 3, "Evaluate", "done", 9.0)]
+    results = [
+        StepResult("assay.trace.demo", "trace", 6, "Trace", "done", 1.5),
+        StepResult(
+            "assay.govern.demo", "govern", 1, "Governance", "skipped", 0.1, "missing lightgbm"
+        ),
+        StepResult("assay.evaluate.demo", "evaluate", 3, "Evaluate", "done", 9.0),
+    ]
     return {
         "demo": {"results": results, "narration": {
             "assay.trace.demo": ["verify: OK - 977 records", "why was 364 shown? <script>alert(1)</script>"]}},
@@ -32,7 +36,9 @@ def test_report_gathers_narration_metrics_and_gates(tmp_path) -> None:
     html = build_report(_state(), home=tmp_path, quick=True)
     assert "verify: OK - 977 records" in html
     assert "injection_success_rate" in html and "[0.05, 0.6]" in html
-    assert "injection_success_rate[direct]" not in html  # per-group rows stay in the run's own report
+    assert (
+        "injection_success_rate[direct]" not in html
+    )  # per-group rows stay in the run's own report
     assert 'class="fail">FAIL' in html and "injection-success-rate" in html
     assert "model:movielens-ranker@1" in html and "ranker-ndcg" in html
     assert "x" * 200 not in html  # long strings from the state are left out

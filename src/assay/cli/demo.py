@@ -102,7 +102,9 @@ class DemoContext:
     quick: bool = False
     state: dict[str, Any] = field(default_factory=dict)
     previous: dict[str, Any] = field(default_factory=dict)  # the last run's record (last-run.json)
-    narration: dict[str, list[str]] = field(default_factory=dict)  # step entry -> what it said (plain text)
+    narration: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # step entry -> what it said (plain text)
     current: str = ""
 
     def say(self, text: str) -> None:
@@ -227,7 +229,9 @@ class DemoInterrupted(Exception):
         self.results = results
 
 
-def run_demo(quick: bool = False, only: list[str] | None = None, console: Console | None = None) -> DemoContext:
+def run_demo(
+    quick: bool = False, only: list[str] | None = None, console: Console | None = None
+) -> DemoContext:
     """Run the stages in order. Raises ``DemoInterrupted`` on Ctrl-C; ``ctx.state['demo']`` holds the step results."""
     console = console or Console()
     ctx = DemoContext(console=console, settings=settings(), quick=quick)
@@ -237,20 +241,27 @@ def run_demo(quick: bool = False, only: list[str] | None = None, console: Consol
     if only and ctx.previous.get("state"):  # a partial run builds on what the last run left
         ctx.state.update(ctx.previous["state"])
         ctx.narration.update(ctx.previous["state"].get("demo", {}).get("narration", {}))
-        earlier = [dict(r, note=_earlier(r.get("note") or "")) for r in ctx.previous.get("steps", [])]
+        earlier = [
+            dict(r, note=_earlier(r.get("note") or "")) for r in ctx.previous.get("steps", [])
+        ]
     started = time.perf_counter()
     results: list[StepResult] = []
     ctx.state["demo"] = {"results": results, "earlier": earlier, "narration": ctx.narration, "quick": quick,
                          "only": list(only or [])}  # fmt: skip
     console.rule("[bold]assay demo" + (" (quick)" if quick else ""))
-    console.print(f"state in {ctx.settings.home}; data from {ctx.settings.data_dir}", highlight=False)
+    console.print(
+        f"state in {ctx.settings.home}; data from {ctx.settings.data_dir}", highlight=False
+    )
     _announce_previous(ctx)
     known = {part_of(e) for e in DEMO_STEPS}
     unknown = sorted(set(only or []) - known)
     if unknown:
         from assay.errors import BadInput
 
-        raise BadInput(f"--only {', '.join(unknown)}: no such demo part", hint=f"parts: {', '.join(sorted(known))}")
+        raise BadInput(
+            f"--only {', '.join(unknown)}: no such demo part",
+            hint=f"parts: {', '.join(sorted(known))}",
+        )
 
     for stage in STAGES:
         entries = [e for e in stage.steps if not only or part_of(e) in only]
@@ -261,7 +272,9 @@ def run_demo(quick: bool = False, only: list[str] | None = None, console: Consol
             try:
                 result = _run_step(ctx, stage, entry)
             except KeyboardInterrupt:  # outside the step itself (importing it, saving the record)
-                result = StepResult(entry, part_of(entry), stage.number, entry, "interrupted", 0.0, "Ctrl-C")
+                result = StepResult(
+                    entry, part_of(entry), stage.number, entry, "interrupted", 0.0, "Ctrl-C"
+                )
             if result is None:
                 continue
             results.append(result)
@@ -277,7 +290,9 @@ def run_demo(quick: bool = False, only: list[str] | None = None, console: Consol
 def _announce_previous(ctx: DemoContext) -> None:
     prev = ctx.previous
     if not prev.get("steps"):
-        ctx.console.print("first run in this home: everything is built from the datasets", highlight=False)
+        ctx.console.print(
+            "first run in this home: everything is built from the datasets", highlight=False
+        )
         return
     done = [s["part"] for s in prev["steps"] if s["status"] == "done"]
     how = "finished" if prev.get("finished") else "was interrupted"
@@ -298,11 +313,15 @@ def _run_step(ctx: DemoContext, stage: Stage, entry: str) -> StepResult | None:
         hint = install_hint(e.name)
         console.print(f"[yellow]skipping {part}[/]: it needs the Python module {e.name!r}, which is not installed; "
                       f"install it with: {escape(hint)}", highlight=False)  # fmt: skip
-        return StepResult(entry, part, stage.number, part, "skipped", 0.0, f"missing {e.name}; {hint}")
+        return StepResult(
+            entry, part, stage.number, part, "skipped", 0.0, f"missing {e.name}; {hint}"
+        )
     fn = getattr(module, function, None)
     if fn is None:  # that part's step does not have this function (yet)
         return None
-    title = getattr(module, f"{function.upper()}_TITLE", None) if function != "step" else module.TITLE
+    title = (
+        getattr(module, f"{function.upper()}_TITLE", None) if function != "step" else module.TITLE
+    )
     title = title or module.TITLE
     console.print(f"[bold]{escape(title)}[/]", highlight=False)
     t0 = time.perf_counter()
@@ -326,7 +345,10 @@ def _run_step(ctx: DemoContext, stage: Stage, entry: str) -> StepResult | None:
         console.print(f"[red]failed {part}[/]: {escape(e.render())}", highlight=False)
     except Exception as e:  # a bug in one step must not hide what the others show
         status, note = "failed", f"{type(e).__name__}: {e}"
-        console.print(f"[red]failed {part}[/] with an unexpected error: {type(e).__name__}: {escape(str(e))}", highlight=False)
+        console.print(
+            f"[red]failed {part}[/] with an unexpected error: {type(e).__name__}: {escape(str(e))}",
+            highlight=False,
+        )
     ctx.current = ""
     seconds = time.perf_counter() - t0
     if status == "done":
@@ -344,8 +366,16 @@ def _summary(ctx: DemoContext, results: list[StepResult], started: float) -> Non
         f", {len(by[s])} {s} ({', '.join(r.part for r in by[s])})" for s in ("skipped", "failed") if by[s]),
         highlight=False)  # fmt: skip
     prev_s = ctx.previous.get("seconds")
-    if prev_s and ctx.previous.get("finished") and ctx.previous.get("quick") == ctx.quick and not ctx.state["demo"].get("only"):
-        console.print(f"the previous run took {prev_s:.0f}s; this one reused its work and took {total:.0f}s", highlight=False)
+    if (
+        prev_s
+        and ctx.previous.get("finished")
+        and ctx.previous.get("quick") == ctx.quick
+        and not ctx.state["demo"].get("only")
+    ):
+        console.print(
+            f"the previous run took {prev_s:.0f}s; this one reused its work and took {total:.0f}s",
+            highlight=False,
+        )
 
 
 def _interrupted(e: DemoInterrupted) -> None:
@@ -361,7 +391,9 @@ def _interrupted(e: DemoInterrupted) -> None:
         f"Run `assay demo` again to continue (it reuses what is done).", highlight=False)  # fmt: skip
 
 
-REPLAY_TITLE = "Replay: real MovieLens users through the guard, a harmful surge and a labeller outage"
+REPLAY_TITLE = (
+    "Replay: real MovieLens users through the guard, a harmful surge and a labeller outage"
+)
 
 REPLAY_BUNDLE = """\
 bundle: demo-replay
@@ -399,7 +431,9 @@ alerts:
 """
 
 
-def _sessions(ratings: Any, users: list[int], per_user: int, gap_s: int = 1800) -> list[tuple[float, int]]:
+def _sessions(
+    ratings: Any, users: list[int], per_user: int, gap_s: int = 1800
+) -> list[tuple[float, int]]:
     """(start time, user) of each user's first rating sessions (a gap over ``gap_s`` starts a new
     one), in time order across users: the order the requests are replayed in."""
     import numpy as np
@@ -448,9 +482,14 @@ def replay(ctx: DemoContext) -> None:
     except BadInput as e:
         raise Unavailable(f"no reference recommender to replay: {e.message}",
                           hint="run stage 2 first: assay demo --only recsys --only replay") from e  # fmt: skip
-    labels_path = Path(ctx.state.get("recsys", {}).get("labels_path") or ctx.settings.home / "labels" / "movielens.parquet")
+    labels_path = Path(
+        ctx.state.get("recsys", {}).get("labels_path")
+        or ctx.settings.home / "labels" / "movielens.parquet"
+    )
     if not labels_path.is_file():
-        raise Unavailable(f"no safety labels at {labels_path}", hint="run stage 2 first: assay demo --only recsys")
+        raise Unavailable(
+            f"no safety labels at {labels_path}", hint="run stage 2 first: assay demo --only recsys"
+        )
     films = pd.read_parquet(labels_path, columns=["item_id", "mature", "violence"])
     data = load_dataset("ml-latest-small")
     n_users, per_user, k = (24, 3, 20) if ctx.quick else (200, 5, 30)
@@ -491,8 +530,14 @@ def replay(ctx: DemoContext) -> None:
         inbox.extend([r for r in records if hasattr(r, "action")])
 
     queue = DecisionQueue(sink, maxsize=100_000)
-    guard = Guard(bundle, store, breakers=breakers, sink=queue, config=GuardConfig(deadline_ms=60_000))
-    monitor = Monitor(bundle, mitigator=Mitigator(breakers=breakers), recorder=lambda recs: [queue.submit(r) for r in recs])
+    guard = Guard(
+        bundle, store, breakers=breakers, sink=queue, config=GuardConfig(deadline_ms=60_000)
+    )
+    monitor = Monitor(
+        bundle,
+        mitigator=Mitigator(breakers=breakers),
+        recorder=lambda recs: [queue.submit(r) for r in recs],
+    )
     loop = WatchLoop(monitor, inbox, TumblingWindows(10**9, max_n=100), poll_s=0.01)
     candidates: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     rng = np.random.default_rng(7)
@@ -506,15 +551,23 @@ def replay(ctx: DemoContext) -> None:
         for j, (_ts, user) in enumerate(part):
             if user not in candidates:
                 s = rec.recommend(user, k=k)
-                candidates[user] = (np.array([str(int(i)) for i in s.item_ids], dtype=object), np.asarray(s.scores, float))
+                candidates[user] = (
+                    np.array([str(int(i)) for i in s.item_ids], dtype=object),
+                    np.asarray(s.scores, float),
+                )
             items, scores = candidates[user]
             items, scores = items.copy(), scores.copy()
             if surge:  # the campaign's uploads take the top of the candidate list
                 n = round(surge * k)
                 items[:n] = rng.choice(spam, n, replace=False)
                 scores[:n] = scores.max() + 1.0
-            request = {"request_id": f"{phase}-{j}-u{user}", "surface": "for_you", "deadline_ms": 60_000,
-                       "user": {"id": str(user), "age": 15 if user in minors else 30}, "model_version": rec.version}
+            request = {
+                "request_id": f"{phase}-{j}-u{user}",
+                "surface": "for_you",
+                "deadline_ms": 60_000,
+                "user": {"id": str(user), "age": 15 if user in minors else 30},
+                "model_version": rec.version,
+            }
             slates.append(guard.apply(request, {"id": items, "score": scores}))
             queue.flush()
             firings.extend(loop.step())
@@ -531,7 +584,9 @@ def replay(ctx: DemoContext) -> None:
     try:
         slates = serve("calm", calm)
         fired = list(firings)
-        minors_dropped = sum(int((s.action == K_DROP).sum()) for s in slates if int(s.subject_id) in minors)
+        minors_dropped = sum(
+            int((s.action == K_DROP).sum()) for s in slates if int(s.subject_id) in minors
+        )
         ctx.say(f"normal traffic: {len(slates)} requests, {sum(len(s) for s in slates)} films served; "
                 f"drop rate {drop_rate(slates):.0%} ({minors_dropped} mature films kept from minors); "
                 f"{len(fired)} alerts")  # fmt: skip
@@ -553,7 +608,9 @@ def replay(ctx: DemoContext) -> None:
         ctx.say("the campaign is taken down; the on-call engineer closes the breaker")
 
         outage_part, after = rest[: len(rest) // 2], rest[len(rest) // 2 :]
-        guard.labels = RedisLabelStore(f"redis://127.0.0.1:{_closed_port()}/0", timeout_s=0.02, connect_timeout_s=0.02)
+        guard.labels = RedisLabelStore(
+            f"redis://127.0.0.1:{_closed_port()}/0", timeout_s=0.02, connect_timeout_s=0.02
+        )
         down = serve("outage", outage_part)
         fail_closed = [s for s in down if not s.fallback]
         ctx.say(f"labeller outage: {len(fail_closed)} requests failed closed ({sum(len(s) for s in fail_closed)} films "
@@ -572,9 +629,16 @@ def replay(ctx: DemoContext) -> None:
         file_sink.close()
     os.replace(tmp_path, out_path)  # the trace stage reads a whole replay or none
     records = sum(1 for _ in out_path.open("rb"))
-    ctx.say(f"{records} decision and event records (alerts, mitigations, breaker transitions) -> {out_path}")
+    ctx.say(
+        f"{records} decision and event records (alerts, mitigations, breaker transitions) -> {out_path}"
+    )
     ctx.state.setdefault("guard", {})["decisions"] = str(out_path)
-    ctx.state["replay"] = {**story, "records": records, "decisions": str(out_path), "bundle_hash": bundle.hash}
+    ctx.state["replay"] = {
+        **story,
+        "records": records,
+        "decisions": str(out_path),
+        "bundle_hash": bundle.hash,
+    }
     if story.get("alert_keys"):
         ctx.state["monitor_alert_key"] = story["alert_keys"][0]
 
@@ -603,8 +667,12 @@ def write_text_atomic(path: Path, text: str) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        quick: bool = typer.Option(False, "--quick", help="Smaller slices everywhere (used by the tests)."),
-        only: list[str] = typer.Option(None, "--only", help="Run only these parts (repeatable), e.g. --only policy."),
+        quick: bool = typer.Option(
+            False, "--quick", help="Smaller slices everywhere (used by the tests)."
+        ),
+        only: list[str] = typer.Option(
+            None, "--only", help="Run only these parts (repeatable), e.g. --only policy."
+        ),
     ) -> None:
         """Run the main job end to end on embedded defaults, narrating each step."""
         try:

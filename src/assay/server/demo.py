@@ -98,7 +98,14 @@ def _metric_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
         if isinstance(m, dict) and "value" in m:
             lo, hi = m.get("ci_low"), m.get("ci_high")
             interval = f"[{_num(lo)}, {_num(hi)}]" if lo is not None and hi is not None else ""
-            rows.append({"name": name, "value": _num(m["value"]), "interval": interval, "n": _num(m.get("n", ""))})
+            rows.append(
+                {
+                    "name": name,
+                    "value": _num(m["value"]),
+                    "interval": interval,
+                    "n": _num(m.get("n", "")),
+                }
+            )
         elif isinstance(m, int | float) and not isinstance(m, bool):
             rows.append({"name": name, "value": _num(m), "interval": "", "n": ""})
     return rows
@@ -107,9 +114,16 @@ def _metric_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
 def _evaluation_blocks(result: Any) -> list[dict[str, Any]]:
     """An EvaluationResult (object or dict): metrics with intervals, then gate verdicts."""
     r = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-    metrics = {k: {"value": v, "ci_low": (r.get("intervals", {}).get(k) or (None, None))[0],
-                   "ci_high": (r.get("intervals", {}).get(k) or (None, None))[1], "n": r.get("n", {}).get(k, "")}
-               for k, v in (r.get("metrics") or {}).items() if "[" not in k}  # fmt: skip  (per-group rows: see its report)
+    metrics = {
+        k: {
+            "value": v,
+            "ci_low": (r.get("intervals", {}).get(k) or (None, None))[0],
+            "ci_high": (r.get("intervals", {}).get(k) or (None, None))[1],
+            "n": r.get("n", {}).get(k, ""),
+        }
+        for k, v in (r.get("metrics") or {}).items()
+        if "[" not in k
+    }  # fmt: skip  (per-group rows: see its report)
     target = r.get("target", "?")
     try:  # targets are recorded as their JSON fingerprint: name the kind and model only
         spec = json.loads(target)
@@ -120,7 +134,13 @@ def _evaluation_blocks(result: Any) -> list[dict[str, Any]]:
     blocks = [{"kind": "metrics", "title": title, "rows": _metric_rows(metrics)}]
     gates = [{"id": g, "passed": bool(p)} for g, p in (r.get("gate_verdicts") or {}).items()]
     if gates:
-        blocks.append({"kind": "gates", "title": f"release gates for {r.get('suite', 'the suite')}", "rows": gates})
+        blocks.append(
+            {
+                "kind": "gates",
+                "title": f"release gates for {r.get('suite', 'the suite')}",
+                "rows": gates,
+            }
+        )
     return blocks
 
 
@@ -133,14 +153,18 @@ def _facts(title: str, value: Any, prefix: str = "") -> list[tuple[str, str]]:
     elif isinstance(value, list | tuple):
         if all(isinstance(v, str | int | float | bool) for v in value) and len(value) <= 12:
             rows.append((prefix.rstrip("."), _text(value)))
-    elif isinstance(value, str | int | float | bool) and (not isinstance(value, str) or len(value) <= MAX_TEXT):
+    elif isinstance(value, str | int | float | bool) and (
+        not isinstance(value, str) or len(value) <= MAX_TEXT
+    ):
         rows.append((prefix.rstrip("."), _num(value)))
     return rows
 
 
 def _state_blocks(key: str, value: Any) -> list[dict[str, Any]]:
     """What one state entry contributes: evaluation results, metrics and gates, then its facts."""
-    if hasattr(value, "to_dict") or (isinstance(value, dict) and "gate_verdicts" in value and "metrics" in value):
+    if hasattr(value, "to_dict") or (
+        isinstance(value, dict) and "gate_verdicts" in value and "metrics" in value
+    ):
         return _evaluation_blocks(value)
     if not isinstance(value, dict):
         return [{"kind": "facts", "title": key, "rows": _facts(key, {key: value})}]
@@ -150,9 +174,19 @@ def _state_blocks(key: str, value: Any) -> list[dict[str, Any]]:
         for result in value.pop(name, None) or []:
             blocks.extend(_evaluation_blocks(result))
     if isinstance(value.get("metrics"), dict):
-        blocks.append({"kind": "metrics", "title": f"{key} metrics", "rows": _metric_rows(value.pop("metrics"))})
+        blocks.append(
+            {
+                "kind": "metrics",
+                "title": f"{key} metrics",
+                "rows": _metric_rows(value.pop("metrics")),
+            }
+        )
     if isinstance(value.get("gates"), list):
-        rows = [{"id": g.get("id"), "passed": g.get("passed")} for g in value.pop("gates") if isinstance(g, dict)]
+        rows = [
+            {"id": g.get("id"), "passed": g.get("passed")}
+            for g in value.pop("gates")
+            if isinstance(g, dict)
+        ]
         blocks.append({"kind": "gates", "title": f"{key} gates", "rows": rows})
     facts = [(k, v) for k, v in _facts(key, value) if "/" not in k]
     if facts:
@@ -188,7 +222,9 @@ def build_report(state: dict[str, Any], *, home: Path, quick: bool) -> str:
                 for key in STATE_KEYS.get(part, ()):
                     if key in state:
                         blocks.extend(_state_blocks(key, state[key]))
-            lines = [x if len(x) <= 1000 else x[:999] + "…" for x in map(str, narration.get(entry, []))]
+            lines = [
+                x if len(x) <= 1000 else x[:999] + "…" for x in map(str, narration.get(entry, []))
+            ]
             shown.append({"title": r.get("title") or part, "status": r["status"], "note": _text(r.get("note") or ""),
                           "lines": lines, "blocks": blocks})  # fmt: skip
         sections.append({"stage": stage.number, "heading": stage.title, "steps": shown})
@@ -220,7 +256,12 @@ def step(ctx: Any) -> None:
     html = build_report(ctx.state, home=ctx.settings.home, quick=ctx.quick)
     write_atomic(path, html)
     results = ctx.state.get("demo", {}).get("results", [])
-    done = sum(1 for r in results if getattr(r, "status", None) == "done" or (isinstance(r, dict) and r.get("status") == "done"))
+    done = sum(
+        1
+        for r in results
+        if getattr(r, "status", None) == "done"
+        or (isinstance(r, dict) and r.get("status") == "done")
+    )
     ctx.say(f"assurance report ({done} steps' evidence, {len(html) // 1024} KiB) -> {path}")
     ctx.say(f"dashboard: run `assay server` and open {dashboard_url()}  "
             "(log in with a token from `assay token create --name you --role approver`)")  # fmt: skip
