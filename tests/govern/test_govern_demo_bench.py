@@ -20,9 +20,12 @@ def test_demo_step_is_rerunnable(assay_home, data_dir, models_dir):
     for _ in range(2):
         console = Console(record=True, width=200)
         ctx = DemoContext(console=console, settings=settings(), quick=True)
-        demo.step(ctx)
+        demo.step(ctx)  # stage 1: register, train, lineage verdict
+        demo.deploy(ctx)  # stage 4: the denied deployment with its path, gates and approvals
         text = console.export_text()
-        assert "DENY by assay:purpose-limitation" in text and "with two approvals: ALLOW" in text
+        assert "that dataset allows only ['safety_classification']" in text
+        assert "DENY by" in text and "lineage path" in text and "dataset:davidson-tweets@" in text
+        assert "with approvals from alice and bob: ALLOW" in text
         assert ctx.state["govern"]["deployment"].startswith("deployment:movielens-ranker-for_you@")
 
 
