@@ -215,7 +215,7 @@ def test_unknown_part_is_bad_input(tmp_path) -> None:
 @pytest.mark.slow
 def test_full_demo_end_to_end(tmp_path) -> None:
     home = tmp_path / "home"
-    out, seconds = _demo(home, timeout=3600)
+    out, seconds = _demo(home, "--full", timeout=3600)
     assert out.returncode == 0, out.stdout[-6000:]
     for heading in STAGE_HEADINGS:
         assert heading in out.stdout

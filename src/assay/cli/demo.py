@@ -668,7 +668,9 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         quick: bool = typer.Option(
-            False, "--quick", help="Smaller slices everywhere (used by the tests)."
+            True, "--quick/--full",
+            help="--quick (the default): every stage on slices sized for a few minutes. --full: larger "
+                 "slices, the LoRA fine-tune and the LLM red team (about 10 minutes on 2 quiet cores).",
         ),
         only: list[str] = typer.Option(
             None, "--only", help="Run only these parts (repeatable), e.g. --only policy."
