@@ -45,6 +45,8 @@ def cel_double(x: float) -> str:
 ints = st.sampled_from(INT_EDGE) | st.integers(-(2**63), 2**63 - 1)
 doubles = st.sampled_from([d for d in DOUBLE_EDGE if not math.isnan(d)]) | st.floats(-1e6, 1e6)
 words = st.sampled_from(WORDS) | st.text(alphabet="abcé😀", max_size=3)
+# values only (never literals): an interior NUL or a lone surrogate is ill-typed for both evaluators
+data_words = words | st.sampled_from(["a\x00b", "\x00a", "x\ud800", "\udfff"])
 
 
 def double_expr(depth: int):
@@ -93,9 +95,9 @@ def value_for(kind: str):
     good = {
         "double": doubles | st.sampled_from(DOUBLE_EDGE),
         "int": ints,
-        "string": words,
+        "string": data_words,
         "bool": st.booleans(),
-        "list(string)": st.lists(words, max_size=3),
+        "list(string)": st.lists(data_words, max_size=3),
         "list(double)": st.lists(doubles | st.just(math.nan), max_size=3),
         "map(string, double)": st.dictionaries(st.sampled_from(["k", "x", "y"]), doubles, max_size=2),
     }[kind]
@@ -133,6 +135,9 @@ def columns_from_items(items: list[dict], n: int):
         if t == "double" and all(v is None or (isinstance(v, float)) for v in raw):
             cols[name] = np.array([0.0 if v is None else v for v in raw], dtype=np.float64)
             missing[name] = np.array([v is None for v in raw])
+        elif t == "string" and raw and all(v is None or (isinstance(v, str) and not v.endswith("\x00")) for v in raw):
+            cols[name] = np.array(["" if v is None else v for v in raw], dtype=str)  # fixed-width
+            missing[name] = np.array([v is None for v in raw])
         elif t == "list(string)" and all(v is None or (isinstance(v, list) and all(isinstance(x, str) and not x.endswith("\x00") for x in v)) for v in raw):
             cols[name] = ListValues.from_lists([v or [] for v in raw]) if any(raw) else [v for v in raw]
             missing[name] = np.array([v is None for v in raw])
@@ -159,3 +164,13 @@ def test_vectorised_agrees_with_reference(tmp_path, conditions, request, items):
     fast_c, ref_c = compiled.evaluate(cbatch), compiled.evaluate_reference(cbatch)
     assert np.array_equal(fast_c, ref_c), f"columnar path disagrees on {conditions!r}"
     assert np.array_equal(fast_c, fast), f"columnar and record inputs differ on {conditions!r}"
+
+
+def test_unusable_strings_finds_interior_nul_and_surrogates():
+    from assay.policy.batch import unusable_strings
+
+    assert unusable_strings(np.array(["abc", "a", ""], dtype=str)) is None
+    assert unusable_strings(np.zeros(0, dtype="U1")) is None
+    bad = unusable_strings(np.array(["ab", "a\x00b", "x\ud800", "\x00c", "zz"], dtype=str))
+    assert bad is not None and bad.tolist() == [False, True, True, True, False]
+    assert unusable_strings(np.array(["\ud800", "a"], dtype=str)).tolist() == [True, False]  # width 1

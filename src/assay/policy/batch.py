@@ -37,19 +37,29 @@ class ScalarColumn:
         return self._factor
 
 
-def unusable_strings(array: np.ndarray) -> np.ndarray:
+def unusable_strings(array: np.ndarray) -> np.ndarray | None:
     """Rows of a fixed-width string array that coerce() would refuse: a lone surrogate, or a NUL
-    inside the string (trailing NULs are padding and cannot be told apart)."""
+    inside the string (trailing NULs are padding and cannot be told apart). None when no row is
+    refused, the usual case, which a whole-array test decides without per-row work."""
     n = len(array)
     if not n or not array.dtype.itemsize:
-        return np.zeros(n, bool)
+        return None
     codes = array.view(np.uint32).reshape(n, -1)
-    # str_len counts up to the last non-NUL character, so an interior NUL makes it exceed the
-    # number of non-NUL code points
-    bad = np.count_nonzero(codes, axis=1) < np.strings.str_len(array)
-    if codes.max() >= 0xD800:
+    surrogates = bool(codes.max() >= 0xD800)
+    if codes.shape[1] > 1:
+        zero = codes == 0
+        # padding is a run of NULs at the end: a NUL followed by a non-NUL is an interior one
+        interior = zero[:, :-1] > zero[:, 1:]
+        if not surrogates and not interior.any():
+            return None
+        bad = interior.any(axis=1)
+    elif not surrogates:
+        return None
+    else:
+        bad = np.zeros(n, bool)
+    if surrogates:
         bad |= ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
-    return bad
+    return bad if bad.any() else None
 
 
 def as_strings(values: list[str]) -> np.ndarray:
@@ -302,8 +312,9 @@ class Batch:
             t.elem == "bool" and kind == "b") or (t.elem == "string" and kind == "U") or flat.size == 0
         if not ok:
             return None
-        if t.elem == "string" and unusable_strings(flat).any():
-            return None  # rare: take the per-row path, which marks those rows missing
+        if t.elem == "string":
+            if unusable_strings(flat) is not None:
+                return None  # rare: take the per-row path, which marks those rows missing
         else:
             flat = flat.astype(_DTYPE[t.elem], copy=False)
         mask = self.missing_masks.get(name)
@@ -350,7 +361,7 @@ class Batch:
         if t.kind == "string" and kind == "U":
             # values coerce() refuses count as missing here too
             bad = unusable_strings(col)
-            if bad.any():
+            if bad is not None:
                 mask = bad if mask is None else (mask | bad)
             return ScalarColumn(col, mask)
         return None

@@ -49,6 +49,45 @@ class Resolution:
         )
 
 
+@dataclass(frozen=True)
+class _RulePlan:
+    """Per-rule facts resolve() needs, as arrays, computed once per rule list (not per request)."""
+
+    fail_closed: np.ndarray  # (rules, 1) bool
+    shadow: np.ndarray  # (rules, 1) bool
+    hard: np.ndarray  # (rules, 1) bool
+    is_drop: np.ndarray  # (rules,) bool
+    order: np.ndarray  # (rules, 1) int
+    demote_rows: np.ndarray  # indices of demote rules
+    demote_factors: np.ndarray  # (len(demote_rows), 1)
+    label_rows: np.ndarray  # indices of label rules
+
+
+_PLANS: dict[int, tuple[list[Rule], _RulePlan]] = {}
+
+
+def _plan(rules: list[Rule]) -> _RulePlan:
+    hit = _PLANS.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    kinds = [r.action.kind for r in rules]
+    demote_rows = np.array([i for i, k in enumerate(kinds) if k == "demote"], dtype=np.intp)
+    plan = _RulePlan(
+        fail_closed=np.array([r.on_missing == "fail_closed" for r in rules], bool)[:, None],
+        shadow=np.array([r.shadow for r in rules], bool)[:, None],
+        hard=np.array([r.action.hard for r in rules], bool)[:, None],
+        is_drop=np.array([k == "drop" for k in kinds], bool),
+        order=np.arange(len(rules))[:, None],
+        demote_rows=demote_rows,
+        demote_factors=np.array([rules[i].action.factor for i in demote_rows], dtype=np.float64)[:, None],
+        label_rows=np.array([i for i, k in enumerate(kinds) if k == "label"], dtype=np.intp),
+    )
+    if len(_PLANS) > 256:  # rule lists live as long as their bundle; keep the cache bounded
+        _PLANS.clear()
+    _PLANS[id(rules)] = (rules, plan)  # holding the list keeps its id from being reused
+    return plan
+
+
 def resolve(rules: list[Rule], outcomes: np.ndarray, active: np.ndarray | None = None) -> Resolution:
     """``outcomes``: (rules, n) from ``CompiledRules.evaluate``; ``active``: (rules, n) bool,
     False where a rule is outside its rollout for that subject (default: all active)."""
@@ -57,35 +96,35 @@ def resolve(rules: list[Rule], outcomes: np.ndarray, active: np.ndarray | None =
         z = np.zeros(n, np.int8)
         empty = np.zeros((0, n), bool)
         return Resolution(rules, z, np.full(n, -1), np.zeros(n, bool), np.ones(n), empty, empty)
-    fail_closed_rule = np.array([r.on_missing == "fail_closed" for r in rules])[:, None]
+    plan = _plan(rules)
     missing = outcomes == Outcome.MISSING
-    matched = (outcomes == Outcome.TRUE) | (missing & fail_closed_rule)
-    shadow_rule = np.array([r.shadow for r in rules])[:, None]
-    live = ~shadow_rule if active is None else (~shadow_rule & active)
+    matched = (outcomes == Outcome.TRUE) | (missing & plan.fail_closed)
+    live = ~plan.shadow if active is None else (~plan.shadow & active)
     acts = matched & live
     shadow = matched & ~live
     # a fail-closed miss acts as a hard drop whatever the rule's action
-    hard_rule = np.array([r.action.hard for r in rules])[:, None]
-    hard = acts & (hard_rule | missing)
+    hard = acts & (plan.hard | missing)
     any_hard = hard.any(axis=0)
     first = np.where(any_hard, hard.argmax(axis=0), n_rules)
-    before = np.arange(n_rules)[:, None] < first[None, :]
-    at = np.arange(n_rules)[:, None] == first[None, :]
-    acting = acts & (before | at)
+    before = plan.order < first
+    acting = acts & (plan.order <= first)
 
-    cols = np.arange(n)
     deciding = np.where(any_hard, first, -1)
     safe_first = np.minimum(first, n_rules - 1)
-    first_missing = any_hard & missing[safe_first, cols]
-    first_is_drop = any_hard & (first_missing | np.array([r.action.kind == "drop" for r in rules])[safe_first])
+    first_missing = any_hard & missing[safe_first, np.arange(n)]
+    first_is_drop = any_hard & (first_missing | plan.is_drop[safe_first])
 
-    factors = np.array([r.action.factor if r.action.kind == "demote" else 1.0 for r in rules])[:, None]
-    soft_demote = acting & before & np.array([r.action.kind == "demote" for r in rules])[:, None]
-    factor = np.prod(np.where(soft_demote, factors, 1.0), axis=0)
-    soft_label = (acting & before & np.array([r.action.kind == "label" for r in rules])[:, None]).any(axis=0)
+    soft = acts & before
+    if plan.demote_rows.size:
+        soft_demote = soft[plan.demote_rows]
+        factor = np.prod(np.where(soft_demote, plan.demote_factors, 1.0), axis=0)
+        demoted = soft_demote.any(axis=0)
+    else:
+        factor, demoted = np.ones(n), np.zeros(n, bool)
+    labelled = soft[plan.label_rows].any(axis=0) if plan.label_rows.size else np.zeros(n, bool)
 
     action = np.full(n, ALLOW, np.int8)
-    action[soft_label] = LABEL
-    action[soft_demote.any(axis=0)] = DEMOTE
+    action[labelled] = LABEL
+    action[demoted] = DEMOTE
     action[first_is_drop] = DROP
     return Resolution(rules, action, deciding, first_missing, factor, acting, shadow)

@@ -25,6 +25,7 @@ from assay.policy.types import AttrType
 
 INT64_MIN = np.int64(-(2**63))
 _TRUE = np.bool_(True)
+_MISSING = int(Outcome.MISSING)  # a plain int: IntEnum member access costs microseconds per rule
 
 
 class Unsupported(Exception):
@@ -115,7 +116,7 @@ class Compiler:
 
     def compile(self, node: Node) -> Compiled:
         fn = self._compile(node)
-        if node.kind in ("const", "ident", "list"):
+        if node.kind in ("const", "list"):
             return fn
         key = self.key(node)
 
@@ -287,7 +288,15 @@ class Compiler:
         a, b = self.compile(node.args[0]), self.compile(node.args[1])
 
         def logical(batch):
-            x, y = a(batch), b(batch)
+            x = a(batch)
+            if x.err is None and not np.ndim(x.data):
+                # one value for the whole batch (request context): it either decides the result,
+                # absorbing any error of the other side as CEL does, or the result is the other side
+                if bool(x.data) != is_and:
+                    return V(np.bool_(not is_and), None)
+                y = b(batch)
+                return V(np.asarray(y.data, dtype=bool), y.err)
+            y = b(batch)
             xd, yd = np.asarray(x.data, dtype=bool), np.asarray(y.data, dtype=bool)
             data = (xd & yd) if is_and else (xd | yd)
             if x.err is None and y.err is None:
@@ -443,15 +452,14 @@ class _LazyFactor:
 
 
 def compile_condition(serialized: bytes, decls: dict[str, AttrType]) -> Compiled:
-    """Compile one checked condition into ``batch -> (data, err)`` with data broadcast to n."""
+    """Compile one checked condition into ``batch -> (data, err)``: each a bool array of n, or
+    one numpy bool for the whole batch (assignment into an (n,) row broadcasts it)."""
     ast = decode_checked(serialized)
     fn = Compiler(ast, decls).compile(ast.root)
 
-    def run(batch: Batch) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(batch: Batch) -> tuple[Any, Any]:
         v = fn(batch)
-        data = np.broadcast_to(np.asarray(v.data, dtype=bool), (batch.n,))
-        err = None if v.err is None else np.broadcast_to(np.asarray(v.err, dtype=bool), (batch.n,))
-        return data, err
+        return v.data, v.err
 
     return run
 
@@ -490,7 +498,10 @@ class CompiledRules:
             row = out[i]
             row[:] = data
             if err is not None:
-                row[err] = Outcome.MISSING
+                if np.ndim(err):
+                    np.putmask(row, err, _MISSING)
+                elif err:
+                    row[:] = _MISSING
         return out
 
     def evaluate_reference(self, batch: Batch) -> np.ndarray:
