@@ -51,6 +51,8 @@ def test_columnwise_equals_reference(batch: list[Decision]) -> None:
         assert value == want
     hashes = canonical.hash_strings(canonical.canonical_decisions(table))
     assert hashes == [hashlib.sha256(v.encode()).digest() for v in got]
+    # The append path hashes from the column pieces without building the JSON.
+    assert canonical.decision_hashes(table) == b"".join(hashes)
 
 
 def test_bad_values_are_named() -> None:

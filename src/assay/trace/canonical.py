@@ -15,11 +15,9 @@ The property test checks the two agree on random records.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Sequence
-from itertools import pairwise
 from operator import attrgetter
 from typing import Any
 
@@ -30,6 +28,7 @@ import rfc8785
 
 from assay.errors import BadInput
 from assay.records import Decision, Event
+from assay.trace import hashing
 
 MAX_SAFE_INT = 2**53 - 1
 
@@ -184,35 +183,52 @@ def _first_true(mask: pa.Array) -> int:
 
 
 def _data_bytes(arr: pa.Array) -> np.ndarray:
-    """The character bytes behind a string array (a superset when the array is a slice)."""
+    """The character bytes of a string array's values (only this slice's range)."""
     data = arr.buffers()[2]
-    return np.frombuffer(data, np.uint8) if data is not None else np.empty(0, np.uint8)
+    if data is None or not len(arr):
+        return np.empty(0, np.uint8)
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+    return np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])]
 
 
-def _quote(arr: pa.Array, few_distinct: bool = False) -> pa.Array:
-    """JSON string literals for a string array without nulls.
+def _escaped(arr: pa.Array, few_distinct: bool = False) -> list:
+    """Pieces of the JSON string literals of a string array without nulls: ``['"', content, '"']``
+    where content is the escaped text (the array itself when nothing needs escaping).
 
     Escaping is only run when the bytes hold a quote, a backslash or a control character (one
-    vector scan of the data buffer); columns with few distinct values (action, surface, rule ids)
-    are quoted once per distinct value and spread back with a take."""
+    vector scan of the data); columns with few distinct values (action, surface, rule ids) are
+    escaped once per distinct value and spread back with a take, and a column holding one value
+    becomes a constant."""
     if few_distinct and len(arr) > 64:
         encoded = pc.dictionary_encode(arr)
-        return _quote(encoded.dictionary).take(encoded.indices)
+        if len(encoded.dictionary) == 1:
+            return ['"' + _escape_values(encoded.dictionary)[0].as_py() + '"']
+        return ['"', _escape_values(encoded.dictionary).take(encoded.indices), '"']
+    return ['"', _escape_values(arr), '"']
+
+
+def _escape_values(arr: pa.Array) -> pa.Array:
     raw = _data_bytes(arr)
-    quoted = pc.binary_join_element_wise('"', arr, '"', "")
     if not len(raw) or (raw.min() >= 0x20 and not (np.any(raw == 0x22) or np.any(raw == 0x5C))):
-        return quoted
+        return arr
     escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
-    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
     if raw.min() < 0x20:
         control = pc.match_substring_regex(arr, "[\\x{00}-\\x{1f}]")
         if pc.any(control).as_py():
-            values = quoted.to_pylist()
+            values = escaped.to_pylist()
             originals = arr.to_pylist()
             for i in np.flatnonzero(control.to_numpy(zero_copy_only=False)):
-                values[i] = jcs(originals[i]).decode()
-            quoted = pa.array(values, pa.string())
-    return quoted
+                values[i] = jcs(originals[i]).decode()[1:-1]
+            escaped = pa.array(values, pa.string())
+    return escaped
+
+
+def _quote(arr: pa.Array, few_distinct: bool = False) -> pa.Array:
+    """JSON string literals for a string array without nulls."""
+    pieces = _escaped(arr, few_distinct)
+    if len(pieces) == 1:
+        return pa.array([pieces[0]] * len(arr), pa.string())
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 def _float(arr: pa.Array, name: str) -> pa.Array:
@@ -225,7 +241,8 @@ def _float(arr: pa.Array, name: str) -> pa.Array:
         row = int(np.flatnonzero(bad)[0])
         raise BadInput(f"decision row {row}: {name} is {values[row]}, which JSON cannot carry")
     text = pc.cast(arr, pa.string())
-    text = pc.if_else(pc.equal(arr, 0.0), "0", text)
+    if np.any(values == 0.0):  # Arrow writes -0.0 as "-0"; JSON (ECMAScript) as "0"
+        text = pc.if_else(pc.equal(arr, 0.0), "0", text)
     big = np.abs(np.nan_to_num(values)) >= 1e10  # Arrow switches to exponents at 1e10, ECMAScript at 1e21
     if big.any():
         items = text.to_pylist()
@@ -247,15 +264,50 @@ def _int(arr: pa.Array, name: str) -> pa.Array:
 
 
 def _string_list(arr: pa.Array) -> pa.Array:
+    return _join(_list_pieces(arr), len(arr))
+
+
+def _list_pieces(arr: pa.Array) -> list:
+    """Pieces of the JSON arrays of a list<string> array without nulls: a constant when every
+    list is empty; ``['["', strings, '"]']`` when every list holds one string; else
+    ``['[', items joined by ',', ']']``."""
     offsets = arr.offsets
     first = offsets[0].as_py()
     flat = pc.list_flatten(arr)
-    quoted = _quote(flat, few_distinct=True) if len(flat) else flat
+    if not len(flat):
+        return ["[]"]
+    if len(flat) == len(arr) and offsets[-1].as_py() - first == len(arr) and \
+            np.all(np.diff(offsets.to_numpy()) == 1):
+        return ["[", *_escaped(flat, few_distinct=True), "]"]
+    quoted = _quote(flat, few_distinct=True)
     rebuilt = pa.ListArray.from_arrays(pc.subtract(offsets, first), quoted)
-    return pc.binary_join_element_wise("[", pc.binary_join(rebuilt, ","), "]", "")
+    return ["[", pc.binary_join(rebuilt, ","), "]"]
+
+
+def _join(pieces: list, n: int) -> pa.Array:
+    if all(isinstance(p, str) for p in pieces):
+        return pa.array(["".join(pieces)] * n, pa.string())
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 PARALLEL_MIN_ROWS = 50_000
+
+
+def _slices(table: pa.Table, workers: int | None) -> list[pa.Table]:
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    if workers > 1 and table.num_rows >= PARALLEL_MIN_ROWS:
+        step = -(-table.num_rows // workers)
+        return [table.slice(start, step) for start in range(0, table.num_rows, step)]
+    return [table]
+
+
+def _pool_map(fn, slices: list[pa.Table]) -> list:
+    if len(slices) == 1:
+        return [fn(slices[0])]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(slices)) as pool:
+        return list(pool.map(fn, slices))
 
 
 def canonical_decisions(table: pa.Table, workers: int | None = None) -> pa.Array:
@@ -264,62 +316,73 @@ def canonical_decisions(table: pa.Table, workers: int | None = None) -> pa.Array
 
     Arrow's kernels release the GIL, so large batches are built in slices on a thread pool
     (``workers`` defaults to the CPU count, at most 8)."""
-    workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    if workers > 1 and table.num_rows >= PARALLEL_MIN_ROWS:
-        from concurrent.futures import ThreadPoolExecutor
+    parts = _pool_map(_canonical_slice, _slices(table, workers))
+    return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
 
-        step = -(-table.num_rows // workers)
-        slices = [table.slice(start, step) for start in range(0, table.num_rows, step)]
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(_canonical_slice, slices))
-        return pa.concat_arrays(parts)
-    return _canonical_slice(table)
+
+def decision_hashes(table: pa.Table, workers: int | None = None) -> bytes:
+    """SHA-256 of each decision's RFC 8785 JSON, concatenated (``n * 32`` bytes): equal to
+    ``hash_strings(canonical_decisions(table))`` but hashed from the column pieces (the joined
+    JSON is never built; see ``hashing.sha256_rows``). Slices run on a thread pool: the Arrow
+    kernels and the native hasher both release the GIL."""
+    if table.num_rows == 0:
+        return b""
+    return b"".join(_pool_map(_hash_slice, _slices(table, workers)))
+
+
+def _hash_slice(table: pa.Table) -> bytes:
+    pieces = _pieces(table)
+    if any(not isinstance(p, str) and p.null_count for p in pieces):
+        return b"".join(hash_strings(_join(pieces, table.num_rows)))
+    return hashing.sha256_rows(pieces, table.num_rows)
 
 
 def _canonical_slice(table: pa.Table) -> pa.Array:
+    return _join(_pieces(table), table.num_rows)
+
+
+def _pieces(table: pa.Table) -> list:
+    """A decision's RFC 8785 JSON as constants (keys, in sorted order) and one string array per
+    value; joining them row by row gives the JSON."""
     col = {name: table.column(name).combine_chunks() for name in DECISION_SCHEMA.names}
-    attribution = pc.fill_null(col["attribution"], "null")
-    parts = [
-        '{"action":', _quote(col["action"], few_distinct=True),
-        ',"attribution":', attribution,
-        ',"breaker_state":', _quote(col["breaker_state"], few_distinct=True),
-        ',"bundle_hash":', _quote(col["bundle_hash"], few_distinct=True),
-        ',"bundle_version":', _quote(col["bundle_version"], few_distinct=True),
-        ',"item_id":', _quote(col["item_id"]),
-        ',"model_versions":', _string_list(col["model_versions"]),
+    attribution = col["attribution"]
+    pieces = [
+        '{"action":', *_escaped(col["action"], few_distinct=True),
+        ',"attribution":', "null" if attribution.null_count == len(attribution) else pc.fill_null(attribution, "null"),
+        ',"breaker_state":', *_escaped(col["breaker_state"], few_distinct=True),
+        ',"bundle_hash":', *_escaped(col["bundle_hash"], few_distinct=True),
+        ',"bundle_version":', *_escaped(col["bundle_version"], few_distinct=True),
+        ',"item_id":', *_escaped(col["item_id"]),
+        ',"model_versions":', *_list_pieces(col["model_versions"]),
         ',"rank_after":', _int(col["rank_after"], "rank_after"),
         ',"rank_before":', _int(col["rank_before"], "rank_before"),
-        ',"reasons":', _string_list(col["reasons"]),
-        ',"request_id":', _quote(col["request_id"]),
-        ',"rule_ids":', _string_list(col["rule_ids"]),
+        ',"reasons":', *_list_pieces(col["reasons"]),
+        ',"request_id":', *_escaped(col["request_id"]),
+        ',"rule_ids":', *_list_pieces(col["rule_ids"]),
         ',"score_after":', _float(col["score_after"], "score_after"),
         ',"score_before":', _float(col["score_before"], "score_before"),
-        ',"shadow_rule_ids":', _string_list(col["shadow_rule_ids"]),
-        ',"subject_id":', _quote(col["subject_id"]),
-        ',"surface":', _quote(col["surface"], few_distinct=True),
+        ',"shadow_rule_ids":', *_list_pieces(col["shadow_rule_ids"]),
+        ',"subject_id":', *_escaped(col["subject_id"]),
+        ',"surface":', *_escaped(col["surface"], few_distinct=True),
         ',"ts":', _float(col["ts"], "ts"),
         ',"type":"decision"}',
     ]
-    return pc.binary_join_element_wise(*parts, "")
+    merged: list = []  # adjacent constants as one
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return merged
 
 
 # ---------------------------------------------------------------- hashing
 
 
 def hash_strings(arr: pa.Array) -> list[bytes]:
-    """SHA-256 of each value of a string/binary array, reading Arrow's buffers directly.
-
-    hashlib holds the GIL for inputs under 2 KiB, so a thread pool does not help; this loop is
-    the measured bottleneck of append and verify (see docs/trace.md)."""
-    arr = arr.cast(pa.binary()) if arr.type != pa.binary() else arr
-    n = len(arr)
-    if n == 0:
-        return []
-    _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1, offset=arr.offset * 4).tolist()
-    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
-    sha = hashlib.sha256
-    return [sha(data[a:b]).digest() for a, b in pairwise(offsets)]
+    """SHA-256 of each value of a string/binary array (native batch hashing where built)."""
+    digests = hashing.sha256_each(arr)
+    return [digests[i : i + 32] for i in range(0, len(digests), 32)]
 
 
 def event_row(event: Event) -> dict[str, Any]:

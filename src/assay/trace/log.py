@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from assay.config import settings
 from assay.errors import AssayError, BadInput
 from assay.records import Decision, Event
-from assay.trace import canonical, merkle
+from assay.trace import canonical, hashing, merkle
 from assay.trace.checkpoint import Checkpoint, SignatureError, Signer, Verifier
 from assay.trace.pseudonym import Pseudonymiser, load_key, load_key_available
 from assay.trace.tree import TreeFile
@@ -353,11 +353,8 @@ class TraceLog:
             self.fs.pipe_file(path, self._read(f"segments/{name}")[:good])
 
     def _rebuild_tree_from(self, start: int) -> None:
-        hashes: list[bytes] = []
         for table in self._iter_segments(columns=["index", "record_hash"], start=start):
-            rh = table.column("record_hash").combine_chunks()
-            hashes.extend(_leaf_hashes(_fixed_to_bytes(rh)))
-        self._tree.append(hashes)
+            self._tree.append(_leaf_hashes(_fixed_bytes(table.column("record_hash").combine_chunks())))
 
     def _load_checkpoint(self, name: str) -> Checkpoint:
         key = None
@@ -458,7 +455,7 @@ class TraceLog:
             raise BadInput(f"the trace takes Decision and Event records, got {type(bad).__name__}")
         if not others:
             return self.append_table(canonical.decisions_to_table(decisions))
-        parts: list[tuple[pa.RecordBatch, list[bytes]]] = []
+        parts: list[tuple[pa.RecordBatch, bytes]] = []
         positions: list[np.ndarray] = []
         is_decision = np.array([isinstance(r, Decision) for r in records])
         if decisions:
@@ -469,14 +466,14 @@ class TraceLog:
         event_table = pa.Table.from_pylist(
             [{**{k: None for k in canonical.SEGMENT_SCHEMA.names}, "erased": False, **row} for row in rows],
             schema=canonical.SEGMENT_SCHEMA)
-        event_hashes = [hashlib.sha256(canonical.reference_canonical(r)).digest() for r in rows]
+        event_hashes = b"".join(hashlib.sha256(canonical.reference_canonical(r)).digest() for r in rows)
         parts.append((event_table.combine_chunks().to_batches()[0], event_hashes))
         positions.append(np.flatnonzero(~is_decision))
         combined = pa.Table.from_batches([p[0] for p in parts]).combine_chunks()
-        hashes = [h for p in parts for h in p[1]]
+        hashes = np.frombuffer(b"".join(p[1] for p in parts), np.uint8).reshape(-1, 32)
         order = np.argsort(np.concatenate(positions), kind="stable")
         combined = combined.take(pa.array(order))
-        hashes = [hashes[i] for i in order]
+        hashes = hashes[order].tobytes()
         return self._commit(combined, hashes)
 
     def append_table(self, table: pa.Table) -> AppendResult:
@@ -493,8 +490,8 @@ class TraceLog:
         return table.set_column(table.schema.get_field_index("subject_id"), "subject_id",
                                 self.pseudonymiser.column(subjects))
 
-    def _decision_rows(self, table: pa.Table) -> tuple[pa.RecordBatch, list[bytes]]:
-        hashes = canonical.hash_strings(canonical.canonical_decisions(table))
+    def _decision_rows(self, table: pa.Table) -> tuple[pa.RecordBatch, bytes]:
+        hashes = canonical.decision_hashes(table)
         n = table.num_rows
         arrays = [
             pa.nulls(n, pa.uint64()),  # index: filled at commit
@@ -506,7 +503,8 @@ class TraceLog:
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=canonical.SEGMENT_SCHEMA), hashes
 
-    def _commit(self, table: pa.Table, record_hashes: list[bytes]) -> AppendResult:
+    def _commit(self, table: pa.Table, record_hashes: bytes) -> AppendResult:
+        """Write rows whose record hashes are ``record_hashes`` (concatenated, 32 bytes each)."""
         started = time.perf_counter()
         leaves = _leaf_hashes(record_hashes)
         with self._lock:
@@ -518,7 +516,7 @@ class TraceLog:
             n = table.num_rows
             table = table.set_column(0, "index", pa.array(np.arange(first, first + n, dtype=np.uint64)))
             table = table.set_column(1, "record_hash", pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(32), n, [None, pa.py_buffer(b"".join(record_hashes))]))
+                pa.binary(32), n, [None, pa.py_buffer(record_hashes)]))
             batch = table.combine_chunks().to_batches(max_chunksize=n)[0] if n else None
             self._write_batch(batch)
             self._tree.append(leaves)
@@ -772,11 +770,11 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _fixed_to_bytes(arr: pa.Array) -> list[bytes]:
-    buf = arr.buffers()[1].to_pybytes()[arr.offset * 32 : (arr.offset + len(arr)) * 32]
-    return [buf[i : i + 32] for i in range(0, len(buf), 32)]
+def _fixed_bytes(arr: pa.Array) -> memoryview:
+    """The values of a ``binary(32)`` array, concatenated (no copy)."""
+    return memoryview(arr.buffers()[1])[arr.offset * 32 : (arr.offset + len(arr)) * 32]
 
 
-def _leaf_hashes(record_hashes: list[bytes]) -> list[bytes]:
-    sha = hashlib.sha256
-    return [sha(b"\x00" + h).digest() for h in record_hashes]
+def _leaf_hashes(record_hashes: bytes | memoryview | np.ndarray) -> bytes:
+    """RFC 9162 leaf hashes of concatenated 32-byte record hashes."""
+    return hashing.leaf_hashes(record_hashes)

@@ -10,12 +10,12 @@ after a crash, and ``verify`` recomputes everything without trusting it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
+from assay.trace import hashing
 from assay.trace.merkle import NodeSource
 
 HASH = 32
@@ -89,23 +89,27 @@ class TreeFile(NodeSource):
         block = np.frombuffer(raw, np.uint8).reshape(-1, HASH)
         return block[(positions - first).astype(np.int64)]
 
-    def append(self, leaves: list[bytes]) -> None:
-        """Add leaf hashes and every perfect node they complete, in post-order, in one write."""
-        if not leaves:
+    def append(self, leaves: bytes | np.ndarray | list[bytes]) -> None:
+        """Add leaf hashes (concatenated, ``n * 32`` bytes) and every perfect node they complete,
+        in post-order, in one write. Each level is hashed as one buffer of concatenated pairs."""
+        if isinstance(leaves, list):
+            leaves = b"".join(leaves)
+        leaves = np.frombuffer(leaves, np.uint8) if not isinstance(leaves, np.ndarray) else leaves
+        leaves = leaves.reshape(-1, HASH)
+        if not len(leaves):
             return
         n0, n1 = self.size, self.size + len(leaves)
-        sha = hashlib.sha256
-        levels: list[list[bytes]] = [leaves]
+        levels: list[np.ndarray] = [leaves]
         level = 1
         while (n1 >> level) > (n0 >> level):
             jlo, jhi = n0 >> level, n1 >> level
             below = levels[-1]
             below_start = n0 >> (level - 1)
-            if 2 * jlo < below_start:
-                below = [self.node(level - 1, 2 * jlo), *below]
-            joined = b"".join(below[: 2 * (jhi - jlo)])
-            view = memoryview(joined)
-            levels.append([sha(b"\x01" + view[i : i + 64]).digest() for i in range(0, len(joined), 64)])
+            if 2 * jlo < below_start:  # the left sibling of the first pair is already stored
+                left = np.frombuffer(self.node(level - 1, 2 * jlo), np.uint8).reshape(1, HASH)
+                below = np.concatenate([left, below])
+            pairs = np.ascontiguousarray(below[: 2 * (jhi - jlo)])
+            levels.append(np.frombuffer(hashing.node_hashes(pairs), np.uint8).reshape(-1, HASH))
             level += 1
         base = nodes_for_leaves(n0)
         total = nodes_for_leaves(n1) - base
@@ -115,8 +119,8 @@ class TreeFile(NodeSource):
             idx = np.arange(start, start + len(hashes), dtype=np.uint64)
             last = ((idx + 1) << np.uint64(lvl)) - np.uint64(1)
             pos = 2 * last - np.bitwise_count(last).astype(np.uint64) + np.uint64(lvl) - np.uint64(base)
-            out[pos.astype(np.int64)] = np.frombuffer(b"".join(hashes), np.uint8).reshape(-1, HASH)
-        os.pwrite(self._fd, out.tobytes(), base * HASH)
+            out[pos.astype(np.int64)] = hashes
+        os.pwrite(self._fd, out.data, base * HASH)
         if self.fsync:
             os.fsync(self._fd)
         self.size = n1

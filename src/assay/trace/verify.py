@@ -88,10 +88,11 @@ def verify_log(log: TraceLog, verifier: Verifier, tree_dir: Path | None = None) 
             check = is_decision & ~erased_mask
             rows = np.flatnonzero(check)
             if len(rows):
-                decisions = table.take(pa.array(rows)).select(canonical.DECISION_SCHEMA.names)
+                decisions = table.select(canonical.DECISION_SCHEMA.names)
+                if len(rows) < n:
+                    decisions = decisions.take(pa.array(rows))
                 try:
-                    hashes = canonical.hash_strings(canonical.canonical_decisions(decisions))
-                    got = np.frombuffer(b"".join(hashes), np.uint8).reshape(-1, 32)
+                    got = np.frombuffer(canonical.decision_hashes(decisions), np.uint8).reshape(-1, 32)
                     bad = rows[np.any(got != stored_bytes[rows], axis=1)]
                 except AssayError as e:
                     problems.append(f"{where}: a decision cannot be canonicalised ({e})")
@@ -118,7 +119,7 @@ def verify_log(log: TraceLog, verifier: Verifier, tree_dir: Path | None = None) 
 
                     erasure_covers.update(json.loads(record["payload"]).get("indices", []))
             erased.extend(int(i) for i in index[erased_mask & is_decision])
-            tree.append(_leaf_hashes([stored_bytes[i].tobytes() for i in range(n)]))
+            tree.append(_leaf_hashes(stored_bytes))
             expected += n
 
         uncovered = [i for i in erased if i not in erasure_covers]

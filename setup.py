@@ -1,0 +1,21 @@
+"""Build hook for the one C extension (everything else is in pyproject.toml).
+
+``assay.trace._native`` hashes many small messages per call with OpenSSL (the decision trace's
+record, leaf and node hashes; see src/assay/trace/_native.c). It is optional: without a C
+compiler or OpenSSL headers the build skips it and the trace falls back to hashlib (same hashes,
+slower).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "assay.trace._native",
+            ["src/assay/trace/_native.c"],
+            libraries=["crypto"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        )
+    ]
+)

@@ -1,0 +1,103 @@
+"""The batch hasher (native where built) equals hashlib byte for byte, and so do the log's
+record hashes, leaves and tree nodes built from it."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assay.trace import bench, canonical, hashing, merkle
+from assay.trace.tree import TreeFile
+
+
+def test_native_extension_is_built() -> None:
+    # The package build compiles src/assay/trace/_native.c (setup.py); a silent fallback to
+    # hashlib would keep every hash right but lose the throughput the benchmark reports.
+    assert hashing.NATIVE, "assay.trace._native is missing: reinstall the package with a C compiler and OpenSSL headers"
+
+
+values = st.lists(st.binary(max_size=300), min_size=0, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values, st.lists(st.binary(max_size=8), min_size=1, max_size=4), st.integers(0, 5), st.booleans())
+def test_rows_equal_hashlib(column: list[bytes], constants: list[bytes], cut: int, native: bool) -> None:
+    arr = pa.array(column, pa.binary())
+    arr = arr.slice(min(cut, len(arr)))  # a slice has a non-zero offset into the buffers
+    second = pc.binary_reverse(arr)
+    n = len(arr)
+    pieces = [constants[0], arr, *constants[1:], second]
+    want = b"".join(hashlib.sha256(constants[0] + a + b"".join(constants[1:]) + b).digest()
+                    for a, b in zip(arr.to_pylist(), second.to_pylist(), strict=True))
+    saved = hashing._native
+    try:
+        if not native:
+            hashing._native = None
+        assert hashing.sha256_rows(pieces, n) == want
+        assert hashing.sha256_each(arr) == b"".join(hashlib.sha256(v).digest() for v in arr.to_pylist())
+    finally:
+        hashing._native = saved
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=70))
+def test_leaf_and_node_hashes_equal_rfc9162(hashes: list[bytes]) -> None:
+    data = b"".join(hashes)
+    assert hashing.leaf_hashes(data) == b"".join(merkle.leaf_hash(h) for h in hashes)
+    pairs = data[: len(data) // 64 * 64]
+    want = b"".join(merkle.node_hash(pairs[i : i + 32], pairs[i + 32 : i + 64]) for i in range(0, len(pairs), 64))
+    assert hashing.node_hashes(pairs) == want
+
+
+def test_large_batches_split_over_threads_give_the_same_hashes() -> None:
+    n = hashing.PARALLEL_MIN + 17
+    rng = np.random.default_rng(1)
+    record_hashes = rng.integers(0, 256, n * 32, dtype=np.uint8).tobytes()
+    leaves = hashing.leaf_hashes(record_hashes)
+    for i in (0, 1, n // 2, n - 1):
+        assert leaves[32 * i : 32 * i + 32] == merkle.leaf_hash(record_hashes[32 * i : 32 * i + 32])
+    table = bench.synthetic_decisions(canonical.PARALLEL_MIN_ROWS + 11)
+    parallel = canonical.decision_hashes(table, workers=3)
+    text = canonical.canonical_decisions(table, workers=1)
+    assert parallel == canonical.decision_hashes(table, workers=1)
+    for i in (0, 7, len(text) - 1):
+        assert parallel[32 * i : 32 * i + 32] == hashlib.sha256(text[i].as_py().encode()).digest()
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError):
+        hashing.leaf_hashes(b"x" * 33)
+    with pytest.raises(ValueError):
+        hashing.node_hashes(b"x" * 65)
+    with pytest.raises(ValueError):
+        hashing.sha256_rows(["{", pa.array(["a", None])], 2)
+    if hashing.NATIVE:
+        from assay.trace import _native
+
+        with pytest.raises(ValueError, match="offsets"):
+            _native.sha256_rows([(np.array([0, 5, 2], np.int32).tobytes(), b"hello", 0)], 2)
+        with pytest.raises(ValueError, match="outside"):
+            _native.sha256_rows([(np.array([0, 9], np.int32).tobytes(), b"hello", 0)], 1)
+
+
+@pytest.mark.parametrize("chunks", [[1], [5, 3, 8, 1], [7, 9, 16, 33, 2], [64, 1, 63]])
+def test_tree_appended_in_chunks_equals_the_reference(tmp_path, chunks: list[int]) -> None:
+    rng = np.random.default_rng(len(chunks))
+    leaves = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(sum(chunks))]
+    tree = TreeFile(tmp_path / "tree.bin", fsync=False)
+    done = 0
+    for size in chunks:
+        tree.append(b"".join(leaves[done : done + size]))
+        done += size
+        assert merkle.root_hash(tree, done) == merkle.root_from_leaves(leaves[:done])
+    reference = merkle.ListNodes(leaves)
+    for level, row in enumerate(reference.levels):
+        for index, node in enumerate(row):
+            assert tree.node(level, index) == node
+    tree.close()
