@@ -205,6 +205,42 @@ def test_compiled_and_reference_give_identical_slates(feed_bundle):
         assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
 
 
+def test_list_columns_the_fast_conversion_refuses_agree_with_the_reference(feed_bundle):
+    """Rows of string lists go to the policy library as flat columns; rows that are not clean
+    string lists (None, a bare string, a None or NUL element, a number) are left to the library's
+    per-row path, so the compiled and the reference evaluator still decide every row alike."""
+    from assay.guard.core import _string_lists
+
+    odd = [["DE"], None, "DE", ["DE", None], ["D\x00E"], [7], ("DE",), [], ["GB", "DE"]]
+    n = len(odd)
+    ids = [f"i{k}" for k in range(n)]
+    store = InMemoryLabelStore()
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store.put(ids, {name: np.zeros(n) for name in names}, "v")
+    teen = {"surface": "for_you", "deadline_ms": 60_000,
+            "user": {"id": "t", "age": 15, "region": "EU", "country": "DE", "sensitive_opt_out": False}}
+    g = Guard(feed_bundle, store)
+    clean = [r for r in odd if r is None or (isinstance(r, (list, tuple)) and all(type(x) is str and "\x00" not in x for x in r))]
+    for rows in (odd, clean):
+        col = np.empty(len(rows), dtype=object)
+        col[:] = rows
+        converted = _string_lists(col)
+        assert (converted is None) == (rows is odd)
+        cands = {"id": ids[: len(rows)], "score": np.linspace(1, 0.1, len(rows)), "region_blocklist": col,
+                 "tags": [[] for _ in rows], "source": ["catalog"] * len(rows), "topic": ["film"] * len(rows),
+                 "age_days": np.zeros(len(rows), dtype=np.int64)}
+        fast, ref = g.apply(teen, cands), g.apply(teen, cands, evaluator="reference")
+        assert fast.item_ids == ref.item_ids
+        assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
+    lists, nulls = _string_lists(col)
+    assert lists.offsets.tolist() == [0, 1, 1, 2, 2, 4] and lists.flat.tolist() == ["DE", "DE", "GB", "DE"]
+    assert nulls.tolist() == [False, True, False, False, False]
+    # geo-block: "DE" in the row drops it; a missing row fails closed; an empty row is served
+    by_id = {d.item_id: d for d in fast.decisions}
+    assert by_id["i0"].rule_ids == ("geo-block",) and by_id["i3"].rank_after >= 0 and by_id["i4"].rule_ids == ("geo-block",)
+    assert by_id["i1"].action == "drop" and "fail-closed" in by_id["i1"].reasons[0]
+
+
 def test_agrees_with_the_policy_librarys_resolution(feed_bundle):
     """The guard's matrix resolution and assay.policy.resolve (used by bundle tests) agree."""
     from assay.policy import resolve

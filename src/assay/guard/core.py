@@ -200,6 +200,41 @@ def _all_strings(values: np.ndarray) -> bool:
     return _inferred(values) == "string"
 
 
+_LIST_ROW_TYPES = frozenset((list, tuple, type(None)))
+
+
+def _string_lists(col: np.ndarray):
+    """Rows of Python string lists (None = missing) as the policy library's ``ListValues`` (flat
+    fixed-width strings plus offsets) and a missing mask, checked with C-level passes (``map``,
+    ``set``, ``chain``) instead of a Python loop per row. None when any row is not a clean list of
+    ``str`` (a bare string, a number, a None element, a NUL, which fixed-width strings would
+    strip): the policy library's own per-row path then decides, and marks such rows missing."""
+    from itertools import chain
+
+    from assay.policy.batch import ListValues
+
+    n = len(col)
+    rows = col.tolist()
+    row_types = set(map(type, rows))
+    if not row_types <= _LIST_ROW_TYPES:
+        return None
+    nulls = None
+    if type(None) in row_types:
+        nulls = np.fromiter(map(_is_none, rows), dtype=bool, count=n)
+        rows = [() if r is None else r for r in rows]
+    flat = list(chain.from_iterable(rows))
+    if flat and (set(map(type, flat)) != {str} or "\x00" in "".join(flat)):
+        return None
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n), out=offsets[1:])
+    values = np.array(flat, dtype=str) if flat else np.zeros(0, dtype="U1")
+    return ListValues(values, offsets), nulls
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
 
 
 def _in_rollout(rule_id: str, subject_id: str, percent: float) -> bool:
@@ -685,6 +720,13 @@ class Guard:
                 missing[attr] = np.ones(n, dtype=bool)
                 continue
             kind = getattr(t, "kind", None)
+            if kind == "list" and getattr(t, "elem", None) == "string" and col.dtype == object:
+                converted = _string_lists(col)
+                if converted is not None:
+                    columns[attr], nulls = converted
+                    if nulls is not None and nulls.any():
+                        missing[attr] = nulls
+                    continue
             if col.dtype == object and kind in ("double", "int", "bool", "string"):
                 miss = np.equal(col, None)
                 has_missing = bool(miss.any())

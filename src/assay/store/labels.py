@@ -138,11 +138,13 @@ class InMemoryLabelStore:
         freshness: np.ndarray  # float64
 
         def matrix(self) -> tuple[np.ndarray, dict[str, int]]:
-            """All label columns as one (labels x items) array, built once per table version."""
+            """All label columns as one (items x labels) C-ordered array, built once per table
+            version: a batch read is one row gather, and an item's labels share a cache line or two
+            (a (labels x items) layout would touch one line per label per item)."""
             cached = self.__dict__.get("_matrix")
             if cached is None:
                 names = sorted(self.values)
-                stacked = np.vstack([self.values[n] for n in names]) if names else np.empty((0, len(self.ids)))
+                stacked = np.ascontiguousarray(np.column_stack([self.values[n] for n in names])) if names else np.empty((len(self.ids), 0))
                 cached = (stacked, {n: k for k, n in enumerate(names)})
                 object.__setattr__(self, "_matrix", cached)
             return cached
@@ -169,15 +171,21 @@ class InMemoryLabelStore:
     def get(self, item_ids: Sequence[str], label_names: Sequence[str], *, timeout_s: float | None = None) -> LabelBatch:
         table = self._table  # one consistent snapshot
         rows = table.rows_of(item_ids)
+        n = len(rows)
         found = rows >= 0
-        safe_rows = np.where(found, rows, 0) if len(table.ids) else np.zeros(len(rows), dtype=np.int64)
+        all_found = bool(found.all())
         if len(table.ids):
-            freshness = np.where(found, table.freshness[safe_rows], np.nan)
-            versions = np.where(found, table.versions[safe_rows], "")
+            safe_rows = rows if all_found else np.where(found, rows, 0)
+            freshness = table.freshness[safe_rows]
+            versions = table.versions[safe_rows]
+            if not all_found:
+                freshness[~found] = np.nan
+                versions[~found] = ""
         else:
-            freshness = np.full(len(rows), np.nan)
-            versions = np.full(len(rows), "", dtype=object)
-        fresh_ok = found
+            safe_rows = np.zeros(n, dtype=np.int64)
+            freshness = np.full(n, np.nan)
+            versions = np.full(n, "", dtype=object)
+        fresh_ok = None if all_found else found
         stale = 0
         if self.max_age_s is not None:
             age_ok = (self._clock() - freshness) <= self.max_age_s
@@ -187,17 +195,23 @@ class InMemoryLabelStore:
         present: dict[str, np.ndarray] = {}
         known = [name for name in label_names if name in table.values] if len(table.ids) else []
         if known:
-            matrix, label_row = table.matrix()
-            block = matrix[[label_row[name] for name in known]][:, safe_rows]  # one gather for all labels
-            ok = ~np.isnan(block) & fresh_ok
-            block[~ok] = np.nan
+            matrix, label_col = table.matrix()
+            # one row gather for all labels, then (labels x items) so each label is a contiguous row
+            picked = matrix.take(safe_rows, axis=0)
+            cols = [label_col[name] for name in known]
+            block = picked.T.copy() if cols == list(range(matrix.shape[1])) else picked[:, cols].T.copy()
+            ok = ~np.isnan(block)
+            if fresh_ok is not None:
+                ok &= fresh_ok
+                block[~ok] = np.nan
             for k, name in enumerate(known):
                 values[name], present[name] = block[k], ok[k]
         for name in label_names:
             if name not in values:
-                values[name] = np.full(len(rows), np.nan)
-                present[name] = np.zeros(len(rows), dtype=bool)
-        return LabelBatch(tuple(item_ids), values, present, versions, freshness, 0, stale)
+                values[name] = np.full(n, np.nan)
+                present[name] = np.zeros(n, dtype=bool)
+        ids = tuple(item_ids.tolist() if isinstance(item_ids, np.ndarray) else item_ids)
+        return LabelBatch(ids, values, present, versions, freshness, 0, stale)
 
     # -- writes --------------------------------------------------------------------------------
     def put(self, item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], version: str, *, labeled_at: float | None = None) -> int:
@@ -224,7 +238,9 @@ class InMemoryLabelStore:
             versions[rows] = version
             freshness = np.concatenate([old.freshness, np.full(len(new_ids), np.nan)])
             freshness[rows] = ts
-            self._table = self._Table(ids, index, values, versions, freshness)
+            table = self._Table(ids, index, values, versions, freshness)
+            table.matrix()
+            self._table = table
         return len(item_ids)
 
     # -- Parquet -------------------------------------------------------------------------------
@@ -285,6 +301,7 @@ class InMemoryLabelStore:
             freshness = np.full(n, np.nan)
         store = cls(max_age_s=max_age_s, clock=clock)
         store._table = cls._Table(np.array(ids, dtype=object), {item_id: k for k, item_id in enumerate(ids)}, values, versions, freshness)
+        store._table.matrix()  # built before the first read, which is on the serving path
         return store
 
     def to_parquet(self, path: str | Path) -> Path:
