@@ -14,11 +14,14 @@ import pytest
 from trace_helpers import make_decisions
 
 from assay.trace import TraceLog
+from assay.trace import log as trace_log
 
 
 def _writer(root: str, home: str, ack_fd: int, seed: int) -> None:
     """Append batches forever; after each acknowledged append write the new size to the pipe."""
     os.environ["ASSAY_HOME"] = home
+    # About half the batches take the path that writes the segment and the tree in parallel.
+    trace_log.OVERLAP_MIN_ROWS = 200
     rng = random.Random(seed)
     log = TraceLog.open(root, segment_records=200)
     while True:

@@ -47,6 +47,7 @@ SEGMENT_SUFFIX = ".arrows"
 NOTE_SUFFIX = ".note"
 MANIFEST_SUFFIX = ".manifest.json"
 DEFAULT_ORIGIN = "assay.local/trace"
+OVERLAP_MIN_ROWS = 10_000  # appends at least this large write the segment and the tree in parallel
 
 
 class TamperError(AssayError):
@@ -518,8 +519,24 @@ class TraceLog:
             table = table.set_column(1, "record_hash", pa.FixedSizeBinaryArray.from_buffers(
                 pa.binary(32), n, [None, pa.py_buffer(record_hashes)]))
             batch = table.combine_chunks().to_batches(max_chunksize=n)[0] if n else None
-            self._write_batch(batch)
-            self._tree.append(leaves)
+            if n >= OVERLAP_MIN_ROWS:
+                # The segment (serialise, hash, write, fsync) and the tree (node hashes, write,
+                # fsync) are independent files and both release the GIL: write them side by side.
+                # The tree is a cache that recovery cuts back to the segments after a crash.
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(1) as pool:
+                    tree_done = pool.submit(self._tree.append, leaves)
+                    try:
+                        self._write_batch(batch)
+                    except BaseException:
+                        if tree_done.exception() is None:
+                            self._tree.truncate(first)  # keep the cache in step with the segments
+                        raise
+                    tree_done.result()
+            else:
+                self._write_batch(batch)
+                self._tree.append(leaves)
             self._size = first + n
             due = self.checkpoint_every is not None and time.time() - self._last_checkpoint_time >= self.checkpoint_every
             if due:

@@ -185,7 +185,7 @@ def _check_manifest(log: TraceLog, name: str, checkpoint: Checkpoint, body: str)
     listed = {entry["name"] for entry in manifest["segments"]}
     for entry in manifest["segments"]:
         try:
-            data = log._read(f"segments/{entry['name']}")
+            data = memoryview(log._read_segment_buffer(entry["name"]))  # memory-mapped locally: no copy
         except FileNotFoundError:
             problems.append(f"segment {entry['name']}: missing, but checkpoint {name} signed it")
             continue
