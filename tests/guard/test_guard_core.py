@@ -148,6 +148,9 @@ def test_no_store_and_caller_supplied_labels(test_bundle):
         ({"id": ["a", "b", "a"], "score": [1.0, 2.0, 3.0]}, r"candidates\[2\]: duplicate id 'a' \(first at position 0\)"),
         ({"id": ["a", "b"], "score": [1.0, float("nan")]}, r"candidates\[1\] \(id 'b'\): 'score' must be a finite number"),
         ({"id": ["a", "b"], "score": [1.0, float("inf")]}, "finite"),
+        # JSON numbers take a C-level path; a bool or a null among them is still named
+        ({"id": ["a", "b", "c"], "score": [1, 0.5, True]}, r"candidates\[2\] \(id 'c'\): 'score' must be a number, got True"),
+        ({"id": ["a", "b"], "score": [1, None]}, r"candidates\[1\] \(id 'b'\): 'score' must be a number, got None"),
         ({"id": ["a", "b"], "score": [1.0]}, "column 'score' has 1 values but 'id' has 2"),
         ({"score": [1.0]}, "no 'id' column"),
         ({"id": ["a"], "score": [1.0], "creator": "c1"}, "column 'creator' must be a list"),
@@ -170,6 +173,17 @@ def test_bad_requests_and_empty_batch(test_bundle):
     for empty in ([], {"id": [], "score": []}):
         slate = g.apply(ADULT, empty)
         assert slate.item_ids == [] and slate.decisions == () and slate.to_dict()["items"] == []
+
+
+def test_json_numbers_as_scores(test_bundle):
+    store, cands = hand_batch()
+    g = Guard(test_bundle, store)
+    as_floats = g.apply(ADULT, cands)
+    mixed = dict(cands, score=[int(x) if x == 1.0 else x for x in cands["score"]])  # 1 and 0.9 as JSON gives them
+    assert type(mixed["score"][4]) is int
+    slate = g.apply(ADULT, mixed)
+    assert slate.item_ids == as_floats.item_ids and slate.scores.dtype == np.float64
+    np.testing.assert_array_equal(slate.scores, as_floats.scores)
 
 
 def test_columns_records_and_arrow_give_the_same_slate(test_bundle):

@@ -92,9 +92,14 @@ def from_columns(columns: Mapping[str, Any]) -> Candidates:
     return Candidates(ids, scores, rest)
 
 
-def _check_ids(raw: np.ndarray) -> np.ndarray:
+def _inferred(values: np.ndarray) -> str:
+    """pandas' element type inference, in C ("string", "floating", "integer", "mixed", ...)."""
     from pandas.api.types import infer_dtype
 
+    return infer_dtype(values, skipna=False)
+
+
+def _check_ids(raw: np.ndarray) -> np.ndarray:
     n = len(raw)
     if raw.dtype.kind == "U":
         ids = raw.astype(object)
@@ -103,7 +108,7 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
     else:
         raise BadInput(f"candidates: 'id' must be strings, got an array of {raw.dtype}")
     # the common case is checked in C; the loop below only runs to name the bad position
-    if n and (infer_dtype(ids, skipna=False) != "string" or (ids == "").any()):
+    if n and (_inferred(ids) != "string" or (ids == "").any()):
         for i, item_id in enumerate(ids):
             if type(item_id) is not str or not item_id:
                 raise BadInput(f"candidates[{i}]: 'id' must be a non-empty string, got {item_id!r}")
@@ -119,6 +124,9 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
 def _check_scores(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
     if raw.dtype.kind in "fiu":
         scores = raw.astype(np.float64, copy=False)
+    elif len(raw) and _inferred(raw) in ("floating", "integer", "mixed-integer-float"):
+        # numbers from JSON (Python floats and ints, no bools or strings): checked and converted in C
+        scores = raw.astype(np.float64)
     else:
         scores = np.empty(len(raw), dtype=np.float64)
         for i, v in enumerate(raw):

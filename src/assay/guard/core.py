@@ -29,6 +29,7 @@ every decision records.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 import uuid
 import zlib
@@ -174,6 +175,12 @@ def compile_bundle(bundle: Any, extra_surfaces: tuple[str, ...] = ()) -> Compile
 def _factorize(values: np.ndarray, with_uniques: bool = False):
     """Integer codes per distinct value (pandas' hash table, in C: a slate's creators in tens of
     microseconds). None is a value of its own."""
+    if not with_uniques:
+        # group codes need not be dense: each value's code is the position of its first
+        # occurrence, from one dict pass driven by map() (no Python loop body); cheaper than
+        # pandas' per-call setup at slate sizes, and no boxing step for fixed-width strings
+        first: dict[Any, int] = {}
+        return np.fromiter(map(first.setdefault, values.tolist(), itertools.count()), dtype=np.int64, count=len(values))
     import pandas as pd
 
     codes, uniques = pd.factorize(values, use_na_sentinel=False)
