@@ -95,6 +95,42 @@ def test_duplicates_bad_messages_and_redelivery_after_a_crash(redis_url, test_bu
     dead.close()
 
 
+class FailingWrites(RedisStreamsTransport):
+    """The real transport, whose batched slate write fails ``fail`` times (Redis gone mid-batch)."""
+
+    fail = 1
+
+    def write_and_ack_many(self, writes, acks=()):
+        if self.fail:
+            self.fail -= 1
+            from assay.errors import Unavailable
+
+            raise Unavailable("Redis went away mid-batch")
+        super().write_and_ack_many(writes, acks)
+
+
+def test_a_failed_batch_write_leaves_the_whole_read_pending_and_feedback_is_not_replayed(redis_url, test_bundle):
+    cands = make_candidates(20)
+    guard = in_memory_guard(test_bundle, cands)
+    seen = []
+    guard.report_harmful = lambda **kw: seen.append(kw["item_id"])  # count feedback deliveries
+    t = FailingWrites(redis_url, input_stream="f:in", output_stream="f:out", consumer="w1", claim_idle_ms=50)
+    t.publish(encode_request(request("f0"), cands))
+    t.publish(encode_feedback(item_id="item-3", source="ugc:a"))
+    t.publish(encode_request(request("f1"), cands))
+    t.publish(encode_request(request("f0"), cands))  # a retried duplicate in the same read
+    worker = StreamWorker(guard, t, count=10, block_ms=20)
+    assert worker.run_once() == 4
+    assert worker.stats.errors == 1 and t.read_output() == [] and t.pending() == 3  # only the feedback was acked
+    assert seen == ["item-3"]
+    time.sleep(0.1)  # past claim_idle_ms: the pending three are claimed and decided once each
+    drain(worker, 3)
+    assert [s["request_id"] for s in t.read_output()] == ["f0", "f1"]
+    assert t.pending() == 0 and worker.stats.duplicates == 1 and worker.stats.processed == 2
+    assert seen == ["item-3"]
+    t.close()
+
+
 def test_breakers_through_the_stream_outage_and_harmful_surge(redis_url, fault_proxy, test_bundle, clock):
     cands = make_candidates(60, seed=2)
     store = RedisLabelStore(fault_proxy.url, prefix="scn:labels", timeout_s=0.5)

@@ -122,18 +122,78 @@ class StreamWorker:
             self.stats.duplicates += 1
             self.transport.ack(msg)
             return
-        try:
-            slate = self.guard.apply(request, body.get("candidates"))
-            out = orjson.dumps(slate.to_dict(decisions=self.decisions_in_output), option=orjson.OPT_SERIALIZE_NUMPY)
-        except BadInput as e:
-            self.stats.bad_input += 1
-            out = orjson.dumps({"request_id": request_id, "error": e.message})
+        out = self._decide(request, request_id, body.get("candidates"))
         self.transport.write_and_ack(msg, request_id, out)
         self.stats.processed += 1
+
+    def _decide(self, request: dict, request_id: str, candidates: Any) -> bytes:
+        try:
+            slate = self.guard.apply(request, candidates)
+            return orjson.dumps(slate.to_dict(decisions=self.decisions_in_output), option=orjson.OPT_SERIALIZE_NUMPY)
+        except BadInput as e:
+            self.stats.bad_input += 1
+            return orjson.dumps({"request_id": request_id, "error": e.message})
+
+    def handle_many(self, msgs: list[StreamMessage]) -> None:
+        """A whole read at once, for transports with ``done_many`` and ``write_and_ack_many``: one
+        round trip asks which request ids are already done, and one transaction writes every slate
+        and done marker and acknowledges every message (so a slate is still never acknowledged
+        without being written, and a failed write leaves the whole read pending, redelivered and
+        deduplicated by request id). Feedback is applied and acknowledged as it comes, in order,
+        so a failed write never replays it."""
+        parsed: list[tuple[StreamMessage, Any]] = []
+        for msg in msgs:
+            try:
+                body = orjson.loads(msg.body)
+                if not isinstance(body, dict):
+                    raise BadInput("stream message must be a JSON object")
+            except (orjson.JSONDecodeError, BadInput) as e:
+                body = e
+            parsed.append((msg, body))
+        request_ids = [b["request"].get("request_id") for _, b in parsed
+                       if isinstance(b, dict) and b.get("kind") != "feedback" and isinstance(b.get("request"), dict)]
+        wanted = [r for r in request_ids if isinstance(r, str) and r]
+        done = set(self.transport.done_many(wanted)) if wanted else set()  # type: ignore[attr-defined]
+        writes: list[tuple[StreamMessage, str, bytes]] = []
+        acks: list[StreamMessage] = []
+        decided = duplicates = bad = 0
+        for msg, body in parsed:
+            if not isinstance(body, dict):
+                bad += 1
+                writes.append((msg, f"bad:{msg.id}", orjson.dumps({"request_id": None, "error": f"message {msg.id}: {body}"})))
+                continue
+            if body.get("kind") == "feedback":
+                self.handle(msg)
+                continue
+            request = body.get("request")
+            request_id = request.get("request_id") if isinstance(request, dict) else None
+            if not isinstance(request_id, str) or not request_id:
+                bad += 1
+                writes.append((msg, f"bad:{msg.id}", orjson.dumps(
+                    {"request_id": None, "error": f"message {msg.id}: request.request_id must be a non-empty string (it makes redelivery idempotent)"})))
+                continue
+            if request_id in done:  # done before, or earlier in this read
+                duplicates += 1
+                acks.append(msg)
+                continue
+            done.add(request_id)
+            writes.append((msg, request_id, self._decide(request, request_id, body.get("candidates"))))
+            decided += 1
+        self.transport.write_and_ack_many(writes, acks)  # type: ignore[attr-defined]
+        self.stats.processed += decided
+        self.stats.duplicates += duplicates
+        self.stats.bad_input += bad
 
     def run_once(self) -> int:
         """Read one batch of messages and handle them; returns how many were handled."""
         msgs = self.transport.read(self.count, self.block_ms)
+        if len(msgs) > 1 and hasattr(self.transport, "write_and_ack_many") and hasattr(self.transport, "done_many"):
+            try:
+                self.handle_many(msgs)
+            except AssayError as e:  # transport down: the whole read stays pending (redelivered)
+                self.stats.errors += 1
+                self.stats.last_error = e.message
+            return len(msgs)
         for msg in msgs:
             try:
                 self.handle(msg)
@@ -254,6 +314,28 @@ class RedisStreamsTransport:
             pipe.xadd(self.output_stream, {"request_id": request_id, "slate": output}, **kwargs)
             pipe.set(self.done_prefix + request_id, msg.id, ex=self.done_ttl_s)
             pipe.xack(self.input_stream, self.group, msg.id)
+            pipe.execute()
+
+    def done_many(self, request_ids: list[str]) -> list[str]:
+        """The request ids among ``request_ids`` already done (one MGET)."""
+        with self._guard_errors("MGET"):
+            found = self.client.mget([self.done_prefix + r for r in request_ids])
+        return [r for r, v in zip(request_ids, found, strict=True) if v is not None]
+
+    def write_and_ack_many(self, writes: list[tuple[StreamMessage, str, bytes]], acks: list[StreamMessage] = ()) -> None:
+        """``write_and_ack`` for many messages in one MULTI/EXEC: every slate and done marker is
+        written and every message of ``writes`` and ``acks`` acknowledged, or none is."""
+        if not writes and not acks:
+            return
+        with self._guard_errors("write slates"):
+            pipe = self.client.pipeline(transaction=True)
+            kwargs: dict[str, Any] = {}
+            if self.output_maxlen:
+                kwargs = {"maxlen": self.output_maxlen, "approximate": True}
+            for msg, request_id, output in writes:
+                pipe.xadd(self.output_stream, {"request_id": request_id, "slate": output}, **kwargs)
+                pipe.set(self.done_prefix + request_id, msg.id, ex=self.done_ttl_s)
+            pipe.xack(self.input_stream, self.group, *[m.id for m, _, _ in writes], *[m.id for m in acks])
             pipe.execute()
 
     def ack(self, msg: StreamMessage) -> None:
