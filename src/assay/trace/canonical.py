@@ -10,7 +10,12 @@ fixed, the log builds the same bytes for a whole batch with Arrow string kernels
 known, strings are escaped with substring replacement, numbers use Arrow's shortest round-trip
 formatting, which equals ECMAScript's for the ranges it is used on; everything else — control
 characters in strings, |x| >= 1e10, attributions, events — goes through ``rfc8785`` per row).
-The property test checks the two agree on random records.
+
+The JSON is a fixed template: constants (the keys, in order, and columns holding one value in a
+batch) and one string array per remaining value (``_pieces``). ``canonical_decisions`` joins the
+pieces into strings; ``decision_hashes`` (what append and verify use) hashes each row's pieces
+natively without joining them (``hashing.sha256_rows``). The property tests check both against
+the reference on random records.
 """
 
 from __future__ import annotations
