@@ -105,7 +105,7 @@ def test_onnx_and_torch_backends_give_the_same_embeddings():
     from assay.classify.encoder import Encoder, get_encoder
 
     texts = ["a short text", "a somewhat longer sentence about films and music " * 5]
-    onnx = get_encoder(backend="onnx").encode(texts)
+    onnx = get_encoder(backend="onnx", precision="fp32").encode(texts)
     torch = Encoder(backend="torch").encode(texts)
     assert np.all(np.sum(onnx * torch, axis=1) > 0.9999)
 

@@ -67,7 +67,7 @@ class ClaimMatcher:
             raise BadInput("a claim base needs at least one claim")
         texts = [norm.normalise(c[1]) for c in claims]
         digest = hashlib.sha256(json.dumps([list(c) for c in claims], ensure_ascii=False).encode()).hexdigest()
-        return cls(np.asarray([c[0] for c in claims]), [c[1] for c in claims], [c[2] for c in claims], get_encoder().encode(texts), threshold, digest)
+        return cls(np.asarray([c[0] for c in claims]), [c[1] for c in claims], [c[2] for c in claims], get_encoder(precision="fp32").encode(texts), threshold, digest)
 
     def _embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         from assay.classify import normalise as norm
@@ -79,7 +79,7 @@ class ClaimMatcher:
                 raise BadInput(f"{NAME}: text {i} is {type(t).__name__}, not str")
             prepared.append(norm.normalise(t) if self.normalise else norm.light(t))
         keep = [i for i, t in enumerate(prepared) if t]
-        return get_encoder().encode([prepared[i] for i in keep]), keep
+        return get_encoder(precision="fp32").encode([prepared[i] for i in keep]), keep
 
     def match(self, texts: list[str], k: int = 3) -> list[list[ClaimMatch]]:
         """The ``k`` nearest checked claims for each text (an empty list for an empty text)."""
@@ -120,7 +120,7 @@ def _fever_base(data_dir: Path | None = None):  # type: ignore[no-untyped-def]
 def _embed_cached(texts: list[str], progress=None) -> np.ndarray:  # type: ignore[no-untyped-def]
     from assay.classify.encoder import EmbeddingCache, get_encoder
 
-    cache = EmbeddingCache(get_encoder())
+    cache = EmbeddingCache(get_encoder(precision="fp32"))
     try:
         return cache.encode(texts, progress=progress)
     finally:

@@ -102,7 +102,14 @@ class StoreTarget:
 
 
 def _score_batch(classifiers: dict[str, Any], ids: list[str], texts: list[str]) -> dict[str, np.ndarray]:
-    return {name: np.asarray(clf.score(texts), dtype=float) for name, clf in classifiers.items()}
+    from assay.classify.model import Classifier, score_many
+
+    heads = {name: clf for name, clf in classifiers.items() if isinstance(clf, Classifier)}
+    out = score_many(heads, texts)  # toxicity, hate and offensive share one encoding
+    for name, clf in classifiers.items():
+        if name not in out:
+            out[name] = np.asarray(clf.score(texts), dtype=float)
+    return out
 
 
 def _clean(record: dict[str, Any] | None, id_field: str, text_field: str) -> tuple[str | None, str | None, str | None]:

@@ -150,8 +150,12 @@ def score_rows(classifiers: dict[str, Any], rows: list[Row], text_field: str, to
             texts.append(text)  # type: ignore[arg-type]
         out.append(record)
     if texts:
+        from assay.classify.model import Classifier, score_many
+
+        heads = {name: clf for name, clf in classifiers.items() if isinstance(clf, Classifier)}
+        shared = score_many(heads, texts)  # one encoding per (normalisation, cut), not per head
         for name, clf in classifiers.items():
-            scores = np.asarray(clf.score(texts), dtype=float)
+            scores = shared[name] if name in shared else np.asarray(clf.score(texts), dtype=float)
             labels = scores >= clf.threshold
             matches = clf.match(texts, k=top_k) if name == "claim_match" else None
             for j, pos in enumerate(positions):
