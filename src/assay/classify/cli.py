@@ -171,9 +171,15 @@ def train_command(
     out_dir: Path = typer.Option(None, "--out-dir", help="Where to write the head, metrics and card (default: the package's models/ folder)."),
     limit: int = typer.Option(0, "--limit", help="At most this many rows per split (a quick check that the command works)."),
     davidson_fraction: float = typer.Option(None, "--davidson-fraction", help="Share of Davidson tweets to use (toxicity, hate, offensive)."),
+    register: bool = typer.Option(
+        True,
+        "--register/--no-register",
+        help="Register the source datasets, the head's files (sha256) and its test evaluation, with lineage, in the governance registry (ASSAY_DB_URL / ASSAY_HOME).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics document."),
 ) -> None:
-    """Train a classifier reproducibly (fixed seeds) and write its weights, metrics and model card."""
+    """Train a classifier reproducibly (fixed seeds) and write its weights, metrics and model card;
+    then register it with lineage (``--no-register`` to skip)."""
     from rich.console import Console
 
     from assay.classify import _load
@@ -200,6 +206,12 @@ def train_command(
             f"[bold]{n}[/] {doc['version'][:40]}…  F1 {model['f1']['value']} {model['f1']['ci95']}  AUROC {model['auroc']['value']} {model['auroc']['ci95']}"
             f"  ({doc['train_seconds']} s)"
         )
+        if register and "classifier" in doc and n != "claim_match":
+            from assay.classify.governance import register as register_head
+
+            ids = register_head(doc, out_dir or MODELS_DIR)
+            doc["registry"] = ids
+            console.print(f"  registered {ids['model']} trained on {', '.join(ids['datasets'])}; evaluation {ids['evaluation']}")
     _load.cache_clear()
     if as_json:
         typer.echo(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))

@@ -52,7 +52,7 @@ def max_tokens_for(name: str) -> int:
 def _embed(texts: list[str], progress: Progress | None, what: str, max_tokens: int | None = None) -> np.ndarray:
     from assay.classify.encoder import MAX_TOKENS, EmbeddingCache, get_encoder
 
-    cache = EmbeddingCache(get_encoder(max_tokens=max_tokens or MAX_TOKENS))
+    cache = EmbeddingCache(get_encoder(max_tokens=max_tokens or MAX_TOKENS, precision="fp32"))
     done = [0]
     started = time.perf_counter()
 
@@ -378,11 +378,29 @@ def _checks(name: str, head: Head, threshold: float, progress: Progress | None) 
     return {}
 
 
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` with fixed zip timestamps and member order, so the same arrays
+    give the same file bytes (the registry identifies a head's weights by the file's sha256).
+    numpy stamps members with the current time; written by hand only for that."""
+    import io
+    import zipfile
+
+    tmp = path.with_suffix(".npz.partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(arrays):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buffer.getvalue())
+    tmp.replace(path)
+
+
 def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: TaskData, method: str, threshold: float) -> None:
     from assay.classify.card import model_card
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / f"{name}.npz", **arrays)
+    save_npz(out_dir / f"{name}.npz", arrays)
     config = {
         "name": name,
         "description": DESCRIPTIONS[name],
