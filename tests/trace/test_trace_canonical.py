@@ -79,3 +79,20 @@ def test_parallel_slices_equal_serial() -> None:
     assert parallel.equals(serial)
     assert serial[5].as_py() == canonical.jcs({**table.slice(5, 1).to_pylist()[0], "type": "decision",
                                                "attribution": None}).decode()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(decisions, min_size=1, max_size=4), st.integers(65, 140), st.none() | st.lists(text, min_size=1, max_size=1))
+def test_large_batches_equal_reference(base: list[Decision], n: int, one: list[str] | None) -> None:
+    # Batches over 64 rows take the paths for few distinct values: escaping once per distinct
+    # value, a column holding one value as a constant, every list holding exactly one string.
+    import dataclasses
+
+    batch = [base[i % len(base)] for i in range(n)]
+    if one is not None:
+        batch = [dataclasses.replace(d, model_versions=tuple(one), rule_ids=(d.request_id,)) for d in batch]
+    table = canonical.decisions_to_table(batch)
+    got = canonical.canonical_decisions(table).to_pylist()
+    want = [canonical.jcs({**d.to_dict(), "type": "decision"}).decode() for d in batch]
+    assert got == want
+    assert canonical.decision_hashes(table) == b"".join(hashlib.sha256(w.encode()).digest() for w in want)
