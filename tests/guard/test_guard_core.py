@@ -186,6 +186,38 @@ def test_json_numbers_as_scores(test_bundle):
     np.testing.assert_array_equal(slate.scores, as_floats.scores)
 
 
+def test_object_columns_typed_in_c_or_left_to_the_policy(feed_bundle):
+    """JSON columns of one type become typed arrays; a null, a mixed column or a string with a
+    NUL stays an object column, which the policy library decides per value, as the reference does."""
+    from assay.guard.core import _typed
+
+    def obj(values):
+        col = np.empty(len(values), dtype=object)
+        col[:] = values
+        return col
+
+    assert _typed(obj(["a", "b"]), "string").dtype.kind == "U"
+    assert _typed(obj(["a", "b\x00"]), "string") is None and _typed(obj(["a", None]), "string") is None
+    assert _typed(obj([1, 2]), "int").dtype == np.int64 and _typed(obj([1, 2.5]), "int") is None
+    assert _typed(obj([2**70, 1]), "int") is None
+    assert _typed(obj([1, 2.5]), "double").dtype == np.float64 and _typed(obj([True, 1.0]), "double") is None
+    assert _typed(obj([True, False]), "bool").dtype == np.bool_ and _typed(obj([1, 0]), "bool") is None
+    n = 6
+    ids = [f"i{k}" for k in range(n)]
+    store = InMemoryLabelStore()
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store.put(ids, {name: np.zeros(n) for name in names}, "v")
+    g = Guard(feed_bundle, store)
+    req = {"surface": "for_you", "deadline_ms": 60_000, "user": {"id": "a", "age": 40, "region": "US", "country": "US"}}
+    for source, age in ((["ugc:x", "catalog", "ugc:y", "news", "c", "d"], [1, 2, 3, 40, 5, 6]),
+                        (["ugc:x", None, "ugc:\x00", "news", "c", "d"], [1, None, 3, 2**70, "5", 6.5])):
+        cands = {"id": ids, "score": np.linspace(1, 0.1, n), "source": obj(source), "topic": obj(["news"] * n),
+                 "age_days": obj(age), "region_blocklist": [[] for _ in ids], "tags": [[] for _ in ids]}
+        fast, ref = g.apply(req, cands), g.apply(req, cands, evaluator="reference")
+        assert fast.item_ids == ref.item_ids
+        assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
+
+
 def test_columns_records_and_arrow_give_the_same_slate(test_bundle):
     store, cands = hand_batch()
     g = Guard(test_bundle, store)

@@ -207,6 +207,28 @@ def _all_strings(values: np.ndarray) -> bool:
     return _inferred(values) == "string"
 
 
+_NUMBERS = frozenset(("floating", "integer", "mixed-integer-float"))
+
+
+def _typed(col: np.ndarray, kind: str) -> np.ndarray | None:
+    """An object column whose values are all of the declared type (no None) as a typed array,
+    decided by pandas' C type inference; None otherwise (the per-value path then decides). A
+    string holding NUL stays an object column: a fixed-width array would strip a trailing NUL."""
+    inferred = _inferred(col)
+    try:
+        if kind == "string" and inferred == "string":
+            return col.astype(str) if "\x00" not in "".join(col.tolist()) else None
+        if kind == "int" and inferred == "integer":
+            return col.astype(np.int64)
+        if kind == "bool" and inferred == "boolean":
+            return col.astype(np.bool_)
+        if kind == "double" and inferred in _NUMBERS:
+            return col.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
+
+
 _LIST_ROW_TYPES = frozenset((list, tuple, type(None)))
 
 
@@ -734,6 +756,11 @@ class Guard:
                     if nulls is not None and nulls.any():
                         missing[attr] = nulls
                     continue
+            if col.dtype == object and kind in ("double", "int", "bool", "string") and n:
+                typed = _typed(col, kind)
+                if typed is not None:  # the usual case (JSON arrays of one type, no nulls): one C pass
+                    columns[attr] = typed
+                    continue
             if col.dtype == object and kind in ("double", "int", "bool", "string"):
                 miss = np.equal(col, None)
                 has_missing = bool(miss.any())
@@ -743,7 +770,7 @@ class Guard:
                     filled[miss] = "" if kind == "string" else 0
                 # numbers and strings as typed arrays take the evaluator's fast path; anything
                 # of the wrong type stays an object column, which the policy library marks missing
-                with contextlib.suppress(TypeError, ValueError):
+                with contextlib.suppress(TypeError, ValueError, OverflowError):
                     if kind == "string":
                         if n and _all_strings(filled):
                             col = filled.astype(str)
