@@ -111,6 +111,10 @@ def bench_inprocess(quick: bool) -> dict[str, Any]:
         for k in range(10):  # warm caches and the allocator
             guard.apply(requests[k], batches[k % len(batches)])
         times, with_records, cpu = [], [], []
+        ref_times, ref_cpu, identical = [], [], True
+        # the reference requests are spread through the timed loop, so both paths meet the same
+        # neighbours on a shared machine (a ratio of two runs minutes apart measures the load too)
+        ref_at = set(np.linspace(0, n_requests - 1, n_reference).astype(int).tolist())
         for k, req in enumerate(requests):
             batch = batches[k % len(batches)]
             c0 = time.thread_time()
@@ -122,15 +126,14 @@ def bench_inprocess(quick: bool) -> dict[str, Any]:
             t2 = time.perf_counter()
             times.append(t1 - t0)
             with_records.append(t2 - t0)
-        ref_times, identical = [], True
-        for k in range(n_reference):
-            batch = batches[k % len(batches)]
-            fast = guard.apply(requests[k], batch)
-            t0 = time.perf_counter()
-            ref = guard.apply(requests[k], batch, evaluator="reference")
-            ref_times.append(time.perf_counter() - t0)
-            identical &= (fast.item_ids == ref.item_ids and np.array_equal(fast.scores, ref.scores)
-                          and [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions])
+            if k in ref_at:
+                c0 = time.thread_time()
+                t0 = time.perf_counter()
+                ref = guard.apply(req, batch, evaluator="reference")
+                ref_times.append(time.perf_counter() - t0)
+                ref_cpu.append(time.thread_time() - c0)
+                identical &= (slate.item_ids == ref.item_ids and np.array_equal(slate.scores, ref.scores)
+                              and [d.rule_ids for d in slate.decisions] == [d.rule_ids for d in ref.decisions])
     median = float(np.median(times))
     return {
         "inprocess_median_ms": median * 1000, "inprocess_p99_ms": _pct(times, 99),
@@ -139,6 +142,7 @@ def bench_inprocess(quick: bool) -> dict[str, Any]:
         "inprocess_cpu_median_ms": _pct(cpu, 50), "inprocess_cpu_p99_ms": _pct(cpu, 99),
         "reference_median_ms": float(np.median(ref_times)) * 1000,
         "speedup_vs_reference": float(np.median(ref_times)) / median,
+        "speedup_vs_reference_cpu": float(np.median(ref_cpu)) / float(np.median(cpu)),
         "identical_slates": bool(identical), "requests": n_requests, "reference_requests": n_reference,
         "candidates": 1000, "rules": n_rules, "caps": n_caps, "core": core,
     }
@@ -276,15 +280,36 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise RuntimeError("guard server did not start within 90 s")
             time.sleep(0.2)
+        import resource
+
+        gen_cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu0 = _cpu_seconds(server.pid)
+        started = time.perf_counter()
         gen = subprocess.run([sys.executable, "-m", "assay.guard.bench", "loadgen", str(port), str(workdir / "bodies.json"), "1" if quick else "0"],
                              capture_output=True, text=True, timeout=300)
+        elapsed = time.perf_counter() - started
+        gen_cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu1 = _cpu_seconds(server.pid)
         if gen.returncode != 0:
             raise RuntimeError(f"load generator failed: {gen.stderr[-2000:]}")
         result = json.loads(gen.stdout.strip().splitlines()[-1])
     finally:
         _stop_group(server)
+    # the load generator runs on the same cores as the server: how much of them each one used
+    cores_used = {"elapsed_s": elapsed,
+                  "loadgen_cpu_s": (gen_cpu1.ru_utime + gen_cpu1.ru_stime) - (gen_cpu0.ru_utime + gen_cpu0.ru_stime),
+                  "server_cpu_s": (server_cpu1 - server_cpu0) if server_cpu0 is not None and server_cpu1 is not None else None}
     return {"http_rps": result["closed_loop"]["rps"], "http_p50_ms": result["open_loop"]["p50_ms"],
-            "http_p99_ms": result["open_loop"]["p99_ms"], "http_detail": {**result, "server_workers": workers}}
+            "http_p99_ms": result["open_loop"]["p99_ms"], "http_detail": {**result, "server_workers": workers, "cores_used": cores_used}}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
