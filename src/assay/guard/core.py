@@ -87,6 +87,12 @@ class CompiledSurface:
     demote_rules: tuple[int, ...]
     skip_rules: tuple[int, ...]  # on_missing: skip
     soft_rules: tuple[int, ...]  # demote, label, cap
+    # the same rule lists as index arrays, so each kind resolves as one (rules x n) matrix op
+    label_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    demote_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    cap_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    demote_factors: np.ndarray = field(default_factory=lambda: np.empty(0))
+    label_texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,11 @@ def compile_bundle(bundle: Any, extra_surfaces: tuple[str, ...] = ()) -> Compile
             demote_rules=tuple(sp.index for sp in specs_t if sp.kind == K_DEMOTE),
             skip_rules=tuple(sp.index for sp in specs_t if not sp.fail_closed),
             soft_rules=tuple(sp.index for sp in specs_t if sp.kind not in (K_DROP, K_ALLOW)),
+            label_rows=np.array([sp.index for sp in specs_t if sp.kind == K_LABEL], dtype=np.int64),
+            demote_rows=np.array([sp.index for sp in specs_t if sp.kind == K_DEMOTE], dtype=np.int64),
+            cap_rows=np.array([sp.index for sp in specs_t if sp.kind == K_CAP], dtype=np.int64),
+            demote_factors=np.array([sp.factor for sp in specs_t if sp.kind == K_DEMOTE], dtype=np.float64),
+            label_texts=tuple(sp.text for sp in specs_t if sp.kind == K_LABEL),
         )
     return CompiledBundle(bundle, str(bundle.version), str(bundle.hash), surfaces)
 
@@ -873,28 +884,28 @@ class Guard:
             first = np.zeros(n, dtype=np.int64)
             failed_closed = np.zeros(n, dtype=bool)
             dropped = pre_dropped.copy()
-        # soft and cap rules act only before the deciding hard rule; one vector op per such rule
-        factor = np.ones(n)
+        # soft and cap rules act only before the deciding hard rule: one (rules x n) op per kind
         action = np.full(n, K_ALLOW, dtype=np.int8)
-        labelling: dict[int, np.ndarray] = {}
-        for r in surface.label_rules:
-            m = acts[r] & (first > r)
-            labelling[r] = m
-            action[m] = K_LABEL
-        for r in surface.demote_rules:
-            m = acts[r] & (first > r)
-            factor[m] *= v.factor[r]
-            action[m] = K_DEMOTE
-        capping = {r: acts[r] & (first > r) for r in surface.cap_rules}
+        if len(surface.label_rows):
+            labelling = acts[surface.label_rows] & (first > surface.label_rows[:, None])
+            action[labelling.any(axis=0)] = K_LABEL
+        if len(surface.demote_rows):
+            demoting = acts[surface.demote_rows] & (first > surface.demote_rows[:, None])
+            # multiplied row after row, in rule order: the same product as one rule at a time
+            factor = np.where(demoting, surface.demote_factors[:, None], 1.0).prod(axis=0)
+            action[demoting.any(axis=0)] = K_DEMOTE
+        else:
+            factor = np.ones(n)
+        capping = acts[surface.cap_rows] & (first > surface.cap_rows[:, None]) if len(surface.cap_rows) else None
         action[dropped] = K_DROP
         keep = ~dropped
         scores_after = cands.scores * factor
-        # rank survivors by demoted score; ties keep the ranker's order
-        order = np.lexsort((np.arange(n), -scores_after))
+        # rank survivors by demoted score; ties keep the ranker's order (a stable sort)
+        order = np.argsort(-scores_after, kind="stable")
         order = order[keep[order]]
-        for r in surface.cap_rules:
+        for c, r in enumerate(surface.cap_rules):
             spec = specs[r]
-            m = capping[r]
+            m = capping[c]
             in_cap = m[order]
             if not in_cap.any():
                 continue
@@ -925,11 +936,12 @@ class Guard:
         rank_after[order] = np.arange(len(order))
         served_ids = cands.ids[order].tolist()
         item_labels: dict[str, tuple[str, ...]] = {}
-        for r in surface.label_rules:
-            for i in np.flatnonzero(labelling[r] & keep):
-                item_id = cands.ids[i]
-                item_labels[item_id] = (*item_labels.get(item_id, ()), specs[r].text)
-        drop_rate = float(dropped.sum()) / n if n else 0.0
+        if len(surface.label_rows):
+            shown_cand, shown_rule = np.nonzero((labelling & keep).T)  # by candidate, then rule order
+            texts = surface.label_texts
+            for item_id, k in zip(cands.ids[shown_cand].tolist(), shown_rule.tolist(), strict=True):
+                item_labels[item_id] = (*item_labels.get(item_id, ()), texts[k])
+        drop_rate = np.count_nonzero(dropped) / n if n else 0.0
         slate = Slate(
             request_id=request_id, ts=self._clock(), surface=surface.surface, subject_id=subject_id,
             bundle_version=state.version, bundle_hash=state.hash, item_ids=served_ids, scores=scores_after[order],
