@@ -236,7 +236,9 @@ def _quote(arr: pa.Array, few_distinct: bool = False) -> pa.Array:
     return pc.binary_join_element_wise(*pieces, "")
 
 
-def _float(arr: pa.Array, name: str) -> pa.Array:
+def _float(arr: pa.Array, name: str, few_distinct: bool = False) -> pa.Array:
+    """JSON numbers (ECMAScript formatting) for a float64 array; null as ``null``. A column with
+    long runs of one value (``ts``: one per request) is formatted once per distinct value."""
     values = arr.to_numpy(zero_copy_only=False)  # nulls become NaN
     nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
     bad = ~np.isfinite(values)
@@ -245,6 +247,17 @@ def _float(arr: pa.Array, name: str) -> pa.Array:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise BadInput(f"decision row {row}: {name} is {values[row]}, which JSON cannot carry")
+    if few_distinct and len(arr) > 64 and np.count_nonzero(values[1:] != values[:-1]) < len(arr) // 4:
+        encoded = pc.dictionary_encode(arr)
+        text = _format_floats(encoded.dictionary, encoded.dictionary.to_numpy(zero_copy_only=False)).take(encoded.indices)
+    else:
+        text = _format_floats(arr, values)
+    if nulls is not None:
+        text = pc.fill_null(text, "null")
+    return text
+
+
+def _format_floats(arr: pa.Array, values: np.ndarray) -> pa.Array:
     text = pc.cast(arr, pa.string())
     if np.any(values == 0.0):  # Arrow writes -0.0 as "-0"; JSON (ECMAScript) as "0"
         text = pc.if_else(pc.equal(arr, 0.0), "0", text)
@@ -254,8 +267,6 @@ def _float(arr: pa.Array, name: str) -> pa.Array:
         for i in np.flatnonzero(big):
             items[i] = jcs(float(values[i])).decode()
         text = pa.array(items, pa.string())
-    if nulls is not None:
-        text = pc.fill_null(text, "null")
     return text
 
 
@@ -285,6 +296,14 @@ def _list_pieces(arr: pa.Array) -> list:
             np.all(np.diff(offsets.to_numpy()) == 1):
         return ["[", *_escaped(flat, few_distinct=True), "]"]
     quoted = _quote(flat, few_distinct=True)
+    starts = offsets.to_numpy() - first
+    if np.diff(starts).max() <= 1:
+        # At most one string per list: each row's text is its quoted string or nothing, so the
+        # quoted strings' data is reused as is, with one offset per row.
+        quoted_offsets = np.frombuffer(quoted.buffers()[1], np.int32, count=len(quoted) + 1, offset=quoted.offset * 4)
+        row_offsets = np.ascontiguousarray(quoted_offsets[starts], dtype=np.int32)
+        inner = pa.Array.from_buffers(pa.string(), len(arr), [None, pa.py_buffer(row_offsets), quoted.buffers()[2]])
+        return ["[", inner, "]"]
     rebuilt = pa.ListArray.from_arrays(pc.subtract(offsets, first), quoted)
     return ["[", pc.binary_join(rebuilt, ","), "]"]
 
@@ -369,7 +388,7 @@ def _pieces(table: pa.Table) -> list:
         ',"shadow_rule_ids":', *_list_pieces(col["shadow_rule_ids"]),
         ',"subject_id":', *_escaped(col["subject_id"]),
         ',"surface":', *_escaped(col["surface"], few_distinct=True),
-        ',"ts":', _float(col["ts"], "ts"),
+        ',"ts":', _float(col["ts"], "ts", few_distinct=True),
         ',"type":"decision"}',
     ]
     merged: list = []  # adjacent constants as one
