@@ -437,3 +437,21 @@ def test_labels_in_slate_are_only_for_served_items(test_bundle):
     slate = Guard(test_bundle, store).apply(ADULT, {"id": ids, "score": [0.5] * 5, "creator": ["same"] * 5, "topic": ["film"] * 5, "verified": [False] * 5})
     assert len(slate) == 2  # creator cap
     assert set(slate.item_labels) == set(slate.item_ids)
+
+
+@pytest.mark.parametrize("creators", [
+    ["a", "a", "a", None, None, float("nan"), "b"],  # None and NaN: absent, one group
+    np.array([1.0, 1.0, 1.0, np.nan, np.nan, np.nan, 2.0]),  # a numeric key with NaN
+    np.array(["a", "a", "a", "z", "z", "z", "b"]),  # fixed-width strings
+])
+def test_cap_groups_by_key_value_and_absent_values_are_one_group(test_bundle, creators):
+    ids = [f"k{i}" for i in range(7)]
+    store = InMemoryLabelStore()
+    store.put(ids, {name: [0.0] * 7 for name in LABELS}, "v")
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
+    slate = Guard(test_bundle, store).apply(ADULT, {"id": ids, "score": scores, "creator": creators, "topic": ["film"] * 7,
+                                                    "verified": [False] * 7})
+    # per group the best two stay: k2 (third "a") and k5 (third absent) are capped
+    assert slate.item_ids == ["k0", "k1", "k3", "k4", "k6"]
+    capped = {d.item_id for d in slate.decisions if d.action == "cap"}
+    assert capped == {"k2", "k5"}

@@ -107,12 +107,16 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
         ids = raw
     else:
         raise BadInput(f"candidates: 'id' must be strings, got an array of {raw.dtype}")
-    # the common case is checked in C; the loop below only runs to name the bad position
-    if n and (_inferred(ids) != "string" or (ids == "").any()):
+    # the common case is checked in C; the loops below only run to name the bad position
+    if not n:
+        return ids
+    unique = set(ids.tolist()) if _inferred(ids) == "string" else None
+    if unique is None or "" in unique:
         for i, item_id in enumerate(ids):
             if type(item_id) is not str or not item_id:
                 raise BadInput(f"candidates[{i}]: 'id' must be a non-empty string, got {item_id!r}")
-    if len(set(ids.tolist())) != n:
+        unique = set(ids.tolist())
+    if len(unique) != n:
         seen: dict[str, int] = {}
         for i, item_id in enumerate(ids):
             if item_id in seen:

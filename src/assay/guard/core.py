@@ -33,7 +33,7 @@ import itertools
 import time
 import uuid
 import zlib
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,15 +183,33 @@ def compile_bundle(bundle: Any, extra_surfaces: tuple[str, ...] = ()) -> Compile
     return CompiledBundle(bundle, str(bundle.version), str(bundle.hash), surfaces)
 
 
+_ABSENT = object()
+
+
+def _group_ordinals(values: np.ndarray) -> np.ndarray:
+    """For values in rank order, how many earlier values are equal: 0 for the best of each creator
+    (topic, ...), 1 for the next, ... — what a cap compares with its limit. One pass driven by
+    ``map()`` over a dict of ``itertools.count`` per value (no Python loop body, no sort); absent
+    values (None, NaN) are one group."""
+    keys = values.tolist()
+    kind = values.dtype.kind
+    if kind in "fO":
+        if kind == "f":
+            absent = np.isnan(values)
+        else:
+            import pandas as pd
+
+            absent = pd.isna(values)
+        if absent.any():
+            for i in np.flatnonzero(absent).tolist():
+                keys[i] = _ABSENT
+    counters: defaultdict[Any, itertools.count] = defaultdict(itertools.count)
+    return np.fromiter(map(next, map(counters.__getitem__, keys)), dtype=np.int64, count=len(keys))
+
+
 def _factorize(values: np.ndarray, with_uniques: bool = False):
     """Integer codes per distinct value (pandas' hash table, in C: a slate's creators in tens of
     microseconds). None is a value of its own."""
-    if not with_uniques:
-        # group codes need not be dense: each value's code is the position of its first
-        # occurrence, from one dict pass driven by map() (no Python loop body); cheaper than
-        # pandas' per-call setup at slate sizes, and no boxing step for fixed-width strings
-        first: dict[Any, int] = {}
-        return np.fromiter(map(first.setdefault, values.tolist(), itertools.count()), dtype=np.int64, count=len(values))
     import pandas as pd
 
     codes, uniques = pd.factorize(values, use_na_sentinel=False)
@@ -914,18 +932,9 @@ class Guard:
             if key_col is None and spec.key in ("id",):
                 key_col = cands.ids
             if key_col is None:
-                keys = np.zeros(len(positions), dtype=np.int64)  # no such field: one group
+                ordinal = np.arange(len(positions))  # no such field: one group
             else:
-                keys = _factorize(key_col[positions])
-            s = np.argsort(keys, kind="stable")
-            ks = keys[s]
-            idx = np.arange(len(ks))
-            starts = np.empty(len(ks), dtype=bool)
-            starts[:1] = True
-            starts[1:] = ks[1:] != ks[:-1]
-            ordinal_sorted = idx - np.maximum.accumulate(np.where(starts, idx, 0))
-            ordinal = np.empty(len(ks), dtype=np.int64)
-            ordinal[s] = ordinal_sorted
+                ordinal = _group_ordinals(key_col[positions])
             over = positions[ordinal >= spec.limit]
             if len(over):
                 keep[over] = False
