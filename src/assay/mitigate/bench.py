@@ -5,10 +5,15 @@ that human annotators labelled harmful). The run builds the mitigation set, meas
 model on the held-out harmful and benign prompts (the baseline), LoRA fine-tunes, merges, and
 measures the merged weights on the same prompts, in the same process.
 
+Judge (``judge`` in the output; see ``assay.mitigate.reeval``): the safety suite's refusal string
+match; harmful = a held-out harmful prompt answered without refusal, helpful = a held-out
+benign prompt answered without refusal. The classifiers' verdicts are reported in ``judges``.
+
 Figures: ``harmful_rate_before``/``_after`` and ``benign_helpful_before``/``_after`` (each with
 ``*_ci95`` [low, high] and ``*_n`` alongside) and ``train_step_s`` (median wall seconds per
-training step on this machine). The run is sized by device: on a GPU a full run; on a CPU a
-small one that finishes in minutes (its figures say less, and ``sizing`` says how small it was).
+training step on this machine, with the load average in ``load``). The run is sized by device:
+on a GPU a full run; on a CPU one that finishes in about 20 minutes on a shared 2-core machine
+(``sizing`` says how large it was).
 """
 
 from __future__ import annotations
@@ -34,10 +39,14 @@ def _sizing(quick: bool, device: str) -> dict[str, Any]:
             raise BadInput(f"ASSAY_MITIGATE_BENCH_SIZE must be quick, cpu or full, got {forced!r}")
         quick, device = forced == "quick", ("cuda" if forced == "full" else "cpu")
     if quick:
-        return {"steps": 2, "batch_size": 2, "max_length": 64, "lora_layers": 4, "augment": 16, "eval": 8, "max_new_tokens": 16, "checkpoint_every": 1}
+        return {"steps": 2, "batch_size": 2, "max_length": 64, "lora_layers": 4, "augment": 16, "eval": 8, "max_new_tokens": 16, "checkpoint_every": 1, "learning_rate": 2e-3}
     if device.startswith("cuda"):
-        return {"steps": 150, "batch_size": 16, "max_length": 192, "lora_layers": 0, "augment": 400, "eval": 200, "max_new_tokens": 48, "checkpoint_every": 50}
-    return {"steps": 24, "batch_size": 4, "max_length": 96, "lora_layers": 8, "augment": 80, "eval": 32, "max_new_tokens": 24, "checkpoint_every": 12, "learning_rate": 5e-4}
+        return {"steps": 150, "batch_size": 16, "max_length": 192, "lora_layers": 0, "augment": 400, "eval": 200, "max_new_tokens": 48, "checkpoint_every": 50, "learning_rate": 1e-3}
+    # CPU: 60 steps of 4 (two thirds of an epoch of the 360 rows), LoRA on the attention and MLP
+    # projections of the top 8 layers at 2e-3, 64 + 64 held-out prompts, 24 new tokens (the judge
+    # reads the opening of the answer). The former 24 steps at 5e-4 on attention only left the
+    # loss flat and the answers unchanged.
+    return {"steps": 60, "batch_size": 4, "max_length": 96, "lora_layers": 8, "augment": 80, "eval": 64, "max_new_tokens": 24, "checkpoint_every": 20, "learning_rate": 2e-3}
 
 
 def _findings(path: Path) -> int:
@@ -53,12 +62,15 @@ def _findings(path: Path) -> int:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    import torch
+
     from assay.mitigate.model import cache_root, pick_device
     from assay.mitigate.pipeline import RunSpec, create_run, execute
     from assay.mitigate.train import TrainConfig
 
     device = pick_device("auto")
     size = _sizing(quick, device)
+    load_start = os.getloadavg()[0]
     old = {k: os.environ.get(k) for k in ("ASSAY_HOME", "ASSAY_MODEL_CACHE")}
     os.environ["ASSAY_MODEL_CACHE"] = str(cache_root())  # keep the dequantised model across runs
     started = time.perf_counter()
@@ -79,7 +91,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     batch_size=size["batch_size"],
                     max_length=size["max_length"],
                     lora_layers=size["lora_layers"],
-                    learning_rate=size.get("learning_rate", 2e-4),
+                    learning_rate=size["learning_rate"],
                     checkpoint_every=size["checkpoint_every"],
                     warmup_steps=min(5, max(1, size["steps"] // 5)),
                     seed=SEED,
@@ -104,6 +116,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             figures[f"{name}_{side}_ci95"] = [round(agg["ci_low"], 4), round(agg["ci_high"], 4)]
             figures[f"{name}_{side}_n"] = agg["n"]
     figures["train_step_s"] = round(summary["train"]["median_step_s"], 3)
+    figures["harmful_rate_reduction"] = round(figures["harmful_rate_before"] - figures["harmful_rate_after"], 4)
+    figures["benign_helpful_drop"] = round(figures["benign_helpful_before"] - figures["benign_helpful_after"], 4)
+    # Clearly below = the two 95% intervals do not overlap.
+    figures["harmful_ci95_disjoint"] = figures["harmful_rate_after_ci95"][1] < figures["harmful_rate_before_ci95"][0]
     return {
         "figures": figures,
         "baseline": {
@@ -121,7 +137,27 @@ def run(quick: bool = False) -> dict[str, Any]:
         "seed": SEED,
         "sizing": size,
         "findings": n_findings,
-        "train": {k: summary["train"][k] for k in ("steps", "examples", "first_loss", "final_loss", "median_step_s")},
+        "train": {
+            **{k: summary["train"][k] for k in ("steps", "examples", "first_loss", "final_loss", "median_step_s")},
+            "loss_by_tenth": _tenths(summary["train"].get("losses") or []),
+        },
+        "judge": report["judge"],
+        "judges": {
+            side: {
+                name: {k: (round(v["value"], 4) if isinstance(v, dict) else round(v, 4)) for k, v in judge.items()}
+                for name, judge in report["judges"][side].items()
+            }
+            for side in ("before", "after")
+        },
         "classifiers": report["classifiers"],
+        "load": {"loadavg_1min_start": round(load_start, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "run_s": round(time.perf_counter() - started, 1),
     }
+
+
+def _tenths(losses: list[float]) -> list[float]:
+    """Mean training loss over each tenth of the run (the loss curve in ten points)."""
+    if not losses:
+        return []
+    k = max(1, len(losses) // 10)
+    return [round(sum(losses[i : i + k]) / len(losses[i : i + k]), 3) for i in range(0, len(losses), k)]

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from assay.errors import AssayError
+from assay.mitigate.train import LORA_TARGETS
 
 mitigate_app = typer.Typer(
     name="mitigate",
@@ -60,6 +61,10 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     train = summary.get("train")
     if train:
         console.print(f"training: {train['steps']} steps on {train['examples']} examples, median {train['median_step_s']:.2f}s/step, loss {train['first_loss']:.3f} -> {train['final_loss']:.3f}")
+    dpo = summary.get("dpo")
+    if dpo and dpo.get("losses"):
+        margins = dpo.get("reward_margins") or [float("nan")]
+        console.print(f"DPO: {dpo['steps']} steps on {dpo['pairs']} pairs, loss {dpo['losses'][0]:.3f} -> {dpo['losses'][-1]:.3f}, reward margin {margins[0]:.3f} -> {margins[-1]:.3f}")
     reg = summary.get("registration")
     if reg:
         console.print(f"registered {reg['model']} <- {reg['dataset']} + {reg['base']}; effective restrictions: {', '.join(reg['effective']['restrictions']) or 'none'}")
@@ -89,11 +94,16 @@ def finetune(
     suite_limit: int = typer.Option(20, help="Items per --suite (the in-process target answers one prompt at a time)."),
     steps: int = typer.Option(60, help="Optimizer steps."),
     batch_size: int = typer.Option(8, help="Examples per step."),
-    learning_rate: float = typer.Option(2e-4, "--lr", help="AdamW learning rate."),
+    learning_rate: float = typer.Option(2e-3, "--lr", help="AdamW learning rate (LoRA; 2e-4 left the CPU-sized run unchanged)."),
     max_length: int = typer.Option(192, help="Token limit per example."),
     lora_r: int = typer.Option(8, help="LoRA rank."),
     lora_layers: int = typer.Option(8, help="Adapt only the top N decoder layers (0 = all)."),
+    lora_modules: str = typer.Option(",".join(LORA_TARGETS), help="Comma-separated module names LoRA adapts (attention and MLP projections by default)."),
     checkpoint_every: int = typer.Option(10, help="Checkpoint every N steps (resume continues from the newest)."),
+    dpo_steps: int = typer.Option(0, help="DPO steps (trl) after the supervised stage, on pairs safe-vs-harmful and helpful-vs-refusal (0 = no DPO)."),
+    dpo_batch_size: int = typer.Option(4, help="Preference pairs per DPO step."),
+    dpo_lr: float = typer.Option(5e-4, "--dpo-lr", help="DPO learning rate."),
+    dpo_beta: float = typer.Option(0.1, help="DPO beta (higher = stay closer to the supervised model)."),
     augment: int = typer.Option(200, help="Extra Do-Not-Answer prompts with human-judged safe answers added to training."),
     benign_ratio: float = typer.Option(1.0, help="Benign boundary examples per harmful training example."),
     heldout_fraction: float = typer.Option(0.3, help="Share of prompts (by hash) held out from training."),
@@ -136,6 +146,10 @@ def finetune(
         eval_benign=eval_benign,
         evaluate=not no_eval,
         max_new_tokens=max_new_tokens,
+        dpo_steps=dpo_steps,
+        dpo_batch_size=dpo_batch_size,
+        dpo_learning_rate=dpo_lr,
+        dpo_beta=dpo_beta,
         train=TrainConfig(
             steps=steps,
             batch_size=batch_size,
@@ -144,6 +158,7 @@ def finetune(
             lora_r=lora_r,
             lora_alpha=2 * lora_r,
             lora_layers=lora_layers,
+            lora_modules=lora_modules,
             checkpoint_every=checkpoint_every,
             seed=seed,
         ),

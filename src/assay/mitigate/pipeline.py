@@ -3,7 +3,8 @@
 1. ``data``      build the mitigation set from the findings (``data/``)
 2. ``base``      hash the base model and check / make its registration
 3. ``before``    evaluate the base model on the held-out sets (``before.json``)
-4. ``train``     LoRA fine-tune with checkpoints (``checkpoints/``, ``adapter/``)
+4. ``train``     LoRA fine-tune with checkpoints (``checkpoints/``, ``adapter/``), then optionally
+                 DPO on top of it with trl (``dpo/``, ``dpo.json``; ``dpo_steps`` > 0)
 5. ``export``    merge the adapter, write safetensors (``merged/``)
 6. ``after``     evaluate the merged weights, check the bundle's gates (``after.json``, ``report.json``)
 7. ``register``  weights + lineage + evaluation in the registry, submit to the deployment gate
@@ -51,6 +52,10 @@ class RunSpec:
     max_new_tokens: int = 48
     generate_batch: int = 8
     train: TrainConfig = field(default_factory=TrainConfig)
+    dpo_steps: int = 0  # preference optimisation after the supervised stage (0 = none)
+    dpo_batch_size: int = 4
+    dpo_learning_rate: float = 5e-4
+    dpo_beta: float = 0.1
     register: bool = True
     base_id: str | None = None
     bundle: str | None = None
@@ -245,13 +250,45 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
                     "final_loss": result.final_loss,
                     "median_step_s": result.median_step_s,
                     "step_seconds": result.step_seconds,
+                    "losses": [r["loss"] for r in trainer.read_log(run_dir) if "loss" in r],
                     "examples": len(train_rows),
                 },
             )
             say(f"trained {result.steps_done} steps (resumed from {result.resumed_from}); loss {result.first_loss:.3f} -> {result.final_loss:.3f}")
+        else:
+            peft_model = None
+        dpo_path = run_dir / "dpo.json"
+        if spec.dpo_steps > 0 and not dpo_path.exists():
+            from assay.mitigate import dpo
+
+            if peft_model is None:  # resumed after the supervised stage finished
+                from peft import PeftModel
+
+                base_model, tokenizer = load_model(source, device=device)
+                peft_model = PeftModel.from_pretrained(base_model, str(run_dir / "adapter"), is_trainable=True)
+            pairs_path = data_dir / "dpo_pairs.jsonl"
+            if not pairs_path.exists():
+                dpo.write_pairs(dpo.build_pairs(train_rows, spec.findings), pairs_path)
+            pairs = dpo.read_pairs(pairs_path)
+            _set_status(run_dir, "dpo")
+            say(f"DPO on {len(pairs)} preference pairs, {spec.dpo_steps} steps (reference: the supervised model)")
+            settings_ = dpo.DPOSettings(
+                steps=spec.dpo_steps,
+                batch_size=spec.dpo_batch_size,
+                learning_rate=spec.dpo_learning_rate,
+                beta=spec.dpo_beta,
+                max_length=spec.train.max_length,
+                checkpoint_every=spec.train.checkpoint_every,
+                seed=spec.seed,
+            )
+            peft_model, dpo_log = dpo.train_dpo(peft_model, tokenizer, pairs, settings_, run_dir / "dpo", device=device, progress=progress)
+            peft_model.save_pretrained(run_dir / "adapter-dpo")
+            _write_json(dpo_path, dpo_log)
+        if peft_model is not None:
             hashes = export.merge_model(peft_model, tokenizer, merged_dir)
         else:
-            hashes = export.export_adapter(source, run_dir / "adapter", merged_dir, device=device)
+            final_adapter = run_dir / ("adapter-dpo" if spec.dpo_steps > 0 else "adapter")
+            hashes = export.export_adapter(source, final_adapter, merged_dir, device=device)
         _set_status(run_dir, "exported", merged_hashes=hashes)
         say(f"merged weights written to {merged_dir}")
     model = tokenizer = None  # free the base model before loading the merged one
@@ -269,6 +306,8 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
             "metrics": metrics,
             "before": {k: before[k] for k in ("harmful_rate", "benign_helpful", "benign_answer_match")},
             "after": {k: after[k] for k in ("harmful_rate", "benign_helpful", "benign_answer_match")},
+            "judge": after["judge"],
+            "judges": {"before": before["judges"], "after": after["judges"]},
             "classifiers": after["classifiers"],
             "gates": gates,
         }
@@ -297,6 +336,8 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
         summary["registration"] = json.loads(registration_path.read_text())
     if train_path.exists():
         summary["train"] = json.loads(train_path.read_text())
+    if (run_dir / "dpo.json").exists():
+        summary["dpo"] = json.loads((run_dir / "dpo.json").read_text())
     _set_status(run_dir, "complete")
     summary["status"] = "complete"
     summary["merged_dir"] = str(merged_dir)
