@@ -455,3 +455,16 @@ def test_cap_groups_by_key_value_and_absent_values_are_one_group(test_bundle, cr
     assert slate.item_ids == ["k0", "k1", "k3", "k4", "k6"]
     capped = {d.item_id for d in slate.decisions if d.action == "cap"}
     assert capped == {"k2", "k5"}
+
+
+def test_fixed_width_cap_keys_are_grouped_exactly_even_when_row_keys_collide(monkeypatch):
+    from assay.guard import core
+
+    values = np.array(["b", "a", "b", "ab", "a", "b", "", "ba", ""])
+    expected = [0, 0, 1, 0, 1, 2, 0, 0, 1]
+    assert core._group_ordinals(values).tolist() == expected
+    assert core._fixed_width_ordinals(values).tolist() == expected
+    # weights of zero give every row the same key: the row check catches it, the exact path answers
+    monkeypatch.setitem(core._ROW_WEIGHTS, values.dtype.itemsize // 4, np.zeros(values.dtype.itemsize // 4, dtype=np.uint64))
+    assert core._fixed_width_ordinals(values) is None
+    assert core._group_ordinals(values).tolist() == expected

@@ -191,8 +191,12 @@ def _group_ordinals(values: np.ndarray) -> np.ndarray:
     (topic, ...), 1 for the next, ... — what a cap compares with its limit. One pass driven by
     ``map()`` over a dict of ``itertools.count`` per value (no Python loop body, no sort); absent
     values (None, NaN) are one group."""
-    keys = values.tolist()
     kind = values.dtype.kind
+    if kind == "U" and len(values):
+        ordinals = _fixed_width_ordinals(values)
+        if ordinals is not None:
+            return ordinals
+    keys = values.tolist()
     if kind in "fO":
         if kind == "f":
             absent = np.isnan(values)
@@ -205,6 +209,41 @@ def _group_ordinals(values: np.ndarray) -> np.ndarray:
                 keys[i] = _ABSENT
     counters: defaultdict[Any, itertools.count] = defaultdict(itertools.count)
     return np.fromiter(map(next, map(counters.__getitem__, keys)), dtype=np.int64, count=len(keys))
+
+
+_ROW_WEIGHTS: dict[int, np.ndarray] = {}
+
+
+def _fixed_width_ordinals(values: np.ndarray) -> np.ndarray | None:
+    """``_group_ordinals`` for a fixed-width string array without making a Python string per value
+    (pandas and Arrow both box or convert each one first, which costs more than the whole cap).
+    Each row's UCS-4 code points are folded into one 64-bit key (a dot product with fixed odd
+    weights, wrapping), rows are grouped by a stable sort of the keys, and every row is then
+    compared with the first row of its group: the grouping is exact, and None (the caller takes
+    the per-value path) if two different strings ever shared a key."""
+    n = len(values)
+    width = values.dtype.itemsize // 4
+    if not width:
+        return np.arange(n)  # all empty strings: one group
+    weights = _ROW_WEIGHTS.get(width)
+    if weights is None:
+        weights = np.random.default_rng(width).integers(1, 2**63, width, dtype=np.uint64) | np.uint64(1)
+        _ROW_WEIGHTS[width] = weights
+    codes = values.view(np.uint32).reshape(n, width)
+    keys = codes.astype(np.uint64) @ weights
+    order = np.argsort(keys, kind="stable")  # rank order kept within a group
+    sorted_keys = keys[order]
+    starts = np.empty(n, dtype=bool)
+    starts[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+    idx = np.arange(n)
+    first_of_group = np.maximum.accumulate(np.where(starts, idx, 0))
+    rows = codes[order]
+    if not (rows == rows[first_of_group]).all():
+        return None
+    ordinals = np.empty(n, dtype=np.int64)
+    ordinals[order] = idx - first_of_group
+    return ordinals
 
 
 def _factorize(values: np.ndarray, with_uniques: bool = False):
