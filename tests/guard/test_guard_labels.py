@@ -138,3 +138,30 @@ def test_redis_down_and_slow_raise_label_store_error(fault_proxy):
     fault_proxy.set_mode("up")
     assert store.get(["a"], ["mature"]).values["mature"][0] == 0.5  # reconnects by itself
     store.close()
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_in_memory_batch_lookup_is_exact(monkeypatch, collide):
+    """The array lookup of a batch of ids answers exactly what a dict would: absent, longer and
+    shorter ids, non-ASCII, ids with NUL or of another type; and when stored ids share a row key
+    the store falls back to the dict."""
+    import random
+
+    from assay.store import labels as labels_mod
+
+    if collide:
+        monkeypatch.setattr(labels_mod, "_row_weights", lambda width: np.zeros(width, dtype=np.uint64))
+    rng = random.Random(3)
+    alphabet = "ab\u00e9\U0001F600"
+    ids = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(2000)})
+    store = InMemoryLabelStore()
+    store.put(ids, {"m": np.linspace(0, 1, len(ids))}, "v")
+    assert (store._table.id_keys() is None) == collide
+    queries = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9))) for _ in range(3000)]
+    queries += [ids[0] + "\x00", "a\x00b", ids[-1]]
+    got = store.get(queries, ["m"])
+    expected = [ids.index(q) if q in set(ids) else -1 for q in queries]
+    np.testing.assert_array_equal(got.present["m"], [e >= 0 for e in expected])
+    np.testing.assert_allclose(got.values["m"][got.present["m"]], np.linspace(0, 1, len(ids))[[e for e in expected if e >= 0]])
+    assert not store.get([ids[0] + "\x00"], ["m"]).present["m"].any()
+    assert store.get([7, ids[1]], ["m"]).present["m"].tolist() == [False, True]

@@ -121,6 +121,70 @@ def _check_put(item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], v
     return columns
 
 
+def _row_weights(width: int) -> np.ndarray:
+    return np.random.default_rng(width).integers(1, 2**63, width, dtype=np.uint64) | np.uint64(1)
+
+
+@dataclass(frozen=True)
+class _IdKeys:
+    """Item ids as a fixed-width UCS-4 array, for looking up a whole candidate batch with array
+    operations. A dict lookup per id is a chain of cache misses (table slot, entry, the stored
+    string, the row number's int object) that dominates a 1,000-id read on a busy machine; here
+    each id's code points are folded into a 64-bit key (a dot product with fixed odd weights,
+    wrapping), found by binary search in the sorted keys, and then compared code point by code
+    point with the stored id, so a match is exact. No library looks up numpy strings without
+    making a Python object per value, which is the cost being avoided."""
+
+    width: int
+    weights: np.ndarray  # (width,) uint64
+    keys: np.ndarray  # (n,) uint64, sorted
+    rows: np.ndarray  # (n,) int64: the table row of each sorted key
+    codes: np.ndarray  # (n, width) uint32: each sorted key's id
+
+    @classmethod
+    def build(cls, ids: list[str]) -> _IdKeys | None:
+        if not ids or "\x00" in "".join(ids):  # fixed-width strings cannot hold a trailing NUL
+            return None
+        array = np.array(ids, dtype=str)
+        width = array.dtype.itemsize // 4
+        weights = _row_weights(width)
+        codes = array.view(np.uint32).reshape(len(ids), width)
+        keys = codes.astype(np.uint64) @ weights
+        order = np.argsort(keys)
+        keys = keys[order]
+        if len(keys) > 1 and bool((keys[1:] == keys[:-1]).any()):
+            return None  # two ids share a key: the dict answers instead
+        return cls(width, weights, keys, order.astype(np.int64), np.ascontiguousarray(codes[order]))
+
+    def rows_of(self, ids: list[str]) -> np.ndarray | None:
+        """Row of each id (-1 when absent); None when the ids are not all NUL-free strings."""
+        try:
+            joined = "".join(ids)
+        except TypeError:
+            return None
+        if "\x00" in joined:
+            return None
+        n = len(ids)
+        query = np.array(ids, dtype=str)
+        qwidth = query.dtype.itemsize // 4
+        codes = query.view(np.uint32).reshape(n, qwidth)
+        too_long = None
+        if qwidth > self.width:  # an id longer than every stored one is absent
+            too_long = codes[:, self.width:].any(axis=1)
+            codes = codes[:, : self.width]
+        elif qwidth < self.width:
+            padded = np.zeros((n, self.width), dtype=np.uint32)
+            padded[:, :qwidth] = codes
+            codes = padded
+        qkeys = codes.astype(np.uint64) @ self.weights
+        pos = np.searchsorted(self.keys, qkeys)
+        np.minimum(pos, len(self.keys) - 1, out=pos)
+        hit = (self.keys[pos] == qkeys) & (self.codes[pos] == codes).all(axis=1)
+        if too_long is not None:
+            hit &= ~too_long
+        return np.where(hit, self.rows[pos], -1)
+
+
 class InMemoryLabelStore:
     """Columnar labels in process memory: numpy arrays and an id -> row dict.
 
@@ -149,9 +213,22 @@ class InMemoryLabelStore:
                 object.__setattr__(self, "_matrix", cached)
             return cached
 
+        def id_keys(self) -> _IdKeys | None:
+            """The ids as fixed-width rows sorted by a 64-bit row key, built once per table version
+            (None where it cannot be exact: an id holding NUL, two ids sharing a key)."""
+            if "_id_keys" not in self.__dict__:
+                object.__setattr__(self, "_id_keys", _IdKeys.build(self.ids.tolist()))
+            return self.__dict__["_id_keys"]
+
         def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
-            """Row of each id, -1 when absent (dict lookups driven by map(): no Python loop body)."""
+            """Row of each id, -1 when absent. A batch of string ids is looked up as one array
+            (:class:`_IdKeys`); anything else by dict lookups driven by map() (no loop body)."""
             ids = item_ids.tolist() if isinstance(item_ids, np.ndarray) else list(item_ids)
+            keys = self.id_keys() if ids else None
+            if keys is not None:
+                rows = keys.rows_of(ids)
+                if rows is not None:
+                    return rows
             return np.fromiter(map(self.index.get, ids, itertools.repeat(-1)), dtype=np.int64, count=len(ids))
 
     def __init__(self, *, max_age_s: float | None = None, clock=time.time):
@@ -240,6 +317,7 @@ class InMemoryLabelStore:
             freshness[rows] = ts
             table = self._Table(ids, index, values, versions, freshness)
             table.matrix()
+            table.id_keys()
             self._table = table
         return len(item_ids)
 
@@ -302,6 +380,7 @@ class InMemoryLabelStore:
         store = cls(max_age_s=max_age_s, clock=clock)
         store._table = cls._Table(np.array(ids, dtype=object), {item_id: k for k, item_id in enumerate(ids)}, values, versions, freshness)
         store._table.matrix()  # built before the first read, which is on the serving path
+        store._table.id_keys()
         return store
 
     def to_parquet(self, path: str | Path) -> Path:
