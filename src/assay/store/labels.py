@@ -139,7 +139,7 @@ class _IdKeys:
     weights: np.ndarray  # (width,) uint64
     keys: np.ndarray  # (n,) uint64, sorted
     rows: np.ndarray  # (n,) int64: the table row of each sorted key
-    codes: np.ndarray  # (n, width) uint32: each sorted key's id
+    strings: np.ndarray  # (n,) fixed-width str: each sorted key's id
 
     @classmethod
     def build(cls, ids: list[str]) -> _IdKeys | None:
@@ -154,7 +154,7 @@ class _IdKeys:
         keys = keys[order]
         if len(keys) > 1 and bool((keys[1:] == keys[:-1]).any()):
             return None  # two ids share a key: the dict answers instead
-        return cls(width, weights, keys, order.astype(np.int64), np.ascontiguousarray(codes[order]))
+        return cls(width, weights, keys, order.astype(np.int64), array[order])
 
     def rows_of(self, ids: list[str]) -> np.ndarray | None:
         """Row of each id (-1 when absent); None when the ids are not all NUL-free strings."""
@@ -168,21 +168,23 @@ class _IdKeys:
         query = np.array(ids, dtype=str)
         qwidth = query.dtype.itemsize // 4
         codes = query.view(np.uint32).reshape(n, qwidth)
-        too_long = None
-        if qwidth > self.width:  # an id longer than every stored one is absent
-            too_long = codes[:, self.width:].any(axis=1)
+        if qwidth > self.width:  # the key reads the stored width; the string check sees the rest
             codes = codes[:, : self.width]
         elif qwidth < self.width:
             padded = np.zeros((n, self.width), dtype=np.uint32)
             padded[:, :qwidth] = codes
             codes = padded
         qkeys = codes.astype(np.uint64) @ self.weights
+        # in key order the binary searches and the gathers below walk the table forwards
+        # (numpy's searchsorted starts each search where the last one ended), not at random
+        order = np.argsort(qkeys)
+        qkeys = qkeys[order]
         pos = np.searchsorted(self.keys, qkeys)
         np.minimum(pos, len(self.keys) - 1, out=pos)
-        hit = (self.keys[pos] == qkeys) & (self.codes[pos] == codes).all(axis=1)
-        if too_long is not None:
-            hit &= ~too_long
-        return np.where(hit, self.rows[pos], -1)
+        hit = (self.keys[pos] == qkeys) & (self.strings[pos] == query[order])
+        rows = np.empty(n, dtype=np.int64)
+        rows[order] = np.where(hit, self.rows[pos], -1)
+        return rows
 
 
 class InMemoryLabelStore:
