@@ -197,7 +197,7 @@ def _group_ordinals(values: np.ndarray) -> np.ndarray:
         if ordinals is not None:
             return ordinals
     keys = values.tolist()
-    if kind in "fO":
+    if kind == "f" or (kind == "O" and _inferred(values) != "string"):  # all strings: nothing absent
         if kind == "f":
             absent = np.isnan(values)
         else:
@@ -772,7 +772,7 @@ class Guard:
                 t0 = time.perf_counter()
                 try:
                     remaining = max(deadline - t0, 0.0)
-                    got = self.labels.get(list(cands.ids), wanted, timeout_s=remaining)
+                    got = self.labels.get(cands.ids.tolist(), wanted, timeout_s=remaining)
                     duration = time.perf_counter() - t0
                     if len(got.item_ids) != n:
                         raise ValueError(f"label store answered {len(got.item_ids)} items for {n}")
