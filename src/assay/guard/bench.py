@@ -299,6 +299,10 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
     cores_used = {"elapsed_s": elapsed,
                   "loadgen_cpu_s": (gen_cpu1.ru_utime + gen_cpu1.ru_stime) - (gen_cpu0.ru_utime + gen_cpu0.ru_stime),
                   "server_cpu_s": (server_cpu1 - server_cpu0) if server_cpu0 is not None and server_cpu1 is not None else None}
+    served = result["closed_loop"]["requests"] + result["open_loop"]["completed"]
+    if cores_used["server_cpu_s"] is not None and served and workers == 1:
+        # what one request costs the server, whatever share of the cores the neighbours left it
+        cores_used["server_cpu_ms_per_request"] = cores_used["server_cpu_s"] * 1000 / served
     return {"http_rps": result["closed_loop"]["rps"], "http_p50_ms": result["open_loop"]["p50_ms"],
             "http_p99_ms": result["open_loop"]["p99_ms"], "http_detail": {**result, "server_workers": workers, "cores_used": cores_used}}
 
