@@ -45,3 +45,19 @@ def test_shared_encoding_equals_scoring_each_head():
     for name, clf in classifiers.items():
         assert np.allclose(together[name], clf.score(texts), atol=1e-9), name
     assert together["toxicity"][1] == 0.0
+
+
+def test_committed_heads_were_rechecked_with_int8_within_tolerance():
+    import json
+
+    from assay.classify.model import HEAD_NAMES, MODELS_DIR, load_head_classifier
+
+    for name in HEAD_NAMES:
+        doc = json.loads((MODELS_DIR / f"{name}.metrics.json").read_text())
+        check = doc["test_int8"]
+        assert check["encoder"].endswith("/int8")
+        assert load_head_classifier(name).version == doc["version"]
+        lo, hi = doc["test"]["model"]["auroc"]["ci95"]
+        assert lo <= check["metrics"]["auroc"]["value"] <= hi, name
+        assert check["agreement_with_fp32"]["label_agreement"] >= 0.95, name
+        assert check["agreement_with_fp32"]["score_abs_diff_median"] <= 0.01, name

@@ -17,7 +17,7 @@ LIMITS = {
     "toxicity": "alt-profanity-check was trained on all of Davidson's tweets (its README says so), so on the Davidson test split that baseline is scored on its own training data and beats this head there. Davidson tweets are 2013-era US Twitter sampled by a hate lexicon; the authors later showed the labels are biased against African-American English (arXiv:1905.12516). Scores on other registers (forums, LLM output) are less reliable.",
     "hate": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Only 1,430 hate tweets; precision on hate is low, as in the original paper. ToxiGen statements add implicit hate but are few (627).",
     "offensive": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Offensive vs hate is a fuzzy line in the annotations themselves.",
-    "harmful_response": "Few positives (193 of 5,634). Labels judge harm relative to Do-Not-Answer's risky prompts; the head sees only the response, truncated to 128 word pieces.",
+    "harmful_response": "Two kinds of label: Do-Not-Answer's are human (harm relative to its risky prompts; 193 harmful of 5,634), JailbreakBench's are an LLM judge's jailbroken verdict (57% positive). The sources differ in base rate and style, so the pooled AUROC partly rewards telling the sources apart: read the per-source rows. The head sees only the response (no prompt), cut at its first 64 word pieces: harm that starts later is missed. JailbreakBench responses come from GPT-3.5/4, Llama-2 and Vicuna, whose providers' terms also apply.",
     "refusal": "Refusal = action 0 only; 'I am an AI and cannot know' (action 4) counts as not refusing, as in the paper.",
     "prompt_injection": "CyberSecEval has no benign negatives, so negatives come from other sets (questions, claims, tweets); the head may partly learn 'looks like CyberSecEval'. English only (see the multilingual check).",
     "claim_match": "Matches are by meaning, not truth: a claim that contradicts a checked claim is still 'near' it. FEVER claims are Wikipedia mutations, not real-world misinformation.",
@@ -103,5 +103,22 @@ def model_card(doc: dict) -> str:
                     lines.append(f"  - {system}: precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}, AUROC {_fmt(m['auroc'])}")
             if "recall" in body:
                 lines.append(f"  - recall {body['recall']}")
+            if "agreement" in body:
+                lines.append(f"  - agreement {body['agreement']}")
+    if doc.get("test_int8"):
+        q = doc["test_int8"]
+        m, a = q["metrics"], q["agreement_with_fp32"]
+        lines += [
+            "",
+            "## Served with the int8 encoder",
+            "",
+            "Scoring runs the encoder dynamically quantised to int8 (about 2.5x the fp32 speed on this",
+            f"machine); the head above was trained and calibrated on fp32 embeddings. Test split again, `{q['encoder']}`:",
+            "",
+            f"- precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}, F1 {_fmt(m['f1'])}, AUROC {_fmt(m['auroc'])}, ECE {m.get('ece')}",
+            f"- against fp32 scores: median |difference| {a['score_abs_diff_median']}, 99th percentile {a['score_abs_diff_p99']}, "
+            f"max {a['score_abs_diff_max']}; same label for {a['label_agreement']:.2%} of test texts",
+            "- `ASSAY_CLASSIFY_PRECISION=fp32` serves the fp32 encoder instead.",
+        ]
     lines += ["", "## Limits", "", LIMITS.get(name, ""), "", "Content warning: the training data contains hateful and harmful text; none is reproduced here.", ""]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from assay.errors import BadInput
 
-SUBCOMMANDS = ("train", "list", "text", "score")
+SUBCOMMANDS = ("train", "list", "text", "score", "check-int8")
 
 
 class _ClassifyGroup(TyperGroup):
@@ -215,6 +215,34 @@ def train_command(
     _load.cache_clear()
     if as_json:
         typer.echo(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
+
+
+@classify_app.command("check-int8")
+def check_int8_command(
+    name: str = typer.Argument(..., help="Committed head to re-check, or 'all'."),
+    out_dir: Path = typer.Option(None, "--out-dir", help="Folder of the head (default: the package's models/ folder)."),
+) -> None:
+    """Re-measure a committed head's test metrics with the int8 encoder it serves with, beside
+    its fp32 scores; updates its metrics JSON and model card (not its weights or version)."""
+    from rich.console import Console
+
+    from assay.classify.model import HEAD_NAMES, MODELS_DIR
+    from assay.classify.train import recheck_int8
+
+    names = list(HEAD_NAMES) if name == "all" else [name]
+    for n in names:
+        if n not in HEAD_NAMES:
+            raise BadInput(f"{n!r} is not a head classifier; heads: {', '.join(HEAD_NAMES)}")
+    console = Console(stderr=True)
+    for n in names:
+        with console.status(f"checking {n}") as status:
+            doc = recheck_int8(n, out_dir or MODELS_DIR, progress=lambda text: status.update(text))
+        q = doc["test_int8"]
+        console.print(
+            f"[bold]{n}[/] int8: F1 {q['metrics']['f1']['value']} AUROC {q['metrics']['auroc']['value']} "
+            f"(fp32: F1 {doc['test']['model']['f1']['value']} AUROC {doc['test']['model']['auroc']['value']}); "
+            f"labels agree {q['agreement_with_fp32']['label_agreement']:.2%}"
+        )
 
 
 def register(app: typer.Typer) -> None:

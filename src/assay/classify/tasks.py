@@ -73,6 +73,10 @@ DAVIDSON_FRACTION = 0.4
 # split by prompt is unchanged). Responses are the longest texts; on two shared cores all 5,634
 # took longer than this session had.
 DNA_FRACTION = 0.25
+# harmful_response uses every Do-Not-Answer prompt (193 harmful responses in 5,634; at 25% its
+# test split had 6) and adds the JailbreakBench attacked responses with their judge's verdicts.
+HARMFUL_DNA_FRACTION = 1.0
+JBB_WEIGHT = 1.0
 
 
 def in_sample(group: str, fraction: float, seed: int = SEED) -> bool:
@@ -114,17 +118,30 @@ def toxicity_family(name: str, data_dir: Path | None = None, davidson_fraction: 
 
 
 def response_task(name: str, data_dir: Path | None = None) -> TaskData:
-    """``harmful_response`` (human harmful label) or ``refusal`` (action 0) on Do-Not-Answer
-    responses, split by prompt."""
+    """``harmful_response`` or ``refusal`` (action 0) on Do-Not-Answer responses (human labels),
+    split by prompt. ``harmful_response`` adds the JailbreakBench attacked responses labelled
+    with the benchmark's jailbroken verdict (an LLM judge, Llama-3-70B, not people), split by
+    behaviour: every method's and model's answer to one goal lands in the same split."""
     from assay.data import do_not_answer
 
+    fraction = HARMFUL_DNA_FRACTION if name == "harmful_response" else DNA_FRACTION
     rows = []
     for r in do_not_answer.load_responses(data_dir):
-        if not in_sample(f"dna:{r.question_id}", DNA_FRACTION):
+        if not in_sample(f"dna:{r.question_id}", fraction):
             continue
         positive = r.harmful if name == "harmful_response" else r.refused
         rows.append((r.response, float(positive), positive, split_of(f"dna:{r.question_id}"), f"do_not_answer:{r.model}", 1.0))
-    return _build(name, rows, social=False, files=[dataset_path("do_not_answer", "do_not_answer_data.csv", data_dir=data_dir)])
+    files = [dataset_path("do_not_answer", "do_not_answer_data.csv", data_dir=data_dir)]
+    if name == "harmful_response":
+        from assay.data import jailbreakbench
+
+        for a in jailbreakbench.load(data_dir):
+            if not a.response:
+                continue
+            split = split_of(f"jbb:{a.index}")
+            rows.append((a.response, float(a.jailbroken), a.jailbroken, split, f"jailbreakbench:{a.method}:{a.model}", JBB_WEIGHT))
+        files.append(dataset_path("jailbreakbench", "attack-artifacts", data_dir=data_dir))
+    return _build(name, rows, social=False, files=files)
 
 
 def injection_task(data_dir: Path | None = None) -> TaskData:

@@ -26,7 +26,7 @@ DESCRIPTIONS = {
     "toxicity": "Is this text hateful or offensive? (Davidson tweets: share of annotators voting hate or offensive; ToxiGen hand-written hate vs neutral statements)",
     "hate": "Is this text hate speech (not merely offensive)? (Davidson hate vote share; ToxiGen hate statements)",
     "offensive": "Is this text offensive language (but not hate speech)? (Davidson offensive vote share)",
-    "harmful_response": "Is this LLM response harmful? (Do-Not-Answer human harmfulness labels on six LLMs' answers)",
+    "harmful_response": "Is this LLM response harmful? (Do-Not-Answer human harmfulness labels on six LLMs' answers; JailbreakBench attacked responses with the benchmark judge's jailbroken verdicts)",
     "refusal": "Did the model refuse? (Do-Not-Answer human action label 0: cannot assist / refuses)",
     "prompt_injection": "Is this input a prompt-injection attempt? (CyberSecEval injection cases vs benign prompts from other sets)",
     "claim_match": "Nearest fact-checked claims (FEVER) with similarity and verdict",
@@ -35,6 +35,7 @@ DESCRIPTIONS = {
 # refused shows in its opening, and it halves the cost of the longest texts.
 MAX_TOKENS_FOR = {"harmful_response": 64, "refusal": 64}
 CHECK_FRACTION = 0.25  # hash sample of the JailbreakBench / multilingual checks (compute-bound)
+TRAIN_ON_JBB = True  # harmful_response trains on JailbreakBench (see tasks.response_task)
 Progress = Callable[[str], None]
 
 
@@ -49,10 +50,11 @@ def max_tokens_for(name: str) -> int:
     return MAX_TOKENS_FOR.get(name, MAX_TOKENS)
 
 
-def _embed(texts: list[str], progress: Progress | None, what: str, max_tokens: int | None = None) -> np.ndarray:
+def _embed(texts: list[str], progress: Progress | None, what: str, max_tokens: int | None = None, precision: str = "fp32") -> np.ndarray:
+    """Embeddings through the cache; heads are trained on ``fp32`` (the reference encoder)."""
     from assay.classify.encoder import MAX_TOKENS, EmbeddingCache, get_encoder
 
-    cache = EmbeddingCache(get_encoder(max_tokens=max_tokens or MAX_TOKENS, precision="fp32"))
+    cache = EmbeddingCache(get_encoder(max_tokens=max_tokens or MAX_TOKENS, precision=precision))
     done = [0]
     started = time.perf_counter()
 
@@ -250,6 +252,11 @@ def train_head(
             entry = {"n": len(idx), "positives": int(labels.sum()), "positive_rate_predicted": round(float((scores >= threshold).mean()), 4)}
             if labels.any() and not labels.all():
                 entry.update({k: v["value"] for k, v in M.evaluate(labels, {"m": (scores, threshold)}, n_bootstrap=0)["m"].items() if isinstance(v, dict)})
+                # The baselines' AUROC on the same rows (a source may be easy for a string match).
+                rows_in_test = np.searchsorted(te, idx)
+                for baseline, (b_scores, _) in systems.items():
+                    if baseline != "model":
+                        entry[f"auroc_{baseline}"] = round(float(M._auroc(labels, np.asarray(b_scores)[rows_in_test])), 4)
             by_source[source] = entry
 
     arrays = head.arrays()
@@ -278,8 +285,69 @@ def train_head(
         _say(progress, f"{name}: extra checks and obfuscation effect")
         doc["checks"] = _checks(name, head, threshold, progress)
         doc["obfuscation"] = _obfuscation_for(name, task, te, head, threshold, progress, seed)
+    _say(progress, f"{name}: test metrics again with the int8 encoder it serves with")
+    doc["test_int8"] = int8_check(name, head, threshold, task, te, progress, n_bootstrap, fp32_scores=test_scores)
     doc["train_seconds"] = round(time.perf_counter() - started, 1)
     _save(name, out_dir, arrays, sha, doc, task, method, threshold)
+    return doc
+
+
+def int8_check(
+    name: str,
+    head: Head,
+    threshold: float,
+    task: TaskData,
+    te: np.ndarray,
+    progress: Progress | None,
+    n_bootstrap: int,
+    fp32_scores: np.ndarray | None = None,
+) -> dict:
+    """The test-split metrics of the head when the encoder runs int8 (how it serves), beside
+    how far its scores are from the fp32 ones it was trained and calibrated on."""
+    from assay.classify import normalise as norm
+    from assay.classify.bench import agreement
+    from assay.classify.encoder import encoder_id
+
+    prepared = [norm.normalise(task.texts[i], social=task.social) for i in te]
+    keep = [j for j, t in enumerate(prepared) if t]
+    scores = {}
+    for precision in ("int8", "fp32"):
+        if precision == "fp32" and fp32_scores is not None:
+            scores[precision] = np.asarray(fp32_scores, dtype=np.float64)
+            continue
+        out = np.zeros(len(te))
+        if keep:
+            x = _embed([prepared[j] for j in keep], progress, f"{name} test ({precision})", max_tokens_for(name), precision)
+            out[keep] = head.calibrate(head.logits(x))
+        scores[precision] = out
+    labels = task.label[te]
+    metrics = M.evaluate(labels, {"model": (scores["int8"], threshold)}, n_bootstrap=n_bootstrap)["model"]
+    metrics["ece"] = round(M.expected_calibration_error(labels, scores["int8"]), 4)
+    return {
+        "encoder": encoder_id(max_tokens_for(name), "int8"),
+        "metrics": metrics,
+        "agreement_with_fp32": agreement(scores["int8"], scores["fp32"], threshold),
+    }
+
+
+def recheck_int8(name: str, out_dir: Path = MODELS_DIR, progress: Progress | None = None, n_bootstrap: int = M.N_BOOTSTRAP) -> dict:
+    """Add the int8 test metrics to a committed head's metrics document and model card without
+    retraining (the weights, config and version stay as they are)."""
+    from assay.classify.card import model_card
+    from assay.classify.model import load_head_classifier
+
+    path = out_dir / f"{name}.metrics.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    clf = load_head_classifier(name, out_dir)
+    if clf.version != doc["version"]:
+        raise ValueError(f"{path} describes {doc['version']}, but the committed head is {clf.version}")
+    task = load_task(name)
+    if doc.get("limit"):
+        task = _subsample(task, doc["limit"], doc["seed"])
+    te = task.subset("test")
+    doc["test_int8"] = int8_check(name, clf.head, clf.threshold, task, te, progress, n_bootstrap)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
+    (out_dir / f"{name}.md").write_text(model_card(doc), encoding="utf-8")
     return doc
 
 
@@ -333,6 +401,21 @@ def _checks(name: str, head: Head, threshold: float, progress: Progress | None) 
     """Checks on data the head never trained on."""
     from assay.classify import normalise as norm
 
+    if name == "harmful_response" and TRAIN_ON_JBB:
+        # JailbreakBench is part of training (split by behaviour); its test rows are reported in
+        # test_by_source. What is left to check is how noisy its labels are: the benchmark's
+        # two judges on the same test-split responses.
+        from assay.classify.tasks import split_of
+        from assay.data import jailbreakbench
+
+        pairs = [(a.jailbroken, a.jailbroken_llama_guard1) for a in jailbreakbench.load()
+                 if a.response and a.jailbroken_llama_guard1 is not None and split_of(f"jbb:{a.index}") == "test"]
+        return {
+            "jailbreakbench_judges": {
+                "what": f"agreement of JailbreakBench's current judge with its earlier Llama Guard judge on the {len(pairs)} test-split responses that have both verdicts (a ceiling on how well any classifier can match these labels)",
+                "agreement": round(float(np.mean([a == b for a, b in pairs])), 4) if pairs else None,
+            }
+        }
     if name == "harmful_response":
         from assay.classify.tasks import in_sample
         from assay.data import jailbreakbench
