@@ -925,10 +925,8 @@ class Guard:
             acts = matched if all_live else matched & live_rule[:, None]
             # hard: a drop/allow rule that acts, or any rule failing closed (MISSING drops)
             hard = acts
-            if surface.soft_rules:
-                hard = acts.copy()
-                soft_rows = list(surface.soft_rules)
-                hard[soft_rows] &= outcomes[soft_rows] == OUT_MISSING
+            if surface.soft_rules:  # a soft rule is hard only where it fails closed
+                hard = acts & (v.hard[:, None] | (outcomes == OUT_MISSING))
             any_hard = hard.any(axis=0)
             first = np.where(any_hard, hard.argmax(axis=0), n_rules)
             safe_first = np.minimum(first, n_rules - 1)
