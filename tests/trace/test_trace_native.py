@@ -101,3 +101,69 @@ def test_tree_appended_in_chunks_equals_the_reference(tmp_path, chunks: list[int
         for index, node in enumerate(row):
             assert tree.node(level, index) == node
     tree.close()
+
+
+def test_threads_setting_writes_the_same_bytes_and_verifies_the_same(tmp_path, monkeypatch) -> None:
+    # Batches large enough for every parallel path (slices, split hashing, the segment and the tree
+    # written side by side) and a small one, over two segments; threads=1 runs none of them.
+    from assay.trace import TraceLog
+    from assay.trace.log import OVERLAP_MIN_ROWS
+
+    sizes = [max(canonical.PARALLEL_MIN_ROWS, hashing.PARALLEL_MIN, OVERLAP_MIN_ROWS) + 5, 10_000, 3, 20_000]
+    tables, start = [], 0
+    for n in sizes:
+        tables.append(bench.synthetic_decisions(n, start=start))
+        start += n
+    roots = {}
+    for threads in (1, 3):
+        with TraceLog.open(tmp_path / f"t{threads}", threads=threads, segment_records=sizes[0] + 1) as log:
+            assert log.threads == threads
+            for table in tables:
+                log.append_table(table)
+            roots[threads] = log.root_hash()
+    assert roots[1] == roots[3]
+    one, three = tmp_path / "t1", tmp_path / "t3"
+    segments = sorted(p.name for p in (one / "segments").iterdir())
+    assert len(segments) == 2 and segments == sorted(p.name for p in (three / "segments").iterdir())
+    for name in segments:
+        assert (one / "segments" / name).read_bytes() == (three / "segments" / name).read_bytes()
+    assert (one / "tree.bin").read_bytes() == (three / "tree.bin").read_bytes()
+    manifests = sorted(p.name for p in (one / "checkpoints").glob("*.manifest.json"))
+    assert len(manifests) == len(sizes)
+    for name in manifests:
+        assert (one / "checkpoints" / name).read_bytes() == (three / "checkpoints" / name).read_bytes()
+
+    # verify gives the same answer on any thread count, on the log and on a damaged copy
+    path = three / "segments" / segments[0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    for root, ok in ((one, True), (three, False)):
+        reports = []
+        for threads in (1, 3):
+            with TraceLog.open(root, read_only=True, threads=threads) as reader:
+                reports.append(reader.verify())
+        assert reports[0].ok is ok and reports[1].ok is ok
+        assert reports[0].problems == reports[1].problems and reports[0].records == reports[1].records
+
+    monkeypatch.setenv(hashing.THREADS_ENV, "1")
+    assert hashing.workers() == 1
+    monkeypatch.setenv(hashing.THREADS_ENV, "x")
+    with pytest.raises(ValueError, match=hashing.THREADS_ENV):
+        hashing.workers()
+
+
+def test_parallel_map_keeps_order_and_limits_threads() -> None:
+    import threading
+
+    seen: set[int] = set()
+
+    def work(x: int) -> int:
+        seen.add(threading.get_ident())
+        return x * x
+
+    assert hashing.parallel_map(work, range(23), 3) == [x * x for x in range(23)]
+    assert 1 <= len(seen) <= 3
+    seen.clear()
+    assert hashing.parallel_map(work, range(5), 1) == [x * x for x in range(5)]
+    assert seen == {threading.get_ident()}

@@ -193,9 +193,58 @@ def _evict(root: str) -> None:
                 os.close(fd)
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def _side_by_side(tmp: Path, tables: list[pa.Table], threads: int | None) -> tuple[Any, dict[str, Any]]:
+    """Append the same batches to two logs, one with ``threads=1`` (everything on the calling
+    thread) and one with ``threads`` (default: the CPU count), alternating which goes first on
+    each batch so that both see the same load; then verify each twice (1, N, N, 1). Returns the
+    multi-threaded log (still open) and the timings: wall, process CPU (all threads), per phase."""
     from assay.trace import TraceLog
 
+    logs = {1: TraceLog.open(tmp / "log-1thread", threads=1), "n": TraceLog.open(tmp / "log", threads=threads)}
+    wall = {1: 0.0, "n": 0.0}
+    cpu = {1: 0.0, "n": 0.0}
+    main = {1: 0.0, "n": 0.0}  # CPU of the calling thread alone
+    for i, table in enumerate(tables):
+        for key in ((1, "n") if i % 2 == 0 else ("n", 1)):
+            started, c, m = time.perf_counter(), time.process_time(), time.thread_time()
+            logs[key].append_table(table)
+            wall[key] += time.perf_counter() - started
+            cpu[key] += time.process_time() - c
+            main[key] += time.thread_time() - m
+    verify_wall: dict[Any, list[float]] = {1: [], "n": []}
+    verify_cpu: dict[Any, list[float]] = {1: [], "n": []}
+    verify_main: dict[Any, list[float]] = {1: [], "n": []}
+    for key in (1, "n", "n", 1):
+        started, c, m = time.perf_counter(), time.process_time(), time.thread_time()
+        report = logs[key].verify()
+        verify_wall[key].append(time.perf_counter() - started)
+        verify_cpu[key].append(time.process_time() - c)
+        verify_main[key].append(time.thread_time() - m)
+        if not report.ok:
+            raise RuntimeError(f"benchmark log failed verification: {report.problems[:3]}")
+    same = logs[1].root_hash() == logs["n"].root_hash()
+    logs[1].close()
+    if not same:
+        raise RuntimeError("the single-threaded and the multi-threaded log differ")
+    n = sum(t.num_rows for t in tables)
+    out = {"threads": logs["n"].threads, "same_root": same}
+    for key, suffix in ((1, "_1thread"), ("n", "")):
+        out[f"append_wall_s{suffix}"] = wall[key]
+        out[f"append_cpu_s{suffix}"] = cpu[key]
+        out[f"append_main_cpu_s{suffix}"] = main[key]
+        # verify: the faster of two runs (wall), with the CPU of that run
+        k = int(np.argmin(verify_wall[key]))
+        out[f"verify_wall_s{suffix}"] = verify_wall[key][k]
+        out[f"verify_cpu_s{suffix}"] = verify_cpu[key][k]
+        out[f"verify_main_cpu_s{suffix}"] = verify_main[key][k]
+    out["records"] = n
+    return logs["n"], out
+
+
+def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
+    from assay.trace import TraceLog
+
+    load_before = os.getloadavg()[0]
     n_append = 20_000 if quick else 1_000_000
     batch = 5_000 if quick else 100_000
     n_why = n_append if quick else 10_000_000
@@ -206,8 +255,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         try:
             tables = [synthetic_decisions(batch, start=s) for s in range(0, n_append, batch)]
             # Where the time goes, on one batch.
-            log = TraceLog.open(Path(tmp) / "log")
-            sample = log._prepare_decisions(canonical.normalise_decision_table(tables[0]))
+            scratch = TraceLog.open(Path(tmp) / "scratch")
+            sample = scratch._prepare_decisions(canonical.normalise_decision_table(tables[0]))
+            scratch.close()
             t = time.perf_counter()
             text = canonical.canonical_decisions(sample)
             canon_s = time.perf_counter() - t
@@ -216,17 +266,11 @@ def run(quick: bool = False) -> dict[str, Any]:
             pieces_hash_s = time.perf_counter() - t
             hashing_detail = _hash_rates(text)
 
-            started, cpu = time.perf_counter(), time.process_time()
-            for table in tables:
-                log.append_table(table)
-            append_s, append_cpu = time.perf_counter() - started, time.process_time() - cpu
-
-            started, cpu = time.perf_counter(), time.process_time()
-            report = log.verify()
-            verify_s, verify_cpu = time.perf_counter() - started, time.process_time() - cpu
+            log, timed = _side_by_side(Path(tmp), tables, threads)
+            append_s, append_cpu = timed["append_wall_s"], timed["append_cpu_s"]
+            verify_s, verify_cpu = timed["verify_wall_s"], timed["verify_cpu_s"]
+            load_after = os.getloadavg()[0]
             fallback = _hashlib_fallback(Path(tmp) / "fallback", tables[:3])
-            if not report.ok:
-                raise RuntimeError(f"benchmark log failed verification: {report.problems[:3]}")
 
             # Grow to the why-query size (not timed as append: generation dominates).
             for start in range(n_append, n_why, batch):
@@ -257,11 +301,20 @@ def run(quick: bool = False) -> dict[str, Any]:
         "verify_per_s": round(n_append / verify_s),
         "why_query_ms": round(statistics.median(why_ms), 2),
     }
+    single = {
+        "append_per_s_1thread": round(n_append / timed["append_wall_s_1thread"]),
+        "verify_per_s_1thread": round(n_append / timed["verify_wall_s_1thread"]),
+        "append_per_cpu_s_1thread": round(n_append / timed["append_cpu_s_1thread"]),
+        "verify_per_cpu_s_1thread": round(n_append / timed["verify_cpu_s_1thread"]),
+    }
     pg = baseline.get("postgres_insert_per_s")
     return {
         "figures": figures,
         "baseline": baseline,
-        "ratios": {"append_vs_postgres_insert": round(figures["append_per_s"] / pg, 2) if pg else None},
+        "ratios": {"append_vs_postgres_insert": round(figures["append_per_s"] / pg, 2) if pg else None,
+                   # the same batches, same run, interleaved: threads=N over threads=1
+                   "append_threads_vs_1thread": round(figures["append_per_s"] / single["append_per_s_1thread"], 2),
+                   "verify_threads_vs_1thread": round(figures["verify_per_s"] / single["verify_per_s_1thread"], 2)},
         "targets": {"append_per_s": 1_000_000, "verify_per_s": 1_000_000, "why_query_ms": 100},
         "detail": {
             "append_records": n_append, "batch": batch, "why_log_size": size,
@@ -276,7 +329,18 @@ def run(quick: bool = False) -> dict[str, Any]:
             # Per CPU-second of this process (all its threads): what the work costs, independent of
             # how many other processes share the machine; the figures above are wall-clock.
             "append_per_cpu_s": round(n_append / append_cpu), "verify_per_cpu_s": round(n_append / verify_cpu),
+            # threads=1 beside it: the same batches, appended alternately with the figures above
+            # (so both saw the same load), and verified alternately (the faster of two runs each)
+            "threads": timed["threads"], **single,
+            # What idle cores would allow at most: wall time is at least the calling thread's CPU
+            # time and at least the process CPU time over the threads, so N / max(...) bounds the
+            # rate from above. An estimate from CPU times (this box's cores are shared), not a run.
+            "append_idle_cores_bound_per_s": round(n_append / max(timed["append_main_cpu_s"], append_cpu / timed["threads"])),
+            "verify_idle_cores_bound_per_s": round(n_append / max(timed["verify_main_cpu_s"], verify_cpu / timed["threads"])),
+            "append_calling_thread_cpu_share": round(timed["append_main_cpu_s"] / append_cpu, 2),
+            "verify_calling_thread_cpu_share": round(timed["verify_main_cpu_s"] / verify_cpu, 2),
             "load_average_1m": round(os.getloadavg()[0], 1),
+            "load_average_1m_before_after_append_verify": [round(load_before, 1), round(load_after, 1)],
             "checkpoint": "signed after every batch", "fsync": "per batch", "cpus": os.cpu_count(),
         },
     }

@@ -21,8 +21,8 @@ the reference on random records.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
+from itertools import pairwise
 from operator import attrgetter
 from typing import Any
 
@@ -317,21 +317,35 @@ def _join(pieces: list, n: int) -> pa.Array:
 PARALLEL_MIN_ROWS = 50_000
 
 
-def _slices(table: pa.Table, workers: int | None) -> list[pa.Table]:
-    workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    if workers > 1 and table.num_rows >= PARALLEL_MIN_ROWS:
-        step = -(-table.num_rows // workers)
-        return [table.slice(start, step) for start in range(0, table.num_rows, step)]
-    return [table]
+MIN_SLICE_ROWS = 8_192
 
 
-def _pool_map(fn, slices: list[pa.Table]) -> list:
-    if len(slices) == 1:
-        return [fn(slices[0])]
-    from concurrent.futures import ThreadPoolExecutor
+def _slices(table: pa.Table, workers: int | None) -> list[list[pa.Table]]:
+    """The rows split into one run of slices per thread (about equal row counts). Slices are also
+    cut at the table's chunk boundaries (a segment read back has one chunk per appended batch),
+    where the pieces are at least ``MIN_SLICE_ROWS`` long, so that no slice has to copy columns
+    together; smaller chunks are combined (a copy costs less than building another slice)."""
+    workers = hashing.workers(workers)
+    n = table.num_rows
+    parts = workers if workers > 1 and n >= PARALLEL_MIN_ROWS else 1
+    step = max(1, -(-n // parts))
+    cuts = set(range(0, n, step)) | {n}
+    if table.num_columns and table.column(0).num_chunks > 1:
+        last = 0
+        for bound in np.cumsum([len(c) for c in table.column(0).chunks])[:-1].tolist():
+            if bound - last >= MIN_SLICE_ROWS and n - bound >= MIN_SLICE_ROWS:
+                cuts.add(bound)
+                last = bound
+    groups: list[list[pa.Table]] = [[] for _ in range(parts)]
+    bounds = sorted(cuts)
+    for a, b in pairwise(bounds):
+        groups[a // step].append(table.slice(a, b - a))
+    return [g for g in groups if g] or [[table]]
 
-    with ThreadPoolExecutor(len(slices)) as pool:
-        return list(pool.map(fn, slices))
+
+def _pool_map(fn, groups: list[list[pa.Table]]) -> list:
+    done = hashing.parallel_map(lambda group: [fn(t) for t in group], groups, len(groups))
+    return [x for group in done for x in group]
 
 
 def canonical_decisions(table: pa.Table, workers: int | None = None) -> pa.Array:

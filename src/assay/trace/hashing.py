@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
@@ -26,12 +27,62 @@ except ImportError:  # pragma: no cover - exercised where the extension could no
     _native = None
 
 NATIVE = _native is not None
-PARALLEL_MIN = 65_536  # below this a thread pool costs more than it saves
+PARALLEL_MIN = 16_384  # below this a thread pool costs more than it saves (~0.1 ms a hand-off)
+MAX_THREADS = 8
 _sha256 = hashlib.sha256
 
 
-def workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+THREADS_ENV = "ASSAY_TRACE_THREADS"
+
+
+def workers(threads: int | None = None) -> int:
+    """Threads a batch is split over: ``threads`` if given, else ``ASSAY_TRACE_THREADS``, else
+    the CPU count (at most 8). 1 means everything runs on the calling thread."""
+    if threads is None and os.environ.get(THREADS_ENV, "").strip():
+        try:
+            threads = int(os.environ[THREADS_ENV])
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV} must be a whole number, got {os.environ[THREADS_ENV]!r}") from None
+    if threads is not None:
+        return max(1, min(MAX_THREADS, int(threads)))
+    return max(1, min(MAX_THREADS, os.cpu_count() or 1))
+
+
+# Two long-lived pools (threads are started once, not per call). Chunk tasks (hash or build one
+# slice) never wait on other tasks; side tasks (write the tree, hash the segment bytes, check a
+# segment in verify) may wait on chunk tasks, so they have their own pool and cannot starve it.
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def pool(kind: str = "chunk") -> ThreadPoolExecutor:
+    executor = _POOLS.get(kind)
+    if executor is None:
+        with _POOLS_LOCK:
+            executor = _POOLS.get(kind)
+            if executor is None:
+                executor = ThreadPoolExecutor(MAX_THREADS * 2, thread_name_prefix=f"assay-trace-{kind}")
+                _POOLS[kind] = executor
+    return executor
+
+
+def parallel_map(fn, items: Sequence, threads: int | None = None) -> list:
+    """``[fn(x) for x in items]`` over at most ``threads`` threads (default: the CPU count): the
+    calling thread takes the first share (it would otherwise only wait), the chunk pool the
+    others; each share is a run of consecutive items. ``fn`` must not wait on the pool."""
+    items = list(items)
+    parts = min(len(items), workers(threads))
+    if parts <= 1:
+        return [fn(x) for x in items]
+    step = -(-len(items) // parts)
+    shares = [items[a : a + step] for a in range(0, len(items), step)]
+    run = lambda share: [fn(x) for x in share]  # noqa: E731
+    futures = [pool().submit(run, share) for share in shares[1:]]
+    try:
+        first = run(shares[0])
+    finally:
+        rest = [f.result() for f in futures]  # always collected: no task outlives the call
+    return [*first, *(x for share in rest for x in share)]
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -40,10 +91,11 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def _map(fn, ranges: list[tuple[int, int]]) -> bytes:
-    if len(ranges) <= 1:
-        return b"".join(fn(a, b) for a, b in ranges)
-    with ThreadPoolExecutor(len(ranges)) as pool:
-        return b"".join(pool.map(lambda r: fn(*r), ranges))
+    return b"".join(parallel_map(lambda r: fn(*r), ranges, len(ranges)))
+
+
+def _ranges(n: int, threads: int | None) -> list[tuple[int, int]]:
+    return _split(n, workers(threads) if n >= PARALLEL_MIN else 1)
 
 
 # ---------------------------------------------------------------- rows built from column pieces
@@ -83,7 +135,7 @@ def _row_values(part, n: int) -> list[bytes] | Sequence[bytes]:
     return [bytes(view[a:b]) for a, b in pairwise(offsets)]
 
 
-def sha256_each(arr: pa.Array) -> bytes:
+def sha256_each(arr: pa.Array, threads: int | None = None) -> bytes:
     """SHA-256 of each value of a string/binary array (a null hashes as the empty string)."""
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if arr.type != pa.binary():
@@ -95,7 +147,7 @@ def sha256_each(arr: pa.Array) -> bytes:
     data = data_buf if data_buf is not None else b""
     if _native is not None:
         return _map(lambda a, b: _native.sha256_rows([(offsets_buf, data, arr.offset + a)], b - a),
-                    _split(n, workers() if n >= PARALLEL_MIN else 1))
+                    _ranges(n, threads))
     offsets = np.frombuffer(offsets_buf, np.int32, count=n + 1, offset=arr.offset * 4).tolist()
     view = memoryview(data)
     return b"".join(_sha256(view[a:b]).digest() for a, b in pairwise(offsets))
@@ -104,28 +156,26 @@ def sha256_each(arr: pa.Array) -> bytes:
 # ---------------------------------------------------------------- RFC 9162
 
 
-def leaf_hashes(record_hashes: bytes | np.ndarray) -> bytes:
+def leaf_hashes(record_hashes: bytes | np.ndarray, threads: int | None = None) -> bytes:
     """SHA-256(0x00 ‖ h) for each 32-byte record hash ``h`` (concatenated in, concatenated out)."""
     data = _bytes(record_hashes)
     if len(data) % 32:
         raise ValueError("record hashes must be 32 bytes each")
     if _native is not None:
         n = len(data) // 32
-        return _map(lambda a, b: _native.leaf_hashes(data[32 * a : 32 * b]),
-                    _split(n, workers() if n >= PARALLEL_MIN else 1))
+        return _map(lambda a, b: _native.leaf_hashes(data[32 * a : 32 * b]), _ranges(n, threads))
     view = memoryview(data)
     return b"".join(_sha256(b"\x00" + view[i : i + 32]).digest() for i in range(0, len(data), 32))
 
 
-def node_hashes(pairs: bytes | np.ndarray) -> bytes:
+def node_hashes(pairs: bytes | np.ndarray, threads: int | None = None) -> bytes:
     """SHA-256(0x01 ‖ left ‖ right) for each 64-byte ``left ‖ right`` (concatenated)."""
     data = _bytes(pairs)
     if len(data) % 64:
         raise ValueError("node pairs must be 64 bytes each")
     if _native is not None:
         n = len(data) // 64
-        return _map(lambda a, b: _native.node_hashes(data[64 * a : 64 * b]),
-                    _split(n, workers() if n >= PARALLEL_MIN else 1))
+        return _map(lambda a, b: _native.node_hashes(data[64 * a : 64 * b]), _ranges(n, threads))
     view = memoryview(data)
     return b"".join(_sha256(b"\x01" + view[i : i + 64]).digest() for i in range(0, len(data), 64))
 

@@ -129,7 +129,7 @@ class TraceLog:
 
     def __init__(self, root: str, fs, *, tree_path: Path, signer: Signer | None, pseudonymiser: Pseudonymiser,
                  origin: str, fsync: str, checkpoint_every: float | None, segment_records: int,
-                 read_only: bool = False, verifier: Verifier | None = None):
+                 read_only: bool = False, verifier: Verifier | None = None, threads: int | None = None):
         self.root = root.rstrip("/")
         self.fs = fs
         self.local = _is_local(fs)
@@ -143,8 +143,12 @@ class TraceLog:
         self.checkpoint_every = checkpoint_every
         self.segment_records = segment_records
         self.read_only = read_only
+        # Threads a large batch is split over (record hashes, leaves, tree levels, verify); with
+        # more than one, the segment and the tree are also written side by side. 1: everything
+        # on the calling thread. Same bytes either way.
+        self.threads = hashing.workers(threads)
         self._lock = threading.RLock()
-        self._tree = TreeFile(tree_path, fsync=self.fsync)
+        self._tree = TreeFile(tree_path, fsync=self.fsync, threads=self.threads)
         self._active: _ActiveSegment | None = None
         self._tables: dict[str, tuple[tuple[int, int], pa.Table]] = {}
         self._checkpoints: dict[str, tuple[tuple[int, int] | None, Checkpoint]] = {}
@@ -167,11 +171,13 @@ class TraceLog:
     def open(cls, path: str | os.PathLike | None = None, fs=None, *, origin: str = DEFAULT_ORIGIN,
              fsync: str = "batch", checkpoint_every: float | None = 0.0, segment_records: int = 1_000_000,
              signing_key: Path | None = None, read_only: bool = False,
-             verifier: Verifier | None = None) -> TraceLog:
+             verifier: Verifier | None = None, threads: int | None = None) -> TraceLog:
         """Open (creating if needed) the log at ``path``: a local directory or an fsspec URL
         (``memory://``, ``s3://``, ...). ``checkpoint_every``: seconds between automatic
         checkpoints (0: after every append; None: only on ``checkpoint()``). ``read_only``: take no
-        writer lock and repair nothing (what recovery would do is reported in ``recovery``)."""
+        writer lock and repair nothing (what recovery would do is reported in ``recovery``).
+        ``threads``: how many threads large batches are split over (default: the CPU count, at
+        most 8; 1: single-threaded); the bytes written are the same."""
         import fsspec
 
         home = settings().home
@@ -201,7 +207,7 @@ class TraceLog:
             pseudonymiser = Pseudonymiser(load_key())
         return cls(root, fs, tree_path=tree_path, signer=signer, pseudonymiser=pseudonymiser, verifier=verifier,
                    origin=origin, fsync=fsync, checkpoint_every=checkpoint_every, segment_records=segment_records,
-                   read_only=read_only)
+                   read_only=read_only, threads=threads)
 
     def close(self) -> None:
         with self._lock:
@@ -355,7 +361,7 @@ class TraceLog:
 
     def _rebuild_tree_from(self, start: int) -> None:
         for table in self._iter_segments(columns=["index", "record_hash"], start=start):
-            self._tree.append(_leaf_hashes(_fixed_bytes(table.column("record_hash").combine_chunks())))
+            self._tree.append(_leaf_hashes(_fixed_bytes(table.column("record_hash").combine_chunks()), self.threads))
 
     def _load_checkpoint(self, name: str) -> Checkpoint:
         key = None
@@ -492,7 +498,7 @@ class TraceLog:
                                 self.pseudonymiser.column(subjects))
 
     def _decision_rows(self, table: pa.Table) -> tuple[pa.RecordBatch, bytes]:
-        hashes = canonical.decision_hashes(table)
+        hashes = canonical.decision_hashes(table, self.threads)
         n = table.num_rows
         arrays = [
             pa.nulls(n, pa.uint64()),  # index: filled at commit
@@ -507,7 +513,7 @@ class TraceLog:
     def _commit(self, table: pa.Table, record_hashes: bytes) -> AppendResult:
         """Write rows whose record hashes are ``record_hashes`` (concatenated, 32 bytes each)."""
         started = time.perf_counter()
-        leaves = _leaf_hashes(record_hashes)
+        leaves = _leaf_hashes(record_hashes, self.threads)
         with self._lock:
             if self.problems:
                 raise TamperError(["refusing to append to a log that failed its checks:", *self.problems])
@@ -519,21 +525,18 @@ class TraceLog:
             table = table.set_column(1, "record_hash", pa.FixedSizeBinaryArray.from_buffers(
                 pa.binary(32), n, [None, pa.py_buffer(record_hashes)]))
             batch = table.combine_chunks().to_batches(max_chunksize=n)[0] if n else None
-            if n >= OVERLAP_MIN_ROWS:
+            if n >= OVERLAP_MIN_ROWS and self.threads > 1:
                 # The segment (serialise, hash, write, fsync) and the tree (node hashes, write,
                 # fsync) are independent files and both release the GIL: write them side by side.
                 # The tree is a cache that recovery cuts back to the segments after a crash.
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(1) as pool:
-                    tree_done = pool.submit(self._tree.append, leaves)
-                    try:
-                        self._write_batch(batch)
-                    except BaseException:
-                        if tree_done.exception() is None:
-                            self._tree.truncate(first)  # keep the cache in step with the segments
-                        raise
-                    tree_done.result()
+                tree_done = hashing.pool("side").submit(self._tree.append, leaves)
+                try:
+                    self._write_batch(batch)
+                except BaseException:
+                    if tree_done.exception() is None:
+                        self._tree.truncate(first)  # keep the cache in step with the segments
+                    raise
+                tree_done.result()
             else:
                 self._write_batch(batch)
                 self._tree.append(leaves)
@@ -562,7 +565,8 @@ class TraceLog:
             name = names[-1] if reuse else _segment_name(self._size)
             self._active = _ActiveSegment(f"{self.root}/segments/{name}", name, self.fsync,
                                           self._segment_rows(name) if reuse else 0)
-        self._active.write(message, rows=batch.num_rows)
+        self._active.write(message, rows=batch.num_rows,
+                           overlap=self.threads > 1 and batch.num_rows >= OVERLAP_MIN_ROWS)
 
     def _segment_rows(self, name: str) -> int:
         names = self.segment_names()
@@ -757,12 +761,20 @@ class _ActiveSegment:
             if fsync:
                 _fsync_dir(os.path.dirname(path))
 
-    def write(self, data: bytes | memoryview, rows: int) -> None:
-        self._file.write(data)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-        self._hash.update(data)
+    def write(self, data: bytes | memoryview, rows: int, overlap: bool = False) -> None:
+        """Append, fsync, and extend the running SHA-256 (the signed manifest commits to it).
+        ``overlap``: hash on another thread while this one writes (both release the GIL)."""
+        hashed = hashing.pool("side").submit(self._hash.update, data) if overlap else None
+        try:
+            self._file.write(data)
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
+        finally:
+            if hashed is not None:
+                hashed.result()
+        if hashed is None:
+            self._hash.update(data)
         self.length += len(data)
         self.rows += rows
 
@@ -792,6 +804,6 @@ def _fixed_bytes(arr: pa.Array) -> memoryview:
     return memoryview(arr.buffers()[1])[arr.offset * 32 : (arr.offset + len(arr)) * 32]
 
 
-def _leaf_hashes(record_hashes: bytes | memoryview | np.ndarray) -> bytes:
+def _leaf_hashes(record_hashes: bytes | memoryview | np.ndarray, threads: int | None = None) -> bytes:
     """RFC 9162 leaf hashes of concatenated 32-byte record hashes."""
-    return hashing.leaf_hashes(record_hashes)
+    return hashing.leaf_hashes(record_hashes, threads)

@@ -43,9 +43,10 @@ def node_position(level: int, index: int) -> int:
 
 
 class TreeFile(NodeSource):
-    def __init__(self, path: Path, fsync: bool = True):
+    def __init__(self, path: Path, fsync: bool = True, threads: int | None = None):
         self.path = path
         self.fsync = fsync
+        self.threads = threads  # node levels are hashed in slices over this many threads (None: CPU count)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         count = os.fstat(self._fd).st_size // HASH
@@ -109,7 +110,7 @@ class TreeFile(NodeSource):
                 left = np.frombuffer(self.node(level - 1, 2 * jlo), np.uint8).reshape(1, HASH)
                 below = np.concatenate([left, below])
             pairs = np.ascontiguousarray(below[: 2 * (jhi - jlo)])
-            levels.append(np.frombuffer(hashing.node_hashes(pairs), np.uint8).reshape(-1, HASH))
+            levels.append(np.frombuffer(hashing.node_hashes(pairs, self.threads), np.uint8).reshape(-1, HASH))
             level += 1
         base = nodes_for_leaves(n0)
         total = nodes_for_leaves(n1) - base

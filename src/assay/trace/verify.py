@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.errors import AssayError
-from assay.trace import canonical, merkle
+from assay.trace import canonical, hashing, merkle
 from assay.trace.checkpoint import Checkpoint, SignatureError, Verifier
 from assay.trace.log import MANIFEST_SUFFIX, TraceLog, VerifyReport, _leaf_hashes, read_batches
 from assay.trace.tree import TreeFile
@@ -46,81 +46,112 @@ def verify_log(log: TraceLog, verifier: Verifier, tree_dir: Path | None = None) 
         except (SignatureError, AssayError) as e:
             problems.append(str(e))
 
+    # With more than one thread, independent work runs side by side (all of it releases the GIL):
+    # the newest checkpoint's byte manifest (SHA-256 of every segment), the next segment's read
+    # and full validation, and the tree over the stored record hashes, while the record hashes
+    # are recomputed in slices. Same checks, same messages, in the same order.
+    threads = log.threads
+    side = hashing.pool("side") if threads > 1 else None
+    manifest_done = side.submit(_check_manifest, log, *_newest(checkpoints)) if side and checkpoints else None
+    names = log.segment_names()
+
+    def load(name: str):
+        return read_batches(log._read_segment_buffer(name), f"segment {name}")
+
     with tempfile.TemporaryDirectory(dir=tree_dir) as scratch:
-        tree = TreeFile(Path(scratch) / "tree.bin", fsync=False)
+        tree = TreeFile(Path(scratch) / "tree.bin", fsync=False, threads=threads)
+        tree_done = None
         expected = 0
         erased: list[int] = []
         erasure_covers: set[int] = set()
         locations: list[tuple[int, str]] = []  # (first index, segment name) for messages
-        for name in log.segment_names():
-            first = int(name[:20])
-            where = f"segment {name}"
-            batches, _good, trailing = read_batches(log._read_segment_buffer(name), where)
-            if trailing:
-                problems.append(trailing)
-            if first != expected:
-                problems.append(f"{where} starts at index {first} but the segments before it end at {expected} "
-                                f"(a segment is missing, renamed or swapped)")
-            if not batches:
-                continue
-            table = pa.Table.from_batches(batches)
-            locations.append((expected, name))
-            n = table.num_rows
-            index = table.column("index").to_numpy()
-            want = np.arange(expected, expected + n, dtype=np.uint64)
-            if n and int(index[0]) != first:
-                problems.append(f"{where} holds records from index {int(index[0])} but its name says {first} "
-                                f"(segments swapped or renamed)")
-            elif not np.array_equal(index, want):
-                row = int(np.flatnonzero(index != want)[0])
-                problems.append(f"{where} row {row} holds index {int(index[row])} where {int(want[row])} belongs "
-                                f"(records were deleted, inserted or reordered)")
-            stored = table.column("record_hash").combine_chunks()
-            stored_bytes = np.frombuffer(stored.buffers()[1], np.uint8, count=n * 32, offset=stored.offset * 32).reshape(n, 32)
-            kinds = table.column("type").combine_chunks()
-            erased_mask = table.column("erased").combine_chunks().to_numpy(zero_copy_only=False)
-            is_decision = pc.equal(kinds, "decision").to_numpy(zero_copy_only=False)
-            is_event = pc.equal(kinds, "event").to_numpy(zero_copy_only=False)
-            other = ~(is_decision | is_event)
-            if other.any():
-                row = int(np.flatnonzero(other)[0])
-                problems.append(f"{where} row {row}: unknown record type {kinds[row].as_py()!r}")
-            check = is_decision & ~erased_mask
-            rows = np.flatnonzero(check)
-            if len(rows):
-                decisions = table.select(canonical.DECISION_SCHEMA.names)
-                if len(rows) < n:
-                    decisions = decisions.take(pa.array(rows))
-                try:
-                    got = np.frombuffer(canonical.decision_hashes(decisions), np.uint8).reshape(-1, 32)
-                    bad = rows[np.any(got != stored_bytes[rows], axis=1)]
-                except AssayError as e:
-                    problems.append(f"{where}: a decision cannot be canonicalised ({e})")
-                    bad = np.array([], dtype=np.int64)
-                for row in bad[:MAX_LISTED]:
-                    problems.append(f"{where} row {int(row)} (index {int(index[row])}): the decision does not match its "
-                                    f"record hash (its content was altered)")
-                if len(bad) > MAX_LISTED:
-                    problems.append(f"{where}: {len(bad) - MAX_LISTED} more altered decisions")
-            for row in np.flatnonzero(is_event):
-                record = table.slice(int(row), 1).to_pylist()[0]
-                if record["erased"]:
-                    problems.append(f"{where} row {int(row)} (index {int(index[row])}): an event is marked erased; events cannot be erased")
+        loading = side.submit(load, names[0]) if side and names else None
+        try:
+            for i, name in enumerate(names):
+                first = int(name[:20])
+                where = f"segment {name}"
+                if loading is not None:
+                    batches, _good, trailing = loading.result()
+                    loading = side.submit(load, names[i + 1]) if i + 1 < len(names) else None
+                else:
+                    batches, _good, trailing = load(name)
+                if trailing:
+                    problems.append(trailing)
+                if first != expected:
+                    problems.append(f"{where} starts at index {first} but the segments before it end at {expected} "
+                                    f"(a segment is missing, renamed or swapped)")
+                if not batches:
                     continue
-                try:
-                    digest = hashlib.sha256(canonical.reference_canonical(record)).digest()
-                except (AssayError, ValueError, KeyError, TypeError) as e:
-                    problems.append(f"{where} row {int(row)} (index {int(index[row])}): the event cannot be read ({e})")
-                    continue
-                if digest != stored_bytes[row].tobytes():
-                    problems.append(f"{where} row {int(row)} (index {int(index[row])}): the event does not match its record hash (its content was altered)")
-                elif record["kind"] == "trace.erasure":
-                    import json
+                table = pa.Table.from_batches(batches)
+                locations.append((expected, name))
+                n = table.num_rows
+                index = table.column("index").to_numpy()
+                want = np.arange(expected, expected + n, dtype=np.uint64)
+                if n and int(index[0]) != first:
+                    problems.append(f"{where} holds records from index {int(index[0])} but its name says {first} "
+                                    f"(segments swapped or renamed)")
+                elif not np.array_equal(index, want):
+                    row = int(np.flatnonzero(index != want)[0])
+                    problems.append(f"{where} row {row} holds index {int(index[row])} where {int(want[row])} belongs "
+                                    f"(records were deleted, inserted or reordered)")
+                stored = table.column("record_hash").combine_chunks()
+                stored_bytes = np.frombuffer(stored.buffers()[1], np.uint8, count=n * 32, offset=stored.offset * 32).reshape(n, 32)
+                # The tree over the stored hashes (checked against the signed roots below), in order.
+                if tree_done is not None:
+                    tree_done.result()
+                if side is not None:
+                    tree_done = side.submit(_append_leaves, tree, stored_bytes, threads)
+                else:
+                    _append_leaves(tree, stored_bytes, threads)
+                kinds = table.column("type").combine_chunks()
+                erased_mask = table.column("erased").combine_chunks().to_numpy(zero_copy_only=False)
+                is_decision = pc.equal(kinds, "decision").to_numpy(zero_copy_only=False)
+                is_event = pc.equal(kinds, "event").to_numpy(zero_copy_only=False)
+                other = ~(is_decision | is_event)
+                if other.any():
+                    row = int(np.flatnonzero(other)[0])
+                    problems.append(f"{where} row {row}: unknown record type {kinds[row].as_py()!r}")
+                check = is_decision & ~erased_mask
+                rows = np.flatnonzero(check)
+                if len(rows):
+                    decisions = table.select(canonical.DECISION_SCHEMA.names)
+                    if len(rows) < n:
+                        decisions = decisions.take(pa.array(rows))
+                    try:
+                        got = np.frombuffer(canonical.decision_hashes(decisions, threads), np.uint8).reshape(-1, 32)
+                        bad = rows[np.any(got != stored_bytes[rows], axis=1)]
+                    except AssayError as e:
+                        problems.append(f"{where}: a decision cannot be canonicalised ({e})")
+                        bad = np.array([], dtype=np.int64)
+                    for row in bad[:MAX_LISTED]:
+                        problems.append(f"{where} row {int(row)} (index {int(index[row])}): the decision does not match its "
+                                        f"record hash (its content was altered)")
+                    if len(bad) > MAX_LISTED:
+                        problems.append(f"{where}: {len(bad) - MAX_LISTED} more altered decisions")
+                for row in np.flatnonzero(is_event):
+                    record = table.slice(int(row), 1).to_pylist()[0]
+                    if record["erased"]:
+                        problems.append(f"{where} row {int(row)} (index {int(index[row])}): an event is marked erased; events cannot be erased")
+                        continue
+                    try:
+                        digest = hashlib.sha256(canonical.reference_canonical(record)).digest()
+                    except (AssayError, ValueError, KeyError, TypeError) as e:
+                        problems.append(f"{where} row {int(row)} (index {int(index[row])}): the event cannot be read ({e})")
+                        continue
+                    if digest != stored_bytes[row].tobytes():
+                        problems.append(f"{where} row {int(row)} (index {int(index[row])}): the event does not match its record hash (its content was altered)")
+                    elif record["kind"] == "trace.erasure":
+                        import json
 
-                    erasure_covers.update(json.loads(record["payload"]).get("indices", []))
-            erased.extend(int(i) for i in index[erased_mask & is_decision])
-            tree.append(_leaf_hashes(stored_bytes))
-            expected += n
+                        erasure_covers.update(json.loads(record["payload"]).get("indices", []))
+                erased.extend(int(i) for i in index[erased_mask & is_decision])
+                expected += n
+        finally:
+            for pending in (loading, tree_done):  # nothing runs on after the scratch tree is removed
+                if pending is not None:
+                    pending.exception()
+        if tree_done is not None:
+            tree_done.result()
 
         uncovered = [i for i in erased if i not in erasure_covers]
         if uncovered:
@@ -137,8 +168,8 @@ def verify_log(log: TraceLog, verifier: Verifier, tree_dir: Path | None = None) 
         tree.close()
 
     if checkpoints:
-        name, latest, body = checkpoints[-1]
-        problems.extend(_check_manifest(log, name, latest, body))
+        name, latest, body = _newest(checkpoints)
+        problems.extend(manifest_done.result() if manifest_done else _check_manifest(log, name, latest, body))
         if latest.size < expected:
             warnings.append(f"{expected - latest.size} records after index {latest.size - 1} are not yet covered by a signed checkpoint")
     elif expected:
@@ -146,6 +177,14 @@ def verify_log(log: TraceLog, verifier: Verifier, tree_dir: Path | None = None) 
 
     return VerifyReport(ok=not problems, records=expected, checkpoints=len(checkpoints), erased=len(erased),
                         problems=problems, warnings=warnings, seconds=time.perf_counter() - started)
+
+
+def _newest(checkpoints: list[tuple[str, Checkpoint, str]]) -> tuple[str, Checkpoint, str]:
+    return checkpoints[-1]
+
+
+def _append_leaves(tree: TreeFile, stored_bytes: np.ndarray, threads: int) -> None:
+    tree.append(_leaf_hashes(stored_bytes, threads))
 
 
 def _first_difference(log: TraceLog, tree: TreeFile, checkpoint: Checkpoint, locations: list[tuple[int, str]]) -> str:
