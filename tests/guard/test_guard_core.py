@@ -468,3 +468,34 @@ def test_fixed_width_cap_keys_are_grouped_exactly_even_when_row_keys_collide(mon
     monkeypatch.setitem(core._ROW_WEIGHTS, values.dtype.itemsize // 4, np.zeros(values.dtype.itemsize // 4, dtype=np.uint64))
     assert core._fixed_width_ordinals(values) is None
     assert core._group_ordinals(values).tolist() == expected
+
+
+def test_trace_table_matches_the_decision_records_row_for_row(test_bundle):
+    """Slate.to_arrow (what the trace sink writes) builds its columns in Arrow; every row equals
+    the Decision record built the slow way, with and without fail-closed reasons."""
+    from guard_helpers import make_candidates as many
+
+    cands = many(60, seed=5)
+    store = InMemoryLabelStore()
+    labels = make_labels(cands["id"], seed=5)
+    labels["spam"][:10] = np.nan  # missing on a fail-closed rule: a reason of its own
+    store.put(list(cands["id"][:50]), {k: v[:50] for k, v in labels.items()}, "v")  # ten unlabeled
+    clean = InMemoryLabelStore()
+    clean.put(list(cands["id"]), make_labels(cands["id"], seed=6), "v")
+    g, g_clean = Guard(test_bundle, store), Guard(test_bundle, clean)
+    for k, req in enumerate((ADULT, {**TEEN, "model_version": "ranker-7"}, {**ADULT, "model_version": "a"}, ADULT)):
+        slate = (g if k < 3 else g_clean).apply(req, cands)
+        table = slate.to_arrow()
+        assert table.schema.field("model_versions").type == pa.list_(pa.string())
+        rows = table.to_pylist()
+        records = [d.to_dict() for d in slate.decisions]
+        assert len(rows) == len(records) == 60
+        for row, rec in zip(rows, records, strict=True):
+            rec = {k: (list(v) if isinstance(v, tuple) else v) for k, v in rec.items()}
+            assert {k: v for k, v in row.items() if k != "attribution"} == {k: rec[k] for k in row if k != "attribution"}
+        if k < 3:
+            assert any("fail-closed" in r for row in rows for r in row["reasons"])
+            assert any(row["rule_ids"] == ["guard:unlabeled"] for row in rows)
+        else:  # nothing fails closed: names and reasons are gathered by Arrow
+            assert not any("fail-closed" in r for row in rows for r in row["reasons"])
+            assert any(row["rule_ids"] for row in rows) and any(row["shadow_rule_ids"] for row in rows)

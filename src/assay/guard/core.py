@@ -508,40 +508,56 @@ class Slate:
         ids = np.array([sp.id for sp in specs] + ["guard:unlabeled", "guard:deadline", ""], dtype=object)
         reasons = np.array([sp.reason for sp in specs] + ["no labels for this item on a fail-closed surface",
                                                           "deadline budget exhausted before the rules ran (fail-closed)", ""], dtype=object)
-        rule_values = ids[rule]
-        reason_values = reasons[rule]
+        string = pa.string()
+        fc_rows = np.empty(0, dtype=np.int64)
         if self.failed_closed is not None and len(rule):
-            fc = self.failed_closed[cand] & (rule == h[cand])
-            for k in np.flatnonzero(fc):
+            fc_rows = np.flatnonzero(self.failed_closed[cand] & (rule == h[cand]))
+        breaker_rows = np.flatnonzero(rule == n_rules + 2)
+        if not len(fc_rows) and not len(breaker_rows):
+            # the usual case: every name and reason is the rule's own, gathered by Arrow in C
+            rule_array = pa.array(ids.tolist(), type=string).take(rule)
+            reason_array = pa.array(reasons.tolist(), type=string).take(rule)
+        else:
+            rule_values = ids[rule]
+            reason_values = reasons[rule]
+            for k in fc_rows:
                 reason_values[k] = f"fail-closed: {ids[rule[k]]} could not be evaluated (missing labels or budget)"
-        for k in np.flatnonzero(rule == n_rules + 2):
-            scope = self.breaker_scope.get(int(cand[k]), "breaker")
-            rule_values[k] = f"breaker:{scope}"
-            reason_values[k] = f"circuit breaker {scope} is open" + (f"; fallback {self.fallback}" if self.fallback else "")
+            for k in breaker_rows:
+                scope = self.breaker_scope.get(int(cand[k]), "breaker")
+                rule_values[k] = f"breaker:{scope}"
+                reason_values[k] = f"circuit breaker {scope} is open" + (f"; fallback {self.fallback}" if self.fallback else "")
+            rule_array, reason_array = pa.array(rule_values, type=string), pa.array(reason_values, type=string)
         s_offsets = np.zeros(n + 1, dtype=np.int32)
         if self.shadowed is not None and n_rules:
             s_cand, s_rule = np.nonzero(self.shadowed.T)
             np.cumsum(np.bincount(s_cand, minlength=n), out=s_offsets[1:])
-            shadow_values = ids[s_rule]
+            shadow_values = pa.array(ids.tolist(), type=string).take(s_rule)
         else:
-            shadow_values = np.empty(0, dtype=object)
+            shadow_values = pa.array([], type=string)
         served = self.rank_after >= 0
+
+        def same(value: Any, type_: Any = string):  # one value for every row, repeated in C
+            return pa.repeat(pa.scalar(value, type=type_), n)
+
         cols: dict[str, Any] = {
-            "request_id": [self.request_id] * n, "ts": np.full(n, self.ts), "surface": [self.surface] * n,
-            "subject_id": [self.subject_id] * n, "item_id": self.candidate_ids.astype(object),
-            "rank_before": np.arange(n, dtype=np.int64), "rank_after": self.rank_after.astype(np.int64),
-            "action": names[self.action.astype(np.int64)],
-            "rule_ids": pa.ListArray.from_arrays(offsets, pa.array(rule_values, type=pa.string())),
-            "reasons": pa.ListArray.from_arrays(offsets, pa.array(reason_values, type=pa.string())),
-            "shadow_rule_ids": pa.ListArray.from_arrays(s_offsets, pa.array(shadow_values, type=pa.string())),
-            "bundle_hash": [self.bundle_hash] * n, "bundle_version": [self.bundle_version] * n,
-            "model_versions": [list(self.model_versions)] * n,
-            "breaker_state": self._breaker_state_column(h),
-            "score_before": self.scores_before.astype(np.float64),
+            "request_id": same(self.request_id), "ts": pa.array(np.full(n, self.ts)), "surface": same(self.surface),
+            "subject_id": same(self.subject_id), "item_id": pa.array(self.candidate_ids.astype(object), type=string),
+            "rank_before": pa.array(np.arange(n, dtype=np.int64)), "rank_after": pa.array(self.rank_after.astype(np.int64)),
+            "action": pa.array(names.tolist(), type=string).take(self.action.astype(np.int64)),
+            "rule_ids": pa.ListArray.from_arrays(offsets, rule_array),
+            "reasons": pa.ListArray.from_arrays(offsets, reason_array),
+            "shadow_rule_ids": pa.ListArray.from_arrays(s_offsets, shadow_values),
+            "bundle_hash": same(self.bundle_hash), "bundle_version": same(self.bundle_version),
+            "model_versions": pa.ListArray.from_arrays(  # the request's versions on every row
+                pa.array(np.arange(n + 1, dtype=np.int32) * len(self.model_versions)),
+                pa.array(list(self.model_versions), type=string).take(np.tile(np.arange(len(self.model_versions)), n))),
+            "breaker_state": (pa.array(self._breaker_state_column(h), type=string) if len(breaker_rows) or (h == BREAKER).any()
+                              else same(self.breaker_state)),
+            "score_before": pa.array(self.scores_before.astype(np.float64)),
             "score_after": pa.array(self.scores_after.astype(np.float64), mask=~served),
-            "attribution": pa.nulls(n, pa.string()),
+            "attribution": pa.nulls(n, string),
         }
-        table = pa.table({k: (v if isinstance(v, pa.Array) else pa.array(v)) for k, v in cols.items()})
+        table = pa.table(cols)
         if self.fallback_ids:
             extra = [d.to_dict() for d in self.decisions[n:]]
             for row in extra:
