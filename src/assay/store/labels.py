@@ -165,15 +165,10 @@ class _IdKeys:
         if "\x00" in joined:
             return None
         n = len(ids)
-        query = np.array(ids, dtype=str)
-        qwidth = query.dtype.itemsize // 4
-        codes = query.view(np.uint32).reshape(n, qwidth)
-        if qwidth > self.width:  # the key reads the stored width; the string check sees the rest
-            codes = codes[:, : self.width]
-        elif qwidth < self.width:
-            padded = np.zeros((n, self.width), dtype=np.uint32)
-            padded[:, :qwidth] = codes
-            codes = padded
+        # one code point wider than the longest stored id, which a given width converts in one
+        # pass: a longer id keeps a non-NUL code point there, so it can equal no stored id
+        query = np.array(ids, dtype=f"<U{self.width + 1}")
+        codes = query.view(np.uint32).reshape(n, self.width + 1)[:, : self.width]
         qkeys = codes.astype(np.uint64) @ self.weights
         # in key order the binary searches and the gathers below walk the table forwards
         # (numpy's searchsorted starts each search where the last one ended), not at random
