@@ -106,6 +106,11 @@ class DemoContext:
         default_factory=dict
     )  # step entry -> what it said (plain text)
     current: str = ""
+    planned: tuple[str, ...] = ()  # the step entries this run will execute, in order
+
+    def will_run(self, entry: str) -> bool:
+        """Whether this run executes ``entry`` (so a step can leave a story to it, not tell it twice)."""
+        return entry in self.planned
 
     def say(self, text: str) -> None:
         """Narrate one thing the demo is doing or found (also kept for the assurance report)."""
@@ -263,6 +268,7 @@ def run_demo(
             hint=f"parts: {', '.join(sorted(known))}",
         )
 
+    ctx.planned = tuple(e for e in DEMO_STEPS if not only or part_of(e) in only)
     for stage in STAGES:
         entries = [e for e in stage.steps if not only or part_of(e) in only]
         if not entries:

@@ -72,6 +72,14 @@ def step(ctx) -> None:
     ctx.say(f"latency per 1,000-candidate request: median {np.median(times) * 1000:.2f} ms, "
             f"p99 {np.percentile(times, 99) * 1000:.2f} ms (run `assay bench guard` for the measured figures)")
 
+    if ctx.will_run("assay.cli.demo:replay"):  # the replay tells the outage on real traffic
+        sink.flush(10)
+        sink.close()
+        ctx.say(f"{sink.stats.written_records} decision records written to {decisions_path}; "
+                "breakers under a labeller outage are shown on real traffic in the replay next")
+        ctx.state["guard"] = {"bundle_hash": bundle.hash, "decisions": str(decisions_path), "labels": str(labels_path)}
+        return
+
     # a labeler outage: the store is a Redis that is not there
     clock = [0.0]
     registry = BreakerRegistry({"surface": ScopePolicy(
