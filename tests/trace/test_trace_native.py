@@ -167,3 +167,31 @@ def test_parallel_map_keeps_order_and_limits_threads() -> None:
     seen.clear()
     assert hashing.parallel_map(work, range(5), 1) == [x * x for x in range(5)]
     assert seen == {threading.get_ident()}
+
+
+def test_bad_row_in_a_large_batch_leaves_the_segment_as_it_was(tmp_path) -> None:
+    # Large local batches are written while their record hashes are computed (log._write_early):
+    # a row that cannot be canonicalised is found after most bytes are on disk; they are cut back.
+    from assay.errors import BadInput
+    from assay.trace import TraceLog
+    from assay.trace.log import OVERLAP_MIN_ROWS
+
+    good = bench.synthetic_decisions(OVERLAP_MIN_ROWS + 3)
+    n = max(OVERLAP_MIN_ROWS, canonical.PARALLEL_MIN_ROWS) + 3  # more than one slice: the row is named in the batch
+    bad = bench.synthetic_decisions(n, start=good.num_rows)
+    scores = bad.column("score_after").to_numpy().copy()
+    scores[n - 2] = np.inf
+    bad = bad.set_column(bad.schema.get_field_index("score_after"), "score_after", pa.array(scores))
+    with TraceLog.open(tmp_path / "log", threads=2) as log:
+        log.append_table(good)
+        segment = tmp_path / "log" / "segments" / log.segment_names()[0]
+        before = segment.read_bytes()
+        tree_before = (tmp_path / "log" / "tree.bin").read_bytes()
+        with pytest.raises(BadInput, match=f"decision row {n - 2}: score_after is inf"):
+            log.append_table(bad)
+        assert segment.read_bytes() == before and (tmp_path / "log" / "tree.bin").read_bytes() == tree_before
+        assert log.size == good.num_rows
+        log.append_table(good.slice(0, 5))
+        assert log.verify().ok
+    with TraceLog.open(tmp_path / "log") as reopened:
+        assert not reopened.recovery and not reopened.problems and reopened.size == good.num_rows + 5

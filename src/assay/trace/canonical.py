@@ -354,6 +354,7 @@ def canonical_decisions(table: pa.Table, workers: int | None = None) -> pa.Array
 
     Arrow's kernels release the GIL, so large batches are built in slices on a thread pool
     (``workers`` defaults to the CPU count, at most 8)."""
+    _check_numbers(table)
     parts = _pool_map(_canonical_slice, _slices(table, workers))
     return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
 
@@ -365,7 +366,28 @@ def decision_hashes(table: pa.Table, workers: int | None = None) -> bytes:
     kernels and the native hasher both release the GIL."""
     if table.num_rows == 0:
         return b""
+    _check_numbers(table)
     return b"".join(_pool_map(_hash_slice, _slices(table, workers)))
+
+
+def _check_numbers(table: pa.Table) -> None:
+    """Refuse numbers JSON cannot carry, naming the row in the whole batch (the slices would
+    name it within their slice)."""
+    for name in ("ts", "score_before", "score_after"):
+        values = table.column(name).to_numpy()  # nulls become NaN
+        bad = ~np.isfinite(values)
+        if bad.any():
+            if table.column(name).null_count:
+                bad &= ~table.column(name).is_null().to_numpy(zero_copy_only=False)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise BadInput(f"decision row {row}: {name} is {values[row]}, which JSON cannot carry")
+    for name in ("rank_before", "rank_after"):
+        values = table.column(name).to_numpy()
+        bad = np.abs(values) > MAX_SAFE_INT
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BadInput(f"decision row {row}: {name} = {values[row]} is outside the JSON safe integer range")
 
 
 def _hash_slice(table: pa.Table) -> bytes:

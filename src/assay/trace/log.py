@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -489,8 +489,10 @@ class TraceLog:
         if table.num_rows == 0:
             raise BadInput("nothing to append: the decision table is empty")
         prepared = self._prepare_decisions(canonical.normalise_decision_table(table))
-        rows, hashes = self._decision_rows(prepared)
-        return self._commit(pa.Table.from_batches([rows]), hashes)
+        # The record hashes are computed in _commit: for large batches while the rest of the
+        # segment bytes are already being written (see _write_early).
+        return self._commit(pa.Table.from_batches([self._decision_batch(prepared)]),
+                            lambda: canonical.decision_hashes(prepared, self.threads))
 
     def _prepare_decisions(self, table: pa.Table) -> pa.Table:
         subjects = table.column("subject_id").combine_chunks()
@@ -498,7 +500,9 @@ class TraceLog:
                                 self.pseudonymiser.column(subjects))
 
     def _decision_rows(self, table: pa.Table) -> tuple[pa.RecordBatch, bytes]:
-        hashes = canonical.decision_hashes(table, self.threads)
+        return self._decision_batch(table), canonical.decision_hashes(table, self.threads)
+
+    def _decision_batch(self, table: pa.Table) -> pa.RecordBatch:
         n = table.num_rows
         arrays = [
             pa.nulls(n, pa.uint64()),  # index: filled at commit
@@ -508,12 +512,16 @@ class TraceLog:
             *[table.column(name).combine_chunks() for name in canonical.DECISION_SCHEMA.names],
             pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.string()),
         ]
-        return pa.RecordBatch.from_arrays(arrays, schema=canonical.SEGMENT_SCHEMA), hashes
+        return pa.RecordBatch.from_arrays(arrays, schema=canonical.SEGMENT_SCHEMA)
 
-    def _commit(self, table: pa.Table, record_hashes: bytes) -> AppendResult:
-        """Write rows whose record hashes are ``record_hashes`` (concatenated, 32 bytes each)."""
+    def _commit(self, table: pa.Table, record_hashes: bytes | Callable[[], bytes]) -> AppendResult:
+        """Write rows whose record hashes are ``record_hashes`` (concatenated, 32 bytes each, or a
+        function computing them: called here, or inside ``_write_early`` for large local batches)."""
         started = time.perf_counter()
-        leaves = _leaf_hashes(record_hashes, self.threads)
+        early = callable(record_hashes) and self.local and self.threads > 1 and table.num_rows >= OVERLAP_MIN_ROWS
+        if callable(record_hashes) and not early:
+            record_hashes = record_hashes()
+        leaves = None if early else _leaf_hashes(record_hashes, self.threads)
         with self._lock:
             if self.problems:
                 raise TamperError(["refusing to append to a log that failed its checks:", *self.problems])
@@ -522,23 +530,22 @@ class TraceLog:
             first = self._size
             n = table.num_rows
             table = table.set_column(0, "index", pa.array(np.arange(first, first + n, dtype=np.uint64)))
-            table = table.set_column(1, "record_hash", pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(32), n, [None, pa.py_buffer(record_hashes)]))
-            batch = table.combine_chunks().to_batches(max_chunksize=n)[0] if n else None
-            if n >= OVERLAP_MIN_ROWS and self.threads > 1:
+            if early:
+                self._write_early(table, first, record_hashes)
+            elif n >= OVERLAP_MIN_ROWS and self.threads > 1:
                 # The segment (serialise, hash, write, fsync) and the tree (node hashes, write,
                 # fsync) are independent files and both release the GIL: write them side by side.
                 # The tree is a cache that recovery cuts back to the segments after a crash.
                 tree_done = hashing.pool("side").submit(self._tree.append, leaves)
                 try:
-                    self._write_batch(batch)
+                    self._write_batch(_with_hashes(table, record_hashes))
                 except BaseException:
                     if tree_done.exception() is None:
                         self._tree.truncate(first)  # keep the cache in step with the segments
                     raise
                 tree_done.result()
             else:
-                self._write_batch(batch)
+                self._write_batch(_with_hashes(table, record_hashes))
                 self._tree.append(leaves)
             self._size = first + n
             due = self.checkpoint_every is not None and time.time() - self._last_checkpoint_time >= self.checkpoint_every
@@ -548,6 +555,47 @@ class TraceLog:
             return AppendResult(first, n, self._size, merkle.root_hash(self._tree, self._size).hex(),
                                 int(latest[-1][:20]) if latest else 0, time.perf_counter() - started)
 
+    def _write_early(self, table: pa.Table, first: int, compute_hashes: Callable[[], bytes]) -> None:
+        """Write a large local batch while its record hashes are computed. Only the record_hash
+        column depends on them, and it sits near the start of the IPC message (after the index
+        column), so the bytes after it (~90% of the batch) are written with pwrite on another
+        thread while this one computes the hashes; then the head (message metadata, index,
+        record hashes) is written, the tree appended beside it, and the segment fsynced once.
+        The bytes are exactly those of the batch serialised with its hashes (tested). On bad
+        input or an error the segment is cut back; a crash in between leaves a torn batch (a
+        hole of zeros where the head belongs), which recovery cuts off like any torn batch."""
+        n = table.num_rows
+        placeholder = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(bytes(32 * n))])
+        batch = table.set_column(1, "record_hash", placeholder).combine_chunks().to_batches(max_chunksize=n)[0]
+        message = memoryview(batch.serialize())
+        body = len(message) - pa.ipc.read_message(pa.py_buffer(message)).body.size
+        start, end = body + 8 * n, body + 40 * n  # the index column's 8n bytes, then the record hashes
+        if bytes(message[body:start]) != np.arange(first, first + n, dtype="<u8").tobytes():
+            raise AssayError("unexpected Arrow IPC layout: the index column is not where it belongs")  # pragma: no cover
+        segment = self._active_segment()
+        offset = segment.length
+        side = hashing.pool("side")
+        tail_done = side.submit(segment.pwrite, message[end:], offset + end)
+        try:
+            hashes = compute_hashes()
+            if len(hashes) != 32 * n:
+                raise AssayError(f"{len(hashes) // 32} record hashes for {n} records")  # pragma: no cover
+            tree_done = side.submit(self._tree.append, _leaf_hashes(hashes, self.threads))
+            try:
+                head = b"".join((message[:start], hashes))
+                segment.pwrite(head, offset)
+                tail_done.result()
+                segment.commit((head, message[end:]), rows=n)
+            except BaseException:
+                if tree_done.exception() is None:
+                    self._tree.truncate(first)  # keep the cache in step with the segments
+                raise
+            tree_done.result()
+        except BaseException:
+            tail_done.exception()  # wait for it before cutting the segment back
+            segment.cut(offset)
+            raise
+
     def _write_batch(self, batch: pa.RecordBatch) -> None:
         message = memoryview(batch.serialize())  # written and hashed without another copy
         if not self.local:
@@ -556,6 +604,10 @@ class TraceLog:
             self.fs.pipe_file(f"{self.root}/segments/{name}", data)
             self._segment_digests[name] = (len(data), hashlib.sha256(data).hexdigest())
             return
+        self._active_segment().write(message, rows=batch.num_rows,
+                                     overlap=self.threads > 1 and batch.num_rows >= OVERLAP_MIN_ROWS)
+
+    def _active_segment(self) -> _ActiveSegment:
         if self._active is None or self._active.rows >= self.segment_records:
             if self._active:
                 self._active.close()
@@ -565,8 +617,7 @@ class TraceLog:
             name = names[-1] if reuse else _segment_name(self._size)
             self._active = _ActiveSegment(f"{self.root}/segments/{name}", name, self.fsync,
                                           self._segment_rows(name) if reuse else 0)
-        self._active.write(message, rows=batch.num_rows,
-                           overlap=self.threads > 1 and batch.num_rows >= OVERLAP_MIN_ROWS)
+        return self._active
 
     def _segment_rows(self, name: str) -> int:
         names = self.segment_names()
@@ -755,6 +806,7 @@ class _ActiveSegment:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     self._hash.update(chunk)
         self._file = open(path, "ab")  # noqa: SIM115 - kept open across appends
+        self._fd = os.open(path, os.O_WRONLY)  # positional writes (the file object appends)
         self.length = self._file.tell()
         if not exists:
             self.write(canonical.SEGMENT_SCHEMA.serialize().to_pybytes(), rows=0)
@@ -778,12 +830,38 @@ class _ActiveSegment:
         self.length += len(data)
         self.rows += rows
 
+    def pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        while len(view):
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def commit(self, parts: Sequence[bytes | memoryview], rows: int) -> None:
+        """Make a batch written with ``pwrite`` at ``length`` durable, and extend the running hash
+        with its parts (in order) on another thread meanwhile."""
+        hashed = hashing.pool("side").submit(lambda: [self._hash.update(p) for p in parts])
+        try:
+            if self.fsync:
+                os.fsync(self._fd)
+        finally:
+            hashed.result()
+        self.length += sum(len(p) for p in parts)
+        self.rows += rows
+
+    def cut(self, length: int) -> None:
+        """Undo a batch that was not acknowledged: back to ``length`` bytes."""
+        os.ftruncate(self._fd, length)
+        if self.fsync:
+            os.fsync(self._fd)
+
     def digest(self) -> str:
         return self._hash.hexdigest()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._file.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
 
 def _is_local(fs) -> bool:
@@ -802,6 +880,14 @@ def _fsync_dir(path: str) -> None:
 def _fixed_bytes(arr: pa.Array) -> memoryview:
     """The values of a ``binary(32)`` array, concatenated (no copy)."""
     return memoryview(arr.buffers()[1])[arr.offset * 32 : (arr.offset + len(arr)) * 32]
+
+
+def _with_hashes(table: pa.Table, record_hashes: bytes) -> pa.RecordBatch:
+    """The batch to write: ``table`` with its ``record_hash`` column filled."""
+    n = table.num_rows
+    table = table.set_column(1, "record_hash", pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(32), n, [None, pa.py_buffer(record_hashes)]))
+    return table.combine_chunks().to_batches(max_chunksize=n)[0]
 
 
 def _leaf_hashes(record_hashes: bytes | memoryview | np.ndarray, threads: int | None = None) -> bytes:
