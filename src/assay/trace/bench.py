@@ -2,7 +2,8 @@
 checkpoint per batch), full verification, and the ``why`` query — beside plain row inserts into
 the machine's PostgreSQL measured in the same run.
 
-Figures: ``append_per_s``, ``verify_per_s``, ``why_query_ms`` (median of several lookups).
+Figures: ``append_per_s``, ``verify_per_s``, ``why_query_ms`` (median of several lookups); append
+and verify with ``threads=1`` are measured beside them on the same batches, interleaved.
 quick=True uses a small log; quick=False appends 1M decisions for the throughput figures and
 grows the log to 10M decisions for the ``why`` query (minutes on a small machine).
 """
