@@ -27,7 +27,8 @@ def test_pairs_prefer_the_safe_answer_to_a_human_labelled_harmful_one(findings_f
         if r.harmful:
             harmful_by_q.setdefault(ds.prompt_hash(r.question), set()).add(r.response.strip())
     rows = _train_rows(findings_file)
-    pairs = dpo.build_pairs(rows, [findings_file])
+    assert all(p.kind == "harmful" for p in dpo.build_pairs(rows, [findings_file]))  # the default
+    pairs = dpo.build_pairs(rows, [findings_file], kinds="harmful+benign")
     by_prompt = {e.prompt: e for e in rows}
     harmful = [p for p in pairs if p.kind == "harmful"]
     benign = [p for p in pairs if p.kind == "benign"]
@@ -39,6 +40,8 @@ def test_pairs_prefer_the_safe_answer_to_a_human_labelled_harmful_one(findings_f
     for p in benign:
         assert refusal.refused(p.rejected) and not refusal.refused(p.chosen)
     assert {p.prompt for p in pairs} <= set(by_prompt)  # only training prompts, never held-out ones
+    with pytest.raises(BadInput, match="pair kinds"):
+        dpo.build_pairs(rows, kinds="benign")
 
 
 def _margin(model, tok, pairs: list[dpo.Pair], max_length: int) -> float:
@@ -92,3 +95,31 @@ def test_pairs_without_room_for_an_answer_are_refused(model_cache):
     long = dpo.Pair("Tell me about this. " * 40, "No.", "Yes, here is how.", "harmful")
     with pytest.raises(BadInput, match="none with room for an answer"):
         dpo.train_dpo(object(), tok, [long], dpo.DPOSettings(max_length=64), Path("/nonexistent"))
+
+
+def test_finetune_with_dpo_stage_and_resume_after_it(findings_file, model_cache, assay_home):
+    """``assay mitigate finetune --dpo-steps``: the DPO stage runs after the supervised one, its
+    pairs become part of the mitigation data, and a run resumed after the supervised stage
+    rebuilds the model from the saved adapter and exports the DPO-trained weights."""
+    import json
+    import shutil
+
+    from assay.cli.main import main
+    from assay.mitigate.pipeline import execute, run_path
+
+    args = ["--steps", "2", "--batch-size", "1", "--max-length", "96", "--lora-layers", "2", "--lora-r", "4", "--augment", "16", "--no-eval", "--no-register"]
+    assert main(["mitigate", "finetune", "-f", str(findings_file), *args, "--dpo-steps", "2", "--dpo-batch-size", "1", "--checkpoint-every", "1", "--run-id", "dpo"]) == 0
+    run = run_path("dpo")
+    log = json.loads((run / "dpo.json").read_text())
+    assert log["steps"] == 2 and log["pairs"] > 0 and len(log["losses"]) == 2
+    pairs = dpo.read_pairs(run / "data" / "dpo_pairs.jsonl")
+    train_prompts = {e.prompt for e in ds.read_examples(run / "data" / "train.jsonl")}
+    assert pairs and {p.prompt for p in pairs} <= train_prompts
+    first = (run / "merged" / "model.safetensors").read_bytes()
+
+    # As if killed after the supervised stage finished: the DPO stage resumes from its checkpoint.
+    shutil.rmtree(run / "merged")
+    (run / "dpo.json").unlink()
+    summary = execute(run, progress=False, say=lambda _t: None)
+    assert summary["dpo"]["resumed_from"] == 2 and summary["dpo"]["steps"] == 2
+    assert (run / "merged" / "model.safetensors").read_bytes() == first

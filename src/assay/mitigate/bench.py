@@ -13,7 +13,8 @@ Figures: ``harmful_rate_before``/``_after`` and ``benign_helpful_before``/``_aft
 ``*_ci95`` [low, high] and ``*_n`` alongside) and ``train_step_s`` (median wall seconds per
 training step on this machine, with the load average in ``load``). The run is sized by device:
 on a GPU a full run; on a CPU one that finishes in about 20 minutes on a shared 2-core machine
-(``sizing`` says how large it was).
+(``sizing`` says how large it was). ``ASSAY_MITIGATE_BENCH_DPO=N`` adds N DPO steps (trl) on
+top of the supervised adapter (``dpo`` in the output).
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ def _sizing(quick: bool, device: str) -> dict[str, Any]:
     return {"steps": 60, "batch_size": 4, "max_length": 96, "lora_layers": 8, "augment": 80, "eval": 64, "max_new_tokens": 24, "checkpoint_every": 20, "learning_rate": 2e-3}
 
 
+def _dpo_steps() -> int:
+    """``ASSAY_MITIGATE_BENCH_DPO``: DPO steps (trl) after the supervised stage; 0 (default) = none."""
+    raw = os.environ.get("ASSAY_MITIGATE_BENCH_DPO", "0")
+    try:
+        steps = int(raw)
+    except ValueError:
+        steps = -1
+    if steps < 0:
+        from assay.errors import BadInput
+
+        raise BadInput(f"ASSAY_MITIGATE_BENCH_DPO must be a number of steps (0 = no DPO), got {raw!r}")
+    return steps
+
+
 def _findings(path: Path) -> int:
     from assay.data import do_not_answer
 
@@ -70,6 +85,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     device = pick_device("auto")
     size = _sizing(quick, device)
+    dpo_steps = _dpo_steps()
     load_start = os.getloadavg()[0]
     old = {k: os.environ.get(k) for k in ("ASSAY_HOME", "ASSAY_MODEL_CACHE")}
     os.environ["ASSAY_MODEL_CACHE"] = str(cache_root())  # keep the dequantised model across runs
@@ -86,6 +102,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                 eval_benign=size["eval"],
                 max_new_tokens=size["max_new_tokens"],
                 generate_batch=16 if device.startswith("cuda") else 8,
+                dpo_steps=dpo_steps,
+                dpo_batch_size=size["batch_size"],
+                dpo_pairs=os.environ.get("ASSAY_MITIGATE_BENCH_DPO_PAIRS", "harmful"),
                 train=TrainConfig(
                     steps=size["steps"],
                     batch_size=size["batch_size"],
@@ -141,6 +160,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             **{k: summary["train"][k] for k in ("steps", "examples", "first_loss", "final_loss", "median_step_s")},
             "loss_by_tenth": _tenths(summary["train"].get("losses") or []),
         },
+        "dpo": _dpo_summary(summary.get("dpo")),
         "judge": report["judge"],
         "judges": {
             side: {
@@ -152,6 +172,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         "classifiers": report["classifiers"],
         "load": {"loadavg_1min_start": round(load_start, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "run_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _dpo_summary(log: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not log:
+        return None
+    return {
+        **{k: log.get(k) for k in ("steps", "pairs", "pairs_harmful", "pairs_benign", "pairs_dropped_too_long", "step_s", "settings")},
+        "loss_by_tenth": _tenths(log["losses"]),
+        "reward_margin_by_tenth": _tenths(log["reward_margins"]),
+        "reward_accuracy_by_tenth": _tenths(log["reward_accuracies"]),
     }
 
 

@@ -11,9 +11,12 @@ evaluation-suite exclusions hold unchanged:
   a response to the *same* prompt that human annotators labelled harmful (the finding's own
   response, else a harmful Do-Not-Answer response to that question). Rows with no such
   response give no pair.
-- **benign boundary prompt**: chosen = the helpful reference answer; rejected = a short
-  human-judged Do-Not-Answer refusal that carries a refusal phrase (picked by prompt hash),
-  which pushes directly against over-refusal.
+- **benign boundary prompt** (only with ``kinds="harmful+benign"``): chosen = the helpful
+  reference answer; rejected = a short human-judged Do-Not-Answer refusal that carries a refusal
+  phrase (picked by prompt hash). Off by default: measured on the CPU bench, these pairs undid
+  the supervised stage (the rejected refusals are the very refusals it taught for harmful
+  prompts, and DPO lowered them everywhere): harmful-answer rate 0.25 after SFT, 0.59 after SFT
+  + 20 DPO steps with them.
 
 Checkpoints and resume are the ``transformers.Trainer``'s (``save_steps``,
 ``resume_from_checkpoint``), under ``run_dir/dpo``.
@@ -21,8 +24,10 @@ Checkpoints and resume are the ``transformers.Trainer``'s (``save_steps``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,8 +93,14 @@ def harmful_responses(findings_files: Sequence[Path | str] = (), data_dir: Path 
     return out
 
 
-def build_pairs(train: Sequence[Example], findings_files: Sequence[Path | str] = (), data_dir: Path | str | None = None) -> list[Pair]:
-    """Preference pairs for the training rows (see the module doc); held-out rows are never passed in."""
+PAIR_KINDS = ("harmful", "harmful+benign")
+
+
+def build_pairs(train: Sequence[Example], findings_files: Sequence[Path | str] = (), data_dir: Path | str | None = None, *, kinds: str = "harmful") -> list[Pair]:
+    """Preference pairs for the training rows (see the module doc); held-out rows are never passed
+    in. ``kinds``: ``harmful`` (default) or ``harmful+benign``."""
+    if kinds not in PAIR_KINDS:
+        raise BadInput(f"DPO pair kinds must be one of {', '.join(PAIR_KINDS)}, got {kinds!r}")
     from assay.evaluate.scorers import RefusalMatch
 
     harmful = harmful_responses(findings_files, data_dir)
@@ -104,7 +115,7 @@ def build_pairs(train: Sequence[Example], findings_files: Sequence[Path | str] =
             rejected = harmful.get(e.prompt_sha256)
             if rejected and rejected != e.response:
                 pairs.append(Pair(e.prompt, e.response, rejected, "harmful"))
-        elif refusals:
+        elif kinds == "harmful+benign" and refusals:
             pairs.append(Pair(e.prompt, e.response, refusals[int(e.prompt_sha256[:8], 16) % len(refusals)], "benign"))
     return pairs
 
@@ -179,24 +190,40 @@ def train_dpo(peft_model: Any, tokenizer: Any, pairs: Sequence[Pair], settings: 
         processing_class=tokenizer,
     )
     resume = _last_checkpoint(out_dir)
-    trainer.train(resume_from_checkpoint=resume)
+    if resume and _checkpoint_step(resume) >= settings.steps:
+        # Killed after the last checkpoint: take its adapter as it is (the Trainer, resumed at
+        # max_steps, would still run one more step).
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(trainer.model, load_file(str(Path(resume) / "adapter_model.safetensors")), adapter_name="default")
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+        history, steps_done, runtime = state["log_history"], int(state["global_step"]), math.nan
+    else:
+        # The Trainer prints its log dicts to stdout; stdout belongs to --json output.
+        with contextlib.redirect_stdout(sys.stderr):
+            output = trainer.train(resume_from_checkpoint=resume)
+        history, steps_done = trainer.state.log_history, int(trainer.state.global_step)
+        runtime = float(output.metrics.get("train_runtime", math.nan))
     model = trainer.model
     if "ref" in getattr(model, "peft_config", {}):
         model.set_adapter("default")
         model.delete_adapter("ref")
     model.eval()
-    logs = [h for h in trainer.state.log_history if "loss" in h]
+    logs = [h for h in history if "loss" in h]
 
     def series(key: str) -> list[float]:
         return [float(h[key]) for h in logs if key in h and not math.isnan(float(h[key]))]
 
     return model, {
-        "steps": int(trainer.state.global_step),
+        "steps": steps_done,
         "resumed_from": _checkpoint_step(resume),
         "pairs": len(pairs),
         "pairs_dropped_too_long": n_given - len(pairs),
         "pairs_harmful": sum(1 for p in pairs if p.kind == "harmful"),
         "pairs_benign": sum(1 for p in pairs if p.kind == "benign"),
+        "train_runtime_s": runtime,
+        "step_s": runtime / max(1, steps_done - _checkpoint_step(resume)),
         "losses": series("loss"),
         "reward_margins": series("rewards/margins"),
         "reward_accuracies": series("rewards/accuracies"),

@@ -56,6 +56,7 @@ class RunSpec:
     dpo_batch_size: int = 4
     dpo_learning_rate: float = 5e-4
     dpo_beta: float = 0.1
+    dpo_pairs: str = "harmful"  # harmful | harmful+benign (see assay.mitigate.dpo)
     register: bool = True
     base_id: str | None = None
     bundle: str | None = None
@@ -157,6 +158,11 @@ def create_run(spec: RunSpec, run_id: str | None = None) -> Path:
     """Make the run folder, build the data (bad input fails here, before any training) and
     record the base model's hashes."""
     spec.train.validate()
+    if spec.dpo_steps:
+        from assay.mitigate.dpo import PAIR_KINDS
+
+        if spec.dpo_pairs not in PAIR_KINDS:
+            raise BadInput(f"--dpo-pairs must be one of {', '.join(PAIR_KINDS)}, got {spec.dpo_pairs!r}")
     source = resolve_model(spec.model)
     if spec.evaluate:
         from assay.mitigate.reeval import require_classifiers
@@ -268,7 +274,7 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
                 peft_model = PeftModel.from_pretrained(base_model, str(run_dir / "adapter"), is_trainable=True)
             pairs_path = data_dir / "dpo_pairs.jsonl"
             if not pairs_path.exists():
-                dpo.write_pairs(dpo.build_pairs(train_rows, spec.findings), pairs_path)
+                dpo.write_pairs(dpo.build_pairs(train_rows, spec.findings, kinds=spec.dpo_pairs), pairs_path)
             pairs = dpo.read_pairs(pairs_path)
             _set_status(run_dir, "dpo")
             say(f"DPO on {len(pairs)} preference pairs, {spec.dpo_steps} steps (reference: the supervised model)")
