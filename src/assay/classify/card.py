@@ -112,7 +112,7 @@ def model_card(doc: dict) -> str:
             "",
             "## Served with the int8 encoder",
             "",
-            "Scoring runs the encoder dynamically quantised to int8 (about 2.5x the fp32 speed on this",
+            "Scoring runs the encoder dynamically quantised to int8 (2-3x the fp32 speed on this",
             f"machine); the head above was trained and calibrated on fp32 embeddings. Test split again, `{q['encoder']}`:",
             "",
             f"- precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}, F1 {_fmt(m['f1'])}, AUROC {_fmt(m['auroc'])}, ECE {m.get('ece')}",
