@@ -10,7 +10,7 @@ downloaded. Two backends give the same vectors (cosine > 0.9999, tested):
 
 Precision (ONNX only): ``int8`` (the default for scoring) runs the transformer's matrix
 products with ONNX Runtime's dynamic int8 quantisation (weights per channel, activations per
-call), which uses the CPU's VNNI instructions: about 2.5x the fp32 throughput here. Its vectors
+call), which uses the CPU's VNNI instructions: 2-3x the fp32 throughput here. Its vectors
 differ slightly from fp32 (mean cosine 0.991), so heads are *trained* on fp32 embeddings (the
 reference) and the int8 scores are checked against them (``assay bench classify``: score
 differences and label agreement; model cards: test metrics re-measured with int8).
