@@ -102,7 +102,7 @@ def finetune(
     checkpoint_every: int = typer.Option(10, help="Checkpoint every N steps (resume continues from the newest)."),
     dpo_steps: int = typer.Option(0, help="DPO steps (trl) after the supervised stage (0 = no DPO)."),
     dpo_batch_size: int = typer.Option(4, help="Preference pairs per DPO step."),
-    dpo_lr: float = typer.Option(5e-4, "--dpo-lr", help="DPO learning rate."),
+    dpo_lr: float = typer.Option(1e-4, "--dpo-lr", help="DPO learning rate (5e-4 made the CPU bench model refuse almost everything)."),
     dpo_beta: float = typer.Option(0.1, help="DPO beta (higher = stay closer to the supervised model)."),
     dpo_pairs: str = typer.Option("harmful", help="DPO pairs: 'harmful' (safe vs human-labelled harmful answer) or 'harmful+benign' (adds helpful vs refusal; measured to undo the supervised stage)."),
     augment: int = typer.Option(200, help="Extra Do-Not-Answer prompts with human-judged safe answers added to training."),

@@ -16,7 +16,7 @@ evaluation-suite exclusions hold unchanged:
   phrase (picked by prompt hash). Off by default: measured on the CPU bench, these pairs undid
   the supervised stage (the rejected refusals are the very refusals it taught for harmful
   prompts, and DPO lowered them everywhere): harmful-answer rate 0.25 after SFT, 0.59 after SFT
-  + 20 DPO steps with them.
+  + 20 DPO steps with them (learning rate 5e-4).
 
 Checkpoints and resume are the ``transformers.Trainer``'s (``save_steps``,
 ``resume_from_checkpoint``), under ``run_dir/dpo``.
@@ -41,7 +41,7 @@ from assay.mitigate.dataset import Example, dna_safe_targets, prompt_hash
 class DPOSettings:
     steps: int = 30
     batch_size: int = 4
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-4
     beta: float = 0.1
     max_length: int = 96
     checkpoint_every: int = 10

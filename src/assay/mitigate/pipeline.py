@@ -54,7 +54,7 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     dpo_steps: int = 0  # preference optimisation after the supervised stage (0 = none)
     dpo_batch_size: int = 4
-    dpo_learning_rate: float = 5e-4
+    dpo_learning_rate: float = 1e-4
     dpo_beta: float = 0.1
     dpo_pairs: str = "harmful"  # harmful | harmful+benign (see assay.mitigate.dpo)
     register: bool = True
