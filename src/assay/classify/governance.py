@@ -42,14 +42,6 @@ def _govern() -> tuple[Any, Any]:
     return registry, open_store
 
 
-def _latest(store: Any, registry: Any, ref: str) -> dict[str, Any] | None:
-    with store.session() as s:
-        try:
-            return registry.asset_view(s, registry.resolve(s, ref))
-        except BadInput:
-            return None
-
-
 def source_datasets(doc: dict[str, Any]) -> list[str]:
     """The registry names (``assay.data.DATASETS`` keys) of the folders a metrics document's data
     manifest lists, in name order."""
@@ -65,7 +57,7 @@ def _dataset(store: Any, registry: Any, actor: Any, name: str) -> dict[str, Any]
 
     folder = dataset_path(name)
     files = registry.file_manifest(folder)
-    current = _latest(store, registry, f"dataset:{name}")
+    current = registry.latest(store, f"dataset:{name}")
     if current is not None and current["content_hash"] == registry.manifest_hash(files):
         return current
     licence, restrictions = SOURCE_TERMS.get(name, (None, ()))
@@ -130,7 +122,7 @@ def register(doc: dict[str, Any], out_dir: Path | str, *, store: Any | None = No
         raise BadInput(f"{name}: the metrics document lists no data files from known datasets; nothing to trace lineage to")
     files = registry.file_manifest(out_dir, [f.format(name=name) for f in MODEL_FILES])
     model_name = f"classifier-{name}"
-    model = _latest(store, registry, f"model:{model_name}")
+    model = registry.latest(store, f"model:{model_name}")
     if model is None or model["content_hash"] != registry.manifest_hash(files):
         model = registry.register_model(
             store,
@@ -144,7 +136,7 @@ def register(doc: dict[str, Any], out_dir: Path | str, *, store: Any | None = No
             purposes=list(MODEL_PURPOSES),
         )
     result = evaluation_result(doc, {f["path"]: f["sha256"] for f in files}, {d["name"]: d["content_hash"] for d in datasets})
-    evaluation = _latest(store, registry, f"evaluation:{result['suite']}:{result['run_id']}")
+    evaluation = registry.latest(store, f"evaluation:{result['suite']}:{result['run_id']}")
     if evaluation is None or evaluation["subject_id"] != model["id"]:
         evaluation = registry.register_evaluation(store, actor, result, model=model["id"])
     return {"datasets": [d["id"] for d in datasets], "model": model["id"], "evaluation": evaluation["id"]}

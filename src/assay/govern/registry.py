@@ -209,6 +209,16 @@ def resolve(session: Session, ref: str, kind: str | None = None) -> Asset:
     return latest
 
 
+def latest(store: Store, ref: str) -> dict[str, Any] | None:
+    """The view of what ``ref`` names now (its latest version), or None when nothing is
+    registered under it: how a registering part finds out whether identical content is there."""
+    with store.session() as s:
+        try:
+            return asset_view(s, resolve(s, ref))
+        except BadInput:  # NotFound is a BadInput
+            return None
+
+
 def _next_version(session: Session, kind: str, namespace: str, name: str) -> int:
     current = session.scalar(sa.select(sa.func.max(Asset.version)).where(
         Asset.kind == kind, Asset.namespace == namespace, Asset.name == name))

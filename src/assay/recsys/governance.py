@@ -29,14 +29,6 @@ def _govern() -> tuple[Any, Any]:
     return registry, open_store
 
 
-def _latest(store: Any, registry: Any, ref: str) -> dict[str, Any] | None:
-    with store.session() as s:
-        try:
-            return registry.asset_view(s, registry.resolve(s, ref))
-        except BadInput:
-            return None
-
-
 def register(
     rec: Recommender,
     folder: Path | str,
@@ -58,7 +50,7 @@ def register(
             raise BadInput("the model records no dataset manifest; pass dataset_folder")
         dataset_folder = Path(next(iter(manifest))).parent
     ds_files = registry.file_manifest(Path(dataset_folder))
-    ds = _latest(store, registry, f"dataset:{DATASET_NAME}")
+    ds = registry.latest(store, f"dataset:{DATASET_NAME}")
     if ds is None or ds["content_hash"] != registry.manifest_hash(ds_files):
         ds = registry.register_dataset(
             store,
@@ -71,7 +63,7 @@ def register(
             files=ds_files,
         )
     model_files = registry.file_manifest(folder, list(MODEL_FILES))
-    model = _latest(store, registry, f"model:{name}")
+    model = registry.latest(store, f"model:{name}")
     if model is None or model["content_hash"] != registry.manifest_hash(model_files):
         model = registry.register_model(
             store,
@@ -106,7 +98,7 @@ def registered_hashes(name: str = DEFAULT_NAME, store: Any | None = None) -> dic
     except Unavailable:
         return None
     store = store or open_store()
-    model = _latest(store, registry, f"model:{name}")
+    model = registry.latest(store, f"model:{name}")
     if model is None:
         return None
     return {Path(f["path"]).name: f["sha256"] for f in model.get("files", [])}
