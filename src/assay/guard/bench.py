@@ -263,7 +263,7 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
         bodies.append(json.dumps({"request": req, "candidates": batch}))
     (workdir / "bodies.json").write_text(json.dumps(bodies))
     port = _free_port()
-    workers = int(os.environ.get("ASSAY_BENCH_GUARD_WORKERS", max(1, (os.cpu_count() or 2) // 2)))
+    workers = int(os.environ.get("ASSAY_BENCH_GUARD_WORKERS", os.cpu_count() or 1))
     server = subprocess.Popen([sys.executable, "-m", "assay.cli.main", "guard", "serve", "--labels", str(labels), "--port", str(port),
                                "--workers", str(workers)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -300,7 +300,7 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
                   "loadgen_cpu_s": (gen_cpu1.ru_utime + gen_cpu1.ru_stime) - (gen_cpu0.ru_utime + gen_cpu0.ru_stime),
                   "server_cpu_s": (server_cpu1 - server_cpu0) if server_cpu0 is not None and server_cpu1 is not None else None}
     served = result["closed_loop"]["requests"] + result["open_loop"]["completed"]
-    if cores_used["server_cpu_s"] is not None and served and workers == 1:
+    if cores_used["server_cpu_s"] is not None and served:
         # what one request costs the server, whatever share of the cores the neighbours left it
         cores_used["server_cpu_ms_per_request"] = cores_used["server_cpu_s"] * 1000 / served
     return {"http_rps": result["closed_loop"]["rps"], "http_p50_ms": result["open_loop"]["p50_ms"],
@@ -308,10 +308,17 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
 
 
 def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc), None where unavailable."""
+    """User + system CPU seconds of a process and its live descendants (the server's worker
+    processes) from Linux /proc, None where unavailable."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total, pending = 0.0, [pid]
+        while pending:
+            p = pending.pop()
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        return total
     except (OSError, ValueError, IndexError):
         return None
 
