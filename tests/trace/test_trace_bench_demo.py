@@ -27,3 +27,17 @@ def test_demo_step_is_rerunnable() -> None:
     text = console.export_text()
     assert "verify: OK" in text and "one flipped bit in a copy: verify FAILED" in text
     assert "included: record" in text and ctx.state["trace"]["verifier_key"]
+
+
+def test_demo_asks_why_about_a_decision_a_rule_made_for_a_minor():
+    from assay.records import Decision, Event
+    from assay.trace.demo import _interesting
+
+    def d(item, action, rules=()):
+        return Decision("r", 0.0, "for_you", "u", item, 0, 0 if action != "drop" else -1, action, rule_ids=rules)
+
+    records = [Event(kind="breaker", ts=0.0, subject="surface:for_you"), d("a", "allow"), d("b", "demote", ("toxic-demote",)),
+               d("c", "drop", ("teen-mature-drop",))]
+    assert _interesting(records).item_id == "c"
+    assert _interesting(records[:3]).item_id == "b"  # no minor: any rule that acted
+    assert _interesting(records[:2]).item_id == "a"  # nothing acted: the first decision

@@ -28,6 +28,15 @@ def _guard_records(path: Path, limit: int) -> list[Decision | Event]:
     return records
 
 
+def _interesting(records: list) -> Decision:
+    """The decision worth asking "why?" about: a rule that acted for a minor first (the question
+    the trace exists to answer), then any rule that acted, then the first decision."""
+    decisions = [r for r in records if isinstance(r, Decision)]
+    acted = [d for d in decisions if d.rule_ids and d.action != "allow"]
+    minors = [d for d in acted if any(r.startswith("teen-") for r in d.rule_ids)]
+    return (minors or acted or decisions)[0]
+
+
 def step(ctx) -> None:
     from assay.trace import TraceLog, proofs
     from assay.trace.bench import synthetic_decisions
@@ -41,7 +50,7 @@ def step(ctx) -> None:
             records = _guard_records(guard_file, limit)
             result = log.append(records)
             source = f"the guard's {len(records)} decisions and events"
-            decision = next(r for r in records if isinstance(r, Decision))
+            decision = _interesting(records)
             item, subject = decision.item_id, decision.subject_id
         else:
             table = synthetic_decisions(limit, start=log.size)
@@ -56,7 +65,8 @@ def step(ctx) -> None:
 
         answer = log.why(item, subject)
         rules = ", ".join(f"{r['id']} ({r['reason']})" for r in answer["rules"]) or "no rule fired"
-        ctx.say(f"why was {item} {answer['action']} for that user? rank {answer['rank_before']} -> {answer['rank_after']}; "
+        done = {"drop": "dropped", "demote": "demoted", "label": "labelled", "cap": "capped", "allow": "allowed"}
+        ctx.say(f"why was {item} {done.get(answer['action'], answer['action'])} for that user? rank {answer['rank_before']} -> {answer['rank_after']}; "
                 f"{rules}; bundle {answer['bundle_version'] or answer['bundle_hash'][:12]}; breaker {answer['breaker_state']}")
         vkey = log.verifier.vkey()
         bundle = json.loads(json.dumps(answer["proof"]))
