@@ -302,3 +302,23 @@ def test_a_drop_rate_surge_trips_the_source_breaker(test_bundle, clock):
     s = g.apply(ADULT, clean)
     assert s.item_ids == ["cat-clean"]
     assert s.decisions[0].rule_ids == ("breaker:source:ugc:a",) and s.decisions[0].breaker_state == "open"
+
+
+def test_jsonl_sink_writes_exactly_what_to_dict_says(tmp_path):
+    """The sink hands dataclass records to orjson directly (cheaper than asdict): the lines must
+    be byte for byte the JSON of to_dict(), for decisions and events alike."""
+    import orjson
+
+    from assay.records import Decision, Event
+
+    records = [
+        Decision("r1", 1.5, "for_you", "u", "i1", 0, -1, "drop", rule_ids=("a", "b"), reasons=("x",),
+                 attribution={"f": 0.25}, score_before=0.5),
+        Event(kind="breaker", ts=2.0, subject="surface:for_you", payload={"from": "closed", "to": "open", "n": [1, 2]}),
+        {"plain": "dict"},
+    ]
+    sink = JsonlSink(tmp_path / "d.jsonl")
+    sink(records)
+    sink.close()
+    expected = b"".join(orjson.dumps(r.to_dict() if hasattr(r, "to_dict") else r) + b"\n" for r in records)
+    assert (tmp_path / "d.jsonl").read_bytes() == expected
