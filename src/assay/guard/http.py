@@ -27,15 +27,21 @@ from fastapi.responses import Response
 from assay.errors import BadInput, Unavailable
 
 
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or a BadInput saying why not."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadInput(f"request body is not JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise BadInput("request body must be a JSON object")
+    return body
+
+
 def _decide(guard: Any, raw: bytes) -> tuple[int, bytes]:
     """One ``POST /v1/guard`` body -> (status, JSON bytes)."""
     try:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise BadInput(f"request body is not JSON: {e}") from e
-        if not isinstance(body, dict):
-            raise BadInput("request body must be a JSON object")
+        body = _json_object(raw)
         req = body.get("request")
         if not isinstance(req, dict):
             raise BadInput("body.request must be an object with at least a surface")
@@ -90,14 +96,7 @@ def create_app(guard: Any, *, reload_allowed: bool = True) -> GuardApp:
         return json({"error": message}, status)
 
     async def _body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise BadInput(f"request body is not JSON: {e}") from e
-        if not isinstance(body, dict):
-            raise BadInput("request body must be a JSON object")
-        return body
+        return _json_object(await request.body())
 
     @app.post("/v1/guard")
     async def apply(request: Request) -> Response:
