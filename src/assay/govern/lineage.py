@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
+from assay.errors import AssayError
 from assay.store import Store
 from assay.store.schema import Asset, RestrictionLift
 
 from .gate import _has_bit, _Paths
 from .propagation import live_restrictions, propagate
 from .registry import asset_view, descendant_ids, load_graph, resolve
+
+
+def resolver(store: Store) -> Callable[[str], dict[str, Any] | None]:
+    """``version -> show(store, version)``, None for a version the registry does not know: what
+    the trace's ``why`` answers call to attach a model's lineage."""
+
+    def resolve_lineage(version: str) -> dict[str, Any] | None:
+        try:
+            return show(store, version)
+        except AssayError:
+            return None
+
+    return resolve_lineage
 
 
 def show(store: Store, ref: str) -> dict[str, Any]:

@@ -67,17 +67,9 @@ def lineage_resolver():
     except ImportError:
         return None
     try:
-        store = open_store(None)
+        return lineage.resolver(open_store(None))
     except AssayError:
         return None
-
-    def resolve(version: str) -> dict[str, Any] | None:
-        try:
-            return lineage.show(store, version)
-        except AssayError:
-            return None
-
-    return resolve
 
 
 @trace_app.command("verify")

@@ -41,14 +41,7 @@ def _lineage(request: Request):
         from assay.govern import lineage
     except ImportError:  # pragma: no cover
         return None
-
-    def resolve(version: str) -> dict[str, Any] | None:
-        try:
-            return lineage.show(store, version)
-        except AssayError:
-            return None
-
-    return resolve
+    return lineage.resolver(store)
 
 
 @router.get("/why")
