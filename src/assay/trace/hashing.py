@@ -158,26 +158,26 @@ def sha256_each(arr: pa.Array, threads: int | None = None) -> bytes:
 
 def leaf_hashes(record_hashes: bytes | np.ndarray, threads: int | None = None) -> bytes:
     """SHA-256(0x00 ‖ h) for each 32-byte record hash ``h`` (concatenated in, concatenated out)."""
-    data = _bytes(record_hashes)
-    if len(data) % 32:
-        raise ValueError("record hashes must be 32 bytes each")
-    if _native is not None:
-        n = len(data) // 32
-        return _map(lambda a, b: _native.leaf_hashes(data[32 * a : 32 * b]), _ranges(n, threads))
-    view = memoryview(data)
-    return b"".join(_sha256(b"\x00" + view[i : i + 32]).digest() for i in range(0, len(data), 32))
+    return _prefixed(record_hashes, 32, b"\x00", "leaf_hashes", "record hashes must be 32 bytes each", threads)
 
 
 def node_hashes(pairs: bytes | np.ndarray, threads: int | None = None) -> bytes:
     """SHA-256(0x01 ‖ left ‖ right) for each 64-byte ``left ‖ right`` (concatenated)."""
-    data = _bytes(pairs)
-    if len(data) % 64:
-        raise ValueError("node pairs must be 64 bytes each")
+    return _prefixed(pairs, 64, b"\x01", "node_hashes", "node pairs must be 64 bytes each", threads)
+
+
+def _prefixed(value: bytes | np.ndarray, width: int, prefix: bytes, native: str, misfit: str,
+              threads: int | None) -> bytes:
+    """SHA-256(prefix ‖ m) for each ``width``-byte message m of ``value`` (RFC 9162 domain
+    separation: 0x00 for leaves, 0x01 for nodes), natively when the extension is built."""
+    data = _bytes(value)
+    if len(data) % width:
+        raise ValueError(misfit)
     if _native is not None:
-        n = len(data) // 64
-        return _map(lambda a, b: _native.node_hashes(data[64 * a : 64 * b]), _ranges(n, threads))
+        fn = getattr(_native, native)
+        return _map(lambda a, b: fn(data[width * a : width * b]), _ranges(len(data) // width, threads))
     view = memoryview(data)
-    return b"".join(_sha256(b"\x01" + view[i : i + 64]).digest() for i in range(0, len(data), 64))
+    return b"".join(_sha256(prefix + view[i : i + width]).digest() for i in range(0, len(data), width))
 
 
 def _bytes(value: bytes | np.ndarray) -> memoryview:
