@@ -22,18 +22,11 @@ def _closed_port() -> int:
 
 def step(ctx) -> None:
     from assay.guard.bench import USERS, candidate_batch, catalog
-    from assay.guard.breakers import (
-        LABEL_STORE_FAILED,
-        BreakerConfig,
-        BreakerRegistry,
-        Fallback,
-        ScopePolicy,
-    )
     from assay.guard.cli import resolve_bundle_path
     from assay.guard.core import Guard, GuardConfig
     from assay.guard.sink import DecisionQueue, JsonlSink
     from assay.policy import load_bundle
-    from assay.store.labels import InMemoryLabelStore, RedisLabelStore
+    from assay.store.labels import InMemoryLabelStore
 
     home = ctx.settings.home / "guard"
     home.mkdir(parents=True, exist_ok=True)
@@ -79,15 +72,30 @@ def step(ctx) -> None:
             f"p99 {np.percentile(times, 99) * 1000:.2f} ms (these requests are timed without recording their decisions; "
             "`assay bench guard` measures the figures)")
 
-    if ctx.will_run("assay.cli.demo:replay"):  # the replay tells the outage on real traffic
-        sink.flush(10)
-        sink.close()
-        ctx.say(f"{sink.stats.written_records} decision records written to {decisions_path}; "
-                "breakers under a labeller outage are shown on real traffic in the replay next")
-        ctx.state["guard"] = {"bundle_hash": bundle.hash, "decisions": str(decisions_path), "labels": str(labels_path)}
-        return
+    if ctx.will_run("assay.cli.demo:replay"):
+        ctx.say("breakers under a labeller outage are shown on real traffic in the replay next")
+    else:
+        _outage(ctx, bundle, store, sink, batch)
+    sink.flush(10)
+    sink.close()
+    ctx.say(f"{sink.stats.written_records} decision and event records written to {decisions_path}")
+    ctx.state["guard"] = {"bundle_hash": bundle.hash, "decisions": str(decisions_path), "labels": str(labels_path)}
 
-    # a labeler outage: the store is a Redis that is not there
+
+def _outage(ctx, bundle, store, sink, batch) -> None:
+    """A labeler outage: the store is a Redis that is not there; the breaker trips, the fallback
+    serves, the probes close it again."""
+    from assay.guard.bench import USERS
+    from assay.guard.breakers import (
+        LABEL_STORE_FAILED,
+        BreakerConfig,
+        BreakerRegistry,
+        Fallback,
+        ScopePolicy,
+    )
+    from assay.guard.core import Guard, GuardConfig
+    from assay.store.labels import RedisLabelStore
+
     clock = [0.0]
     registry = BreakerRegistry({"surface": ScopePolicy(
         BreakerConfig(failure_predicate=LABEL_STORE_FAILED, window_size=10, minimum_calls=3, wait_in_open_s=30,
@@ -111,7 +119,3 @@ def step(ctx) -> None:
     probes = [outage.apply(user, batch) for _ in range(2)]
     ctx.say(f"labeler back: half-open probes served {[len(p) for p in probes]} items; breaker is {registry.states()['surface:for_you']}")
     ctx.say("transitions recorded: " + ", ".join(f"{e.payload['from']}->{e.payload['to']}" for e in events))
-    sink.flush(10)
-    sink.close()
-    ctx.say(f"{sink.stats.written_records} decision and event records written to {decisions_path}")
-    ctx.state["guard"] = {"bundle_hash": bundle.hash, "decisions": str(decisions_path), "labels": str(labels_path)}
