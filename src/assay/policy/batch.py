@@ -46,17 +46,12 @@ def unusable_strings(array: np.ndarray) -> np.ndarray | None:
         return None
     codes = array.view(np.uint32).reshape(n, -1)
     surrogates = bool(codes.max() >= 0xD800)
-    if codes.shape[1] > 1:
-        zero = codes == 0
-        # padding is a run of NULs at the end: a NUL followed by a non-NUL is an interior one
-        interior = zero[:, :-1] > zero[:, 1:]
-        if not surrogates and not interior.any():
-            return None
-        bad = interior.any(axis=1)
-    elif not surrogates:
+    zero = codes == 0
+    # padding is a run of NULs at the end: a NUL followed by a non-NUL is an interior one
+    interior = zero[:, :-1] > zero[:, 1:]  # no columns at width 1: nothing interior
+    if not surrogates and not interior.any():
         return None
-    else:
-        bad = np.zeros(n, bool)
+    bad = interior.any(axis=1)
     if surrogates:
         bad |= ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
     return bad if bad.any() else None
