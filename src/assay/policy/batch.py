@@ -46,11 +46,14 @@ def unusable_strings(array: np.ndarray) -> np.ndarray | None:
         return None
     codes = array.view(np.uint32).reshape(n, -1)
     surrogates = bool(codes.max() >= 0xD800)
+    # str_len counts up to the last non-NUL code point (the rest is padding), so the strings hold
+    # an interior NUL exactly when fewer code points than that are non-zero: two C passes, no
+    # temporary arrays, in the usual clean case
+    if not surrogates and np.count_nonzero(codes) == int(np.strings.str_len(array).sum()):
+        return None
     zero = codes == 0
     # padding is a run of NULs at the end: a NUL followed by a non-NUL is an interior one
     interior = zero[:, :-1] > zero[:, 1:]  # no columns at width 1: nothing interior
-    if not surrogates and not interior.any():
-        return None
     bad = interior.any(axis=1)
     if surrogates:
         bad |= ((codes >= 0xD800) & (codes <= 0xDFFF)).any(axis=1)
@@ -128,23 +131,52 @@ def _arrow_string_lists(rows) -> tuple[ListValues, np.ndarray] | None:
     """Rows of Python string lists (None = missing) converted and type-checked in C by Arrow;
     None when any row is not a clean list of strings (then the per-row path decides)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     rows = list(rows)
-    if not all(r is None or type(r) in (list, tuple) for r in rows):
+    if not set(map(type, rows)) <= {list, tuple, type(None)}:
         return None  # Arrow would read a bare string as a list of one: leave such rows to coerce()
     try:
         arr = pa.array(rows, type=pa.list_(pa.string()), from_pandas=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return None
-    values = arr.values
-    if values.null_count or (len(values) and pc.any(pc.match_substring(values, "\x00")).as_py()):
+    converted = list_values_from_arrow(arr)
+    if converted[0].flat.dtype.kind != "U":
         return None  # a None element or a NUL makes the row ill-typed: leave it to coerce()
-    offsets = arr.offsets.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
-    flat = values.to_numpy(zero_copy_only=False)[: offsets[-1]] if len(offsets) > 1 else np.empty(0, dtype=object)
-    flat = np.asarray(flat, dtype=str) if len(flat) else np.zeros(0, dtype="U1")
-    return ListValues(flat, offsets), np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    return converted
+
+
+def list_values_from_arrow(arr: Any) -> tuple[ListValues, np.ndarray]:
+    """A pyarrow list array as :class:`ListValues` and its null mask, without a Python object per
+    row: offsets are Arrow's own, and only the flat values become numpy strings. Values that a
+    fixed-width array cannot hold exactly (a null element, a NUL) stay Python objects, which the
+    vectorised path declines and the per-row path marks missing, as for any ill-typed row."""
+    import pyarrow as pa
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    start, end = int(offsets[0]), int(offsets[-1])
+    values = arr.values.slice(start, end - start)
+    if start:
+        offsets = offsets - start
+    nulls = np.asarray(arr.is_null(), dtype=bool) if arr.null_count else np.zeros(n, dtype=bool)
+    if not len(values):
+        return ListValues(np.zeros(0, dtype="U1"), offsets), nulls
+    flat = values.to_numpy(zero_copy_only=False)
+    if (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) and not values.null_count \
+            and "\x00" not in "".join(flat.tolist()):
+        flat = flat.astype(str)
+    return ListValues(flat, offsets), nulls
+
+
+def _element_rows(offsets: np.ndarray, n_elements: int) -> np.ndarray:
+    """The row of each flat element. Few elements (the usual sparse tags) are placed by binary
+    search in the offsets; many by repeating each row number its length (linear in rows)."""
+    n = len(offsets) - 1
+    if n_elements * 8 < n:
+        return np.searchsorted(offsets, np.arange(n_elements, dtype=np.int64), side="right") - 1
+    return np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
 
 
 _DTYPE = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": object}
@@ -194,10 +226,10 @@ class Batch:
         missing = dict(missing or {})
         for name, col in columns.items():
             if type(col).__module__.startswith("pyarrow") and hasattr(col, "offsets"):
-                if col.null_count:
-                    missing[name] = np.asarray(col.is_null()) | np.asarray(missing.get(name, False))
-                columns[name] = ListValues(col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy().astype(np.int64))
-                col = columns[name]
+                col, nulls = list_values_from_arrow(col)
+                columns[name] = col
+                if nulls.any():
+                    missing[name] = nulls | np.asarray(missing.get(name, False), dtype=bool)
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
         return cls(n, columns=columns, missing=missing, scalars=scalars)
@@ -324,8 +356,7 @@ class Batch:
             np.cumsum(lengths, out=offsets[1:])
         else:
             mask = None
-        row = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(offsets))
-        return ListColumn(flat, row, offsets, mask)
+        return ListColumn(flat, _element_rows(offsets, len(flat)), offsets, mask)
 
     def _fast_scalar(self, name: str, t: AttrType) -> ScalarColumn | None:
         """Numpy arrays of the right dtype pass through without per-row checks."""
