@@ -12,6 +12,7 @@ from guard_helpers import GUARD_TEST_BUNDLE, LABELS, make_candidates, make_label
 
 from assay.errors import BadInput
 from assay.guard import Guard, GuardConfig
+from assay.guard import candidates as cand_mod
 from assay.store.labels import InMemoryLabelStore, RedisLabelStore
 
 # a generous deadline wherever the budget is not what a test is about (CI machines are shared)
@@ -285,6 +286,52 @@ def test_list_columns_the_fast_conversion_refuses_agree_with_the_reference(feed_
     by_id = {d.item_id: d for d in fast.decisions}
     assert by_id["i0"].rule_ids == ("geo-block",) and by_id["i3"].rank_after >= 0 and by_id["i4"].rule_ids == ("geo-block",)
     assert by_id["i1"].action == "drop" and "fail-closed" in by_id["i1"].reasons[0]
+
+
+def test_arrow_list_columns_are_read_in_place_and_decide_like_python_rows(feed_bundle):
+    """A list column given as an Arrow list array is not turned into Python rows: the guard hands
+    its offsets and values to the rules. Null rows, null or NUL elements, a sliced array and a
+    chunked one decide exactly as the same rows given as Python lists, and as the reference."""
+    rows = [["DE"], None, [], ["GB", "DE"], ["DE", None], ["D\x00E"], ["GB"], ["US"], []]
+    n = len(rows)
+    ids = [f"i{k}" for k in range(n)]
+    store = InMemoryLabelStore()
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store.put(ids, {name: np.zeros(n) for name in names}, "v")
+    teen = {"surface": "for_you", "deadline_ms": 60_000,
+            "user": {"id": "t", "age": 15, "region": "EU", "country": "DE", "sensitive_opt_out": False}}
+    g = Guard(feed_bundle, store)
+    base = {"id": ids, "score": np.linspace(1, 0.1, n), "source": ["catalog"] * n, "topic": ["film"] * n,
+            "creator": [f"c{k}" for k in range(n)], "age_days": np.zeros(n, dtype=np.int64)}
+    tags = [["clickbait"] if k % 3 == 0 else [] for k in range(n)]
+    as_rows = g.apply(teen, {**base, "region_blocklist": rows, "tags": tags})
+    padded = pa.array([["x"], *rows], type=pa.list_(pa.string())).slice(1)  # offsets not starting at 0
+    chunked = pa.chunked_array([pa.array(rows[:4], type=pa.list_(pa.string())), pa.array(rows[4:], type=pa.list_(pa.string()))])
+    for blocklist in (pa.array(rows, type=pa.list_(pa.string())), padded, chunked):
+        cands = {**base, "region_blocklist": blocklist, "tags": pa.array(tags, type=pa.large_list(pa.string()))}
+        assert not isinstance(cand_mod.coerce(cands).columns["region_blocklist"], np.ndarray)  # kept as Arrow
+        fast, ref = g.apply(teen, cands), g.apply(teen, cands, evaluator="reference")
+        assert fast.item_ids == ref.item_ids == as_rows.item_ids
+        np.testing.assert_array_equal(fast.scores, as_rows.scores)
+        assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions] == [d.rule_ids for d in as_rows.decisions]
+    by_id = {d.item_id: d for d in as_rows.decisions}
+    assert by_id["i0"].rule_ids == ("geo-block",) and by_id["i3"].rule_ids == ("geo-block",)
+    assert by_id["i1"].action == "drop" and "fail-closed" in by_id["i1"].reasons[0]  # a null row fails closed
+    assert by_id["i4"].action == "drop" and by_id["i5"].action == "drop"  # ill-typed rows: missing, fail closed
+    assert by_id["i6"].rank_after >= 0 and by_id["i2"].rank_after >= 0
+    with pytest.raises(BadInput, match="'region_blocklist' has 3 values but 'id' has 9"):
+        g.apply(teen, {**base, "region_blocklist": pa.array(rows[:3], type=pa.list_(pa.string())), "tags": tags})
+
+
+def test_a_cap_keyed_by_a_list_column_groups_equal_lists(test_bundle):
+    ids = [f"k{i}" for i in range(5)]
+    store = InMemoryLabelStore()
+    store.put(ids, {name: [0.0] * 5 for name in LABELS}, "v")
+    groups = [["a", "b"], ["a", "b"], ["a", "b"], ["a"], None]
+    for creators in (groups, pa.array(groups, type=pa.list_(pa.string()))):
+        slate = Guard(test_bundle, store).apply(ADULT, {"id": ids, "score": [0.9, 0.8, 0.7, 0.6, 0.5], "creator": creators,
+                                                        "topic": ["film"] * 5, "verified": [False] * 5})
+        assert slate.item_ids == ["k0", "k1", "k3", "k4"]  # the third ["a", "b"] is capped
 
 
 def test_agrees_with_the_policy_librarys_resolution(feed_bundle):

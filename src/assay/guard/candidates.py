@@ -26,11 +26,12 @@ LABEL_PREFIX = "labels."
 class Candidates:
     """One request's candidates as columns. ``ids`` and ``scores`` are required; ``columns``
     holds the rest (``source``, ``creator``, features, and ``labels.X`` labels the caller already
-    has), each a numpy array of length ``n``."""
+    has), each of length ``n``: a numpy array, or a pyarrow list array for a list column given in
+    Arrow (numpy has no list type; Arrow's offsets and flat values are what the rules read)."""
 
     ids: np.ndarray  # object array of str
     scores: np.ndarray  # float64
-    columns: dict[str, np.ndarray]
+    columns: dict[str, Any]  # numpy arrays; list columns given as Arrow stay Arrow list arrays
 
     @property
     def n(self) -> int:
@@ -39,22 +40,17 @@ class Candidates:
     def column(self, name: str) -> np.ndarray | None:
         return self.columns.get(name)
 
-    def take(self, rows: np.ndarray) -> Candidates:
-        return Candidates(self.ids[rows], self.scores[rows], {k: v[rows] for k, v in self.columns.items()})
-
-    @staticmethod
-    def concat(parts: Sequence[Candidates]) -> Candidates:
-        names = set().union(*(p.columns for p in parts))
-        cols = {}
-        for name in names:
-            cols[name] = np.concatenate([p.columns[name] if name in p.columns else np.full(p.n, None, dtype=object) for p in parts])
-        return Candidates(np.concatenate([p.ids for p in parts]), np.concatenate([p.scores for p in parts]), cols)
-
 
 def _as_array(name: str, value: Any, n: int | None) -> np.ndarray:
     if isinstance(value, np.ndarray):
         arr = value
     elif hasattr(value, "to_numpy") and hasattr(value, "type"):  # pyarrow Array / ChunkedArray
+        if _is_arrow_list(value):
+            # kept as Arrow: the rules read its offsets and flat values, no Python object per row
+            arr = value.combine_chunks() if hasattr(value, "combine_chunks") else value
+            if n is not None and len(arr) != n:
+                raise BadInput(f"candidates: column {name!r} has {len(arr)} values but 'id' has {n}")
+            return arr
         arr = value.to_numpy(zero_copy_only=False)
     elif isinstance(value, (list, tuple)):
         arr = np.empty(len(value), dtype=object)
@@ -66,6 +62,12 @@ def _as_array(name: str, value: Any, n: int | None) -> np.ndarray:
     if n is not None and len(arr) != n:
         raise BadInput(f"candidates: column {name!r} has {len(arr)} values but 'id' has {n}")
     return arr
+
+
+def _is_arrow_list(value: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(value.type) or pa.types.is_large_list(value.type)
 
 
 def from_columns(columns: Mapping[str, Any]) -> Candidates:
@@ -187,6 +189,8 @@ def from_records(records: Sequence[Mapping[str, Any]]) -> Candidates:
 
 def label_column(name: str, col: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """A caller-supplied label column as float64 with NaN for absent; garbage is an error."""
+    if not isinstance(col, np.ndarray):
+        raise BadInput(f"candidates: label {name[len(LABEL_PREFIX):]!r} must be numbers in [0, 1], got a list column")
     if col.dtype.kind == "f":
         out = col.astype(np.float64, copy=False)
     else:

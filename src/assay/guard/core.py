@@ -238,8 +238,8 @@ def _fixed_width_ordinals(values: np.ndarray) -> np.ndarray | None:
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
     idx = np.arange(n)
     first_of_group = np.maximum.accumulate(np.where(starts, idx, 0))
-    rows = codes[order]
-    if not (rows == rows[first_of_group]).all():
+    later = np.flatnonzero(~starts)  # a group's first row has nothing to be compared with
+    if not (values[order[later]] == values[order[first_of_group[later]]]).all():
         return None
     ordinals = np.empty(n, dtype=np.int64)
     ordinals[order] = idx - first_of_group
@@ -326,6 +326,15 @@ def _string_lists(col: np.ndarray):
     np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n), out=offsets[1:])
     values = np.array(flat, dtype=str) if flat else np.zeros(0, dtype="U1")
     return ListValues(values, offsets), nulls
+
+
+def _hashable(col: Any, positions: np.ndarray) -> np.ndarray:
+    """The values at ``positions`` of a column that may hold lists (a numpy object column, or an
+    Arrow list column), with each list as a tuple so it can be a cap's group key."""
+    values = col.take(positions).to_pylist() if not isinstance(col, np.ndarray) else col[positions].tolist()
+    out = np.empty(len(values), dtype=object)
+    out[:] = [tuple(v) if isinstance(v, (list, np.ndarray)) else v for v in values]
+    return out
 
 
 def _is_none(x: Any) -> bool:
@@ -832,6 +841,9 @@ class Guard:
                 columns[attr] = np.zeros(n)
                 missing[attr] = np.ones(n, dtype=bool)
                 continue
+            if not isinstance(col, np.ndarray):  # an Arrow list column: the policy library reads it as is
+                columns[attr] = col
+                continue
             kind = getattr(t, "kind", None)
             if kind == "list" and getattr(t, "elem", None) == "string" and col.dtype == object:
                 converted = _string_lists(col)
@@ -986,6 +998,8 @@ class Guard:
                 key_col = cands.ids
             if key_col is None:
                 ordinal = np.arange(len(positions))  # no such field: one group
+            elif not isinstance(key_col, np.ndarray) or (key_col.dtype == object and _inferred(key_col) == "mixed"):
+                ordinal = _group_ordinals(_hashable(key_col, positions))  # list values: grouped as tuples
             else:
                 ordinal = _group_ordinals(key_col[positions])
             over = positions[ordinal >= spec.limit]
