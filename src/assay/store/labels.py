@@ -121,25 +121,35 @@ def _check_put(item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], v
     return columns
 
 
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes per distinct value and the values (an object array), exactly as given."""
+    index: dict[Any, int] = {}
+    codes = np.fromiter(map(lambda v: index.setdefault(v, len(index)), values.tolist()), dtype=np.int64, count=len(values))
+    uniques = np.empty(len(index), dtype=object)
+    uniques[:] = list(index)
+    return codes, uniques
+
+
 def _row_weights(width: int) -> np.ndarray:
     return np.random.default_rng(width).integers(1, 2**63, width, dtype=np.uint64) | np.uint64(1)
 
 
 @dataclass(frozen=True)
 class _IdKeys:
-    """Item ids as a fixed-width UCS-4 array, for looking up a whole candidate batch with array
-    operations. A dict lookup per id is a chain of cache misses (table slot, entry, the stored
-    string, the row number's int object) that dominates a 1,000-id read on a busy machine; here
-    each id's code points are folded into a 64-bit key (a dot product with fixed odd weights,
-    wrapping), found by binary search in the sorted keys, and then compared code point by code
-    point with the stored id, so a match is exact. No library looks up numpy strings without
-    making a Python object per value, which is the cost being avoided."""
+    """Item ids as a fixed-width UCS-4 array and an open-addressing hash table over them, for
+    looking up a whole candidate batch with array operations. A dict lookup per id is a chain of
+    dependent cache misses (table slot, entry, the stored string, the row number's int object)
+    that dominates a 1,000-id read once the catalogue outgrows the cache; here each id's code
+    points are folded into a 64-bit key (a dot product with fixed odd weights, wrapping), every id
+    of the batch probes the table at once (independent gathers the CPU overlaps), and each hit is
+    compared code point by code point with the stored id, so a match is exact. No library looks
+    up numpy strings without making a Python object per value, which is the cost being avoided."""
 
     width: int
     weights: np.ndarray  # (width,) uint64
-    keys: np.ndarray  # (n,) uint64, sorted
-    rows: np.ndarray  # (n,) int64: the table row of each sorted key
-    strings: np.ndarray  # (n,) fixed-width str: each sorted key's id
+    shift: int  # a key's slot is its top bits: key >> shift
+    slots: np.ndarray  # (slots, 2) uint64: key, table row + 1 (0: empty), one cache line per probe
+    strings: np.ndarray  # (n,) fixed-width str, in table row order
 
     @classmethod
     def build(cls, ids: list[str]) -> _IdKeys | None:
@@ -148,13 +158,25 @@ class _IdKeys:
         array = np.array(ids, dtype=str)
         width = array.dtype.itemsize // 4
         weights = _row_weights(width)
-        codes = array.view(np.uint32).reshape(len(ids), width)
-        keys = codes.astype(np.uint64) @ weights
-        order = np.argsort(keys)
-        keys = keys[order]
-        if len(keys) > 1 and bool((keys[1:] == keys[:-1]).any()):
+        keys = array.view(np.uint32).reshape(len(ids), width).astype(np.uint64) @ weights
+        if len(np.unique(keys)) != len(keys):
             return None  # two ids share a key: the dict answers instead
-        return cls(width, weights, keys, order.astype(np.int64), array[order])
+        bits = max(int(2 * len(ids) - 1).bit_length(), 10)  # at most half full
+        size, shift = 1 << bits, 64 - bits
+        table = np.zeros((size, 2), dtype=np.uint64)
+        pending = np.arange(len(ids), dtype=np.int64)
+        slots = (keys >> np.uint64(shift)).astype(np.int64)
+        while len(pending):  # linear probing, one round per probe distance
+            free = table[slots, 1] == 0
+            # of the pending ids that reach the same free slot, the first takes it
+            taken, first = np.unique(slots[free], return_index=True)
+            placed = pending[np.flatnonzero(free)[first]]
+            table[taken, 0] = keys[placed]
+            table[taken, 1] = placed.astype(np.uint64) + np.uint64(1)
+            left = np.ones(len(pending), dtype=bool)
+            left[np.flatnonzero(free)[first]] = False
+            pending, slots = pending[left], (slots[left] + 1) & (size - 1)
+        return cls(width, weights, shift, table, array)
 
     def rows_of(self, ids: list[str]) -> np.ndarray | None:
         """Row of each id (-1 when absent); None when the ids are not all NUL-free strings."""
@@ -168,18 +190,37 @@ class _IdKeys:
         # one code point wider than the longest stored id, which a given width converts in one
         # pass: a longer id keeps a non-NUL code point there, so it can equal no stored id
         query = np.array(ids, dtype=f"<U{self.width + 1}")
-        codes = query.view(np.uint32).reshape(n, self.width + 1)[:, : self.width]
-        qkeys = codes.astype(np.uint64) @ self.weights
-        # in key order the binary searches and the gathers below walk the table forwards
-        # (numpy's searchsorted starts each search where the last one ended), not at random
-        order = np.argsort(qkeys)
-        qkeys = qkeys[order]
-        pos = np.searchsorted(self.keys, qkeys)
-        np.minimum(pos, len(self.keys) - 1, out=pos)
-        hit = (self.keys[pos] == qkeys) & (self.strings[pos] == query[order])
-        rows = np.empty(n, dtype=np.int64)
-        rows[order] = np.where(hit, self.rows[pos], -1)
+        keys = query.view(np.uint32).reshape(n, self.width + 1)[:, : self.width].astype(np.uint64) @ self.weights
+        slots = (keys >> np.uint64(self.shift)).astype(np.intp)
+        probed = self.slots.take(slots, axis=0)  # take, not [], for a fast row gather
+        rows = probed[:, 1].astype(np.int64) - 1
+        settled = (rows < 0) | (probed[:, 0] == keys)
+        if not settled.all():
+            # the ids displaced by a collision read the next slots a window at a time (one round
+            # nearly always: probe runs are short in a table at most half full)
+            mask = len(self.slots) - 1
+            todo = np.flatnonzero(~settled)
+            base, ahead = slots[todo], 1
+            while len(todo):
+                window = self.slots.take((base[:, None] + np.arange(ahead, ahead + _PROBE_WINDOW)) & mask, axis=0)
+                found = window[:, :, 1].astype(np.int64) - 1
+                stop = (found < 0) | (window[:, :, 0] == keys[todo][:, None])
+                done = stop.any(axis=1)
+                at = stop.argmax(axis=1)
+                rows[todo[done]] = found[done, at[done]]
+                todo, base, ahead = todo[~done], base[~done], ahead + _PROBE_WINDOW
+        hit = rows >= 0
+        if hit.all():
+            wrong = self.strings[rows] != query
+        else:
+            hit = np.flatnonzero(hit)
+            wrong = np.zeros(n, dtype=bool)
+            wrong[hit] = self.strings[rows[hit]] != query[hit]
+        rows[wrong] = -1  # the same key as a stored id, but another id: absent
         return rows
+
+
+_PROBE_WINDOW = 8
 
 
 class InMemoryLabelStore:
@@ -198,15 +239,22 @@ class InMemoryLabelStore:
         versions: np.ndarray  # object
         freshness: np.ndarray  # float64
 
-        def matrix(self) -> tuple[np.ndarray, dict[str, int]]:
-            """All label columns as one (items x labels) C-ordered array, built once per table
-            version: a batch read is one row gather, and an item's labels share a cache line or two
-            (a (labels x items) layout would touch one line per label per item)."""
+        def matrix(self) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+            """All label columns, then freshness and a version code, as one (items x columns)
+            C-ordered array built once per table version: a batch read is one row gather, and
+            everything about an item shares a cache line or two (a column per array would cost
+            a cache miss per column per item on a catalogue larger than the cache). Returns the
+            matrix, label -> column, and the version names the codes index."""
             cached = self.__dict__.get("_matrix")
             if cached is None:
                 names = sorted(self.values)
-                stacked = np.ascontiguousarray(np.column_stack([self.values[n] for n in names])) if names else np.empty((len(self.ids), 0))
-                cached = (stacked, {n: k for k, n in enumerate(names)})
+                codes, version_names = _factorize(self.versions)
+                stacked = np.empty((len(self.ids), len(names) + 2))
+                for k, name in enumerate(names):
+                    stacked[:, k] = self.values[name]
+                stacked[:, len(names)] = self.freshness
+                stacked[:, len(names) + 1] = codes
+                cached = (stacked, {n: k for k, n in enumerate(names)}, version_names)
                 object.__setattr__(self, "_matrix", cached)
             return cached
 
@@ -248,38 +296,38 @@ class InMemoryLabelStore:
         n = len(rows)
         found = rows >= 0
         all_found = bool(found.all())
+        values: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}
+        stale = 0
         if len(table.ids):
-            safe_rows = rows if all_found else np.where(found, rows, 0)
-            freshness = table.freshness[safe_rows]
-            versions = table.versions[safe_rows]
+            matrix, label_col, version_names = table.matrix()
+            n_labels = len(label_col)
+            # one row gather for everything read about the items
+            picked = matrix.take(rows if all_found else np.where(found, rows, 0), axis=0)
+            freshness = picked[:, n_labels].copy()
+            versions = version_names[picked[:, n_labels + 1].astype(np.intp)]
             if not all_found:
                 freshness[~found] = np.nan
                 versions[~found] = ""
+            fresh_ok = None if all_found else found
+            if self.max_age_s is not None:
+                age_ok = (self._clock() - freshness) <= self.max_age_s
+                stale = int((found & ~age_ok).sum())
+                fresh_ok = found & age_ok
+            known = [name for name in label_names if name in label_col]
+            if known:
+                # (labels x items), so each label is a contiguous row
+                cols = [label_col[name] for name in known]
+                block = picked[:, :n_labels].T.copy() if cols == list(range(n_labels)) else picked[:, cols].T.copy()
+                ok = ~np.isnan(block)
+                if fresh_ok is not None:
+                    ok &= fresh_ok
+                    block[~ok] = np.nan
+                for k, name in enumerate(known):
+                    values[name], present[name] = block[k], ok[k]
         else:
-            safe_rows = np.zeros(n, dtype=np.int64)
             freshness = np.full(n, np.nan)
             versions = np.full(n, "", dtype=object)
-        fresh_ok = None if all_found else found
-        stale = 0
-        if self.max_age_s is not None:
-            age_ok = (self._clock() - freshness) <= self.max_age_s
-            stale = int((found & ~age_ok).sum())
-            fresh_ok = found & age_ok
-        values: dict[str, np.ndarray] = {}
-        present: dict[str, np.ndarray] = {}
-        known = [name for name in label_names if name in table.values] if len(table.ids) else []
-        if known:
-            matrix, label_col = table.matrix()
-            # one row gather for all labels, then (labels x items) so each label is a contiguous row
-            picked = matrix.take(safe_rows, axis=0)
-            cols = [label_col[name] for name in known]
-            block = picked.T.copy() if cols == list(range(matrix.shape[1])) else picked[:, cols].T.copy()
-            ok = ~np.isnan(block)
-            if fresh_ok is not None:
-                ok &= fresh_ok
-                block[~ok] = np.nan
-            for k, name in enumerate(known):
-                values[name], present[name] = block[k], ok[k]
         for name in label_names:
             if name not in values:
                 values[name] = np.full(n, np.nan)
