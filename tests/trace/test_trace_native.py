@@ -195,3 +195,129 @@ def test_bad_row_in_a_large_batch_leaves_the_segment_as_it_was(tmp_path) -> None
         assert log.verify().ok
     with TraceLog.open(tmp_path / "log") as reopened:
         assert not reopened.recovery and not reopened.problems and reopened.size == good.num_rows + 5
+
+
+# ---------------------------------------------------------------- RFC 8785 rows written natively
+
+# Strings that exercise escaping: quotes, backslashes, every kind of control character, UTF-8,
+# and lengths across the 16-byte chunks the native copy works in.
+tricky = st.text(alphabet=st.sampled_from(['"', "\\", "\b", "\t", "\n", "\f", "\r", "\x00", "\x1f", "\x7f",
+                                           "é", "€", "𝄞", "a", "Z", " ", "/"]), max_size=40)
+
+
+@pytest.fixture(params=[True, False], ids=["sha-ni", "openssl"])
+def sha_path(request):
+    """Run a test on both SHA-256 paths of the extension (SHA-NI two at a time, and OpenSSL)."""
+    if not hashing.NATIVE:
+        pytest.skip("the native extension is not built")
+    from assay.trace import _native
+
+    if request.param and not _native.SHA_NI:
+        pytest.skip("this CPU has no SHA extensions")
+    saved = _native.accelerated(request.param)
+    yield request.param
+    _native.accelerated(saved)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=0, max_size=9))
+def test_both_sha_paths_equal_hashlib(messages: list[bytes]) -> None:
+    # Every length around the 55/56/64-byte padding boundaries is reached by max_size=200.
+    if not hashing.NATIVE:
+        pytest.skip("the native extension is not built")
+    from assay.trace import _native
+
+    arr = pa.array(messages, pa.binary())
+    want = b"".join(hashlib.sha256(m).digest() for m in messages)
+    saved = _native.accelerated()
+    try:
+        for flag in (True, False):
+            _native.accelerated(flag)
+            assert hashing.sha256_each(arr, 1) == want
+    finally:
+        _native.accelerated(saved)
+
+
+@pytest.mark.parametrize("length", [0, 1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000])
+def test_padding_boundaries(sha_path, length: int) -> None:
+    rng = np.random.default_rng(length)
+    messages = [rng.integers(0, 256, length + k % 2, dtype=np.uint8).tobytes() for k in range(5)]
+    arr = pa.array(messages, pa.binary())
+    assert hashing.sha256_each(arr, 1) == b"".join(hashlib.sha256(m).digest() for m in messages)
+    leaves = rng.integers(0, 256, 32 * 7, dtype=np.uint8).tobytes()
+    assert hashing.leaf_hashes(leaves, 1) == b"".join(merkle.leaf_hash(leaves[i : i + 32]) for i in range(0, len(leaves), 32))
+    assert hashing.node_hashes(leaves[:192], 1) == b"".join(
+        merkle.node_hash(leaves[i : i + 32], leaves[i + 32 : i + 64]) for i in range(0, 192, 64))
+
+
+def _fallback_hashes(table: pa.Table) -> bytes:
+    saved = hashing._native
+    hashing._native = None
+    try:
+        return canonical.decision_hashes(table, 1)
+    finally:
+        hashing._native = saved
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(tricky, tricky, st.lists(tricky, max_size=3), st.integers(-(2**53) + 1, 2**53 - 1)),
+                min_size=1, max_size=12), st.integers(0, 3))
+def test_native_rows_equal_the_arrow_path_and_the_reference(rows, cut: int) -> None:
+    if not hashing.native_rows():
+        pytest.skip("the native extension is not built")
+    table = bench.synthetic_decisions(len(rows) + cut)
+    # Tricky strings in string, list and integer columns; a slice (non-zero offsets) when cut > 0.
+    columns = {"item_id": pa.array(["pad"] * cut + [r[0] for r in rows]),
+               "bundle_version": pa.array(["pad"] * cut + [r[1] for r in rows]),
+               "rule_ids": pa.array([[]] * cut + [r[2] for r in rows], canonical.STRING_LIST),
+               "rank_before": pa.array([0] * cut + [r[3] for r in rows], pa.int64())}
+    for name, values in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    table = table.slice(cut)
+    native = canonical.decision_hashes(table, 1)
+    assert native == _fallback_hashes(table)
+    text = canonical.canonical_decisions(table, workers=1).to_pylist()
+    for i, row in enumerate(table.to_pylist()):
+        want = canonical.jcs(canonical.decision_dict(row))
+        assert text[i].encode() == want
+        assert native[32 * i : 32 * i + 32] == hashlib.sha256(want).digest()
+
+
+def test_native_rows_write_nulls_as_the_reference_does() -> None:
+    # Appends never hold nulls in required columns (normalise refuses them), but verify hashes
+    # whatever a segment holds: a null must give the reference's JSON (null; a null list: []).
+    if not hashing.native_rows():
+        pytest.skip("the native extension is not built")
+    table = bench.synthetic_decisions(6)
+    nulls = {"request_id": pa.array(["r", None, "r", "r", "r", "r"]),
+             "rank_after": pa.array([1, 2, None, 4, 5, 6], pa.int64()),
+             "reasons": pa.array([["a"], ["b"], ["c"], None, ["e", None], []], canonical.STRING_LIST),
+             "score_before": pa.array([0.5, 0.5, 0.5, 0.5, None, 0.25]),
+             "attribution": pa.array([None, None, None, None, None, '{"x":1}'])}
+    for name, values in nulls.items():
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    got = canonical.decision_hashes(table, 1)
+    for i, row in enumerate(table.to_pylist()):
+        assert got[32 * i : 32 * i + 32] == hashlib.sha256(canonical.jcs(canonical.decision_dict(row))).digest()
+
+
+def test_json_rows_refuses_bad_parts() -> None:
+    if not hashing.native_rows():
+        pytest.skip("the native extension is not built")
+    from assay.trace import _native
+
+    strings = pa.array(["ab", "c"])
+    with pytest.raises(ValueError, match="no text for null"):
+        _native.json_rows([hashing.string_part(pa.array(["a", None]), quoted=True, null=None)], 2)
+    with pytest.raises(ValueError, match="too short"):
+        _native.json_rows([hashing.string_part(strings, quoted=True)], 3)
+    with pytest.raises(ValueError, match="values buffer"):
+        _native.json_rows([hashing.int_part(pa.array([1, 2], pa.int64()))], 3)
+    bad_lists = (3, np.array([0, 1, 9], np.int32).tobytes(), 0, None, None,
+                 np.array([0, 1, 2], np.int32).tobytes(), b"ab", 0, None)
+    with pytest.raises(ValueError, match="outside"):
+        _native.json_rows([bad_lists], 2)
+    with pytest.raises(ValueError, match="unknown kind"):
+        _native.json_rows([(7,)], 1)
+    assert _native.json_rows([b"{}", hashing.int_part(pa.array([5, -12], pa.int64()))], 2, True) == \
+        (np.array([0, 3, 8], np.int32).tobytes(), b"{}5{}-12")

@@ -391,6 +391,8 @@ def _check_numbers(table: pa.Table) -> None:
 
 
 def _hash_slice(table: pa.Table) -> bytes:
+    if hashing.native_rows():
+        return hashing.json_rows(_native_parts(table), table.num_rows)
     pieces = _pieces(table)
     if any(not isinstance(p, str) and p.null_count for p in pieces):
         return b"".join(hash_strings(_join(pieces, table.num_rows)))
@@ -398,7 +400,46 @@ def _hash_slice(table: pa.Table) -> bytes:
 
 
 def _canonical_slice(table: pa.Table) -> pa.Array:
+    if hashing.native_rows():
+        return hashing.json_text(_native_parts(table), table.num_rows)
     return _join(_pieces(table), table.num_rows)
+
+
+def _native_parts(table: pa.Table) -> list:
+    """The template ``hashing.json_rows`` writes each row's JSON from: the same bytes as joining
+    ``_pieces`` (tested), but strings are escaped, integers and lists formatted and everything
+    copied in one native pass per row instead of one Arrow kernel per column. Floats are still
+    formatted by ``_float`` (ECMAScript's shortest round trip, with its fixes). A null is written
+    as ``null`` (a null list as ``[]``), as ``reference_canonical`` writes it."""
+    col = {name: table.column(name).combine_chunks() for name in DECISION_SCHEMA.names}
+
+    def quoted(name: str) -> tuple:
+        return hashing.string_part(col[name], quoted=True)
+
+    def number(name: str, few_distinct: bool = False) -> tuple:
+        return hashing.string_part(_float(col[name], name, few_distinct), quoted=False)
+
+    return [
+        b'{"action":', quoted("action"),
+        b',"attribution":', hashing.string_part(col["attribution"], quoted=False),
+        b',"breaker_state":', quoted("breaker_state"),
+        b',"bundle_hash":', quoted("bundle_hash"),
+        b',"bundle_version":', quoted("bundle_version"),
+        b',"item_id":', quoted("item_id"),
+        b',"model_versions":', hashing.list_part(col["model_versions"]),
+        b',"rank_after":', hashing.int_part(col["rank_after"]),
+        b',"rank_before":', hashing.int_part(col["rank_before"]),
+        b',"reasons":', hashing.list_part(col["reasons"]),
+        b',"request_id":', quoted("request_id"),
+        b',"rule_ids":', hashing.list_part(col["rule_ids"]),
+        b',"score_after":', number("score_after"),
+        b',"score_before":', number("score_before"),
+        b',"shadow_rule_ids":', hashing.list_part(col["shadow_rule_ids"]),
+        b',"subject_id":', quoted("subject_id"),
+        b',"surface":', quoted("surface"),
+        b',"ts":', number("ts", few_distinct=True),
+        b',"type":"decision"}',
+    ]
 
 
 def _pieces(table: pa.Table) -> list:

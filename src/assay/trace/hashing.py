@@ -126,6 +126,52 @@ def sha256_rows(pieces: Sequence, n: int) -> bytes:
     return b"".join(_sha256(b"".join(values)).digest() for values in zip(*joined, strict=True))
 
 
+def native_rows() -> bool:
+    """Whether ``json_rows`` can run (the extension is built and not switched off)."""
+    return _native is not None
+
+
+def _validity(arr: pa.Array):
+    return arr.buffers()[0] if arr.null_count else None
+
+
+def string_part(arr: pa.Array, quoted: bool, null: bytes | None = b"null") -> tuple:
+    """A string column for ``json_rows``: each value as a JSON string literal (``quoted``) or as
+    is (pre-formatted JSON); a null as ``null``."""
+    _, offsets, data = arr.buffers()
+    return (1 if quoted else 0, offsets, data if data is not None else b"", arr.offset, _validity(arr), null)
+
+
+def int_part(arr: pa.Array, null: bytes | None = b"null") -> tuple:
+    """An int64 column for ``json_rows``: each value as a JSON number."""
+    return (2, arr.buffers()[1], arr.offset, _validity(arr), null)
+
+
+def list_part(arr: pa.Array, null: bytes | None = b"[]") -> tuple:
+    """A list<string> column for ``json_rows``: each list as a JSON array of string literals (a
+    null string inside as ``null``; a null list as ``null``)."""
+    values = arr.values  # the whole child array: the list offsets index it from its own offset
+    _, offsets, data = values.buffers()
+    return (3, arr.buffers()[1], arr.offset, _validity(arr), null, offsets, data if data is not None else b"",
+            values.offset, _validity(values))
+
+
+def json_rows(parts: Sequence, n: int) -> bytes:
+    """SHA-256 of each row's JSON built from a template of constants and typed column parts
+    (``string_part``, ``int_part``, ``list_part``): one pass over the rows, natively."""
+    if _native is None:
+        raise RuntimeError("json_rows needs the native extension (check native_rows() first)")
+    return _native.json_rows(list(parts), n) if n else b""
+
+
+def json_text(parts: Sequence, n: int) -> pa.Array:
+    """The JSON ``json_rows`` hashes, as a string array."""
+    if _native is None:
+        raise RuntimeError("json_text needs the native extension (check native_rows() first)")
+    offsets, data = _native.json_rows(list(parts), n, True)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 def _row_values(part, n: int) -> list[bytes] | Sequence[bytes]:
     if isinstance(part, bytes):
         return [part] * n
