@@ -195,3 +195,22 @@ def test_reader_on_another_machine_needs_the_public_key(tmp_path, monkeypatch) -
         with pytest.raises(BadInput, match="no pseudonym key"):
             reader.why("item1", "user1")
     assert not (tmp_path / "auditor-home" / "keys").exists()  # a reader created no keys
+
+
+def test_a_sealed_segment_keeps_the_digest_the_writer_computed(log: TraceLog, monkeypatch) -> None:
+    # When a segment rolls, its running SHA-256 goes into the next manifests: the writer never
+    # reads a sealed segment back (a changed file would otherwise be signed as if it were right).
+    import hashlib
+
+    log.append(make_decisions(45))  # 40-record segments: one batch stays in one segment
+    reads: list[str] = []
+    original = TraceLog._read
+    monkeypatch.setattr(TraceLog, "_read", lambda self, rel: reads.append(rel) or original(self, rel))
+    log.append(make_decisions(3, start=45))  # seals the first segment, starts a second
+    log.append(make_decisions(2, start=48))
+    assert not [r for r in reads if r.startswith("segments/")]
+    manifest = json.loads((Path(log.root) / "checkpoints" / f"{50:020d}.manifest.json").read_bytes())
+    for entry in manifest["segments"]:
+        data = (Path(log.root) / "segments" / entry["name"]).read_bytes()
+        assert (entry["bytes"], entry["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert len(manifest["segments"]) == 2 and log.verify().ok
