@@ -15,6 +15,7 @@ from assay.errors import BadInput
 from assay.records import Event
 from assay.trace import SignatureError, TraceLog, canonical, merkle, proofs
 from assay.trace.checkpoint import Verifier
+from assay.trace.log import encode_batch, read_batches
 
 
 @pytest.fixture
@@ -149,7 +150,7 @@ def test_partial_batch_after_crash_is_cut_and_reported(tmp_path) -> None:
         segment = Path(log.root) / "segments" / log.segment_names()[-1]
         extra = canonical.decisions_to_table(make_decisions(5, start=20))
         rows, _ = log._decision_rows(log._prepare_decisions(extra))
-        message = rows.serialize().to_pybytes()
+        message = bytes(encode_batch(rows))
     good = segment.stat().st_size
     with open(segment, "ab") as f:  # the writer died half-way through writing a batch
         f.write(message[: len(message) // 2])
@@ -214,3 +215,48 @@ def test_a_sealed_segment_keeps_the_digest_the_writer_computed(log: TraceLog, mo
         data = (Path(log.root) / "segments" / entry["name"]).read_bytes()
         assert (entry["bytes"], entry["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
     assert len(manifest["segments"]) == 2 and log.verify().ok
+
+
+def test_an_append_torn_after_its_dictionaries_is_cut_off(tmp_path) -> None:
+    # An append is its dictionary messages and then its record batch: a writer killed between the
+    # two leaves complete messages that are still not a complete append.
+    import pyarrow as pa
+
+    with TraceLog.open(tmp_path / "log") as log:
+        log.append(make_decisions(10))
+        segment = Path(log.root) / "segments" / log.segment_names()[-1]
+        rows, _ = log._decision_rows(log._prepare_decisions(canonical.decisions_to_table(make_decisions(3, start=10))))
+    unit = encode_batch(rows)
+    reader = pa.BufferReader(pa.py_buffer(unit))
+    while pa.ipc.read_message(reader).type == "dictionary":
+        dictionaries_end = reader.tell()
+    good = segment.stat().st_size
+    with open(segment, "ab") as f:
+        f.write(bytes(unit[:dictionaries_end]))
+    batches, end, trailing = read_batches(segment.read_bytes(), "s")
+    assert sum(b.num_rows for b in batches) == 10 and end == good
+    assert trailing and "no record batch follows its dictionaries" in trailing
+    with TraceLog.open(tmp_path / "log") as log:
+        assert log.size == 11 and "not a complete record batch" in log.recovery[0]
+        assert log.verify().ok
+
+
+def test_segments_written_before_dictionary_columns_are_still_read(tmp_path) -> None:
+    # A segment with plain string columns (LEGACY_SEGMENT_SCHEMA) is read in the current schema and
+    # queried; the writer does not extend it but starts a new segment.
+    with TraceLog.open(tmp_path / "log") as log:
+        log.append(make_decisions(6))
+        name = log.segment_names()[0]
+        expected = log.table().to_pylist()
+        legacy = log.table().cast(canonical.LEGACY_SEGMENT_SCHEMA)
+        data = canonical.LEGACY_SEGMENT_SCHEMA.serialize().to_pybytes() + b"".join(
+            b.serialize().to_pybytes() for b in legacy.to_batches())
+    path = tmp_path / "log" / "segments" / name
+    path.write_bytes(data)
+    batches, end, trailing = read_batches(data, "s")
+    assert trailing is None and end == len(data) and batches[0].schema == canonical.SEGMENT_SCHEMA
+    assert [row for b in batches for row in b.to_pylist()] == expected
+    with TraceLog.open(tmp_path / "log") as log:
+        assert log.why("item3", "user3")["index"] == 3
+        log.append(make_decisions(2, start=6))
+        assert len(log.segment_names()) == 2 and path.read_bytes() == data

@@ -56,9 +56,9 @@ def _segments(root: Path) -> list[Path]:
 
 
 def _rewrite(path: Path, table: pa.Table) -> None:
-    data = canonical.SEGMENT_SCHEMA.serialize().to_pybytes() + b"".join(
-        b.serialize().to_pybytes() for b in table.combine_chunks().to_batches())
-    path.write_bytes(data)
+    from assay.trace.log import segment_bytes
+
+    path.write_bytes(segment_bytes(table.combine_chunks().to_batches()))
 
 
 def _table(path: Path) -> pa.Table:

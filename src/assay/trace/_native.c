@@ -19,6 +19,9 @@
  *         (2, values, offset, validity, null)         int64 as a JSON number
  *         (3, offsets, offset, validity, null, child_offsets, child_data, child_offset)
  *                                                     list<string> as a JSON array of strings
+ *         (4, indices, offset, validity, null, dict_offsets, dict_data, dict_offset, dict_length)
+ *                                                     dictionary<int32, string>: the value as a
+ *                                                     JSON string literal
  *       validity is the Arrow validity bitmap or None; null is the bytes written for a null value
  *       (None: a null is an error). text=True returns the JSON itself (int32 offsets + data).
  *   leaf_hashes(hashes) -> bytes    SHA-256(0x00 || h) for each 32-byte h (RFC 9162 leaf)
@@ -267,18 +270,18 @@ static int check_validity(const uint8_t *buf, Py_ssize_t len, Py_ssize_t off, Py
 
 /* ------------------------------------------------------------------ the row template */
 
-enum { CONST = -1, RAW = 0, QUOTED = 1, INT64 = 2, LIST = 3 };
+enum { CONST = -1, RAW = 0, QUOTED = 1, INT64 = 2, LIST = 3, DICT = 4 };
 
 typedef struct {
     int kind;
     const int32_t *offsets;  /* RAW, QUOTED, LIST (the list offsets) */
-    const uint8_t *data;     /* CONST, RAW, QUOTED: bytes; INT64: the int64 values */
+    const uint8_t *data;     /* CONST, RAW, QUOTED: bytes; INT64: the int64 values; DICT: int32 indices */
     Py_ssize_t length;       /* CONST: its length */
     const uint8_t *validity; /* NULL: no nulls */
     Py_ssize_t offset;       /* the array's slice offset (validity bits, INT64 values) */
     const uint8_t *null;     /* written for a null value; NULL: a null is an error */
     Py_ssize_t null_len;
-    const int32_t *child_offsets; /* LIST: the strings */
+    const int32_t *child_offsets; /* LIST: the strings; DICT: the dictionary */
     const uint8_t *child_data;
     const uint8_t *child_validity;
     Py_ssize_t child_offset;
@@ -482,6 +485,14 @@ static int write_row(Out *o, const Part *parts, Py_ssize_t np, Py_ssize_t i) {
             rc = p->kind == RAW ? put(o, s, len, p->end) : put_quoted(o, s, len, p->end);
             break;
         }
+        case DICT: {
+            int32_t k;
+            memcpy(&k, p->data + 4 * bit, 4);
+            Py_ssize_t c = p->child_offset + k; /* k was checked against the dictionary's length */
+            rc = put_quoted(o, p->child_data + p->child_offsets[c], (size_t)(p->child_offsets[c + 1] - p->child_offsets[c]),
+                            p->child_end);
+            break;
+        }
         case INT64: {
             int64_t v;
             memcpy(&v, p->data + 8 * bit, 8);
@@ -594,6 +605,35 @@ static int parse_part(PyObject *item, Py_ssize_t j, Py_ssize_t n, Part *p, Views
         p->child_offsets = (const int32_t *)cobuf;
         p->child_end = p->child_data + child_len;
         break;
+    }
+    case DICT: {
+        Py_ssize_t dict_len, colen, child_len;
+        const uint8_t *cobuf;
+        if (!PyArg_ParseTuple(item, "lOnOOOOnn", &kind, &db, &p->offset, &vb, &nb, &cob, &cdb, &p->child_offset, &dict_len))
+            return -1;
+        if (get_buffer(v, db, &p->data, &data_len, 0) < 0 || get_buffer(v, cob, &cobuf, &colen, 0) < 0 ||
+            get_buffer(v, cdb, &p->child_data, &child_len, 0) < 0)
+            return -1;
+        if (p->offset < 0 || (size_t)data_len < (size_t)(p->offset + n) * 4) {
+            PyErr_Format(PyExc_ValueError, "part %zd: the indices buffer is too short for %zd rows", j, n);
+            return -1;
+        }
+        if (dict_len < 0 || check_offsets(cobuf, colen, p->child_offset, dict_len, child_len, j) < 0)
+            return -1;
+        p->child_offsets = (const int32_t *)cobuf;
+        p->child_end = p->child_data + child_len;
+        /* Every index must name a dictionary value (nulls may hold anything). */
+        if (get_buffer(v, vb, &p->validity, &vlen, 1) < 0 || check_validity(p->validity, vlen, p->offset, n, j) < 0)
+            return -1;
+        const int32_t *idx = (const int32_t *)p->data + p->offset;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if ((idx[i] < 0 || idx[i] >= dict_len) && !is_null(p->validity, p->offset + i)) {
+                PyErr_Format(PyExc_ValueError, "part %zd: row %zd holds dictionary index %d of %zd", j, i, idx[i], dict_len);
+                return -1;
+            }
+        if (nb != Py_None && get_buffer(v, nb, &p->null, &p->null_len, 0) < 0)
+            return -1;
+        return 0;
     }
     default:
         PyErr_Format(PyExc_ValueError, "part %zd: unknown kind %ld", j, kind);

@@ -67,7 +67,7 @@ LIST_COLUMNS = ("rule_ids", "reasons", "shadow_rule_ids", "model_versions")
 STRING_DEFAULTS = {"bundle_hash": "", "bundle_version": "", "breaker_state": "closed"}
 
 # A segment row is a decision or an event; the columns of the other kind are null.
-SEGMENT_SCHEMA = pa.schema(
+LEGACY_SEGMENT_SCHEMA = pa.schema(
     [
         ("index", pa.uint64()),
         ("record_hash", pa.binary(32)),
@@ -79,6 +79,16 @@ SEGMENT_SCHEMA = pa.schema(
         ("payload", pa.string()),  # RFC 8785 JSON of the event payload
     ]
 )
+# Columns that hold few distinct values in a batch (the policy facts: one bundle, a few surfaces,
+# actions and states; one subject and request id per ~50 candidates) are stored dictionary-encoded:
+# each value once per batch, a 4-byte index per row. That cuts a segment by about 40% (the bundle
+# hash alone is 64 characters a row), and every byte saved is a byte not copied to the page cache,
+# fsynced and hashed into the segment digest. Readers see the same values (Arrow decodes them).
+STRING_DICT = pa.dictionary(pa.int32(), pa.string())
+DICTIONARY_COLUMNS = ("type", "request_id", "surface", "subject_id", "action", "bundle_hash", "bundle_version",
+                      "breaker_state", "kind")
+SEGMENT_SCHEMA = pa.schema([pa.field(f.name, STRING_DICT) if f.name in DICTIONARY_COLUMNS else f
+                            for f in LEGACY_SEGMENT_SCHEMA])
 # What erasure removes from a decision row (the personal part); the policy facts stay.
 ERASED_COLUMNS = ("request_id", "subject_id", "item_id", "rank_before", "rank_after", "score_before", "score_after", "attribution")
 
@@ -414,6 +424,8 @@ def _native_parts(table: pa.Table) -> list:
     col = {name: table.column(name).combine_chunks() for name in DECISION_SCHEMA.names}
 
     def quoted(name: str) -> tuple:
+        if pa.types.is_dictionary(col[name].type):
+            return hashing.dict_part(col[name])
         return hashing.string_part(col[name], quoted=True)
 
     def number(name: str, few_distinct: bool = False) -> tuple:
@@ -442,10 +454,15 @@ def _native_parts(table: pa.Table) -> list:
     ]
 
 
+def _plain(arr: pa.Array) -> pa.Array:
+    """A dictionary-encoded column (as segments store them) decoded to its values."""
+    return arr.cast(arr.type.value_type) if pa.types.is_dictionary(arr.type) else arr
+
+
 def _pieces(table: pa.Table) -> list:
     """A decision's RFC 8785 JSON as constants (keys, in sorted order) and one string array per
     value; joining them row by row gives the JSON."""
-    col = {name: table.column(name).combine_chunks() for name in DECISION_SCHEMA.names}
+    col = {name: _plain(table.column(name).combine_chunks()) for name in DECISION_SCHEMA.names}
     attribution = col["attribution"]
     pieces = [
         '{"action":', *_escaped(col["action"], few_distinct=True),

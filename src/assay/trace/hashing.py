@@ -156,6 +156,16 @@ def list_part(arr: pa.Array, null: bytes | None = b"[]") -> tuple:
             values.offset, _validity(values))
 
 
+def dict_part(arr: pa.DictionaryArray, null: bytes | None = b"null") -> tuple:
+    """A dictionary<int32, string> column for ``json_rows``: each value as a JSON string literal."""
+    if arr.indices.type != pa.int32():
+        raise ValueError("dictionary columns must have int32 indices")
+    words = arr.dictionary
+    _, offsets, data = words.buffers()
+    return (4, arr.buffers()[1], arr.offset, _validity(arr), null, offsets, data if data is not None else b"",
+            words.offset, len(words))
+
+
 def json_rows(parts: Sequence, n: int) -> bytes:
     """SHA-256 of each row's JSON built from a template of constants and typed column parts
     (``string_part``, ``int_part``, ``list_part``): one pass over the rows, natively."""

@@ -97,31 +97,86 @@ def _note_name(size: int) -> str:
     return f"{size:020d}{NOTE_SUFFIX}"
 
 
-def read_batches(data: bytes | pa.Buffer, where: str, validate: bool = True) -> tuple[list[pa.RecordBatch], int, str | None]:
-    """Decode an Arrow IPC stream message by message. Returns the batches, the byte offset after
-    the last complete batch, and a description of what follows it if it is not a clean end."""
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # an Arrow IPC stream's end marker
+
+
+def encode_batch(batch: pa.RecordBatch) -> memoryview:
+    """One append's bytes in a segment: the batch's dictionaries, then the batch itself (an Arrow
+    IPC stream without the schema, which opens the segment, and without the end marker). A
+    dictionary sent again replaces the previous one, so every append stands on its own."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, canonical.SEGMENT_SCHEMA) as writer:
+        writer.write_batch(batch)
+    data = sink.getvalue()
     reader = pa.BufferReader(data)
+    pa.ipc.read_message(reader)  # the schema
+    view = memoryview(data)
+    if bytes(view[len(view) - 8 :]) != _EOS:
+        raise AssayError("unexpected Arrow IPC stream layout: no end marker")  # pragma: no cover
+    return view[reader.tell() : len(view) - 8]
+
+
+def segment_bytes(batches: Sequence[pa.RecordBatch]) -> bytes:
+    """A whole segment: the schema, then each batch as ``encode_batch`` writes it."""
+    return b"".join([canonical.SEGMENT_SCHEMA.serialize().to_pybytes(), *(bytes(encode_batch(b)) for b in batches)])
+
+
+def read_batches(data: bytes | pa.Buffer, where: str, validate: bool = True) -> tuple[list[pa.RecordBatch], int, str | None]:
+    """Decode a segment. Returns the batches, the byte offset after the last complete batch, and a
+    description of what follows it if it is not a clean end. An append is a run of dictionary
+    messages and then its record batch message; the messages are walked first (the metadata only),
+    then the complete appends decoded as one stream. Segments written before columns were
+    dictionary-encoded (``LEGACY_SEGMENT_SCHEMA``) are read and cast to the current schema."""
+    buffer = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+    reader = pa.BufferReader(buffer)
     total = reader.size()
     try:
         schema_message = pa.ipc.read_message(reader)
         schema = pa.ipc.read_schema(schema_message)
-    except (pa.ArrowInvalid, OSError, EOFError) as e:  # EOFError: an empty file
+    except (pa.ArrowException, OSError, EOFError) as e:  # EOFError: an empty file
         return [], 0, f"{where}: no readable schema at the start ({e})"
-    if schema != canonical.SEGMENT_SCHEMA:
+    legacy = schema == canonical.LEGACY_SEGMENT_SCHEMA
+    if schema != canonical.SEGMENT_SCHEMA and not legacy:
         return [], 0, f"{where}: schema is not the trace segment schema"
-    batches: list[pa.RecordBatch] = []
-    good = reader.tell()
-    while good < total:
+    start = reader.tell()
+    ends: list[int] = []  # where each complete append ends
+    error = None
+    while reader.tell() < total:
         try:
             message = pa.ipc.read_message(reader)
-            batch = pa.ipc.read_record_batch(message, schema)
-            if validate:
-                batch.validate(full=True)
-        except (pa.ArrowInvalid, OSError, EOFError) as e:
-            return batches, good, f"{where}: {total - good} bytes after byte {good} are not a complete record batch ({e})"
-        batches.append(batch)
-        good = reader.tell()
+        except (pa.ArrowException, OSError, EOFError) as e:
+            error = e
+            break
+        if message.type == "record batch":
+            ends.append(reader.tell())
+        elif message.type != "dictionary":
+            error = f"a {message.type} message inside the stream"
+            break
+    batches: list[pa.RecordBatch] = []
+    if ends:
+        stream = pa.ipc.open_stream(buffer.slice(0, ends[-1]))
+        for k in range(len(ends)):
+            try:
+                batch = stream.read_next_batch()
+                if validate:
+                    batch.validate(full=True)
+            except (pa.ArrowException, OSError, EOFError, StopIteration) as e:
+                good = ends[k - 1] if k else start
+                return batches, good, f"{where}: {total - good} bytes after byte {good} are not a complete record batch ({e})"
+            batches.append(batch.cast(canonical.SEGMENT_SCHEMA) if legacy else batch)
+    good = ends[-1] if ends else start
+    if good < total:
+        why = error if error is not None else "no record batch follows its dictionaries"
+        return batches, good, f"{where}: {total - good} bytes after byte {good} are not a complete record batch ({why})"
     return batches, good, None
+
+
+def segment_is_current(data: bytes | pa.Buffer) -> bool:
+    """Whether a segment starts with the current schema (appends may only extend such a one)."""
+    try:
+        return pa.ipc.read_schema(pa.ipc.read_message(pa.BufferReader(data))) == canonical.SEGMENT_SCHEMA
+    except (pa.ArrowException, OSError, EOFError):
+        return False
 
 
 class TraceLog:
@@ -504,13 +559,19 @@ class TraceLog:
 
     def _decision_batch(self, table: pa.Table) -> pa.RecordBatch:
         n = table.num_rows
+        columns = []
+        for name in canonical.DECISION_SCHEMA.names:
+            col = table.column(name).combine_chunks()
+            if name in canonical.DICTIONARY_COLUMNS and not pa.types.is_dictionary(col.type):
+                col = pc.dictionary_encode(col)
+            columns.append(col)
         arrays = [
             pa.nulls(n, pa.uint64()),  # index: filled at commit
             pa.nulls(n, pa.binary(32)),  # record_hash: filled at commit
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array(["decision"])).cast(pa.string()),
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array(["decision"])),
             pa.array(np.zeros(n, dtype=bool)),
-            *[table.column(name).combine_chunks() for name in canonical.DECISION_SCHEMA.names],
-            pa.nulls(n, pa.string()), pa.nulls(n, pa.string()), pa.nulls(n, pa.string()),
+            *columns,
+            pa.nulls(n, canonical.STRING_DICT), pa.nulls(n, pa.string()), pa.nulls(n, pa.string()),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=canonical.SEGMENT_SCHEMA)
 
@@ -567,8 +628,8 @@ class TraceLog:
         n = table.num_rows
         placeholder = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(bytes(32 * n))])
         batch = table.set_column(1, "record_hash", placeholder).combine_chunks().to_batches(max_chunksize=n)[0]
-        message = memoryview(batch.serialize())
-        body = len(message) - pa.ipc.read_message(pa.py_buffer(message)).body.size
+        message = encode_batch(batch)
+        body = _body_start(message)
         start, end = body + 8 * n, body + 40 * n  # the index column's 8n bytes, then the record hashes
         if bytes(message[body:start]) != np.arange(first, first + n, dtype="<u8").tobytes():
             raise AssayError("unexpected Arrow IPC layout: the index column is not where it belongs")  # pragma: no cover
@@ -597,7 +658,7 @@ class TraceLog:
             raise
 
     def _write_batch(self, batch: pa.RecordBatch) -> None:
-        message = memoryview(batch.serialize())  # written and hashed without another copy
+        message = encode_batch(batch)  # written and hashed without another copy
         if not self.local:
             name = _segment_name(self._size)
             data = canonical.SEGMENT_SCHEMA.serialize().to_pybytes() + bytes(message)
@@ -616,7 +677,8 @@ class TraceLog:
                 self._active.close()
             names = self.segment_names()
             reuse = names and int(names[-1][:20]) + self._segment_rows(names[-1]) == self._size and \
-                self._segment_rows(names[-1]) < self.segment_records
+                self._segment_rows(names[-1]) < self.segment_records and \
+                segment_is_current(self._read_segment_buffer(names[-1]))
             name = names[-1] if reuse else _segment_name(self._size)
             self._active = _ActiveSegment(f"{self.root}/segments/{name}", name, self.fsync,
                                           self._segment_rows(name) if reuse else 0)
@@ -775,8 +837,7 @@ class TraceLog:
                     else:
                         new = pc.if_else(mask, pa.scalar(None, table.schema.field(col).type), table.column(col))
                     table = table.set_column(i, col, new)
-                out = canonical.SEGMENT_SCHEMA.serialize().to_pybytes() + b"".join(
-                    b.serialize().to_pybytes() for b in table.combine_chunks().to_batches())
+                out = segment_bytes(table.combine_chunks().to_batches())
                 self._write_atomic(f"segments/{name}", out)
                 self._segment_digests[name] = (len(out), hashlib.sha256(out).hexdigest())
             result = self.append([Event(kind="trace.erasure", ts=time.time(), subject=pseudonym,
@@ -878,6 +939,15 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _body_start(unit: memoryview) -> int:
+    """Where the record batch's body starts in an append's bytes (after its dictionaries)."""
+    reader = pa.BufferReader(pa.py_buffer(unit))
+    while True:
+        message = pa.ipc.read_message(reader)
+        if message.type == "record batch":
+            return reader.tell() - message.body.size
 
 
 def _fixed_bytes(arr: pa.Array) -> memoryview:

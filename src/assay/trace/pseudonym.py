@@ -68,7 +68,9 @@ class Pseudonymiser:
             raise BadInput(f"no pseudonym key: subjects cannot be looked up without {key_path()} or {ENV}")
         return hmac.new(self._key, subject_id.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def column(self, subjects: pa.Array) -> pa.Array:
+    def column(self, subjects: pa.Array) -> pa.DictionaryArray:
+        """Pseudonyms of a column of subject ids, dictionary-encoded (each distinct subject is
+        keyed once; segments store the column in this form)."""
         encoded = pc.dictionary_encode(subjects)
         pseudonyms = pa.array([self.one(s) for s in encoded.dictionary.to_pylist()], pa.string())
-        return pseudonyms.take(encoded.indices)
+        return pa.DictionaryArray.from_arrays(encoded.indices, pseudonyms)
