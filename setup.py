@@ -1,4 +1,4 @@
-"""Build hook for the one C extension (everything else is in pyproject.toml).
+"""Build hook for the C extensions (everything else is in pyproject.toml).
 
 ``assay.trace._native`` hashes many small messages per call with OpenSSL (the decision trace's
 record, leaf and node hashes; see src/assay/trace/_native.c). It is optional: without a C
@@ -16,6 +16,14 @@ setup(
             libraries=["crypto"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        # the guard's rule resolution and cap grouping (src/assay/guard/_native.c); optional too:
+        # without it the guard runs the numpy twin of the same functions
+        Extension(
+            "assay.guard._native",
+            ["src/assay/guard/_native.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

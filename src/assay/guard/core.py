@@ -46,6 +46,13 @@ from assay.guard.breakers import BreakerRegistry, CallOutcome, CircuitBreaker, F
 from assay.guard.candidates import LABEL_PREFIX, Candidates
 from assay.records import Decision, Event
 
+try:
+    from assay.guard import _native
+except ImportError:  # pragma: no cover - exercised where the extension could not be built
+    _native = None
+
+NATIVE = _native is not None  # the C rule resolution and cap grouping (src/assay/guard/_native.c)
+
 OUT_FALSE, OUT_TRUE, OUT_MISSING = 0, 1, 2
 K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP = 0, 1, 2, 3, 4
 _KINDS = {"drop": K_DROP, "allow": K_ALLOW, "demote": K_DEMOTE, "label": K_LABEL, "cap": K_CAP}
@@ -107,6 +114,7 @@ class RuleVectors:
     label: np.ndarray
     cap: np.ndarray
     factor: np.ndarray
+    kinds: np.ndarray  # int8 K_* per rule
 
     @staticmethod
     def of(specs: tuple[RuleSpec, ...]) -> RuleVectors:
@@ -118,6 +126,7 @@ class RuleVectors:
             hard=arr(lambda sp: sp.kind in (K_DROP, K_ALLOW)), drop=arr(lambda sp: sp.kind == K_DROP),
             demote=arr(lambda sp: sp.kind == K_DEMOTE), label=arr(lambda sp: sp.kind == K_LABEL),
             cap=arr(lambda sp: sp.kind == K_CAP), factor=arr(lambda sp: sp.factor if sp.kind == K_DEMOTE else 1.0, np.float64),
+            kinds=arr(lambda sp: sp.kind, np.int8),
         )
 
 
@@ -209,6 +218,16 @@ def _group_ordinals(values: np.ndarray) -> np.ndarray:
                 keys[i] = _ABSENT
     counters: defaultdict[Any, itertools.count] = defaultdict(itertools.count)
     return np.fromiter(map(next, map(counters.__getitem__, keys)), dtype=np.int64, count=len(keys))
+
+
+def _cap_ordinals(column: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``_group_ordinals(column[positions])``: for a fixed-width string column, grouped in C by
+    exact bytes (a hash table, no sort and no copy of the rows)."""
+    if NATIVE and column.dtype.kind == "U" and column.dtype.itemsize and column.flags.c_contiguous:
+        out = np.empty(len(positions), dtype=np.int64)
+        _native.group_ordinals(column, column.dtype.itemsize, np.ascontiguousarray(positions, dtype=np.int64), out)
+        return out
+    return _group_ordinals(column[positions])
 
 
 _ROW_WEIGHTS: dict[int, np.ndarray] = {}
@@ -343,6 +362,71 @@ def _is_none(x: Any) -> bool:
 
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """What a surface's rules decide for each candidate, from the rule outcomes: the deciding
+    hard rule (the first drop/allow that acts, or any rule failing closed), and the soft rules
+    (demote, label, cap) acting before it. ``outcomes``, ``fail_closed``, ``live`` and
+    ``pre_dropped`` are kept so what matched can be derived when records are built."""
+
+    first: np.ndarray  # int32 (n,): the deciding hard rule, len(rules) when none
+    failed_closed: np.ndarray  # bool (n,): it decided by failing closed
+    dropped: np.ndarray  # bool (n,): by the deciding rule, or before any rule ran
+    action: np.ndarray  # int8 (n,): K_DROP, else K_DEMOTE, K_LABEL, K_ALLOW by what acted
+    factor: np.ndarray  # float64 (n,): the acting demote factors multiplied in rule order
+    soft: np.ndarray  # bool (rules, n): a soft rule acting before the deciding one
+    outcomes: np.ndarray  # int8 (rules, n)
+    fail_closed: np.ndarray  # bool (rules,)
+    live: np.ndarray  # bool (rules,)
+    pre_dropped: np.ndarray  # bool (n,)
+
+    def matched(self) -> np.ndarray:
+        """(rules, n): TRUE, or MISSING on a fail-closed rule; nothing matches a pre-dropped candidate."""
+        matched = (self.outcomes == OUT_TRUE) | ((self.outcomes == OUT_MISSING) & self.fail_closed[:, None])
+        return matched & ~self.pre_dropped
+
+
+def resolve(surface: CompiledSurface, outcomes: np.ndarray, live: np.ndarray, pre_dropped: np.ndarray, *,
+            native: bool | None = None) -> Resolution:
+    """One walk down each candidate's rules in C (``_native.resolve``), or the same as whole-matrix
+    numpy operations when the extension is not built (``native=False`` forces that twin)."""
+    v = surface.vectors
+    n_rules, n = outcomes.shape
+    outcomes = np.ascontiguousarray(outcomes, dtype=np.int8)
+    pre_dropped = np.ascontiguousarray(pre_dropped, dtype=bool)
+    if (NATIVE if native is None else native) and n:
+        first = np.empty(n, dtype=np.int32)
+        failed, dropped = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+        action, factor = np.empty(n, dtype=np.int8), np.empty(n)
+        soft = np.zeros((n_rules, n), dtype=bool)
+        _native.resolve(outcomes, v.kinds, v.fail_closed, np.ascontiguousarray(live, dtype=bool), pre_dropped, v.factor,
+                        first, failed, dropped, action, factor, soft)
+        return Resolution(first, failed, dropped, action, factor, soft, outcomes, v.fail_closed, live, pre_dropped)
+    if not n_rules:
+        action = np.where(pre_dropped, K_DROP, K_ALLOW).astype(np.int8)
+        return Resolution(np.zeros(n, dtype=np.int32), np.zeros(n, dtype=bool), pre_dropped.copy(), action, np.ones(n),
+                          np.zeros((0, n), dtype=bool), outcomes, v.fail_closed, live, pre_dropped)
+    rule_index = np.arange(n_rules)[:, None]
+    matched = (outcomes == OUT_TRUE) | ((outcomes == OUT_MISSING) & v.fail_closed[:, None])
+    acts = matched & ~pre_dropped & live[:, None]
+    # hard: a drop/allow rule that acts, or any rule failing closed (MISSING drops)
+    hard = acts & (v.hard[:, None] | (outcomes == OUT_MISSING))
+    any_hard = hard.any(axis=0)
+    first = np.where(any_hard, hard.argmax(axis=0), n_rules).astype(np.int32)
+    safe_first = np.minimum(first, n_rules - 1)
+    failed = any_hard & (outcomes[safe_first, np.arange(n)] == OUT_MISSING)
+    dropped = pre_dropped | (any_hard & (failed | v.drop[safe_first]))
+    soft = acts & ~v.hard[:, None] & (rule_index < first[None, :])
+    action = np.full(n, K_ALLOW, dtype=np.int8)
+    action[(soft & v.label[:, None]).any(axis=0)] = K_LABEL
+    demoting = soft & v.demote[:, None]
+    action[demoting.any(axis=0)] = K_DEMOTE
+    action[dropped] = K_DROP
+    # multiplied row after row, in rule order: the same product as one rule at a time
+    factor = np.where(demoting, v.factor[:, None], 1.0).prod(axis=0)
+    return Resolution(first, failed, dropped, action, factor, soft, outcomes, v.fail_closed, live, pre_dropped)
+
+
 def _in_rollout(rule_id: str, subject_id: str, percent: float) -> bool:
     """Stable across processes and restarts (crc32, not Python's salted hash)."""
     if percent >= 100.0:
@@ -381,11 +465,8 @@ class Slate:
     rank_after: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     action: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))  # K_* codes
     hard_rule: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
-    # what the rules matched, kept as computed; acting/shadowed are derived only when records are built
-    _acts: np.ndarray | None = None  # (rules, n) matched and live
-    _first: np.ndarray | None = None  # (n,) index of the deciding hard rule (len(rules) if none)
-    _matched: np.ndarray | None = None  # (rules, n)
-    _live: np.ndarray | None = None  # (rules,) live rules, None when all are
+    # what the rules decided, kept as computed; acting/shadowed are derived only when records are built
+    _resolution: Resolution | None = None
     failed_closed: np.ndarray | None = None
     specs: tuple[RuleSpec, ...] = ()
     breaker_scope: dict[int, str] = field(default_factory=dict)  # candidate -> breaker that dropped it
@@ -401,16 +482,21 @@ class Slate:
     def acting(self) -> np.ndarray | None:
         """(rules, n) bool: the rule acted on the candidate (it matched, is live, and came no later
         than the deciding hard rule)."""
-        if self._acts is None:
+        res = self._resolution
+        if res is None:
             return None
-        return self._acts & (np.arange(len(self._acts))[:, None] <= self._first[None, :])
+        acting = res.soft.copy()
+        decided = np.flatnonzero(res.first < len(acting))
+        acting[res.first[decided], decided] = True
+        return acting
 
     @property
     def shadowed(self) -> np.ndarray | None:
         """(rules, n) bool: matched by a shadow rule or a rule outside its rollout."""
-        if self._live is None or self._matched is None:
+        res = self._resolution
+        if res is None or res.live.all():
             return None
-        return self._matched & ~self._live[:, None]
+        return res.matched() & ~res.live[:, None]
 
     @property
     def n_candidates(self) -> int:
@@ -748,7 +834,7 @@ class Guard:
             slate.fallback_ids = list(slate.item_ids)
             slate = Slate(**{**slate.__dict__, "candidate_ids": dropped.candidate_ids, "scores_before": dropped.scores_before,
                              "scores_after": dropped.scores_after, "rank_after": dropped.rank_after, "action": dropped.action,
-                             "hard_rule": dropped.hard_rule, "_acts": None, "_first": None, "_matched": None, "_live": None,
+                             "hard_rule": dropped.hard_rule, "_resolution": None,
                              "failed_closed": None,
                              "breaker_scope": dropped.breaker_scope, "_decisions": None})
             slate.fallback, slate.breaker_state = "safe_source", st
@@ -935,54 +1021,20 @@ class Guard:
         if budget_out and n:
             hard_rule[~pre_dropped] = BUDGET
             pre_dropped = np.ones(n, dtype=bool)
-        v = surface.vectors
-        n_rules = len(specs)
-        live_rule = v.live
+        live_rule = surface.vectors.live
         if surface.partial_rollout:
             live_rule = live_rule.copy()
             for r in surface.partial_rollout:
                 live_rule[r] &= _in_rollout(specs[r].id, subject_id, specs[r].rollout)
-        if n_rules:
-            # matched: TRUE, or MISSING on a fail-closed rule (the default); skip rules need TRUE
-            matched = outcomes != OUT_FALSE
-            if surface.skip_rules:
-                matched[list(surface.skip_rules)] = outcomes[list(surface.skip_rules)] == OUT_TRUE
-            if pre_dropped.any():
-                matched &= ~pre_dropped
-            all_live = bool(live_rule.all())
-            acts = matched if all_live else matched & live_rule[:, None]
-            # hard: a drop/allow rule that acts, or any rule failing closed (MISSING drops)
-            hard = acts
-            if surface.soft_rules:  # a soft rule is hard only where it fails closed
-                hard = acts & (v.hard[:, None] | (outcomes == OUT_MISSING))
-            any_hard = hard.any(axis=0)
-            first = np.where(any_hard, hard.argmax(axis=0), n_rules)
-            safe_first = np.minimum(first, n_rules - 1)
-            failed_closed = any_hard & (outcomes[safe_first, np.arange(n)] == OUT_MISSING)
-            dropped = pre_dropped | (any_hard & (failed_closed | v.drop[safe_first]))
-            hard_rule = np.where(any_hard, first, hard_rule).astype(np.int32)
-        else:
-            matched = acts = np.zeros((0, n), dtype=bool)
-            all_live = True
-            first = np.zeros(n, dtype=np.int64)
-            failed_closed = np.zeros(n, dtype=bool)
-            dropped = pre_dropped.copy()
-        # soft and cap rules act only before the deciding hard rule: one (rules x n) op per kind
-        action = np.full(n, K_ALLOW, dtype=np.int8)
-        if len(surface.label_rows):
-            labelling = acts[surface.label_rows] & (first > surface.label_rows[:, None])
-            action[labelling.any(axis=0)] = K_LABEL
-        if len(surface.demote_rows):
-            demoting = acts[surface.demote_rows] & (first > surface.demote_rows[:, None])
-            # multiplied row after row, in rule order: the same product as one rule at a time
-            factor = np.where(demoting, surface.demote_factors[:, None], 1.0).prod(axis=0)
-            action[demoting.any(axis=0)] = K_DEMOTE
-        else:
-            factor = np.ones(n)
-        capping = acts[surface.cap_rows] & (first > surface.cap_rows[:, None]) if len(surface.cap_rows) else None
-        action[dropped] = K_DROP
+        res = resolve(surface, outcomes, live_rule, pre_dropped)
+        first, failed_closed, dropped, action = res.first, res.failed_closed, res.dropped, res.action
+        decided = first < len(specs)
+        if decided.any():
+            hard_rule = np.where(decided, first, hard_rule).astype(np.int32)
+        labelling = res.soft[surface.label_rows] if len(surface.label_rows) else None
+        capping = res.soft[surface.cap_rows] if len(surface.cap_rows) else None
         keep = ~dropped
-        scores_after = cands.scores * factor
+        scores_after = cands.scores * res.factor
         # rank survivors by demoted score; ties keep the ranker's order (a stable sort)
         order = np.argsort(-scores_after, kind="stable")
         order = order[keep[order]]
@@ -1001,7 +1053,7 @@ class Guard:
             elif not isinstance(key_col, np.ndarray) or (key_col.dtype == object and _inferred(key_col) == "mixed"):
                 ordinal = _group_ordinals(_hashable(key_col, positions))  # list values: grouped as tuples
             else:
-                ordinal = _group_ordinals(key_col[positions])
+                ordinal = _cap_ordinals(key_col, positions)
             over = positions[ordinal >= spec.limit]
             if len(over):
                 keep[over] = False
@@ -1023,8 +1075,7 @@ class Guard:
             bundle_version=state.version, bundle_hash=state.hash, item_ids=served_ids, scores=scores_after[order],
             item_labels=item_labels, model_versions=models, candidate_ids=cands.ids, scores_before=cands.scores,
             scores_after=scores_after, rank_after=rank_after, action=action, hard_rule=hard_rule,
-            failed_closed=failed_closed, specs=specs, notes=tuple(notes),
-            _acts=acts, _first=first, _matched=matched, _live=None if all_live else live_rule,
+            failed_closed=failed_closed, specs=specs, notes=tuple(notes), _resolution=res,
         )
         self._source_breakers(cands, dropped, slate)
         return slate, CallOutcome(kind=kind, duration_s=duration, value=drop_rate)

@@ -1,0 +1,243 @@
+/* The guard's per-candidate rule resolution and cap grouping, one pass in C.
+ *
+ * Why this is hand-written: after the policy library has evaluated every rule for every candidate
+ * (an int8 outcome matrix, rules x candidates), what the outcomes *mean* for a slate is a short
+ * walk down each candidate's rules: the first hard match decides, soft actions before it stack.
+ * In numpy that walk is some forty whole-matrix operations (each a pass over 25,000 cells and a
+ * temporary array), about a quarter of a 1,000-candidate request; no library resolves ordered
+ * first-match/stacking rules. Grouping a cap's key column (fixed-width strings) is a hash table
+ * with exact comparison, which numpy can only do by sorting. Both functions have a numpy twin in
+ * assay/guard/core.py that gives identical results (tested side by side in
+ * tests/guard/test_guard_native.py); the extension is optional and the twin serves without it.
+ *
+ *   resolve(outcomes, kinds, fail_closed, live, pre_dropped, factors,
+ *           first, failed, dropped, action, factor, soft) -> None
+ *       outcomes: int8 (rules x n, C order) 0 FALSE / 1 TRUE / 2 MISSING; kinds: int8 per rule
+ *       (0 drop, 1 allow, 2 demote, 3 label, 4 cap); fail_closed, live: uint8 per rule;
+ *       pre_dropped: uint8 per candidate; factors: float64 per rule (demote factors).
+ *       Written: first (int32: the deciding hard rule, or rules when none), failed (uint8: it
+ *       decided by failing closed), dropped (uint8), action (int8: 2 demote, 3 label, 1 allow,
+ *       0 drop), factor (float64: the demote factors multiplied in rule order), soft (uint8,
+ *       rules x n, zeroed by the caller: 1 where a soft rule acts, i.e. before the deciding rule).
+ *   group_ordinals(values, width, positions, ordinals) -> None
+ *       values: a fixed-width array's bytes (width bytes a row); for each row positions[k] (in
+ *       order), ordinals[k] = how many earlier listed rows hold the same bytes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { K_DROP = 0, K_ALLOW = 1, K_DEMOTE = 2, K_LABEL = 3, K_CAP = 4 };
+enum { OUT_FALSE = 0, OUT_TRUE = 1, OUT_MISSING = 2 };
+
+static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t want, Py_ssize_t itemsize, const char *name) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    if (view->len != want * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, expected %zd", name, view->len, want * itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *resolve(PyObject *self, PyObject *args) {
+    PyObject *o[12];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8],
+                          &o[9], &o[10], &o[11]))
+        return NULL;
+    Py_buffer b[12];
+    int got = 0;
+    Py_buffer kinds_view;
+    if (PyObject_GetBuffer(o[1], &kinds_view, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    Py_ssize_t rules = kinds_view.len;
+    PyBuffer_Release(&kinds_view);
+    Py_buffer pre_view;
+    if (PyObject_GetBuffer(o[4], &pre_view, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    Py_ssize_t n = pre_view.len;
+    PyBuffer_Release(&pre_view);
+    const Py_ssize_t want[12] = {rules * n, rules, rules, rules, n, rules, n, n, n, n, n, rules * n};
+    const Py_ssize_t size[12] = {1, 1, 1, 1, 1, 8, 4, 1, 1, 1, 8, 1};
+    const char *names[12] = {"outcomes", "kinds", "fail_closed", "live", "pre_dropped", "factors",
+                             "first", "failed", "dropped", "action", "factor", "soft"};
+    for (; got < 12; got++)
+        if (get(o[got], &b[got], got >= 6, want[got], size[got], names[got]) < 0)
+            goto done;
+    {
+        const int8_t *out = b[0].buf;
+        const int8_t *kinds = b[1].buf;
+        const uint8_t *fail_closed = b[2].buf, *live = b[3].buf, *pre = b[4].buf;
+        const double *factors = b[5].buf;
+        int32_t *first = b[6].buf;
+        uint8_t *failed = b[7].buf, *dropped = b[8].buf, *soft = b[11].buf;
+        int8_t *action = b[9].buf;
+        double *factor = b[10].buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double f = 1.0;
+            int labelled = 0, demoted = 0;
+            int32_t decided = (int32_t)rules;
+            uint8_t fc = 0, drop = pre[i] != 0;
+            if (!drop) {
+                for (Py_ssize_t r = 0; r < rules; r++) {
+                    int8_t v = out[r * n + i];
+                    /* matched: TRUE, or MISSING on a fail-closed rule; acts: matched and live */
+                    if (!(v == OUT_TRUE || (v == OUT_MISSING && fail_closed[r])) || !live[r])
+                        continue;
+                    if (kinds[r] == K_DROP || kinds[r] == K_ALLOW || v == OUT_MISSING) {
+                        decided = (int32_t)r; /* hard: drop/allow, or any rule failing closed */
+                        fc = v == OUT_MISSING;
+                        drop = fc || kinds[r] == K_DROP;
+                        break;
+                    }
+                    soft[r * n + i] = 1;
+                    if (kinds[r] == K_DEMOTE) {
+                        f *= factors[r];
+                        demoted = 1;
+                    } else if (kinds[r] == K_LABEL) {
+                        labelled = 1;
+                    }
+                }
+            }
+            first[i] = decided;
+            failed[i] = fc;
+            dropped[i] = drop;
+            factor[i] = f;
+            action[i] = drop ? K_DROP : demoted ? K_DEMOTE : labelled ? K_LABEL : K_ALLOW;
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    for (int k = 0; k < got; k++)
+        PyBuffer_Release(&b[k]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static uint64_t seed; /* per process, so keys cannot be chosen to collide */
+
+static inline uint64_t mix(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint64_t hash_row(const uint8_t *p, Py_ssize_t width) {
+    uint64_t h = seed ^ (uint64_t)width;
+    Py_ssize_t k = 0;
+    for (; k + 8 <= width; k += 8) {
+        uint64_t w;
+        memcpy(&w, p + k, 8);
+        h = mix(h ^ w);
+    }
+    if (k < width) {
+        uint64_t w = 0;
+        memcpy(&w, p + k, (size_t)(width - k));
+        h = mix(h ^ w);
+    }
+    return h;
+}
+
+static PyObject *group_ordinals(PyObject *self, PyObject *args) {
+    PyObject *values_obj, *positions_obj, *ordinals_obj;
+    Py_ssize_t width;
+    if (!PyArg_ParseTuple(args, "OnOO", &values_obj, &width, &positions_obj, &ordinals_obj))
+        return NULL;
+    if (width <= 0) {
+        PyErr_SetString(PyExc_ValueError, "width must be positive");
+        return NULL;
+    }
+    Py_buffer values, positions, ordinals;
+    if (PyObject_GetBuffer(values_obj, &values, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(positions_obj, &positions, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&values);
+        return NULL;
+    }
+    Py_ssize_t m = positions.len / 8, rows = values.len / width;
+    if (get(ordinals_obj, &ordinals, 1, m, 8, "ordinals") < 0) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&positions);
+        return NULL;
+    }
+    const int64_t *pos = positions.buf;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (pos[k] < 0 || pos[k] >= rows) {
+            PyErr_Format(PyExc_IndexError, "position %lld is outside the %zd rows", (long long)pos[k], rows);
+            goto done;
+        }
+    }
+    {
+        size_t size = 16;
+        while (size < 2 * (size_t)m)
+            size <<= 1;
+        /* a slot holds the first listed row of a group (+1; 0 = empty) and the group's count */
+        int64_t *slot_row = calloc(size, sizeof(int64_t));
+        int64_t *slot_count = malloc(size * sizeof(int64_t));
+        if (!slot_row || !slot_count) {
+            free(slot_row);
+            free(slot_count);
+            PyErr_NoMemory();
+            goto done;
+        }
+        const uint8_t *base = values.buf;
+        int64_t *ord = ordinals.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t k = 0; k < m; k++) {
+            const uint8_t *row = base + pos[k] * width;
+            size_t s = (size_t)hash_row(row, width) & (size - 1);
+            for (;;) {
+                if (!slot_row[s]) {
+                    slot_row[s] = pos[k] + 1;
+                    slot_count[s] = 1;
+                    ord[k] = 0;
+                    break;
+                }
+                if (memcmp(base + (slot_row[s] - 1) * width, row, (size_t)width) == 0) {
+                    ord[k] = slot_count[s]++;
+                    break;
+                }
+                s = (s + 1) & (size - 1);
+            }
+        }
+        Py_END_ALLOW_THREADS
+        free(slot_row);
+        free(slot_count);
+    }
+done:
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&positions);
+    PyBuffer_Release(&ordinals);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"resolve", resolve, METH_VARARGS, "Resolve rule outcomes per candidate: first hard match, stacked soft actions."},
+    {"group_ordinals", group_ordinals, METH_VARARGS, "For listed fixed-width rows, how many earlier listed rows are equal."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "The guard's rule resolution and cap grouping.", -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    PyObject *os = PyImport_ImportModule("os");
+    if (!os)
+        return NULL;
+    PyObject *bytes = PyObject_CallMethod(os, "urandom", "i", 8);
+    Py_DECREF(os);
+    if (!bytes)
+        return NULL;
+    memcpy(&seed, PyBytes_AsString(bytes), 8);
+    Py_DECREF(bytes);
+    return PyModule_Create(&module);
+}

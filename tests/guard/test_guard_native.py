@@ -1,0 +1,109 @@
+"""The guard's C rule resolution and cap grouping agree exactly with their numpy twins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assay.guard import core
+from assay.guard.core import K_ALLOW, K_CAP, K_DEMOTE, K_DROP, K_LABEL, RuleSpec, RuleVectors
+
+pytestmark = pytest.mark.skipif(not core.NATIVE, reason="the C extension is not built (no compiler at install)")
+
+
+class _Surface:
+    """Just what resolve() reads of a compiled surface."""
+
+    def __init__(self, specs):
+        self.vectors = RuleVectors.of(tuple(specs))
+
+
+def _specs(rng, n_rules):
+    kinds = rng.choice([K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP], n_rules)
+    return [RuleSpec(index=r, id=f"r{r}", kind=int(k), factor=float(rng.choice([0.5, 0.3, 0.7, 0.9, 1.1])), text="t",
+                     key="creator", limit=2, fail_closed=bool(rng.random() < 0.8), shadow=False, rollout=100.0, reason="")
+            for r, k in enumerate(kinds)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_resolve_native_equals_numpy(seed):
+    rng = np.random.default_rng(seed)
+    n_rules, n = int(rng.integers(0, 30)), int(rng.integers(1, 300))
+    surface = _Surface(_specs(rng, n_rules))
+    outcomes = rng.choice(np.array([0, 1, 2], dtype=np.int8), (n_rules, n), p=[0.8, 0.15, 0.05])
+    live = rng.random(n_rules) < 0.85
+    pre_dropped = rng.random(n) < 0.1
+    fast = core.resolve(surface, outcomes, live, pre_dropped, native=True)
+    twin = core.resolve(surface, outcomes, live, pre_dropped, native=False)
+    for name in ("first", "failed_closed", "dropped", "action", "factor", "soft"):
+        a, b = getattr(fast, name), getattr(twin, name)
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_array_equal(a, b, err_msg=name)  # factors too: the same products, bit for bit
+
+
+def test_resolve_hand_checked():
+    # rules: demote 0.5, label, drop (fail closed), allow, demote 0.3
+    specs = [RuleSpec(0, "d", K_DEMOTE, 0.5, "", "", 0, True, False, 100.0, ""),
+             RuleSpec(1, "l", K_LABEL, 1.0, "x", "", 0, True, False, 100.0, ""),
+             RuleSpec(2, "x", K_DROP, 1.0, "", "", 0, True, False, 100.0, ""),
+             RuleSpec(3, "a", K_ALLOW, 1.0, "", "", 0, True, False, 100.0, ""),
+             RuleSpec(4, "d2", K_DEMOTE, 0.3, "", "", 0, False, False, 100.0, "")]
+    outcomes = np.array([
+        [1, 1, 0, 0, 2],  # demote acts on candidates 0, 1 (2's MISSING fails closed: decides)
+        [1, 0, 0, 0, 0],
+        [0, 1, 0, 0, 0],  # drop decides candidate 1
+        [0, 0, 0, 1, 0],  # allow decides candidate 3: the later demote does not act
+        [1, 0, 2, 1, 0],  # skip rule: MISSING does not match
+    ], dtype=np.int8)
+    res = core.resolve(_Surface(specs), outcomes, np.ones(5, dtype=bool), np.zeros(5, dtype=bool), native=True)
+    assert res.first.tolist() == [5, 2, 5, 3, 0]
+    assert res.failed_closed.tolist() == [False, False, False, False, True]
+    assert res.dropped.tolist() == [False, True, False, False, True]
+    assert res.action.tolist() == [K_DEMOTE, K_DROP, K_ALLOW, K_ALLOW, K_DROP]
+    assert res.factor.tolist() == [0.5 * 0.3, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_resolve_checks_buffer_sizes():
+    with pytest.raises(ValueError, match="outcomes"):
+        core._native.resolve(np.zeros(5, np.int8), np.zeros(2, np.int8), np.ones(2, bool), np.ones(2, bool), np.zeros(3, bool),
+                             np.ones(2), np.empty(3, np.int32), np.empty(3, bool), np.empty(3, bool), np.empty(3, np.int8),
+                             np.empty(3), np.zeros((2, 3), bool))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_group_ordinals_native_equals_numpy(seed):
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(["", "a", "ab", "b", "ba", "\u00e9", "\U0001F600", "a\x00b", "creator-1", "creator-12"])
+    values = rng.choice(alphabet, int(rng.integers(1, 400)))
+    positions = rng.permutation(len(values))[: int(rng.integers(0, len(values) + 1))]
+    fast = core._cap_ordinals(values, positions)
+    np.testing.assert_array_equal(fast, core._group_ordinals(values[positions]))
+    # the ordinal of each row is how many earlier listed rows hold the same string
+    seen: dict[str, int] = {}
+    for k, p in enumerate(positions.tolist()):
+        assert fast[k] == seen.get(str(values[p]), 0)
+        seen[str(values[p])] = seen.get(str(values[p]), 0) + 1
+
+
+def test_group_ordinals_rejects_positions_outside_the_column():
+    with pytest.raises(IndexError, match="outside the 3 rows"):
+        core._native.group_ordinals(np.array(["a", "b", "c"]), 4, np.array([0, 3]), np.empty(2, np.int64))
+
+
+def test_the_guard_decides_alike_with_and_without_the_extension(feed_bundle, monkeypatch):
+    from assay.guard import Guard
+    from assay.guard.bench import USERS, candidate_batch, catalog, with_arrow_lists
+
+    ids, store, meta = catalog(3000)
+    rng = np.random.default_rng(5)
+    batches = [candidate_batch(ids, meta, 400, rng) for _ in range(3)]
+    guard = Guard(feed_bundle, store)
+    for k, batch in enumerate(batches + [with_arrow_lists(b) for b in batches]):
+        request = {"surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 60_000}
+        fast = guard.apply(request, batch)
+        monkeypatch.setattr(core, "NATIVE", False)
+        twin = guard.apply(request, batch)
+        monkeypatch.setattr(core, "NATIVE", True)
+        assert fast.item_ids == twin.item_ids and fast.item_labels == twin.item_labels
+        np.testing.assert_array_equal(fast.scores, twin.scores)
+        assert fast.to_arrow().drop_columns(["ts", "request_id"]).equals(twin.to_arrow().drop_columns(["ts", "request_id"]))
