@@ -282,8 +282,14 @@ class Batch:
                 self._cache[key] = (False, None) if raw is _MISSING else coerce(raw, t)
         return self._cache[key]
 
-    def column(self, name: str, t: AttrType) -> ScalarColumn | ListColumn | MapColumn:
-        key = f"{name}:{t.signature}"
+    @staticmethod
+    def column_key(name: str, t: AttrType) -> str:
+        return f"{name}:{t.signature}"
+
+    def column(self, name: str, t: AttrType, key: str | None = None) -> ScalarColumn | ListColumn | MapColumn:
+        """The attribute as a typed column, built on first use and cached for the batch (``key``:
+        :meth:`column_key`, when the caller has it already)."""
+        key = key or f"{name}:{t.signature}"
         col = self._cache.get(key)
         if col is None:
             col = self._build(name, t)

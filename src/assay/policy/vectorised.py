@@ -12,6 +12,7 @@ the rule says ``evaluator: reference``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,23 +37,24 @@ class Unsupported(Exception):
         self.offset = offset
 
 
-@dataclass
+@dataclass(slots=True)
 class V:
     """A vectorised value: data (array or numpy scalar) and an error mask (None = no errors)."""
 
     data: Any
     err: np.ndarray | None
-    factor: tuple[np.ndarray, np.ndarray] | None = None  # (codes, uniques) for string columns
+    factor: Any = None  # a _LazyFactor (codes, uniques) for string columns
+    nul: bool = False  # a string constant holding NUL: compared as Python objects
 
 
-@dataclass
+@dataclass(slots=True)
 class ListV:
     col: ListColumn | None
     consts: list[Any] | None  # a list literal of constants
     err: np.ndarray | None
 
 
-@dataclass
+@dataclass(slots=True)
 class MapV:
     col: MapColumn
     err: np.ndarray | None
@@ -77,6 +79,8 @@ def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
 
 
 Compiled = Callable[[Batch], Any]
+_KEY_IDS: dict[Any, int] = {}  # structural sub-expression key -> small int, shared by all compiled rules
+_KEY_COUNTER = itertools.count()  # next() is atomic: two threads compiling never share an int
 
 _COMPARE = {
     "less": np.less, "less_equals": np.less_equal, "greater": np.greater, "greater_equals": np.greater_equal,
@@ -118,7 +122,9 @@ class Compiler:
         fn = self._compile(node)
         if node.kind in ("const", "list"):
             return fn
-        key = self.key(node)
+        # a small int per distinct sub-expression: the per-batch memo then hashes an int, not a
+        # nested tuple (tuples do not cache their hash) on every lookup
+        key = _KEY_IDS.setdefault(self.key(node), next(_KEY_COUNTER))
 
         def memo(batch: Batch, fn=fn, key=key):
             hit = batch.memo.get(key)
@@ -157,8 +163,7 @@ class Compiler:
             value = node.value
             if "\x00" in value:
                 # fixed-width numpy strings drop trailing NULs; compare such constants as objects
-                v = V(value, None)
-                v.nul = True  # type: ignore[attr-defined]
+                v = V(value, None, nul=True)
                 return lambda batch: v
         else:
             raise self.fail(node, f"{ctype} literals are not vectorised")
@@ -170,15 +175,16 @@ class Compiler:
         t = self.decls.get(name)
         if t is None:
             raise self.fail(node, f"{name!r} is not a declared attribute (comprehension variables are not vectorised)")
+        ckey = Batch.column_key(name, t)  # the batch's cache key, formatted once here
         if t.kind == "map":
-            return lambda batch: (lambda c: MapV(c, c.missing))(batch.column(name, t))
+            return lambda batch: (lambda c: MapV(c, c.missing))(batch.column(name, t, ckey))
         if t.kind == "list":
 
             def list_ident(batch: Batch) -> ListV:
                 if batch.is_shared(name):  # one list for the whole batch, e.g. a request's blocklist
                     ok, value = batch.shared(name, t)
                     return ListV(None, value if ok else [], None if ok else _TRUE)
-                col: ListColumn = batch.column(name, t)
+                col: ListColumn = batch.column(name, t, ckey)
                 return ListV(col, None, col.missing)
 
             return list_ident
@@ -189,7 +195,7 @@ class Compiler:
             if batch.is_shared(name):  # request context: a scalar that broadcasts, not n copies
                 ok, value = batch.shared(name, t)
                 return V(cast(value) if ok else fill, None if ok else _TRUE)
-            col: ScalarColumn = batch.column(name, t)
+            col: ScalarColumn = batch.column(name, t, ckey)
             v = V(col.data, col.missing)
             if t.kind == "string":
                 v.factor = _LazyFactor(col)  # type: ignore[assignment]
@@ -334,7 +340,7 @@ class Compiler:
         def binary(batch):
             x, y = a(batch), b(batch)
             xd, yd = x.data, y.data
-            if strings and (getattr(x, "nul", False) or getattr(y, "nul", False)):
+            if strings and (x.nul or y.nul):
                 xd, yd = _objects(xd), _objects(yd)
             return V(op(xd, yd), _or(x.err, y.err))
 
@@ -380,7 +386,7 @@ class Compiler:
                     hit_u = np.fromiter((u in wanted for u in uniques), bool, len(uniques))
                     return V(hit_u[codes], _or(e.err, lv.err))
                 hit = np.zeros(np.shape(e.data), bool)
-                exact = any(isinstance(c, str) and "\x00" in c for c in consts) or getattr(e, "nul", False)
+                exact = any(isinstance(c, str) and "\x00" in c for c in consts) or e.nul
                 data = _objects(e.data) if exact else e.data
                 for c in consts:
                     hit = hit | np.equal(data, _objects(c) if exact else c)
@@ -391,7 +397,7 @@ class Compiler:
                 return V(np.zeros(n, bool), _or(e.err, lv.err))
             target = e.data[col.row] if np.ndim(e.data) else e.data
             flat = col.flat
-            if getattr(e, "nul", False) or (flat.dtype == object) != (np.asarray(target).dtype == object):
+            if e.nul or (flat.dtype == object) != (np.asarray(target).dtype == object):
                 flat, target = _objects(flat), _objects(np.asarray(target))
             eq = np.asarray(np.equal(flat, target), dtype=bool)
             hit = np.zeros(n, bool)
