@@ -19,6 +19,13 @@ setup(
         ),
         # the guard's rule resolution and cap grouping (src/assay/guard/_native.c); optional too:
         # without it the guard runs the numpy twin of the same functions
+        # the label store's batch id lookup (src/assay/store/_native.c), optional likewise
+        Extension(
+            "assay.store._native",
+            ["src/assay/store/_native.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
         Extension(
             "assay.guard._native",
             ["src/assay/guard/_native.c"],

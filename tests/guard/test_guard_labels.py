@@ -140,18 +140,40 @@ def test_redis_down_and_slow_raise_label_store_error(fault_proxy):
     store.close()
 
 
-def test_in_memory_lookup_probes_past_long_collision_runs(monkeypatch):
-    """Row keys that differ but share their top bits all start probing at the same slot: the
-    lookup walks the run a window at a time and still answers every id exactly."""
+def _lookup_path(monkeypatch, native: bool):
+    """Use the C batch lookup (native) or its numpy twin for the label tables built next."""
     from assay.store import labels as labels_mod
 
-    # small weights give small, distinct keys for short ASCII ids: every key lands in slot 0
-    monkeypatch.setattr(labels_mod, "_row_weights", lambda width: (np.uint64(1) << (np.arange(width, dtype=np.uint64) * np.uint64(8))))
+    if native and not labels_mod.NATIVE:
+        pytest.skip("the store's C extension is not built (no compiler at install)")
+    monkeypatch.setattr(labels_mod, "NATIVE", native)
+    return labels_mod
+
+
+def _small_keys(labels_mod, monkeypatch, native: bool, key):
+    """Make every table key ``key(id)``: the native path's str hash, or the numpy path's weights."""
+    if native:
+        monkeypatch.setattr(labels_mod, "_id_hash", key)
+    else:  # the numpy key is a dot product of the code points with these weights
+        monkeypatch.setattr(labels_mod, "_row_weights", key)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_in_memory_lookup_probes_past_long_collision_runs(monkeypatch, native):
+    """Row keys that differ but share their top bits all start probing at the same slot: the
+    lookup walks the run and still answers every id exactly."""
+    labels_mod = _lookup_path(monkeypatch, native)
+    # small, distinct keys for short ASCII ids (their code points): every key starts at slot 0
+    if native:
+        _small_keys(labels_mod, monkeypatch, True, lambda item_id: int.from_bytes(item_id.encode(), "little"))
+    else:
+        _small_keys(labels_mod, monkeypatch, False, lambda width: np.uint64(1) << (np.arange(width, dtype=np.uint64) * np.uint64(8)))
     ids = [f"{a}{b}" for a in "abcdefgh" for b in "0123456789"]
     store = InMemoryLabelStore()
     store.put(ids, {"m": np.linspace(0, 1, len(ids))}, "v")
     keys = store._table.id_keys()
-    assert keys is not None and len(np.unique(keys.slots[:, 0] >> np.uint64(keys.shift))) == 1
+    assert keys is not None and (keys.stored is not None) == native
+    assert len(np.unique(keys.slots[:, 0] >> np.uint64(keys.shift))) == 1
     queries = [*ids[::-1], "zz", "a", "h9x", "a0"]
     got = store.get(queries, ["m"])
     expected = [ids.index(q) if q in ids else -1 for q in queries]
@@ -159,17 +181,31 @@ def test_in_memory_lookup_probes_past_long_collision_runs(monkeypatch):
     np.testing.assert_array_equal(got.values["m"][got.present["m"]], np.linspace(0, 1, len(ids))[[e for e in expected if e >= 0]])
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_in_memory_lookup_refuses_a_different_id_with_the_same_key(monkeypatch, native):
+    labels_mod = _lookup_path(monkeypatch, native)
+    # keys by length (native) or by first code point (numpy): "x" shares a key with a stored id
+    _small_keys(labels_mod, monkeypatch, native, len if native else lambda width: np.eye(1, width, dtype=np.uint64)[0])
+    stored = ["a", "bb", "ccc"] if native else ["a", "bb", "x1"]
+    store = InMemoryLabelStore()
+    store.put(stored, {"m": [0.1, 0.2, 0.3]}, "v")
+    assert store._table.id_keys() is not None
+    got = store.get(["x", "bb", "zzzz", stored[2], "a", "ab"], ["m"])
+    assert got.present["m"].tolist() == [False, True, False, True, True, False]
+    np.testing.assert_array_equal(got.values["m"][[1, 3, 4]], [0.2, 0.3, 0.1])
+
+
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("collide", [False, True])
-def test_in_memory_batch_lookup_is_exact(monkeypatch, collide):
-    """The array lookup of a batch of ids answers exactly what a dict would: absent, longer and
-    shorter ids, non-ASCII, ids with NUL or of another type; and when stored ids share a row key
-    the store falls back to the dict."""
+def test_in_memory_batch_lookup_is_exact(monkeypatch, collide, native):
+    """The batch lookup of ids answers exactly what a dict would: absent, longer and shorter ids,
+    non-ASCII, ids with NUL or of another type; and when stored ids share a key the store falls
+    back to the dict."""
     import random
 
-    from assay.store import labels as labels_mod
-
+    labels_mod = _lookup_path(monkeypatch, native)
     if collide:
-        monkeypatch.setattr(labels_mod, "_row_weights", lambda width: np.zeros(width, dtype=np.uint64))
+        _small_keys(labels_mod, monkeypatch, native, (lambda item_id: 7) if native else (lambda width: np.zeros(width, dtype=np.uint64)))
     rng = random.Random(3)
     alphabet = "ab\u00e9\U0001F600"
     ids = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(2000)})

@@ -34,6 +34,13 @@ import numpy as np
 
 from assay.errors import BadInput, Unavailable
 
+try:
+    from assay.store import _native
+except ImportError:  # pragma: no cover - exercised where the extension could not be built
+    _native = None
+
+NATIVE = _native is not None  # the C batch id lookup (src/assay/store/_native.c)
+
 ID_COLUMN = "item_id"
 VERSION_COLUMN = "label_version"
 FRESHNESS_COLUMN = "labeled_at"  # unix seconds
@@ -136,57 +143,55 @@ def _row_weights(width: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _IdKeys:
-    """Item ids as a fixed-width UCS-4 array and an open-addressing hash table over them, for
-    looking up a whole candidate batch with array operations. A dict lookup per id is a chain of
-    dependent cache misses (table slot, entry, the stored string, the row number's int object)
-    that dominates a 1,000-id read once the catalogue outgrows the cache; here each id's code
-    points are folded into a 64-bit key (a dot product with fixed odd weights, wrapping), every id
-    of the batch probes the table at once (independent gathers the CPU overlaps), and each hit is
-    compared code point by code point with the stored id, so a match is exact. No library looks
-    up numpy strings without making a Python object per value, which is the cost being avoided."""
+    """An open-addressing hash table over the item ids, for looking up a whole candidate batch at
+    once. A dict lookup per id is a chain of dependent cache misses (table slot, entry, the stored
+    string, the row number's int object) plus interpreter work per id, which dominates a
+    1,000-id read once the catalogue outgrows the cache. Every hit is confirmed by comparing the
+    ids, so a match is exact.
 
-    width: int
-    weights: np.ndarray  # (width,) uint64
+    With the C extension (``assay.store._native``, the usual case) the key is each id's own
+    cached str hash (SipHash with the process's secret, so ids cannot be chosen to collide) and
+    the whole batch is probed in one call. Without it, each id's code points are folded into a
+    64-bit key (a dot product with fixed odd weights, wrapping) and the batch probes the table
+    with numpy gathers; no library looks up numpy strings without a Python object per value."""
+
     shift: int  # a key's slot is its top bits: key >> shift
     slots: np.ndarray  # (slots, 2) uint64: key, table row + 1 (0: empty), one cache line per probe
-    strings: np.ndarray  # (n,) fixed-width str, in table row order
+    stored: list[str] | None = None  # native keys: the ids, in table row order
+    width: int = 0  # numpy keys: the fixed width, the weights and the ids as fixed-width strings
+    weights: np.ndarray | None = None
+    strings: np.ndarray | None = None
 
     @classmethod
-    def build(cls, ids: list[str]) -> _IdKeys | None:
-        if not ids or "\x00" in "".join(ids):  # fixed-width strings cannot hold a trailing NUL
+    def build(cls, ids: list[str], native: bool | None = None) -> _IdKeys | None:
+        if not ids:
+            return None
+        if NATIVE if native is None else native:
+            if any(type(i) is not str for i in ids):
+                return None
+            placed = _slot_table(np.fromiter(map(_id_hash, ids), dtype=np.int64, count=len(ids)).view(np.uint64))
+            return cls(*placed, stored=list(ids)) if placed else None
+        if "\x00" in "".join(ids):  # fixed-width strings cannot hold a trailing NUL
             return None
         array = np.array(ids, dtype=str)
         width = array.dtype.itemsize // 4
         weights = _row_weights(width)
-        keys = array.view(np.uint32).reshape(len(ids), width).astype(np.uint64) @ weights
-        if len(np.unique(keys)) != len(keys):
-            return None  # two ids share a key: the dict answers instead
-        bits = max(int(2 * len(ids) - 1).bit_length(), 10)  # at most half full
-        size, shift = 1 << bits, 64 - bits
-        table = np.zeros((size, 2), dtype=np.uint64)
-        pending = np.arange(len(ids), dtype=np.int64)
-        slots = (keys >> np.uint64(shift)).astype(np.int64)
-        while len(pending):  # linear probing, one round per probe distance
-            free = table[slots, 1] == 0
-            # of the pending ids that reach the same free slot, the first takes it
-            taken, first = np.unique(slots[free], return_index=True)
-            placed = pending[np.flatnonzero(free)[first]]
-            table[taken, 0] = keys[placed]
-            table[taken, 1] = placed.astype(np.uint64) + np.uint64(1)
-            left = np.ones(len(pending), dtype=bool)
-            left[np.flatnonzero(free)[first]] = False
-            pending, slots = pending[left], (slots[left] + 1) & (size - 1)
-        return cls(width, weights, shift, table, array)
+        placed = _slot_table(array.view(np.uint32).reshape(len(ids), width).astype(np.uint64) @ weights)
+        return cls(*placed, width=width, weights=weights, strings=array) if placed else None
 
     def rows_of(self, ids: list[str]) -> np.ndarray | None:
-        """Row of each id (-1 when absent); None when the ids are not all NUL-free strings."""
+        """Row of each id (-1 when absent); None when the ids are not all (NUL-free) strings."""
+        n = len(ids)
+        if self.stored is not None:
+            rows = np.empty(n, dtype=np.int64)
+            keyed = None if _id_hash is hash else _id_hash
+            return rows if _native.lookup(self.slots, self.shift, self.stored, ids, rows, keyed) else None
         try:
             joined = "".join(ids)
         except TypeError:
             return None
         if "\x00" in joined:
             return None
-        n = len(ids)
         # one code point wider than the longest stored id, which a given width converts in one
         # pass: a longer id keeps a non-NUL code point there, so it can equal no stored id
         query = np.array(ids, dtype=f"<U{self.width + 1}")
@@ -220,6 +225,30 @@ class _IdKeys:
         return rows
 
 
+def _slot_table(keys: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(shift, slots): the keys placed by linear probing from slot ``key >> shift`` in a table at
+    most half full; None when two keys are equal (the dict answers instead)."""
+    if len(np.unique(keys)) != len(keys):
+        return None
+    bits = max(int(2 * len(keys) - 1).bit_length(), 10)
+    size, shift = 1 << bits, 64 - bits
+    table = np.zeros((size, 2), dtype=np.uint64)
+    pending = np.arange(len(keys), dtype=np.int64)
+    slots = (keys >> np.uint64(shift)).astype(np.int64)
+    while len(pending):  # one round per probe distance
+        free = np.flatnonzero(table[slots, 1] == 0)
+        # of the pending keys that reach the same free slot, the first takes it
+        taken, first = np.unique(slots[free], return_index=True)
+        placed = pending[free[first]]
+        table[taken, 0] = keys[placed]
+        table[taken, 1] = placed.astype(np.uint64) + np.uint64(1)
+        left = np.ones(len(pending), dtype=bool)
+        left[free[first]] = False
+        pending, slots = pending[left], (slots[left] + 1) & (size - 1)
+    return shift, table
+
+
+_id_hash = hash  # the native table's key function (a module attribute so tests can force collisions)
 _PROBE_WINDOW = 8
 
 
