@@ -8,8 +8,9 @@ applies policy rules to them. This module lives in the ``store`` foundation so t
 
 Two real backends share one interface:
 
-- :class:`InMemoryLabelStore` — columnar numpy arrays plus an id -> row dict, loaded from Parquet.
-  The fastest read path (a dict lookup per id and one fancy-index per label).
+- :class:`InMemoryLabelStore` — one (items x labels) numpy matrix plus a hash table over the ids,
+  loaded from Parquet. The fastest read path: a whole batch's ids probed in one call (C, with a
+  numpy twin) and one row gather.
 - :class:`RedisLabelStore` — one Redis hash per item, read with a pipelined batch of ``HMGET``
   (one round trip per batch), with a per-item label version and freshness timestamp.
 
@@ -253,7 +254,8 @@ _PROBE_WINDOW = 8
 
 
 class InMemoryLabelStore:
-    """Columnar labels in process memory: numpy arrays and an id -> row dict.
+    """Columnar labels in process memory: numpy arrays, a hash table over the ids for batch reads
+    and an id -> row dict for everything else.
 
     Reads are lock-free: every write builds new arrays and swaps one reference (copy-on-write), so a
     reader always sees one consistent table. Writes are meant for bulk loads (Parquet) and tests;
