@@ -107,3 +107,14 @@ def test_the_guard_decides_alike_with_and_without_the_extension(feed_bundle, mon
         assert fast.item_ids == twin.item_ids and fast.item_labels == twin.item_labels
         np.testing.assert_array_equal(fast.scores, twin.scores)
         assert fast.to_arrow().drop_columns(["ts", "request_id"]).equals(twin.to_arrow().drop_columns(["ts", "request_id"]))
+
+
+def test_check_ids_finds_the_first_bad_position():
+    check = core._native.check_ids
+    assert check([]) == -1 and check(["a", "b", "ab", "\U0001F600"]) == -1
+    assert check(["a", "b", "a"]) == 2  # a repeat
+    assert check(["a", "", "b"]) == 1  # empty
+    assert check(["a", 7, "b"]) == 1  # not a str
+    assert check(["a", np.str_("b")]) == 1  # a str subclass: the general path decides
+    ids = [f"item-{k}" for k in range(5000)]
+    assert check(ids) == -1 and check([*ids, "item-4321"]) == 5000

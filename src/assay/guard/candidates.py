@@ -18,6 +18,11 @@ import numpy as np
 
 from assay.errors import BadInput
 
+try:
+    from assay.guard import _native
+except ImportError:  # pragma: no cover - exercised where the extension could not be built
+    _native = None
+
 RESERVED = ("id", "score")
 LABEL_PREFIX = "labels."
 
@@ -112,6 +117,8 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
     # the common case is checked in C; the loops below only run to name the bad position
     if not n:
         return ids
+    if _native is not None and _native.check_ids(ids.tolist()) < 0:
+        return ids  # non-empty strings, none repeated: one C pass over the ids' own hashes
     unique = set(ids.tolist()) if _inferred(ids) == "string" else None
     if unique is None or "" in unique:
         for i, item_id in enumerate(ids):

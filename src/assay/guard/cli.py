@@ -144,6 +144,7 @@ def worker_cmd(
     trace: str = typer.Option(None, "--trace", help="Write decisions to the trace log at this path ('default': ASSAY_HOME/trace)."),
 ) -> None:
     """Consume candidate batches from Redis Streams (or Kafka) and write slates to an output stream."""
+    from assay.guard.core import freeze_startup_heap
     from assay.guard.stream import KafkaTransport, RedisStreamsTransport, StreamWorker
 
     if bool(redis_url) == bool(kafka):
@@ -154,6 +155,7 @@ def worker_cmd(
     else:
         transport = KafkaTransport(kafka, input_topic=input_stream, output_topic=output_stream, group=group)
     worker = StreamWorker(guard, transport)
+    freeze_startup_heap()
     try:
         n = worker.run(max_messages=max_messages, idle_exit_s=idle_exit_s)
     except KeyboardInterrupt:

@@ -427,6 +427,17 @@ def resolve(surface: CompiledSurface, outcomes: np.ndarray, live: np.ndarray, pr
     return Resolution(first, failed, dropped, action, factor, soft, outcomes, v.fail_closed, live, pre_dropped)
 
 
+def freeze_startup_heap() -> None:
+    """Put everything allocated while starting (the compiled bundle, the label tables, imported
+    libraries) out of the cyclic garbage collector's reach (``gc.freeze``). A full collection
+    then scans only what serving allocates, instead of pausing one request in a few hundred for
+    the whole heap: the guard's server and stream worker call this once they are built."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def _in_rollout(rule_id: str, subject_id: str, percent: float) -> bool:
     """Stable across processes and restarts (crc32, not Python's salted hash)."""
     if percent >= 100.0:

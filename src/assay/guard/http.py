@@ -156,10 +156,13 @@ def app_from_env() -> GuardApp:
     import os
 
     from assay.guard.cli import build_guard
+    from assay.guard.core import freeze_startup_heap
 
     guard = build_guard(os.environ["ASSAY_GUARD_BUNDLE"], os.environ.get("ASSAY_GUARD_LABELS") or None,
                         deadline_ms=float(os.environ.get("ASSAY_GUARD_DEADLINE_MS", "50")))
-    return create_app(guard)
+    app = create_app(guard)
+    freeze_startup_heap()
+    return app
 
 
 def _uvicorn_options() -> dict[str, Any]:
@@ -173,7 +176,11 @@ def _uvicorn_options() -> dict[str, Any]:
 def serve(guard: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "warning") -> None:
     import uvicorn
 
-    uvicorn.run(create_app(guard), host=host, port=port, log_level=log_level, **_uvicorn_options())
+    from assay.guard.core import freeze_startup_heap
+
+    app = create_app(guard)
+    freeze_startup_heap()
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **_uvicorn_options())
 
 
 def serve_workers(*, bundle: str, labels: str | None, deadline_ms: float, workers: int, host: str, port: int,

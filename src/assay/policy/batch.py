@@ -112,6 +112,7 @@ class ListValues:
 
     flat: np.ndarray
     offsets: np.ndarray
+    clean: bool = False  # the flat strings are known to be free of NUL and lone surrogates
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -166,7 +167,8 @@ def list_values_from_arrow(arr: Any) -> tuple[ListValues, np.ndarray]:
     flat = values.to_numpy(zero_copy_only=False)
     if (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) and not values.null_count \
             and "\x00" not in "".join(flat.tolist()):
-        flat = flat.astype(str)
+        # Arrow strings are valid UTF-8, so they hold no lone surrogate either
+        return ListValues(flat.astype(str), offsets, clean=True), nulls
     return ListValues(flat, offsets), nulls
 
 
@@ -346,7 +348,7 @@ class Batch:
         if not ok:
             return None
         if t.elem == "string":
-            if unusable_strings(flat) is not None:
+            if not lv.clean and unusable_strings(flat) is not None:
                 return None  # rare: take the per-row path, which marks those rows missing
         else:
             flat = flat.astype(_DTYPE[t.elem], copy=False)
