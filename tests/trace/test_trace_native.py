@@ -4,6 +4,7 @@ record hashes, leaves and tree nodes built from it."""
 from __future__ import annotations
 
 import hashlib
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -321,3 +322,63 @@ def test_json_rows_refuses_bad_parts() -> None:
         _native.json_rows([(7,)], 1)
     assert _native.json_rows([b"{}", hashing.int_part(pa.array([5, -12], pa.int64()))], 2, True) == \
         (np.array([0, 3, 8], np.int32).tobytes(), b"{}5{}-12")
+
+
+def _ecmascript(value: float) -> str:
+    """Number::toString (ECMAScript, what RFC 8785 writes) from Python's shortest repr digits:
+    written out here independently of the extension, for values the reference library refuses
+    (integral floats beyond 2^53)."""
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exp = repr(abs(value)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    n = len(whole.lstrip("0")) + int(exp or 0) if whole.strip("0") else -(len(frac) - len(frac.lstrip("0"))) + int(exp or 0)
+    digits = digits.rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * -n + digits
+    e = n - 1
+    return sign + digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if e >= 0 else "-") + str(abs(e))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.none()
+                | st.sampled_from([0.0, -0.0, 1.0, -2.0, 1e-5, 1e-6, 9.99e-7, 1e-7, 1e15, 1e16, 1.5e16, 1e21, 1e22,
+                                   2.0**60, 5e-324, 1.7976931348623157e308, 1764443470.123456]),
+                min_size=1, max_size=30))
+def test_numbers_are_written_as_ecmascript_does(values: list[float | None]) -> None:
+    if not hashing.native_rows():
+        pytest.skip("the native extension is not built")
+    from assay.trace import _native
+
+    arr = pa.array(values, pa.float64())
+    offsets, data = _native.json_rows([hashing.numbers_part(arr)], len(values), True)
+    bounds = np.frombuffer(offsets, np.int32)
+    got = [data[a:b].decode() for a, b in pairwise(bounds.tolist())]
+    for value, text in zip(values, got, strict=True):
+        if value is None:
+            assert text == "null"
+            continue
+        if abs(value) < 2**53 or value != int(value):
+            assert text == canonical.jcs(value).decode()
+        assert text == _ecmascript(value)
+
+
+def test_numbers_part_refuses_what_is_not_an_array_of_numbers() -> None:
+    if not hashing.native_rows():
+        pytest.skip("the native extension is not built")
+    from assay.trace import _native
+
+    for text, n in ((b"[1,2]", 3), (b"[1,2", 2), (b"1,2]", 2), (b"[]", 1)):
+        with pytest.raises(ValueError, match="not a JSON array"):
+            _native.json_rows([(5, text)], n)
+    for text in (b"[1x]", b"[--1]", b"[1e]", b"[.]", b"[1..2]", b"[]1]"):
+        with pytest.raises(ValueError, match="not a JSON number"):
+            _native.json_rows([(5, text)], 1)
+    assert _native.json_rows([(5, b"[]")], 0) == b""

@@ -22,6 +22,10 @@
  *         (4, indices, offset, validity, null, dict_offsets, dict_data, dict_offset, dict_length)
  *                                                     dictionary<int32, string>: the value as a
  *                                                     JSON string literal
+ *         (5, text)                                   numbers: text is a JSON array of numbers
+ *                                                     (orjson's shortest round-trip output, null
+ *                                                     for a missing value), one per row, rewritten
+ *                                                     in ECMAScript's Number::toString form
  *       validity is the Arrow validity bitmap or None; null is the bytes written for a null value
  *       (None: a null is an error). text=True returns the JSON itself (int32 offsets + data).
  *   leaf_hashes(hashes) -> bytes    SHA-256(0x00 || h) for each 32-byte h (RFC 9162 leaf)
@@ -270,7 +274,7 @@ static int check_validity(const uint8_t *buf, Py_ssize_t len, Py_ssize_t off, Py
 
 /* ------------------------------------------------------------------ the row template */
 
-enum { CONST = -1, RAW = 0, QUOTED = 1, INT64 = 2, LIST = 3, DICT = 4 };
+enum { CONST = -1, RAW = 0, QUOTED = 1, INT64 = 2, LIST = 3, DICT = 4, NUMBERS = 5 };
 
 typedef struct {
     int kind;
@@ -287,6 +291,7 @@ typedef struct {
     Py_ssize_t child_offset;
     const uint8_t *end, *child_end; /* where the data may be read up to */
     uint8_t *own;                   /* CONST: a copy with 16 readable bytes to spare */
+    Py_ssize_t cursor;              /* NUMBERS: where the next row's number starts in data */
 } Part;
 
 static inline int is_null(const uint8_t *validity, Py_ssize_t bit) {
@@ -459,13 +464,151 @@ static inline int put_int(Out *o, int64_t v) {
     return put(o, tmp + k, (size_t)(24 - k), tmp + 24);
 }
 
+/* One number of a JSON array (shortest round-trip digits, any notation) rewritten as ECMAScript's
+ * Number::toString writes it (RFC 8785 section 3.2.2.3): digits s (k of them, no leading or
+ * trailing zeros) and n with value 0.s * 10^n; positional when -6 < n <= 21, else an exponent.
+ * Returns 0, -1 on no memory, -3 on a malformed number. */
+static int put_js_number(Out *o, const uint8_t *t, size_t len) {
+    uint8_t digits[40];
+    size_t k = 0, i = 0;
+    long point = 0, exponent = 0;
+    int negative = 0, seen_point = 0, any = 0;
+    if (i < len && t[i] == '-')
+        negative = 1, i++;
+    for (; i < len && (t[i] == '.' || (t[i] >= '0' && t[i] <= '9')); i++) {
+        if (t[i] == '.') {
+            if (seen_point)
+                return -3;
+            seen_point = 1;
+            continue;
+        }
+        any = 1;
+        if (k == 0 && t[i] == '0') { /* a leading zero moves the point left (after the point) */
+            if (seen_point)
+                point--;
+            continue;
+        }
+        if (k >= sizeof(digits))
+            return -3; /* more than a double's shortest digits */
+        digits[k++] = t[i];
+        if (!seen_point)
+            point++;
+    }
+    if (!any)
+        return -3;
+    if (i < len && (t[i] == 'e' || t[i] == 'E')) {
+        int eneg = 0, edigits = 0;
+        i++;
+        if (i < len && (t[i] == '+' || t[i] == '-'))
+            eneg = t[i++] == '-';
+        for (; i < len && t[i] >= '0' && t[i] <= '9' && edigits < 5; i++, edigits++)
+            exponent = exponent * 10 + (t[i] - '0');
+        if (!edigits)
+            return -3;
+        if (eneg)
+            exponent = -exponent;
+    }
+    if (i != len)
+        return -3;
+    while (k && digits[k - 1] == '0')
+        k--;
+    if (reserve(o, 32 + k) < 0)
+        return -1;
+    uint8_t *at = o->buf + o->len;
+    if (k == 0) { /* zero, -0 included */
+        *at++ = '0';
+        o->len = (size_t)(at - o->buf);
+        return 0;
+    }
+    long n = point + exponent;
+    if (negative)
+        *at++ = '-';
+    if ((long)k <= n && n <= 21) {
+        memcpy(at, digits, k), at += k;
+        for (long z = 0; z < n - (long)k; z++)
+            *at++ = '0';
+    } else if (0 < n && n <= 21) {
+        memcpy(at, digits, (size_t)n), at += n;
+        *at++ = '.';
+        memcpy(at, digits + n, k - (size_t)n), at += k - (size_t)n;
+    } else if (-6 < n && n <= 0) {
+        *at++ = '0';
+        *at++ = '.';
+        for (long z = 0; z < -n; z++)
+            *at++ = '0';
+        memcpy(at, digits, k), at += k;
+    } else {
+        long e = n - 1;
+        *at++ = digits[0];
+        if (k > 1) {
+            *at++ = '.';
+            memcpy(at, digits + 1, k - 1), at += k - 1;
+        }
+        *at++ = 'e';
+        *at++ = e < 0 ? '-' : '+';
+        uint8_t tmp[8];
+        int m = 0;
+        unsigned long u = (unsigned long)(e < 0 ? -e : e);
+        do {
+            tmp[m++] = (uint8_t)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        while (m)
+            *at++ = tmp[--m];
+    }
+    o->len = (size_t)(at - o->buf);
+    return 0;
+}
+
 /* Write row i; returns 0, -1 on no memory, or -2 - (part index) for a null where none may be. */
-static int write_row(Out *o, const Part *parts, Py_ssize_t np, Py_ssize_t i) {
+#define MALFORMED (-1000) /* write_row: MALFORMED - j: part j holds a malformed number */
+
+static int write_row(Out *o, Part *parts, Py_ssize_t np, Py_ssize_t i) {
     for (Py_ssize_t j = 0; j < np; j++) {
-        const Part *p = &parts[j];
+        Part *p = &parts[j];
         if (p->kind == CONST) {
             if (put(o, p->data, (size_t)p->length, p->end) < 0)
                 return -1;
+            continue;
+        }
+        if (p->kind == NUMBERS) { /* the next number of the array: up to ',' or the closing ']' */
+            const uint8_t *t = p->data + p->cursor, *stop = p->data + p->length - 1, *end = t;
+            /* One scan finds the end and whether the number is in plain positional notation:
+             * with at most 21 integer digits and fewer than six zeros after "0." that is
+             * ECMAScript's form already, less trailing fraction zeros ("1.0" -> "1", "-0.0" ->
+             * "0"). Anything else (an exponent, null) takes the general path. */
+            const uint8_t *dot = NULL;
+            int plain = 1;
+            if (end < stop && *end == '-')
+                end++;
+            const uint8_t *first = end;
+            for (; end < stop && *end != ','; end++) {
+                if (*end == '.' && !dot)
+                    dot = end;
+                else if (*end < '0' || *end > '9')
+                    plain = 0;
+            }
+            int rc;
+            if (plain && dot && dot > first && dot - first <= 21 &&
+                !(dot - first == 1 && *first == '0' && end - dot >= 7 && memcmp(dot + 1, "00000", 5) == 0)) {
+                const uint8_t *last = end;
+                while (last > dot + 1 && last[-1] == '0')
+                    last--;
+                if (last == dot + 1)
+                    last = dot; /* an integral value: no point */
+                if (last - first == 1 && *first == '0')
+                    t = first; /* zero, and -0 */
+                rc = put(o, t, (size_t)(last - t), p->data + p->length);
+            } else if (end - t == 4 && memcmp(t, "null", 4) == 0) {
+                rc = put(o, t, 4, p->data + p->length);
+            } else {
+                rc = put_js_number(o, t, (size_t)(end - t));
+            }
+            if (rc == -3)
+                return MALFORMED - (int)j;
+            if (rc < 0)
+                return -1;
+            p->cursor = (end - p->data) + 1;
             continue;
         }
         Py_ssize_t bit = p->offset + i;
@@ -606,6 +749,21 @@ static int parse_part(PyObject *item, Py_ssize_t j, Py_ssize_t n, Part *p, Views
         p->child_end = p->child_data + child_len;
         break;
     }
+    case NUMBERS: {
+        if (!PyArg_ParseTuple(item, "lO", &kind, &db) || get_buffer(v, db, &p->data, &p->length, 0) < 0)
+            return -1;
+        /* "[" n numbers separated by "," "]": count them here so rows never run past the end */
+        Py_ssize_t commas = 0;
+        for (Py_ssize_t k = 0; k < p->length; k++)
+            commas += p->data[k] == ',';
+        if (p->length < 2 || p->data[0] != '[' || p->data[p->length - 1] != ']' ||
+            (n ? commas != n - 1 || p->length == 2 : p->length != 2)) {
+            PyErr_Format(PyExc_ValueError, "part %zd: not a JSON array of %zd numbers", j, n);
+            return -1;
+        }
+        p->cursor = 1;
+        return 0;
+    }
     case DICT: {
         Py_ssize_t dict_len, colen, child_len;
         const uint8_t *cobuf;
@@ -722,6 +880,8 @@ static PyObject *json_rows(PyObject *self, PyObject *args) {
     }
     if (rc == -1)
         PyErr_NoMemory();
+    else if (rc <= MALFORMED)
+        PyErr_Format(PyExc_ValueError, "part %d: row %zd is not a JSON number", MALFORMED - rc, bad_row);
     else if (rc < -1)
         PyErr_Format(PyExc_ValueError, "part %d: row %zd is null and the part has no text for null", -2 - rc, bad_row);
 done:

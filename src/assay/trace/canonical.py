@@ -418,9 +418,10 @@ def _canonical_slice(table: pa.Table) -> pa.Array:
 def _native_parts(table: pa.Table) -> list:
     """The template ``hashing.json_rows`` writes each row's JSON from: the same bytes as joining
     ``_pieces`` (tested), but strings are escaped, integers and lists formatted and everything
-    copied in one native pass per row instead of one Arrow kernel per column. Floats are still
-    formatted by ``_float`` (ECMAScript's shortest round trip, with its fixes). A null is written
-    as ``null`` (a null list as ``[]``), as ``reference_canonical`` writes it."""
+    copied in one native pass per row instead of one Arrow kernel per column. Scores are written
+    by orjson and put in ECMAScript's form natively (``hashing.numbers_part``); ``ts``, one value
+    per request, by ``_float`` once per distinct value. A null is written as ``null`` (a null list
+    as ``[]``), as ``reference_canonical`` writes it."""
     col = {name: table.column(name).combine_chunks() for name in DECISION_SCHEMA.names}
 
     def quoted(name: str) -> tuple:
@@ -428,8 +429,8 @@ def _native_parts(table: pa.Table) -> list:
             return hashing.dict_part(col[name])
         return hashing.string_part(col[name], quoted=True)
 
-    def number(name: str, few_distinct: bool = False) -> tuple:
-        return hashing.string_part(_float(col[name], name, few_distinct), quoted=False)
+    def number(name: str) -> tuple:
+        return hashing.numbers_part(col[name])
 
     return [
         b'{"action":', quoted("action"),
@@ -449,7 +450,7 @@ def _native_parts(table: pa.Table) -> list:
         b',"shadow_rule_ids":', hashing.list_part(col["shadow_rule_ids"]),
         b',"subject_id":', quoted("subject_id"),
         b',"surface":', quoted("surface"),
-        b',"ts":', number("ts", few_distinct=True),
+        b',"ts":', hashing.string_part(_float(col["ts"], "ts", few_distinct=True), quoted=False),  # one per request
         b',"type":"decision"}',
     ]
 

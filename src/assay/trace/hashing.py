@@ -156,6 +156,17 @@ def list_part(arr: pa.Array, null: bytes | None = b"[]") -> tuple:
             values.offset, _validity(values))
 
 
+def numbers_part(arr: pa.Array) -> tuple:
+    """A float64 column for ``json_rows``: each value in ECMAScript's number form (RFC 8785), a
+    null as ``null``. orjson writes the shortest round-trip digits (~3x faster than Arrow's
+    formatter); the extension only moves the decimal point where ECMAScript puts it. Values must
+    be finite (a non-finite one would come out as ``null``: the caller refuses them first)."""
+    import orjson
+
+    values = arr.to_numpy(zero_copy_only=False)  # nulls become NaN, which orjson writes as null
+    return (5, orjson.dumps(np.ascontiguousarray(values, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY))
+
+
 def dict_part(arr: pa.DictionaryArray, null: bytes | None = b"null") -> tuple:
     """A dictionary<int32, string> column for ``json_rows``: each value as a JSON string literal."""
     if arr.indices.type != pa.int32():
