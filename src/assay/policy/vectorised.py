@@ -13,6 +13,7 @@ the rule says ``evaluator: reference``.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -91,9 +92,17 @@ _SCALAR_TYPES = {"int", "double", "string", "bool"}
 class Compiler:
     """Compiles one checked CEL expression into a function ``batch -> V``."""
 
-    def __init__(self, ast: CheckedAst, decls: dict[str, AttrType]):
+    def __init__(self, ast: CheckedAst, decls: dict[str, AttrType], shared: set[Any] | None = None):
         self.ast = ast
         self.decls = decls
+        self.shared = shared  # sub-expression keys worth a memo (used more than once); None: all
+
+    def keys(self, node: Node) -> list[Any]:
+        """The structural key of every memoised node under ``node`` (itself included)."""
+        out = [] if node.kind in ("const", "list") else [self.key(node)]
+        for child in ([node.target] if node.target is not None else []) + list(node.args):
+            out += self.keys(child)
+        return out
 
     def fail(self, node: Node, message: str) -> Unsupported:
         return Unsupported(message, self.ast.positions.get(node.id, 0))
@@ -122,9 +131,12 @@ class Compiler:
         fn = self._compile(node)
         if node.kind in ("const", "list"):
             return fn
+        structural = self.key(node)
+        if self.shared is not None and structural not in self.shared:
+            return fn  # computed once per batch anyway: a memo would only cost its lookups
         # a small int per distinct sub-expression: the per-batch memo then hashes an int, not a
         # nested tuple (tuples do not cache their hash) on every lookup
-        key = _KEY_IDS.setdefault(self.key(node), next(_KEY_COUNTER))
+        key = _KEY_IDS.setdefault(structural, next(_KEY_COUNTER))
 
         def memo(batch: Batch, fn=fn, key=key):
             hit = batch.memo.get(key)
@@ -457,11 +469,13 @@ class _LazyFactor:
         return self.col.factorize()
 
 
-def compile_condition(serialized: bytes, decls: dict[str, AttrType]) -> Compiled:
+def compile_condition(serialized: bytes, decls: dict[str, AttrType], shared: set[Any] | None = None) -> Compiled:
     """Compile one checked condition into ``batch -> (data, err)``: each a bool array of n, or
-    one numpy bool for the whole batch (assignment into an (n,) row broadcasts it)."""
+    one numpy bool for the whole batch (assignment into an (n,) row broadcasts it). ``shared``:
+    the sub-expressions to memoise per batch (those that occur more than once in the rule set);
+    None memoises every one."""
     ast = decode_checked(serialized)
-    fn = Compiler(ast, decls).compile(ast.root)
+    fn = Compiler(ast, decls, shared).compile(ast.root)
 
     def run(batch: Batch) -> tuple[Any, Any]:
         v = fn(batch)
@@ -479,10 +493,16 @@ class CompiledRules:
         self.rules: list[Rule] = bundle.rules_for(surface)
         decls = bundle.attributes["rules"]
         self._fns: list[Callable[[Batch], tuple[np.ndarray, np.ndarray | None]] | None] = []
-        for rule in self.rules:
-            cc = bundle.compiled("rules", rule.id)
+        programs = [bundle.compiled("rules", rule.id).program.serialize() for rule in self.rules]
+        # sub-expressions that occur more than once across the rules are memoised per batch
+        counts: Counter[Any] = Counter()
+        for program in programs:
+            ast = decode_checked(program)
+            counts.update(Compiler(ast, decls).keys(ast.root))
+        shared = {k for k, c in counts.items() if c > 1}
+        for rule, program in zip(self.rules, programs, strict=True):
             try:
-                self._fns.append(compile_condition(cc.program.serialize(), decls))
+                self._fns.append(compile_condition(program, decls, shared))
             except Unsupported as e:
                 if rule.evaluator == "reference":
                     self._fns.append(None)  # served by the reference evaluator, as the rule asks
