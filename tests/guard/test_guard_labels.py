@@ -220,3 +220,18 @@ def test_in_memory_batch_lookup_is_exact(monkeypatch, collide, native):
     np.testing.assert_allclose(got.values["m"][got.present["m"]], np.linspace(0, 1, len(ids))[[e for e in expected if e >= 0]])
     assert not store.get([ids[0] + "\x00"], ["m"]).present["m"].any()
     assert store.get([7, ids[1]], ["m"]).present["m"].tolist() == [False, True]
+
+
+def test_in_memory_read_says_when_every_label_is_present():
+    """``complete`` lets the guard skip building masks; it must never be claimed when a value is
+    absent, stale, unknown, or an item is missing."""
+    now = [1000.0]
+    store = InMemoryLabelStore(max_age_s=60, clock=lambda: now[0])
+    store.put(["a", "b"], {"m": [0.1, 0.2], "t": [0.3, float("nan")]}, "v")
+    assert store.get(["a"], ["m", "t"]).complete
+    assert store.get(["a", "b"], ["m"]).complete
+    assert not store.get(["a", "b"], ["m", "t"]).complete  # b has no t
+    assert not store.get(["a", "zz"], ["m"]).complete  # an unknown item
+    assert not store.get(["a"], ["m", "other"]).complete  # a label the store does not have
+    now[0] += 120
+    assert not store.get(["a"], ["m"]).complete  # stale

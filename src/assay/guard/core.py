@@ -875,7 +875,8 @@ class Guard:
     # -- the decision itself -------------------------------------------------------------------
     def _read_labels(self, surface: CompiledSurface, cands: Candidates, deadline: float, use_store: bool):
         """Label columns for the surface's rules: caller-supplied ``labels.X`` first, the store
-        for the rest. Returns (values, present, outcome kind, duration)."""
+        for the rest. Returns (values, present, outcome kind, duration, complete): complete when
+        the store vouched that every label is present for every candidate."""
         n = cands.n
         values: dict[str, np.ndarray] = {}
         present: dict[str, np.ndarray] = {}
@@ -887,7 +888,7 @@ class Guard:
                 present[name] = ~np.isnan(given)
             else:
                 wanted.append(name)
-        kind, duration = "drop_rate", 0.0
+        kind, duration, complete = "drop_rate", 0.0, False
         if wanted:
             store_ok = False
             if use_store and self.labels is not None and n:
@@ -906,6 +907,7 @@ class Guard:
                         values[name], present[name] = v, p
                     self.counters["garbage_labels"] += int(getattr(got, "garbage", 0))
                     store_ok = True
+                    complete = len(wanted) == len(surface.label_names) and getattr(got, "complete", False) is True
                 except Exception as e:  # down, slow, garbage: fail closed, count, never raise
                     duration = time.perf_counter() - t0
                     timed_out = bool(getattr(e, "timeout", False)) or isinstance(e, TimeoutError)
@@ -915,9 +917,9 @@ class Guard:
                 for name in wanted:
                     values[name] = np.full(n, np.nan)
                     present[name] = np.zeros(n, dtype=bool)
-        return values, present, kind, duration
+        return values, present, kind, duration, complete
 
-    def _batch(self, surface: CompiledSurface, request: dict, cands: Candidates, values, present):
+    def _batch(self, surface: CompiledSurface, request: dict, cands: Candidates, values, present, complete: bool = False):
         n = cands.n
         columns: dict[str, Any] = {}
         missing: dict[str, np.ndarray] = {}
@@ -926,7 +928,8 @@ class Guard:
             if path.startswith("labels."):
                 name = path[len("labels."):]
                 columns[attr] = values[name]
-                missing[attr] = ~present[name]
+                if not complete:  # all present: no masks to build, invert and check
+                    missing[attr] = ~present[name]
                 continue
             if path == "id":
                 col = cands.ids
@@ -999,7 +1002,7 @@ class Guard:
                 use_store: bool = True) -> tuple[Slate, CallOutcome]:
         n = cands.n
         specs = surface.specs
-        values, present, kind, duration = self._read_labels(surface, cands, deadline, use_store)
+        values, present, kind, duration, complete = self._read_labels(surface, cands, deadline, use_store)
         budget_out = time.perf_counter() >= deadline
         notes: list[str] = []
         if kind != "drop_rate":
@@ -1011,7 +1014,7 @@ class Guard:
                 kind = "label_store_timeout"  # the read used up the budget: a slow call
             outcomes = np.full((len(specs), n), OUT_MISSING, dtype=np.int8)
         elif n and specs:
-            batch = self._batch(surface, request, cands, values, present)
+            batch = self._batch(surface, request, cands, values, present, complete)
             if evaluator == "reference":
                 outcomes = np.asarray(surface.compiled.evaluate_reference(batch), dtype=np.int8)
             else:
@@ -1023,7 +1026,7 @@ class Guard:
         pre_dropped = np.zeros(n, dtype=bool)  # dropped before any rule: unlabeled, out of budget
         hard_rule = np.full(n, -1, dtype=np.int32)
         mode = self.config.surface_modes.get(surface.surface, self.config.default_mode)
-        if mode == "fail_closed" and surface.label_names and n:
+        if mode == "fail_closed" and surface.label_names and n and not complete:
             labelled = np.zeros(n, dtype=bool)
             for name in surface.label_names:
                 labelled |= present[name]

@@ -73,6 +73,7 @@ class LabelBatch:
     freshness: np.ndarray
     garbage: int = 0
     stale: int = 0
+    complete: bool = False  # True: every requested label is present for every item (masks all true)
 
     @property
     def n(self) -> int:
@@ -330,6 +331,7 @@ class InMemoryLabelStore:
         values: dict[str, np.ndarray] = {}
         present: dict[str, np.ndarray] = {}
         stale = 0
+        complete = False
         if len(table.ids):
             matrix, label_col, version_names = table.matrix()
             n_labels = len(label_col)
@@ -356,6 +358,7 @@ class InMemoryLabelStore:
                     block[~ok] = np.nan
                 for k, name in enumerate(known):
                     values[name], present[name] = block[k], ok[k]
+                complete = len(known) == len(label_names) and bool(ok.all())
         else:
             freshness = np.full(n, np.nan)
             versions = np.full(n, "", dtype=object)
@@ -364,7 +367,7 @@ class InMemoryLabelStore:
                 values[name] = np.full(n, np.nan)
                 present[name] = np.zeros(n, dtype=bool)
         ids = tuple(item_ids.tolist() if isinstance(item_ids, np.ndarray) else item_ids)
-        return LabelBatch(ids, values, present, versions, freshness, 0, stale)
+        return LabelBatch(ids, values, present, versions, freshness, 0, stale, complete)
 
     # -- writes --------------------------------------------------------------------------------
     def put(self, item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], version: str, *, labeled_at: float | None = None) -> int:
