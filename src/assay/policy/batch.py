@@ -112,7 +112,7 @@ class ListValues:
 
     flat: np.ndarray
     offsets: np.ndarray
-    clean: bool = False  # the flat strings are known to be free of NUL and lone surrogates
+    clean: bool = False  # flat holds only str values coerce() accepts (no NUL, no lone surrogate)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -167,8 +167,9 @@ def list_values_from_arrow(arr: Any) -> tuple[ListValues, np.ndarray]:
     flat = values.to_numpy(zero_copy_only=False)
     if (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) and not values.null_count \
             and "\x00" not in "".join(flat.tolist()):
-        # Arrow strings are valid UTF-8, so they hold no lone surrogate either
-        return ListValues(flat.astype(str), offsets, clean=True), nulls
+        # Arrow strings are valid UTF-8, so they hold no lone surrogate either: every value is one
+        # coerce() accepts, kept as the Python strings Arrow made (no fixed-width copy)
+        return ListValues(flat, offsets, clean=True), nulls
     return ListValues(flat, offsets), nulls
 
 
@@ -344,7 +345,7 @@ class Batch:
         flat, offsets = np.asarray(lv.flat), np.asarray(lv.offsets, dtype=np.int64)
         kind = flat.dtype.kind
         ok = (t.elem == "double" and kind in "fiu") or (t.elem == "int" and kind == "i") or (
-            t.elem == "bool" and kind == "b") or (t.elem == "string" and kind == "U") or flat.size == 0
+            t.elem == "bool" and kind == "b") or (t.elem == "string" and (kind == "U" or lv.clean)) or flat.size == 0
         if not ok:
             return None
         if t.elem == "string":
