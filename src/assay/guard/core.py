@@ -90,15 +90,9 @@ class CompiledSurface:
     vectors: RuleVectors
     partial_rollout: tuple[int, ...]  # rules with 0 < rollout < 100 (hashed per subject)
     cap_rules: tuple[int, ...]
-    label_rules: tuple[int, ...]
-    demote_rules: tuple[int, ...]
-    skip_rules: tuple[int, ...]  # on_missing: skip
-    soft_rules: tuple[int, ...]  # demote, label, cap
-    # the same rule lists as index arrays, so each kind resolves as one (rules x n) matrix op
+    # the label and cap rules as index arrays: their rows of the resolution's soft matrix
     label_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    demote_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     cap_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    demote_factors: np.ndarray = field(default_factory=lambda: np.empty(0))
     label_texts: tuple[str, ...] = ()
 
 
@@ -179,14 +173,8 @@ def compile_bundle(bundle: Any, extra_surfaces: tuple[str, ...] = ()) -> Compile
             name, compiled, specs_t, item_attrs, request_attrs, labels, RuleVectors.of(specs_t),
             partial_rollout=tuple(sp.index for sp in specs_t if 0 < sp.rollout < 100 and not sp.shadow),
             cap_rules=tuple(sp.index for sp in specs_t if sp.kind == K_CAP),
-            label_rules=tuple(sp.index for sp in specs_t if sp.kind == K_LABEL),
-            demote_rules=tuple(sp.index for sp in specs_t if sp.kind == K_DEMOTE),
-            skip_rules=tuple(sp.index for sp in specs_t if not sp.fail_closed),
-            soft_rules=tuple(sp.index for sp in specs_t if sp.kind not in (K_DROP, K_ALLOW)),
             label_rows=np.array([sp.index for sp in specs_t if sp.kind == K_LABEL], dtype=np.int64),
-            demote_rows=np.array([sp.index for sp in specs_t if sp.kind == K_DEMOTE], dtype=np.int64),
             cap_rows=np.array([sp.index for sp in specs_t if sp.kind == K_CAP], dtype=np.int64),
-            demote_factors=np.array([sp.factor for sp in specs_t if sp.kind == K_DEMOTE], dtype=np.float64),
             label_texts=tuple(sp.text for sp in specs_t if sp.kind == K_LABEL),
         )
     return CompiledBundle(bundle, str(bundle.version), str(bundle.hash), surfaces)
@@ -358,8 +346,6 @@ def _hashable(col: Any, positions: np.ndarray) -> np.ndarray:
 
 def _is_none(x: Any) -> bool:
     return x is None
-
-
 
 
 @dataclass(frozen=True)
@@ -1041,7 +1027,8 @@ class Guard:
             for r in surface.partial_rollout:
                 live_rule[r] &= _in_rollout(specs[r].id, subject_id, specs[r].rollout)
         res = resolve(surface, outcomes, live_rule, pre_dropped)
-        first, failed_closed, dropped, action = res.first, res.failed_closed, res.dropped, res.action
+        first, failed_closed, dropped = res.first, res.failed_closed, res.dropped
+        action = res.action.copy()  # caps and source breakers act on top of what the rules decided
         decided = first < len(specs)
         if decided.any():
             hard_rule = np.where(decided, first, hard_rule).astype(np.int32)
