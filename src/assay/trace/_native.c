@@ -292,6 +292,7 @@ typedef struct {
     const uint8_t *end, *child_end; /* where the data may be read up to */
     uint8_t *own;                   /* CONST: a copy with 16 readable bytes to spare */
     Py_ssize_t cursor;              /* NUMBERS: where the next row's number starts in data */
+    size_t *quoted_offsets;         /* DICT: each value's JSON string literal, in own */
 } Part;
 
 static inline int is_null(const uint8_t *validity, Py_ssize_t bit) {
@@ -630,10 +631,8 @@ static int write_row(Out *o, Part *parts, Py_ssize_t np, Py_ssize_t i) {
         }
         case DICT: {
             int32_t k;
-            memcpy(&k, p->data + 4 * bit, 4);
-            Py_ssize_t c = p->child_offset + k; /* k was checked against the dictionary's length */
-            rc = put_quoted(o, p->child_data + p->child_offsets[c], (size_t)(p->child_offsets[c + 1] - p->child_offsets[c]),
-                            p->child_end);
+            memcpy(&k, p->data + 4 * bit, 4); /* checked against the dictionary's length */
+            rc = put(o, p->own + p->quoted_offsets[k], p->quoted_offsets[k + 1] - p->quoted_offsets[k], p->end);
             break;
         }
         case INT64: {
@@ -791,6 +790,30 @@ static int parse_part(PyObject *item, Py_ssize_t j, Py_ssize_t n, Part *p, Views
             }
         if (nb != Py_None && get_buffer(v, nb, &p->null, &p->null_len, 0) < 0)
             return -1;
+        /* Each dictionary value is quoted (escaped) once here: rows then copy it as it is. */
+        Out quoted = {0};
+        p->quoted_offsets = malloc((size_t)(dict_len + 1) * sizeof(size_t));
+        if (!p->quoted_offsets) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->quoted_offsets[0] = 0;
+        for (Py_ssize_t k = 0; k < dict_len; k++) {
+            Py_ssize_t c = p->child_offset + k;
+            if (put_quoted(&quoted, p->child_data + p->child_offsets[c], (size_t)(p->child_offsets[c + 1] - p->child_offsets[c]),
+                           p->child_end) < 0 || reserve(&quoted, 0) < 0) {
+                free(quoted.buf);
+                PyErr_NoMemory();
+                return -1;
+            }
+            p->quoted_offsets[k + 1] = quoted.len;
+        }
+        if (reserve(&quoted, 0) < 0) { /* an empty dictionary still gets a (readable) buffer */
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->own = quoted.buf; /* PAD_ROOM spare bytes: copies may read 16 at a time */
+        p->end = quoted.buf + quoted.len + PAD_ROOM;
         return 0;
     }
     default:
@@ -889,8 +912,10 @@ done:
         for (Py_ssize_t j = 0; j < np; j++)
             views_release(&views[j]);
     if (parts)
-        for (Py_ssize_t j = 0; j < np; j++)
+        for (Py_ssize_t j = 0; j < np; j++) {
             free(parts[j].own);
+            free(parts[j].quoted_offsets);
+        }
     free(a.buf);
     free(b.buf);
     free(offsets);

@@ -568,11 +568,12 @@ class TraceLog:
         (raw subject ids; they are pseudonymised here)."""
         if table.num_rows == 0:
             raise BadInput("nothing to append: the decision table is empty")
-        prepared = self._prepare_decisions(canonical.normalise_decision_table(table))
+        prepared = pa.Table.from_batches([self._decision_batch(self._prepare_decisions(canonical.normalise_decision_table(table)))])
         # The record hashes are computed in _commit: for large batches while the rest of the
-        # segment bytes are already being written (see _write_early).
-        return self._commit(pa.Table.from_batches([self._decision_batch(prepared)]),
-                            lambda: canonical.decision_hashes(prepared, self.threads))
+        # segment bytes are already being written (see _write_early). They are computed from the
+        # batch as stored (each dictionary value is quoted once, not once a row).
+        return self._commit(prepared, lambda: canonical.decision_hashes(prepared.select(canonical.DECISION_SCHEMA.names),
+                                                                        self.threads))
 
     def _prepare_decisions(self, table: pa.Table) -> pa.Table:
         subjects = table.column("subject_id").combine_chunks()
@@ -580,7 +581,9 @@ class TraceLog:
                                 self.pseudonymiser.column(subjects))
 
     def _decision_rows(self, table: pa.Table) -> tuple[pa.RecordBatch, bytes]:
-        return self._decision_batch(table), canonical.decision_hashes(table, self.threads)
+        batch = self._decision_batch(table)
+        decisions = pa.Table.from_batches([batch]).select(canonical.DECISION_SCHEMA.names)
+        return batch, canonical.decision_hashes(decisions, self.threads)
 
     def _decision_batch(self, table: pa.Table) -> pa.RecordBatch:
         n = table.num_rows
