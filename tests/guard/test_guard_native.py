@@ -12,10 +12,21 @@ pytestmark = pytest.mark.skipif(not core.NATIVE, reason="the C extension is not 
 
 
 class _Surface:
-    """Just what resolve() reads of a compiled surface."""
+    """Just what resolve() reads of a compiled surface: the rule vectors, and the policy rules the
+    numpy twin (the policy library's resolution) walks."""
 
     def __init__(self, specs):
+        from types import SimpleNamespace
+
+        from assay.policy.model import Action, Rule
+
+        names = {K_DROP: "drop", K_ALLOW: "allow", K_DEMOTE: "demote", K_LABEL: "label", K_CAP: "cap"}
         self.vectors = RuleVectors.of(tuple(specs))
+        rules = [Rule(id=sp.id, when="true", section="rules", reason=sp.reason, location=None,
+                      on_missing="fail_closed" if sp.fail_closed else "skip",
+                      action=Action(names[sp.kind], factor=sp.factor if sp.kind == K_DEMOTE else None))
+                 for sp in specs]
+        self.compiled = SimpleNamespace(rules=rules)
 
 
 def _specs(rng, n_rules):

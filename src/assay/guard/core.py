@@ -98,16 +98,11 @@ class CompiledSurface:
 
 @dataclass(frozen=True)
 class RuleVectors:
-    """Per-rule facts as arrays, so resolving 25 rules x 1,000 candidates is a few matrix ops."""
+    """Per-rule facts as arrays, read by the C resolution (kinds, fail_closed, live, factor)."""
 
     live: np.ndarray  # not shadow and rollout > 0 (partial rollouts are refined per subject)
     fail_closed: np.ndarray
-    hard: np.ndarray
-    drop: np.ndarray
-    demote: np.ndarray
-    label: np.ndarray
-    cap: np.ndarray
-    factor: np.ndarray
+    factor: np.ndarray  # the demote factor, 1.0 for other rules
     kinds: np.ndarray  # int8 K_* per rule
 
     @staticmethod
@@ -117,10 +112,7 @@ class RuleVectors:
 
         return RuleVectors(
             live=arr(lambda sp: not sp.shadow and sp.rollout > 0), fail_closed=arr(lambda sp: sp.fail_closed),
-            hard=arr(lambda sp: sp.kind in (K_DROP, K_ALLOW)), drop=arr(lambda sp: sp.kind == K_DROP),
-            demote=arr(lambda sp: sp.kind == K_DEMOTE), label=arr(lambda sp: sp.kind == K_LABEL),
-            cap=arr(lambda sp: sp.kind == K_CAP), factor=arr(lambda sp: sp.factor if sp.kind == K_DEMOTE else 1.0, np.float64),
-            kinds=arr(lambda sp: sp.kind, np.int8),
+            factor=arr(lambda sp: sp.factor if sp.kind == K_DEMOTE else 1.0, np.float64), kinds=arr(lambda sp: sp.kind, np.int8),
         )
 
 
@@ -374,8 +366,9 @@ class Resolution:
 
 def resolve(surface: CompiledSurface, outcomes: np.ndarray, live: np.ndarray, pre_dropped: np.ndarray, *,
             native: bool | None = None) -> Resolution:
-    """One walk down each candidate's rules in C (``_native.resolve``), or the same as whole-matrix
-    numpy operations when the extension is not built (``native=False`` forces that twin)."""
+    """One walk down each candidate's rules in C (``_native.resolve``), or the policy library's
+    whole-matrix resolution when the extension is not built (``native=False`` forces that twin);
+    the two are tested equal."""
     v = surface.vectors
     n_rules, n = outcomes.shape
     outcomes = np.ascontiguousarray(outcomes, dtype=np.int8)
@@ -388,29 +381,27 @@ def resolve(surface: CompiledSurface, outcomes: np.ndarray, live: np.ndarray, pr
         _native.resolve(outcomes, v.kinds, v.fail_closed, np.ascontiguousarray(live, dtype=bool), pre_dropped, v.factor,
                         first, failed, dropped, action, factor, soft)
         return Resolution(first, failed, dropped, action, factor, soft, outcomes, v.fail_closed, live, pre_dropped)
-    if not n_rules:
-        action = np.where(pre_dropped, K_DROP, K_ALLOW).astype(np.int8)
-        return Resolution(np.zeros(n, dtype=np.int32), np.zeros(n, dtype=bool), pre_dropped.copy(), action, np.ones(n),
-                          np.zeros((0, n), dtype=bool), outcomes, v.fail_closed, live, pre_dropped)
-    rule_index = np.arange(n_rules)[:, None]
-    matched = (outcomes == OUT_TRUE) | ((outcomes == OUT_MISSING) & v.fail_closed[:, None])
-    acts = matched & ~pre_dropped & live[:, None]
-    # hard: a drop/allow rule that acts, or any rule failing closed (MISSING drops)
-    hard = acts & (v.hard[:, None] | (outcomes == OUT_MISSING))
-    any_hard = hard.any(axis=0)
-    first = np.where(any_hard, hard.argmax(axis=0), n_rules).astype(np.int32)
-    safe_first = np.minimum(first, n_rules - 1)
-    failed = any_hard & (outcomes[safe_first, np.arange(n)] == OUT_MISSING)
-    dropped = pre_dropped | (any_hard & (failed | v.drop[safe_first]))
-    soft = acts & ~v.hard[:, None] & (rule_index < first[None, :])
-    action = np.full(n, K_ALLOW, dtype=np.int8)
-    action[(soft & v.label[:, None]).any(axis=0)] = K_LABEL
-    demoting = soft & v.demote[:, None]
-    action[demoting.any(axis=0)] = K_DEMOTE
+    # the twin is the policy library's own resolution (what `policy test` and explanations use),
+    # with the candidates dropped before any rule matching nothing
+    from assay.policy.decide import resolve as policy_resolve
+
+    if pre_dropped.any():
+        outcomes_seen = np.where(pre_dropped[None, :], np.int8(OUT_FALSE), outcomes)
+    else:
+        outcomes_seen = outcomes
+    p = policy_resolve(list(surface.compiled.rules), outcomes_seen, np.asarray(live, dtype=bool)[:, None])
+    decided = p.deciding >= 0
+    first = np.where(decided, p.deciding, n_rules).astype(np.int32)
+    soft = p.acting.copy()  # what acted, less the deciding rule itself
+    soft[p.deciding[decided], np.flatnonzero(decided)] = False
+    action = _POLICY_ACTIONS[p.action]
+    dropped = pre_dropped | (action == K_DROP)
     action[dropped] = K_DROP
-    # multiplied row after row, in rule order: the same product as one rule at a time
-    factor = np.where(demoting, v.factor[:, None], 1.0).prod(axis=0)
-    return Resolution(first, failed, dropped, action, factor, soft, outcomes, v.fail_closed, live, pre_dropped)
+    return Resolution(first, np.asarray(p.fail_closed, dtype=bool), dropped, action, np.asarray(p.factor, dtype=np.float64),
+                      soft, outcomes, v.fail_closed, live, pre_dropped)
+
+
+_POLICY_ACTIONS = np.array([K_ALLOW, K_DROP, K_DEMOTE, K_LABEL], dtype=np.int8)  # policy.decide's codes -> K_*
 
 
 def freeze_startup_heap() -> None:
