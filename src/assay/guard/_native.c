@@ -133,20 +133,24 @@ static inline uint64_t mix(uint64_t h) {
     return h;
 }
 
+/* One multiply per 8 bytes, a full mix at the end: about a third of the cycles of mixing every
+ * word. Seeded per process; a batch holds at most a few thousand rows, so even keys chosen to
+ * collide could only slow one request's probing, never change a result (rows are compared). */
 static inline uint64_t hash_row(const uint8_t *p, Py_ssize_t width) {
-    uint64_t h = seed ^ (uint64_t)width;
+    uint64_t h = seed ^ ((uint64_t)width * 0x9e3779b97f4a7c15ULL);
     Py_ssize_t k = 0;
     for (; k + 8 <= width; k += 8) {
         uint64_t w;
         memcpy(&w, p + k, 8);
-        h = mix(h ^ w);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 32;
     }
     if (k < width) {
         uint64_t w = 0;
         memcpy(&w, p + k, (size_t)(width - k));
-        h = mix(h ^ w);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
     }
-    return h;
+    return mix(h);
 }
 
 static PyObject *group_ordinals(PyObject *self, PyObject *args) {
