@@ -260,3 +260,25 @@ def test_segments_written_before_dictionary_columns_are_still_read(tmp_path) -> 
         assert log.why("item3", "user3")["index"] == 3
         log.append(make_decisions(2, start=6))
         assert len(log.segment_names()) == 2 and path.read_bytes() == data
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_writeback_is_started_for_exactly_the_bytes_appended(tmp_path, monkeypatch, threads: int) -> None:
+    # Appends ask the kernel to start writing a batch out (sync_file_range) before they fsync it,
+    # so the disk works while the CPU hashes; the ranges must cover the batch and nothing else.
+    from assay.trace import log as log_module
+    from assay.trace.bench import synthetic_decisions
+    from assay.trace.log import OVERLAP_MIN_ROWS
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(log_module, "_SYNC_FILE_RANGE", lambda fd, offset, length, flags: calls.append((offset, length)) or 0)
+    with TraceLog.open(tmp_path / "log", threads=threads) as log:
+        log.append_table(synthetic_decisions(5))
+        segment = Path(log.root) / "segments" / log.segment_names()[0]
+        before = segment.stat().st_size
+        calls.clear()
+        log.append_table(synthetic_decisions(OVERLAP_MIN_ROWS + 1, start=5))
+        after = segment.stat().st_size
+    covered = sorted(calls)
+    assert covered and covered[0][0] >= before - 1 and covered[-1][0] + covered[-1][1] == after
+    assert sum(length for _, length in covered) <= after - before
