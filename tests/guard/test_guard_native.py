@@ -129,3 +129,35 @@ def test_check_ids_finds_the_first_bad_position():
     assert check(["a", np.str_("b")]) == 1  # a str subclass: the general path decides
     ids = [f"item-{k}" for k in range(5000)]
     assert check(ids) == -1 and check([*ids, "item-4321"]) == 5000
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_clean_strings_agrees_with_the_policy_librarys_check(seed):
+    from assay.policy.batch import unusable_strings
+
+    rng = np.random.default_rng(seed)
+    pool = ["", "a", "ab", "creator-12", "\u00e9t\u00e9", "\U0001F600", "a\x00b", "\x00a", "x\ud800", "\udfff"]
+    p = np.array([8, 8, 8, 8, 8, 8, 1, 1, 1, 1], dtype=float)
+    values = np.array(rng.choice(pool, int(rng.integers(1, 50)), p=p / p.sum()).tolist())
+    assert core._native.clean_strings(values, values.dtype.itemsize // 4) == (unusable_strings(values) is None)
+
+
+def test_a_string_column_with_a_nul_inside_is_still_missing_for_the_rules(feed_bundle):
+    """A fixed-width column the C check passes skips the policy library's scan; one it refuses
+    (a NUL inside a value) must still make that value MISSING, so a fail-closed rule drops it."""
+    from assay.guard import Guard
+    from assay.store.labels import InMemoryLabelStore
+
+    ids = ["a", "b", "c"]
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store = InMemoryLabelStore()
+    store.put(ids, {name: [0.0] * 3 for name in names}, "v")
+    request = {"surface": "for_you", "deadline_ms": 60_000,
+               "user": {"id": "u", "age": 30, "region": "US", "country": "US", "sensitive_opt_out": False}}
+    guard = Guard(feed_bundle, store)
+    for topics, dropped in ((["film", "ne\x00ws", "news"], {"b"}), (["film", "music", "news"], set())):
+        cands = {"id": ids, "score": [0.9, 0.8, 0.7], "source": np.array(["catalog"] * 3), "creator": np.array(["c1", "c2", "c3"]),
+                 "topic": np.array(topics), "age_days": np.array([1, 1, 1]), "tags": [[]] * 3, "region_blocklist": [[]] * 3}
+        fast, ref = guard.apply(request, cands), guard.apply(request, cands, evaluator="reference")
+        assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
+        assert {d.item_id for d in fast.decisions if d.action == "drop"} == dropped

@@ -23,6 +23,10 @@
  *   check_ids(ids) -> int
  *       -1 when every id in the list is a non-empty str and none repeats (a hash set of the ids'
  *       own cached str hashes), else the first position that breaks it (the caller names it).
+ *   clean_strings(values, width) -> bool
+ *       values: a fixed-width str array's UCS-4 buffer (width code points a row). True when no
+ *       row holds a NUL followed by a code point (trailing NULs are padding) or a lone surrogate:
+ *       every value is one the policy library accepts, so it need not check again.
  *   group_ordinals(values, width, positions, ordinals) -> None
  *       values: a fixed-width array's bytes (width bytes a row); for each row positions[k] (in
  *       order), ordinals[k] = how many earlier listed rows hold the same bytes.
@@ -290,7 +294,43 @@ static PyObject *check_ids(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(bad);
 }
 
+static PyObject *clean_strings(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_ssize_t width; /* code points a row */
+    if (!PyArg_ParseTuple(args, "On", &obj, &width))
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (width <= 0 || view.len % (width * 4)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "the buffer is not rows of width UCS-4 code points");
+        return NULL;
+    }
+    const uint32_t *codes = view.buf;
+    Py_ssize_t rows = view.len / (width * 4);
+    int clean = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < rows && clean; i++) {
+        const uint32_t *row = codes + i * width;
+        int seen_nul = 0;
+        for (Py_ssize_t j = 0; j < width; j++) {
+            uint32_t c = row[j];
+            if (c == 0) {
+                seen_nul = 1; /* padding, unless a code point follows */
+            } else if (seen_nul || (c >= 0xD800 && c <= 0xDFFF)) {
+                clean = 0;
+                break;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(clean);
+}
+
 static PyMethodDef methods[] = {
+    {"clean_strings", clean_strings, METH_VARARGS, "True when no row of a fixed-width str array holds a NUL before a code point or a lone surrogate."},
     {"check_ids", check_ids, METH_VARARGS, "-1 when every id is a non-empty str and none repeats, else the first position that is not."},
     {"resolve", resolve, METH_VARARGS, "Resolve rule outcomes per candidate: first hard match, stacked soft actions."},
     {"group_ordinals", group_ordinals, METH_VARARGS, "For listed fixed-width rows, how many earlier listed rows are equal."},

@@ -900,6 +900,7 @@ class Guard:
         n = cands.n
         columns: dict[str, Any] = {}
         missing: dict[str, np.ndarray] = {}
+        clean: set[str] = set()
         for attr, t in surface.item_attrs.items():
             path = attr[len("item."):]
             if path.startswith("labels."):
@@ -957,6 +958,9 @@ class Guard:
                 nan = np.isnan(col)
                 if nan.any():
                     missing[attr] = nan
+            elif col.dtype.kind == "U" and NATIVE and col.dtype.itemsize and col.flags.c_contiguous \
+                    and _native.clean_strings(col, col.dtype.itemsize // 4):
+                clean.add(attr)  # checked in one C pass: the policy library need not scan it again
             columns[attr] = col
         scalars: dict[str, Any] = {}
         for attr in surface.request_attrs:
@@ -972,7 +976,7 @@ class Guard:
 
         # list(string) columns given as rows of lists are converted and checked by Arrow in the
         # policy library's own fast path
-        return Batch.from_columns(n, columns=columns, missing=missing, scalars=scalars)
+        return Batch.from_columns(n, columns=columns, missing=missing, scalars=scalars, clean=frozenset(clean))
 
     def _decide(self, state: CompiledBundle, surface: CompiledSurface, request: dict, request_id: str, subject_id: str,
                 models: tuple[str, ...], cands: Candidates, started: float, deadline: float, evaluator: str,

@@ -213,6 +213,7 @@ class Batch:
         self.scalars = scalars or {}
         self._cache: dict[str, Any] = {}
         self.memo: dict[Any, Any] = {}  # per-batch memo of shared sub-expressions
+        self.clean: frozenset[str] = frozenset()  # string columns known to hold only accepted values
 
     @classmethod
     def from_records(cls, context: dict[str, Any], items: list[dict[str, Any]], item_root: str = "item") -> Batch:
@@ -222,9 +223,11 @@ class Batch:
 
     @classmethod
     def from_columns(cls, n: int, columns: dict[str, Any] | None = None, missing: dict[str, Any] | None = None,
-                     scalars: dict[str, Any] | None = None) -> Batch:
+                     scalars: dict[str, Any] | None = None, clean: frozenset[str] = frozenset()) -> Batch:
         """Columns keyed by full attribute name (``item.labels.mature``) as numpy arrays or lists
-        (None = missing); ``missing`` gives explicit masks; ``scalars`` are shared values."""
+        (None = missing); ``missing`` gives explicit masks; ``scalars`` are shared values;
+        ``clean`` names fixed-width string columns the caller has checked already (no NUL before
+        a code point, no lone surrogate), which are then not scanned again."""
         columns = dict(columns or {})
         missing = dict(missing or {})
         for name, col in columns.items():
@@ -235,7 +238,9 @@ class Batch:
                     missing[name] = nulls | np.asarray(missing.get(name, False), dtype=bool)
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
-        return cls(n, columns=columns, missing=missing, scalars=scalars)
+        batch = cls(n, columns=columns, missing=missing, scalars=scalars)
+        batch.clean = clean
+        return batch
 
     # -- per-row access, used by the reference evaluator ----------------------------------------
     def row_value(self, name: str, t: AttrType, i: int) -> tuple[bool, Any]:
@@ -395,7 +400,7 @@ class Batch:
             return ScalarColumn(col, mask)
         if t.kind == "string" and kind == "U":
             # values coerce() refuses count as missing here too
-            bad = unusable_strings(col)
+            bad = None if name in self.clean else unusable_strings(col)
             if bad is not None:
                 mask = bad if mask is None else (mask | bad)
             return ScalarColumn(col, mask)
