@@ -15,6 +15,7 @@ import hmac
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -72,5 +73,18 @@ class Pseudonymiser:
         """Pseudonyms of a column of subject ids, dictionary-encoded (each distinct subject is
         keyed once; segments store the column in this form)."""
         encoded = pc.dictionary_encode(subjects)
-        pseudonyms = pa.array([self.one(s) for s in encoded.dictionary.to_pylist()], pa.string())
-        return pa.DictionaryArray.from_arrays(encoded.indices, pseudonyms)
+        return pa.DictionaryArray.from_arrays(encoded.indices, self._many(encoded.dictionary))
+
+    def _many(self, subjects: pa.Array) -> pa.Array:
+        """``one`` of each value, in one native call where the extension is built (the same bytes;
+        ``hmac.new`` costs ~2 us a subject in Python)."""
+        from assay.trace import hashing
+
+        if self._key is None or not hashing.native_rows() or not len(subjects):
+            return pa.array([self.one(s) for s in subjects.to_pylist()], pa.string())
+        _, offsets, data = subjects.buffers()
+        n = len(subjects)
+        digests = hashing._native.hmac_rows(self._key, offsets, data if data is not None else b"", subjects.offset, n)
+        text = np.frombuffer(digests, np.uint8).reshape(n, 32)[:, :16].tobytes().hex().encode()  # 128 bits in hex
+        offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int32)
+        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
