@@ -11,11 +11,13 @@ known, strings are escaped with substring replacement, numbers use Arrow's short
 formatting, which equals ECMAScript's for the ranges it is used on; everything else — control
 characters in strings, |x| >= 1e10, attributions, events — goes through ``rfc8785`` per row).
 
-The JSON is a fixed template: constants (the keys, in order, and columns holding one value in a
-batch) and one string array per remaining value (``_pieces``). ``canonical_decisions`` joins the
-pieces into strings; ``decision_hashes`` (what append and verify use) hashes each row's pieces
-natively without joining them (``hashing.sha256_rows``). The property tests check both against
-the reference on random records.
+The JSON is a fixed template: constants (the keys, in order) and one part per value. Where the
+native extension is built, ``_native_parts`` describes the columns (strings, dictionary columns,
+integers, lists, scores as orjson's numbers) and ``hashing.json_rows`` writes and hashes each row
+in one pass; otherwise ``_pieces`` builds one Arrow string array per value and the rows are joined
+(or hashed) from those. ``canonical_decisions`` returns the JSON as strings; ``decision_hashes``
+(what append and verify use) returns the SHA-256 of each. The property tests check both paths
+against the reference and each other on random records.
 """
 
 from __future__ import annotations
