@@ -401,3 +401,32 @@ def test_native_pseudonyms_equal_hmac(key: bytes, subjects: list[str], cut: int)
         assert Pseudonymiser(key).column(column).to_pylist() == want
     finally:
         hashing._native = saved
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "fallback"])
+def test_appended_record_hashes_equal_the_reference(tmp_path, native: bool) -> None:
+    # Append hashes the batch as stored: dictionary columns, a column holding one value folded
+    # into the template as a constant. Every stored hash must still be the reference's.
+    from assay.trace import TraceLog
+
+    n = 150
+    table = bench.synthetic_decisions(n)
+    tricky_values = {"bundle_version": pa.array(['v"1\\\n\u0007é'] * n),  # one value, escapes
+                     "surface": pa.array(["for\tyou", 'se"arch'] * (n // 2)),
+                     "breaker_state": pa.array(["half-open"] * n),
+                     "shadow_rule_ids": pa.array([[]] * (n - 1) + [["shadow\u0001"]], canonical.STRING_LIST)}
+    for name, values in tricky_values.items():
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    saved = hashing._native
+    if not native:
+        hashing._native = None
+    try:
+        with TraceLog.open(tmp_path / "log", threads=1) as log:
+            log.append_table(table)
+            log.append_table(table.slice(0, 3))
+            rows = log.table().to_pylist()
+    finally:
+        hashing._native = saved
+    assert len(rows) == n + 3
+    for row in rows:
+        assert row["record_hash"] == hashlib.sha256(canonical.reference_canonical(row)).digest()

@@ -426,17 +426,22 @@ def _native_parts(table: pa.Table) -> list:
     as ``[]``), as ``reference_canonical`` writes it."""
     col = {name: table.column(name).combine_chunks() for name in DECISION_SCHEMA.names}
 
-    def quoted(name: str) -> tuple:
-        if pa.types.is_dictionary(col[name].type):
-            return hashing.dict_part(col[name])
-        return hashing.string_part(col[name], quoted=True)
+    def quoted(name: str) -> tuple | bytes:
+        arr = col[name]
+        if pa.types.is_dictionary(arr.type):
+            if len(arr.dictionary) == 1 and not arr.null_count:  # one value in the batch (one bundle, one state)
+                return jcs(arr.dictionary[0].as_py())
+            return hashing.dict_part(arr)
+        return hashing.string_part(arr, quoted=True)
 
     def number(name: str) -> tuple:
         return hashing.numbers_part(col[name])
 
-    return [
+    attribution = col["attribution"]
+    parts = [
         b'{"action":', quoted("action"),
-        b',"attribution":', hashing.string_part(col["attribution"], quoted=False),
+        b',"attribution":', b"null" if attribution.null_count == len(attribution) else
+        hashing.string_part(attribution, quoted=False),
         b',"breaker_state":', quoted("breaker_state"),
         b',"bundle_hash":', quoted("bundle_hash"),
         b',"bundle_version":', quoted("bundle_version"),
@@ -449,12 +454,20 @@ def _native_parts(table: pa.Table) -> list:
         b',"rule_ids":', hashing.list_part(col["rule_ids"]),
         b',"score_after":', number("score_after"),
         b',"score_before":', number("score_before"),
-        b',"shadow_rule_ids":', hashing.list_part(col["shadow_rule_ids"]),
+        b',"shadow_rule_ids":', b"[]" if not len(col["shadow_rule_ids"].values) and not col["shadow_rule_ids"].null_count
+        else hashing.list_part(col["shadow_rule_ids"]),
         b',"subject_id":', quoted("subject_id"),
         b',"surface":', quoted("surface"),
         b',"ts":', hashing.string_part(_float(col["ts"], "ts", few_distinct=True), quoted=False),  # one per request
         b',"type":"decision"}',
     ]
+    merged: list = []  # adjacent constants as one: fewer pieces a row
+    for part in parts:
+        if isinstance(part, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    return merged
 
 
 def _plain(arr: pa.Array) -> pa.Array:
