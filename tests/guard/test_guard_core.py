@@ -252,6 +252,17 @@ def test_compiled_and_reference_give_identical_slates(feed_bundle):
         assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
 
 
+def _feed_guard_for_a_teen(feed_bundle, n: int):
+    """Ids i0..i{n-1} with every feed label at 0, a guard on the feed bundle, a teen's request."""
+    ids = [f"i{k}" for k in range(n)]
+    store = InMemoryLabelStore()
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store.put(ids, {name: np.zeros(n) for name in names}, "v")
+    teen = {"surface": "for_you", "deadline_ms": 60_000,
+            "user": {"id": "t", "age": 15, "region": "EU", "country": "DE", "sensitive_opt_out": False}}
+    return ids, Guard(feed_bundle, store), teen
+
+
 def test_list_columns_the_fast_conversion_refuses_agree_with_the_reference(feed_bundle):
     """Rows of string lists go to the policy library as flat columns; rows that are not clean
     string lists (None, a bare string, a None or NUL element, a number) are left to the library's
@@ -260,13 +271,7 @@ def test_list_columns_the_fast_conversion_refuses_agree_with_the_reference(feed_
 
     odd = [["DE"], None, "DE", ["DE", None], ["D\x00E"], [7], ("DE",), [], ["GB", "DE"]]
     n = len(odd)
-    ids = [f"i{k}" for k in range(n)]
-    store = InMemoryLabelStore()
-    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
-    store.put(ids, {name: np.zeros(n) for name in names}, "v")
-    teen = {"surface": "for_you", "deadline_ms": 60_000,
-            "user": {"id": "t", "age": 15, "region": "EU", "country": "DE", "sensitive_opt_out": False}}
-    g = Guard(feed_bundle, store)
+    ids, g, teen = _feed_guard_for_a_teen(feed_bundle, n)
     clean = [r for r in odd if r is None or (isinstance(r, (list, tuple)) and all(type(x) is str and "\x00" not in x for x in r))]
     for rows in (odd, clean):
         col = np.empty(len(rows), dtype=object)
@@ -294,13 +299,7 @@ def test_arrow_list_columns_are_read_in_place_and_decide_like_python_rows(feed_b
     chunked one decide exactly as the same rows given as Python lists, and as the reference."""
     rows = [["DE"], None, [], ["GB", "DE"], ["DE", None], ["D\x00E"], ["GB"], ["US"], []]
     n = len(rows)
-    ids = [f"i{k}" for k in range(n)]
-    store = InMemoryLabelStore()
-    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
-    store.put(ids, {name: np.zeros(n) for name in names}, "v")
-    teen = {"surface": "for_you", "deadline_ms": 60_000,
-            "user": {"id": "t", "age": 15, "region": "EU", "country": "DE", "sensitive_opt_out": False}}
-    g = Guard(feed_bundle, store)
+    ids, g, teen = _feed_guard_for_a_teen(feed_bundle, n)
     base = {"id": ids, "score": np.linspace(1, 0.1, n), "source": ["catalog"] * n, "topic": ["film"] * n,
             "creator": [f"c{k}" for k in range(n)], "age_days": np.zeros(n, dtype=np.int64)}
     tags = [["clickbait"] if k % 3 == 0 else [] for k in range(n)]
