@@ -430,3 +430,22 @@ def test_appended_record_hashes_equal_the_reference(tmp_path, native: bool) -> N
     assert len(rows) == n + 3
     for row in rows:
         assert row["record_hash"] == hashlib.sha256(canonical.reference_canonical(row)).digest()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.none() | tricky, max_size=4) | st.none(), min_size=1, max_size=12), st.integers(0, 3))
+def test_dictionary_lists_equal_the_reference(lists, cut: int) -> None:
+    # list<dictionary<string>> (how segments store rule ids, reasons, model versions), sliced,
+    # with null items (JSON null) and null lists (as the reference reads them: []).
+    if not hashing.native_rows():
+        pytest.skip("the native extension is not built")
+    from assay.trace.log import _encode_items
+
+    plain = pa.array([["pad"]] * cut + lists, canonical.STRING_LIST)
+    encoded = _encode_items(plain).slice(cut)
+    assert encoded.type == canonical.DICTIONARY_LIST and encoded.to_pylist() == lists
+    table = bench.synthetic_decisions(len(lists))
+    table = table.set_column(table.schema.get_field_index("reasons"), "reasons", encoded)
+    got = canonical.decision_hashes(table, 1)
+    for i, row in enumerate(table.to_pylist()):
+        assert got[32 * i : 32 * i + 32] == hashlib.sha256(canonical.jcs(canonical.decision_dict(row))).digest()

@@ -26,6 +26,10 @@
  *                                                     (orjson's shortest round-trip output, null
  *                                                     for a missing value), one per row, rewritten
  *                                                     in ECMAScript's Number::toString form
+ *         (6, offsets, offset, validity, null, indices, indices_offset, child_validity,
+ *          dict_offsets, dict_data, dict_offset, dict_length)
+ *                                                     list<dictionary<int32, string>> as a JSON
+ *                                                     array of strings
  *       validity is the Arrow validity bitmap or None; null is the bytes written for a null value
  *       (None: a null is an error). text=True returns the JSON itself (int32 offsets + data).
  *   leaf_hashes(hashes) -> bytes    SHA-256(0x00 || h) for each 32-byte h (RFC 9162 leaf)
@@ -275,7 +279,7 @@ static int check_validity(const uint8_t *buf, Py_ssize_t len, Py_ssize_t off, Py
 
 /* ------------------------------------------------------------------ the row template */
 
-enum { CONST = -1, RAW = 0, QUOTED = 1, INT64 = 2, LIST = 3, DICT = 4, NUMBERS = 5 };
+enum { CONST = -1, RAW = 0, QUOTED = 1, INT64 = 2, LIST = 3, DICT = 4, NUMBERS = 5, LIST_DICT = 6 };
 
 typedef struct {
     int kind;
@@ -293,7 +297,8 @@ typedef struct {
     const uint8_t *end, *child_end; /* where the data may be read up to */
     uint8_t *own;                   /* CONST: a copy with 16 readable bytes to spare */
     Py_ssize_t cursor;              /* NUMBERS: where the next row's number starts in data */
-    size_t *quoted_offsets;         /* DICT: each value's JSON string literal, in own */
+    size_t *quoted_offsets;         /* DICT, LIST_DICT: each value's JSON string literal, in own */
+    const int32_t *indices;         /* LIST_DICT: the items' dictionary indices */
 } Part;
 
 static inline int is_null(const uint8_t *validity, Py_ssize_t bit) {
@@ -642,6 +647,28 @@ static int write_row(Out *o, Part *parts, Py_ssize_t np, Py_ssize_t i) {
             rc = put_int(o, v);
             break;
         }
+        case LIST_DICT: {
+            int32_t a = p->offsets[bit], b = p->offsets[bit + 1];
+            static const uint8_t null_item[] = "null";
+            if (reserve(o, 1) < 0)
+                return -1;
+            o->buf[o->len++] = '[';
+            for (int32_t k = a; k < b && rc == 0; k++) {
+                if (k > a)
+                    o->buf[o->len++] = ','; /* room: reserve leaves PAD_ROOM spare */
+                Py_ssize_t c = p->child_offset + k;
+                if (is_null(p->child_validity, c))
+                    rc = put(o, null_item, 4, null_item + 4);
+                else
+                    rc = put(o, p->own + p->quoted_offsets[p->indices[c]],
+                             p->quoted_offsets[p->indices[c] + 1] - p->quoted_offsets[p->indices[c]], p->end);
+            }
+            if (rc == 0 && reserve(o, 1) == 0)
+                o->buf[o->len++] = ']';
+            else
+                rc = -1;
+            break;
+        }
         case LIST: {
             int32_t a = p->offsets[bit], b = p->offsets[bit + 1];
             static const uint8_t null_text[] = "null";
@@ -669,6 +696,33 @@ static int write_row(Out *o, Part *parts, Py_ssize_t np, Py_ssize_t i) {
         if (rc < 0)
             return -1;
     }
+    return 0;
+}
+
+/* Each dictionary value quoted (escaped) once, into p->own: rows then copy it as it is. The
+ * offsets were checked by the caller. */
+static int prequote(Part *p, const int32_t *offsets, const uint8_t *data, const uint8_t *end, Py_ssize_t count) {
+    Out quoted = {0};
+    p->quoted_offsets = malloc((size_t)(count + 1) * sizeof(size_t));
+    if (!p->quoted_offsets) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->quoted_offsets[0] = 0;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        if (put_quoted(&quoted, data + offsets[k], (size_t)(offsets[k + 1] - offsets[k]), end) < 0) {
+            free(quoted.buf);
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->quoted_offsets[k + 1] = quoted.len;
+    }
+    if (reserve(&quoted, 0) < 0) { /* an empty dictionary still gets a (readable) buffer */
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->own = quoted.buf; /* PAD_ROOM spare bytes: copies may read 16 at a time */
+    p->end = quoted.buf + quoted.len + PAD_ROOM;
     return 0;
 }
 
@@ -791,31 +845,45 @@ static int parse_part(PyObject *item, Py_ssize_t j, Py_ssize_t n, Part *p, Views
             }
         if (nb != Py_None && get_buffer(v, nb, &p->null, &p->null_len, 0) < 0)
             return -1;
-        /* Each dictionary value is quoted (escaped) once here: rows then copy it as it is. */
-        Out quoted = {0};
-        p->quoted_offsets = malloc((size_t)(dict_len + 1) * sizeof(size_t));
-        if (!p->quoted_offsets) {
-            PyErr_NoMemory();
+        return prequote(p, p->child_offsets + p->child_offset, p->child_data, p->child_end, dict_len);
+    }
+    case LIST_DICT: {
+        Py_ssize_t dict_len, dict_offset, ilen, cvlen, dlen, dolen;
+        const uint8_t *ibuf, *dobuf, *ddata;
+        PyObject *ib, *cvb, *dob, *ddb;
+        if (!PyArg_ParseTuple(item, "lOnOOOnOOOnn", &kind, &ob, &p->offset, &vb, &nb, &ib, &p->child_offset, &cvb, &dob,
+                              &ddb, &dict_offset, &dict_len))
+            return -1;
+        if (get_buffer(v, ob, &buf, &len, 0) < 0 || get_buffer(v, ib, &ibuf, &ilen, 0) < 0 ||
+            get_buffer(v, cvb, &p->child_validity, &cvlen, 1) < 0 || get_buffer(v, dob, &dobuf, &dolen, 0) < 0 ||
+            get_buffer(v, ddb, &ddata, &dlen, 0) < 0)
+            return -1;
+        if (p->child_offset < 0 || dict_len < 0 || dict_offset < 0) {
+            PyErr_Format(PyExc_ValueError, "part %zd: negative offset or length", j);
             return -1;
         }
-        p->quoted_offsets[0] = 0;
-        for (Py_ssize_t k = 0; k < dict_len; k++) {
+        Py_ssize_t items = (Py_ssize_t)(ilen / sizeof(int32_t)) - p->child_offset;
+        if (check_offsets(buf, len, p->offset, n, items, j) < 0 ||
+            check_offsets(dobuf, dolen, dict_offset, dict_len, dlen, j) < 0)
+            return -1;
+        p->offsets = (const int32_t *)buf;
+        p->indices = (const int32_t *)ibuf;
+        Py_ssize_t first = p->offsets[p->offset], count = n ? p->offsets[p->offset + n] - first : 0;
+        if (check_validity(p->child_validity, cvlen, p->child_offset + first, count, j) < 0)
+            return -1;
+        for (Py_ssize_t k = first; k < first + count; k++) {
             Py_ssize_t c = p->child_offset + k;
-            if (put_quoted(&quoted, p->child_data + p->child_offsets[c], (size_t)(p->child_offsets[c + 1] - p->child_offsets[c]),
-                           p->child_end) < 0 || reserve(&quoted, 0) < 0) {
-                free(quoted.buf);
-                PyErr_NoMemory();
+            if ((p->indices[c] < 0 || p->indices[c] >= dict_len) && !is_null(p->child_validity, c)) {
+                PyErr_Format(PyExc_ValueError, "part %zd: list item %zd holds dictionary index %d of %zd", j, k,
+                             p->indices[c], dict_len);
                 return -1;
             }
-            p->quoted_offsets[k + 1] = quoted.len;
         }
-        if (reserve(&quoted, 0) < 0) { /* an empty dictionary still gets a (readable) buffer */
-            PyErr_NoMemory();
+        if (get_buffer(v, vb, &p->validity, &vlen, 1) < 0 || check_validity(p->validity, vlen, p->offset, n, j) < 0)
             return -1;
-        }
-        p->own = quoted.buf; /* PAD_ROOM spare bytes: copies may read 16 at a time */
-        p->end = quoted.buf + quoted.len + PAD_ROOM;
-        return 0;
+        if (nb != Py_None && get_buffer(v, nb, &p->null, &p->null_len, 0) < 0)
+            return -1;
+        return prequote(p, (const int32_t *)dobuf + dict_offset, ddata, ddata + dlen, dict_len);
     }
     default:
         PyErr_Format(PyExc_ValueError, "part %zd: unknown kind %ld", j, kind);

@@ -89,7 +89,10 @@ LEGACY_SEGMENT_SCHEMA = pa.schema(
 STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 DICTIONARY_COLUMNS = ("type", "request_id", "surface", "subject_id", "action", "bundle_hash", "bundle_version",
                       "breaker_state", "kind")
-SEGMENT_SCHEMA = pa.schema([pa.field(f.name, STRING_DICT) if f.name in DICTIONARY_COLUMNS else f
+# Lists of rule ids, reasons and model versions repeat a few strings: their items are encoded too.
+DICTIONARY_LIST = pa.list_(STRING_DICT)
+SEGMENT_SCHEMA = pa.schema([pa.field(f.name, STRING_DICT) if f.name in DICTIONARY_COLUMNS else
+                            pa.field(f.name, DICTIONARY_LIST) if f.name in LIST_COLUMNS else f
                             for f in LEGACY_SEGMENT_SCHEMA])
 # What erasure removes from a decision row (the personal part); the policy facts stay.
 ERASED_COLUMNS = ("request_id", "subject_id", "item_id", "rank_before", "rank_after", "score_before", "score_after", "attribution")
@@ -454,7 +457,7 @@ def _native_parts(table: pa.Table) -> list:
         b',"rule_ids":', hashing.list_part(col["rule_ids"]),
         b',"score_after":', number("score_after"),
         b',"score_before":', number("score_before"),
-        b',"shadow_rule_ids":', b"[]" if not len(col["shadow_rule_ids"].values) and not col["shadow_rule_ids"].null_count
+        b',"shadow_rule_ids":', b"[]" if not len(pc.list_flatten(col["shadow_rule_ids"])) and not col["shadow_rule_ids"].null_count
         else hashing.list_part(col["shadow_rule_ids"]),
         b',"subject_id":', quoted("subject_id"),
         b',"surface":', quoted("surface"),
@@ -471,8 +474,12 @@ def _native_parts(table: pa.Table) -> list:
 
 
 def _plain(arr: pa.Array) -> pa.Array:
-    """A dictionary-encoded column (as segments store them) decoded to its values."""
-    return arr.cast(arr.type.value_type) if pa.types.is_dictionary(arr.type) else arr
+    """A dictionary-encoded column (as segments store them; lists too) decoded to its values."""
+    if pa.types.is_dictionary(arr.type):
+        return arr.cast(arr.type.value_type)
+    if pa.types.is_list(arr.type) and pa.types.is_dictionary(arr.type.value_type):
+        return arr.cast(pa.list_(arr.type.value_type.value_type))
+    return arr
 
 
 def _pieces(table: pa.Table) -> list:

@@ -151,6 +151,13 @@ def list_part(arr: pa.Array, null: bytes | None = b"[]") -> tuple:
     """A list<string> column for ``json_rows``: each list as a JSON array of string literals (a
     null string inside as ``null``; a null list as ``null``)."""
     values = arr.values  # the whole child array: the list offsets index it from its own offset
+    if pa.types.is_dictionary(values.type):  # list<dictionary<int32, string>>, as segments store it
+        if values.indices.type != pa.int32():
+            raise ValueError("dictionary columns must have int32 indices")
+        words = values.dictionary
+        _, word_offsets, word_data = words.buffers()
+        return (6, arr.buffers()[1], arr.offset, _validity(arr), null, values.buffers()[1], values.offset,
+                _validity(values), word_offsets, word_data if word_data is not None else b"", words.offset, len(words))
     _, offsets, data = values.buffers()
     return (3, arr.buffers()[1], arr.offset, _validity(arr), null, offsets, data if data is not None else b"",
             values.offset, _validity(values))

@@ -592,6 +592,8 @@ class TraceLog:
             col = table.column(name).combine_chunks()
             if name in canonical.DICTIONARY_COLUMNS and not pa.types.is_dictionary(col.type):
                 col = pc.dictionary_encode(col)
+            elif name in canonical.LIST_COLUMNS and not pa.types.is_dictionary(col.type.value_type):
+                col = _encode_items(col)
             columns.append(col)
         arrays = [
             pa.nulls(n, pa.uint64()),  # index: filled at commit
@@ -998,6 +1000,15 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _encode_items(lists: pa.ListArray) -> pa.ListArray:
+    """A list<string> column with its items dictionary-encoded (list<dictionary<int32, string>>)."""
+    offsets = lists.offsets
+    if lists.offset or offsets[0].as_py():
+        offsets = pc.subtract(offsets, offsets[0])
+    items = pc.dictionary_encode(lists.flatten())
+    return pa.ListArray.from_arrays(offsets, items, mask=lists.is_null() if lists.null_count else None)
 
 
 def _body_start(unit: memoryview) -> int:
