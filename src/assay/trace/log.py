@@ -971,12 +971,11 @@ def _is_local(fs) -> bool:
 
 def _load_sync_file_range():
     """Linux's sync_file_range(2) from libc, or None (elsewhere: fsync alone does the work)."""
-    try:
-        import ctypes
-        import ctypes.util
+    import ctypes
 
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range  # the C library already loaded
+    except (OSError, AttributeError, TypeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     fn.restype = ctypes.c_int
