@@ -162,6 +162,9 @@ def read_batches(data: bytes | pa.Buffer, where: str, validate: bool = True) -> 
     legacy = schema == canonical.LEGACY_SEGMENT_SCHEMA
     if schema != canonical.SEGMENT_SCHEMA and not legacy:
         return [], 0, f"{where}: schema is not the trace segment schema"
+    whole = _read_whole(buffer, total, legacy, validate)
+    if whole is not None:
+        return whole, total, None
     start = reader.tell()
     ends: list[int] = []  # where each complete append ends
     error = None
@@ -193,6 +196,33 @@ def read_batches(data: bytes | pa.Buffer, where: str, validate: bool = True) -> 
         why = error if error is not None else "no record batch follows its dictionaries"
         return batches, good, f"{where}: {total - good} bytes after byte {good} are not a complete record batch ({why})"
     return batches, good, None
+
+
+# Dictionary messages in each append (one per dictionary-encoded field, lists' items included).
+_DICTIONARIES = sum(pa.types.is_dictionary(f.type) or (pa.types.is_list(f.type) and pa.types.is_dictionary(f.type.value_type))
+                    for f in canonical.SEGMENT_SCHEMA)
+
+
+def _read_whole(buffer: pa.Buffer, total: int, legacy: bool, validate: bool) -> list[pa.RecordBatch] | None:
+    """Every batch of a segment that is clean to its last byte, decoded as one stream (no walk over
+    the ~14 messages of each append), or None: then the caller walks the messages to find where
+    the damage or the torn tail starts. Clean: the stream decodes and validates, ends exactly at
+    the end of the bytes, and holds each append's dictionaries and batch, nothing more."""
+    source = pa.BufferReader(buffer)
+    try:
+        stream = pa.ipc.open_stream(source)
+        batches = list(stream)
+        if validate:
+            for batch in batches:
+                batch.validate(full=True)
+    except (pa.ArrowException, OSError, EOFError):
+        return None
+    per = 0 if legacy else _DICTIONARIES
+    stats = stream.stats
+    if source.tell() != total or stats.num_dictionary_batches != per * len(batches) or \
+            stats.num_messages != 1 + (per + 1) * len(batches):
+        return None
+    return [batch.cast(canonical.SEGMENT_SCHEMA) for batch in batches] if legacy else batches
 
 
 def segment_is_current(data: bytes | pa.Buffer) -> bool:
