@@ -617,14 +617,19 @@ class TraceLog:
 
     def _decision_batch(self, table: pa.Table) -> pa.RecordBatch:
         n = table.num_rows
-        columns = []
-        for name in canonical.DECISION_SCHEMA.names:
+
+        def stored(name: str) -> pa.Array:
             col = table.column(name).combine_chunks()
             if name in canonical.DICTIONARY_COLUMNS and not pa.types.is_dictionary(col.type):
                 col = pc.dictionary_encode(col)
             elif name in canonical.LIST_COLUMNS and not pa.types.is_dictionary(col.type.value_type):
                 col = _encode_items(col)
-            columns.append(col)
+            return col
+
+        # Large batches encode their columns on the thread pool (Arrow's kernels release the GIL):
+        # this runs before anything else can, so one core would otherwise wait.
+        threads = self.threads if n >= OVERLAP_MIN_ROWS else 1
+        columns = hashing.parallel_map(stored, canonical.DECISION_SCHEMA.names, threads)
         arrays = [
             pa.nulls(n, pa.uint64()),  # index: filled at commit
             pa.nulls(n, pa.binary(32)),  # record_hash: filled at commit
