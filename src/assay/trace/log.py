@@ -706,7 +706,7 @@ class TraceLog:
             hashes = compute_hashes()
             if len(hashes) != 32 * n:
                 raise AssayError(f"{len(hashes) // 32} record hashes for {n} records")  # pragma: no cover
-            tree_done = side.submit(self._tree.append, _leaf_hashes(hashes, self.threads))
+            tree_done = side.submit(lambda: self._tree.append(_leaf_hashes(hashes, self.threads)))  # leaves there too
             try:
                 head = b"".join((message[:start], hashes))
                 segment.pwrite(head, offset)
