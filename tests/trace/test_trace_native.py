@@ -449,3 +449,19 @@ def test_dictionary_lists_equal_the_reference(lists, cut: int) -> None:
     got = canonical.decision_hashes(table, 1)
     for i, row in enumerate(table.to_pylist()):
         assert got[32 * i : 32 * i + 32] == hashlib.sha256(canonical.jcs(canonical.decision_dict(row))).digest()
+
+
+def test_messages_that_open_alike_hash_as_hashlib(sha_path) -> None:
+    # The native hasher reuses the state after the first two blocks of messages that begin with
+    # the same 128 bytes (8 openings kept): openings that differ in their last byte only, more
+    # openings than are kept (evictions), and messages of exactly two blocks or less.
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 256, 128, dtype=np.uint8).tobytes()
+    openings = [base[:127] + bytes([k]) for k in range(6)] + [bytes([k]) + base[1:] for k in range(6)]
+    messages = []
+    for _ in range(400):
+        opening = openings[int(rng.integers(0, len(openings)))]
+        messages.append(opening + rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes())
+    messages += [base[:100], base[:119], base[:120], base + b"x" * 64]
+    arr = pa.array(messages, pa.binary())
+    assert hashing.sha256_each(arr, 1) == b"".join(hashlib.sha256(m).digest() for m in messages)
