@@ -179,3 +179,21 @@ def test_a_string_column_with_a_nul_inside_is_still_missing_for_the_rules(feed_b
         fast, ref = guard.apply(request, cands), guard.apply(request, cands, evaluator="reference")
         assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
         assert {d.item_id for d in fast.decisions if d.action == "drop"} == dropped
+
+
+@native_only
+@pytest.mark.parametrize("seed", range(20))
+def test_group_ordinals_of_python_strings_native_equals_numpy(seed):
+    rng = np.random.default_rng(seed)
+    pool = [None, "", "a", "b", "ab", "\u00e9", "a\x00b", "creator-7"]
+    values = np.empty(int(rng.integers(1, 300)), dtype=object)
+    values[:] = [pool[i] for i in rng.integers(0, len(pool), len(values))]
+    positions = rng.permutation(len(values))[: int(rng.integers(0, len(values) + 1))]
+    out = np.empty(len(positions), dtype=np.int64)
+    assert core._native.group_ordinals_str(values.tolist(), positions.astype(np.int64), out)
+    np.testing.assert_array_equal(out, core._group_ordinals(values[positions]))
+    np.testing.assert_array_equal(core._cap_ordinals(values, positions), out)
+    # a value of another type: the native path declines and the general one decides
+    mixed = np.array(["a", 1.0, float("nan"), None, "a"], dtype=object)
+    assert not core._native.group_ordinals_str(mixed.tolist(), np.arange(5, dtype=np.int64), np.empty(5, dtype=np.int64))
+    assert core._cap_ordinals(mixed, np.arange(5)).tolist() == [0, 0, 0, 1, 1]

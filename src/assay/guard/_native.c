@@ -27,6 +27,10 @@
  *       values: a fixed-width str array's UCS-4 buffer (width code points a row). True when no
  *       row holds a NUL followed by a code point (trailing NULs are padding) or a lone surrogate:
  *       every value is one the policy library accepts, so it need not check again.
+ *   group_ordinals_str(values, positions, ordinals) -> bool
+ *       The same for a list of Python str (what JSON decodes to), grouped by their own cached
+ *       hashes and compared as strings; None values form one group. False, with nothing
+ *       promised about ordinals, when a value of another type is met (the caller's general path).
  *   group_ordinals(values, width, positions, ordinals) -> None
  *       values: a fixed-width array's bytes (width bytes a row); for each row positions[k] (in
  *       order), ordinals[k] = how many earlier listed rows hold the same bytes.
@@ -329,7 +333,80 @@ static PyObject *clean_strings(PyObject *self, PyObject *args) {
     return PyBool_FromLong(clean);
 }
 
+static PyObject *group_ordinals_str(PyObject *self, PyObject *args) {
+    PyObject *values, *positions_obj, *ordinals_obj;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyList_Type, &values, &positions_obj, &ordinals_obj))
+        return NULL;
+    Py_buffer positions, ordinals;
+    if (PyObject_GetBuffer(positions_obj, &positions, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    Py_ssize_t m = positions.len / 8, rows = PyList_GET_SIZE(values);
+    if (get(ordinals_obj, &ordinals, 1, m, 8, "ordinals") < 0) {
+        PyBuffer_Release(&positions);
+        return NULL;
+    }
+    const int64_t *pos = positions.buf;
+    int64_t *ord = ordinals.buf;
+    PyObject *result = NULL;
+    size_t size = 16;
+    while (size < 2 * (size_t)m)
+        size <<= 1;
+    PyObject **slot = calloc(size, sizeof(PyObject *));
+    Py_hash_t *slot_hash = malloc(size * sizeof(Py_hash_t));
+    int64_t *slot_count = malloc(size * sizeof(int64_t));
+    if (!slot || !slot_hash || !slot_count) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t absent = 0; /* None: one group of its own */
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (pos[k] < 0 || pos[k] >= rows) {
+            PyErr_Format(PyExc_IndexError, "position %lld is outside the %zd rows", (long long)pos[k], rows);
+            goto done;
+        }
+        PyObject *v = PyList_GET_ITEM(values, pos[k]);
+        if (v == Py_None) {
+            ord[k] = absent++;
+            continue;
+        }
+        if (!PyUnicode_CheckExact(v)) {
+            result = Py_False; /* another type (a number, NaN, a list): the general path groups it */
+            goto done;
+        }
+        Py_hash_t h = PyObject_Hash(v);
+        size_t s = (size_t)h & (size - 1);
+        for (;;) {
+            if (!slot[s]) {
+                slot[s] = v;
+                slot_hash[s] = h;
+                slot_count[s] = 1;
+                ord[k] = 0;
+                break;
+            }
+            if (slot_hash[s] == h && (slot[s] == v || PyUnicode_Compare(slot[s], v) == 0)) {
+                ord[k] = slot_count[s]++;
+                break;
+            }
+            if (PyErr_Occurred())
+                goto done;
+            s = (s + 1) & (size - 1);
+        }
+    }
+    result = Py_True;
+done:
+    free(slot);
+    free(slot_hash);
+    free(slot_count);
+    PyBuffer_Release(&positions);
+    PyBuffer_Release(&ordinals);
+    if (!result)
+        return NULL;
+    Py_INCREF(result);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"group_ordinals_str", group_ordinals_str, METH_VARARGS, "group_ordinals for a list of str (None: one group); False for any other type."},
     {"clean_strings", clean_strings, METH_VARARGS, "True when no row of a fixed-width str array holds a NUL before a code point or a lone surrogate."},
     {"check_ids", check_ids, METH_VARARGS, "-1 when every id is a non-empty str and none repeats, else the first position that is not."},
     {"resolve", resolve, METH_VARARGS, "Resolve rule outcomes per candidate: first hard match, stacked soft actions."},

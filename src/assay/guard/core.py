@@ -207,6 +207,12 @@ def _cap_ordinals(column: np.ndarray, positions: np.ndarray) -> np.ndarray:
         out = np.empty(len(positions), dtype=np.int64)
         _native.group_ordinals(column, column.dtype.itemsize, np.ascontiguousarray(positions, dtype=np.int64), out)
         return out
+    if NATIVE and column.dtype == object:  # Python strings (JSON): grouped by their own hashes
+        out = np.empty(len(positions), dtype=np.int64)
+        if _native.group_ordinals_str(column.tolist(), np.ascontiguousarray(positions, dtype=np.int64), out):
+            return out
+    if column.dtype == object and _inferred(column) == "mixed":  # lists among the values: grouped as tuples
+        return _group_ordinals(_hashable(column, positions))
     return _group_ordinals(column[positions])
 
 
@@ -1046,8 +1052,8 @@ class Guard:
                 key_col = cands.ids
             if key_col is None:
                 ordinal = np.arange(len(positions))  # no such field: one group
-            elif not isinstance(key_col, np.ndarray) or (key_col.dtype == object and _inferred(key_col) == "mixed"):
-                ordinal = _group_ordinals(_hashable(key_col, positions))  # list values: grouped as tuples
+            elif not isinstance(key_col, np.ndarray):  # an Arrow list column: lists grouped as tuples
+                ordinal = _group_ordinals(_hashable(key_col, positions))
             else:
                 ordinal = _cap_ordinals(key_col, positions)
             over = positions[ordinal >= spec.limit]
