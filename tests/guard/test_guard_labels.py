@@ -235,3 +235,31 @@ def test_in_memory_read_says_when_every_label_is_present():
     assert not store.get(["a"], ["m", "other"]).complete  # a label the store does not have
     now[0] += 120
     assert not store.get(["a"], ["m"]).complete  # stale
+
+
+def test_in_memory_read_is_the_same_with_and_without_the_extension(monkeypatch):
+    """The C gather (labels transposed, presence, freshness, versions) answers exactly what the
+    numpy row gather does: unknown items, absent values, stale rows, a subset of labels in any
+    order, and a label the store does not have."""
+    from assay.store import labels as labels_mod
+
+    if not labels_mod.NATIVE:
+        pytest.skip("the store's C extension is not built (test_the_extensions_are_built fails)")
+    now = [5000.0]
+    rng = np.random.default_rng(4)
+    ids = [f"it-{k}" for k in range(300)]
+    store = InMemoryLabelStore(max_age_s=100, clock=lambda: now[0])
+    store.put(ids[:200], {"m": np.where(rng.random(200) < 0.1, np.nan, rng.random(200)), "t": rng.random(200)}, "v1", labeled_at=4950.0)
+    store.put(ids[200:], {"m": rng.random(100), "s": rng.random(100)}, "v2", labeled_at=4800.0)  # stale at 5000
+    query = [*rng.choice(ids, 250).tolist(), "nope", "it-x"]
+    for names in (["m", "t", "s"], ["t", "m"], ["s", "zz"], []):
+        monkeypatch.setattr(labels_mod, "NATIVE", True)
+        fast = store.get(query, names)
+        monkeypatch.setattr(labels_mod, "NATIVE", False)
+        twin = store.get(query, names)
+        assert fast.complete == twin.complete and fast.stale == twin.stale
+        assert fast.versions.tolist() == twin.versions.tolist()
+        np.testing.assert_array_equal(fast.freshness, twin.freshness)
+        for name in names:
+            np.testing.assert_array_equal(fast.values[name], twin.values[name])
+            np.testing.assert_array_equal(fast.present[name], twin.present[name])

@@ -276,7 +276,8 @@ class InMemoryLabelStore:
             C-ordered array built once per table version: a batch read is one row gather, and
             everything about an item shares a cache line or two (a column per array would cost
             a cache miss per column per item on a catalogue larger than the cache). Returns the
-            matrix, label -> column, and the version names the codes index."""
+            matrix, label -> column, and the version names the codes index (then "", which code
+            -1 indexes)."""
             cached = self.__dict__.get("_matrix")
             if cached is None:
                 names = sorted(self.values)
@@ -286,7 +287,8 @@ class InMemoryLabelStore:
                     stacked[:, k] = self.values[name]
                 stacked[:, len(names)] = self.freshness
                 stacked[:, len(names) + 1] = codes
-                cached = (stacked, {n: k for k, n in enumerate(names)}, version_names)
+                # the version names, then "" for an unknown item (code -1 indexes it)
+                cached = (stacked, {n: k for k, n in enumerate(names)}, np.append(version_names, ""))
                 object.__setattr__(self, "_matrix", cached)
             return cached
 
@@ -332,7 +334,25 @@ class InMemoryLabelStore:
         present: dict[str, np.ndarray] = {}
         stale = 0
         complete = False
-        if len(table.ids):
+        if len(table.ids) and NATIVE:
+            matrix, label_col, version_names = table.matrix()
+            known = [name for name in label_names if name in label_col]
+            block, ok, meta = np.empty((len(known), n)), np.empty((len(known), n), dtype=bool), np.empty((2, n))
+            all_present = _native.gather(matrix, matrix.shape[1], np.array([label_col[k] for k in known], dtype=np.int64),
+                                         rows, block, ok, len(label_col), meta)
+            freshness = meta[0]
+            versions = version_names[meta[1].astype(np.intp)]  # code -1 (unknown item): ""
+            if self.max_age_s is not None:
+                age_ok = (self._clock() - freshness) <= self.max_age_s
+                stale = int((found & ~age_ok).sum())
+                if not age_ok.all():
+                    ok &= age_ok
+                    block[~ok] = np.nan
+                    all_present = False
+            for k, name in enumerate(known):
+                values[name], present[name] = block[k], ok[k]
+            complete = bool(known) and len(known) == len(label_names) and bool(all_present)
+        elif len(table.ids):
             matrix, label_col, version_names = table.matrix()
             n_labels = len(label_col)
             # one row gather for everything read about the items
