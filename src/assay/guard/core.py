@@ -346,7 +346,7 @@ def _is_none(x: Any) -> bool:
     return x is None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Resolution:
     """What a surface's rules decide for each candidate, from the rule outcomes: the deciding
     hard rule (the first drop/allow that acts, or any rule failing closed), and the soft rules
