@@ -40,7 +40,7 @@ try:
 except ImportError:  # pragma: no cover - exercised where the extension could not be built
     _native = None
 
-NATIVE = _native is not None  # the C batch id lookup (src/assay/store/_native.c)
+NATIVE = _native is not None  # the C batch id lookup and row gather (src/assay/store/_native.c)
 
 ID_COLUMN = "item_id"
 VERSION_COLUMN = "label_version"
@@ -293,8 +293,9 @@ class InMemoryLabelStore:
             return cached
 
         def id_keys(self) -> _IdKeys | None:
-            """The ids as fixed-width rows sorted by a 64-bit row key, built once per table version
-            (None where it cannot be exact: an id holding NUL, two ids sharing a key)."""
+            """The hash table over the ids, built once per table version (None where it cannot be
+            exact: two ids sharing a key, or, without the extension, an id holding NUL); reads
+            then use the dict."""
             if "_id_keys" not in self.__dict__:
                 object.__setattr__(self, "_id_keys", _IdKeys.build(self.ids.tolist()))
             return self.__dict__["_id_keys"]
