@@ -195,3 +195,20 @@ def test_list_columns_given_as_rows_refuse_what_is_not_a_list_of_strings(bundle)
     assert np.array_equal(out, compiled.evaluate_reference(batch))
     tag_rule = [r.id for r in compiled.rules].index("demote-tag")
     assert out[tag_rule].tolist() == [Outcome.TRUE, Outcome.MISSING, Outcome.MISSING, Outcome.MISSING, Outcome.FALSE]
+
+
+def test_list_rows_of_clean_strings_take_the_arrow_path_and_bytes_do_not(bundle):
+    """Clean rows are converted by Arrow in one call; a bytes element (which Arrow would take for a
+    string, and coerce() refuses) sends the column to the per-row path, which marks its row missing."""
+    from assay.policy.batch import _arrow_string_lists
+
+    compiled = bundle.compile_rules("*")
+    assert _arrow_string_lists([["meh"], [], None, ("ok", "meh")]) is not None
+    rows = [["meh"], [b"meh"], ["ok"]]
+    assert _arrow_string_lists(rows) is None
+    batch = Batch.from_columns(3, {"item.x": np.zeros(3), "item.y": np.zeros(3), "item.tags": rows,
+                                   "item.creator": np.array(["c"] * 3)}, scalars={"request.age": 30})
+    out = compiled.evaluate(batch)
+    assert np.array_equal(out, compiled.evaluate_reference(batch))
+    tag_rule = [r.id for r in compiled.rules].index("demote-tag")
+    assert out[tag_rule].tolist() == [Outcome.TRUE, Outcome.MISSING, Outcome.FALSE]

@@ -9,6 +9,7 @@ NaN: NaN is a legitimate double value with IEEE semantics in both evaluators.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -136,12 +137,14 @@ def _arrow_string_lists(rows) -> tuple[ListValues, np.ndarray] | None:
     rows = list(rows)
     if not set(map(type, rows)) <= {list, tuple, type(None)}:
         return None  # Arrow would read a bare string as a list of one: leave such rows to coerce()
+    if not set(map(type, chain.from_iterable(r for r in rows if r is not None))) <= {str, type(None)}:
+        return None  # Arrow would take bytes for a string, which coerce() refuses
     try:
         arr = pa.array(rows, type=pa.list_(pa.string()), from_pandas=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return None
     converted = list_values_from_arrow(arr)
-    if converted[0].flat.dtype.kind != "U":
+    if not converted[0].clean:
         return None  # a None element or a NUL makes the row ill-typed: leave it to coerce()
     return converted
 
