@@ -121,6 +121,12 @@ def test_redis_garbage_and_stale_are_not_present(redis_url):
     np.testing.assert_array_equal(got.present["spam"], [True, False, False])
     assert got.garbage == 3  # "very", "nan", "3.0"
     assert got.stale == 1
+    assert not got.complete
+    store.client.hset("t:labels:ok", mapping={"mature": "0.1", "spam": "0.2", "_ts": "999"})
+    assert store.get(["ok"], ["mature", "spam"]).complete
+    assert store.get(["ok", "g1"], ["spam"]).complete  # g1's spam is a number and fresh
+    assert not store.get(["ok", "g2"], ["spam"]).complete  # g2's spam is garbage
+    assert not store.get(["ok", "nobody"], ["spam"]).complete  # an unknown item
 
 
 @pytest.mark.redis

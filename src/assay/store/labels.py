@@ -600,7 +600,8 @@ class RedisLabelStore:
             p = ~np.isnan(values[j]) & fresh_ok
             out_present[name] = p
             out_values[name] = np.where(p, values[j], np.nan)
-        return LabelBatch(tuple(item_ids), out_values, out_present, versions, freshness, garbage, stale)
+        complete = bool(n) and k > 0 and all(bool(p.all()) for p in out_present.values())
+        return LabelBatch(tuple(item_ids), out_values, out_present, versions, freshness, garbage, stale, complete)
 
     def put(self, item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], version: str, *, labeled_at: float | None = None) -> int:
         columns = _check_put(item_ids, labels, version)
