@@ -1,4 +1,4 @@
-/* The guard's per-candidate rule resolution and cap grouping, one pass in C.
+/* The guard's per-candidate loops in C: rule resolution, cap grouping and candidate checks.
  *
  * Why this is hand-written: after the policy library has evaluated every rule for every candidate
  * (an int8 outcome matrix, rules x candidates), what the outcomes *mean* for a slate is a walk
@@ -7,9 +7,10 @@
  * array), about a quarter of a 1,000-candidate request; here it is one pass over the matrix, rule
  * by rule, skipping the (mostly FALSE) zero bytes a word at a time. No library resolves ordered
  * first-match/stacking rules. Grouping a cap's key column (fixed-width strings) is a hash table
- * with exact comparison, which numpy can only do by sorting. Both functions have a numpy twin in
- * assay/guard/core.py that gives identical results (tested side by side in
- * tests/guard/test_guard_native.py); the extension is optional and the twin serves without it.
+ * with exact comparison, which numpy can only do by sorting. Every function has a Python twin
+ * that gives identical results (for resolution, the policy library's own policy.decide.resolve;
+ * the others in assay/guard/core.py, candidates.py and assay/policy/batch.py), tested side by
+ * side in tests/guard/test_guard_native.py; the extension is optional and the twins serve without.
  *
  *   resolve(outcomes, kinds, fail_closed, live, pre_dropped, factors,
  *           first, failed, dropped, action, factor, soft) -> None
