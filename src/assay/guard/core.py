@@ -43,7 +43,7 @@ import numpy as np
 from assay.errors import BadInput
 from assay.guard import candidates as cand_mod
 from assay.guard.breakers import BreakerRegistry, CallOutcome, CircuitBreaker, Fallback, State
-from assay.guard.candidates import LABEL_PREFIX, Candidates
+from assay.guard.candidates import LABEL_PREFIX, Candidates, _inferred
 from assay.records import Decision, Event
 
 try:
@@ -267,13 +267,6 @@ def _warm_imports() -> None:
     import pandas.api.types  # noqa: F401
     import pyarrow
     import pyarrow.compute  # noqa: F401  (list columns are converted by Arrow)
-
-
-def _inferred(values: np.ndarray) -> str:
-    """pandas' element type inference ("string", "integer", "boolean", "mixed", ...), in C."""
-    from pandas.api.types import infer_dtype
-
-    return infer_dtype(values, skipna=False)
 
 
 def _all_strings(values: np.ndarray) -> bool:
