@@ -130,15 +130,6 @@ def _check_put(item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], v
     return columns
 
 
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes per distinct value and the values (an object array), exactly as given."""
-    index: dict[Any, int] = {}
-    codes = np.fromiter(map(lambda v: index.setdefault(v, len(index)), values.tolist()), dtype=np.int64, count=len(values))
-    uniques = np.empty(len(index), dtype=object)
-    uniques[:] = list(index)
-    return codes, uniques
-
-
 def _row_weights(width: int) -> np.ndarray:
     return np.random.default_rng(width).integers(1, 2**63, width, dtype=np.uint64) | np.uint64(1)
 
@@ -281,7 +272,10 @@ class InMemoryLabelStore:
             cached = self.__dict__.get("_matrix")
             if cached is None:
                 names = sorted(self.values)
-                codes, version_names = _factorize(self.versions)
+                import pandas as pd
+
+                codes, version_names = pd.factorize(self.versions, use_na_sentinel=False)  # exact values, no NUL stripping
+                version_names = np.asarray(version_names, dtype=object)
                 stacked = np.empty((len(self.ids), len(names) + 2))
                 for k, name in enumerate(names):
                     stacked[:, k] = self.values[name]
