@@ -151,7 +151,7 @@ def _lookup_path(monkeypatch, native: bool):
     from assay.store import labels as labels_mod
 
     if native and not labels_mod.NATIVE:
-        pytest.skip("the store's C extension is not built (no compiler at install)")
+        pytest.skip("the store's C extension is not built (test_the_extensions_are_built fails)")
     monkeypatch.setattr(labels_mod, "NATIVE", native)
     return labels_mod
 

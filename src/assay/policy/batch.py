@@ -204,7 +204,8 @@ class Batch:
 
     def __init__(self, n: int, *, context: dict[str, Any] | None = None, items: list[dict] | None = None,
                  item_root: str = "item", columns: dict[str, Any] | None = None,
-                 missing: dict[str, Any] | None = None, scalars: dict[str, Any] | None = None):
+                 missing: dict[str, Any] | None = None, scalars: dict[str, Any] | None = None,
+                 clean: frozenset[str] = frozenset()):
         if n < 0:
             raise ValueError("a batch cannot have a negative size")
         self.n = n
@@ -216,7 +217,7 @@ class Batch:
         self.scalars = scalars or {}
         self._cache: dict[str, Any] = {}
         self.memo: dict[Any, Any] = {}  # per-batch memo of shared sub-expressions
-        self.clean: frozenset[str] = frozenset()  # string columns known to hold only accepted values
+        self.clean = clean  # fixed-width string columns known to hold only values coerce() accepts
 
     @classmethod
     def from_records(cls, context: dict[str, Any], items: list[dict[str, Any]], item_root: str = "item") -> Batch:
@@ -241,9 +242,7 @@ class Batch:
                     missing[name] = nulls | np.asarray(missing.get(name, False), dtype=bool)
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
-        batch = cls(n, columns=columns, missing=missing, scalars=scalars)
-        batch.clean = clean
-        return batch
+        return cls(n, columns=columns, missing=missing, scalars=scalars, clean=clean)
 
     # -- per-row access, used by the reference evaluator ----------------------------------------
     def row_value(self, name: str, t: AttrType, i: int) -> tuple[bool, Any]:
