@@ -469,12 +469,12 @@ class _LazyFactor:
         return self.col.factorize()
 
 
-def compile_condition(serialized: bytes, decls: dict[str, AttrType], shared: set[Any] | None = None) -> Compiled:
-    """Compile one checked condition into ``batch -> (data, err)``: each a bool array of n, or
-    one numpy bool for the whole batch (assignment into an (n,) row broadcasts it). ``shared``:
-    the sub-expressions to memoise per batch (those that occur more than once in the rule set);
-    None memoises every one."""
-    ast = decode_checked(serialized)
+def compile_condition(condition: bytes | CheckedAst, decls: dict[str, AttrType], shared: set[Any] | None = None) -> Compiled:
+    """Compile one checked condition (serialised, or already decoded) into ``batch -> (data,
+    err)``: each a bool array of n, or one numpy bool for the whole batch (assignment into an (n,)
+    row broadcasts it). ``shared``: the sub-expressions to memoise per batch (those that occur
+    more than once in the rule set); None memoises every one."""
+    ast = decode_checked(condition) if isinstance(condition, bytes) else condition
     fn = Compiler(ast, decls, shared).compile(ast.root)
 
     def run(batch: Batch) -> tuple[Any, Any]:
@@ -493,16 +493,15 @@ class CompiledRules:
         self.rules: list[Rule] = bundle.rules_for(surface)
         decls = bundle.attributes["rules"]
         self._fns: list[Callable[[Batch], tuple[np.ndarray, np.ndarray | None]] | None] = []
-        programs = [bundle.compiled("rules", rule.id).program.serialize() for rule in self.rules]
+        asts = [decode_checked(bundle.compiled("rules", rule.id).program.serialize()) for rule in self.rules]
         # sub-expressions that occur more than once across the rules are memoised per batch
         counts: Counter[Any] = Counter()
-        for program in programs:
-            ast = decode_checked(program)
+        for ast in asts:
             counts.update(Compiler(ast, decls).keys(ast.root))
         shared = {k for k, c in counts.items() if c > 1}
-        for rule, program in zip(self.rules, programs, strict=True):
+        for rule, ast in zip(self.rules, asts, strict=True):
             try:
-                self._fns.append(compile_condition(program, decls, shared))
+                self._fns.append(compile_condition(ast, decls, shared))
             except Unsupported as e:
                 if rule.evaluator == "reference":
                     self._fns.append(None)  # served by the reference evaluator, as the rule asks
