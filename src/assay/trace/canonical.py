@@ -464,13 +464,7 @@ def _native_parts(table: pa.Table) -> list:
         b',"ts":', hashing.string_part(_float(col["ts"], "ts", few_distinct=True), quoted=False),  # one per request
         b',"type":"decision"}',
     ]
-    merged: list = []  # adjacent constants as one: fewer pieces a row
-    for part in parts:
-        if isinstance(part, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] += part
-        else:
-            merged.append(part)
-    return merged
+    return _merge_constants(parts, bytes)  # fewer pieces a row
 
 
 def _plain(arr: pa.Array) -> pa.Array:
@@ -508,9 +502,14 @@ def _pieces(table: pa.Table) -> list:
         ',"ts":', _float(col["ts"], "ts", few_distinct=True),
         ',"type":"decision"}',
     ]
-    merged: list = []  # adjacent constants as one
+    return _merge_constants(pieces, str)
+
+
+def _merge_constants(pieces: list, constant: type) -> list:
+    """``pieces`` with each run of adjacent constants (of type ``constant``) joined into one."""
+    merged: list = []
     for piece in pieces:
-        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+        if isinstance(piece, constant) and merged and isinstance(merged[-1], constant):
             merged[-1] += piece
         else:
             merged.append(piece)
