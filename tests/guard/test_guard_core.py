@@ -400,6 +400,37 @@ def test_garbage_or_crashing_store_fails_closed_without_raising(test_bundle, sto
     assert g.counters["label_store_errors"] == 1
 
 
+class RetypingStore:
+    """A third-party backend answering the right labels in other forms: lists of numbers, float32,
+    0/1 masks (also beside float64 values), or (for ``bad_shape``) one column per item instead of one value."""
+
+    def __init__(self, inner, bad_shape=False):
+        self.inner, self.bad_shape = inner, bad_shape
+
+    def get(self, item_ids, label_names, *, timeout_s=None):
+        from assay.store.labels import LabelBatch
+
+        got = self.inner.get(item_ids, label_names)
+        if self.bad_shape:
+            values = {k: v[:, None] for k, v in got.values.items()}
+        else:
+            values = {k: (v, v.tolist(), v.astype(np.float32))[i % 3] for i, (k, v) in enumerate(got.values.items())}
+        present = {k: p.astype(np.uint8) for k, p in got.present.items()}
+        return LabelBatch(got.item_ids, values, present, got.versions, got.freshness)
+
+
+def test_a_store_answering_other_types_is_converted_and_a_wrong_shape_fails_closed(test_bundle):
+    store, cands = hand_batch()
+    direct = Guard(test_bundle, store).apply(ADULT, cands)
+    g = Guard(test_bundle, RetypingStore(store))
+    converted = g.apply(ADULT, cands)
+    assert converted.item_ids == direct.item_ids and g.counters["label_store_errors"] == 0
+    np.testing.assert_allclose(converted.scores, direct.scores, rtol=1e-6)
+    g = Guard(test_bundle, RetypingStore(store, bad_shape=True))
+    failed = g.apply(ADULT, cands)
+    assert failed.item_ids == [] and g.counters["label_store_errors"] == 1
+
+
 @pytest.mark.redis
 def test_redis_store_down_slow_and_over_budget(test_bundle, fault_proxy):
     cands = make_candidates(40)

@@ -4,9 +4,10 @@
  * A dict lookup per id from Python is a chain of dependent cache misses plus interpreter work per
  * id; the numpy path (assay/store/labels.py, _IdKeys.rows_of) converts the ids to a fixed-width
  * array first, which costs more than the lookup. Here each id's own cached string hash (SipHash
- * with the process's secret, computed at most once per string object) finds its slot, the slots
- * of the whole batch are prefetched before any is read, and a hit is confirmed by comparing the
- * strings, so a match is exact. No library probes a hash table for a batch of Python strings in
+ * with the process's secret, computed at most once per string object) finds its slot, and a hit
+ * is confirmed by comparing the strings, so a match is exact; the ids go through a pipeline whose
+ * stages request the next stage's cache lines (slot, stored list entry, stored string) well
+ * before they are read, so the misses overlap instead of following one another. No library probes a hash table for a batch of Python strings in
  * one call. The numpy path gives the same rows and serves where this extension is not built
  * (tests/guard/test_guard_labels.py checks both).
  *
@@ -28,6 +29,22 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* Exact equality of two str objects, as str == str decides it: the same length, kind and code
+ * units (a string's kind is the narrowest that holds it). -1 with an exception set on error. */
+static inline int same_str(PyObject *a, PyObject *b) {
+    if (a == b)
+        return 1;
+    if (!PyUnicode_IS_READY(a) || !PyUnicode_IS_READY(b)) { /* a legacy string: the general path */
+        int c = PyUnicode_Compare(a, b);
+        return c == -1 && PyErr_Occurred() ? -1 : c == 0;
+    }
+    Py_ssize_t len = PyUnicode_GET_LENGTH(a);
+    int kind = PyUnicode_KIND(a);
+    return len == PyUnicode_GET_LENGTH(b) && kind == PyUnicode_KIND(b)
+           && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len * (size_t)kind) == 0;
+}
 
 static PyObject *lookup(PyObject *self, PyObject *args) {
     PyObject *slots_obj, *stored, *ids, *rows_obj, *hasher = Py_None;
@@ -60,60 +77,70 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
     const uint64_t *table = slots.buf;
     int64_t *out = rows.buf;
     const uint64_t mask = (uint64_t)size - 1;
-    /* pass 1: every id's hash and home slot, each slot's cache line requested before any is read */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i + 8 < n) /* the id objects are scattered over the heap: ask for one a little ahead */
-            __builtin_prefetch(PyList_GET_ITEM(ids, i + 8));
-        PyObject *id = PyList_GET_ITEM(ids, i);
-        if (!PyUnicode_CheckExact(id)) {
-            result = Py_False;
-            goto done;
-        }
-        uint64_t h;
-        if (hasher == Py_None) {
-            Py_hash_t ph = PyObject_Hash(id);
-            if (ph == -1)
+    /* A software pipeline, AHEAD ids apart per stage, so that each stage's memory reads were
+     * requested a stage earlier and many cache misses are in flight at once (the table, the
+     * stored list and the stored strings are larger than the cache): at step i, id i is hashed
+     * and its slot requested; id i - AHEAD probes its slot and requests its stored list entry;
+     * id i - 2 AHEAD reads that entry and requests the stored string; id i - 3 AHEAD compares. */
+    enum { AHEAD = 16 };
+    for (Py_ssize_t i = 0; i < n + 3 * AHEAD; i++) {
+        if (i < n) {
+            if (i + AHEAD < n) /* the id objects are scattered over the heap */
+                __builtin_prefetch(PyList_GET_ITEM(ids, i + AHEAD));
+            PyObject *id = PyList_GET_ITEM(ids, i);
+            if (!PyUnicode_CheckExact(id)) {
+                result = Py_False;
                 goto done;
-            h = (uint64_t)ph;
-        } else { /* the table was keyed by this function (tests force collisions with it) */
-            PyObject *k = PyObject_CallOneArg(hasher, id);
-            if (!k)
-                goto done;
-            long long v = PyLong_AsLongLong(k);
-            Py_DECREF(k);
-            if (v == -1 && PyErr_Occurred())
-                goto done;
-            h = (uint64_t)v;
-        }
-        at[i] = h;
-        __builtin_prefetch(&table[2 * ((h >> shift) & mask)]);
-    }
-    /* pass 2: probe to the slot holding the key (keys are unique in the table), and request the
-     * stored string's cache line; pass 3 then confirms each match by comparing the strings */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t key = at[i], s = (key >> shift) & mask;
-        int64_t row = -1;
-        while (table[2 * s + 1]) {
-            if (table[2 * s] == key) {
-                row = (int64_t)table[2 * s + 1] - 1;
-                if (row < n_stored)
-                    __builtin_prefetch(PyList_GET_ITEM(stored, row));
-                else
-                    row = -1;
-                break;
             }
-            s = (s + 1) & mask;
+            uint64_t h;
+            if (hasher == Py_None) {
+                Py_hash_t ph = PyObject_Hash(id);
+                if (ph == -1)
+                    goto done;
+                h = (uint64_t)ph;
+            } else { /* the table was keyed by this function (tests force collisions with it) */
+                PyObject *k = PyObject_CallOneArg(hasher, id);
+                if (!k)
+                    goto done;
+                long long v = PyLong_AsLongLong(k);
+                Py_DECREF(k);
+                if (v == -1 && PyErr_Occurred())
+                    goto done;
+                h = (uint64_t)v;
+            }
+            at[i] = h;
+            __builtin_prefetch(&table[2 * ((h >> shift) & mask)]);
         }
-        out[i] = row;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (out[i] < 0)
-            continue;
-        PyObject *a = PyList_GET_ITEM(stored, out[i]), *b = PyList_GET_ITEM(ids, i);
-        if (a != b && PyUnicode_Compare(a, b) != 0) {
-            if (PyErr_Occurred())
+        Py_ssize_t j = i - AHEAD;
+        if (j >= 0 && j < n) { /* probe to the slot holding the key (keys are unique in the table) */
+            uint64_t key = at[j], s = (key >> shift) & mask;
+            int64_t row = -1;
+            while (table[2 * s + 1]) {
+                if (table[2 * s] == key) {
+                    row = (int64_t)table[2 * s + 1] - 1;
+                    if (row < n_stored)
+                        __builtin_prefetch(&((PyListObject *)stored)->ob_item[row]);
+                    else
+                        row = -1;
+                    break;
+                }
+                s = (s + 1) & mask;
+            }
+            out[j] = row;
+        }
+        j -= AHEAD;
+        if (j >= 0 && j < n && out[j] >= 0) { /* the header, and the line after it, where a short id's text ends */
+            const char *a = (const char *)PyList_GET_ITEM(stored, out[j]);
+            __builtin_prefetch(a);
+            __builtin_prefetch(a + 63);
+        }
+        j -= AHEAD;
+        if (j >= 0 && out[j] >= 0) { /* confirm the match by comparing the strings */
+            int same = same_str(PyList_GET_ITEM(stored, out[j]), PyList_GET_ITEM(ids, j));
+            if (same < 0)
                 goto done;
-            out[i] = -1; /* the same key as a stored id, but another id: absent */
+            if (!same)
+                out[j] = -1; /* the same key as a stored id, but another id: absent */
         }
     }
     result = Py_True;
