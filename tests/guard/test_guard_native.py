@@ -160,6 +160,23 @@ def test_clean_strings_agrees_with_the_policy_librarys_check(seed):
     assert core._native.clean_strings(values, values.dtype.itemsize // 4) == (unusable_strings(values) is None)
 
 
+@native_only
+@pytest.mark.parametrize("values", [
+    ["a", "", "b"],  # width 1: every pair of code points straddles two rows
+    ["", ""], ["ab", "", "cd", "e"],  # padding then a non-empty value: a straddling pair, not a NUL inside
+    ["ab", "a\x00"],  # a trailing NUL is padding
+    ["abc"] * 37 + ["a\x00b"],  # the only bad value last, past the vector loop's full blocks
+    ["abc"] * 37 + ["ab\udfff"],  # a lone surrogate as the very last code point
+    ["\ud800"], ["\x00x"], ["x\x00\x00y" + "z" * 20] + ["q"] * 100,
+    ["\U0001F600\ue000\ud7ff"] * 5,  # code points just outside the surrogate range
+])
+def test_clean_strings_edge_cases(values):
+    from assay.policy.batch import unusable_strings
+
+    array = np.array(values)
+    assert core._native.clean_strings(array, array.dtype.itemsize // 4) == (unusable_strings(array) is None)
+
+
 def test_a_string_column_with_a_nul_inside_is_still_missing_for_the_rules(feed_bundle):
     """A fixed-width column the C check passes skips the policy library's scan; one it refuses
     (a NUL inside a value) must still make that value MISSING, so a fail-closed rule drops it."""
