@@ -26,6 +26,14 @@ setup(
             extra_compile_args=["-O3"],
             optional=True,
         ),
+        # the policy library's rule evaluator inner loop (src/assay/policy/_native.c), optional
+        # likewise: without it every rule runs on the numpy path
+        Extension(
+            "assay.policy._native",
+            ["src/assay/policy/_native.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
         Extension(
             "assay.guard._native",
             ["src/assay/guard/_native.c"],

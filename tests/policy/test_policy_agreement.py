@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assay.policy import Batch, ListValues, load_bundle
+from assay.policy.vectorised import NATIVE
 
 DECLS = {
     "item.a": "double", "item.b": "double", "item.i": "int", "item.j": "int", "item.s": "string",
@@ -153,17 +154,21 @@ def test_vectorised_agrees_with_reference(tmp_path, conditions, request, items):
     bundle = write_bundle(tmp_path, conditions)
     compiled = bundle.compile_rules("*")
     batch = Batch.from_records({"request": request}, items)
-    fast, ref = compiled.evaluate(batch), compiled.evaluate_reference(batch)
-    for i, cond in enumerate(conditions):
-        bad = np.flatnonzero(fast[i] != ref[i])
-        assert bad.size == 0, f"disagree on {cond!r} for item {items[bad[0]]!r}, request {request!r}: vectorised {fast[i][bad[0]]} reference {ref[i][bad[0]]}"
-    # the columnar fast path gives the same answers
-    cols, missing = columns_from_items(items, len(items))
-    scalars = {f"request.{k}": v for k, v in request.items()}
-    cbatch = Batch.from_columns(len(items), cols, missing=missing, scalars=scalars)
-    fast_c, ref_c = compiled.evaluate(cbatch), compiled.evaluate_reference(cbatch)
-    assert np.array_equal(fast_c, ref_c), f"columnar path disagrees on {conditions!r}"
-    assert np.array_equal(fast_c, fast), f"columnar and record inputs differ on {conditions!r}"
+    ref = compiled.evaluate_reference(batch)
+    # numpy alone, then with the rules the C subset covers in C (where it is built)
+    for native in (False, True) if NATIVE else (False,):
+        fast = compiled.evaluate(Batch.from_records({"request": request}, items), native=native)
+        for i, cond in enumerate(conditions):
+            bad = np.flatnonzero(fast[i] != ref[i])
+            assert bad.size == 0, (f"disagree on {cond!r} (native={native}) for item {items[bad[0]]!r}, request {request!r}: "
+                                   f"vectorised {fast[i][bad[0]]} reference {ref[i][bad[0]]}")
+        # the columnar fast path gives the same answers
+        cols, missing = columns_from_items(items, len(items))
+        scalars = {f"request.{k}": v for k, v in request.items()}
+        cbatch = Batch.from_columns(len(items), cols, missing=missing, scalars=scalars)
+        fast_c, ref_c = compiled.evaluate(cbatch, native=native), compiled.evaluate_reference(cbatch)
+        assert np.array_equal(fast_c, ref_c), f"columnar path disagrees on {conditions!r} (native={native})"
+        assert np.array_equal(fast_c, fast), f"columnar and record inputs differ on {conditions!r} (native={native})"
 
 
 def test_unusable_strings_finds_interior_nul_and_surrogates():

@@ -8,10 +8,16 @@ when the other side decides the result (``false && error == false``), the ternar
 error of the branch it picks. A missing attribute is an error for the candidates that lack it.
 Anything outside the supported subset is rejected at load time with the place it occurs, unless
 the rule says ``evaluator: reference``.
+
+The rules in a narrower subset (comparisons, ``&&``/``||``/``!``, ``in``, startsWith/endsWith/
+contains) are also compiled into postfix programs that the C extension (``_native.c``) runs over
+the whole batch in one call: the same meaning, without a Python call per operator. The numpy
+closures remain the twin, and serve any rule or batch the C evaluator does not take.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +30,12 @@ from assay.policy.batch import Batch, ListColumn, MapColumn, ScalarColumn
 from assay.policy.checked_ast import CheckedAst, Node, decode_checked
 from assay.policy.model import Outcome, Rule
 from assay.policy.types import AttrType
+
+try:  # the C inner loop for the rules it covers (see _native.c); optional, the numpy path serves without
+    from assay.policy import _native
+except ImportError:  # pragma: no cover - built without a C compiler
+    _native = None
+NATIVE = _native is not None
 
 INT64_MIN = np.int64(-(2**63))
 _TRUE = np.bool_(True)
@@ -484,6 +496,162 @@ def compile_condition(condition: bytes | CheckedAst, decls: dict[str, AttrType],
     return run
 
 
+# -- the C evaluator's programs ------------------------------------------------------------------
+# value types, slot kinds and instructions as _native.c numbers them
+_T = {"bool": 1, "int": 2, "double": 3, "string": 4}
+_T_LIST = 5
+_S_STROBJ, _S_LIST, _S_SHARED = 5, 6, 7
+(_OP_SLOT, _OP_CONST, _OP_CMP, _OP_AND, _OP_OR, _OP_NOT, _OP_IN, _OP_STARTS, _OP_ENDS, _OP_CONTAINS,
+ _OP_SKIP_AND, _OP_SKIP_OR) = range(1, 13)
+_CMP_CODE = {"less": 0, "less_equals": 1, "greater": 2, "greater_equals": 3}
+_STRING_TESTS = {"starts_with_string": _OP_STARTS, "ends_with_string": _OP_ENDS, "contains_string": _OP_CONTAINS}
+
+
+@dataclass(frozen=True, slots=True)
+class NativeProgram:
+    """One rule as a postfix program for the C evaluator: int32 (op, arg) words, its constants
+    as ``(type, elem, value)``, and the slots (attributes) it reads."""
+
+    row: int
+    code: bytes
+    consts: tuple[Any, ...]
+    slots: frozenset[int]
+
+
+class NativeCompiler:
+    """Compiles a checked condition into a :class:`NativeProgram` for the C evaluator, or raises
+    :class:`Unsupported` for what the C subset does not cover (that rule stays on numpy): scalar
+    comparisons of one type, ``&&``/``||``/``!``, ``in`` a list literal or list attribute, and
+    startsWith/endsWith/contains. Attributes get slot numbers from ``slots``, shared by a surface's
+    rules so each is read from the batch once."""
+
+    def __init__(self, ast: CheckedAst, decls: dict[str, AttrType], slots: dict[str, int]):
+        self.ast, self.decls, self.slots = ast, decls, slots
+        self.words: list[int] = []
+        self.consts: list[tuple[int, int, Any]] = []
+        self.used: set[int] = set()
+
+    def program(self, row: int) -> NativeProgram:
+        if self.emit(self.ast.root) != "bool":
+            raise Unsupported("a rule must be a bool", 0)
+        return NativeProgram(row, np.asarray(self.words, dtype=np.int32).tobytes(), tuple(self.consts), frozenset(self.used))
+
+    def _op(self, op: int, arg: int = 0) -> int:
+        self.words += (op, arg)
+        return len(self.words) - 1  # where the arg is, for jumps patched later
+
+    def _const(self, ctype: str, value: Any, elem: str | None = None) -> None:
+        self.consts.append((_T_LIST if elem else _T[ctype], _T[elem] if elem else 0, value))
+        self._op(_OP_CONST, len(self.consts) - 1)
+
+    def emit(self, node: Node) -> str:
+        """Emit the code for ``node``; returns its type (int, double, string, bool, list(T))."""
+        if node.kind == "const" and node.const_type in _T:
+            self._const(node.const_type, node.value)
+            return node.const_type
+        if node.kind == "ident":
+            t = self.decls.get(node.value)
+            if t is None or (t.kind not in _T and not (t.kind == "list" and t.elem in _T)):
+                raise Unsupported(f"{node.value} is not a scalar or list attribute", 0)
+            slot = self.slots.setdefault(node.value, len(self.slots))
+            self.used.add(slot)
+            self._op(_OP_SLOT, slot)
+            return t.signature
+        if node.kind != "call":
+            raise Unsupported(f"{node.kind} is not in the C subset", 0)
+        fn, args = node.value, ([node.target] if node.target is not None else []) + list(node.args)
+        if fn in ("_&&_", "_||_"):
+            self._bool(args[0])
+            at = self._op(_OP_SKIP_AND if fn == "_&&_" else _OP_SKIP_OR)
+            self._bool(args[1])
+            self._op(_OP_AND if fn == "_&&_" else _OP_OR)
+            self.words[at] = len(self.words)  # skipping leaves the left side as the result
+            return "bool"
+        if fn == "!_":
+            self._bool(args[0])
+            self._op(_OP_NOT)
+            return "bool"
+        _, overloads = self.ast.references.get(node.id, ("", ()))
+        ov = overloads[0] if len(overloads) == 1 else ""
+        prefix, _, suffix = ov.rpartition("_")
+        if (prefix in _CMP_CODE and suffix in ("int64", "double", "string", "bool")) or ov in ("equals", "not_equals"):
+            a, b = self.emit(args[0]), self.emit(args[1])
+            if a != b or a not in _T or (prefix in _CMP_CODE and a != suffix.replace("int64", "int")):
+                raise Unsupported("a comparison of two types", 0)
+            self._op(_OP_CMP, _CMP_CODE.get(prefix, 4 if ov == "equals" else 5))
+            return "bool"
+        if ov == "in_list":
+            elem = self.emit(args[0])
+            if elem not in _T:
+                raise Unsupported("`in` needs a scalar element", 0)
+            container = args[1]
+            if container.kind == "list":
+                if any(c.kind != "const" or c.const_type != elem for c in container.args):
+                    raise Unsupported("a list literal of another type", 0)
+                self._const("", tuple(c.value for c in container.args), elem=elem)
+            elif self.emit(container) != f"list({elem})":
+                raise Unsupported("`in` a list of another type", 0)
+            self._op(_OP_IN)
+            return "bool"
+        if ov in _STRING_TESTS:
+            if self.emit(args[0]) != "string" or self.emit(args[1]) != "string":
+                raise Unsupported("string functions need strings", 0)
+            self._op(_STRING_TESTS[ov])
+            return "bool"
+        raise Unsupported(f"{fn} ({ov}) is not in the C subset", 0)
+
+    def _bool(self, node: Node) -> None:
+        if self.emit(node) != "bool":
+            raise Unsupported("&&, || and ! need bools", 0)
+
+
+def _native_slot(batch: Batch, name: str, t: AttrType, ckey: str) -> tuple | None:
+    """One attribute's value for the batch as the C evaluator reads it (see _native.c
+    parse_slot); None when its representation is not one the C evaluator reads."""
+    if batch.is_shared(name):
+        ok, value = batch.shared(name, t)
+        if t.kind == "list":
+            return (_S_SHARED, _T_LIST, _T[t.elem], ok, value)
+        return (_S_SHARED, _T[t.kind], 0, ok, value)
+    col = batch.column(name, t, ckey)
+    if t.kind == "list":
+        kind = _data_kind(col.flat, t.elem)
+        if kind is None:
+            return None
+        flat = col.flat.tolist() if kind == _S_STROBJ else np.ascontiguousarray(col.flat)
+        return (_S_LIST, kind, flat, _mask(col.missing, batch.n), _width(col.flat), np.ascontiguousarray(col.offsets, dtype=np.int64))
+    kind = _data_kind(col.data, t.kind)
+    if kind is None:
+        return None
+    data = col.data.tolist() if kind == _S_STROBJ else np.ascontiguousarray(col.data)
+    return (kind, data, _mask(col.missing, batch.n), _width(col.data))
+
+
+_BOOL = np.dtype(bool)
+_DATA_DTYPE = {"bool": _BOOL, "int": np.dtype(np.int64), "double": np.dtype(np.float64)}
+
+
+def _data_kind(data: np.ndarray, kind: str) -> int | None:
+    if kind == "string":
+        if data.dtype.kind == "U" and data.dtype.itemsize:
+            return _T["string"]
+        if data.dtype == object:
+            return _S_STROBJ
+        return None
+    return _T[kind] if data.dtype == _DATA_DTYPE[kind] else None
+
+
+def _width(data: np.ndarray) -> int:
+    return data.dtype.itemsize // 4 if data.dtype.kind == "U" else 0
+
+
+def _mask(missing: np.ndarray | None, n: int) -> np.ndarray | None:
+    if missing is None:
+        return None
+    mask = np.ascontiguousarray(missing, dtype=bool)
+    return mask if mask.shape == (n,) else np.broadcast_to(mask, (n,)).copy()
+
+
 class CompiledRules:
     """The rules of one surface, in order, compiled for whole batches."""
 
@@ -499,7 +667,11 @@ class CompiledRules:
         for ast in asts:
             counts.update(Compiler(ast, decls).keys(ast.root))
         shared = {k for k, c in counts.items() if c > 1}
-        for rule, ast in zip(self.rules, asts, strict=True):
+        # the rules the C subset covers also get a program for the C evaluator (same meaning:
+        # the numpy closure stays, for a batch whose columns the C evaluator cannot read)
+        slots: dict[str, int] = {}
+        programs: list[NativeProgram] = []
+        for i, (rule, ast) in enumerate(zip(self.rules, asts, strict=True)):
             try:
                 self._fns.append(compile_condition(ast, decls, shared))
             except Unsupported as e:
@@ -511,11 +683,26 @@ class CompiledRules:
                     rule, line, col, f"the vectorised evaluator cannot compile this: {e}",
                     hint="rewrite the condition, or set `evaluator: reference` on the rule to evaluate it per candidate",
                 ) from None
+            with contextlib.suppress(Unsupported):  # a rule outside the C subset stays on numpy
+                native = NativeCompiler(ast, decls, dict(slots))  # slots are kept only if it compiles
+                programs.append(native.program(i))
+                slots.update(native.slots)
+        self.programs = tuple(programs)
+        # per slot: name, type, the batch's cache key, and for scalar kinds the C kind and dtype
+        # of a column that passes as it is
+        self._slot_plan = [(name, decls[name], Batch.column_key(name, decls[name]), _T.get(decls[name].kind, 0),
+                            _DATA_DTYPE.get(decls[name].kind)) for name in sorted(slots, key=slots.get)]
+        self._native_rows = frozenset(p.row for p in programs)
+        self._native_args = tuple((p.row, p.code, p.consts) for p in programs)
 
-    def evaluate(self, batch: Batch) -> np.ndarray:
-        """Outcomes, shape (len(rules), n), int8: Outcome.FALSE / TRUE / MISSING."""
+    def evaluate(self, batch: Batch, *, native: bool | None = None) -> np.ndarray:
+        """Outcomes, shape (len(rules), n), int8: Outcome.FALSE / TRUE / MISSING. ``native``:
+        run the rules the C subset covers in C (default: when the extension is built)."""
         out = np.empty((len(self.rules), batch.n), dtype=np.int8)
+        done = self._evaluate_native(batch, out) if (NATIVE if native is None else native) and batch.n else frozenset()
         for i, fn in enumerate(self._fns):
+            if i in done:
+                continue
             if fn is None:
                 out[i] = self._reference_row(i, batch)
                 continue
@@ -528,6 +715,39 @@ class CompiledRules:
                 elif err:
                     row[:] = _MISSING
         return out
+
+    def _native_slots(self, batch: Batch) -> list[tuple | None]:
+        """Every attribute the programs read, as the C evaluator takes it. A typed numpy column
+        with a bool mask (what the guard hands over) passes as it is, without the batch building
+        a typed column object first; anything else takes :func:`_native_slot`."""
+        columns, masks, n = batch.columns, batch.missing_masks, batch.n
+        slots: list[tuple | None] = []
+        for name, t, ckey, kind, dtype in self._slot_plan:
+            col = columns.get(name)
+            if type(col) is np.ndarray and kind and name not in batch.scalars and col.ndim == 1 and col.flags.c_contiguous:
+                mask = masks.get(name)
+                if (col.dtype == dtype or (kind == _T["string"] and col.dtype.kind == "U" and name in batch.clean)) and (
+                        mask is None or (type(mask) is np.ndarray and mask.dtype == _BOOL and mask.shape == (n,) and mask.flags.c_contiguous)):
+                    slots.append((kind, col, mask, col.dtype.itemsize // 4 if kind == _T["string"] else 0))
+                    continue
+            slots.append(_native_slot(batch, name, t, ckey))
+        return slots
+
+    def _evaluate_native(self, batch: Batch, out: np.ndarray) -> frozenset[int]:
+        """Run the C programs into ``out``; returns the rows they wrote."""
+        if not self.programs:
+            return frozenset()
+        if _native is None:
+            raise RuntimeError("the policy library's C evaluator is not built (assay.policy._native)")
+        slots = self._native_slots(batch)
+        args, rows = self._native_args, self._native_rows
+        if None in slots:  # a column in a form C does not read: its rules stay on numpy
+            unreadable = {k for k, s in enumerate(slots) if s is None}
+            kept = [p for p in self.programs if not (p.slots & unreadable)]
+            args, rows = tuple((p.row, p.code, p.consts) for p in kept), frozenset(p.row for p in kept)
+            slots = [s if s is not None else (_S_SHARED, 1, 0, False, None) for s in slots]
+        _native.evaluate(args, tuple(slots), batch.n, out)
+        return rows
 
     def evaluate_reference(self, batch: Batch) -> np.ndarray:
         """The same outcomes from the CEL library, one candidate at a time (the oracle)."""
