@@ -576,3 +576,17 @@ def test_trace_table_matches_the_decision_records_row_for_row(test_bundle):
         else:  # nothing fails closed: names and reasons are gathered by Arrow
             assert not any("fail-closed" in r for row in rows for r in row["reasons"])
             assert any(row["rule_ids"] for row in rows) and any(row["shadow_rule_ids"] for row in rows)
+
+
+def test_a_float_column_is_missing_exactly_where_it_is_nan(feed_bundle):
+    """The batch tests a float column for NaN by its minimum first; infinities (whose sum would
+    be NaN) are values, and every NaN, wherever it is, is missing."""
+    g = Guard(feed_bundle, InMemoryLabelStore())
+    surface = g.bundle.surface("for_you")
+    cases = [([1.0, np.nan, np.inf], [False, True, False]), ([np.inf, -np.inf, 2.0], None), ([1.0, 2.0, 3.0], None),
+             ([np.nan, np.nan, np.nan], [True, True, True]), ([-np.inf, 5.0, np.nan], [False, False, True])]
+    for ages, expected in cases:
+        cands = cand_mod.coerce({"id": ["a", "b", "c"], "score": [0.3, 0.2, 0.1], "age_days": np.array(ages)})
+        values, present, *_ = g._read_labels(surface, cands, time.perf_counter() + 60, True)
+        mask = g._batch(surface, {}, cands, values, present).missing_masks.get("item.age_days")
+        assert (None if mask is None else mask.tolist()) == expected

@@ -212,3 +212,27 @@ def test_list_rows_of_clean_strings_take_the_arrow_path_and_bytes_do_not(bundle)
     assert np.array_equal(out, compiled.evaluate_reference(batch))
     tag_rule = [r.id for r in compiled.rules].index("demote-tag")
     assert out[tag_rule].tolist() == [Outcome.TRUE, Outcome.MISSING, Outcome.FALSE]
+
+
+def test_arrow_list_values_read_in_place_match_the_rows():
+    """Offsets read from Arrow's buffer (list and large_list, sliced at either end, chunked) and
+    the offsets array Arrow builds (a map array) give the same rows and null mask."""
+    import pyarrow as pa
+
+    from assay.policy.batch import list_values_from_arrow
+
+    rows = [["a"], None, [], ["b", "c"], ["d"], None, ["e", "f", "g"], []]
+    arrays = []
+    for t in (pa.list_(pa.string()), pa.large_list(pa.string())):
+        full = pa.array(rows, type=t)
+        arrays += [full, full.slice(2), full.slice(1, 5), full.slice(0, 4), full.slice(3, 0), pa.chunked_array([full.slice(0, 3), full.slice(3)])]
+    for arr in arrays:
+        lists, nulls = list_values_from_arrow(arr)
+        expected = arr.to_pylist()
+        assert nulls.tolist() == [r is None for r in expected]
+        assert lists.offsets.dtype == np.int64 and lists.offsets[0] == 0 and len(lists) == len(expected)
+        assert len(lists.flat) == lists.offsets[-1]  # no values of rows sliced off
+        assert [lists[i] if r is not None else None for i, r in enumerate(expected)] == expected
+    as_map = pa.array([[("k", 1)], [], [("a", 2), ("b", 3)]], type=pa.map_(pa.string(), pa.int64())).slice(1)
+    lists, nulls = list_values_from_arrow(as_map)
+    assert lists.offsets.tolist() == [0, 0, 2] and not nulls.any()

@@ -95,6 +95,24 @@ class CompiledSurface:
     label_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     cap_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     label_texts: tuple[str, ...] = ()
+    # item_attrs sorted out once for building a request's batch (see Guard._batch): (attribute,
+    # label) for item.labels.X; (attribute, candidate field, type kind, list element) for the rest;
+    # (attribute, path under the request) for request.*
+    label_attrs: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    field_attrs: tuple[tuple[str, str, str | None, str | None], ...] = field(init=False, repr=False, compare=False)
+    request_paths: tuple[tuple[str, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        labels, fields = [], []
+        for attr, t in self.item_attrs.items():
+            path = attr[len("item."):]
+            if path.startswith("labels."):
+                labels.append((attr, path[len("labels."):]))
+            else:
+                fields.append((attr, path, getattr(t, "kind", None), getattr(t, "elem", None)))
+        object.__setattr__(self, "label_attrs", tuple(labels))
+        object.__setattr__(self, "field_attrs", tuple(fields))
+        object.__setattr__(self, "request_paths", tuple((a, tuple(a.split(".")[1:])) for a in self.request_attrs))
 
 
 @dataclass(frozen=True)
@@ -901,23 +919,18 @@ class Guard:
 
     def _batch(self, surface: CompiledSurface, request: dict, cands: Candidates, values, present, complete: bool = False):
         n = cands.n
-        columns: dict[str, Any] = {}
-        missing: dict[str, np.ndarray] = {}
+        columns: dict[str, Any] = {attr: values[name] for attr, name in surface.label_attrs}
+        # all present (complete): no masks to build, invert and check
+        missing: dict[str, np.ndarray] = {} if complete else {attr: ~present[name] for attr, name in surface.label_attrs}
         clean: set[str] = set()
-        for attr, t in surface.item_attrs.items():
-            path = attr[len("item."):]
-            if path.startswith("labels."):
-                name = path[len("labels."):]
-                columns[attr] = values[name]
-                if not complete:  # all present: no masks to build, invert and check
-                    missing[attr] = ~present[name]
-                continue
+        given = cands.columns
+        for attr, path, kind, elem in surface.field_attrs:
             if path == "id":
                 col = cands.ids
             elif path == "score":
                 col = cands.scores
             else:
-                col = cands.columns.get(path)
+                col = given.get(path)
             if col is None:
                 columns[attr] = np.zeros(n)
                 missing[attr] = np.ones(n, dtype=bool)
@@ -925,8 +938,7 @@ class Guard:
             if not isinstance(col, np.ndarray):  # an Arrow list column: the policy library reads it as is
                 columns[attr] = col
                 continue
-            kind = getattr(t, "kind", None)
-            if kind == "list" and getattr(t, "elem", None) == "string" and col.dtype == object:
+            if kind == "list" and elem == "string" and col.dtype == object:
                 converted = _string_lists(col)
                 if converted is not None:
                     columns[attr], nulls = converted
@@ -958,17 +970,17 @@ class Guard:
                 if has_missing:
                     missing[attr] = miss
             elif col.dtype.kind == "f":
-                nan = np.isnan(col)
-                if nan.any():
-                    missing[attr] = nan
+                # the minimum is NaN exactly when a value is: one pass, no mask, in the usual case
+                if len(col) and np.isnan(np.minimum.reduce(col)):
+                    missing[attr] = np.isnan(col)
             elif col.dtype.kind == "U" and NATIVE and col.dtype.itemsize and col.flags.c_contiguous \
                     and _native.clean_strings(col, col.dtype.itemsize // 4):
                 clean.add(attr)  # checked in one C pass: the policy library need not scan it again
             columns[attr] = col
         scalars: dict[str, Any] = {}
-        for attr in surface.request_attrs:
+        for attr, parts in surface.request_paths:
             node: Any = request
-            for part in attr.split(".")[1:]:
+            for part in parts:
                 if not isinstance(node, dict) or part not in node:
                     node = None
                     break

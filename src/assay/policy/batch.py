@@ -159,9 +159,16 @@ def list_values_from_arrow(arr: Any) -> tuple[ListValues, np.ndarray]:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     n = len(arr)
-    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    dtype, size = (np.int32, 4) if type(arr) is pa.ListArray else (np.int64, 8) if type(arr) is pa.LargeListArray else (None, 0)
+    buffer = arr.buffers()[1] if size and n else None
+    if buffer is not None:  # read in place: Arrow's offsets array, then numpy's copy of it, cost more
+        offsets = np.frombuffer(buffer, dtype=dtype, count=n + 1, offset=arr.offset * size).astype(np.int64)
+    else:
+        offsets = np.asarray(arr.offsets, dtype=np.int64)
     start, end = int(offsets[0]), int(offsets[-1])
-    values = arr.values.slice(start, end - start)
+    values = arr.values
+    if start or end != len(values):
+        values = values.slice(start, end - start)
     if start:
         offsets = offsets - start
     nulls = np.asarray(arr.is_null(), dtype=bool) if arr.null_count else np.zeros(n, dtype=bool)
@@ -235,10 +242,13 @@ class Batch:
         columns = dict(columns or {})
         missing = dict(missing or {})
         for name, col in columns.items():
-            if type(col).__module__.startswith("pyarrow") and hasattr(col, "offsets"):
+            # a list array: its class has offsets (asked of the class: on an array, the property
+            # would build an offsets array just to answer)
+            if type(col) is not np.ndarray and type(col).__module__.startswith("pyarrow") and hasattr(type(col), "offsets"):
+                has_nulls = bool(col.null_count)
                 col, nulls = list_values_from_arrow(col)
                 columns[name] = col
-                if nulls.any():
+                if has_nulls:
                     missing[name] = nulls | np.asarray(missing.get(name, False), dtype=bool)
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
