@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.policy.batch import Batch, ListColumn, MapColumn, ScalarColumn
+from assay.policy.batch import Batch, ListColumn, ListValues, MapColumn, ScalarColumn
 from assay.policy.checked_ast import CheckedAst, Node, decode_checked
 from assay.policy.model import Outcome, Rule
 from assay.policy.types import AttrType
@@ -422,7 +422,8 @@ class Compiler:
             target = e.data[col.row] if np.ndim(e.data) else e.data
             flat = col.flat
             if e.nul or (flat.dtype == object) != (np.asarray(target).dtype == object):
-                flat, target = _objects(flat), _objects(np.asarray(target))
+                # a str scalar goes in as itself: np.asarray would drop a trailing NUL
+                flat, target = _objects(flat), _objects(target if isinstance(target, str) else np.asarray(target))
             eq = np.asarray(np.equal(flat, target), dtype=bool)
             hit = np.zeros(n, bool)
             hit[col.row[eq]] = True
@@ -627,6 +628,26 @@ def _native_slot(batch: Batch, name: str, t: AttrType, ckey: str) -> tuple | Non
     return (kind, data, _mask(col.missing, batch.n), _width(col.data))
 
 
+def _list_slot(col: ListValues, elem: str, mask: np.ndarray | None, n: int) -> tuple | None:
+    """A list column in its input form (flat values and offsets, as Arrow lays it out) as the C
+    evaluator reads it, or None when its values need the batch's checks first. A missing row's
+    elements may stay: the row is an error whatever they are."""
+    flat, offsets = col.flat, col.offsets
+    if type(flat) is not np.ndarray or type(offsets) is not np.ndarray or offsets.dtype != np.int64 or offsets.shape != (n + 1,) \
+            or not offsets.flags.c_contiguous or (n and offsets[0] != 0):
+        return None
+    if elem == "string":
+        if not col.clean:  # a fixed-width array could hold a NUL or a lone surrogate
+            return None
+        kind = _T["string"] if flat.dtype.kind == "U" and flat.dtype.itemsize else (_S_STROBJ if flat.dtype == object else None)
+    else:
+        kind = _T[elem] if flat.dtype == _DATA_DTYPE[elem] else None
+    if kind is None or len(flat) != offsets[-1]:
+        return None
+    data = flat.tolist() if kind == _S_STROBJ else np.ascontiguousarray(flat)
+    return (_S_LIST, kind, data, mask, _width(flat), offsets)
+
+
 _BOOL = np.dtype(bool)
 _DATA_DTYPE = {"bool": _BOOL, "int": np.dtype(np.int64), "double": np.dtype(np.float64)}
 
@@ -724,12 +745,16 @@ class CompiledRules:
         slots: list[tuple | None] = []
         for name, t, ckey, kind, dtype in self._slot_plan:
             col = columns.get(name)
-            if type(col) is np.ndarray and kind and name not in batch.scalars and col.ndim == 1 and col.flags.c_contiguous:
+            if col is not None and name not in batch.scalars:
                 mask = masks.get(name)
-                if (col.dtype == dtype or (kind == _T["string"] and col.dtype.kind == "U" and name in batch.clean)) and (
-                        mask is None or (type(mask) is np.ndarray and mask.dtype == _BOOL and mask.shape == (n,) and mask.flags.c_contiguous)):
-                    slots.append((kind, col, mask, col.dtype.itemsize // 4 if kind == _T["string"] else 0))
-                    continue
+                if mask is None or (type(mask) is np.ndarray and mask.dtype == _BOOL and mask.shape == (n,) and mask.flags.c_contiguous):
+                    if type(col) is np.ndarray and kind and col.ndim == 1 and col.flags.c_contiguous and (
+                            col.dtype == dtype or (kind == _T["string"] and col.dtype.kind == "U" and name in batch.clean)):
+                        slots.append((kind, col, mask, col.dtype.itemsize // 4 if kind == _T["string"] else 0))
+                        continue
+                    if type(col) is ListValues and t.kind == "list" and (slot := _list_slot(col, t.elem, mask, n)):
+                        slots.append(slot)
+                        continue
             slots.append(_native_slot(batch, name, t, ckey))
         return slots
 
