@@ -590,3 +590,27 @@ def test_a_float_column_is_missing_exactly_where_it_is_nan(feed_bundle):
         values, present, *_ = g._read_labels(surface, cands, time.perf_counter() + 60, True)
         mask = g._batch(surface, {}, cands, values, present).missing_masks.get("item.age_days")
         assert (None if mask is None else mask.tolist()) == expected
+
+
+def test_labels_the_caller_gives_win_and_the_store_reads_only_the_rest(test_bundle):
+    store, cands = hand_batch()
+    asked = []
+
+    class Recording:
+        def get(self, item_ids, label_names, *, timeout_s=None):
+            asked.append(tuple(label_names))
+            return store.get(item_ids, label_names)
+
+    g = Guard(test_bundle, Recording())
+    surface = g.bundle.surface("for_you")
+    given = np.linspace(0.0, 1.0, len(cands["id"]))
+    given[1] = np.nan  # NaN: not present
+    c = cand_mod.coerce({**cands, "labels.mature": given})
+    values, present, kind, _, complete = g._read_labels(surface, c, time.perf_counter() + 60, True)
+    assert kind == "drop_rate" and not complete and asked == [tuple(n for n in surface.label_names if n != "mature")]
+    np.testing.assert_array_equal(values["mature"], given)
+    assert present["mature"].tolist() == [k != 1 for k in range(len(given))]
+    np.testing.assert_array_equal(values["spam"], store.get(cands["id"], ["spam"]).values["spam"])
+    asked.clear()
+    g._read_labels(surface, cand_mod.coerce(cands), time.perf_counter() + 60, True)
+    assert asked == [tuple(surface.label_names)]

@@ -101,6 +101,7 @@ class CompiledSurface:
     label_attrs: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
     field_attrs: tuple[tuple[str, str, str | None, str | None], ...] = field(init=False, repr=False, compare=False)
     request_paths: tuple[tuple[str, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
+    label_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)  # labels.X per label_names
 
     def __post_init__(self) -> None:
         labels, fields = [], []
@@ -113,6 +114,7 @@ class CompiledSurface:
         object.__setattr__(self, "label_attrs", tuple(labels))
         object.__setattr__(self, "field_attrs", tuple(fields))
         object.__setattr__(self, "request_paths", tuple((a, tuple(a.split(".")[1:])) for a in self.request_attrs))
+        object.__setattr__(self, "label_columns", tuple(LABEL_PREFIX + name for name in self.label_names))
 
 
 @dataclass(frozen=True)
@@ -875,14 +877,17 @@ class Guard:
         n = cands.n
         values: dict[str, np.ndarray] = {}
         present: dict[str, np.ndarray] = {}
-        wanted = []
-        for name in surface.label_names:
-            given = cands.columns.get(LABEL_PREFIX + name)
-            if given is not None:
-                values[name] = given
-                present[name] = ~np.isnan(given)
-            else:
-                wanted.append(name)
+        columns = cands.columns
+        wanted: Any = surface.label_names  # the usual case: the caller gives no labels
+        if any(map(columns.__contains__, surface.label_columns)):
+            wanted = []
+            for name, key in zip(surface.label_names, surface.label_columns, strict=True):
+                given = columns.get(key)
+                if given is not None:
+                    values[name] = given
+                    present[name] = ~np.isnan(given)
+                else:
+                    wanted.append(name)
         kind, duration, complete = "drop_rate", 0.0, False
         if wanted:
             store_ok = False

@@ -96,15 +96,9 @@ class _GatheredBatch(LabelBatch):
 
     def __init__(self, item_ids: tuple[str, ...], values: dict[str, np.ndarray], present: dict[str, np.ndarray],
                  codes: np.ndarray, names: np.ndarray, freshness: np.ndarray, stale: int, complete: bool):
-        setattr_ = object.__setattr__  # a frozen dataclass: fields are set once, here
-        setattr_(self, "item_ids", item_ids)
-        setattr_(self, "values", values)
-        setattr_(self, "present", present)
-        setattr_(self, "freshness", freshness)
-        setattr_(self, "garbage", 0)
-        setattr_(self, "stale", stale)
-        setattr_(self, "complete", complete)
-        setattr_(self, "_version_codes", (codes, names))
+        # a frozen dataclass: its fields are set once, here, in one update
+        self.__dict__.update(item_ids=item_ids, values=values, present=present, freshness=freshness, garbage=0,
+                             stale=stale, complete=complete, _version_codes=(codes, names))
 
     def __getattr__(self, name: str) -> Any:  # only reached for an attribute not yet set
         if name != "versions":
