@@ -264,6 +264,11 @@ def test_in_memory_read_is_the_same_with_and_without_the_extension(monkeypatch):
         monkeypatch.setattr(labels_mod, "NATIVE", False)
         twin = store.get(query, names)
         assert fast.complete == twin.complete and fast.stale == twin.stale
+        # the guard takes a checked batch's columns as they are: exactly the names asked for,
+        # float64 values and bool masks of one value per item
+        assert fast.columns_checked and set(fast.values) == set(fast.present) == set(names)
+        assert all(fast.values[k].dtype == np.float64 and fast.present[k].dtype == np.bool_
+                   and fast.values[k].shape == fast.present[k].shape == (len(query),) for k in names)
         assert fast.versions.tolist() == twin.versions.tolist()
         np.testing.assert_array_equal(fast.freshness, twin.freshness)
         for name in names:

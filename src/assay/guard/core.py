@@ -56,7 +56,6 @@ NATIVE = _native is not None  # the C rule resolution and cap grouping (src/assa
 OUT_FALSE, OUT_TRUE, OUT_MISSING = 0, 1, 2
 K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP = 0, 1, 2, 3, 4
 _KINDS = {"drop": K_DROP, "allow": K_ALLOW, "demote": K_DEMOTE, "label": K_LABEL, "cap": K_CAP}
-_F64, _BOOL = np.dtype(np.float64), np.dtype(np.bool_)  # numpy's own dtype objects, compared by identity
 # codes in Slate.hard_rule beyond rule indices
 UNLABELED = -2
 BREAKER = -3
@@ -899,15 +898,17 @@ class Guard:
                     duration = time.perf_counter() - t0
                     if len(got.item_ids) != n:
                         raise ValueError(f"label store answered {len(got.item_ids)} items for {n}")
-                    got_values, got_present, shape = got.values, got.present, (n,)
-                    for name in wanted:
-                        v, p = got_values[name], got_present[name]
-                        # what the in-memory store answers passes as is; anything else is converted
-                        if not (type(v) is np.ndarray and type(p) is np.ndarray and v.dtype is _F64 and p.dtype is _BOOL):
-                            v, p = np.asarray(v, dtype=np.float64), np.asarray(p, dtype=bool)
-                        if v.shape != shape or p.shape != shape:
-                            raise ValueError(f"label {name!r}: store returned shape {v.shape}/{p.shape} for {n} items")
-                        values[name], present[name] = v, p
+                    if getattr(got, "columns_checked", False) is True:
+                        # the in-memory store's own batch: float64/bool arrays of n values, by construction
+                        values.update(got.values)
+                        present.update(got.present)
+                    else:  # any other store's answer is converted and its shapes checked
+                        for name in wanted:
+                            v = np.asarray(got.values[name], dtype=np.float64)
+                            p = np.asarray(got.present[name], dtype=bool)
+                            if v.shape != (n,) or p.shape != (n,):
+                                raise ValueError(f"label {name!r}: store returned shape {v.shape}/{p.shape} for {n} items")
+                            values[name], present[name] = v, p
                     self.counters["garbage_labels"] += int(getattr(got, "garbage", 0))
                     store_ok = True
                     complete = len(wanted) == len(surface.label_names) and getattr(got, "complete", False) is True

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -74,6 +74,9 @@ class LabelBatch:
     garbage: int = 0
     stale: int = 0
     complete: bool = False  # True: every requested label is present for every item (masks all true)
+    # True where this module built the batch and every column is a float64 (values) or bool
+    # (present) ndarray of one value per item: a reader need not convert or check them
+    columns_checked: ClassVar[bool] = False
 
     @property
     def n(self) -> int:
@@ -92,7 +95,10 @@ class LabelBatch:
 class _GatheredBatch(LabelBatch):
     """A :class:`LabelBatch` from the in-memory table, whose ``versions`` are decoded from the
     table's version codes on first read. The guard never reads them, and gathering a batch's
-    worth of Python strings is about a tenth of the whole read. Everything else is as given."""
+    worth of Python strings is about a tenth of the whole read. Everything else is as given, and
+    its columns are rows of the gather's float64 and bool blocks (``columns_checked``)."""
+
+    columns_checked: ClassVar[bool] = True
 
     def __init__(self, item_ids: tuple[str, ...], values: dict[str, np.ndarray], present: dict[str, np.ndarray],
                  codes: np.ndarray, names: np.ndarray, freshness: np.ndarray, stale: int, complete: bool):
