@@ -207,10 +207,30 @@ def test_group_ordinals_of_python_strings_native_equals_numpy(seed):
     values[:] = [pool[i] for i in rng.integers(0, len(pool), len(values))]
     positions = rng.permutation(len(values))[: int(rng.integers(0, len(values) + 1))]
     out = np.empty(len(positions), dtype=np.int64)
-    assert core._native.group_ordinals_str(values.tolist(), positions.astype(np.int64), out)
+    assert core._native.group_ordinals_str(values.tolist(), positions.astype(np.int64), out) >= 0
     np.testing.assert_array_equal(out, core._group_ordinals(values[positions]))
     np.testing.assert_array_equal(core._cap_ordinals(values, positions), out)
     # a value of another type: the native path declines and the general one decides
     mixed = np.array(["a", 1.0, float("nan"), None, "a"], dtype=object)
-    assert not core._native.group_ordinals_str(mixed.tolist(), np.arange(5, dtype=np.int64), np.empty(5, dtype=np.int64))
+    assert core._native.group_ordinals_str(mixed.tolist(), np.arange(5, dtype=np.int64), np.empty(5, dtype=np.int64)) == -1
     assert core._cap_ordinals(mixed, np.arange(5)).tolist() == [0, 0, 0, 1, 1]
+
+
+@native_only
+@pytest.mark.parametrize("seed", range(12))
+def test_factorize_native_equals_pandas(seed):
+    """Per-source breakers group a batch's sources with the extension; pandas is the twin."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    pool = ["catalog", "ugc:creators", "ads:network", "", "é", "news:wire"]
+    picks = [pool[i] for i in rng.integers(0, len(pool), int(rng.integers(1, 400)))]
+    as_objects = np.empty(len(picks), dtype=object)
+    as_objects[:] = [None if rng.random() < 0.1 else p for p in picks]
+    for values in (np.array(picks), as_objects, np.array(["a", 1.0, None, "a"], dtype=object)):
+        codes, uniques = core._factorize(values, with_uniques=True)
+        want_codes, want_uniques = pd.factorize(values, use_na_sentinel=False)
+        assert codes.tolist() == want_codes.tolist()
+        # pandas gives NaN for None; the guard names an absent source None
+        assert uniques.tolist() == [None if pd.isna(u) else u for u in want_uniques]
+        assert core._factorize(values).tolist() == want_codes.tolist()

@@ -28,13 +28,15 @@
  *       values: a fixed-width str array's UCS-4 buffer (width code points a row). True when no
  *       row holds a NUL followed by a code point (trailing NULs are padding) or a lone surrogate:
  *       every value is one the policy library accepts, so it need not check again.
- *   group_ordinals_str(values, positions, ordinals) -> bool
+ *   group_ordinals_str(values, positions, ordinals[, codes]) -> int
  *       The same for a list of Python str (what JSON decodes to), grouped by their own cached
- *       hashes and compared as strings; None values form one group. False, with nothing
- *       promised about ordinals, when a value of another type is met (the caller's general path).
- *   group_ordinals(values, width, positions, ordinals) -> None
+ *       hashes and compared as strings; None values form one group. -1, with nothing promised
+ *       about ordinals, when a value of another type is met (the caller's general path).
+ *   group_ordinals(values, width, positions, ordinals[, codes]) -> int
  *       values: a fixed-width array's bytes (width bytes a row); for each row positions[k] (in
- *       order), ordinals[k] = how many earlier listed rows hold the same bytes.
+ *       order), ordinals[k] = how many earlier listed rows hold the same bytes. Both return the
+ *       number of groups and, given codes (int64 like ordinals), write each listed row's group
+ *       number, groups numbered in order of first appearance (what pandas.factorize gives).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -182,15 +184,15 @@ static inline uint64_t hash_row(const uint8_t *p, Py_ssize_t width) {
 }
 
 static PyObject *group_ordinals(PyObject *self, PyObject *args) {
-    PyObject *values_obj, *positions_obj, *ordinals_obj;
-    Py_ssize_t width;
-    if (!PyArg_ParseTuple(args, "OnOO", &values_obj, &width, &positions_obj, &ordinals_obj))
+    PyObject *values_obj, *positions_obj, *ordinals_obj, *codes_obj = Py_None;
+    Py_ssize_t width, groups = 0;
+    if (!PyArg_ParseTuple(args, "OnOO|O", &values_obj, &width, &positions_obj, &ordinals_obj, &codes_obj))
         return NULL;
     if (width <= 0) {
         PyErr_SetString(PyExc_ValueError, "width must be positive");
         return NULL;
     }
-    Py_buffer values, positions, ordinals;
+    Py_buffer values, positions, ordinals, codes = {0};
     if (PyObject_GetBuffer(values_obj, &values, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
     if (PyObject_GetBuffer(positions_obj, &positions, PyBUF_C_CONTIGUOUS) < 0) {
@@ -203,6 +205,14 @@ static PyObject *group_ordinals(PyObject *self, PyObject *args) {
         PyBuffer_Release(&positions);
         return NULL;
     }
+    if (codes_obj != Py_None && get(codes_obj, &codes, 1, m, 8, "codes") < 0) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&positions);
+        PyBuffer_Release(&ordinals);
+        return NULL;
+    }
+    int have_codes = codes_obj != Py_None;
+    int64_t *code = have_codes ? codes.buf : NULL;
     const int64_t *pos = positions.buf;
     for (Py_ssize_t k = 0; k < m; k++) {
         if (pos[k] < 0 || pos[k] >= rows) {
@@ -214,12 +224,15 @@ static PyObject *group_ordinals(PyObject *self, PyObject *args) {
         size_t size = 16;
         while (size < 2 * (size_t)m)
             size <<= 1;
-        /* a slot holds the first listed row of a group (+1; 0 = empty) and the group's count */
+        /* a slot holds the first listed row of a group (+1; 0 = empty), the group's count and
+         * its number (groups numbered in order of first appearance) */
         int64_t *slot_row = calloc(size, sizeof(int64_t));
         int64_t *slot_count = malloc(size * sizeof(int64_t));
-        if (!slot_row || !slot_count) {
+        int64_t *slot_code = malloc(size * sizeof(int64_t));
+        if (!slot_row || !slot_count || !slot_code) {
             free(slot_row);
             free(slot_count);
+            free(slot_code);
             PyErr_NoMemory();
             goto done;
         }
@@ -235,6 +248,7 @@ static PyObject *group_ordinals(PyObject *self, PyObject *args) {
                 if (!slot_row[s]) {
                     slot_row[s] = pos[k] + 1;
                     slot_count[s] = 1;
+                    slot_code[s] = groups++;
                     ord[k] = 0;
                     break;
                 }
@@ -244,18 +258,23 @@ static PyObject *group_ordinals(PyObject *self, PyObject *args) {
                 }
                 s = (s + 1) & (size - 1);
             }
+            if (code)
+                code[k] = slot_code[s];
         }
         Py_END_ALLOW_THREADS
         free(slot_row);
         free(slot_count);
+        free(slot_code);
     }
 done:
     PyBuffer_Release(&values);
     PyBuffer_Release(&positions);
     PyBuffer_Release(&ordinals);
+    if (have_codes)
+        PyBuffer_Release(&codes);
     if (PyErr_Occurred())
         return NULL;
-    Py_RETURN_NONE;
+    return PyLong_FromSsize_t(groups);
 }
 
 static PyObject *check_ids(PyObject *self, PyObject *args) {
@@ -350,10 +369,10 @@ static PyObject *clean_strings(PyObject *self, PyObject *args) {
 }
 
 static PyObject *group_ordinals_str(PyObject *self, PyObject *args) {
-    PyObject *values, *positions_obj, *ordinals_obj;
-    if (!PyArg_ParseTuple(args, "O!OO", &PyList_Type, &values, &positions_obj, &ordinals_obj))
+    PyObject *values, *positions_obj, *ordinals_obj, *codes_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "O!OO|O", &PyList_Type, &values, &positions_obj, &ordinals_obj, &codes_obj))
         return NULL;
-    Py_buffer positions, ordinals;
+    Py_buffer positions, ordinals, codes = {0};
     if (PyObject_GetBuffer(positions_obj, &positions, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
     Py_ssize_t m = positions.len / 8, rows = PyList_GET_SIZE(values);
@@ -361,20 +380,27 @@ static PyObject *group_ordinals_str(PyObject *self, PyObject *args) {
         PyBuffer_Release(&positions);
         return NULL;
     }
+    if (codes_obj != Py_None && get(codes_obj, &codes, 1, m, 8, "codes") < 0) {
+        PyBuffer_Release(&positions);
+        PyBuffer_Release(&ordinals);
+        return NULL;
+    }
     const int64_t *pos = positions.buf;
-    int64_t *ord = ordinals.buf;
-    PyObject *result = NULL;
+    int have_codes = codes_obj != Py_None;
+    int64_t *ord = ordinals.buf, *code = have_codes ? codes.buf : NULL;
+    Py_ssize_t groups = 0, result = -2; /* -2: an error is set */
     size_t size = 16;
     while (size < 2 * (size_t)m)
         size <<= 1;
     PyObject **slot = calloc(size, sizeof(PyObject *));
     Py_hash_t *slot_hash = malloc(size * sizeof(Py_hash_t));
     int64_t *slot_count = malloc(size * sizeof(int64_t));
-    if (!slot || !slot_hash || !slot_count) {
+    int64_t *slot_code = malloc(size * sizeof(int64_t));
+    if (!slot || !slot_hash || !slot_count || !slot_code) {
         PyErr_NoMemory();
         goto done;
     }
-    int64_t absent = 0; /* None: one group of its own */
+    int64_t absent = 0, absent_code = -1; /* None: one group of its own */
     for (Py_ssize_t k = 0; k < m; k++) {
         if (pos[k] < 0 || pos[k] >= rows) {
             PyErr_Format(PyExc_IndexError, "position %lld is outside the %zd rows", (long long)pos[k], rows);
@@ -382,11 +408,15 @@ static PyObject *group_ordinals_str(PyObject *self, PyObject *args) {
         }
         PyObject *v = PyList_GET_ITEM(values, pos[k]);
         if (v == Py_None) {
+            if (absent_code < 0)
+                absent_code = groups++;
             ord[k] = absent++;
+            if (code)
+                code[k] = absent_code;
             continue;
         }
         if (!PyUnicode_CheckExact(v)) {
-            result = Py_False; /* another type (a number, NaN, a list): the general path groups it */
+            result = -1; /* another type (a number, NaN, a list): the general path groups it */
             goto done;
         }
         Py_hash_t h = PyObject_Hash(v);
@@ -396,6 +426,7 @@ static PyObject *group_ordinals_str(PyObject *self, PyObject *args) {
                 slot[s] = v;
                 slot_hash[s] = h;
                 slot_count[s] = 1;
+                slot_code[s] = groups++;
                 ord[k] = 0;
                 break;
             }
@@ -407,22 +438,26 @@ static PyObject *group_ordinals_str(PyObject *self, PyObject *args) {
                 goto done;
             s = (s + 1) & (size - 1);
         }
+        if (code)
+            code[k] = slot_code[s];
     }
-    result = Py_True;
+    result = groups;
 done:
     free(slot);
     free(slot_hash);
     free(slot_count);
+    free(slot_code);
     PyBuffer_Release(&positions);
     PyBuffer_Release(&ordinals);
-    if (!result)
+    if (have_codes)
+        PyBuffer_Release(&codes);
+    if (result == -2)
         return NULL;
-    Py_INCREF(result);
-    return result;
+    return PyLong_FromSsize_t(result);
 }
 
 static PyMethodDef methods[] = {
-    {"group_ordinals_str", group_ordinals_str, METH_VARARGS, "group_ordinals for a list of str (None: one group); False for any other type."},
+    {"group_ordinals_str", group_ordinals_str, METH_VARARGS, "group_ordinals for a list of str (None: one group); -1 for any other type."},
     {"clean_strings", clean_strings, METH_VARARGS, "True when no row of a fixed-width str array holds a NUL before a code point or a lone surrogate."},
     {"check_ids", check_ids, METH_VARARGS, "-1 when every id is a non-empty str and none repeats, else the first position that is not."},
     {"resolve", resolve, METH_VARARGS, "Resolve rule outcomes per candidate: first hard match, stacked soft actions."},
