@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from assay.errors import BadInput
 from assay.records import Event
@@ -131,9 +131,9 @@ class BreakerConfig:
             raise BadInput("waits and severe_threshold must be >= 0")
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """Metrics over the current window (what the trip decision saw)."""
+class Snapshot(NamedTuple):
+    """Metrics over the current window (what the trip decision saw). A named tuple: one is made
+    for every recorded call, and a frozen dataclass costs several times as much to build."""
 
     calls: int
     failed: int
@@ -223,6 +223,9 @@ class CircuitBreaker:
         self._state = self.config.initial_state
         self._since = clock()
         self._window = self._new_window()
+        # calls in the window before the rates can open it (config is frozen: computed once)
+        self._need = min(self.config.minimum_calls, self.config.window_size) if self.config.window_type is WindowType.COUNT \
+            else self.config.minimum_calls
         self._half_open_window: _CountWindow | None = None
         self._half_open_permits = 0
         self._severe: deque[float] = deque()
@@ -333,8 +336,7 @@ class CircuitBreaker:
                 self._severe.clear()
                 self._transition(State.OPEN, f"{self.config.severe_threshold} severe events within {self.config.severe_window_s}s", snap)
                 return
-            need = min(self.config.minimum_calls, self.config.window_size) if self.config.window_type is WindowType.COUNT else self.config.minimum_calls
-            if snap.calls >= need and self._over_threshold(snap):
+            if snap.calls >= self._need and self._over_threshold(snap):
                 self._transition(State.OPEN, self._why(snap), snap)
 
     def _severe_tripped(self) -> bool:
