@@ -1102,10 +1102,14 @@ class Guard:
         served_ids = cands.ids[order].tolist()
         item_labels: dict[str, tuple[str, ...]] = {}
         if len(surface.label_rows):
-            shown_cand, shown_rule = np.nonzero((labelling & keep).T)  # by candidate, then rule order
-            texts = surface.label_texts
-            for item_id, k in zip(cands.ids[shown_cand].tolist(), shown_rule.tolist(), strict=True):
-                item_labels[item_id] = (*item_labels.get(item_id, ()), texts[k])
+            # flat positions (rule * n + candidate): np.nonzero on a 2-d matrix costs 4x as much,
+            # and labelled survivors are few
+            shown = np.flatnonzero(labelling & keep).tolist()
+            if shown:
+                ids, texts = cands.ids, surface.label_texts
+                for c, k in sorted((f % n, f // n) for f in shown):  # by candidate, then rule order
+                    item_id = ids[c]
+                    item_labels[item_id] = (*item_labels.get(item_id, ()), texts[k])
         drop_rate = np.count_nonzero(dropped) / n if n else 0.0
         slate = Slate(
             request_id=request_id, ts=self._clock(), surface=surface.surface, subject_id=subject_id,
