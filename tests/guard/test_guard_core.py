@@ -219,6 +219,31 @@ def test_object_columns_typed_in_c_or_left_to_the_policy(feed_bundle):
         assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
 
 
+def test_json_arrays_of_one_type_decide_like_the_reference(feed_bundle):
+    """A JSON array of all floats, ints or bools becomes a typed column as it is read; whatever
+    attribute type it feeds (an int column for an int attribute, floats or bools where ints are
+    declared, ints beyond int64), the decisions equal the reference evaluator's."""
+    from assay.guard.candidates import _from_list
+
+    assert _from_list([1.5, 2.0]).dtype == np.float64 and _from_list([1, 2]).dtype == np.int64
+    assert _from_list([True, False]).dtype == np.bool_ and _from_list([2**70, 1]).dtype == object
+    assert _from_list([1, 2.5]).dtype == object and _from_list(["a", None]).dtype == object
+    n = 5
+    ids = [f"i{k}" for k in range(n)]
+    store = InMemoryLabelStore()
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store.put(ids, {name: np.linspace(0, 1, n) for name in names}, "v")
+    g = Guard(feed_bundle, store)
+    req = {"surface": "for_you", "deadline_ms": 60_000, "user": {"id": "a", "age": 40, "region": "US", "country": "US"}}
+    for age in ([1, 9, 3, 40, 8], [1.0, 9.0, 3.5, 40.0, 8.0], [True, False, True, True, False], [2**70, 9, 1, 2, 3]):
+        for score in ([0.9, 0.8, 0.7, 0.6, 0.01], [9, 8, 7, 6, 1]):
+            cands = {"id": ids, "score": score, "source": ["ugc:x", "catalog", "ugc:y", "news:wire", "c"],
+                     "topic": ["news"] * n, "age_days": age, "region_blocklist": [[] for _ in ids], "tags": [[] for _ in ids]}
+            fast, ref = g.apply(req, cands), g.apply(req, cands, evaluator="reference")
+            assert fast.item_ids == ref.item_ids, (age, score)
+            assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions], (age, score)
+
+
 def test_columns_records_and_arrow_give_the_same_slate(test_bundle):
     store, cands = hand_batch()
     g = Guard(test_bundle, store)

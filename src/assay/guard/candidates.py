@@ -9,6 +9,7 @@ names the position, the id and what is wrong, never a half-applied slate.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,14 +59,29 @@ def _as_array(name: str, value: Any, n: int | None) -> np.ndarray:
             return arr
         arr = value.to_numpy(zero_copy_only=False)
     elif isinstance(value, (list, tuple)):
-        arr = np.empty(len(value), dtype=object)
-        arr[:] = list(value)
+        arr = _from_list(value)
     else:
         raise BadInput(f"candidates: column {name!r} must be a list or array, got {type(value).__name__}")
     if arr.ndim != 1:
         raise BadInput(f"candidates: column {name!r} must be one-dimensional, got shape {arr.shape}")
     if n is not None and len(arr) != n:
         raise BadInput(f"candidates: column {name!r} has {len(arr)} values but 'id' has {n}")
+    return arr
+
+
+_TYPED = {float: np.float64, int: np.int64, bool: np.bool_}
+
+
+def _from_list(values: list | tuple) -> np.ndarray:
+    """A JSON array as a numpy column: all floats, all ints or all bools become that typed array in
+    one C pass (what the rules read, with no per-value typing later); anything else (strings,
+    lists, nulls, a mixture) an object array, typed by the guard against the attribute it feeds."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1 and (dtype := _TYPED.get(next(iter(kinds)))) is not None:
+        with contextlib.suppress(OverflowError):  # an int beyond int64 stays the object it is
+            return np.array(values, dtype=dtype)
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = list(values)
     return arr
 
 
