@@ -226,6 +226,9 @@ def test_in_memory_batch_lookup_is_exact(monkeypatch, collide, native):
     np.testing.assert_allclose(got.values["m"][got.present["m"]], np.linspace(0, 1, len(ids))[[e for e in expected if e >= 0]])
     assert not store.get([ids[0] + "\x00"], ["m"]).present["m"].any()
     assert store.get([7, ids[1]], ["m"]).present["m"].tolist() == [False, True]
+    keys = store._table.id_keys()
+    if keys is not None:  # the matrix the C lookup may prefetch rows of is a hint: the same rows
+        np.testing.assert_array_equal(keys.rows_of(queries), keys.rows_of(queries, store._table.matrix()[0]))
 
 
 def test_in_memory_read_says_when_every_label_is_present():

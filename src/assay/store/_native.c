@@ -16,7 +16,10 @@
  *       by linear probing from slot key >> shift; stored: the ids in row order (a list); ids: the
  *       query (a list); rows: int64 output, -1 where absent. Returns False, having written
  *       nothing useful, when a query id is not a str (the caller then takes its general path).
- *       hasher: None for the str hash, else the function the table was keyed with.
+ *       hasher: None for the str hash, else the function the table was keyed with. matrix,
+ *       width: optionally, the float64 (rows x width) matrix the caller gathers from next: each
+ *       found row's cache lines are requested as soon as the probe finds it, so the gather's
+ *       misses overlap the lookup's (a hint; nothing is read from it).
  *   gather(matrix, width, cols, rows, block, ok, meta_at, meta) -> bool
  *       matrix: float64 (items x width); for each row (-1: an unknown item) the label columns
  *       cols into block (labels x n, so each label is contiguous) with ok (uint8: not NaN), and
@@ -47,9 +50,11 @@ static inline int same_str(PyObject *a, PyObject *b) {
 }
 
 static PyObject *lookup(PyObject *self, PyObject *args) {
-    PyObject *slots_obj, *stored, *ids, *rows_obj, *hasher = Py_None;
+    PyObject *slots_obj, *stored, *ids, *rows_obj, *hasher = Py_None, *matrix_obj = Py_None;
+    Py_ssize_t width = 0;
     int shift;
-    if (!PyArg_ParseTuple(args, "OiO!O!O|O", &slots_obj, &shift, &PyList_Type, &stored, &PyList_Type, &ids, &rows_obj, &hasher))
+    if (!PyArg_ParseTuple(args, "OiO!O!O|OOn", &slots_obj, &shift, &PyList_Type, &stored, &PyList_Type, &ids, &rows_obj, &hasher,
+                          &matrix_obj, &width))
         return NULL;
     if (shift < 1 || shift > 63) {
         PyErr_SetString(PyExc_ValueError, "shift must be in 1..63");
@@ -76,6 +81,19 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
     }
     const uint64_t *table = slots.buf;
     int64_t *out = rows.buf;
+    /* the rows the gather reads next: each is requested as soon as its id is found (a hint only:
+     * an id the comparison then refuses costs one wasted request) */
+    const char *upcoming = NULL;
+    Py_ssize_t row_bytes = 0, matrix_rows = 0;
+    if (matrix_obj != Py_None) {
+        Py_buffer matrix;
+        if (PyObject_GetBuffer(matrix_obj, &matrix, PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+        upcoming = matrix.buf; /* the caller holds the matrix for the call */
+        row_bytes = width * 8;
+        matrix_rows = row_bytes > 0 ? matrix.len / row_bytes : 0;
+        PyBuffer_Release(&matrix);
+    }
     const uint64_t mask = (uint64_t)size - 1;
     /* A software pipeline, AHEAD ids apart per stage, so that each stage's memory reads were
      * requested a stage earlier and many cache misses are in flight at once (the table, the
@@ -118,9 +136,13 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
             while (table[2 * s + 1]) {
                 if (table[2 * s] == key) {
                     row = (int64_t)table[2 * s + 1] - 1;
-                    if (row < n_stored)
+                    if (row < n_stored) {
                         __builtin_prefetch(&((PyListObject *)stored)->ob_item[row]);
-                    else
+                        if (row < matrix_rows) {
+                            __builtin_prefetch(upcoming + row * row_bytes);
+                            __builtin_prefetch(upcoming + row * row_bytes + row_bytes - 1);
+                        }
+                    } else
                         row = -1;
                     break;
                 }

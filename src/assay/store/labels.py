@@ -198,13 +198,16 @@ class _IdKeys:
         placed = _slot_table(array.view(np.uint32).reshape(len(ids), width).astype(np.uint64) @ weights)
         return cls(*placed, width=width, weights=weights, strings=array) if placed else None
 
-    def rows_of(self, ids: list[str]) -> np.ndarray | None:
-        """Row of each id (-1 when absent); None when the ids are not all (NUL-free) strings."""
+    def rows_of(self, ids: list[str], upcoming: np.ndarray | None = None) -> np.ndarray | None:
+        """Row of each id (-1 when absent); None when the ids are not all (NUL-free) strings.
+        ``upcoming``: a C-ordered float64 matrix whose rows are read next; the C lookup asks for
+        each found row's cache lines as soon as it has it (a hint: the numpy path ignores it)."""
         n = len(ids)
         if self.stored is not None:
             rows = np.empty(n, dtype=np.int64)
             keyed = None if _id_hash is hash else _id_hash
-            return rows if _native.lookup(self.slots, self.shift, self.stored, ids, rows, keyed) else None
+            hint = () if upcoming is None else (upcoming, upcoming.shape[1])
+            return rows if _native.lookup(self.slots, self.shift, self.stored, ids, rows, keyed, *hint) else None
         try:
             joined = "".join(ids)
         except TypeError:
@@ -340,11 +343,12 @@ class InMemoryLabelStore:
 
         def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
             """Row of each id, -1 when absent. A batch of string ids is looked up as one array
-            (:class:`_IdKeys`); anything else by dict lookups driven by map() (no loop body)."""
+            (:class:`_IdKeys`), whose C lookup also asks for the rows of the matrix the read
+            gathers next; anything else by dict lookups driven by map() (no loop body)."""
             ids = item_ids if type(item_ids) is list else item_ids.tolist() if isinstance(item_ids, np.ndarray) else list(item_ids)
             keys = self.id_keys() if ids else None
             if keys is not None:
-                rows = keys.rows_of(ids)
+                rows = keys.rows_of(ids, self.matrix()[0])
                 if rows is not None:
                     return rows
             return np.fromiter(map(self.index.get, ids, itertools.repeat(-1)), dtype=np.int64, count=len(ids))
