@@ -234,3 +234,37 @@ def test_factorize_native_equals_pandas(seed):
         # pandas gives NaN for None; the guard names an absent source None
         assert uniques.tolist() == [None if pd.isna(u) else u for u in want_uniques]
         assert core._factorize(values).tolist() == want_codes.tolist()
+
+
+@native_only
+@pytest.mark.parametrize("values", [
+    [], ["a", "é", "Ω", "😀", ""], ["a\x00"], ["ab", "x\ud800"], ["\udfff"], ["Ωa\x00"], ["😀\x00"], ["a", 1], ["a", None],
+    [b"a"], [np.str_("a")],
+])
+def test_clean_str_objects_native_equals_python(values, monkeypatch):
+    fast = core._clean_str_objects(list(values))
+    monkeypatch.setattr(core, "NATIVE", False)
+    assert fast == core._clean_str_objects(list(values))
+
+
+def test_json_strings_that_are_not_clean_decide_like_the_reference(feed_bundle):
+    """JSON string columns and string lists pass to the policy library as str objects only when
+    every value is clean; a NUL, a lone surrogate or another type sends the column down the
+    per-value path, and either way the decisions equal the reference evaluator's."""
+    from assay.guard.core import Guard
+    from assay.store.labels import InMemoryLabelStore
+
+    n = 4
+    ids = [f"i{k}" for k in range(n)]
+    store = InMemoryLabelStore()
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store.put(ids, {name: np.full(n, 0.95) for name in names}, "v")
+    g = Guard(feed_bundle, store)
+    req = {"surface": "for_you", "deadline_ms": 60_000, "user": {"id": "a", "age": 40, "region": "US", "country": "DE"}}
+    for source, tags in ((["ugc:x", "ads:y", "catalog", "news"], [["clickbait"], [], ["sponsored"], []]),
+                         (["ugc:x", "ads:\ud800", "cat\x00", 7], [["clickbait"], ["x\ud800"], ["a\x00"], [3]])):
+        cands = {"id": ids, "score": [0.9, 0.8, 0.7, 0.6], "source": source, "topic": ["news"] * n,
+                 "creator": ["a", "b", "a", "c"], "age_days": [1, 2, 3, 4], "region_blocklist": [["DE"], [], [], []], "tags": tags}
+        fast, ref = g.apply(req, cands), g.apply(req, cands, evaluator="reference")
+        assert fast.item_ids == ref.item_ids
+        assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]

@@ -24,6 +24,9 @@
  *   check_ids(ids) -> int
  *       -1 when every id in the list is a non-empty str and none repeats (a hash set of the ids'
  *       own cached str hashes), else the first position that breaks it (the caller names it).
+ *   clean_str_objects(values) -> bool
+ *       values: a list. True when every item is a str holding no NUL and no lone surrogate (what
+ *       the policy library accepts as a string), so a column of JSON strings passes as it is.
  *   clean_strings(values, width) -> bool
  *       values: a fixed-width str array's UCS-4 buffer (width code points a row). True when no
  *       row holds a NUL followed by a code point (trailing NULs are padding) or a lone surrogate:
@@ -345,6 +348,44 @@ static int strings_clean(const uint32_t *codes, Py_ssize_t rows, Py_ssize_t widt
     return pairs == straddling && !surrogate;
 }
 
+/* true when every item of the list is an exact str holding no NUL and no lone surrogate: what
+ * the policy library accepts as a string (JSON strings, which the guard then passes on as they
+ * are instead of copying them into a fixed-width array) */
+static PyObject *clean_str_objects(PyObject *self, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "clean_str_objects takes a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(arg, i);
+        if (!PyUnicode_CheckExact(v) || PyUnicode_READY(v) < 0)
+            Py_RETURN_FALSE;
+        Py_ssize_t len = PyUnicode_GET_LENGTH(v);
+        const void *data = PyUnicode_DATA(v);
+        switch (PyUnicode_KIND(v)) {
+        case PyUnicode_1BYTE_KIND: /* no surrogates below U+0100 */
+            if (memchr(data, 0, (size_t)len))
+                Py_RETURN_FALSE;
+            break;
+        case PyUnicode_2BYTE_KIND: {
+            const uint16_t *u = data;
+            for (Py_ssize_t k = 0; k < len; k++)
+                if (u[k] == 0 || (u[k] >= 0xD800 && u[k] <= 0xDFFF))
+                    Py_RETURN_FALSE;
+            break;
+        }
+        default: {
+            const uint32_t *u = data;
+            for (Py_ssize_t k = 0; k < len; k++)
+                if (u[k] == 0 || (u[k] >= 0xD800 && u[k] <= 0xDFFF))
+                    Py_RETURN_FALSE;
+        }
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyObject *clean_strings(PyObject *self, PyObject *args) {
     PyObject *obj;
     Py_ssize_t width; /* code points a row */
@@ -458,6 +499,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"group_ordinals_str", group_ordinals_str, METH_VARARGS, "group_ordinals for a list of str (None: one group); -1 for any other type."},
+    {"clean_str_objects", clean_str_objects, METH_O, "True when every item of a list is a str holding no NUL and no lone surrogate."},
     {"clean_strings", clean_strings, METH_VARARGS, "True when no row of a fixed-width str array holds a NUL before a code point or a lone surrogate."},
     {"check_ids", check_ids, METH_VARARGS, "-1 when every id is a non-empty str and none repeats, else the first position that is not."},
     {"resolve", resolve, METH_VARARGS, "Resolve rule outcomes per candidate: first hard match, stacked soft actions."},

@@ -338,12 +338,28 @@ def _typed(col: np.ndarray, kind: str) -> np.ndarray | None:
 _LIST_ROW_TYPES = frozenset((list, tuple, type(None)))
 
 
+def _clean_str_objects(values: list) -> bool:
+    """Every value is a str with no NUL and no lone surrogate: what the policy library accepts as
+    a string, so such a column (what JSON decodes to) passes on as it is, without a fixed-width
+    copy. One C pass with the extension; this is its twin."""
+    if NATIVE:
+        return _native.clean_str_objects(values)
+    if set(map(type, values)) - {str}:
+        return False
+    joined = "".join(values)
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return "\x00" not in joined
+
+
 def _string_lists(col: np.ndarray):
-    """Rows of Python string lists (None = missing) as the policy library's ``ListValues`` (flat
-    fixed-width strings plus offsets) and a missing mask, checked with C-level passes (``map``,
-    ``set``, ``chain``) instead of a Python loop per row. None when any row is not a clean list of
-    ``str`` (a bare string, a number, a None element, a NUL, which fixed-width strings would
-    strip): the policy library's own per-row path then decides, and marks such rows missing."""
+    """Rows of Python string lists (None = missing) as the policy library's ``ListValues`` (the
+    flat str values, checked clean, plus offsets) and a missing mask, checked with C-level passes
+    (``map``, ``set``, ``chain``) instead of a Python loop per row. None when any row is not a
+    clean list of ``str`` (a bare string, a number, a None element, a NUL, a lone surrogate): the
+    policy library's own per-row path then decides, and marks such rows missing."""
     from itertools import chain
 
     from assay.policy.batch import ListValues
@@ -358,12 +374,13 @@ def _string_lists(col: np.ndarray):
         nulls = np.fromiter(map(_is_none, rows), dtype=bool, count=n)
         rows = [() if r is None else r for r in rows]
     flat = list(chain.from_iterable(rows))
-    if flat and (set(map(type, flat)) != {str} or "\x00" in "".join(flat)):
+    if not _clean_str_objects(flat):
         return None
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n), out=offsets[1:])
-    values = np.array(flat, dtype=str) if flat else np.zeros(0, dtype="U1")
-    return ListValues(values, offsets), nulls
+    values = np.empty(len(flat), dtype=object)
+    values[:] = flat
+    return ListValues(values, offsets, clean=True), nulls
 
 
 def _hashable(col: Any, positions: np.ndarray) -> np.ndarray:
@@ -971,6 +988,10 @@ class Guard:
                     if nulls is not None and nulls.any():
                         missing[attr] = nulls
                     continue
+            if kind == "string" and col.dtype == object and n and _clean_str_objects(col.tolist()):
+                columns[attr] = col  # JSON strings, checked: the policy library reads them as they are
+                clean.add(attr)
+                continue
             if col.dtype == object and kind in ("double", "int", "bool", "string") and n:
                 typed = _typed(col, kind)
                 if typed is not None:  # the usual case (JSON arrays of one type, no nulls): one C pass

@@ -224,7 +224,7 @@ class Batch:
         self.scalars = scalars or {}
         self._cache: dict[str, Any] = {}
         self.memo: dict[Any, Any] = {}  # per-batch memo of shared sub-expressions
-        self.clean = clean  # fixed-width string columns known to hold only values coerce() accepts
+        self.clean = clean  # string columns (fixed-width or str objects) known to hold only values coerce() accepts
 
     @classmethod
     def from_records(cls, context: dict[str, Any], items: list[dict[str, Any]], item_root: str = "item") -> Batch:
@@ -237,8 +237,9 @@ class Batch:
                      scalars: dict[str, Any] | None = None, clean: frozenset[str] = frozenset()) -> Batch:
         """Columns keyed by full attribute name (``item.labels.mature``) as numpy arrays or lists
         (None = missing); ``missing`` gives explicit masks; ``scalars`` are shared values;
-        ``clean`` names fixed-width string columns the caller has checked already (no NUL before
-        a code point, no lone surrogate), which are then not scanned again."""
+        ``clean`` names string columns the caller has checked already, which are then not
+        scanned again: fixed-width ones (no NUL before a code point, no lone surrogate) and object
+        arrays of ``str`` (no NUL, no lone surrogate, every value a str)."""
         columns = dict(columns or {})
         missing = dict(missing or {})
         for name, col in columns.items():
@@ -410,6 +411,8 @@ class Batch:
             return ScalarColumn(col.astype(np.int64, copy=False), mask)
         if t.kind == "bool" and kind == "b":
             return ScalarColumn(col, mask)
+        if t.kind == "string" and kind == "O" and name in self.clean:
+            return ScalarColumn(col, mask)  # str objects the caller has checked (JSON strings)
         if t.kind == "string" and kind == "U":
             # values coerce() refuses count as missing here too
             bad = None if name in self.clean else unusable_strings(col)

@@ -749,8 +749,11 @@ class CompiledRules:
                 mask = masks.get(name)
                 if mask is None or (type(mask) is np.ndarray and mask.dtype == _BOOL and mask.shape == (n,) and mask.flags.c_contiguous):
                     if type(col) is np.ndarray and kind and col.ndim == 1 and col.flags.c_contiguous and (
-                            col.dtype == dtype or (kind == _T["string"] and col.dtype.kind == "U" and name in batch.clean)):
-                        slots.append((kind, col, mask, col.dtype.itemsize // 4 if kind == _T["string"] else 0))
+                            col.dtype == dtype or (kind == _T["string"] and col.dtype.kind in "UO" and name in batch.clean)):
+                        if col.dtype == object:  # str objects the caller checked (JSON strings)
+                            slots.append((_S_STROBJ, col.tolist(), mask, 0))
+                        else:
+                            slots.append((kind, col, mask, col.dtype.itemsize // 4 if kind == _T["string"] else 0))
                         continue
                     if type(col) is ListValues and t.kind == "list" and (slot := _list_slot(col, t.elem, mask, n)):
                         slots.append(slot)
