@@ -268,3 +268,36 @@ def test_json_strings_that_are_not_clean_decide_like_the_reference(feed_bundle):
         fast, ref = g.apply(req, cands), g.apply(req, cands, evaluator="reference")
         assert fast.item_ids == ref.item_ids
         assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
+
+
+STRING_LIST_ROWS = [
+    [["a", "b"], [], None, ("c",)], [[], []], [], [["é", "😀"], None, None], [["a"], "ab"], [["a"], [1]], [["a\x00"]],
+    [["x\ud800"]], [[None]], [["a"], {"b": 1}], [None], [["a"], ["b", "c", "d"]],
+]
+
+
+@native_only
+@pytest.mark.parametrize("rows", STRING_LIST_ROWS)
+def test_string_lists_native_equals_python(rows, monkeypatch):
+    col = np.empty(len(rows), dtype=object)
+    col[:] = rows
+    fast = core._string_lists(col)
+    monkeypatch.setattr(core, "NATIVE", False)
+    slow = core._string_lists(col)
+    assert (fast is None) == (slow is None)
+    if fast is not None:
+        (fv, fn), (sv, sn) = fast, slow
+        assert fv.flat.tolist() == sv.flat.tolist() and fv.offsets.tolist() == sv.offsets.tolist() and fv.clean == sv.clean
+        assert (fn is None and sn is None) or fn.tolist() == sn.tolist()
+
+
+@native_only
+@pytest.mark.parametrize("values", [[1.5, 2.0], [1, 2], [True, False], [1, 2.0], [1, True], ["a", "b"], [], [None], [2**70, 1],
+                                    [np.float64(1.0), 2.0], (1.0, 2.0)])
+def test_json_array_typing_native_equals_python(values, monkeypatch):
+    from assay.guard import candidates
+
+    fast = candidates._from_list(values)
+    monkeypatch.setattr(candidates, "_native", None)
+    slow = candidates._from_list(values)
+    assert fast.dtype == slow.dtype and fast.tolist() == slow.tolist()

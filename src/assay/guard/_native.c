@@ -27,6 +27,13 @@
  *   clean_str_objects(values) -> bool
  *       values: a list. True when every item is a str holding no NUL and no lone surrogate (what
  *       the policy library accepts as a string), so a column of JSON strings passes as it is.
+ *   one_type(values) -> type | None
+ *       The type every item of a list has (exactly: a subclass is another type), or None when they
+ *       differ or the list is empty; a JSON array's element type in one pass.
+ *   str_lists(rows, offsets, nulls) -> list | None
+ *       rows: a list of lists/tuples of str, or None (missing). Writes offsets (int64, n+1) and
+ *       nulls (uint8, n) and returns the flat values, when every value is a clean str (as
+ *       clean_str_objects); None when any row or value is something else.
  *   clean_strings(values, width) -> bool
  *       values: a fixed-width str array's UCS-4 buffer (width code points a row). True when no
  *       row holds a NUL followed by a code point (trailing NULs are padding) or a lone surrogate:
@@ -351,39 +358,108 @@ static int strings_clean(const uint32_t *codes, Py_ssize_t rows, Py_ssize_t widt
 /* true when every item of the list is an exact str holding no NUL and no lone surrogate: what
  * the policy library accepts as a string (JSON strings, which the guard then passes on as they
  * are instead of copying them into a fixed-width array) */
+static int clean_str(PyObject *v);
+
 static PyObject *clean_str_objects(PyObject *self, PyObject *arg) {
     if (!PyList_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "clean_str_objects takes a list");
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(arg);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyList_GET_ITEM(arg, i);
-        if (!PyUnicode_CheckExact(v) || PyUnicode_READY(v) < 0)
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!clean_str(PyList_GET_ITEM(arg, i)))
             Py_RETURN_FALSE;
-        Py_ssize_t len = PyUnicode_GET_LENGTH(v);
-        const void *data = PyUnicode_DATA(v);
-        switch (PyUnicode_KIND(v)) {
-        case PyUnicode_1BYTE_KIND: /* no surrogates below U+0100 */
-            if (memchr(data, 0, (size_t)len))
-                Py_RETURN_FALSE;
-            break;
-        case PyUnicode_2BYTE_KIND: {
-            const uint16_t *u = data;
-            for (Py_ssize_t k = 0; k < len; k++)
-                if (u[k] == 0 || (u[k] >= 0xD800 && u[k] <= 0xDFFF))
-                    Py_RETURN_FALSE;
-            break;
-        }
-        default: {
-            const uint32_t *u = data;
-            for (Py_ssize_t k = 0; k < len; k++)
-                if (u[k] == 0 || (u[k] >= 0xD800 && u[k] <= 0xDFFF))
-                    Py_RETURN_FALSE;
-        }
-        }
-    }
     Py_RETURN_TRUE;
+}
+
+static int clean_str(PyObject *v) { /* an exact str with no NUL and no lone surrogate */
+    if (!PyUnicode_CheckExact(v) || PyUnicode_READY(v) < 0)
+        return 0;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(v);
+    const void *data = PyUnicode_DATA(v);
+    switch (PyUnicode_KIND(v)) {
+    case PyUnicode_1BYTE_KIND: /* no surrogates below U+0100 */
+        return memchr(data, 0, (size_t)len) == NULL;
+    case PyUnicode_2BYTE_KIND: {
+        const uint16_t *u = data;
+        for (Py_ssize_t k = 0; k < len; k++)
+            if (u[k] == 0 || (u[k] >= 0xD800 && u[k] <= 0xDFFF))
+                return 0;
+        return 1;
+    }
+    default: {
+        const uint32_t *u = data;
+        for (Py_ssize_t k = 0; k < len; k++)
+            if (u[k] == 0 || (u[k] >= 0xD800 && u[k] <= 0xDFFF))
+                return 0;
+        return 1;
+    }
+    }
+}
+
+static PyObject *one_type(PyObject *self, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "one_type takes a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    if (!n)
+        Py_RETURN_NONE;
+    PyTypeObject *t = Py_TYPE(PyList_GET_ITEM(arg, 0));
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (Py_TYPE(PyList_GET_ITEM(arg, i)) != t)
+            Py_RETURN_NONE;
+    Py_INCREF(t);
+    return (PyObject *)t;
+}
+
+static PyObject *str_lists(PyObject *self, PyObject *args) {
+    PyObject *rows, *offsets_obj, *nulls_obj;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyList_Type, &rows, &offsets_obj, &nulls_obj))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    Py_buffer offsets, nulls;
+    if (get(offsets_obj, &offsets, 1, n + 1, 8, "offsets") < 0)
+        return NULL;
+    if (get(nulls_obj, &nulls, 1, n, 1, "nulls") < 0) {
+        PyBuffer_Release(&offsets);
+        return NULL;
+    }
+    int64_t *off = offsets.buf;
+    uint8_t *null = nulls.buf;
+    PyObject *flat = PyList_New(0), *result = NULL;
+    if (!flat)
+        goto done;
+    off[0] = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *row = PyList_GET_ITEM(rows, j);
+        null[j] = row == Py_None;
+        if (row != Py_None) {
+            if (!PyList_CheckExact(row) && !PyTuple_CheckExact(row)) {
+                result = Py_None; /* a bare string, a number: the per-row path decides */
+                goto done;
+            }
+            Py_ssize_t m = PySequence_Fast_GET_SIZE(row);
+            PyObject **items = PySequence_Fast_ITEMS(row);
+            for (Py_ssize_t k = 0; k < m; k++) {
+                if (!clean_str(items[k])) {
+                    result = Py_None; /* a None element, a number, a NUL, a lone surrogate */
+                    goto done;
+                }
+                if (PyList_Append(flat, items[k]) < 0)
+                    goto done;
+            }
+        }
+        off[j + 1] = PyList_GET_SIZE(flat);
+    }
+    result = flat;
+done:
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&nulls);
+    if (result != flat)
+        Py_XDECREF(flat);
+    Py_XINCREF(result);
+    return result;
 }
 
 static PyObject *clean_strings(PyObject *self, PyObject *args) {
@@ -499,6 +575,8 @@ done:
 
 static PyMethodDef methods[] = {
     {"group_ordinals_str", group_ordinals_str, METH_VARARGS, "group_ordinals for a list of str (None: one group); -1 for any other type."},
+    {"one_type", one_type, METH_O, "The type every item of a list has, or None (mixed, or empty)."},
+    {"str_lists", str_lists, METH_VARARGS, "Rows of clean str lists (None: missing) flattened, with offsets and a null mask; None otherwise."},
     {"clean_str_objects", clean_str_objects, METH_O, "True when every item of a list is a str holding no NUL and no lone surrogate."},
     {"clean_strings", clean_strings, METH_VARARGS, "True when no row of a fixed-width str array holds a NUL before a code point or a lone surrogate."},
     {"check_ids", check_ids, METH_VARARGS, "-1 when every id is a non-empty str and none repeats, else the first position that is not."},

@@ -76,13 +76,16 @@ def _from_list(values: list | tuple) -> np.ndarray:
     """A JSON array as a numpy column: all floats, all ints or all bools become that typed array in
     one C pass (what the rules read, with no per-value typing later); anything else (strings,
     lists, nulls, a mixture) an object array, typed by the guard against the attribute it feeds."""
-    kinds = set(map(type, values))
-    if len(kinds) == 1 and (dtype := _TYPED.get(next(iter(kinds)))) is not None:
+    if _native is not None:
+        kind = _native.one_type(values if type(values) is list else list(values))
+    else:
+        kinds = set(map(type, values))
+        kind = next(iter(kinds)) if len(kinds) == 1 else None
+    if (dtype := _TYPED.get(kind)) is not None:
         with contextlib.suppress(OverflowError):  # an int beyond int64 stays the object it is
             return np.array(values, dtype=dtype)
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = list(values)
-    return arr
+    # fromiter, not a slice assignment: numpy would look into every row of a list of lists
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 def _is_arrow_list(value: Any) -> bool:

@@ -366,6 +366,15 @@ def _string_lists(col: np.ndarray):
 
     n = len(col)
     rows = col.tolist()
+    if NATIVE:  # the same checks and layout in one C pass
+        offsets, null_bytes = np.empty(n + 1, dtype=np.int64), np.empty(n, dtype=np.uint8)
+        flat = _native.str_lists(rows, offsets, null_bytes)
+        if flat is None:
+            return None
+        values = np.empty(len(flat), dtype=object)
+        values[:] = flat
+        nulls = null_bytes.view(bool)
+        return ListValues(values, offsets, clean=True), (nulls if nulls.any() else None)
     row_types = set(map(type, rows))
     if not row_types <= _LIST_ROW_TYPES:
         return None
