@@ -83,6 +83,31 @@ def test_fast_paths_agree_with_the_cel_library(tmp_path, request_ctx):
 
 
 @native_only
+@pytest.mark.parametrize("form", ["list", "large_list", "sliced", "nul", "null_value"])
+def test_arrow_string_lists_read_in_place_agree_with_the_cel_library(tmp_path, form):
+    """Arrow list<string> columns are read by the C evaluator from Arrow's own buffers (UTF-8);
+    a value holding a NUL or a null value sends the column down the per-row path."""
+    import pyarrow as pa
+
+    compiled = bundle_of(tmp_path, ['"b" in item.l', '"é" in item.l', 'request.region in item.l', 'item.s in item.l',
+                                    '"toolongforthecolumn" in item.l', '!("" in item.l)']).compile_rules("*")
+    rows = [["b"], [], None, ["é", "b", ""], ["ab"], ["😀", "x"]]
+    if form == "nul":
+        rows[4] = ["a\x00b"]
+    if form == "null_value":
+        rows[4] = ["a", None]
+    arr = pa.array(rows, type=pa.large_list(pa.string()) if form == "large_list" else pa.list_(pa.string()))
+    if form == "sliced":
+        arr = pa.array([["zz"], *rows, ["b"]], type=pa.list_(pa.string())).slice(1, len(rows))
+    strings = np.array(["b", "x", "", "é", "ab", "😀"], dtype=str)
+    batch = Batch.from_columns(6, {"item.l": arr, "item.s": strings}, scalars={"request.region": "ab"})
+    slot = vec._arrow_list_slot(arr, None, 6)
+    assert (slot is None) == (form in ("nul", "null_value"))
+    ref = compiled.evaluate_reference(Batch.from_columns(6, {"item.l": arr, "item.s": strings}, scalars={"request.region": "ab"}))
+    assert compiled.evaluate(batch, native=True).tolist() == ref.tolist()
+
+
+@native_only
 def test_a_column_in_a_form_c_does_not_read_falls_back_to_numpy(tmp_path):
     compiled = bundle_of(tmp_path, ["item.i > 1", "item.d > 1.0"]).compile_rules("*")
     # int32 is not the int64 the C evaluator reads: that rule goes to numpy, the other stays in C
@@ -97,6 +122,8 @@ def test_a_column_in_a_form_c_does_not_read_falls_back_to_numpy(tmp_path):
     (((4, np.array(["a", "b", "c"]), None, 0),), ValueError),  # fixed-width strings without a width
     (((5, ["a", 1, "c"], None, 0),), TypeError),  # object strings holding an int
     (((6, 5, ["a"], None, 0, np.array([0, 2, 1, 1])),), ValueError),  # offsets that go backwards
+    (((6, 8, (np.array([0, 5]), b"ab"), None, 0, np.array([0, 1, 1, 1])),), ValueError),  # UTF-8 offsets past the bytes
+    (((6, 8, (np.array([0, 2, 1]), b"ab"), None, 0, np.array([0, 2, 2, 2])),), ValueError),  # offsets going back
     (((9, np.zeros(3), None, 0),), ValueError),  # an unknown kind
     (("not a tuple",), ValueError),
 ])

@@ -29,9 +29,11 @@
 #include <string.h>
 
 enum { T_BOOL = 1, T_INT = 2, T_DOUBLE = 3, T_STR = 4, T_LIST = 5 };
-enum { R_FIXED = 1, R_OBJ = 2 }; /* string rows: fixed-width UCS-4, or a list of str objects */
+/* string rows: fixed-width UCS-4, a list of str objects, or (list elements only) Arrow's UTF-8
+ * values and offsets */
+enum { R_FIXED = 1, R_OBJ = 2, R_UTF8 = 3 };
 /* slot kinds, as the Python side builds them (vectorised.py: _native_slot) */
-enum { S_BOOL = 1, S_INT = 2, S_DOUBLE = 3, S_UCS4 = 4, S_STROBJ = 5, S_LIST = 6, S_SHARED = 7 };
+enum { S_BOOL = 1, S_INT = 2, S_DOUBLE = 3, S_UCS4 = 4, S_STROBJ = 5, S_LIST = 6, S_SHARED = 7, S_UTF8 = 8 };
 enum {
     OP_SLOT = 1,      /* push slot arg */
     OP_CONST = 2,     /* push constant arg */
@@ -123,10 +125,14 @@ typedef struct {
     PyObject *const *objs;
     StrRef s;
     PyObject *sobj; /* the scalar string as the str object it came from */
+    const char *u8; /* and as UTF-8 (NULL when it has none), for Arrow's values */
+    Py_ssize_t u8len;
     /* lists: a column (offsets over flat elements held in the fields above), or one list for
      * every row (items, converted once) */
     int elem;
     const int64_t *offsets;
+    const unsigned char *utf8; /* R_UTF8 elements: value k is utf8[voff[k] : voff[k + 1]] */
+    const int64_t *voff;
     Py_ssize_t n_items;
     StrRef *items_s;
     PyObject **items_o;
@@ -136,7 +142,7 @@ typedef struct {
 
 typedef struct {
     Val val;
-    Py_buffer views[3];
+    Py_buffer views[4];
     int n_views;
     PyObject *keep; /* a sequence whose items objs points into */
 } Slot;
@@ -243,7 +249,12 @@ static int scalar_of(Arena *a, PyObject *o, int type, int elem, Val *v) {
         return (v->sd == -1.0 && PyErr_Occurred()) ? -1 : 0;
     case T_STR:
         v->sobj = o;
-        return scalar_str(a, o, &v->s);
+        if (scalar_str(a, o, &v->s) < 0)
+            return -1;
+        v->u8 = PyUnicode_AsUTF8AndSize(o, &v->u8len); /* kept in the str object: made once */
+        if (!v->u8)
+            PyErr_Clear(); /* no UTF-8 form (a lone surrogate): compared by code point instead */
+        return 0;
     case T_LIST: {
         PyObject *seq = PySequence_Fast(o, "a list constant or shared list is not a sequence");
         if (!seq)
@@ -415,6 +426,32 @@ static int parse_slot(Arena *a, PyObject *t, Py_ssize_t n, Slot *s) {
         case S_STROBJ:
             v->elem = T_STR;
             return str_rows(s, ek, flat, width, (Py_ssize_t)total);
+        case S_UTF8: { /* flat = (value offsets: int64, total + 1; the UTF-8 bytes) */
+            if (!PyTuple_Check(flat) || PyTuple_GET_SIZE(flat) != 2) {
+                PyErr_SetString(PyExc_ValueError, "slot: UTF-8 list values are (value offsets, bytes)");
+                return -1;
+            }
+            if (view(s, PyTuple_GET_ITEM(flat, 0), (total + 1) * 8, "value offsets") < 0)
+                return -1;
+            const int64_t *voff = s->views[s->n_views - 1].buf;
+            if (view(s, PyTuple_GET_ITEM(flat, 1), -1, "UTF-8 bytes") < 0)
+                return -1;
+            Py_ssize_t bytes = s->views[s->n_views - 1].len;
+            if (voff[0] < 0 || voff[total] > bytes) {
+                PyErr_SetString(PyExc_ValueError, "slot: value offsets outside the UTF-8 bytes");
+                return -1;
+            }
+            for (int64_t k = 0; k < total; k++)
+                if (voff[k] > voff[k + 1]) {
+                    PyErr_SetString(PyExc_ValueError, "slot: value offsets must not decrease");
+                    return -1;
+                }
+            v->elem = T_STR;
+            v->rep = R_UTF8;
+            v->voff = voff;
+            v->utf8 = s->views[s->n_views - 1].buf;
+            return 0;
+        }
         }
         PyErr_SetString(PyExc_ValueError, "slot: unknown list element kind");
         return -1;
@@ -681,12 +718,41 @@ static inline int obj_eq(PyObject *a, PyObject *b) {
            memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len * (size_t)kind) == 0;
 }
 
+/* UTF-8 bytes (valid, as Arrow's are) equal a string, code point by code point */
+static int utf8_eq(const unsigned char *u, Py_ssize_t ulen, const StrRef *s) {
+    Py_ssize_t i = 0, k = 0;
+    while (i < ulen) {
+        unsigned char b = u[i];
+        Py_UCS4 c;
+        int extra = b < 0x80 ? 0 : b < 0xE0 ? 1 : b < 0xF0 ? 2 : 3;
+        if (i + extra >= ulen && extra)
+            return 0;
+        c = extra == 0 ? b : extra == 1 ? (Py_UCS4)(b & 0x1F) : extra == 2 ? (Py_UCS4)(b & 0x0F) : (Py_UCS4)(b & 0x07);
+        for (int t = 1; t <= extra; t++)
+            c = (c << 6) | (u[i + t] & 0x3F);
+        i += 1 + extra;
+        if (k >= s->len || cp(s, k) != c)
+            return 0;
+        k++;
+    }
+    return k == s->len;
+}
+
 /* element k of a list column's flat values equals row j of e (or e's one value) */
 static inline int flat_eq(const Val *lst, Py_ssize_t k, const Val *e, Py_ssize_t j) {
     switch (lst->elem) {
     case T_STR: {
         if (lst->rep == R_OBJ && e->scalar)
             return obj_eq(lst->objs[k], e->sobj);
+        if (lst->rep == R_UTF8) {
+            const unsigned char *u = lst->utf8 + lst->voff[k];
+            Py_ssize_t ulen = (Py_ssize_t)(lst->voff[k + 1] - lst->voff[k]);
+            if (e->scalar && e->u8)
+                return ulen == e->u8len && memcmp(u, e->u8, (size_t)ulen) == 0;
+            StrRef es;
+            str_at(e, j, &es);
+            return utf8_eq(u, ulen, &es);
+        }
         StrRef s, es;
         if (lst->rep == R_FIXED)
             fixed_row(lst->ucs4, lst->width, k, &s);

@@ -246,10 +246,12 @@ class Batch:
             # a list array: its class has offsets (asked of the class: on an array, the property
             # would build an offsets array just to answer)
             if type(col) is not np.ndarray and type(col).__module__.startswith("pyarrow") and hasattr(type(col), "offsets"):
-                has_nulls = bool(col.null_count)
-                col, nulls = list_values_from_arrow(col)
-                columns[name] = col
-                if has_nulls:
+                # kept as Arrow until a path needs ListValues (the C evaluator reads a list of
+                # strings in place); its null rows are missing from the start
+                if hasattr(col, "combine_chunks"):
+                    col = columns[name] = col.combine_chunks()
+                if col.null_count:
+                    nulls = np.asarray(col.is_null(), dtype=bool)
                     missing[name] = nulls | np.asarray(missing.get(name, False), dtype=bool)
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
@@ -266,6 +268,14 @@ class Batch:
             raw = raw.tolist()
         return coerce(raw, t)
 
+    def list_values(self, name: str) -> Any:
+        """The column, with an Arrow list array turned into :class:`ListValues` (once) for the
+        paths that read Python values."""
+        col = self.columns.get(name)
+        if col is not None and type(col) is not np.ndarray and type(col).__module__.startswith("pyarrow"):
+            col = self.columns[name] = list_values_from_arrow(col)[0]
+        return col
+
     def _raw(self, name: str, i: int) -> Any:
         if name in self.scalars:
             return self.scalars[name]
@@ -273,7 +283,7 @@ class Batch:
             mask = self.missing_masks.get(name)
             if mask is not None and bool(mask[i]):
                 return _MISSING
-            return self.columns[name][i]
+            return self.list_values(name)[i]
         parts = name.split(".")
         if self.items is not None and parts[0] == self.item_root:
             return _lookup(self.items[i], parts[1:])
@@ -324,7 +334,7 @@ class Batch:
             if fast is not None:
                 return fast
         elif t.kind == "list":
-            col = self.columns.get(name)
+            col = self.list_values(name)
             if not isinstance(col, ListValues) and t.elem == "string" and isinstance(col, (list, np.ndarray)):
                 col = _arrow_string_lists(col)
                 if col is not None:

@@ -501,7 +501,7 @@ def compile_condition(condition: bytes | CheckedAst, decls: dict[str, AttrType],
 # value types, slot kinds and instructions as _native.c numbers them
 _T = {"bool": 1, "int": 2, "double": 3, "string": 4}
 _T_LIST = 5
-_S_STROBJ, _S_LIST, _S_SHARED = 5, 6, 7
+_S_STROBJ, _S_LIST, _S_SHARED, _S_UTF8 = 5, 6, 7, 8
 (_OP_SLOT, _OP_CONST, _OP_CMP, _OP_AND, _OP_OR, _OP_NOT, _OP_IN, _OP_STARTS, _OP_ENDS, _OP_CONTAINS,
  _OP_SKIP_AND, _OP_SKIP_OR) = range(1, 13)
 _CMP_CODE = {"less": 0, "less_equals": 1, "greater": 2, "greater_equals": 3}
@@ -648,6 +648,33 @@ def _list_slot(col: ListValues, elem: str, mask: np.ndarray | None, n: int) -> t
     return (_S_LIST, kind, data, mask, _width(flat), offsets)
 
 
+def _arrow_list_slot(arr: Any, mask: np.ndarray | None, n: int) -> tuple | None:
+    """An Arrow list of strings as the C evaluator reads it in place: row offsets, value offsets
+    and the UTF-8 bytes (no Python string per value). None when it is not one, or a value holds a
+    NUL (such a row is ill-typed: the per-row path decides). Arrow strings are valid UTF-8, so
+    they hold no lone surrogate."""
+    import pyarrow as pa
+
+    if not hasattr(type(arr), "offsets") or len(arr) != n:
+        return None
+    values = arr.values
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) or values.null_count:
+        return None
+    list_size = 4 if pa.types.is_list(arr.type) else 8 if pa.types.is_large_list(arr.type) else 0
+    value_size = 4 if pa.types.is_string(values.type) else 8
+    buffers, value_buffers = arr.buffers(), values.buffers()
+    if not list_size or buffers[1] is None or value_buffers[1] is None:
+        return None
+    offsets = np.frombuffer(buffers[1], dtype=f"<i{list_size}", count=n + 1, offset=arr.offset * list_size).astype(np.int64)
+    start, end = int(offsets[0]), int(offsets[-1])
+    voff = np.frombuffer(value_buffers[1], dtype=f"<i{value_size}", count=end - start + 1,
+                         offset=(values.offset + start) * value_size).astype(np.int64)
+    data = value_buffers[2] if value_buffers[2] is not None else b""
+    if voff[-1] > voff[0] and bytes(memoryview(data)[voff[0]: voff[-1]]).find(b"\x00") >= 0:
+        return None
+    return (_S_LIST, _S_UTF8, (voff, data), mask, 0, offsets - start if start else offsets)
+
+
 _BOOL = np.dtype(bool)
 _DATA_DTYPE = {"bool": _BOOL, "int": np.dtype(np.int64), "double": np.dtype(np.float64)}
 
@@ -756,6 +783,9 @@ class CompiledRules:
                             slots.append((kind, col, mask, col.dtype.itemsize // 4 if kind == _T["string"] else 0))
                         continue
                     if type(col) is ListValues and t.kind == "list" and (slot := _list_slot(col, t.elem, mask, n)):
+                        slots.append(slot)
+                        continue
+                    if t.elem == "string" and type(col).__module__.startswith("pyarrow") and (slot := _arrow_list_slot(col, mask, n)):
                         slots.append(slot)
                         continue
             slots.append(_native_slot(batch, name, t, ckey))
