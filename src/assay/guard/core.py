@@ -1076,16 +1076,16 @@ class Guard:
 
         # -- what the rules decide, as (rules x candidates) matrices --------------------------
         pre_dropped = np.zeros(n, dtype=bool)  # dropped before any rule: unlabeled, out of budget
-        hard_rule = np.full(n, -1, dtype=np.int32)
+        undecided = np.int32(-1)  # what hard_rule says where no rule decided: -1, or why dropped
         mode = self.config.surface_modes.get(surface.surface, self.config.default_mode)
         if mode == "fail_closed" and surface.label_names and n and not complete:
             labelled = np.zeros(n, dtype=bool)
             for name in surface.label_names:
                 labelled |= present[name]
             pre_dropped = ~labelled
-            hard_rule[pre_dropped] = UNLABELED
+            undecided = np.where(pre_dropped, np.int32(UNLABELED), undecided)
         if budget_out and n:
-            hard_rule[~pre_dropped] = BUDGET
+            undecided = np.where(pre_dropped, undecided, np.int32(BUDGET))
             pre_dropped = np.ones(n, dtype=bool)
         live_rule = surface.vectors.live
         if surface.partial_rollout:
@@ -1095,9 +1095,7 @@ class Guard:
         res = resolve(surface, outcomes, live_rule, pre_dropped)
         first, failed_closed, dropped = res.first, res.failed_closed, res.dropped
         action = res.action.copy()  # caps and source breakers act on top of what the rules decided
-        decided = first < len(specs)
-        if decided.any():
-            hard_rule = np.where(decided, first, hard_rule).astype(np.int32)
+        hard_rule = np.where(first < len(specs), first, undecided).astype(np.int32, copy=False)
         labelling = res.soft[surface.label_rows] if len(surface.label_rows) else None
         capping = res.soft[surface.cap_rows] if len(surface.cap_rows) else None
         keep = ~dropped
