@@ -107,6 +107,9 @@ class DemoContext:
     )  # step entry -> what it said (plain text)
     current: str = ""
     planned: tuple[str, ...] = ()  # the step entries this run will execute, in order
+    # Ctrl-C was pressed: kept beside the KeyboardInterrupt, which Python drops when the signal
+    # lands while a finalizer or a weakref callback runs (a SQLAlchemy one has swallowed it)
+    interrupted: bool = False
 
     def will_run(self, entry: str) -> bool:
         """Whether this run executes ``entry`` (so a step can leave a story to it, not tell it twice)."""
@@ -269,6 +272,27 @@ def run_demo(
         )
 
     ctx.planned = tuple(e for e in DEMO_STEPS if not only or part_of(e) in only)
+    old_handler = signal.signal(signal.SIGINT, _interrupt_handler(ctx)) if _main_thread() else None
+    try:
+        _run_stages(ctx, only, results, started)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    _save(ctx, results, started, finished=True)
+    _summary(ctx, results, started)
+    return ctx
+
+
+def _interrupt_handler(ctx: DemoContext):
+    def on_sigint(signum: int, frame: Any) -> None:
+        ctx.interrupted = True
+        raise KeyboardInterrupt
+
+    return on_sigint
+
+
+def _run_stages(ctx: DemoContext, only: list[str] | None, results: list[StepResult], started: float) -> None:
+    console = ctx.console
     for stage in STAGES:
         entries = [e for e in stage.steps if not only or part_of(e) in only]
         if not entries:
@@ -288,9 +312,6 @@ def run_demo(
                 _save(ctx, results, started, finished=False)
                 raise DemoInterrupted(ctx, results)
             _save(ctx, results, started, finished=False)
-    _save(ctx, results, started, finished=True)
-    _summary(ctx, results, started)
-    return ctx
 
 
 def _announce_previous(ctx: DemoContext) -> None:
@@ -356,6 +377,8 @@ def _run_step(ctx: DemoContext, stage: Stage, entry: str) -> StepResult | None:
             highlight=False,
         )
     ctx.current = ""
+    if ctx.interrupted and status == "done":  # Ctrl-C came, but its KeyboardInterrupt was dropped
+        status, note = "interrupted", "Ctrl-C"
     seconds = time.perf_counter() - t0
     if status == "done":
         console.print(f"[dim]{part} done in {seconds:.1f}s[/]", highlight=False)
