@@ -353,6 +353,26 @@ static int str_rows(Slot *s, long kind, PyObject *data, Py_ssize_t width, Py_ssi
     return -1;
 }
 
+/* count bool, int64 or double values (kind) in obj, read through the slot's data pointers */
+static int numbers(Slot *s, PyObject *obj, long kind, Py_ssize_t count, const char *what) {
+    if (view(s, obj, count * (kind == S_BOOL ? 1 : 8), what) < 0)
+        return -1;
+    const void *buf = s->views[s->n_views - 1].buf;
+    s->val.b = buf;
+    s->val.i = buf;
+    s->val.d = buf;
+    return 0;
+}
+
+static int ascending(const int64_t *offsets, int64_t count, const char *what) {
+    for (int64_t k = 0; k < count; k++)
+        if (offsets[k] > offsets[k + 1]) {
+            PyErr_Format(PyExc_ValueError, "slot: %s must not decrease", what);
+            return -1;
+        }
+    return 0;
+}
+
 /* (S_BOOL|S_INT|S_DOUBLE|S_UCS4|S_STROBJ, data, missing|None, width)
  * (S_LIST, elem_kind, flat, missing|None, width, offsets)
  * (S_SHARED, type, elem, ok, value) */
@@ -400,28 +420,17 @@ static int parse_slot(Arena *a, PyObject *t, Py_ssize_t n, Slot *s) {
             PyErr_SetString(PyExc_ValueError, "slot: list offsets must start at 0");
             return -1;
         }
-        for (Py_ssize_t j = 0; j < n; j++)
-            if (v->offsets[j] > v->offsets[j + 1]) {
-                PyErr_SetString(PyExc_ValueError, "slot: list offsets must not decrease");
-                return -1;
-            }
+        if (ascending(v->offsets, n, "list offsets") < 0)
+            return -1;
         long ek = PyLong_AsLong(PyTuple_GET_ITEM(t, 1));
         PyObject *flat = PyTuple_GET_ITEM(t, 2);
         Py_ssize_t width = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 4));
         switch (ek) {
         case S_BOOL:
         case S_INT:
-        case S_DOUBLE: {
-            Py_ssize_t size = ek == S_BOOL ? 1 : 8;
-            if (view(s, flat, total * size, "flat") < 0)
-                return -1;
-            const void *buf = s->views[s->n_views - 1].buf;
+        case S_DOUBLE:
             v->elem = (int)ek;
-            v->b = buf;
-            v->i = buf;
-            v->d = buf;
-            return 0;
-        }
+            return numbers(s, flat, ek, (Py_ssize_t)total, "flat");
         case S_UCS4:
         case S_STROBJ:
             v->elem = T_STR;
@@ -441,11 +450,8 @@ static int parse_slot(Arena *a, PyObject *t, Py_ssize_t n, Slot *s) {
                 PyErr_SetString(PyExc_ValueError, "slot: value offsets outside the UTF-8 bytes");
                 return -1;
             }
-            for (int64_t k = 0; k < total; k++)
-                if (voff[k] > voff[k + 1]) {
-                    PyErr_SetString(PyExc_ValueError, "slot: value offsets must not decrease");
-                    return -1;
-                }
+            if (ascending(voff, total, "value offsets") < 0)
+                return -1;
             v->elem = T_STR;
             v->rep = R_UTF8;
             v->voff = voff;
@@ -460,16 +466,9 @@ static int parse_slot(Arena *a, PyObject *t, Py_ssize_t n, Slot *s) {
     switch (kind) {
     case S_BOOL:
     case S_INT:
-    case S_DOUBLE: {
-        if (view(s, data, n * (kind == S_BOOL ? 1 : 8), "data") < 0)
-            return -1;
-        const void *buf = s->views[s->n_views - 1].buf;
+    case S_DOUBLE:
         v->type = (int)kind;
-        v->b = buf;
-        v->i = buf;
-        v->d = buf;
-        return 0;
-    }
+        return numbers(s, data, kind, n, "data");
     case S_UCS4:
     case S_STROBJ:
         v->type = T_STR;
