@@ -466,6 +466,15 @@ def resolve(surface: CompiledSurface, outcomes: np.ndarray, live: np.ndarray, pr
                       soft, outcomes, v.fail_closed, live, pre_dropped)
 
 
+def _by_candidate(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate, rule) of every True cell of a (rules, n) matrix, ordered by candidate, then
+    rule: flat positions in a transposed copy (np.nonzero on the transposed view is ~3x slower)."""
+    rules = matrix.shape[0]
+    flat = np.flatnonzero(np.ascontiguousarray(matrix.T))
+    cand = flat // rules
+    return cand, flat - cand * rules
+
+
 _POLICY_ACTIONS = np.array([K_ALLOW, K_DROP, K_DEMOTE, K_LABEL], dtype=np.int8)  # policy.decide's codes -> K_*
 
 
@@ -650,7 +659,7 @@ class Slate:
         full[n_rules] = h == UNLABELED
         full[n_rules + 1] = h == BUDGET
         full[n_rules + 2] = h == BREAKER
-        cand, rule = np.nonzero(full.T)  # ordered by candidate, then rule order
+        cand, rule = _by_candidate(full)
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(cand, minlength=n), out=offsets[1:])
         ids = np.array([sp.id for sp in specs] + ["guard:unlabeled", "guard:deadline", ""], dtype=object)
@@ -677,7 +686,7 @@ class Slate:
             rule_array, reason_array = pa.array(rule_values, type=string), pa.array(reason_values, type=string)
         s_offsets = np.zeros(n + 1, dtype=np.int32)
         if self.shadowed is not None and n_rules:
-            s_cand, s_rule = np.nonzero(self.shadowed.T)
+            s_cand, s_rule = _by_candidate(self.shadowed)
             np.cumsum(np.bincount(s_cand, minlength=n), out=s_offsets[1:])
             shadow_values = pa.array(ids.tolist(), type=string).take(s_rule)
         else:
