@@ -108,6 +108,18 @@ def test_arrow_string_lists_read_in_place_agree_with_the_cel_library(tmp_path, f
 
 
 @native_only
+def test_a_column_of_another_type_is_missing_in_c_too(tmp_path):
+    """Numbers where a string is declared (and the reverse) are ill-typed: MISSING in both
+    evaluators, never numbers' bytes read as strings. (numpy compares a dtype with None as
+    float64, which once let a float column through as fixed-width strings.)"""
+    compiled = bundle_of(tmp_path, ['item.s == "a"', "item.d > 0.5", 'item.s != "a"']).compile_rules("*")
+    batch = Batch.from_columns(3, {"item.s": np.array([0.5, 1.5, 2.5]), "item.d": np.array(["a", "b", "c"])})
+    ref = compiled.evaluate_reference(batch)
+    assert ref.tolist() == [[2, 2, 2]] * 3
+    assert compiled.evaluate(batch, native=True).tolist() == ref.tolist()
+
+
+@native_only
 def test_a_column_in_a_form_c_does_not_read_falls_back_to_numpy(tmp_path):
     compiled = bundle_of(tmp_path, ["item.i > 1", "item.d > 1.0"]).compile_rules("*")
     # int32 is not the int64 the C evaluator reads: that rule goes to numpy, the other stays in C

@@ -775,8 +775,10 @@ class CompiledRules:
             if col is not None and name not in batch.scalars:
                 mask = masks.get(name)
                 if mask is None or (type(mask) is np.ndarray and mask.dtype == _BOOL and mask.shape == (n,) and mask.flags.c_contiguous):
+                    # dtype is None for strings, and numpy reads `dtype == None` as float64: test it first
                     if type(col) is np.ndarray and kind and col.ndim == 1 and col.flags.c_contiguous and (
-                            col.dtype == dtype or (kind == _T["string"] and col.dtype.kind in "UO" and name in batch.clean)):
+                            (dtype is not None and col.dtype == dtype)
+                            or (kind == _T["string"] and col.dtype.kind in "UO" and name in batch.clean)):
                         if col.dtype == object:  # str objects the caller checked (JSON strings)
                             slots.append((_S_STROBJ, col.tolist(), mask, 0))
                         else:
