@@ -150,18 +150,21 @@ def test_malformed_slots_raise_and_write_nothing_out_of_bounds(slots, error):
 
 @native_only
 @pytest.mark.parametrize("code, error", [
-    ([vec._OP_SLOT, 1], IndexError),  # a slot that is not there
+    ([vec._OP_SLOT, 2], IndexError),  # a slot that is not there
     ([vec._OP_CONST, 0], IndexError),  # a constant that is not there
     ([vec._OP_AND, 0], ValueError),  # stack underflow
     ([vec._OP_SLOT, 0, vec._OP_SLOT, 0], ValueError),  # leaves two values
     ([vec._OP_SLOT, 0, vec._OP_SKIP_AND, 0, vec._OP_NOT, 0], ValueError),  # jumps backwards
     ([42, 0], ValueError),  # an unknown instruction
+    ([vec._OP_SLOT, 1, vec._OP_NOT, 0], TypeError),  # ! on a string column
+    ([vec._OP_SLOT, 1, vec._OP_SLOT, 0, vec._OP_AND, 0], TypeError),  # && on a string column
+    ([vec._OP_SLOT, 0, vec._OP_SLOT, 1, vec._OP_CMP, 4], TypeError),  # a bool compared with a string
 ])
 def test_malformed_programs_raise(code, error):
     from assay.policy import _native
 
     out = np.zeros((1, 3), dtype=np.int8)
-    slots = ((1, np.array([True, False, True]), None, 0),)
+    slots = ((1, np.array([True, False, True]), None, 0), (5, ["a", "b", "c"], None, 0))
     with pytest.raises(error):
         _native.evaluate(((0, np.array(code, dtype=np.int32).tobytes(), ()),), slots, 3, out)
     with pytest.raises(IndexError):  # a row outside the outcome matrix

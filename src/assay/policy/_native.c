@@ -639,6 +639,10 @@ static inline uint8_t bool_at(const Val *v, Py_ssize_t j) { return v->scalar ? v
 static inline uint8_t err_at(const Val *v, Py_ssize_t j) { return v->scalar ? (uint8_t)v->serr : (v->err ? v->err[j] : 0); }
 
 static int logical(Arena *a, const Val *x, const Val *y, int is_and, Py_ssize_t n, Val *out) {
+    if (x->type != T_BOOL || y->type != T_BOOL) {
+        PyErr_SetString(PyExc_TypeError, "&& and || need bools");
+        return -1;
+    }
     memset(out, 0, sizeof *out);
     out->type = T_BOOL;
     out->scalar = x->scalar && y->scalar;
@@ -692,6 +696,10 @@ static int logical(Arena *a, const Val *x, const Val *y, int is_and, Py_ssize_t 
 }
 
 static int negate(Arena *a, const Val *x, Py_ssize_t n, Val *out) {
+    if (x->type != T_BOOL) {
+        PyErr_SetString(PyExc_TypeError, "! needs a bool");
+        return -1;
+    }
     *out = *x;
     if (x->scalar) {
         out->sb = !x->sb;
