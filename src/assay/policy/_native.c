@@ -511,6 +511,14 @@ static int strict_err(Arena *a, const Val *x, const Val *y, Py_ssize_t n, Val *o
     return 0;
 }
 
+/* a bool result: one value when every operand is one, else n values from the arena */
+static uint8_t *bool_result(Arena *a, int scalar, Py_ssize_t n, Val *out) {
+    memset(out, 0, sizeof *out);
+    out->type = T_BOOL;
+    out->scalar = scalar;
+    return scalar ? &out->sb : arena_alloc(a, (size_t)n);
+}
+
 #define AT(v, field, sfield, j) ((v)->scalar ? (v)->sfield : (v)->field[j])
 
 /* r[j] = X op Y over m rows, one loop per operator, each simple enough for the compiler to
@@ -579,13 +587,10 @@ static int compare(Arena *a, const Val *x, const Val *y, int op, Py_ssize_t n, V
         PyErr_SetString(PyExc_TypeError, "comparison of values of two types");
         return -1;
     }
-    memset(out, 0, sizeof *out);
-    out->type = T_BOOL;
-    out->scalar = x->scalar && y->scalar;
-    Py_ssize_t m = out->scalar ? 1 : n;
-    uint8_t *restrict r = out->scalar ? &out->sb : arena_alloc(a, (size_t)n);
+    uint8_t *restrict r = bool_result(a, x->scalar && y->scalar, n, out);
     if (!r)
         return -1;
+    Py_ssize_t m = out->scalar ? 1 : n;
     switch (x->type) {
     case T_BOOL:
         NUM_CMP(uint8_t, b, sb);
@@ -643,22 +648,20 @@ static int logical(Arena *a, const Val *x, const Val *y, int is_and, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "&& and || need bools");
         return -1;
     }
-    memset(out, 0, sizeof *out);
-    out->type = T_BOOL;
-    out->scalar = x->scalar && y->scalar;
+    int scalar = x->scalar && y->scalar;
     /* one error-free side that does not decide the result: the result is the other side */
-    if (!out->scalar && x->scalar && !x->serr && x->sb == is_and) {
+    if (!scalar && x->scalar && !x->serr && x->sb == is_and) {
         *out = *y;
         return 0;
     }
-    if (!out->scalar && y->scalar && !y->serr && y->sb == is_and) {
+    if (!scalar && y->scalar && !y->serr && y->sb == is_and) {
         *out = *x;
         return 0;
     }
-    Py_ssize_t m = out->scalar ? 1 : n;
-    uint8_t *restrict r = out->scalar ? &out->sb : arena_alloc(a, (size_t)n);
+    uint8_t *restrict r = bool_result(a, scalar, n, out);
     if (!r)
         return -1;
+    Py_ssize_t m = scalar ? 1 : n;
     int any_err = (x->scalar ? x->serr : x->err != NULL) || (y->scalar ? y->serr : y->err != NULL);
     if (!any_err && !x->scalar && !y->scalar) {
         const uint8_t *restrict xb = x->b, *restrict yb = y->b;
@@ -801,13 +804,10 @@ static int contains_elem(Arena *a, const Val *e, const Val *lst, Py_ssize_t n, V
         PyErr_SetString(PyExc_TypeError, "`in` needs a list of the element's type");
         return -1;
     }
-    memset(out, 0, sizeof *out);
-    out->type = T_BOOL;
-    out->scalar = e->scalar && lst->scalar;
-    Py_ssize_t m = out->scalar ? 1 : n;
-    uint8_t *restrict r = out->scalar ? &out->sb : arena_alloc(a, (size_t)n);
+    uint8_t *restrict r = bool_result(a, e->scalar && lst->scalar, n, out);
     if (!r)
         return -1;
+    Py_ssize_t m = out->scalar ? 1 : n;
     if (!lst->scalar && e->scalar) {
         /* one value in a list column: test each flat element once, and mark the row of each
          * match */
@@ -879,13 +879,10 @@ static int string_test(Arena *a, const Val *x, const Val *y, int op, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "string functions need strings");
         return -1;
     }
-    memset(out, 0, sizeof *out);
-    out->type = T_BOOL;
-    out->scalar = x->scalar && y->scalar;
-    Py_ssize_t m = out->scalar ? 1 : n;
-    uint8_t *r = out->scalar ? &out->sb : arena_alloc(a, (size_t)n);
+    uint8_t *restrict r = bool_result(a, x->scalar && y->scalar, n, out);
     if (!r)
         return -1;
+    Py_ssize_t m = out->scalar ? 1 : n;
     if (op == OP_STARTS && !x->scalar && x->rep == R_FIXED && y->scalar) {
         /* a fixed-width column's prefix: rows hold no interior NUL, so a NUL-free prefix
          * matches exactly when its code points equal the row's first ones */
