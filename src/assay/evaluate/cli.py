@@ -168,20 +168,33 @@ def models_serve(
     threads: int = typer.Option(None, "--threads"),
 ) -> None:
     """Start llama.cpp's OpenAI-compatible server on the model, wait until healthy, serve until Ctrl-C."""
+    import signal
     import time
 
     from assay.evaluate.serve import ModelServer
 
     server = ModelServer(model, port=port, n_ctx=n_ctx, n_threads=threads)
     typer.echo(f"starting llama.cpp server for {server.model_path} ...", err=True)
-    server.start()
-    typer.echo(f"ready: {server.base_url}  (OpenAI-compatible; Ctrl-C stops it)")
+    # Ctrl-C (or SIGTERM) raises KeyboardInterrupt and also sets a flag the loop reads: Python
+    # drops the exception when the signal lands while a finalizer runs, and the server would
+    # then never stop
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
+        server.start()
+        typer.echo(f"ready: {server.base_url}  (OpenAI-compatible; Ctrl-C stops it)")
+        while not stopping and server.process is not None and server.process.poll() is None:
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.stop()
 
 
