@@ -176,6 +176,19 @@ def test_bad_requests_and_empty_batch(test_bundle):
         assert slate.item_ids == [] and slate.decisions == () and slate.to_dict()["items"] == []
 
 
+def test_the_slate_as_json_carries_each_served_items_labels(feed_bundle):
+    from assay.guard.bench import USERS, candidate_batch, catalog
+
+    ids, store, meta = catalog(2_000)
+    slate = Guard(feed_bundle, store).apply({"surface": "for_you", "user": USERS[1]},
+                                            candidate_batch(ids, meta, 300, np.random.default_rng(4)))
+    assert slate.item_labels, "the sample must have labelled items"
+    items = slate.to_dict()["items"]
+    assert [it["id"] for it in items] == slate.item_ids
+    assert {it["id"]: tuple(it["labels"]) for it in items if "labels" in it} == dict(slate.item_labels)
+    assert all(it["labels"] for it in items if "labels" in it)
+
+
 def test_json_numbers_as_scores(test_bundle):
     store, cands = hand_batch()
     g = Guard(test_bundle, store)

@@ -57,9 +57,9 @@ class WindowType(StrEnum):
     TIME = "time"
 
 
-@dataclass(frozen=True)
-class CallOutcome:
-    """One observation the breaker judges with its failure predicate.
+class CallOutcome(NamedTuple):
+    """One observation the breaker judges with its failure predicate (a named tuple: immutable,
+    and built several times per request, where a frozen dataclass costs several times as much).
 
     ``kind`` is what happened: ``ok``, ``label_store_error``, ``label_store_timeout``, ``harmful``
     (a served candidate later found harmful), ``drop_rate`` (a batch's drop rate, in ``value``).

@@ -723,13 +723,12 @@ class Slate:
         return table
 
     def to_dict(self, *, decisions: bool = False) -> dict[str, Any]:
-        items = []
-        for item_id, score in zip(self.item_ids, self.scores.tolist(), strict=True):
-            item: dict[str, Any] = {"id": item_id, "score": score}
-            labels = self.item_labels.get(item_id)
-            if labels:
-                item["labels"] = list(labels)
-            items.append(item)
+        items = [{"id": item_id, "score": score} for item_id, score in zip(self.item_ids, self.scores.tolist(), strict=True)]
+        if self.item_labels:  # few items carry labels: find them by id rather than test every item
+            at = dict(zip(self.item_ids, range(len(items)), strict=True))
+            for item_id, labels in self.item_labels.items():
+                if labels and item_id in at:
+                    items[at[item_id]]["labels"] = list(labels)
         out: dict[str, Any] = {
             "request_id": self.request_id, "surface": self.surface, "bundle_version": self.bundle_version,
             "bundle_hash": self.bundle_hash, "breaker_state": self.breaker_state, "fallback": self.fallback,
