@@ -169,3 +169,16 @@ def test_malformed_programs_raise(code, error):
         _native.evaluate(((0, np.array(code, dtype=np.int32).tobytes(), ()),), slots, 3, out)
     with pytest.raises(IndexError):  # a row outside the outcome matrix
         _native.evaluate(((1, np.array([vec._OP_SLOT, 0], dtype=np.int32).tobytes(), ()),), slots, 3, out)
+
+
+def test_an_arrow_array_that_is_not_a_list_is_an_ill_typed_column(tmp_path):
+    """Only Arrow list (or map) arrays are kept and read as lists; an Arrow string array where a
+    string or a list is declared is MISSING in every evaluator, as before lists stayed Arrow."""
+    import pyarrow as pa
+
+    compiled = bundle_of(tmp_path, ['item.s == "a"', '"a" in item.l']).compile_rules("*")
+    batch = Batch.from_columns(2, {"item.s": pa.array(["a", "b"]), "item.l": pa.array(["a", "b"])})
+    ref = compiled.evaluate_reference(batch)
+    assert ref.tolist() == [[2, 2], [2, 2]]
+    for native in (False, True) if vec.NATIVE else (False,):
+        assert compiled.evaluate(batch, native=native).tolist() == ref.tolist()

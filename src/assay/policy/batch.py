@@ -149,6 +149,18 @@ def _arrow_string_lists(rows) -> tuple[ListValues, np.ndarray] | None:
     return converted
 
 
+def is_arrow_list(col: Any) -> bool:
+    """A pyarrow list, large-list or map array (or chunked one): what ``Batch.from_columns`` keeps
+    as Arrow. Asked of the Arrow type: other Arrow arrays (strings, numbers) have offsets or
+    buffers too, and are not lists."""
+    if type(col) is np.ndarray or not type(col).__module__.startswith("pyarrow"):
+        return False
+    import pyarrow as pa
+
+    t = getattr(col, "type", None)
+    return isinstance(t, pa.DataType) and (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t))
+
+
 def list_values_from_arrow(arr: Any) -> tuple[ListValues, np.ndarray]:
     """A pyarrow list array as :class:`ListValues` and its null mask, without a Python object per
     row: offsets are Arrow's own, and only the flat values become numpy strings. Values that a
@@ -243,9 +255,7 @@ class Batch:
         columns = dict(columns or {})
         missing = dict(missing or {})
         for name, col in columns.items():
-            # a list array: its class has offsets (asked of the class: on an array, the property
-            # would build an offsets array just to answer)
-            if type(col) is not np.ndarray and type(col).__module__.startswith("pyarrow") and hasattr(type(col), "offsets"):
+            if is_arrow_list(col):
                 # kept as Arrow until a path needs ListValues (the C evaluator reads a list of
                 # strings in place); its null rows are missing from the start
                 if hasattr(col, "combine_chunks"):
@@ -272,7 +282,7 @@ class Batch:
         """The column, with an Arrow list array turned into :class:`ListValues` (once) for the
         paths that read Python values."""
         col = self.columns.get(name)
-        if col is not None and type(col) is not np.ndarray and type(col).__module__.startswith("pyarrow"):
+        if is_arrow_list(col):
             col = self.columns[name] = list_values_from_arrow(col)[0]
         return col
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.policy.batch import Batch, ListColumn, ListValues, MapColumn, ScalarColumn
+from assay.policy.batch import Batch, ListColumn, ListValues, MapColumn, ScalarColumn, is_arrow_list
 from assay.policy.checked_ast import CheckedAst, Node, decode_checked
 from assay.policy.model import Outcome, Rule
 from assay.policy.types import AttrType
@@ -655,7 +655,7 @@ def _arrow_list_slot(arr: Any, mask: np.ndarray | None, n: int) -> tuple | None:
     they hold no lone surrogate."""
     import pyarrow as pa
 
-    if not hasattr(type(arr), "offsets") or len(arr) != n:
+    if len(arr) != n:
         return None
     values = arr.values
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) or values.null_count:
@@ -787,7 +787,7 @@ class CompiledRules:
                     if type(col) is ListValues and t.kind == "list" and (slot := _list_slot(col, t.elem, mask, n)):
                         slots.append(slot)
                         continue
-                    if t.elem == "string" and type(col).__module__.startswith("pyarrow") and (slot := _arrow_list_slot(col, mask, n)):
+                    if t.elem == "string" and is_arrow_list(col) and (slot := _arrow_list_slot(col, mask, n)):
                         slots.append(slot)
                         continue
             slots.append(_native_slot(batch, name, t, ckey))
