@@ -301,3 +301,18 @@ def test_json_array_typing_native_equals_python(values, monkeypatch):
     monkeypatch.setattr(candidates, "_native", None)
     slow = candidates._from_list(values)
     assert fast.dtype == slow.dtype and fast.tolist() == slow.tolist()
+
+
+@native_only
+def test_string_lists_hands_over_its_one_reference():
+    """`str_lists` kept an extra reference to the flat list it returned, so every request with a
+    list column leaked the list (and, through it, the strings of the JSON it was made from)."""
+    import sys
+
+    from assay.guard import _native
+
+    rows = [["a", "b"], [], ["c"]]
+    flat = _native.str_lists(rows, np.empty(4, dtype=np.int64), np.empty(3, dtype=np.uint8))
+    assert flat == ["a", "b", "c"]
+    assert sys.getrefcount(flat) == 2  # the name and getrefcount's own argument
+    assert _native.str_lists([["a"], [1]], np.empty(3, dtype=np.int64), np.empty(2, dtype=np.uint8)) is None

@@ -478,13 +478,14 @@ static PyObject *str_lists(PyObject *self, PyObject *args) {
         }
         off[j + 1] = PyList_GET_SIZE(flat);
     }
-    result = flat;
+    result = flat; /* the new reference PyList_New made passes to the caller */
 done:
     PyBuffer_Release(&offsets);
     PyBuffer_Release(&nulls);
-    if (result != flat)
+    if (result != flat) {
         Py_XDECREF(flat);
-    Py_XINCREF(result);
+        Py_XINCREF(result); /* None (borrowed) or NULL */
+    }
     return result;
 }
 

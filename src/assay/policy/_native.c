@@ -390,12 +390,26 @@ static int parse_slot(Arena *a, PyObject *t, Py_ssize_t n, Slot *s) {
             return -1;
         }
         int type = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 1)), elem = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 2));
-        if (!PyObject_IsTrue(PyTuple_GET_ITEM(t, 3))) { /* missing for every row */
+        if (PyErr_Occurred())
+            return -1;
+        if (type < T_BOOL || type > T_LIST || (type == T_LIST ? (elem < T_BOOL || elem > T_STR) : elem != 0)) {
+            PyErr_SetString(PyExc_ValueError, "a shared slot's type is not one the evaluator knows");
+            return -1;
+        }
+        int ok = PyObject_IsTrue(PyTuple_GET_ITEM(t, 3));
+        if (ok < 0)
+            return -1;
+        if (!ok) { /* missing for every row: an error value, whose data is never read (strict
+                    * operators short-circuit on it in run()), but kept well-formed anyway: an
+                    * empty string with UTF-8, no items */
             memset(v, 0, sizeof *v);
             v->type = type;
             v->elem = elem;
             v->scalar = 1;
             v->serr = 1;
+            v->s.kind = 1;
+            v->s.data = "";
+            v->u8 = "";
             return 0;
         }
         return scalar_of(a, PyTuple_GET_ITEM(t, 4), type, elem, v);
@@ -752,7 +766,7 @@ static int utf8_eq(const unsigned char *u, Py_ssize_t ulen, const StrRef *s) {
 static inline int flat_eq(const Val *lst, Py_ssize_t k, const Val *e, Py_ssize_t j) {
     switch (lst->elem) {
     case T_STR: {
-        if (lst->rep == R_OBJ && e->scalar)
+        if (lst->rep == R_OBJ && e->scalar && e->sobj)
             return obj_eq(lst->objs[k], e->sobj);
         if (lst->rep == R_UTF8) {
             const unsigned char *u = lst->utf8 + lst->voff[k];
@@ -978,6 +992,19 @@ static int run(Arena *a, const int32_t *code, Py_ssize_t words, PyObject *consts
         Val result;
         Val *x = &stack[top - arity], *y = &stack[top - 1];
         int rc;
+        if ((op == OP_CMP || op == OP_IN || op == OP_STARTS || op == OP_ENDS || op == OP_CONTAINS) &&
+            ((x->scalar && x->serr) || (y->scalar && y->serr))) {
+            /* a strict operator with an operand that is an error for every row (a request-wide
+             * value that is absent): the result is an error for every row, and the operand's
+             * data (which an absent value does not have) is never read */
+            memset(&result, 0, sizeof result);
+            result.type = T_BOOL;
+            result.scalar = 1;
+            result.serr = 1;
+            top -= arity;
+            stack[top++] = result;
+            continue;
+        }
         switch (op) {
         case OP_CMP:
             rc = compare(a, x, y, arg, n, &result);

@@ -83,6 +83,16 @@ def _objects(data: Any) -> Any:
     return out
 
 
+def _holds_nul(data: Any) -> bool:
+    """A string value (or any of a column's) contains NUL. Fixed-width columns cannot (the batch
+    refuses interior NULs, and trailing ones are padding)."""
+    if isinstance(data, str):
+        return "\x00" in data
+    if isinstance(data, np.ndarray) and data.dtype == object:
+        return any("\x00" in v for v in data.tolist() if isinstance(v, str))
+    return False
+
+
 def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     if a is None:
         return b
@@ -289,7 +299,16 @@ class Compiler:
 
             return self._binary(args, arith)
         if ov == "add_string":
-            return self._binary(args, lambda a, b: np.add(np.asarray(a, dtype=object), np.asarray(b, dtype=object)))
+            a, b = self.compile(args[0]), self.compile(args[1])
+
+            def add_string(batch):
+                x, y = a(batch), b(batch)
+                data = np.add(_objects(x.data), _objects(y.data))  # Python str: exact, NULs kept
+                # the sum holds a NUL exactly when a part does: only then must later operations
+                # keep it as Python objects (a fixed-width copy would drop a trailing NUL)
+                return V(data, _or(x.err, y.err), nul=x.nul or y.nul or _holds_nul(x.data) or _holds_nul(y.data))
+
+            return add_string
         if ov in ("in_list", "in_map"):
             return self._in(node, args, ov)
         if ov == "index_map":
@@ -345,15 +364,23 @@ class Compiler:
         c, x, y = (self.compile(a) for a in node.args)
 
         def cond(batch):
-            cv, xv, yv = c(batch), x(batch), y(batch)
+            cv = c(batch)
+            if not np.ndim(cv.data):
+                # one condition for the whole batch: the result is the branch it picks, as that
+                # branch's own value (np.where would make a 0-d array of two scalars, and a
+                # fixed-width copy of a string that ends in NUL), with the condition's error
+                v = x(batch) if bool(cv.data) else y(batch)
+                return V(v.data, _or(cv.err, v.err), nul=v.nul)
+            xv, yv = x(batch), y(batch)
             pick = np.asarray(cv.data, dtype=bool)
-            data = np.where(pick, xv.data, yv.data)
+            nul = xv.nul or yv.nul
+            data = np.where(pick, _objects(xv.data), _objects(yv.data)) if nul else np.where(pick, xv.data, yv.data)
             branch_err = None
             if xv.err is not None or yv.err is not None:
                 xe = xv.err if xv.err is not None else False
                 ye = yv.err if yv.err is not None else False
                 branch_err = np.asarray(np.where(pick, xe, ye), dtype=bool)
-            return V(data, _or(cv.err, branch_err))
+            return V(data, _or(cv.err, branch_err), nul=nul)
 
         return cond
 
