@@ -18,7 +18,15 @@ import pytest
 from guard_helpers import make_candidates, make_labels
 
 from assay.errors import Unavailable
-from assay.guard import BreakerConfig, BreakerRegistry, DecisionQueue, Fallback, Guard, ScopePolicy
+from assay.guard import (
+    BreakerConfig,
+    BreakerRegistry,
+    DecisionQueue,
+    Fallback,
+    Guard,
+    GuardConfig,
+    ScopePolicy,
+)
 from assay.guard.http import create_app
 from assay.guard.sink import JsonlSink
 from assay.guard.stream import KafkaTransport, StreamMessage, StreamWorker
@@ -93,8 +101,11 @@ def test_guard_writes_one_decision_per_candidate_to_a_jsonl_sink(tmp_path, test_
     g = labelled_guard(test_bundle, cands, sink=sink)
     slate = g.apply(ADULT, cands)
     assert sink.flush(5)
-    rows = [orjson.loads(line) for line in (tmp_path / "decisions.jsonl").read_bytes().splitlines()]
+    lines = [orjson.loads(line) for line in (tmp_path / "decisions.jsonl").read_bytes().splitlines()]
+    rows = [r for r in lines if "item_id" in r]
     assert len(rows) == 25 and {r["request_id"] for r in rows} == {"r1"}
+    # and, after them, what the slate was decided from (for explanations)
+    assert [(e["kind"], e["subject"]) for e in lines if "kind" in e] == [("guard.slate_inputs", "r1")]
     served = sorted((r for r in rows if r["rank_after"] >= 0), key=lambda r: r["rank_after"])
     assert [r["item_id"] for r in served] == slate.item_ids
     sink.close()
@@ -269,12 +280,13 @@ def test_decisions_reach_the_trace_log_columnwise(tmp_path, test_bundle, clock):
     assert sink.flush(10) and sink.stats.sink_errors == 0, sink.stats.last_error
     table = log.table()
     expected = [d for s in slates for d in s.decisions]
-    assert log.size == len(expected) + 1
+    assert log.size == len(expected) + 1 + len(slates)  # the decisions, the breaker event, each slate's inputs
     rows = [r for r in table.to_pylist() if r["type"] == "decision"]
     assert [(r["request_id"], r["item_id"], r["action"], r["rule_ids"], r["rank_after"]) for r in rows] == [
         (d.request_id, d.item_id, d.action, list(d.rule_ids), d.rank_after) for d in expected]
     events = [r for r in table.to_pylist() if r["type"] == "event"]
-    assert [(e["kind"], e["event_subject"]) for e in events] == [("breaker_transition", "surface:for_you")]
+    assert sorted((e["kind"], e["event_subject"]) for e in events) == sorted(
+        [("breaker_transition", "surface:for_you")] + [("guard.slate_inputs", s.request_id) for s in slates])
     sink.close()
 
 
@@ -290,7 +302,7 @@ def test_a_drop_rate_surge_trips_the_source_breaker(test_bundle, clock):
                                                                minimum_calls=3, wait_in_open_s=60), Fallback("drop"))}, clock=clock)
     events: list = []
     reg.add_listener(events.append)
-    g = Guard(test_bundle, store, breakers=reg)
+    g = Guard(test_bundle, store, breakers=reg, config=GuardConfig(caller_labels=True))  # the last batch brings labels
     for _ in range(3):
         g.apply(ADULT, cands)
     assert reg.states() == {"source:catalog": "closed", "source:ugc:a": "open"}

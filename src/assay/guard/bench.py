@@ -118,7 +118,7 @@ def bench_inprocess(quick: bool) -> dict[str, Any]:
     batches = [with_arrow_lists(b) for b in row_batches]
     requests = [{"request_id": f"b{k}", "surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 10_000} for k in range(n_requests)]
     n_rules = len(guard.bundle.surface("for_you").specs)
-    n_caps = len(guard.bundle.surface("for_you").cap_rules)
+    n_caps = len(guard.bundle.surface("for_you").plan.cap_rows)
     freeze_startup_heap()  # as the guard's server and worker do once built
     with _one_core() as core:
         for k in range(10):  # warm caches and the allocator

@@ -735,6 +735,8 @@ class CompiledRules:
         self.surface = surface
         self.rules: list[Rule] = bundle.rules_for(surface)
         decls = bundle.attributes["rules"]
+        # the attributes the surface's rules read, as the CEL checker resolved them
+        self.reads: tuple[str, ...] = tuple(sorted({a for r in self.rules for a in bundle.compiled("rules", r.id).attributes}))
         self._fns: list[Callable[[Batch], tuple[np.ndarray, np.ndarray | None]] | None] = []
         asts = [decode_checked(bundle.compiled("rules", rule.id).program.serialize()) for rule in self.rules]
         # sub-expressions that occur more than once across the rules are memoised per batch
