@@ -385,7 +385,8 @@ class GuardConfig:
     # labels come from the label store; only a trusted in-process caller (a test, an offline
     # replay with labels at hand) may hand them over with the candidates
     caller_labels: bool = False
-    # record with each slate what it was decided from (assay.policy.record), for `assay explain guard`
+    # record with each slate what it was decided from (assay.policy.record), for `assay explain
+    # guard`: written by the decision sink beside the decisions (nothing is recorded without one)
     record_inputs: bool = True
 
     def __post_init__(self) -> None:
@@ -536,14 +537,14 @@ class Guard:
             slate.decision = breaker_slate(cands.scores, scope, surface.plan, "safe_source")
             slate.breaker_states = dict.fromkeys(range(cands.n), st)
             slate.fallback, slate.breaker_state, slate._decisions = "safe_source", st, None
-            slate.inputs = self._fallback_inputs(state, surface, cands, scope, "safe_source", slate) if self.config.record_inputs else None
+            slate.inputs = self._fallback_inputs(state, surface, cands, scope, "safe_source", slate) if self.config.record_inputs and self.sink is not None else None
         else:
             slate = self._all_dropped(state, surface, request_id, subject_id, models, cands, scope, st, fb.kind)
             cached = self._subject_slates.get((surface.surface, subject_id)) or self._safe_slates.get(surface.surface)
             if fb.kind == "cached_slate" and cached is not None:
                 ids, scores = cached
                 slate.item_ids, slate.scores, slate.fallback_ids = list(ids), scores.copy(), list(ids)
-            slate.inputs = self._fallback_inputs(state, surface, cands, scope, fb.kind, slate) if self.config.record_inputs else None
+            slate.inputs = self._fallback_inputs(state, surface, cands, scope, fb.kind, slate) if self.config.record_inputs and self.sink is not None else None
         if self.sink is not None:
             self.sink(slate)
         return slate
@@ -678,7 +679,7 @@ class Guard:
             bundle_version=state.version, bundle_hash=state.hash, item_ids=ids[order].tolist(),
             scores=decision.scores_after[order], item_labels=item_labels, model_versions=models, candidate_ids=ids,
             decision=decision, notes=tuple(notes),
-            inputs=None if not self.config.record_inputs else SlateInputs(
+            inputs=None if not (self.config.record_inputs and self.sink is not None) else SlateInputs(
                 surface=surface.surface, decided_by=surface.surface, bundle_hash=state.hash, bundle_version=state.version,
                 request=batch.scalars, rollout={plan.ids[r]: bool(live[r]) for r in plan.partial},
                 unlabeled_drop=unlabeled_drop, deadline_exhausted=budget_out, ids=ids, scores=cands.scores,

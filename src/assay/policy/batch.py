@@ -356,6 +356,10 @@ class Batch:
         columns = dict(columns or {})
         missing = dict(missing or {})
         for name, col in columns.items():
+            if type(col) is np.ndarray:  # the usual case: nothing to convert
+                if len(col) != n:
+                    raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
+                continue
             if type(col).__module__.startswith("pyarrow") and not is_arrow_list(col) and hasattr(col, "to_pylist"):
                 col, nulls = arrow_values(col)  # scalars: numpy, their nulls missing
                 columns[name] = col

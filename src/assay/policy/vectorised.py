@@ -26,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from assay.policy.batch import Batch, ListColumn, ListValues, MapColumn, ScalarColumn, is_arrow_list
+from assay.policy.batch import (
+    Batch,
+    ListColumn,
+    ListValues,
+    MapColumn,
+    ScalarColumn,
+    clean_str_objects,
+    is_arrow_list,
+    unusable_strings,
+)
 from assay.policy.checked_ast import CheckedAst, Node, decode_checked
 from assay.policy.model import Outcome, Rule
 from assay.policy.types import AttrType
@@ -805,14 +814,20 @@ class CompiledRules:
                 mask = masks.get(name)
                 if mask is None or (type(mask) is np.ndarray and mask.dtype == _BOOL and mask.shape == (n,) and mask.flags.c_contiguous):
                     # dtype is None for strings, and numpy reads `dtype == None` as float64: test it first
-                    if type(col) is np.ndarray and kind and col.ndim == 1 and col.flags.c_contiguous and (
-                            (dtype is not None and col.dtype == dtype)
-                            or (kind == _T["string"] and col.dtype.kind in "UO" and name in batch.clean)):
-                        if col.dtype == object:  # str objects the caller checked (JSON strings)
-                            slots.append((_S_STROBJ, col.tolist(), mask, 0))
-                        else:
-                            slots.append((kind, col, mask, col.dtype.itemsize // 4 if kind == _T["string"] else 0))
-                        continue
+                    if type(col) is np.ndarray and kind and col.ndim == 1 and col.flags.c_contiguous:
+                        if dtype is not None and col.dtype == dtype:
+                            slots.append((kind, col, mask, 0))
+                            continue
+                        if kind == _T["string"] and col.dtype.kind == "U" and col.dtype.itemsize and (
+                                name in batch.clean or unusable_strings(col) is None):
+                            # fixed-width strings checked clean (one C pass): read in place
+                            slots.append((kind, col, mask, col.dtype.itemsize // 4))
+                            continue
+                        if kind == _T["string"] and col.dtype == object:
+                            values = col.tolist()
+                            if name in batch.clean or clean_str_objects(values):  # str objects (JSON strings), checked
+                                slots.append((_S_STROBJ, values, mask, 0))
+                                continue
                     if type(col) is ListValues and t.kind == "list" and (slot := _list_slot(col, t.elem, mask, n)):
                         slots.append(slot)
                         continue
