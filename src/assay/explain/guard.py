@@ -338,7 +338,7 @@ def read_trace(log: Any, request_id: str | None = None) -> tuple[dict[str, list[
 
     from assay.policy.record import KIND
 
-    table = log.table(["type", "request_id", "item_id", "action", "rule_ids", "rank_after", "bundle_hash", "kind",
+    table = log.table(["type", "request_id", "item_id", "action", "rule_ids", "rank_before", "rank_after", "bundle_hash", "kind",
                        "event_subject", "payload"])
     if request_id is not None:
         keep = pc.or_kleene(pc.equal(table.column("request_id"), request_id), pc.equal(table.column("event_subject"), request_id))
@@ -361,7 +361,7 @@ def explain_traced(bundle: Any, payload: dict[str, Any], decision: dict[str, Any
 
     again = redecision or redecide(bundle, payload)
     item_id = decision["item_id"]
-    got = again.candidate(item_id)
+    got = again.candidate(item_id, decision.get("rank_before"))
     recorded = {"action": decision["action"], "rule_ids": list(decision["rule_ids"] or []), "rank": decision["rank_after"]}
     redecided = {"action": got["action"], "rule_ids": got["rule_ids"], "rank": got["rank"], "reasons": got["reasons"],
                  "shadow_rule_ids": got["shadow_rule_ids"], "fail_closed": got["fail_closed"]}

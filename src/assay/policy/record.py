@@ -188,11 +188,16 @@ class Redecision:
     compiled: Any
     batch: Any
 
-    def candidate(self, item_id: str) -> dict[str, Any]:
+    def candidate(self, item_id: str, rank_before: int | None = None) -> dict[str, Any]:
+        """The re-decision for ``item_id``: the candidate at ``rank_before`` (its position in the
+        request), or with ``rank_before=-1`` the item served from the fallback (an item can be
+        both: a cached slate may hold a candidate the breaker dropped)."""
         from assay.policy.actions import ACTION_NAMES
 
-        if item_id in self.ids:
-            j = self.ids.index(item_id)
+        if rank_before is not None and rank_before >= 0 and (rank_before >= len(self.ids) or self.ids[rank_before] != item_id):
+            raise BadInput(f"item {item_id!r} is not candidate {rank_before} of this request")
+        if rank_before != -1 and item_id in self.ids:
+            j = rank_before if rank_before is not None else self.ids.index(item_id)
             d = self.decision
             rule_ids, reasons = d.rule_ids(j)
             return {"position": j, "action": ACTION_NAMES[int(d.action[j])], "rule_ids": rule_ids, "reasons": reasons,
