@@ -126,6 +126,22 @@ def _by_candidate(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cand, flat - cand * rules
 
 
+def _nested(columns: dict[str, Any], path: str) -> np.ndarray | None:
+    """``item.a.b`` where no column is named ``a.b``: key ``b`` of the objects in column ``a``
+    (absent where a row has no such key), the way a bundle test's nested input reads."""
+    head, _, rest = path.partition(".")
+    while head not in columns and "." in rest:
+        step, _, rest = rest.partition(".")
+        head = f"{head}.{step}"
+    col = columns.get(head)
+    if col is None or not isinstance(col, np.ndarray) or col.dtype != object:
+        return None
+    parts = tuple(rest.split("."))
+    out = np.empty(len(col), dtype=object)
+    out[:] = [_path(v, parts) for v in col.tolist()]
+    return out
+
+
 def _path(root: Any, parts: tuple[str, ...]) -> Any:
     for part in parts:
         if not isinstance(root, dict) or part not in root:
@@ -632,8 +648,11 @@ class Guard:
         # all present (complete): no masks to build, invert and check
         missing: dict[str, Any] = {} if complete else {attr: ~present[name] for attr, name in surface.label_attrs}
         given, given_missing = cands.columns, cands.missing
+        nested: dict[str, Any] = {}  # fields read from inside an object column, as the batch got them
         for attr, path in surface.field_attrs:
             col = cands.ids if path == "id" else cands.scores if path == "score" else given.get(path)
+            if col is None and "." in path:
+                col = nested[path] = _nested(given, path)
             if col is None:
                 continue
             columns[attr] = col
@@ -645,7 +664,9 @@ class Guard:
             value = _path(request, parts)
             if value is not None:
                 scalars[attr] = value
-        return Batch.from_columns(cands.n, columns=columns, missing=missing, scalars=scalars)
+        batch = Batch.from_columns(cands.n, columns=columns, missing=missing, scalars=scalars)
+        batch.nested_fields = nested
+        return batch
 
     def _decide(self, state: CompiledBundle, surface: CompiledSurface, request: dict, request_id: str, subject_id: str,
                 models: tuple[str, ...], cands: Candidates, started: float, deadline: float, evaluator: str,
@@ -683,7 +704,8 @@ class Guard:
                 surface=surface.surface, decided_by=surface.surface, bundle_hash=state.hash, bundle_version=state.version,
                 request=batch.scalars, rollout={plan.ids[r]: bool(live[r]) for r in plan.partial},
                 unlabeled_drop=unlabeled_drop, deadline_exhausted=budget_out, ids=ids, scores=cands.scores,
-                columns={path: cands.columns[path] for path in surface.recorded_fields if path in cands.columns},
+                columns={path: cands.columns[path] if path in cands.columns else batch.nested_fields[path]
+                         for path in surface.recorded_fields if path in cands.columns or batch.nested_fields.get(path) is not None},
                 missing=cands.missing, labels={name: (values[name], present[name]) for name in surface.label_names},
                 blocked=gate[0] if gate else {}),
         )

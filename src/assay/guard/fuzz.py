@@ -54,10 +54,11 @@ DECLS = {
     "item.labels.a": "double", "item.labels.b": "double", "item.score": "double", "item.id": "string",
     "item.d": "double", "item.e": "double", "item.i": "int", "item.s": "string", "item.u": "string", "item.t": "bool",
     "item.l": "list(string)", "item.ld": "list(double)", "item.li": "list(int)", "item.m": "map(string, double)",
-    "item.source": "string", "item.creator": "string",
+    "item.source": "string", "item.creator": "string", "item.meta.k": "double", "item.meta.s": "string",
 }
-FIELDS = {k.split(".", 1)[1]: t for k, t in DECLS.items() if k.startswith("item.") and not k.startswith("item.labels.")
+FIELDS = {k.split(".", 1)[1]: t for k, t in DECLS.items() if k.startswith("item.") and not k.startswith(("item.labels.", "item.meta."))
           and k not in ("item.id", "item.score")}
+FIELDS["meta"] = "meta"  # an object per candidate: item.meta.k and item.meta.s read inside it
 LABELS = ("a", "b")
 SURFACE = "for_you"
 WORDS = ["", "a", "ab", "b", "abc", "é", "Ω", "😀", "zz", "Ab", "ß", "\u200b", "DE", "ugc:x", "news", "a b"]
@@ -108,7 +109,8 @@ class RuleGen:
         return xs[self.r.randrange(len(xs))]
 
     def double(self, d: int) -> str:
-        leaves = ["item.d", "item.e", "item.labels.a", "item.labels.b", "item.score", "request.user.w", 'item.m["k"]', 'item.m["x"]']
+        leaves = ["item.d", "item.e", "item.labels.a", "item.labels.b", "item.score", "request.user.w", 'item.m["k"]', 'item.m["x"]',
+                  "item.meta.k"]
         if d <= 0 or self.r.random() < 0.45:
             return self.pick(leaves) if self.r.random() < 0.6 else cel_double(self.pick(DOUBLES))
         k = self.r.randrange(3)
@@ -133,7 +135,7 @@ class RuleGen:
         return f"(-{self.int(d - 1)})"
 
     def string(self, d: int) -> str:
-        leaves = ["item.s", "item.u", "item.id", "item.source", "item.creator", "request.user.country"]
+        leaves = ["item.s", "item.u", "item.id", "item.source", "item.creator", "request.user.country", "item.meta.s"]
         if d <= 0 or self.r.random() < 0.5:
             return self.pick(leaves) if self.r.random() < 0.6 else cel_str(self.pick(WORDS + NUL_WORDS))
         if self.r.random() < 0.5:
@@ -256,6 +258,13 @@ def random_value(rng: random.Random, declared: str, clean: bool = False) -> Any:
         return [random_scalar(rng, elem, clean) for _ in range(rng.choice([0, 0, 1, 1, 2, 3]))]
     if declared.startswith("map("):
         return {k: random_scalar(rng, "double", clean) for k in rng.sample(["k", "x", "y"], rng.randrange(3))}
+    if declared == "meta":
+        meta = {}
+        if rng.random() < 0.8:
+            meta["k"] = random_value(rng, "double", clean)
+        if rng.random() < 0.8:
+            meta["s"] = random_value(rng, "string", clean)
+        return meta
     return random_scalar(rng, declared, clean)
 
 

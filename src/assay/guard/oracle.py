@@ -152,19 +152,25 @@ class ReferenceGuard:
             if not label_present(raw):
                 return False, None
         elif parts[0] == "item":
-            raw = _path(item, parts[1:])
+            # a field named by the whole path, else the path into nested objects
+            flat = ".".join(parts[1:])
+            raw = item[flat] if flat in item else _path(item, parts[1:])
         else:
             return False, None
         return typed(raw, self.decls[name])
 
-    def outcome(self, rule: Any, request: dict[str, Any], item: dict[str, Any], labels: dict[str, Any]) -> int:
+    def activation(self, request: dict[str, Any], item: dict[str, Any], labels: dict[str, Any]) -> dict[str, Any]:
+        """Every declared attribute that is present and well typed, for the CEL library."""
         data = {}
         for name in self.decls:
             ok, v = self.value(name, request, item, labels)
             if ok:
                 data[name] = v
-        try:
-            result = self.programs[rule.id].eval(data=data)
+        return data
+
+    def outcome(self, rule: Any, data: dict[str, Any]) -> int:
+        try:  # only what the condition reads crosses into the library
+            result = self.programs[rule.id].eval(data={a: data[a] for a in self.reads[rule.id] if a in data})
         except Exception:
             return MISSING
         if result.type().name().lower() == "bool":
@@ -172,7 +178,8 @@ class ReferenceGuard:
         return MISSING
 
     def outcomes(self, surface: str, request: dict[str, Any], item: dict[str, Any], labels: dict[str, Any]) -> list[int]:
-        return [self.outcome(r, request, item, labels) for r in self.rules(surface)]
+        data = self.activation(request, item, labels)
+        return [self.outcome(r, data) for r in self.rules(surface)]
 
     # -- the rule walk ---------------------------------------------------------------------------
     @staticmethod
