@@ -399,3 +399,26 @@ def test_http_feedback_status_pages_and_metrics(test_bundle, clock):
         text = client.get("/metrics").text
         assert 'assay_breakers{kind="source",state="open"} 1.0' in text
         assert 'assay_breaker_evictions_total{kind="source",reason="lru"}' in text
+
+
+def test_stream_feedback_counts_against_each_scope_and_a_bad_one_is_bad_input(redis_url, test_bundle, clock):
+    import orjson
+
+    from assay.guard.stream import RedisStreamsTransport, StreamWorker, encode_feedback
+
+    cands = make_candidates(10)
+    g, reg = guard_for(test_bundle, cands, clock, {
+        "surface": ScopePolicy(BreakerConfig(failure_predicate=LABEL_STORE_FAILED, window_size=2, minimum_calls=2)),
+        "creator": ScopePolicy(BreakerConfig(window_size=2, minimum_calls=2))})
+    t = RedisStreamsTransport(redis_url, input_stream="fb:in", output_stream="fb:out")
+    try:
+        for k in range(2):
+            t.publish(encode_feedback(item_id=f"item-{k}", surface="for_you", creator="creator-1"))
+        t.publish(orjson.dumps({"kind": "feedback", "item_id": "item-9", "source": {"not": "a name"}}))
+        t.publish(orjson.dumps({"kind": "feedback", "item_id": "item-9", "severe": "very"}))
+        worker = StreamWorker(g, t, block_ms=20)
+        assert worker.run(max_messages=4, idle_exit_s=2.0) == 4
+        assert worker.stats.feedback == 2 and worker.stats.bad_input == 2 and t.pending() == 0
+        assert reg.states() == {"creator:creator-1": "open", "surface:for_you": "open"}
+    finally:
+        t.close()

@@ -16,8 +16,9 @@ One :class:`StreamWorker` drives any :class:`StreamTransport`; two transports sh
 
 Wire format (JSON, encoded with orjson): an input message is
 ``{"request": {...}, "candidates": {...columns...} | [...records...]}`` or a feedback message
-``{"kind": "feedback", "item_id", "source", "model_version", "surface", "severe"}`` (a served item
-later found harmful; it feeds the breakers). An output message is the slate's JSON (see
+``{"kind": "feedback", "item_id", "source", "model_version", "surface", "creator", "severe"}`` (a
+served item later found harmful: a failure against the breaker of each scope it names; a malformed
+one is counted as bad input and acknowledged). An output message is the slate's JSON (see
 ``Slate.to_dict``), or ``{"request_id", "error"}`` for a batch that was bad input.
 """
 
