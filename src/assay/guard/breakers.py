@@ -210,27 +210,29 @@ class Snapshot(NamedTuple):
 
 
 class _CountWindow:
-    """The last ``size`` calls: a ring of one byte per call (bit 0 failed, bit 1 slow) with running
-    totals, O(1) per call and small enough to keep tens of thousands of breakers."""
+    """The last ``size`` calls: a ring of one byte per call (bit 0 failed, bit 1 slow), grown as
+    calls come, with running totals: O(1) per call and small enough to keep tens of thousands."""
 
     __slots__ = ("calls", "failed", "head", "ring", "size", "slow")
 
     def __init__(self, size: int):
         self.size = size
-        self.ring = bytearray(size)
-        self.head = 0
+        self.ring = bytearray()
+        self.head = 0  # the oldest call, once the ring is full
         self.calls = self.failed = self.slow = 0
 
     def record(self, failed: bool, slow: bool, now: float) -> None:
-        head = self.head
-        if self.calls == self.size:
+        code = failed | (slow << 1)
+        if self.calls < self.size:
+            self.ring.append(code)
+            self.calls += 1
+        else:
+            head = self.head
             old = self.ring[head]
             self.failed -= old & 1
             self.slow -= old >> 1
-        else:
-            self.calls += 1
-        self.ring[head] = failed | (slow << 1)
-        self.head = head + 1 if head + 1 < self.size else 0
+            self.ring[head] = code
+            self.head = head + 1 if head + 1 < self.size else 0
         self.failed += failed
         self.slow += slow
 
@@ -322,7 +324,9 @@ class CircuitBreaker:
         self._permitted = cfg.permitted_calls_in_half_open
         self._need = cfg.effective_minimum_calls
         self._need_half_open = min(cfg.effective_minimum_calls, cfg.permitted_calls_in_half_open)
-        self._severe: deque[float] = deque()
+        # the newest severe events only: whether ``severe_threshold`` fall in the window is all
+        # that matters, and a flood of reports must not grow it
+        self._severe: deque[float] = deque(maxlen=max(cfg.severe_threshold, 1))
         self.not_permitted = 0  # calls refused over the breaker's life
         self.transitions: deque[Transition] = deque(maxlen=256)
         now = clock()
@@ -358,18 +362,20 @@ class CircuitBreaker:
         """The state now. Reading it changes nothing: a half-open period past its maximum wait
         reads OPEN, as resilience4j's scheduled transition would have made it."""
         with self._lock:
-            st = self._state
-            if st is State.HALF_OPEN and self._max_half_open_s and self._clock() >= self._since + self._max_half_open_s:
-                return State.OPEN
-            return st
+            return self._state if self._timed_out(self._clock()) is None else State.OPEN
 
     @property
     def since(self) -> float:
         """When the current state began, on the breaker's clock."""
         with self._lock:
-            if self._state is State.HALF_OPEN and self._max_half_open_s and self._clock() >= self._since + self._max_half_open_s:
-                return self._since + self._max_half_open_s
-            return self._since
+            due = self._timed_out(self._clock())
+            return self._since if due is None else due
+
+    def _timed_out(self, now: float) -> float | None:
+        """When a half-open period past its maximum wait ran out (None: it has not)."""
+        if self._state is State.HALF_OPEN and self._max_half_open_s and now >= self._since + self._max_half_open_s:
+            return self._since + self._max_half_open_s
+        return None
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -377,8 +383,8 @@ class CircuitBreaker:
     def _settle(self, now: float) -> State:
         """Apply a half-open maximum wait that ran out, at the moment it ran out (resilience4j runs
         it on a scheduler thread; here it is applied by the next call, with the same time)."""
-        if self._state is State.HALF_OPEN and self._max_half_open_s and now >= self._since + self._max_half_open_s:
-            due = self._since + self._max_half_open_s
+        due = self._timed_out(now)
+        if due is not None:
             self._transition(State.OPEN, f"probes did not decide within {self._max_half_open_s}s in half-open", now, at=due)
         return self._state
 
@@ -428,16 +434,15 @@ class CircuitBreaker:
 
     def release_permission(self) -> None:
         """Give back a permit whose call will not be recorded. Never above the configured number."""
-        with self._lock:
-            if self._settle(self._clock()) is State.HALF_OPEN and self._permits < self._permitted:
-                self._permits += 1
+        self._release(None)
 
-    def _release(self, token: int) -> None:
-        """Give back the permit ``_acquire`` returned, if its half-open period is still the current one."""
-        if token <= 0:
+    def _release(self, token: int | None) -> None:
+        """Give back a permit: the one ``_acquire`` returned as ``token`` only to its own half-open
+        period (None: to the current one), and never above the configured number."""
+        if token is not None and token <= 0:
             return
         with self._lock:
-            if (self._settle(self._clock()) is State.HALF_OPEN and self._generation == token
+            if (self._settle(self._clock()) is State.HALF_OPEN and (token is None or token == self._generation)
                     and self._permits < self._permitted):
                 self._permits += 1
 
@@ -453,27 +458,15 @@ class CircuitBreaker:
         self.on_result(failed=True, duration_s=duration_s, severe=severe)
 
     def on_result(self, *, failed: bool, duration_s: float = 0.0, severe: bool = False) -> None:
-        with self._lock:
-            now = self._clock()
-            self.last_used = now
-            st = self._state
-            if st is State.HALF_OPEN:
-                st = self._settle(now)
-            if st is State.DISABLED:
-                return
-            if severe:
-                self._add_severe(now)
-            if st is State.FORCED_OPEN:
-                return
-            self._window.record(failed, duration_s > self._slow_s, now)
-            if st is State.CLOSED or st is State.HALF_OPEN:
-                self._decide(st, now)
-            # OPEN (a call permitted before the trip) and METRICS_ONLY: counted, never a transition
+        self._record(failed, duration_s > self._slow_s, severe, None)
 
     def record_signal(self, *, severe: bool = False, reason: str = "safety signal") -> None:
         """A safety signal about this scope (a harm report, a severe report): a failure whatever the
         failure predicate says. It is not a permitted call, so it can never close the breaker: in
         half-open it ends the probing (OPEN); in CLOSED it is a failed call in the window."""
+        self._record(True, False, severe, reason)
+
+    def _record(self, failed: bool, slow: bool, severe: bool, signal: str | None) -> None:
         with self._lock:
             now = self._clock()
             self.last_used = now
@@ -486,12 +479,13 @@ class CircuitBreaker:
                 self._add_severe(now)
             if st is State.FORCED_OPEN:
                 return
-            self._window.record(True, False, now)
-            if st is State.HALF_OPEN:
+            self._window.record(failed, slow, now)
+            if signal is not None and st is State.HALF_OPEN:
                 if not self._severe_trip(now):
-                    self._transition(State.OPEN, f"{reason} during half-open probes", now, self._window.counts(now))
-            elif st is State.CLOSED:
+                    self._transition(State.OPEN, f"{signal} during half-open probes", now, self._window.counts(now))
+            elif st is State.CLOSED or st is State.HALF_OPEN:
                 self._decide(st, now)
+            # OPEN (a call permitted before the trip, or a signal) and METRICS_ONLY: counted, no transition
 
     def _decide(self, st: State, now: float) -> None:
         """After a result in CLOSED or HALF_OPEN: the severe count, then the rates, decide."""
@@ -534,7 +528,7 @@ class CircuitBreaker:
         return True
 
     def severe_events(self) -> int:
-        """Severe events inside the window now (reading changes nothing)."""
+        """Severe events inside the window now, up to ``severe_threshold`` (reading changes nothing)."""
         with self._lock:
             horizon = self._clock() - self.config.severe_window_s
             return sum(1 for t in self._severe if t > horizon)
@@ -875,10 +869,10 @@ class BreakerRegistry:
             return None
         return st if st in BLOCKING else None
 
-    def blocked_items(self, scopes: Mapping[str, Sequence[Any]], n: int) -> list[tuple[int, str, State]]:
-        """Which of ``n`` items a fallback must leave out: for each item-scope kind with a policy
-        (``source``, ``creator``), the items whose value's breaker is blocking. ``scopes`` holds a
-        value per item for each kind known (None: unknown). Returns (position, scope, state)."""
+    def blocked_items(self, scopes: Mapping[str, Sequence[Any]]) -> list[tuple[int, str, State]]:
+        """Which items a fallback must leave out: for each item-scope kind with a policy (``source``,
+        ``creator``), the items whose value's breaker is blocking. ``scopes`` holds a value per item
+        for each kind known (None: unknown). Returns (position, scope, state)."""
         out: list[tuple[int, str, State]] = []
         for kind in self.item_kinds:
             values = scopes.get(kind)

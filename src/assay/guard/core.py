@@ -918,7 +918,7 @@ class Guard:
             cached = self._subject_slates.get((surface.surface, subject_id)) or self._safe_slates.get(surface.surface)
             if fb.kind == "cached_slate" and cached is not None:
                 ids, scores, scopes = cached
-                blocked = self.breakers.blocked_items(scopes, len(ids))
+                blocked = self.breakers.blocked_items(scopes)
                 if blocked:  # never an item of a source or creator whose breaker is open
                     gone = {i for i, _, _ in blocked}
                     keep = [i for i in range(len(ids)) if i not in gone]
