@@ -2,9 +2,12 @@
 
     POST /v1/guard            {"request": {...}, "candidates": {...columns...} | [...records...]}
                               -> the slate (add "decisions": true to the body for the records)     viewer
-    POST /v1/guard/feedback   {"item_id", "source", "model_version", "surface", "severe"}            engineer, rate-limited
+    POST /v1/guard/feedback   {"item_id", "source", "model_version", "surface", "creator", "severe"}  engineer, rate-limited
+                              -> the state of each breaker the harm report counted against
     POST /v1/guard/reload     {"bundle": "name in the bundle directory"}  -> swap atomically         admin
-    GET  /v1/guard/status     bundle version/hash, breaker states, counters, decision queue         viewer
+    GET  /v1/guard/status     bundle version/hash, breaker states (a page: ?breakers_after=&        viewer
+                              breakers_limit=, at most 1,000), counters, decision queue
+    GET  /metrics             Prometheus: breakers by kind and state, evictions, overflows          viewer
     GET  /healthz             liveness (no data)                                                     anyone
 
 **Who may call.** Every route but ``/healthz`` (and the OpenAPI docs) needs ``Authorization:
@@ -48,6 +51,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from assay.errors import AssayError, BadInput, Unavailable
 
@@ -305,21 +309,9 @@ def create_app(guard: Any, *, access: TokenAccess | None, reload: ReloadPolicy |
         try:
             who = caller(request, FEEDBACK_ROLE)
             limit.take(who.name if who is not None else "(open)")
-            body = await _body(request)
-            item_id = body.get("item_id")
-            if not isinstance(item_id, str) or not item_id or len(item_id) > 512:
-                raise BadInput("feedback: item_id must be a non-empty string of at most 512 characters")
-            fields = {}
-            for key in ("source", "model_version", "surface"):
-                value = body.get(key)
-                if value is not None and (not isinstance(value, str) or not value or len(value) > 256):
-                    raise BadInput(f"feedback: {key} must be a non-empty string of at most 256 characters, or absent")
-                fields[key] = value
-            severe = body.get("severe", False)
-            if not isinstance(severe, bool):
-                raise BadInput("feedback: severe must be true or false")
-            guard.report_harmful(item_id=item_id, severe=severe, **fields)
-            return json({"ok": True, "breakers": guard.breakers.states()})
+            from assay.guard.stream import apply_feedback  # one validation for HTTP and stream reports
+
+            return json({"ok": True, "breakers": apply_feedback(guard, await _body(request))})
         except Denied as e:
             return error(e.status, e.message, e.headers)
         except BadInput as e:
@@ -342,18 +334,34 @@ def create_app(guard: Any, *, access: TokenAccess | None, reload: ReloadPolicy |
                          f"reload refused: {e.message.splitlines()[0][:200]}")
 
     @app.get("/v1/guard/status")
-    async def status(request: Request) -> Response:
+    async def status(request: Request, breakers_after: str | None = None, breakers_limit: int = 1000) -> Response:
         try:
             caller(request, STATUS_ROLE)
         except Denied as e:
             return error(e.status, e.message, e.headers)
         state = guard.bundle
         sink = getattr(guard.sink, "stats", None)
+        try:
+            page = guard.breakers.page(after=breakers_after, limit=min(breakers_limit, 1000))
+        except BadInput as e:
+            return error(400, e.message)
         return json({
             "bundle": state.bundle.name, "version": state.version, "hash": state.hash,
-            "surfaces": sorted(state.surfaces), "breakers": guard.breakers.states(), "counters": dict(guard.counters),
+            "surfaces": sorted(state.surfaces), "breakers": page["breakers"], "breakers_next": page["next"],
+            "breakers_total": page["total"], "counters": dict(guard.counters),
             "decision_queue": sink.__dict__ if sink is not None else None,
         })
+
+    prometheus = CollectorRegistry()
+    guard.breakers.register_metrics(prometheus)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        try:
+            caller(request, STATUS_ROLE)  # a scraper holds a viewer token (Prometheus: authorization.credentials)
+        except Denied as e:
+            return error(e.status, e.message, e.headers)
+        return Response(generate_latest(prometheus), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> Response:

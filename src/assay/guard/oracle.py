@@ -214,9 +214,9 @@ class ReferenceGuard:
     # -- a whole slate -----------------------------------------------------------------------------
     def decide(self, surface: str, request: dict[str, Any], candidates: list[dict[str, Any]],
                labels: dict[str, dict[str, Any]], *, deadline_exhausted: bool = False,
-               open_sources: dict[str, str] | None = None, fallback: dict[str, Any] | None = None,
+               open_scopes: set[str] | None = None, fallback: dict[str, Any] | None = None,
                use_labels: bool = True) -> ReferenceSlate:
-        """``open_sources``: source name -> breaker scope of the sources whose breaker is open;
+        """``open_scopes``: the ``source:<name>`` and ``creator:<name>`` scopes whose breaker is open;
         ``fallback``: a surface (or model) breaker is open: ``{"scope", "kind": cached_slate |
         drop | stricter_rules | safe_source, "items": [(id, score)], "surface", "candidates"}``."""
         user = request.get("user") if isinstance(request.get("user"), dict) else {}
@@ -226,17 +226,18 @@ class ReferenceGuard:
         rules = self.rules(surface)
         label_names = sorted({a.split(".")[2] for r in rules for a in self.reads[r.id] if a.startswith("item.labels.")})
         mode = self.surface_modes.get(surface, self.default_mode)
-        open_sources = open_sources or {}
+        open_scopes = open_scopes or set()
         results: list[dict[str, Any]] = []
         for pos, item in enumerate(candidates):
             item_labels = labels.get(item["id"], {}) if use_labels else {}
             res: dict[str, Any] = {"pos": pos, "score": float(item["score"]), "walk": None, "why": None}
             present = [n for n in label_names if label_present(item_labels.get(n))]
-            source = item.get("source")
+            blocked = [f"{k}:{item[k]}" for k in ("source", "creator") if isinstance(item.get(k), str) and item[k]
+                       and f"{k}:{item[k]}" in open_scopes]
             if mode == "fail_closed" and label_names and not present:
                 res["why"] = "guard:unlabeled"
-            elif isinstance(source, str) and source in open_sources:
-                res["why"] = f"breaker:{open_sources[source]}"
+            elif blocked:
+                res["why"] = f"breaker:{blocked[0]}"
             elif deadline_exhausted:
                 res["why"] = "guard:deadline"
             else:

@@ -250,7 +250,7 @@ def redecide(bundle: Any, payload: dict[str, Any]) -> Redecision:
         columns[f"item.labels.{name}"] = np.array([decode(v) if v is not None else math.nan for v in values], dtype=np.float64)
         missing[f"item.labels.{name}"] = ~present
     batch = Batch.from_columns(n, columns=columns, missing=missing, scalars={k: decode(v) for k, v in payload["request"].items()})
-    if fallback and fallback["kind"] in ("cached_slate", "drop", "safe_source"):
+    if fallback and fallback.get("all_dropped"):  # every candidate dropped by the breaker (cached slate, drop, safe source)
         decision = breaker_slate(scores, fallback["scope"], plan, fallback["kind"])
     else:
         live = plan.static_live.copy()
