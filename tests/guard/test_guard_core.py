@@ -669,3 +669,33 @@ def test_labels_the_caller_gives_win_and_the_store_reads_only_the_rest(test_bund
     asked.clear()
     g._read_labels(surface, cand_mod.coerce(cands), time.perf_counter() + 60, True)
     assert asked == [tuple(surface.label_names)]
+
+
+def test_open_source_and_creator_breakers_agree_with_the_reference_guard(feed_bundle):
+    """Candidates of an open source or creator leave before any rule (taking no cap slot), as the
+    reference guard written from the docs decides it."""
+    from assay.guard import BreakerConfig, BreakerRegistry, Fallback, ScopePolicy
+    from assay.guard.oracle import ReferenceGuard
+
+    rng = np.random.default_rng(12)
+    n = 120
+    ids = [f"i{k}" for k in range(n)]
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    labels = {name: rng.beta(0.5, 4, n) for name in names}
+    store = InMemoryLabelStore()
+    store.put(ids, labels, "v")
+    cands = {"id": ids, "score": rng.random(n), "source": rng.choice(["catalog", "ugc:x", "news:y"], n).tolist(),
+             "creator": [f"c{k % 9}" for k in range(n)], "topic": rng.choice(["film", "news"], n).tolist(),
+             "region_blocklist": [[] for _ in range(n)], "tags": [[] for _ in range(n)], "age_days": np.ones(n, dtype=np.int64)}
+    reg = BreakerRegistry({"source": ScopePolicy(BreakerConfig(), Fallback("drop")), "creator": ScopePolicy(BreakerConfig(), Fallback("drop"))})
+    g = Guard(feed_bundle, store, breakers=reg)
+    reg.get("source:ugc:x").force_open("test")
+    reg.get("creator:c3").force_open("test")
+    req = {"surface": "for_you", "user": {"id": "u", "age": 30, "region": "US", "country": "US", "sensitive_opt_out": False}}
+    slate = g.apply(req, cands)
+    records = [{key: (v[k].item() if isinstance(v[k], np.generic) else v[k]) for key, v in cands.items()} for k in range(n)]
+    stored = {i: {name: float(labels[name][k]) for name in names} for k, i in enumerate(ids)}
+    ref = ReferenceGuard(feed_bundle).decide("for_you", req, records, stored, open_scopes={"source:ugc:x", "creator:c3"})
+    assert slate.item_ids == ref.item_ids and slate.scores.tolist() == ref.scores
+    assert [(d.action, d.rule_ids, d.rank_after) for d in slate.decisions] == [(c.action, c.rule_ids, c.rank) for c in ref.candidates]
+    assert {d.rule_ids for d in slate.decisions} >= {("breaker:source:ugc:x",), ("breaker:creator:c3",)}

@@ -307,10 +307,11 @@ def create_app(guard: Any, *, access: TokenAccess | None, reload: ReloadPolicy |
     @app.post("/v1/guard/feedback")
     async def feedback(request: Request) -> Response:
         try:
+            # one validation for HTTP and stream reports
+            from assay.guard.stream import apply_feedback
+
             who = caller(request, FEEDBACK_ROLE)
             limit.take(who.name if who is not None else "(open)")
-            from assay.guard.stream import apply_feedback  # one validation for HTTP and stream reports
-
             return json({"ok": True, "breakers": apply_feedback(guard, await _body(request))})
         except Denied as e:
             return error(e.status, e.message, e.headers)

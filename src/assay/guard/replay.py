@@ -76,7 +76,8 @@ def traced_mix(n_requests: int = 130, candidates: int = 100, seed: int = 0, fold
         log = TraceLog.open(work / "trace", checkpoint_every=None, fsync="off")
         sink = DecisionQueue(TraceSink(log), maxsize=100_000, when_full="backpressure", put_timeout_s=5.0)
         registry = BreakerRegistry({"surface": ScopePolicy(BreakerConfig(), Fallback("cached_slate")),
-                                    "source": ScopePolicy(BreakerConfig(), Fallback("drop"))})
+                                    "source": ScopePolicy(BreakerConfig(), Fallback("drop")),
+                                    "creator": ScopePolicy(BreakerConfig(), Fallback("drop"))})
         fallbacks = [Fallback("cached_slate"), Fallback("stricter_rules", surface="for_you"), Fallback("drop")]
         config = GuardConfig(deadline_ms=2_000, surface_modes={"search": "fail_open"}, fallbacks={}, extra_surfaces=("search",))
         guard = Guard(bundle, slow, config=config, breakers=registry, sink=sink)
@@ -91,8 +92,9 @@ def traced_mix(n_requests: int = 130, candidates: int = 100, seed: int = 0, fold
                 kind = rng.random()
                 if kind < 0.06:  # the label read outlives the deadline
                     slow.delay_s, request["deadline_ms"] = 0.03, 5
-                elif kind < 0.16:  # an open source breaker
+                elif kind < 0.16:  # an open source breaker, and a creator's
                     registry.get(f"source:{rng.choice(['ugc:creators', 'ads:network', 'news:wire'])}").force_open("replay")
+                    registry.get(f"creator:{meta['creator'][int(rng.integers(len(meta['creator'])))]}").force_open("replay")
                 elif kind < 0.26:  # the surface's breaker: a fallback serves
                     config.fallbacks = {f"surface:{surface}": fallbacks[int(rng.integers(len(fallbacks)))]}
                     registry.get(f"surface:{surface}").force_open("replay")
@@ -119,7 +121,7 @@ def traced_mix(n_requests: int = 130, candidates: int = 100, seed: int = 0, fold
         "fail_closed": sum(any(x.startswith("fail-closed") for x in (r["reasons"] or [])) for r in decisions),
         "unlabeled": sum("guard:unlabeled" in ns for ns in names),
         "deadline": sum("guard:deadline" in ns for ns in names),
-        "source_breaker": sum(any(n.startswith("breaker:source:") for n in ns) for ns in names),
+        "source_breaker": sum(any(n.startswith(("breaker:source:", "breaker:creator:")) for n in ns) for ns in names),
         "surface_breaker": sum(any(n.startswith("breaker:surface:") for n in ns) for ns in names),
         "fallback_items": sum(any(n.startswith("fallback:") for n in ns) for ns in names),
     }
