@@ -396,6 +396,26 @@ class Batch:
             col = self.columns[name] = list_values_from_arrow(col)[0]
         return col
 
+    def flatten_string_lists(self, name: str) -> bool:
+        """A list(string) column given as rows of Python lists (what JSON decodes to) or as Arrow,
+        turned into :class:`ListValues` in place (once; its null rows become missing). True when
+        the column is ListValues now; False when a row is not a clean list of strings (the per-row
+        path then decides)."""
+        col = self.list_values(name)
+        if isinstance(col, ListValues):
+            return True
+        if not isinstance(col, (list, np.ndarray)):
+            return False
+        converted = string_lists(col if isinstance(col, list) else col.tolist())
+        if converted is None:
+            return False
+        lists, nulls = converted
+        self.columns[name] = lists
+        if nulls is not None:
+            prior = self.missing_masks.get(name)
+            self.missing_masks[name] = nulls if prior is None else (np.asarray(prior, dtype=bool) | nulls)
+        return True
+
     def _raw(self, name: str, i: int) -> Any:
         if name in self.scalars:
             return self.scalars[name]
@@ -454,15 +474,10 @@ class Batch:
             if fast is not None:
                 return fast
         elif t.kind == "list":
-            col = self.list_values(name)
-            if not isinstance(col, ListValues) and t.elem == "string" and isinstance(col, (list, np.ndarray)):
-                col = string_lists(col if isinstance(col, list) else col.tolist())
-                if col is not None:
-                    lists, nulls = col
-                    self.columns[name] = lists
-                    if nulls is not None:
-                        prior = self.missing_masks.get(name)
-                        self.missing_masks[name] = nulls if prior is None else (np.asarray(prior, dtype=bool) | nulls)
+            if t.elem == "string":
+                self.flatten_string_lists(name)
+            else:
+                self.list_values(name)
             if isinstance(self.columns.get(name), ListValues):
                 fast = self._fast_list(name, t)
                 if fast is not None:

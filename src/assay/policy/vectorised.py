@@ -811,6 +811,9 @@ class CompiledRules:
         for name, t, ckey, kind, dtype in self._slot_plan:
             col = columns.get(name)
             if col is not None and name not in batch.scalars:
+                if t.kind == "list" and t.elem == "string" and type(col) is np.ndarray and col.dtype == object \
+                        and batch.flatten_string_lists(name):
+                    col = columns[name]  # rows of JSON lists, flattened in one C pass (nulls now missing)
                 mask = masks.get(name)
                 if mask is None or (type(mask) is np.ndarray and mask.dtype == _BOOL and mask.shape == (n,) and mask.flags.c_contiguous):
                     # dtype is None for strings, and numpy reads `dtype == None` as float64: test it first
