@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
-from assay.policy.batch import arrow_values, is_arrow_list, one_type
+from assay.policy.batch import arrow_values, inferred, is_arrow_list, one_type
 
 try:
     from assay.guard import _native
@@ -115,13 +115,6 @@ def from_columns(columns: Mapping[str, Any], *, labels_allowed: bool = True) -> 
     return Candidates(ids, scores, rest, missing)
 
 
-def _inferred(values: np.ndarray) -> str:
-    """pandas' element type inference, in C ("string", "floating", "integer", "mixed", ...)."""
-    from pandas.api.types import infer_dtype
-
-    return infer_dtype(values, skipna=False)
-
-
 def _check_ids(raw: np.ndarray) -> np.ndarray:
     n = len(raw)
     if raw.dtype.kind == "U":
@@ -135,7 +128,7 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
         return ids
     if _native is not None and _native.check_ids(ids.tolist()) < 0:
         return ids  # non-empty strings, none repeated: one C pass over the ids' own hashes
-    unique = set(ids.tolist()) if _inferred(ids) == "string" else None
+    unique = set(ids.tolist()) if inferred(ids) == "string" else None
     if unique is None or "" in unique:
         for i, item_id in enumerate(ids):
             if type(item_id) is not str or not item_id:
@@ -153,7 +146,7 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
 def _check_scores(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
     if raw.dtype.kind in "fiu":
         scores = raw.astype(np.float64, copy=False)
-    elif len(raw) and _inferred(raw) in ("floating", "integer", "mixed-integer-float"):
+    elif len(raw) and inferred(raw) in ("floating", "integer", "mixed-integer-float"):
         # numbers from JSON (Python floats and ints, no bools or strings): checked and converted in C
         scores = raw.astype(np.float64)
     else:

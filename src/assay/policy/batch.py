@@ -136,6 +136,13 @@ class ListValues:
         return cls(np.asarray([x for r in rows for x in r]), offsets)
 
 
+def inferred(values: np.ndarray) -> str:
+    """pandas' element type inference, in C ("string", "floating", "integer", "mixed", ...)."""
+    from pandas.api.types import infer_dtype
+
+    return infer_dtype(values, skipna=False)
+
+
 def clean_str_objects(values: list) -> bool:
     """Every value is a ``str`` coerce() accepts (no NUL, no lone surrogate): such a column (what
     JSON decodes to) is read as it is, with no fixed-width copy. One C pass; this is its twin."""

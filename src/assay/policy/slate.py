@@ -42,6 +42,7 @@ from assay.policy.actions import (
     UNLABELED,
     Act,
 )
+from assay.policy.batch import inferred
 from assay.policy.model import CandidateDecision, Outcome, Rule
 
 try:
@@ -387,13 +388,6 @@ def _label_present(batch: Any, compiled: Any, plan: RulePlan) -> np.ndarray | No
 
 # -- grouping a cap's key -------------------------------------------------------------------------------
 _ABSENT = object()
-
-
-def inferred(values: np.ndarray) -> str:
-    """pandas' element type inference, in C ("string", "floating", "integer", "mixed", ...)."""
-    from pandas.api.types import infer_dtype
-
-    return infer_dtype(values, skipna=False)
 
 
 def group_ordinals(values: np.ndarray) -> np.ndarray:
