@@ -206,7 +206,7 @@ def erase(subject: str = typer.Option(..., "--subject", help="Subject (user) id 
     if as_json:
         _echo_json(result)
     else:
-        typer.echo(f"erased {result['erased']} records of subject {result['subject']}; "
+        typer.echo(f"erased {result['erased']} records ({result['files_rewritten']} files rewritten); "
                    f"recorded as event #{result['event_index']}")
 
 
