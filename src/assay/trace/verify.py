@@ -40,10 +40,6 @@ from assay.trace.log import (
 from assay.trace.tree import TreeFile, nodes_for_leaves
 from assay.trace.witness import CosignatureVerifier, count_cosignatures
 
-# `assay trace verify` exits with this code when the signed log verifies but records (or a torn
-# batch) follow the newest signed checkpoint: never acknowledged, not tampering.
-EXIT_UNACKNOWLEDGED = 4
-
 MAX_LISTED = 5
 
 

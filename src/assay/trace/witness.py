@@ -26,7 +26,7 @@ Formats, as the specs write them (``c2sp.org/tlog-cosignature``, ``/tlog-witness
 The check of the old size and the write of the new state happen under one lock (a thread lock
 and a file lock), and the state is fsynced before the cosignature is returned, as the spec
 requires. Written by hand: the protocol is a few lines of text and no Python package implements
-it; Ed25519 is ``cryptography``'s, the HTTP service FastAPI's.
+it; Ed25519 is ``cryptography``'s, the HTTP service Starlette's (under uvicorn).
 """
 
 from __future__ import annotations
@@ -387,18 +387,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def create_app(witness: Witness, prefix: str = ""):
-    """The witness's HTTP interface (tlog-witness): add-checkpoint and the monitoring GET."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import PlainTextResponse
+    """The witness's HTTP interface (tlog-witness): add-checkpoint and the monitoring GET, as a
+    Starlette app (FastAPI's base: two plain-text routes need no request models)."""
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
 
-    app = FastAPI(title="assay trace witness", docs_url=None, redoc_url=None, openapi_url=None)
     prefix = prefix.rstrip("/")
 
     def reply(answer: Answer) -> PlainTextResponse:
         return PlainTextResponse(answer.body, status_code=answer.status, media_type=answer.content_type)
 
-    @app.post(f"{prefix}/add-checkpoint")
-    async def add_checkpoint(request: Request) -> PlainTextResponse:
+    async def add_checkpoint(request) -> PlainTextResponse:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_REQUEST_BYTES):
             return reply(Answer(400, f"request body larger than {MAX_REQUEST_BYTES} bytes\n"))
@@ -407,15 +408,13 @@ def create_app(witness: Witness, prefix: str = ""):
             body += chunk
             if len(body) > MAX_REQUEST_BYTES:
                 return reply(Answer(400, f"request body larger than {MAX_REQUEST_BYTES} bytes\n"))
-        import anyio
-
         return reply(await anyio.to_thread.run_sync(witness.add_checkpoint, body))  # fsync off the event loop
 
-    @app.get(f"{prefix}/{{origin_hash}}/checkpoint")
-    async def checkpoint(origin_hash: str) -> PlainTextResponse:
-        return reply(witness.checkpoint_for(origin_hash))
+    async def checkpoint(request) -> PlainTextResponse:
+        return reply(witness.checkpoint_for(request.path_params["origin_hash"]))
 
-    return app
+    return Starlette(routes=[Route(f"{prefix}/add-checkpoint", add_checkpoint, methods=["POST"]),
+                             Route(f"{prefix}/{{origin_hash}}/checkpoint", checkpoint, methods=["GET"])])
 
 
 def serve(witness: Witness, host: str = "127.0.0.1", port: int = 0, prefix: str = "", announce=print) -> None:
