@@ -245,7 +245,6 @@ def normalise_decision_table(table: pa.Table) -> pa.Table:
             col = pc.if_else(col.is_null(), pa.scalar([], STRING_LIST), col)
         if field.name in STRING_DEFAULTS and col.null_count:
             col = pc.fill_null(col, STRING_DEFAULTS[field.name])
-        _check_utf8(col, field.name)
         if field.name == "attribution" and col.null_count < n:
             col = pa.array([None if text is None else canonical_json_text(text, f"decision row {row}: attribution")
                             for row, text in enumerate(col.to_pylist())], pa.string())
@@ -253,25 +252,52 @@ def normalise_decision_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=DECISION_SCHEMA)
 
 
-def _check_utf8(col: pa.Array, name: str) -> None:
-    """Strings built from raw buffers can hold bytes that are not UTF-8 (a lone surrogate
-    encoded as CESU-8, say): the writer would hash them as they are and a JSON library could
-    never reproduce the record. Arrow's full validation checks UTF-8; the row is named."""
+def check_utf8(col: pa.Array, name: str) -> None:
+    """Refuse text that is not UTF-8, naming the column and the first row. Strings built from
+    raw buffers (``append_table``) can hold such bytes (a lone surrogate encoded as CESU-8, say):
+    the writer would hash them as they are and no JSON library could reproduce the record. A
+    dictionary-encoded column is checked once per distinct value; plain ASCII is known good from
+    one vector scan of the bytes; anything else goes through Arrow's UTF-8 validation."""
+    values, rows = _text_values(col)
+    if values is None or _ascii(values):
+        return
     try:
-        col.validate(full=True)
+        values.validate(full=True)
+        return
     except pa.ArrowInvalid:
-        values = pc.list_flatten(col) if pa.types.is_list(col.type) else col
-        raw = values.cast(pa.binary()) if pa.types.is_string(values.type) else values
-        for i, value in enumerate(raw.to_pylist()):
-            try:
-                if value is not None:
-                    value.decode("utf-8")
-            except UnicodeDecodeError:
-                offsets = col.offsets.to_numpy() if values is not col else None
-                row = i if offsets is None else int(np.searchsorted(offsets[1:] - offsets[0], i, side="right"))
-                raise BadInput(f"decision row {row}: {name} is not valid UTF-8 (a lone surrogate?), "
-                               f"which RFC 8785 JSON cannot carry") from None
-        raise BadInput(f"decision column {name!r} is not a valid Arrow array") from None
+        pass
+    for position, value in enumerate(values.cast(pa.binary()).to_pylist()):
+        try:
+            if value is not None:
+                value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput(f"decision row {rows(position)}: {name} is not valid UTF-8 (a lone surrogate?), "
+                           f"which RFC 8785 JSON cannot carry") from None
+    raise BadInput(f"decision column {name!r} is not a valid Arrow array")  # pragma: no cover
+
+
+def _text_values(col: pa.Array):
+    """The string array holding a column's text, and a function from a position in it to the
+    first row that uses it."""
+    if pa.types.is_dictionary(col.type):
+        indices = col.indices.to_numpy(zero_copy_only=False)
+        return col.dictionary, lambda k: int(np.flatnonzero(indices == k)[0])
+    if pa.types.is_list(col.type):
+        items = col.flatten()
+        offsets = col.offsets.to_numpy()
+        offsets = offsets - offsets[0]
+        if pa.types.is_dictionary(items.type):
+            indices = items.indices.to_numpy(zero_copy_only=False)
+            return items.dictionary, lambda k: int(np.searchsorted(offsets[1:], np.flatnonzero(indices == k)[0], side="right"))
+        return items, lambda i: int(np.searchsorted(offsets[1:], i, side="right"))
+    if pa.types.is_string(col.type):
+        return col, lambda i: i
+    return None, None
+
+
+def _ascii(arr: pa.Array) -> bool:
+    data = _data_bytes(arr)
+    return not len(data) or int(data.max()) < 0x80
 
 
 # ---------------------------------------------------------------- column-wise JCS

@@ -408,9 +408,10 @@ class TraceLog:
             return pa.memory_map(path).read_buffer()
         return pa.py_buffer(self._read(f"segments/{name}"))
 
-    def _write_atomic(self, rel: str, data: bytes) -> None:
+    def _write_atomic(self, rel: str, data: bytes, durable: bool = True) -> None:
         """Replace a file whole: written beside it, fsynced, renamed over it, the folder fsynced
-        (the old file's name and bytes are gone from the folder once this returns)."""
+        (the old file's name and bytes are gone from the folder once this returns). ``durable``
+        False: no fsync (a sidecar that can be collected again)."""
         path = f"{self.root}/{rel}"
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -418,10 +419,10 @@ class TraceLog:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
-                if self.fsync:
+                if self.fsync and durable:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
-            if self.fsync:
+            if self.fsync and durable:
                 _fsync_dir(os.path.dirname(path))
         else:
             self.fs.pipe_file(path, data)
@@ -503,6 +504,10 @@ class TraceLog:
             return None
         try:
             trusted = state.load(self._state_path, self.verifier, self.origin)
+        except state.StateUnreadable as e:
+            # Torn by a crash (it is written without fsync): start afresh from the log's checkpoints.
+            self.recovery.append(f"{e}; the writer's trusted state starts again from the newest checkpoint")
+            return None
         except SignatureError as e:
             self.problems.append(f"{e}; remove {self._state_path} only if this key really signed nothing else here")
             return None
@@ -834,6 +839,8 @@ class TraceLog:
                 col = pc.dictionary_encode(col)
             elif name in canonical.LIST_COLUMNS and not pa.types.is_dictionary(col.type.value_type):
                 col = _encode_items(col)
+            if name != "subject_id":  # pseudonymised: hex
+                canonical.check_utf8(col, name)
             return col
 
         # Large batches encode their columns on the thread pool (Arrow's kernels release the GIL):
@@ -995,7 +1002,9 @@ class TraceLog:
         if self._state_path is not None:
             from assay.trace import state
 
-            state.save(self._state_path, note, fsync=self.fsync)
+            # Not fsynced: a crash can only leave it behind the log (less protection, no false alarm),
+            # and the checkpoint itself is durable; two more fsyncs a checkpoint would cost appends.
+            state.save(self._state_path, note, fsync=False)
         self._last_checkpoint_time = checkpoint.time or time.time()
         return checkpoint
 
@@ -1114,7 +1123,8 @@ class TraceLog:
                 if line.strip():
                     (name, blob), = split_note(f"x\n\n{line}\n", "cosignature")[1]
                     kept[(name, blob[:4])] = line
-            self._write_atomic(rel, "".join(line + "\n" for line in kept.values()).encode())
+            # Not fsynced: lost cosignatures are collected again (a witness re-cosigns the size it knows).
+            self._write_atomic(rel, "".join(line + "\n" for line in kept.values()).encode(), durable=False)
 
     def witness_sizes(self) -> dict[str, int]:
         """The size each witness (by URL) last cosigned for this log, as the log recorded it."""
@@ -1129,7 +1139,7 @@ class TraceLog:
         with self._sidecar_lock():
             sizes = self.witness_sizes()
             sizes[url] = size
-            self._write_atomic("checkpoints/witnesses.json", canonical.jcs(sizes))
+            self._write_atomic("checkpoints/witnesses.json", canonical.jcs(sizes), durable=False)
 
     @contextlib.contextmanager
     def _sidecar_lock(self):

@@ -34,6 +34,10 @@ from assay.errors import BadInput
 from assay.trace.checkpoint import Checkpoint, SignatureError, Verifier
 
 
+class StateUnreadable(SignatureError):
+    """The state file is not a state file at all (empty, torn, not JSON)."""
+
+
 @dataclass(frozen=True)
 class TrustedState:
     path: Path
@@ -64,7 +68,7 @@ def load(path: Path, verifier: Verifier, origin: str) -> TrustedState | None:
         sizes = _decode_sizes(data.get("sizes", ""))
         recorded_at = float(data["recorded_at"])
     except (ValueError, KeyError, TypeError, zlib.error) as e:
-        raise SignatureError(f"trusted state {path}: not a trusted-state file ({e})") from e
+        raise StateUnreadable(f"trusted state {path}: not a trusted-state file ({e})") from e
     checkpoint = Checkpoint.open(note, verifier, origin, where=f"trusted state {path}")
     return TrustedState(path, checkpoint, note, sizes, recorded_at)
 

@@ -445,10 +445,12 @@ def add_checkpoint_request(old_size: int, proof: list[bytes], note: str) -> byte
     return (f"old {old_size}\n" + "".join(base64.b64encode(p).decode() + "\n" for p in proof) + "\n" + note).encode()
 
 
-def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout: float = 10.0) -> list[dict[str, Any]]:
+def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout: float = 10.0,
+            post: Any = None) -> list[dict[str, Any]]:
     """Ask each witness to cosign the log's newest checkpoint (with a consistency proof from the
     size it last cosigned, learned from a 409 when not known) and store the cosignatures that
-    verify with ``keys`` beside the checkpoint. Returns one result per witness."""
+    verify with ``keys`` beside the checkpoint. Returns one result per witness. ``post(url,
+    body) -> Answer`` replaces HTTP (a witness in the same process: the benchmark)."""
     import httpx
 
     if not keys:
@@ -460,21 +462,25 @@ def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout:
     body, _ = split_note(note, "checkpoint")
     known = log.witness_sizes()
     results = []
-    with httpx.Client(timeout=timeout) as client:
+    with httpx.Client(timeout=timeout) if post is None else contextlib.nullcontext() as client:
+        if post is None:
+            def post(url: str, request: bytes) -> Answer:
+                response = client.post(url.rstrip("/") + "/add-checkpoint", content=request,
+                                       headers={"content-type": "text/plain"})
+                return Answer(response.status_code, response.text, response.headers.get("content-type", ""))
+
         for url in urls:
-            target = url.rstrip("/") + "/add-checkpoint"
             old = known.get(url, 0)
             result: dict[str, Any] = {"witness": url, "size": checkpoint.size}
             for _attempt in range(2):
                 proof = _proof_from(log, old, checkpoint.size)
                 try:
-                    response = client.post(target, content=add_checkpoint_request(old, proof, note),
-                                            headers={"content-type": "text/plain"})
+                    response = post(url, add_checkpoint_request(old, proof, note))
                 except httpx.HTTPError as e:
                     result["error"] = f"unreachable: {e}"
                     break
-                if response.status_code == 409 and response.headers.get("content-type", "").startswith(SIZE_CONTENT_TYPE):
-                    text = response.text.strip()
+                if response.status == 409 and response.content_type.startswith(SIZE_CONTENT_TYPE):
+                    text = response.body.strip()
                     if not text.isdigit():
                         result["error"] = f"409 with a malformed size {text[:30]!r}"
                         break
@@ -484,11 +490,11 @@ def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout:
                                            f"(a rollback or a fork: investigate before going on)")
                         break
                     continue
-                if response.status_code != 200:
-                    result["error"] = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+                if response.status != 200:
+                    result["error"] = f"HTTP {response.status}: {response.body.strip()[:200]}"
                     break
                 valid_lines = []
-                for line in response.text.splitlines():
+                for line in response.body.splitlines():
                     got, problems = count_cosignatures(body, line, keys, where=f"witness {url}")
                     if got:
                         valid_lines.append(line)
