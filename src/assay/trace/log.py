@@ -1444,6 +1444,13 @@ def _null_where(column: pa.Array, mask: pa.Array) -> pa.Array:
         if len(plain.flatten()) != plain.offsets[-1].as_py() - plain.offsets[0].as_py():
             plain = pa.array(plain.to_pylist(), plain_type)  # null lists backed by values: build them clean
         return _encode_items(plain)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        # A null slot of a fixed-width column still has bytes in the values buffer, and kernels
+        # may leave the old value there: write zeros under every null.
+        nulls = pc.or_(pc.fill_null(mask, False), column.is_null()).to_numpy(zero_copy_only=False)
+        values = column.fill_null(0).to_numpy(zero_copy_only=False).copy()
+        values[nulls] = 0
+        return pa.array(values, type=column.type, mask=nulls)
     out = pc.if_else(mask, pa.scalar(None, column.type), column)
     if pa.types.is_string(column.type) and out.null_count:
         # Keep no bytes of a nulled value in the data buffer (if_else copies only kept values;
