@@ -87,7 +87,7 @@ def test_erased_values_are_in_no_file_under_the_log(tmp_path) -> None:
         assert row["erased"] and row["type"] == "decision" and len(row["record_hash"]) == 64
         assert all(row[name] is None for name in canonical.DECISION_SCHEMA.names)
         # Every other record: its old proof and a new one still check; erased ones prove their hash.
-        for i, bundle in before.items():
+        for bundle in before.values():
             assert "included" in proofs.check_bundle(bundle, log.verifier)
         for i in others:
             assert "included" in proofs.check_bundle(log.prove_inclusion(i), log.verifier)
