@@ -102,10 +102,23 @@ def jcs(value: Any, where: str | None = None) -> bytes:
     """RFC 8785 JSON of a value (the reference serialiser). ``where`` names the field and row in
     the error (e.g. ``decision row 3: attribution``)."""
     try:
-        return rfc8785.dumps(value)
+        out = rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
         what = where or f"a {type(value).__name__} value"
         raise BadInput(f"{what} cannot be written as RFC 8785 JSON exactly, so it could never be proved: {e}") from e
+    if where is not None and isinstance(value, dict | list):
+        # Input: it must also read back as itself. A float such as 1e16 is written "10000000000000000",
+        # which a JSON reader takes for an integer beyond the safe range (and rfc8785 then refuses).
+        import json
+
+        try:
+            again = rfc8785.dumps(json.loads(out))
+        except rfc8785.CanonicalizationError as e:
+            again = str(e).encode()
+        if again != out:
+            raise BadInput(f"{where} cannot be written as RFC 8785 JSON exactly, so it could never be proved: a number "
+                           f"is written as an integer beyond \u00b1(2^53 - 1) ({again.decode(errors='replace')[:80]})")
+    return out
 
 
 def _refuse_constant(name: str) -> Any:
@@ -502,6 +515,12 @@ def _check_numbers(table: pa.Table) -> None:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise BadInput(f"decision row {row}: {name} is {values[row]}, which JSON cannot carry")
+        magnitude = np.abs(values)
+        integral = (magnitude >= 2.0**53) & (magnitude < 1e21)  # written as integer digits (ECMAScript)
+        if integral.any():
+            row = int(np.flatnonzero(integral)[0])
+            raise BadInput(f"decision row {row}: {name} = {float(values[row])!r} is written in JSON as an integer beyond "
+                           f"\u00b1(2^53 - 1), which JSON readers do not all read back exactly")
     for name in ("rank_before", "rank_after"):
         values = table.column(name).to_numpy()
         bad = np.abs(values) > MAX_SAFE_INT
@@ -641,6 +660,8 @@ def event_row(event: Event, row: int = 0) -> dict[str, Any]:
         raise BadInput(f"{where}: payload must be a JSON object, got {type(event.payload).__name__}")
     if isinstance(event.ts, bool) or not isinstance(event.ts, int | float) or not math.isfinite(event.ts):
         raise BadInput(f"{where}: ts must be a finite number")
+    if 2.0**53 <= abs(float(event.ts)) < 1e21:
+        raise BadInput(f"{where}: ts = {event.ts!r} is written in JSON as an integer beyond \u00b1(2^53 - 1)")
     return {
         "type": "event",
         "ts": float(event.ts),
