@@ -83,7 +83,7 @@ def test_our_cosignatures_follow_the_format(tmp_path) -> None:
     message = b"cosignature/v1\ntime 1679315147\n" + PUBLIC_BODY.encode()
     Ed25519PublicKey.from_public_bytes(witness.verifier.public_key).verify(blob[12:], message)
     vkey = witness.verifier.vkey()
-    assert base64.b64decode(vkey.split("+")[2])[0] == 0x04
+    assert base64.b64decode(vkey.split("+", 2)[2])[0] == 0x04 and CosignatureVerifier.parse(vkey) == witness.verifier
 
 
 def test_the_spec_example_request_parses() -> None:

@@ -76,7 +76,11 @@ def load(path: Path, verifier: Verifier, origin: str) -> TrustedState | None:
 def save(path: Path, note: str, sizes: list[int] | tuple[int, ...] = (), fsync: bool = True) -> None:
     """Replace the state atomically (a crash leaves the old state or the new, never half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps({"note": note, "sizes": _encode_sizes(sizes), "recorded_at": time.time()}).encode()
+    write_atomic(path, json.dumps({"note": note, "sizes": _encode_sizes(sizes), "recorded_at": time.time()}).encode(), fsync)
+
+
+def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write beside the file, fsync, rename over it, fsync the folder (with ``fsync``)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)

@@ -48,7 +48,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from assay.errors import BadInput, Unavailable
 from assay.trace import merkle
-from assay.trace.checkpoint import EM_DASH, Checkpoint, SignatureError, Verifier, _check_name
+from assay.trace.checkpoint import (
+    EM_DASH,
+    Checkpoint,
+    SignatureError,
+    Verifier,
+    _check_name,
+    _key_id,
+    parse_vkey,
+)
+from assay.trace.state import write_atomic
 
 ALG_COSIGNATURE_V1 = b"\x04"
 HEADER = "cosignature/v1"
@@ -72,28 +81,14 @@ class CosignatureVerifier:
 
     @property
     def key_id(self) -> bytes:
-        return hashlib.sha256(self.name.encode() + b"\n" + ALG_COSIGNATURE_V1 + self.public_key).digest()[:4]
+        return _key_id(self.name, self.public_key, ALG_COSIGNATURE_V1)
 
     def vkey(self) -> str:
         return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(ALG_COSIGNATURE_V1 + self.public_key).decode()}"
 
     @classmethod
     def parse(cls, vkey: str) -> CosignatureVerifier:
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3 or not parts[0]:
-            raise BadInput(f"witness key must be name+keyid+key, got {vkey.strip()[:60]!r}")
-        name, key_id_hex, key_b64 = parts
-        try:
-            raw = base64.b64decode(key_b64, validate=True)
-            key_id = bytes.fromhex(key_id_hex)
-        except ValueError as e:
-            raise BadInput(f"witness key {name!r} is not valid base64/hex: {e}") from e
-        if len(raw) != 33 or raw[:1] != ALG_COSIGNATURE_V1:
-            raise BadInput(f"witness key {name!r} is not a cosignature/v1 Ed25519 key (type byte 0x04 + 32 bytes)")
-        verifier = cls(name, raw[1:])
-        if verifier.key_id != key_id:
-            raise BadInput(f"witness key {name!r}: key id {key_id_hex} does not match the key")
-        return verifier
+        return cls(*parse_vkey(vkey, ALG_COSIGNATURE_V1, "witness key"))
 
     def verify(self, body: str, blob: bytes) -> int:
         """Check one cosignature (the decoded blob of its line) over a note body; returns its
@@ -228,7 +223,7 @@ class Witness:
             f.write(pem)
             f.flush()
             os.fsync(f.fileno())
-        _write_atomic(folder / "witness.json", json.dumps({"name": name, "logs": {}}, indent=2).encode())
+        write_atomic(folder / "witness.json", json.dumps({"name": name, "logs": {}}, indent=2).encode())
         return cls(folder)
 
     @property
@@ -245,7 +240,7 @@ class Witness:
             keys = config.setdefault("logs", {}).setdefault(origin, [])
             if verifier.vkey() not in keys:
                 keys.append(verifier.vkey())
-            _write_atomic(self.folder / "witness.json", json.dumps(config, indent=2).encode())
+            write_atomic(self.folder / "witness.json", json.dumps(config, indent=2).encode())
             self.logs.setdefault(origin, [])
             if verifier not in self.logs[origin]:
                 self.logs[origin].append(verifier)
@@ -297,7 +292,7 @@ class Witness:
             line = self.cosigner.cosign(body)
             path = self._state_path(checkpoint.origin)
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, (note + line).encode())  # persisted before the answer, as the spec requires
+            write_atomic(path, (note + line).encode())  # persisted before the answer, as the spec requires
         return Answer(200, line)
 
     def checkpoint_for(self, origin_hash: str) -> Answer:
@@ -367,20 +362,6 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- the HTTP service
