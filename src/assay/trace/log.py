@@ -281,6 +281,7 @@ class TraceLog:
         self.problems: list[str] = []
         self._recovery_payload: dict[str, Any] = {}
         self._scratch_dir = None  # a reader's private tree, when tree.bin proved damaged
+        self._rewritten: dict[str, tuple[int, Any]] = {}  # segment -> (length, SHA-256 state) of an erasure's rewrite
         self._closed = False
         self._file_lock = None
         self.location = self.root if self.local else f"{fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]}://{self.root}"
@@ -408,7 +409,7 @@ class TraceLog:
             return pa.memory_map(path).read_buffer()
         return pa.py_buffer(self._read(f"segments/{name}"))
 
-    def _write_atomic(self, rel: str, data: bytes, durable: bool = True) -> None:
+    def _write_atomic(self, rel: str, data: bytes | Sequence[bytes | memoryview], durable: bool = True) -> None:
         """Replace a file whole: written beside it, fsynced, renamed over it, the folder fsynced
         (the old file's name and bytes are gone from the folder once this returns). ``durable``
         False: no fsync (a sidecar that can be collected again)."""
@@ -417,7 +418,10 @@ class TraceLog:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = path + ".tmp"
             with open(tmp, "wb") as f:
-                f.write(data)
+                if isinstance(data, bytes | bytearray | memoryview):
+                    f.write(data)
+                else:
+                    f.writelines(data)  # the pieces, without joining them first
                 f.flush()
                 if self.fsync and durable:
                     os.fsync(f.fileno())
@@ -425,7 +429,7 @@ class TraceLog:
             if self.fsync and durable:
                 _fsync_dir(os.path.dirname(path))
         else:
-            self.fs.pipe_file(path, data)
+            self.fs.pipe_file(path, data if isinstance(data, bytes) else b"".join(data))
 
     # ------------------------------------------------------------ recovery
 
@@ -963,7 +967,7 @@ class TraceLog:
                 segment_is_current(self._read_segment_buffer(names[-1]))
             name = names[-1] if reuse else _segment_name(self._size)
             self._active = _ActiveSegment(f"{self.root}/segments/{name}", name, self.fsync,
-                                          self._segment_rows(name) if reuse else 0)
+                                          self._segment_rows(name) if reuse else 0, self._rewritten.pop(name, None))
         return self._active
 
     def _segment_rows(self, name: str) -> int:
@@ -1254,22 +1258,34 @@ class TraceLog:
         for rel in [f"segments/{name}" for name in segments] + list(quarantined):
             name = rel.rsplit("/", 1)[-1]
             data = self._read_segment_buffer(name) if rel.startswith("segments/") else pa.py_buffer(self._read(rel))
-            batches, good, trailing = read_batches(data, rel)
+            units, good, trailing = _appends(data, rel)
             if trailing and rel.startswith("segments/"):
                 raise TamperError([trailing])
-            changed = [_erased_batch(batch, pseudonym) for batch in batches]
+            changed = [_erased_batch(batch, pseudonym) for batch, _ in units]
             torn = bytes(memoryview(data)[good:]) if trailing else b""
             tail = b"" if pseudonym.encode() in torn else torn
             if all(c is None for c in changed) and tail == torn:
                 continue
-            out = segment_bytes([c if c is not None else b for c, b in zip(changed, batches, strict=True)]) + tail
-            del data, batches
+            for batch, c in zip(units, changed, strict=True):
+                if c is not None:
+                    batch[0].validate(full=True)  # what is decoded and re-encoded is checked first
+            # Appends that hold none of the subject's records are copied byte for byte.
+            out = [_schema_message(data), *(encode_batch(c) if c is not None else raw
+                                            for (_, raw), c in zip(units, changed, strict=True)), tail]
             if rel.startswith("segments/"):
+                digest = hashlib.sha256()
+                hashed = hashing.pool("side").submit(lambda d=digest, pieces=out: [d.update(p) for p in pieces])
+                length = sum(len(piece) for piece in out)
                 self._forget_segment(name)
-                self._write_atomic(rel, out)
-                self._segment_digests[name] = (len(out), hashlib.sha256(out).hexdigest())
+                try:
+                    self._write_atomic(rel, out)  # while the new bytes are hashed (both release the GIL)
+                finally:
+                    hashed.result()
+                self._segment_digests[name] = (length, digest.hexdigest())
+                self._rewritten[name] = (length, digest)
             else:
                 self._write_atomic(rel, out)
+            del data, units, out
             rewritten += 1
         return rewritten
 
@@ -1324,13 +1340,17 @@ class TraceLog:
 class _ActiveSegment:
     """The segment being appended to: raw IPC messages, fsync per batch, a running SHA-256."""
 
-    def __init__(self, path: str, name: str, fsync: bool, rows: int):
+    def __init__(self, path: str, name: str, fsync: bool, rows: int, hashed: tuple[int, Any] | None = None):
+        """``hashed``: (length, SHA-256 object) of the file's bytes when the caller just wrote them
+        (an erasure's rewrite), so they are not read back and hashed again."""
         self.name = name
         self.fsync = fsync
         self.rows = rows
         exists = os.path.exists(path) and os.path.getsize(path) > 0
         self._hash = hashlib.sha256()
-        if exists:
+        if exists and hashed is not None and hashed[0] == os.path.getsize(path):
+            self._hash = hashed[1].copy()
+        elif exists:
             with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     self._hash.update(chunk)
@@ -1459,6 +1479,38 @@ def _null_where(column: pa.Array, mask: pa.Array) -> pa.Array:
         if int(offsets[-1] - offsets[0]) != (pc.sum(pc.binary_length(out)).as_py() or 0):
             out = pa.array(out.to_pylist(), column.type)
     return out
+
+
+def _appends(data, where: str) -> tuple[list[tuple[pa.RecordBatch, bytes | memoryview]], int, str | None]:
+    """A segment as its appends: each record batch with its bytes as written (its dictionaries
+    and itself), the offset after the last complete one, and what follows it if that is not a
+    clean end. Segments in the legacy schema are decoded and re-encoded whole (their bytes are
+    not the current format)."""
+    view = memoryview(data)
+    source = pa.BufferReader(data if isinstance(data, pa.Buffer) else pa.py_buffer(data))
+    try:
+        stream = pa.ipc.open_stream(source)
+    except (pa.ArrowException, OSError, EOFError):
+        batches, good, trailing = read_batches(data, where)
+        return [(b, bytes(encode_batch(b))) for b in batches], good, trailing
+    if stream.schema != canonical.SEGMENT_SCHEMA:
+        batches, good, trailing = read_batches(data, where)
+        return [(b, bytes(encode_batch(b))) for b in batches], good, trailing
+    units: list[tuple[pa.RecordBatch, bytes | memoryview]] = []
+    start = source.tell()
+    while True:
+        try:
+            batch = stream.read_next_batch()
+        except StopIteration:
+            break
+        except (pa.ArrowException, OSError, EOFError) as e:
+            return units, start, f"{where}: {len(view) - start} bytes after byte {start} are not a complete record batch ({e})"
+        end = source.tell()
+        units.append((batch, view[start:end]))
+        start = end
+    if start < len(view):  # e.g. an end-of-stream marker: appends never write one
+        return units, start, f"{where}: {len(view) - start} bytes after byte {start} are not a complete record batch"
+    return units, len(view), None
 
 
 def _rows_end(data, rows: int) -> int | None:
