@@ -301,23 +301,39 @@ def _check_tree_cache(log: TraceLog, tree: TreeFile, expected: int) -> list[str]
     if cache is tree or not log.local or cache.path != Path(log.root) / "tree.bin" or not cache.size:
         return []
     n = nodes_for_leaves(min(cache.size, expected)) * 32
-    if os.fstat(cache._fd).st_size < n or os.fstat(tree._fd).st_size < n:
-        return []  # pragma: no cover - a cache cut short is rebuilt by the writer on open
-    # Memory-mapped and compared as 64-bit words, a chunk at a time: no copy of either file.
-    a = np.memmap(tree.path, dtype=np.uint64, mode="r", shape=(n // 8,))
-    b = np.memmap(cache.path, dtype=np.uint64, mode="r", shape=(n // 8,))
-    step = 4 << 20
-    for offset in range(0, n // 8, step):
-        if not np.array_equal(a[offset:offset + step], b[offset:offset + step]):
-            diff = np.flatnonzero(a[offset:offset + step] != b[offset:offset + step])
-            position = (offset + int(diff[0])) * 8 // 32
-            if log.read_only:
-                return [f"tree.bin (the writer's cache of the Merkle tree) differs from the records at node {position}: "
-                        f"proofs are checked against the signed root before they are served, and the cache is rebuilt "
-                        f"by `prove` or the next writer"]
-            log._rebuild_tree()
-            return [f"tree.bin (the writer's cache of the Merkle tree) differed from the records at node {position}; rebuilt"]
-    return []
+    if not n or os.fstat(cache._fd).st_size < n or os.fstat(tree._fd).st_size < n:
+        return []  # nothing to compare, or a cache cut short (a writer rebuilds it on open)
+    position = _first_different_node(tree._fd, cache._fd, n)
+    if position is None:
+        return []
+    if log.read_only:
+        return [f"tree.bin (the writer's cache of the Merkle tree) differs from the records at node {position}: "
+                f"proofs are checked against the signed root before they are served, and the cache is rebuilt "
+                f"by `prove` or the next writer"]
+    log._rebuild_tree()
+    return [f"tree.bin (the writer's cache of the Merkle tree) differed from the records at node {position}; rebuilt"]
+
+
+def _first_different_node(fd_a: int, fd_b: int, n: int) -> int | None:
+    """The first 32-byte node where the first ``n`` bytes of two open files differ: both
+    memory-mapped (by descriptor: the files open, not whatever the path holds now) and compared
+    as 64-bit words a chunk at a time, with no copy of either."""
+    import mmap
+
+    maps = [mmap.mmap(fd, n, access=mmap.ACCESS_READ) for fd in (fd_a, fd_b)]
+    a = b = left = right = None
+    try:
+        a, b = (np.frombuffer(m, np.uint64) for m in maps)
+        step = 4 << 20
+        for offset in range(0, n // 8, step):
+            left, right = a[offset:offset + step], b[offset:offset + step]
+            if not np.array_equal(left, right):
+                return (offset + int(np.flatnonzero(left != right)[0])) * 8 // 32
+        return None
+    finally:
+        del a, b, left, right  # the views, before their maps are closed
+        for m in maps:
+            m.close()
 
 
 def _newest(checkpoints: list[tuple[str, Checkpoint, str]]) -> tuple[str, Checkpoint, str]:
