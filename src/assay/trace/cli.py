@@ -43,7 +43,10 @@ def _verifier(public_key: str | None):
 def _key_text(value: str, option: str) -> str:
     """A key given as the string itself or as a file holding it (text, one line)."""
     path = Path(value)
-    if not path.exists():
+    try:
+        if not path.exists():
+            return value
+    except OSError:  # not a possible file name (too long): the key itself
         return value
     if path.is_dir():
         raise BadInput(f"{option} {value}: a folder, not a key file")

@@ -505,7 +505,11 @@ def load_witness_keys(values: list[str]) -> list[CosignatureVerifier]:
     out: list[CosignatureVerifier] = []
     for value in values:
         path = Path(value)
-        if path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError:  # not a possible file name (too long): the key itself
+            is_file = False
+        if is_file:
             try:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
