@@ -17,6 +17,21 @@
  *       list literal). slots: tuple of per-batch attribute values (see parse_slot). out: int8
  *       (rules x n, C order); each program writes its row: 0 FALSE, 1 TRUE, 2 MISSING (error).
  *
+ * The same module holds the loops the policy batch and the slate function need (moved from the
+ * guard's extension when the semantics moved here; their twins are in batch.py and slate.py):
+ *
+ *   resolve(outcomes, kinds, fail_closed, live, pre_dropped, factors,
+ *           first, failed, dropped, action, factor, soft) -> None
+ *       the per-candidate rule walk (first hard match decides, fail-closed drops, soft actions
+ *       before it stack); action codes are assay.policy.actions.Act, exported below as ACTIONS
+ *       and checked at import.
+ *   group_ordinals(values, width, positions, ordinals[, codes]), group_ordinals_str(...)
+ *       how many earlier listed rows hold the same value (a cap's grouping; sources' too).
+ *   clean_strings(values, width), clean_str_objects(values), one_type(values),
+ *   str_lists(rows, offsets, nulls)
+ *       the batch's typing passes: fixed-width strings and str objects with no NUL or lone
+ *       surrogate, a list's one element type, rows of clean str lists flattened.
+ *
  * Values follow CEL: every value carries per-row error flags; strict operators propagate them,
  * && and || absorb an error where the other side decides the result. Strings compare by code
  * point, exactly (a fixed-width row's trailing NULs are padding: the policy library has already
