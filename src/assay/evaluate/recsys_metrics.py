@@ -121,6 +121,8 @@ def _conventions(conventions: Conventions | str | None, **overrides: str | None)
 def check_list(ranked: Sequence[Item], user: User | None = None, duplicates: str = "error") -> list[Item]:
     """The list with each item once: refuse a repeated item (``"error"``) naming the user and the
     item, or keep each item's first (best-ranked) occurrence (``"first"``)."""
+    if duplicates not in ("error", "first"):
+        raise BadInput(f"unknown duplicates rule {duplicates!r}; use 'error' or 'first'")
     ranked = list(ranked)
     seen: dict[Item, int] = {}
     repeated = False
@@ -133,8 +135,6 @@ def check_list(ranked: Sequence[Item], user: User | None = None, duplicates: str
                     "a repeated item would be counted twice",
                     hint="deduplicate the list, or pass duplicates='first' to keep each item's best-ranked occurrence",
                 )
-            if duplicates != "first":
-                raise BadInput(f"unknown duplicates rule {duplicates!r}; use 'error' or 'first'")
             repeated = True
         else:
             seen[item] = rank
