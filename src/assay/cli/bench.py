@@ -24,6 +24,7 @@ BENCHMARKS = {
     "monitor": "assay.monitor.bench",
     "explain": "assay.explain.bench",
     "mitigate": "assay.mitigate.bench",
+    "recsys": "assay.evaluate.recsys_bench",
 }
 
 
