@@ -1,4 +1,4 @@
-"""``assay bench lineage``: purpose/restriction propagation over a synthetic 100,000-asset lineage
+"""``assay bench govern`` (also ``lineage``): purpose/restriction propagation over a synthetic 100,000-asset lineage
 graph and a deployment gate check over a 10,000-node ancestry, each beside the naive version
 (Python sets, one node at a time; the policy evaluated once per upstream dataset) in the same run.
 

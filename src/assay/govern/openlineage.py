@@ -156,6 +156,10 @@ def clean(text: str) -> str:
     return "".join("\ufffd" if _unstorable(c) else c for c in text) if any(map(_unstorable, text)) else text
 
 
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 def stored_name(text: str, limit: int = 255) -> str:
     """How an OpenLineage name (any string the schema allows: empty, ``/data/raw/orders.csv``,
     unicode, thousands of characters) is kept in a name column: itself when the column holds it
@@ -188,10 +192,10 @@ def _asset_id(s, kind: str, namespace: str, name: str) -> Callable[[int], str] |
 
     def make(version: int) -> str:
         plain = f"{kind}:{namespace}/{name}@{version}"
-        if len(plain) <= 512 and s.get(Asset, plain) is None:
+        if len(plain) <= 512 and plain.isprintable() and s.get(Asset, plain) is None:
             return plain
         digest = hashlib.sha256(f"{kind}\x00{namespace}\x00{name}".encode()).hexdigest()[:16]
-        return f"{kind}:{namespace[:150]}/{name[:300]}#{digest}@{version}"
+        return f"{kind}:{_printable(namespace)[:150]}/{_printable(name)[:300]}#{digest}@{version}"
 
     return make
 
@@ -282,10 +286,10 @@ def ingest(store: Store, actor: Actor, event: Any) -> dict[str, Any]:
         return run_view(s, run)
 
 
-def _refuse_non_finite(value: Any, where: str = "(event)") -> None:
+def _refuse_non_finite(value: Any, where: str = "event") -> None:
     """JSON has no NaN or Infinity (Python's parser accepts them; no store can keep them)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise BadInput(f"invalid OpenLineage event: {where} is {value}, which JSON does not allow")
+        raise BadInput(f"invalid OpenLineage event: {where} is {json.dumps(value)}, which JSON does not allow")
     if isinstance(value, Mapping):
         for k, v in value.items():
             _refuse_non_finite(v, f"{where}.{clean(str(k))}")
@@ -424,7 +428,7 @@ def run_event(store: Store, run_id: str, event_type: str = "COMPLETE", verdict: 
     from openlineage.client.event_v2 import Run as OLRun
     from openlineage.client.serde import Serde
 
-    from .lineage import show
+    from .lineage import governed
 
     with store.session() as s:
         run = s.get(Run, run_id)
@@ -433,11 +437,11 @@ def run_event(store: Store, run_id: str, event_type: str = "COMPLETE", verdict: 
         io = s.scalars(sa.select(RunIO).where(RunIO.run_id == run_id)).all()
         assets = {a.id: a for a in s.scalars(sa.select(Asset).where(Asset.id.in_([x.asset_id for x in io])))}
         lifts = s.scalars(sa.select(RestrictionLift).where(RestrictionLift.run_id == run_id)).all()
-    effective = {}
-    for x in io:
-        if x.direction == "output":
-            view = show(store, x.asset_id)["effective"]
-            effective[x.asset_id] = (view["purposes"], view["restrictions"])
+        effective = {}
+        for x in io:
+            if x.direction == "output":
+                anc = governed(store, s, x.asset_id)
+                effective[x.asset_id] = (anc.purposes(), anc.restrictions())
     run_facets: dict[str, Any] = {}
     if run.transformation_id:
         run_facets["assay_transformation"] = _run_facet("assay_transformation", {
