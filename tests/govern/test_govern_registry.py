@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from assay.errors import BadInput
 from assay.govern.gate import approve_deployment, check_deployment, request_deployment, verdicts_for
 from assay.govern.lineage import show, why
-from assay.errors import BadInput
 from assay.govern.propagation import LineageCycle
 from assay.govern.registry import (
     Actor,

@@ -167,6 +167,9 @@ def register(app: typer.Typer) -> None:
 
         grow(tree, out["asset"]["id"], 0)
         Console().print(tree)
+        if out.get("cycle"):
+            typer.echo("WARNING: the stored lineage has a cycle (written before cycles were refused): "
+                       + " -> ".join(out["cycle"]))
 
     @lin.command("why")
     def why(asset: str = typer.Argument(..., help="Asset id or name."),
