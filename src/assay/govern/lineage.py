@@ -41,10 +41,12 @@ def withdrawals(s: Session, names: Iterable[tuple[str, str]]) -> dict[tuple[str,
     if not names:
         return out
     marker = Asset.spec["withdrawal"]
-    rows = s.execute(sa.select(Asset.id, Asset.namespace, Asset.name, Asset.version, Asset.purposes, Asset.restrictions,
-                               Asset.created_by, Asset.created_at, marker.label("withdrawal"))
-                     .where(Asset.kind == "dataset", Asset.name.in_({n for _, n in names}), marker.is_not(None))
-                     .order_by(Asset.version)).all()
+    query = (sa.select(Asset.id, Asset.namespace, Asset.name, Asset.version, Asset.purposes, Asset.restrictions,
+                       Asset.created_by, Asset.created_at, marker.label("withdrawal"))
+             .where(Asset.kind == "dataset", marker.is_not(None)).order_by(Asset.version))
+    if len(names) <= IN_LIMIT:  # withdrawals are rare: for many names, read them all and filter here
+        query = query.where(Asset.name.in_({n for _, n in names}))
+    rows = s.execute(query).all()
     for r in rows:
         if (r.namespace, r.name) in names and isinstance(r.withdrawal, dict):
             out.setdefault((r.namespace, r.name), []).append({
@@ -80,6 +82,7 @@ def governing_terms(s: Session, assets: Sequence[Any]) -> tuple[dict[str, tuple[
     return terms, binding
 
 
+IN_LIMIT = 500  # larger sets are not sent as IN lists (SQLite takes at most 32,766 parameters)
 ASSET_COLUMNS = (Asset.id, Asset.kind, Asset.namespace, Asset.name, Asset.version, Asset.purposes, Asset.restrictions)
 
 
@@ -91,10 +94,15 @@ def _graph(s: Session, edges: list[tuple[str, str, str]], assets: Sequence[Any])
     lifts: dict[str, list[str]] = {}
     jobs: dict[str, str] = {}
     if run_ids:
-        for run_id, restriction in s.execute(sa.select(RestrictionLift.run_id, RestrictionLift.restriction)
-                                             .where(RestrictionLift.run_id.in_(run_ids))):
-            lifts.setdefault(run_id, []).append(restriction)
-        jobs = dict(s.execute(sa.select(Run.id, Run.job_name).where(Run.id.in_(run_ids))).all())
+        lift_query = sa.select(RestrictionLift.run_id, RestrictionLift.restriction)
+        job_query = sa.select(Run.id, Run.job_name)
+        if len(run_ids) <= IN_LIMIT:
+            lift_query = lift_query.where(RestrictionLift.run_id.in_(run_ids))
+            job_query = job_query.where(Run.id.in_(run_ids))
+        for run_id, restriction in s.execute(lift_query):
+            if run_id in run_ids:
+                lifts.setdefault(run_id, []).append(restriction)
+        jobs = {rid: job for rid, job in s.execute(job_query) if rid in run_ids}
     builder = GraphBuilder()
     children = {e[1] for e in edges}
     for a in sorted(assets, key=lambda x: x.id):
@@ -114,7 +122,10 @@ def load_graph(s: Session, targets: Sequence[str]) -> LineageGraph:
     selects of only the columns needed)."""
     edges = ancestry_edges(s, targets)
     ids = set(targets) | {e[0] for e in edges} | {e[1] for e in edges}
-    return _graph(s, edges, s.execute(sa.select(*ASSET_COLUMNS).where(Asset.id.in_(ids))).all())
+    query = sa.select(*ASSET_COLUMNS)
+    if len(ids) <= IN_LIMIT:
+        query = query.where(Asset.id.in_(ids))
+    return _graph(s, edges, [a for a in s.execute(query) if a.id in ids])
 
 
 # ---------------------------------------------------------------- a lineage index kept in memory
