@@ -1,16 +1,18 @@
 """The deployment gate: purposes over the model's whole lineage, release gates over its
-evaluations, the weights on disk against their registered hashes, and approvals by role.
+evaluations, the weights a deployment will load against their registered hashes, and approvals.
 
-Semantics a reviewer can rely on:
+Semantics a reviewer can rely on (docs/govern.md states them for users):
 
-- **Purpose limitation is built in**: the deployment's purpose must be one that every dataset
-  upstream of the model allows (rule ``assay:purpose-limitation``), whatever the bundle says.
+- The lineage is read through ``lineage.governed``, the one computation ``lineage why``, the BOM
+  and the dashboard read too; a stored cycle denies (``assay:lineage-cycle``).
+- **Purpose limitation is built in**: the deployment's purpose must be one that every declaring
+  asset upstream of the model allows (rule ``assay:purpose-limitation``), whatever the bundle says.
 - The bundle's ``purposes`` section is evaluated once for the model's effective terms and once
-  for every upstream dataset (with the restrictions of that dataset that still reach the model),
-  so a denial names the dataset that caused it and the lineage path to it. Deny by default, a
-  deny beats an allow (``Bundle.check_purposes``).
+  for every upstream source or asset whose own restrictions still reach the model, so a denial
+  names the asset that caused it, what it is about (the restrictions the rule needs) and a lineage
+  path that carries them. Deny by default, a deny beats an allow (``Bundle.check_purposes``).
 - The bundle's ``gates`` run over the metrics of evaluations made on exactly the registered weights.
-- Weights are re-hashed on disk at check time; any difference denies.
+- Weights are checked at check time as the deployment will load them (``verify_weights``).
 - Production needs two distinct approvers (role approver or admin), never the requester; any
   other environment needs one.
 - Every verdict is stored with the bundle hash and appended to the trace as an
