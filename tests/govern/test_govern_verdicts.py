@@ -184,6 +184,14 @@ def test_reads_answer_a_store_that_already_has_a_cycle(store, engineer, files, b
         record_run(store, engineer, job_name="x", inputs=[m["id"]], outputs=[ds["a"]])
 
 
+def test_reads_answer_odd_stored_terms(store, engineer, files):
+    odd = register_dataset(store, engineer, name="odd", uri=str(files("o.csv", b"o")), purposes=["research"])
+    with store.session() as s:  # as another writer might have left them
+        s.get(Asset, odd["id"]).purposes = [3, "research"]
+    m = register_model(store, engineer, name="m", weights=[files("m.bin", b"m")], trained_on=[odd["id"]])
+    assert show(store, m["id"])["effective"]["purposes"] == ["3", "research"]
+
+
 # ---------------------------------------------------------------- 3. denial paths carry their restriction
 
 

@@ -50,10 +50,15 @@ def withdrawals(s: Session, names: Iterable[tuple[str, str]]) -> dict[tuple[str,
     for r in rows:
         if (r.namespace, r.name) in names and isinstance(r.withdrawal, dict):
             out.setdefault((r.namespace, r.name), []).append({
-                "withdrawal": r.id, "version": r.version, "purposes": list(r.purposes or []),
-                "restrictions": list(r.restrictions or []), "reason": str(r.withdrawal.get("reason", "")),
+                "withdrawal": r.id, "version": r.version, "purposes": sorted(_terms(r.purposes)),
+                "restrictions": sorted(_terms(r.restrictions)), "reason": str(r.withdrawal.get("reason", "")),
                 "recorded_by": r.created_by, "recorded_at": r.created_at.isoformat() if r.created_at else None})
     return out
+
+
+def _terms(stored: Any) -> set[str]:
+    """Terms as stored, read defensively: whatever older code or another writer left is text."""
+    return {str(t) for t in stored} if isinstance(stored, list | tuple) else set()
 
 
 def governing_terms(s: Session, assets: Sequence[Any]) -> tuple[dict[str, tuple[list[str], list[str], bool]],
@@ -70,7 +75,7 @@ def governing_terms(s: Session, assets: Sequence[Any]) -> tuple[dict[str, tuple[
     terms: dict[str, tuple[list[str], list[str], bool]] = {}
     binding: dict[str, list[dict[str, Any]]] = {}
     for a in assets:
-        purposes, restrictions = set(a.purposes or ()), set(a.restrictions or ())
+        purposes, restrictions = _terms(a.purposes), _terms(a.restrictions)
         if a.kind == "dataset":
             later = [w for w in found.get((a.namespace, a.name), ()) if w["version"] > a.version]
             for w in later:
