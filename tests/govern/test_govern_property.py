@@ -410,9 +410,9 @@ def test_every_reader_agrees_with_the_all_paths_reference(seed, tmp_path):
 
 
 @pytest.mark.slow
-def test_every_reader_agrees_with_the_all_paths_reference_long(tmp_path_factory):
-    for seed in range(SEEDS, SEEDS + 500):
-        _one_registry(seed, tmp_path_factory.mktemp(f"seed{seed}"))
+@pytest.mark.parametrize("seed", range(SEEDS, SEEDS + 500))
+def test_every_reader_agrees_with_the_all_paths_reference_long(seed, tmp_path):
+    _one_registry(seed, tmp_path)
 
 
 def test_the_reference_is_not_vacuous():
