@@ -591,6 +591,8 @@ class Ancestry:
         return row
 
     def _ranked(self, nodes: np.ndarray) -> list[int]:
+        if nodes.size == 0:
+            return []
         rank = self.nearest_first
         return sorted((i for i in nodes.tolist() if i in rank), key=lambda i: (rank[i], self.graph.ids[i]))
 
