@@ -53,6 +53,9 @@ def test_cli_withdrawal_folders_and_cycles(assay_home, tmp_path, capsys):
     assert main(["lineage", "why", "model:m@1", "--purpose", "ads"]) == 0
     out = capsys.readouterr().out
     assert "NOT allowed" in out and "narrowed by the withdrawal dataset:d@2 (ads consent withdrawn" in out
+    assert main(["lineage", "show", "--all", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["model:m@1"]["purposes"] == ["research"] and rows["dataset:d@1"]["purposes"] == ["research"]
     assert main(["register", "dataset", "e", "--uri", str(data), "--purpose", "research", "--withdraw", "x"]) == 2
     assert "no earlier version" in capsys.readouterr().err
     assert main(["lineage", "ingest", str(_events(tmp_path))]) == 2  # START then a COMPLETE that reads its output

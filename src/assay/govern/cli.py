@@ -127,17 +127,17 @@ def register(app: typer.Typer) -> None:
 
     @lin.command("show")
     def show(asset: str = typer.Argument(None, help="Asset id or name."),
-             all_assets: bool = typer.Option(False, "--all", help="List every asset."),
+             all_assets: bool = typer.Option(False, "--all", help="List every asset with its effective terms."),
              as_json: bool = JSON_OPT) -> None:
         """An asset's ancestry with effective purposes and restrictions (computed now)."""
         from assay.errors import BadInput
-        from assay.govern.lineage import list_assets
+        from assay.govern.lineage import overview
         from assay.govern.lineage import show as show_fn
         from assay.store import open_store
 
         store = open_store()
         if all_assets:
-            rows = list_assets(store)
+            rows = overview(store)["assets"]
             _print(rows, as_json, "\n".join(f"{r['id']:50s} {','.join(r['purposes']) or '-':30s} "
                                            f"{','.join(r['restrictions']) or '-'}" for r in rows) or "(empty registry)")
             return
