@@ -113,7 +113,7 @@ def _graph(s: Session, edges: list[tuple[str, str, str]], assets: Sequence[Any])
     for a in sorted(assets, key=lambda x: x.id):
         purposes, restrictions, declares = terms[a.id]
         builder.node(a.id, purposes, restrictions, declares_purposes=declares or a.id not in children)
-    known = set(builder._index)
+    known = set(terms)
     for src, dst, rid in sorted(edges):
         if src in known and dst in known:
             builder.edge(src, dst, lifts.get(rid, ()), run=f"{jobs[rid]} ({rid})" if rid in jobs else rid, run_id=rid)
@@ -208,18 +208,18 @@ def show(store: Store, ref: str) -> dict[str, Any]:
         edges = [{"input": graph.ids[p], "output": graph.ids[c], "run": graph.edge_run[k],
                   "lifts": graph.restrictions.decode(graph.edge_lift[k])}
                  for k, (p, c) in enumerate(zip(graph.parents.tolist(), graph.children.tolist(), strict=True))]
-        out = {"asset": asset_view(s, asset), "effective": {"purposes": anc.purposes(), "restrictions": anc.restrictions()}, "ancestry": nodes, "edges": edges,
-               "descendants": descendant_ids(s, asset.id)}
+        out = {"asset": asset_view(s, asset),
+               "effective": {"purposes": anc.purposes(), "restrictions": anc.restrictions()},
+               "ancestry": nodes, "edges": edges, "descendants": descendant_ids(s, asset.id)}
         if anc.cycle:
             out["cycle"] = anc.cycle
         return out
 
 
-def blocker_view(anc: Ancestry, i: int, prefix: Sequence[str] = ()) -> dict[str, Any]:
+def blocker_view(anc: Ancestry, i: int) -> dict[str, Any]:
     """One asset that blocks a purpose: what it allows (governing), why, and the path to it."""
     g = anc.graph
-    out: dict[str, Any] = {"asset": g.ids[i], "allows": g.purposes.decode(g.own_purposes[i]),
-                           "path": [*prefix, *(anc.path(i) or [])]}
+    out: dict[str, Any] = {"asset": g.ids[i], "allows": g.purposes.decode(g.own_purposes[i]), "path": anc.path(i) or []}
     if w := anc.withdrawn_by(i):
         out["withdrawn_by"] = w
     return out
@@ -230,7 +230,8 @@ def why(store: Store, ref: str, purpose: str | None = None, restriction: str | N
     with store.session() as s:
         asset = resolve(s, ref)
         anc = governed(store, s, asset.id)
-        out: dict[str, Any] = {"asset": asset.id, "effective": {"purposes": anc.purposes(), "restrictions": anc.restrictions()}}
+        out: dict[str, Any] = {"asset": asset.id,
+                               "effective": {"purposes": anc.purposes(), "restrictions": anc.restrictions()}}
         if anc.cycle:
             out["cycle"] = anc.cycle
         if purpose:
@@ -239,14 +240,14 @@ def why(store: Store, ref: str, purpose: str | None = None, restriction: str | N
                               "blocked_by": [blocker_view(anc, i) for i in blockers]}
         if restriction:
             sources = anc.restriction_sources(restriction)
-            runs = {anc.graph.edge_run_id[k] for k in range(anc.graph.parents.size)} - {""}
+            runs = set(anc.graph.edge_run_id or ())
             lifted = []
-            if runs and restriction in anc.graph.restrictions.index:
-                for row in s.scalars(sa.select(RestrictionLift).where(RestrictionLift.run_id.in_(runs),
-                                                                      RestrictionLift.restriction == restriction)
+            if runs and restriction in anc.graph.restrictions.index:  # lifts of one restriction are few
+                for row in s.scalars(sa.select(RestrictionLift).where(RestrictionLift.restriction == restriction)
                                      .order_by(RestrictionLift.id)):
-                    lifted.append({"run": row.run_id, "transformation": row.transformation_id,
-                                   "recorded_by": row.recorded_by, "recorded_at": row.recorded_at.isoformat()})
+                    if row.run_id in runs:
+                        lifted.append({"run": row.run_id, "transformation": row.transformation_id,
+                                       "recorded_by": row.recorded_by, "recorded_at": row.recorded_at.isoformat()})
             out["restriction"] = {"restriction": restriction, "carried": bool(sources),
                                   "from": [{"asset": anc.graph.ids[i], "path": anc.path(i, [restriction])} for i in sources],
                                   "lifted_by": lifted}
