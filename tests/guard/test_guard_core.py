@@ -626,7 +626,10 @@ def test_nan_in_a_feature_column_is_a_value_and_an_arrow_null_is_absent(feed_bun
     names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
     store.put(ids, {name: np.zeros(3) for name in names}, "v")
     g = Guard(feed_bundle, store)
-    req = {"surface": "for_you", "user": {"id": "u", "age": 30, "region": "US", "country": "US", "sensitive_opt_out": False}}
+    # a deadline no loaded machine reaches: this test is about values, not the budget (at 50 ms a
+    # slow moment emptied one of the two slates)
+    req = {"surface": "for_you", "user": {"id": "u", "age": 30, "region": "US", "country": "US", "sensitive_opt_out": False},
+           "deadline_ms": 60_000}
     base = {"id": ids, "score": [0.3, 0.2, 0.1], "source": ["catalog"] * 3, "topic": ["film"] * 3, "creator": ["x", "y", "z"],
             "region_blocklist": [[], [], []], "tags": [[], [], []]}
     # item.score is read by the bundle's "low-score" style rules only through scores (finite); age_days is an int
