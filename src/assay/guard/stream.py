@@ -9,10 +9,14 @@ One :class:`StreamWorker` drives any :class:`StreamTransport`; two transports sh
   and is claimed by a live worker with ``XAUTOCLAIM`` after ``claim_idle_ms``. A redelivered or
   duplicated request id finds its done marker and is acknowledged without a second slate
   (idempotent on redelivery).
-- :class:`KafkaTransport` — confluent-kafka with the same interface: manual offset commits after
-  the slate is produced and its delivery confirmed (at least once), an idempotent producer, and a
-  pluggable dedupe store keyed by request id (in-memory LRU by default, :class:`RedisDedupe` to share
-  it across workers).
+- :class:`KafkaTransport` — plain Kafka through confluent-kafka: a whole read's slates produced
+  and confirmed, their request ids marked done in a dedupe store (in-memory LRU by default,
+  :class:`RedisDedupe` to share it across the group), the offsets committed up to the last
+  message done, a failed read rewound and read again (details in its docstring).
+  :class:`KafkaTraceWriter` appends a group's decisions to one trace log, once per request id.
+
+A transport that fails is reported once through the worker's ``on_status`` and retried with
+exponential back-off.
 
 Wire format (JSON, encoded with orjson): an input message is
 ``{"request": {...}, "candidates": {...columns...} | [...records...]}`` or a feedback message
