@@ -50,7 +50,8 @@ from assay.errors import BadInput
 
 BENCHMARKS = {
     "policy": "assay.policy.bench",
-    "lineage": "assay.govern.bench",
+    "govern": "assay.govern.bench",
+    "lineage": "assay.govern.bench",  # the name it had first
     "guard": "assay.guard.bench",
     "stream": "assay.guard.stream_bench",
     "trace": "assay.trace.bench",
@@ -59,6 +60,7 @@ BENCHMARKS = {
     "monitor": "assay.monitor.bench",
     "explain": "assay.explain.bench",
     "mitigate": "assay.mitigate.bench",
+    "recsys": "assay.evaluate.recsys_bench",
 }
 
 Number = int | float
