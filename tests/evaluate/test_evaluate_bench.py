@@ -22,6 +22,7 @@ def test_the_ideal_rate_is_the_fifo_schedule_of_the_service_times():
     assert spread["ideal_items_per_s"] <= spread["steady_state_rps"]  # the tail costs something
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inspect-ai's own use of tenacity
 def test_assay_and_inspect_on_the_same_capacity_server(tmp_path, monkeypatch):
     monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
     out = bench.compare_on_capacity_server(120, 8, 40.0, 0.3, 1, tmp_path)
