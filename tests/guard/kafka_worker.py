@@ -24,7 +24,7 @@ class PausingTransport(KafkaTransport):
     pause_file = paused_file = pause_at = None
 
     def _maybe_pause(self, point: str, writes) -> None:
-        if self.pause_at == point and self.pause_file and os.path.exists(self.pause_file):
+        if writes and self.pause_at == point and self.pause_file and os.path.exists(self.pause_file):
             with open(self.paused_file, "w") as fh:
                 json.dump([rid for _, rid, _ in writes], fh)
             while True:  # killed here, mid-batch

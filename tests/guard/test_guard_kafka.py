@@ -125,17 +125,19 @@ def test_a_group_with_a_rebalance_and_kill_9_mid_batch_decides_and_traces_every_
     from assay.trace import TraceLog
 
     cands, labels, guard = labelled
-    n = 240
     tin, tout = topics(broker)
     group = f"g-{uuid.uuid4().hex[:6]}"
     sent = [0]
+    enough = threading.Event()
 
     def produce() -> None:  # the producer runs all along: the workers never drain a backlog filled before them
         p = producer(broker.bootstrap)
-        for k in range(n):
+        k = 0
+        while not enough.is_set() and k < 5000:
             p.produce(tin, key=request(k)["request_id"], value=encode_request(request(k), cands))
             p.poll(0)
-            sent[0] = k + 1
+            k += 1
+            sent[0] = k
             time.sleep(0.02)
         assert p.flush(10) == 0
 
@@ -157,12 +159,14 @@ def test_a_group_with_a_rebalance_and_kill_9_mid_batch_decides_and_traces_every_
     a.send_signal(signal.SIGKILL)
     a.wait()
     c = spawn("c", *common, pause_file=tmp_path / "pause-c", paused_file=tmp_path / "paused-c", pause_at="after-write")
-    until_sent(170)
-    (tmp_path / "pause-c").touch()
-    written_by_c = wait_for(tmp_path / "paused-c")
+    (tmp_path / "pause-c").touch()  # c stops at its first write, whenever it gets partitions
+    written_by_c = wait_for(tmp_path / "paused-c", timeout_s=60)
     c.send_signal(signal.SIGKILL)
     c.wait()
+    until_sent(sent[0] + 20)
+    enough.set()
     feeder.join()
+    n = sent[0]
     out, _ = b.communicate(timeout=120)
     assert b.returncode == 0, (tmp_path / "b.err").read_text()
     b_stats = json.loads(out.strip().splitlines()[-1])
