@@ -3,8 +3,11 @@
 The driver keeps what must stay single: the item list, the response cache, scoring and the
 results file (so resume and reports work exactly as with the local engine). Workers get chunks
 of items and a target *spec*, build their own target and call it with its own adaptive
-limiter. ``ASSAY_RAY_ADDRESS`` names an existing cluster; without it a local Ray instance is
-started. A llama.cpp target's server is started once by the driver and shared by the workers.
+limiter. ``ASSAY_RAY_ADDRESS`` names an existing cluster (checked before ``ray.init``: exit 3
+naming it when nothing answers); without it a local Ray instance is started. A llama.cpp
+target's server is started once by the driver and shared by the workers. Ray pays off when the
+client side is the bottleneck (in-process models, or more endpoint capacity than one process can
+drive), not for one HTTP endpoint: docs/evaluate.md has the measurements.
 """
 
 from __future__ import annotations
