@@ -8,7 +8,8 @@ those service times (every request queued at once, first-come-first-served, tail
 ``ideal_items_per_s``. The prompts are the TruthfulQA questions (public, benign), repeated with a
 variant number up to 2,000 (400 in ``--quick``).
 
-In the same run, alternating (two rounds; one in ``--quick``), each on the same prompts:
+In the same run, after an untimed warm-up of each client on a few prompts, alternating (two
+rounds; one in ``--quick``), each on the same prompts:
 
 - **assay** runs them as a suite (``run_suite``, asyncio engine), configured as a user who knows
   the server's slot count would (``initial_concurrency`` = the slots, ``max_concurrency`` = twice
@@ -187,7 +188,10 @@ def compare_on_capacity_server(n: int, slots: int, median_ms: float, sigma: floa
     window = 2 * slots  # twice the slots keeps a queue at the server, so no slot idles between requests
     engine, inspect, loadgen = [], [], []
     with CapacityServer(slots, median_ms, sigma) as server:
-        asyncio.run(_load_generator(server.base_url, prompts[: 2 * slots], window))  # warm the server
+        # warm the server and both clients (imports, first connections) on a few prompts, untimed
+        asyncio.run(_load_generator(server.base_url, prompts[: 2 * slots], window))
+        _engine_run(server.base_url, prompts[: 2 * slots], workdir, "warm-engine", initial_concurrency=slots, max_concurrency=window)
+        _inspect_run(server.base_url, prompts[: 2 * slots], workdir, "warm-inspect", window)
         for r in range(rounds):
             engine.append(_engine_run(server.base_url, prompts, workdir, f"engine-{r}", initial_concurrency=slots, max_concurrency=window))
             inspect.append(_inspect_run(server.base_url, prompts, workdir, f"inspect-{r}", window))
