@@ -266,23 +266,6 @@ def test_recommender_targets_callable_and_http(tmp_path, stub_server):
     assert m["rank_recall@5"]["value"] == pytest.approx(2 / 3)
 
 
-@pytest.mark.slow  # starting a local Ray instance takes about a minute on a loaded 2-core machine
-def test_ray_engine_gives_the_same_report_as_local(tmp_path, stub_server):
-    pytest.importorskip("ray", reason="ray is the optional 'scale' extra")
-    import ray
-
-    suite = write_suite(tmp_path, stub_server.base_url, "ok", n=40, bad_rows=True)
-    try:
-        on_ray = run_suite(suite, engine="ray", use_cache=False)
-    finally:
-        ray.shutdown()
-    local = run_suite(suite, use_cache=False)
-    strip = lambda r: {k: v for k, v in r.items() if k != "run_id"}  # noqa: E731
-    assert on_ray.stats["engine"] == "ray"
-    assert on_ray.report["counts"]["ok"] == 40 and on_ray.report["counts"]["errors"] == {"invalid": 2}
-    assert strip(on_ray.report) == strip(local.report)
-
-
 def test_register_model_records_the_run_in_the_governance_registry(tmp_path, stub_server):
     from assay.govern.registry import (
         file_manifest,

@@ -142,11 +142,11 @@ def test_unknown_mitigation_is_refused_before_the_monitor_starts(tmp_path):
 def test_bench_quick_smoke():
     from assay.monitor.bench import run
 
-    out = run(quick=True)
+    out = run(quick=True).to_dict()
     for key in ("drift_ms_per_feature_1m", "alert_eval_ms_per_window"):
         assert math.isfinite(out["figures"][key]) and out["figures"][key] > 0
-    assert out["setup"]["agrees_with_scipy"] is True
-    assert "drift_ms_per_feature_1m_scipy" in out["baseline"]
+    assert out["detail"]["agrees_with_scipy"] is True and out["detail"]["scipy_baseline_agrees_with_oracle"] is True
+    assert out["baseline"]["drift_ms_per_feature_1m_scipy"] > 0 and set(out["met"]) == {"drift_ms_per_feature_1m"}
 
 
 def test_watch_loop_runs_scheduled_jobs_and_flushes_on_stop(tmp_path):

@@ -3,17 +3,21 @@
 The driver keeps what must stay single: the item list, the response cache, scoring and the
 results file (so resume and reports work exactly as with the local engine). Workers get chunks
 of items and a target *spec*, build their own target and call it with its own adaptive
-limiter. ``ASSAY_RAY_ADDRESS`` names an existing cluster; without it a local Ray instance is
-started. A llama.cpp target's server is started once by the driver and shared by the workers.
+limiter. ``ASSAY_RAY_ADDRESS`` names an existing cluster (checked before ``ray.init``: exit 3
+naming it when nothing answers); without it a local Ray instance is started. A llama.cpp
+target's server is started once by the driver and shared by the workers. Ray pays off when the
+client side is the bottleneck (in-process models, or more endpoint capacity than one process can
+drive), not for one HTTP endpoint: docs/evaluate.md has the measurements.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import Any
 
-from assay.errors import require_extra
+from assay.errors import BadInput, Unavailable, require_extra
 from assay.evaluate.items import EvalItem
 from assay.evaluate.targets import (
     LlamaCppTarget,
@@ -57,18 +61,48 @@ def _worker_specs(target: Target, spec: dict[str, Any]) -> dict[str, dict[str, A
     return {"chat": spec, "loglik": spec, "recommend": spec, "replay": spec}
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise BadInput(f"ASSAY_RAY_ADDRESS={address!r}: expected host:port or ray://host:port (or 'auto')")
+    return host.strip("[]"), int(port)
+
+
+def connect(ray: Any, address: str | None) -> None:
+    """Join the cluster at ``address`` (or start a local instance when None). Ray itself waits
+    minutes on an address where no cluster answers, so the address is checked first: a TCP
+    connection (refused or timed out: at once), then the cluster's control service (GCS), which
+    answers a Ray client within seconds and anything else within about 40 s. Either failure is
+    ``Unavailable`` naming the address (the CLI exits 3)."""
+    if ray.is_initialized():
+        return
+    if address and address not in ("auto", "local"):
+        host, port = _host_port(address)
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except OSError as e:
+            raise Unavailable(f"Ray cluster at {address} is unreachable: {e.strerror or e}",
+                              hint="start it with `ray start --head`, or unset ASSAY_RAY_ADDRESS for a local instance") from None
+        if "://" not in address:
+            try:
+                ray._raylet.GcsClient(address=f"{host}:{port}")
+            except Exception as e:  # ray.exceptions.RpcError: nothing there speaks Ray
+                raise Unavailable(f"Ray cluster at {address} did not answer as a Ray cluster: {e}") from None
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+        runtime_env={"env_vars": {"ASSAY_HOME": os.environ.get("ASSAY_HOME", ""), "HF_HUB_OFFLINE": "1"}},
+    )
+
+
 async def produce_ray(target: Target, spec: dict[str, Any], todo: list[EvalItem], cache, emit) -> None:
     from assay.evaluate.targets import Output
 
     ray = require_extra("ray", "scale")
-    if not ray.is_initialized():
-        ray.init(
-            address=os.environ.get("ASSAY_RAY_ADDRESS") or None,
-            include_dashboard=False,
-            log_to_driver=False,
-            ignore_reinit_error=True,
-            runtime_env={"env_vars": {"ASSAY_HOME": os.environ.get("ASSAY_HOME", ""), "HF_HUB_OFFLINE": "1"}},
-        )
+    connect(ray, os.environ.get("ASSAY_RAY_ADDRESS") or None)
     pending: list[EvalItem] = []
     for item in todo:
         if item.invalid:

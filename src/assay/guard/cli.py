@@ -182,19 +182,29 @@ def worker_cmd(
     idle_exit_s: float = typer.Option(None, "--idle-exit", help="Stop after this many seconds without messages."),
     decisions_out: Path = typer.Option(None, "--decisions-out", help="Append decision records as JSON lines to this file."),
     trace: str = typer.Option(None, "--trace", help="Write decisions to the trace log at this path ('default': ASSAY_HOME/trace)."),
+    dedupe: str = typer.Option(None, "--dedupe", help="Kafka: done markers shared by the group in this Redis (redis://host:port/db); default: per process."),
+    decisions_in_output: bool = typer.Option(False, "--decisions-in-output", help="Write each slate with its decisions (what `assay guard trace-writer` logs)."),
+    kafka_options: list[str] = typer.Option(None, "--kafka-option", help="A librdkafka setting KEY=VALUE (TLS, SASL, session.timeout.ms, ...); repeatable."),
 ) -> None:
     """Consume candidate batches from Redis Streams (or Kafka) and write slates to an output stream."""
     from assay.guard.core import freeze_startup_heap
-    from assay.guard.stream import KafkaTransport, RedisStreamsTransport, StreamWorker
+    from assay.guard.stream import KafkaTransport, RedisDedupe, RedisStreamsTransport, StreamWorker
 
     if bool(redis_url) == bool(kafka):
         raise BadInput("give exactly one of --redis URL or --kafka BOOTSTRAP")
+    if dedupe and not kafka:
+        raise BadInput("--dedupe is for --kafka (Redis Streams keep their done markers beside the stream)")
     guard = build_guard(bundle, labels, decisions_out=decisions_out, trace=trace)
     if redis_url:
         transport: Any = RedisStreamsTransport(redis_url, input_stream=input_stream, output_stream=output_stream, group=group, consumer=consumer)
     else:
-        transport = KafkaTransport(kafka, input_topic=input_stream, output_topic=output_stream, group=group)
-    worker = StreamWorker(guard, transport)
+        if input_stream == "assay:guard:in" and output_stream == "assay:guard:out":  # Kafka topic names cannot hold ':'
+            input_stream, output_stream = "assay.guard.in", "assay.guard.out"
+        transport = KafkaTransport(kafka, input_topic=input_stream, output_topic=output_stream, group=group, consumer=consumer,
+                                   dedupe=RedisDedupe(dedupe, prefix=f"assay:guard:kafka:{group}:done:") if dedupe else None,
+                                   extra_config=_kafka_options(kafka_options))
+    worker = StreamWorker(guard, transport, decisions_in_output=decisions_in_output,
+                          on_status=lambda line: print(f"assay guard worker: {line}", file=sys.stderr, flush=True))
     freeze_startup_heap()
     try:
         n = worker.run(max_messages=max_messages, idle_exit_s=idle_exit_s)
@@ -205,6 +215,43 @@ def worker_cmd(
         if guard.sink is not None:
             guard.sink.close()
     print(json.dumps({"handled": n, **worker.stats.__dict__}), file=sys.stderr)
+
+
+def _kafka_options(options: list[str] | None) -> dict[str, str]:
+    out = {}
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--kafka-option {option!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+@guard_app.command("trace-writer")
+def trace_writer_cmd(
+    kafka: str = typer.Option(..., "--kafka", help="Kafka bootstrap servers."),
+    topic: str = typer.Option("assay.guard.out", "--input", help="The workers' output topic (slates with --decisions-in-output)."),
+    trace: str = typer.Option("default", "--trace", help="The trace log ('default': ASSAY_HOME/trace)."),
+    group: str = typer.Option("assay-trace", "--group", help="Consumer group of the trace writer."),
+    idle_exit_s: float = typer.Option(None, "--idle-exit", help="Stop after this many seconds without slates."),
+    kafka_options: list[str] = typer.Option(None, "--kafka-option", help="A librdkafka setting KEY=VALUE; repeatable."),
+) -> None:
+    """Append the decisions of a Kafka guard group's slates to one trace log, once per request id."""
+    from assay.guard.stream import KafkaTraceWriter
+    from assay.trace import TraceLog
+
+    log = TraceLog.open(None if trace == "default" else trace)
+    try:
+        writer = KafkaTraceWriter(kafka, log, topic=topic, group=group, extra_config=_kafka_options(kafka_options))
+        try:
+            writer.run(idle_exit_s=idle_exit_s)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            writer.close()
+    finally:
+        log.close()
+    print(json.dumps(writer.stats), file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,10 +9,14 @@ One :class:`StreamWorker` drives any :class:`StreamTransport`; two transports sh
   and is claimed by a live worker with ``XAUTOCLAIM`` after ``claim_idle_ms``. A redelivered or
   duplicated request id finds its done marker and is acknowledged without a second slate
   (idempotent on redelivery).
-- :class:`KafkaTransport` — confluent-kafka with the same interface: manual offset commits after
-  the slate is produced and its delivery confirmed (at least once), an idempotent producer, and a
-  pluggable dedupe store keyed by request id (in-memory LRU by default, :class:`RedisDedupe` to share
-  it across workers).
+- :class:`KafkaTransport` — plain Kafka through confluent-kafka: a whole read's slates produced
+  and confirmed, their request ids marked done in a dedupe store (in-memory LRU by default,
+  :class:`RedisDedupe` to share it across the group), the offsets committed up to the last
+  message done, a failed read rewound and read again (details in its docstring).
+  :class:`KafkaTraceWriter` appends a group's decisions to one trace log, once per request id.
+
+A transport that fails is reported once through the worker's ``on_status`` and retried with
+exponential back-off.
 
 Wire format (JSON, encoded with orjson): an input message is
 ``{"request": {...}, "candidates": {...columns...} | [...records...]}`` or a feedback message
@@ -24,10 +28,13 @@ one is counted as bad input and acknowledged). An output message is the slate's 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -86,6 +93,7 @@ class WorkerStats:
     bad_input: int = 0
     feedback: int = 0
     errors: int = 0
+    outages: int = 0
     last_error: str = ""
 
 
@@ -93,12 +101,15 @@ class StreamWorker:
     """Reads batches from a transport, decides each with the guard, writes its slate, acks."""
 
     def __init__(self, guard: Any, transport: StreamTransport, *, count: int = 64, block_ms: int = 100,
-                 decisions_in_output: bool = False):
+                 decisions_in_output: bool = False, on_status: Callable[[str], None] | None = None,
+                 max_backoff_s: float = 5.0):
         self.guard = guard
         self.transport = transport
         self.count = count
         self.block_ms = block_ms
         self.decisions_in_output = decisions_in_output
+        self.on_status = on_status  # told once when the transport goes down and once when it is back
+        self.max_backoff_s = max_backoff_s
         self.stats = WorkerStats()
 
     def handle(self, msg: StreamMessage) -> None:
@@ -211,18 +222,37 @@ class StreamWorker:
         return len(msgs)
 
     def run(self, stop: threading.Event | None = None, *, max_messages: int | None = None, idle_exit_s: float | None = None) -> int:
-        """Loop until ``stop`` is set, ``max_messages`` were handled, or nothing arrived for ``idle_exit_s``."""
+        """Loop until ``stop`` is set, ``max_messages`` were handled, or nothing arrived for ``idle_exit_s``.
+
+        A transport that fails (its server down, a write not confirmed) is reported once through
+        ``on_status`` and retried with exponential back-off (0.1 s doubling to ``max_backoff_s``); what
+        was read and not written stays unacknowledged and is read again. Time spent down does not
+        count as idle."""
         stop = stop or threading.Event()
         handled = 0
         idle_since = time.monotonic()
+        backoff = 0.0
+        down = False
         while not stop.is_set():
+            errors_before = self.stats.errors
             try:
                 k = self.run_once()
             except Unavailable as e:
                 self.stats.errors += 1
                 self.stats.last_error = e.message
-                time.sleep(min(self.block_ms / 1000, 0.5))
                 k = 0
+            if self.stats.errors > errors_before:
+                if not down:
+                    down = True
+                    self.stats.outages += 1
+                    self._status(f"{self.stats.last_error}; retrying with back-off")
+                backoff = min(max(backoff * 2, 0.1), self.max_backoff_s)
+                stop.wait(backoff)
+                idle_since = time.monotonic()
+                continue
+            if down:
+                down, backoff = False, 0.0
+                self._status("transport reachable again; resuming from the last acknowledged message")
             handled += k
             if k:
                 idle_since = time.monotonic()
@@ -231,6 +261,10 @@ class StreamWorker:
             if max_messages is not None and handled >= max_messages:
                 break
         return handled
+
+    def _status(self, line: str) -> None:
+        if self.on_status is not None:
+            self.on_status(line)
 
 
 class RedisStreamsTransport:
@@ -363,119 +397,380 @@ class RedisStreamsTransport:
 
 
 class DedupeStore(Protocol):
-    def seen(self, request_id: str) -> bool: ...
+    def seen_many(self, keys: list[str]) -> set[str]: ...
 
-    def mark(self, request_id: str) -> None: ...
+    def mark_many(self, keys: list[str]) -> None: ...
 
 
 class InMemoryDedupe:
     """The last ``capacity`` request ids this process finished (LRU). Per worker: a redelivery
-    to another worker is not caught — use :class:`RedisDedupe` to share it."""
+    to another worker (after a rebalance or a crash) is not caught — use :class:`RedisDedupe`
+    to share it."""
 
     def __init__(self, capacity: int = 100_000):
         self.capacity = capacity
         self._ids: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def seen(self, request_id: str) -> bool:
+    def seen_many(self, keys: list[str]) -> set[str]:
         with self._lock:
-            return request_id in self._ids
+            return {k for k in keys if k in self._ids}
 
-    def mark(self, request_id: str) -> None:
+    def mark_many(self, keys: list[str]) -> None:
         with self._lock:
-            self._ids[request_id] = None
-            self._ids.move_to_end(request_id)
+            for k in keys:
+                self._ids[k] = None
+                self._ids.move_to_end(k)
             while len(self._ids) > self.capacity:
                 self._ids.popitem(last=False)
 
 
 class RedisDedupe:
-    def __init__(self, url: str, *, prefix: str = "assay:guard:kafka:done:", ttl_s: int = 86400):
+    """Done markers shared by every worker of a group, in Redis (one MGET per read, one
+    pipelined SET per written batch), kept ``ttl_s``."""
+
+    def __init__(self, url: str, *, prefix: str = "assay:guard:kafka:done:", ttl_s: int = 86400, timeout_s: float = 5.0):
         import redis
 
-        self.client = redis.Redis.from_url(url)
+        self._redis = redis
+        self.url = url
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.prefix = prefix
         self.ttl_s = ttl_s
+        try:
+            self.client.ping()
+        except (redis.exceptions.RedisError, OSError) as e:
+            raise Unavailable(f"dedupe store: Redis at {url} is unavailable: {e}") from e
 
-    def seen(self, request_id: str) -> bool:
-        return bool(self.client.exists(self.prefix + request_id))
+    def seen_many(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        try:
+            found = self.client.mget([self.prefix + k for k in keys])
+        except (self._redis.exceptions.RedisError, OSError) as e:
+            raise Unavailable(f"dedupe store: Redis at {self.url}: MGET failed: {e}") from e
+        return {k for k, v in zip(keys, found, strict=True) if v is not None}
 
-    def mark(self, request_id: str) -> None:
-        self.client.set(self.prefix + request_id, b"1", ex=self.ttl_s)
+    def mark_many(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for k in keys:
+                pipe.set(self.prefix + k, b"1", ex=self.ttl_s)
+            pipe.execute()
+        except (self._redis.exceptions.RedisError, OSError) as e:
+            raise Unavailable(f"dedupe store: Redis at {self.url}: SET failed: {e}") from e
 
 
-@dataclass
+_KAFKA_LOG = logging.getLogger("assay.guard.kafka")
+_KAFKA_LOG.addHandler(logging.NullHandler())  # librdkafka's own log lines stay out of stderr unless logging is set up
+
+
 class KafkaTransport:
-    """Kafka via confluent-kafka, same interface as :class:`RedisStreamsTransport`.
+    """Kafka (or any Kafka-protocol broker: Redpanda, Tansu) via confluent-kafka, with the same
+    interface as :class:`RedisStreamsTransport`; the worker handles a whole read at once.
 
-    Offsets are committed manually, per message, only after the slate was produced and its
-    delivery confirmed by the broker (at least once). The producer is idempotent
-    (``enable.idempotence``); duplicates from redelivery are caught by the dedupe store.
+    - **At least once, committed only when done.** A read's slates are produced (idempotent
+      producer, key = request id) and their delivery confirmed; then their request ids are marked
+      done in the dedupe store; the input offsets are committed at the start of the next read (and
+      at close), per partition up to the last message that is done. A read whose slates were not
+      confirmed is not committed: its partitions are rewound to the first message not done, and
+      read again once the broker answers (so nothing is lost and the committed offset is where a
+      restarted or rebalanced worker resumes).
+    - **Idempotent by request id.** A request id already marked done is acknowledged without a
+      slate. With :class:`RedisDedupe` the markers are shared by the group, so a batch redelivered
+      to another worker after a rebalance or a ``kill -9`` is not decided twice. Feedback messages
+      are marked by their position (topic/partition/offset), so a rewound read never replays one.
+      One window remains: a worker killed after its slates were delivered but before it marked
+      them done leaves them to be decided again — the output topic can then hold a request id's
+      slate twice (the same decisions, as the guard is deterministic). Whoever reads the output
+      deduplicates by the record key, as :class:`KafkaTraceWriter` does; Kafka transactions would
+      close the window on a broker that aborts a dead producer's transaction (Tansu 0.6 does not:
+      it later exposes it), so they are not used.
+    - **A broker that is down** is found at start (``Unavailable``: the CLI exits 3) and, later,
+      through librdkafka's error callback: :meth:`read` then checks the broker with a metadata
+      request and raises ``Unavailable`` while it does not answer; the worker reports the outage
+      once and backs off. librdkafka's own log lines go to the ``assay.guard.kafka`` logger.
     """
 
-    bootstrap_servers: str
-    input_topic: str = "assay.guard.in"
-    output_topic: str = "assay.guard.out"
-    group: str = "assay-guard"
-    dedupe: Any = field(default_factory=InMemoryDedupe)
-    delivery_timeout_s: float = 5.0
-    extra_config: dict[str, Any] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
+    def __init__(self, bootstrap_servers: str, *, input_topic: str = "assay.guard.in", output_topic: str = "assay.guard.out",
+                 group: str = "assay-guard", consumer: str = "worker-1", dedupe: Any = None, delivery_timeout_s: float = 10.0,
+                 connect_timeout_s: float = 10.0, extra_config: dict[str, Any] | None = None):
         from assay.errors import require_extra
 
         ck = require_extra("confluent_kafka", "kafka")
         self._ck = ck
-        common = {"bootstrap.servers": self.bootstrap_servers, "error_cb": self._on_error, **self.extra_config}
-        self.consumer = ck.Consumer({**common, "group.id": self.group, "enable.auto.commit": False,
-                                     "auto.offset.reset": "earliest", "enable.partition.eof": False})
+        self.bootstrap_servers = bootstrap_servers
+        self.input_topic = input_topic
+        self.output_topic = output_topic
+        self.group = group
+        self.dedupe = dedupe if dedupe is not None else InMemoryDedupe()
+        self.delivery_timeout_s = delivery_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.errors: deque[str] = deque(maxlen=100)
+        self.commit_failures = 0
+        self._suspect = ""  # the last connection error librdkafka reported, until a metadata request succeeds
+        self._read: list[Any] = []  # the last read's messages (confluent Message), in order
+        self._done: set[tuple[str, int, int]] = set()  # their positions that are done
+        common = {"bootstrap.servers": bootstrap_servers, "client.id": consumer, "error_cb": self._on_error,
+                  "logger": _KAFKA_LOG, **(extra_config or {})}
+        self.consumer = ck.Consumer({**common, "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                     "enable.partition.eof": False})
         self.producer = ck.Producer({**common, "enable.idempotence": True, "acks": "all", "linger.ms": 1,
-                                     "message.timeout.ms": int(self.delivery_timeout_s * 1000)})
-        self.consumer.subscribe([self.input_topic])
+                                     "message.timeout.ms": int(delivery_timeout_s * 1000)})
+        try:
+            self._check_topics(self._first_metadata())
+        except (Unavailable, BadInput):
+            self._close_clients()
+            raise
+        self.consumer.subscribe([input_topic])
+
+    def _first_metadata(self) -> Any:
+        """The cluster's metadata, asked until ``connect_timeout_s``; a broker that refuses the
+        connection (librdkafka: all brokers down) fails at once rather than at the timeout."""
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            try:
+                return self.consumer.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            except self._ck.KafkaException as e:
+                self.consumer.poll(0)  # serves the error callback
+                down = any("brokers are down" in err or "Connection refused" in err for err in self.errors)
+                if down or time.monotonic() >= deadline:
+                    why = self.errors[-1] if self.errors else (e.args[0].str() if e.args else str(e))
+                    raise Unavailable(f"Kafka at {self.bootstrap_servers} is unreachable: {why}") from None
+
+    def _check_topics(self, metadata: Any) -> None:
+        missing = [t for t in (self.input_topic, self.output_topic) if t not in metadata.topics or metadata.topics[t].error is not None]
+        if missing:
+            raise BadInput(f"Kafka at {self.bootstrap_servers}: topic(s) {', '.join(map(repr, missing))} do not exist",
+                           hint="create them first, with as many input partitions as workers you want to share the load")
 
     def _on_error(self, err: Any) -> None:
-        self.errors.append(str(err))
+        self.errors.append(err.str())
+        ck = self._ck
+        if err.code() in (ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError._TRANSPORT, ck.KafkaError._RESOLVE,
+                          ck.KafkaError._TIMED_OUT) or err.fatal():
+            self._suspect = err.str()
+
+    def _check_broker(self) -> None:
+        """While librdkafka has reported a connection error, one metadata request decides whether the
+        broker is back (a dropped idle connection is not an outage)."""
+        if not self._suspect:
+            return
+        try:
+            self.consumer.list_topics(self.input_topic, timeout=min(self.connect_timeout_s, 2.0))
+        except self._ck.KafkaException as e:
+            raise Unavailable(f"Kafka at {self.bootstrap_servers} is unreachable: {self._suspect or e}") from None
+        self._suspect = ""
 
     def publish(self, body: bytes, key: str | None = None) -> None:
+        """Produce one input message and wait for its delivery (producers and tests use this)."""
         self.producer.produce(self.input_topic, value=body, key=key)
-        self.producer.flush(self.delivery_timeout_s)
+        if self.producer.flush(self.delivery_timeout_s):
+            raise Unavailable(f"Kafka at {self.bootstrap_servers}: input message not delivered in {self.delivery_timeout_s}s")
+
+    @staticmethod
+    def _pos(m: Any) -> tuple[str, int, int]:
+        return m.topic(), m.partition(), m.offset()
+
+    def _settle(self) -> None:
+        """Commit what the last read finished; rewind each partition to its first message that is
+        not done (so it is read again)."""
+        if not self._read:
+            return
+        TopicPartition = self._ck.TopicPartition
+        commit: dict[tuple[str, int], int] = {}
+        rewind: dict[tuple[str, int], int] = {}
+        for m in self._read:
+            key = (m.topic(), m.partition())
+            if key in rewind:
+                continue
+            if self._pos(m) in self._done:
+                commit[key] = m.offset() + 1
+            else:
+                rewind[key] = m.offset()
+        if commit:
+            try:
+                self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()], asynchronous=False)
+            except self._ck.KafkaException as e:
+                # a rebalance took the partition away, or the broker went: the slates are out and
+                # marked done, so whoever reads these messages again acknowledges them without a slate
+                self.commit_failures += 1
+                self.errors.append(f"commit: {e}")
+        if rewind:
+            assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+            for (t, p), offset in rewind.items():
+                if (t, p) in assigned:
+                    self.consumer.seek(TopicPartition(t, p, offset))
+        self._read, self._done = [], set()
 
     def read(self, count: int, block_ms: int) -> list[StreamMessage]:
+        self._settle()
+        self._check_broker()
         msgs = self.consumer.consume(num_messages=count, timeout=block_ms / 1000)
-        out = []
+        good = []
         for m in msgs:
             if m.error():
                 self.errors.append(str(m.error()))
                 continue
-            out.append(StreamMessage(f"{m.topic()}/{m.partition()}/{m.offset()}", m.value() or b"", m))
+            good.append(m)
+        self._read = good
+        ids = [f"{t}/{p}/{o}" for t, p, o in map(self._pos, good)]
+        applied = self.dedupe.seen_many([f"msg:{i}" for i in ids]) if good else set()  # feedback applied before a rewind
+        out = []
+        for m, i in zip(good, ids, strict=True):
+            if f"msg:{i}" in applied:
+                self._done.add(self._pos(m))
+            else:
+                out.append(StreamMessage(i, m.value() or b"", m))
         return out
 
     def is_done(self, request_id: str) -> bool:
-        return self.dedupe.seen(request_id)
+        return bool(self.dedupe.seen_many([request_id]))
+
+    def done_many(self, request_ids: list[str]) -> list[str]:
+        seen = self.dedupe.seen_many(request_ids)
+        return [r for r in request_ids if r in seen]
 
     def write_and_ack(self, msg: StreamMessage, request_id: str, output: bytes) -> None:
-        delivered: list[Any] = []
+        self.write_and_ack_many([(msg, request_id, output)])
 
-        def on_delivery(err: Any, _m: Any) -> None:
-            delivered.append(err)
+    def write_and_ack_many(self, writes: list[tuple[StreamMessage, str, bytes]], acks: list[StreamMessage] = ()) -> None:
+        """Produce every slate and wait for the broker to confirm all of them; only then are their
+        request ids marked done and the messages counted as done (committed at the next read)."""
+        if writes:
+            failed: list[Any] = []
 
-        self.producer.produce(self.output_topic, key=request_id, value=output, on_delivery=on_delivery)
-        remaining = self.producer.flush(self.delivery_timeout_s)
-        if remaining or not delivered or delivered[0] is not None:
-            why = delivered[0] if delivered and delivered[0] is not None else "delivery not confirmed in time"
-            raise Unavailable(f"Kafka {self.bootstrap_servers}: slate for {request_id} not delivered ({why}); offset not committed")
-        self.dedupe.mark(request_id)
-        self.ack(msg)
+            def on_delivery(err: Any, _m: Any) -> None:
+                if err is not None:
+                    failed.append(err)
+
+            for _msg, request_id, output in writes:
+                self.producer.produce(self.output_topic, key=request_id, value=output, on_delivery=on_delivery)
+            remaining = self.producer.flush(self.delivery_timeout_s)
+            if remaining or failed:
+                self.producer.purge()  # what is still queued is not sent later behind our back
+                self.producer.flush(0)
+                why = failed[0] if failed else f"{remaining} not confirmed in {self.delivery_timeout_s}s"
+                self._suspect = self._suspect or str(why)
+                raise Unavailable(f"Kafka at {self.bootstrap_servers}: slates not delivered ({why}); offsets not committed, the read is retried")
+            self.dedupe.mark_many([r for _, r, _ in writes if not r.startswith("bad:")])
+        for msg, *_ in writes:
+            self._done.add(self._pos(msg.handle))
+        for msg in acks:
+            self._done.add(self._pos(msg.handle))
 
     def ack(self, msg: StreamMessage) -> None:
-        if msg.handle is not None:
-            self.consumer.commit(message=msg.handle, asynchronous=False)
+        """A message that needs no slate (a duplicate, or feedback once applied): done. Its position is
+        marked in the dedupe store so that a rewound read does not apply feedback twice."""
+        self.dedupe.mark_many([f"msg:{msg.id}"])
+        self._done.add(self._pos(msg.handle))
+
+    def _close_clients(self) -> None:
+        with contextlib.suppress(Exception):
+            self.consumer.close()
+        with contextlib.suppress(Exception):
+            self.producer.purge()
+            self.producer.flush(0)
 
     def close(self) -> None:
-        self.consumer.close()
-        self.producer.purge()  # undelivered slates are not acknowledged: they will be redelivered
-        self.producer.flush(0)
+        if not self._suspect:
+            with contextlib.suppress(Exception):
+                self._settle()
+        self._close_clients()
+
+
+class KafkaTraceWriter:
+    """The decision log of a Kafka guard group: consumes the workers' output topic (slates written
+    with their decisions, ``assay guard worker --decisions-in-output``) and appends each request's
+    decisions to one :class:`assay.trace.TraceLog`, once per request id.
+
+    The log is appended (fsynced, checkpointed) before the input offsets are committed; after a
+    crash the uncommitted tail is read again and every request id already in the log (the last
+    ``window`` records are read back at start) or already appended is skipped. Slates without
+    decisions, and error answers, are counted and skipped."""
+
+    def __init__(self, bootstrap_servers: str, log: Any, *, topic: str = "assay.guard.out", group: str = "assay-trace",
+                 window: int = 1_000_000, connect_timeout_s: float = 10.0, extra_config: dict[str, Any] | None = None):
+        from assay.errors import require_extra
+
+        ck = require_extra("confluent_kafka", "kafka")
+        self._ck = ck
+        self.log = log
+        self.bootstrap_servers = bootstrap_servers
+        self.stats = {"slates": 0, "decisions": 0, "duplicates": 0, "skipped": 0}
+        size = log.size
+        recent = log.table(["request_id"]).slice(max(0, size - window)) if size else None
+        self._seen: OrderedDict[str, None] = OrderedDict.fromkeys(
+            [] if recent is None else [r for r in recent.column("request_id").to_pylist() if r])
+        self.window = window
+        self.consumer = ck.Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
+                                     "auto.offset.reset": "earliest", "logger": _KAFKA_LOG, **(extra_config or {})})
+        try:
+            md = self.consumer.list_topics(timeout=connect_timeout_s)
+        except ck.KafkaException as e:
+            self.consumer.close()
+            raise Unavailable(f"Kafka at {bootstrap_servers} is unreachable: {e.args[0].str() if e.args else e}") from None
+        if topic not in md.topics:
+            self.consumer.close()
+            raise BadInput(f"Kafka at {bootstrap_servers}: topic {topic!r} does not exist")
+        self.consumer.subscribe([topic])
+
+    def run_once(self, count: int = 500, block_ms: int = 200) -> int:
+        """Read up to ``count`` slates, append the new requests' decisions, then commit; returns how many were read."""
+        from assay.records import Decision
+
+        msgs = [m for m in self.consumer.consume(num_messages=count, timeout=block_ms / 1000) if not m.error()]
+        if not msgs:
+            return 0
+        records: list[Decision] = []
+        fresh: list[str] = []
+        for m in msgs:
+            try:
+                slate = orjson.loads(m.value() or b"")
+            except orjson.JSONDecodeError:
+                self.stats["skipped"] += 1
+                continue
+            rid = slate.get("request_id") if isinstance(slate, dict) else None
+            if not isinstance(rid, str) or not isinstance(slate.get("decisions"), list):
+                self.stats["skipped"] += 1
+                continue
+            if rid in self._seen or rid in fresh:
+                self.stats["duplicates"] += 1
+                continue
+            fresh.append(rid)
+            for d in slate["decisions"]:
+                records.append(Decision(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}))
+        if records:
+            self.log.append(records)  # durable before the offsets move
+        for rid in fresh:
+            self._seen[rid] = None
+        while len(self._seen) > self.window:
+            self._seen.popitem(last=False)
+        self.stats["slates"] += len(fresh)
+        self.stats["decisions"] += len(records)
+        last: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            last[(m.topic(), m.partition())] = max(last.get((m.topic(), m.partition()), -1), m.offset() + 1)
+        self.consumer.commit(offsets=[self._ck.TopicPartition(t, p, o) for (t, p), o in last.items()], asynchronous=False)
+        return len(msgs)
+
+    def run(self, stop: threading.Event | None = None, *, idle_exit_s: float | None = None) -> int:
+        stop = stop or threading.Event()
+        total, idle_since = 0, time.monotonic()
+        while not stop.is_set():
+            k = self.run_once()
+            total += k
+            if k:
+                idle_since = time.monotonic()
+            elif idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
+                break
+        return total
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.consumer.close()
 
 
 def worker_thread(worker: StreamWorker, stop: threading.Event) -> threading.Thread:
