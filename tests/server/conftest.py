@@ -13,8 +13,10 @@ ROOT_ACTOR = Actor("root", "admin", "test")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def api(request, assay_home):
+def api(request, assay_home, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("ASSAY_DATA_ROOTS", str(tmp_path))  # the files tests register over HTTP live here
 
     store = open_store(None if request.param == "sqlite" else request.getfixturevalue("pg_url"))
     app = create_app(store)

@@ -41,11 +41,14 @@ from .registry import (
     Forbidden,
     NotFound,
     _name,
+    add_approval,
     ancestry_graph,
     asset_view,
     audit,
+    check_approver,
     resolve,
     sha256_file,
+    weights_path,
 )
 
 PURPOSE_LIMITATION = "assay:purpose-limitation"
@@ -292,39 +295,55 @@ def request_deployment(store: Store, actor: Actor, *, model: str, surface: str, 
                          subject_id=m.id, spec={"surface": surface, "purpose": purpose, "region": region,
                                                 "environment": environment, "bundle_hash": b.hash,
                                                 "bundle": f"{b.name}@{b.version}", "model_id": m.id,
-                                                "requested_by": actor.name})
+                                                "requested_by": actor.name,
+                                                "requested_by_accountable": actor.accountable})
         return asset_view(s, dep, with_files=False)
 
 
 def approve_deployment(store: Store, actor: Actor, deployment: str, comment: str = "") -> dict[str, Any]:
-    """An approval by one person with role approver or admin; never the requester, never twice."""
-    actor.require("approver", "approving a deployment")
+    """An approval by one person with role approver or admin; never the requester (nor whoever
+    minted the requester's token), never twice by the same accountable principal."""
+    from .schemas import ApprovalIn, parse
+
+    comment = parse(ApprovalIn, {"comment": comment}).comment
+    check_approver(actor, "approving a deployment")
     with store.session() as s:
         dep = resolve(s, deployment, "deployment")
-        if dep.spec.get("requested_by") == actor.name:
-            raise Forbidden(f"{actor.name} requested {dep.id} and may not approve it")
-        if s.scalar(sa.select(Approval).where(Approval.subject_id == dep.id, Approval.approver == actor.name)):
-            raise BadInput(f"{actor.name} has already approved {dep.id}; a second approval must come from someone else")
-        s.add(Approval(subject_kind="deployment", subject_id=dep.id, approver=actor.name, role=actor.role, comment=comment))
-        audit(s, actor, "approve_deployment", dep.id, {"comment": comment})
-        s.flush()
+        requesters = _requesters(dep)
+        if actor.name in requesters or actor.accountable in requesters:
+            raise Forbidden(f"{actor.name} may not approve {dep.id}: it was requested by {' / '.join(sorted(requesters))}"
+                            + ("" if actor.accountable == actor.name else f", and {actor.name}'s token was minted by {actor.accountable}"))
+        add_approval(s, actor, "deployment", dep.id, comment)
+        audit(s, actor, "approve_deployment", dep.id, {"comment": comment, "accountable": actor.accountable})
         return {"deployment": dep.id, "approved_by": actor.name, "approvals": _approvers(s, dep)}
 
 
+def _requesters(dep: Asset) -> set[str]:
+    """Who requested a deployment, and who minted the token they requested it with."""
+    spec = dep.spec or {}
+    return {x for x in (spec.get("requested_by"), spec.get("requested_by_accountable")) if x}
+
+
 def _approvers(s, dep: Asset) -> list[str]:
+    """The accountable principals who approved, other than the requesters: counted per principal."""
     rows = s.scalars(sa.select(Approval).where(Approval.subject_kind == "deployment", Approval.subject_id == dep.id))
-    return sorted(a.approver for a in rows if a.role in APPROVER_ROLES and a.approver != dep.spec.get("requested_by"))
+    requesters = _requesters(dep)
+    return sorted({a.accountable for a in rows if a.role in APPROVER_ROLES and a.accountable not in requesters
+                   and a.approver not in requesters})
 
 
-def verify_weights(s, model: Asset, root: Path | None = None) -> dict[str, Any]:
-    """Re-hash every registered weights file on disk."""
+def verify_weights(s, model: Asset, root: Path | None = None, actor: Actor | None = None) -> dict[str, Any]:
+    """Re-hash every registered weights file on disk (only under the data roots, for a confined actor)."""
     base = root or (Path(model.uri) if model.uri else None)
     files = s.scalars(sa.select(AssetFile).where(AssetFile.asset_id == model.id).order_by(AssetFile.path)).all()
     problems = []
     if base is None or not files:
         problems.append(f"{model.id} has no local weights to verify (uri {model.uri!r})")
     for f in files:
-        p = base / f.path if base else None
+        p, refused = weights_path(base, f.path, actor) if base else (None, None)
+        if refused:
+            problems.append(refused)
+            continue
         if p is None or not p.is_file():
             problems.append(f"{f.path}: missing on disk at {p}")
             continue
@@ -364,7 +383,7 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
         else:
             bundle = _stored_bundle(s, spec["bundle_hash"])
         started = time.perf_counter()
-        weights = verify_weights(s, model, Path(weights_root) if weights_root else None)
+        weights = verify_weights(s, model, Path(weights_root) if weights_root else None, actor)
         graph = ancestry_graph(store, s, model.id)
         context = {"purpose": spec["purpose"], "surface": spec["surface"], "region": spec["region"],
                    "environment": spec["environment"]}

@@ -36,6 +36,7 @@ from assay.store.schema import (
     RunIO,
     Transformation,
 )
+from assay.store.values import text_problem
 
 from .propagation import GraphBuilder, LineageCycle, LineageGraph, path_to
 
@@ -44,6 +45,7 @@ KINDS = ("dataset", "model", "evaluation", "deployment")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:+-]{0,254}$")
 TERM_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}(=[A-Za-z0-9_.:/-]{1,128})?$")
 STRUCTURED_RESTRICTIONS = ("contains_minors", "consent_scope", "region", "retention_days")
+MAX_MANIFEST_FILES = 100_000
 
 
 class Forbidden(AssayError):
@@ -54,13 +56,32 @@ class NotFound(BadInput):
     """An id that names nothing in the registry (HTTP 404)."""
 
 
+class Conflict(BadInput):
+    """The request conflicts with what the registry holds, e.g. a second approval by the same
+    person (HTTP 409)."""
+
+
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting, with which role, from where (for access checks and the audit log)."""
+    """Who is acting, with which role, from where (for access checks and the audit log).
+
+    An actor from an API token carries the token's id, its principal's ``kind`` (a ``service``
+    may not approve) and ``delegated_by``: whoever minted the token over the API for someone
+    else, and so could be the one using it. ``remote`` actors came over the network; they see
+    files only under the data roots (``data_roots``)."""
 
     name: str
     role: str
     source: str = "cli"
+    kind: str = "person"
+    token_id: str | None = None
+    delegated_by: str | None = None
+    remote: bool = False
+
+    @property
+    def accountable(self) -> str:
+        """The principal answerable for what this actor does (the minter of a delegated token)."""
+        return self.delegated_by or self.name
 
     def at_least(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -92,8 +113,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_manifest(root: Path, files: Sequence[str | Path] | None = None) -> list[dict[str, Any]]:
-    """``[{path, sha256, size}]`` for a file, every file under a folder, or the named files."""
+def file_manifest(root: Path, files: Sequence[str | Path] | None = None, *,
+                  actor: Actor | None = None) -> list[dict[str, Any]]:
+    """``[{path, sha256, size}]`` for a file, every file under a folder, or the named files.
+
+    With ``actor``, every file must lie under the data roots that actor may read (``confine``),
+    checked before anything is opened; a folder with no files is refused."""
     root = Path(root)
     if files:
         paths = [root / f for f in files]
@@ -102,14 +127,72 @@ def file_manifest(root: Path, files: Sequence[str | Path] | None = None) -> list
         root = root.parent
     elif root.is_dir():
         paths = sorted(p for p in root.rglob("*") if p.is_file())
+        if not paths:
+            raise BadInput(f"{root}: the folder has no files to register")
+        if len(paths) > MAX_MANIFEST_FILES:
+            raise BadInput(f"{root}: more than {MAX_MANIFEST_FILES} files; register a smaller folder")
     else:
         raise BadInput(f"{root}: no such file or folder")
+    if actor is not None:
+        for p in paths:
+            confine(p, actor, "file")
     out = []
     for p in paths:
         if not p.is_file():
             raise BadInput(f"{p}: no such file")
         out.append({"path": p.relative_to(root).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size})
     return out
+
+
+def weights_path(base: Path, rel: str, actor: Actor | None) -> tuple[Path | None, str | None]:
+    """Where a registered file is checked, or why it is not read: a manifest path must stay inside
+    its folder, and a confined actor's check reads only under the data roots."""
+    import posixpath
+
+    if not rel or rel.startswith("/") or "\\" in rel or posixpath.normpath(rel) != rel or rel.split("/")[0] == "..":
+        return None, f"{rel[:200]!r}: not a path inside the model folder {base}; not read"
+    path = base / rel
+    if actor is not None:
+        try:
+            return confine(path, actor, "weights file"), None
+        except OutsideDataRoots as e:
+            return None, f"{e.message}; not read"
+    return path, None
+
+
+class OutsideDataRoots(Forbidden):
+    """A path that resolves outside the data roots (HTTP 403, exit 2)."""
+
+    exit_code = 2
+
+
+def confined(actor: Actor) -> bool:
+    """Whether ``actor`` may see files only under the data roots: anyone who came over the
+    network, and everyone once ``ASSAY_DATA_ROOTS`` is set."""
+    from assay.config import settings
+
+    return actor.remote or settings().data_roots_configured
+
+
+def confine(path: str | Path, actor: Actor, what: str = "path") -> Path:
+    """``path`` with symlinks resolved, refused unless it lies under a data root (for a confined
+    actor). The error names the roots, and is the same whether or not the path exists."""
+    from assay.config import settings
+
+    text = str(path)
+    if "\x00" in text:
+        raise BadInput(f"{what} contains a NUL byte")
+    try:
+        resolved = Path(text).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise BadInput(f"{what} {text[:200]!r} cannot be resolved: {e}") from None
+    if not confined(actor):
+        return resolved
+    roots = settings().data_roots
+    if any(resolved.is_relative_to(root) for root in roots):
+        return resolved
+    raise OutsideDataRoots(f"{what} {text[:200]!r} resolves outside the data roots ({', '.join(map(str, roots))})",
+                           hint="put the files under a data root; the server's operator sets them with ASSAY_DATA_ROOTS")
 
 
 def manifest_hash(entries: Iterable[Mapping[str, Any]]) -> str:
@@ -188,16 +271,18 @@ def resolve(session: Session, ref: str, kind: str | None = None) -> Asset:
         raise NotFound("an asset id is required")
     if len(ref) > 512 or any(ord(c) < 32 for c in ref):
         raise NotFound(f"no asset {ref[:80]!r}: ids are at most 512 printable characters")
+    if text_problem(ref, single_line=True):
+        raise NotFound(f"no asset {ref[:80]!r}: ids are printable text")
     asset = session.get(Asset, ref)
     if asset is not None:
         if kind and asset.kind != kind:
-            raise BadInput(f"{ref} is a {asset.kind}, not a {kind}")
+            raise NotFound(f"no {kind} {ref!r}: it is a {asset.kind}")
         return asset
     want_kind, name = kind, ref
     if ":" in ref and ref.split(":", 1)[0] in KINDS:
         want_kind, name = ref.split(":", 1)
         if kind and want_kind != kind:
-            raise BadInput(f"{ref} is a {want_kind}, not a {kind}")
+            raise NotFound(f"no {kind} {ref!r}: it names a {want_kind}")
     namespace = "assay"
     query = sa.select(Asset).where(Asset.name == name, Asset.namespace == namespace)
     if want_kind:
@@ -255,23 +340,28 @@ def register_dataset(store: Store, actor: Actor, *, name: str, uri: str, purpose
                      restrictions: Sequence[str] = (), owner: str | None = None, licence: str | None = None,
                      schema: Mapping[str, Any] | None = None, files: Sequence[Mapping[str, Any]] | None = None,
                      namespace: str = "assay") -> dict[str, Any]:
-    """Register (a new version of) a dataset. Local ``uri`` paths are hashed file by file."""
+    """Register (a new version of) a dataset. Local ``uri`` paths are hashed file by file (under
+    the data roots, for a confined actor: ``confine``)."""
+    from .schemas import DatasetSpec, parse
+
     actor.require("engineer", "registering a dataset")
-    if "\x00" in uri:
-        raise BadInput("dataset uri contains a NUL byte")
-    if files is None:
-        path = Path(uri)
+    spec = parse(DatasetSpec, {"name": name, "uri": str(uri), "purposes": list(purposes or ()),
+                               "restrictions": list(restrictions or ()), "owner": owner, "licence": licence,
+                               "schema": dict(schema or {}),
+                               "files": None if files is None else [dict(f) for f in files]})
+    if spec.files is None:
+        path = confine(spec.uri, actor, "dataset uri")
         if not path.exists():
-            raise BadInput(f"dataset uri {uri!r} is not a local file or folder; pass the file manifest explicitly")
-        files = file_manifest(path)
-        uri = str(path.resolve())
-    for f in files:
-        if not re.fullmatch(r"[0-9a-f]{64}", str(f.get("sha256", ""))):
-            raise BadInput(f"manifest entry {f.get('path')!r}: sha256 must be 64 lower-case hex digits")
+            raise BadInput(f"dataset uri {spec.uri!r} is not a local file or folder; pass the file manifest explicitly")
+        manifest = file_manifest(path, actor=actor)
+        uri = str(path)
+    else:
+        manifest = [f.model_dump() for f in spec.files]
+        uri = spec.uri
     with store.session() as s:
-        asset = _new_asset(s, actor, kind="dataset", name=name, namespace=namespace, purposes=purposes,
-                           restrictions=restrictions, uri=uri, owner=owner, licence=licence, files=files,
-                           spec={"schema": dict(schema or {})})
+        asset = _new_asset(s, actor, kind="dataset", name=spec.name, namespace=namespace, purposes=spec.purposes,
+                           restrictions=spec.restrictions, uri=uri, owner=spec.owner, licence=spec.licence,
+                           files=manifest, spec={"schema": spec.data_schema})
         return asset_view(s, asset)
 
 
@@ -281,30 +371,41 @@ def register_model(store: Store, actor: Actor, *, name: str, weights: Sequence[s
                    purposes: Sequence[str] = (), restrictions: Sequence[str] = (), owner: str | None = None,
                    licence: str | None = None, transformation: str | None = None) -> dict[str, Any]:
     """Register a model: every weights file by sha256, its framework, and the training run that
-    made it (a lineage run from ``trained_on`` datasets to this model)."""
+    made it (a lineage run from ``trained_on`` datasets to this model). The weights folder must
+    lie under the data roots for a confined actor (``confine``)."""
+    from .schemas import ModelSpec, parse
+
     actor.require("engineer", "registering a model")
-    if files is None:
-        if not weights:
-            raise BadInput("a model needs at least one weights file")
-        if any("\x00" in str(w) for w in weights) or (uri and "\x00" in uri):
-            raise BadInput("a weights path contains a NUL byte")
-        paths = [Path(w).resolve() for w in weights]
+    spec = parse(ModelSpec, {
+        "name": name, "weights": None if weights is None else [str(w) for w in weights],
+        "files": None if files is None else [dict(f) for f in files], "uri": None if uri is None else str(uri),
+        "framework": framework, "trained_on": list(trained_on or ()), "training_run": training_run,
+        "purposes": list(purposes or ()), "restrictions": list(restrictions or ()), "owner": owner,
+        "licence": licence, "transformation": transformation})
+    if spec.files is None:
+        paths = [confine(w, actor, "weights file") for w in spec.weights or ()]
         for p in paths:
             if not p.is_file():
                 raise BadInput(f"weights file {p} does not exist")
-        root = Path(uri).resolve() if uri else Path(_common_root(paths))
-        files = file_manifest(root, [p.relative_to(root) for p in paths])
+        root = confine(spec.uri, actor, "model uri") if spec.uri else Path(_common_root(paths))
+        outside = [p for p in paths if not p.is_relative_to(root)]
+        if outside:
+            raise BadInput(f"weights file {outside[0]} is not inside the model uri {root}")
+        manifest = file_manifest(root, [p.relative_to(root) for p in paths], actor=actor)
         uri = str(root)
+    else:
+        uri = str(confine(spec.uri or "", actor, "model uri")) if confined(actor) else spec.uri
+        manifest = [f.model_dump() for f in spec.files]
     with store.session() as s:
-        inputs = [resolve(s, ref) for ref in trained_on]
-        run_name = training_run or f"train-{name}"
-        asset = _new_asset(s, actor, kind="model", name=name, purposes=purposes, restrictions=restrictions,
-                           uri=uri, owner=owner, licence=licence, files=files,
-                           spec={"framework": framework, "training_run": run_name,
-                                 "declares_purposes": bool(purposes)})
+        inputs = [resolve(s, ref) for ref in spec.trained_on]
+        run_name = spec.training_run or f"train-{spec.name}"
+        asset = _new_asset(s, actor, kind="model", name=spec.name, purposes=spec.purposes,
+                           restrictions=spec.restrictions, uri=uri, owner=spec.owner, licence=spec.licence,
+                           files=manifest, spec={"framework": spec.framework, "training_run": run_name,
+                                                 "declares_purposes": bool(spec.purposes)})
         if inputs:
             _record_run(s, actor, job_name=run_name, kind="train", inputs=[a.id for a in inputs],
-                        outputs=[asset.id], transformation_id=transformation)
+                        outputs=[asset.id], transformation_id=spec.transformation)
         return asset_view(s, asset)
 
 
@@ -318,12 +419,14 @@ def _common_root(paths: Sequence[Path]) -> str:
 def register_evaluation(store: Store, actor: Actor, result: EvaluationResult | Mapping[str, Any],
                         model: str) -> dict[str, Any]:
     """Record an evaluation run of ``model``; its model hashes must be exactly the registered ones."""
+    from .schemas import EvaluationSpec, parse
+
     actor.require("engineer", "registering an evaluation")
-    if isinstance(result, Mapping):
-        try:
-            result = EvaluationResult(**{**result, "intervals": {k: tuple(v) for k, v in dict(result.get("intervals", {})).items()}})
-        except TypeError as e:
-            raise BadInput(f"not an evaluation result: {e}") from e
+    data = result.to_dict() if isinstance(result, EvaluationResult) else result
+    if not isinstance(data, Mapping):
+        raise BadInput(f"an evaluation result must be a JSON object, not {type(data).__name__}")
+    checked = parse(EvaluationSpec, dict(data))
+    result = EvaluationResult(**checked.model_dump())
     with store.session() as s:
         m = resolve(s, model, "model")
         registered = {f.sha256 for f in s.scalars(sa.select(AssetFile).where(AssetFile.asset_id == m.id))}
@@ -359,8 +462,12 @@ def _safe(text: str) -> str:
 def register_transformation(store: Store, actor: Actor, *, name: str, lifts: Sequence[str],
                             description: str = "") -> dict[str, Any]:
     """Register a transformation (e.g. anonymisation) that may lift restrictions once approved."""
+    from .schemas import TransformationIn, parse
+
     actor.require("engineer", "registering a transformation")
-    lifts = normalise_terms(lifts, "restriction")
+    checked = parse(TransformationIn, {"name": name, "lifts": list(lifts or ()), "description": description})
+    name, description = checked.name, checked.description
+    lifts = normalise_terms(checked.lifts, "restriction")
     if not lifts:
         raise BadInput("a transformation must name at least one restriction it lifts")
     with store.session() as s:
@@ -373,18 +480,46 @@ def register_transformation(store: Store, actor: Actor, *, name: str, lifts: Seq
 
 
 def approve_transformation(store: Store, actor: Actor, transformation_id: str, comment: str = "") -> dict[str, Any]:
-    actor.require("approver", "approving a transformation")
+    from .schemas import ApprovalIn, parse
+
+    comment = parse(ApprovalIn, {"comment": comment}).comment
+    check_approver(actor, "approving a transformation")
     with store.session() as s:
-        t = s.get(Transformation, transformation_id)
+        t = s.get(Transformation, transformation_id) if len(str(transformation_id)) <= 255 else None
         if t is None:
-            raise NotFound(f"no transformation {transformation_id!r}")
-        if t.created_by == actor.name:
-            raise Forbidden(f"{actor.name} registered {transformation_id} and may not approve it")
-        if s.scalar(sa.select(Approval).where(Approval.subject_id == t.id, Approval.approver == actor.name)):
-            raise BadInput(f"{actor.name} has already approved {t.id}")
-        s.add(Approval(subject_kind="transformation", subject_id=t.id, approver=actor.name, role=actor.role, comment=comment))
-        audit(s, actor, "approve_transformation", t.id, {"comment": comment})
+            raise NotFound(f"no transformation {str(transformation_id)[:80]!r}")
+        if t.created_by in (actor.name, actor.accountable):
+            raise Forbidden(f"{t.created_by} registered {transformation_id} and may not approve it"
+                            + ("" if actor.accountable == actor.name else f" (the token was minted by {actor.accountable})"))
+        add_approval(s, actor, "transformation", t.id, comment)
+        audit(s, actor, "approve_transformation", t.id, {"comment": comment, "accountable": actor.accountable})
         return {"id": t.id, "lifts": list(t.lifts), "approved": True, "approved_by": actor.name}
+
+
+def check_approver(actor: Actor, action: str) -> None:
+    """Approvals need role approver (or admin) and a person: a service principal never approves."""
+    actor.require("approver", action)
+    if actor.kind != "person":
+        raise Forbidden(f"{actor.name} is a {actor.kind}; only people approve")
+
+
+def add_approval(s: Session, actor: Actor, subject_kind: str, subject_id: str, comment: str) -> None:
+    """One approval per subject and accountable principal, held by a database constraint: a
+    duplicate (even one racing in at the same instant from another request) is a ``Conflict``."""
+    mine = sa.or_(Approval.approver == actor.name, Approval.accountable == actor.accountable)
+    if s.scalar(sa.select(Approval.id).where(Approval.subject_id == subject_id, mine).limit(1)) is not None:
+        raise _duplicate_approval(actor, subject_id)
+    s.add(Approval(subject_kind=subject_kind, subject_id=subject_id, approver=actor.name,
+                   accountable=actor.accountable, role=actor.role, comment=comment))
+    try:
+        s.flush()  # the unique constraint answers here; the caller's transaction then rolls back whole
+    except sa.exc.IntegrityError:
+        raise _duplicate_approval(actor, subject_id) from None
+
+
+def _duplicate_approval(actor: Actor, subject_id: str) -> Conflict:
+    who = actor.name if actor.accountable == actor.name else f"{actor.accountable} (who minted {actor.name}'s token)"
+    return Conflict(f"{who} has already approved {subject_id}; a further approval must come from someone else")
 
 
 def _transformation_approved(s: Session, tid: str) -> bool:
@@ -398,10 +533,14 @@ def _transformation_approved(s: Session, tid: str) -> bool:
 def record_run(store: Store, actor: Actor, *, job_name: str, inputs: Sequence[str], outputs: Sequence[str],
                kind: str = "other", transformation_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Link existing assets: ``inputs`` -> run -> ``outputs``. Refuses cycles and unknown ids."""
+    from .schemas import RunIn, parse
+
     actor.require("engineer", "recording lineage")
+    checked = parse(RunIn, {"job_name": job_name, "inputs": list(inputs or ()), "outputs": list(outputs or ()),
+                            "kind": kind, "transformation": transformation_id})
     with store.session() as s:
-        run = _record_run(s, actor, job_name=job_name, kind=kind, inputs=inputs, outputs=outputs,
-                          transformation_id=transformation_id, run_id=run_id)
+        run = _record_run(s, actor, job_name=checked.job_name, kind=checked.kind, inputs=checked.inputs,
+                          outputs=checked.outputs, transformation_id=checked.transformation, run_id=run_id)
         return run_view(s, run)
 
 
