@@ -230,6 +230,20 @@ def load_policy(path: str | Path):
     return policy.load_bundle(Path(path))
 
 
+def _load_written(tmp: str, files: dict[str, str]):
+    """The bundle whose ``files`` were written into ``tmp``; an error names the bundle's own file
+    (``bundle.yaml:3:7``), not the temporary folder."""
+    from assay.errors import LocatedError, Location
+
+    try:
+        return load_policy(Path(tmp, next(iter(files))) if len(files) == 1 else Path(tmp))
+    except LocatedError as e:
+        e.location = Location(Path(e.location.file).relative_to(tmp).as_posix()
+                              if Path(e.location.file).is_relative_to(tmp) else e.location.file,
+                              e.location.line, e.location.column)
+        raise
+
+
 def _stored_bundle(session, bundle_hash: str):
     row = session.get(PolicyBundleRow, bundle_hash)
     if row is None:
@@ -239,8 +253,7 @@ def _stored_bundle(session, bundle_hash: str):
             dest = Path(tmp, rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(text, encoding="utf-8")
-        only = Path(tmp, next(iter(row.files))) if len(row.files) == 1 else Path(tmp)
-        bundle = load_policy(only)
+        bundle = _load_written(tmp, row.files)
     if bundle.hash != bundle_hash:
         raise BadInput(f"stored bundle reloads with hash {bundle.hash[:12]}…, expected {bundle_hash[:12]}…")
     return bundle
@@ -261,7 +274,7 @@ def store_bundle(session, actor: Actor, path: str | Path | None = None, files: d
                 dest = Path(tmp, rel)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(files[rel], encoding="utf-8")
-            bundle = load_policy(Path(tmp, next(iter(files))) if len(files) == 1 else Path(tmp))
+            bundle = _load_written(tmp, files)
     else:
         if path is None:
             raise BadInput("a policy bundle is required (a path, its files, or the hash of a stored one)")

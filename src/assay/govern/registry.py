@@ -149,7 +149,7 @@ def weights_path(base: Path, rel: str, actor: Actor | None) -> tuple[Path | None
     its folder, and a confined actor's check reads only under the data roots."""
     import posixpath
 
-    if not rel or rel.startswith("/") or "\\" in rel or posixpath.normpath(rel) != rel or rel.split("/")[0] == "..":
+    if not rel or rel.startswith("/") or "\\" in rel or posixpath.normpath(rel) != rel or ".." in rel.split("/"):
         return None, f"{rel[:200]!r}: not a path inside the model folder {base}; not read"
     path = base / rel
     if actor is not None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from assay.errors import BadInput
-from assay.store.values import check_json, text_problem
+from assay.store.values import INPUT_DEPTH, check_json, text_problem
 
 MAX_LIST = 1000  # purposes, inputs, metrics, manifest entries per request
 MAX_MANIFEST = 100_000  # files in one dataset manifest
@@ -77,7 +77,7 @@ def _json_object(value: dict[str, Any]) -> dict[str, Any]:
     from assay.store.values import Unstorable
 
     try:
-        check_json(value, "value")
+        check_json(value, "value", max_depth=INPUT_DEPTH)
     except Unstorable as e:
         raise ValueError(e.message.removeprefix("value").lstrip(".: ") or e.message) from None
     return value
@@ -88,7 +88,7 @@ def _relative_path(value: str) -> str:
     _line(value)
     if "\\" in value:
         raise ValueError("use '/' to separate folders")
-    if value.startswith("/") or posixpath.normpath(value) != value or value in (".", ".."):
+    if value.startswith("/") or posixpath.normpath(value) != value or ".." in value.split("/") or value == ".":
         raise ValueError("must be a relative path inside its folder, without '..', '.' or empty parts")
     return value
 

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assay import __version__
-from assay.errors import AssayError, BadInput, Unavailable
+from assay.errors import AssayError, BadInput, LocatedError, Unavailable
 from assay.store import Store, open_store
 
 log = logging.getLogger("assay.server")
@@ -291,7 +291,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AssayError)
     async def assay_error(request: Request, error: AssayError):
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-        return await error_response(request, status_for(error), error.message, error.hint,
+        message = f"{error.location}: {error.message}" if isinstance(error, LocatedError) else error.message
+        return await error_response(request, status_for(error), message, error.hint,
                                     list(getattr(error, "errors", None) or []), headers)
 
     @app.exception_handler(RequestValidationError)

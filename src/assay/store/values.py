@@ -10,7 +10,8 @@ the intersection of what the two can round-trip (and what the API can serialise 
   integers within 64 bits (orjson reads larger ones back as lossy floats);
 - JSON documents: objects with string keys, nested at most ``MAX_DEPTH`` deep (pydantic refuses to
   serialise very deep documents, so a deeper one would be stored and then unreadable) and at most
-  ``MAX_NODES`` values.
+  ``MAX_NODES`` values. What people send is held to ``INPUT_DEPTH``, so the records the registry
+  wraps around it (an asset's ``spec``, a verdict's ``detail``) still fit.
 
 ``check_text``/``check_json`` are the checks; the API's schema layer (``assay.govern.schemas``)
 calls them per field so an error names the field, and ``guard_session`` runs them on every row a
@@ -28,7 +29,8 @@ from sqlalchemy.orm import Session
 
 from assay.errors import BadInput
 
-MAX_DEPTH = 32
+MAX_DEPTH = 64  # what the store holds (a document sent in may nest INPUT_DEPTH deep, then be wrapped)
+INPUT_DEPTH = 32
 MAX_NODES = 200_000
 MAX_INT = 2**63 - 1
 _CONTROL_OK = "\t\n\r"
@@ -95,7 +97,7 @@ def check_json(value: Any, where: str, *, max_depth: int = MAX_DEPTH, max_nodes:
             check_text(item, path)
         elif isinstance(item, Mapping):
             if depth >= max_depth:
-                raise Unstorable(f"{path}: nested deeper than {max_depth} levels")
+                raise Unstorable(f"{_short(path)}: nested deeper than {max_depth} levels")
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise Unstorable(f"{path}: object keys must be strings, not {type(key).__name__}")
@@ -103,11 +105,15 @@ def check_json(value: Any, where: str, *, max_depth: int = MAX_DEPTH, max_nodes:
                 stack.append((child, f"{path}.{key[:40]}", depth + 1))
         elif isinstance(item, (list, tuple)):
             if depth >= max_depth:
-                raise Unstorable(f"{path}: nested deeper than {max_depth} levels")
+                raise Unstorable(f"{_short(path)}: nested deeper than {max_depth} levels")
             stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
         else:
             raise Unstorable(f"{path}: {type(item).__name__} is not a JSON value")
     return value
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 80 else f"{path[:40]}…{path[-30:]}"
 
 
 def check_row(obj: Any) -> None:

@@ -25,7 +25,7 @@ from assay.govern.schemas import (
 from assay.server.auth import create_token, get_store, list_tokens, require_role, revoke_token
 from assay.store import Store
 from assay.store.schema import AuditEntry
-from assay.store.values import Unstorable, check_json
+from assay.store.values import INPUT_DEPTH, Unstorable, check_json
 
 router = APIRouter(prefix="/api/v1", tags=["govern"])
 
@@ -52,7 +52,7 @@ async def ingest_openlineage(request: Request, store: StoreDep,
     if not isinstance(event, dict):
         raise BadInput(f"body must be a JSON object (a RunEvent), not {type(event).__name__}")
     try:
-        check_json(event, "body")
+        check_json(event, "body", max_depth=INPUT_DEPTH)
     except Unstorable as e:
         raise BadInput(e.message, hint="an OpenLineage RunEvent nests a few levels deep; this one cannot be stored") from None
     from starlette.concurrency import run_in_threadpool
