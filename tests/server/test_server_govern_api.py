@@ -75,7 +75,7 @@ def test_bad_input_gets_a_reason_and_writes_nothing(api, tmp_path):
     r = api.post("/api/v1/lineage", json={"eventType": "COMPLETE", "run": {"runId": "x"}}, headers=eng)
     assert r.status_code == 400 and any("runId" in e for e in r.json()["errors"])
     r = api.post("/api/v1/datasets", json={"name": "bad name!", "uri": str(data)}, headers=eng)
-    assert r.status_code == 400 and "not a valid name" in r.json()["error"]
+    assert r.status_code == 400 and "is not valid: a name is" in r.json()["error"]
     missing = tmp_path / "no" / "such" / "path"
     r = api.post("/api/v1/datasets", json={"name": "x", "uri": str(missing)}, headers=eng)
     assert r.status_code == 400 and str(missing) in r.json()["error"]

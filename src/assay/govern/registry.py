@@ -39,11 +39,12 @@ from assay.store.schema import (
 from assay.store.values import text_problem
 
 from .propagation import GraphBuilder, LineageCycle, LineageGraph, path_to
+from .schemas import NAME_PATTERN, TERM_PATTERN
 
 ROLES = ("viewer", "engineer", "approver", "admin")
 KINDS = ("dataset", "model", "evaluation", "deployment")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:+-]{0,254}$")
-TERM_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}(=[A-Za-z0-9_.:/-]{1,128})?$")
+NAME_RE = re.compile(NAME_PATTERN)
+TERM_RE = re.compile(TERM_PATTERN)
 STRUCTURED_RESTRICTIONS = ("contains_minors", "consent_scope", "region", "retention_days")
 MAX_MANIFEST_FILES = 100_000
 

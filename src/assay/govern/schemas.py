@@ -109,11 +109,40 @@ def _finite_pair(value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
-Line = Annotated[str, AfterValidator(_line)]
-Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_line)]
-Ref = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_line)]
-Term = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_line)]
-Uri = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_line)]
+# The patterns are part of the OpenAPI schema, so clients (and the fuzzers) know them too.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:+-]{0,254}$"  # assets, surfaces, purposes of a deployment, principals
+TERM_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}(=[A-Za-z0-9_.:/-]{1,128})?$"  # purposes and restrictions
+VALUE_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"  # the value of a structured restriction (region=eu)
+LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # one line of printable text
+
+
+
+def _matching(pattern: str, explain: str) -> AfterValidator:
+    """The pattern checked with a message a person understands (and documented in the schema)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            shown = repr(value[:60]) + ("…" if len(value) > 60 else "")
+            raise ValueError(f"{shown} is not valid: {explain}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _field(max_length: int, pattern: str) -> Any:
+    return Field(min_length=1, max_length=max_length, json_schema_extra={"pattern": pattern})
+
+
+Name = Annotated[str, _field(255, NAME_PATTERN), AfterValidator(_line),
+                 _matching(NAME_PATTERN, "a name is letters, digits and ._/:+- (at most 255)")]
+Label = Annotated[str, _field(255, LINE_PATTERN), AfterValidator(_line)]
+Ref = Annotated[str, _field(512, LINE_PATTERN), AfterValidator(_line)]
+Term = Annotated[str, _field(200, TERM_PATTERN), AfterValidator(_line),
+                 _matching(TERM_PATTERN, "terms are lower-case words like 'research' or 'region=eu'")]
+TermValue = Annotated[str, _field(128, VALUE_PATTERN), AfterValidator(_line),
+                      _matching(VALUE_PATTERN, "letters, digits and _.:/- only (at most 128)")]
+Uri = Annotated[str, _field(4096, LINE_PATTERN), AfterValidator(_line)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 ManifestPath = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_relative_path)]
 BundleFileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_bundle_file_name)]
@@ -148,8 +177,8 @@ class DatasetSpec(Strict):
     uri: Uri
     purposes: list[Term] = Field(default_factory=list, max_length=MAX_LIST)
     restrictions: list[Term] = Field(default_factory=list, max_length=MAX_LIST)
-    owner: Name | None = None
-    licence: Name | None = None
+    owner: Label | None = None
+    licence: Label | None = None
     data_schema: JsonObject = Field(default_factory=dict, alias="schema")
     files: list[FileEntry] | None = Field(None, max_length=MAX_MANIFEST,
                                           description="The manifest; omit to hash a path on the server.")
@@ -164,8 +193,8 @@ class DatasetIn(DatasetSpec):
     """The API body: the dataset plus its structured restrictions."""
 
     contains_minors: bool = False
-    consent_scope: Term | None = None
-    region: Term | None = None
+    consent_scope: TermValue | None = None
+    region: TermValue | None = None
     retention_days: Annotated[int, Field(ge=0, le=100000)] | None = None
 
 
@@ -178,12 +207,12 @@ class ModelSpec(Strict):
     uri: Uri | None = None
     framework: Text(255) = ""
     trained_on: list[Ref] = Field(default_factory=list, max_length=MAX_LIST)
-    training_run: Name | None = None
+    training_run: Label | None = None
     purposes: list[Term] = Field(default_factory=list, max_length=MAX_LIST)
     restrictions: list[Term] = Field(default_factory=list, max_length=MAX_LIST)
-    owner: Name | None = None
-    licence: Name | None = None
-    transformation: Name | None = None
+    owner: Label | None = None
+    licence: Label | None = None
+    transformation: Ref | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -207,14 +236,14 @@ def _unique_manifest(files: list[FileEntry] | None) -> None:
 class EvaluationSpec(Strict):
     """An ``assay.records.EvaluationResult`` as ``registry.register_evaluation`` takes it."""
 
-    run_id: Name
-    suite: Name
-    target: Name
-    metrics: dict[Name, float] = Field(max_length=MAX_LIST)
-    intervals: dict[Name, Interval] = Field(default_factory=dict, max_length=MAX_LIST)
-    n: dict[Name, Count] = Field(default_factory=dict, max_length=MAX_LIST)
-    gate_verdicts: dict[Name, bool] = Field(default_factory=dict, max_length=MAX_LIST)
-    dataset_hashes: dict[Name, Sha256] = Field(default_factory=dict, max_length=MAX_LIST)
+    run_id: Label
+    suite: Label
+    target: Label
+    metrics: dict[Label, float] = Field(max_length=MAX_LIST)
+    intervals: dict[Label, Interval] = Field(default_factory=dict, max_length=MAX_LIST)
+    n: dict[Label, Count] = Field(default_factory=dict, max_length=MAX_LIST)
+    gate_verdicts: dict[Label, bool] = Field(default_factory=dict, max_length=MAX_LIST)
+    dataset_hashes: dict[Label, Sha256] = Field(default_factory=dict, max_length=MAX_LIST)
     model_hashes: dict[Uri, Sha256] = Field(min_length=1, max_length=MAX_LIST)  # weights file -> sha256
     report_path: Text(4096) = ""
 
@@ -232,11 +261,11 @@ class TransformationIn(Strict):
 
 
 class RunIn(Strict):
-    job_name: Name
+    job_name: Label
     inputs: list[Ref] = Field(default_factory=list, max_length=MAX_LIST)
     outputs: list[Ref] = Field(min_length=1, max_length=MAX_LIST)
     kind: Annotated[str, Field(pattern=r"^(train|transform|evaluate|ingest|other)$")] = "other"
-    transformation: Name | None = None
+    transformation: Ref | None = None
 
 
 class DeploymentIn(Strict):
