@@ -17,6 +17,7 @@ from assay.errors import BadInput
 BENCHMARKS = {
     "policy": "assay.policy.bench",
     "lineage": "assay.govern.bench",
+    "govern": "assay.server.bench",  # the lineage figures plus the control plane's attack figures
     "guard": "assay.guard.bench",
     "trace": "assay.trace.bench",
     "classify": "assay.classify.bench",

@@ -354,10 +354,27 @@ def _openapi(app: FastAPI):
                                                     "content": {"application/json": {"schema": ERROR_SCHEMA}}})
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
+        _add_links(schema, app.state.openapi_links)
         app.openapi_schema = schema
         return schema
 
     return build
+
+
+def _add_links(schema: dict[str, Any], links: dict) -> None:
+    """OpenAPI links from the routers' ``OPENAPI_LINKS`` tables (by operationId, as the spec asks)."""
+    paths = schema.get("paths", {})
+    for (path, method, status), targets in links.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        for target, target_method, parameter, expression in targets:
+            operation = paths.get(target, {}).get(target_method)
+            if operation is None:
+                continue
+            name = f"{operation['operationId']}_{parameter}"
+            response.setdefault("links", {})[name] = {"operationId": operation["operationId"],
+                                                      "parameters": {parameter: expression}}
 
 
 def create_app(store: Store | None = None, db_url: str | None = None, *, max_body_bytes: int | None = None,
@@ -415,6 +432,7 @@ def create_app(store: Store | None = None, db_url: str | None = None, *, max_bod
         return Response(generate_latest(registry) + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app.state.routers = []
+    app.state.openapi_links = {}
     for name in ROUTE_MODULES:
         try:
             module = importlib.import_module(name)
@@ -424,5 +442,6 @@ def create_app(store: Store | None = None, db_url: str | None = None, *, max_bod
             raise
         app.include_router(module.router, responses=ERROR_RESPONSES)
         app.state.routers.append(name)
+        app.state.openapi_links.update(getattr(module, "OPENAPI_LINKS", {}))
     app.openapi = _openapi(app)
     return app

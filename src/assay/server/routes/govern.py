@@ -33,6 +33,32 @@ StoreDep = Annotated[Store, Depends(get_store)]
 # the request bodies are the registry's own schema layer (assay.govern.schemas): one set of limits
 
 
+# How one operation's answer feeds the next (OpenAPI links): documentation for clients, and the
+# paths the stateful attack (assay.server.attack) follows. (source path, method, status) ->
+# [(target path, method, parameter, where the value comes from)].
+_ID = "$response.body#/id"
+OPENAPI_LINKS: dict[tuple[str, str, str], list[tuple[str, str, str, str]]] = {
+    ("/api/v1/datasets", "post", "201"): [("/api/v1/assets/{asset_id}", "get", "asset_id", _ID),
+                                          ("/api/v1/lineage/{asset_id}", "get", "asset_id", _ID),
+                                          ("/api/v1/why/{asset_id}", "get", "asset_id", _ID)],
+    ("/api/v1/models", "post", "201"): [("/api/v1/assets/{asset_id}", "get", "asset_id", _ID),
+                                        ("/api/v1/bom/{model_id}", "get", "model_id", _ID),
+                                        ("/api/v1/lineage/{asset_id}", "get", "asset_id", _ID)],
+    ("/api/v1/evaluations", "post", "201"): [("/api/v1/assets/{asset_id}", "get", "asset_id", _ID)],
+    ("/api/v1/transformations", "post", "201"): [
+        ("/api/v1/transformations/{transformation_id}/approve", "post", "transformation_id", _ID)],
+    ("/api/v1/deployments", "post", "201"): [
+        ("/api/v1/deployments/{deployment_id}", "get", "deployment_id", _ID),
+        ("/api/v1/deployments/{deployment_id}/approvals", "post", "deployment_id", _ID),
+        ("/api/v1/deployments/{deployment_id}/check", "post", "deployment_id", _ID),
+        ("/api/v1/deployments/{deployment_id}/verdicts", "get", "deployment_id", _ID)],
+    ("/api/v1/deployments/{deployment_id}/check", "post", "200"): [
+        ("/api/v1/deployments/{deployment_id}/verdicts", "get", "deployment_id", "$request.path.deployment_id")],
+    ("/api/v1/tokens", "post", "201"): [("/api/v1/tokens/{token_id}/revoke", "post", "token_id", _ID)],
+    ("/api/v1/runs", "post", "201"): [("/api/v1/runs/{run_id}/openlineage", "get", "run_id", _ID)],
+}
+
+
 # ---------------------------------------------------------------- OpenLineage
 
 OPENLINEAGE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
