@@ -402,6 +402,20 @@ def test_every_refused_mutation_is_audited_with_principal_and_outcome(api, world
         ("bob", "approve_deployment", "ok"),
     ], outcomes
     assert "outside the data roots" in audit[2]["detail"]["error"]
+    # the dashboard's refusals too: a failed login, an approval by someone who may not approve
+    api.post("/ui/login", data={"token": "assay_guess"}, follow_redirects=False)
+    api.cookies.set("assay_token", api.tokens["erin"])
+    import hashlib
+
+    csrf = hashlib.sha256(("csrf:" + api.tokens["erin"]).encode()).hexdigest()[:24]
+    r = api.post("/ui/deployments/approve", data={"deployment": dep, "csrf": csrf})
+    api.cookies.clear()
+    assert r.status_code == 403 and "Refused" in r.text
+    audit = api.get("/api/v1/audit", headers=api.headers_for("adam")).json()
+    assert [(a["actor"], a["action"], a["outcome"], a["source"].split(":")[0]) for a in audit[:2]][::-1] == [
+        ("anonymous", "POST /ui/login", "refused 401", "ui"),
+        ("erin", "POST /ui/deployments/approve", "refused 403", "ui"),
+    ]
 
 
 def test_the_client_address_is_the_socket_unless_a_trusted_proxy_forwards_it(api):
