@@ -8,6 +8,7 @@ import contextlib
 import functools
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -574,3 +575,28 @@ def test_sigterm_stops_the_server_within_its_deadline_whatever_a_handler_does(sp
     server.proc.wait(timeout=15)
     took = time.monotonic() - started
     assert took < 3 + 2, took  # the deadline, and a margin for a busy machine
+
+
+def test_command_line_files_are_read_bounded_and_validated(api, world, tmp_path, capsys, monkeypatch):
+    """`register evaluation` and `lineage ingest` read a regular file of bounded size, never a
+    FIFO, and hold what they read to the same schema as the API."""
+    from assay.cli.main import main
+
+    monkeypatch.setenv("ASSAY_DB_URL", api.store.url)
+    fifo = tmp_path / "result.json"
+    os.mkfifo(fifo)
+    before = snapshot(api)
+    assert main(["register", "evaluation", str(fifo), "--model", world["model"]["id"]]) == 2
+    assert "regular file" in capsys.readouterr().err
+    assert main(["lineage", "ingest", str(fifo)]) == 2
+    deep = tmp_path / "deep.json"
+    deep.write_text(json.dumps({"eventType": "COMPLETE", "run": _nested(100)}))
+    assert main(["lineage", "ingest", str(deep)]) == 2
+    assert "deeper than 32" in capsys.readouterr().err
+    sha = world["model"]["files"][0]["sha256"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"run_id": "e1", "suite": "s", "target": "t", "metrics": {"acc": 1}, "model_hashes": {"w": sha},
+                               "extra": 1}))
+    assert main(["register", "evaluation", str(bad), "--model", world["model"]["id"]]) == 2
+    assert "extra: Extra inputs are not permitted" in capsys.readouterr().err
+    assert snapshot(api) == before

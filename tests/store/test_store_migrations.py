@@ -104,10 +104,9 @@ def test_0002_keeps_existing_tokens_and_approvals_working(db_url):
     from datetime import UTC, datetime, timedelta
 
     from assay.server.auth import authenticate, hash_token
+    from assay.store import make_engine
     from assay.store.migrate import upgrade
     from assay.store.schema import ApiToken, Approval, Principal
-
-    from assay.store import make_engine
 
     engine = make_engine(db_url)
     upgrade(engine, "0001")
@@ -165,7 +164,7 @@ def test_the_store_refuses_what_it_could_not_give_back(db_url):
                 s.add(bad)
         long = _asset()
         long.owner = "x" * 256  # VARCHAR(255): PostgreSQL refuses it, SQLite would not
-        with pytest.raises(Unstorable, match="assets.owner"), store.session() as s:
+        with pytest.raises(Unstorable, match=r"assets\.owner"), store.session() as s:
             s.add(long)
         with store.session() as s:
             assert s.scalar(sa.select(sa.func.count()).select_from(Asset)) == 0

@@ -56,6 +56,43 @@ def parse(model: type[M], data: Any) -> M:
                             hint="see the request schema at /docs or `--help`") from None
 
 
+def read_json_file(path: Any, what: str, *, limit: int = 16 << 20, lines: bool = False) -> Any:
+    """A JSON document (or, with ``lines``, JSON Lines) from a regular file of at most ``limit``
+    bytes: a FIFO or a device is refused at once, never read; the documents are held to what the
+    store can give back (``check_json``)."""
+    import json
+    import os
+    import stat
+
+    from assay.store.values import Unstorable
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read {what}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BadInput(f"{path}: {what} must be a regular file, not a FIFO, device or folder")
+        raw = os.read(fd, limit + 1)
+        while len(raw) <= limit and (more := os.read(fd, limit + 1 - len(raw))):
+            raw += more
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise BadInput(f"{path}: {what} is larger than {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+        docs = [json.loads(x) for x in text.splitlines() if x.strip()] if lines else [json.loads(text)]
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise BadInput(f"{path}: {what} is not JSON{' Lines' if lines else ''}: {str(e)[:200]}") from None
+    try:
+        for i, doc in enumerate(docs):
+            check_json(doc, f"{what} {i + 1}" if lines else what, max_depth=INPUT_DEPTH)
+    except Unstorable as e:
+        raise BadInput(f"{path}: {e.message}") from None
+    return docs if lines else docs[0]
+
+
 # ---------------------------------------------------------------- field types
 
 
