@@ -456,7 +456,9 @@ def test_every_error_has_the_documented_shape(api, world):
     refused(api.get("/api/v1/deployments/deployment:nope@1", headers=eng), 404, "nope")
     refused(api.post("/api/v1/tokens/0123456789abcdef/revoke", headers=api.headers_for("adam")), 404, "no token")
     refused(api.post("/api/v1/datasets", headers=eng, json={"name": "x"}), 400, "uri: Field required")
-    refused(api.post("/api/v1/datasets", headers=eng, content=b"{nope"), 400)
+    refused(api.post("/api/v1/datasets", headers={**eng, "content-type": "application/json"}, content=b"{nope"), 400,
+            "not valid JSON")
+    refused(api.get("/api/v1/runs/run-nope/openlineage", headers=eng), 404, "no lineage run")
     refused(api.get("/api/v1/audit", params={"limit": 0}, headers=api.headers_for("adam")), 400, "limit")
     spec = api.get("/openapi.json").json()
     codes = {code for item in spec["paths"].values() for op in item.values() for code in op.get("responses", {})}

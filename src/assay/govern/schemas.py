@@ -38,6 +38,10 @@ def describe_errors(errors: list[dict[str, Any]], *, drop: tuple[str, ...] = ("b
     """pydantic/FastAPI errors as ``field.path: message`` lines (the input itself is not echoed)."""
     out = []
     for e in errors[:50]:
+        if e.get("type") == "json_invalid":  # FastAPI: loc is ("body", character offset)
+            detail = (e.get("ctx") or {}).get("error", "")
+            out.append(f"body: not valid JSON at character {e.get('loc', ('', '?'))[-1]}{': ' + str(detail) if detail else ''}")
+            continue
         loc = [str(x) for x in e.get("loc", ()) if str(x) not in drop]
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         out.append(f"{'.'.join(loc) or 'body'}: {msg}")

@@ -306,6 +306,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = error.detail if isinstance(error.detail, str) else ERROR_TEXTS.get(error.status_code, "refused")
         if error.status_code == 404 and message == "Not Found":
             message = f"no route {request.url.path[:200]!r}"
+        elif message == "There was an error parsing the body":  # FastAPI's words for JSON it could not read
+            message = "the body is not valid JSON, or nests too deep to read"
         elif error.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path[:200]!r}"
         return await error_response(request, error.status_code, message, None, headers=getattr(error, "headers", None))
