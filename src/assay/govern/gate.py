@@ -215,11 +215,22 @@ def evaluate_lineage(graph: LineageGraph, target: int, bundle: Any, deployment: 
 
 
 def _bundle_files(path: Path) -> dict[str, str]:
+    """The text of a bundle's files (its YAML, signature and key), each read bounded."""
+    from assay.policy.source import read_bounded
+
+    from .schemas import BUNDLE_SUFFIXES
+
+    def text(p: Path) -> str:
+        try:
+            return read_bounded(p).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadInput(f"{p}: not UTF-8 text (byte {e.start})") from None
+
     if path.is_file():
-        return {path.name: path.read_text(encoding="utf-8")}
+        return {path.name: text(path)}
     if path.is_dir():
-        return {p.relative_to(path).as_posix(): p.read_text(encoding="utf-8")
-                for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+        return {p.relative_to(path).as_posix(): text(p) for p in sorted(path.rglob("*"))
+                if p.is_file() and not p.name.startswith(".") and p.suffix in BUNDLE_SUFFIXES}
     raise BadInput(f"policy bundle {path}: no such file or folder")
 
 
