@@ -39,3 +39,19 @@ def settings() -> Settings:
     roots = tuple(Path(p).expanduser().resolve() for p in configured.split(os.pathsep) if p.strip()) \
         if configured else (data_dir, home)
     return Settings(home=home, db_url=db_url, data_dir=data_dir, data_roots=roots, data_roots_configured=bool(configured))
+
+
+def int_setting(name: str, default: int, low: int = 1, high: int | None = None) -> int:
+    """A whole-number setting from the environment (``default`` when unset), or bad input naming it."""
+    from assay.errors import BadInput
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadInput(f"{name}={raw!r} is not a whole number") from None
+    if value < low or (high is not None and value > high):
+        raise BadInput(f"{name}={value} must be {f'between {low} and {high}' if high is not None else f'at least {low}'}")
+    return value

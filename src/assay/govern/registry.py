@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ from assay.store.schema import (
 )
 from assay.store.values import text_problem
 
+from . import schemas
 from .propagation import GraphBuilder, LineageCycle, LineageGraph, path_to
 from .schemas import NAME_PATTERN, TERM_PATTERN
 
@@ -148,8 +150,6 @@ def file_manifest(root: Path, files: Sequence[str | Path] | None = None, *,
 def weights_path(base: Path, rel: str, actor: Actor | None) -> tuple[Path | None, str | None]:
     """Where a registered file is checked, or why it is not read: a manifest path must stay inside
     its folder, and a confined actor's check reads only under the data roots."""
-    import posixpath
-
     if not rel or rel.startswith("/") or "\\" in rel or posixpath.normpath(rel) != rel or ".." in rel.split("/"):
         return None, f"{rel[:200]!r}: not a path inside the model folder {base}; not read"
     path = base / rel
@@ -270,10 +270,8 @@ def resolve(session: Session, ref: str, kind: str | None = None) -> Asset:
     """An asset by exact id (``model:ranker@2``), or the latest version of ``kind:name`` / ``name``."""
     if not isinstance(ref, str) or not ref:
         raise NotFound("an asset id is required")
-    if len(ref) > 512 or any(ord(c) < 32 for c in ref):
+    if len(ref) > 512 or text_problem(ref, single_line=True):
         raise NotFound(f"no asset {ref[:80]!r}: ids are at most 512 printable characters")
-    if text_problem(ref, single_line=True):
-        raise NotFound(f"no asset {ref[:80]!r}: ids are printable text")
     asset = session.get(Asset, ref)
     if asset is not None:
         if kind and asset.kind != kind:
@@ -343,10 +341,8 @@ def register_dataset(store: Store, actor: Actor, *, name: str, uri: str, purpose
                      namespace: str = "assay") -> dict[str, Any]:
     """Register (a new version of) a dataset. Local ``uri`` paths are hashed file by file (under
     the data roots, for a confined actor: ``confine``)."""
-    from .schemas import DatasetSpec, parse
-
     actor.require("engineer", "registering a dataset")
-    spec = parse(DatasetSpec, {"name": name, "uri": str(uri), "purposes": list(purposes or ()),
+    spec = schemas.parse(schemas.DatasetSpec, {"name": name, "uri": str(uri), "purposes": list(purposes or ()),
                                "restrictions": list(restrictions or ()), "owner": owner, "licence": licence,
                                "schema": dict(schema or {}),
                                "files": None if files is None else [dict(f) for f in files]})
@@ -374,10 +370,8 @@ def register_model(store: Store, actor: Actor, *, name: str, weights: Sequence[s
     """Register a model: every weights file by sha256, its framework, and the training run that
     made it (a lineage run from ``trained_on`` datasets to this model). The weights folder must
     lie under the data roots for a confined actor (``confine``)."""
-    from .schemas import ModelSpec, parse
-
     actor.require("engineer", "registering a model")
-    spec = parse(ModelSpec, {
+    spec = schemas.parse(schemas.ModelSpec, {
         "name": name, "weights": None if weights is None else [str(w) for w in weights],
         "files": None if files is None else [dict(f) for f in files], "uri": None if uri is None else str(uri),
         "framework": framework, "trained_on": list(trained_on or ()), "training_run": training_run,
@@ -420,13 +414,11 @@ def _common_root(paths: Sequence[Path]) -> str:
 def register_evaluation(store: Store, actor: Actor, result: EvaluationResult | Mapping[str, Any],
                         model: str) -> dict[str, Any]:
     """Record an evaluation run of ``model``; its model hashes must be exactly the registered ones."""
-    from .schemas import EvaluationSpec, parse
-
     actor.require("engineer", "registering an evaluation")
     data = result.to_dict() if isinstance(result, EvaluationResult) else result
     if not isinstance(data, Mapping):
         raise BadInput(f"an evaluation result must be a JSON object, not {type(data).__name__}")
-    checked = parse(EvaluationSpec, dict(data))
+    checked = schemas.parse(schemas.EvaluationSpec, dict(data))
     result = EvaluationResult(**checked.model_dump())
     with store.session() as s:
         m = resolve(s, model, "model")
@@ -463,10 +455,8 @@ def _safe(text: str) -> str:
 def register_transformation(store: Store, actor: Actor, *, name: str, lifts: Sequence[str],
                             description: str = "") -> dict[str, Any]:
     """Register a transformation (e.g. anonymisation) that may lift restrictions once approved."""
-    from .schemas import TransformationIn, parse
-
     actor.require("engineer", "registering a transformation")
-    checked = parse(TransformationIn, {"name": name, "lifts": list(lifts or ()), "description": description})
+    checked = schemas.parse(schemas.TransformationIn, {"name": name, "lifts": list(lifts or ()), "description": description})
     name, description = checked.name, checked.description
     lifts = normalise_terms(checked.lifts, "restriction")
     if not lifts:
@@ -481,9 +471,7 @@ def register_transformation(store: Store, actor: Actor, *, name: str, lifts: Seq
 
 
 def approve_transformation(store: Store, actor: Actor, transformation_id: str, comment: str = "") -> dict[str, Any]:
-    from .schemas import ApprovalIn, parse
-
-    comment = parse(ApprovalIn, {"comment": comment}).comment
+    comment = schemas.parse(schemas.ApprovalIn, {"comment": comment}).comment
     check_approver(actor, "approving a transformation")
     with store.session() as s:
         t = s.get(Transformation, transformation_id) if len(str(transformation_id)) <= 255 else None
@@ -534,10 +522,8 @@ def _transformation_approved(s: Session, tid: str) -> bool:
 def record_run(store: Store, actor: Actor, *, job_name: str, inputs: Sequence[str], outputs: Sequence[str],
                kind: str = "other", transformation_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Link existing assets: ``inputs`` -> run -> ``outputs``. Refuses cycles and unknown ids."""
-    from .schemas import RunIn, parse
-
     actor.require("engineer", "recording lineage")
-    checked = parse(RunIn, {"job_name": job_name, "inputs": list(inputs or ()), "outputs": list(outputs or ()),
+    checked = schemas.parse(schemas.RunIn, {"job_name": job_name, "inputs": list(inputs or ()), "outputs": list(outputs or ()),
                             "kind": kind, "transformation": transformation_id})
     with store.session() as s:
         run = _record_run(s, actor, job_name=checked.job_name, kind=checked.kind, inputs=checked.inputs,

@@ -65,25 +65,14 @@ def read_json_file(path: Any, what: str, *, limit: int = 16 << 20, lines: bool =
     bytes: a FIFO or a device is refused at once, never read; the documents are held to what the
     store can give back (``check_json``)."""
     import json
-    import os
-    import stat
 
+    from assay.files import FileRefused, read_regular
     from assay.store.values import Unstorable
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as e:
-        raise BadInput(f"{path}: cannot read {what}: {e.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BadInput(f"{path}: {what} must be a regular file, not a FIFO, device or folder")
-        raw = os.read(fd, limit + 1)
-        while len(raw) <= limit and (more := os.read(fd, limit + 1 - len(raw))):
-            raw += more
-    finally:
-        os.close(fd)
-    if len(raw) > limit:
-        raise BadInput(f"{path}: {what} is larger than {limit} bytes")
+        raw = read_regular(path, limit)
+    except FileRefused as e:
+        raise BadInput(f"{path}: {what}: {e.message}") from None
     try:
         text = raw.decode("utf-8")
         docs = [json.loads(x) for x in text.splitlines() if x.strip()] if lines else [json.loads(text)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from assay.errors import BadInput, LocatedError, Location
+from assay.config import int_setting
+from assay.errors import LocatedError, Location
+from assay.files import FileRefused, read_regular
 
 MAX_BYTES = 1 << 20  # one policy file, and a whole bundle
 MAX_NODES = 100_000  # values after alias expansion
@@ -90,23 +90,9 @@ def _node_pos(node: Any) -> tuple[int, int]:
     return 0, 0
 
 
-def limit(name: str, default: int) -> int:
-    """A parsing limit from the environment (``ASSAY_POLICY_MAX_BYTES`` etc.), else ``default``."""
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadInput(f"{name}={raw!r} is not a whole number") from None
-    if value < 1:
-        raise BadInput(f"{name}={value} must be at least 1")
-    return value
-
-
 def max_bytes() -> int:
     """The most bytes a policy file, and a whole bundle, may hold (``ASSAY_POLICY_MAX_BYTES``)."""
-    return limit("ASSAY_POLICY_MAX_BYTES", MAX_BYTES)
+    return int_setting("ASSAY_POLICY_MAX_BYTES", MAX_BYTES)
 
 
 def location_of(raw: bytes, offset: int, path: Path) -> Location:
@@ -116,43 +102,20 @@ def location_of(raw: bytes, offset: int, path: Path) -> Location:
 
 
 def read_bounded(path: Path, budget: int | None = None, *, total: int | None = None) -> bytes:
-    """The bytes of a regular file of at most ``budget`` bytes (default ``max_bytes()``).
-
-    Opened without blocking and checked with ``fstat`` on the open descriptor, so a FIFO, a device
-    such as ``/dev/zero`` or a socket is refused at once, and never more than ``budget + 1`` bytes
-    are read; a larger file is refused at the line and column where it crosses the limit (with
-    ``total``, the limit is on a whole bundle of which ``budget`` bytes are left).
-    """
+    """The bytes of a regular policy file of at most ``budget`` bytes (default ``max_bytes()``;
+    ``assay.files.read_regular``: a FIFO or a device is refused at once). A larger file is refused
+    at the line and column where it crosses the limit (with ``total``, the limit is on a whole
+    bundle of which ``budget`` bytes are left)."""
     budget = max_bytes() if budget is None else budget
-    where = Location(str(path), 1, 1)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise PolicyError(f"cannot read policy file: {e.strerror}", where) from e
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) or \
-                stat.S_ISBLK(info.st_mode) else "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise PolicyError(f"policy file is {kind}; only regular files are read", where)
-        chunks, size = [], 0
-        while size <= budget:
-            chunk = os.read(fd, min(1 << 20, budget + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as e:
-        raise PolicyError(f"cannot read policy file: {e.strerror}", where) from e
-    finally:
-        os.close(fd)
-    raw = b"".join(chunks)
-    if len(raw) > budget:
+        return read_regular(path, budget)
+    except FileRefused as e:
+        if e.data is None:
+            raise PolicyError(f"policy file: {e.message}", Location(str(path), 1, 1)) from None
         what = f"policy file is larger than the limit of {budget} bytes" if total is None else \
             f"the bundle's files together are larger than the limit of {total} bytes"
-        raise PolicyError(what, location_of(raw, budget, path),
-                          hint="make the bundle smaller, or raise ASSAY_POLICY_MAX_BYTES")
-    return raw
+        raise PolicyError(what, location_of(e.data, budget, path),
+                          hint="make the bundle smaller, or raise ASSAY_POLICY_MAX_BYTES") from None
 
 
 def read_yaml(path: Path, budget: int | None = None, *, total: int | None = None) -> SourceFile:
@@ -193,7 +156,7 @@ def check_expansion(src: SourceFile) -> None:
     nodes are what aliases make, so this costs time in the number of distinct nodes, not in the
     size of the expansion.
     """
-    max_nodes = limit("ASSAY_POLICY_MAX_NODES", MAX_NODES)
+    max_nodes = int_setting("ASSAY_POLICY_MAX_NODES", MAX_NODES)
     max_chars = 8 * max_bytes()
     sizes: dict[int, tuple[int, int, int]] = {}  # id -> (values, characters, height)
     open_nodes: set[int] = set()

@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assay import __version__
+from assay.config import int_setting
 from assay.errors import AssayError, BadInput, LocatedError, Unavailable
 from assay.store import Store, open_store
 
@@ -104,19 +105,6 @@ def _metrics():
 
 
 # ---------------------------------------------------------------- intake: body limit, encodings, client address
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadInput(f"{name}={raw!r} is not a whole number") from None
-    if value < 1:
-        raise BadInput(f"{name}={value} must be at least 1")
-    return value
 
 
 def trusted_proxies(spec: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -388,7 +376,7 @@ def create_app(store: Store | None = None, db_url: str | None = None, *, max_bod
                               "`Authorization: Bearer <token>` (see `assay token create`). Errors are "
                               '`{"error", "hint"}`.')
     app.state.store = store or open_store(db_url)
-    app.state.max_body_bytes = max_body_bytes or _env_int("ASSAY_MAX_BODY_BYTES", MAX_BODY_BYTES)
+    app.state.max_body_bytes = max_body_bytes or int_setting("ASSAY_MAX_BODY_BYTES", MAX_BODY_BYTES)
     app.state.trusted_proxies = trusted_proxies(trusted if trusted is not None else os.environ.get("ASSAY_TRUSTED_PROXIES"))
     registry, requests, latency = _metrics()
     app.state.metrics_registry = registry

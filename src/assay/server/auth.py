@@ -19,7 +19,6 @@ tokens that count as other people's approvals; tokens minted by the operator on 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -53,14 +52,9 @@ def hash_token(token: str) -> str:
 
 
 def default_ttl_days() -> int:
-    raw = os.environ.get("ASSAY_TOKEN_TTL_DAYS", str(DEFAULT_TTL_DAYS))
-    try:
-        days = int(raw)
-    except ValueError:
-        raise BadInput(f"ASSAY_TOKEN_TTL_DAYS={raw!r} is not a whole number of days") from None
-    if not 1 <= days <= MAX_TTL_DAYS:
-        raise BadInput(f"ASSAY_TOKEN_TTL_DAYS={days} must be between 1 and {MAX_TTL_DAYS}")
-    return days
+    from assay.config import int_setting
+
+    return int_setting("ASSAY_TOKEN_TTL_DAYS", DEFAULT_TTL_DAYS, 1, MAX_TTL_DAYS)
 
 
 def create_token(store: Store, actor: Actor, *, name: str, role: str, kind: str = "person",
