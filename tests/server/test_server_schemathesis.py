@@ -41,3 +41,23 @@ def test_the_attack_sees_a_5xx_when_there_is_one(tmp_path, assay_home, caplog):
     result = attack(app, token, examples=1, scenarios=1, steps=2)
     assert result.server_errors >= 1 and any("/api/v1/crash" in f for f in result.failures), result.as_dict()
     store.close()
+
+
+def test_the_attack_records_failed_checks_and_goes_on(tmp_path, assay_home, caplog):
+    """An undocumented status is a failed check (schemathesis raises a group of failures): it is
+    recorded, and the other operations are still attacked."""
+    from fastapi.responses import JSONResponse
+
+    caplog.set_level(logging.CRITICAL, logger="assay.server")
+    store = open_store()
+    token = seed(store, tmp_path)
+    app = create_app(store)
+
+    @app.get("/api/v1/teapot", tags=["test"])
+    def teapot() -> dict:
+        return JSONResponse({"error": "I am a teapot", "hint": None}, status_code=418)
+
+    result = attack(app, token, examples=1, scenarios=1, steps=2)
+    assert any("/api/v1/teapot" in f and "418" in f for f in result.failures), result.failures
+    assert result.statuses[201] >= 1  # and the run went on to the other operations
+    store.close()

@@ -69,10 +69,10 @@ ERROR_TEXTS = {400: "Bad input: what is wrong and where", 401: "Missing, invalid
                408: "The request body did not arrive in time", 409: "Refused: the request conflicts with the registry",
                413: "The request body is larger than the server accepts",
                415: "The request body's Content-Encoding is not accepted (only gzip)",
-               503: "The store is unavailable"}
+               503: "A dependency is unavailable (the store, a schema folder)"}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-    for code, text in ERROR_TEXTS.items() if code in (400, 401, 403, 404, 409, 413, 415)
+    for code, text in ERROR_TEXTS.items() if code in (400, 401, 403, 404, 409, 413, 415, 503)
 }
 
 

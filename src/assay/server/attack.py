@@ -127,7 +127,7 @@ def attack(app: Any, token: str, *, examples: int = 5, scenarios: int = 20, step
                 one()
             except hypothesis.errors.Unsatisfiable:
                 continue  # nothing to get wrong (no parameters, no body): the positive run covers it
-            except Exception as e:  # a failed check: recorded, and the run goes on
+            except (Exception, BaseExceptionGroup) as e:  # failed checks (a group): recorded, the run goes on
                 result.failures.append(f"{operation.label} ({mode.value}): {_failure(e)}")
 
     result.stateless_calls = result.calls
@@ -142,7 +142,7 @@ def attack(app: Any, token: str, *, examples: int = 5, scenarios: int = 20, step
 
     try:
         Scenario.run(settings=hypothesis.settings(settings, max_examples=scenarios, stateful_step_count=steps))
-    except Exception as e:
+    except (Exception, BaseExceptionGroup) as e:
         result.failures.append(f"stateful: {_failure(e)}")
     return result
 
