@@ -568,7 +568,8 @@ def rollback_deployment(store: Store, actor: Actor, deployment: str, to_version:
         from .registry import _new_asset
 
         spec = {**(target.spec or {}), "rolled_back_from": latest.id, "rolled_back_to": target.id,
-                "rollback_reason": reason or "unspecified", "requested_by": actor.name}
+                "rollback_reason": reason or "unspecified", "requested_by": actor.name,
+                "requested_by_accountable": actor.accountable}
         new = _new_asset(s, actor, kind="deployment", name=current.name, namespace=current.namespace,
                          purposes=target.purposes, restrictions=target.restrictions, subject_id=target.subject_id, spec=spec)
         audit(s, actor, "rollback_deployment", new.id, {"from": latest.id, "to": target.id, "reason": reason})
