@@ -166,7 +166,7 @@ class Intake:
         try:
             declared = int(length[0]) if length else None
         except ValueError:
-            return await self._refuse(scope, send, 400, "Content-Length is not a number")
+            return await self._refuse(scope, send, 400, "Content-Length is not a number", close=True)
         if declared is not None and declared > self.max_body:
             return await self._refuse(scope, send, 413, f"request body of {declared} bytes is larger than the limit of "
                                                         f"{self.max_body} bytes", close=True)
@@ -174,7 +174,7 @@ class Intake:
         encodings = [e for value in encodings for e in value.split(",") if e.strip() not in ("", "identity")]
         if len(encodings) > 1 or (encodings and encodings[0].strip() != "gzip"):
             return await self._refuse(scope, send, 415, f"Content-Encoding {', '.join(encodings)!r} is not accepted; "
-                                                        "send the body plain or gzip-compressed")
+                                                        "send the body plain or gzip-compressed", close=True)
         body = bytearray()
         try:
             async with asyncio.timeout(self.body_timeout):
