@@ -272,7 +272,10 @@ async def error_response(request: Request, status: int, message: str, hint: str 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI) -> None:
+    """The one error shape on ``app``: for any FastAPI app whose routes use ``require_role`` (its
+    401 and 403 are ``AssayError``s) or raise ``AssayError``; refused mutations are audited when
+    ``app.state.store`` is set."""
     from assay.govern.schemas import describe_errors
     from assay.server.auth import Unauthorized
 
@@ -398,7 +401,7 @@ def create_app(store: Store | None = None, db_url: str | None = None, *, max_bod
         latency.labels(request.method, path).observe(time.perf_counter() - started)
         return response
 
-    _install_error_handlers(app)
+    install_error_handlers(app)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "store unreachable",
                                                         "content": {"application/json": {"schema": ERROR_SCHEMA}}}})
