@@ -212,6 +212,8 @@ class DatasetSpec(Strict):
     data_schema: JsonObject = Field(default_factory=dict, alias="schema")
     files: list[FileEntry] | None = Field(None, max_length=MAX_MANIFEST,
                                           description="The manifest; omit to hash a path on the server.")
+    withdrawal: Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_text)] | None = Field(
+        None, description="This version withdraws consent (the reason): its terms also bind every earlier version.")
 
     @model_validator(mode="after")
     def _unique_paths(self) -> DatasetSpec:

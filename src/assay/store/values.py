@@ -77,8 +77,11 @@ def check_number(value: Any, where: str) -> Any:
     return value
 
 
-def check_json(value: Any, where: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> Any:
+def check_json(value: Any, where: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES,
+               strings: bool = True) -> Any:
     """``value`` if it is a JSON document both stores round-trip, else ``Unstorable`` naming the path.
+    With ``strings=False`` only its shape and numbers are checked (for a document whose text is
+    mapped to storable names before anything is written, as OpenLineage names are).
 
     Iterative (an explicit stack), so a hostile document cannot exhaust the Python stack here.
     """
@@ -94,14 +97,16 @@ def check_json(value: Any, where: str, *, max_depth: int = MAX_DEPTH, max_nodes:
         if isinstance(item, (int, float)):
             check_number(item, path)
         elif isinstance(item, str):
-            check_text(item, path)
+            if strings:
+                check_text(item, path)
         elif isinstance(item, Mapping):
             if depth >= max_depth:
                 raise Unstorable(f"{_short(path)}: nested deeper than {max_depth} levels")
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise Unstorable(f"{path}: object keys must be strings, not {type(key).__name__}")
-                check_text(key, f"{path}: key {key[:40]!r}")
+                if strings:
+                    check_text(key, f"{path}: key {key[:40]!r}")
                 stack.append((child, f"{path}.{key[:40]}", depth + 1))
         elif isinstance(item, (list, tuple)):
             if depth >= max_depth:
