@@ -602,3 +602,19 @@ def test_command_line_files_are_read_bounded_and_validated(api, world, tmp_path,
     assert main(["register", "evaluation", str(bad), "--model", world["model"]["id"]]) == 2
     assert "extra: Extra inputs are not permitted" in capsys.readouterr().err
     assert snapshot(api) == before
+
+
+def test_gzip_bodies_are_inflated_bounded_member_by_member():
+    import zlib
+
+    from assay.server.app import inflate
+
+    assert inflate(gzip.compress(b"a" * 10) + gzip.compress(b"b" * 5), 15) == b"a" * 10 + b"b" * 5  # two members
+    with pytest.raises(OverflowError):
+        inflate(gzip.compress(b"a" * 10) + gzip.compress(b"b" * 6), 15)  # the second member crosses the limit
+    with pytest.raises(OverflowError):
+        inflate(gzip.compress(b" " * (64 << 20)), 1 << 20)
+    with pytest.raises(zlib.error):
+        inflate(gzip.compress(b"x" * 100)[:-9], 1000)  # truncated
+    with pytest.raises(zlib.error):
+        inflate(b"not gzip", 1000)

@@ -143,6 +143,22 @@ def client_address(peer: str, forwarded_for: list[str], proxies: tuple) -> str:
     return hops[0] if hops else peer
 
 
+def inflate(data: bytes, limit: int) -> bytes:
+    """A gzip body (one member or several) inflated to at most ``limit`` bytes: ``OverflowError``
+    beyond it (never more than ``limit + 1`` bytes are produced), ``zlib.error`` if it is not gzip."""
+    out = bytearray()
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += inflater.decompress(data, limit + 1 - len(out))
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise OverflowError(limit)
+        if not inflater.eof:
+            raise zlib.error("the gzip stream is truncated")
+        data = inflater.unused_data
+        if not data:
+            return bytes(out)
+
+
 class Intake:
     """Pure ASGI middleware that runs before any route, dependency or authentication."""
 
@@ -192,14 +208,11 @@ class Intake:
             return await self._refuse(scope, send, 408, f"the request body did not arrive within {self.body_timeout:g} s",
                                       close=True)
         if encodings:
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             try:
-                plain = inflater.decompress(bytes(body), self.max_body + 1)
-                if len(plain) > self.max_body or inflater.unconsumed_tail:
-                    return await self._refuse(scope, send, 413, f"the gzip body inflates to more than the limit of "
-                                                                f"{self.max_body} bytes")
-                if not inflater.eof:
-                    raise zlib.error("the gzip stream is truncated")
+                plain = inflate(bytes(body), self.max_body)
+            except OverflowError:
+                return await self._refuse(scope, send, 413, f"the gzip body inflates to more than the limit of "
+                                                            f"{self.max_body} bytes")
             except zlib.error as e:
                 return await self._refuse(scope, send, 400, f"body is not valid gzip: {e}")
             body = bytearray(plain)
