@@ -27,12 +27,19 @@ def test_no_request_gets_a_5xx_or_an_undocumented_answer(store_kind, request, ca
     assert {200, 201, 400, 404} <= set(result.statuses), result.as_dict()  # past validation, into the handlers
 
 
-def test_the_attack_sees_a_5xx_when_there_is_one(tmp_path, assay_home, caplog):
-    """The oracle can fail: a route that crashes is reported as a server error and a failure."""
+@pytest.fixture
+def seeded(tmp_path, assay_home, caplog):
+    """A seeded store and an app on it, with the fuzzer's token: ``(app, token)``."""
     caplog.set_level(logging.CRITICAL, logger="assay.server")
     store = open_store()
     token = seed(store, tmp_path)
-    app = create_app(store)
+    yield create_app(store), token
+    store.close()
+
+
+def test_the_attack_sees_a_5xx_when_there_is_one(seeded):
+    """The oracle can fail: a route that crashes is reported as a server error and a failure."""
+    app, token = seeded
 
     @app.get("/api/v1/crash", tags=["test"])
     def crash() -> dict:
@@ -40,18 +47,14 @@ def test_the_attack_sees_a_5xx_when_there_is_one(tmp_path, assay_home, caplog):
 
     result = attack(app, token, examples=1, scenarios=1, steps=2)
     assert result.server_errors >= 1 and any("/api/v1/crash" in f for f in result.failures), result.as_dict()
-    store.close()
 
 
-def test_the_attack_records_failed_checks_and_goes_on(tmp_path, assay_home, caplog):
+def test_the_attack_records_failed_checks_and_goes_on(seeded):
     """An undocumented status is a failed check (schemathesis raises a group of failures): it is
     recorded, and the other operations are still attacked."""
     from fastapi.responses import JSONResponse
 
-    caplog.set_level(logging.CRITICAL, logger="assay.server")
-    store = open_store()
-    token = seed(store, tmp_path)
-    app = create_app(store)
+    app, token = seeded
 
     @app.get("/api/v1/teapot", tags=["test"])
     def teapot() -> dict:
@@ -60,4 +63,3 @@ def test_the_attack_records_failed_checks_and_goes_on(tmp_path, assay_home, capl
     result = attack(app, token, examples=1, scenarios=1, steps=2)
     assert any("/api/v1/teapot" in f and "418" in f for f in result.failures), result.failures
     assert result.statuses[201] >= 1  # and the run went on to the other operations
-    store.close()
