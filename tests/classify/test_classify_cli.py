@@ -64,3 +64,17 @@ def test_classify_text_and_list(capsys):
     listed = json.loads(capsys.readouterr().out)
     assert {r["name"] for r in listed} >= {"toxicity", "claim_match"}
     assert all(r["version"].startswith(r["name"] + "@sha256:") for r in listed)
+
+
+def test_one_lone_surrogate_row_is_a_per_row_error_not_a_lost_batch(tmp_path, capsys):
+    """Issue #20: a row whose text is the JSON escape "\\ud800" (valid JSON, invalid Unicode) used
+    to abort the whole run; it is that row's error now, and the other rows are scored."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text('{"id": 1, "text": "Thanks, I loved this film!", "note": "x\\udc00"}\n'
+                   '{"id": 2, "text": "bad \\ud800 row"}\n{"id": 3, "text": "What a lovely day."}\n')
+    assert main(["classify", "toxicity", "--input", str(src), "--output", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert summary["rows"] == 3 and summary["scored"] == 2 and summary["errors"] == 1
+    assert rows[2]["_error"] == "field 'text': invalid Unicode at character 4 (a lone surrogate)"
+    assert isinstance(rows[1]["toxicity_score"], float) and rows[1]["note"] == "x\udc00"  # kept, escaped

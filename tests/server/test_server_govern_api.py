@@ -14,9 +14,10 @@ from assay.store.schema import ApiToken, Asset, AuditEntry
 BUNDLE = Path(__file__).resolve().parents[2] / "src" / "assay" / "govern" / "default_bundle.yaml"
 
 
-def _audit_count(api) -> int:
+def _audit_count(api, outcome: str = "ok") -> int:
+    """Audit rows of work that was done (``ok``), or with ``refused``, of attempts turned away."""
     with api.store.session() as s:
-        return s.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
+        return s.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.outcome.startswith(outcome)))
 
 
 def test_health_metrics_and_openapi_need_no_token(api):
@@ -37,11 +38,11 @@ def test_tokens_roles_and_reasons(api, tmp_path):
     data.write_text("a\n1\n")
     body = {"name": "d", "uri": str(data), "purposes": ["research"]}
     r = api.post("/api/v1/datasets", json=body)
-    assert r.status_code == 401 and "missing API token" in r.json()["detail"]
+    assert r.status_code == 401 and "missing API token" in r.json()["error"]
     r = api.post("/api/v1/datasets", json=body, headers={"Authorization": "Bearer assay_wrong"})
-    assert r.status_code == 401 and "invalid" in r.json()["detail"]
+    assert r.status_code == 401 and "invalid" in r.json()["error"]
     r = api.post("/api/v1/datasets", json=body, headers=api.headers_for("vera"))
-    assert r.status_code == 403 and "vera has role 'viewer'" in r.json()["detail"]
+    assert r.status_code == 403 and "vera has role 'viewer'" in r.json()["error"]
     assert api.get("/api/v1/audit", headers=api.headers_for("erin")).status_code == 403
     r = api.post("/api/v1/datasets", json=body, headers=api.headers_for("erin"))
     assert r.status_code == 201 and r.json()["id"] == "dataset:d@1"
@@ -74,10 +75,12 @@ def test_bad_input_gets_a_reason_and_writes_nothing(api, tmp_path):
     r = api.post("/api/v1/lineage", json={"eventType": "COMPLETE", "run": {"runId": "x"}}, headers=eng)
     assert r.status_code == 400 and any("runId" in e for e in r.json()["errors"])
     r = api.post("/api/v1/datasets", json={"name": "bad name!", "uri": str(data)}, headers=eng)
-    assert r.status_code == 400 and "not a valid name" in r.json()["error"]
-    r = api.post("/api/v1/datasets", json={"name": "x", "uri": "/no/such/path"}, headers=eng)
-    assert r.status_code == 400 and "/no/such/path" in r.json()["error"]
-    assert _audit_count(api) == before
+    assert r.status_code == 400 and "is not valid: a name is" in r.json()["error"]
+    missing = tmp_path / "no" / "such" / "path"
+    r = api.post("/api/v1/datasets", json={"name": "x", "uri": str(missing)}, headers=eng)
+    assert r.status_code == 400 and str(missing) in r.json()["error"]
+    assert _audit_count(api) == before  # nothing was done ...
+    assert _audit_count(api, "refused") == 5  # ... and every refused mutation is on record
 
 
 def test_governance_flow_over_http(api, tmp_path):

@@ -99,6 +99,10 @@ def text_of(row: Row, field: str) -> tuple[str | None, str | None]:
             return None, f"field {field!r}: invalid UTF-8 at byte {e.start}"
     if not isinstance(value, str):
         return None, f"field {field!r} is {type(value).__name__}, not a string"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # a JSON "\ud800" escape: this row is wrong, not the batch
+        return None, f"field {field!r}: invalid Unicode at character {e.start} (a lone surrogate)"
     return value, None
 
 
@@ -198,7 +202,12 @@ def score_file(
 
         def flush() -> None:
             for record in score_rows(classifiers, buffer, text_field):
-                out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                # escaped where other fields of the row hold text that is not valid Unicode
+                line = json.dumps(record, ensure_ascii=False, default=str)
+                try:
+                    out.write(line + "\n")
+                except UnicodeEncodeError:
+                    out.write(json.dumps(record, default=str) + "\n")
                 summary.rows += 1
                 if "_error" in record:
                     summary.errors += 1

@@ -50,8 +50,8 @@ from assay.errors import BadInput
 
 BENCHMARKS = {
     "policy": "assay.policy.bench",
-    "govern": "assay.govern.bench",
-    "lineage": "assay.govern.bench",  # the name it had first
+    "govern": "assay.server.bench",  # the lineage figures plus the control plane's attack figures
+    "lineage": "assay.govern.bench",  # the lineage figures alone (the name it had first)
     "guard": "assay.guard.bench",
     "stream": "assay.guard.stream_bench",
     "trace": "assay.trace.bench",

@@ -28,7 +28,7 @@ def _ctx(token: str | None):
 
     actor = token_actor(store, token, source="cli")
     if actor is None:
-        raise BadInput("the API token is unknown or revoked")
+        raise BadInput("the API token is unknown or revoked, or it has expired")
     return store, actor
 
 
@@ -114,15 +114,11 @@ def register(app: typer.Typer) -> None:
         token: str = TOKEN_OPT, as_json: bool = JSON_OPT,
     ) -> None:
         """Record an evaluation run; its model hashes must match the registered weights."""
-        from assay.errors import BadInput
         from assay.govern.registry import register_evaluation as reg_eval
+        from assay.govern.schemas import read_json_file
 
         store, actor = _ctx(token)
-        try:
-            data = json.loads(result.read_text())
-        except (OSError, ValueError) as e:
-            raise BadInput(f"{result}: {e}") from e
-        out = reg_eval(store, actor, data, model)
+        out = reg_eval(store, actor, read_json_file(result, "evaluation result"), model)
         _print(out, as_json, f"registered {out['id']} for {model}")
 
     @lin.command("show")
@@ -204,14 +200,13 @@ def register(app: typer.Typer) -> None:
         """Ingest OpenLineage RunEvents from a file (the HTTP API takes them at /api/v1/lineage)."""
         from assay.errors import BadInput
         from assay.govern.openlineage import ingest as ingest_fn
+        from assay.govern.schemas import read_json_file
 
         store, actor = _ctx(token)
-        text = events.read_text()
         try:
-            docs = [json.loads(text)] if text.lstrip().startswith("{") and "\n{" not in text.strip() else [
-                json.loads(line) for line in text.splitlines() if line.strip()]
-        except ValueError as e:
-            raise BadInput(f"{events}: not JSON: {e}") from e
+            docs = [read_json_file(events, "RunEvent")]  # one event, possibly spread over lines
+        except BadInput:
+            docs = read_json_file(events, "RunEvent", lines=True)
         out = [ingest_fn(store, actor, d) for d in docs]
         _print(out, as_json, "\n".join(f"run {r['id']}: {r['inputs']} -> {r['outputs']}" for r in out))
 

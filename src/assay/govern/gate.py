@@ -44,11 +44,14 @@ from .registry import (
     Forbidden,
     NotFound,
     _name,
+    add_approval,
     asset_view,
     audit,
+    check_approver,
     files_under,
     resolve,
     sha256_file,
+    weights_path,
 )
 
 PURPOSE_LIMITATION = "assay:purpose-limitation"
@@ -217,11 +220,22 @@ def _bundle_denial(anc: Ancestry, i: int, rule: str, reason: str, ctx: dict[str,
 
 
 def _bundle_files(path: Path) -> dict[str, str]:
+    """The text of a bundle's files (its YAML, signature and key), each read bounded."""
+    from assay.policy.source import read_bounded
+
+    from .schemas import BUNDLE_SUFFIXES
+
+    def text(p: Path) -> str:
+        try:
+            return read_bounded(p).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadInput(f"{p}: not UTF-8 text (byte {e.start})") from None
+
     if path.is_file():
-        return {path.name: path.read_text(encoding="utf-8")}
+        return {path.name: text(path)}
     if path.is_dir():
-        return {p.relative_to(path).as_posix(): p.read_text(encoding="utf-8")
-                for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+        return {p.relative_to(path).as_posix(): text(p) for p in sorted(path.rglob("*"))
+                if p.is_file() and not p.name.startswith(".") and p.suffix in BUNDLE_SUFFIXES}
     raise BadInput(f"policy bundle {path}: no such file or folder")
 
 
@@ -230,6 +244,20 @@ def load_policy(path: str | Path):
 
     policy = require_extra("assay.policy", "all")
     return policy.load_bundle(Path(path))
+
+
+def _load_written(tmp: str, files: dict[str, str]):
+    """The bundle whose ``files`` were written into ``tmp``; an error names the bundle's own file
+    (``bundle.yaml:3:7``), not the temporary folder."""
+    from assay.errors import LocatedError, Location
+
+    try:
+        return load_policy(Path(tmp, next(iter(files))) if len(files) == 1 else Path(tmp))
+    except LocatedError as e:
+        e.location = Location(Path(e.location.file).relative_to(tmp).as_posix()
+                              if Path(e.location.file).is_relative_to(tmp) else e.location.file,
+                              e.location.line, e.location.column)
+        raise
 
 
 def _stored_bundle(session, bundle_hash: str):
@@ -241,8 +269,7 @@ def _stored_bundle(session, bundle_hash: str):
             dest = Path(tmp, rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(text, encoding="utf-8")
-        only = Path(tmp, next(iter(row.files))) if len(row.files) == 1 else Path(tmp)
-        bundle = load_policy(only)
+        bundle = _load_written(tmp, row.files)
     if bundle.hash != bundle_hash:
         raise BadInput(f"stored bundle reloads with hash {bundle.hash[:12]}…, expected {bundle_hash[:12]}…")
     return bundle
@@ -263,7 +290,7 @@ def store_bundle(session, actor: Actor, path: str | Path | None = None, files: d
                 dest = Path(tmp, rel)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(files[rel], encoding="utf-8")
-            bundle = load_policy(Path(tmp, next(iter(files))) if len(files) == 1 else Path(tmp))
+            bundle = _load_written(tmp, files)
     else:
         if path is None:
             raise BadInput("a policy bundle is required (a path, its files, or the hash of a stored one)")
@@ -297,35 +324,49 @@ def request_deployment(store: Store, actor: Actor, *, model: str, surface: str, 
                          subject_id=m.id, spec={"surface": surface, "purpose": purpose, "region": region,
                                                 "environment": environment, "bundle_hash": b.hash,
                                                 "bundle": f"{b.name}@{b.version}", "model_id": m.id,
-                                                "requested_by": actor.name})
+                                                "requested_by": actor.name,
+                                                "requested_by_accountable": actor.accountable})
         return asset_view(s, dep, with_files=False)
 
 
 def approve_deployment(store: Store, actor: Actor, deployment: str, comment: str = "") -> dict[str, Any]:
-    """An approval by one person with role approver or admin; never the requester, never twice."""
-    actor.require("approver", "approving a deployment")
+    """An approval by one person with role approver or admin; never the requester (nor whoever
+    minted the requester's token), never twice by the same accountable principal."""
+    from .schemas import ApprovalIn, parse
+
+    comment = parse(ApprovalIn, {"comment": comment}).comment
+    check_approver(actor, "approving a deployment")
     with store.session() as s:
         dep = resolve(s, deployment, "deployment")
-        if dep.spec.get("requested_by") == actor.name:
-            raise Forbidden(f"{actor.name} requested {dep.id} and may not approve it")
-        if s.scalar(sa.select(Approval).where(Approval.subject_id == dep.id, Approval.approver == actor.name)):
-            raise BadInput(f"{actor.name} has already approved {dep.id}; a second approval must come from someone else")
-        s.add(Approval(subject_kind="deployment", subject_id=dep.id, approver=actor.name, role=actor.role, comment=comment))
-        audit(s, actor, "approve_deployment", dep.id, {"comment": comment})
-        s.flush()
+        requesters = _requesters(dep)
+        if actor.name in requesters or actor.accountable in requesters:
+            raise Forbidden(f"{actor.name} may not approve {dep.id}: it was requested by {' / '.join(sorted(requesters))}"
+                            + ("" if actor.accountable == actor.name else f", and {actor.name}'s token was minted by {actor.accountable}"))
+        add_approval(s, actor, "deployment", dep.id, comment)
+        audit(s, actor, "approve_deployment", dep.id, {"comment": comment, "accountable": actor.accountable})
         return {"deployment": dep.id, "approved_by": actor.name, "approvals": _approvers(s, dep)}
 
 
+def _requesters(dep: Asset) -> set[str]:
+    """Who requested a deployment, and who minted the token they requested it with."""
+    spec = dep.spec or {}
+    return {x for x in (spec.get("requested_by"), spec.get("requested_by_accountable")) if x}
+
+
 def _approvers(s, dep: Asset) -> list[str]:
+    """The accountable principals who approved, other than the requesters: counted per principal."""
     rows = s.scalars(sa.select(Approval).where(Approval.subject_kind == "deployment", Approval.subject_id == dep.id))
-    return sorted(a.approver for a in rows if a.role in APPROVER_ROLES and a.approver != dep.spec.get("requested_by"))
+    requesters = _requesters(dep)
+    return sorted({a.accountable for a in rows if a.role in APPROVER_ROLES and a.accountable not in requesters
+                   and a.approver not in requesters})
 
 
-def verify_weights(s, model: Asset, root: Path | None = None) -> dict[str, Any]:
+def verify_weights(s, model: Asset, root: Path | None = None, actor: Actor | None = None) -> dict[str, Any]:
     """Check the weights a deployment will load, now: every registered path (links followed, as a
     loader follows them) re-hashed; a path that resolves to another file than at registration is
     a change of weights even if the bytes match; a folder registered as weights must hold exactly
-    the files it held. ``root`` checks a copy elsewhere (hashes and folder contents only)."""
+    the files it held. ``root`` checks a copy elsewhere (hashes and folder contents only). For a
+    confined ``actor`` (a request over the network) nothing outside the data roots is read."""
     base = root or (Path(model.uri) if model.uri else None)
     files = s.scalars(sa.select(AssetFile).where(AssetFile.asset_id == model.id).order_by(AssetFile.path)).all()
     layout = (model.spec or {}).get("weights") or {}
@@ -335,7 +376,10 @@ def verify_weights(s, model: Asset, root: Path | None = None) -> dict[str, Any]:
         return {"passed": False, "files": len(files), "problems": problems}
     targets = layout.get("targets", {}) if root is None and layout else None
     for f in files:
-        p = base / f.path
+        p, refused = weights_path(base, f.path, actor)
+        if refused:
+            problems.append(refused)
+            continue
         if not p.is_file():
             problems.append(f"{f.path}: missing on disk at {p}")
             continue
@@ -350,6 +394,8 @@ def verify_weights(s, model: Asset, root: Path | None = None) -> dict[str, Any]:
     registered = {f.path for f in files}
     for folder in layout.get("folders", []):
         where = base / folder
+        if actor is not None and weights_path(base, folder, actor)[1]:
+            continue  # outside the data roots: its file names are not listed either (the files were refused above)
         if where.is_dir():
             extra = sorted(p for p in ((Path(folder) / x).as_posix() for x in files_under(where)) if p not in registered)
             if extra:
@@ -388,7 +434,7 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
         else:
             bundle = _stored_bundle(s, spec["bundle_hash"])
         started = time.perf_counter()
-        weights = verify_weights(s, model, Path(weights_root) if weights_root else None)
+        weights = verify_weights(s, model, Path(weights_root) if weights_root else None, actor)
         anc = governed(store, s, model.id)
         context = {"purpose": spec["purpose"], "surface": spec["surface"], "region": spec["region"],
                    "environment": spec["environment"]}
@@ -549,7 +595,8 @@ def rollback_deployment(store: Store, actor: Actor, deployment: str, to_version:
         from .registry import _new_asset
 
         spec = {**(target.spec or {}), "rolled_back_from": latest.id, "rolled_back_to": target.id,
-                "rollback_reason": reason or "unspecified", "requested_by": actor.name}
+                "rollback_reason": reason or "unspecified", "requested_by": actor.name,
+                "requested_by_accountable": actor.accountable}
         new = _new_asset(s, actor, kind="deployment", name=current.name, namespace=current.namespace,
                          purposes=target.purposes, restrictions=target.restrictions, subject_id=target.subject_id, spec=spec)
         audit(s, actor, "rollback_deployment", new.id, {"from": latest.id, "to": target.id, "reason": reason})

@@ -35,6 +35,7 @@ from .registry import (
     KINDS,
     NAME_RE,
     Actor,
+    NotFound,
     _new_asset,
     _record_run,
     audit,
@@ -431,9 +432,9 @@ def run_event(store: Store, run_id: str, event_type: str = "COMPLETE", verdict: 
     from .lineage import governed
 
     with store.session() as s:
-        run = s.get(Run, run_id)
+        run = s.get(Run, run_id) if len(run_id) <= 255 else None
         if run is None:
-            raise BadInput(f"no lineage run {run_id!r}")
+            raise NotFound(f"no lineage run {run_id[:80]!r}")
         io = s.scalars(sa.select(RunIO).where(RunIO.run_id == run_id)).all()
         assets = {a.id: a for a in s.scalars(sa.select(Asset).where(Asset.id.in_([x.asset_id for x in io])))}
         lifts = s.scalars(sa.select(RestrictionLift).where(RestrictionLift.run_id == run_id)).all()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,14 +41,18 @@ from assay.store.schema import (
     RunIO,
     Transformation,
 )
+from assay.store.values import text_problem
 
+from . import schemas
 from .propagation import GraphBuilder, LineageCycle, Paths
+from .schemas import NAME_PATTERN, TERM_PATTERN
 
 ROLES = ("viewer", "engineer", "approver", "admin")
 KINDS = ("dataset", "model", "evaluation", "deployment")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:+-]{0,254}$")
-TERM_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}(=[A-Za-z0-9_.:/-]{1,128})?$")
+NAME_RE = re.compile(NAME_PATTERN)
+TERM_RE = re.compile(TERM_PATTERN)
 STRUCTURED_RESTRICTIONS = ("contains_minors", "consent_scope", "region", "retention_days")
+MAX_MANIFEST_FILES = 100_000
 
 
 class Forbidden(AssayError):
@@ -58,13 +63,32 @@ class NotFound(BadInput):
     """An id that names nothing in the registry (HTTP 404)."""
 
 
+class Conflict(BadInput):
+    """The request conflicts with what the registry holds, e.g. a second approval by the same
+    person (HTTP 409)."""
+
+
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting, with which role, from where (for access checks and the audit log)."""
+    """Who is acting, with which role, from where (for access checks and the audit log).
+
+    An actor from an API token carries the token's id, its principal's ``kind`` (a ``service``
+    may not approve) and ``delegated_by``: whoever minted the token over the API for someone
+    else, and so could be the one using it. ``remote`` actors came over the network; they see
+    files only under the data roots (``data_roots``)."""
 
     name: str
     role: str
     source: str = "cli"
+    kind: str = "person"
+    token_id: str | None = None
+    delegated_by: str | None = None
+    remote: bool = False
+
+    @property
+    def accountable(self) -> str:
+        """The principal answerable for what this actor does (the minter of a delegated token)."""
+        return self.delegated_by or self.name
 
     def at_least(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -96,8 +120,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_manifest(root: Path, files: Sequence[str | Path] | None = None) -> list[dict[str, Any]]:
-    """``[{path, sha256, size}]`` for a file, every file under a folder, or the named files."""
+def file_manifest(root: Path, files: Sequence[str | Path] | None = None, *,
+                  actor: Actor | None = None) -> list[dict[str, Any]]:
+    """``[{path, sha256, size}]`` for a file, every file under a folder, or the named files.
+
+    With ``actor``, every file must lie under the data roots that actor may read (``confine``),
+    checked before anything is opened; a folder with no files is refused."""
     root = Path(root)
     if files:
         paths = [root / f for f in files]
@@ -106,14 +134,70 @@ def file_manifest(root: Path, files: Sequence[str | Path] | None = None) -> list
         root = root.parent
     elif root.is_dir():
         paths = sorted(p for p in root.rglob("*") if p.is_file())
+        if not paths:
+            raise BadInput(f"{root}: the folder has no files to register")
+        if len(paths) > MAX_MANIFEST_FILES:
+            raise BadInput(f"{root}: more than {MAX_MANIFEST_FILES} files; register a smaller folder")
     else:
         raise BadInput(f"{root}: no such file or folder")
+    if actor is not None:
+        for p in paths:
+            confine(p, actor, "file")
     out = []
     for p in paths:
         if not p.is_file():
             raise BadInput(f"{p}: no such file")
         out.append({"path": p.relative_to(root).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size})
     return out
+
+
+def weights_path(base: Path, rel: str, actor: Actor | None) -> tuple[Path | None, str | None]:
+    """Where a registered file is checked, or why it is not read: a manifest path must stay inside
+    its folder, and a confined actor's check reads only under the data roots."""
+    if not rel or rel.startswith("/") or "\\" in rel or posixpath.normpath(rel) != rel or ".." in rel.split("/"):
+        return None, f"{rel[:200]!r}: not a path inside the model folder {base}; not read"
+    path = base / rel
+    if actor is not None:
+        try:
+            confine(path, actor, "weights file")  # where it resolves; the path itself is what is checked
+        except OutsideDataRoots as e:
+            return None, f"{e.message}; not read"
+    return path, None
+
+
+class OutsideDataRoots(Forbidden):
+    """A path that resolves outside the data roots (HTTP 403, exit 2)."""
+
+    exit_code = 2
+
+
+def confined(actor: Actor) -> bool:
+    """Whether ``actor`` may see files only under the data roots: anyone who came over the
+    network, and everyone once ``ASSAY_DATA_ROOTS`` is set."""
+    from assay.config import settings
+
+    return actor.remote or settings().data_roots_configured
+
+
+def confine(path: str | Path, actor: Actor, what: str = "path") -> Path:
+    """``path`` with symlinks resolved, refused unless it lies under a data root (for a confined
+    actor). The error names the roots, and is the same whether or not the path exists."""
+    from assay.config import settings
+
+    text = str(path)
+    if "\x00" in text:
+        raise BadInput(f"{what} contains a NUL byte")
+    try:
+        resolved = Path(text).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise BadInput(f"{what} {text[:200]!r} cannot be resolved: {e}") from None
+    if not confined(actor):
+        return resolved
+    roots = settings().data_roots
+    if any(resolved.is_relative_to(root) for root in roots):
+        return resolved
+    raise OutsideDataRoots(f"{what} {text[:200]!r} resolves outside the data roots ({', '.join(map(str, roots))})",
+                           hint="put the files under a data root; the server's operator sets them with ASSAY_DATA_ROOTS")
 
 
 def manifest_hash(entries: Iterable[Mapping[str, Any]]) -> str:
@@ -190,18 +274,18 @@ def resolve(session: Session, ref: str, kind: str | None = None) -> Asset:
     """An asset by exact id (``model:ranker@2``), or the latest version of ``kind:name`` / ``name``."""
     if not isinstance(ref, str) or not ref:
         raise NotFound("an asset id is required")
-    if len(ref) > 512 or any(ord(c) < 32 for c in ref):
+    if len(ref) > 512 or text_problem(ref, single_line=True):
         raise NotFound(f"no asset {ref[:80]!r}: ids are at most 512 printable characters")
     asset = session.get(Asset, ref)
     if asset is not None:
         if kind and asset.kind != kind:
-            raise BadInput(f"{ref} is a {asset.kind}, not a {kind}")
+            raise NotFound(f"no {kind} {ref!r}: it is a {asset.kind}")
         return asset
     want_kind, name = kind, ref
     if ":" in ref and ref.split(":", 1)[0] in KINDS:
         want_kind, name = ref.split(":", 1)
         if kind and want_kind != kind:
-            raise BadInput(f"{ref} is a {want_kind}, not a {kind}")
+            raise NotFound(f"no {kind} {ref!r}: it names a {want_kind}")
     namespace = "assay"
     query = sa.select(Asset).where(Asset.name == name, Asset.namespace == namespace)
     if want_kind:
@@ -262,38 +346,44 @@ def register_dataset(store: Store, actor: Actor, *, name: str, uri: str, purpose
                      restrictions: Sequence[str] = (), owner: str | None = None, licence: str | None = None,
                      schema: Mapping[str, Any] | None = None, files: Sequence[Mapping[str, Any]] | None = None,
                      namespace: str = "assay", withdrawal: str | None = None) -> dict[str, Any]:
-    """Register (a new version of) a dataset. Local ``uri`` paths are hashed file by file.
+    """Register (a new version of) a dataset. Local ``uri`` paths are hashed file by file (under
+    the data roots, for a confined actor: ``confine``).
 
     With ``withdrawal`` (the reason, e.g. "users withdrew consent for ads on 2026-03-01") the new
     version is a consent withdrawal: its terms also bind every earlier version of the dataset, and
     so every model trained on one (docs/govern.md, "Versions and consent withdrawal")."""
     actor.require("engineer", "registering a dataset")
-    if withdrawal is not None and (not isinstance(withdrawal, str) or not withdrawal.strip() or len(withdrawal) > 2000):
+    spec = schemas.parse(schemas.DatasetSpec, {"name": name, "uri": str(uri), "purposes": list(purposes or ()),
+                                               "restrictions": list(restrictions or ()), "owner": owner,
+                                               "licence": licence, "schema": dict(schema or {}),
+                                               "files": None if files is None else [dict(f) for f in files],
+                                               "withdrawal": withdrawal})
+    if spec.withdrawal is not None and not spec.withdrawal.strip():
         raise BadInput("a withdrawal needs its reason: 1 to 2000 characters saying whose consent changed and when")
-    if "\x00" in uri:
-        raise BadInput("dataset uri contains a NUL byte")
-    if files is None:
-        path = Path(uri)
+    if spec.files is None:
+        path = confine(spec.uri, actor, "dataset uri")
         if not path.exists():
-            raise BadInput(f"dataset uri {uri!r} is not a local file or folder; pass the file manifest explicitly")
-        files = file_manifest(path)
-        uri = str(path.resolve())
-    for f in files:
-        if not re.fullmatch(r"[0-9a-f]{64}", str(f.get("sha256", ""))):
-            raise BadInput(f"manifest entry {f.get('path')!r}: sha256 must be 64 lower-case hex digits")
+            raise BadInput(f"dataset uri {spec.uri!r} is not a local file or folder; pass the file manifest explicitly")
+        manifest = file_manifest(path, actor=actor)
+        uri = str(path)
+    else:
+        manifest = [f.model_dump() for f in spec.files]
+        uri = spec.uri
     with store.session() as s:
-        spec: dict[str, Any] = {"schema": dict(schema or {})}
-        if withdrawal is not None:
+        record: dict[str, Any] = {"schema": spec.data_schema}
+        if spec.withdrawal is not None:
             earlier = s.scalars(sa.select(Asset.id).where(Asset.kind == "dataset", Asset.namespace == namespace,
-                                                          Asset.name == name).order_by(Asset.version)).all()
+                                                          Asset.name == spec.name).order_by(Asset.version)).all()
             if not earlier:
-                raise BadInput(f"dataset {name!r} has no earlier version whose consent could be withdrawn",
+                raise BadInput(f"dataset {spec.name!r} has no earlier version whose consent could be withdrawn",
                                hint="register it normally; a withdrawal narrows versions registered before it")
-            spec["withdrawal"] = {"reason": withdrawal.strip(), "binds": list(earlier)}
-        asset = _new_asset(s, actor, kind="dataset", name=name, namespace=namespace, purposes=purposes,
-                           restrictions=restrictions, uri=uri, owner=owner, licence=licence, files=files, spec=spec)
-        if withdrawal is not None:
-            audit(s, actor, "withdraw_consent", asset.id, {"reason": withdrawal.strip(), "binds": spec["withdrawal"]["binds"],
+            record["withdrawal"] = {"reason": spec.withdrawal.strip(), "binds": list(earlier)}
+        asset = _new_asset(s, actor, kind="dataset", name=spec.name, namespace=namespace, purposes=spec.purposes,
+                           restrictions=spec.restrictions, uri=uri, owner=spec.owner, licence=spec.licence,
+                           files=manifest, spec=record)
+        if spec.withdrawal is not None:
+            audit(s, actor, "withdraw_consent", asset.id, {"reason": spec.withdrawal.strip(),
+                                                          "binds": record["withdrawal"]["binds"],
                                                           "purposes": asset.purposes, "restrictions": asset.restrictions})
         return asset_view(s, asset)
 
@@ -308,30 +398,41 @@ def register_model(store: Store, actor: Actor, *, name: str, weights: Sequence[s
 
     ``weights`` are what a deployment will load: each path is kept as given (made absolute, links
     not resolved), a folder stands for every file under it, and the file each path resolves to
-    now is recorded, so the gate can tell when a link is re-pointed (``weights_layout``)."""
+    now is recorded, so the gate can tell when a link is re-pointed (``weights_layout``). For a
+    confined actor every path, and every file it leads to, must resolve under the data roots."""
     actor.require("engineer", "registering a model")
+    spec = schemas.parse(schemas.ModelSpec, {
+        "name": name, "weights": None if weights is None else [str(w) for w in weights],
+        "files": None if files is None else [dict(f) for f in files], "uri": None if uri is None else str(uri),
+        "framework": framework, "trained_on": list(trained_on or ()), "training_run": training_run,
+        "purposes": list(purposes or ()), "restrictions": list(restrictions or ()), "owner": owner,
+        "licence": licence, "transformation": transformation})
     layout: dict[str, Any] | None = None
-    if files is None:
-        if not weights:
-            raise BadInput("a model needs at least one weights file or folder")
-        if any("\x00" in str(w) for w in weights) or (uri and "\x00" in uri):
-            raise BadInput("a weights path contains a NUL byte")
-        given = [Path(os.path.abspath(w)) for w in weights]
-        root = Path(os.path.abspath(uri)) if uri else Path(_common_root(given))
+    if spec.files is None:
+        for w in [*(spec.weights or ()), *([spec.uri] if spec.uri else [])]:
+            confine(w, actor, "weights")
+        given = [Path(os.path.abspath(w)) for w in spec.weights or ()]
+        root = Path(os.path.abspath(spec.uri)) if spec.uri else Path(_common_root(given))
         rels, folders = _weights_files(root, given)
-        files = file_manifest(root, rels)
+        manifest = file_manifest(root, rels, actor=actor)
         layout = weights_layout(root, rels, folders)
         uri = str(root)
+    else:
+        if confined(actor):
+            confine(spec.uri or "", actor, "model uri")
+        uri = os.path.abspath(spec.uri) if spec.uri else None
+        manifest = [f.model_dump() for f in spec.files]
     with store.session() as s:
-        inputs = [resolve(s, ref) for ref in trained_on]
-        run_name = training_run or f"train-{name}"
-        asset = _new_asset(s, actor, kind="model", name=name, purposes=purposes, restrictions=restrictions,
-                           uri=uri, owner=owner, licence=licence, files=files,
-                           spec={"framework": framework, "training_run": run_name,
-                                 "declares_purposes": bool(purposes), **({"weights": layout} if layout else {})})
+        inputs = [resolve(s, ref) for ref in spec.trained_on]
+        run_name = spec.training_run or f"train-{spec.name}"
+        asset = _new_asset(s, actor, kind="model", name=spec.name, purposes=spec.purposes,
+                           restrictions=spec.restrictions, uri=uri, owner=spec.owner, licence=spec.licence,
+                           files=manifest, spec={"framework": spec.framework, "training_run": run_name,
+                                                 "declares_purposes": bool(spec.purposes),
+                                                 **({"weights": layout} if layout else {})})
         if inputs:
             _record_run(s, actor, job_name=run_name, kind="train", inputs=[a.id for a in inputs],
-                        outputs=[asset.id], transformation_id=transformation)
+                        outputs=[asset.id], transformation_id=spec.transformation)
         return asset_view(s, asset)
 
 
@@ -393,11 +494,11 @@ def register_evaluation(store: Store, actor: Actor, result: EvaluationResult | M
                         model: str) -> dict[str, Any]:
     """Record an evaluation run of ``model``; its model hashes must be exactly the registered ones."""
     actor.require("engineer", "registering an evaluation")
-    if isinstance(result, Mapping):
-        try:
-            result = EvaluationResult(**{**result, "intervals": {k: tuple(v) for k, v in dict(result.get("intervals", {})).items()}})
-        except TypeError as e:
-            raise BadInput(f"not an evaluation result: {e}") from e
+    data = result.to_dict() if isinstance(result, EvaluationResult) else result
+    if not isinstance(data, Mapping):
+        raise BadInput(f"an evaluation result must be a JSON object, not {type(data).__name__}")
+    checked = schemas.parse(schemas.EvaluationSpec, dict(data))
+    result = EvaluationResult(**checked.model_dump())
     with store.session() as s:
         m = resolve(s, model, "model")
         registered = {f.sha256 for f in s.scalars(sa.select(AssetFile).where(AssetFile.asset_id == m.id))}
@@ -434,7 +535,9 @@ def register_transformation(store: Store, actor: Actor, *, name: str, lifts: Seq
                             description: str = "") -> dict[str, Any]:
     """Register a transformation (e.g. anonymisation) that may lift restrictions once approved."""
     actor.require("engineer", "registering a transformation")
-    lifts = normalise_terms(lifts, "restriction")
+    checked = schemas.parse(schemas.TransformationIn, {"name": name, "lifts": list(lifts or ()), "description": description})
+    name, description = checked.name, checked.description
+    lifts = normalise_terms(checked.lifts, "restriction")
     if not lifts:
         raise BadInput("a transformation must name at least one restriction it lifts")
     with store.session() as s:
@@ -447,18 +550,44 @@ def register_transformation(store: Store, actor: Actor, *, name: str, lifts: Seq
 
 
 def approve_transformation(store: Store, actor: Actor, transformation_id: str, comment: str = "") -> dict[str, Any]:
-    actor.require("approver", "approving a transformation")
+    comment = schemas.parse(schemas.ApprovalIn, {"comment": comment}).comment
+    check_approver(actor, "approving a transformation")
     with store.session() as s:
-        t = s.get(Transformation, transformation_id)
+        t = s.get(Transformation, transformation_id) if len(str(transformation_id)) <= 255 else None
         if t is None:
-            raise NotFound(f"no transformation {transformation_id!r}")
-        if t.created_by == actor.name:
-            raise Forbidden(f"{actor.name} registered {transformation_id} and may not approve it")
-        if s.scalar(sa.select(Approval).where(Approval.subject_id == t.id, Approval.approver == actor.name)):
-            raise BadInput(f"{actor.name} has already approved {t.id}")
-        s.add(Approval(subject_kind="transformation", subject_id=t.id, approver=actor.name, role=actor.role, comment=comment))
-        audit(s, actor, "approve_transformation", t.id, {"comment": comment})
+            raise NotFound(f"no transformation {str(transformation_id)[:80]!r}")
+        if t.created_by in (actor.name, actor.accountable):
+            raise Forbidden(f"{t.created_by} registered {transformation_id} and may not approve it"
+                            + ("" if actor.accountable == actor.name else f" (the token was minted by {actor.accountable})"))
+        add_approval(s, actor, "transformation", t.id, comment)
+        audit(s, actor, "approve_transformation", t.id, {"comment": comment, "accountable": actor.accountable})
         return {"id": t.id, "lifts": list(t.lifts), "approved": True, "approved_by": actor.name}
+
+
+def check_approver(actor: Actor, action: str) -> None:
+    """Approvals need role approver (or admin) and a person: a service principal never approves."""
+    actor.require("approver", action)
+    if actor.kind != "person":
+        raise Forbidden(f"{actor.name} is a {actor.kind}; only people approve")
+
+
+def add_approval(s: Session, actor: Actor, subject_kind: str, subject_id: str, comment: str) -> None:
+    """One approval per subject and accountable principal, held by a database constraint: a
+    duplicate (even one racing in at the same instant from another request) is a ``Conflict``."""
+    mine = sa.or_(Approval.approver == actor.name, Approval.accountable == actor.accountable)
+    if s.scalar(sa.select(Approval.id).where(Approval.subject_id == subject_id, mine).limit(1)) is not None:
+        raise _duplicate_approval(actor, subject_id)
+    s.add(Approval(subject_kind=subject_kind, subject_id=subject_id, approver=actor.name,
+                   accountable=actor.accountable, role=actor.role, comment=comment))
+    try:
+        s.flush()  # the unique constraint answers here; the caller's transaction then rolls back whole
+    except sa.exc.IntegrityError:
+        raise _duplicate_approval(actor, subject_id) from None
+
+
+def _duplicate_approval(actor: Actor, subject_id: str) -> Conflict:
+    who = actor.name if actor.accountable == actor.name else f"{actor.accountable} (who minted {actor.name}'s token)"
+    return Conflict(f"{who} has already approved {subject_id}; a further approval must come from someone else")
 
 
 def _transformation_approved(s: Session, tid: str) -> bool:
@@ -473,9 +602,11 @@ def record_run(store: Store, actor: Actor, *, job_name: str, inputs: Sequence[st
                kind: str = "other", transformation_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Link existing assets: ``inputs`` -> run -> ``outputs``. Refuses cycles and unknown ids."""
     actor.require("engineer", "recording lineage")
+    checked = schemas.parse(schemas.RunIn, {"job_name": job_name, "inputs": list(inputs or ()), "outputs": list(outputs or ()),
+                            "kind": kind, "transformation": transformation_id})
     with store.session() as s:
-        run = _record_run(s, actor, job_name=job_name, kind=kind, inputs=inputs, outputs=outputs,
-                          transformation_id=transformation_id, run_id=run_id)
+        run = _record_run(s, actor, job_name=checked.job_name, kind=checked.kind, inputs=checked.inputs,
+                          outputs=checked.outputs, transformation_id=checked.transformation, run_id=run_id)
         return run_view(s, run)
 
 

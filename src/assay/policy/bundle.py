@@ -30,7 +30,7 @@ from assay.policy.model import (
     Rule,
     TestCase,
 )
-from assay.policy.source import PolicyError, SourceFile, read_yaml
+from assay.policy.source import PolicyError, SourceFile, max_bytes, read_yaml
 from assay.policy.types import AttrType, parse_type
 
 TOP_KEYS = ("bundle", "version", "description", "requires_signature", "attributes", *SECTIONS, "tests")
@@ -49,11 +49,16 @@ class CompiledCondition:
     attributes: tuple[str, ...]
 
 
+MAX_FILES = 256
+
+
 def _yaml_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
         if not files:
             raise PolicyError("policy folder has no .yaml files", Location(str(path), 1, 1))
+        if len(files) > MAX_FILES:
+            raise PolicyError(f"policy folder has more than {MAX_FILES} .yaml files", Location(str(files[MAX_FILES]), 1, 1))
         return files
     if not path.exists():
         raise PolicyError("policy bundle not found", Location(str(path), 1, 1))
@@ -534,8 +539,14 @@ def load_bundle(path: str | os.PathLike, *, require_signature: bool | None = Non
 
     root = Path(path)
     builder = BundleBuilder()
+    budget = total = max_bytes()  # the whole bundle, not each file, is bounded
     for file in _yaml_files(root):
-        builder.add_file(read_yaml(file))
+        src = read_yaml(file, budget, total=total)
+        budget -= len(src.text.encode("utf-8"))
+        builder.add_file(src)
+    if not any(builder.items.values()):
+        raise PolicyError("the bundle is empty: it has no rules, gates, purposes or alerts", Location(str(builder.sources[0].path), 1, 1),
+                          hint="a bundle needs at least one rule, gate, purpose or alert")
     compiled = builder.compile_all()
     bundle = Bundle(root, builder, compiled)
     # compile every surface's vectorised rule set now, so an unsupported condition is an error

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from assay.errors import BadInput, Location
-from assay.policy.source import PolicyError
+from assay.policy.source import PolicyError, read_bounded
 
 
 def signature_path(bundle_path: Path) -> Path:
@@ -110,7 +110,7 @@ def check_signature(bundle, *, required: bool, public_key: Any = None) -> dict |
         return None
     pub = load_public_key(public_key)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_bounded(path, 64 * 1024).decode())
         sig = base64.b64decode(doc["signature"], validate=True)
         signed_hash = doc["bundle_hash"]
     except (OSError, ValueError, KeyError, TypeError) as e:

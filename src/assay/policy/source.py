@@ -9,7 +9,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from assay.config import int_setting
 from assay.errors import LocatedError, Location
+from assay.files import FileRefused, read_regular
+
+MAX_BYTES = 1 << 20  # one policy file, and a whole bundle
+MAX_NODES = 100_000  # values after alias expansion
+MAX_DEPTH = 64
 
 
 class PolicyError(LocatedError):
@@ -84,12 +90,39 @@ def _node_pos(node: Any) -> tuple[int, int]:
     return 0, 0
 
 
-def read_yaml(path: Path) -> SourceFile:
-    """Parse one YAML file, turning any YAML error into a located ``PolicyError``."""
+def max_bytes() -> int:
+    """The most bytes a policy file, and a whole bundle, may hold (``ASSAY_POLICY_MAX_BYTES``)."""
+    return int_setting("ASSAY_POLICY_MAX_BYTES", MAX_BYTES)
+
+
+def location_of(raw: bytes, offset: int, path: Path) -> Location:
+    """The 1-based line and column of byte ``offset`` of ``raw``."""
+    line = raw.count(b"\n", 0, offset) + 1
+    return Location(str(path), line, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1)
+
+
+def read_bounded(path: Path, budget: int | None = None, *, total: int | None = None) -> bytes:
+    """The bytes of a regular policy file of at most ``budget`` bytes (default ``max_bytes()``;
+    ``assay.files.read_regular``: a FIFO or a device is refused at once). A larger file is refused
+    at the line and column where it crosses the limit (with ``total``, the limit is on a whole
+    bundle of which ``budget`` bytes are left)."""
+    budget = max_bytes() if budget is None else budget
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise PolicyError(f"cannot read policy file: {e.strerror}", Location(str(path), 1, 1)) from e
+        return read_regular(path, budget)
+    except FileRefused as e:
+        if e.data is None:
+            raise PolicyError(f"policy file: {e.message}", Location(str(path), 1, 1)) from None
+        what = f"policy file is larger than the limit of {budget} bytes" if total is None else \
+            f"the bundle's files together are larger than the limit of {total} bytes"
+        raise PolicyError(what, location_of(e.data, budget, path),
+                          hint="make the bundle smaller, or raise ASSAY_POLICY_MAX_BYTES") from None
+
+
+def read_yaml(path: Path, budget: int | None = None, *, total: int | None = None) -> SourceFile:
+    """Parse one YAML file (at most ``budget`` bytes), turning any YAML error into a located
+    ``PolicyError``; its aliases may expand to at most ``ASSAY_POLICY_MAX_NODES`` values nested at
+    most ``MAX_DEPTH`` deep (``check_expansion``)."""
+    raw = read_bounded(path, budget, total=total)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -109,5 +142,57 @@ def read_yaml(path: Path) -> SourceFile:
     except YAMLError as e:
         raise PolicyError(f"malformed YAML: {e}", Location(str(path), 1, 1)) from e
     except Exception as e:  # ruamel raises assorted errors on pathological input
-        raise PolicyError(f"malformed YAML: {type(e).__name__}: {e}", Location(str(path), 1, 1)) from e
-    return SourceFile(path, text, tree)
+        raise PolicyError(f"malformed YAML: {type(e).__name__}: {str(e)[:200]}", Location(str(path), 1, 1)) from e
+    src = SourceFile(path, text, tree)
+    check_expansion(src)
+    return src
+
+
+def check_expansion(src: SourceFile) -> None:
+    """Refuse a tree whose aliases expand beyond the limits (a "billion laughs"), refer to
+    themselves, or nest too deep, at the place of the offending node.
+
+    Each node's expanded size (values, characters of text, height) is computed once: shared
+    nodes are what aliases make, so this costs time in the number of distinct nodes, not in the
+    size of the expansion.
+    """
+    max_nodes = int_setting("ASSAY_POLICY_MAX_NODES", MAX_NODES)
+    max_chars = 8 * max_bytes()
+    sizes: dict[int, tuple[int, int, int]] = {}  # id -> (values, characters, height)
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, Any, bool]] = [(src.tree, None, False)]  # (node, parent, children pushed?)
+    while stack:
+        node, parent, expanded = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        key = id(node)
+        if not expanded:
+            if key in sizes:
+                continue
+            if key in open_nodes:
+                raise src.at_node(node if getattr(node, "lc", None) else parent,
+                                  "a YAML alias refers to a node that contains it (a recursive alias)")
+            open_nodes.add(key)
+            stack.append((node, parent, True))
+            stack.extend((child, node, False) for child in _children(node))
+            continue
+        open_nodes.discard(key)
+        values, chars, height = 1, 0, 1
+        for child in _children(node):
+            if isinstance(child, (dict, list)):
+                v, c, h = sizes[id(child)]
+            else:
+                v, c, h = 1, len(child) if isinstance(child, str) else 0, 0
+            values, chars, height = values + v, chars + c, max(height, h + 1)
+        if isinstance(node, dict):
+            chars += sum(len(k) for k in node if isinstance(k, str))
+        if values > max_nodes or chars > max_chars:
+            raise src.at_node(node, f"this node expands to more than {max_nodes} values or {max_chars} characters "
+                                    "through YAML aliases", hint="write the values out, or raise ASSAY_POLICY_MAX_NODES")
+        if height > MAX_DEPTH:
+            raise src.at_node(node, f"the policy nests deeper than {MAX_DEPTH} levels here")
+        sizes[key] = (values, chars, height)
+
+
+def _children(node: dict | list) -> list[Any]:
+    return list(node.values()) if isinstance(node, dict) else list(node)

@@ -118,4 +118,8 @@ def open_store(url: str | None = None, *, migrate: bool = True) -> Store:
             raise Unavailable(f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: {e.orig}") from e
         if at != head_revision():
             upgrade(engine)
-    return Store(url=url, engine=engine, _factory=sessionmaker(engine, expire_on_commit=False))
+    from assay.store.values import guard_session
+
+    factory = sessionmaker(engine, expire_on_commit=False)
+    guard_session(factory)  # nothing a store cannot give back is ever flushed (assay.store.values)
+    return Store(url=url, engine=engine, _factory=factory)

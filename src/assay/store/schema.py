@@ -129,15 +129,22 @@ class RestrictionLift(Base):
 
 
 class Approval(Base):
-    """An approval of a deployment or a transformation by one person."""
+    """An approval of a deployment or a transformation by one person.
+
+    ``accountable`` is the principal answerable for it: the approver, or whoever minted the token
+    it was made with when someone else did (they saw the secret). The database holds at most one
+    approval per subject and accountable principal, so concurrent duplicates cannot both land.
+    """
 
     __tablename__ = "approvals"
-    __table_args__ = (sa.UniqueConstraint("subject_id", "approver", name="uq_approvals_subject_approver"),)
+    __table_args__ = (sa.UniqueConstraint("subject_id", "approver", name="uq_approvals_subject_approver"),
+                      sa.UniqueConstraint("subject_id", "accountable", name="uq_approvals_subject_accountable"))
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     subject_kind: Mapped[str] = mapped_column(sa.String(32))  # deployment | transformation
     subject_id: Mapped[str] = mapped_column(sa.String(512), index=True)
     approver: Mapped[str] = mapped_column(sa.String(255))
+    accountable: Mapped[str] = mapped_column(sa.String(255))
     role: Mapped[str] = mapped_column(sa.String(32))
     comment: Mapped[str] = mapped_column(sa.Text, default="")
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
@@ -171,22 +178,39 @@ class Verdict(Base):
     checked_by: Mapped[str] = mapped_column(sa.String(255))
 
 
+class Principal(Base):
+    """Someone who holds tokens: a person (may approve) or a service (may not)."""
+
+    __tablename__ = "principals"
+
+    name: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16), default="person")  # person | service
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(sa.String(255))
+
+
 class ApiToken(Base):
-    """An API token; only its sha256 is stored (tokens are 256-bit random, so a fast hash is enough)."""
+    """An API token of a principal (``name``); only its sha256 is stored (tokens are 256-bit
+    random, so a fast hash is enough). Every token expires. ``delegated_by`` is set when the token
+    was minted over the API by someone other than its principal: that person saw the secret, so
+    what the token approves counts as theirs."""
 
     __tablename__ = "api_tokens"
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(255), index=True)
+    name: Mapped[str] = mapped_column(sa.String(255), sa.ForeignKey("principals.name"), index=True)
     role: Mapped[str] = mapped_column(sa.String(32))
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str] = mapped_column(sa.String(255))
+    expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    delegated_by: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
 
 
 class AuditEntry(Base):
-    """Every mutation: who, what, when, from where."""
+    """Every mutation: who, what, when, from where, and the outcome (``ok``, or ``refused <status>``
+    for an attempt that was turned away, written in its own transaction)."""
 
     __tablename__ = "audit_log"
 
@@ -197,4 +221,5 @@ class AuditEntry(Base):
     source: Mapped[str] = mapped_column(sa.String(255))
     action: Mapped[str] = mapped_column(sa.String(64))
     target: Mapped[str] = mapped_column(sa.String(512))
+    outcome: Mapped[str] = mapped_column(sa.String(32), default="ok", server_default="ok")
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from assay.config import settings
 from assay.errors import AssayError
@@ -34,13 +35,23 @@ class _Redirect(Exception):
 
 
 def _actor(request: Request):
-    from assay.server.auth import token_actor
+    from assay.server.auth import client_source, token_actor
 
     token = request.cookies.get(COOKIE, "")
-    actor = token_actor(request.app.state.store, token, source=f"ui:{request.client.host if request.client else '?'}")
+    actor = token_actor(request.app.state.store, token, source=client_source(request, "ui"), remote=True)
     if actor is None:
         raise _Redirect()
+    request.state.actor = actor
     return actor
+
+
+async def _refused(request: Request, status: int, message: str) -> None:
+    """A refused action on the dashboard goes to the audit log like a refused API call."""
+    from starlette.concurrency import run_in_threadpool
+
+    from assay.server.app import audit_refusal
+
+    await run_in_threadpool(audit_refusal, request.app.state.store, request, status, message)
 
 
 def _csrf(request: Request) -> str:
@@ -68,8 +79,10 @@ def _guarded(handler):
         except _Redirect:
             return RedirectResponse("/ui/login", status_code=303)
         except AssayError as e:
-            from assay.server.app import status_for
+            from assay.server.app import MUTATING, status_for
 
+            if request.method in MUTATING:
+                await _refused(request, status_for(e), e.message)
             try:
                 actor = _actor(request)
             except _Redirect:
@@ -126,8 +139,9 @@ async def login_form(request: Request):
 async def login(request: Request, token: str = Form("")):
     from assay.server.auth import token_actor
 
-    actor = token_actor(request.app.state.store, token.strip(), source="ui-login")
+    actor = token_actor(request.app.state.store, token.strip(), source="ui-login", remote=True)
     if actor is None:
+        await _refused(request, 401, "login with an unknown, expired or revoked token")
         return _page(request, "login.html", "login", status=401, actor=None, flash="That token is not valid (unknown or revoked).",
                      flash_kind="error")
     response = RedirectResponse("/ui/", status_code=303)
@@ -320,14 +334,16 @@ def _deployments(request: Request) -> list[dict[str, Any]]:
 async def approve(request: Request, deployment: str = Form(...), csrf: str = Form("")):
     actor = _actor(request)
     if csrf != _csrf(request):
+        await _refused(request, 403, "stale or forged form (CSRF token mismatch)")
         return _page(request, "error.html", "deployments", status=403, actor=actor, code=403,
                      message="stale form: reload the page and try again")
     from assay.govern.gate import approve_deployment
     from assay.server.app import status_for
 
     try:
-        approve_deployment(request.app.state.store, actor, deployment)
+        await run_in_threadpool(approve_deployment, request.app.state.store, actor, deployment)
     except AssayError as e:
+        await _refused(request, status_for(e), e.message)
         return _page(request, "deployments.html", "deployments", status=status_for(e), actor=actor, deployments=_deployments(request),
                      csrf=_csrf(request), flash=f"Refused: {e.message}", flash_kind="error")
     return _page(request, "deployments.html", "deployments", actor=actor, deployments=_deployments(request), csrf=_csrf(request),

@@ -3,117 +3,60 @@ approvals, verdicts, ML-BOM, tokens and the audit log. Every route needs a role.
 
 from __future__ import annotations
 
-import gzip
 import json
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from assay.errors import BadInput
 from assay.govern import gate, lineage, openlineage, registry
 from assay.govern.registry import Actor
-from assay.server.auth import create_token, get_store, require_role
+from assay.govern.schemas import (
+    ApprovalIn,
+    DatasetIn,
+    DeploymentIn,
+    EvaluationIn,
+    ModelIn,
+    RunIn,
+    TokenIn,
+    TransformationIn,
+)
+from assay.server.auth import create_token, get_store, list_tokens, require_role, revoke_token
 from assay.store import Store
 from assay.store.schema import AuditEntry
+from assay.store.values import INPUT_DEPTH, Unstorable, check_json
 
 router = APIRouter(prefix="/api/v1", tags=["govern"])
 
-Name = Annotated[str, Field(min_length=1, max_length=255)]
-Term = Annotated[str, Field(min_length=1, max_length=200)]
 StoreDep = Annotated[Store, Depends(get_store)]
+# the request bodies are the registry's own schema layer (assay.govern.schemas): one set of limits
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class FileEntry(Strict):
-    path: Annotated[str, Field(min_length=1, max_length=1024)]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    size: Annotated[int, Field(ge=0)] = 0
-
-
-class DatasetIn(Strict):
-    name: Name
-    uri: Annotated[str, Field(min_length=1, max_length=4096)]
-    purposes: list[Term] = []
-    restrictions: list[Term] = []
-    contains_minors: bool = False
-    consent_scope: Term | None = None
-    region: Term | None = None
-    retention_days: Annotated[int, Field(ge=0, le=100000)] | None = None
-    owner: Name | None = None
-    licence: Name | None = None
-    data_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    files: list[FileEntry] | None = Field(None, description="The manifest; omit to hash a path on the server.")
-    withdrawal: Annotated[str, Field(min_length=1, max_length=2000)] | None = Field(
-        None, description="This version withdraws consent (the reason): its terms also bind every earlier version.")
-
-
-class ModelIn(Strict):
-    name: Name
-    files: list[FileEntry] | None = Field(None, min_length=1)
-    weights: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = None
-    uri: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    framework: Annotated[str, Field(max_length=255)] = ""
-    trained_on: list[Annotated[str, Field(min_length=1, max_length=512)]] = []
-    training_run: Name | None = None
-    purposes: list[Term] = []
-    restrictions: list[Term] = []
-    owner: Name | None = None
-    licence: Name | None = None
-    transformation: Name | None = None
-
-
-class EvaluationIn(Strict):
-    model: Annotated[str, Field(min_length=1, max_length=512)]
-    run_id: Name
-    suite: Name
-    target: Name
-    metrics: dict[str, float]
-    intervals: dict[str, list[float]] = {}
-    n: dict[str, int] = {}
-    gate_verdicts: dict[str, bool] = {}
-    dataset_hashes: dict[str, str] = {}
-    model_hashes: dict[str, str]
-    report_path: str = ""
-
-
-class TransformationIn(Strict):
-    name: Name
-    lifts: list[Term] = Field(min_length=1)
-    description: Annotated[str, Field(max_length=4000)] = ""
-
-
-class RunIn(Strict):
-    job_name: Name
-    inputs: list[Annotated[str, Field(min_length=1, max_length=512)]] = []
-    outputs: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(min_length=1)
-    kind: Annotated[str, Field(pattern=r"^(train|transform|evaluate|ingest|other)$")] = "other"
-    transformation: Name | None = None
-
-
-class DeploymentIn(Strict):
-    model: Annotated[str, Field(min_length=1, max_length=512)]
-    surface: Name
-    purpose: Name
-    region: Name = "global"
-    environment: Name = "production"
-    name: Name | None = None
-    bundle_files: dict[str, Annotated[str, Field(max_length=1_000_000)]] | None = Field(
-        None, description="The bundle's YAML files by relative name")
-    bundle_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
-
-
-class ApprovalIn(Strict):
-    comment: Annotated[str, Field(max_length=4000)] = ""
-
-
-class TokenIn(Strict):
-    name: Name
-    role: Annotated[str, Field(pattern=r"^(viewer|engineer|approver|admin)$")]
+# How one operation's answer feeds the next (OpenAPI links): documentation for clients, and the
+# paths the stateful attack (assay.server.attack) follows. (source path, method, status) ->
+# [(target path, method, parameter, where the value comes from)].
+_ID = "$response.body#/id"
+OPENAPI_LINKS: dict[tuple[str, str, str], list[tuple[str, str, str, str]]] = {
+    ("/api/v1/datasets", "post", "201"): [("/api/v1/assets/{asset_id}", "get", "asset_id", _ID),
+                                          ("/api/v1/lineage/{asset_id}", "get", "asset_id", _ID),
+                                          ("/api/v1/why/{asset_id}", "get", "asset_id", _ID)],
+    ("/api/v1/models", "post", "201"): [("/api/v1/assets/{asset_id}", "get", "asset_id", _ID),
+                                        ("/api/v1/bom/{model_id}", "get", "model_id", _ID),
+                                        ("/api/v1/lineage/{asset_id}", "get", "asset_id", _ID)],
+    ("/api/v1/evaluations", "post", "201"): [("/api/v1/assets/{asset_id}", "get", "asset_id", _ID)],
+    ("/api/v1/transformations", "post", "201"): [
+        ("/api/v1/transformations/{transformation_id}/approve", "post", "transformation_id", _ID)],
+    ("/api/v1/deployments", "post", "201"): [
+        ("/api/v1/deployments/{deployment_id}", "get", "deployment_id", _ID),
+        ("/api/v1/deployments/{deployment_id}/approvals", "post", "deployment_id", _ID),
+        ("/api/v1/deployments/{deployment_id}/check", "post", "deployment_id", _ID),
+        ("/api/v1/deployments/{deployment_id}/verdicts", "get", "deployment_id", _ID)],
+    ("/api/v1/deployments/{deployment_id}/check", "post", "200"): [
+        ("/api/v1/deployments/{deployment_id}/verdicts", "get", "deployment_id", "$request.path.deployment_id")],
+    ("/api/v1/tokens", "post", "201"): [("/api/v1/tokens/{token_id}/revoke", "post", "token_id", _ID)],
+    ("/api/v1/runs", "post", "201"): [("/api/v1/runs/{run_id}/openlineage", "get", "run_id", _ID)],
+}
 
 
 # ---------------------------------------------------------------- OpenLineage
@@ -125,18 +68,24 @@ OPENLINEAGE_BODY = {"requestBody": {"required": True, "content": {"application/j
 @router.post("/lineage", status_code=201, openapi_extra=OPENLINEAGE_BODY, summary="Ingest an OpenLineage RunEvent")
 async def ingest_openlineage(request: Request, store: StoreDep,
                              actor: Actor = Depends(require_role("engineer"))) -> dict[str, Any]:
-    """The endpoint the standard OpenLineage HTTP transport posts to (gzip accepted)."""
+    """The endpoint the standard OpenLineage HTTP transport posts to (gzip accepted: the app
+    inflates it, bounded, before any route runs)."""
     raw = await request.body()
-    if request.headers.get("content-encoding", "").lower() == "gzip":
-        try:
-            raw = gzip.decompress(raw)
-        except OSError as e:
-            raise BadInput(f"body is not valid gzip: {e}") from e
     try:
         event = json.loads(raw)
-    except ValueError as e:
-        raise BadInput(f"body is not JSON: {e}") from e
-    return openlineage.ingest(store, actor, event)
+    except (ValueError, RecursionError) as e:
+        raise BadInput(f"body is not JSON: {str(e)[:200]}") from None
+    if not isinstance(event, dict):
+        raise BadInput(f"body must be a JSON object (a RunEvent), not {type(event).__name__}")
+    try:
+        # its shape and numbers; names are mapped to storable ids by the ingest, and whatever else
+        # is kept passes the store's own check (assay.store.values) before it is written
+        check_json(event, "body", max_depth=INPUT_DEPTH, strings=False)
+    except Unstorable as e:
+        raise BadInput(e.message, hint="an OpenLineage RunEvent nests a few levels deep; this one cannot be stored") from None
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(openlineage.ingest, store, actor, event)
 
 
 @router.get("/runs/{run_id}/openlineage", summary="A recorded run as an OpenLineage RunEvent")
@@ -149,6 +98,7 @@ def run_as_openlineage(run_id: str, store: StoreDep, _: Actor = Depends(require_
 
 @router.post("/datasets", status_code=201)
 def register_dataset(body: DatasetIn, store: StoreDep, actor: Actor = Depends(require_role("engineer"))) -> dict[str, Any]:
+    """Register a dataset: its manifest, or a path under the server's data roots to hash."""
     restrictions = registry.restriction_terms(body.restrictions, contains_minors=body.contains_minors,
                                               consent_scope=body.consent_scope, region=body.region,
                                               retention_days=body.retention_days)
@@ -160,8 +110,7 @@ def register_dataset(body: DatasetIn, store: StoreDep, actor: Actor = Depends(re
 
 @router.post("/models", status_code=201)
 def register_model(body: ModelIn, store: StoreDep, actor: Actor = Depends(require_role("engineer"))) -> dict[str, Any]:
-    if body.files is not None and not body.uri:
-        raise BadInput("a model given by its file manifest needs the uri (folder) the files are relative to")
+    """Register a model: weights paths under the server's data roots, or a manifest and its folder."""
     return registry.register_model(
         store, actor, name=body.name, weights=body.weights, uri=body.uri,
         files=[f.model_dump() for f in body.files] if body.files is not None else None,
@@ -172,10 +121,7 @@ def register_model(body: ModelIn, store: StoreDep, actor: Actor = Depends(requir
 
 @router.post("/evaluations", status_code=201)
 def register_evaluation(body: EvaluationIn, store: StoreDep, actor: Actor = Depends(require_role("engineer"))) -> dict[str, Any]:
-    result = body.model_dump(exclude={"model"})
-    if any(len(v) != 2 for v in result["intervals"].values()):
-        raise BadInput("every interval must be [low, high]")
-    return registry.register_evaluation(store, actor, result, body.model)
+    return registry.register_evaluation(store, actor, body.model_dump(exclude={"model"}), body.model)
 
 
 @router.post("/transformations", status_code=201)
@@ -226,8 +172,6 @@ def why(asset_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"
 
 @router.post("/deployments", status_code=201)
 def request_deployment(body: DeploymentIn, store: StoreDep, actor: Actor = Depends(require_role("engineer"))) -> dict[str, Any]:
-    if (body.bundle_files is None) == (body.bundle_hash is None):
-        raise BadInput("give exactly one of bundle_files or bundle_hash")
     return gate.request_deployment(store, actor, model=body.model, surface=body.surface, purpose=body.purpose,
                                    region=body.region, environment=body.environment, name=body.name,
                                    bundle_files=body.bundle_files, bundle_hash=body.bundle_hash)
@@ -266,7 +210,27 @@ def bom(model_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"
 
 @router.post("/tokens", status_code=201, summary="Create an API token (the secret is returned once)")
 def make_token(body: TokenIn, store: StoreDep, actor: Actor = Depends(require_role("admin"))) -> dict[str, Any]:
-    return create_token(store, actor, name=body.name, role=body.role)
+    """A token for a principal (created as a person or service if new). Minted here for someone
+    else, the token is delegated: what it approves counts as the minting admin's."""
+    return create_token(store, actor, name=body.name, role=body.role, kind=body.kind,
+                        expires_in_days=body.expires_in_days)
+
+
+@router.get("/tokens", summary="Every API token, without secrets")
+def tokens(store: StoreDep, actor: Actor = Depends(require_role("admin"))) -> list[dict[str, Any]]:
+    return list_tokens(store, actor)
+
+
+@router.post("/tokens/{token_id}/revoke", summary="Revoke an API token")
+def revoke(token_id: Annotated[str, Path(max_length=32)], store: StoreDep,
+           actor: Actor = Depends(require_role("admin"))) -> dict[str, Any]:
+    return revoke_token(store, actor, token_id)
+
+
+@router.get("/whoami", summary="The principal, role and token this request was made with")
+def whoami(actor: Actor = Depends(require_role("viewer"))) -> dict[str, Any]:
+    return {"name": actor.name, "role": actor.role, "kind": actor.kind, "token": actor.token_id,
+            "delegated_by": actor.delegated_by, "accountable": actor.accountable, "source": actor.source}
 
 
 @router.get("/audit", summary="The audit log of every mutation, newest first")
@@ -275,4 +239,4 @@ def audit_log(store: StoreDep, _: Actor = Depends(require_role("admin")),
     with store.session() as s:
         rows = s.scalars(sa.select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
         return [{"id": r.id, "ts": r.ts.isoformat(), "actor": r.actor, "role": r.role, "source": r.source,
-                 "action": r.action, "target": r.target, "detail": r.detail} for r in rows]
+                 "action": r.action, "target": r.target, "outcome": r.outcome, "detail": r.detail} for r in rows]
