@@ -217,8 +217,24 @@ def counts(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"items": n, "ok": ok, "errors": dict(sorted(errors.items())), "score_errors": dict(sorted(score_errors.items())), "usage": usage}
 
 
-def check_gates(gates: dict[str, Any] | None, metrics: dict[str, Aggregate], base_dir: Path) -> dict[str, Any] | None:
-    """Run the bundle's ``gates`` section on ``{"eval": {"metrics": {...}}}``."""
+def gate_context(metrics: dict[str, Aggregate], judges: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The gates' context: every metric's value, n and 95% interval, and for judged metrics the
+    judge and whether it was validated (the evidence a gate weighs, see ``assay.policy.checks``)."""
+    finite = {k: a for k, a in metrics.items() if math.isfinite(a.value)}
+    ctx: dict[str, Any] = {
+        "metrics": {k: float(a.value) for k, a in finite.items()},
+        "n": {k: int(a.n) for k, a in metrics.items()},
+        "intervals": {k: [float(a.ci_low), float(a.ci_high)] for k, a in finite.items()
+                      if math.isfinite(a.ci_low) and math.isfinite(a.ci_high)},
+    }
+    if judges:
+        ctx["judges"] = judges
+    return {"eval": ctx}
+
+
+def check_gates(gates: dict[str, Any] | None, metrics: dict[str, Aggregate], base_dir: Path,
+                judges: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """Run the bundle's ``gates`` section on the metrics with their evidence (n, intervals, judges)."""
     if not gates:
         return None
     from assay.errors import Unavailable
@@ -231,21 +247,30 @@ def check_gates(gates: dict[str, Any] | None, metrics: dict[str, Aggregate], bas
     if not path.is_absolute():
         path = (base_dir / path).resolve()
     bundle = load_bundle(path)
-    values = {k: float(a.value) for k, a in metrics.items() if math.isfinite(a.value)}
-    report = bundle.check_gates({"eval": {"metrics": values}}, only=gates.get("only"))
+    report = bundle.check_gates(gate_context(metrics, judges), only=gates.get("only"))
     return {
         "bundle": bundle.name,
         "bundle_version": bundle.version,
         "bundle_hash": bundle.hash,
         "passed": bool(report.passed),
-        "verdicts": [
-            {"id": v.id, "passed": bool(v.passed), "outcome": str(getattr(v.outcome, "name", v.outcome)), "reason": v.reason}
-            for v in report.verdicts
-        ],
+        "verdicts": [v.to_dict() for v in report.verdicts],
     }
 
 
-def build_report(meta: dict[str, Any], records: list[dict[str, Any]], metrics: dict[str, Aggregate], gates: dict[str, Any] | None) -> dict[str, Any]:
+def build_report(meta: dict[str, Any], records: list[dict[str, Any]], metrics: dict[str, Aggregate], gates: dict[str, Any] | None,
+                 *, judges: dict[str, dict[str, Any]] | None = None, judged: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    metric_rows = {}
+    for k in metrics:
+        row = metrics[k].to_dict()
+        if judged and k in judged:
+            j = judged[k]
+            row["judge"] = j["version"]
+            row["judge_validated"] = j["validated"]
+            if "unparsed" in j:
+                row["unparsed"] = j["unparsed"]
+            if "corrected" in j:
+                row["corrected"] = j["corrected"]
+        metric_rows[k] = row
     return {
         "run_id": meta["run_id"],
         "suite": meta["suite"],
@@ -254,7 +279,8 @@ def build_report(meta: dict[str, Any], records: list[dict[str, Any]], metrics: d
         "dataset": meta["dataset"],
         "model_hashes": meta["model_hashes"],
         "counts": counts(records),
-        "metrics": {k: metrics[k].to_dict() for k in metrics},
+        "metrics": metric_rows,
+        "judges": judges or {},
         "gates": gates,
         "passed": gates["passed"] if gates else None,
     }
