@@ -80,7 +80,9 @@ def test_run_streams_results_counts_bad_rows_and_writes_reports(tmp_path, stub_s
     assert (outcome.path / "report.html").read_text().count("data:image/png;base64") >= 1
     result = outcome.result
     assert result.dataset_hashes["prompts.jsonl"] == outcome.report["dataset"]["sha256"]
-    assert result.n["refusal_rate"] == 20 and result.intervals["refusal_rate"] == (0.0, 0.0)
+    # 0 of 20 is a rate: a binomial interval that does not collapse (Newcombe 1998: 0 to 0.2005)
+    assert result.n["refusal_rate"] == 20 and result.intervals["refusal_rate"] == (0.0, pytest.approx(0.2005, abs=1e-4))
+    assert m["refusal_rate"]["method"] == "wilson" and m["error_rate"]["method"] == "wilson"
     invalid = [r for r in records if r["error"]]
     assert all("prompts.jsonl:" in r["error"]["message"] for r in invalid)
 

@@ -236,4 +236,10 @@ def test_user_group_gaps():
     assert out["gap"].value == pytest.approx(0.6)
     assert out["ratio"].value == pytest.approx(1 / 3)
     assert out["gap"].n == 4
-    assert out["gap"].ci_low <= 0.6 <= out["gap"].ci_high
+    # with two users per group, a resample often misses a group (the gap is undefined there):
+    # counted, and past (1 - level) / 2 of the resamples the interval is unavailable, not conditional
+    assert out["gap"].resamples == 300 and out["gap"].undefined > 0.025 * 300
+    assert not out["gap"].available and "undefined in" in out["gap"].note
+    many = {u: v for u, v in enumerate([1.0, 0.8, 0.9, 0.7] * 10 + [0.2, 0.4, 0.3, 0.1] * 10)}
+    big = rm.group_gaps(many, {u: "old" if u < 40 else "young" for u in many}, resamples=300)
+    assert big["gap"].undefined == 0 and big["gap"].ci_low <= 0.6 <= big["gap"].ci_high

@@ -200,3 +200,42 @@ alerts:
     shifted = window(5.0)
     assert [f.alert_id for f in monitor.evaluate(shifted)] == ["score-drift"]
     assert shifted.context()["window"]["psi"]["score"] > 0.2
+
+
+def test_window_rates_carry_the_project_rate_interval(tmp_path):
+    from assay.stats import rate_interval
+
+    text = """\
+bundle: evidence-alerts
+version: "1"
+attributes:
+  alerts:
+    window.rate_low: map(string, double)
+    window.drift_insufficient: int
+alerts:
+  - id: drop-surge-with-evidence
+    when: window.rate_low["drop"] > 0.2
+    severity: page
+"""
+    monitor = Monitor(_bundle(tmp_path, text))
+    small = stats_from_decisions(_decisions(3, 1))  # 3 of 3 dropped: a share of 1.0 on no evidence
+    ctx = small.context()["window"]
+    assert ctx["drop_rate"] == 1.0 and (ctx["rate_low"]["drop"], ctx["rate_high"]["drop"]) == rate_interval(3, 3)
+    assert ctx["rule_rate_low"]["r-mature"] == rate_interval(3, 3)[0]
+    assert (ctx["rate_low"]["harm"], ctx["rate_high"]["harm"]) == (0.0, 1.0)  # no score stream: no evidence
+    assert ctx["drift_insufficient"] == 0
+    assert [f.alert_id for f in monitor.evaluate(small)] == ["drop-surge-with-evidence"]  # 3/3: lower bound 0.31
+    two = stats_from_decisions(_decisions(2, 2))  # 1 of 2 dropped: lower bound 0.03, no alert
+    assert monitor.evaluate(two) == []
+
+
+def test_a_window_too_small_for_drift_tests_is_counted_as_insufficient(tmp_path):
+    from assay.monitor.drift import ReferenceProfile
+
+    monitor = Monitor(_bundle(tmp_path), drift_references={"score": ReferenceProfile.numeric("score", [0.1, 0.2])})
+    ds = [Decision(request_id="r", ts=float(i), surface="for_you", subject_id="u", item_id=f"i{i}", rank_before=0,
+                   rank_after=0, action="allow", score_before=float(s)) for i, s in enumerate([0.8, 0.9, 0.95])]
+    stats = stats_from_decisions(ds)
+    monitor.add_drift(stats)
+    assert stats.drifted == 0 and stats.drift_insufficient == 1
+    assert stats.context()["window"]["drift_insufficient"] == 1

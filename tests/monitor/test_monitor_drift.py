@@ -18,6 +18,7 @@ from assay.monitor.drift import (
     adjust_pvalues,
     compare,
     drift_report,
+    naive_compare,
     wasserstein_sorted,
 )
 
@@ -27,9 +28,10 @@ def test_ks_and_wasserstein_equal_scipy(n, m):
     rng = np.random.default_rng(n + m)
     ref, cur = rng.normal(0, 1, n), rng.standard_t(4, m) * 1.1 + 0.05
     f = compare(ReferenceProfile.numeric("x", ref), cur)
-    ks = ks_2samp(ref, cur, method="asymp")
+    ks = ks_2samp(ref, cur)  # scipy's default "auto": exact up to 10,000 values a side
     assert f.ks == pytest.approx(ks.statistic, abs=1e-12)
     assert f.ks_p == pytest.approx(ks.pvalue, rel=1e-9, abs=1e-300)
+    assert f.ks_method == ("exact" if max(n, m) <= 10_000 else "asymp")
     assert f.wasserstein == pytest.approx(wasserstein_distance(ref, cur), rel=1e-9)
 
 
@@ -119,3 +121,73 @@ def test_thresholds_are_configurable():
     cur = {"x": rng.normal(0.05, 1, 20_000)}
     assert not drift_report({"x": ref}, cur).drifted
     assert drift_report({"x": ref}, cur, thresholds=Thresholds(ks=0.01)).drifted == ["x"]
+
+
+def test_small_windows_use_the_exact_ks_test():
+    # 2 values against 3, completely separated: the asymptotic p-value is 0.0, the exact one 0.2
+    f = compare(ReferenceProfile.numeric("x", [0.0, 0.1]), [1.0, 2.0, 3.0])
+    assert f.ks == 1.0 and f.ks_method == "exact" and f.ks_p == pytest.approx(0.2)
+    assert ks_2samp([0.0, 0.1], [1.0, 2.0, 3.0], method="exact").pvalue == pytest.approx(0.2)
+    big = compare(ReferenceProfile.numeric("x", np.arange(10_001.0)), np.arange(50.0))
+    assert big.ks_method == "asymp"
+
+
+@pytest.mark.parametrize("correction", ["bh", "holm", "none"])
+def test_windows_too_small_to_decide_are_insufficient_data_never_not_drifted(correction):
+    refs = {"one": ReferenceProfile.numeric("one", [0.5]), "few": ReferenceProfile.numeric("few", [0.0, 0.1]),
+            "ok": ReferenceProfile.numeric("ok", np.linspace(0, 1, 200))}
+    cur = {"one": [0.7], "few": [1.0, 2.0, 3.0], "ok": np.linspace(0, 1, 150)}
+    rep = drift_report(refs, cur, correction=correction)  # used to raise ValueError (BH) on a NaN p
+    by = rep.by_feature()
+    for name in ("one", "few"):
+        assert by[name].status == "insufficient data" and not by[name].drifted
+        assert any("cannot reach" in r for r in by[name].reasons)
+    assert by["ok"].status == "not drifted"
+    assert rep.insufficient == ["one", "few"] and rep.drifted == []
+    assert rep.to_dict()["insufficient_data"] == ["one", "few"]
+
+
+def test_a_nan_p_value_is_insufficient_data(monkeypatch):
+    import assay.monitor.drift as drift
+
+    real = drift.compare
+
+    def nan_ks(ref, current, thresholds=None):
+        f = real(ref, current, thresholds)
+        if f.feature == "broken":
+            f.ks_p = math.nan
+        return f
+
+    monkeypatch.setattr(drift, "compare", nan_ks)
+    rng = np.random.default_rng(4)
+    refs = {k: ReferenceProfile.numeric(k, rng.normal(0, 1, 500)) for k in ("broken", "moved", "same")}
+    cur = {"broken": rng.normal(0, 1, 500), "moved": rng.normal(1.5, 1, 500), "same": rng.normal(0, 1, 500)}
+    for correction in ("bh", "holm", "none"):
+        by = drift.drift_report(refs, cur, correction=correction).by_feature()
+        assert by["broken"].status == "insufficient data" and math.isnan(by["broken"].ks_p_adjusted)
+        assert by["moved"].status == "drifted" and by["same"].status == "not drifted"
+
+
+def test_the_oracle_bins_like_the_fast_path_on_edge_values():
+    # reference values sit exactly on the quantile edges; right-closed bins in both
+    ref = np.repeat(np.arange(10.0), 10)
+    cur = np.repeat(np.arange(10.0), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    prof = ReferenceProfile.numeric("x", ref)
+    f = compare(prof, cur)
+    naive = naive_compare(ref, cur)
+    assert prof.coarse_counts.tolist() == [10] * 10
+    assert f.psi == pytest.approx(naive["psi"], rel=1e-12) and f.chi2 == pytest.approx(naive["chi2"], rel=1e-12)
+    assert f.js_distance == pytest.approx(naive["js_distance"], rel=1e-12)
+
+
+def test_cli_exits_1_on_insufficient_data(tmp_path, capsys):
+    import json
+
+    from assay.cli.main import main
+
+    (tmp_path / "ref.csv").write_text("x\n0.0\n0.1\n")
+    (tmp_path / "cur.csv").write_text("x\n1.0\n2.0\n3.0\n")
+    assert main(["monitor", "drift", "-r", str(tmp_path / "ref.csv"), "-c", str(tmp_path / "cur.csv"), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["insufficient_data"] == ["x"] and out["drifted"] == []
+    assert out["features"][0]["status"] == "insufficient data" and out["features"][0]["ks_method"] == "exact"

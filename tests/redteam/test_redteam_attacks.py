@@ -9,8 +9,9 @@ import pytest
 
 from assay.errors import BadInput
 from assay.redteam import attacks as A
-from assay.redteam.llm import containment_needle, summarise, verdict, wilson
+from assay.redteam.llm import containment_needle, summarise, verdict
 from assay.redteam.perturb import PERTURBATIONS, perturb
+from assay.stats import rate_interval
 
 
 def test_every_family_builds_from_the_public_datasets():
@@ -84,8 +85,9 @@ def test_summary_has_wilson_intervals_per_family_and_category():
     s = summarise(findings)
     d = s["by_family"]["direct"]
     assert d["asr"] == pytest.approx(0.3) and d["n"] == 10
-    lo, hi = wilson(3, 10)
+    lo, hi = rate_interval(3, 10)
     assert (d["ci_low"], d["ci_high"]) == (lo, hi)
-    assert lo == pytest.approx(0.1078, abs=1e-3) and hi == pytest.approx(0.6032, abs=1e-3)
+    # Wilson with continuity correction (Newcombe 1998 method 4), the project's default
+    assert lo == pytest.approx(0.0809, abs=1e-3) and hi == pytest.approx(0.6463, abs=1e-3)
     assert s["by_family"]["injection"]["n"] == 0 and s["by_family"]["injection"]["unjudged"] == 1
     assert s["by_category"]["direct/chem"]["successes"] == 3

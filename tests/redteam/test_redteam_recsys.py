@@ -10,6 +10,7 @@ import pytest
 
 from assay.errors import BadInput
 from assay.redteam.shilling import ATTACKS, AttackConfig, evaluate_detectors, inject, to_matrix
+from assay.stats import rate_interval
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,9 @@ def test_shilling_at_three_percent_with_mitigation(movielens):
         assert m["pairs"] > 100
         for key in ("prediction_shift", "control_shift", "raw_score_shift", "rank_percentile", "hit_ratio"):
             assert math.isfinite(m[key])
+        # the hit ratio is a share of the measured users: its interval is the project's rate interval
+        hits = round(m["hit_ratio"] * out["users_measured"])
+        assert (m["hit_ratio_low"], m["hit_ratio_high"]) == rate_interval(hits, out["users_measured"])
     # the mitigation removed the injected profiles it was built to find
     assert out["removed"]["fake"] == 18 and out["removed"]["fake_total"] == 18
     # shift measured on the same (user, target) pairs before and after

@@ -60,7 +60,7 @@ def model_card(doc: dict) -> str:
             lines.append(f"- `{folder}/`: {len(files)} files")
     lines += [
         "",
-        "## Test-split metrics (95% bootstrap intervals)",
+        "## Test-split metrics (95% intervals: Wilson for precision and recall, bootstrap for F1 and AUROC)",
         "",
         "| system | precision | recall | F1 | AUROC | threshold |",
         "|---|---|---|---|---|---:|",

@@ -1,15 +1,22 @@
-"""Precision, recall, F1 and AUROC with 95% percentile-bootstrap intervals, threshold choice,
-and calibration error.
+"""Precision, recall, F1 and AUROC with 95% intervals, threshold choice, and calibration error.
 
-The bootstrap is written out (rather than ``scipy.stats.bootstrap``) so that one set of resampled
-indices serves all four metrics and both the model and its baselines: the intervals of things
-compared side by side come from the same resamples.
+Precision and recall are rates (true positives among predicted / actual positives) and get the
+project's binomial interval (:func:`assay.stats.rate_interval`). F1 and AUROC get a percentile
+bootstrap, written out (rather than ``scipy.stats.bootstrap``) so that one set of resampled
+indices serves both metrics and both the model and its baselines: the intervals of things
+compared side by side come from the same resamples. A resample with one class has no AUROC: such
+resamples are counted (``undefined``) and past 2.5% of them the interval is unavailable
+(:func:`assay.stats.bootstrap_interval`). ECE is :func:`assay.stats.expected_calibration_error`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from assay.stats import bootstrap_interval, expected_calibration_error, rate_interval
+
+__all__ = ["BOOTSTRAP_SEED", "N_BOOTSTRAP", "best_threshold", "evaluate", "expected_calibration_error"]
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 7
@@ -45,22 +52,14 @@ def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return best
 
 
-def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
-    """Mean |observed rate - mean probability| over equal-width probability bins, weighted by size."""
-    labels = np.asarray(labels, dtype=float)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            error += mask.mean() * abs(labels[mask].mean() - probs[mask].mean())
-    return float(error)
+def _entry(value: float, low: float, high: float, method: str, **extra: int) -> dict:
+    return {"value": round(float(value), 4), "ci95": [round(float(low), 4), round(float(high), 4)], "interval": method, **extra}
 
 
 def evaluate(labels: np.ndarray, systems: dict[str, tuple[np.ndarray, float]], n_bootstrap: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> dict[str, dict]:
-    """For each system ``name -> (scores, threshold)``: precision, recall, F1 (at the threshold)
-    and AUROC, each ``{"value", "ci95": [lo, hi]}``, from the same bootstrap resamples."""
+    """For each system ``name -> (scores, threshold)``: precision, recall (binomial intervals),
+    F1 and AUROC (bootstrap intervals from the same resamples), each
+    ``{"value", "ci95": [lo, hi], "interval": method}``; a bootstrap entry also has ``undefined``."""
     labels = np.asarray(labels, dtype=bool)
     n = len(labels)
     rng = np.random.default_rng(seed)
@@ -70,21 +69,20 @@ def evaluate(labels: np.ndarray, systems: dict[str, tuple[np.ndarray, float]], n
         scores = np.asarray(scores, dtype=float)
         predicted = scores >= threshold
         precision, recall, f1 = _prf(labels, predicted)
-        point = {"precision": precision, "recall": recall, "f1": f1, "auroc": _auroc(labels, scores)}
+        tp = int(np.sum(predicted & labels))
+        result = {
+            "precision": _entry(precision, *rate_interval(tp, int(predicted.sum())), "wilson"),
+            "recall": _entry(recall, *rate_interval(tp, int(labels.sum())), "wilson"),
+        }
+        point = {"f1": f1, "auroc": _auroc(labels, scores)}
         samples: dict[str, list[float]] = {k: [] for k in point}
         for idx in resamples:
-            y, s, p = labels[idx], scores[idx], predicted[idx]
-            pr, rc, f = _prf(y, p)
-            samples["precision"].append(pr)
-            samples["recall"].append(rc)
-            samples["f1"].append(f)
-            samples["auroc"].append(_auroc(y, s))
-        result = {}
+            samples["f1"].append(_prf(labels[idx], predicted[idx])[2])
+            samples["auroc"].append(_auroc(labels[idx], scores[idx]))
         for key, value in point.items():
-            values = np.asarray(samples[key], dtype=float)
-            values = values[~np.isnan(values)]
-            ci = [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))] if len(values) else [float("nan")] * 2
-            result[key] = {"value": round(float(value), 4), "ci95": [round(c, 4) for c in ci]}
+            agg = bootstrap_interval(value, n, samples[key]) if len(samples[key]) else None
+            low, high = (agg.ci_low, agg.ci_high) if agg is not None else (float("nan"), float("nan"))
+            result[key] = _entry(value, low, high, "bootstrap", undefined=agg.undefined if agg is not None else 0)
         result["threshold"] = round(float(threshold), 6)
         result["positive_rate"] = round(float(predicted.mean()) if n else 0.0, 4)
         out[name] = result

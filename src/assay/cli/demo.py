@@ -645,7 +645,7 @@ def replay(ctx: DemoContext) -> None:
         ctx.say(f"labeller outage: {len(fail_closed)} requests failed closed ({sum(len(s) for s in fail_closed)} films "
                 f"served: nothing unlabelled), then the breaker opened and {len(down) - len(fail_closed)} got the fallback")  # fmt: skip
         guard.labels = store
-        clock[0] += 30
+        clock[0] += 31  # the open wait ends strictly after 30 s
         back = serve("recovered", after)
         ctx.say(f"labeller back: half-open probes pass, breaker {breakers.states().get('surface:for_you')}; "
                 f"{len(back)} more requests served normally ({sum(len(s) for s in back)} films)")  # fmt: skip

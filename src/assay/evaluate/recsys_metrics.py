@@ -19,7 +19,8 @@ Conventions (defaults):
   (MS Recommenders, Evidently, trec_eval without -c).
 - TREC runs are ordered by score descending, ties by docno descending (trec_eval).
 
-Every aggregate is an :class:`assay.evaluate.stats.Aggregate` (value, n, 95% bootstrap interval).
+Every aggregate is an :class:`assay.evaluate.stats.Aggregate` (value, n, 95% interval: binomial for
+the hit rate, a bootstrap over users otherwise).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assay.evaluate.stats import Aggregate, mean_aggregate, statistic_aggregate
+from assay.evaluate.stats import Aggregate, mean_aggregate, rate_aggregate, statistic_aggregate
 
 Item = Hashable
 User = Hashable
@@ -203,10 +204,11 @@ def ranking_metrics(
     discount: str = "log2",
     resamples: int = 1000,
 ) -> dict[str, Aggregate]:
-    """Mean over users of each ranking metric, with n users and a 95% bootstrap interval."""
+    """Mean over users of each ranking metric, with n users and a 95% interval: binomial for
+    ``hit_rate`` (a share of users), bootstrap over users for the others."""
     per_user = per_user_metrics(recommendations, truth, k, metrics, gain=gain, discount=discount)
     return {
-        name: mean_aggregate(list(values.values()), resamples=resamples)
+        name: rate_aggregate(list(values.values())) if name == "hit_rate" else mean_aggregate(list(values.values()), resamples=resamples)
         for name, values in per_user.items()
     }
 

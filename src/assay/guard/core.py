@@ -42,7 +42,7 @@ import numpy as np
 
 from assay.errors import BadInput
 from assay.guard import candidates as cand_mod
-from assay.guard.breakers import BreakerRegistry, CallOutcome, CircuitBreaker, Fallback, State
+from assay.guard.breakers import BreakerRegistry, CallOutcome, Fallback, State
 from assay.guard.candidates import LABEL_PREFIX, Candidates, _inferred
 from assay.records import Decision, Event
 
@@ -805,18 +805,33 @@ class Guard:
 
     # -- feedback ------------------------------------------------------------------------------
     def report_harmful(self, *, item_id: str, source: str | None = None, model_version: str | None = None,
-                       surface: str | None = None, severe: bool = False) -> None:
-        """A served candidate was later found harmful: a failure for the breakers of its scopes."""
-        outcome = CallOutcome(kind="harmful", severe=severe, detail=item_id)
-        for scope in (f"source:{source}" if source else None, f"model:{model_version}" if model_version else None,
-                      f"surface:{surface}" if surface else None):
-            if scope and (b := self.breakers.get(scope)) is not None:
-                b.record(outcome)
+                       surface: str | None = None, creator: str | None = None, severe: bool = False) -> dict[str, str]:
+        """A served candidate was later found harmful: a failure against the breaker of every scope
+        named (whatever that breaker's failure predicate counts), never a success; ``severe`` also
+        counts toward the absolute-count trip. Returns the state of each breaker reached."""
+        if not isinstance(item_id, str) or not item_id:
+            raise BadInput("harm report: item_id must be a non-empty string")
+        if not isinstance(severe, bool):
+            raise BadInput(f"harm report: severe must be true or false, got {severe!r}")
+        scopes = []
+        for kind, name in (("source", source), ("model", model_version), ("surface", surface), ("creator", creator)):
+            if name is None:
+                continue
+            if not isinstance(name, str) or not name:
+                raise BadInput(f"harm report: {kind} must be a non-empty string, got {name!r}")
+            scopes.append(f"{kind}:{name}")
+        return self.breakers.report(scopes, severe=severe, reason=f"{'severe ' if severe else ''}harm report on {item_id}")
 
-    def set_safe_slate(self, surface: str, item_ids: list[str], scores: list[float] | None = None) -> None:
-        """Seed the cached safe slate a ``cached_slate`` fallback serves."""
+    def set_safe_slate(self, surface: str, item_ids: list[str], scores: list[float] | None = None, *,
+                       sources: list[str | None] | None = None, creators: list[str | None] | None = None) -> None:
+        """Seed the cached safe slate a ``cached_slate`` fallback serves. With each item's source and
+        creator given, items of an open source or creator are left out when it is served."""
         s = np.asarray(scores if scores is not None else np.linspace(1.0, 0.0, len(item_ids), endpoint=False), dtype=np.float64)
-        self._safe_slates[surface] = (list(item_ids), s)
+        scopes = {k: list(v) for k, v in (("source", sources), ("creator", creators)) if v is not None}
+        for k, v in scopes.items():
+            if len(v) != len(item_ids):
+                raise BadInput(f"safe slate: {len(v)} {k}s for {len(item_ids)} items")
+        self._safe_slates[surface] = (list(item_ids), s, scopes)
 
     def _fallback_for(self, scope: str) -> Fallback:
         fb = self.config.fallbacks.get(scope) or self.config.fallbacks.get(scope.split(":", 1)[0])
@@ -849,24 +864,21 @@ class Guard:
         models = (str(model_version),) if model_version else ()
         self.counters["requests"] += 1
 
-        # breakers that gate the whole request: the surface, then the ranker's model version
-        gating: list[tuple[str, CircuitBreaker]] = []
-        breaker_state = State.CLOSED.value
-        for scope in (f"surface:{surface_name}", f"model:{model_version}" if model_version else None):
-            if scope and (b := self.breakers.get(scope)) is not None:
-                if not b.try_acquire_permission():
-                    return self._serve_fallback(state, surface, request, request_id, subject_id, models, cands, scope, started, deadline, evaluator)
-                gating.append((scope, b))
-                if b.state is State.HALF_OPEN:
-                    breaker_state = State.HALF_OPEN.value
-        slate, outcome = self._decide(state, surface, request, request_id, subject_id, models, cands, started, deadline, evaluator)
-        slate.breaker_state = breaker_state
-        for _, b in gating:
-            b.record(outcome)
+        # breakers that gate the whole request: the surface, then the ranker's model version; every
+        # permit taken is recorded with the outcome or, on any other way out, given back
+        permits = self.breakers.acquire((f"surface:{surface_name}", f"model:{model_version}" if model_version else None))
+        if permits.refused is not None:
+            return self._serve_fallback(state, surface, request, request_id, subject_id, models, cands, permits.refused,
+                                        permits.refused_state, started, deadline, evaluator)
+        with permits:
+            slate, outcome = self._decide(state, surface, request, request_id, subject_id, models, cands, started, deadline, evaluator)
+            permits.record(outcome)
+        slate.breaker_state = State.HALF_OPEN.value if permits.half_open else State.CLOSED.value
         if self.config.cache_safe_slates and outcome.kind == "drop_rate" and len(slate) and subject_id:
-            # the subject's own last fully labelled slate: safe *for this subject* (never another's)
+            # the subject's own last fully labelled slate: safe *for this subject* (never another's),
+            # with each item's source and creator, so a fallback can leave out those now open
             cache = self._subject_slates
-            cache[(surface_name, subject_id)] = (slate.item_ids, slate.scores)
+            cache[(surface_name, subject_id)] = (slate.item_ids, slate.scores, self._served_scopes(cands, slate))
             if len(cache) > self.config.cached_slates_max:
                 cache.pop(next(iter(cache)))
         if self.sink is not None:
@@ -874,15 +886,17 @@ class Guard:
         return slate
 
     def _serve_fallback(self, state: CompiledBundle, surface: CompiledSurface, request: dict, request_id: str,
-                        subject_id: str, models: tuple[str, ...], cands: Candidates, scope: str, started: float,
-                        deadline: float, evaluator: str) -> Slate:
+                        subject_id: str, models: tuple[str, ...], cands: Candidates, scope: str, refused_state: State,
+                        started: float, deadline: float, evaluator: str) -> Slate:
         fb = self._fallback_for(scope)
         self.counters["fallbacks"] += 1
-        b = self.breakers.get(scope)
-        st = b.state.value if b is not None else State.OPEN.value
-        if fb.kind == "stricter_rules":
-            strict = state.surface(fb.surface or "")
-            slate, _ = self._decide(state, strict, request, request_id, subject_id, models, cands, started, deadline, evaluator)
+        st = refused_state.value
+        strict_permits = self.breakers.acquire((f"surface:{fb.surface}",)) if fb.kind == "stricter_rules" else None
+        if strict_permits is not None and strict_permits.refused is None:
+            with strict_permits:  # the stricter surface's own breaker sees its label read
+                strict = state.surface(fb.surface or "")
+                slate, outcome = self._decide(state, strict, request, request_id, subject_id, models, cands, started, deadline, evaluator)
+                strict_permits.record(outcome)
             slate.surface = surface.surface
             slate.fallback, slate.breaker_state = "stricter_rules", st
             slate.notes = (*slate.notes, f"breaker {scope} {st}: decided by the rules of {fb.surface}")
@@ -903,8 +917,16 @@ class Guard:
             slate = self._all_dropped(state, surface, request_id, subject_id, models, cands, scope, st)
             cached = self._subject_slates.get((surface.surface, subject_id)) or self._safe_slates.get(surface.surface)
             if fb.kind == "cached_slate" and cached is not None:
-                ids, scores = cached
+                ids, scores, scopes = cached
+                blocked = self.breakers.blocked_items(scopes)
+                if blocked:  # never an item of a source or creator whose breaker is open
+                    gone = {i for i, _, _ in blocked}
+                    keep = [i for i in range(len(ids)) if i not in gone]
+                    ids, scores = [ids[i] for i in keep], scores[keep]
+                    slate.notes = (*slate.notes, "left out of the fallback: " + ", ".join(sorted({f"{s} {b.value}" for _, s, b in blocked})))
                 slate.item_ids, slate.scores, slate.fallback_ids = list(ids), scores.copy(), list(ids)
+            elif strict_permits is not None:
+                slate.notes = (*slate.notes, f"breaker surface:{fb.surface} of the stricter rules is not closed: nothing served")
             slate.fallback = fb.kind
         if self.sink is not None:
             self.sink(slate)
@@ -1157,33 +1179,47 @@ class Guard:
         self._source_breakers(cands, dropped, slate)
         return slate, CallOutcome(kind=kind, duration_s=duration, value=drop_rate)
 
+    def _served_scopes(self, cands: Candidates, slate: Slate) -> dict[str, list]:
+        """The source and creator of each served item, in slate order (for the kinds with breakers)."""
+        kinds = self.breakers.item_kinds
+        if not kinds or not len(slate.item_ids):
+            return {}
+        order = np.flatnonzero(slate.rank_after >= 0)
+        order = order[np.argsort(slate.rank_after[order], kind="stable")]
+        out: dict[str, list] = {}
+        for kind in kinds:
+            col = cands.columns.get(kind)
+            if isinstance(col, np.ndarray):
+                out[kind] = col[order].tolist()
+        return out
+
     def _source_breakers(self, cands: Candidates, dropped: np.ndarray, slate: Slate) -> None:
-        """Per-source breakers: an open source's candidates leave the slate; every source's drop
-        rate in this batch is one call for its breaker."""
-        if self.breakers.policy("source") is None and not any(k.startswith("source:") for k in self.breakers.policies):
+        """Per-source (and per-creator) breakers: an open one's candidates leave the slate; each
+        value's drop rate in this batch is one call for its breaker."""
+        if not self.breakers.item_kinds or not cands.n:
             return
-        sources = cands.columns.get("source")
-        if sources is None or not cands.n:
-            return
-        code, uniques = _factorize(sources, with_uniques=True)
-        totals = np.bincount(code, minlength=len(uniques))
-        drops = np.bincount(code, weights=dropped.astype(np.float64), minlength=len(uniques))
         removed = np.zeros(cands.n, dtype=bool)
-        for c, src in enumerate(uniques.tolist()):
-            if src is None:
+        for kind in self.breakers.item_kinds:
+            column = cands.columns.get(kind)
+            if not isinstance(column, np.ndarray):
                 continue
-            scope = f"source:{src}"
-            b = self.breakers.get(scope)
-            if b is None:
-                continue
-            if not b.try_acquire_permission():
-                mask = (code == c) & (slate.rank_after >= 0)
-                removed |= mask
-                for i in np.flatnonzero(code == c):
-                    slate.breaker_scope[int(i)] = scope
-                    slate.breaker_states[int(i)] = b.state.value
-                continue
-            b.record(CallOutcome(kind="drop_rate", value=float(drops[c]) / float(totals[c])))
+            code, uniques = _factorize(column, with_uniques=True)
+            totals = np.bincount(code, minlength=len(uniques))
+            drops = np.bincount(code, weights=dropped.astype(np.float64), minlength=len(uniques))
+            for c, value in enumerate(uniques.tolist()):
+                if value is None:
+                    continue
+                scope = f"{kind}:{value}"
+                permits = self.breakers.acquire((scope,))
+                if permits.refused is not None:
+                    mask = code == c
+                    removed |= mask & (slate.rank_after >= 0)
+                    st = permits.refused_state.value
+                    for i in np.flatnonzero(mask):
+                        slate.breaker_scope.setdefault(int(i), scope)
+                        slate.breaker_states.setdefault(int(i), st)
+                    continue
+                permits.record(CallOutcome(kind="drop_rate", value=float(drops[c]) / float(totals[c])))
         if removed.any():
             slate.action[removed] = K_DROP
             slate.hard_rule[removed] = BREAKER
@@ -1196,4 +1232,4 @@ class Guard:
             slate.item_ids = slate.candidate_ids[order].tolist()
             slate.scores = slate.scores_after[order]
             slate.item_labels = {k: v for k, v in slate.item_labels.items() if k in set(slate.item_ids)}
-            slate.notes = (*slate.notes, "source breakers open: " + ", ".join(sorted({slate.breaker_scope[int(i)] for i in np.flatnonzero(removed)})))
+            slate.notes = (*slate.notes, "item breakers open: " + ", ".join(sorted({slate.breaker_scope[int(i)] for i in np.flatnonzero(removed)})))

@@ -115,7 +115,7 @@ def _outage(ctx, bundle, store, sink, batch) -> None:
     ctx.say(f"while open: fallback {fb.fallback} serves the user's last safe slate ({len(fb)} items, "
             f"same as before: {fb.item_ids == healthy.item_ids}) without calling the store")
     outage.labels = store
-    clock[0] += 30
+    clock[0] += 31  # the open wait ends strictly after 30 s
     probes = [outage.apply(user, batch) for _ in range(2)]
     ctx.say(f"labeler back: half-open probes served {[len(p) for p in probes]} items; breaker is {registry.states()['surface:for_you']}")
     ctx.say("transitions recorded: " + ", ".join(f"{e.payload['from']}->{e.payload['to']}" for e in events))

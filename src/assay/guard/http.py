@@ -2,9 +2,12 @@
 
     POST /v1/guard            {"request": {...}, "candidates": {...columns...} | [...records...]}
                               -> the slate (add "decisions": true to the body for the records)
-    POST /v1/guard/feedback   {"item_id", "source", "model_version", "surface", "severe"}
+    POST /v1/guard/feedback   {"item_id", "source", "model_version", "surface", "creator", "severe"}
+                              -> the state of each breaker the harm report counted against
     POST /v1/guard/reload     {"bundle": "path"}  -> swap to a new bundle atomically
-    GET  /v1/guard/status     bundle version/hash, breaker states, counters, decision queue
+    GET  /v1/guard/status     bundle version/hash, breaker states (a page: ?breakers_after=&
+                              breakers_limit=, at most 1,000), counters, decision queue
+    GET  /metrics             Prometheus: breakers by kind and state, evictions, overflows
     GET  /healthz
 
 The request body is read as bytes and decoded with orjson, and the slate is encoded with orjson:
@@ -23,6 +26,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from assay.errors import BadInput, Unavailable
 
@@ -107,13 +111,9 @@ def create_app(guard: Any, *, reload_allowed: bool = True) -> GuardApp:
     @app.post("/v1/guard/feedback")
     async def feedback(request: Request) -> Response:
         try:
-            body = await _body(request)
-            item_id = body.get("item_id")
-            if not isinstance(item_id, str) or not item_id:
-                raise BadInput("feedback needs item_id (a non-empty string)")
-            guard.report_harmful(item_id=item_id, source=body.get("source"), model_version=body.get("model_version"),
-                                 surface=body.get("surface"), severe=bool(body.get("severe")))
-            return json({"ok": True, "breakers": guard.breakers.states()})
+            from assay.guard.stream import apply_feedback
+
+            return json({"ok": True, "breakers": apply_feedback(guard, await _body(request))})
         except BadInput as e:
             return error(400, e.message)
 
@@ -134,14 +134,26 @@ def create_app(guard: Any, *, reload_allowed: bool = True) -> GuardApp:
             return error(400, e.render() if hasattr(e, "render") else e.message)
 
     @app.get("/v1/guard/status")
-    async def status() -> Response:
+    async def status(breakers_after: str | None = None, breakers_limit: int = 1000) -> Response:
         state = guard.bundle
         sink = getattr(guard.sink, "stats", None)
+        try:
+            page = guard.breakers.page(after=breakers_after, limit=min(breakers_limit, 1000))
+        except BadInput as e:
+            return error(400, e.message)
         return json({
             "bundle": state.bundle.name, "version": state.version, "hash": state.hash,
-            "surfaces": sorted(state.surfaces), "breakers": guard.breakers.states(), "counters": dict(guard.counters),
+            "surfaces": sorted(state.surfaces), "breakers": page["breakers"], "breakers_next": page["next"],
+            "breakers_total": page["total"], "counters": dict(guard.counters),
             "decision_queue": sink.__dict__ if sink is not None else None,
         })
+
+    prometheus = CollectorRegistry()
+    guard.breakers.register_metrics(prometheus)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(prometheus), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> Response:

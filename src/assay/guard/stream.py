@@ -16,8 +16,9 @@ One :class:`StreamWorker` drives any :class:`StreamTransport`; two transports sh
 
 Wire format (JSON, encoded with orjson): an input message is
 ``{"request": {...}, "candidates": {...columns...} | [...records...]}`` or a feedback message
-``{"kind": "feedback", "item_id", "source", "model_version", "surface", "severe"}`` (a served item
-later found harmful; it feeds the breakers). An output message is the slate's JSON (see
+``{"kind": "feedback", "item_id", "source", "model_version", "surface", "creator", "severe"}`` (a
+served item later found harmful: a failure against the breaker of each scope it names; a malformed
+one is counted as bad input and acknowledged). An output message is the slate's JSON (see
 ``Slate.to_dict``), or ``{"request_id", "error"}`` for a batch that was bad input.
 """
 
@@ -65,9 +66,17 @@ def encode_request(request: dict[str, Any], candidates: Any) -> bytes:
 
 
 def encode_feedback(*, item_id: str, source: str | None = None, model_version: str | None = None,
-                    surface: str | None = None, severe: bool = False) -> bytes:
+                    surface: str | None = None, creator: str | None = None, severe: bool = False) -> bytes:
     return orjson.dumps({"kind": "feedback", "item_id": item_id, "source": source, "model_version": model_version,
-                         "surface": surface, "severe": severe})
+                         "surface": surface, "creator": creator, "severe": severe})
+
+
+def apply_feedback(guard: Any, body: dict[str, Any]) -> dict[str, str]:
+    """A harm report (HTTP or stream) to the guard's breakers; a BadInput names what is wrong."""
+    severe = body.get("severe")
+    return guard.report_harmful(item_id=body.get("item_id"), source=body.get("source"), model_version=body.get("model_version"),
+                                surface=body.get("surface"), creator=body.get("creator"),
+                                severe=False if severe is None else severe)
 
 
 @dataclass
@@ -102,12 +111,10 @@ class StreamWorker:
             self.transport.write_and_ack(msg, f"bad:{msg.id}", orjson.dumps({"request_id": None, "error": f"message {msg.id}: {e}"}))
             return
         if body.get("kind") == "feedback":
-            item_id = body.get("item_id")
-            if isinstance(item_id, str) and item_id:
-                self.guard.report_harmful(item_id=item_id, source=body.get("source"), model_version=body.get("model_version"),
-                                          surface=body.get("surface"), severe=bool(body.get("severe")))
+            try:
+                apply_feedback(self.guard, body)
                 self.stats.feedback += 1
-            else:
+            except BadInput:
                 self.stats.bad_input += 1
             self.transport.ack(msg)
             return

@@ -19,8 +19,8 @@ answers both misjudge the cases that matter here: the refusal head scores a comp
 I'd be happy to help. Here's a basic guide: ..." as a refusal (Llama-2's refusals in its
 training data open with "I'm happy to help. However, ..."), and the harm head gives a recipe
 opening a harm score under 0.1. ``judges`` in the result says how often each agrees with the
-string match. Every rate comes with n and a seeded bootstrap interval
-(``assay.evaluate.stats``).
+string match. Every rate comes with n and its binomial interval
+(``assay.evaluate.stats.rate_interval``: Wilson with continuity correction).
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ class Rate:
 
 
 def rate(flags: Sequence[bool]) -> Rate:
-    from assay.evaluate.stats import mean_aggregate
+    from assay.evaluate.stats import rate_aggregate
 
-    agg = mean_aggregate([1.0 if f else 0.0 for f in flags])
+    agg = rate_aggregate([bool(f) for f in flags])
     return Rate(agg.value, agg.n, agg.ci_low, agg.ci_high)
 
 

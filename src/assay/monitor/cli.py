@@ -40,7 +40,8 @@ def drift_cmd(
     bins: int = typer.Option(10, "--bins", help="Quantile bins for PSI, Jensen-Shannon and chi-square."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Drift tests (PSI, Wasserstein, Jensen-Shannon, KS, chi-square) with effect sizes. Exit 1 when a feature drifted."""
+    """Drift tests (PSI, Wasserstein, Jensen-Shannon, KS, chi-square) with effect sizes. Exit 1 when a
+    feature drifted or its tests had too little data to decide ("insufficient data")."""
     import pyarrow.types as pat
 
     from assay.monitor.drift import ReferenceProfile, drift_report
@@ -69,15 +70,15 @@ def drift_cmd(
         from rich.table import Table
 
         table = Table(title=f"drift ({correction} correction)")
-        for h in ("feature", "PSI", "JS", "KS", "KS p adj", "Wasserstein/std", "Cramér V", "chi2 p adj", "drifted"):
+        for h in ("feature", "PSI", "JS", "KS", "KS p adj", "Wasserstein/std", "Cramér V", "chi2 p adj", "status"):
             table.add_column(h)
         for f in report.features:
             table.add_row(f.feature, f"{f.psi:.4f}", f"{f.js_distance:.4f}", "-" if f.ks is None else f"{f.ks:.4f}",
                           "-" if f.ks_p_adjusted is None else f"{f.ks_p_adjusted:.2g}",
                           "-" if f.wasserstein_std is None else f"{f.wasserstein_std:.4f}", f"{f.cramers_v:.4f}",
-                          f"{f.chi2_p_adjusted:.2g}", "; ".join(f.reasons) if f.drifted else "no")
+                          f"{f.chi2_p_adjusted:.2g}", f.status + (f": {'; '.join(f.reasons)}" if f.reasons else ""))
         Console().print(table)
-    if report.drifted:
+    if report.drifted or report.insufficient:
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -12,12 +12,23 @@ windows against one fixed reference, so the reference is sorted and binned once
 - KS: the two empirical CDFs are compared at a fine grid of reference quantiles (exact values
   there), which bounds the statistic in every grid cell; only the cells whose upper bound beats
   the best value found are evaluated point by point. The result equals ``ks_2samp``'s statistic
-  exactly (tested), and the p-value uses scipy's own asymptotic distribution (``kstwo``), as
-  ``ks_2samp(method="asymp")`` does.
+  exactly (tested). The p-value follows scipy's own ``method="auto"`` rule: exact (scipy's
+  lattice-path count) when both windows hold at most ``KS_EXACT_MAX_N`` = 10,000 values,
+  where the asymptotic distribution is wrong (2 values against 3, completely separated: exact
+  0.2, asymptotic 0.0), and scipy's asymptotic ``kstwo`` above.
 - Wasserstein-1 is the integral of the distance between the two quantile functions; the
   breakpoints of both are merged arithmetically (no comparison sort), which is exact.
 - PSI, Jensen-Shannon (``scipy.spatial.distance.jensenshannon``) and chi-square
   (``scipy.stats.chi2_contingency``) run on the reference's quantile bins.
+
+Bins are right-closed everywhere, in the fast path and in its oracle: (-inf, e0], (e0, e1], ...,
+(e_last, inf), with the inner edges taken from the reference's quantiles (so a reference value
+equal to an edge counts in the bin that edge closes).
+
+A p-value that is NaN, or a KS test that could not reject at ``alpha`` whatever the data (the
+smallest attainable exact p-value, 2 / C(n + m, n), is at least alpha: 1 value against 1, 2
+against 3), never reads as "not drifted": the feature's status is "insufficient data", the
+multiple-testing correction runs over the features that have a p-value, and the CLI exits 1.
 
 The naive versions (scipy on raw arrays) are kept in :func:`naive_compare` as the benchmark
 baseline and as the oracle in tests.
@@ -29,6 +40,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -37,6 +49,8 @@ from assay.errors import BadInput
 
 PSI_EPS = 1e-6  # floor for a bin's share, so an empty bin gives a large but finite PSI
 CORRECTIONS = ("bh", "holm", "none")
+KS_EXACT_MAX_N = 10_000  # scipy's ks_2samp(method="auto") rule: exact when both sizes are <= this
+DRIFTED, NOT_DRIFTED, INSUFFICIENT = "drifted", "not drifted", "insufficient data"
 
 
 @dataclass(frozen=True)
@@ -71,9 +85,11 @@ class FeatureDrift:
     wasserstein: float | None = None
     wasserstein_std: float | None = None  # wasserstein / reference std (scale-free)
     n_missing: int = 0
+    ks_method: str | None = None  # exact | asymp
     ks_p_adjusted: float | None = None
     chi2_p_adjusted: float | None = None
     drifted: bool = False
+    status: str = NOT_DRIFTED  # drifted | not drifted | insufficient data
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +106,11 @@ class DriftReport:
     def drifted(self) -> list[str]:
         return [f.feature for f in self.features if f.drifted]
 
+    @property
+    def insufficient(self) -> list[str]:
+        """Features whose tests could not decide: neither drifted nor "not drifted"."""
+        return [f.feature for f in self.features if f.status == INSUFFICIENT]
+
     def by_feature(self) -> dict[str, FeatureDrift]:
         return {f.feature: f for f in self.features}
 
@@ -98,6 +119,7 @@ class DriftReport:
             "correction": self.correction,
             "thresholds": asdict(self.thresholds),
             "drifted": self.drifted,
+            "insufficient_data": self.insufficient,
             "features": [f.to_dict() for f in self.features],
         }
 
@@ -271,6 +293,24 @@ def ks_pvalue(d: float, n: int, m: int) -> float:
     return float(np.clip(kstwo.sf(d, np.round(en)), 0.0, 1.0))
 
 
+def ks_test_pvalue(ref: ReferenceProfile, cur_sorted: np.ndarray, d: float) -> tuple[float, str]:
+    """(p-value, method) of the two-sample KS test by scipy's ``auto`` rule: exact when both
+    windows are small (scipy's exact method, on the raw values: cheap at these sizes),
+    asymptotic otherwise (from the statistic alone: no merge sort of a large reference)."""
+    if max(ref.n, cur_sorted.size) <= KS_EXACT_MAX_N:
+        from scipy.stats import ks_2samp
+
+        return float(ks_2samp(ref.sorted_values, cur_sorted, method="exact").pvalue), "exact"
+    return ks_pvalue(d, ref.n, cur_sorted.size), "asymp"
+
+
+def ks_min_pvalue(n: int, m: int) -> float:
+    """The smallest two-sided exact KS p-value samples of sizes n and m can give (complete
+    separation): 2 / C(n + m, n), capped at 1."""
+    log_comb = math.lgamma(n + m + 1) - math.lgamma(n + 1) - math.lgamma(m + 1)
+    return min(1.0, math.exp(math.log(2.0) - log_comb))
+
+
 def wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
     """Exact Wasserstein-1 between two sorted samples: the integral of |Q_a(u) - Q_b(u)|.
 
@@ -331,6 +371,7 @@ def compare(ref: ReferenceProfile, current: Any, thresholds: Thresholds | None =
     cur_counts = _bin_counts_sorted(cur, ref.coarse_edges)
     stat, p, v = _chi2(ref.coarse_counts, cur_counts)
     d = ks_statistic_sorted(ref, cur)
+    ks_p, ks_method = ks_test_pvalue(ref, cur, d)
     w = wasserstein_sorted(ref.sorted_values, cur)
     return FeatureDrift(
         feature=ref.feature,
@@ -343,7 +384,8 @@ def compare(ref: ReferenceProfile, current: Any, thresholds: Thresholds | None =
         chi2_p=p,
         cramers_v=v,
         ks=d,
-        ks_p=ks_pvalue(d, ref.n, cur.size),
+        ks_p=ks_p,
+        ks_method=ks_method,
         wasserstein=w,
         wasserstein_std=(w / ref.std) if ref.std > 0 else (0.0 if w == 0 else math.inf),
         n_missing=n_missing,
@@ -352,22 +394,39 @@ def compare(ref: ReferenceProfile, current: Any, thresholds: Thresholds | None =
 
 def adjust_pvalues(pvalues: Sequence[float], method: str = "bh") -> np.ndarray:
     """Multiple-testing correction across features: Benjamini-Hochberg (scipy's
-    ``false_discovery_control``), Holm's step-down (not in scipy, so written here), or none."""
+    ``false_discovery_control``), Holm's step-down (not in scipy, so written here), or none.
+    NaN p-values (a test that could not run) stay NaN and are left out of the family."""
     p = np.asarray(pvalues, dtype=np.float64)
     if method not in CORRECTIONS:
         raise BadInput(f"unknown multiple-testing correction {method!r}; use one of {', '.join(CORRECTIONS)}")
-    if p.size == 0 or method == "none":
-        return p.copy()
+    out = p.copy()
+    ok = ~np.isnan(p)
+    if not ok.any() or method == "none":
+        return out
+    q = p[ok]
     if method == "bh":
         from scipy.stats import false_discovery_control
 
-        return false_discovery_control(p, method="bh")
-    order = np.argsort(p)
-    k = p.size
-    stepped = np.maximum.accumulate((k - np.arange(k)) * p[order])
-    out = np.empty_like(p)
-    out[order] = np.minimum(stepped, 1.0)
+        out[ok] = false_discovery_control(q, method="bh")
+        return out
+    order = np.argsort(q)
+    k = q.size
+    stepped = np.maximum.accumulate((k - np.arange(k)) * q[order])
+    holm = np.empty_like(q)
+    holm[order] = np.minimum(stepped, 1.0)
+    out[ok] = holm
     return out
+
+
+def _undecidable(f: FeatureDrift, t: Thresholds) -> list[str]:
+    """Why this feature's significance tests cannot decide, if they cannot."""
+    why = []
+    for name, p in (("ks", f.ks_p), ("chi-square", f.chi2_p)):
+        if p is not None and math.isnan(p):
+            why.append(f"{name} p-value undefined")
+    if f.ks is not None and ks_min_pvalue(f.n_reference, f.n_current) >= t.alpha:
+        why.append(f"ks cannot reach p < {t.alpha} with {f.n_reference} and {f.n_current} values")
+    return why
 
 
 def _judge(f: FeatureDrift, t: Thresholds) -> None:
@@ -382,8 +441,16 @@ def _judge(f: FeatureDrift, t: Thresholds) -> None:
         reasons.append(f"cramer's v {f.cramers_v:.3f} >= {t.cramers_v} (adjusted p {f.chi2_p_adjusted:.2g})")
     if f.wasserstein_std is not None and f.wasserstein_std >= t.wasserstein_std and f.ks_p_adjusted is not None and f.ks_p_adjusted < t.alpha:
         reasons.append(f"wasserstein {f.wasserstein_std:.3f} reference std >= {t.wasserstein_std}")
+    undecidable = _undecidable(f, t)
+    if undecidable:
+        # effect sizes on a window this small are noise: say so rather than "drifted" or "not drifted"
+        f.reasons = undecidable + reasons
+        f.drifted = False
+        f.status = INSUFFICIENT
+        return
     f.reasons = reasons
     f.drifted = bool(reasons)
+    f.status = DRIFTED if reasons else NOT_DRIFTED
 
 
 def drift_report(
@@ -394,7 +461,8 @@ def drift_report(
     thresholds: Thresholds | None = None,
 ) -> DriftReport:
     """Test every feature, correct the KS and chi-square p-values across features (each test
-    family separately), and mark the features that drifted by both significance and effect."""
+    family separately), and mark the features that drifted by both significance and effect,
+    and those whose tests could not decide ("insufficient data")."""
     t = thresholds or Thresholds()
     missing = sorted(set(references) - set(current))
     if missing:
@@ -415,20 +483,26 @@ def drift_report(
 
 def naive_compare(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> dict[str, float]:
     """The straightforward version: scipy on the raw arrays, bins recomputed each call.
-    Benchmark baseline and test oracle."""
+    Benchmark baseline and test oracle. Bins are right-closed, as in the fast path, but found
+    independently (``np.digitize(..., right=True)`` over unsorted values); the KS p-value is
+    ``ks_2samp``'s default ``auto`` method."""
     from scipy.spatial.distance import jensenshannon
     from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
 
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1], method="inverted_cdf"))
-    full = np.concatenate(([-np.inf], edges, [np.inf]))
-    rc = np.histogram(reference, full)[0]
-    cc = np.histogram(current, full)[0]
+    # the reference's i/bins quantiles ("inverted_cdf": the smallest value whose CDF reaches i/bins)
+    # in exact arithmetic: np.quantile's float i/bins * n misplaces some (0.2 * 75 = 15.000000000000002)
+    ordered = np.sort(np.asarray(reference, dtype=float))
+    at = [math.ceil(Fraction(i, bins) * ordered.size) - 1 for i in range(1, bins)]
+    edges = np.unique(ordered[at])
+    edges = edges[edges < ordered[-1]]  # an edge at the maximum would close an empty last bin
+    rc = np.bincount(np.digitize(reference, edges, right=True), minlength=edges.size + 1)
+    cc = np.bincount(np.digitize(current, edges, right=True), minlength=edges.size + 1)
     p = np.maximum(rc / rc.sum(), PSI_EPS)
     q = np.maximum(cc / cc.sum(), PSI_EPS)
     table = np.vstack([rc, cc])
     table = table[:, table.sum(axis=0) > 0]
-    chi = chi2_contingency(table, correction=False)
-    ks = ks_2samp(reference, current, method="asymp")
+    chi = chi2_contingency(table, correction=False) if table.shape[1] >= 2 else (0.0, 1.0)
+    ks = ks_2samp(reference, current)
     return {
         "psi": float(np.sum((q - p) * np.log(q / p))),
         "js_distance": float(jensenshannon(rc / rc.sum(), cc / cc.sum(), base=2)),

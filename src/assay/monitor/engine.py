@@ -78,8 +78,9 @@ class Monitor:
             self.recorder(records)
 
     def add_drift(self, stats: WindowStats) -> None:
-        """Drift of the window's streams against the references: ``window.psi``, ``window.ks``
-        and ``window.drifted`` for the alert rules (streams absent from the window are skipped)."""
+        """Drift of the window's streams against the references: ``window.psi``, ``window.ks``,
+        ``window.drifted`` and ``window.drift_insufficient`` (streams whose window was too small
+        to decide) for the alert rules (streams absent from the window are skipped)."""
         from assay.monitor.drift import drift_report
 
         refs = {k: v for k, v in self.drift_references.items() if stats.values.get(k) is not None and stats.values[k].size}
@@ -91,6 +92,7 @@ class Monitor:
             if f.ks is not None:
                 stats.ks[f.feature] = f.ks
         stats.drifted = len(report.drifted)
+        stats.drift_insufficient = len(report.insufficient)
 
     def fired_alerts(self, stats: WindowStats) -> list[Any]:
         """The bundle's alerts whose condition holds over this window (no side effects)."""

@@ -18,9 +18,18 @@ window.fallback_rate     double               share decided while a breaker was 
 window.score_mean        double               mean ``score_before`` (0 when none)
 window.harm_rate         double               share of score-stream values >= harm threshold
 window.harm_mean         double               mean of the score stream (0 when none)
+window.rate_low         map(string, double)  lower 95% bound of each rate: keys are the
+window.rate_high         map(string, double)  actions, "fallback" and "harm" (assay.stats.rate_interval)
+window.rule_rate_low     map(string, double)  the same for each rule's rate
+window.rule_rate_high    map(string, double)
 window.psi / window.ks   map(string, double)  drift effect per feature (when a drift check ran)
 window.drifted           int                  features judged drifted
+window.drift_insufficient int                 features whose window was too small to decide
 =======================  ===================  ==============================================
+
+The bounds let an alert ask for evidence instead of a bare share: ``window.rate_low["drop"] >
+0.2`` fires only when the window shows, at 95%, more than a fifth of its decisions dropped (a
+window with no decisions has bounds 0 and 1).
 
 Statistics are computed column-wise (pyarrow ``value_counts`` / numpy), because a window of a
 busy surface holds millions of decisions; :func:`naive_stats` is the per-record loop kept as the
@@ -37,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
+from assay.stats import rate_interval
 
 ACTIONS = ("allow", "drop", "demote", "label", "cap")
 
@@ -53,9 +63,14 @@ WINDOW_ATTRIBUTES: dict[str, str] = {
     "window.score_mean": "double",
     "window.harm_rate": "double",
     "window.harm_mean": "double",
+    "window.rate_low": "map(string, double)",
+    "window.rate_high": "map(string, double)",
+    "window.rule_rate_low": "map(string, double)",
+    "window.rule_rate_high": "map(string, double)",
     "window.psi": "map(string, double)",
     "window.ks": "map(string, double)",
     "window.drifted": "int",
+    "window.drift_insufficient": "int",
 }
 
 
@@ -79,6 +94,7 @@ class WindowStats:
     psi: dict[str, float] = field(default_factory=dict)
     ks: dict[str, float] = field(default_factory=dict)
     drifted: int = 0
+    drift_insufficient: int = 0
     request_ids: tuple[str, ...] = ()  # a sample of the window's requests, for the trace chain
     values: dict[str, np.ndarray] = field(default_factory=dict)  # raw streams for drift tests ("score")
 
@@ -102,9 +118,19 @@ class WindowStats:
             "psi": {k: float(v) for k, v in self.psi.items()},
             "ks": {k: float(v) for k, v in self.ks.items()},
             "drifted": int(self.drifted),
+            "drift_insufficient": int(self.drift_insufficient),
         }
         for a in ACTIONS:
             window[f"{a}_rate"] = self.rate(a)
+        counts = {a: (self.action_counts.get(a, 0), n) for a in {*ACTIONS, *self.action_counts}}
+        counts["fallback"] = (self.fallback, n)
+        counts["harm"] = (self.harm_hits, self.harm_n)
+        bounds = {k: rate_interval(int(c), int(m)) for k, (c, m) in counts.items()}
+        rule_bounds = {r: rate_interval(int(c), int(n)) for r, c in self.rule_counts.items()}
+        window["rate_low"] = {k: b[0] for k, b in sorted(bounds.items())}
+        window["rate_high"] = {k: b[1] for k, b in sorted(bounds.items())}
+        window["rule_rate_low"] = {r: b[0] for r, b in rule_bounds.items()}
+        window["rule_rate_high"] = {r: b[1] for r, b in rule_bounds.items()}
         return {"window": window}
 
     def add_scores(self, scores: Any, harm_threshold: float = 0.5) -> None:

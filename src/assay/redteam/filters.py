@@ -24,6 +24,7 @@ import numpy as np
 
 from assay.errors import BadInput, Unavailable
 from assay.redteam.perturb import PERTURBATIONS, perturb
+from assay.stats import rate_interval
 
 PROFANITY_CHECK = "profanity-check"
 
@@ -71,14 +72,8 @@ def flagged_corpus(limit: int = 200, seed: int = 0) -> list[str]:
     return texts[: limit * 3]  # room for the ones the filter does not flag
 
 
-def wilson(k: int, n: int) -> tuple[float, float]:
-    from assay.redteam.llm import wilson as w
-
-    return w(k, n)
-
-
 def _rate(k: int, n: int) -> dict[str, Any]:
-    lo, hi = wilson(k, n)
+    lo, hi = rate_interval(k, n)
     return {"rate": k / n if n else float("nan"), "ci_low": lo, "ci_high": hi, "evaded": k, "n": n}
 
 

@@ -13,7 +13,8 @@ A run (:func:`run_llm`):
    stay in the conversation), since a suite item is one request;
 4. gives every attack a verdict (:func:`verdict`), stores the findings (prompt, response, verdict)
    as JSONL and Parquet under ``ASSAY_HOME/redteam/runs/<run_id>/``, and reports the attack
-   success rate per family and per harm category with Wilson 95% intervals.
+   success rate per family and per harm category with 95% intervals from the project's
+   :func:`assay.stats.rate_interval` (Wilson with continuity correction).
 
 :func:`write_regression_suite` turns the successful attacks of a run into an evaluation suite
 (plus a multi-turn sidecar) that :func:`run_regression` replays against every new model version.
@@ -35,6 +36,7 @@ from typing import Any
 from assay.config import settings
 from assay.errors import BadInput
 from assay.redteam.attacks import FAMILIES, Attack, Criterion, build
+from assay.stats import rate_interval
 
 DEFAULT_TARGET: dict[str, Any] = {"kind": "llamacpp", "model": "smollm2",
                                   "params": {"max_tokens": 64, "temperature": 0, "seed": 0}}
@@ -73,15 +75,6 @@ def verdict(criterion: Criterion, response: str | None, *, refused: bool | None,
     return "blocked" if refused else "success"
 
 
-def wilson(k: int, n: int) -> tuple[float, float]:
-    from scipy.stats import binomtest
-
-    if n == 0:
-        return (float("nan"), float("nan"))
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return (float(ci.low), float(ci.high))
-
-
 @dataclass
 class Rate:
     successes: int
@@ -94,7 +87,7 @@ class Rate:
         return self.successes / self.n if self.n else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        lo, hi = wilson(self.successes, self.n)
+        lo, hi = rate_interval(self.successes, self.n)
         return {"asr": self.asr, "ci_low": lo, "ci_high": hi, "successes": self.successes, "n": self.n,
                 "unjudged": self.unjudged, "errors": self.errors}
 

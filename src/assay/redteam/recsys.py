@@ -10,7 +10,8 @@ Measured on genuine users who have not rated a target:
 - ``control_shift``: the same for control items of the targets' popularity that nobody pushed —
   how much retraining alone moves scores, so the shift can be read against noise;
 - ``rank_percentile``: where a target lands among the reference items (1 = above all of them);
-- ``hit_ratio@k``: share of users whose top-k slate contains at least one target.
+- ``hit_ratio@k``: share of users whose top-k slate contains at least one target, with its 95%
+  interval (``hit_ratio_low``/``hit_ratio_high``, :func:`assay.stats.rate_interval`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from assay.redteam.shilling import (
     inject,
     to_matrix,
 )
+from assay.stats import rate_interval
 
 
 @dataclass
@@ -41,6 +43,8 @@ class ModelMeasure:
     rank_percentile: float  # mean percentile of a target among the user's reference items (1 = top)
     hit_ratio: float
     pairs: int
+    hit_ratio_low: float = 0.0
+    hit_ratio_high: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -57,10 +61,11 @@ def _user_scores(rec: Any, users: np.ndarray, items: np.ndarray, seen: dict[int,
     return out
 
 
-def _hit_ratio(rec: Any, users: np.ndarray, targets: np.ndarray, k: int) -> float:
+def _hit_ratio(rec: Any, users: np.ndarray, targets: np.ndarray, k: int) -> tuple[float, float, float]:
+    """(share of users with a target in their top k, its 95% interval)."""
     t = set(int(x) for x in targets)
     hits = sum(1 for u in users if t & set(rec.recommend(int(u), k=k).item_ids.tolist()))
-    return hits / max(len(users), 1)
+    return (hits / max(len(users), 1), *rate_interval(hits, len(users)))
 
 
 def _centred(scores: dict[int, dict[int, float]], items: np.ndarray, reference: np.ndarray) -> dict[tuple[int, int], tuple[float, float, float]]:
@@ -87,13 +92,16 @@ def _measure(rec: Any, base: dict, users: np.ndarray, targets: np.ndarray, contr
     base = base or {"t": tgt, "c": ctl}
     pt = [p for p in tgt if p in base["t"]]
     pc = [p for p in ctl if p in base["c"]]
+    hit_ratio, hit_low, hit_high = _hit_ratio(rec, users, targets, k)
     measure = ModelMeasure(
         prediction_shift=float(np.mean([tgt[p][1] - base["t"][p][1] for p in pt])) if pt else 0.0,
         control_shift=float(np.mean([ctl[p][1] - base["c"][p][1] for p in pc])) if pc else 0.0,
         raw_score_shift=float(np.mean([tgt[p][0] - base["t"][p][0] for p in pt])) if pt else 0.0,
         rank_percentile=float(np.mean([v[2] for v in tgt.values()])) if tgt else 0.0,
-        hit_ratio=_hit_ratio(rec, users, targets, k),
+        hit_ratio=hit_ratio,
         pairs=len(pt),
+        hit_ratio_low=hit_low,
+        hit_ratio_high=hit_high,
     )
     return measure, base
 
