@@ -35,7 +35,12 @@ DESCRIPTIONS = {
 # refused shows in its opening. Measured on the test split against a cut at 64: harmful_response
 # better (AUROC 0.953 vs 0.939, F1 0.767 vs 0.675), refusal level (AUROC 0.972 vs 0.974, F1 0.800
 # vs 0.840, intervals overlapping), and responses encode ~1.6x faster (52 -> 32 word pieces).
-MAX_TOKENS_FOR = {"harmful_response": 32, "refusal": 32}
+MAX_TOKENS_FOR = {"harmful_response": 64, "refusal": 64}
+# Extra features beside the embedding (``assay.classify.model.FEATURES``): the response heads
+# also see whether a refusal phrase occurs (anywhere / in the opening) and whether the answer is
+# terse, so they learn when a phrase means a refusal and when an apology still answers.
+FEATURES_FOR = {"refusal": ("refusal_phrase", "refusal_opening", "short"),
+                "harmful_response": ("refusal_phrase", "refusal_opening", "short")}
 CHECK_FRACTION = 0.25  # hash sample of the JailbreakBench / multilingual checks (compute-bound)
 TRAIN_ON_JBB = True  # harmful_response trains on JailbreakBench (see tasks.response_task)
 Progress = Callable[[str], None]
@@ -44,6 +49,14 @@ Progress = Callable[[str], None]
 def _say(progress: Progress | None, text: str) -> None:
     if progress is not None:
         progress(text)
+
+
+def head_input(name: str, x: np.ndarray, prepared: list[str]) -> np.ndarray:
+    """Embeddings plus the head's extra features (the same inputs ``Classifier.inputs`` builds)."""
+    from assay.classify.model import feature_matrix
+
+    feats = FEATURES_FOR.get(name, ())
+    return np.hstack([x, feature_matrix(feats, prepared)]).astype(np.float32) if feats else x
 
 
 def max_tokens_for(name: str) -> int:
@@ -217,7 +230,7 @@ def train_head(
         task = _subsample(task, limit, seed)
     prepared = [norm.normalise(t, social=task.social) for t in task.texts]
     _say(progress, f"{name}: {len(prepared)} texts ({int(task.label.sum())} positive)")
-    x = _embed(prepared, progress, name, max_tokens_for(name))
+    x = head_input(name, _embed(prepared, progress, name, max_tokens_for(name)), prepared)
     tr, va, te = task.subset("train"), task.subset("val"), task.subset("test")
     xs, ys, ws = _soft_rows(x[tr], task.target[tr], task.weight[tr])
     _say(progress, f"{name}: fitting heads on {len(tr)} training rows")
@@ -319,7 +332,8 @@ def int8_check(
             continue
         out = np.zeros(len(te))
         if keep:
-            x = _embed([prepared[j] for j in keep], progress, f"{name} test ({precision})", max_tokens_for(name), precision)
+            kept = [prepared[j] for j in keep]
+            x = head_input(name, _embed(kept, progress, f"{name} test ({precision})", max_tokens_for(name), precision), kept)
             out[keep] = head.calibrate(head.logits(x))
         scores[precision] = out
     labels = task.label[te]
@@ -494,6 +508,7 @@ def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: Tas
         "threshold": round(threshold, 6),
         "social": task.social,
         "max_tokens": doc["max_tokens"],
+        "features": list(FEATURES_FOR.get(name, ())),
         "weights_sha256": sha,
         "head": doc["head"]["chosen"],
         "seed": doc["seed"],

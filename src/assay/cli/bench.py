@@ -20,6 +20,7 @@ BENCHMARKS = {
     "guard": "assay.guard.bench",
     "trace": "assay.trace.bench",
     "classify": "assay.classify.bench",
+    "judges": "assay.judges.bench",
     "eval": "assay.evaluate.bench",
     "monitor": "assay.monitor.bench",
     "explain": "assay.explain.bench",

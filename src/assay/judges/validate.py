@@ -13,8 +13,8 @@ boolean, 0/1, ``yes``/``no``, ``positive``/``negative``, or the question's own w
 naming the file and line (exit 2); nothing is validated from a half-read file.
 
 Metrics (precision, recall, F1, Cohen's kappa, accuracy, sensitivity, specificity) come with 95%
-percentile-bootstrap intervals from one set of resamples, overall, per source and per answering
-model. An item the judge left unparsed counts as a wrong answer in these metrics (never a pass)
+intervals -- the shares from ``assay.stats.rate_interval``, F1 and kappa from a seeded bootstrap
+over items -- overall, per source and per answering model. An item the judge left unparsed counts as a wrong answer in these metrics (never a pass)
 and is reported as ``unparsed``; sensitivity and specificity for correcting rates
 (:mod:`assay.evaluate.judged`) are taken over the parsed items, with their counts.
 
@@ -151,54 +151,49 @@ def _rates(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> di
             "sensitivity": recall, "specificity": specificity}
 
 
-def _interval(values: np.ndarray) -> tuple[float, float]:
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return math.nan, math.nan
-    lo, hi = np.quantile(v, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
 def agreement(predicted: Sequence[bool | None], labels: Sequence[bool], *, resamples: int = RESAMPLES,
               seed: int = SEED) -> dict[str, Any]:
     """Metrics of ``predicted`` (None = unparsed, scored as wrong) against ``labels``, each
-    ``{value, ci_low, ci_high}``, plus the confusion counts (all and parsed-only)."""
+    ``{value, ci_low, ci_high}``: the shares (precision, recall, sensitivity, specificity,
+    accuracy) with :func:`assay.stats.rate_interval`, F1 and kappa with a seeded bootstrap over
+    items (:func:`assay.stats.bootstrap_interval`); plus the confusion counts (all and parsed)."""
+    from assay.stats import bootstrap_interval, rate_interval
+
     y = np.asarray(labels, dtype=bool)
     unparsed = np.asarray([p is None for p in predicted], dtype=bool)
     pred = np.asarray([(not lab) if p is None else bool(p) for p, lab in zip(predicted, y, strict=True)], dtype=bool)
-    # Category per item: 0 tp, 1 fp, 2 fn, 3 tn.
-    cat = np.where(pred & y, 0, np.where(pred & ~y, 1, np.where(~pred & y, 2, 3)))
+    cat = np.where(pred & y, 0, np.where(pred & ~y, 1, np.where(~pred & y, 2, 3)))  # tp fp fn tn
     n = len(y)
-    counts = np.bincount(cat, minlength=4).astype(float)
-    point = {k: float(v[0]) for k, v in _rates(*[counts[i : i + 1] for i in range(4)]).items()}
+    tp, fp, fn, tn = (int(c) for c in np.bincount(cat, minlength=4))
     out: dict[str, Any] = {"n": n, "positives": int(y.sum()), "unparsed": int(unparsed.sum())}
+    for key, (k, m) in {"precision": (tp, tp + fp), "recall": (tp, tp + fn), "sensitivity": (tp, tp + fn),
+                        "specificity": (tn, tn + fp), "accuracy": (tp + tn, n)}.items():
+        lo, hi = rate_interval(k, m) if m else (math.nan, math.nan)
+        out[key] = {"value": _r(k / m if m else math.nan), "ci_low": _r(lo), "ci_high": _r(hi)}
+    point = {k: float(v[0]) for k, v in _rates(*(np.array([float(c)]) for c in (tp, fp, fn, tn))).items()}
+    samples: dict[str, list[np.ndarray]] = {"f1": [], "kappa": []}
     if n >= 2 and resamples:
         rng = np.random.default_rng(seed)
-        chunk = max(1, min(resamples, 4_000_000 // max(n, 1)))
-        samples: dict[str, list[np.ndarray]] = {}
+        chunk = max(1, min(resamples, 4_000_000 // n))
         done = 0
         while done < resamples:
             size = min(chunk, resamples - done)
-            idx = rng.integers(0, n, size=(size, n))
-            c = cat[idx]
-            per = [(c == k).sum(axis=1).astype(float) for k in range(4)]
-            for key, arr in _rates(*per).items():
-                samples.setdefault(key, []).append(arr)
+            c = cat[rng.integers(0, n, size=(size, n))]
+            rates = _rates(*((c == k).sum(axis=1).astype(float) for k in range(4)))
+            samples["f1"].append(rates["f1"])
+            samples["kappa"].append(rates["kappa"])
             done += size
-        intervals = {k: _interval(np.concatenate(v)) for k, v in samples.items()}
-    else:
-        intervals = {k: (math.nan, math.nan) for k in point}
-    for key, value in point.items():
-        lo, hi = intervals[key]
-        out[key] = {"value": _r(value), "ci_low": _r(lo), "ci_high": _r(hi)}
-    tp, fp, fn, tn = (int(x) for x in counts)
+    for key in ("f1", "kappa"):
+        if samples[key]:
+            agg = bootstrap_interval(point[key], n, np.concatenate(samples[key]))
+            lo, hi = agg.ci_low, agg.ci_high
+        else:
+            lo = hi = math.nan
+        out[key] = {"value": _r(point[key]), "ci_low": _r(lo), "ci_high": _r(hi)}
     out["confusion"] = {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
     parsed = ~unparsed
-    ptp = int((pred & y & parsed).sum())
-    pfn = int((~pred & y & parsed).sum())
-    ptn = int((~pred & ~y & parsed).sum())
-    pfp = int((pred & ~y & parsed).sum())
-    out["parsed_confusion"] = {"tp": ptp, "fp": pfp, "fn": pfn, "tn": ptn}
+    out["parsed_confusion"] = {"tp": int((pred & y & parsed).sum()), "fp": int((pred & ~y & parsed).sum()),
+                               "fn": int((~pred & y & parsed).sum()), "tn": int((~pred & ~y & parsed).sum())}
     return out
 
 
