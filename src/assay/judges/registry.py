@@ -165,3 +165,29 @@ def _build(doc: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
     except TypeError as e:
         raise BadInput(f"judge {name!r} ({kind}): {e}") from None
     raise BadInput(f"judge {name!r}: unknown kind {kind!r}; known: phrase, head, llm, cascade, vote")
+
+
+def best_validated(question: str) -> str:
+    """The built-in judge of ``question`` whose current version validated best (highest lower
+    bound of F1 on its latest validation); the question's default judge when none validated.
+    LLM judges count only when an endpoint is configured."""
+    from assay.judges.validate import summary
+
+    best, best_low = DEFAULTS.get(question), -1.0
+    for name, spec in BUILTINS.items():
+        q = spec.get("question") or {"refusal": "refusal", "harmful_response": "harmful"}.get(spec.get("classifier", ""), spec.get("classifier"))
+        if q != question:
+            continue
+        try:
+            judge = get_judge(name)
+        except Exception:  # an LLM judge without an endpoint, an untrained head
+            continue
+        if judge is None:
+            continue
+        s = summary(judge)
+        low = (s.get("f1") or {}).get("ci_low") if s.get("validated") else None
+        if low is not None and low > best_low:
+            best, best_low = name, low
+    if best is None:
+        raise BadInput(f"no judge for question {question!r}")
+    return best
