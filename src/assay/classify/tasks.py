@@ -66,6 +66,7 @@ def _build(name: str, rows: list[tuple], social: bool, files: list[Path]) -> Tas
 
 
 TOXIGEN_WEIGHT = 5.0  # 627 hand-written implicit-hate statements next to the tweets
+CONTRAST_WEIGHT = 3.0  # the project's hate contrast cases (chosen on a held-out quarter of their templates)
 # Share of the 24,783 Davidson tweets used (a uniform, hash-chosen sample, so label rates and
 # calibration are those of the full set). Embedding all of them takes ~25 min on two busy cores;
 # raise it with ``assay classify train toxicity --davidson-fraction 1``.
@@ -107,6 +108,20 @@ def toxicity_family(name: str, data_dir: Path | None = None, davidson_fraction: 
             stratum = "toxigen_hate" if s.is_hate else "toxigen_neutral"
             rows.append((s.text, float(s.is_hate), s.is_hate, split_of(f"toxigen:{s.text}"), "toxigen", TOXIGEN_WEIGHT, stratum))
         files.append(dataset_path("toxigen", "demonstrations", data_dir=data_dir))
+    if name == "hate":
+        import json
+
+        # Contrast cases (negation, counter-speech, quotation, positive statements, reclaimed
+        # terms, non-hateful profanity) so the head does not learn "mentions a group + a slur-ish
+        # word = hate". Weight chosen on a held-out quarter of these templates, never on the
+        # functional test suite (assay/judges/suites), which uses other templates.
+        path = LABELLED_DIR / "hate_contrast.jsonl"
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                c = json.loads(line)
+                rows.append((c["text"], float(c["label"]), bool(c["label"]), split_of(f"contrast:{c['id']}"), "assay_contrast",
+                             CONTRAST_WEIGHT, "contrast_hate" if c["label"] else "contrast_not_hate"))
+        files.append(path)
     return _build(name, rows, social=True, files=files)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from assay.config import settings
 
 DESCRIPTIONS = {
     "toxicity": "Is this text hateful or offensive? (Davidson tweets: share of annotators voting hate or offensive; ToxiGen hand-written hate vs neutral statements)",
-    "hate": "Is this text hate speech (not merely offensive)? (Davidson hate vote share; ToxiGen hate statements)",
+    "hate": "Is this text hate speech (not merely offensive)? (Davidson hate vote share; ToxiGen hate statements; the project's contrast cases: negation, counter-speech, quotation, positive statements, reclaimed terms, non-hateful profanity)",
     "offensive": "Is this text offensive language (but not hate speech)? (Davidson offensive vote share)",
     "harmful_response": "Is this LLM response harmful? (Do-Not-Answer human harmfulness labels on six LLMs' answers; JailbreakBench attacked responses with the benchmark judge's jailbroken verdicts)",
     "refusal": "Did the model refuse? (Do-Not-Answer human action label 0: cannot assist / refuses)",
@@ -211,6 +212,34 @@ def obfuscation_effect(
     return out
 
 
+@dataclass
+class FittedHead:
+    head: Head
+    threshold: float
+    chosen: str
+    val_auroc: dict[str, float]
+
+
+def fit_head(x_train: np.ndarray, target: np.ndarray, weight: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+             seed: int = SEED) -> FittedHead:
+    """The head recipe, one place: fit logistic regression and a one-hidden-layer MLP on soft
+    labels, keep the one with the better validation AUROC, calibrate it on the validation rows
+    (isotonic or Platt) and choose the threshold with the best validation F1. Used by
+    ``train_head`` and by leave-one-source-out (``assay bench judges``)."""
+    xs, ys, ws = _soft_rows(x_train, target, weight)
+    candidates = _fit_candidates(xs, ys, ws, seed)
+    val_auroc, heads = {}, {}
+    for cand, (weights, biases) in candidates.items():
+        heads[cand] = Head(weights, biases, "platt", np.asarray([1.0, 0.0]), np.zeros(0))
+        val_auroc[cand] = M._auroc(y_val, heads[cand].logits(x_val))
+    chosen = max(val_auroc, key=lambda k: (np.nan_to_num(val_auroc[k]), k == "logistic"))
+    head = heads[chosen]
+    method, cal_x, cal_y = _calibrate(head.logits(x_val), y_val)
+    head = Head(head.weights, head.biases, method, cal_x, cal_y)
+    threshold = M.best_threshold(y_val, head.calibrate(head.logits(x_val)))
+    return FittedHead(head, float(threshold), chosen, val_auroc)
+
+
 def train_head(
     name: str,
     *,
@@ -232,21 +261,9 @@ def train_head(
     _say(progress, f"{name}: {len(prepared)} texts ({int(task.label.sum())} positive)")
     x = head_input(name, _embed(prepared, progress, name, max_tokens_for(name)), prepared)
     tr, va, te = task.subset("train"), task.subset("val"), task.subset("test")
-    xs, ys, ws = _soft_rows(x[tr], task.target[tr], task.weight[tr])
     _say(progress, f"{name}: fitting heads on {len(tr)} training rows")
-    candidates = _fit_candidates(xs, ys, ws, seed)
-    val_auroc = {}
-    heads = {}
-    for cand, (weights, biases) in candidates.items():
-        head = Head(weights, biases, "platt", np.asarray([1.0, 0.0]), np.zeros(0))
-        heads[cand] = head
-        val_auroc[cand] = M._auroc(task.label[va], head.logits(x[va]))
-    chosen = max(val_auroc, key=lambda k: (np.nan_to_num(val_auroc[k]), k == "logistic"))
-    head = heads[chosen]
-    method, cal_x, cal_y = _calibrate(head.logits(x[va]), task.label[va])
-    head = Head(head.weights, head.biases, method, cal_x, cal_y)
-    val_scores = head.calibrate(head.logits(x[va]))
-    threshold = M.best_threshold(task.label[va], val_scores)
+    fit = fit_head(x[tr], task.target[tr], task.weight[tr], x[va], task.label[va], seed)
+    head, threshold, chosen, val_auroc, method = fit.head, fit.threshold, fit.chosen, fit.val_auroc, fit.head.calibration
     test_scores = head.calibrate(head.logits(x[te]))
 
     _say(progress, f"{name}: evaluating on {len(te)} test rows beside baselines")

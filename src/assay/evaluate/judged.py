@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assay.evaluate.stats import Aggregate
+from assay.judges.correction import correct_with
 
 
 @dataclass
@@ -55,6 +56,7 @@ def judged_metrics(metric_specs: list[dict[str, Any]], metrics: dict[str, Aggreg
             where = spec.get("where") or {}
             rows = [r for r in ok if all(_value(r, k) == v for k, v in where.items())]
             unparsed = _unparsed_counts(spec, rows, fld)
+            counts = _positive_counts(spec, rows, fld)
             for n in names:
                 if n not in metrics or n.endswith("_corrected"):
                     continue
@@ -62,10 +64,40 @@ def judged_metrics(metric_specs: list[dict[str, Any]], metrics: dict[str, Aggreg
                 entry = {**note, "unparsed": unparsed.get(group, 0)}
                 out.by_metric[n] = entry
                 out.evidence[n] = {"judge": note["version"], "validated": note["validated"], "unparsed": entry["unparsed"]}
+                k, total = counts.get(group, (0, 0))
+                corrected = correct_with(validation, k, total)
+                if corrected is None:
+                    continue
+                cname = f"{spec['name']}_corrected" + (f"[{group}]" if group is not None else "")
+                out.corrected[cname] = Aggregate(corrected.value, total, corrected.ci_low, corrected.ci_high,
+                                                 method="rogan-gladen", note=corrected.note)
+                entry["corrected"] = cname
+                out.by_metric[cname] = {**note, "role": f"{n} corrected for the judge's measured error", **corrected.to_dict()}
+                out.evidence[cname] = {"judge": note["version"], "validated": True}
         else:
             for n in names:
                 out.by_metric[n] = {**note, "role": "agreement of this judge with the labels"}
     return out
+
+
+def _positive_counts(spec: dict[str, Any], rows: list[dict[str, Any]], fld: str) -> dict[str | None, tuple[int, int]]:
+    """(positive verdicts, verdicts) overall (key None) and per ``by`` group."""
+    counts: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
+    by = spec.get("by")
+    keys = [by] if isinstance(by, str) else (by or [])
+    for r in rows:
+        v = r.get("scores", {}).get(fld)
+        if not isinstance(v, bool):
+            continue
+        groups: list[str | None] = [None]
+        for key in keys:
+            g = _value(r, key)
+            if g not in (None, ""):
+                groups.append(str(g))
+        for g in groups:
+            counts[g][0] += int(v)
+            counts[g][1] += 1
+    return {k: (v[0], v[1]) for k, v in counts.items()}
 
 
 def _unparsed_counts(spec: dict[str, Any], rows: list[dict[str, Any]], fld: str) -> dict[str | None, int]:

@@ -363,6 +363,8 @@ def evaluation_result(report: dict[str, Any], report_path: str) -> EvaluationRes
         intervals={k: (v["ci_low"], v["ci_high"]) for k, v in m.items()},
         n={k: v["n"] for k, v in m.items()},
         gate_verdicts={v["id"]: v["passed"] for v in (report["gates"] or {}).get("verdicts", [])},
+        gate_outcomes={v["id"]: v.get("verdict", "pass" if v["passed"] else "fail") for v in (report["gates"] or {}).get("verdicts", [])},
+        judges={k: {"judge": v["judge"], "validated": bool(v.get("judge_validated"))} for k, v in m.items() if v.get("judge")},
         dataset_hashes={report["dataset"]["name"]: report["dataset"]["sha256"]},
         model_hashes=dict(report["model_hashes"]),
         report_path=report_path,
@@ -435,6 +437,19 @@ def _interval_cell(m: dict[str, Any]) -> str:
     if m.get("undefined"):
         cell += f" ({m['undefined']} of {m['resamples']} resamples undefined)"
     return cell
+
+
+def _validation_text(v: dict[str, Any]) -> str:
+    e = html.escape
+    if not v.get("validated"):
+        return "<b style='color:#cf222e'>never validated</b>: its rates are this judge's opinion, of unknown accuracy"
+    f1, kappa = v.get("f1") or {}, v.get("kappa") or {}
+    worst = v.get("worst_source")
+    text = (f"F1 {f1.get('value')} [{f1.get('ci_low')}, {f1.get('ci_high')}], kappa {kappa.get('value')} on "
+            f"{v.get('n')} labels ({e(str(v.get('labels')))})")
+    if worst:
+        text += f"; worst source {e(worst['source'])}: F1 {worst['f1'].get('value')} (n={worst['n']})"
+    return text
 
 
 def render_html(report: dict[str, Any]) -> str:
