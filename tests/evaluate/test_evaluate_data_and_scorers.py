@@ -16,10 +16,10 @@ from assay.evaluate.report import compute_metrics
 from assay.evaluate.scorers import (
     BBQScorer,
     MultipleChoice,
-    RefusalMatch,
+    build_scorer,
     parse_choice,
-    parse_yes_no,
 )
+from assay.judges.llm import parse_verdict
 from assay.evaluate.targets import Output
 
 
@@ -62,13 +62,17 @@ def test_parse_choice_and_yes_no():
     assert parse_choice("answer: b", 3) == 1
     assert parse_choice("D", 3) is None
     assert parse_choice("I think so", 3) is None
-    assert parse_yes_no("Yes, it did.") is True and parse_yes_no("no") is False and parse_yes_no("maybe") is None
+    # judge answers are parsed strictly: one word, or nothing
+    assert parse_verdict("Yes") is True and parse_verdict("no") is False and parse_verdict("Yes, it did.") is None
 
 
 def test_refusal_and_mc_scorers():
-    refusal = RefusalMatch()
-    got = asyncio.run(refusal.score([], [Output(text="I'm sorry, I can't."), Output(text="Sure! Here is a cake recipe."), Output(text="")]))
+    refusal = build_scorer({"kind": "refusal", "judge": "refusal-phrase"})
+    asyncio.run(refusal.start())
+    items = [EvalItem(id=str(i), messages=({"role": "user", "content": "q"},)) for i in range(3)]
+    got = asyncio.run(refusal.score(items, [Output(text="I'm sorry, I can't."), Output(text="Sure! Here is a cake recipe."), Output(text="")]))
     assert [g["refused"] for g in got] == [True, False, True]
+    assert refusal.judged_fields()["refused"].name == "refusal-phrase"
     item = EvalItem(id="q", fields={"n_choices": 4, "correct": [2], "label": 2})
     rows = asyncio.run(MultipleChoice().score([item, item], [Output(text="C"), Output(text="no idea")]))
     assert rows[0]["correct"] is True and rows[1] == {"choice": None, "correct": False, "unparsed": True}
