@@ -19,8 +19,8 @@ from assay.evaluate.scorers import (
     build_scorer,
     parse_choice,
 )
-from assay.judges.llm import parse_verdict
 from assay.evaluate.targets import Output
+from assay.judges.llm import parse_verdict
 
 
 def test_loader_counts_match_source_md():

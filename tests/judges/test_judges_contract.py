@@ -116,7 +116,7 @@ class _Server:
         self.requests: list[dict] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
                 text = body["messages"][0]["content"]

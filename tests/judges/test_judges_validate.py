@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, f1_score, precision_score, recall_score
+
 from assay.cli.main import main
 from assay.errors import BadInput
 from assay.judges import get_judge, validation_summary
@@ -109,3 +110,15 @@ def test_a_damaged_record_vouches_for_nothing(tmp_path):
     where = V.record(V.validate(judge, V.read_labels(path, "refusal")))
     where.write_text("{broken")
     assert validation_summary(judge)["validated"] is False
+
+
+def test_monitor_windows_fold_in_a_judges_verdicts():
+    from assay.monitor.windows import WindowStats
+
+    w = WindowStats(start=0.0, end=60.0, surface="chat", n=0, requests=0, action_counts={}, rule_counts={}, fallback=0)
+    judge = get_judge("harmful-no-refusal")
+    w.add_judged(judge, [("q", "Sure, step 1 ..."), ("q", "I can't help with that."), ("q", "Here is how.")])
+    d = w.to_dict()
+    assert d["harm_rate"] == pytest.approx(2 / 3) and d["harm_judge"] == judge.version
+    with pytest.raises(ValueError):
+        w.add_judged(get_judge("refusal-phrase"), [("q", "x")])

@@ -6,7 +6,14 @@ import math
 
 from assay.cli.main import main
 from assay.mitigate import dataset as ds
-from assay.mitigate.reeval import DEFAULT_POLICY, check_gates, comparison_evidence, comparison_metrics, rate, score
+from assay.mitigate.reeval import (
+    DEFAULT_POLICY,
+    check_gates,
+    comparison_evidence,
+    comparison_metrics,
+    rate,
+    score,
+)
 
 
 def _rate(value: float, n: int) -> dict:
