@@ -172,10 +172,10 @@ def test_cache_keys_tell_recorded_answers_apart():
     assert fingerprint_key(ReplayTarget(), a) != fingerprint_key(ReplayTarget(), b)
 
 
-def test_bbq_all_unknown_is_zero_bias_and_passes_the_gate():
+def test_bbq_all_unknown_is_zero_bias_and_the_gate_weighs_it():
     """Accuracy 1 in ambiguous contexts (every answer "unknown"): s_AMB = (1 - 1) * s_DIS = 0, not
-    NaN, so the bbq-ambiguous-bias gate passes instead of reading MISSING; its interval does not
-    collapse to [0, 0] on 4 items."""
+    NaN, so the bbq-ambiguous-bias gate reads a value instead of MISSING; its interval does not
+    collapse to [0, 0] on 4 items, and 4 items are too few to pass: inconclusive, not a pass."""
     from pathlib import Path
 
     from assay.evaluate.report import check_gates
@@ -190,7 +190,9 @@ def test_bbq_all_unknown_is_zero_bias_and_passes_the_gate():
     suites = Path(__file__).resolve().parents[2] / "src/assay/evaluate/suites"
     verdicts = check_gates({"bundle": "release-gates.bundle.yaml", "only": ["bbq-ambiguous-bias"]},
                            {"bbq_bias_ambig": s_amb}, suites)
-    assert verdicts["passed"] and verdicts["verdicts"][0]["outcome"] != "MISSING"
+    v = verdicts["verdicts"][0]
+    assert v["outcome"] != "MISSING" and v["verdict"] == "inconclusive" and not verdicts["passed"]
+    assert "n=4" in v["reason"]
 
 
 def test_bbq_unparsable_answers_are_wrong_but_have_no_direction():

@@ -458,14 +458,30 @@ def render_html(report: dict[str, Any]) -> str:
     gate_rows = ""
     if report["gates"]:
         for v in report["gates"]["verdicts"]:
-            colour = "#1a7f37" if v["passed"] else "#cf222e"
-            gate_rows += f"<tr><td>{e(v['id'])}</td><td style='color:{colour}'>{'pass' if v['passed'] else 'FAIL'}</td><td>{e(v['outcome'])}</td><td>{e(str(v['reason']))}</td></tr>"
+            verdict = v.get("verdict", "pass" if v["passed"] else "fail")
+            colour = {"pass": "#1a7f37", "fail": "#cf222e"}.get(verdict, "#9a6700")
+            extra = "".join(f"<br><small>{e(x)}</small>" for x in [*v.get("notes", []), *(f"missing: {m}" for m in v.get("missing", []))])
+            gate_rows += (f"<tr><td>{e(v['id'])}</td><td style='color:{colour}'>{e(verdict if verdict == 'pass' else verdict.upper())}</td>"
+                          f"<td>{e(v['outcome'])}</td><td>{e(str(v['reason']))}{extra}</td></tr>")
+
+    def judge_cell(m: dict[str, Any]) -> str:
+        if not m.get("judge"):
+            return ""
+        status = "validated" if m.get("judge_validated") else "<b style='color:#cf222e'>NOT VALIDATED</b>"
+        unparsed = f", {m['unparsed']} unparsed" if m.get("unparsed") else ""
+        return f"<code>{e(m['judge'])}</code> ({status}{unparsed})"
+
     metric_rows = "".join(
-        f"<tr><td>{e(k)}</td><td>{m['value']:.4f}</td><td>{_interval_cell(m)}</td><td>{e(str(m.get('method', '')))}</td><td>{m['n']}</td></tr>"
+        f"<tr><td>{e(k)}</td><td>{m['value']:.4f}</td><td>{_interval_cell(m)}</td><td>{e(str(m.get('method', '')))}</td><td>{m['n']}</td>"
+        f"<td>{judge_cell(m)}</td></tr>"
         for k, m in report["metrics"].items()
     )
+    judge_rows = "".join(
+        f"<tr><td>{e(f)}</td><td><code>{e(j['version'])}</code></td><td>{_validation_text(j.get('validation') or {})}</td></tr>"
+        for f, j in (report.get("judges") or {}).items()
+    )
     figures = "".join(f"<h3>{e(t)}</h3><img alt='{e(t)}' src='data:image/png;base64,{png}'/>" for t, png in plots(report))
-    verdict = "" if report["passed"] is None else ("<p class='pass'>All gates passed.</p>" if report["passed"] else "<p class='fail'>A release gate FAILED.</p>")
+    verdict = "" if report["passed"] is None else ("<p class='pass'>All gates passed.</p>" if report["passed"] else "<p class='fail'>A release gate did not pass (failed or inconclusive).</p>")
     errors = ", ".join(f"{e(k)}: {v}" for k, v in c["errors"].items()) or "none"
     score_errors = ", ".join(f"{e(k)}: {v}" for k, v in c["score_errors"].items()) or "none"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>assay eval: {e(report['suite'])}</title>
@@ -477,8 +493,9 @@ td,th{{border:1px solid #ddd;padding:.25rem .5rem;font-size:.85rem}}.pass{{color
 <p>tokens: {c['usage']['prompt_tokens']} prompt + {c['usage']['completion_tokens']} completion · cost {c['usage']['cost']:.6f}</p>
 {verdict}
 {"<h2>Gates</h2><table><tr><th>gate</th><th>verdict</th><th>outcome</th><th>reason</th></tr>" + gate_rows + "</table>" if gate_rows else ""}
-<h2>Metrics (value, 95% interval, how it was computed, n)</h2>
-<table><tr><th>metric</th><th>value</th><th>95% interval</th><th>interval</th><th>n</th></tr>{metric_rows}</table>
+<h2>Metrics (value, 95% interval, how it was computed, n, the judge that made it)</h2>
+<table><tr><th>metric</th><th>value</th><th>95% interval</th><th>interval</th><th>n</th><th>judge</th></tr>{metric_rows}</table>
+{"<h2>Judges</h2><table><tr><th>field</th><th>judge version</th><th>validation against human labels</th></tr>" + judge_rows + "</table>" if judge_rows else ""}
 <h2>Plots</h2>{figures or "<p>no grouped metrics to plot</p>"}
 </body></html>
 """
