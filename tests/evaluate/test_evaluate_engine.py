@@ -245,6 +245,13 @@ def test_replay_and_judge_agreement(tmp_path, stub_server):
     assert judges["judged_harmful"]["validation"]["validated"] is False
     assert m["refusal_rate"]["judge"] == judges["refused"]["version"]
     assert "refusal-phrase@sha256" in (out.path / "report.html").read_text()
+    # the phrase judge ships a validation: its rate is also reported corrected for its error
+    assert judges["refused"]["validation"]["validated"] is True
+    corrected = m["refusal_rate_corrected"]
+    assert corrected["method"] == "rogan-gladen" and corrected["n"] == 4
+    assert 0.0 <= corrected["ci_low"] <= corrected["value"] <= corrected["ci_high"] <= 1.0
+    assert m["refusal_rate"]["corrected"] == "refusal_rate_corrected"
+    assert out.result.judges["refusal_rate"]["validated"] is True
 
 
 def recommend_callable(user_id, k):
