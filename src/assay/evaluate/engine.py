@@ -445,7 +445,7 @@ def _finish(suite: Suite, path: Path, items: list[EvalItem], meta: dict[str, Any
     records = [by_id[it.id] for it in items]  # dataset order, whatever order they finished in
     judges = read_judges(path)
     metrics = rep.compute_metrics(suite.metrics, records, recsys_context(suite), resamples=int(suite.run.get("resamples", 1000)))
-    judged = judged_metrics(suite.metrics, metrics, records, judges, resamples=int(suite.run.get("resamples", 1000)))
+    judged = judged_metrics(suite.metrics, metrics, records, judges)
     metrics.update(judged.corrected)
     gates = rep.check_gates(suite.gates, metrics, suite.base_dir, judged.evidence)
     report = rep.build_report(meta, records, metrics, gates, judges=judges, judged=judged.by_metric)

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from assay.evaluate.report import _value
 from assay.evaluate.stats import Aggregate
 from assay.judges.correction import correct_with
 
@@ -25,18 +26,8 @@ class JudgedMetrics:
     evidence: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> judge and validation for the gates
 
 
-def _value(record: dict[str, Any], name: str) -> Any:
-    if name in record.get("scores", {}):
-        return record["scores"][name]
-    if name in record.get("fields", {}):
-        return record["fields"][name]
-    if name in ("category", "group"):
-        return record.get(name)
-    return None
-
-
 def judged_metrics(metric_specs: list[dict[str, Any]], metrics: dict[str, Aggregate], records: list[dict[str, Any]],
-                   judges: dict[str, dict[str, Any]], *, resamples: int = 1000) -> JudgedMetrics:
+                   judges: dict[str, dict[str, Any]]) -> JudgedMetrics:
     """Annotate every metric computed from a judged field (see the module doc)."""
     out = JudgedMetrics()
     if not judges:
@@ -51,15 +42,16 @@ def judged_metrics(metric_specs: list[dict[str, Any]], metrics: dict[str, Aggreg
         validation = info.get("validation") or {"validated": False}
         note = {"judge": info["judge"], "version": info["version"], "field": fld, "validated": bool(validation.get("validated")),
                 "validation": validation}
-        names = [n for n in metrics if n == spec["name"] or n.startswith(spec["name"] + "[") or n.startswith(spec["name"] + "_")]
+        if kind == "mean":  # the metric and its per-group rows
+            names = [n for n in metrics if n == spec["name"] or (n.startswith(spec["name"] + "[") and n.endswith("]"))]
+        else:  # agreement: <name>_accuracy, _kappa, _recall, _precision
+            names = [n for n in metrics if n.startswith(spec["name"] + "_")]
         if kind == "mean":
             where = spec.get("where") or {}
             rows = [r for r in ok if all(_value(r, k) == v for k, v in where.items())]
             unparsed = _unparsed_counts(spec, rows, fld)
             counts = _positive_counts(spec, rows, fld)
             for n in names:
-                if n not in metrics or n.endswith("_corrected"):
-                    continue
                 group = n[len(spec["name"]) + 1 : -1] if n.startswith(spec["name"] + "[") else None
                 entry = {**note, "unparsed": unparsed.get(group, 0)}
                 out.by_metric[n] = entry
