@@ -122,7 +122,7 @@ def run_flow(store: Store, actor: Actor, data_dir: Path, work_dir: Path, quick: 
     davidson = _dataset_once(store, actor, "davidson-tweets", tweets_csv, ["safety_classification"], ["research_only"], "MIT")
     size = "quick" if quick else "full"
     ranker_path, ranker_metrics = _trained_once(work_dir / f"ranker-{size}", ["ranker.txt"],
-                                                lambda d: train_ranker(ratings_csv, d, 120 if quick else 610))
+                                                lambda d: train_ranker(ratings_csv, d, 200 if quick else 610))  # quick: 40 held-out users, enough for the gate's min_n
     clf_paths, clf_metrics = _trained_once(work_dir / f"classifier-{size}", ["classifier.npz", "vocabulary.json"],
                                            lambda d: train_classifier(tweets_csv, d, 3000 if quick else 24783))
     ranker_path = ranker_path[0]
