@@ -17,8 +17,6 @@ setup(
             extra_compile_args=["-O3"],
             optional=True,
         ),
-        # the guard's rule resolution and cap grouping (src/assay/guard/_native.c); optional too:
-        # without it the guard runs the numpy twin of the same functions
         # the label store's batch id lookup (src/assay/store/_native.c), optional likewise
         Extension(
             "assay.store._native",
@@ -26,14 +24,15 @@ setup(
             extra_compile_args=["-O3"],
             optional=True,
         ),
-        # the policy library's rule evaluator inner loop (src/assay/policy/_native.c), optional
-        # likewise: without it every rule runs on the numpy path
+        # the policy library's rule evaluator inner loop, column typing, resolution and cap
+        # grouping (src/assay/policy/_native.c), optional likewise: without it the numpy twins serve
         Extension(
             "assay.policy._native",
             ["src/assay/policy/_native.c"],
             extra_compile_args=["-O3"],
             optional=True,
         ),
+        # the guard's candidate id check (src/assay/guard/_native.c), optional likewise
         Extension(
             "assay.guard._native",
             ["src/assay/guard/_native.c"],

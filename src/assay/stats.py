@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,6 +252,38 @@ def mean_aggregate(
         means.append(x[idx].mean(axis=1))
         done += size
     return _bootstrap_aggregate(value, n, np.concatenate(means) if means else np.zeros(0), level)
+
+
+def mean_aggregates(
+    columns: Mapping[str, Sequence[float] | np.ndarray],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Aggregate]:
+    """:func:`mean_aggregate` of several columns over the same units, drawing each resample's
+    indices once for all of them (the draws are the ones :func:`mean_aggregate` makes, so each
+    column gets exactly the interval it would get alone). Columns with NaNs, or of different
+    lengths, are done one by one."""
+    arrays = {name: np.asarray(v, dtype=float) for name, v in columns.items()}
+    sizes = {a.size for a in arrays.values()}
+    if len(sizes) != 1 or any(not np.isfinite(a).all() for a in arrays.values()) or sizes == {0} or sizes == {1}:
+        return {name: mean_aggregate(a, resamples=resamples, level=level, seed=seed) for name, a in arrays.items()}
+    _check_level(level)
+    n = sizes.pop()
+    names = list(arrays)
+    matrix = np.column_stack([arrays[name] for name in names])
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, 2_000_000 // n))  # the same draws as mean_aggregate
+    means = []
+    done = 0
+    while done < resamples:
+        size = min(chunk, resamples - done)
+        idx = rng.integers(0, n, size=(size, n))
+        means.append(np.stack([matrix[:, j][idx].mean(axis=1) for j in range(len(names))], axis=1))
+        done += size
+    samples = np.concatenate(means) if means else np.zeros((0, len(names)))
+    return {name: _bootstrap_aggregate(float(matrix[:, j].mean()), n, samples[:, j], level) for j, name in enumerate(names)}
 
 
 def statistic_aggregate(

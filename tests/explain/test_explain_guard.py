@@ -9,7 +9,8 @@ import pytest
 
 from assay.errors import BadInput
 from assay.explain.guard import explain_guard
-from assay.policy import Batch, load_bundle, resolve
+from assay.policy import load_bundle
+from assay.policy.slate import decide_records
 
 BUNDLE = """\
 bundle: t
@@ -49,10 +50,8 @@ def bundle(tmp_path):
 
 def action_of(bundle, surface, candidate):
     compiled = bundle.compile_rules(surface)
-    batch = Batch.from_records(
-        {k: v for k, v in candidate.items() if k != "item"}, [candidate["item"]]
-    )
-    return resolve(compiled.rules, compiled.evaluate_reference(batch)).candidate(0).action
+    context = {k: v for k, v in candidate.items() if k != "item"}
+    return decide_records(compiled, context, [candidate["item"]], evaluator="reference").candidate(0).action
 
 
 def with_label(candidate, label, value):

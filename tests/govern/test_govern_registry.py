@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from assay.errors import BadInput
 from assay.govern.gate import approve_deployment, check_deployment, request_deployment, verdicts_for
 from assay.govern.lineage import show, why
 from assay.govern.propagation import LineageCycle
@@ -58,11 +59,38 @@ def test_registration_is_versioned_and_hashed(store, engineer, files, world):
 def test_consent_change_is_computed_not_copied(store, engineer, files, world):
     assert "recommendation" in show(store, world["ranker"]["id"])["effective"]["purposes"]
     register_dataset(store, engineer, name="ratings", uri=str(files("ratings.csv", b"u,i,r\n1,2,5\n")),
-                     purposes=["research"])  # consent for recommendation withdrawn
+                     purposes=["research"])  # an ordinary new version: new data under its own terms
+    assert show(store, world["ranker"]["id"])["effective"]["purposes"] == ["recommendation", "research"]
+    newer = register_model(store, engineer, name="ranker2", weights=[files("r2.txt", b"tree 2")], trained_on=["dataset:ratings@2"])
+    assert show(store, newer["id"])["effective"]["purposes"] == ["research"]
+    assert show(store, world["ranker"]["id"])["effective"]["purposes"] == ["recommendation", "research"]  # unchanged by N
+
+    withdrawn = register_dataset(store, engineer, name="ratings", uri=str(files("ratings.csv", b"u,i,r\n1,2,5\n")),
+                                 purposes=["research"], withdrawal="users withdrew recommendation consent on 2026-03-01")
+    assert withdrawn["spec"]["withdrawal"]["binds"] == ["dataset:ratings@1", "dataset:ratings@2"]
     eff = show(store, world["ranker"]["id"])["effective"]
     assert eff["purposes"] == ["research"]
     explained = why(store, world["ranker"]["id"], purpose="recommendation")["purpose"]
-    assert not explained["allowed"] and explained["blocked_by"][0]["asset"] == "dataset:ratings@1"
+    blocker = explained["blocked_by"][0]
+    assert not explained["allowed"] and blocker["asset"] == "dataset:ratings@1" and blocker["allows"] == ["research"]
+    assert blocker["withdrawn_by"][0]["withdrawal"] == withdrawn["id"]
+    assert blocker["withdrawn_by"][0]["removes_purposes"] == ["recommendation"]
+    assert "2026-03-01" in blocker["withdrawn_by"][0]["reason"]
+    with store.session() as s:
+        assert s.get(Asset, "dataset:ratings@1").purposes == ["recommendation", "research"]  # the record is not rewritten
+        audit = s.scalars(sa.select(AuditEntry).where(AuditEntry.action == "withdraw_consent")).all()
+    assert [a.target for a in audit] == [withdrawn["id"]]
+
+
+def test_a_withdrawal_needs_a_reason_and_an_earlier_version(store, engineer, files, world):
+    before = _counts(store)
+    with pytest.raises(BadInput, match="no earlier version"):
+        register_dataset(store, engineer, name="fresh", uri=str(files("f.csv", b"x\n")), purposes=["research"],
+                         withdrawal="nothing to withdraw")
+    with pytest.raises(BadInput, match="reason"):
+        register_dataset(store, engineer, name="ratings", uri=str(files("f.csv", b"x\n")), purposes=["research"],
+                         withdrawal="  ")
+    assert _counts(store) == before
 
 
 def test_unknown_ids_are_not_found_and_nothing_is_written(store, engineer, files, world):
@@ -189,10 +217,14 @@ def test_consent_withdrawal_changes_the_next_gate_verdict(store, engineer, bundl
     assert first["allowed"] is True, first["denials"]
     assert check_deployment(store, engineer, dep["id"])["allowed"] is True  # served from the lineage index
     register_dataset(store, engineer, name="ratings", uri=str(files("ratings.csv", b"u,i,r\n1,2,5\n")),
-                     purposes=["recommendation"])  # research consent withdrawn
+                     purposes=["recommendation"])  # an ordinary new version does not rewrite history
+    assert check_deployment(store, engineer, dep["id"])["allowed"] is True
+    register_dataset(store, engineer, name="ratings", uri=str(files("ratings.csv", b"u,i,r\n1,2,5\n")),
+                     purposes=["recommendation"], withdrawal="research consent withdrawn")
     after = check_deployment(store, engineer, dep["id"])
     assert after["allowed"] is False and after["deciding"][0] == "assay:purpose-limitation"
     assert after["denials"][0]["path"][-1] == world["ml"]["id"]
+    assert "dataset:ratings@3 withdrew it (research consent withdrawn)" in after["denials"][0]["reason"]
 
 
 def test_an_evaluation_without_evidence_is_inconclusive_and_says_what_is_missing(store, engineer, bundle_path, world):

@@ -377,7 +377,7 @@ def test_http_feedback_status_pages_and_metrics(test_bundle, clock):
     g, reg = guard_for(test_bundle, cands, clock, {
         "source": ScopePolicy(BreakerConfig(severe_threshold=1), Fallback("drop"), max_breakers=3),
         "surface": ScopePolicy(BreakerConfig(window_size=2, minimum_calls=2))})
-    with TestClient(create_app(g)) as client:
+    with TestClient(create_app(g, access=None)) as client:  # authentication: tests/guard/test_guard_trust.py
         r = client.post("/v1/guard/feedback", content=orjson.dumps({"item_id": "item-1", "source": "ugc:a", "severe": True}))
         assert r.status_code == 200 and r.json()["breakers"] == {"source:ugc:a": "open"}
         r = client.post("/v1/guard/feedback", content=orjson.dumps({"item_id": "item-1", "surface": "for_you", "creator": None}))

@@ -126,8 +126,18 @@ def test_fail_closed_surface_drops_unlabeled_and_missing(test_bundle):
     assert {x.item_id: x.rule_ids for x in opened.decisions}["unknown"] == ("spam-drop",)
 
 
-def test_no_store_and_caller_supplied_labels(test_bundle):
+def test_labels_given_with_the_candidates_are_refused_unless_the_caller_is_trusted(test_bundle):
+    """Labels come from the label store: a request may not bring its own (they would override
+    the store's); a trusted in-process caller may, by configuration."""
     g = Guard(test_bundle, None)
+    with pytest.raises(BadInput, match=r"candidates\[1\]: 'labels' is not accepted: labels come from the label store"):
+        g.apply(ADULT, [{"id": "a", "score": 1.0}, {"id": "b", "score": 0.5, "labels": {"spam": 0.0}}])
+    with pytest.raises(BadInput, match=r"column 'labels.spam' is not accepted"):
+        g.apply(ADULT, {"id": ["a"], "score": [1.0], "labels.spam": [0.0]})
+
+
+def test_no_store_and_caller_supplied_labels(test_bundle):
+    g = Guard(test_bundle, None, config=GuardConfig(caller_labels=True))
     records = [
         {"id": "ok", "score": 0.5, "creator": "a", "topic": "film", "verified": False, "labels": {"mature": 0.1, "spam": 0.1, "toxic": 0.1}},
         {"id": "nolabels", "score": 0.9, "creator": "b", "topic": "film"},
@@ -201,21 +211,13 @@ def test_json_numbers_as_scores(test_bundle):
 
 
 def test_object_columns_typed_in_c_or_left_to_the_policy(feed_bundle):
-    """JSON columns of one type become typed arrays; a null, a mixed column or a string with a
-    NUL stays an object column, which the policy library decides per value, as the reference does."""
-    from assay.guard.core import _typed
-
+    """JSON columns of one type are typed by the policy batch in C passes; a null, a mixed column
+    or a string with a NUL is decided per value, as the reference does."""
     def obj(values):
         col = np.empty(len(values), dtype=object)
         col[:] = values
         return col
 
-    assert _typed(obj(["a", "b"]), "string").dtype.kind == "U"
-    assert _typed(obj(["a", "b\x00"]), "string") is None and _typed(obj(["a", None]), "string") is None
-    assert _typed(obj([1, 2]), "int").dtype == np.int64 and _typed(obj([1, 2.5]), "int") is None
-    assert _typed(obj([2**70, 1]), "int") is None
-    assert _typed(obj([1, 2.5]), "double").dtype == np.float64 and _typed(obj([True, 1.0]), "double") is None
-    assert _typed(obj([True, False]), "bool").dtype == np.bool_ and _typed(obj([1, 0]), "bool") is None
     n = 6
     ids = [f"i{k}" for k in range(n)]
     store = InMemoryLabelStore()
@@ -305,7 +307,7 @@ def test_list_columns_the_fast_conversion_refuses_agree_with_the_reference(feed_
     """Rows of string lists go to the policy library as flat columns; rows that are not clean
     string lists (None, a bare string, a None or NUL element, a number) are left to the library's
     per-row path, so the compiled and the reference evaluator still decide every row alike."""
-    from assay.guard.core import _string_lists
+    from assay.policy.batch import string_lists
 
     odd = [["DE"], None, "DE", ["DE", None], ["D\x00E"], [7], ("DE",), [], ["GB", "DE"]]
     n = len(odd)
@@ -314,7 +316,7 @@ def test_list_columns_the_fast_conversion_refuses_agree_with_the_reference(feed_
     for rows in (odd, clean):
         col = np.empty(len(rows), dtype=object)
         col[:] = rows
-        converted = _string_lists(col)
+        converted = string_lists(col.tolist())
         assert (converted is None) == (rows is odd)
         cands = {"id": ids[: len(rows)], "score": np.linspace(1, 0.1, len(rows)), "region_blocklist": col,
                  "tags": [[] for _ in rows], "source": ["catalog"] * len(rows), "topic": ["film"] * len(rows),
@@ -322,7 +324,7 @@ def test_list_columns_the_fast_conversion_refuses_agree_with_the_reference(feed_
         fast, ref = g.apply(teen, cands), g.apply(teen, cands, evaluator="reference")
         assert fast.item_ids == ref.item_ids
         assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
-    lists, nulls = _string_lists(col)
+    lists, nulls = string_lists(col.tolist())
     assert lists.offsets.tolist() == [0, 1, 1, 2, 2, 4] and lists.flat.tolist() == ["DE", "DE", "GB", "DE"]
     assert nulls.tolist() == [False, True, False, False, False]
     # geo-block: "DE" in the row drops it; a missing row fails closed; an empty row is served
@@ -371,9 +373,11 @@ def test_a_cap_keyed_by_a_list_column_groups_equal_lists(test_bundle):
         assert slate.item_ids == ["k0", "k1", "k3", "k4"]  # the third ["a", "b"] is capped
 
 
-def test_agrees_with_the_policy_librarys_resolution(feed_bundle):
-    """The guard's matrix resolution and assay.policy.resolve (used by bundle tests) agree."""
-    from assay.policy import resolve
+def test_agrees_with_the_independent_reference_guard(feed_bundle):
+    """The guard's slate (C rule programs, C resolution, column caps) equals the reference guard's
+    (docs only: one candidate at a time, the CEL library), candidate by candidate, for a teen on a
+    fail-open surface with labels missing at random and a rollout-free bundle."""
+    from assay.guard.oracle import ReferenceGuard
 
     rng = np.random.default_rng(11)
     n = 200
@@ -382,25 +386,20 @@ def test_agrees_with_the_policy_librarys_resolution(feed_bundle):
     labels = {name: np.where(rng.random(n) < 0.05, np.nan, rng.beta(0.5, 2, n)) for name in names}
     store = InMemoryLabelStore()
     store.put(ids, labels, "v")
-    cands = {"id": ids, "score": rng.random(n), "source": ["catalog"] * n, "creator": [f"c{k}" for k in range(n)],
-             "topic": ["film"] * n, "region_blocklist": [[] for _ in range(n)], "tags": [[] for _ in range(n)],
-             "age_days": np.ones(n, dtype=np.int64)}
+    cands = {"id": ids, "score": rng.random(n), "source": ["catalog"] * n, "creator": [f"c{k % 40}" for k in range(n)],
+             "topic": rng.choice(["film", "news", "health"], n).tolist(), "region_blocklist": [[] for _ in range(n)],
+             "tags": [["clickbait"] if k % 7 == 0 else [] for k in range(n)], "age_days": np.ones(n, dtype=np.int64)}
     g = Guard(feed_bundle, store, config=GuardConfig(default_mode="fail_open"))
     req = {"surface": "for_you", "user": {"id": "u", "age": 16, "region": "EU", "country": "FR", "sensitive_opt_out": False},
            "deadline_ms": 60_000}
     slate = g.apply(req, cands)
-    surface = g.bundle.surface("for_you")
-    outcomes = surface.compiled.evaluate(g._batch(surface, req, slate_candidates(cands), *labels_of(store, ids, surface)))
-    res = resolve(list(surface.compiled.rules), outcomes)
-    for j, d in enumerate(slate.decisions):
-        theirs = res.candidate(j)
-        if d.action == "cap":
-            continue
-        assert d.action == theirs.action, (j, d, theirs)
-        assert [r for r in d.rule_ids] == [r for r in theirs.rule_ids if r not in ("creator-cap", "topic-cap")]
-        if d.action != "drop":
-            assert d.score_after == pytest.approx(d.score_before * theirs.factor)
-        assert list(d.shadow_rule_ids) == theirs.shadow_rule_ids
+    records = [{key: (v[k].item() if isinstance(v[k], np.generic) else v[k]) for key, v in cands.items()} for k in range(n)]
+    stored = {i: {name: float(labels[name][k]) for name in names if not np.isnan(labels[name][k])} for k, i in enumerate(ids)}
+    ref = ReferenceGuard(feed_bundle, default_mode="fail_open").decide("for_you", req, records, stored)
+    assert slate.item_ids == ref.item_ids and slate.scores.tolist() == ref.scores and dict(slate.item_labels) == ref.item_labels
+    assert [(d.action, d.rule_ids, d.rank_after, d.shadow_rule_ids) for d in slate.decisions] == \
+        [(c.action, c.rule_ids, c.rank, c.shadow_rule_ids) for c in ref.candidates]
+    assert {d.action for d in slate.decisions} >= {"drop", "cap", "allow"}
 
 
 def slate_candidates(cands):
@@ -573,16 +572,16 @@ def test_cap_groups_by_key_value_and_absent_values_are_one_group(test_bundle, cr
 
 
 def test_fixed_width_cap_keys_are_grouped_exactly_even_when_row_keys_collide(monkeypatch):
-    from assay.guard import core
+    from assay.policy import slate as core
 
     values = np.array(["b", "a", "b", "ab", "a", "b", "", "ba", ""])
     expected = [0, 0, 1, 0, 1, 2, 0, 0, 1]
-    assert core._group_ordinals(values).tolist() == expected
+    assert core.group_ordinals(values).tolist() == expected
     assert core._fixed_width_ordinals(values).tolist() == expected
     # weights of zero give every row the same key: the row check catches it, the exact path answers
     monkeypatch.setitem(core._ROW_WEIGHTS, values.dtype.itemsize // 4, np.zeros(values.dtype.itemsize // 4, dtype=np.uint64))
     assert core._fixed_width_ordinals(values) is None
-    assert core._group_ordinals(values).tolist() == expected
+    assert core.group_ordinals(values).tolist() == expected
 
 
 def test_trace_table_matches_the_decision_records_row_for_row(test_bundle):
@@ -616,18 +615,36 @@ def test_trace_table_matches_the_decision_records_row_for_row(test_bundle):
             assert any(row["rule_ids"] for row in rows) and any(row["shadow_rule_ids"] for row in rows)
 
 
-def test_a_float_column_is_missing_exactly_where_it_is_nan(feed_bundle):
-    """The batch tests a float column for NaN by its minimum first; infinities (whose sum would
-    be NaN) are values, and every NaN, wherever it is, is missing."""
-    g = Guard(feed_bundle, InMemoryLabelStore())
+def test_nan_in_a_feature_column_is_a_value_and_an_arrow_null_is_absent(feed_bundle):
+    """Missing values are explicit, never NaN: NaN in a float column is a double with IEEE
+    semantics (every comparison with it false), whatever form the column takes; a null in an
+    Arrow column is an absent value (fail-closed where a rule needs it)."""
+    import pyarrow as pa
+
+    ids = ["a", "b", "c"]
+    store = InMemoryLabelStore()
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    store.put(ids, {name: np.zeros(3) for name in names}, "v")
+    g = Guard(feed_bundle, store)
+    req = {"surface": "for_you", "user": {"id": "u", "age": 30, "region": "US", "country": "US", "sensitive_opt_out": False}}
+    base = {"id": ids, "score": [0.3, 0.2, 0.1], "source": ["catalog"] * 3, "topic": ["film"] * 3, "creator": ["x", "y", "z"],
+            "region_blocklist": [[], [], []], "tags": [[], [], []]}
+    # item.score is read by the bundle's "low-score" style rules only through scores (finite); age_days is an int
+    for ages in (np.array([1, 2, 3]), [1, 2, 3], pa.array([1, None, 3])):
+        slate = g.apply(req, {**base, "age_days": ages})
+        ref = g.apply(req, {**base, "age_days": ages}, evaluator="reference")
+        assert slate.item_ids == ref.item_ids
+        assert [d.rule_ids for d in slate.decisions] == [d.rule_ids for d in ref.decisions]
     surface = g.bundle.surface("for_you")
-    cases = [([1.0, np.nan, np.inf], [False, True, False]), ([np.inf, -np.inf, 2.0], None), ([1.0, 2.0, 3.0], None),
-             ([np.nan, np.nan, np.nan], [True, True, True]), ([-np.inf, 5.0, np.nan], [False, False, True])]
-    for ages, expected in cases:
-        cands = cand_mod.coerce({"id": ["a", "b", "c"], "score": [0.3, 0.2, 0.1], "age_days": np.array(ages)})
-        values, present, *_ = g._read_labels(surface, cands, time.perf_counter() + 60, True)
-        mask = g._batch(surface, {}, cands, values, present).missing_masks.get("item.age_days")
-        assert (None if mask is None else mask.tolist()) == expected
+    cands = cand_mod.coerce({**base, "age_days": pa.array([1, None, 3])})
+    values, present, *_ = g._read_labels(surface, cands, time.perf_counter() + 60, True)
+    batch = g._batch(surface, req, cands, values, present)
+    col = batch.column("item.age_days", feed_bundle.attributes["rules"]["item.age_days"])
+    assert col.missing.tolist() == [False, True, False] and col.data.dtype == np.int64
+    nan_batch = cand_mod.coerce({**base, "age_days": np.array([1.0, np.nan, np.inf])})
+    b = g._batch(surface, req, nan_batch, values, present)
+    # a float column where an int is declared is ill-typed per value, NaN included: never "absent"
+    assert b.missing_masks.get("item.age_days") is None
 
 
 def test_labels_the_caller_gives_win_and_the_store_reads_only_the_rest(test_bundle):
@@ -652,3 +669,33 @@ def test_labels_the_caller_gives_win_and_the_store_reads_only_the_rest(test_bund
     asked.clear()
     g._read_labels(surface, cand_mod.coerce(cands), time.perf_counter() + 60, True)
     assert asked == [tuple(surface.label_names)]
+
+
+def test_open_source_and_creator_breakers_agree_with_the_reference_guard(feed_bundle):
+    """Candidates of an open source or creator leave before any rule (taking no cap slot), as the
+    reference guard written from the docs decides it."""
+    from assay.guard import BreakerConfig, BreakerRegistry, Fallback, ScopePolicy
+    from assay.guard.oracle import ReferenceGuard
+
+    rng = np.random.default_rng(12)
+    n = 120
+    ids = [f"i{k}" for k in range(n)]
+    names = ["mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling"]
+    labels = {name: rng.beta(0.5, 4, n) for name in names}
+    store = InMemoryLabelStore()
+    store.put(ids, labels, "v")
+    cands = {"id": ids, "score": rng.random(n), "source": rng.choice(["catalog", "ugc:x", "news:y"], n).tolist(),
+             "creator": [f"c{k % 9}" for k in range(n)], "topic": rng.choice(["film", "news"], n).tolist(),
+             "region_blocklist": [[] for _ in range(n)], "tags": [[] for _ in range(n)], "age_days": np.ones(n, dtype=np.int64)}
+    reg = BreakerRegistry({"source": ScopePolicy(BreakerConfig(), Fallback("drop")), "creator": ScopePolicy(BreakerConfig(), Fallback("drop"))})
+    g = Guard(feed_bundle, store, breakers=reg)
+    reg.get("source:ugc:x").force_open("test")
+    reg.get("creator:c3").force_open("test")
+    req = {"surface": "for_you", "user": {"id": "u", "age": 30, "region": "US", "country": "US", "sensitive_opt_out": False}}
+    slate = g.apply(req, cands)
+    records = [{key: (v[k].item() if isinstance(v[k], np.generic) else v[k]) for key, v in cands.items()} for k in range(n)]
+    stored = {i: {name: float(labels[name][k]) for name in names} for k, i in enumerate(ids)}
+    ref = ReferenceGuard(feed_bundle).decide("for_you", req, records, stored, open_scopes={"source:ugc:x", "creator:c3"})
+    assert slate.item_ids == ref.item_ids and slate.scores.tolist() == ref.scores
+    assert [(d.action, d.rule_ids, d.rank_after) for d in slate.decisions] == [(c.action, c.rule_ids, c.rank) for c in ref.candidates]
+    assert {d.rule_ids for d in slate.decisions} >= {("breaker:source:ugc:x",), ("breaker:creator:c3",)}

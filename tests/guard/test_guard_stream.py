@@ -3,6 +3,7 @@ and breakers driven through the stream by a labeler outage and a harmful-content
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -238,7 +239,9 @@ def test_assay_guard_worker_cli(redis_url, tmp_path, bundle_path):
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert [s["request_id"] for s in t.read_output()] == ["c0", "c1", "c2"]
-    assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 45
+    written = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert len([r for r in written if "item_id" in r]) == 45  # and each request's inputs, for explanations
+    assert sorted(r["subject"] for r in written if r.get("kind") == "guard.slate_inputs") == ["c0", "c1", "c2"]
     assert t.pending() == 0
     bad = subprocess.run([sys.executable, "-m", "assay.cli.main", "guard", "worker", "--bundle", str(bundle_path)],
                          capture_output=True, text=True, timeout=120)

@@ -50,6 +50,12 @@ def _decisions(n, drop_every, ts0=1000.0, surface="for_you"):
                      rule_ids=("r-mature",) if i % drop_every == 0 else ()) for i in range(n)]
 
 
+def _scored(scores) -> list[Decision]:
+    """Allowed decisions whose ``score_before`` are ``scores`` (a score stream for drift tests)."""
+    return [Decision(request_id=f"r{i}", ts=float(i), surface="for_you", subject_id="u", item_id=f"i{i}", rank_before=0,
+                     rank_after=0, action="allow", score_before=float(s)) for i, s in enumerate(scores)]
+
+
 def test_window_stats_match_the_per_record_loop():
     ds = _decisions(200, 4)
     s = stats_from_decisions(ds)
@@ -191,9 +197,7 @@ alerts:
     monitor = Monitor(_bundle(tmp_path, text), drift_references={"score": ReferenceProfile.numeric("score", rng.beta(2, 5, 5000))})
 
     def window(a: float) -> object:
-        ds = [Decision(request_id=f"r{i}", ts=float(i), surface="for_you", subject_id="u", item_id=f"i{i}", rank_before=0,
-                       rank_after=0, action="allow", score_before=float(s)) for i, s in enumerate(rng.beta(a, 5, 2000))]
-        return stats_from_decisions(ds)
+        return stats_from_decisions(_scored(rng.beta(a, 5, 2000)))
 
     same = window(2.0)
     assert monitor.evaluate(same) == [] and same.psi["score"] < 0.05 and same.drifted == 0
@@ -233,9 +237,7 @@ def test_a_window_too_small_for_drift_tests_is_counted_as_insufficient(tmp_path)
     from assay.monitor.drift import ReferenceProfile
 
     monitor = Monitor(_bundle(tmp_path), drift_references={"score": ReferenceProfile.numeric("score", [0.1, 0.2])})
-    ds = [Decision(request_id="r", ts=float(i), surface="for_you", subject_id="u", item_id=f"i{i}", rank_before=0,
-                   rank_after=0, action="allow", score_before=float(s)) for i, s in enumerate([0.8, 0.9, 0.95])]
-    stats = stats_from_decisions(ds)
+    stats = stats_from_decisions(_scored([0.8, 0.9, 0.95]))
     monitor.add_drift(stats)
     assert stats.drifted == 0 and stats.drift_insufficient == 1
     assert stats.context()["window"]["drift_insufficient"] == 1

@@ -11,6 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from assay.guard.fuzz import cel_double, cel_str  # CEL literals for generated values
 from assay.policy import Batch, ListValues, load_bundle
 from assay.policy.vectorised import NATIVE
 
@@ -23,24 +24,6 @@ DECLS = {
 WORDS = ["", "a", "ab", "abc", "é", "Ω", "😀", "zz", "a\x00", "Ab", "ß", "\u200b"]
 INT_EDGE = [0, 1, -1, 17, 18, 2**63 - 1, -(2**63), 2**62]
 DOUBLE_EDGE = [0.0, -0.0, 0.5, 1.0, -1.5, 0.7, math.inf, -math.inf, math.nan, 1e300]
-
-
-def cel_str(s: str) -> str:
-    out = []
-    for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\x00":
-            out.append("\\x00")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def cel_double(x: float) -> str:
-    if math.isinf(x):
-        return "(1e308 * 10.0)" if x > 0 else "(-1e308 * 10.0)"
-    return repr(float(x)) if "e" in repr(float(x)) or "." in repr(float(x)) else repr(float(x)) + ".0"
 
 
 ints = st.sampled_from(INT_EDGE) | st.integers(-(2**63), 2**63 - 1)

@@ -171,14 +171,15 @@ def test_malformed_programs_raise(code, error):
         _native.evaluate(((1, np.array([vec._OP_SLOT, 0], dtype=np.int32).tobytes(), ()),), slots, 3, out)
 
 
-def test_an_arrow_array_that_is_not_a_list_is_an_ill_typed_column(tmp_path):
-    """Only Arrow list (or map) arrays are kept and read as lists; an Arrow string array where a
-    string or a list is declared is MISSING in every evaluator, as before lists stayed Arrow."""
+def test_an_arrow_array_of_scalars_is_read_as_its_values_and_nulls(tmp_path):
+    """An Arrow array of scalars is its values (nulls absent): a string array feeds a string
+    attribute; where a list is declared its strings are ill-typed (MISSING) in every evaluator.
+    Only Arrow list arrays are kept and read as lists."""
     import pyarrow as pa
 
-    compiled = bundle_of(tmp_path, ['item.s == "a"', '"a" in item.l']).compile_rules("*")
-    batch = Batch.from_columns(2, {"item.s": pa.array(["a", "b"]), "item.l": pa.array(["a", "b"])})
+    compiled = bundle_of(tmp_path, ['item.s == "a"', '"a" in item.l', "item.i > 1"]).compile_rules("*")
+    batch = Batch.from_columns(2, {"item.s": pa.array(["a", "b"]), "item.l": pa.array(["a", "b"]), "item.i": pa.array([2, None])})
     ref = compiled.evaluate_reference(batch)
-    assert ref.tolist() == [[2, 2], [2, 2]]
+    assert ref.tolist() == [[1, 0], [2, 2], [1, 2]]
     for native in (False, True) if vec.NATIVE else (False,):
         assert compiled.evaluate(batch, native=native).tolist() == ref.tolist()

@@ -8,7 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from assay.policy import Batch, ListValues, Outcome, load_bundle, resolve
+from assay.policy import Batch, ListValues, Outcome, load_bundle
+from assay.policy.slate import decide_records, in_rollout
 
 BUNDLE = """\
 attributes:
@@ -81,7 +82,7 @@ def decide(bundle, items, context=None):
     batch = Batch.from_records(context or {"request": {"age": 30}}, items)
     outcomes = compiled.evaluate(batch)
     assert np.array_equal(outcomes, compiled.evaluate_reference(batch))
-    res = resolve(compiled.rules, outcomes)
+    res = decide_records(compiled, context or {"request": {"age": 30}}, items)
     return [res.candidate(j) for j in range(len(items))]
 
 
@@ -113,14 +114,23 @@ def test_shadow_records_without_acting(bundle):
     assert "shadow-drop" in d[0].shadow_rule_ids and d[0].action != "drop"
 
 
-def test_rollout_mask_keeps_rules_from_acting(bundle):
-    compiled = bundle.compile_rules("*")
-    batch = Batch.from_records({"request": {"age": 30}}, [{"x": 0.0, "y": 0.9, "tags": [], "creator": "c"}])
-    outcomes = compiled.evaluate(batch)
-    active = np.ones(outcomes.shape, bool)
-    active[[r.id for r in compiled.rules].index("drop-y")] = False
-    res = resolve(compiled.rules, outcomes, active=active)
-    assert res.candidate(0).action == "allow" and res.candidate(0).shadow_rule_ids == ["drop-y"]
+def test_a_rule_outside_its_rollout_records_without_acting(tmp_path):
+    """rollout: 30 acts for the subjects whose crc32 bucket of (rule id, subject) is below 3,000
+    of 10,000, and is recorded as shadow for the others."""
+    p = tmp_path / "r.yaml"
+    p.write_text(textwrap.dedent(BUNDLE).replace("  - id: drop-y\n    when: item.y > 0.5\n    action: drop",
+                                                 "  - id: drop-y\n    when: item.y > 0.5\n    action: drop\n    rollout: 30"))
+    compiled = load_bundle(p).compile_rules("*")
+    subjects = [f"user-{k}" for k in range(200)]
+    inside = [u for u in subjects if in_rollout("drop-y", u, 30)]
+    assert 30 < len(inside) < 90  # about 30% of subjects
+    for user in (inside[0], next(u for u in subjects if u not in inside)):
+        d = decide_records(compiled, {"request": {"age": 30, "user": {"id": user}}}, [{"x": 0.0, "y": 0.9, "tags": [], "creator": "c"}])
+        c = d.candidate(0)
+        if user in inside:
+            assert c.action == "drop" and c.rule_ids == ["drop-y"] and c.shadow_rule_ids == []
+        else:
+            assert c.action == "allow" and c.rule_ids == [] and c.shadow_rule_ids == ["drop-y"]
 
 
 def test_columnar_lists_and_masks(bundle):
@@ -206,15 +216,15 @@ def test_list_columns_given_as_rows_refuse_what_is_not_a_list_of_strings(bundle)
     assert out[tag_rule].tolist() == [Outcome.TRUE, Outcome.MISSING, Outcome.MISSING, Outcome.MISSING, Outcome.FALSE]
 
 
-def test_list_rows_of_clean_strings_take_the_arrow_path_and_bytes_do_not(bundle):
-    """Clean rows are converted by Arrow in one call; a bytes element (which Arrow would take for a
-    string, and coerce() refuses) sends the column to the per-row path, which marks its row missing."""
-    from assay.policy.batch import _arrow_string_lists
+def test_list_rows_of_clean_strings_take_the_fast_path_and_bytes_do_not(bundle):
+    """Clean rows are flattened in one pass; a bytes element (which coerce() refuses) sends the
+    column to the per-row path, which marks its row missing."""
+    from assay.policy.batch import string_lists
 
     compiled = bundle.compile_rules("*")
-    assert _arrow_string_lists([["meh"], [], None, ("ok", "meh")]) is not None
+    assert string_lists([["meh"], [], None, ("ok", "meh")]) is not None
     rows = [["meh"], [b"meh"], ["ok"]]
-    assert _arrow_string_lists(rows) is None
+    assert string_lists(rows) is None
     batch = Batch.from_columns(3, {"item.x": np.zeros(3), "item.y": np.zeros(3), "item.tags": rows,
                                    "item.creator": np.array(["c"] * 3)}, scalars={"request.age": 30})
     out = compiled.evaluate(batch)

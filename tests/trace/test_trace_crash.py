@@ -1,5 +1,6 @@
 """Crash safety: a writer is killed with SIGKILL at random points; every record it acknowledged
-must survive, and the log must verify after recovery. 20 kills by default, 120 under -m slow."""
+must survive, nothing it did not get signed may be signed by the next writer (it is quarantined),
+and the log must verify after recovery. 20 kills by default, 120 under -m slow."""
 
 from __future__ import annotations
 
@@ -50,10 +51,14 @@ def _crash_runs(tmp_path: Path, runs: int) -> dict:
         os.close(read_fd)
         acked = int(acks.split()[-1]) if acks.split() else 0
         os.environ["ASSAY_HOME"] = str(home)
+        notes = sorted((root / "checkpoints").glob("*.note"))
+        signed = int(notes[-1].name[:20]) if notes else 0
         with TraceLog.open(root, segment_records=200) as log:
             assert not log.problems, f"run {run}: {log.problems}"
             recovered += bool(log.recovery)
             assert log.size >= acked, f"run {run}: {acked} records acknowledged but only {log.size} survived"
+            # The reopening writer signed nothing it found: only what was signed before, plus its own event.
+            assert log.size == signed + bool(log.recovery), f"run {run}: signed {signed}, reopened at {log.size}"
             table = log.table(["index", "type", "request_id"])
             for index, kind, request_id in zip(*(table.column(c).to_pylist() for c in ("index", "type", "request_id")), strict=True):
                 # Each decision's request id names the log position it was written at: nothing

@@ -88,7 +88,7 @@ def test_erasure_keeps_proofs_valid(log: TraceLog) -> None:
     result = log.erase("user3")
     assert result["erased"] == 10 and 3 in result["indices"]
     row = log.record(3)
-    assert row["erased"] and row["subject_id"] is None and row["item_id"] is None and row["action"] == "drop"
+    assert row["erased"] and all(row[c] is None for c in canonical.DECISION_SCHEMA.names)
     assert log.why("item3", "user3") is None
     report = log.verify()
     assert report.ok, report.problems
@@ -151,19 +151,22 @@ def test_partial_batch_after_crash_is_cut_and_reported(tmp_path) -> None:
         extra = canonical.decisions_to_table(make_decisions(5, start=20))
         rows, _ = log._decision_rows(log._prepare_decisions(extra))
         message = bytes(encode_batch(rows))
-    good = segment.stat().st_size
     with open(segment, "ab") as f:  # the writer died half-way through writing a batch
         f.write(message[: len(message) // 2])
     (Path(log.root) / "segments" / f"{25:020d}.arrows").write_bytes(b"\xff\xff")  # and while creating a segment
     (Path(log.root) / "segments" / f"{26:020d}.arrows").write_bytes(b"")  # (found by the SIGKILL test: an empty file)
     with TraceLog.open(tmp_path / "log", read_only=True) as reader:
-        assert reader.recovery and "a writer would cut it off" in reader.recovery[0]
+        assert reader.recovery and "a writer would move it to quarantine" in reader.recovery[0]
     with TraceLog.open(tmp_path / "log") as log:
         assert len(log.recovery) == 3 and all("removed the empty segment" in m for m in log.recovery[:2])
-        assert "not a complete record batch" in log.recovery[2]
+        assert "0 records and" in log.recovery[2] and "not a complete record batch" in log.recovery[2]
         assert log.size == 21  # 20 decisions + the trace.recovered event
-        assert log.record(20)["kind"] == "trace.recovered"
-        assert segment.stat().st_size > good
+        recovered = log.record(20)
+        assert recovered["kind"] == "trace.recovered"
+        folder = json.loads(recovered["payload"])["quarantine"]
+        report = json.loads((Path(log.root) / folder / "report.json").read_text())
+        assert report["signed_size"] == 20 and report["records"] == 0
+        assert report["torn_bytes"] == len(message) // 2  # the torn batch, moved aside byte for byte
         assert log.verify().ok
 
 

@@ -16,7 +16,8 @@ from assay.errors import BadInput
 
 BENCHMARKS = {
     "policy": "assay.policy.bench",
-    "lineage": "assay.govern.bench",
+    "govern": "assay.govern.bench",
+    "lineage": "assay.govern.bench",  # the name it had first
     "guard": "assay.guard.bench",
     "trace": "assay.trace.bench",
     "classify": "assay.classify.bench",
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "monitor": "assay.monitor.bench",
     "explain": "assay.explain.bench",
     "mitigate": "assay.mitigate.bench",
+    "recsys": "assay.evaluate.recsys_bench",
 }
 
 

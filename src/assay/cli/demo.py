@@ -496,13 +496,13 @@ def replay(ctx: DemoContext) -> None:
         ScopePolicy,
     )
     from assay.guard.breakers import LABEL_STORE_FAILED
-    from assay.guard.core import K_DROP
     from assay.guard.sink import JsonlSink
     from assay.monitor.engine import Monitor
     from assay.monitor.loop import InboxSource, WatchLoop
     from assay.monitor.mitigations import Mitigator
     from assay.monitor.windows import TumblingWindows
     from assay.policy import load_bundle
+    from assay.policy.actions import Act
     from assay.recsys.pipeline import load_dataset, load_served
     from assay.store.labels import InMemoryLabelStore, RedisLabelStore
 
@@ -605,7 +605,7 @@ def replay(ctx: DemoContext) -> None:
 
     def drop_rate(slates: list[Any]) -> float:
         n = sum(len(s.candidate_ids) for s in slates)
-        return sum(int((s.action == K_DROP).sum()) for s in slates) / max(n, 1)
+        return sum(int((s.action == Act.DROP).sum()) for s in slates) / max(n, 1)
 
     third = len(sessions) // 3
     calm, surge_part, rest = sessions[:third], sessions[third : 2 * third], sessions[2 * third :]
@@ -614,7 +614,7 @@ def replay(ctx: DemoContext) -> None:
         slates = serve("calm", calm)
         fired = list(firings)
         minors_dropped = sum(
-            int((s.action == K_DROP).sum()) for s in slates if int(s.subject_id) in minors
+            int((s.action == Act.DROP).sum()) for s in slates if int(s.subject_id) in minors
         )
         ctx.say(f"normal traffic: {len(slates)} requests, {sum(len(s) for s in slates)} films served; "
                 f"drop rate {drop_rate(slates):.0%} ({minors_dropped} mature films kept from minors); "

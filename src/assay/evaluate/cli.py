@@ -83,6 +83,36 @@ def run_cmd(
     _exit_for(outcome)
 
 
+@eval_app.command("trec")
+def trec_cmd(
+    qrels: str = typer.Argument(..., help="Qrels file: 'qid iter docno rel' lines."),
+    run: str = typer.Argument(..., help="Run file: 'qid Q0 docno rank score tag' lines."),
+    k: int = typer.Option(10, "-k", help="Cut-off; 0 = the whole list."),
+    metric: list[str] = typer.Option(None, "--metric", "-m", help="ndcg, recall, precision, mrr, map, hit_rate, rprec (repeatable; default all)."),
+    conventions: str = typer.Option("assay", "--conventions", help="assay | trec_eval | trec_eval-c | ranx | recbole (docs/recsys-conventions.md)."),
+    duplicates: str = typer.Option("error", "--duplicates", help="A repeated (user, item) row: error (as trec_eval) | first (best-ranked row) | last (last row, as ranx)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recommender / retrieval metrics of a TREC run, with 95% intervals over users. A run that
+    repeats an item for a user is refused (exit 2) unless --duplicates picks a rule."""
+    from assay.evaluate import recsys_metrics as rm
+
+    aggs = rm.evaluate_trec(qrels, run, k or None, metric or rm.RANKING_METRICS, conventions=conventions, duplicates=duplicates)
+    if as_json:
+        typer.echo(json.dumps({"k": k or None, "conventions": conventions, "duplicates": duplicates,
+                               "metrics": {m: a.to_dict() for m, a in aggs.items()}}, indent=2, sort_keys=True, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{run} against {qrels} (k={k or 'all'}, {conventions} conventions)")
+    for col in ("metric", "value", "95% interval", "n"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, a in aggs.items():
+        table.add_row(name, f"{a.value:.4f}", f"[{a.ci_low:.4f}, {a.ci_high:.4f}]" if a.available else a.note, str(a.n))
+    Console().print(table)
+
+
 @eval_app.command("resume")
 def resume_cmd(
     run_id: str = typer.Argument(..., help="The run to finish (see `assay eval list`)."),

@@ -213,31 +213,33 @@ def _recsys(kind: str, name: str, spec: dict[str, Any], records: list[dict[str, 
     genres) cannot keep integer keys, and a recommender may answer 7 or "7"."""
     ok = _ok(records)
     k = spec.get("k", 10)
+    dup = spec.get("duplicates", "error")  # a list repeating an item is refused unless the suite picks "first"
     s = str
     recs = {r["fields"]["user"]: [s(i) for i in r["output"]["ranked"]] for r in ok}
     prefix = f"{name}_"
     if kind == "ranking":
         truth = {r["fields"]["user"]: {s(i): g for i, g in _truth(r).items()} for r in ok}
-        aggs = rm.ranking_metrics(recs, truth, k=k, metrics=spec.get("metrics", rm.RANKING_METRICS), resamples=resamples)
+        aggs = rm.ranking_metrics(recs, truth, k=k, metrics=spec.get("metrics", rm.RANKING_METRICS),
+                                  conventions=spec.get("conventions"), duplicates=dup, resamples=resamples)
         return {f"{prefix}{m}@{k}": a for m, a in aggs.items()}
     if kind == "beyond_accuracy":
         catalogue = [s(i) for i in ctx["catalogue"]] if ctx.get("catalogue") else sorted({i for r in recs.values() for i in r})
         popularity = {s(i): float(v) for i, v in ctx["popularity"].items()} if ctx.get("popularity") else None
-        aggs = rm.beyond_accuracy_metrics(recs, catalogue, popularity, k=k, resamples=resamples)
+        aggs = rm.beyond_accuracy_metrics(recs, catalogue, popularity, k=k, duplicates=dup, resamples=resamples)
         return {f"{prefix}{m}@{k}": a for m, a in aggs.items()}
     if kind == "exposure":
         groups = {s(i): g for i, g in (ctx.get("item_groups") or {}).items()}
-        recs = {u: [i for i in r if i in groups] for u, r in recs.items()}
+        recs = {u: [i for i in rm.check_list(r, u, dup) if i in groups] for u, r in recs.items()}
         return {f"{prefix}{m}": a for m, a in rm.exposure_by_group(recs, groups, k=k, resamples=resamples).items()}
     if kind == "calibration":
         histories = {r["fields"]["user"]: [s(i) for i in r["fields"].get("history") or []] for r in ok}
         genres = {s(i): g for i, g in (ctx.get("item_genres") or {}).items()}
-        agg, _ = rm.calibration(recs, histories, genres, k=k, alpha=spec.get("alpha", 0.01), resamples=resamples)
+        agg, _ = rm.calibration(recs, histories, genres, k=k, alpha=spec.get("alpha", 0.01), duplicates=dup, resamples=resamples)
         return {f"{name}@{k}": agg}
     if kind == "user_group_gap":
         truth = {r["fields"]["user"]: {s(i): g for i, g in _truth(r).items()} for r in ok}
         metric = spec.get("metric", "ndcg")
-        per_user = rm.per_user_metrics(recs, truth, k=k, metrics=[metric])[metric]
+        per_user = rm.per_user_metrics(recs, truth, k=k, metrics=[metric], conventions=spec.get("conventions"), duplicates=dup)[metric]
         groups = {r["fields"]["user"]: r.get("group") for r in ok if r.get("group")}
         return {f"{prefix}{m}": a for m, a in rm.group_gaps(per_user, groups, resamples=resamples).items()}
     raise ValueError(kind)

@@ -110,19 +110,51 @@ def pair_cmd(
 
 @explain_app.command("guard")
 def guard_cmd(
-    bundle: Path = typer.Option(..., help="Policy bundle (file or folder)."),
-    surface: str = typer.Option(..., help="Surface, e.g. for_you."),
+    bundle: Path = typer.Option(..., help="Policy bundle (file or folder): for a traced decision, the one that made it."),
+    surface: str = typer.Option(None, help="Surface, e.g. for_you (with --input)."),
     candidate: str = typer.Option(
-        ...,
+        None,
         "--input",
         help='Candidate as JSON, or @file.json: {"request": {...}, "item": {"labels": {...}}}',
     ),
+    trace: Path = typer.Option(None, help="A trace log: explain a decision in it (with --request-id and --item)."),
+    request_id: str = typer.Option(None, "--request-id", help="The traced request."),
+    item: str = typer.Option(None, "--item", help="The item whose decision to explain."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The rule that fired, its condition with the actual values, and the smallest label change that flips the action."""
-    from assay.explain.guard import explain_guard
+    """Why the guard acted: the rules that fired, their conditions with the actual values, and the
+    smallest label change that flips the action. A traced decision is decided again from the
+    inputs recorded with its request, and the explanation says whether that reproduces what was
+    served (exit 1 when it does not)."""
+    from assay.explain.guard import explain_guard, explain_traced, read_trace
     from assay.policy import load_bundle
 
+    if trace is not None:
+        if candidate is not None or not request_id or not item:
+            raise BadInput("a traced decision needs --trace, --request-id and --item (and no --input)")
+        from assay.trace import TraceLog
+
+        if not trace.exists():
+            raise BadInput(f"there is no trace log at {trace}")
+        log = TraceLog.open(trace, read_only=True)
+        try:
+            decisions, inputs = read_trace(log, request_id)
+        finally:
+            log.close()
+        rows = [r for r in decisions.get(request_id, []) if r["item_id"] == item]
+        if not rows:
+            raise BadInput(f"the trace has no decision for item {item!r} in request {request_id!r}")
+        if request_id not in inputs:
+            raise BadInput(f"request {request_id!r} was traced without its inputs (a guard with record_inputs off): "
+                           "it cannot be decided again")
+        explanations = [explain_traced(load_bundle(bundle), inputs[request_id], row) for row in rows]
+        typer.echo(json.dumps([e.to_dict() for e in explanations], indent=2, default=str) if as_json
+                   else "\n\n".join(e.text() for e in explanations))
+        if not all(e.reproduced for e in explanations):
+            raise typer.Exit(1)
+        return
+    if candidate is None or surface is None:
+        raise BadInput("give --surface and --input (one candidate), or --trace, --request-id and --item (a traced decision)")
     text = candidate
     if candidate.startswith("@"):
         path = Path(candidate[1:])

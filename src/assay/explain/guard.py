@@ -1,20 +1,30 @@
 """Why the guard acted on a candidate: the rule that fired, its condition with the actual values,
 and a counterfactual — the smallest change to one label that would have changed the action.
 
-Everything is decided by the policy's own reference evaluator (``CompiledRules.evaluate_reference``
-+ ``assay.policy.resolve``), so an explanation can never disagree with the policy's semantics.
+Every decision here is made by the one slate function (``assay.policy.slate.decide_slate``), the
+same that served: an explanation can never disagree with the policy's semantics. Two entry points:
+
+- :func:`explain_guard`: one candidate given as a bundle test's input (``{"request", "item"}``);
+  rollout follows the request's subject, the unlabeled pre-drop and caps apply as they would.
+- :func:`explain_traced`: a decision read back from the trace, re-decided from the inputs
+  recorded with its request (``assay.policy.record``); the explanation says whether the re-decision
+  reproduces the served action, rules and rank, and :func:`check_trace` does that for every
+  decision of a log.
+
+Conditions are read from the CEL library's checked AST: the attributes a rule reads are the
+checker's resolved references, and the constants a counterfactual snaps to are the checked
+literals (no regular expressions over CEL text).
 
 The counterfactual search is written here because no library searches a CEL rule set: for each
 label the fired rules read, it evaluates a grid over [0, 1] (plus every numeric constant of the
 conditions and a hair either side of it) in one batch, takes the grid value nearest to the actual
 one whose action differs, and bisects between it and the nearest grid value that keeps the
 action, to ``tolerance``. Labels are independent here: it reports single-label changes, smallest
-first.
+first, for the candidate alone (caps, which depend on the rest of a slate, are not varied).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +33,6 @@ import numpy as np
 from assay.errors import BadInput
 
 LABEL_PREFIX = "item.labels."
-_NUMBER = re.compile(r"(?<![\w.])(\d+\.\d+|\d+)(?![\w.])")
 
 
 @dataclass
@@ -116,38 +125,52 @@ def _with_value(item: dict[str, Any], label: str, value: float) -> dict[str, Any
     return {**item, "labels": labels}
 
 
-def reads(bundle: Any, when: str) -> list[str]:
-    """Declared rule attributes that appear in a condition, in declaration order."""
-    names = list(bundle.attributes.get("rules", {}))
-    return [a for a in names if re.search(rf"(?<![\w.]){re.escape(a)}(?![\w])", when)]
+def reads(bundle: Any, rule_id: str) -> list[str]:
+    """The declared attributes a rule's condition reads, as the CEL checker resolved them."""
+    return list(bundle.compiled("rules", rule_id).attributes)
+
+
+def constants(bundle: Any, rule_id: str) -> list[float]:
+    """The numeric literals of a rule's checked condition (ints and doubles)."""
+    from assay.policy.checked_ast import decode_checked
+
+    out: list[float] = []
+
+    def walk(node: Any) -> None:
+        if node is None:
+            return
+        if node.kind == "const" and node.const_type in ("int", "double", "uint") and not isinstance(node.value, bool):
+            out.append(float(node.value))
+        walk(node.target)
+        for a in node.args:
+            walk(a)
+
+    walk(decode_checked(bundle.compiled("rules", rule_id).program.serialize()).root)
+    return out
 
 
 class _Decider:
-    """Decides actions for variations of one candidate with the policy's reference evaluator."""
+    """Decides variations of one candidate with the slate function, as the guard would serve it:
+    all variations in one batch, each in a cap group of its own (as if it were decided alone)."""
 
-    def __init__(
-        self, bundle: Any, surface: str, context: dict[str, Any], active: dict[str, bool] | None
-    ):
-        from assay.policy import Batch, resolve
+    def __init__(self, bundle: Any, surface: str, context: dict[str, Any]):
+        from assay.policy import Batch
+        from assay.policy.slate import RulePlan, decide_slate
 
-        self.Batch, self.resolve = Batch, resolve
+        self.Batch, self.decide_slate = Batch, decide_slate
         self.compiled = bundle.compile_rules(surface)
+        self.plan = RulePlan.of(self.compiled)
         self.context = context
-        self.active = None
-        if active:
-            self.active_rows = np.array(
-                [active.get(r.id, True) for r in self.compiled.rules], bool
-            )[:, None]
-        else:
-            self.active_rows = None
+        request = context.get("request") if isinstance(context.get("request"), dict) else {}
+        user = request.get("user") if isinstance(request.get("user"), dict) else {}
+        self.subject_id = str(request.get("subject_id") or user.get("id") or "")
 
     def decide(self, items: list[dict[str, Any]]):
-        batch = self.Batch.from_records(self.context, items)
-        outcomes = self.compiled.evaluate_reference(batch)
-        active = (
-            None if self.active_rows is None else np.repeat(self.active_rows, len(items), axis=1)
-        )
-        return self.resolve(self.compiled.rules, outcomes, active)
+        n = len(items)
+        own = np.arange(n).astype(object)
+        keys = {self.plan.rules[r].action.key: own for r in self.plan.cap_rows.tolist()}
+        return self.decide_slate(self.compiled, self.Batch.from_records(self.context, items), scores=np.ones(n),
+                                 subject_id=self.subject_id, keys=keys)
 
 
 def explain_guard(
@@ -155,15 +178,13 @@ def explain_guard(
     surface: str,
     candidate: dict[str, Any],
     *,
-    active: dict[str, bool] | None = None,
     tolerance: float = 1e-6,
     grid: int = 201,
 ) -> GuardExplanation:
     """Explain the guard's decision for one candidate.
 
     ``candidate`` is the nested input a bundle test uses: ``{"request": {...}, "item": {"labels":
-    {...}, ...}}``. ``active`` maps rule id -> False for rules outside their rollout for this
-    subject (default: every rule active).
+    {...}, ...}}``; rules on a partial rollout act as they would for ``request.user.id``.
     """
     if not isinstance(candidate, dict) or not isinstance(candidate.get("item", {}), dict):
         raise BadInput(
@@ -175,40 +196,27 @@ def explain_guard(
         )
     context = {k: v for k, v in candidate.items() if k != "item"}
     item = dict(candidate.get("item") or {})
-    decider = _Decider(bundle, surface, context, active)
+    decider = _Decider(bundle, surface, context)
     decision = decider.decide([item]).candidate(0)
     rules = {r.id: r for r in decider.compiled.rules}
-    conditions = []
-    for rid in decision.rule_ids:
-        rule = rules[rid]
-        conditions.append(
-            {
-                "id": rid,
-                "when": rule.when.strip(),
-                "action": str(rule.action),
-                "values": {a: _get(candidate, a)[1] for a in reads(bundle, rule.when)},
-            }
-        )
+    conditions = [
+        {"id": rid, "when": rules[rid].when.strip(), "action": str(rules[rid].action),
+         "values": {a: _get(candidate, a)[1] for a in reads(bundle, rid)}}
+        for rid in decision.rule_ids if rid in rules
+    ]
 
     # labels to vary: those the fired rules read; with no rule fired, those any rule reads
-    watched = decision.rule_ids or [r.id for r in decider.compiled.rules]
+    watched = [rid for rid in decision.rule_ids if rid in rules] or [r.id for r in decider.compiled.rules]
     labels = []
     for rid in watched:
-        for a in reads(bundle, rules[rid].when):
+        for a in reads(bundle, rid):
             if a.startswith(LABEL_PREFIX) and a not in labels:
                 labels.append(a)
-    constants = sorted(
-        {
-            float(x)
-            for rid in watched
-            for x in _NUMBER.findall(rules[rid].when)
-            if 0.0 <= float(x) <= 1.0
-        }
-    )
+    bounds = sorted({c for rid in watched for c in constants(bundle, rid) if 0.0 <= c <= 1.0})
     counterfactuals = [
         cf
         for label in labels
-        if (cf := _search(decider, candidate, item, label, decision, constants, tolerance, grid))
+        if (cf := _search(decider, candidate, item, label, decision, bounds, tolerance, grid))
     ]
     counterfactuals.sort(key=lambda c: abs(c.delta) if c.delta is not None else 2.0)
     return GuardExplanation(
@@ -284,3 +292,140 @@ def _search(
                 label, current, round(float(hi), 9), d.action, d.rule_ids, boundary=c, strict=True
             )
     return Counterfactual(label, current, round(float(hi), 9), d.action, d.rule_ids)
+
+
+# -- traced decisions, decided again ------------------------------------------------------------------
+@dataclass
+class TracedExplanation:
+    """A traced decision, re-decided from its request's recorded inputs."""
+
+    request_id: str
+    item_id: str
+    recorded: dict[str, Any]  # action, rule_ids, rank as the trace holds them
+    redecided: dict[str, Any]  # the same, decided again
+    conditions: list[dict[str, Any]]  # per rule named: id, when, values {attr: value|None}
+    explanation: GuardExplanation | None  # counterfactuals for the candidate alone
+
+    @property
+    def reproduced(self) -> bool:
+        return all(self.recorded[k] == self.redecided[k] for k in ("action", "rule_ids", "rank"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "item_id": self.item_id, "reproduced": self.reproduced,
+                "recorded": self.recorded, "redecided": self.redecided, "conditions": self.conditions,
+                "counterfactuals": [c.to_dict() for c in self.explanation.counterfactuals] if self.explanation else []}
+
+    def text(self) -> str:
+        r = self.redecided
+        lines = [f"request {self.request_id}, item {self.item_id}: {r['action']} (rank {r['rank']})"
+                 + (f" by {', '.join(r['rule_ids'])}" if r["rule_ids"] else ""),
+                 "re-decided from the recorded inputs: " + ("reproduces the served decision" if self.reproduced else
+                                                            f"DIFFERS from the served decision {self.recorded}")]
+        for cond in self.conditions:
+            values = ", ".join(f"{k} = {'missing' if v is None else v}" for k, v in cond["values"].items())
+            lines.append(f"rule {cond['id']}: when {cond['when']}  [{values}]")
+        if self.explanation is not None:
+            lines += ["counterfactual: " + c.sentence(r["action"]) for c in self.explanation.counterfactuals]
+        return "\n".join(lines)
+
+
+def read_trace(log: Any, request_id: str | None = None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """The decisions (by request id, in the order written) and the recorded slate inputs (by
+    request id) of a trace log, or of one request."""
+    import json
+
+    import pyarrow.compute as pc
+
+    from assay.policy.record import KIND
+
+    table = log.table(["type", "request_id", "item_id", "action", "rule_ids", "rank_before", "rank_after", "bundle_hash", "kind",
+                       "event_subject", "payload"])
+    if request_id is not None:
+        keep = pc.or_kleene(pc.equal(table.column("request_id"), request_id), pc.equal(table.column("event_subject"), request_id))
+        table = table.filter(pc.fill_null(keep, False))
+    decisions: dict[str, list[dict[str, Any]]] = {}
+    inputs: dict[str, dict[str, Any]] = {}
+    for row in table.to_pylist():
+        if row["type"] == "decision":
+            decisions.setdefault(row["request_id"], []).append(row)
+        elif row["kind"] == KIND:
+            inputs[row["event_subject"]] = json.loads(row["payload"])
+    return decisions, inputs
+
+
+def explain_traced(bundle: Any, payload: dict[str, Any], decision: dict[str, Any], *, counterfactuals: bool = True,
+                   redecision: Any = None) -> TracedExplanation:
+    """Explain one traced decision (a row of the trace: request_id, item_id, action, rule_ids,
+    rank_after) by deciding its request again from ``payload`` (its recorded inputs)."""
+    from assay.policy.record import redecide
+
+    again = redecision or redecide(bundle, payload)
+    item_id = decision["item_id"]
+    got = again.candidate(item_id, decision.get("rank_before"))
+    recorded = {"action": decision["action"], "rule_ids": list(decision["rule_ids"] or []), "rank": decision["rank_after"]}
+    redecided = {"action": got["action"], "rule_ids": got["rule_ids"], "rank": got["rank"], "reasons": got["reasons"],
+                 "shadow_rule_ids": got["shadow_rule_ids"], "fail_closed": got["fail_closed"]}
+    conditions, explanation = [], None
+    if got["position"] >= 0:
+        j = got["position"]
+        decls = bundle.attributes["rules"]
+        rules = {r.id: r for r in again.compiled.rules}
+        for rid in got["rule_ids"]:
+            if rid in rules:
+                values = {}
+                for a in reads(bundle, rid):
+                    ok, v = again.batch.row_value(a, decls[a], j)
+                    values[a] = v if ok else None
+                conditions.append({"id": rid, "when": rules[rid].when.strip(), "action": str(rules[rid].action), "values": values})
+        if counterfactuals and again.fallback is None and not str(got["rule_ids"][-1:] or [""])[0].startswith(("guard:", "breaker:")):
+            explanation = explain_guard(bundle, payload["decided_by"], _candidate_input(again, payload, j))
+    return TracedExplanation(decision["request_id"], item_id, recorded, redecided, conditions, explanation)
+
+
+def _candidate_input(again: Any, payload: dict[str, Any], j: int) -> dict[str, Any]:
+    """One recorded candidate in the nested form of a bundle test's input."""
+    from assay.policy.record import decode
+
+    request: dict[str, Any] = {}
+    for attr, value in payload["request"].items():
+        node = request
+        parts = attr.split(".")[1:]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = decode(value)
+    item: dict[str, Any] = {name: decode(values[j]) for name, values in payload["fields"].items() if values[j] is not None}
+    item["labels"] = {name: decode(values[j]) for name, values in payload["labels"].items() if values[j] is not None}
+    item["id"], item["score"] = again.ids[j], float(again.decision.scores_before[j])
+    return {"request": request, "item": item}
+
+
+def check_trace(log: Any, bundles: Any) -> dict[str, Any]:
+    """Re-decide every traced request that has recorded inputs and compare every decision's
+    action, rules and rank. ``bundles``: a bundle, or {bundle hash: bundle}. Requests decided by
+    a bundle not given are counted apart, never as agreeing."""
+    from assay.policy.record import redecide
+
+    by_hash = bundles if isinstance(bundles, dict) else {bundles.hash: bundles}
+    decisions, inputs = read_trace(log)
+    out: dict[str, Any] = {"decisions": 0, "agreed": 0, "requests": 0, "without_inputs": 0, "unknown_bundle": 0, "examples": []}
+    for request_id, rows in decisions.items():
+        payload = inputs.get(request_id)
+        if payload is None:
+            out["without_inputs"] += len(rows)
+            continue
+        bundle = by_hash.get(payload["bundle_hash"])
+        if bundle is None:
+            out["unknown_bundle"] += len(rows)
+            continue
+        out["requests"] += 1
+        again = redecide(bundle, payload)
+        for row in rows:
+            out["decisions"] += 1
+            exp = explain_traced(bundle, payload, row, counterfactuals=False, redecision=again)
+            if exp.reproduced:
+                out["agreed"] += 1
+            elif len(out["examples"]) < 5:
+                out["examples"].append({"request_id": request_id, "item_id": row["item_id"], "recorded": exp.recorded,
+                                        "redecided": exp.redecided})
+    out["agreement"] = out["agreed"] / out["decisions"] if out["decisions"] else None
+    return out

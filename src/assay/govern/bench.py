@@ -1,4 +1,4 @@
-"""``assay bench lineage``: purpose/restriction propagation over a synthetic 100,000-asset lineage
+"""``assay bench govern`` (also ``lineage``): purpose/restriction propagation over a synthetic 100,000-asset lineage
 graph and a deployment gate check over a 10,000-node ancestry, each beside the naive version
 (Python sets, one node at a time; the policy evaluated once per upstream dataset) in the same run.
 
@@ -136,7 +136,7 @@ def db_gate_check(graph: LineageGraph, target: int, bundle: Any, deployment: dic
     from assay.store.schema import Asset, Run, RunIO
 
     from .gate import evaluate_lineage
-    from .registry import _INDEX, ancestry_graph
+    from .lineage import _INDEX, governed
 
     nodes, edges = ancestry_with_edges(graph, target)
     sub = subgraph(graph, nodes, edges)
@@ -164,8 +164,8 @@ def db_gate_check(graph: LineageGraph, target: int, bundle: Any, deployment: dic
             if cold:
                 _INDEX.pop(store.url, None)  # as after any lineage change
             with store.session() as s:
-                loaded = ancestry_graph(store, s, model_id)
-            return evaluate_lineage(loaded, loaded.index[model_id], bundle, deployment)
+                anc = governed(store, s, model_id)
+            return evaluate_lineage(anc.graph, anc.target, bundle, deployment, ancestry=anc)
 
         cpu: list[float] = []
         cold, _ = _median_ms(lambda: check(True), repeats, cpu)

@@ -19,7 +19,8 @@ from assay.errors import BadInput
 from assay.store import Store
 from assay.store.schema import Asset, AssetFile
 
-from .registry import load_graph, resolve
+from .lineage import governed
+from .registry import resolve
 
 
 def export_bom(store: Store, model_ref: str) -> dict[str, Any]:
@@ -29,12 +30,10 @@ def export_bom(store: Store, model_ref: str) -> dict[str, Any]:
     from cyclonedx.model.license import DisjunctiveLicense
     from cyclonedx.output.json import JsonV1Dot6
 
-    from .propagation import propagate
-
     with store.session() as s:
         model = resolve(s, model_ref, "model")
-        graph = load_graph(s, [model.id])
-        terms = propagate(graph)
+        anc = governed(store, s, model.id)
+        graph = anc.graph
         assets = {a.id: a for a in s.scalars(sa.select(Asset).where(Asset.id.in_(graph.ids)))}
         files: dict[str, list[AssetFile]] = {}
         for f in s.scalars(sa.select(AssetFile).where(AssetFile.asset_id.in_(graph.ids)).order_by(AssetFile.path)):
@@ -44,12 +43,16 @@ def export_bom(store: Store, model_ref: str) -> dict[str, Any]:
 
     def component(asset: Asset) -> Component:
         i = graph.index[asset.id]
+        # the governing terms (a withdrawal narrows an older version's), then the effective ones
         props = [Property(name="assay:asset_id", value=asset.id),
-                 Property(name="assay:purposes", value=",".join(asset.purposes) or "(none)"),
-                 Property(name="assay:restrictions", value=",".join(asset.restrictions) or "(none)"),
-                 Property(name="assay:effective_purposes", value=",".join(graph.purposes.decode(terms.allowed[i])) or "(none)"),
-                 Property(name="assay:effective_restrictions",
-                          value=",".join(graph.restrictions.decode(terms.restrictions[i])) or "(none)")]
+                 Property(name="assay:purposes", value=",".join(graph.purposes.decode(graph.own_purposes[i])) or "(none)"),
+                 Property(name="assay:restrictions", value=",".join(graph.restrictions.decode(graph.own_restrictions[i])) or "(none)"),
+                 Property(name="assay:effective_purposes", value=",".join(anc.purposes(i)) or "(none)"),
+                 Property(name="assay:effective_restrictions", value=",".join(anc.restrictions(i)) or "(none)")]
+        for w in anc.withdrawn_by(i):
+            props.append(Property(name="assay:withdrawn_by", value=f"{w['withdrawal']}: {w['reason']}"))
+        if asset.id == model.id and anc.cycle:
+            props.append(Property(name="assay:lineage_cycle", value=" -> ".join(anc.cycle)))
         if asset.content_hash:
             props.append(Property(name="assay:manifest_sha256", value=asset.content_hash))
         if asset.uri:

@@ -65,9 +65,12 @@ def register(app: typer.Typer) -> None:
         retention_days: int = typer.Option(None, "--retention-days", help="How long it may be kept."),
         owner: str = typer.Option(None, "--owner"),
         licence: str = typer.Option(None, "--licence"),
+        withdraw: str = typer.Option(None, "--withdraw", metavar="REASON",
+                                     help="This version withdraws consent: its terms also bind every earlier version "
+                                          "(and every model trained on one). Say whose consent changed and when."),
         token: str = TOKEN_OPT, as_json: bool = JSON_OPT,
     ) -> None:
-        """Register a dataset with its purposes and restrictions."""
+        """Register a dataset with its purposes and restrictions (a new version of an existing name)."""
         from assay.govern.registry import register_dataset as reg_ds
         from assay.govern.registry import restriction_terms
 
@@ -75,14 +78,17 @@ def register(app: typer.Typer) -> None:
         terms = restriction_terms(_split(restrictions), contains_minors=contains_minors, consent_scope=consent_scope,
                                   region=region, retention_days=retention_days)
         out = reg_ds(store, actor, name=name, uri=uri, purposes=_split(purposes), restrictions=terms, owner=owner,
-                     licence=licence)
+                     licence=licence, withdrawal=withdraw)
+        binds = (out["spec"].get("withdrawal") or {}).get("binds")
         _print(out, as_json, f"registered {out['id']} ({len(out['files'])} files, manifest {out['content_hash'][:12]}…) "
-                             f"purposes {out['purposes']} restrictions {out['restrictions']}")
+                             f"purposes {out['purposes']} restrictions {out['restrictions']}"
+                             + (f"; withdrawal binding {', '.join(binds)}" if binds else ""))
 
     @reg.command("model")
     def register_model(
         name: str = typer.Argument(..., help="Model name."),
-        weights: list[Path] = typer.Option(..., "--weights", help="A weights file (repeatable); each is hashed."),
+        weights: list[Path] = typer.Option(..., "--weights", help="A weights file or folder (repeatable), as the "
+                                           "deployment will load it: links are followed at every check."),
         framework: str = typer.Option("", "--framework"),
         trained_on: list[str] = typer.Option(None, "--trained-on", help="Dataset id it was trained on (repeatable)."),
         training_run: str = typer.Option(None, "--run", help="Name of the training run."),
@@ -121,17 +127,17 @@ def register(app: typer.Typer) -> None:
 
     @lin.command("show")
     def show(asset: str = typer.Argument(None, help="Asset id or name."),
-             all_assets: bool = typer.Option(False, "--all", help="List every asset."),
+             all_assets: bool = typer.Option(False, "--all", help="List every asset with its effective terms."),
              as_json: bool = JSON_OPT) -> None:
         """An asset's ancestry with effective purposes and restrictions (computed now)."""
         from assay.errors import BadInput
-        from assay.govern.lineage import list_assets
+        from assay.govern.lineage import overview
         from assay.govern.lineage import show as show_fn
         from assay.store import open_store
 
         store = open_store()
         if all_assets:
-            rows = list_assets(store)
+            rows = overview(store)["assets"]
             _print(rows, as_json, "\n".join(f"{r['id']:50s} {','.join(r['purposes']) or '-':30s} "
                                            f"{','.join(r['restrictions']) or '-'}" for r in rows) or "(empty registry)")
             return
@@ -161,6 +167,9 @@ def register(app: typer.Typer) -> None:
 
         grow(tree, out["asset"]["id"], 0)
         Console().print(tree)
+        if out.get("cycle"):
+            typer.echo("WARNING: the stored lineage has a cycle (written before cycles were refused): "
+                       + " -> ".join(out["cycle"]))
 
     @lin.command("why")
     def why(asset: str = typer.Argument(..., help="Asset id or name."),
@@ -173,10 +182,15 @@ def register(app: typer.Typer) -> None:
 
         out = why_fn(open_store(), asset, purpose=purpose, restriction=restriction)
         lines = [f"{out['asset']}: purposes {out['effective']['purposes']}, restrictions {out['effective']['restrictions']}"]
+        if out.get("cycle"):
+            lines.append("WARNING: the stored lineage has a cycle: " + " -> ".join(out["cycle"]))
         if "purpose" in out:
             p = out["purpose"]
             lines.append(f"purpose {p['purpose']!r}: {'allowed' if p['allowed'] else 'NOT allowed'}")
-            lines += [f"  blocked by {b['asset']} (allows {b['allows']}): {' <- '.join(b['path'])}" for b in p["blocked_by"]]
+            for b in p["blocked_by"]:
+                lines.append(f"  blocked by {b['asset']} (allows {b['allows']}): {' <- '.join(b['path'])}")
+                lines += [f"    narrowed by the withdrawal {w['withdrawal']} ({w['reason']}; recorded by {w['recorded_by']})"
+                          for w in b.get("withdrawn_by", [])]
         if "restriction" in out:
             r = out["restriction"]
             lines.append(f"restriction {r['restriction']!r}: {'carried' if r['carried'] else 'not carried'}")
@@ -258,6 +272,9 @@ def register(app: typer.Typer) -> None:
                 lines.append(f"  [{d['check']}] {d['rule']}: {d['reason']}")
                 if d.get("path") and len(d["path"]) > 1:
                     lines.append("      path: " + " <- ".join(d["path"]))
+                for r, path in (d.get("paths") or {}).items():
+                    if path != d.get("path"):
+                        lines.append(f"      {r} travels: " + " <- ".join(path))
             typer.echo("\n".join(lines))
         if not out["allowed"]:
             raise typer.Exit(1)

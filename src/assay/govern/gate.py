@@ -1,16 +1,18 @@
 """The deployment gate: purposes over the model's whole lineage, release gates over its
-evaluations, the weights on disk against their registered hashes, and approvals by role.
+evaluations, the weights a deployment will load against their registered hashes, and approvals.
 
-Semantics a reviewer can rely on:
+Semantics a reviewer can rely on (docs/govern.md states them for users):
 
-- **Purpose limitation is built in**: the deployment's purpose must be one that every dataset
-  upstream of the model allows (rule ``assay:purpose-limitation``), whatever the bundle says.
+- The lineage is read through ``lineage.governed``, the one computation ``lineage why``, the BOM
+  and the dashboard read too; a stored cycle denies (``assay:lineage-cycle``).
+- **Purpose limitation is built in**: the deployment's purpose must be one that every declaring
+  asset upstream of the model allows (rule ``assay:purpose-limitation``), whatever the bundle says.
 - The bundle's ``purposes`` section is evaluated once for the model's effective terms and once
-  for every upstream dataset (with the restrictions of that dataset that still reach the model),
-  so a denial names the dataset that caused it and the lineage path to it. Deny by default, a
-  deny beats an allow (``Bundle.check_purposes``).
+  for every upstream source or asset whose own restrictions still reach the model, so a denial
+  names the asset that caused it, what it is about (the restrictions the rule needs) and a lineage
+  path that carries them. Deny by default, a deny beats an allow (``Bundle.check_purposes``).
 - The bundle's ``gates`` run over the metrics of evaluations made on exactly the registered weights.
-- Weights are re-hashed on disk at check time; any difference denies.
+- Weights are checked at check time as the deployment will load them (``verify_weights``).
 - Production needs two distinct approvers (role approver or admin), never the requester; any
   other environment needs one.
 - Every verdict is stored with the bundle hash and appended to the trace as an
@@ -19,10 +21,10 @@ Semantics a reviewer can rely on:
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,20 +37,22 @@ from assay.records import Event
 from assay.store import Store
 from assay.store.schema import Approval, Asset, AssetFile, PolicyBundleRow, Verdict
 
-from .propagation import LineageGraph, live_restrictions, propagate
+from .lineage import governed
+from .propagation import Ancestry, LineageGraph
 from .registry import (
     Actor,
     Forbidden,
     NotFound,
     _name,
-    ancestry_graph,
     asset_view,
     audit,
+    files_under,
     resolve,
     sha256_file,
 )
 
 PURPOSE_LIMITATION = "assay:purpose-limitation"
+LINEAGE_CYCLE = "assay:lineage-cycle"
 APPROVER_ROLES = ("approver", "admin")
 MAX_PATHS = 5
 
@@ -68,105 +72,85 @@ class LineageVerdict:
     ancestry_size: int = 0
 
 
-class _Paths:
-    """Shortest paths from the target back to any ancestor; predecessor lists built once."""
-
-    def __init__(self, graph: LineageGraph, target: int):
-        self.graph, self.target = graph, target
-        self._preds: dict[int, list[tuple[int, int]]] | None = None
-        self._trees: dict[bytes, dict[int, tuple[int, int]]] = {}
-
-    def _tree(self, avoid: np.ndarray | None) -> dict[int, tuple[int, int]]:
-        """One breadth-first tree back from the target per lift mask, built on first use."""
-        key = b"" if avoid is None else avoid.tobytes()
-        if key in self._trees:
-            return self._trees[key]
-        g = self.graph
-        if self._preds is None:
-            self._preds = {}
-            for k, (p, c) in enumerate(zip(g.parents.tolist(), g.children.tolist(), strict=True)):
-                self._preds.setdefault(c, []).append((p, k))
-        blocked = None if avoid is None else (g.edge_lift & avoid).any(axis=1).tolist()
-        back: dict[int, tuple[int, int]] = {self.target: (-1, -1)}
-        queue = deque([self.target])
-        while queue:
-            node = queue.popleft()
-            for p, k in self._preds.get(node, ()):
-                if p in back or (blocked is not None and blocked[k]):
-                    continue
-                back[p] = (node, k)
-                queue.append(p)
-        self._trees[key] = back
-        return back
-
-    def to(self, source: int, avoid: np.ndarray | None = None) -> list[str]:
-        g = self.graph
-        back = self._tree(avoid)
-        if source not in back:
-            return self.to(source) if avoid is not None else []
-        out, node = [g.ids[source]], source
-        while node != self.target:
-            child, k = back[node]
-            if g.edge_run[k]:
-                out.append(f"run:{g.edge_run[k]}")
-            out.append(g.ids[child])
-            node = child
-        return out[::-1]
+def _about(bundle: Any, ctx: dict[str, Any], deployment: dict[str, Any], rule: str) -> list[str]:
+    """What a denial by ``rule`` is about: a smallest-by-removal subset of the context's
+    restrictions with which ``rule`` still denies (empty when the purposes alone decide)."""
+    keep = list(ctx["restrictions"])
+    for r in list(keep):
+        trial = [x for x in keep if x != r]
+        result = bundle.check_purposes({"dataset": {"purposes": ctx["purposes"], "restrictions": trial},
+                                        "deployment": deployment})
+        if not result.allowed and rule in result.deciding:
+            keep = trial
+    return keep
 
 
-def _has_bit(rows: np.ndarray, bit: int) -> np.ndarray:
-    return ((rows[:, bit // 64] >> np.uint64(bit % 64)) & np.uint64(1)).astype(bool)
+def _withdrawal_note(anc: Ancestry, i: int, purpose: str) -> str:
+    notes = [f"{w['withdrawal']} withdrew it ({w['reason']})" for w in anc.withdrawn_by(i) if purpose in w["removes_purposes"]]
+    return f"; {'; '.join(notes)}" if notes else ""
 
 
 def evaluate_lineage(graph: LineageGraph, target: int, bundle: Any, deployment: dict[str, Any],
-                     prefix: list[str] | None = None) -> LineageVerdict:
-    """Purpose verdict for deploying node ``target`` of ``graph`` (its ancestry) under ``bundle``."""
-    terms = propagate(graph)
-    live = live_restrictions(graph, target, terms.level)
-    paths = _Paths(graph, target)
-    prefix = prefix or []
-    purpose = deployment.get("purpose", "")
-    effective_p = graph.purposes.decode(terms.allowed[target])
-    effective_r = graph.restrictions.decode(terms.restrictions[target])
-    verdict = LineageVerdict(allowed=True, effective_purposes=effective_p, effective_restrictions=effective_r,
-                             ancestry_size=graph.n)
-    roots = np.ones(graph.n, dtype=bool)
-    roots[graph.children] = False
+                     prefix: list[str] | None = None, ancestry: Ancestry | None = None) -> LineageVerdict:
+    """Purpose verdict for deploying node ``target`` of ``graph`` (its ancestry) under ``bundle``.
 
-    # 1. built-in purpose limitation: every upstream dataset must allow the purpose.
-    if purpose not in effective_p:
-        declares = graph.declares_purposes | roots
-        bit = graph.purposes.index.get(purpose)
-        lacking = declares if bit is None else declares & ~_has_bit(graph.own_purposes, bit)
-        blockers = np.flatnonzero(lacking)
+    Every denial names a lineage path that really carries what it is about: the path to an asset
+    that blocks the purpose, or, for a bundle rule that depends on restrictions, a path on which
+    none of those restrictions was lifted (``about``; ``paths`` holds one such path per restriction).
+    """
+    anc = ancestry if ancestry is not None else Ancestry(graph, target)
+    prefix = list(prefix or [])
+    purpose = deployment.get("purpose", "")
+    target_id = graph.ids[target]
+    verdict = LineageVerdict(allowed=True, effective_purposes=anc.purposes(), effective_restrictions=anc.restrictions(),
+                             ancestry_size=graph.n)
+
+    # 0. a lineage that is not a DAG (written before cycles were refused) cannot be vouched for.
+    if anc.cycle:
+        verdict.allowed = False
+        verdict.deciding.append(LINEAGE_CYCLE)
+        verdict.denials.append({
+            "check": "lineage", "rule": LINEAGE_CYCLE, "asset": target_id, "cycle": anc.cycle,
+            "reason": f"the lineage of {target_id} contains a cycle ({' -> '.join(anc.cycle)}); "
+                      "an asset cannot be its own ancestor, so its terms cannot be vouched for",
+            "path": [*prefix, target_id]})
+
+    # 1. built-in purpose limitation: every declaring asset upstream must allow the purpose.
+    blockers = anc.purpose_blockers(purpose)
+    if blockers:
         verdict.allowed = False
         verdict.deciding.append(PURPOSE_LIMITATION)
-        for i in blockers[:MAX_PATHS].tolist():
-            verdict.denials.append({
+        for i in blockers[:MAX_PATHS]:
+            allows = graph.purposes.decode(graph.own_purposes[i])
+            denial = {
                 "check": "purposes", "rule": PURPOSE_LIMITATION, "asset": graph.ids[i],
-                "reason": f"{graph.ids[i]} allows only {graph.purposes.decode(graph.own_purposes[i]) or 'no purposes'}, "
-                          f"not {purpose!r}; a derived model may be used only for purposes every input allows",
-                "path": prefix + paths.to(i),
-            })
-        if blockers.size > MAX_PATHS:
-            verdict.denials.append({"check": "purposes", "rule": PURPOSE_LIMITATION,
-                                    "reason": f"and {blockers.size - MAX_PATHS} more upstream assets", "path": []})
+                "reason": f"{graph.ids[i]} allows only {allows or 'no purposes'}, not {purpose!r}"
+                          f"{_withdrawal_note(anc, i, purpose)}; a derived model may be used only for purposes every input allows",
+                "path": prefix + (anc.path(i) or []),
+            }
+            if withdrawn := anc.withdrawn_by(i):
+                denial["withdrawn_by"] = withdrawn
+            verdict.denials.append(denial)
+        if len(blockers) > MAX_PATHS:
+            verdict.denials.append({"check": "purposes", "rule": PURPOSE_LIMITATION, "asset": None, "path": [],
+                                    "reason": f"and {len(blockers) - MAX_PATHS} more upstream assets"})
 
     # 2. the bundle's purposes section, once per distinct (purposes, surviving restrictions).
     if bundle is not None and bundle.purposes:
-        surviving = graph.own_restrictions & live
-        contributors = np.flatnonzero(roots | surviving.any(axis=1))
+        surviving = graph.own_restrictions & anc.live
+        contributors = np.flatnonzero(anc.roots | surviving.any(axis=1))
         contexts: dict[bytes, tuple[list[int], dict[str, Any]]] = {}
         for i in contributors.tolist():
             if i == target:
                 continue
-            key = terms.allowed[i].tobytes() + b"|" + surviving[i].tobytes()
+            key = anc.terms.allowed[i].tobytes() + b"|" + surviving[i].tobytes()
             if key not in contexts:
-                contexts[key] = ([], {"purposes": graph.purposes.decode(terms.allowed[i]),
+                contexts[key] = ([], {"purposes": anc.purposes(i),
                                       "restrictions": graph.restrictions.decode(surviving[i])})
             contexts[key][0].append(i)
         # the model's own effective terms last: its denial is shown only when no upstream one explains it
-        contexts[b"target"] = ([target], {"purposes": effective_p, "restrictions": effective_r})
+        contexts[b"target"] = ([target], {"purposes": verdict.effective_purposes,
+                                          "restrictions": verdict.effective_restrictions})
         verdict.contexts_evaluated = len(contexts)
         allow_rules: set[str] = set()
         shown: dict[str, int] = {}
@@ -177,35 +161,56 @@ def evaluate_lineage(graph: LineageGraph, target: int, bundle: Any, deployment: 
             if result.allowed:
                 continue
             verdict.allowed = False
-            if key == b"target" and set(result.deciding) <= set(verdict.deciding):
-                continue
+            reasons = dict(zip(result.deciding, result.reasons, strict=False)) if len(result.reasons) == len(result.deciding) else {}
             for rule in result.deciding:
+                if key == b"target" and rule in verdict.deciding:
+                    continue
                 if rule not in verdict.deciding:
                     verdict.deciding.append(rule)
-            rule_key = ",".join(result.deciding)
-            for i in members:
-                if shown.get(rule_key, 0) >= MAX_PATHS:
-                    hidden[rule_key] = hidden.get(rule_key, 0) + 1
-                    continue
-                shown[rule_key] = shown.get(rule_key, 0) + 1
-                avoid = surviving[i] if key != b"target" else None
-                verdict.denials.append({
-                    "check": "purposes", "rule": ",".join(result.deciding), "asset": graph.ids[i],
-                    "reason": "; ".join(result.reasons),
-                    "terms": {"purposes": ctx["purposes"], "restrictions": ctx["restrictions"]},
-                    "path": prefix + paths.to(i, avoid),
-                })
-        for rule_key, count in hidden.items():
-            verdict.denials.append({"check": "purposes", "rule": rule_key, "asset": None, "path": [],
+                about = _about(bundle, ctx, deployment, rule)
+                for i in members:
+                    if shown.get(rule, 0) >= MAX_PATHS:
+                        hidden[rule] = hidden.get(rule, 0) + 1
+                        continue
+                    shown[rule] = shown.get(rule, 0) + 1
+                    verdict.denials.append(_bundle_denial(anc, i, rule, reasons.get(rule) or "; ".join(result.reasons),
+                                                          ctx, about, prefix))
+        for rule, count in hidden.items():
+            verdict.denials.append({"check": "purposes", "rule": rule, "asset": None, "path": [],
                                     "reason": f"and {count} more upstream datasets denied by the same rule"})
         verdict.allow_rules = sorted(allow_rules)
     elif bundle is not None and not bundle.purposes:
         verdict.allowed = False
         verdict.deciding.append("default-deny")
-        verdict.denials.append({"check": "purposes", "rule": "default-deny", "asset": graph.ids[target],
+        verdict.denials.append({"check": "purposes", "rule": "default-deny", "asset": target_id,
                                 "reason": "the bundle has no purposes rule that allows this use (deny by default)",
-                                "path": [*prefix, graph.ids[target]]})
+                                "path": [*prefix, target_id]})
     return verdict
+
+
+def _bundle_denial(anc: Ancestry, i: int, rule: str, reason: str, ctx: dict[str, Any], about: list[str],
+                   prefix: list[str]) -> dict[str, Any]:
+    """A denial by a bundle rule for node ``i``'s terms, with paths that carry what it is about.
+
+    For an upstream asset: ``path`` leads to it without crossing a run that lifted any of
+    ``about`` (or, when no single path carries them all, the path for the first), and ``paths``
+    one path per restriction. For the model itself (its effective terms): ``path`` ends at the
+    model and ``paths`` lead to the nearest asset each restriction comes from."""
+    paths: dict[str, list[str]] = {}
+    if i == anc.target:
+        path = [*prefix, anc.graph.ids[i]]
+        for r in about:
+            sources = anc.restriction_sources(r)
+            if sources:
+                paths[r] = prefix + (anc.path(sources[0], [r]) or [])
+    else:
+        for r in about:
+            paths[r] = prefix + (anc.path(i, [r]) or [])
+        whole = anc.path(i, about)
+        path = prefix + whole if whole is not None else (paths[about[0]] if about else prefix + (anc.path(i) or []))
+    return {"check": "purposes", "rule": rule, "asset": anc.graph.ids[i], "reason": reason,
+            "terms": {"purposes": ctx["purposes"], "restrictions": ctx["restrictions"]},
+            "about": about, "paths": paths, "path": path}
 
 
 # ---------------------------------------------------------------- bundles kept by hash
@@ -317,20 +322,39 @@ def _approvers(s, dep: Asset) -> list[str]:
 
 
 def verify_weights(s, model: Asset, root: Path | None = None) -> dict[str, Any]:
-    """Re-hash every registered weights file on disk."""
+    """Check the weights a deployment will load, now: every registered path (links followed, as a
+    loader follows them) re-hashed; a path that resolves to another file than at registration is
+    a change of weights even if the bytes match; a folder registered as weights must hold exactly
+    the files it held. ``root`` checks a copy elsewhere (hashes and folder contents only)."""
     base = root or (Path(model.uri) if model.uri else None)
     files = s.scalars(sa.select(AssetFile).where(AssetFile.asset_id == model.id).order_by(AssetFile.path)).all()
+    layout = (model.spec or {}).get("weights") or {}
     problems = []
     if base is None or not files:
         problems.append(f"{model.id} has no local weights to verify (uri {model.uri!r})")
+        return {"passed": False, "files": len(files), "problems": problems}
+    targets = layout.get("targets", {}) if root is None and layout else None
     for f in files:
-        p = base / f.path if base else None
-        if p is None or not p.is_file():
+        p = base / f.path
+        if not p.is_file():
             problems.append(f"{f.path}: missing on disk at {p}")
             continue
+        if targets is not None:
+            now, then = os.path.realpath(p), targets.get(f.path, os.path.abspath(p))
+            if now != then:
+                problems.append(f"{p} now resolves to {now}, registered as {then}: a change of target is a change "
+                                "of weights (weights changed after registration; register a new model version)")
         actual = sha256_file(p)
         if actual != f.sha256:
             problems.append(f"{p}: sha256 {actual} differs from the registered {f.sha256} (weights changed after registration)")
+    registered = {f.path for f in files}
+    for folder in layout.get("folders", []):
+        where = base / folder
+        if where.is_dir():
+            extra = sorted(p for p in ((Path(folder) / x).as_posix() for x in files_under(where)) if p not in registered)
+            if extra:
+                problems.append(f"weights folder {where} now holds files that were not registered: {', '.join(extra[:5])}"
+                                + (f" and {len(extra) - 5} more" if len(extra) > 5 else "") + " (weights changed after registration)")
     return {"passed": not problems, "files": len(files), "problems": problems}
 
 
@@ -370,10 +394,10 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
             bundle = _stored_bundle(s, spec["bundle_hash"])
         started = time.perf_counter()
         weights = verify_weights(s, model, Path(weights_root) if weights_root else None)
-        graph = ancestry_graph(store, s, model.id)
+        anc = governed(store, s, model.id)
         context = {"purpose": spec["purpose"], "surface": spec["surface"], "region": spec["region"],
                    "environment": spec["environment"]}
-        lineage = evaluate_lineage(graph, graph.index[model.id], bundle, _declared(bundle, context), prefix=[dep.id])
+        lineage = evaluate_lineage(anc.graph, anc.target, bundle, _declared(bundle, context), prefix=[dep.id], ancestry=anc)
         evidence, eval_ids = _evaluation_metrics(s, model)
         metrics = evidence["metrics"]
         gates = bundle.check_gates({"eval": evidence}) if bundle.gates else None

@@ -1,15 +1,18 @@
-"""Purpose and restriction propagation along a lineage DAG, Apache Atlas style, vectorised.
+"""Purpose and restriction propagation along a lineage DAG, Apache Atlas style, vectorised,
+and the questions every reader asks of one asset's ancestry (``Ancestry``).
 
-Semantics (what a reviewer can rely on):
+Semantics (what a reviewer can rely on; docs/govern.md states them for users):
 
 - A *root* asset (nothing upstream) may be used for exactly its own purposes. A derived asset may
   be used only for purposes that **every** input allows (intersection); if it declares purposes of
-  its own they narrow that further, never widen it.
+  its own they narrow that further, never widen it. Equivalently: the purposes every declaring
+  asset upstream (and the asset itself, when it declares) allows.
 - A derived asset inherits **every** input's restrictions (union) plus its own, except the
   restrictions that an approved transformation on the connecting run lifts. A restriction reaches
   an asset if there is at least one path on which nobody lifted it.
-- Nothing is copied: the effective terms are recomputed from the sources every time, so changing
-  a source's consent changes every descendant's verdict.
+- Nothing is copied: the effective terms are recomputed from the sources every time.
+- A graph that is not a DAG (a store written before cycles were refused) is still answered: the
+  same definitions, computed as a fixpoint, with the cycle named (``Terms.cycle``); nothing raises.
 
 Why hand-written: no maintained library propagates classifications over an in-memory DAG (Atlas
 does it inside its own JanusGraph server). The implementation is a Kahn topological levelling
@@ -25,6 +28,8 @@ import operator
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +97,8 @@ class LineageGraph:
 
     ``own_purposes[i]`` is the asset's own purpose set; for a derived asset it narrows only when
     ``declares_purposes[i]`` is true. ``edge_lift[e]`` are the restrictions the run on edge ``e``
-    lifted (approved transformations only); ``edge_run[e]`` names that run.
+    lifted (approved transformations only); ``edge_run[e]`` names that run for people (job and id)
+    and ``edge_run_id[e]`` is its id (the label when no id was given).
     """
 
     ids: list[str]
@@ -106,6 +112,12 @@ class LineageGraph:
     purposes: Vocab
     restrictions: Vocab
     _index: dict[str, int] | None = None
+    edge_run_id: list[str] | None = None
+    withdrawn: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # asset id -> consent withdrawals binding it
+
+    def __post_init__(self) -> None:
+        if self.edge_run_id is None:
+            self.edge_run_id = list(self.edge_run)
 
     @property
     def index(self) -> dict[str, int]:
@@ -130,7 +142,7 @@ class GraphBuilder:
         self._own_p: list[list[str]] = []
         self._declares: list[bool] = []
         self._own_r: list[list[str]] = []
-        self._edges: list[tuple[int, int, list[str], str]] = []
+        self._edges: list[tuple[int, int, list[str], str, str]] = []
 
     def node(self, asset_id: str, purposes: Iterable[str] = (), restrictions: Iterable[str] = (),
              declares_purposes: bool = True) -> int:
@@ -148,11 +160,11 @@ class GraphBuilder:
             self.restrictions.add(r)
         return i
 
-    def edge(self, parent: str, child: str, lifts: Iterable[str] = (), run: str = "") -> None:
+    def edge(self, parent: str, child: str, lifts: Iterable[str] = (), run: str = "", run_id: str | None = None) -> None:
         lifts = list(lifts)
         for r in lifts:
             self.restrictions.add(r)
-        self._edges.append((self._index[parent], self._index[child], lifts, run))
+        self._edges.append((self._index[parent], self._index[child], lifts, run, run if run_id is None else run_id))
 
     def build(self) -> LineageGraph:
         wp, wr = self.purposes.words, self.restrictions.words
@@ -167,24 +179,26 @@ class GraphBuilder:
         lift = np.zeros((e, wr), dtype=np.uint64)
         parents = np.fromiter((x[0] for x in self._edges), dtype=np.int64, count=e)
         children = np.fromiter((x[1] for x in self._edges), dtype=np.int64, count=e)
-        for k, (_, _, lifts, _) in enumerate(self._edges):
+        for k, (_, _, lifts, _, _) in enumerate(self._edges):
             if lifts:
                 lift[k] = self.restrictions.encode(lifts, wr)
         return LineageGraph(
             ids=list(self._ids), parents=parents, children=children, own_purposes=own_p,
             declares_purposes=np.array(self._declares, dtype=bool), own_restrictions=own_r,
             edge_lift=lift, edge_run=[x[3] for x in self._edges], purposes=self.purposes,
-            restrictions=self.restrictions, _index=dict(self._index),
+            restrictions=self.restrictions, _index=dict(self._index), edge_run_id=[x[4] for x in self._edges],
         )
 
 
 @dataclass
 class Terms:
-    """Effective terms per node: allowed purposes and restrictions, as bitset rows."""
+    """Effective terms per node: allowed purposes and restrictions, as bitset rows. ``level`` is -1
+    for nodes on or below a cycle, and ``cycle`` then names one (``[a, run:…, b, …, a]``)."""
 
     allowed: np.ndarray
     restrictions: np.ndarray
     level: np.ndarray
+    cycle: list[str] | None = None
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -204,8 +218,9 @@ def _csr(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return order, ptr
 
 
-def topological_levels(graph: LineageGraph) -> np.ndarray:
-    """Level of every node (roots 0, a node one more than its deepest parent); raises on a cycle."""
+def kahn_levels(graph: LineageGraph) -> np.ndarray:
+    """Level of every node (roots 0, a node one more than its deepest parent); -1 for a node on a
+    cycle or downstream of one (Kahn's algorithm never frees it)."""
     n = graph.n
     indeg = np.bincount(graph.children, minlength=n).astype(np.int64)
     order, ptr = _csr(graph.parents, n)
@@ -219,32 +234,68 @@ def topological_levels(graph: LineageGraph) -> np.ndarray:
         indeg[kids] -= counts
         frontier = kids[indeg[kids] == 0]
         depth += 1
-    if (level < 0).any():
-        raise LineageCycle(_find_cycle(graph, np.flatnonzero(level < 0)))
     return level
 
 
-def _find_cycle(graph: LineageGraph, candidates: np.ndarray) -> list[str]:
-    inside = set(candidates.tolist())
-    succ: dict[int, list[int]] = {}
-    for p, c in zip(graph.parents.tolist(), graph.children.tolist(), strict=True):
-        if p in inside and c in inside:
-            succ.setdefault(p, []).append(c)
-    start = int(candidates[0])
-    seen: dict[int, int] = {}
-    path: list[int] = []
-    node = start
-    while node not in seen:  # every node left over by Kahn has a successor inside the set
-        seen[node] = len(path)
-        path.append(node)
-        node = succ[node][0]
-    cycle = [*path[seen[node]:], node]
-    return [graph.ids[i] for i in cycle]
+def topological_levels(graph: LineageGraph) -> np.ndarray:
+    """``kahn_levels``, raising ``LineageCycle`` (with the cycle named) when the graph has one."""
+    level = kahn_levels(graph)
+    if (level < 0).any():
+        raise LineageCycle(find_cycle(graph, level))
+    return level
+
+
+def find_cycle(graph: LineageGraph, level: np.ndarray | None = None) -> list[str] | None:
+    """One cycle, in lineage order with its runs: ``[a, "run:…", b, …, a]``; None for a DAG.
+
+    Every node Kahn's algorithm left over has a parent that was left over too, so walking from one
+    such node to a left-over parent, again and again, must come back to a node already seen.
+    """
+    level = kahn_levels(graph) if level is None else level
+    left = level < 0
+    if not left.any():
+        return None
+    preds: dict[int, tuple[int, int]] = {}
+    for k, (p, c) in enumerate(zip(graph.parents.tolist(), graph.children.tolist(), strict=True)):
+        if left[p] and left[c] and c not in preds:
+            preds[c] = (p, k)
+    node = int(np.flatnonzero(left)[0])
+    seen: dict[int, int] = {node: 0}
+    walk, via = [node], []
+    while True:
+        parent, k = preds[node]
+        if parent in seen:
+            break
+        seen[parent] = len(walk)
+        walk.append(parent)
+        via.append(k)
+        node = parent
+    j = seen[parent]
+    # walk[i + 1] -> walk[i] is edge via[i]; the closing edge k runs walk[j] -> walk[-1]
+    nodes = [walk[j], *walk[j + 1:][::-1]] if j + 1 < len(walk) else [walk[j]]
+    edges = [k, *via[j:][::-1]]
+    out = [graph.ids[nodes[0]]]
+    for step, e in enumerate(edges):
+        if graph.edge_run[e]:
+            out.append(f"run:{graph.edge_run[e]}")
+        out.append(graph.ids[nodes[(step + 1) % len(nodes)]])
+    return out
+
+
+def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edge order sorted by ``keys``, the segment starts and the key of each segment (for reduceat)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    seg = np.concatenate(([0], np.flatnonzero(np.diff(sorted_keys)) + 1))
+    return order, seg, sorted_keys[seg]
 
 
 def propagate(graph: LineageGraph) -> Terms:
-    """Effective allowed purposes and restrictions of every node, level by level."""
-    level = topological_levels(graph)
+    """Effective allowed purposes and restrictions of every node, level by level (a fixpoint over
+    the whole graph when it has a cycle)."""
+    level = kahn_levels(graph)
+    if (level < 0).any():
+        return _propagate_fixpoint(graph, level)
     allowed = graph.own_purposes.copy()
     restr = graph.own_restrictions.copy()
     if graph.parents.size == 0:
@@ -269,6 +320,38 @@ def propagate(graph: LineageGraph) -> Terms:
         allowed[uniq] = np.where(narrows[uniq][:, None], inherited_p & own_p, inherited_p)
         restr[uniq] = inherited_r | graph.own_restrictions[uniq]
     return Terms(allowed, restr, level)
+
+
+def _propagate_fixpoint(graph: LineageGraph, level: np.ndarray) -> Terms:
+    """The same definitions on a graph with a cycle: purposes are what every declaring asset
+    upstream (or the asset itself) allows, none when no declaring asset is upstream at all (fail
+    closed: a pure cycle declares nothing); a restriction reaches an asset when some walk from a
+    carrier lifts it nowhere. Iterated (all edges at once) until nothing changes: at most n rounds."""
+    n = graph.n
+    order, seg, kids = _grouped(graph.children)
+    parents = graph.parents[order]
+    lift_inv = ~graph.edge_lift[order]
+    roots = np.ones(n, dtype=bool)
+    roots[graph.children] = False
+    declares = graph.declares_purposes | roots
+    everything = ~np.zeros(graph.own_purposes.shape[1], dtype=np.uint64)
+    own_or_all = np.where(declares[:, None], graph.own_purposes, everything)
+    allowed = own_or_all.copy()
+    restr = graph.own_restrictions.copy()
+    declared_upstream = declares.copy()
+    for _ in range(n + 1):
+        new_p = allowed.copy()
+        new_p[kids] = np.bitwise_and.reduceat(allowed[parents], seg, axis=0) & own_or_all[kids]
+        new_r = restr.copy()
+        new_r[kids] |= np.bitwise_or.reduceat(restr[parents] & lift_inv, seg, axis=0)
+        new_d = declared_upstream.copy()
+        new_d[kids] |= np.logical_or.reduceat(declared_upstream[parents], seg)
+        if (np.array_equal(new_p, allowed) and np.array_equal(new_r, restr)
+                and np.array_equal(new_d, declared_upstream)):
+            break
+        allowed, restr, declared_upstream = new_p, new_r, new_d
+    allowed[~declared_upstream] = 0
+    return Terms(allowed, restr, level, cycle=find_cycle(graph, level))
 
 
 def propagate_naive(graph: LineageGraph) -> tuple[list[frozenset[str]], list[frozenset[str]]]:
@@ -302,7 +385,7 @@ def propagate_naive(graph: LineageGraph) -> tuple[list[frozenset[str]], list[fro
             if indeg[c] == 0:
                 queue.append(c)
     if done < n:
-        raise LineageCycle(_find_cycle(graph, np.array([i for i in range(n) if indeg[i] > 0])))
+        raise LineageCycle(find_cycle(graph) or [])
     return allowed, restr
 
 
@@ -337,6 +420,13 @@ def ancestry(graph: LineageGraph, target: int) -> np.ndarray:
     return ancestry_with_edges(graph, target)[0]
 
 
+def _pick(values: list[str], idx: np.ndarray) -> list[str]:
+    if idx.size == 0:
+        return []
+    picked = operator.itemgetter(*idx.tolist())(values)
+    return list(picked) if idx.size > 1 else [picked]
+
+
 def subgraph(graph: LineageGraph, nodes: np.ndarray, edge_idx: np.ndarray | None = None) -> LineageGraph:
     """The induced subgraph on ``nodes`` (sharing the vocabularies); ``edge_idx`` when already known."""
     remap = np.full(graph.n, -1, dtype=np.int64)
@@ -345,16 +435,18 @@ def subgraph(graph: LineageGraph, nodes: np.ndarray, edge_idx: np.ndarray | None
         keep = np.zeros(graph.n, dtype=bool)
         keep[nodes] = True
         edge_idx = np.flatnonzero(keep[graph.parents] & keep[graph.children])
-    picked_ids = operator.itemgetter(*nodes.tolist())(graph.ids) if nodes.size else ()
-    picked_runs = operator.itemgetter(*edge_idx.tolist())(graph.edge_run) if edge_idx.size else ()
+    ids = _pick(graph.ids, nodes)
+    withdrawn = {}
+    if graph.withdrawn:
+        wanted = set(ids)
+        withdrawn = {k: v for k, v in graph.withdrawn.items() if k in wanted}
     return LineageGraph(
-        ids=list(picked_ids) if nodes.size > 1 else [picked_ids] if nodes.size else [],
-        parents=remap[graph.parents[edge_idx]],
+        ids=ids, parents=remap[graph.parents[edge_idx]],
         children=remap[graph.children[edge_idx]], own_purposes=graph.own_purposes[nodes],
         declares_purposes=graph.declares_purposes[nodes], own_restrictions=graph.own_restrictions[nodes],
-        edge_lift=graph.edge_lift[edge_idx],
-        edge_run=list(picked_runs) if edge_idx.size > 1 else [picked_runs] if edge_idx.size else [],
+        edge_lift=graph.edge_lift[edge_idx], edge_run=_pick(graph.edge_run, edge_idx),
         purposes=graph.purposes, restrictions=graph.restrictions,
+        edge_run_id=_pick(graph.edge_run_id, edge_idx), withdrawn=withdrawn,
     )
 
 
@@ -362,11 +454,23 @@ def live_restrictions(graph: LineageGraph, target: int, level: np.ndarray) -> np
     """For every node, the restrictions that would still reach ``target`` from it.
 
     A bit is live at a node if at least one path from the node to ``target`` lifts it nowhere.
-    Computed in reverse topological order with one ``bitwise_or.reduceat`` per level.
+    Computed in reverse topological order with one ``bitwise_or.reduceat`` per level (a fixpoint
+    over all edges when the graph has a cycle).
     """
     live = np.zeros_like(graph.own_restrictions)
     live[target] = ~np.zeros(live.shape[1], dtype=np.uint64)
     if graph.parents.size == 0:
+        return live
+    if (level < 0).any():
+        order, seg, ups = _grouped(graph.parents)
+        children = graph.children[order]
+        lift_inv = ~graph.edge_lift[order]
+        for _ in range(graph.n + 1):
+            new = live.copy()
+            new[ups] |= np.bitwise_or.reduceat(live[children] & lift_inv, seg, axis=0)
+            if np.array_equal(new, live):
+                break
+            live = new
         return live
     parent_level = level[graph.parents]
     order = np.lexsort((graph.parents, -parent_level))
@@ -383,39 +487,134 @@ def live_restrictions(graph: LineageGraph, target: int, level: np.ndarray) -> np
     return live
 
 
-def path_to(graph: LineageGraph, target: int, source: int, avoid_lifting: np.ndarray | None = None) -> list[str]:
-    """Shortest lineage path from ``target`` back to ``source``: [target, run, asset, run, ..., source].
+def has_bit(rows: np.ndarray, bit: int) -> np.ndarray:
+    """Which rows of a bitset matrix have ``bit`` set."""
+    return ((rows[:, bit // WORD] >> np.uint64(bit % WORD)) & np.uint64(1)).astype(bool)
 
-    With ``avoid_lifting`` (a restriction row), edges whose run lifted any of those bits are
-    not used, so the path shown is one on which the restriction really travelled.
-    """
-    preds: dict[int, list[tuple[int, int]]] = {}
-    for k, (p, c) in enumerate(zip(graph.parents.tolist(), graph.children.tolist(), strict=True)):
-        if avoid_lifting is not None and (graph.edge_lift[k] & avoid_lifting).any():
-            continue
-        preds.setdefault(c, []).append((p, k))
-    back: dict[int, tuple[int, int]] = {}
-    queue = deque([target])
-    seen = {target}
-    while queue:
-        node = queue.popleft()
-        if node == source:
-            break
-        for p, k in preds.get(node, []):
-            if p not in seen:
-                seen.add(p)
+
+class Paths:
+    """Shortest lineage paths from a target back to its ancestors, as ``[target, "run:…", asset,
+    …, source]``. One breadth-first tree per set of restrictions to carry, built on first use: a
+    path that carries restrictions never crosses a run that lifted any of them."""
+
+    def __init__(self, graph: LineageGraph, target: int):
+        self.graph, self.target = graph, target
+        self._preds: dict[int, list[tuple[int, int]]] | None = None
+        self._trees: dict[bytes, dict[int, tuple[int, int]]] = {}
+
+    def tree(self, carrying: np.ndarray | None = None) -> dict[int, tuple[int, int]]:
+        """node -> (child it was reached from, edge); insertion order is breadth-first order."""
+        key = b"" if carrying is None or not carrying.any() else carrying.tobytes()
+        if key in self._trees:
+            return self._trees[key]
+        g = self.graph
+        if self._preds is None:
+            self._preds = {}
+            for k, (p, c) in enumerate(zip(g.parents.tolist(), g.children.tolist(), strict=True)):
+                self._preds.setdefault(c, []).append((p, k))
+        blocked = None if not key else (g.edge_lift & carrying).any(axis=1).tolist()
+        back: dict[int, tuple[int, int]] = {self.target: (-1, -1)}
+        queue = deque([self.target])
+        while queue:
+            node = queue.popleft()
+            for p, k in self._preds.get(node, ()):
+                if p in back or (blocked is not None and blocked[k]):
+                    continue
                 back[p] = (node, k)
                 queue.append(p)
-    if source not in seen:
-        if avoid_lifting is not None:
-            return path_to(graph, target, source, None)
-        return []
-    out = [graph.ids[source]]
-    node = source
-    while node != target:
-        child, k = back[node]
-        if graph.edge_run[k]:
-            out.append(f"run:{graph.edge_run[k]}")
-        out.append(graph.ids[child])
-        node = child
-    return out[::-1]
+        self._trees[key] = back
+        return back
+
+    def to(self, source: int, carrying: np.ndarray | None = None) -> list[str] | None:
+        """The path to ``source``; None when no path carries ``carrying`` (never a path that does not)."""
+        g = self.graph
+        back = self.tree(carrying)
+        if source not in back:
+            return None
+        out, node = [g.ids[source]], source
+        while node != self.target:
+            child, k = back[node]
+            if g.edge_run[k]:
+                out.append(f"run:{g.edge_run[k]}")
+            out.append(g.ids[child])
+            node = child
+        return out[::-1]
+
+
+def path_to(graph: LineageGraph, target: int, source: int) -> list[str]:
+    """Shortest lineage path from ``target`` back to ``source`` (``[]`` when it is not upstream)."""
+    return Paths(graph, target).to(source) or []
+
+
+class Ancestry:
+    """One asset's ancestry and every question asked of it: its effective terms, which assets block
+    a purpose, where a restriction comes from, and paths that really carry it. The deployment gate,
+    ``lineage why``, ``lineage show``, the BOM and the dashboard all ask here, so they cannot disagree.
+
+    ``graph`` is the ancestry of ``target`` (or any graph containing it, e.g. the whole registry).
+    """
+
+    def __init__(self, graph: LineageGraph, target: int, terms: Terms | None = None):
+        self.graph, self.target = graph, target
+        self.terms = terms if terms is not None else propagate(graph)
+        self.paths = Paths(graph, target)
+        roots = np.ones(graph.n, dtype=bool)
+        roots[graph.children] = False
+        self.roots = roots
+        self.declares = graph.declares_purposes | roots
+
+    @property
+    def cycle(self) -> list[str] | None:
+        return self.terms.cycle
+
+    @cached_property
+    def live(self) -> np.ndarray:
+        return live_restrictions(self.graph, self.target, self.terms.level)
+
+    @cached_property
+    def nearest_first(self) -> dict[int, int]:
+        """Node -> its rank in breadth-first order from the target (only ancestors are ranked)."""
+        return {node: rank for rank, node in enumerate(self.paths.tree())}
+
+    def purposes(self, i: int | None = None) -> list[str]:
+        return self.graph.purposes.decode(self.terms.allowed[self.target if i is None else i])
+
+    def restrictions(self, i: int | None = None) -> list[str]:
+        return self.graph.restrictions.decode(self.terms.restrictions[self.target if i is None else i])
+
+    def mask(self, restrictions: Iterable[str]) -> np.ndarray:
+        row = np.zeros(self.graph.own_restrictions.shape[1], dtype=np.uint64)
+        for r in restrictions:
+            bit = self.graph.restrictions.index.get(r)
+            if bit is not None:
+                row[bit // WORD] |= np.uint64(1) << np.uint64(bit % WORD)
+        return row
+
+    def _ranked(self, nodes: np.ndarray) -> list[int]:
+        if nodes.size == 0:
+            return []
+        rank = self.nearest_first
+        return sorted((i for i in nodes.tolist() if i in rank), key=lambda i: (rank[i], self.graph.ids[i]))
+
+    def purpose_blockers(self, purpose: str) -> list[int]:
+        """The declaring assets upstream (or the asset itself) whose own purposes lack ``purpose``,
+        nearest first: empty exactly when ``purpose`` is among the effective purposes."""
+        bit = self.graph.purposes.index.get(purpose)
+        lacking = self.declares if bit is None else self.declares & ~has_bit(self.graph.own_purposes, bit)
+        return self._ranked(np.flatnonzero(lacking))
+
+    def restriction_sources(self, restriction: str) -> list[int]:
+        """The assets whose own ``restriction`` still reaches the target on some path, nearest first."""
+        bit = self.graph.restrictions.index.get(restriction)
+        if bit is None:
+            return []
+        carried = has_bit(self.graph.own_restrictions, bit) & has_bit(self.live, bit)
+        return self._ranked(np.flatnonzero(carried))
+
+    def path(self, source: int, carrying: Iterable[str] = ()) -> list[str] | None:
+        """Shortest path from the target to ``source`` on which none of ``carrying`` was lifted."""
+        return self.paths.to(source, self.mask(carrying))
+
+    def withdrawn_by(self, i: int) -> list[dict[str, Any]]:
+        """The consent withdrawals that narrowed node ``i``'s own terms (recorded by the loader)."""
+        return list(self.graph.withdrawn.get(self.graph.ids[i], ()))

@@ -4,18 +4,22 @@ Every write happens inside one store transaction together with its audit entry, 
 leaves nothing half-written. Assets are versioned and never updated in place: registering an
 existing name again makes the next version.
 
-A dataset's governance terms (purposes, restrictions) are those of its **latest** version and
-apply to every version of it: consent is given for the data, not for one copy, so withdrawing
-it (registering a new version with narrower terms) changes every descendant's verdict.
+Each version of a dataset keeps the terms it was registered with: an ordinary new version does
+not rewrite what was decided about models trained on an older one. A **withdrawal** (a new
+version registered with ``withdrawal=<reason>``) binds every earlier version as well: their
+purposes narrow to the withdrawal's and they take on its restrictions, so every descendant's
+verdict changes, and the withdrawal is recorded (the version's spec, the audit log) and named in
+every explanation. ``assay.govern.lineage`` computes the terms; docs/govern.md states the rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,7 @@ from assay.store.schema import (
     Transformation,
 )
 
-from .propagation import GraphBuilder, LineageCycle, LineageGraph, path_to
+from .propagation import GraphBuilder, LineageCycle, Paths
 
 ROLES = ("viewer", "engineer", "approver", "admin")
 KINDS = ("dataset", "model", "evaluation", "deployment")
@@ -229,11 +233,14 @@ def _new_asset(session: Session, actor: Actor, *, kind: str, name: str, namespac
                purposes: Sequence[str] = (), restrictions: Sequence[str] = (), uri: str | None = None,
                owner: str | None = None, licence: str | None = None, files: Sequence[Mapping[str, Any]] = (),
                subject_id: str | None = None, spec: Mapping[str, Any] | None = None,
-               content_hash: str | None = None) -> Asset:
-    _name(name, f"{kind} name")
+               content_hash: str | None = None, make_id: Callable[[int], str] | None = None) -> Asset:
+    """A new version of ``kind:namespace/name``. ``make_id`` (version -> id) replaces the name
+    check and the usual id: OpenLineage names are free text, stored and identified by ``openlineage``."""
+    if make_id is None:
+        _name(name, f"{kind} name")
     version = _next_version(session, kind, namespace, name)
     asset = Asset(
-        id=make_asset_id(kind, namespace, name, version), kind=kind, namespace=namespace, name=name,
+        id=make_id(version) if make_id else make_asset_id(kind, namespace, name, version), kind=kind, namespace=namespace, name=name,
         version=version, uri=uri, owner=owner or actor.name, licence=licence,
         purposes=normalise_terms(purposes, "purpose"), restrictions=normalise_terms(restrictions, "restriction"),
         content_hash=content_hash or (manifest_hash(files) if files else None), subject_id=subject_id,
@@ -254,9 +261,15 @@ def _new_asset(session: Session, actor: Actor, *, kind: str, name: str, namespac
 def register_dataset(store: Store, actor: Actor, *, name: str, uri: str, purposes: Sequence[str],
                      restrictions: Sequence[str] = (), owner: str | None = None, licence: str | None = None,
                      schema: Mapping[str, Any] | None = None, files: Sequence[Mapping[str, Any]] | None = None,
-                     namespace: str = "assay") -> dict[str, Any]:
-    """Register (a new version of) a dataset. Local ``uri`` paths are hashed file by file."""
+                     namespace: str = "assay", withdrawal: str | None = None) -> dict[str, Any]:
+    """Register (a new version of) a dataset. Local ``uri`` paths are hashed file by file.
+
+    With ``withdrawal`` (the reason, e.g. "users withdrew consent for ads on 2026-03-01") the new
+    version is a consent withdrawal: its terms also bind every earlier version of the dataset, and
+    so every model trained on one (docs/govern.md, "Versions and consent withdrawal")."""
     actor.require("engineer", "registering a dataset")
+    if withdrawal is not None and (not isinstance(withdrawal, str) or not withdrawal.strip() or len(withdrawal) > 2000):
+        raise BadInput("a withdrawal needs its reason: 1 to 2000 characters saying whose consent changed and when")
     if "\x00" in uri:
         raise BadInput("dataset uri contains a NUL byte")
     if files is None:
@@ -269,9 +282,19 @@ def register_dataset(store: Store, actor: Actor, *, name: str, uri: str, purpose
         if not re.fullmatch(r"[0-9a-f]{64}", str(f.get("sha256", ""))):
             raise BadInput(f"manifest entry {f.get('path')!r}: sha256 must be 64 lower-case hex digits")
     with store.session() as s:
+        spec: dict[str, Any] = {"schema": dict(schema or {})}
+        if withdrawal is not None:
+            earlier = s.scalars(sa.select(Asset.id).where(Asset.kind == "dataset", Asset.namespace == namespace,
+                                                          Asset.name == name).order_by(Asset.version)).all()
+            if not earlier:
+                raise BadInput(f"dataset {name!r} has no earlier version whose consent could be withdrawn",
+                               hint="register it normally; a withdrawal narrows versions registered before it")
+            spec["withdrawal"] = {"reason": withdrawal.strip(), "binds": list(earlier)}
         asset = _new_asset(s, actor, kind="dataset", name=name, namespace=namespace, purposes=purposes,
-                           restrictions=restrictions, uri=uri, owner=owner, licence=licence, files=files,
-                           spec={"schema": dict(schema or {})})
+                           restrictions=restrictions, uri=uri, owner=owner, licence=licence, files=files, spec=spec)
+        if withdrawal is not None:
+            audit(s, actor, "withdraw_consent", asset.id, {"reason": withdrawal.strip(), "binds": spec["withdrawal"]["binds"],
+                                                          "purposes": asset.purposes, "restrictions": asset.restrictions})
         return asset_view(s, asset)
 
 
@@ -281,19 +304,23 @@ def register_model(store: Store, actor: Actor, *, name: str, weights: Sequence[s
                    purposes: Sequence[str] = (), restrictions: Sequence[str] = (), owner: str | None = None,
                    licence: str | None = None, transformation: str | None = None) -> dict[str, Any]:
     """Register a model: every weights file by sha256, its framework, and the training run that
-    made it (a lineage run from ``trained_on`` datasets to this model)."""
+    made it (a lineage run from ``trained_on`` datasets to this model).
+
+    ``weights`` are what a deployment will load: each path is kept as given (made absolute, links
+    not resolved), a folder stands for every file under it, and the file each path resolves to
+    now is recorded, so the gate can tell when a link is re-pointed (``weights_layout``)."""
     actor.require("engineer", "registering a model")
+    layout: dict[str, Any] | None = None
     if files is None:
         if not weights:
-            raise BadInput("a model needs at least one weights file")
+            raise BadInput("a model needs at least one weights file or folder")
         if any("\x00" in str(w) for w in weights) or (uri and "\x00" in uri):
             raise BadInput("a weights path contains a NUL byte")
-        paths = [Path(w).resolve() for w in weights]
-        for p in paths:
-            if not p.is_file():
-                raise BadInput(f"weights file {p} does not exist")
-        root = Path(uri).resolve() if uri else Path(_common_root(paths))
-        files = file_manifest(root, [p.relative_to(root) for p in paths])
+        given = [Path(os.path.abspath(w)) for w in weights]
+        root = Path(os.path.abspath(uri)) if uri else Path(_common_root(given))
+        rels, folders = _weights_files(root, given)
+        files = file_manifest(root, rels)
+        layout = weights_layout(root, rels, folders)
         uri = str(root)
     with store.session() as s:
         inputs = [resolve(s, ref) for ref in trained_on]
@@ -301,7 +328,7 @@ def register_model(store: Store, actor: Actor, *, name: str, weights: Sequence[s
         asset = _new_asset(s, actor, kind="model", name=name, purposes=purposes, restrictions=restrictions,
                            uri=uri, owner=owner, licence=licence, files=files,
                            spec={"framework": framework, "training_run": run_name,
-                                 "declares_purposes": bool(purposes)})
+                                 "declares_purposes": bool(purposes), **({"weights": layout} if layout else {})})
         if inputs:
             _record_run(s, actor, job_name=run_name, kind="train", inputs=[a.id for a in inputs],
                         outputs=[asset.id], transformation_id=transformation)
@@ -309,10 +336,57 @@ def register_model(store: Store, actor: Actor, *, name: str, weights: Sequence[s
 
 
 def _common_root(paths: Sequence[Path]) -> str:
-    import os
-
     common = os.path.commonpath([str(p) for p in paths])
     return str(Path(common).parent) if Path(common).is_file() else common
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every file under ``folder`` as a relative posix path, following links as a loader does
+    (each real folder is walked once, so a link back up cannot loop)."""
+    out, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        out.extend(Path(dirpath, f).relative_to(folder).as_posix() for f in filenames if Path(dirpath, f).is_file())
+    return sorted(out)
+
+
+def _weights_files(root: Path, given: Sequence[Path]) -> tuple[list[str], list[str]]:
+    """The files a deployment will load, relative to ``root``: each file given and every file
+    under each folder given; and the folders given (relative)."""
+    files, folders = set(), set()
+    for p in given:
+        try:
+            rel = p.relative_to(root)
+        except ValueError:
+            raise BadInput(f"weights {p} is not under the model folder {root}") from None
+        if p.is_dir():
+            found = files_under(p)
+            if not found:
+                raise BadInput(f"weights folder {p} has no files")
+            folders.add(rel.as_posix())
+            files.update((rel / f).as_posix() for f in found)
+        elif p.is_file():
+            files.add(rel.as_posix())
+        else:
+            raise BadInput(f"weights {p} does not exist (neither a file nor a folder)")
+    return sorted(files), sorted(folders)
+
+
+def weights_layout(root: Path, rels: Sequence[str], folders: Sequence[str]) -> dict[str, Any]:
+    """What the gate re-checks beside the hashes: the folders given (their file lists must not
+    change) and, for each file whose path goes through a link, the file it resolved to."""
+    targets = {}
+    for rel in rels:
+        path = os.path.abspath(root / rel)
+        real = os.path.realpath(path)
+        if real != path:
+            targets[rel] = real
+    return {"folders": list(folders), "targets": targets}
 
 
 def register_evaluation(store: Store, actor: Actor, result: EvaluationResult | Mapping[str, Any],
@@ -405,32 +479,59 @@ def record_run(store: Store, actor: Actor, *, job_name: str, inputs: Sequence[st
         return run_view(s, run)
 
 
-def _record_run(s: Session, actor: Actor, *, job_name: str, kind: str, inputs: Sequence[str],
-                outputs: Sequence[str], transformation_id: str | None = None, run_id: str | None = None,
+def lock_lineage(s: Session) -> None:
+    """Serialise lineage writes until this transaction ends, so two writes that are each acyclic
+    cannot together close a cycle (PostgreSQL advisory lock; SQLite has one writer anyway)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LINEAGE_LOCK})
+
+
+LINEAGE_LOCK = 0x6173736179  # "assay"
+
+
+def refuse_cycle(s: Session, run_id: str, in_ids: Iterable[str], out_ids: Iterable[str]) -> None:
+    """Raise ``LineageCycle`` naming the cycle if run ``run_id`` with these inputs and outputs
+    (added to what it already has: a reused run id links all its inputs to all its outputs)
+    would make the lineage cyclic, i.e. if one of its outputs is upstream of one of its inputs."""
+    ins, outs = set(in_ids), set(out_ids)
+    for asset_id, direction in s.execute(sa.select(RunIO.asset_id, RunIO.direction).where(RunIO.run_id == run_id)):
+        (ins if direction == "input" else outs).add(asset_id)
+    closing = f"run:{run_id}"
+    both = sorted(ins & outs)
+    if both:
+        raise LineageCycle([both[0], closing, both[0]])
+    edges = ancestry_edges(s, sorted(ins)) if ins else []
+    hit = sorted(outs & {e[0] for e in edges})
+    if not hit:
+        return
+    builder = GraphBuilder()
+    for node in sorted(ins | {e[0] for e in edges} | {e[1] for e in edges}):
+        builder.node(node)
+    for src, dst, rid in sorted(edges):
+        builder.edge(src, dst, run=rid)
+    graph = builder.build()
+    for i in sorted(ins):
+        path = Paths(graph, graph.index[i]).to(graph.index[hit[0]])
+        if path:  # [input, run, ..., output] read backwards is output -> ... -> input
+            raise LineageCycle([*path[::-1], closing, hit[0]])
+    raise LineageCycle([hit[0], closing, hit[0]])  # pragma: no cover - hit is upstream of some input
+
+
+def _record_run(s: Session, actor: Actor, *, job_name: str, kind: str, inputs: Sequence[str | Asset],
+                outputs: Sequence[str | Asset], transformation_id: str | None = None, run_id: str | None = None,
                 facets: Mapping[str, Any] | None = None, namespace: str = "assay") -> Run:
     if not outputs:
         raise BadInput("a lineage run needs at least one output")
-    ins = [resolve(s, ref) for ref in inputs]
-    outs = [resolve(s, ref) for ref in outputs]
+    lock_lineage(s)
+    ins = [ref if isinstance(ref, Asset) else resolve(s, ref) for ref in inputs]
+    outs = [ref if isinstance(ref, Asset) else resolve(s, ref) for ref in outputs]
     in_ids, out_ids = [a.id for a in ins], [a.id for a in outs]
-    both = set(in_ids) & set(out_ids)
-    if both:
-        raise LineageCycle([*sorted(both)[:1], *sorted(both)[:1]])
+    rid = run_id or f"run-{uuid.uuid4()}"
     for a in outs:
         producer = s.scalar(sa.select(RunIO.run_id).where(RunIO.asset_id == a.id, RunIO.direction == "output"))
-        if producer and producer != run_id:
+        if producer and producer != rid:
             raise BadInput(f"{a.id} was already produced by run {producer}; register a new version for a new run")
-    if in_ids:
-        graph = load_graph(s, in_ids)
-        hit = [o for o in out_ids if o in graph.index]
-        if hit:
-            cycle_path = None
-            for i in in_ids:
-                p = path_to(graph, graph.index[i], graph.index[hit[0]])
-                if p:
-                    cycle_path = [*[x for x in p if not x.startswith("run:")][::-1], hit[0]]
-                    break
-            raise LineageCycle(cycle_path or [hit[0], hit[0]])
+    refuse_cycle(s, rid, in_ids, out_ids)
     transformation = None
     if transformation_id:
         transformation = s.get(Transformation, transformation_id)
@@ -438,7 +539,6 @@ def _record_run(s: Session, actor: Actor, *, job_name: str, kind: str, inputs: S
             raise NotFound(f"no transformation {transformation_id!r}")
         if not _transformation_approved(s, transformation.id):
             raise Forbidden(f"transformation {transformation.id} is registered but not approved; it cannot lift restrictions")
-    rid = run_id or f"run-{uuid.uuid4()}"
     run = s.get(Run, rid)
     if run is None:
         run = Run(id=rid, job_namespace=namespace, job_name=job_name, kind=kind,
@@ -508,109 +608,3 @@ def descendant_ids(s: Session, asset_id: str) -> list[str]:
             .join(down, i2.asset_id == down.c.dst).where(i2.direction == "input"))
     down = down.union(step)
     return sorted(s.scalars(sa.select(down.c.dst)))
-
-
-def governing_terms(s: Session, assets: Sequence[Any]) -> dict[str, tuple[list[str], list[str], bool]]:
-    """asset id -> (purposes, restrictions, declares_purposes), datasets taking their latest version's terms.
-
-    ``assets`` are rows with ``id, kind, namespace, name, version, purposes, restrictions`` (ORM
-    objects or Core rows). A non-dataset declares purposes exactly when it names some.
-    """
-    names = {(a.namespace, a.name): a.version for a in assets if a.kind == "dataset"}
-    latest: dict[tuple[str, str], Any] = {}
-    if names:
-        newest = s.execute(sa.select(Asset.namespace, Asset.name, sa.func.max(Asset.version))
-                           .where(Asset.kind == "dataset", Asset.name.in_({n for _, n in names}))
-                           .group_by(Asset.namespace, Asset.name)).all()
-        stale = {(ns, n): v for ns, n, v in newest if (ns, n) in names and v > names[(ns, n)]}
-        if stale:  # only datasets with a newer version need their terms looked up
-            ids = [make_asset_id("dataset", ns, n, v) for (ns, n), v in stale.items()]
-            for a in s.execute(sa.select(Asset.namespace, Asset.name, Asset.purposes, Asset.restrictions)
-                               .where(Asset.id.in_(ids))):
-                latest[(a.namespace, a.name)] = a
-    out = {}
-    for a in assets:
-        src = latest.get((a.namespace, a.name), a) if a.kind == "dataset" else a
-        declares = a.kind == "dataset" or bool(a.purposes)
-        out[a.id] = (list(src.purposes), list(src.restrictions), declares)
-    return out
-
-
-def load_graph(s: Session, targets: Sequence[str]) -> LineageGraph:
-    """The lineage graph upstream of (and including) ``targets``, ready for propagation.
-
-    Core selects of only the columns needed (no ORM objects, no ``spec`` JSON): a 10,000-asset
-    ancestry loads in one recursive CTE and three queries.
-    """
-    return _graph_from_edges(s, ancestry_edges(s, targets), set(targets))
-
-
-def _graph_from_edges(s: Session, edges: list[tuple[str, str, str]], targets: set[str]) -> LineageGraph:
-    ids = targets | {e[0] for e in edges} | {e[1] for e in edges}
-    assets = s.execute(sa.select(Asset.id, Asset.kind, Asset.namespace, Asset.name, Asset.version, Asset.purposes,
-                                 Asset.restrictions).where(Asset.id.in_(ids))).all()
-    terms = governing_terms(s, assets)
-    run_ids = {e[2] for e in edges}
-    lifts: dict[str, list[str]] = {}
-    jobs: dict[str, str] = {}
-    if run_ids:
-        for run_id, restriction in s.execute(sa.select(RestrictionLift.run_id, RestrictionLift.restriction)
-                                             .where(RestrictionLift.run_id.in_(run_ids))):
-            lifts.setdefault(run_id, []).append(restriction)
-        jobs = dict(s.execute(sa.select(Run.id, Run.job_name).where(Run.id.in_(run_ids))).all())
-    builder = GraphBuilder()
-    roots = ids - {e[1] for e in edges}
-    for a in sorted(assets, key=lambda x: x.id):
-        purposes, restrictions, declares = terms[a.id]
-        builder.node(a.id, purposes, restrictions, declares_purposes=declares or a.id in roots)
-    for src, dst, rid in sorted(edges):
-        label = f"{jobs[rid]} ({rid})" if rid in jobs else rid
-        builder.edge(src, dst, lifts.get(rid, ()), run=label)
-    return builder.build()
-
-
-# ---------------------------------------------------------------- a lineage index kept in memory
-
-_INDEX: dict[str, tuple[tuple[int, ...], LineageGraph]] = {}
-
-
-def lineage_version(s: Session) -> tuple[int, ...]:
-    """Changes whenever anything the propagation reads changes. Rows are only ever added to
-    these tables (assets are versioned, never updated), so counts are a sound version."""
-    return tuple(s.execute(sa.select(
-        sa.select(sa.func.count()).select_from(RunIO).scalar_subquery(),
-        sa.select(sa.func.count()).select_from(RestrictionLift).scalar_subquery(),
-        sa.select(sa.func.count()).select_from(Asset).where(Asset.kind == "dataset").scalar_subquery(),
-    )).one())
-
-
-def _full_graph(s: Session) -> LineageGraph:
-    o, i = aliased(RunIO), aliased(RunIO)
-    edges = [(r.src, r.dst, r.run_id) for r in s.execute(
-        sa.select(i.asset_id.label("src"), o.asset_id.label("dst"), o.run_id.label("run_id")).select_from(o)
-        .join(i, sa.and_(i.run_id == o.run_id, i.direction == "input")).where(o.direction == "output"))]
-    return _graph_from_edges(s, edges, set())
-
-
-def ancestry_graph(store: Store, s: Session, target: str) -> LineageGraph:
-    """The lineage upstream of ``target``, from an in-memory index of the whole registry's lineage
-    that is rebuilt only when ``lineage_version`` changes (a gate check then costs milliseconds,
-    not a recursive query). Falls back to ``load_graph`` for an asset with no lineage."""
-    from .propagation import ancestry_with_edges, subgraph
-
-    version = lineage_version(s)
-    cached = _INDEX.get(store.url)
-    if cached is None or cached[0] != version:
-        cached = (version, _full_graph(s))
-        _INDEX[store.url] = cached
-    graph = cached[1]
-    if target not in graph.index:
-        return load_graph(s, [target])
-    nodes, edges = ancestry_with_edges(graph, graph.index[target])
-    return subgraph(graph, nodes, edges)
-
-
-def lift_records(s: Session, run_ids: Iterable[str]) -> list[dict[str, Any]]:
-    rows = s.scalars(sa.select(RestrictionLift).where(RestrictionLift.run_id.in_(list(run_ids))))
-    return [{"run": r.run_id, "restriction": r.restriction, "transformation": r.transformation_id,
-             "recorded_by": r.recorded_by, "recorded_at": r.recorded_at.isoformat()} for r in rows]

@@ -118,7 +118,7 @@ def bench_inprocess(quick: bool) -> dict[str, Any]:
     batches = [with_arrow_lists(b) for b in row_batches]
     requests = [{"request_id": f"b{k}", "surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 10_000} for k in range(n_requests)]
     n_rules = len(guard.bundle.surface("for_you").specs)
-    n_caps = len(guard.bundle.surface("for_you").cap_rules)
+    n_caps = len(guard.bundle.surface("for_you").plan.cap_rows)
     freeze_startup_heap()  # as the guard's server and worker do once built
     with _one_core() as core:
         for k in range(10):  # warm caches and the allocator
@@ -182,9 +182,9 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-def _http_request(port: int, body: bytes) -> bytes:
+def _http_request(port: int, body: bytes, token: str) -> bytes:
     return (f"POST /v1/guard HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 async def _closed_loop(port: int, reqs: list[bytes], concurrency: int, duration: float) -> dict[str, Any]:
@@ -251,14 +251,16 @@ async def _open_loop(port: int, reqs: list[bytes], rate: float, duration: float,
 
 
 def loadgen_main(args: list[str]) -> None:
-    """The load generator process: ``python -m assay.guard.bench loadgen PORT BODIES.json QUICK``."""
+    """The load generator process: ``python -m assay.guard.bench loadgen PORT BODIES.json QUICK``
+    (the API token in ``ASSAY_BENCH_TOKEN``)."""
     port, bodies_path, quick = int(args[0]), args[1], args[2] == "1"
+    token = os.environ["ASSAY_BENCH_TOKEN"]
     with contextlib.suppress(ImportError):  # the generator shares the cores: a cheaper event loop leaves more to the server
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     bodies = [b.encode() for b in json.loads(Path(bodies_path).read_text())]
-    reqs = [_http_request(port, b) for b in bodies]
+    reqs = [_http_request(port, b, token) for b in bodies]
     out = {
         "closed_loop": asyncio.run(_closed_loop(port, reqs, 8, 1.0 if quick else 8.0)),
         "open_loop": asyncio.run(_open_loop(port, reqs, 1000.0, 0.3 if quick else 8.0, 64, 3.0 if quick else 10.0)),
@@ -287,8 +289,18 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
     (workdir / "bodies.json").write_text(json.dumps(bodies))
     port = _free_port()
     workers = int(os.environ.get("ASSAY_BENCH_GUARD_WORKERS", os.cpu_count() or 1))
+    # with authentication on, as served: a control-plane token (viewer) on a store of its own
+    from assay.govern.registry import Actor
+    from assay.server.auth import create_token
+    from assay.store import open_store
+
+    db = f"sqlite:///{workdir / 'tokens.db'}"
+    token_store = open_store(db)
+    token = create_token(token_store, Actor("bench", "admin", "bench"), name="bench-ranker", role="viewer")["token"]
+    token_store.close()
+    env = {**os.environ, "ASSAY_BENCH_TOKEN": token}
     server = subprocess.Popen([sys.executable, "-m", "assay.cli.main", "guard", "serve", "--labels", str(labels), "--port", str(port),
-                               "--workers", str(workers)],
+                               "--workers", str(workers), "--db", db],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -309,7 +321,7 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
         server_cpu0 = _cpu_seconds(server.pid)
         started = time.perf_counter()
         gen = subprocess.run([sys.executable, "-m", "assay.guard.bench", "loadgen", str(port), str(workdir / "bodies.json"), "1" if quick else "0"],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=env)
         elapsed = time.perf_counter() - started
         gen_cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_cpu1 = _cpu_seconds(server.pid)
@@ -327,7 +339,8 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
         # what one request costs the server, whatever share of the cores the neighbours left it
         cores_used["server_cpu_ms_per_request"] = cores_used["server_cpu_s"] * 1000 / served
     return {"http_rps": result["closed_loop"]["rps"], "http_p50_ms": result["open_loop"]["p50_ms"],
-            "http_p99_ms": result["open_loop"]["p99_ms"], "http_detail": {**result, "server_workers": workers, "cores_used": cores_used}}
+            "http_p99_ms": result["open_loop"]["p99_ms"],
+            "http_detail": {**result, "server_workers": workers, "cores_used": cores_used, "authentication": "bearer token (viewer)"}}
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -395,24 +408,143 @@ def bench_stream(quick: bool) -> dict[str, Any]:
         client.close()
 
 
+# -- trust figures ------------------------------------------------------------------------------
+def _records(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """A columnar batch as the records the reference guard reads (what the caller gave)."""
+    cols = {k: (v.tolist() if isinstance(v, np.ndarray) else v.to_pylist() if hasattr(v, "to_pylist") else list(v))
+            for k, v in batch.items()}
+    return [{k: vals[i] for k, vals in cols.items() if vals[i] is not None or k in ("id", "score")} for i in range(len(cols["id"]))]
+
+
+def bench_independent(quick: bool) -> dict[str, Any]:
+    """Whole slates against the reference guard written from the docs (``assay.guard.oracle``):
+    random users, both surfaces (one fail-open), labels missing for some items and all of others,
+    list features as Arrow lists or as Python lists. A request disagrees when its served ids,
+    scores or interstitials, or any candidate's action, rules, rank or shadow rules differ."""
+    from assay.guard.core import Guard, GuardConfig
+    from assay.guard.oracle import ReferenceGuard
+
+    bundle = _feed_bundle()
+    ids, store, meta = catalog(5000, seed=4)
+    rng = np.random.default_rng(4)
+    gone = rng.choice(ids, 300, replace=False).tolist()
+    store.put(gone[:150], {"mature": np.full(150, np.nan), "hate": np.full(150, np.nan)}, "partial")
+    store.put(gone[150:], {n: np.full(150, np.nan) for n in store.label_names}, "none")
+    modes = {"search": "fail_open"}
+    guard = Guard(bundle, store, config=GuardConfig(surface_modes=modes, extra_surfaces=("search",)))
+    ref = ReferenceGuard(bundle, surface_modes=modes)
+    n_requests = 30 if quick else 1000
+    disagree, examples, candidates = 0, [], 0
+    started = time.perf_counter()
+    for k in range(n_requests):
+        user = dict(USERS[k % len(USERS)], id=f"u{int(rng.integers(500))}")
+        if k % 7 == 3:
+            user.pop("country")  # a request-wide value absent for the whole batch
+        request = {"request_id": f"i{k}", "surface": "search" if k % 5 == 4 else "for_you", "user": user, "deadline_ms": 60_000}
+        batch = candidate_batch(ids, meta, 40, rng)
+        if k % 2:
+            batch = with_arrow_lists(batch)
+        slate = guard.apply(request, batch)
+        records = _records(batch)
+        got = store.get(list(batch["id"]), store.label_names)
+        labels = {i: {n: float(got.values[n][j]) for n in got.values if got.present[n][j]} for j, i in enumerate(got.item_ids)}
+        want = ref.decide(request["surface"], request, records, labels)
+        candidates += len(records)
+        same = (slate.item_ids == want.item_ids and slate.scores.tolist() == want.scores and dict(slate.item_labels) == want.item_labels
+                and [(d.action, d.rule_ids, d.rank_after, d.shadow_rule_ids) for d in slate.decisions]
+                == [(c.action, c.rule_ids, c.rank, c.shadow_rule_ids) for c in want.candidates])
+        if not same:
+            disagree += 1
+            if len(examples) < 3:
+                examples.append({"request": request, "guard": slate.item_ids, "reference": want.item_ids})
+    return {"independent_slate_disagreements": disagree, "independent_requests": n_requests, "independent_candidates": candidates,
+            "independent_examples": examples, "independent_seconds": time.perf_counter() - started}
+
+
+def bench_explain(quick: bool) -> dict[str, Any]:
+    """Traced decisions explained again from their recorded inputs (``assay.guard.replay``)."""
+    from assay.guard.replay import traced_mix
+
+    started = time.perf_counter()
+    report = traced_mix(n_requests=6 if quick else 105, candidates=100, seed=5)
+    return {"explain_agreement": report["agreement"], "explain_decisions": report["decisions"], "explain_mix": report["mix"],
+            "explain_examples": report["examples"], "explain_seconds": time.perf_counter() - started}
+
+
+def bench_fuzz(quick: bool) -> dict[str, Any]:
+    """The differential fuzzer (``assay.guard.fuzz``): the guard in a child process against the
+    reference guard on random bundles and batches in every input shape."""
+    from assay.guard import fuzz
+
+    report = fuzz.run(cases=40 if quick else 1500, seed=int(time.time()) % 100_000)
+    return {"fuzz_crashes": report.crashes, "fuzz_disagreements": report.disagreements, "fuzz_cases": report.cases,
+            "fuzz_seed_examples": report.examples[:3], "fuzz_shapes": report.shapes, "fuzz_seconds": report.seconds}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_rss(quick: bool) -> dict[str, Any]:
+    """Resident memory over many requests whose candidates carry list columns (as JSON gives them,
+    and as Arrow lists), after a warm-up: growth per 100,000 requests."""
+    import gc
+
+    from assay.guard.core import Guard
+
+    ids, store, meta = catalog(5000, seed=6)
+    guard = Guard(_feed_bundle(), store)
+    rng = np.random.default_rng(6)
+    rows = [candidate_batch(ids, meta, 50, rng) for _ in range(16)]
+    json_like = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in b.items()} for b in rows]
+    batches = [b for pair in zip(json_like, [with_arrow_lists(b) for b in rows], strict=True) for b in pair]
+    requests = [{"surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 60_000} for k in range(len(USERS))]
+    n = 2_000 if quick else 100_000
+    for k in range(500 if quick else 2_000):  # warm: the allocator's pools, the caches
+        guard.apply(requests[k % len(requests)], batches[k % len(batches)])
+    gc.collect()
+    before = _rss_mb()
+    started = time.perf_counter()
+    for k in range(n):
+        guard.apply(requests[k % len(requests)], batches[k % len(batches)])
+    gc.collect()
+    after = _rss_mb()
+    return {"rss_growth_mb_per_100k": (after - before) * 100_000 / n, "rss_requests": n, "rss_before_mb": before, "rss_after_mb": after,
+            "rss_seconds": time.perf_counter() - started}
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     inproc = bench_inprocess(quick)
     with tempfile.TemporaryDirectory(prefix="assay-bench-guard-") as tmp:
         http = bench_http(quick, Path(tmp))
     stream = bench_stream(quick)
+    independent = bench_independent(quick)
+    explained = bench_explain(quick)
+    fuzzed = bench_fuzz(quick)
+    rss = bench_rss(quick)
     figures = {
         "inprocess_p99_ms": inproc["inprocess_p99_ms"],
         "speedup_vs_reference": inproc["speedup_vs_reference"],
         "http_p99_ms": http["http_p99_ms"],
         "http_rps": http["http_rps"],
         "stream_batches_per_s": stream["stream_batches_per_s"],
+        "independent_slate_disagreements": independent["independent_slate_disagreements"],
+        "explain_agreement": explained["explain_agreement"],
+        "fuzz_crashes": fuzzed["fuzz_crashes"],
+        "fuzz_disagreements": fuzzed["fuzz_disagreements"],
+        "rss_growth_mb_per_100k": rss["rss_growth_mb_per_100k"],
     }
     return {
         "figures": figures,
         "baseline": {"reference_median_ms": inproc["reference_median_ms"], "inprocess_median_ms": inproc["inprocess_median_ms"]},
-        "targets": {"inprocess_p99_ms": "<= 1", "speedup_vs_reference": ">= 100", "http_p99_ms": "<= 10 at >= 1000 rps",
-                    "http_rps": ">= 1000", "identical_slates": True},
-        "detail": {**inproc, **{k: v for k, v in http.items() if k not in figures}, **stream,
+        "counts": {"independent_requests": independent["independent_requests"], "explain_decisions": explained["explain_decisions"],
+                   "fuzz_cases": fuzzed["fuzz_cases"], "rss_requests": rss["rss_requests"]},
+        "targets": {"inprocess_p99_ms": "<= 1", "speedup_vs_reference": ">= 100", "http_p99_ms": "<= 10 at >= 1000 rps (authenticated)",
+                    "http_rps": ">= 1000", "identical_slates": True, "independent_slate_disagreements": "0 over >= 1000 requests",
+                    "explain_agreement": "1.0 over >= 10000 traced decisions", "fuzz_crashes": "0", "fuzz_disagreements": "0",
+                    "rss_growth_mb_per_100k": "<= 5"},
+        "detail": {**inproc, **{k: v for k, v in http.items() if k not in figures}, **stream, **independent, **explained, **fuzzed, **rss,
                    "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None, "cpus": os.cpu_count()},
         "identical_slates": inproc["identical_slates"],
     }

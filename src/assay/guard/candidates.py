@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from assay.errors import BadInput
+from assay.policy.batch import arrow_values, inferred, is_arrow_list, one_type
 
 try:
     from assay.guard import _native
@@ -38,6 +39,7 @@ class Candidates:
     ids: np.ndarray  # object array of str
     scores: np.ndarray  # float64
     columns: dict[str, Any]  # numpy arrays; list columns given as Arrow stay Arrow list arrays
+    missing: dict[str, np.ndarray] = field(default_factory=dict)  # Arrow nulls: absent, never NaN
 
     @property
     def n(self) -> int:
@@ -47,17 +49,19 @@ class Candidates:
         return self.columns.get(name)
 
 
-def _as_array(name: str, value: Any, n: int | None) -> np.ndarray:
+def _as_array(name: str, value: Any, n: int | None, missing: dict[str, np.ndarray] | None = None) -> np.ndarray:
     if isinstance(value, np.ndarray):
         arr = value
     elif hasattr(value, "to_numpy") and hasattr(value, "type"):  # pyarrow Array / ChunkedArray
-        if _is_arrow_list(value):
+        if is_arrow_list(value):
             # kept as Arrow: the rules read its offsets and flat values, no Python object per row
             arr = value.combine_chunks() if hasattr(value, "combine_chunks") else value
             if n is not None and len(arr) != n:
                 raise BadInput(f"candidates: column {name!r} has {len(arr)} values but 'id' has {n}")
             return arr
-        arr = value.to_numpy(zero_copy_only=False)
+        arr, nulls = arrow_values(value)  # nulls are absent values, not NaN or a made-up number
+        if nulls is not None and missing is not None:
+            missing[name] = nulls
     elif isinstance(value, (list, tuple)):
         arr = _from_list(value)
     else:
@@ -73,14 +77,10 @@ _TYPED = {float: np.float64, int: np.int64, bool: np.bool_}
 
 
 def _from_list(values: list | tuple) -> np.ndarray:
-    """A JSON array as a numpy column: all floats, all ints or all bools become that typed array in
-    one C pass (what the rules read, with no per-value typing later); anything else (strings,
-    lists, nulls, a mixture) an object array, typed by the guard against the attribute it feeds."""
-    if _native is not None:
-        kind = _native.one_type(values if type(values) is list else list(values))
-    else:
-        kinds = set(map(type, values))
-        kind = next(iter(kinds)) if len(kinds) == 1 else None
+    """A JSON array as a numpy column holding the same values: all floats, all ints or all bools
+    as that typed array (one C pass to find the type); anything else (strings, lists, nulls, a
+    mixture) as an object array, which the policy batch types against the attribute it feeds."""
+    kind = one_type(values if type(values) is list else list(values))
     if (dtype := _TYPED.get(kind)) is not None:
         with contextlib.suppress(OverflowError):  # an int beyond int64 stays the object it is
             return np.array(values, dtype=dtype)
@@ -88,13 +88,7 @@ def _from_list(values: list | tuple) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
-def _is_arrow_list(value: Any) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_list(value.type) or pa.types.is_large_list(value.type)
-
-
-def from_columns(columns: Mapping[str, Any]) -> Candidates:
+def from_columns(columns: Mapping[str, Any], *, labels_allowed: bool = True) -> Candidates:
     """Validate a columnar batch (dict of arrays/lists, or anything with ``column_names``)."""
     if hasattr(columns, "column_names") and hasattr(columns, "column"):  # pyarrow Table
         columns = {name: columns.column(name) for name in columns.column_names}
@@ -109,20 +103,16 @@ def from_columns(columns: Mapping[str, Any]) -> Candidates:
     ids = _check_ids(raw_ids)
     scores = _check_scores(_as_array("score", columns["score"], n), ids)
     rest = {}
+    missing: dict[str, np.ndarray] = {}
     for name, value in columns.items():
         if name in RESERVED:
             continue
         if not isinstance(name, str) or not name:
             raise BadInput(f"candidates: column names must be non-empty strings, got {name!r}")
-        rest[name] = _as_array(name, value, n)
-    return Candidates(ids, scores, rest)
-
-
-def _inferred(values: np.ndarray) -> str:
-    """pandas' element type inference, in C ("string", "floating", "integer", "mixed", ...)."""
-    from pandas.api.types import infer_dtype
-
-    return infer_dtype(values, skipna=False)
+        if not labels_allowed and (name == "labels" or name.startswith(LABEL_PREFIX)):
+            raise BadInput(f"candidates: column {name!r} is not accepted: labels come from the label store, not the request")
+        rest[name] = _as_array(name, value, n, missing)
+    return Candidates(ids, scores, rest, missing)
 
 
 def _check_ids(raw: np.ndarray) -> np.ndarray:
@@ -138,7 +128,7 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
         return ids
     if _native is not None and _native.check_ids(ids.tolist()) < 0:
         return ids  # non-empty strings, none repeated: one C pass over the ids' own hashes
-    unique = set(ids.tolist()) if _inferred(ids) == "string" else None
+    unique = set(ids.tolist()) if inferred(ids) == "string" else None
     if unique is None or "" in unique:
         for i, item_id in enumerate(ids):
             if type(item_id) is not str or not item_id:
@@ -156,7 +146,7 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
 def _check_scores(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
     if raw.dtype.kind in "fiu":
         scores = raw.astype(np.float64, copy=False)
-    elif len(raw) and _inferred(raw) in ("floating", "integer", "mixed-integer-float"):
+    elif len(raw) and inferred(raw) in ("floating", "integer", "mixed-integer-float"):
         # numbers from JSON (Python floats and ints, no bools or strings): checked and converted in C
         scores = raw.astype(np.float64)
     else:
@@ -172,7 +162,7 @@ def _check_scores(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return scores
 
 
-def from_records(records: Sequence[Mapping[str, Any]]) -> Candidates:
+def from_records(records: Sequence[Mapping[str, Any]], *, labels_allowed: bool = True) -> Candidates:
     """A list of dicts: ``{"id", "score", "source", "creator", "labels": {...}, **features}``."""
     if not isinstance(records, (list, tuple)):
         raise BadInput(f"candidates must be a list of objects or columns, got {type(records).__name__}")
@@ -181,13 +171,18 @@ def from_records(records: Sequence[Mapping[str, Any]]) -> Candidates:
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):
             raise BadInput(f"candidates[{i}]: must be an object, got {type(rec).__name__}")
-        row = {}
+        row: dict[str, Any] = {}
         for key, value in rec.items():
-            if key == "labels":
+            if key == "labels" or (isinstance(key, str) and key.startswith(LABEL_PREFIX)):
+                if not labels_allowed:
+                    raise BadInput(f"candidates[{i}]: {key!r} is not accepted: labels come from the label store, not the request")
                 if value is None:
                     continue
                 if not isinstance(value, Mapping):
                     raise BadInput(f"candidates[{i}]: 'labels' must be an object of label -> score")
+                if key != "labels":
+                    row[key] = value
+                    continue
                 for label, score in value.items():
                     row[LABEL_PREFIX + str(label)] = score
             else:
@@ -205,7 +200,7 @@ def from_records(records: Sequence[Mapping[str, Any]]) -> Candidates:
         columns[name] = col
     if not flat:
         columns = {"id": np.empty(0, dtype=object), "score": np.empty(0)}
-    cands = from_columns(columns)
+    cands = from_columns(columns, labels_allowed=labels_allowed)
     # label columns given inline must be numbers in [0, 1] or null
     for name, col in cands.columns.items():
         if name.startswith(LABEL_PREFIX):
@@ -235,13 +230,17 @@ def label_column(name: str, col: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def coerce(candidates: Any) -> Candidates:
-    """Any accepted form -> validated :class:`Candidates`."""
+def coerce(candidates: Any, *, labels_allowed: bool = True) -> Candidates:
+    """Any accepted form -> validated :class:`Candidates`. ``labels_allowed=False`` (what a
+    service facing requests uses) refuses ``labels`` given with the candidates: labels come from
+    the label store."""
     if isinstance(candidates, Candidates):
+        if not labels_allowed and any(name.startswith(LABEL_PREFIX) for name in candidates.columns):
+            raise BadInput("candidates: labels are not accepted with the candidates: they come from the label store")
         return candidates
     if isinstance(candidates, (list, tuple)):
-        return from_records(candidates)
-    cands = from_columns(candidates)
+        return from_records(candidates, labels_allowed=labels_allowed)
+    cands = from_columns(candidates, labels_allowed=labels_allowed)
     for name, col in cands.columns.items():
         if name.startswith(LABEL_PREFIX):
             cands.columns[name] = label_column(name, col, cands.ids)

@@ -42,6 +42,34 @@ def build_guard(bundle: str, labels: str | None, *, deadline_ms: float = 50.0, d
                  breakers=default_registry(), sink=sink)
 
 
+def token_access(db_url: str | None = None, *, ttl_s: float = 10.0) -> Any:
+    """Who may call the guard's HTTP routes: the control plane's API tokens and roles, checked by
+    its own ``token_actor`` on its store (``db_url``, default ``ASSAY_DB_URL`` or the SQLite file
+    under ``ASSAY_HOME``). The service entry point wires it in (like ``assay server``, it sits on
+    top of the parts); the guard's app only sees a lookup function."""
+    from assay.guard.http import TokenAccess
+    from assay.server.auth import token_actor
+    from assay.store import open_store
+
+    store = open_store(db_url)
+    return TokenAccess(lambda token: token_actor(store, token, source="guard"), ttl_s=ttl_s)
+
+
+def reload_policy(bundle_dir: Path | None, pubkeys: list[Path] | None) -> Any:
+    from assay.guard.http import ReloadPolicy
+    from assay.policy.signing import load_public_key
+
+    if bundle_dir is None and not pubkeys:
+        return None
+    if bundle_dir is None or not pubkeys:
+        raise BadInput("reloads need both --bundle-dir (where bundles may be reloaded from) and --pubkey (who must have signed them)")
+    if not bundle_dir.is_dir():
+        raise BadInput(f"--bundle-dir {bundle_dir} is not a folder")
+    for key in pubkeys:
+        load_public_key(key)  # a bad key is an error now, not at the first reload
+    return ReloadPolicy(bundle_dir, [str(k) for k in pubkeys])
+
+
 def _read_json(value: str, what: str) -> Any:
     text = Path(value[1:]).read_text() if value.startswith("@") else value
     try:
@@ -106,23 +134,35 @@ def serve_cmd(
     trace: str = typer.Option(None, "--trace", help="Write decisions to the trace log at this path ('default': ASSAY_HOME/trace)."),
     when_full: str = typer.Option("drop", "--when-full", help="Decision queue full: drop (and count) or backpressure."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (each holds its own guard and label store)."),
+    db: str = typer.Option(None, "--db", help="The control plane's store holding the API tokens (default ASSAY_DB_URL or ASSAY_HOME)."),
+    bundle_dir: Path = typer.Option(None, "--bundle-dir", help="The only folder bundles may be reloaded from (POST /v1/guard/reload)."),
+    pubkey: list[Path] = typer.Option(None, "--pubkey", help="An Ed25519 public key a reloaded bundle must be signed by (repeat for several)."),
+    feedback_rate: float = typer.Option(5.0, "--feedback-rate", help="Harm reports per second per principal (bursts of 20)."),
 ) -> None:
-    """Serve the guard over HTTP (POST /v1/guard)."""
-    from assay.guard.http import serve, serve_workers
+    """Serve the guard over HTTP (POST /v1/guard). Every route needs a control-plane API token
+    (assay token create): viewer to decide and read status, engineer to report harm, admin to
+    reload a signed bundle from --bundle-dir."""
+    from assay.guard.http import RateLimit, serve, serve_workers
 
     if workers < 1:
         raise BadInput("--workers must be at least 1")
+    if not feedback_rate > 0:
+        raise BadInput("--feedback-rate must be a positive number of reports per second")
+    reload = reload_policy(bundle_dir, pubkey)
+    access = token_access(db)  # opens (and migrates) the token store now: a bad --db fails here, not per request
     if workers > 1:
         if decisions_out or trace:
             raise BadInput("--decisions-out/--trace need one writer: use --workers 1, or one server per trace path")
         resolve = str(resolve_bundle_path(bundle))
         typer.echo(f"assay guard: {workers} workers on http://{host}:{port}/v1/guard", err=True)
-        serve_workers(bundle=resolve, labels=labels, deadline_ms=deadline_ms, workers=workers, host=host, port=port)
+        serve_workers(bundle=resolve, labels=labels, deadline_ms=deadline_ms, workers=workers, host=host, port=port, db=db,
+                      bundle_dir=str(bundle_dir) if reload else None, pubkeys=[str(k) for k in pubkey or []] if reload else None,
+                      feedback_rate=feedback_rate)
         return
     guard = build_guard(bundle, labels, deadline_ms=deadline_ms, decisions_out=decisions_out, when_full=when_full, trace=trace)
     typer.echo(f"assay guard: bundle {guard.bundle.bundle.name} {guard.bundle.version} ({guard.bundle.hash[:12]}) on http://{host}:{port}/v1/guard", err=True)
     try:
-        serve(guard, host=host, port=port)
+        serve(guard, access=access, reload=reload, feedback_limit=RateLimit(feedback_rate), host=host, port=port)
     finally:
         if guard.sink is not None:
             guard.sink.close()

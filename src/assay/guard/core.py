@@ -2,38 +2,29 @@
 
 ``Guard(bundle, labels).apply(request, candidates) -> Slate``.
 
-The policy library (``assay.policy``) says, per rule and candidate, whether the rule's condition is
-TRUE, FALSE or MISSING. The guard owns what that *means* for a slate:
+What a slate means (first hard match, stacking soft actions, fail-closed drops, the unlabeled
+pre-drop, rollout, caps, the deadline, which candidates a breaker removes) is written once, in the
+policy library: :func:`assay.policy.slate.decide_slate`, which ``assay policy test`` and
+``assay explain guard`` use too. The guard owns what needs a live system around it:
 
-- rules run in bundle order; **hard** actions (``drop``, ``allow``) are decided by the first rule
-  that matches — an ``allow`` exempts the candidate from every later rule; **soft** actions
-  (``demote(f)`` multiplies the score, ``label(text)`` adds an interstitial) stack;
-- ``cap(key, n)``: among the candidates the rule matches, at most ``n`` per value of ``key``
-  (creator, topic, ...) stay in the slate, the highest-ranked after demotions;
-- MISSING follows the rule's ``on_missing``: ``fail_closed`` drops the candidate (at the rule's
-  position in the order), ``skip`` does not fire;
-- a surface is fail-closed by default: a candidate with none of the labels the surface's rules
-  read is dropped before any rule runs, so no unlabeled candidate is served there;
-- ``rollout`` acts on a stable hash of the subject id (the rule is recorded as shadow for subjects
-  outside the rollout), ``shadow`` rules are decided and recorded, never acted on;
-- the deadline budget: if the label read or the rules would end after the request's deadline, the
-  outcomes are MISSING and the fail-closed path serves;
-- a label store that is down, slow or returns garbage gives MISSING labels and a breaker failure,
-  never an exception to the caller.
-
-Bundles reload atomically: the guard holds a reference to an immutable :class:`CompiledBundle`;
-each request reads that reference once, so a slate is decided by exactly one bundle version, which
-every decision records.
+- reading the labels from the label store within the request's deadline (a store that is down,
+  slow or returns garbage gives MISSING labels and a breaker failure, never an exception to the
+  caller);
+- validating the candidates (ids, scores, shapes) and handing their columns to the policy batch,
+  which types every input;
+- the circuit breakers: the surface's and the ranker's gate a whole request (and pick its
+  fallback), a source's removes its candidates;
+- atomic bundle reloads: the guard holds a reference to an immutable :class:`CompiledBundle`;
+  each request reads that reference once, so a slate is decided by exactly one bundle version,
+  which every decision records.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 import uuid
-import zlib
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,98 +33,32 @@ import numpy as np
 
 from assay.errors import BadInput
 from assay.guard import candidates as cand_mod
-from assay.guard.breakers import BreakerRegistry, CallOutcome, Fallback, State
-from assay.guard.candidates import LABEL_PREFIX, Candidates, _inferred
+from assay.guard.breakers import BreakerRegistry, CallOutcome, Fallback, Permits, State
+from assay.guard.candidates import LABEL_PREFIX, Candidates
+from assay.policy.actions import ACTION_NAMES, BREAKER, DEADLINE, GUARD_REASONS, UNLABELED, Act
+from assay.policy.record import SlateInputs
+from assay.policy.slate import RulePlan, SlateDecision, breaker_slate, decide_slate, factorize
 from assay.records import Decision, Event
-
-try:
-    from assay.guard import _native
-except ImportError:  # pragma: no cover - exercised where the extension could not be built
-    _native = None
-
-NATIVE = _native is not None  # the C rule resolution and cap grouping (src/assay/guard/_native.c)
-
-OUT_FALSE, OUT_TRUE, OUT_MISSING = 0, 1, 2
-K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP = 0, 1, 2, 3, 4
-_KINDS = {"drop": K_DROP, "allow": K_ALLOW, "demote": K_DEMOTE, "label": K_LABEL, "cap": K_CAP}
-# codes in Slate.hard_rule beyond rule indices
-UNLABELED = -2
-BREAKER = -3
-BUDGET = -4
-
-
-@dataclass(frozen=True)
-class RuleSpec:
-    """What the guard needs of one rule, resolved once per bundle load (not per request)."""
-
-    index: int
-    id: str
-    kind: int
-    factor: float
-    text: str
-    key: str
-    limit: int
-    fail_closed: bool
-    shadow: bool
-    rollout: float
-    reason: str
 
 
 @dataclass(frozen=True)
 class CompiledSurface:
     surface: str
     compiled: Any  # assay.policy CompiledRules
-    specs: tuple[RuleSpec, ...]
-    item_attrs: dict[str, Any]  # attribute name -> AttrType, item.* read by the rules
-    request_attrs: tuple[str, ...]
+    plan: RulePlan
     label_names: tuple[str, ...]  # the X of item.labels.X read by the rules
-    vectors: RuleVectors
-    partial_rollout: tuple[int, ...]  # rules with 0 < rollout < 100 (hashed per subject)
-    cap_rules: tuple[int, ...]
-    # the label and cap rules as index arrays: their rows of the resolution's soft matrix
-    label_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    cap_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    label_texts: tuple[str, ...] = ()
-    # item_attrs sorted out once for building a request's batch (see Guard._batch): (attribute,
-    # label) for item.labels.X; (attribute, candidate field, type kind, list element) for the rest;
-    # (attribute, path under the request) for request.*
-    label_attrs: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
-    field_attrs: tuple[tuple[str, str, str | None, str | None], ...] = field(init=False, repr=False, compare=False)
-    request_paths: tuple[tuple[str, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
-    label_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)  # labels.X per label_names
+    # what building a request's batch needs, sorted out once: (attribute, label) for item.labels.X,
+    # (attribute, candidate field) for the other item.* attributes, (attribute, path under the
+    # request) for request.*
+    label_attrs: tuple[tuple[str, str], ...]
+    field_attrs: tuple[tuple[str, str], ...]
+    request_paths: tuple[tuple[str, tuple[str, ...]], ...]
+    label_columns: tuple[str, ...]  # labels.X per label_names
+    recorded_fields: tuple[str, ...] = ()  # candidate fields a re-decision needs: those the rules read, the cap keys
 
-    def __post_init__(self) -> None:
-        labels, fields = [], []
-        for attr, t in self.item_attrs.items():
-            path = attr[len("item."):]
-            if path.startswith("labels."):
-                labels.append((attr, path[len("labels."):]))
-            else:
-                fields.append((attr, path, getattr(t, "kind", None), getattr(t, "elem", None)))
-        object.__setattr__(self, "label_attrs", tuple(labels))
-        object.__setattr__(self, "field_attrs", tuple(fields))
-        object.__setattr__(self, "request_paths", tuple((a, tuple(a.split(".")[1:])) for a in self.request_attrs))
-        object.__setattr__(self, "label_columns", tuple(LABEL_PREFIX + name for name in self.label_names))
-
-
-@dataclass(frozen=True)
-class RuleVectors:
-    """Per-rule facts as arrays, read by the C resolution (kinds, fail_closed, live, factor)."""
-
-    live: np.ndarray  # not shadow and rollout > 0 (partial rollouts are refined per subject)
-    fail_closed: np.ndarray
-    factor: np.ndarray  # the demote factor, 1.0 for other rules
-    kinds: np.ndarray  # int8 K_* per rule
-
-    @staticmethod
-    def of(specs: tuple[RuleSpec, ...]) -> RuleVectors:
-        def arr(f, dtype=bool):
-            return np.array([f(sp) for sp in specs], dtype=dtype).reshape(len(specs))
-
-        return RuleVectors(
-            live=arr(lambda sp: not sp.shadow and sp.rollout > 0), fail_closed=arr(lambda sp: sp.fail_closed),
-            factor=arr(lambda sp: sp.factor if sp.kind == K_DEMOTE else 1.0, np.float64), kinds=arr(lambda sp: sp.kind, np.int8),
-        )
+    @property
+    def specs(self) -> tuple[Any, ...]:
+        return self.plan.rules
 
 
 @dataclass(frozen=True)
@@ -153,152 +78,24 @@ class CompiledBundle:
         return s
 
 
-def _rule_attributes(bundle: Any, rule: Any) -> tuple[str, ...]:
-    try:
-        return tuple(bundle.compiled("rules", rule.id).attributes)
-    except (AttributeError, KeyError):  # an older policy build: every declared attribute
-        return tuple(bundle.attributes.get("rules", {}))
-
-
 def compile_bundle(bundle: Any, extra_surfaces: tuple[str, ...] = ()) -> CompiledBundle:
     """Compile every surface the bundle names (plus ``extra_surfaces``) before it serves."""
-    decls = bundle.attributes.get("rules", {})
     surfaces: dict[str, CompiledSurface] = {}
     for name in sorted(set(bundle.surfaces()) | set(extra_surfaces)):
         compiled = bundle.compile_rules(name)
-        rules = list(compiled.rules)
-        specs = []
-        reads: set[str] = set()
-        for i, r in enumerate(rules):
-            a = r.action
-            specs.append(RuleSpec(
-                index=i, id=r.id, kind=_KINDS[a.kind], factor=float(a.factor if a.factor is not None else 1.0),
-                text=a.text or "", key=a.key or "", limit=int(a.limit or 0),
-                fail_closed=(r.on_missing != "skip"), shadow=bool(r.shadow), rollout=float(r.rollout), reason=r.reason or "",
-            ))
-            reads.update(_rule_attributes(bundle, r))
-        item_attrs = {a: decls.get(a) for a in sorted(reads) if a.startswith("item.")}
-        request_attrs = tuple(sorted(a for a in reads if a.startswith("request.")))
-        labels = tuple(sorted(a[len("item.labels."):] for a in item_attrs if a.startswith("item.labels.")))
-        specs_t = tuple(specs)
+        plan = RulePlan.of(compiled)
+        reads = compiled.reads
+        labels = tuple(sorted(a[len("item.labels."):] for a in reads if a.startswith("item.labels.")))
         surfaces[name] = CompiledSurface(
-            name, compiled, specs_t, item_attrs, request_attrs, labels, RuleVectors.of(specs_t),
-            partial_rollout=tuple(sp.index for sp in specs_t if 0 < sp.rollout < 100 and not sp.shadow),
-            cap_rules=tuple(sp.index for sp in specs_t if sp.kind == K_CAP),
-            label_rows=np.array([sp.index for sp in specs_t if sp.kind == K_LABEL], dtype=np.int64),
-            cap_rows=np.array([sp.index for sp in specs_t if sp.kind == K_CAP], dtype=np.int64),
-            label_texts=tuple(sp.text for sp in specs_t if sp.kind == K_LABEL),
+            name, compiled, plan, labels,
+            label_attrs=tuple(("item.labels." + x, x) for x in labels),
+            field_attrs=tuple((a, a[len("item."):]) for a in reads if a.startswith("item.") and not a.startswith("item.labels.")),
+            request_paths=tuple((a, tuple(a.split(".")[1:])) for a in reads if a.startswith("request.")),
+            label_columns=tuple(LABEL_PREFIX + x for x in labels),
+            recorded_fields=tuple(sorted(({a[len("item."):] for a in reads if a.startswith("item.") and not a.startswith("item.labels.")}
+                                          | {plan.rules[r].action.key for r in plan.cap_rows.tolist()}) - {"id", "score"})),
         )
     return CompiledBundle(bundle, str(bundle.version), str(bundle.hash), surfaces)
-
-
-_ABSENT = object()
-
-
-def _group_ordinals(values: np.ndarray) -> np.ndarray:
-    """For values in rank order, how many earlier values are equal: 0 for the best of each creator
-    (topic, ...), 1 for the next, ... — what a cap compares with its limit. One pass driven by
-    ``map()`` over a dict of ``itertools.count`` per value (no Python loop body, no sort); absent
-    values (None, NaN) are one group."""
-    kind = values.dtype.kind
-    if kind == "U" and len(values):
-        ordinals = _fixed_width_ordinals(values)
-        if ordinals is not None:
-            return ordinals
-    keys = values.tolist()
-    if kind == "f" or (kind == "O" and _inferred(values) != "string"):  # all strings: nothing absent
-        if kind == "f":
-            absent = np.isnan(values)
-        else:
-            import pandas as pd
-
-            absent = pd.isna(values)
-        if absent.any():
-            for i in np.flatnonzero(absent).tolist():
-                keys[i] = _ABSENT
-    counters: defaultdict[Any, itertools.count] = defaultdict(itertools.count)
-    return np.fromiter(map(next, map(counters.__getitem__, keys)), dtype=np.int64, count=len(keys))
-
-
-def _cap_ordinals(column: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """``_group_ordinals(column[positions])``: for a fixed-width string column, grouped in C by
-    exact bytes (a hash table, no sort and no copy of the rows)."""
-    if NATIVE and column.dtype.kind == "U" and column.dtype.itemsize and column.flags.c_contiguous:
-        out = np.empty(len(positions), dtype=np.int64)
-        _native.group_ordinals(column, column.dtype.itemsize, np.ascontiguousarray(positions, dtype=np.int64), out)
-        return out
-    if NATIVE and column.dtype == object:  # Python strings (JSON): grouped by their own hashes
-        out = np.empty(len(positions), dtype=np.int64)
-        if _native.group_ordinals_str(column.tolist(), np.ascontiguousarray(positions, dtype=np.int64), out) >= 0:
-            return out
-    if column.dtype == object and _inferred(column) == "mixed":  # lists among the values: grouped as tuples
-        return _group_ordinals(_hashable(column, positions))
-    return _group_ordinals(column[positions])
-
-
-_ROW_WEIGHTS: dict[int, np.ndarray] = {}
-
-
-def _fixed_width_ordinals(values: np.ndarray) -> np.ndarray | None:
-    """``_group_ordinals`` for a fixed-width string array without making a Python string per value
-    (pandas and Arrow both box or convert each one first, which costs more than the whole cap).
-    Each row's UCS-4 code points are folded into one 64-bit key (a dot product with fixed odd
-    weights, wrapping), rows are grouped by a stable sort of the keys, and every row is then
-    compared with the first row of its group: the grouping is exact, and None (the caller takes
-    the per-value path) if two different strings ever shared a key."""
-    n = len(values)
-    width = values.dtype.itemsize // 4
-    if not width:
-        return np.arange(n)  # all empty strings: one group
-    weights = _ROW_WEIGHTS.get(width)
-    if weights is None:
-        weights = np.random.default_rng(width).integers(1, 2**63, width, dtype=np.uint64) | np.uint64(1)
-        _ROW_WEIGHTS[width] = weights
-    codes = values.view(np.uint32).reshape(n, width)
-    keys = codes.astype(np.uint64) @ weights
-    order = np.argsort(keys, kind="stable")  # rank order kept within a group
-    sorted_keys = keys[order]
-    starts = np.empty(n, dtype=bool)
-    starts[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
-    idx = np.arange(n)
-    first_of_group = np.maximum.accumulate(np.where(starts, idx, 0))
-    later = np.flatnonzero(~starts)  # a group's first row has nothing to be compared with
-    if not (values[order[later]] == values[order[first_of_group[later]]]).all():
-        return None
-    ordinals = np.empty(n, dtype=np.int64)
-    ordinals[order] = idx - first_of_group
-    return ordinals
-
-
-def _factorize(values: np.ndarray, with_uniques: bool = False):
-    """Integer codes per distinct value, numbered in order of first appearance; None is a value of
-    its own. Strings (fixed-width or Python str) are grouped by the extension's hash table, which
-    pandas' factorize is the twin of (it boxes every fixed-width value and costs a few tens of
-    microseconds more per call); anything else by pandas. Absent values (None, NaN) come back as
-    None among the uniques."""
-    n = len(values)
-    if NATIVE and n and ((values.dtype.kind == "U" and values.dtype.itemsize and values.flags.c_contiguous) or values.dtype == object):
-        codes, ordinals, positions = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.arange(n, dtype=np.int64)
-        if values.dtype.kind == "U":
-            groups = _native.group_ordinals(values, values.dtype.itemsize, positions, ordinals, codes)
-        else:
-            groups = _native.group_ordinals_str(values.tolist(), positions, ordinals, codes)
-        if groups >= 0:
-            if not with_uniques:
-                return codes
-            uniques = np.empty(groups, dtype=object)
-            uniques[:] = values[ordinals == 0].tolist()  # each group's first row, in order
-            return codes, uniques
-    import pandas as pd
-
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    codes = np.asarray(codes, dtype=np.int64)
-    if not with_uniques:
-        return codes
-    uniques = np.asarray(uniques, dtype=object)
-    uniques[pd.isna(uniques)] = None  # pandas gives NaN for None: absent either way
-    return codes, uniques
 
 
 def _warm_imports() -> None:
@@ -307,175 +104,6 @@ def _warm_imports() -> None:
     import pandas.api.types  # noqa: F401
     import pyarrow
     import pyarrow.compute  # noqa: F401  (list columns are converted by Arrow)
-
-
-def _all_strings(values: np.ndarray) -> bool:
-    return _inferred(values) == "string"
-
-
-_NUMBERS = frozenset(("floating", "integer", "mixed-integer-float"))
-
-
-def _typed(col: np.ndarray, kind: str) -> np.ndarray | None:
-    """An object column whose values are all of the declared type (no None) as a typed array,
-    decided by pandas' C type inference; None otherwise (the per-value path then decides). A
-    string holding NUL stays an object column: a fixed-width array would strip a trailing NUL."""
-    inferred = _inferred(col)
-    try:
-        if kind == "string" and inferred == "string":
-            return col.astype(str) if "\x00" not in "".join(col.tolist()) else None
-        if kind == "int" and inferred == "integer":
-            return col.astype(np.int64)
-        if kind == "bool" and inferred == "boolean":
-            return col.astype(np.bool_)
-        if kind == "double" and inferred in _NUMBERS:
-            return col.astype(np.float64)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return None
-
-
-_LIST_ROW_TYPES = frozenset((list, tuple, type(None)))
-
-
-def _clean_str_objects(values: list) -> bool:
-    """Every value is a str with no NUL and no lone surrogate: what the policy library accepts as
-    a string, so such a column (what JSON decodes to) passes on as it is, without a fixed-width
-    copy. One C pass with the extension; this is its twin."""
-    if NATIVE:
-        return _native.clean_str_objects(values)
-    if set(map(type, values)) - {str}:
-        return False
-    joined = "".join(values)
-    try:
-        joined.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return "\x00" not in joined
-
-
-def _string_lists(col: np.ndarray):
-    """Rows of Python string lists (None = missing) as the policy library's ``ListValues`` (the
-    flat str values, checked clean, plus offsets) and a missing mask, checked with C-level passes
-    (``map``, ``set``, ``chain``) instead of a Python loop per row. None when any row is not a
-    clean list of ``str`` (a bare string, a number, a None element, a NUL, a lone surrogate): the
-    policy library's own per-row path then decides, and marks such rows missing."""
-    from itertools import chain
-
-    from assay.policy.batch import ListValues
-
-    n = len(col)
-    rows = col.tolist()
-    if NATIVE:  # the same checks and layout in one C pass
-        offsets, null_bytes = np.empty(n + 1, dtype=np.int64), np.empty(n, dtype=np.uint8)
-        flat = _native.str_lists(rows, offsets, null_bytes)
-        if flat is None:
-            return None
-        values = np.empty(len(flat), dtype=object)
-        values[:] = flat
-        nulls = null_bytes.view(bool)
-        return ListValues(values, offsets, clean=True), (nulls if nulls.any() else None)
-    row_types = set(map(type, rows))
-    if not row_types <= _LIST_ROW_TYPES:
-        return None
-    nulls = None
-    if type(None) in row_types:
-        nulls = np.fromiter(map(_is_none, rows), dtype=bool, count=n)
-        rows = [() if r is None else r for r in rows]
-    flat = list(chain.from_iterable(rows))
-    if not _clean_str_objects(flat):
-        return None
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n), out=offsets[1:])
-    values = np.empty(len(flat), dtype=object)
-    values[:] = flat
-    return ListValues(values, offsets, clean=True), nulls
-
-
-def _hashable(col: Any, positions: np.ndarray) -> np.ndarray:
-    """The values at ``positions`` of a column that may hold lists (a numpy object column, or an
-    Arrow list column), with each list as a tuple so it can be a cap's group key."""
-    values = col.take(positions).to_pylist() if not isinstance(col, np.ndarray) else col[positions].tolist()
-    out = np.empty(len(values), dtype=object)
-    out[:] = [tuple(v) if isinstance(v, (list, np.ndarray)) else v for v in values]
-    return out
-
-
-def _is_none(x: Any) -> bool:
-    return x is None
-
-
-@dataclass(slots=True)
-class Resolution:
-    """What a surface's rules decide for each candidate, from the rule outcomes: the deciding
-    hard rule (the first drop/allow that acts, or any rule failing closed), and the soft rules
-    (demote, label, cap) acting before it. ``outcomes``, ``fail_closed``, ``live`` and
-    ``pre_dropped`` are kept so what matched can be derived when records are built."""
-
-    first: np.ndarray  # int32 (n,): the deciding hard rule, len(rules) when none
-    failed_closed: np.ndarray  # bool (n,): it decided by failing closed
-    dropped: np.ndarray  # bool (n,): by the deciding rule, or before any rule ran
-    action: np.ndarray  # int8 (n,): K_DROP, else K_DEMOTE, K_LABEL, K_ALLOW by what acted
-    factor: np.ndarray  # float64 (n,): the acting demote factors multiplied in rule order
-    soft: np.ndarray  # bool (rules, n): a soft rule acting before the deciding one
-    outcomes: np.ndarray  # int8 (rules, n)
-    fail_closed: np.ndarray  # bool (rules,)
-    live: np.ndarray  # bool (rules,)
-    pre_dropped: np.ndarray  # bool (n,)
-
-    def matched(self) -> np.ndarray:
-        """(rules, n): TRUE, or MISSING on a fail-closed rule; nothing matches a pre-dropped candidate."""
-        matched = (self.outcomes == OUT_TRUE) | ((self.outcomes == OUT_MISSING) & self.fail_closed[:, None])
-        return matched & ~self.pre_dropped
-
-
-def resolve(surface: CompiledSurface, outcomes: np.ndarray, live: np.ndarray, pre_dropped: np.ndarray, *,
-            native: bool | None = None) -> Resolution:
-    """One walk down each candidate's rules in C (``_native.resolve``), or the policy library's
-    whole-matrix resolution when the extension is not built (``native=False`` forces that twin);
-    the two are tested equal."""
-    v = surface.vectors
-    n_rules, n = outcomes.shape
-    outcomes = np.ascontiguousarray(outcomes, dtype=np.int8)
-    pre_dropped = np.ascontiguousarray(pre_dropped, dtype=bool)
-    if (NATIVE if native is None else native) and n:
-        first = np.empty(n, dtype=np.int32)
-        failed, dropped = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
-        action, factor = np.empty(n, dtype=np.int8), np.empty(n)
-        soft = np.zeros((n_rules, n), dtype=bool)
-        _native.resolve(outcomes, v.kinds, v.fail_closed, np.ascontiguousarray(live, dtype=bool), pre_dropped, v.factor,
-                        first, failed, dropped, action, factor, soft)
-        return Resolution(first, failed, dropped, action, factor, soft, outcomes, v.fail_closed, live, pre_dropped)
-    # the twin is the policy library's own resolution (what `policy test` and explanations use),
-    # with the candidates dropped before any rule matching nothing
-    from assay.policy.decide import resolve as policy_resolve
-
-    if pre_dropped.any():
-        outcomes_seen = np.where(pre_dropped[None, :], np.int8(OUT_FALSE), outcomes)
-    else:
-        outcomes_seen = outcomes
-    p = policy_resolve(list(surface.compiled.rules), outcomes_seen, np.asarray(live, dtype=bool)[:, None])
-    decided = p.deciding >= 0
-    first = np.where(decided, p.deciding, n_rules).astype(np.int32)
-    soft = p.acting.copy()  # what acted, less the deciding rule itself
-    soft[p.deciding[decided], np.flatnonzero(decided)] = False
-    action = _POLICY_ACTIONS[p.action]
-    dropped = pre_dropped | (action == K_DROP)
-    action[dropped] = K_DROP
-    return Resolution(first, np.asarray(p.fail_closed, dtype=bool), dropped, action, np.asarray(p.factor, dtype=np.float64),
-                      soft, outcomes, v.fail_closed, live, pre_dropped)
-
-
-def _by_candidate(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(candidate, rule) of every True cell of a (rules, n) matrix, ordered by candidate, then
-    rule: flat positions in a transposed copy (np.nonzero on the transposed view is ~3x slower)."""
-    rules = matrix.shape[0]
-    flat = np.flatnonzero(np.ascontiguousarray(matrix.T))
-    cand = flat // rules
-    return cand, flat - cand * rules
-
-
-_POLICY_ACTIONS = np.array([K_ALLOW, K_DROP, K_DEMOTE, K_LABEL], dtype=np.int8)  # policy.decide's codes -> K_*
 
 
 def freeze_startup_heap() -> None:
@@ -489,23 +117,47 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def _in_rollout(rule_id: str, subject_id: str, percent: float) -> bool:
-    """Stable across processes and restarts (crc32, not Python's salted hash)."""
-    if percent >= 100.0:
-        return True
-    if percent <= 0.0:
-        return False
-    bucket = zlib.crc32(f"{rule_id}\x00{subject_id}".encode()) % 10000
-    return bucket < percent * 100.0
+def _by_candidate(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate, rule) of every True cell of a (rules, n) matrix, ordered by candidate, then
+    rule: flat positions in a transposed copy (np.nonzero on the transposed view is ~3x slower)."""
+    rules = matrix.shape[0]
+    flat = np.flatnonzero(np.ascontiguousarray(matrix.T))
+    cand = flat // rules
+    return cand, flat - cand * rules
+
+
+def _nested(columns: dict[str, Any], path: str) -> np.ndarray | None:
+    """``item.a.b`` where no column is named ``a.b``: key ``b`` of the objects in column ``a``
+    (absent where a row has no such key), the way a bundle test's nested input reads."""
+    head, _, rest = path.partition(".")
+    while head not in columns and "." in rest:
+        step, _, rest = rest.partition(".")
+        head = f"{head}.{step}"
+    col = columns.get(head)
+    if col is None or not isinstance(col, np.ndarray) or col.dtype != object:
+        return None
+    parts = tuple(rest.split("."))
+    out = np.empty(len(col), dtype=object)
+    out[:] = [_path(v, parts) for v in col.tolist()]
+    return out
+
+
+def _path(root: Any, parts: tuple[str, ...]) -> Any:
+    for part in parts:
+        if not isinstance(root, dict) or part not in root:
+            return None
+        root = root[part]
+    return root
 
 
 @dataclass
 class Slate:
     """The re-ranked slate, and everything needed to write one decision per candidate.
 
-    The per-candidate facts are kept as columns; :attr:`decisions` turns them into
-    :class:`assay.records.Decision` records on first use (the decision queue does that off the
-    serving path, so serving does not pay for 1,000 Python objects per request).
+    The per-candidate facts are the policy library's :class:`~assay.policy.slate.SlateDecision`
+    columns; :attr:`decisions` turns them into :class:`assay.records.Decision` records on first
+    use (the decision queue does that off the serving path, so serving does not pay for 1,000
+    Python objects per request).
     """
 
     request_id: str
@@ -520,45 +172,60 @@ class Slate:
     breaker_state: str = "closed"
     fallback: str | None = None
     model_versions: tuple[str, ...] = ()
-    # per candidate, in the order given
-    candidate_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
-    scores_before: np.ndarray = field(default_factory=lambda: np.empty(0))
-    scores_after: np.ndarray = field(default_factory=lambda: np.empty(0))
-    rank_after: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    action: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))  # K_* codes
-    hard_rule: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
-    # what the rules decided, kept as computed; acting/shadowed are derived only when records are built
-    _resolution: Resolution | None = None
-    failed_closed: np.ndarray | None = None
-    specs: tuple[RuleSpec, ...] = ()
-    breaker_scope: dict[int, str] = field(default_factory=dict)  # candidate -> breaker that dropped it
-    breaker_states: dict[int, str] = field(default_factory=dict)  # candidate -> that breaker's state (open, forced_open, ...)
+    candidate_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))  # in the order given
+    decision: SlateDecision | None = None
+    breaker_states: dict[int, str] = field(default_factory=dict)  # candidate -> state of the breaker that dropped it
     fallback_ids: list[str] = field(default_factory=list)  # items served from a fallback, not candidates
     notes: tuple[str, ...] = ()
+    inputs: Any = None  # assay.policy.record.SlateInputs: what it was decided from, for explanations
     _decisions: tuple[Decision, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def _column(self, name: str, dtype: Any) -> np.ndarray:
+        return getattr(self.decision, name) if self.decision is not None else np.empty(0, dtype=dtype)
+
+    @property
+    def scores_before(self) -> np.ndarray:
+        return self._column("scores_before", np.float64)
+
+    @property
+    def scores_after(self) -> np.ndarray:
+        return self._column("scores_after", np.float64)
+
+    @property
+    def rank_after(self) -> np.ndarray:
+        return self._column("rank_after", np.int64)
+
+    @property
+    def action(self) -> np.ndarray:
+        """int8 :class:`~assay.policy.actions.Act` codes per candidate."""
+        return self._column("action", np.int8)
+
+    @property
+    def hard_rule(self) -> np.ndarray:
+        return self._column("hard_rule", np.int32)
+
+    @property
+    def failed_closed(self) -> np.ndarray:
+        return self._column("failed_closed", bool)
+
+    @property
+    def breaker_scope(self) -> dict[int, str]:
+        return self.decision.breaker_scopes if self.decision is not None else {}
+
+    @property
+    def _resolution(self):
+        return self.decision.resolution if self.decision is not None else None
+
     @property
     def acting(self) -> np.ndarray | None:
-        """(rules, n) bool: the rule acted on the candidate (it matched, is live, and came no later
-        than the deciding hard rule)."""
-        res = self._resolution
-        if res is None:
-            return None
-        acting = res.soft.copy()
-        decided = np.flatnonzero(res.first < len(acting))
-        acting[res.first[decided], decided] = True
-        return acting
+        return self.decision.acting if self.decision is not None else None
 
     @property
     def shadowed(self) -> np.ndarray | None:
-        """(rules, n) bool: matched by a shadow rule or a rule outside its rollout."""
-        res = self._resolution
-        if res is None or res.live.all():
-            return None
-        return res.matched() & ~res.live[:, None]
+        return self.decision.shadowed if self.decision is not None else None
 
     @property
     def n_candidates(self) -> int:
@@ -566,7 +233,8 @@ class Slate:
 
     @property
     def dropped(self) -> int:
-        return int(((self.action == K_DROP) | (self.action == K_CAP)).sum())
+        action = self.action
+        return int(((action == Act.DROP) | (action == Act.CAP)).sum())
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
@@ -576,48 +244,24 @@ class Slate:
 
     def _build_decisions(self) -> list[Decision]:
         n = self.n_candidates
-        specs = self.specs
-        acted: list[list[int]] = [[] for _ in range(n)]
-        shadowed: list[list[int]] = [[] for _ in range(n)]
-        if self.acting is not None:
-            for r, i in zip(*np.nonzero(self.acting), strict=True):
-                if specs[r].kind != K_CAP:  # a cap rule is named only where it removed the item
-                    acted[i].append(int(r))
-        if self.shadowed is not None:
-            for r, i in zip(*np.nonzero(self.shadowed), strict=True):
-                shadowed[i].append(int(r))
-        names = {K_DROP: "drop", K_ALLOW: "allow", K_DEMOTE: "demote", K_LABEL: "label", K_CAP: "cap"}
+        d = self.decision
         out = []
-        for i in range(n):
-            h = int(self.hard_rule[i])
-            rule_ids: list[str] = []
-            reasons: list[str] = []
-            rules = sorted(set(acted[i]) | ({h} if h >= 0 else set()))
-            for r in rules:
-                rule_ids.append(specs[r].id)
-                fc = self.failed_closed is not None and self.failed_closed[i] and r == h
-                reasons.append(f"fail-closed: {specs[r].id} could not be evaluated (missing labels or budget)" if fc else specs[r].reason)
-            if h == UNLABELED:
-                rule_ids.append("guard:unlabeled")
-                reasons.append("no labels for this item on a fail-closed surface")
-            elif h == BUDGET:
-                rule_ids.append("guard:deadline")
-                reasons.append("deadline budget exhausted before the rules ran (fail-closed)")
-            elif h == BREAKER:
-                scope = self.breaker_scope.get(i, "breaker")
-                rule_ids.append(f"breaker:{scope}")
-                reasons.append(f"circuit breaker {scope} is open" + (f"; fallback {self.fallback}" if self.fallback else ""))
-            rank = int(self.rank_after[i])
-            out.append(Decision(
-                request_id=self.request_id, ts=self.ts, surface=self.surface, subject_id=self.subject_id,
-                item_id=str(self.candidate_ids[i]), rank_before=i, rank_after=rank, action=names[int(self.action[i])],
-                rule_ids=tuple(rule_ids), reasons=tuple(reasons),
-                shadow_rule_ids=tuple(specs[r].id for r in sorted(set(shadowed[i]))),
-                bundle_hash=self.bundle_hash, bundle_version=self.bundle_version, model_versions=self.model_versions,
-                breaker_state=(self.breaker_states.get(i, "open") if h == BREAKER else self.breaker_state),
-                score_before=float(self.scores_before[i]),
-                score_after=(float(self.scores_after[i]) if rank >= 0 else None),
-            ))
+        if d is not None and n:
+            d.fallback = self.fallback
+            acting, shadowed = d.acting, d.shadowed
+            for i in range(n):
+                rule_ids, reasons = d.rule_ids(i, acting)
+                h = int(d.hard_rule[i])
+                rank = int(d.rank_after[i])
+                out.append(Decision(
+                    request_id=self.request_id, ts=self.ts, surface=self.surface, subject_id=self.subject_id,
+                    item_id=str(self.candidate_ids[i]), rank_before=i, rank_after=rank, action=ACTION_NAMES[int(d.action[i])],
+                    rule_ids=tuple(rule_ids), reasons=tuple(reasons), shadow_rule_ids=tuple(d.shadow_ids(i, shadowed)),
+                    bundle_hash=self.bundle_hash, bundle_version=self.bundle_version, model_versions=self.model_versions,
+                    breaker_state=(self.breaker_states.get(i, "open") if h == BREAKER else self.breaker_state),
+                    score_before=float(d.scores_before[i]),
+                    score_after=(float(d.scores_after[i]) if rank >= 0 else None),
+                ))
         for k, item_id in enumerate(self.fallback_ids):
             pos = self.item_ids.index(item_id) if item_id in self.item_ids else -1
             out.append(Decision(
@@ -643,32 +287,34 @@ class Slate:
         import pyarrow as pa
 
         n = self.n_candidates
-        specs = self.specs
-        n_rules = len(specs)
+        d = self.decision
+        plan = d.plan if d is not None else None
+        rule_ids = plan.ids if plan is not None else ()
+        n_rules = len(rule_ids)
         h = self.hard_rule
-        names = np.array(["drop", "allow", "demote", "label", "cap"], dtype=object)
+        names = np.array(ACTION_NAMES, dtype=object)
         # which rules to name per candidate: those that acted (a cap only where it removed the item)
         full = np.zeros((n_rules + 3, n), dtype=bool)
-        if self.acting is not None and n_rules:
-            full[:n_rules] = self.acting
-            caps = [sp.index for sp in specs if sp.kind == K_CAP]
-            if caps:
-                full[caps, :] = False
+        acting = d.acting if d is not None else None
+        if acting is not None and n_rules:
+            full[:n_rules] = acting
+            if len(plan.cap_rows):
+                full[plan.cap_rows, :] = False
         decided = np.flatnonzero(h >= 0)
         full[h[decided], decided] = True
         full[n_rules] = h == UNLABELED
-        full[n_rules + 1] = h == BUDGET
+        full[n_rules + 1] = h == DEADLINE
         full[n_rules + 2] = h == BREAKER
         cand, rule = _by_candidate(full)
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(cand, minlength=n), out=offsets[1:])
-        ids = np.array([sp.id for sp in specs] + ["guard:unlabeled", "guard:deadline", ""], dtype=object)
-        reasons = np.array([sp.reason for sp in specs] + ["no labels for this item on a fail-closed surface",
-                                                          "deadline budget exhausted before the rules ran (fail-closed)", ""], dtype=object)
+        reasons_of = [r.reason for r in plan.rules] if plan is not None else []
+        ids = np.array([*rule_ids, GUARD_REASONS[UNLABELED][0], GUARD_REASONS[DEADLINE][0], ""], dtype=object)
+        reasons = np.array([*reasons_of, GUARD_REASONS[UNLABELED][1], GUARD_REASONS[DEADLINE][1], ""], dtype=object)
         string = pa.string()
         fc_rows = np.empty(0, dtype=np.int64)
-        if self.failed_closed is not None and len(rule):
-            fc_rows = np.flatnonzero(self.failed_closed[cand] & (rule == h[cand]))
+        if d is not None and len(rule):
+            fc_rows = np.flatnonzero(d.failed_closed[cand] & (rule == h[cand]))
         breaker_rows = np.flatnonzero(rule == n_rules + 2)
         if not len(fc_rows) and not len(breaker_rows):
             # the usual case: every name and reason is the rule's own, gathered by Arrow in C
@@ -685,8 +331,9 @@ class Slate:
                 reason_values[k] = f"circuit breaker {scope} is open" + (f"; fallback {self.fallback}" if self.fallback else "")
             rule_array, reason_array = pa.array(rule_values, type=string), pa.array(reason_values, type=string)
         s_offsets = np.zeros(n + 1, dtype=np.int32)
-        if self.shadowed is not None and n_rules:
-            s_cand, s_rule = _by_candidate(self.shadowed)
+        shadowed = d.shadowed if d is not None else None
+        if shadowed is not None and n_rules:
+            s_cand, s_rule = _by_candidate(shadowed)
             np.cumsum(np.bincount(s_cand, minlength=n), out=s_offsets[1:])
             shadow_values = pa.array(ids.tolist(), type=string).take(s_rule)
         else:
@@ -716,7 +363,7 @@ class Slate:
         }
         table = pa.table(cols)
         if self.fallback_ids:
-            extra = [d.to_dict() for d in self.decisions[n:]]
+            extra = [x.to_dict() for x in self.decisions[n:]]
             for row in extra:
                 row["attribution"] = None
             table = pa.concat_tables([table, pa.Table.from_pylist(extra, schema=table.schema)])
@@ -737,7 +384,7 @@ class Slate:
         if self.notes:
             out["notes"] = list(self.notes)
         if decisions:
-            out["decisions"] = [d.to_dict() for d in self.decisions]
+            out["decisions"] = [x.to_dict() for x in self.decisions]
         return out
 
 
@@ -751,6 +398,12 @@ class GuardConfig:
     fallbacks: dict[str, Fallback] = field(default_factory=dict)  # breaker scope (or kind) -> fallback
     cache_safe_slates: bool = True
     cached_slates_max: int = 10000  # subjects whose last safe slate is kept for a cached_slate fallback
+    # labels come from the label store; only a trusted in-process caller (a test, an offline
+    # replay with labels at hand) may hand them over with the candidates
+    caller_labels: bool = False
+    # record with each slate what it was decided from (assay.policy.record), for `assay explain
+    # guard`: written by the decision sink beside the decisions (nothing is recorded without one)
+    record_inputs: bool = True
 
     def __post_init__(self) -> None:
         for s, m in {**self.surface_modes, "(default)": self.default_mode}.items():
@@ -852,7 +505,7 @@ class Guard:
         if not isinstance(surface_name, str) or not surface_name:
             raise BadInput("request: 'surface' must name a surface, e.g. \"for_you\"")
         surface = state.surface(surface_name)
-        cands = cand_mod.coerce(candidates)
+        cands = cand_mod.coerce(candidates, labels_allowed=self.config.caller_labels)
         deadline_ms = request.get("deadline_ms", self.config.deadline_ms)
         if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, (int, float)) or not deadline_ms > 0:
             raise BadInput(f"request: 'deadline_ms' must be a positive number, got {deadline_ms!r}")
@@ -900,21 +553,23 @@ class Guard:
             slate.surface = surface.surface
             slate.fallback, slate.breaker_state = "stricter_rules", st
             slate.notes = (*slate.notes, f"breaker {scope} {st}: decided by the rules of {fb.surface}")
+            if slate.inputs is not None:
+                slate.inputs.surface = surface.surface
+                slate.inputs.fallback = {"kind": "stricter_rules", "scope": scope, "surface": strict.surface}
         elif fb.kind == "safe_source":
-            safe = cand_mod.coerce(fb.candidates(request))  # type: ignore[misc]
+            # the vetted candidates (trusted, with the labels they carry) are decided instead; the
+            # request's own candidates are recorded as dropped by the breaker
+            safe = cand_mod.coerce(fb.candidates(request), labels_allowed=True)  # type: ignore[misc]
             slate, _ = self._decide(state, surface, request, request_id, subject_id, models, safe, started, deadline, evaluator,
                                     use_store=False)
-            # the request's own candidates are recorded as dropped by the breaker
-            dropped = self._all_dropped(state, surface, request_id, subject_id, models, cands, scope, st)
             slate.fallback_ids = list(slate.item_ids)
-            slate = Slate(**{**slate.__dict__, "candidate_ids": dropped.candidate_ids, "scores_before": dropped.scores_before,
-                             "scores_after": dropped.scores_after, "rank_after": dropped.rank_after, "action": dropped.action,
-                             "hard_rule": dropped.hard_rule, "_resolution": None,
-                             "failed_closed": None,
-                             "breaker_scope": dropped.breaker_scope, "_decisions": None})
-            slate.fallback, slate.breaker_state = "safe_source", st
+            slate.candidate_ids = cands.ids
+            slate.decision = breaker_slate(cands.scores, scope, surface.plan, "safe_source")
+            slate.breaker_states = dict.fromkeys(range(cands.n), st)
+            slate.fallback, slate.breaker_state, slate._decisions = "safe_source", st, None
+            slate.inputs = self._fallback_inputs(state, surface, cands, scope, "safe_source", slate) if self.config.record_inputs and self.sink is not None else None
         else:
-            slate = self._all_dropped(state, surface, request_id, subject_id, models, cands, scope, st)
+            slate = self._all_dropped(state, surface, request_id, subject_id, models, cands, scope, st, fb.kind)
             cached = self._subject_slates.get((surface.surface, subject_id)) or self._safe_slates.get(surface.surface)
             if fb.kind == "cached_slate" and cached is not None:
                 ids, scores, scopes = cached
@@ -928,20 +583,27 @@ class Guard:
             elif strict_permits is not None:
                 slate.notes = (*slate.notes, f"breaker surface:{fb.surface} of the stricter rules is not closed: nothing served")
             slate.fallback = fb.kind
+            slate.inputs = self._fallback_inputs(state, surface, cands, scope, fb.kind, slate) if self.config.record_inputs and self.sink is not None else None
         if self.sink is not None:
             self.sink(slate)
         return slate
 
+    @staticmethod
+    def _fallback_inputs(state: CompiledBundle, surface: CompiledSurface, cands: Candidates, scope: str, kind: str,
+                         slate: Slate) -> SlateInputs:
+        return SlateInputs(surface=surface.surface, decided_by=surface.surface, bundle_hash=state.hash, bundle_version=state.version,
+                           request={}, rollout={}, unlabeled_drop=False, deadline_exhausted=False, ids=cands.ids, scores=cands.scores,
+                           columns={}, missing={}, labels={}, blocked={},
+                           fallback={"kind": kind, "scope": scope, "all_dropped": True,
+                                     "items": list(zip(slate.item_ids, slate.scores.tolist(), strict=True))})
+
     def _all_dropped(self, state: CompiledBundle, surface: CompiledSurface, request_id: str, subject_id: str,
-                     models: tuple[str, ...], cands: Candidates, scope: str, st: str) -> Slate:
-        n = cands.n
+                     models: tuple[str, ...], cands: Candidates, scope: str, st: str, fallback: str) -> Slate:
         return Slate(
             request_id=request_id, ts=self._clock(), surface=surface.surface, subject_id=subject_id,
             bundle_version=state.version, bundle_hash=state.hash, item_ids=[], scores=np.empty(0), item_labels={},
-            breaker_state=st, model_versions=models, candidate_ids=cands.ids, scores_before=cands.scores,
-            scores_after=cands.scores.copy(), rank_after=np.full(n, -1, dtype=np.int64), action=np.full(n, K_DROP, dtype=np.int8),
-            hard_rule=np.full(n, BREAKER, dtype=np.int32), specs=surface.specs, breaker_scope=dict.fromkeys(range(n), scope),
-            breaker_states=dict.fromkeys(range(n), st),
+            breaker_state=st, fallback=fallback, model_versions=models, candidate_ids=cands.ids,
+            decision=breaker_slate(cands.scores, scope, surface.plan, fallback), breaker_states=dict.fromkeys(range(cands.n), st),
         )
 
     # -- the decision itself -------------------------------------------------------------------
@@ -1000,90 +662,40 @@ class Guard:
         return values, present, kind, duration, complete
 
     def _batch(self, surface: CompiledSurface, request: dict, cands: Candidates, values, present, complete: bool = False):
-        n = cands.n
-        columns: dict[str, Any] = {attr: values[name] for attr, name in surface.label_attrs}
-        # all present (complete): no masks to build, invert and check
-        missing: dict[str, np.ndarray] = {} if complete else {attr: ~present[name] for attr, name in surface.label_attrs}
-        clean: set[str] = set()
-        given = cands.columns
-        for attr, path, kind, elem in surface.field_attrs:
-            if path == "id":
-                col = cands.ids
-            elif path == "score":
-                col = cands.scores
-            else:
-                col = given.get(path)
-            if col is None:
-                columns[attr] = np.zeros(n)
-                missing[attr] = np.ones(n, dtype=bool)
-                continue
-            if not isinstance(col, np.ndarray):  # an Arrow list column: the policy library reads it as is
-                columns[attr] = col
-                continue
-            if kind == "list" and elem == "string" and col.dtype == object:
-                converted = _string_lists(col)
-                if converted is not None:
-                    columns[attr], nulls = converted
-                    if nulls is not None and nulls.any():
-                        missing[attr] = nulls
-                    continue
-            if kind == "string" and col.dtype == object and n and _clean_str_objects(col.tolist()):
-                columns[attr] = col  # JSON strings, checked: the policy library reads them as they are
-                clean.add(attr)
-                continue
-            if col.dtype == object and kind in ("double", "int", "bool", "string") and n:
-                typed = _typed(col, kind)
-                if typed is not None:  # the usual case (JSON arrays of one type, no nulls): one C pass
-                    columns[attr] = typed
-                    continue
-            if col.dtype == object and kind in ("double", "int", "bool", "string"):
-                miss = np.equal(col, None)
-                has_missing = bool(miss.any())
-                filled = col
-                if has_missing:
-                    filled = col.copy()
-                    filled[miss] = "" if kind == "string" else 0
-                # numbers and strings as typed arrays take the evaluator's fast path; anything
-                # of the wrong type stays an object column, which the policy library marks missing
-                with contextlib.suppress(TypeError, ValueError, OverflowError):
-                    if kind == "string":
-                        if n and _all_strings(filled):
-                            col = filled.astype(str)
-                    elif kind == "double":
-                        col = filled.astype(np.float64)
-                    elif kind in ("int", "bool") and n and _inferred(filled) == ("integer" if kind == "int" else "boolean"):
-                        col = filled.astype(np.int64 if kind == "int" else np.bool_)
-                if has_missing:
-                    missing[attr] = miss
-            elif col.dtype.kind == "f":
-                # the minimum is NaN exactly when a value is: one pass, no mask, in the usual case
-                if len(col) and np.isnan(np.minimum.reduce(col)):
-                    missing[attr] = np.isnan(col)
-            elif col.dtype.kind == "U" and NATIVE and col.dtype.itemsize and col.flags.c_contiguous \
-                    and _native.clean_strings(col, col.dtype.itemsize // 4):
-                clean.add(attr)  # checked in one C pass: the policy library need not scan it again
-            columns[attr] = col
-        scalars: dict[str, Any] = {}
-        for attr, parts in surface.request_paths:
-            node: Any = request
-            for part in parts:
-                if not isinstance(node, dict) or part not in node:
-                    node = None
-                    break
-                node = node[part]
-            if node is not None:
-                scalars[attr] = node
+        """The policy batch for this request: label columns with their presence, the candidates'
+        columns as given (the policy batch types them against the declared attributes, the one
+        place inputs are typed), the request's values. A candidate field nobody gave is left out:
+        the batch then treats it as absent for every candidate."""
         from assay.policy import Batch
 
-        # list(string) columns given as rows of lists are converted and checked by Arrow in the
-        # policy library's own fast path
-        return Batch.from_columns(n, columns=columns, missing=missing, scalars=scalars, clean=frozenset(clean))
+        columns: dict[str, Any] = {attr: values[name] for attr, name in surface.label_attrs}
+        # all present (complete): no masks to build, invert and check
+        missing: dict[str, Any] = {} if complete else {attr: ~present[name] for attr, name in surface.label_attrs}
+        given, given_missing = cands.columns, cands.missing
+        nested: dict[str, Any] = {}  # fields read from inside an object column, as the batch got them
+        for attr, path in surface.field_attrs:
+            col = cands.ids if path == "id" else cands.scores if path == "score" else given.get(path)
+            if col is None and "." in path:
+                col = nested[path] = _nested(given, path)
+            if col is None:
+                continue
+            columns[attr] = col
+            mask = given_missing.get(path)
+            if mask is not None:
+                missing[attr] = mask
+        scalars = {}
+        for attr, parts in surface.request_paths:
+            value = _path(request, parts)
+            if value is not None:
+                scalars[attr] = value
+        batch = Batch.from_columns(cands.n, columns=columns, missing=missing, scalars=scalars)
+        batch.nested_fields = nested
+        return batch
 
     def _decide(self, state: CompiledBundle, surface: CompiledSurface, request: dict, request_id: str, subject_id: str,
                 models: tuple[str, ...], cands: Candidates, started: float, deadline: float, evaluator: str,
                 use_store: bool = True) -> tuple[Slate, CallOutcome]:
         n = cands.n
-        specs = surface.specs
         values, present, kind, duration, complete = self._read_labels(surface, cands, deadline, use_store)
         budget_out = time.perf_counter() >= deadline
         notes: list[str] = []
@@ -1094,90 +706,108 @@ class Guard:
             notes.append("deadline budget exhausted; fail-closed")
             if kind == "drop_rate":
                 kind = "label_store_timeout"  # the read used up the budget: a slow call
-            outcomes = np.full((len(specs), n), OUT_MISSING, dtype=np.int8)
-        elif n and specs:
-            batch = self._batch(surface, request, cands, values, present, complete)
-            if evaluator == "reference":
-                outcomes = np.asarray(surface.compiled.evaluate_reference(batch), dtype=np.int8)
-            else:
-                outcomes = np.asarray(surface.compiled.evaluate(batch), dtype=np.int8)
-        else:
-            outcomes = np.zeros((len(specs), n), dtype=np.int8)
+        # open source (creator) breakers remove their candidates before the rules decide; permits
+        # taken are recorded below or, if deciding fails, given back
+        gate = self._item_gate(cands)
+        try:
+            return self._decide_gated(state, surface, request, request_id, subject_id, models, cands, values, present, kind,
+                                      duration, complete, budget_out, notes, gate, evaluator)
+        except BaseException:
+            if gate:
+                self._release_items(gate[2])
+            raise
 
-        # -- what the rules decide, as (rules x candidates) matrices --------------------------
-        pre_dropped = np.zeros(n, dtype=bool)  # dropped before any rule: unlabeled, out of budget
-        undecided = np.int32(-1)  # what hard_rule says where no rule decided: -1, or why dropped
+    def _decide_gated(self, state: CompiledBundle, surface: CompiledSurface, request: dict, request_id: str, subject_id: str,
+                      models: tuple[str, ...], cands: Candidates, values, present, kind: str, duration: float, complete: bool,
+                      budget_out: bool, notes: list[str], gate, evaluator: str) -> tuple[Slate, CallOutcome]:
+        n = cands.n
+        batch = self._batch(surface, request, cands, values, present, complete)
         mode = self.config.surface_modes.get(surface.surface, self.config.default_mode)
-        if mode == "fail_closed" and surface.label_names and n and not complete:
-            labelled = np.zeros(n, dtype=bool)
-            for name in surface.label_names:
-                labelled |= present[name]
-            pre_dropped = ~labelled
-            undecided = np.where(pre_dropped, np.int32(UNLABELED), undecided)
-        if budget_out and n:
-            undecided = np.where(pre_dropped, undecided, np.int32(BUDGET))
-            pre_dropped = np.ones(n, dtype=bool)
-        live_rule = surface.vectors.live
-        if surface.partial_rollout:
-            live_rule = live_rule.copy()
-            for r in surface.partial_rollout:
-                live_rule[r] &= _in_rollout(specs[r].id, subject_id, specs[r].rollout)
-        res = resolve(surface, outcomes, live_rule, pre_dropped)
-        first, failed_closed, dropped = res.first, res.failed_closed, res.dropped
-        action = res.action.copy()  # caps and source breakers act on top of what the rules decided
-        hard_rule = np.where(first < len(specs), first, undecided).astype(np.int32, copy=False)
-        labelling = res.soft[surface.label_rows] if len(surface.label_rows) else None
-        capping = res.soft[surface.cap_rows] if len(surface.cap_rows) else None
-        keep = ~dropped
-        scores_after = cands.scores * res.factor
-        # rank survivors by demoted score; ties keep the ranker's order (a stable sort)
-        order = np.argsort(-scores_after, kind="stable")
-        order = order[keep[order]]
-        for c, r in enumerate(surface.cap_rules):
-            spec = specs[r]
-            m = capping[c]
-            in_cap = m[order]
-            if not in_cap.any():
-                continue
-            positions = order[in_cap]  # capped candidates, best first
-            key_col = cands.columns.get(spec.key)
-            if key_col is None and spec.key in ("id",):
-                key_col = cands.ids
-            if key_col is None:
-                ordinal = np.arange(len(positions))  # no such field: one group
-            elif not isinstance(key_col, np.ndarray):  # an Arrow list column: lists grouped as tuples
-                ordinal = _group_ordinals(_hashable(key_col, positions))
-            else:
-                ordinal = _cap_ordinals(key_col, positions)
-            over = positions[ordinal >= spec.limit]
-            if len(over):
-                keep[over] = False
-                action[over] = K_CAP
-                hard_rule[over] = spec.index
-            order = order[keep[order]]
-        rank_after = np.full(n, -1, dtype=np.int64)
-        rank_after[order] = np.arange(len(order))
-        served_ids = cands.ids[order].tolist()
-        item_labels: dict[str, tuple[str, ...]] = {}
-        if len(surface.label_rows):
-            # flat positions (rule * n + candidate): np.nonzero on a 2-d matrix costs 4x as much,
-            # and labelled survivors are few
-            shown = np.flatnonzero(labelling & keep).tolist()
-            if shown:
-                ids, texts = cands.ids, surface.label_texts
-                for c, k in sorted((f % n, f // n) for f in shown):  # by candidate, then rule order
-                    item_id = ids[c]
-                    item_labels[item_id] = (*item_labels.get(item_id, ()), texts[k])
-        drop_rate = np.count_nonzero(dropped) / n if n else 0.0
+        keys = {**cands.columns, "id": cands.ids, "score": cands.scores}
+        unlabeled_drop = mode == "fail_closed" and not complete
+        plan = surface.plan
+        live = plan.live(subject_id)
+        decision = decide_slate(surface.compiled, batch, scores=cands.scores, live=live, unlabeled_drop=unlabeled_drop,
+                                deadline_exhausted=budget_out, blocked=gate[0] if gate else None, keys=keys, evaluator=evaluator)
+        order = decision.order
+        ids = cands.ids
+        item_labels = {ids[j]: texts for j, texts in decision.labels.items()}
         slate = Slate(
             request_id=request_id, ts=self._clock(), surface=surface.surface, subject_id=subject_id,
-            bundle_version=state.version, bundle_hash=state.hash, item_ids=served_ids, scores=scores_after[order],
-            item_labels=item_labels, model_versions=models, candidate_ids=cands.ids, scores_before=cands.scores,
-            scores_after=scores_after, rank_after=rank_after, action=action, hard_rule=hard_rule,
-            failed_closed=failed_closed, specs=specs, notes=tuple(notes), _resolution=res,
+            bundle_version=state.version, bundle_hash=state.hash, item_ids=ids[order].tolist(),
+            scores=decision.scores_after[order], item_labels=item_labels, model_versions=models, candidate_ids=ids,
+            decision=decision, notes=tuple(notes),
+            inputs=None if not (self.config.record_inputs and self.sink is not None) else SlateInputs(
+                surface=surface.surface, decided_by=surface.surface, bundle_hash=state.hash, bundle_version=state.version,
+                request=batch.scalars, rollout={plan.ids[r]: bool(live[r]) for r in plan.partial},
+                unlabeled_drop=unlabeled_drop, deadline_exhausted=budget_out, ids=ids, scores=cands.scores,
+                columns={path: cands.columns[path] if path in cands.columns else batch.nested_fields[path]
+                         for path in surface.recorded_fields if path in cands.columns or batch.nested_fields.get(path) is not None},
+                missing=cands.missing, labels={name: (values[name], present[name]) for name in surface.label_names},
+                blocked=gate[0] if gate else {}),
         )
-        self._source_breakers(cands, dropped, slate)
+        dropped = decision.resolution.dropped if decision.resolution is not None else np.zeros(n, dtype=bool)
+        if gate:
+            blocked, states, permitted = gate
+            slate.breaker_states = states
+            if blocked:
+                dropped = dropped & (decision.hard_rule != BREAKER)  # the rules' drops, not the breakers'
+                slate.notes = (*slate.notes, "item breakers open: " + ", ".join(sorted(set(blocked.values()))))
+            self._record_items(permitted, dropped)
+        drop_rate = np.count_nonzero(dropped) / n if n else 0.0
         return slate, CallOutcome(kind=kind, duration_s=duration, value=drop_rate)
+
+    def _item_gate(self, cands: Candidates) -> tuple[dict[int, str], dict[int, str], list[tuple[np.ndarray, Permits]]] | None:
+        """Per-source (and per-creator) breakers, asked before the rules decide: the candidates
+        whose source or creator breaker is open (position -> scope, and that breaker's state; they
+        leave the slate first), and for the others the permits ``_record_items`` records their
+        drop rates with. None when no such breakers are configured. Only string values have
+        breakers."""
+        kinds = self.breakers.item_kinds
+        if not kinds or not cands.n:
+            return None
+        blocked: dict[int, str] = {}
+        states: dict[int, str] = {}
+        permitted: list[tuple[np.ndarray, Permits]] = []
+        try:
+            for kind in kinds:
+                column = cands.columns.get(kind)
+                if not isinstance(column, np.ndarray):
+                    continue
+                if column.dtype.kind != "U":
+                    named = np.empty(len(column), dtype=object)
+                    named[:] = [v if isinstance(v, str) and v else None for v in column.tolist()]
+                    column = named
+                code, uniques = factorize(column, with_uniques=True)
+                for c, value in enumerate(uniques.tolist()):
+                    if not isinstance(value, str) or not value:
+                        continue
+                    scope = f"{kind}:{value}"
+                    members = code == c
+                    permits = self.breakers.acquire((scope,))
+                    if permits.refused is not None:
+                        st = permits.refused_state.value
+                        for i in np.flatnonzero(members).tolist():
+                            blocked.setdefault(i, scope)
+                            states.setdefault(i, st)
+                        continue
+                    permitted.append((members, permits))
+        except BaseException:
+            self._release_items(permitted)
+            raise
+        return blocked, states, permitted
+
+    @staticmethod
+    def _release_items(permitted: list[tuple[np.ndarray, Permits]]) -> None:
+        for _, permits in permitted:
+            permits.release()
+
+    @staticmethod
+    def _record_items(permitted: list[tuple[np.ndarray, Permits]], dropped: np.ndarray) -> None:
+        """Every permitted source's (creator's) drop rate in this batch is one call for its breaker."""
+        for members, permits in permitted:
+            total = np.count_nonzero(members)
+            permits.record(CallOutcome(kind="drop_rate", value=float(np.count_nonzero(dropped & members)) / float(total)))
 
     def _served_scopes(self, cands: Candidates, slate: Slate) -> dict[str, list]:
         """The source and creator of each served item, in slate order (for the kinds with breakers)."""
@@ -1192,44 +822,3 @@ class Guard:
             if isinstance(col, np.ndarray):
                 out[kind] = col[order].tolist()
         return out
-
-    def _source_breakers(self, cands: Candidates, dropped: np.ndarray, slate: Slate) -> None:
-        """Per-source (and per-creator) breakers: an open one's candidates leave the slate; each
-        value's drop rate in this batch is one call for its breaker."""
-        if not self.breakers.item_kinds or not cands.n:
-            return
-        removed = np.zeros(cands.n, dtype=bool)
-        for kind in self.breakers.item_kinds:
-            column = cands.columns.get(kind)
-            if not isinstance(column, np.ndarray):
-                continue
-            code, uniques = _factorize(column, with_uniques=True)
-            totals = np.bincount(code, minlength=len(uniques))
-            drops = np.bincount(code, weights=dropped.astype(np.float64), minlength=len(uniques))
-            for c, value in enumerate(uniques.tolist()):
-                if value is None:
-                    continue
-                scope = f"{kind}:{value}"
-                permits = self.breakers.acquire((scope,))
-                if permits.refused is not None:
-                    mask = code == c
-                    removed |= mask & (slate.rank_after >= 0)
-                    st = permits.refused_state.value
-                    for i in np.flatnonzero(mask):
-                        slate.breaker_scope.setdefault(int(i), scope)
-                        slate.breaker_states.setdefault(int(i), st)
-                    continue
-                permits.record(CallOutcome(kind="drop_rate", value=float(drops[c]) / float(totals[c])))
-        if removed.any():
-            slate.action[removed] = K_DROP
-            slate.hard_rule[removed] = BREAKER
-            keep = slate.rank_after >= 0
-            keep &= ~removed
-            order = np.flatnonzero(keep)
-            order = order[np.argsort(slate.rank_after[order], kind="stable")]
-            slate.rank_after[:] = -1
-            slate.rank_after[order] = np.arange(len(order))
-            slate.item_ids = slate.candidate_ids[order].tolist()
-            slate.scores = slate.scores_after[order]
-            slate.item_labels = {k: v for k, v in slate.item_labels.items() if k in set(slate.item_ids)}
-            slate.notes = (*slate.notes, "item breakers open: " + ", ".join(sorted({slate.breaker_scope[int(i)] for i in np.flatnonzero(removed)})))

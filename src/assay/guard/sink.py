@@ -95,6 +95,9 @@ class DecisionQueue:
         decisions = getattr(item, "decisions", None)
         if decisions is not None:
             events = list(getattr(item, "events", ()))
+            inputs = getattr(item, "inputs", None)
+            if inputs is not None:  # what it was decided from, for explanations
+                events.append(inputs.to_event(item.request_id, item.ts))
             return [*decisions, *events]
         return [item]
 
@@ -203,6 +206,9 @@ class TraceSink:
 
         tables = [i.to_arrow() for i in items if hasattr(i, "to_arrow") and i.n_candidates + len(i.fallback_ids)]
         events = [i for i in items if not hasattr(i, "to_arrow")]
+        # each slate's inputs (what it was decided from) follow its decisions, for explanations
+        events += [i.inputs.to_event(i.request_id, i.ts) for i in items
+                   if hasattr(i, "to_arrow") and getattr(i, "inputs", None) is not None and i.n_candidates + len(i.fallback_ids)]
         if tables:
             self.log.append_table(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
         if events:

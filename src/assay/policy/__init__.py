@@ -4,7 +4,6 @@ compiled numpy evaluator (vectorised). See docs/policy.md."""
 
 from assay.policy.batch import Batch, ListValues
 from assay.policy.bundle import Bundle, load_bundle
-from assay.policy.decide import Resolution, resolve
 from assay.policy.diff import BundleDiff, diff
 from assay.policy.model import (
     Action,
@@ -20,6 +19,7 @@ from assay.policy.model import (
     Rule,
     TestCase,
 )
+from assay.policy.slate import SlateDecision, decide_slate
 from assay.policy.source import PolicyError
 
 __all__ = [
@@ -38,10 +38,10 @@ __all__ = [
     "PolicyError",
     "Purpose",
     "PurposeVerdict",
-    "Resolution",
     "Rule",
+    "SlateDecision",
     "TestCase",
+    "decide_slate",
     "diff",
     "load_bundle",
-    "resolve",
 ]

@@ -16,6 +16,11 @@ import numpy as np
 
 from assay.policy.types import AttrType, coerce
 
+try:  # the C passes that type a column in one go (see _native.c); their twins below serve without
+    from assay.policy import _native
+except ImportError:  # pragma: no cover - built without a C compiler
+    _native = None
+
 
 @dataclass
 class ScalarColumn:
@@ -45,6 +50,8 @@ def unusable_strings(array: np.ndarray) -> np.ndarray | None:
     n = len(array)
     if not n or not array.dtype.itemsize:
         return None
+    if _native is not None and array.flags.c_contiguous and _native.clean_strings(array, array.dtype.itemsize // 4):
+        return None  # one C pass (vectorised) in the usual clean case; the numpy test below is its twin
     codes = array.view(np.uint32).reshape(n, -1)
     surrogates = bool(codes.max() >= 0xD800)
     # str_len counts up to the last non-NUL code point (the rest is padding), so the strings hold
@@ -129,24 +136,125 @@ class ListValues:
         return cls(np.asarray([x for r in rows for x in r]), offsets)
 
 
-def _arrow_string_lists(rows) -> tuple[ListValues, np.ndarray] | None:
-    """Rows of Python string lists (None = missing) converted and type-checked in C by Arrow;
-    None when any row is not a clean list of strings (then the per-row path decides)."""
+def inferred(values: np.ndarray) -> str:
+    """pandas' element type inference, in C ("string", "floating", "integer", "mixed", ...)."""
+    from pandas.api.types import infer_dtype
+
+    return infer_dtype(values, skipna=False)
+
+
+def clean_str_objects(values: list) -> bool:
+    """Every value is a ``str`` coerce() accepts (no NUL, no lone surrogate): such a column (what
+    JSON decodes to) is read as it is, with no fixed-width copy. One C pass; this is its twin."""
+    if _native is not None:
+        return _native.clean_str_objects(values)
+    if set(map(type, values)) - {str}:
+        return False
+    joined = "".join(values)
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return "\x00" not in joined
+
+
+def one_type(values: list) -> type | None:
+    """The exact type every value has (None when they differ, or for no values)."""
+    if _native is not None:
+        return _native.one_type(values)
+    kinds = set(map(type, values))
+    return next(iter(kinds)) if len(kinds) == 1 else None
+
+
+def string_lists(rows: list) -> tuple[ListValues, np.ndarray | None] | None:
+    """Rows of Python string lists (None = missing; what JSON decodes to) as :class:`ListValues`
+    (the flat ``str`` values, checked clean, plus offsets) and a missing mask (None when no row
+    is missing). None when any row is not a clean list of ``str`` (a bare string, a number, a
+    None element, a NUL, a lone surrogate): the per-row path then decides, and marks such rows
+    missing. One C pass; the set/chain passes below are its twin."""
+    n = len(rows)
+    if _native is not None:
+        offsets, null_bytes = np.empty(n + 1, dtype=np.int64), np.empty(n, dtype=np.uint8)
+        flat = _native.str_lists(rows, offsets, null_bytes)
+        if flat is None:
+            return None
+        nulls = null_bytes.view(bool)
+    else:
+        row_types = set(map(type, rows))
+        if not row_types <= {list, tuple, type(None)}:
+            return None
+        nulls = np.fromiter((r is None for r in rows), dtype=bool, count=n)
+        rows = [() if r is None else r for r in rows]
+        flat = list(chain.from_iterable(rows))
+        if not clean_str_objects(flat):
+            return None
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n), out=offsets[1:])
+    values = np.empty(len(flat), dtype=object)
+    values[:] = flat
+    return ListValues(values, offsets, clean=True), (nulls if nulls.any() else None)
+
+
+_AS = {("double", float): np.float64, ("double", int): np.float64, ("int", int): np.int64, ("bool", bool): np.bool_}
+
+
+def typed_objects(values: list, kind: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A column of Python objects (JSON values) as the declared scalar type, when every value
+    that is not None has one exact type that coerce() takes as is: ``str`` (clean, kept as the
+    objects), ``float`` or ``int`` for double, ``int`` within int64 for int, ``bool`` for bool.
+    Returns (data, missing) with None values missing; None when anything else is there (a bool
+    where a number is wanted, a mixture, an int beyond int64...): the per-row path decides."""
+    n = len(values)
+    t = one_type(values)
+    absent = None
+    rest = values
+    if t is None or t is type(None):
+        absent = np.fromiter((v is None for v in values), dtype=bool, count=n)
+        if not absent.any():
+            return None
+        rest = [v for v in values if v is not None]
+        t = one_type(rest)
+        if t is None:
+            if rest:
+                return None
+            t = {"string": str, "int": int, "double": float, "bool": bool}[kind]  # all absent
+    if kind == "string":
+        if t is not str or not clean_str_objects(rest):
+            return None
+        data = np.empty(n, dtype=object)
+        if absent is None:
+            data[:] = values
+        else:
+            data[:] = ""
+            data[~absent] = rest
+        return data, absent
+    dtype = _AS.get((kind, t))
+    if dtype is None:
+        return None
+    try:
+        typed = np.array(rest, dtype=dtype)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    if absent is None:
+        return typed, None
+    data = np.zeros(n, dtype=dtype)
+    data[~absent] = typed
+    return data, absent
+
+
+def arrow_values(arr: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """A pyarrow array of scalars as numpy (numbers without nulls as they are; anything else as
+    Python objects, None for null) and its null mask: nulls are missing, never NaN."""
+    if hasattr(arr, "combine_chunks"):
+        arr = arr.combine_chunks()
     import pyarrow as pa
 
-    rows = list(rows)
-    if not set(map(type, rows)) <= {list, tuple, type(None)}:
-        return None  # Arrow would read a bare string as a list of one: leave such rows to coerce()
-    if not set(map(type, chain.from_iterable(r for r in rows if r is not None))) <= {str, type(None)}:
-        return None  # Arrow would take bytes for a string, which coerce() refuses
-    try:
-        arr = pa.array(rows, type=pa.list_(pa.string()), from_pandas=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-        return None
-    converted = list_values_from_arrow(arr)
-    if not converted[0].clean:
-        return None  # a None element or a NUL makes the row ill-typed: leave it to coerce()
-    return converted
+    if not arr.null_count and (pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type)):
+        return arr.to_numpy(zero_copy_only=False), None
+    out = np.empty(len(arr), dtype=object)
+    out[:] = arr.to_pylist()
+    nulls = np.asarray(arr.is_null(), dtype=bool) if arr.null_count else None
+    return out, nulls
 
 
 def is_arrow_list(col: Any) -> bool:
@@ -255,6 +363,15 @@ class Batch:
         columns = dict(columns or {})
         missing = dict(missing or {})
         for name, col in columns.items():
+            if type(col) is np.ndarray:  # the usual case: nothing to convert
+                if len(col) != n:
+                    raise ValueError(f"column {name!r} has {len(col)} values for a batch of {n}")
+                continue
+            if type(col).__module__.startswith("pyarrow") and not is_arrow_list(col) and hasattr(col, "to_pylist"):
+                col, nulls = arrow_values(col)  # scalars: numpy, their nulls missing
+                columns[name] = col
+                if nulls is not None:
+                    missing[name] = nulls | np.asarray(missing.get(name, False), dtype=bool)
             if is_arrow_list(col):
                 # kept as Arrow until a path needs ListValues (the C evaluator reads a list of
                 # strings in place); its null rows are missing from the start
@@ -285,6 +402,26 @@ class Batch:
         if is_arrow_list(col):
             col = self.columns[name] = list_values_from_arrow(col)[0]
         return col
+
+    def flatten_string_lists(self, name: str) -> bool:
+        """A list(string) column given as rows of Python lists (what JSON decodes to) or as Arrow,
+        turned into :class:`ListValues` in place (once; its null rows become missing). True when
+        the column is ListValues now; False when a row is not a clean list of strings (the per-row
+        path then decides)."""
+        col = self.list_values(name)
+        if isinstance(col, ListValues):
+            return True
+        if not isinstance(col, (list, np.ndarray)):
+            return False
+        converted = string_lists(col if isinstance(col, list) else col.tolist())
+        if converted is None:
+            return False
+        lists, nulls = converted
+        self.columns[name] = lists
+        if nulls is not None:
+            prior = self.missing_masks.get(name)
+            self.missing_masks[name] = nulls if prior is None else (np.asarray(prior, dtype=bool) | nulls)
+        return True
 
     def _raw(self, name: str, i: int) -> Any:
         if name in self.scalars:
@@ -344,15 +481,10 @@ class Batch:
             if fast is not None:
                 return fast
         elif t.kind == "list":
-            col = self.list_values(name)
-            if not isinstance(col, ListValues) and t.elem == "string" and isinstance(col, (list, np.ndarray)):
-                col = _arrow_string_lists(col)
-                if col is not None:
-                    lists, nulls = col
-                    self.columns[name] = lists
-                    if nulls.any():
-                        prior = self.missing_masks.get(name)
-                        self.missing_masks[name] = nulls if prior is None else (np.asarray(prior, dtype=bool) | nulls)
+            if t.elem == "string":
+                self.flatten_string_lists(name)
+            else:
+                self.list_values(name)
             if isinstance(self.columns.get(name), ListValues):
                 fast = self._fast_list(name, t)
                 if fast is not None:
@@ -416,13 +548,22 @@ class Batch:
             data[:] = v
             return ScalarColumn(data, None)
         col = self.columns.get(name)
-        if not isinstance(col, np.ndarray):
+        if isinstance(col, list):
+            col = np.fromiter(col, dtype=object, count=len(col))
+        if not isinstance(col, np.ndarray) or col.ndim != 1:
             return None
         mask = self.missing_masks.get(name)
         mask = None if mask is None else np.asarray(mask, dtype=bool)
         if mask is not None and not mask.any():
             mask = None
         kind = col.dtype.kind
+        if kind == "O" and not (t.kind == "string" and name in self.clean):
+            # Python objects (what JSON decodes to): typed in C passes when they are of one type
+            typed = typed_objects(col.tolist(), t.kind)
+            if typed is None:
+                return None  # the per-row path decides, value by value
+            data, absent = typed
+            return ScalarColumn(data, absent if mask is None else (mask if absent is None else mask | absent))
         if t.kind == "double" and kind == "f":
             return ScalarColumn(col.astype(np.float64, copy=False), mask)
         if t.kind == "double" and kind in "iu":

@@ -354,8 +354,8 @@ def _parse_action(value: Any) -> Action:
             raise ValueError("demote factor must be in [0, 1)")
         return Action("demote", factor=factor)
     if kind == "label":
-        if len(args) != 1 or not args[0]:
-            raise ValueError('label takes one text, e.g. label("graphic content")')
+        if len(args) != 1 or not args[0] or not args[0].strip("\"'").strip():
+            raise ValueError('label takes one non-empty text, e.g. label("graphic content")')
         return Action("label", text=args[0].strip("\"'"))
     if len(args) != 2:
         raise ValueError("cap takes a key and a limit, e.g. cap(creator, 2)")

@@ -13,7 +13,8 @@ FEED = Path(__file__).parent / "examples" / "feed.yaml"
 
 
 def step(ctx) -> None:
-    from assay.policy import Batch, load_bundle, resolve
+    from assay.policy import Batch, decide_slate, load_bundle
+    from assay.policy.actions import ACTION_NAMES, Act
     from assay.policy.bench import make_batches
     from assay.policy.testing import run_tests
 
@@ -28,11 +29,11 @@ def step(ctx) -> None:
     cols, missing, scalars = make_batches(1, 1000, seed=11)[0]
     scalars["request.user.age"] = 15
     start = time.perf_counter()
-    outcomes = compiled.evaluate(Batch.from_columns(1000, cols, missing, scalars))
+    res = decide_slate(compiled, Batch.from_columns(1000, cols, missing, scalars), scores=np.linspace(1.0, 0.0, 1000, endpoint=False),
+                       keys={name[len("item."):]: col for name, col in cols.items() if name.startswith("item.")})
     elapsed = (time.perf_counter() - start) * 1e3
-    res = resolve(compiled.rules, outcomes)
-    counts = {name: int((res.action == code).sum()) for code, name in enumerate(("allow", "drop", "demote", "label"))}
-    ctx.say(f"1,000 candidates for a 15-year-old on for_you decided in {elapsed:.2f} ms (vectorised): {counts}")
-    j = int(np.flatnonzero(res.action == 1)[0]) if counts["drop"] else 0
+    counts = {name: int((res.action == code).sum()) for code, name in enumerate(ACTION_NAMES)}
+    ctx.say(f"1,000 candidates for a 15-year-old on for_you decided in {elapsed:.2f} ms (vectorised rules, then the slate): {counts}")
+    j = int(np.flatnonzero(res.action == Act.DROP)[0]) if counts["drop"] else 0
     d = res.candidate(j)
     ctx.say(f"e.g. candidate {j}: {d.action} by {d.rule_ids[-1] if d.rule_ids else '-'}: {d.reasons[-1] if d.reasons else ''}")

@@ -177,9 +177,9 @@ class PurposeVerdict:
 
 @dataclass
 class CandidateDecision:
-    """What the rules decide for one candidate (before slate-level caps)."""
+    """What the rules decide for one candidate of a slate (``SlateDecision.candidate``)."""
 
-    action: str  # allow | drop | demote | label
+    action: str  # allow | drop | demote | label | cap
     rule_ids: list[str]
     reasons: list[str]
     factor: float = 1.0
@@ -187,3 +187,4 @@ class CandidateDecision:
     caps: list[str] = field(default_factory=list)  # ids of cap rules that matched
     shadow_rule_ids: list[str] = field(default_factory=list)
     fail_closed: bool = False
+    rank: int = -1  # position in the served slate, -1 when not served

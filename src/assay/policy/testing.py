@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from assay.policy.batch import Batch
-from assay.policy.decide import resolve
 from assay.policy.model import TestCase
+from assay.policy.slate import decide_records
 
 
 @dataclass
@@ -33,12 +33,14 @@ def run_case(bundle, case: TestCase) -> CaseResult:
             surface = surfaces[0] if surfaces else "*"
         compiled = bundle.compile_rules(str(surface))
         context = {k: v for k, v in case.input.items() if k != "item"}
-        batch = Batch.from_records(context, [case.input.get("item", {})])
-        fast = compiled.evaluate(batch)
-        ref = compiled.evaluate_reference(batch)
+        items = [case.input.get("item", {})]
+        fast = compiled.evaluate(Batch.from_records(context, items))
+        ref = compiled.evaluate_reference(Batch.from_records(context, items))
         if not np.array_equal(fast, ref):
             problems.append(f"evaluators disagree: vectorised {fast[:, 0].tolist()} vs reference {ref[:, 0].tolist()}")
-        decision = resolve(compiled.rules, fast).candidate(0)
+        # the guard's own slate semantics (rollout for the request's subject, the unlabeled
+        # pre-drop of a fail-closed surface unless the case says `mode: fail_open`, caps)
+        decision = decide_records(compiled, context, items, unlabeled_drop=case.params.get("mode", "fail_closed") != "fail_open").candidate(0)
         got = {"action": decision.action, "rules": decision.rule_ids, "factor": decision.factor, "labels": decision.labels}
         if "action" in expect and expect["action"] != decision.action:
             problems.append(f"expected action {expect['action']}, got {decision.action}")

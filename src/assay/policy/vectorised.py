@@ -26,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from assay.policy.batch import Batch, ListColumn, ListValues, MapColumn, ScalarColumn, is_arrow_list
+from assay.policy.batch import (
+    Batch,
+    ListColumn,
+    ListValues,
+    MapColumn,
+    ScalarColumn,
+    clean_str_objects,
+    is_arrow_list,
+    unusable_strings,
+)
 from assay.policy.checked_ast import CheckedAst, Node, decode_checked
 from assay.policy.model import Outcome, Rule
 from assay.policy.types import AttrType
@@ -81,6 +90,16 @@ def _objects(data: Any) -> Any:
     out = np.empty((), dtype=object)
     out[()] = data
     return out
+
+
+def _holds_nul(data: Any) -> bool:
+    """A string value (or any of a column's) contains NUL. Fixed-width columns cannot (the batch
+    refuses interior NULs, and trailing ones are padding)."""
+    if isinstance(data, str):
+        return "\x00" in data
+    if isinstance(data, np.ndarray) and data.dtype == object:
+        return any("\x00" in v for v in data.tolist() if isinstance(v, str))
+    return False
 
 
 def _or(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -289,7 +308,16 @@ class Compiler:
 
             return self._binary(args, arith)
         if ov == "add_string":
-            return self._binary(args, lambda a, b: np.add(np.asarray(a, dtype=object), np.asarray(b, dtype=object)))
+            a, b = self.compile(args[0]), self.compile(args[1])
+
+            def add_string(batch):
+                x, y = a(batch), b(batch)
+                data = np.add(_objects(x.data), _objects(y.data))  # Python str: exact, NULs kept
+                # the sum holds a NUL exactly when a part does: only then must later operations
+                # keep it as Python objects (a fixed-width copy would drop a trailing NUL)
+                return V(data, _or(x.err, y.err), nul=x.nul or y.nul or _holds_nul(x.data) or _holds_nul(y.data))
+
+            return add_string
         if ov in ("in_list", "in_map"):
             return self._in(node, args, ov)
         if ov == "index_map":
@@ -345,15 +373,23 @@ class Compiler:
         c, x, y = (self.compile(a) for a in node.args)
 
         def cond(batch):
-            cv, xv, yv = c(batch), x(batch), y(batch)
+            cv = c(batch)
+            if not np.ndim(cv.data):
+                # one condition for the whole batch: the result is the branch it picks, as that
+                # branch's own value (np.where would make a 0-d array of two scalars, and a
+                # fixed-width copy of a string that ends in NUL), with the condition's error
+                v = x(batch) if bool(cv.data) else y(batch)
+                return V(v.data, _or(cv.err, v.err), nul=v.nul)
+            xv, yv = x(batch), y(batch)
             pick = np.asarray(cv.data, dtype=bool)
-            data = np.where(pick, xv.data, yv.data)
+            nul = xv.nul or yv.nul
+            data = np.where(pick, _objects(xv.data), _objects(yv.data)) if nul else np.where(pick, xv.data, yv.data)
             branch_err = None
             if xv.err is not None or yv.err is not None:
                 xe = xv.err if xv.err is not None else False
                 ye = yv.err if yv.err is not None else False
                 branch_err = np.asarray(np.where(pick, xe, ye), dtype=bool)
-            return V(data, _or(cv.err, branch_err))
+            return V(data, _or(cv.err, branch_err), nul=nul)
 
         return cond
 
@@ -708,6 +744,8 @@ class CompiledRules:
         self.surface = surface
         self.rules: list[Rule] = bundle.rules_for(surface)
         decls = bundle.attributes["rules"]
+        # the attributes the surface's rules read, as the CEL checker resolved them
+        self.reads: tuple[str, ...] = tuple(sorted({a for r in self.rules for a in bundle.compiled("rules", r.id).attributes}))
         self._fns: list[Callable[[Batch], tuple[np.ndarray, np.ndarray | None]] | None] = []
         asts = [decode_checked(bundle.compiled("rules", rule.id).program.serialize()) for rule in self.rules]
         # sub-expressions that occur more than once across the rules are memoised per batch
@@ -773,17 +811,26 @@ class CompiledRules:
         for name, t, ckey, kind, dtype in self._slot_plan:
             col = columns.get(name)
             if col is not None and name not in batch.scalars:
+                if t.kind == "list" and t.elem == "string" and type(col) is np.ndarray and col.dtype == object \
+                        and batch.flatten_string_lists(name):
+                    col = columns[name]  # rows of JSON lists, flattened in one C pass (nulls now missing)
                 mask = masks.get(name)
                 if mask is None or (type(mask) is np.ndarray and mask.dtype == _BOOL and mask.shape == (n,) and mask.flags.c_contiguous):
                     # dtype is None for strings, and numpy reads `dtype == None` as float64: test it first
-                    if type(col) is np.ndarray and kind and col.ndim == 1 and col.flags.c_contiguous and (
-                            (dtype is not None and col.dtype == dtype)
-                            or (kind == _T["string"] and col.dtype.kind in "UO" and name in batch.clean)):
-                        if col.dtype == object:  # str objects the caller checked (JSON strings)
-                            slots.append((_S_STROBJ, col.tolist(), mask, 0))
-                        else:
-                            slots.append((kind, col, mask, col.dtype.itemsize // 4 if kind == _T["string"] else 0))
-                        continue
+                    if type(col) is np.ndarray and kind and col.ndim == 1 and col.flags.c_contiguous:
+                        if dtype is not None and col.dtype == dtype:
+                            slots.append((kind, col, mask, 0))
+                            continue
+                        if kind == _T["string"] and col.dtype.kind == "U" and col.dtype.itemsize and (
+                                name in batch.clean or unusable_strings(col) is None):
+                            # fixed-width strings checked clean (one C pass): read in place
+                            slots.append((kind, col, mask, col.dtype.itemsize // 4))
+                            continue
+                        if kind == _T["string"] and col.dtype == object:
+                            values = col.tolist()
+                            if name in batch.clean or clean_str_objects(values):  # str objects (JSON strings), checked
+                                slots.append((_S_STROBJ, values, mask, 0))
+                                continue
                     if type(col) is ListValues and t.kind == "list" and (slot := _list_slot(col, t.elem, mask, n)):
                         slots.append(slot)
                         continue

@@ -25,7 +25,11 @@ _EXPORTS = {
     "ProofError": "assay.trace.merkle",
 }
 
-__all__ = sorted(_EXPORTS)
+# `assay trace verify`: the signed log verifies, but records (or a torn batch) follow its newest
+# checkpoint, never acknowledged (a crashed writer not yet reopened, or one between checkpoints).
+EXIT_UNACKNOWLEDGED = 4
+
+__all__ = sorted([*_EXPORTS, "EXIT_UNACKNOWLEDGED"])
 
 
 def __getattr__(name: str) -> Any:

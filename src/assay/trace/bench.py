@@ -2,8 +2,10 @@
 checkpoint per batch), full verification, and the ``why`` query — beside plain row inserts into
 the machine's PostgreSQL measured in the same run.
 
-Figures: ``append_per_s``, ``verify_per_s``, ``why_query_ms`` (median of several lookups); append
-and verify with ``threads=1`` are measured beside them on the same batches, interleaved.
+Figures: ``append_per_s``, ``verify_per_s``, ``why_query_ms`` (median of several lookups),
+``erase_s_per_1m`` (erasing one subject, scaled to a 1M-record log) and ``witness_cosign_ms``
+(a witness checks a consistency proof and cosigns); append and verify with ``threads=1`` are
+measured beside them on the same batches, interleaved.
 quick=True uses a small log; quick=False appends 1M decisions for the throughput figures and
 grows the log to 10M decisions for the ``why`` query (minutes on a small machine).
 """
@@ -183,6 +185,38 @@ def _why_times(log, items: list[str], subjects: list[str], picks) -> list[float]
     return times
 
 
+def _erase_one_subject(log, tables: list[pa.Table]) -> dict[str, Any]:
+    """Erase the subject of a request a quarter into the appended decisions (the ``why`` probes
+    are in the middle); timed whole (find, rewrite and fsync the segments, sign the event)."""
+    subject = tables[len(tables) // 4].column("subject_id")[0].as_py()
+    size = log.size
+    started = time.perf_counter()
+    result = log.erase(subject, "benchmark")
+    seconds = time.perf_counter() - started
+    if not result["erased"] or any(log.record(i)["item_id"] is not None for i in result["indices"][:5]):
+        raise RuntimeError("the benchmark erasure did not erase")
+    return {"erase_s_per_1m": round(seconds * 1_000_000 / size, 3), "erase_s": round(seconds, 3), "log_records": size,
+            "erased_records": result["erased"], "files_rewritten": result["files_rewritten"]}
+
+
+def _witness(tmp: Path, log):
+    from assay.trace.witness import Witness
+
+    witness = Witness.init(tmp / "witness", "bench.assay.local/witness")
+    witness.add_log(log.verifier.vkey())
+    return witness
+
+
+def _cosign(log, witness) -> float:
+    from assay.trace.witness import collect
+
+    started = time.perf_counter()
+    (result,) = collect(log, ["in-process"], [witness.verifier], post=lambda _url, body: witness.add_checkpoint(body))
+    if not result.get("cosigned"):
+        raise RuntimeError(f"the benchmark witness did not cosign: {result}")
+    return (time.perf_counter() - started) * 1000
+
+
 def _evict(root: str) -> None:
     """Drop this log's files from the OS page cache (POSIX_FADV_DONTNEED; nothing else is touched)."""
     for folder, _dirs, files in os.walk(root):
@@ -280,9 +314,18 @@ def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
             load_after = os.getloadavg()[0]
             fallback = _hashlib_fallback(Path(tmp) / "fallback", tables[:3])
 
-            # Grow to the why-query size (not timed as append: generation dominates).
+            erase_detail = _erase_one_subject(log, tables)
+            # Grow to the why-query size (not timed as append: generation dominates); a witness
+            # cosigns each new checkpoint on the way (its consistency proof checked each time).
+            witness = _witness(Path(tmp), log)
+            cosign_ms: list[float] = []
             for start in range(n_append, n_why, batch):
                 log.append_table(synthetic_decisions(batch, start=start))
+                cosign_ms.append(_cosign(log, witness))
+            if not cosign_ms:  # --quick: no growth; cosign a few new checkpoints
+                for k in range(5):
+                    log.append_table(synthetic_decisions(1_000, start=n_append + k * 1_000))
+                    cosign_ms.append(_cosign(log, witness))
             probe = synthetic_decisions(batch, start=(n_why // 2) // batch * batch).slice(batch // 2, 50)
             subjects = probe.column("subject_id").to_pylist()
             items = probe.column("item_id").to_pylist()
@@ -308,6 +351,8 @@ def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
         "append_per_s": round(n_append / append_s),
         "verify_per_s": round(timed["verified_records"] / verify_s),
         "why_query_ms": round(statistics.median(why_ms), 2),
+        "erase_s_per_1m": erase_detail["erase_s_per_1m"],
+        "witness_cosign_ms": round(statistics.median(cosign_ms), 2),
     }
     single = {
         "append_per_s_1thread": round(n_append / timed["append_wall_s_1thread"]),
@@ -325,6 +370,15 @@ def run(quick: bool = False, threads: int | None = None) -> dict[str, Any]:
                    "verify_threads_vs_1thread": round(figures["verify_per_s"] / single["verify_per_s_1thread"], 2)},
         "targets": {"append_per_s": 1_000_000, "verify_per_s": 1_000_000, "why_query_ms": 100},
         "detail": {
+            # Erasure: one subject (~50 decisions in one request) out of the ~1.1M-record log
+            # (figures: seconds scaled to 1M records); the segments holding them are rewritten
+            # whole and fsynced, then the erasure event is signed.
+            "erase": erase_detail,
+            # Witness: after each growth batch, the log's consistency proof from the size the
+            # witness last cosigned to the new checkpoint, the witness's checks (log signature,
+            # proof, state fsynced) and cosignature, and the log verifying and storing it; in one
+            # process (no HTTP). Median over the checkpoints.
+            "witness_cosign_ms_p90": round(float(np.percentile(cosign_ms, 90)), 2), "witness_cosignatures": len(cosign_ms),
             "append_records": n_append, "batch": batch, "why_log_size": size,
             "why_first_query_ms": round(why_first_ms, 1), "why_cold_cache_ms": round(statistics.median(why_cold_ms), 2),
             # One batch: the RFC 8785 JSON built as strings (what a proof shows), and the record

@@ -98,12 +98,66 @@ SEGMENT_SCHEMA = pa.schema([pa.field(f.name, STRING_DICT) if f.name in DICTIONAR
 ERASED_COLUMNS = ("request_id", "subject_id", "item_id", "rank_before", "rank_after", "score_before", "score_after", "attribution")
 
 
-def jcs(value: Any) -> bytes:
-    """RFC 8785 JSON of a value (the reference serialiser)."""
+def jcs(value: Any, where: str | None = None) -> bytes:
+    """RFC 8785 JSON of a value (the reference serialiser). ``where`` names the field and row in
+    the error (e.g. ``decision row 3: attribution``)."""
     try:
-        return rfc8785.dumps(value)
+        out = rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
-        raise BadInput(f"cannot canonicalise {type(value).__name__} value for the trace: {e}") from e
+        what = where or f"a {type(value).__name__} value"
+        raise BadInput(f"{what} cannot be written as RFC 8785 JSON exactly, so it could never be proved: {e}") from e
+    if where is not None and isinstance(value, dict | list):
+        # Input: it must also read back as itself. A float such as 1e16 is written "10000000000000000",
+        # which a JSON reader takes for an integer beyond the safe range (and rfc8785 then refuses).
+        import json
+
+        try:
+            again = rfc8785.dumps(json.loads(out))
+        except rfc8785.CanonicalizationError as e:
+            again = str(e).encode()
+        if again != out:
+            raise BadInput(f"{where} cannot be written as RFC 8785 JSON exactly, so it could never be proved: a number "
+                           f"is written as an integer beyond \u00b1(2^53 - 1) ({again.decode(errors='replace')[:80]})")
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"the key {key!r} appears twice")
+    return out
+
+
+def canonical_json_text(text: str, where: str) -> str:
+    """The RFC 8785 form of a JSON object given as text (an attribution as ``append_table`` takes
+    it): parsed strictly (no NaN/Infinity, no duplicate keys) and re-serialised by the reference.
+    The value is unchanged, only its text; what RFC 8785 cannot carry exactly (integers beyond
+    ±(2^53 - 1), numbers that overflow to infinity, lone surrogates) is refused, naming ``where``."""
+    import json
+
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as e:
+        raise BadInput(f"{where} is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise BadInput(f"{where} must be a JSON object, got {type(value).__name__}")
+    return jcs(value, where).decode()
+
+
+def check_text(value: Any, where: str) -> None:
+    """Refuse a string that UTF-8 (and so RFC 8785) cannot carry: a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadInput(f"{where} holds a lone surrogate ({value[e.start]!r} at character {e.start}), "
+                           f"which RFC 8785 JSON cannot carry") from None
 
 
 def decision_dict(row: dict[str, Any]) -> dict[str, Any]:
@@ -151,12 +205,25 @@ def decisions_to_table(decisions: Sequence[Decision]) -> pa.Table:
         if name in LIST_COLUMNS:
             values = [list(v) for v in values]
         elif name == "attribution":
-            values = [None if v is None else jcs(v).decode() for v in values]
+            values = [None if v is None else jcs(v, f"decision row {row}: attribution").decode()
+                      for row, v in enumerate(values)]
         columns[name] = values
     try:
         return pa.table(columns, schema=DECISION_SCHEMA)
+    except UnicodeEncodeError:
+        _find_bad_text(columns)
+        raise  # pragma: no cover - _find_bad_text raises
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
         raise BadInput(f"a decision has a field of the wrong type: {e}") from e
+
+
+def _find_bad_text(columns: dict[str, list]) -> None:
+    """Raise BadInput naming the field and row of the first string UTF-8 cannot carry."""
+    for name, values in columns.items():
+        for row, value in enumerate(values):
+            for item in value if isinstance(value, list) else (value,):
+                check_text(item, f"decision row {row}: {name}")
+    raise BadInput("a decision holds text that UTF-8 cannot carry")  # pragma: no cover
 
 
 def normalise_decision_table(table: pa.Table) -> pa.Table:
@@ -191,8 +258,59 @@ def normalise_decision_table(table: pa.Table) -> pa.Table:
             col = pc.if_else(col.is_null(), pa.scalar([], STRING_LIST), col)
         if field.name in STRING_DEFAULTS and col.null_count:
             col = pc.fill_null(col, STRING_DEFAULTS[field.name])
+        if field.name == "attribution" and col.null_count < n:
+            col = pa.array([None if text is None else canonical_json_text(text, f"decision row {row}: attribution")
+                            for row, text in enumerate(col.to_pylist())], pa.string())
         arrays.append(col)
     return pa.Table.from_arrays(arrays, schema=DECISION_SCHEMA)
+
+
+def check_utf8(col: pa.Array, name: str) -> None:
+    """Refuse text that is not UTF-8, naming the column and the first row. Strings built from
+    raw buffers (``append_table``) can hold such bytes (a lone surrogate encoded as CESU-8, say):
+    the writer would hash them as they are and no JSON library could reproduce the record. A
+    dictionary-encoded column is checked once per distinct value; plain ASCII is known good from
+    one vector scan of the bytes; anything else goes through Arrow's UTF-8 validation."""
+    values, rows = _text_values(col)
+    if values is None or _ascii(values):
+        return
+    try:
+        values.validate(full=True)
+        return
+    except pa.ArrowInvalid:
+        pass
+    for position, value in enumerate(values.cast(pa.binary()).to_pylist()):
+        try:
+            if value is not None:
+                value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput(f"decision row {rows(position)}: {name} is not valid UTF-8 (a lone surrogate?), "
+                           f"which RFC 8785 JSON cannot carry") from None
+    raise BadInput(f"decision column {name!r} is not a valid Arrow array")  # pragma: no cover
+
+
+def _text_values(col: pa.Array):
+    """The string array holding a column's text, and a function from a position in it to the
+    first row that uses it."""
+    if pa.types.is_dictionary(col.type):
+        indices = col.indices.to_numpy(zero_copy_only=False)
+        return col.dictionary, lambda k: int(np.flatnonzero(indices == k)[0])
+    if pa.types.is_list(col.type):
+        items = col.flatten()
+        offsets = col.offsets.to_numpy()
+        offsets = offsets - offsets[0]
+        if pa.types.is_dictionary(items.type):
+            indices = items.indices.to_numpy(zero_copy_only=False)
+            return items.dictionary, lambda k: int(np.searchsorted(offsets[1:], np.flatnonzero(indices == k)[0], side="right"))
+        return items, lambda i: int(np.searchsorted(offsets[1:], i, side="right"))
+    if pa.types.is_string(col.type):
+        return col, lambda i: i
+    return None, None
+
+
+def _ascii(arr: pa.Array) -> bool:
+    data = _data_bytes(arr)
+    return not len(data) or int(data.max()) < 0x80
 
 
 # ---------------------------------------------------------------- column-wise JCS
@@ -397,6 +515,12 @@ def _check_numbers(table: pa.Table) -> None:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise BadInput(f"decision row {row}: {name} is {values[row]}, which JSON cannot carry")
+        magnitude = np.abs(values)
+        integral = (magnitude >= 2.0**53) & (magnitude < 1e21)  # written as integer digits (ECMAScript)
+        if integral.any():
+            row = int(np.flatnonzero(integral)[0])
+            raise BadInput(f"decision row {row}: {name} = {float(values[row])!r} is written in JSON as an integer beyond "
+                           f"\u00b1(2^53 - 1), which JSON readers do not all read back exactly")
     for name in ("rank_before", "rank_after"):
         values = table.column(name).to_numpy()
         bad = np.abs(values) > MAX_SAFE_INT
@@ -525,16 +649,24 @@ def hash_strings(arr: pa.Array) -> list[bytes]:
     return [digests[i : i + 32] for i in range(0, len(digests), 32)]
 
 
-def event_row(event: Event) -> dict[str, Any]:
+def event_row(event: Event, row: int = 0) -> dict[str, Any]:
+    where = f"event row {row} ({event.kind!r})"
+    for name in ("kind", "subject", "bundle_hash"):
+        value = getattr(event, name)
+        if value is not None and not isinstance(value, str):
+            raise BadInput(f"{where}: {name} must be a string, got {type(value).__name__}")
+        check_text(value, f"{where}: {name}")
     if not isinstance(event.payload, dict):
-        raise BadInput(f"event {event.kind!r}: payload must be a JSON object, got {type(event.payload).__name__}")
-    if not isinstance(event.ts, int | float) or not math.isfinite(event.ts):
-        raise BadInput(f"event {event.kind!r}: ts must be a finite number")
+        raise BadInput(f"{where}: payload must be a JSON object, got {type(event.payload).__name__}")
+    if isinstance(event.ts, bool) or not isinstance(event.ts, int | float) or not math.isfinite(event.ts):
+        raise BadInput(f"{where}: ts must be a finite number")
+    if 2.0**53 <= abs(float(event.ts)) < 1e21:
+        raise BadInput(f"{where}: ts = {event.ts!r} is written in JSON as an integer beyond \u00b1(2^53 - 1)")
     return {
         "type": "event",
         "ts": float(event.ts),
         "bundle_hash": event.bundle_hash or "",
         "kind": event.kind,
         "event_subject": event.subject,
-        "payload": jcs(event.payload).decode(),
+        "payload": jcs(event.payload, f"{where}: payload").decode(),
     }

@@ -34,8 +34,28 @@ class SignatureError(AssayError):
     """A checkpoint's signature or format is wrong (tampering or the wrong key)."""
 
 
-def _key_id(name: str, public_raw: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + ALG_ED25519 + public_raw).digest()[:4]
+def _key_id(name: str, public_raw: bytes, alg: bytes = ALG_ED25519) -> bytes:
+    """C2SP signed-note key id: SHA-256(name || 0x0A || signature type || public key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + alg + public_raw).digest()[:4]
+
+
+def parse_vkey(vkey: str, alg: bytes, what: str) -> tuple[str, bytes]:
+    """``name+<hex key id>+base64(type || Ed25519 public key)``: the name and the raw key, with the
+    type byte and the key id checked (signed-note verifier keys; ``what`` names it in errors)."""
+    parts = vkey.strip().split("+", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise BadInput(f"{what} must be name+keyid+key, got {vkey.strip()[:60]!r}")
+    name, key_id_hex, key_b64 = parts
+    try:
+        raw = base64.b64decode(key_b64, validate=True)
+        key_id = bytes.fromhex(key_id_hex)
+    except ValueError as e:
+        raise BadInput(f"{what} {name!r} is not valid base64/hex: {e}") from e
+    if len(raw) != 33 or raw[:1] != alg:
+        raise BadInput(f"{what} {name!r} is not an Ed25519 key of type 0x{alg.hex()} (type byte 0x{alg.hex()} + 32 bytes)")
+    if _key_id(name, raw[1:], alg) != key_id:
+        raise BadInput(f"{what} {name!r}: key id {key_id_hex} does not match the key")
+    return name, raw[1:]
 
 
 def _check_name(name: str) -> None:
@@ -58,21 +78,7 @@ class Verifier:
 
     @classmethod
     def parse(cls, vkey: str) -> Verifier:
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3:
-            raise BadInput(f"verifier key must be name+keyid+key, got {vkey.strip()[:60]!r}")
-        name, key_id_hex, key_b64 = parts
-        try:
-            raw = base64.b64decode(key_b64, validate=True)
-            key_id = bytes.fromhex(key_id_hex)
-        except ValueError as e:
-            raise BadInput(f"verifier key {name!r} is not valid base64/hex: {e}") from e
-        if len(raw) != 33 or raw[:1] != ALG_ED25519:
-            raise BadInput(f"verifier key {name!r} is not an Ed25519 key (type byte 0x01 + 32 bytes)")
-        verifier = cls(name, raw[1:])
-        if verifier.key_id != key_id:
-            raise BadInput(f"verifier key {name!r}: key id {key_id_hex} does not match the key")
-        return verifier
+        return cls(*parse_vkey(vkey, ALG_ED25519, "verifier key"))
 
     def verify_note(self, text: str, where: str = "checkpoint") -> str:
         """Check the note's signature by this key; return the signed body. Raise SignatureError."""

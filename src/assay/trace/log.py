@@ -46,6 +46,8 @@ log = logging.getLogger("assay.trace")
 SEGMENT_SUFFIX = ".arrows"
 NOTE_SUFFIX = ".note"
 MANIFEST_SUFFIX = ".manifest.json"
+COSIGNATURES_SUFFIX = ".cosignatures"
+PENDING_ERASURE = "erasure.pending.json"  # an erasure between its signed event and its last rewrite  # witness cosignature lines for the note of that size
 DEFAULT_ORIGIN = "assay.local/trace"
 OVERLAP_MIN_ROWS = 10_000  # appends at least this large write the segment and the tree in parallel
 
@@ -70,6 +72,12 @@ class AppendResult:
 
 @dataclass
 class VerifyReport:
+    """``ok``: nothing a checkpoint signed was altered, lost or rolled back. ``unacknowledged``:
+    what lies after the newest signed checkpoint (records and torn bytes a writer never got
+    acknowledged; a writer opening the log quarantines them), or None. ``signed_size``: the
+    newest signed checkpoint; ``trusted_size``: the one this verifier had verified before (its
+    trusted state), ``witnessed_size``: the newest with a witness quorum (when witnesses were given)."""
+
     ok: bool
     records: int
     checkpoints: int
@@ -77,11 +85,17 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    signed_size: int = 0
+    unacknowledged: dict[str, Any] | None = None
+    trusted_size: int | None = None
+    witnessed_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "records": self.records, "checkpoints": self.checkpoints, "erased": self.erased,
             "problems": self.problems, "warnings": self.warnings, "seconds": round(self.seconds, 4),
+            "signed_size": self.signed_size, "unacknowledged": self.unacknowledged,
+            "trusted_size": self.trusted_size, "witnessed_size": self.witnessed_size,
         }
 
     def raise_if_failed(self) -> None:
@@ -257,7 +271,7 @@ class TraceLog:
         # on the calling thread. Same bytes either way.
         self.threads = hashing.workers(threads)
         self._lock = threading.RLock()
-        self._tree = TreeFile(tree_path, fsync=self.fsync, threads=self.threads)
+        self._tree = TreeFile(tree_path, fsync=self.fsync, threads=self.threads, read_only=read_only)
         self._active: _ActiveSegment | None = None
         self._scratch = Scratch()  # appends run one at a time (under _lock)
         self._tables: dict[str, tuple[tuple[int, int], pa.Table]] = {}
@@ -265,7 +279,18 @@ class TraceLog:
         self._last_checkpoint_time = 0.0
         self.recovery: list[str] = []
         self.problems: list[str] = []
+        self._recovery_payload: dict[str, Any] = {}
+        self._scratch_dir = None  # a reader's private tree, when tree.bin proved damaged
+        self._rewritten: dict[str, tuple[int, Any]] = {}  # segment -> (length, SHA-256 state) of an erasure's rewrite
+        self._closed = False
         self._file_lock = None
+        self.location = self.root if self.local else f"{fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]}://{self.root}"
+        # What this writer last signed, kept outside the log (see state.py).
+        self._state_path = None
+        if signer is not None and not read_only:
+            from assay.trace import state
+
+            self._state_path = state.default_path("writer", origin, self.location, signer.verifier)
         for sub in ("segments", "checkpoints"):
             fs.makedirs(f"{self.root}/{sub}", exist_ok=True)
         if self.local and not read_only:
@@ -281,13 +306,15 @@ class TraceLog:
     def open(cls, path: str | os.PathLike | None = None, fs=None, *, origin: str = DEFAULT_ORIGIN,
              fsync: str = "batch", checkpoint_every: float | None = 0.0, segment_records: int = 1_000_000,
              signing_key: Path | None = None, read_only: bool = False,
-             verifier: Verifier | None = None, threads: int | None = None) -> TraceLog:
+             verifier: Verifier | None = None, threads: int | None = None, create: bool = True) -> TraceLog:
         """Open (creating if needed) the log at ``path``: a local directory or an fsspec URL
         (``memory://``, ``s3://``, ...). ``checkpoint_every``: seconds between automatic
         checkpoints (0: after every append; None: only on ``checkpoint()``). ``read_only``: take no
         writer lock and repair nothing (what recovery would do is reported in ``recovery``).
         ``threads``: how many threads large batches are split over (default: the CPU count, at
-        most 8; 1: single-threaded); the bytes written are the same."""
+        most 8; 1: single-threaded); the bytes written are the same. ``create=False``: a path that
+        holds no log is an error instead of a new, empty log (erasure uses it: a mistyped path
+        must not quietly succeed)."""
         import fsspec
 
         home = settings().home
@@ -300,14 +327,16 @@ class TraceLog:
             root = path
         if _is_local(fs):
             root = str(Path(root).expanduser().resolve())
+            if os.path.exists(root) and not os.path.isdir(root):
+                raise BadInput(f"{path} is a file, not a trace log folder")
             tree_path = Path(root) / "tree.bin"
         else:
             digest = hashlib.sha256(f"{fs.protocol}:{root}".encode()).hexdigest()[:16]
             tree_path = home / "cache" / "trace-tree" / f"{digest}.bin"
         key_path = signing_key or home / "keys" / "trace-signing.key"
+        if (read_only or not create) and not fs.exists(f"{root}/segments"):
+            raise BadInput(f"there is no trace log at {path}")
         if read_only:
-            if not fs.exists(f"{root}/segments"):
-                raise BadInput(f"there is no trace log at {path}")
             # A reader creates no keys: without the signing key it needs the verifier key, and
             # without the pseudonym key it cannot look subjects up (it can still verify).
             signer = Signer.load_or_create(key_path, origin) if key_path.exists() else None
@@ -320,11 +349,21 @@ class TraceLog:
                    read_only=read_only, threads=threads)
 
     def close(self) -> None:
+        """Sign what this writer appended since its last checkpoint (``checkpoint_every`` > 0 or
+        None leaves records unsigned between checkpoints; a clean close acknowledges them), then
+        release the files."""
         with self._lock:
+            if not self.read_only and not self._closed and not self.problems and self._size and \
+                    _note_name(self._size) not in self.checkpoint_names():
+                self._publish_checkpoint()
+            self._closed = True
             if self._active:
                 self._active.close()
                 self._active = None
             self._tree.close()
+            if self._scratch_dir is not None:
+                self._scratch_dir.cleanup()
+                self._scratch_dir = None
             if self._file_lock:
                 self._file_lock.close()
                 self._file_lock = None
@@ -370,24 +409,37 @@ class TraceLog:
             return pa.memory_map(path).read_buffer()
         return pa.py_buffer(self._read(f"segments/{name}"))
 
-    def _write_atomic(self, rel: str, data: bytes) -> None:
+    def _write_atomic(self, rel: str, data: bytes | Sequence[bytes | memoryview], durable: bool = True) -> None:
+        """Replace a file whole: written beside it, fsynced, renamed over it, the folder fsynced
+        (the old file's name and bytes are gone from the folder once this returns). ``durable``
+        False: no fsync (a sidecar that can be collected again)."""
         path = f"{self.root}/{rel}"
         if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = path + ".tmp"
             with open(tmp, "wb") as f:
-                f.write(data)
+                if isinstance(data, bytes | bytearray | memoryview):
+                    f.write(data)
+                else:
+                    f.writelines(data)  # the pieces, without joining them first
                 f.flush()
-                if self.fsync:
+                if self.fsync and durable:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
-            if self.fsync:
+            if self.fsync and durable:
                 _fsync_dir(os.path.dirname(path))
         else:
-            self.fs.pipe_file(path, data)
+            self.fs.pipe_file(path, data if isinstance(data, bytes) else b"".join(data))
 
     # ------------------------------------------------------------ recovery
 
     def _recover(self) -> None:
+        """Bring the log to its last acknowledged state: the newest signed checkpoint. What lies
+        beyond it (complete batches a crashed writer never saw acknowledged, a torn batch, a
+        forged record) was never signed by this writer and will not be: a writer moves it to
+        ``quarantine/`` with a report, a reader only reports it. Damage to what a checkpoint
+        signed, or a log older than what this writer last signed, goes to ``problems`` and the
+        log refuses appends (the evidence is kept)."""
         notes = self.checkpoint_names()
         latest = None
         if notes and self.verifier is not None:
@@ -396,43 +448,31 @@ class TraceLog:
             except (SignatureError, AssayError) as e:
                 self.problems.append(str(e))
         signed = latest.size if latest else 0
-        names = self.segment_names()
-        size = 0
         self._segment_digests: dict[str, tuple[int, str]] = {}
-        batches: list[pa.RecordBatch] | None = None
-        while names:
-            batches, good, trailing = read_batches(self._read_segment_buffer(names[-1]), f"segment {names[-1]}")
-            kept = int(names[-1][:20]) + sum(b.num_rows for b in batches)
-            if not trailing:
-                break
-            if kept < signed:
-                # Cutting here would drop signed records: that is damage, not a crash; keep the evidence.
-                self.problems.append(f"{trailing}, and the signed checkpoint covers records beyond it")
-                break
-            if self.read_only:
-                self.recovery.append(f"{trailing}; a writer would cut it off (that batch was never acknowledged)")
-                break
-            if good == 0:  # not even a schema: the writer died while creating the file
-                self._discard_segment(names[-1], trailing)
-                names, batches = names[:-1], None
-                continue
-            self._truncate_segment(names[-1], good, trailing)
-            break
-        if names:
-            if batches is None:
-                batches, _, _ = read_batches(self._read_segment_buffer(names[-1]), f"segment {names[-1]}")
-            size = int(names[-1][:20]) + sum(b.num_rows for b in batches)
+        trusted = self._check_writer_state(latest) if not self.read_only else None
+        if not self.read_only and not self.problems and self.verifier is not None:
+            self._quarantine_unsigned(signed)
+        size, torn = self._count_records()
         self._size = size
+        if torn and size < signed:
+            # Cutting here would drop signed records: that is damage, not a crash; keep the evidence.
+            self.problems.append(f"{torn}, and the signed checkpoint covers records beyond it")
+        elif torn and self.read_only:
+            self.recovery.append(f"{torn}; a writer would move it to quarantine (that batch was never acknowledged)")
+        elif torn and not self.problems:
+            self.problems.append(f"{torn} (and no signed checkpoint says where the acknowledged records end)")
         if self.read_only:
             if signed > size:
                 self.problems.append(f"checkpoint {notes[-1]} covers {signed} records but the segments hold only {size}")
+            elif size > signed and latest is not None:
+                self.recovery.append(f"{size - signed} records after the newest signed checkpoint (size {signed}) were "
+                                     f"never acknowledged; a writer opening the log moves them to quarantine")
             return
         # The tree cache follows the segments.
         if self._tree.size > size:
             self._tree.truncate(size)
         if self._tree.size < size:
             self._rebuild_tree_from(self._tree.size)
-        # Checkpoints: never ahead of the records; records after the newest one get a new one.
         if latest is not None:
             self._last_checkpoint_time = latest.time or 0.0
             if latest.size > size:
@@ -441,37 +481,216 @@ class TraceLog:
                     f"acknowledged records are missing (a segment was truncated or deleted)")
             elif merkle.root_hash(self._tree, latest.size) != latest.root:
                 # The cache disagrees with the signed root: rebuild it from the segments and look again.
-                self._tree.truncate(0)
-                self._rebuild_tree_from(0)
+                self._rebuild_tree()
                 if merkle.root_hash(self._tree, latest.size) != latest.root:
                     self.problems.append(
                         f"the records up to {latest.size} do not hash to the root signed in {notes[-1]}; run `assay trace verify`")
-        if not self.problems and size and (latest is None or latest.size < size):
-            self._publish_checkpoint()
+        if trusted is not None and not self.problems and trusted.checkpoint.size <= size and \
+                merkle.root_hash(self._tree, trusted.checkpoint.size) != trusted.checkpoint.root:
+            self.problems.append(
+                f"the records up to {trusted.checkpoint.size} no longer hash to the root this writer signed "
+                f"(its state {trusted.path}): the log's history was rewritten")
         if self.recovery and not self.problems:
             for message in self.recovery:
                 log.warning("trace recovery: %s", message)
             self.append([Event(kind="trace.recovered", ts=time.time(), subject=self.origin,
-                               payload={"messages": list(self.recovery)})])
+                               payload={"messages": list(self.recovery), **self._recovery_payload})])
+            self._recovery_payload = {}
+        if not self.problems:
+            self._finish_pending_erasure()
 
-    def _discard_segment(self, name: str, why: str) -> None:
-        self.recovery.append(f"{why}; removed the empty segment {name}")
-        self.fs.rm(f"{self.root}/segments/{name}")
+    def _check_writer_state(self, latest: Checkpoint | None):
+        """What this writer last signed, against the log's newest checkpoint: a log that went back
+        (newest checkpoints deleted, rolled back to a copy) is refused, never re-signed."""
+        from assay.trace import state
 
-    def _truncate_segment(self, name: str, good: int, why: str) -> None:
-        self.recovery.append(f"{why}; cut the segment back to {good} bytes (that batch was never acknowledged)")
+        if self._state_path is None or self.verifier is None:
+            return None
+        try:
+            trusted = state.load(self._state_path, self.verifier, self.origin)
+        except state.StateUnreadable as e:
+            # Torn by a crash (it is written without fsync): start afresh from the log's checkpoints.
+            self.recovery.append(f"{e}; the writer's trusted state starts again from the newest checkpoint")
+            return None
+        except SignatureError as e:
+            self.problems.append(f"{e}; remove {self._state_path} only if this key really signed nothing else here")
+            return None
+        if trusted is None:
+            return None
+        have = latest.size if latest else 0
+        if have < trusted.checkpoint.size:
+            self.problems.append(
+                f"rollback: this writer signed a checkpoint of size {trusted.checkpoint.size} but the newest checkpoint "
+                f"in the log is of size {have} (checkpoints deleted or the log rolled back; writer state "
+                f"{self._state_path}); nothing will be signed until this is resolved")
+        elif _note_name(trusted.checkpoint.size) not in self.checkpoint_names():
+            self.problems.append(
+                f"the checkpoint of size {trusted.checkpoint.size} that this writer signed is missing from the log "
+                f"(deleted); writer state {self._state_path}")
+        return trusted
+
+    def _count_records(self) -> tuple[int, str | None]:
+        """Records in the segments (through the newest segment holding a complete batch) and what
+        follows the last complete batch, if that is not a clean end (a torn batch, a segment the
+        writer died creating)."""
+        torn = None
+        for name in reversed(self.segment_names()):
+            batches, _good, trailing = read_batches(self._read_segment_buffer(name), f"segment {name}")
+            torn = torn or trailing
+            if batches:
+                return int(name[:20]) + sum(b.num_rows for b in batches), torn
+        return 0, torn
+
+    def _quarantine_unsigned(self, signed: int) -> None:
+        """Move every byte after the newest signed checkpoint (``signed`` records) out of the
+        segments into ``quarantine/<signed>-<digest>/``: for each segment the bytes as they were
+        (a readable Arrow stream: the segment's schema, then the batches, a torn one included)
+        and a ``report.json``; then cut the segments back (fsynced). The cut point in the
+        segment holding record ``signed`` is the byte length the checkpoint's signed manifest
+        recorded for it. Nothing is signed here: the caller records the quarantine as an event."""
+        names = self.segment_names()
+        boundary = max((n for n in names if int(n[:20]) < signed), default=None)
+        pieces: list[tuple[str, int, bytes]] = []  # (segment, first byte moved, its content in quarantine)
+        for name in names:
+            data = memoryview(self._read_segment_buffer(name))
+            if int(name[:20]) >= signed:
+                batches, good, trailing = read_batches(data, f"segment {name}", validate=False)
+                if not batches and (not trailing or good == 0) and len(data) <= len(_schema_message(data)):
+                    self.recovery.append(f"segment {name} holds no record; removed the empty segment {name}")
+                    self.fs.rm(f"{self.root}/segments/{name}")
+                    self._forget_segment(name)
+                    continue
+                pieces.append((name, 0, bytes(data)))
+            elif name == boundary:
+                cut = self._signed_length(name, signed, len(data))
+                if cut is None:
+                    return
+                if cut < len(data):
+                    pieces.append((name, cut, _schema_message(data) + bytes(data[cut:])))
+        if not pieces:
+            return
+        digest = hashlib.sha256(b"".join(p[2] for p in pieces)).hexdigest()
+        folder = f"quarantine/{signed:020d}-{digest[:12]}"
+        entries = []
+        records = torn_bytes = 0
+        for name, offset, content in pieces:
+            batches, good, trailing = read_batches(content, f"quarantined {name}", validate=False)
+            rows = sum(b.num_rows for b in batches)
+            torn = len(content) - good if trailing else 0
+            records += rows
+            torn_bytes += torn
+            entries.append({"segment": name, "first_index": signed if offset else int(name[:20]), "records": rows,
+                            "torn_bytes": torn, "from_byte": offset, "file": name,
+                            "sha256": hashlib.sha256(content).hexdigest()})
+            self._write_atomic(f"{folder}/{name}", content)
+        report = {"reason": "records after the newest signed checkpoint: never acknowledged by a writer, so never signed",
+                  "signed_size": signed, "records": records, "torn_bytes": torn_bytes, "time": time.time(),
+                  "segments": entries}
+        self._write_atomic(f"{folder}/report.json", canonical.jcs(report))
+        for name, offset, _ in pieces:
+            if offset == 0:
+                self.fs.rm(f"{self.root}/segments/{name}")
+            else:
+                self._cut_segment(name, offset)
+            self._forget_segment(name)
+        if self.local and self.fsync:
+            _fsync_dir(f"{self.root}/segments")
+        what = f"{records} records" + (f" and {torn_bytes} bytes of a torn batch (not a complete record batch)" if torn_bytes else "")
+        self.recovery.append(f"{what} after the newest signed checkpoint (size {signed}) were never acknowledged: "
+                             f"moved to {folder} (not signed)")
+        self._recovery_payload = {"quarantine": folder, "quarantined_records": records,
+                                  "quarantined_torn_bytes": torn_bytes, "quarantine_sha256": digest}
+
+    def _signed_length(self, name: str, size: int, length: int) -> int | None:
+        """The byte length of segment ``name`` that holds its records up to ``size`` (where the
+        batches end), checked against the checkpoint's signed manifest (byte length and SHA-256;
+        hashed only when the file is longer, i.e. something follows). A segment an interrupted
+        erasure was rewriting no longer matches the older manifest: its records, checked by the
+        tree against the signed root, say where it ends. None, with a problem, when the cut
+        cannot be established."""
+        import json
+
+        note_name = _note_name(size)
+        cut = _rows_end(self._read_segment_buffer(name), size - int(name[:20]))
+        if name in self._pending_erasure_segments():
+            return cut
+        try:
+            body = self.verifier.verify_note(self._read(f"checkpoints/{note_name}").decode("utf-8", "replace"),
+                                             f"checkpoint {note_name}")
+            committed = next(line.split(" ", 1)[1] for line in body.splitlines() if line.startswith("segments "))
+            raw = self._read(f"checkpoints/{size:020d}{MANIFEST_SUFFIX}")
+        except (SignatureError, StopIteration, FileNotFoundError) as e:
+            self.problems.append(f"checkpoint {note_name}: its signed segment manifest cannot be read "
+                                 f"({e or 'no segments line'}), so the records after it cannot be told from the signed ones")
+            return None
+        if hashlib.sha256(raw).hexdigest() != committed:
+            self.problems.append(f"checkpoint {note_name}: its segment manifest is not the one the note signed (replaced)")
+            return None
+        entry = next((e for e in json.loads(raw)["segments"] if e["name"] == name), None)
+        if entry is None or length < entry["bytes"] or cut is None:
+            return None if cut is None else cut  # short: _count_records reports the damage
+        if length == cut == entry["bytes"]:
+            return cut  # nothing follows: verify checks these bytes
+        if cut != entry["bytes"] or hashlib.sha256(memoryview(self._read_segment_buffer(name))[:cut]).hexdigest() != entry["sha256"]:
+            self.problems.append(f"segment {name}: its first {entry['bytes']} bytes differ from those signed in "
+                                 f"checkpoint {note_name}; run `assay trace verify`")
+            return None
+        return cut
+
+    def _pending_erasure(self) -> dict[str, Any] | None:
+        import json
+
+        try:
+            return json.loads(self._read(PENDING_ERASURE))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            self.problems.append(f"{PENDING_ERASURE} is not readable JSON: an erasure was interrupted; look at it before going on")
+            return None
+
+    def _pending_erasure_segments(self) -> list[str]:
+        pending = self._pending_erasure()
+        return pending["segments"] if pending else []
+
+    def _cut_segment(self, name: str, length: int) -> None:
         path = f"{self.root}/segments/{name}"
         if self.local:
             with open(path, "r+b") as f:
-                f.truncate(good)
+                f.truncate(length)
                 f.flush()
                 os.fsync(f.fileno())
         else:
-            self.fs.pipe_file(path, self._read(f"segments/{name}")[:good])
+            self.fs.pipe_file(path, self._read(f"segments/{name}")[:length])
+
+    def _forget_segment(self, name: str) -> None:
+        """Drop what was cached about a segment whose bytes changed (tables, digests, why index)."""
+        self._tables.pop(name, None)
+        self._segment_digests.pop(name, None)
+        self.__dict__.get("_why_index", {}).pop(name, None)
+        if self.local:
+            for path in Path(self.root, "index").glob(f"{name}.*"):
+                path.unlink(missing_ok=True)
 
     def _rebuild_tree_from(self, start: int) -> None:
         for table in self._iter_segments(columns=["index", "record_hash"], start=start):
             self._tree.append(_leaf_hashes(_fixed_bytes(table.column("record_hash").combine_chunks()), self.threads))
+
+    def _rebuild_tree(self) -> None:
+        """Recompute the tree cache from the segments' record hashes. A writer rewrites
+        ``tree.bin``; a reader (which must not write under a live writer) builds a private copy."""
+        with self._lock:
+            if self.read_only:
+                import tempfile
+
+                if self._scratch_dir is None:
+                    self._scratch_dir = tempfile.TemporaryDirectory(prefix="assay-trace-tree-")
+                self._tree.close()
+                path = Path(self._scratch_dir.name) / "tree.bin"
+                path.unlink(missing_ok=True)
+                self._tree = TreeFile(path, fsync=False, threads=self.threads)
+            else:
+                self._tree.truncate(0)
+            self._rebuild_tree_from(0)
 
     def _load_checkpoint(self, name: str) -> Checkpoint:
         key = None
@@ -579,7 +798,7 @@ class TraceLog:
             table = self._prepare_decisions(canonical.decisions_to_table(decisions))
             parts.append(self._decision_rows(table))
             positions.append(np.flatnonzero(is_decision))
-        rows = [canonical.event_row(e) for e in others]
+        rows = [canonical.event_row(r, i) for i, r in enumerate(records) if not isinstance(r, Decision)]
         event_table = pa.Table.from_pylist(
             [{**{k: None for k in canonical.SEGMENT_SCHEMA.names}, "erased": False, **row} for row in rows],
             schema=canonical.SEGMENT_SCHEMA)
@@ -624,6 +843,8 @@ class TraceLog:
                 col = pc.dictionary_encode(col)
             elif name in canonical.LIST_COLUMNS and not pa.types.is_dictionary(col.type.value_type):
                 col = _encode_items(col)
+            if name != "subject_id":  # pseudonymised: hex
+                canonical.check_utf8(col, name)
             return col
 
         # Large batches encode their columns on the thread pool (Arrow's kernels release the GIL):
@@ -746,7 +967,7 @@ class TraceLog:
                 segment_is_current(self._read_segment_buffer(names[-1]))
             name = names[-1] if reuse else _segment_name(self._size)
             self._active = _ActiveSegment(f"{self.root}/segments/{name}", name, self.fsync,
-                                          self._segment_rows(name) if reuse else 0)
+                                          self._segment_rows(name) if reuse else 0, self._rewritten.pop(name, None))
         return self._active
 
     def _segment_rows(self, name: str) -> int:
@@ -782,6 +1003,12 @@ class TraceLog:
         note = self.signer.sign_note(body)
         self._write_atomic(f"checkpoints/{self._size:020d}{MANIFEST_SUFFIX}", manifest_bytes)
         self._write_atomic(f"checkpoints/{_note_name(self._size)}", note.encode())
+        if self._state_path is not None:
+            from assay.trace import state
+
+            # Not fsynced: a crash can only leave it behind the log (less protection, no false alarm),
+            # and the checkpoint itself is durable; two more fsyncs a checkpoint would cost appends.
+            state.save(self._state_path, note, fsync=False)
         self._last_checkpoint_time = checkpoint.time or time.time()
         return checkpoint
 
@@ -806,7 +1033,9 @@ class TraceLog:
 
     def prove_inclusion(self, index: int, tree_size: int | None = None) -> dict[str, Any]:
         """Everything a third party needs, with only the public key, to check that record
-        ``index`` is in the log: the record, its RFC 8785 JSON, the proof and a signed checkpoint."""
+        ``index`` is in the log: the record, its RFC 8785 JSON, the proof and a signed checkpoint
+        (with the witnesses' cosignatures collected for it). The proof is checked against the
+        signed root before it is handed out: a damaged tree cache is rebuilt, never served."""
         found = self.latest_checkpoint()
         if found is None:
             raise BadInput("the log has no checkpoint yet")
@@ -820,21 +1049,46 @@ class TraceLog:
         if not 0 <= index < checkpoint.size:
             raise BadInput(f"record index {index} is not covered by the checkpoint of size {checkpoint.size}")
         row = self.record(index)
-        proof = merkle.inclusion_proof(self._tree, index, checkpoint.size)
+        record_hash = bytes.fromhex(row["record_hash"])
         bundle: dict[str, Any] = {
             "kind": "assay.trace.inclusion/v1",
             "index": index,
             "tree_size": checkpoint.size,
             "record_hash": row["record_hash"],
-            "proof": [p.hex() for p in proof],
-            "checkpoint": note,
+            "proof": [p.hex() for p in self._checked_proof(
+                lambda: merkle.inclusion_proof(self._tree, index, checkpoint.size),
+                lambda proof: merkle.verify_inclusion(index, checkpoint.size, merkle.leaf_hash(record_hash), proof,
+                                                      checkpoint.root),
+                f"record {index} in the checkpoint of size {checkpoint.size}")],
+            "checkpoint": note + self.cosignatures(checkpoint.size),
             "verifier_key": self.verifier.vkey(),
         }
         if not row["erased"]:
-            bundle["record_json"] = canonical.reference_canonical(row).decode()
+            text = canonical.reference_canonical(row)
+            if hashlib.sha256(text).digest() != record_hash:
+                raise TamperError([f"record {index} does not match its record hash (its content was altered); "
+                                   f"run `assay trace verify`"])
+            bundle["record_json"] = text.decode()
         else:
             bundle["erased"] = True
         return bundle
+
+    def _checked_proof(self, make: Callable[[], list[bytes]], check: Callable[[list[bytes]], None], what: str) -> list[bytes]:
+        """A proof from the tree cache that computes the signed root; else the cache is rebuilt
+        from the segments and the proof made again; else the records themselves disagree with
+        the signed checkpoint, and nothing is served."""
+        for attempt in range(2):
+            try:
+                proof = make()
+                check(proof)
+                return proof
+            except (merkle.ProofError, IndexError) as e:
+                if attempt:
+                    raise TamperError([f"no valid proof of {what}: the records do not hash to the signed root ({e}); "
+                                       f"run `assay trace verify`"]) from e
+                log.warning("trace: the tree cache gave a proof of %s that does not check (%s); rebuilding it", what, e)
+                self._rebuild_tree()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def prove_consistency(self, old_size: int, new_size: int | None = None) -> dict[str, Any]:
         sizes = self.checkpoint_sizes()
@@ -844,15 +1098,75 @@ class TraceLog:
                 raise BadInput(f"there is no checkpoint of size {size}; sizes: {sizes[-5:]}")
         if old_size > new_size:
             raise BadInput(f"old size {old_size} is larger than new size {new_size}")
+        old, new = self._load_checkpoint(_note_name(old_size)), self._load_checkpoint(_note_name(new_size))
+        proof = self._checked_proof(lambda: merkle.consistency_proof(self._tree, old_size, new_size),
+                                    lambda p: merkle.verify_consistency(old_size, new_size, p, old.root, new.root),
+                                    f"consistency from size {old_size} to {new_size}")
         return {
             "kind": "assay.trace.consistency/v1",
             "old_size": old_size,
             "new_size": new_size,
-            "proof": [p.hex() for p in merkle.consistency_proof(self._tree, old_size, new_size)],
-            "old_checkpoint": self._read(f"checkpoints/{_note_name(old_size)}").decode(),
-            "new_checkpoint": self._read(f"checkpoints/{_note_name(new_size)}").decode(),
+            "proof": [p.hex() for p in proof],
+            "old_checkpoint": self._read(f"checkpoints/{_note_name(old_size)}").decode() + self.cosignatures(old_size),
+            "new_checkpoint": self._read(f"checkpoints/{_note_name(new_size)}").decode() + self.cosignatures(new_size),
             "verifier_key": self.verifier.vkey(),
         }
+
+    def add_cosignatures(self, size: int, lines: Sequence[str]) -> None:
+        """Keep witness cosignature lines for the checkpoint of ``size`` (one per witness key: a
+        newer line of the same key replaces the older). Readers may call it: it touches only this
+        sidecar, never what a checkpoint signed."""
+        from assay.trace.witness import split_note
+
+        if _note_name(size) not in self.checkpoint_names():
+            raise BadInput(f"there is no checkpoint of size {size}")
+        rel = f"checkpoints/{size:020d}{COSIGNATURES_SUFFIX}"
+        with self._sidecar_lock():
+            kept: dict[tuple[str, bytes], str] = {}
+            for line in [*self.cosignatures(size).splitlines(), *lines]:
+                if line.strip():
+                    (name, blob), = split_note(f"x\n\n{line}\n", "cosignature")[1]
+                    kept[(name, blob[:4])] = line
+            # Not fsynced: lost cosignatures are collected again (a witness re-cosigns the size it knows).
+            self._write_atomic(rel, "".join(line + "\n" for line in kept.values()).encode(), durable=False)
+
+    def witness_sizes(self) -> dict[str, int]:
+        """The size each witness (by URL) last cosigned for this log, as the log recorded it."""
+        import json
+
+        try:
+            return {str(k): int(v) for k, v in json.loads(self._read("checkpoints/witnesses.json")).items()}
+        except (FileNotFoundError, ValueError, AttributeError):
+            return {}
+
+    def remember_witness_size(self, url: str, size: int) -> None:
+        with self._sidecar_lock():
+            sizes = self.witness_sizes()
+            sizes[url] = size
+            self._write_atomic("checkpoints/witnesses.json", canonical.jcs(sizes), durable=False)
+
+    @contextlib.contextmanager
+    def _sidecar_lock(self):
+        """Serialises writers of the checkpoints' sidecar files (cosignatures), which readers write too."""
+        if not self.local:
+            yield
+            return
+        import fcntl
+
+        with open(f"{self.root}/checkpoints/.sidecar.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def cosignatures(self, size: int) -> str:
+        """The witness cosignature lines collected for the checkpoint of ``size`` ('' if none):
+        appended to the log's note they make the C2SP cosigned checkpoint."""
+        try:
+            return self._read(f"checkpoints/{size:020d}{COSIGNATURES_SUFFIX}").decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
 
     def checkpoint_sizes(self) -> list[int]:
         return [int(n[:20]) for n in self.checkpoint_names()]
@@ -873,64 +1187,170 @@ class TraceLog:
     # ------------------------------------------------------------ erasure
 
     def erase(self, subject_id: str, reason: str = "data subject request") -> dict[str, Any]:
-        """Erase the personal payload of every record about ``subject_id``. The record hashes (and
-        so the tree and every proof) stay; the erasure is appended as a ``trace.erasure`` event."""
+        """Erase every record about ``subject_id``: each keeps only what its proof needs (index,
+        record hash, that it is an erased decision); every payload field is removed from every
+        file under the log (segments, quarantined tails, the ``why`` item index): each affected
+        file is rewritten, fsynced and swapped in, the old one gone. Then the erasure is appended
+        as a ``trace.erasure`` event (the indices and the reason, not the subject) and a
+        checkpoint signs it. The tree, every checkpoint's root and every other record's proof are
+        unchanged. A crash in between leaves ``erasure.pending.json``; the next writer finishes it."""
         if self.read_only:
             raise BadInput("this log was opened read-only")
+        if not isinstance(reason, str):
+            raise BadInput("the erasure reason must be text")
+        canonical.check_text(reason, "the erasure reason")
         pseudonym = self.pseudonymiser.one(subject_id)
-        erased: list[int] = []
         with self._lock:
-            if self._active:
-                self._active.close()
-                self._active = None
-            for name in self.segment_names():
-                data = self._read_segment_buffer(name)
-                batches, _good, trailing = read_batches(data, f"segment {name}")
-                if trailing:
-                    raise TamperError([trailing])
-                table = pa.Table.from_batches(batches)
-                match = pc.and_(pc.equal(table.column("subject_id"), pseudonym), pc.invert(table.column("erased")))
-                match = pc.fill_null(match, False)
-                if not pc.any(match).as_py():
-                    continue
-                mask = match.combine_chunks()
-                erased.extend(pc.filter(table.column("index"), mask).to_pylist())
-                for col in (*canonical.ERASED_COLUMNS, "erased"):
-                    i = table.schema.get_field_index(col)
-                    if col == "erased":
-                        new = pc.or_(table.column(col), mask)
-                    else:
-                        new = pc.if_else(mask, pa.scalar(None, table.schema.field(col).type), table.column(col))
-                    table = table.set_column(i, col, new)
-                out = segment_bytes(table.combine_chunks().to_batches())
-                self._write_atomic(f"segments/{name}", out)
-                self._segment_digests[name] = (len(out), hashlib.sha256(out).hexdigest())
-            result = self.append([Event(kind="trace.erasure", ts=time.time(), subject=pseudonym,
-                                        payload={"indices": erased, "count": len(erased), "reason": reason})])
-        return {"subject": pseudonym, "erased": len(erased), "indices": erased, "event_index": result.first_index}
+            if self.problems:
+                raise TamperError(["refusing to erase in a log that failed its checks:", *self.problems])
+            indices, segments = self._find_subject(pseudonym)
+            pending = {"pseudonym": pseudonym, "indices": indices, "reason": reason, "event_index": self._size,
+                       "segments": segments, "quarantine": self._quarantine_files_with(pseudonym)}
+            self._write_atomic(PENDING_ERASURE, canonical.jcs(pending))
+            return self._complete_erasure(pending)
+
+    def _complete_erasure(self, pending: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite the files, then append and sign the erasure event, then drop the pending note."""
+        rewritten = self._apply_erasure(pending["pseudonym"], pending["segments"], pending["quarantine"])
+        self.append([Event(kind="trace.erasure", ts=time.time(), subject="",
+                           payload={"indices": pending["indices"], "count": len(pending["indices"]),
+                                    "reason": pending["reason"]})])
+        if _note_name(self._size) not in self.checkpoint_names():
+            self._publish_checkpoint()  # the erasure is signed, and the new bytes are in its manifest
+        self._remove(PENDING_ERASURE)
+        return {"erased": len(pending["indices"]), "indices": pending["indices"], "event_index": self._size - 1,
+                "files_rewritten": rewritten}
+
+    def _find_subject(self, pseudonym: str) -> tuple[list[int], list[str]]:
+        """Indices of the subject's decisions not yet erased, and the segments holding them."""
+        indices: list[int] = []
+        segments: list[str] = []
+        for name, table in self._named_segments(["index", "subject_id", "erased"]):
+            found = []
+            for subjects, index, erased in zip(table.column("subject_id").chunks, table.column("index").chunks,
+                                               table.column("erased").chunks, strict=True):
+                mask = _subject_mask(subjects, erased, pseudonym)
+                if mask is not None:
+                    found.extend(pc.filter(index, mask).to_pylist())
+            if found:
+                indices.extend(found)
+                segments.append(name)
+        return indices, segments
+
+    def _quarantine_files_with(self, pseudonym: str) -> list[str]:
+        """Quarantined segment files whose bytes hold the subject's pseudonym."""
+        out = []
+        for folder in self._list("quarantine"):
+            for name in self._list(f"quarantine/{folder}"):
+                if name.endswith(SEGMENT_SUFFIX) and pseudonym.encode() in self._read(f"quarantine/{folder}/{name}"):
+                    out.append(f"quarantine/{folder}/{name}")
+        return sorted(out)
+
+    def _apply_erasure(self, pseudonym: str, segments: Sequence[str], quarantined: Sequence[str]) -> int:
+        """Rewrite each file with the subject's decisions reduced to index, hash and the erased
+        flag (dictionaries rebuilt from the values left, so no erased value stays in a
+        dictionary either). A quarantined torn tail that holds the pseudonym is dropped: it
+        cannot be read, so it cannot be erased in part. Returns how many files were rewritten."""
+        if self._active:
+            self._active.close()
+            self._active = None
+        rewritten = 0
+        for rel in [f"segments/{name}" for name in segments] + list(quarantined):
+            name = rel.rsplit("/", 1)[-1]
+            data = self._read_segment_buffer(name) if rel.startswith("segments/") else pa.py_buffer(self._read(rel))
+            units, good, trailing = _appends(data, rel)
+            if trailing and rel.startswith("segments/"):
+                raise TamperError([trailing])
+            changed = [_erased_batch(batch, pseudonym) for batch, _ in units]
+            torn = bytes(memoryview(data)[good:]) if trailing else b""
+            tail = b"" if pseudonym.encode() in torn else torn
+            if all(c is None for c in changed) and tail == torn:
+                continue
+            for batch, c in zip(units, changed, strict=True):
+                if c is not None:
+                    batch[0].validate(full=True)  # what is decoded and re-encoded is checked first
+            # Appends that hold none of the subject's records are copied byte for byte.
+            out = [_schema_message(data), *(encode_batch(c) if c is not None else raw
+                                            for (_, raw), c in zip(units, changed, strict=True)), tail]
+            if rel.startswith("segments/"):
+                digest = hashlib.sha256()
+                hashed = hashing.pool("side").submit(lambda d=digest, pieces=out: [d.update(p) for p in pieces])
+                length = sum(len(piece) for piece in out)
+                self._forget_segment(name)
+                try:
+                    self._write_atomic(rel, out)  # while the new bytes are hashed (both release the GIL)
+                finally:
+                    hashed.result()
+                self._segment_digests[name] = (length, digest.hexdigest())
+                self._rewritten[name] = (length, digest)
+            else:
+                self._write_atomic(rel, out)
+            del data, units, out
+            rewritten += 1
+        return rewritten
+
+    def _finish_pending_erasure(self) -> None:
+        """An erasure interrupted by a crash is finished: its files rewritten (again: rewriting is
+        idempotent) and its event appended, unless that event was already signed."""
+        pending = self._pending_erasure()
+        if pending is None:
+            return
+        index = pending["event_index"]
+        if index < self._size:
+            record = self.record(index)
+            if record["type"] == "event" and record["kind"] == "trace.erasure":
+                self._remove(PENDING_ERASURE)
+                return
+        with self._lock:
+            result = self._complete_erasure(pending)
+        self.recovery.append(f"finished an erasure interrupted by a crash ({result['erased']} records; event #{result['event_index']})")
+
+    def _remove(self, rel: str) -> None:
+        path = f"{self.root}/{rel}"
+        if self.local:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if self.fsync:
+                _fsync_dir(os.path.dirname(path))
+        elif self.fs.exists(path):
+            self.fs.rm(path)
 
     # ------------------------------------------------------------ verification
 
-    def verify(self, verifier: Verifier | None = None, tree_dir: Path | None = None) -> VerifyReport:
+    def verify(self, verifier: Verifier | None = None, tree_dir: Path | None = None, *,
+               state: Path | bool = True, witnesses: Sequence[Any] = (), quorum: int | None = None) -> VerifyReport:
+        """Recompute everything and check it against the checkpoints (see verify.py). ``state``:
+        where this verifier keeps the newest checkpoint it verified (True: its default file under
+        ``ASSAY_HOME``; False: none), so that a later rollback fails. ``witnesses``
+        (``witness.CosignatureVerifier``) and ``quorum`` (default: all of them): a checkpoint
+        must carry that many valid cosignatures."""
         from assay.trace.verify import verify_log
 
         verifier = verifier or self.verifier
         if verifier is None:
             raise BadInput("no public key for this log: pass the verifier key (`assay trace key` on the writer "
                            "prints it; --public-key on the command line)")
-        return verify_log(self, verifier, tree_dir)
+        if state is True:
+            from assay.trace import state as trusted_state
+
+            state = trusted_state.default_path("verifier", self.origin, self.location, verifier)
+        return verify_log(self, verifier, tree_dir, state=state or None, witnesses=witnesses, quorum=quorum)
 
 
 class _ActiveSegment:
     """The segment being appended to: raw IPC messages, fsync per batch, a running SHA-256."""
 
-    def __init__(self, path: str, name: str, fsync: bool, rows: int):
+    def __init__(self, path: str, name: str, fsync: bool, rows: int, hashed: tuple[int, Any] | None = None):
+        """``hashed``: (length, SHA-256 object) of the file's bytes when the caller just wrote them
+        (an erasure's rewrite), so they are not read back and hashed again."""
         self.name = name
         self.fsync = fsync
         self.rows = rows
         exists = os.path.exists(path) and os.path.getsize(path) > 0
         self._hash = hashlib.sha256()
-        if exists:
+        if exists and hashed is not None and hashed[0] == os.path.getsize(path):
+            self._hash = hashed[1].copy()
+        elif exists:
             with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     self._hash.update(chunk)
@@ -997,6 +1417,128 @@ class _ActiveSegment:
             self._file.close()
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def _subject_mask(subjects: pa.Array, erased: pa.Array, pseudonym: str) -> pa.Array | None:
+    """Rows of one chunk that are the subject's and not yet erased (None: no such row). The
+    pseudonym is looked up once in the chunk's dictionary, then matched on the indices."""
+    if pa.types.is_dictionary(subjects.type):
+        position = pc.index(subjects.dictionary, pseudonym).as_py()
+        if position < 0:
+            return None
+        mask = pc.equal(subjects.indices, position)
+    else:
+        mask = pc.equal(subjects, pseudonym)
+    mask = pc.fill_null(pc.and_(mask, pc.invert(erased)), False)
+    return mask if pc.any(mask).as_py() else None
+
+
+KEPT_WHEN_ERASED = ("index", "record_hash", "type")  # what a proof of an erased decision needs
+
+
+def _erased_batch(batch: pa.RecordBatch, pseudonym: str) -> pa.RecordBatch | None:
+    """The batch with the subject's decisions reduced to index, record hash, type and the erased
+    flag; None if it holds none of them. Each nulled column is rebuilt (not masked): string data
+    and dictionaries hold only the values that remain."""
+    mask = _subject_mask(batch.column("subject_id"), batch.column("erased"), pseudonym)
+    if mask is None:
+        return None
+    arrays = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name in KEPT_WHEN_ERASED:
+            arrays.append(column)
+        elif name == "erased":
+            arrays.append(pc.or_(column, mask))
+        else:
+            arrays.append(_null_where(column, mask))
+    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+
+
+def _null_where(column: pa.Array, mask: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(column.type):
+        plain = pc.if_else(mask, pa.scalar(None, column.type.value_type), column.cast(column.type.value_type))
+        return pc.dictionary_encode(plain)
+    if pa.types.is_list(column.type) and pa.types.is_dictionary(column.type.value_type):
+        plain_type = pa.list_(column.type.value_type.value_type)
+        plain = pc.if_else(mask, pa.scalar(None, plain_type), column.cast(plain_type))
+        if len(plain.flatten()) != plain.offsets[-1].as_py() - plain.offsets[0].as_py():
+            plain = pa.array(plain.to_pylist(), plain_type)  # null lists backed by values: build them clean
+        return _encode_items(plain)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        # A null slot of a fixed-width column still has bytes in the values buffer, and kernels
+        # may leave the old value there: write zeros under every null.
+        nulls = pc.or_(pc.fill_null(mask, False), column.is_null()).to_numpy(zero_copy_only=False)
+        values = column.fill_null(0).to_numpy(zero_copy_only=False).copy()
+        values[nulls] = 0
+        return pa.array(values, type=column.type, mask=nulls)
+    out = pc.if_else(mask, pa.scalar(None, column.type), column)
+    if pa.types.is_string(column.type) and out.null_count:
+        # Keep no bytes of a nulled value in the data buffer (if_else copies only kept values;
+        # this makes it a rule, not an implementation detail).
+        offsets = np.frombuffer(out.buffers()[1], np.int32, count=len(out) + 1, offset=out.offset * 4)
+        if int(offsets[-1] - offsets[0]) != (pc.sum(pc.binary_length(out)).as_py() or 0):
+            out = pa.array(out.to_pylist(), column.type)
+    return out
+
+
+def _appends(data, where: str) -> tuple[list[tuple[pa.RecordBatch, bytes | memoryview]], int, str | None]:
+    """A segment as its appends: each record batch with its bytes as written (its dictionaries
+    and itself), the offset after the last complete one, and what follows it if that is not a
+    clean end. Segments in the legacy schema are decoded and re-encoded whole (their bytes are
+    not the current format)."""
+    view = memoryview(data)
+    source = pa.BufferReader(data if isinstance(data, pa.Buffer) else pa.py_buffer(data))
+    try:
+        stream = pa.ipc.open_stream(source)
+    except (pa.ArrowException, OSError, EOFError):
+        batches, good, trailing = read_batches(data, where)
+        return [(b, bytes(encode_batch(b))) for b in batches], good, trailing
+    if stream.schema != canonical.SEGMENT_SCHEMA:
+        batches, good, trailing = read_batches(data, where)
+        return [(b, bytes(encode_batch(b))) for b in batches], good, trailing
+    units: list[tuple[pa.RecordBatch, bytes | memoryview]] = []
+    start = source.tell()
+    while True:
+        try:
+            batch = stream.read_next_batch()
+        except StopIteration:
+            break
+        except (pa.ArrowException, OSError, EOFError) as e:
+            return units, start, f"{where}: {len(view) - start} bytes after byte {start} are not a complete record batch ({e})"
+        end = source.tell()
+        units.append((batch, view[start:end]))
+        start = end
+    if start < len(view):  # e.g. an end-of-stream marker: appends never write one
+        return units, start, f"{where}: {len(view) - start} bytes after byte {start} are not a complete record batch"
+    return units, len(view), None
+
+
+def _rows_end(data, rows: int) -> int | None:
+    """The byte offset in a segment where its first ``rows`` records end (after that batch), or
+    None if no batch ends there."""
+    if rows == 0:
+        return len(_schema_message(data))
+    source = pa.BufferReader(data if isinstance(data, pa.Buffer) else pa.py_buffer(data))
+    try:
+        stream = pa.ipc.open_stream(source)
+        seen = 0
+        while seen < rows:
+            seen += stream.read_next_batch().num_rows
+            if seen == rows:
+                return source.tell()
+    except (pa.ArrowException, OSError, EOFError, StopIteration):
+        return None
+    return None
+
+
+def _schema_message(data) -> bytes:
+    """The schema message that opens a segment (what makes a cut-off tail a readable stream)."""
+    reader = pa.BufferReader(data if isinstance(data, pa.Buffer) else pa.py_buffer(data))
+    try:
+        pa.ipc.read_message(reader)
+    except (pa.ArrowException, OSError, EOFError):
+        return canonical.SEGMENT_SCHEMA.serialize().to_pybytes()
+    return bytes(memoryview(data)[: reader.tell()])
 
 
 def _is_local(fs) -> bool:

@@ -160,7 +160,7 @@ def aggregate(log, by: Sequence[str] = ("rule",), bucket: str | None = None, sin
             raise BadInput(f"cannot group decisions by {key!r}; choose from {', '.join(GROUPS)}")
     if bucket is not None and bucket not in BUCKETS:
         raise BadInput(f"time bucket must be one of {', '.join(BUCKETS)}, got {bucket!r}")
-    table = log.table(["type", "ts", "surface", "action", "rule_ids", "breaker_state", "bundle_version"])
+    table = log.table(["type", "erased", "ts", "surface", "action", "rule_ids", "breaker_state", "bundle_version"])
     con = _connect()
     con.register("decisions", table)
     select = []
@@ -174,7 +174,7 @@ def aggregate(log, by: Sequence[str] = ("rule",), bucket: str | None = None, sin
         select.insert(0, f"to_timestamp(floor(ts / {BUCKETS[bucket]}) * {BUCKETS[bucket]}) AS bucket")
     group = ", ".join(str(i + 1) for i in range(len(select)))
     sql = f"""SELECT {', '.join(select)}{', ' if select else ''}count(*) AS decisions FROM {source}
-              WHERE type = 'decision' AND (? IS NULL OR ts >= ?) AND (? IS NULL OR ts < ?)
+              WHERE type = 'decision' AND NOT erased AND (? IS NULL OR ts >= ?) AND (? IS NULL OR ts < ?)
               {'GROUP BY ' + group if select else ''} ORDER BY {group + ', ' if select else ''}decisions DESC"""
     cursor = con.execute(sql, [since, since, until, until])
     names = [d[0] for d in cursor.description]

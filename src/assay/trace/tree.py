@@ -43,15 +43,20 @@ def node_position(level: int, index: int) -> int:
 
 
 class TreeFile(NodeSource):
-    def __init__(self, path: Path, fsync: bool = True, threads: int | None = None):
+    def __init__(self, path: Path, fsync: bool = True, threads: int | None = None, read_only: bool = False):
         self.path = path
         self.fsync = fsync
         self.threads = threads  # node levels are hashed in slices over this many threads (None: CPU count)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # A reader's view of a writer's tree: never written or cut (the writer may be appending).
+        self.read_only = read_only
+        if read_only:
+            self._fd = os.open(path, os.O_RDONLY) if path.exists() else os.open(os.devnull, os.O_RDONLY)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         count = os.fstat(self._fd).st_size // HASH
         self.size = leaves_for_nodes(count)
-        if nodes_for_leaves(self.size) * HASH != os.fstat(self._fd).st_size:
+        if not read_only and nodes_for_leaves(self.size) * HASH != os.fstat(self._fd).st_size:
             self._truncate_nodes(nodes_for_leaves(self.size))
 
     def close(self) -> None:
@@ -66,6 +71,8 @@ class TreeFile(NodeSource):
 
     def truncate(self, n: int) -> None:
         """Forget leaves from ``n`` on (recovery after a crash mid-batch)."""
+        if self.read_only:
+            raise PermissionError(f"{self.path}: a reader's tree is not cut")
         if n < self.size:
             self._truncate_nodes(nodes_for_leaves(n))
             self.size = n

@@ -338,25 +338,12 @@ async def approve(request: Request, deployment: str = Form(...), csrf: str = For
 @_guarded
 async def lineage(request: Request):
     actor = _actor(request)
-    from assay.govern.lineage import list_assets, show
+    from assay.govern.lineage import overview
 
-    store = request.app.state.store
-    edges: set[tuple[str, str]] = set()
-    rows = []
-    for a in list_assets(store):
-        try:
-            view = show(store, a["id"])
-        except AssayError:
-            continue
-        for e in view.get("edges", []):
-            edges.add((e["input"], e["output"]))
-        model_id = (view.get("asset", {}).get("spec") or {}).get("model_id")
-        if a.get("kind") == "deployment" and model_id:
-            edges.add((model_id, a["id"]))  # a deployment serves its model
-        effective = view.get("effective", {})  # computed along the lineage now, not the declared copy
-        rows.append({"id": a["id"], "kind": a.get("kind", ""), "purposes": effective.get("purposes", []),
-                     "restrictions": effective.get("restrictions", []), "owner": a.get("owner") or ""})
-    return _page(request, "lineage.html", "lineage", actor=actor, assets=rows, svg=lineage_svg(rows, sorted(edges)))
+    # effective terms computed along the lineage now (the governance engine's one computation)
+    view = overview(request.app.state.store)
+    return _page(request, "lineage.html", "lineage", actor=actor, assets=view["assets"],
+                 svg=lineage_svg(view["assets"], [tuple(e) for e in view["edges"]]))
 
 
 def lineage_svg(assets: list[dict[str, Any]], edges: list[tuple[str, str]]) -> str:

@@ -48,6 +48,8 @@ class DatasetIn(Strict):
     licence: Name | None = None
     data_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
     files: list[FileEntry] | None = Field(None, description="The manifest; omit to hash a path on the server.")
+    withdrawal: Annotated[str, Field(min_length=1, max_length=2000)] | None = Field(
+        None, description="This version withdraws consent (the reason): its terms also bind every earlier version.")
 
 
 class ModelIn(Strict):
@@ -153,7 +155,7 @@ def register_dataset(body: DatasetIn, store: StoreDep, actor: Actor = Depends(re
     return registry.register_dataset(
         store, actor, name=body.name, uri=body.uri, purposes=body.purposes, restrictions=restrictions,
         owner=body.owner, licence=body.licence, schema=body.data_schema,
-        files=[f.model_dump() for f in body.files] if body.files is not None else None)
+        files=[f.model_dump() for f in body.files] if body.files is not None else None, withdrawal=body.withdrawal)
 
 
 @router.post("/models", status_code=201)
