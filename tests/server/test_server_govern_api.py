@@ -99,7 +99,8 @@ def test_governance_flow_over_http(api, tmp_path):
     assert r.status_code == 400 and "hash mismatch" in r.json()["error"]
     assert api.post("/api/v1/evaluations", headers=eng, json={
         "model": model["id"], "run_id": "e1", "suite": "ranking", "target": "ranker", "metrics": {"ndcg@10": 0.2},
-        "intervals": {"ndcg@10": [0.1, 0.3]}, "model_hashes": {"ranker.txt": sha}}).status_code == 201
+        "intervals": {"ndcg@10": [0.1, 0.3]}, "n": {"ndcg@10": 500},  # the gate weighs n and the interval
+        "model_hashes": {"ranker.txt": sha}}).status_code == 201
     dep = api.post("/api/v1/deployments", headers=alice, json={
         "model": model["id"], "surface": "for_you", "purpose": "recommendation",
         "bundle_files": {"bundle.yaml": BUNDLE.read_text()}})
