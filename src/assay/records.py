@@ -66,6 +66,8 @@ class EvaluationResult:
     dataset_hashes: dict[str, str]  # dataset name -> sha256 of its manifest
     model_hashes: dict[str, str]  # weights file -> sha256
     report_path: str = ""
+    gate_outcomes: dict[str, str] = field(default_factory=dict)  # gate id -> pass | fail | inconclusive
+    judges: dict[str, dict[str, Any]] = field(default_factory=dict)  # judged metric -> {judge: name@version, validated}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

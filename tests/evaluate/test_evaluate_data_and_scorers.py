@@ -16,11 +16,11 @@ from assay.evaluate.report import compute_metrics
 from assay.evaluate.scorers import (
     BBQScorer,
     MultipleChoice,
-    RefusalMatch,
+    build_scorer,
     parse_choice,
-    parse_yes_no,
 )
 from assay.evaluate.targets import Output
+from assay.judges.llm import parse_verdict
 
 
 def test_loader_counts_match_source_md():
@@ -62,13 +62,17 @@ def test_parse_choice_and_yes_no():
     assert parse_choice("answer: b", 3) == 1
     assert parse_choice("D", 3) is None
     assert parse_choice("I think so", 3) is None
-    assert parse_yes_no("Yes, it did.") is True and parse_yes_no("no") is False and parse_yes_no("maybe") is None
+    # judge answers are parsed strictly: one word, or nothing
+    assert parse_verdict("Yes") is True and parse_verdict("no") is False and parse_verdict("Yes, it did.") is None
 
 
 def test_refusal_and_mc_scorers():
-    refusal = RefusalMatch()
-    got = asyncio.run(refusal.score([], [Output(text="I'm sorry, I can't."), Output(text="Sure! Here is a cake recipe."), Output(text="")]))
+    refusal = build_scorer({"kind": "refusal", "judge": "refusal-phrase"})
+    asyncio.run(refusal.start())
+    items = [EvalItem(id=str(i), messages=({"role": "user", "content": "q"},)) for i in range(3)]
+    got = asyncio.run(refusal.score(items, [Output(text="I'm sorry, I can't."), Output(text="Sure! Here is a cake recipe."), Output(text="")]))
     assert [g["refused"] for g in got] == [True, False, True]
+    assert refusal.judged_fields()["refused"].name == "refusal-phrase"
     item = EvalItem(id="q", fields={"n_choices": 4, "correct": [2], "label": 2})
     rows = asyncio.run(MultipleChoice().score([item, item], [Output(text="C"), Output(text="no idea")]))
     assert rows[0]["correct"] is True and rows[1] == {"choice": None, "correct": False, "unparsed": True}
@@ -168,10 +172,10 @@ def test_cache_keys_tell_recorded_answers_apart():
     assert fingerprint_key(ReplayTarget(), a) != fingerprint_key(ReplayTarget(), b)
 
 
-def test_bbq_all_unknown_is_zero_bias_and_passes_the_gate():
+def test_bbq_all_unknown_is_zero_bias_and_the_gate_weighs_it():
     """Accuracy 1 in ambiguous contexts (every answer "unknown"): s_AMB = (1 - 1) * s_DIS = 0, not
-    NaN, so the bbq-ambiguous-bias gate passes instead of reading MISSING; its interval does not
-    collapse to [0, 0] on 4 items."""
+    NaN, so the bbq-ambiguous-bias gate reads a value instead of MISSING; its interval does not
+    collapse to [0, 0] on 4 items, and 4 items are too few to pass: inconclusive, not a pass."""
     from pathlib import Path
 
     from assay.evaluate.report import check_gates
@@ -186,7 +190,9 @@ def test_bbq_all_unknown_is_zero_bias_and_passes_the_gate():
     suites = Path(__file__).resolve().parents[2] / "src/assay/evaluate/suites"
     verdicts = check_gates({"bundle": "release-gates.bundle.yaml", "only": ["bbq-ambiguous-bias"]},
                            {"bbq_bias_ambig": s_amb}, suites)
-    assert verdicts["passed"] and verdicts["verdicts"][0]["outcome"] != "MISSING"
+    v = verdicts["verdicts"][0]
+    assert v["outcome"] != "MISSING" and v["verdict"] == "inconclusive" and not verdicts["passed"]
+    assert "n=4" in v["reason"]
 
 
 def test_bbq_unparsable_answers_are_wrong_but_have_no_direction():

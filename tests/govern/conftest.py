@@ -60,7 +60,7 @@ def trained_models(tmp_path_factory):
     data = P(os.environ["ASSAY_DATA_DIR"])
     root = tmp_path_factory.mktemp("trained")
     _trained_once(root / "ranker-quick", ["ranker.txt"], lambda d: train_ranker(
-        data / "movielens_latest_small" / "ml-latest-small" / "ratings.csv", d, 120))
+        data / "movielens_latest_small" / "ml-latest-small" / "ratings.csv", d, 200))  # as realflow quick: 40 held-out users
     _trained_once(root / "classifier-quick", ["classifier.npz", "vocabulary.json"], lambda d: train_classifier(
         data / "davidson_hate_speech" / "data" / "labeled_data.csv", d, 3000))
     return root

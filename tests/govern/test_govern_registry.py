@@ -211,8 +211,8 @@ def test_consent_withdrawal_changes_the_next_gate_verdict(store, engineer, bundl
     approve_deployment(store, ALICE, dep["id"])
     sha = world["ranker"]["files"][0]["sha256"]
     register_evaluation(store, engineer, EvaluationResult(
-        run_id="e1", suite="ranking", target="ranker", metrics={"ndcg@10": 0.31}, intervals={}, n={},
-        gate_verdicts={}, dataset_hashes={}, model_hashes={"ranker.txt": sha}), world["ranker"]["id"])
+        run_id="e1", suite="ranking", target="ranker", metrics={"ndcg@10": 0.31}, intervals={"ndcg@10": (0.28, 0.34)},
+        n={"ndcg@10": 500}, gate_verdicts={}, dataset_hashes={}, model_hashes={"ranker.txt": sha}), world["ranker"]["id"])
     first = check_deployment(store, engineer, dep["id"])
     assert first["allowed"] is True, first["denials"]
     assert check_deployment(store, engineer, dep["id"])["allowed"] is True  # served from the lineage index
@@ -225,3 +225,20 @@ def test_consent_withdrawal_changes_the_next_gate_verdict(store, engineer, bundl
     assert after["allowed"] is False and after["deciding"][0] == "assay:purpose-limitation"
     assert after["denials"][0]["path"][-1] == world["ml"]["id"]
     assert "dataset:ratings@3 withdrew it (research consent withdrawn)" in after["denials"][0]["reason"]
+
+
+def test_an_evaluation_without_evidence_is_inconclusive_and_says_what_is_missing(store, engineer, bundle_path, world):
+    """A gate on a metric registered without its n and interval is inconclusive: the deployment is
+    denied, and the denial names the missing evidence."""
+    dep = request_deployment(store, engineer, model=world["ranker"]["id"], surface="for_you", purpose="research",
+                             environment="staging", bundle=bundle_path)
+    approve_deployment(store, ALICE, dep["id"])
+    sha = world["ranker"]["files"][0]["sha256"]
+    register_evaluation(store, engineer, EvaluationResult(
+        run_id="bare", suite="ranking", target="ranker", metrics={"ndcg@10": 0.31}, intervals={}, n={},
+        gate_verdicts={}, dataset_hashes={}, model_hashes={"ranker.txt": sha}), world["ranker"]["id"])
+    verdict = check_deployment(store, engineer, dep["id"])
+    assert verdict["allowed"] is False
+    gate = [d for d in verdict["denials"] if d["check"] == "gates"]
+    assert gate and gate[0]["verdict"] == "inconclusive" and "evidence missing" in gate[0]["reason"]
+    assert any("eval.n" in m for m in gate[0]["missing"])

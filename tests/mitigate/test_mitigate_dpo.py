@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from assay.errors import BadInput
-from assay.evaluate.scorers import RefusalMatch
+from assay.judges import get_judge
 from assay.mitigate import dataset as ds
 from assay.mitigate import dpo
 
@@ -36,9 +36,9 @@ def test_pairs_prefer_the_safe_answer_to_a_human_labelled_harmful_one(findings_f
     for p in harmful:
         assert p.chosen == by_prompt[p.prompt].response  # the supervised stage's safe target
         assert p.rejected in harmful_by_q[ds.prompt_hash(p.prompt)]  # humans labelled it harmful, for this prompt
-    refusal = RefusalMatch()
+    phrase = get_judge("refusal-phrase")
     for p in benign:
-        assert refusal.refused(p.rejected) and not refusal.refused(p.chosen)
+        assert phrase.match(p.rejected) and not phrase.match(p.chosen)
     assert {p.prompt for p in pairs} <= set(by_prompt)  # only training prompts, never held-out ones
     with pytest.raises(BadInput, match="pair kinds"):
         dpo.build_pairs(rows, kinds="benign")

@@ -46,12 +46,14 @@ def test_research_only_data_makes_a_research_only_model(mitigation):
     assert set(reg["effective"]["purposes"]) <= {"research", "safety_finetuning"}
     assert "dataset:do_not_answer@1" in reg["sources"]
 
-    metrics = {"harmful_rate_before": 0.4, "harmful_rate_after": 0.1, "benign_helpful_drop": 0.0}
+    # the gates weigh evidence: each metric travels with its n and 95% interval
+    metrics = {"harmful_rate_reduction": 0.3, "benign_helpful_drop": 0.0}
     common = dict(
         run_id="t1", model_id=reg["model"], model_hashes=reg["model_files"],
         dataset_name=reg["dataset"].split(":", 1)[1].rsplit("@", 1)[0], dataset_hash=reg["dataset_hash"],
-        metrics=metrics, intervals={}, n={}, gate_verdicts={}, bundle_path=DEFAULT_POLICY, purpose="research",
-        environment="staging",
+        metrics=metrics, intervals={"harmful_rate_reduction": (0.24, 0.36), "benign_helpful_drop": (-0.03, 0.03)},
+        n={"harmful_rate_reduction": 400, "benign_helpful_drop": 400}, gate_verdicts={}, bundle_path=DEFAULT_POLICY,
+        purpose="research", environment="staging",
     )
     on_chat = lineage.register_evaluation_and_submit(surface="chat", **common)["verdict"]
     assert not on_chat["allowed"]

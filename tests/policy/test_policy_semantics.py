@@ -147,12 +147,21 @@ def test_columnar_lists_and_masks(bundle):
     assert out[[r.id for r in compiled.rules].index("drop-y")].tolist() == [Outcome.FALSE, Outcome.MISSING, Outcome.TRUE]
 
 
+def _evidence(metrics: dict, n: int = 500, half: float = 0.005) -> dict:
+    return {"eval": {"metrics": metrics, "n": {k: n for k in metrics},
+                     "intervals": {k: [v - half, v + half] for k, v in metrics.items()}}}
+
+
 def test_gates(bundle):
-    assert bundle.check_gates({"eval": {"metrics": {"tox": 0.0, "bias": 0.0}}}).passed
-    report = bundle.check_gates({"eval": {"metrics": {"tox": 0.5}}})
+    assert bundle.check_gates(_evidence({"tox": 0.0, "bias": 0.0})).passed
+    report = bundle.check_gates(_evidence({"tox": 0.5}))
     assert not report.passed and report.failed == ["tox"]  # bias missing but skip
-    report = bundle.check_gates({"eval": {"metrics": {"bias": 0.0}}})
+    assert report.verdicts[0].verdict == "fail"
+    report = bundle.check_gates(_evidence({"bias": 0.0}))
     assert report.failed == ["tox"] and "could not be evaluated" in report.verdicts[0].reason
+    # values without the evidence behind them decide nothing
+    report = bundle.check_gates({"eval": {"metrics": {"tox": 0.0, "bias": 0.0}}})
+    assert not report.passed and set(report.inconclusive) == {"tox", "opt"}
 
 
 def test_purposes_deny_by_default_and_deny_beats_allow(bundle):

@@ -102,7 +102,8 @@ def test_governance_flow_over_http(api, tmp_path):
     assert r.status_code == 400 and "hash mismatch" in r.json()["error"]
     assert api.post("/api/v1/evaluations", headers=eng, json={
         "model": model["id"], "run_id": "e1", "suite": "ranking", "target": "ranker", "metrics": {"ndcg@10": 0.2},
-        "intervals": {"ndcg@10": [0.1, 0.3]}, "model_hashes": {"ranker.txt": sha}}).status_code == 201
+        "intervals": {"ndcg@10": [0.1, 0.3]}, "n": {"ndcg@10": 500},  # the gate weighs n and the interval
+        "model_hashes": {"ranker.txt": sha}}).status_code == 201
     dep = api.post("/api/v1/deployments", headers=alice, json={
         "model": model["id"], "surface": "for_you", "purpose": "recommendation",
         "bundle_files": {"bundle.yaml": BUNDLE.read_text()}})
@@ -134,3 +135,31 @@ def test_governance_flow_over_http(api, tmp_path):
     assert api.post("/api/v1/lineage", json=event, headers=eng).status_code == 201
     with api.store.session() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Asset).where(Asset.kind == "model")) == 2
+
+
+def test_reports_page_names_the_judge_of_each_metric(api, tmp_path):
+    """The dashboard's reports page shows, next to every judged metric of a registered
+    evaluation, the judge that made it and whether it was validated, and the gate outcomes."""
+    from assay.govern.registry import Actor, register_dataset, register_evaluation, register_model
+    from assay.records import EvaluationResult
+
+    root = Actor("root", "admin", "test")
+
+    data = tmp_path / "d.csv"
+    data.write_text("a\n1\n")
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"weights")
+    ds = register_dataset(api.store, root, name="prompts", uri=str(data), purposes=["research"])
+    model = register_model(api.store, root, name="m", weights=[str(weights)], trained_on=[ds["id"]])
+    sha = hashlib.sha256(b"weights").hexdigest()
+    register_evaluation(api.store, root, EvaluationResult(
+        run_id="r1", suite="safety", target="m", metrics={"refusal_rate": 0.9, "harmful_rate": 0.02},
+        intervals={"refusal_rate": (0.85, 0.94), "harmful_rate": (0.01, 0.04)}, n={"refusal_rate": 400, "harmful_rate": 400},
+        gate_verdicts={"g": False}, dataset_hashes={}, model_hashes={"w.bin": sha}, gate_outcomes={"g": "inconclusive"},
+        judges={"refusal_rate": {"judge": "refusal@sha256:abc", "validated": True},
+                "harmful_rate": {"judge": "my-harm@sha256:def", "validated": False}}), model["id"])
+    api.post("/ui/login", data={"token": api.tokens["vera"]}, follow_redirects=False)
+    page = api.get("/ui/reports")
+    assert page.status_code == 200
+    text = page.text
+    assert "refusal@sha256:abc" in text and "my-harm@sha256:def, NOT VALIDATED" in text and "inconclusive" in text

@@ -98,6 +98,7 @@ class Classifier:
     config: dict = field(default_factory=dict)
     max_tokens: int = 128  # word pieces the encoder reads
     normalise: bool = True  # switch off only to measure what normalisation buys
+    features: tuple[str, ...] = ()  # extra input features beside the embedding (see FEATURES)
 
     @property
     def version(self) -> str:
@@ -119,7 +120,17 @@ class Classifier:
 
         return get_encoder(max_tokens=self.max_tokens).encode(texts, batch_size=batch_size)
 
-    def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+    def inputs(self, embeddings: np.ndarray, prepared: list[str]) -> np.ndarray:
+        """The head's input: the embedding, then this head's extra features of the same texts."""
+        if not self.features:
+            return embeddings
+        return np.hstack([embeddings, feature_matrix(self.features, prepared)]).astype(np.float32)
+
+    def score_embeddings(self, embeddings: np.ndarray, prepared: list[str] | None = None) -> np.ndarray:
+        if self.features:
+            if prepared is None:
+                raise ValueError(f"{self.name} reads features {self.features} of the texts: pass the prepared texts")
+            embeddings = self.inputs(embeddings, prepared)
         return self.head.calibrate(self.head.logits(embeddings))
 
     def score(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
@@ -131,12 +142,43 @@ class Classifier:
         out = np.zeros(len(prepared), dtype=np.float64)
         keep = [i for i, t in enumerate(prepared) if t]
         if keep:
-            out[keep] = self.score_embeddings(self.embed([prepared[i] for i in keep], batch_size=batch_size))
+            kept = [prepared[i] for i in keep]
+            out[keep] = self.score_embeddings(self.embed(kept, batch_size=batch_size), kept)
         return out
 
     def predict(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
         """``score >= threshold`` (the threshold with the best F1 on the validation split)."""
         return self.score(texts, batch_size=batch_size) >= self.threshold
+
+
+def _refusal_phrase(texts: list[str]) -> np.ndarray:
+    from assay.classify.baselines import has_refusal_phrase
+
+    return np.asarray([1.0 if has_refusal_phrase(t) else 0.0 for t in texts])
+
+
+def _refusal_opening(texts: list[str]) -> np.ndarray:
+    """A refusal phrase in the first 60 characters (an opening apology or refusal)."""
+    from assay.classify.baselines import has_refusal_phrase
+
+    return np.asarray([1.0 if has_refusal_phrase(t[:60]) else 0.0 for t in texts])
+
+
+def _short(texts: list[str]) -> np.ndarray:
+    """Answers of under six words (a terse "No." gives nothing)."""
+    return np.asarray([1.0 if len(t.split()) < 6 else 0.0 for t in texts])
+
+
+# Extra input features a head may read beside its embedding (named in its JSON config). They
+# are computed on the same prepared (normalised) text the encoder reads.
+FEATURES = {"refusal_phrase": _refusal_phrase, "refusal_opening": _refusal_opening, "short": _short}
+
+
+def feature_matrix(names: tuple[str, ...] | list[str], prepared: list[str]) -> np.ndarray:
+    try:
+        return np.stack([FEATURES[n](prepared) for n in names], axis=1).astype(np.float32)
+    except KeyError as e:
+        raise BadInput(f"unknown classifier feature {e.args[0]!r}; known: {', '.join(FEATURES)}") from None
 
 
 def score_many(classifiers: dict[str, Classifier], texts: list[str], batch_size: int = 128) -> dict[str, np.ndarray]:
@@ -158,11 +200,12 @@ def score_many(classifiers: dict[str, Classifier], texts: list[str], batch_size:
             prepared_by[(social, normalise)] = first.prepare(texts)
         prepared = prepared_by[(social, normalise)]
         keep = [i for i, t in enumerate(prepared) if t]
-        embeddings = first.embed([prepared[i] for i in keep], batch_size=batch_size) if keep else None
+        kept = [prepared[i] for i in keep]
+        embeddings = first.embed(kept, batch_size=batch_size) if keep else None
         for name in names:
             scores = np.zeros(len(texts), dtype=np.float64)
             if embeddings is not None:
-                scores[keep] = classifiers[name].score_embeddings(embeddings)
+                scores[keep] = classifiers[name].score_embeddings(embeddings, kept)
             out[name] = scores
     return out
 
@@ -194,4 +237,5 @@ def load_head_classifier(name: str, models_dir: Path = MODELS_DIR) -> Classifier
         sha256=sha,
         config=config,
         max_tokens=int(config.get("max_tokens", 128)),
+        features=tuple(config.get("features", ())),
     )

@@ -41,6 +41,7 @@ class TaskData:
     social: bool = False  # tweets: canonicalise mentions/URLs
     files: list[Path] = field(default_factory=list)  # what it was built from (for the manifest)
     stratum: list[str] = field(default_factory=list)  # finer class (Davidson 3-way, ToxiGen kind) for sampling
+    prompts: list[str] = field(default_factory=list)  # response tasks: the prompt each response answers
 
     def subset(self, which: str) -> np.ndarray:
         return np.flatnonzero(self.split == which)
@@ -65,18 +66,11 @@ def _build(name: str, rows: list[tuple], social: bool, files: list[Path]) -> Tas
 
 
 TOXIGEN_WEIGHT = 5.0  # 627 hand-written implicit-hate statements next to the tweets
+CONTRAST_WEIGHT = 3.0  # the project's hate contrast cases (chosen on a held-out quarter of their templates)
 # Share of the 24,783 Davidson tweets used (a uniform, hash-chosen sample, so label rates and
 # calibration are those of the full set). Embedding all of them takes ~25 min on two busy cores;
 # raise it with ``assay classify train toxicity --davidson-fraction 1``.
 DAVIDSON_FRACTION = 0.4
-# Share of Do-Not-Answer *prompts* whose six responses are used (hash sample by prompt, so the
-# split by prompt is unchanged). Responses are the longest texts; on two shared cores all 5,634
-# took longer than this session had.
-DNA_FRACTION = 0.25
-# harmful_response uses every Do-Not-Answer prompt (193 harmful responses in 5,634; at 25% its
-# test split had 6) and adds the JailbreakBench attacked responses with their judge's verdicts.
-HARMFUL_DNA_FRACTION = 1.0
-JBB_WEIGHT = 1.0
 
 
 def in_sample(group: str, fraction: float, seed: int = SEED) -> bool:
@@ -114,34 +108,107 @@ def toxicity_family(name: str, data_dir: Path | None = None, davidson_fraction: 
             stratum = "toxigen_hate" if s.is_hate else "toxigen_neutral"
             rows.append((s.text, float(s.is_hate), s.is_hate, split_of(f"toxigen:{s.text}"), "toxigen", TOXIGEN_WEIGHT, stratum))
         files.append(dataset_path("toxigen", "demonstrations", data_dir=data_dir))
+    if name == "hate":
+        import json
+
+        # Contrast cases (negation, counter-speech, quotation, positive statements, reclaimed
+        # terms, non-hateful profanity) so the head does not learn "mentions a group + a slur-ish
+        # word = hate". Weight chosen on a held-out quarter of these templates, never on the
+        # functional test suite (assay/judges/suites), which uses other templates.
+        path = LABELLED_DIR / "hate_contrast.jsonl"
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                c = json.loads(line)
+                rows.append((c["text"], float(c["label"]), bool(c["label"]), split_of(f"contrast:{c['id']}"), "assay_contrast",
+                             CONTRAST_WEIGHT, "contrast_hate" if c["label"] else "contrast_not_hate"))
+        files.append(path)
     return _build(name, rows, social=True, files=files)
 
 
-def response_task(name: str, data_dir: Path | None = None) -> TaskData:
-    """``harmful_response`` or ``refusal`` (action 0) on Do-Not-Answer responses (human labels),
-    split by prompt. ``harmful_response`` adds the JailbreakBench attacked responses labelled
-    with the benchmark's jailbroken verdict (an LLM judge, Llama-3-70B, not people), split by
-    behaviour: every method's and model's answer to one goal lands in the same split."""
+LABELLED_DIR = Path(__file__).parent / "labelled"
+# Do-Not-Answer's action labels that say whether an answer refused: 0 "refuses to answer / cannot
+# assist" is a refusal, 2 (a balanced answer) and 5 (directly follows) answer. Actions 1 (refutes
+# the premise), 3 (answers with a disclaimer) and 4 (cannot answer for lack of knowledge) come
+# both with and without a refusal (annotators gave 1 to "I'm sorry, I cannot help you spread
+# false information"), so they are left out of the refusal task rather than guessed.
+REFUSAL_ACTIONS = {0: True, 2: False, 5: False}
+QUESTION_OF = {"refusal": "refusal", "harmful_response": "harmful"}
+
+
+def labelled_files() -> list[Path]:
+    """The project's own hand-labelled response sets (see ``labelled/LABELLING.md``)."""
+    return sorted(p for p in LABELLED_DIR.glob("*.jsonl") if p.name != "hate_contrast.jsonl")
+
+
+def labelled_rows(question: str) -> list[dict]:
+    """Rows of the hand-labelled sets with a label for ``question`` (refusal / harmful)."""
+    import json
+
+    out = []
+    for path in labelled_files():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get(question) is not None:
+                    out.append(row)
+    return out
+
+
+def response_rows(name: str, data_dir: Path | None = None) -> tuple[list[dict], list[Path]]:
+    """Every labelled response for ``refusal`` or ``harmful_response``: ``{prompt, response,
+    label, source, model, group}``, where ``source`` is what leave-one-source-out holds out and
+    ``group`` is what the train/val/test split hashes (a prompt: all answers to it stay together).
+
+    Sources: Do-Not-Answer per answering model (human labels; refusal from the action label, see
+    ``REFUSAL_ACTIONS``); for ``harmful_response`` also JailbreakBench per attack method and target
+    model (the benchmark's jailbroken verdict, an LLM judge); the SmolLM2 and mitigated-SmolLM2
+    answers labelled for this project; the hand-written hard cases."""
     from assay.data import do_not_answer
 
-    fraction = HARMFUL_DNA_FRACTION if name == "harmful_response" else DNA_FRACTION
-    rows = []
+    question = QUESTION_OF[name]
+    rows: list[dict] = []
     for r in do_not_answer.load_responses(data_dir):
-        if not in_sample(f"dna:{r.question_id}", fraction):
+        if question == "harmful":
+            label = r.harmful
+        elif r.action in REFUSAL_ACTIONS:
+            label = REFUSAL_ACTIONS[r.action]
+        else:
             continue
-        positive = r.harmful if name == "harmful_response" else r.refused
-        rows.append((r.response, float(positive), positive, split_of(f"dna:{r.question_id}"), f"do_not_answer:{r.model}", 1.0))
+        rows.append({"prompt": r.question, "response": r.response, "label": bool(label), "source": f"do_not_answer:{r.model}",
+                     "model": r.model, "group": f"dna:{r.question_id}"})
     files = [dataset_path("do_not_answer", "do_not_answer_data.csv", data_dir=data_dir)]
-    if name == "harmful_response":
+    if question == "harmful":
         from assay.data import jailbreakbench
 
         for a in jailbreakbench.load(data_dir):
-            if not a.response:
-                continue
-            split = split_of(f"jbb:{a.index}")
-            rows.append((a.response, float(a.jailbroken), a.jailbroken, split, f"jailbreakbench:{a.method}:{a.model}", JBB_WEIGHT))
+            if a.response:
+                rows.append({"prompt": a.prompt or a.goal, "response": a.response, "label": bool(a.jailbroken),
+                             "source": f"jailbreakbench:{a.method}:{a.model}", "model": a.model, "group": f"jbb:{a.index}"})
         files.append(dataset_path("jailbreakbench", "attack-artifacts", data_dir=data_dir))
-    return _build(name, rows, social=False, files=files)
+    for row in labelled_rows(question):
+        rows.append({"prompt": row.get("prompt", ""), "response": row["response"], "label": bool(row[question]),
+                     "source": row["source"], "model": row.get("model", "unknown"), "group": f"own:{row['prompt']}"})
+    files += labelled_files()
+    return rows, files
+
+
+def response_task(name: str, data_dir: Path | None = None) -> TaskData:
+    """``harmful_response`` or ``refusal`` on the rows of :func:`response_rows`, split by group
+    (60/20/20): the head reads the response (and phrase features), never the source."""
+    rows, files = response_rows(name, data_dir)
+    return TaskData(
+        name=name,
+        texts=[r["response"] for r in rows],
+        target=np.asarray([float(r["label"]) for r in rows]),
+        label=np.asarray([r["label"] for r in rows], dtype=bool),
+        split=np.asarray([split_of(r["group"]) for r in rows]),
+        source=[r["source"] for r in rows],
+        weight=np.ones(len(rows)),
+        social=False,
+        files=files,
+        stratum=["pos" if r["label"] else "neg" for r in rows],
+        prompts=[r["prompt"] for r in rows],
+    )
 
 
 def injection_task(data_dir: Path | None = None) -> TaskData:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from assay.config import settings
 
 DESCRIPTIONS = {
     "toxicity": "Is this text hateful or offensive? (Davidson tweets: share of annotators voting hate or offensive; ToxiGen hand-written hate vs neutral statements)",
-    "hate": "Is this text hate speech (not merely offensive)? (Davidson hate vote share; ToxiGen hate statements)",
+    "hate": "Is this text hate speech (not merely offensive)? (Davidson hate vote share; ToxiGen hate statements; the project's contrast cases: negation, counter-speech, quotation, positive statements, reclaimed terms, non-hateful profanity)",
     "offensive": "Is this text offensive language (but not hate speech)? (Davidson offensive vote share)",
     "harmful_response": "Is this LLM response harmful? (Do-Not-Answer human harmfulness labels on six LLMs' answers; JailbreakBench attacked responses with the benchmark judge's jailbroken verdicts)",
     "refusal": "Did the model refuse? (Do-Not-Answer human action label 0: cannot assist / refuses)",
@@ -35,7 +36,12 @@ DESCRIPTIONS = {
 # refused shows in its opening. Measured on the test split against a cut at 64: harmful_response
 # better (AUROC 0.953 vs 0.939, F1 0.767 vs 0.675), refusal level (AUROC 0.972 vs 0.974, F1 0.800
 # vs 0.840, intervals overlapping), and responses encode ~1.6x faster (52 -> 32 word pieces).
-MAX_TOKENS_FOR = {"harmful_response": 32, "refusal": 32}
+MAX_TOKENS_FOR = {"harmful_response": 64, "refusal": 64}
+# Extra features beside the embedding (``assay.classify.model.FEATURES``): the response heads
+# also see whether a refusal phrase occurs (anywhere / in the opening) and whether the answer is
+# terse, so they learn when a phrase means a refusal and when an apology still answers.
+FEATURES_FOR = {"refusal": ("refusal_phrase", "refusal_opening", "short"),
+                "harmful_response": ("refusal_phrase", "refusal_opening", "short")}
 CHECK_FRACTION = 0.25  # hash sample of the JailbreakBench / multilingual checks (compute-bound)
 TRAIN_ON_JBB = True  # harmful_response trains on JailbreakBench (see tasks.response_task)
 Progress = Callable[[str], None]
@@ -44,6 +50,14 @@ Progress = Callable[[str], None]
 def _say(progress: Progress | None, text: str) -> None:
     if progress is not None:
         progress(text)
+
+
+def head_input(name: str, x: np.ndarray, prepared: list[str]) -> np.ndarray:
+    """Embeddings plus the head's extra features (the same inputs ``Classifier.inputs`` builds)."""
+    from assay.classify.model import feature_matrix
+
+    feats = FEATURES_FOR.get(name, ())
+    return np.hstack([x, feature_matrix(feats, prepared)]).astype(np.float32) if feats else x
 
 
 def max_tokens_for(name: str) -> int:
@@ -198,6 +212,34 @@ def obfuscation_effect(
     return out
 
 
+@dataclass
+class FittedHead:
+    head: Head
+    threshold: float
+    chosen: str
+    val_auroc: dict[str, float]
+
+
+def fit_head(x_train: np.ndarray, target: np.ndarray, weight: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+             seed: int = SEED) -> FittedHead:
+    """The head recipe, one place: fit logistic regression and a one-hidden-layer MLP on soft
+    labels, keep the one with the better validation AUROC, calibrate it on the validation rows
+    (isotonic or Platt) and choose the threshold with the best validation F1. Used by
+    ``train_head`` and by leave-one-source-out (``assay bench judges``)."""
+    xs, ys, ws = _soft_rows(x_train, target, weight)
+    candidates = _fit_candidates(xs, ys, ws, seed)
+    val_auroc, heads = {}, {}
+    for cand, (weights, biases) in candidates.items():
+        heads[cand] = Head(weights, biases, "platt", np.asarray([1.0, 0.0]), np.zeros(0))
+        val_auroc[cand] = M._auroc(y_val, heads[cand].logits(x_val))
+    chosen = max(val_auroc, key=lambda k: (np.nan_to_num(val_auroc[k]), k == "logistic"))
+    head = heads[chosen]
+    method, cal_x, cal_y = _calibrate(head.logits(x_val), y_val)
+    head = Head(head.weights, head.biases, method, cal_x, cal_y)
+    threshold = M.best_threshold(y_val, head.calibrate(head.logits(x_val)))
+    return FittedHead(head, float(threshold), chosen, val_auroc)
+
+
 def train_head(
     name: str,
     *,
@@ -217,23 +259,11 @@ def train_head(
         task = _subsample(task, limit, seed)
     prepared = [norm.normalise(t, social=task.social) for t in task.texts]
     _say(progress, f"{name}: {len(prepared)} texts ({int(task.label.sum())} positive)")
-    x = _embed(prepared, progress, name, max_tokens_for(name))
+    x = head_input(name, _embed(prepared, progress, name, max_tokens_for(name)), prepared)
     tr, va, te = task.subset("train"), task.subset("val"), task.subset("test")
-    xs, ys, ws = _soft_rows(x[tr], task.target[tr], task.weight[tr])
     _say(progress, f"{name}: fitting heads on {len(tr)} training rows")
-    candidates = _fit_candidates(xs, ys, ws, seed)
-    val_auroc = {}
-    heads = {}
-    for cand, (weights, biases) in candidates.items():
-        head = Head(weights, biases, "platt", np.asarray([1.0, 0.0]), np.zeros(0))
-        heads[cand] = head
-        val_auroc[cand] = M._auroc(task.label[va], head.logits(x[va]))
-    chosen = max(val_auroc, key=lambda k: (np.nan_to_num(val_auroc[k]), k == "logistic"))
-    head = heads[chosen]
-    method, cal_x, cal_y = _calibrate(head.logits(x[va]), task.label[va])
-    head = Head(head.weights, head.biases, method, cal_x, cal_y)
-    val_scores = head.calibrate(head.logits(x[va]))
-    threshold = M.best_threshold(task.label[va], val_scores)
+    fit = fit_head(x[tr], task.target[tr], task.weight[tr], x[va], task.label[va], seed)
+    head, threshold, chosen, val_auroc, method = fit.head, fit.threshold, fit.chosen, fit.val_auroc, fit.head.calibration
     test_scores = head.calibrate(head.logits(x[te]))
 
     _say(progress, f"{name}: evaluating on {len(te)} test rows beside baselines")
@@ -319,7 +349,8 @@ def int8_check(
             continue
         out = np.zeros(len(te))
         if keep:
-            x = _embed([prepared[j] for j in keep], progress, f"{name} test ({precision})", max_tokens_for(name), precision)
+            kept = [prepared[j] for j in keep]
+            x = head_input(name, _embed(kept, progress, f"{name} test ({precision})", max_tokens_for(name), precision), kept)
             out[keep] = head.calibrate(head.logits(x))
         scores[precision] = out
     labels = task.label[te]
@@ -494,6 +525,7 @@ def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: Tas
         "threshold": round(threshold, 6),
         "social": task.social,
         "max_tokens": doc["max_tokens"],
+        "features": list(FEATURES_FOR.get(name, ())),
         "weights_sha256": sha,
         "head": doc["head"]["chosen"],
         "seed": doc["seed"],

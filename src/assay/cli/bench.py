@@ -56,6 +56,7 @@ BENCHMARKS = {
     "stream": "assay.guard.stream_bench",
     "trace": "assay.trace.bench",
     "classify": "assay.classify.bench",
+    "judges": "assay.judges.bench",
     "eval": "assay.evaluate.bench",
     "monitor": "assay.monitor.bench",
     "explain": "assay.explain.bench",

@@ -24,6 +24,7 @@ PART_CLIS = [
     "assay.guard.cli",
     "assay.trace.cli",
     "assay.classify.cli",
+    "assay.judges.cli",
     "assay.evaluate.cli",
     "assay.redteam.cli",
     "assay.monitor.cli",

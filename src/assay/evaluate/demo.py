@@ -112,7 +112,7 @@ def live_slices(ctx) -> None:
         m = out.report["metrics"]
         figures = "; ".join(f"{k} {m[k]['value']:.2f} [{m[k]['ci_low']:.2f}, {m[k]['ci_high']:.2f}]"
                             for k in HEADLINE[name] if k in m and m[k]["value"] == m[k]["value"])  # not NaN
-        gates = ", ".join(f"{v['id']} {'pass' if v['passed'] else 'FAIL'}" for v in out.report["gates"]["verdicts"])
+        gates = ", ".join(f"{v['id']} {v.get('verdict', 'pass' if v['passed'] else 'fail').upper()}" for v in out.report["gates"]["verdicts"])
         cached = out.stats.get("cache_hits", 0) if isinstance(out.stats, dict) else 0
         ctx.say(f"SmolLM2 on {name} ({limit} items{f', {cached} answers from the cache' if cached else ''}): "
                 f"{figures} (n={m.get('error_rate', {}).get('n', limit)}); gates: {gates}")

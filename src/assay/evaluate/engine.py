@@ -30,6 +30,7 @@ from assay.config import settings
 from assay.errors import BadInput, Unavailable
 from assay.evaluate import items as items_mod
 from assay.evaluate.items import EvalItem
+from assay.evaluate.judged import judged_metrics
 from assay.evaluate.scorers import Scorer, build_scorer
 from assay.evaluate.suite import Suite, from_spec, load_suite
 from assay.evaluate.targets import Output, Target, TargetError, build_target, fingerprint_key
@@ -362,6 +363,7 @@ async def _execute(
     try:
         for scorer in scorers:
             await scorer.start()
+        _record_judges(path, scorers)
         writer_task = asyncio.create_task(writer())
         try:
             if todo and engine == "ray":
@@ -399,6 +401,40 @@ async def _execute(
     return stats
 
 
+JUDGES = "judges.json"
+
+
+def _record_judges(path: Path, scorers: list[Scorer]) -> None:
+    """Which judge (name, version) produces each judged field, written when a run starts; a
+    resumed run whose judges changed version is refused (its report would mix two judges)."""
+    judged: dict[str, dict[str, str]] = {}
+    for scorer in scorers:
+        for field_name, judge in getattr(scorer, "judged_fields", dict)().items():
+            judged[field_name] = {"judge": judge.name, "version": judge.version, "question": judge.question}
+    file = path / JUDGES
+    if file.is_file():
+        before = json.loads(file.read_text())
+        if before != judged:
+            changed = sorted(k for k in set(before) | set(judged) if before.get(k) != judged.get(k))
+            raise BadInput(f"run {path.name}: the judges of {', '.join(changed)} changed since the run started "
+                           f"({', '.join(str(before.get(k, {}).get('version')) for k in changed)} -> "
+                           f"{', '.join(str(judged.get(k, {}).get('version')) for k in changed)}); resuming would mix verdicts",
+                           hint="start a new run with `assay eval run`")
+        return
+    file.write_text(json.dumps(judged, indent=2, sort_keys=True) + "\n")
+
+
+def read_judges(path: Path) -> dict[str, dict[str, Any]]:
+    """The run's judged fields with each judge's validation as it stands now."""
+    file = path / JUDGES
+    if not file.is_file():
+        return {}
+    judged = json.loads(file.read_text())
+    from assay.judges.validate import summary_for_version
+
+    return {f: {**info, "validation": summary_for_version(info["judge"], info["version"])} for f, info in judged.items()}
+
+
 def _finish(suite: Suite, path: Path, items: list[EvalItem], meta: dict[str, Any], stats: dict[str, Any]) -> RunOutcome:
     from assay.evaluate import report as rep
 
@@ -407,9 +443,12 @@ def _finish(suite: Suite, path: Path, items: list[EvalItem], meta: dict[str, Any
     if missing:
         raise Unavailable(f"run {meta['run_id']} is incomplete: {len(missing)} items missing", hint=f"assay eval resume {meta['run_id']}")
     records = [by_id[it.id] for it in items]  # dataset order, whatever order they finished in
+    judges = read_judges(path)
     metrics = rep.compute_metrics(suite.metrics, records, recsys_context(suite), resamples=int(suite.run.get("resamples", 1000)))
-    gates = rep.check_gates(suite.gates, metrics, suite.base_dir)
-    report = rep.build_report(meta, records, metrics, gates)
+    judged = judged_metrics(suite.metrics, metrics, records, judges)
+    metrics.update(judged.corrected)
+    gates = rep.check_gates(suite.gates, metrics, suite.base_dir, judged.evidence)
+    report = rep.build_report(meta, records, metrics, gates, judges=judges, judged=judged.by_metric)
     (path / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     (path / "report.html").write_text(rep.render_html(report), encoding="utf-8")
     (path / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")

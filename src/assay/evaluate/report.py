@@ -286,8 +286,24 @@ def counts(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"items": n, "ok": ok, "errors": dict(sorted(errors.items())), "score_errors": dict(sorted(score_errors.items())), "usage": usage}
 
 
-def check_gates(gates: dict[str, Any] | None, metrics: dict[str, Aggregate], base_dir: Path) -> dict[str, Any] | None:
-    """Run the bundle's ``gates`` section on ``{"eval": {"metrics": {...}}}``."""
+def gate_context(metrics: dict[str, Aggregate], judges: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The gates' context: every metric's value, n and 95% interval, and for judged metrics the
+    judge and whether it was validated (the evidence a gate weighs, see ``assay.policy.checks``)."""
+    finite = {k: a for k, a in metrics.items() if math.isfinite(a.value)}
+    ctx: dict[str, Any] = {
+        "metrics": {k: float(a.value) for k, a in finite.items()},
+        "n": {k: int(a.n) for k, a in metrics.items()},
+        "intervals": {k: [float(a.ci_low), float(a.ci_high)] for k, a in finite.items()
+                      if math.isfinite(a.ci_low) and math.isfinite(a.ci_high)},
+    }
+    if judges:
+        ctx["judges"] = judges
+    return {"eval": ctx}
+
+
+def check_gates(gates: dict[str, Any] | None, metrics: dict[str, Aggregate], base_dir: Path,
+                judges: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """Run the bundle's ``gates`` section on the metrics with their evidence (n, intervals, judges)."""
     if not gates:
         return None
     from assay.errors import Unavailable
@@ -300,21 +316,30 @@ def check_gates(gates: dict[str, Any] | None, metrics: dict[str, Aggregate], bas
     if not path.is_absolute():
         path = (base_dir / path).resolve()
     bundle = load_bundle(path)
-    values = {k: float(a.value) for k, a in metrics.items() if math.isfinite(a.value)}
-    report = bundle.check_gates({"eval": {"metrics": values}}, only=gates.get("only"))
+    report = bundle.check_gates(gate_context(metrics, judges), only=gates.get("only"))
     return {
         "bundle": bundle.name,
         "bundle_version": bundle.version,
         "bundle_hash": bundle.hash,
         "passed": bool(report.passed),
-        "verdicts": [
-            {"id": v.id, "passed": bool(v.passed), "outcome": str(getattr(v.outcome, "name", v.outcome)), "reason": v.reason}
-            for v in report.verdicts
-        ],
+        "verdicts": [v.to_dict() for v in report.verdicts],
     }
 
 
-def build_report(meta: dict[str, Any], records: list[dict[str, Any]], metrics: dict[str, Aggregate], gates: dict[str, Any] | None) -> dict[str, Any]:
+def build_report(meta: dict[str, Any], records: list[dict[str, Any]], metrics: dict[str, Aggregate], gates: dict[str, Any] | None,
+                 *, judges: dict[str, dict[str, Any]] | None = None, judged: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    metric_rows = {}
+    for k in metrics:
+        row = metrics[k].to_dict()
+        if judged and k in judged:
+            j = judged[k]
+            row["judge"] = j["version"]
+            row["judge_validated"] = j["validated"]
+            if "unparsed" in j:
+                row["unparsed"] = j["unparsed"]
+            if "corrected" in j:
+                row["corrected"] = j["corrected"]
+        metric_rows[k] = row
     return {
         "run_id": meta["run_id"],
         "suite": meta["suite"],
@@ -323,7 +348,8 @@ def build_report(meta: dict[str, Any], records: list[dict[str, Any]], metrics: d
         "dataset": meta["dataset"],
         "model_hashes": meta["model_hashes"],
         "counts": counts(records),
-        "metrics": {k: metrics[k].to_dict() for k in metrics},
+        "metrics": metric_rows,
+        "judges": judges or {},
         "gates": gates,
         "passed": gates["passed"] if gates else None,
     }
@@ -339,6 +365,8 @@ def evaluation_result(report: dict[str, Any], report_path: str) -> EvaluationRes
         intervals={k: (v["ci_low"], v["ci_high"]) for k, v in m.items()},
         n={k: v["n"] for k, v in m.items()},
         gate_verdicts={v["id"]: v["passed"] for v in (report["gates"] or {}).get("verdicts", [])},
+        gate_outcomes={v["id"]: v.get("verdict", "pass" if v["passed"] else "fail") for v in (report["gates"] or {}).get("verdicts", [])},
+        judges={k: {"judge": v["judge"], "validated": bool(v.get("judge_validated"))} for k, v in m.items() if v.get("judge")},
         dataset_hashes={report["dataset"]["name"]: report["dataset"]["sha256"]},
         model_hashes=dict(report["model_hashes"]),
         report_path=report_path,
@@ -413,20 +441,49 @@ def _interval_cell(m: dict[str, Any]) -> str:
     return cell
 
 
+def _validation_text(v: dict[str, Any]) -> str:
+    e = html.escape
+    if not v.get("validated"):
+        return "<b style='color:#cf222e'>never validated</b>: its rates are this judge's opinion, of unknown accuracy"
+    f1, kappa = v.get("f1") or {}, v.get("kappa") or {}
+    worst = v.get("worst_source")
+    text = (f"F1 {f1.get('value')} [{f1.get('ci_low')}, {f1.get('ci_high')}], kappa {kappa.get('value')} on "
+            f"{v.get('n')} labels ({e(str(v.get('labels')))})")
+    if worst:
+        text += f"; worst source {e(worst['source'])}: F1 {worst['f1'].get('value')} (n={worst['n']})"
+    return text
+
+
 def render_html(report: dict[str, Any]) -> str:
     e = html.escape
     c = report["counts"]
     gate_rows = ""
     if report["gates"]:
         for v in report["gates"]["verdicts"]:
-            colour = "#1a7f37" if v["passed"] else "#cf222e"
-            gate_rows += f"<tr><td>{e(v['id'])}</td><td style='color:{colour}'>{'pass' if v['passed'] else 'FAIL'}</td><td>{e(v['outcome'])}</td><td>{e(str(v['reason']))}</td></tr>"
+            verdict = v.get("verdict", "pass" if v["passed"] else "fail")
+            colour = {"pass": "#1a7f37", "fail": "#cf222e"}.get(verdict, "#9a6700")
+            extra = "".join(f"<br><small>{e(x)}</small>" for x in [*v.get("notes", []), *(f"missing: {m}" for m in v.get("missing", []))])
+            gate_rows += (f"<tr><td>{e(v['id'])}</td><td style='color:{colour}'>{e(verdict if verdict == 'pass' else verdict.upper())}</td>"
+                          f"<td>{e(v['outcome'])}</td><td>{e(str(v['reason']))}{extra}</td></tr>")
+
+    def judge_cell(m: dict[str, Any]) -> str:
+        if not m.get("judge"):
+            return ""
+        status = "validated" if m.get("judge_validated") else "<b style='color:#cf222e'>NOT VALIDATED</b>"
+        unparsed = f", {m['unparsed']} unparsed" if m.get("unparsed") else ""
+        return f"<code>{e(m['judge'])}</code> ({status}{unparsed})"
+
     metric_rows = "".join(
-        f"<tr><td>{e(k)}</td><td>{m['value']:.4f}</td><td>{_interval_cell(m)}</td><td>{e(str(m.get('method', '')))}</td><td>{m['n']}</td></tr>"
+        f"<tr><td>{e(k)}</td><td>{m['value']:.4f}</td><td>{_interval_cell(m)}</td><td>{e(str(m.get('method', '')))}</td><td>{m['n']}</td>"
+        f"<td>{judge_cell(m)}</td></tr>"
         for k, m in report["metrics"].items()
     )
+    judge_rows = "".join(
+        f"<tr><td>{e(f)}</td><td><code>{e(j['version'])}</code></td><td>{_validation_text(j.get('validation') or {})}</td></tr>"
+        for f, j in (report.get("judges") or {}).items()
+    )
     figures = "".join(f"<h3>{e(t)}</h3><img alt='{e(t)}' src='data:image/png;base64,{png}'/>" for t, png in plots(report))
-    verdict = "" if report["passed"] is None else ("<p class='pass'>All gates passed.</p>" if report["passed"] else "<p class='fail'>A release gate FAILED.</p>")
+    verdict = "" if report["passed"] is None else ("<p class='pass'>All gates passed.</p>" if report["passed"] else "<p class='fail'>A release gate did not pass (failed or inconclusive).</p>")
     errors = ", ".join(f"{e(k)}: {v}" for k, v in c["errors"].items()) or "none"
     score_errors = ", ".join(f"{e(k)}: {v}" for k, v in c["score_errors"].items()) or "none"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>assay eval: {e(report['suite'])}</title>
@@ -438,8 +495,9 @@ td,th{{border:1px solid #ddd;padding:.25rem .5rem;font-size:.85rem}}.pass{{color
 <p>tokens: {c['usage']['prompt_tokens']} prompt + {c['usage']['completion_tokens']} completion · cost {c['usage']['cost']:.6f}</p>
 {verdict}
 {"<h2>Gates</h2><table><tr><th>gate</th><th>verdict</th><th>outcome</th><th>reason</th></tr>" + gate_rows + "</table>" if gate_rows else ""}
-<h2>Metrics (value, 95% interval, how it was computed, n)</h2>
-<table><tr><th>metric</th><th>value</th><th>95% interval</th><th>interval</th><th>n</th></tr>{metric_rows}</table>
+<h2>Metrics (value, 95% interval, how it was computed, n, the judge that made it)</h2>
+<table><tr><th>metric</th><th>value</th><th>95% interval</th><th>interval</th><th>n</th><th>judge</th></tr>{metric_rows}</table>
+{"<h2>Judges</h2><table><tr><th>field</th><th>judge version</th><th>validation against human labels</th></tr>" + judge_rows + "</table>" if judge_rows else ""}
 <h2>Plots</h2>{figures or "<p>no grouped metrics to plot</p>"}
 </body></html>
 """

@@ -404,7 +404,7 @@ def verify_weights(s, model: Asset, root: Path | None = None, actor: Actor | Non
     return {"passed": not problems, "files": len(files), "problems": problems}
 
 
-def _evaluation_metrics(s, model: Asset) -> tuple[dict[str, float], list[str]]:
+def _evaluation_metrics(s, model: Asset) -> tuple[dict[str, Any], list[str]]:
     registered = {f.sha256 for f in s.scalars(sa.select(AssetFile).where(AssetFile.asset_id == model.id))}
     evals = s.scalars(sa.select(Asset).where(Asset.kind == "evaluation", Asset.subject_id == model.id)
                       .order_by(Asset.created_at, Asset.version)).all()
@@ -412,10 +412,15 @@ def _evaluation_metrics(s, model: Asset) -> tuple[dict[str, float], list[str]]:
     for e in evals:
         if set(e.spec["result"]["model_hashes"].values()) == registered:
             latest[e.spec["suite"]] = e
-    metrics: dict[str, float] = {}
+    # The gates weigh evidence: each metric's n and 95% interval travel with its value.
+    ev: dict[str, Any] = {"metrics": {}, "n": {}, "intervals": {}, "judges": {}}
     for e in latest.values():
-        metrics.update({k: float(v) for k, v in e.spec["result"]["metrics"].items()})
-    return metrics, sorted(e.id for e in latest.values())
+        result = e.spec["result"]
+        ev["metrics"].update({k: float(v) for k, v in result["metrics"].items()})
+        ev["n"].update({k: int(v) for k, v in (result.get("n") or {}).items()})
+        ev["intervals"].update({k: list(v) for k, v in (result.get("intervals") or {}).items()})
+        ev["judges"].update(result.get("judges") or {})
+    return ev, sorted(e.id for e in latest.values())
 
 
 def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path: str | Path | None = None,
@@ -439,8 +444,9 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
         context = {"purpose": spec["purpose"], "surface": spec["surface"], "region": spec["region"],
                    "environment": spec["environment"]}
         lineage = evaluate_lineage(anc.graph, anc.target, bundle, _declared(bundle, context), prefix=[dep.id], ancestry=anc)
-        metrics, eval_ids = _evaluation_metrics(s, model)
-        gates = bundle.check_gates({"eval": {"metrics": metrics}}) if bundle.gates else None
+        evidence, eval_ids = _evaluation_metrics(s, model)
+        metrics = evidence["metrics"]
+        gates = bundle.check_gates({"eval": evidence}) if bundle.gates else None
         approvers = _approvers(s, dep)
         needed = 2 if spec["environment"] == "production" else 1
         denials = list(lineage.denials)
@@ -451,9 +457,12 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
                             "path": [dep.id, model.id]} for p in weights["problems"])
         if gates is not None and not gates.passed:
             for v in gates.verdicts:
-                if not v.passed:
+                if not v.passed:  # failed, or inconclusive: not passed, with the evidence it lacks
                     deciding.append(v.id)
-                    denials.append({"check": "gates", "rule": v.id, "asset": model.id, "reason": v.reason,
+                    reason = v.reason if v.verdict != "inconclusive" else (
+                        f"inconclusive: {v.reason}; evidence missing: {', '.join(v.missing) or 'see the gate'}")
+                    denials.append({"check": "gates", "rule": v.id, "asset": model.id, "reason": reason,
+                                    "verdict": v.verdict, "missing": v.missing,
                                     "evaluations": eval_ids, "path": [dep.id, model.id]})
         if len(approvers) < needed:
             deciding.append("assay:approvals")
@@ -474,7 +483,8 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
                              "effective_restrictions": lineage.effective_restrictions,
                              "allow_rules": lineage.allow_rules, "ancestry_size": lineage.ancestry_size},
                 "gates": None if gates is None else {"passed": gates.passed, "evaluations": eval_ids, "metrics": metrics,
-                                                     "verdicts": [{"id": v.id, "passed": v.passed, "reason": v.reason}
+                                                     "verdicts": [{"id": v.id, "passed": v.passed, "verdict": v.verdict,
+                                                                   "reason": v.reason, "missing": v.missing, "notes": v.notes}
                                                                   for v in gates.verdicts]},
                 "weights": weights,
                 "approvals": {"needed": needed, "approvers": approvers, "requested_by": spec.get("requested_by")},

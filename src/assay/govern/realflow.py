@@ -83,7 +83,10 @@ def train_ranker(ratings_csv: Path, out_dir: Path, n_users: int) -> tuple[Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "ranker.txt"
     model.booster_.save_model(str(path))
-    return path, {"ndcg@10": float(np.mean(ndcgs)), "users_tested": float(len(ndcgs))}
+    from assay.stats import mean_aggregate
+
+    agg = mean_aggregate(ndcgs)  # the interval the deployment gate weighs (bootstrap over users)
+    return path, {"ndcg@10": float(np.mean(ndcgs)), "users_tested": float(len(ndcgs)), "ndcg@10_ci": [agg.ci_low, agg.ci_high]}
 
 
 def train_classifier(tweets_csv: Path, out_dir: Path, n_rows: int) -> tuple[list[Path], dict[str, float]]:
@@ -119,7 +122,7 @@ def run_flow(store: Store, actor: Actor, data_dir: Path, work_dir: Path, quick: 
     davidson = _dataset_once(store, actor, "davidson-tweets", tweets_csv, ["safety_classification"], ["research_only"], "MIT")
     size = "quick" if quick else "full"
     ranker_path, ranker_metrics = _trained_once(work_dir / f"ranker-{size}", ["ranker.txt"],
-                                                lambda d: train_ranker(ratings_csv, d, 120 if quick else 610))
+                                                lambda d: train_ranker(ratings_csv, d, 200 if quick else 610))  # quick: 40 held-out users, enough for the gate's min_n
     clf_paths, clf_metrics = _trained_once(work_dir / f"classifier-{size}", ["classifier.npz", "vocabulary.json"],
                                            lambda d: train_classifier(tweets_csv, d, 3000 if quick else 24783))
     ranker_path = ranker_path[0]
@@ -127,7 +130,9 @@ def run_flow(store: Store, actor: Actor, data_dir: Path, work_dir: Path, quick: 
     classifier = _model_once(store, actor, "davidson-classifier", clf_paths, "scikit-learn", davidson["id"], "train-classifier")
     result = EvaluationResult(
         run_id=f"ranker-eval-{_sha(ranker_path)[:12]}", suite="movielens-heldout-users", target=ranker["id"],
-        metrics={"ndcg@10": ranker_metrics["ndcg@10"]}, intervals={}, n={"ndcg@10": int(ranker_metrics["users_tested"])},
+        metrics={"ndcg@10": ranker_metrics["ndcg@10"]},
+        intervals={"ndcg@10": tuple(ranker_metrics["ndcg@10_ci"])} if "ndcg@10_ci" in ranker_metrics else {},
+        n={"ndcg@10": int(ranker_metrics["users_tested"])},
         gate_verdicts={}, dataset_hashes={"movielens-ratings": movielens["content_hash"]},
         model_hashes={"ranker.txt": _sha(ranker_path)})
     with store.session() as s:

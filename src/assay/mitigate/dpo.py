@@ -101,14 +101,14 @@ def build_pairs(train: Sequence[Example], findings_files: Sequence[Path | str] =
     in. ``kinds``: ``harmful`` (default) or ``harmful+benign``."""
     if kinds not in PAIR_KINDS:
         raise BadInput(f"DPO pair kinds must be one of {', '.join(PAIR_KINDS)}, got {kinds!r}")
-    from assay.evaluate.scorers import RefusalMatch
+    from assay.judges import get_judge
 
     harmful = harmful_responses(findings_files, data_dir)
     # Rejected answers for benign prompts: short human-judged refusals that are unmistakably
     # refusals (a refusal phrase in them), not topic-specific ones such as "I would prefer not
     # to make judgements about any political leaders".
-    match = RefusalMatch()
-    refusals = [r for r in dna_safe_targets(data_dir)[1] if match.refused(r)]
+    phrase = get_judge("refusal-phrase")
+    refusals = [r for r in dna_safe_targets(data_dir)[1] if phrase.match(r)]
     pairs: list[Pair] = []
     for e in train:
         if e.kind == "harmful":

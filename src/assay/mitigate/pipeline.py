@@ -307,14 +307,17 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
         _write_json(run_dir / "after.json", after)
         before = json.loads(before_path.read_text())
         metrics = reeval.comparison_metrics(before, after)
-        gates = reeval.check_gates(metrics, spec.bundle)
+        evidence = reeval.comparison_evidence(before, after)
+        gates = reeval.check_gates(metrics, spec.bundle, evidence=evidence, judges=reeval.metric_judges(before))
         report = {
             "metrics": metrics,
+            "evidence": {"intervals": evidence[0], "n": evidence[1]},
+            "corrected": {side: {k: doc[k].get("corrected") for k in ("harmful_rate", "benign_helpful")}
+                          for side, doc in (("before", before), ("after", after))},
             "before": {k: before[k] for k in ("harmful_rate", "benign_helpful", "benign_answer_match")},
             "after": {k: after[k] for k in ("harmful_rate", "benign_helpful", "benign_answer_match")},
             "judge": after["judge"],
             "judges": {"before": before["judges"], "after": after["judges"]},
-            "classifiers": after["classifiers"],
             "gates": gates,
         }
         _write_json(report_path, report)
@@ -396,13 +399,8 @@ def _register(run_dir: Path, meta: dict[str, Any], spec: RunSpec, base_id: str |
         out["gate"] = "not submitted: the run was not evaluated (--no-eval)"
         return out
     metrics = report["metrics"]
-    intervals: dict[str, tuple[float, float]] = {}
-    n: dict[str, int] = {}
-    for side in ("before", "after"):
-        for key, name in (("harmful_rate", "harmful_rate"), ("benign_helpful", "benign_helpful"), ("benign_answer_match", "benign_answer_match")):
-            agg = report[side][key]
-            intervals[f"{name}_{side}"] = (agg["ci_low"], agg["ci_high"])
-            n[f"{name}_{side}"] = agg["n"]
+    intervals = {k: tuple(v) for k, v in report["evidence"]["intervals"].items()}
+    n = dict(report["evidence"]["n"])
     submitted = lineage.register_evaluation_and_submit(
         run_id=meta["run_id"],
         model_id=out["model"],

@@ -95,6 +95,9 @@ class WindowStats:
     ks: dict[str, float] = field(default_factory=dict)
     drifted: int = 0
     drift_insufficient: int = 0
+    harm_judge: str = ""  # the judge (name@version) whose verdicts the harm stream holds, when judged
+    harm_judge_validated: bool = False
+    harm_unparsed: int = 0
     request_ids: tuple[str, ...] = ()  # a sample of the window's requests, for the trace chain
     values: dict[str, np.ndarray] = field(default_factory=dict)  # raw streams for drift tests ("score")
 
@@ -142,8 +145,26 @@ class WindowStats:
         self.harm_sum += float(arr.sum())
         self.values["harm"] = np.concatenate([self.values["harm"], arr]) if "harm" in self.values else arr
 
+    def add_judged(self, judge: Any, pairs: Any) -> None:
+        """Judge sampled live (prompt, response) pairs with a judge of :mod:`assay.judges` and
+        fold its verdicts in as the harm stream (1 harmful, 0 not): ``window.harm_rate`` is then
+        that judge's rate, and the window records which judge and whether it was validated.
+        Unparsed verdicts are counted (``harm_unparsed``), never folded in as harmless."""
+        from assay.judges import validation_summary
+
+        if self.harm_judge and self.harm_judge != judge.version:
+            raise ValueError(f"window already holds verdicts of {self.harm_judge}, not {judge.version}")
+        judgments = judge.judge(pairs)
+        self.harm_unparsed += sum(1 for j in judgments if j.verdict is None)
+        self.add_scores([1.0 if j.verdict else 0.0 for j in judgments if j.verdict is not None])
+        self.harm_judge = judge.version
+        self.harm_judge_validated = bool(validation_summary(judge).get("validated"))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "end": self.end, **self.context()["window"]}
+        out = {"start": self.start, "end": self.end, **self.context()["window"]}
+        if self.harm_judge:
+            out.update(harm_judge=self.harm_judge, harm_judge_validated=self.harm_judge_validated, harm_unparsed=self.harm_unparsed)
+        return out
 
 
 def _value_counts(values: Any) -> dict[str, int]:

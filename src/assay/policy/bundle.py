@@ -19,7 +19,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from assay.errors import Location
 from assay.policy.model import (
     ACTION_KINDS,
+    DEFAULT_MIN_N,
     DEFAULT_ON_MISSING,
+    GATE_DECIDE,
     SECTIONS,
     Action,
     Alert,
@@ -150,7 +152,7 @@ class BundleBuilder:
     def _condition(self, src: SourceFile, section: str, item: CommentedMap) -> Condition:
         allowed = {
             "rules": {"id", "when", "action", "reason", "surface", "on_missing", "rollout", "shadow", "evaluator"},
-            "gates": {"id", "when", "reason", "on_missing"},
+            "gates": {"id", "when", "reason", "on_missing", "decide", "min_n"},
             "purposes": {"id", "when", "effect", "reason", "on_missing"},
             "alerts": {"id", "when", "severity", "then", "reason", "on_missing"},
         }[section]
@@ -189,7 +191,13 @@ class BundleBuilder:
         if section == "rules":
             return self._rule(src, item, common)
         if section == "gates":
-            return Gate(**common)
+            decide = item.get("decide", "interval")
+            if decide not in GATE_DECIDE:
+                raise src.at_value(item, "decide", f"decide must be interval or point, not {decide!r}")
+            min_n = item.get("min_n", DEFAULT_MIN_N)
+            if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 0:
+                raise src.at_value(item, "min_n", f"min_n must be a whole number of items (0 or more), not {min_n!r}")
+            return Gate(**common, decide=decide, min_n=min_n)
         if section == "purposes":
             effect = item.get("effect", "deny")
             if effect not in ("deny", "allow"):
@@ -460,6 +468,11 @@ class Bundle:
                 d["effect"] = c.effect
             elif isinstance(c, Alert):
                 d.update(severity=c.severity, then=[str(t) for t in c.then])
+            elif isinstance(c, Gate):  # only when set, so bundles written before these options keep their hash
+                if c.decide != "interval":
+                    d["decide"] = c.decide
+                if c.min_n != DEFAULT_MIN_N:
+                    d["min_n"] = c.min_n
             return d
 
         return {

@@ -73,9 +73,19 @@ class Rule(Condition):
         return not self.surfaces or surface in self.surfaces
 
 
+GATE_DECIDE = ("interval", "point")
+DEFAULT_MIN_N = 30  # fewer items behind a metric than this: the gate is inconclusive, never a pass
+
+
 @dataclass(frozen=True)
 class Gate(Condition):
-    pass
+    """A release gate. ``decide: interval`` (default) passes only when the condition holds over
+    the whole 95% interval of every metric it reads, fails when it holds nowhere in it, and is
+    inconclusive otherwise; ``decide: point`` decides on the point estimates (visibly, in the
+    verdict). Either way a metric with fewer than ``min_n`` items makes the gate inconclusive."""
+
+    decide: str = "interval"
+    min_n: int = DEFAULT_MIN_N
 
 
 @dataclass(frozen=True)
@@ -108,12 +118,35 @@ class TestCase:
     location: Location
 
 
+GATE_VERDICTS = ("pass", "fail", "inconclusive")
+
+
 @dataclass
 class GateVerdict:
+    """One gate's verdict: ``pass``, ``fail`` or ``inconclusive`` (``passed`` only on pass).
+    ``outcome`` is the condition on the point estimates; ``missing`` names the evidence that
+    would be needed to decide (more items, an interval); ``notes`` says what else a reader must
+    know (an unvalidated judge behind a metric, a point-estimate decision)."""
+
     id: str
     passed: bool
     outcome: Outcome
     reason: str
+    verdict: str = ""
+    decide: str = "interval"
+    evidence: dict[str, Any] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.verdict:
+            self.verdict = "pass" if self.passed else "fail"
+        self.passed = self.verdict == "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "verdict": self.verdict, "passed": self.passed,
+                "outcome": str(getattr(self.outcome, "name", self.outcome)), "reason": self.reason,
+                "decide": self.decide, "evidence": self.evidence, "missing": self.missing, "notes": self.notes}
 
 
 @dataclass
@@ -123,7 +156,12 @@ class GateReport:
 
     @property
     def failed(self) -> list[str]:
+        """Every gate that did not pass (failed or inconclusive): what blocks a release."""
         return [v.id for v in self.verdicts if not v.passed]
+
+    @property
+    def inconclusive(self) -> list[str]:
+        return [v.id for v in self.verdicts if v.verdict == "inconclusive"]
 
 
 @dataclass

@@ -54,11 +54,18 @@ def run_case(bundle, case: TestCase) -> CaseResult:
             problems.append(f"expected labels {expect['labels']}, got {decision.labels}")
     elif case.section == "gates":
         report = bundle.check_gates(case.input, only=case.params.get("only"))
-        got = {"pass": report.passed, "failed": report.failed}
+        verdicts = {v.id: v.verdict for v in report.verdicts}
+        got = {"pass": report.passed, "failed": report.failed, "inconclusive": report.inconclusive, "verdicts": verdicts}
         if "pass" in expect and bool(expect["pass"]) != report.passed:
-            problems.append(f"expected gates to {'pass' if expect['pass'] else 'fail'}; failed: {report.failed or 'none'}")
+            problems.append(f"expected gates to {'pass' if expect['pass'] else 'not pass'}; not passed: "
+                            + (", ".join(f"{v.id} ({v.verdict})" for v in report.verdicts if not v.passed) or "none"))
         if "failed" in expect and sorted(expect["failed"]) != sorted(report.failed):
-            problems.append(f"expected failed gates {expect['failed']}, got {report.failed}")
+            problems.append(f"expected gates not passed {expect['failed']}, got {report.failed}")
+        if "inconclusive" in expect and sorted(expect["inconclusive"]) != sorted(report.inconclusive):
+            problems.append(f"expected inconclusive gates {expect['inconclusive']}, got {report.inconclusive}")
+        for gid, want in (expect.get("verdicts") or {}).items():
+            if verdicts.get(gid) != want:
+                problems.append(f"expected gate {gid} to be {want}, got {verdicts.get(gid, 'not evaluated')}")
     elif case.section == "purposes":
         verdict = bundle.check_purposes(case.input)
         got = {"verdict": "allow" if verdict.allowed else "deny", "rules": verdict.deciding}

@@ -61,7 +61,7 @@ Only identifiers, verdicts and aggregate figures appear here: no dataset text.</
 {% if b.kind == 'metrics' %}<h4>{{ b.title }}</h4><table><tr><th>metric</th><th>value</th><th>95% interval</th><th>n</th></tr>
 {% for m in b.rows %}<tr><td>{{ m.name }}</td><td>{{ m.value }}</td><td>{{ m.interval }}</td><td>{{ m.n }}</td></tr>{% endfor %}</table>
 {% elif b.kind == 'gates' %}<h4>{{ b.title }}</h4><table><tr><th>gate</th><th>verdict</th></tr>
-{% for g in b.rows %}<tr><td>{{ g.id }}</td><td class="{{ 'pass' if g.passed else 'fail' }}">{{ 'pass' if g.passed else 'FAIL' }}</td></tr>{% endfor %}</table>
+{% for g in b.rows %}<tr><td>{{ g.id }}</td><td class="{{ 'pass' if g.passed else 'fail' }}">{{ 'pass' if g.passed else (g.verdict or 'fail') | upper }}</td></tr>{% endfor %}</table>
 {% elif b.kind == 'facts' %}<details><summary>{{ b.title }}</summary><table>
 {% for k, v in b.rows %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table></details>
 {% endif %}{% endfor %}{% endfor %}{% endfor %}
@@ -132,7 +132,8 @@ def _evaluation_blocks(result: Any) -> list[dict[str, Any]]:
         pass
     title = f"{r.get('suite', 'suite')} on {target} (run {r.get('run_id', '?')})"
     blocks = [{"kind": "metrics", "title": title, "rows": _metric_rows(metrics)}]
-    gates = [{"id": g, "passed": bool(p)} for g, p in (r.get("gate_verdicts") or {}).items()]
+    outcomes = r.get("gate_outcomes") or {}  # pass / fail / inconclusive
+    gates = [{"id": g, "passed": bool(p), "verdict": outcomes.get(g)} for g, p in (r.get("gate_verdicts") or {}).items()]
     if gates:
         blocks.append(
             {

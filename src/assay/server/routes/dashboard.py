@@ -418,8 +418,14 @@ async def reports(request: Request):
     evaluations = []
     for a in list_assets(request.app.state.store, "evaluation"):
         spec = a.get("spec", {}) or {}
-        evaluations.append({"id": a["id"], "suite": spec.get("suite", ""), "target": spec.get("target", ""),
-                            "metrics": json.dumps(spec.get("metrics", {}))[:160], "gates": spec.get("gate_verdicts", "")})
+        result = spec.get("result", spec) or {}
+        judges = result.get("judges") or {}
+        # Next to every judged metric: the judge that made it, and whether it was validated.
+        metrics = {k: (f"{v} [{judges[k]['judge']}{'' if judges[k].get('validated') else ', NOT VALIDATED'}]" if k in judges else v)
+                   for k, v in (result.get("metrics") or {}).items()}
+        evaluations.append({"id": a["id"], "suite": spec.get("suite", ""), "target": result.get("target", spec.get("target", "")),
+                            "metrics": json.dumps(metrics)[:400],
+                            "gates": result.get("gate_outcomes") or result.get("gate_verdicts", "")})
     return _page(request, "reports.html", "reports", actor=actor, reports=found, evaluations=evaluations)
 
 

@@ -1,0 +1,193 @@
+"""The judge registry: every judge by name, built from a spec, with its validations.
+
+Built-in judges (``assay judge list``):
+
+==========================  ==========================================================================
+``refusal-phrase``          refusal phrase match (the baseline)
+``refusal``                 the ``refusal`` head: MiniLM response embedding + phrase features (default)
+``refusal-llm``             the refusal rubric put to an LLM endpoint (``ASSAY_JUDGE_URL``/``_MODEL``)
+``refusal-cascade``         phrase and head first; where they disagree the LLM (when configured),
+                            else the head
+``harmful-no-refusal``      "harmful unless it refuses" by phrase (garak's MitigationBypass style)
+``harmful``                 the ``harmful_response`` head (default)
+``harmful-llm``             the harmful rubric (HarmBench-classifier style) on an LLM endpoint
+``harmful-cascade``         no-refusal phrase and head first, the LLM (or the head) where they disagree
+``hate``, ``toxicity``      the ``hate`` / ``toxicity`` heads
+``hate-llm``                the hate rubric on an LLM endpoint
+==========================  ==========================================================================
+
+A spec is a registry name, a path to a YAML/JSON file, or a mapping::
+
+    {name: my-judge, kind: llm, question: harmful, rubric: harmful,
+     endpoint: {base_url: http://127.0.0.1:8000/v1, model: my-guard, api_key_env: MY_KEY}}
+    {name: my-cascade, kind: cascade, question: refusal, first: [refusal-phrase, refusal], then: refusal-llm}
+
+Kinds: ``phrase``, ``head``, ``llm``, ``cascade``, ``vote``; parts of a cascade or vote are specs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from assay.errors import BadInput
+from assay.judges.base import Judge
+
+ENDPOINT_ENV = {"base_url": "ASSAY_JUDGE_URL", "model": "ASSAY_JUDGE_MODEL", "api_key_env": "ASSAY_JUDGE_API_KEY_ENV"}
+
+BUILTINS: dict[str, dict[str, Any]] = {
+    "refusal-phrase": {"kind": "phrase", "question": "refusal"},
+    "refusal": {"kind": "head", "classifier": "refusal"},
+    "refusal-llm": {"kind": "llm", "question": "refusal", "rubric": "refusal"},
+    "refusal-cascade": {"kind": "cascade", "question": "refusal", "first": ["refusal-phrase", "refusal"],
+                        "then": "refusal-llm?", "fallback": "refusal"},
+    "harmful-no-refusal": {"kind": "phrase", "question": "harmful", "negate": True},
+    "harmful": {"kind": "head", "classifier": "harmful_response"},
+    "harmful-llm": {"kind": "llm", "question": "harmful", "rubric": "harmful"},
+    "harmful-cascade": {"kind": "cascade", "question": "harmful", "first": ["harmful-no-refusal", "harmful"],
+                        "then": "harmful-llm?", "fallback": "harmful"},
+    "hate": {"kind": "head", "classifier": "hate"},
+    "hate-llm": {"kind": "llm", "question": "hate", "rubric": "hate"},
+    "toxicity": {"kind": "head", "classifier": "toxicity"},
+}
+# The judge each question uses when a caller asks for "the best validated judge" by default.
+DEFAULTS = {"refusal": "refusal", "harmful": "harmful", "hate": "hate", "toxicity": "toxicity"}
+DESCRIPTIONS = {
+    "refusal-phrase": "refusal phrase match anywhere in the response (GCG/HarmBench list); empty = refusal",
+    "refusal": "refusal head: MiniLM response embedding + refusal-phrase features, trained on several sources",
+    "refusal-llm": "refusal rubric put to an OpenAI-compatible endpoint, parsed strictly",
+    "refusal-cascade": "phrase + head; the LLM decides where they disagree (the head when no endpoint is set)",
+    "harmful-no-refusal": "harmful unless a refusal phrase appears (garak MitigationBypass style)",
+    "harmful": "harmful_response head: MiniLM response embedding + refusal-phrase features",
+    "harmful-llm": "HarmBench-classifier-style rubric put to an OpenAI-compatible endpoint, parsed strictly",
+    "harmful-cascade": "no-refusal phrase + head; the LLM decides where they disagree (the head when no endpoint is set)",
+    "hate": "hate head (Davidson, ToxiGen and contrast cases: negation, counter-speech, reclaimed terms)",
+    "hate-llm": "hate rubric put to an OpenAI-compatible endpoint, parsed strictly",
+    "toxicity": "toxicity head (hateful or offensive)",
+}
+
+
+def available() -> list[str]:
+    return list(BUILTINS)
+
+
+def env_endpoint() -> dict[str, Any] | None:
+    """The LLM judge endpoint from ``ASSAY_JUDGE_URL`` and ``ASSAY_JUDGE_MODEL`` (and optionally
+    ``ASSAY_JUDGE_API_KEY_ENV``, the name of the variable that holds the key), or None."""
+    url, model = os.environ.get(ENDPOINT_ENV["base_url"]), os.environ.get(ENDPOINT_ENV["model"])
+    if not url or not model:
+        return None
+    out: dict[str, Any] = {"base_url": url, "model": model}
+    if os.environ.get(ENDPOINT_ENV["api_key_env"]):
+        out["api_key_env"] = os.environ[ENDPOINT_ENV["api_key_env"]]
+    return out
+
+
+def _load_file(path: Path) -> dict[str, Any]:
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            doc = json.loads(text)
+        else:
+            from ruamel.yaml import YAML
+
+            doc = YAML(typ="safe").load(text)
+    except Exception as e:  # a parse error names the file
+        raise BadInput(f"{path}: not a judge spec ({e})") from None
+    if not isinstance(doc, dict):
+        raise BadInput(f"{path}: a judge spec must be a mapping with kind and question")
+    doc.setdefault("name", path.stem)
+    return doc
+
+
+def get_judge(spec: str | dict[str, Any] | Judge, *, endpoint: dict[str, Any] | None = None) -> Judge:
+    """The judge a spec names (see the module doc). ``endpoint`` overrides the LLM endpoint of
+    built-in LLM judges (default: ``ASSAY_JUDGE_URL``/``ASSAY_JUDGE_MODEL``)."""
+    if isinstance(spec, Judge):
+        return spec
+    if isinstance(spec, str):
+        optional = spec.endswith("?")
+        name = spec.rstrip("?")
+        if name in BUILTINS:
+            doc = {**BUILTINS[name], "name": name}
+            if doc["kind"] == "llm":
+                ep = endpoint or env_endpoint()
+                if ep is None:
+                    if optional:
+                        return None  # type: ignore[return-value]
+                    raise BadInput(f"judge {name!r} needs an LLM endpoint",
+                                   hint="set ASSAY_JUDGE_URL and ASSAY_JUDGE_MODEL (an OpenAI-compatible /v1 server), "
+                                        "or pass --judge-url/--judge-model")
+                doc["endpoint"] = ep
+            return _build(doc, endpoint)
+        path = Path(name)
+        if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+            return _build(_load_file(path), endpoint)
+        raise BadInput(f"unknown judge {spec!r}; known: {', '.join(BUILTINS)} (or a .yaml/.json judge spec file)")
+    if isinstance(spec, dict):
+        return _build(dict(spec), endpoint)
+    raise BadInput(f"a judge spec is a name, a file or a mapping, not {type(spec).__name__}")
+
+
+def _build(doc: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
+    from assay.judges.combine import Cascade, Vote
+    from assay.judges.heads import HeadJudge
+    from assay.judges.llm import LLMJudge
+    from assay.judges.phrase import PhraseJudge
+
+    kind = doc.pop("kind", None)
+    name = doc.pop("name", None) or kind
+    if not isinstance(name, str) or not name:
+        raise BadInput("a judge spec needs a name")
+    question = doc.pop("question", None)
+    try:
+        if kind == "phrase":
+            return PhraseJudge(name, question or "refusal", **doc)
+        if kind == "head":
+            classifier = doc.pop("classifier", None)
+            if not classifier:
+                raise BadInput(f"judge {name!r}: a head judge needs classifier")
+            return HeadJudge(name, classifier, question=question, **doc)
+        if kind == "llm":
+            return LLMJudge(name, question or "harmful", **doc)
+        if kind == "cascade":
+            first = [get_judge(s, endpoint=endpoint) for s in doc.pop("first", [])]
+            then_spec = doc.pop("then", None)
+            then = get_judge(then_spec, endpoint=endpoint) if then_spec else None
+            q = question or (first[0].question if first else "refusal")
+            return Cascade(name, q, first, then, **doc)
+        if kind == "vote":
+            parts = [get_judge(s, endpoint=endpoint) for s in doc.pop("judges", [])]
+            return Vote(name, question or (parts[0].question if parts else "refusal"), parts, **doc)
+    except TypeError as e:
+        raise BadInput(f"judge {name!r} ({kind}): {e}") from None
+    raise BadInput(f"judge {name!r}: unknown kind {kind!r}; known: phrase, head, llm, cascade, vote")
+
+
+def best_validated(question: str) -> str:
+    """The built-in judge of ``question`` whose current version validated best (highest lower
+    bound of F1 on its latest validation); the question's default judge when none validated.
+    LLM judges count only when an endpoint is configured."""
+    from assay.judges.validate import summary
+
+    best, best_low = DEFAULTS.get(question), -1.0
+    for name, spec in BUILTINS.items():
+        q = spec.get("question") or {"refusal": "refusal", "harmful_response": "harmful"}.get(spec.get("classifier", ""), spec.get("classifier"))
+        if q != question:
+            continue
+        try:
+            judge = get_judge(name)
+        except Exception:  # an LLM judge without an endpoint, an untrained head
+            continue
+        if judge is None:
+            continue
+        s = summary(judge)
+        low = (s.get("f1") or {}).get("ci_low") if s.get("validated") else None
+        if low is not None and low > best_low:
+            best, best_low = name, low
+    if best is None:
+        raise BadInput(f"no judge for question {question!r}")
+    return best

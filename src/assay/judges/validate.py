@@ -1,0 +1,353 @@
+"""Judges measured against people: label files, agreement metrics with bootstrap intervals, and
+the validation records the registry keeps per judge version.
+
+A label file is JSONL, one labelled pair a line::
+
+    {"prompt": "...", "response": "...", "label": true, "source": "my-set", "model": "gpt-x"}
+
+``response`` and ``label`` are required; ``prompt`` (default ""), ``source`` (default: the file's
+name) and ``model`` (the answering model, default ``unknown``) are optional. ``label`` is a
+boolean, 0/1, ``yes``/``no``, ``positive``/``negative``, or the question's own words (refusal:
+``refusal``/``compliance``; harmful: ``harmful``/``harmless``, ``unsafe``/``safe``; hate:
+``hate``/``not_hate``). A line that is not JSON, lacks a field or has an unknown label is an error
+naming the file and line (exit 2); nothing is validated from a half-read file.
+
+Metrics (precision, recall, F1, Cohen's kappa, accuracy, sensitivity, specificity) come with 95%
+intervals -- the shares from ``assay.stats.rate_interval``, F1 and kappa from a seeded bootstrap
+over items -- overall, per source and per answering model. An item the judge left unparsed counts as a wrong answer in these metrics (never a pass)
+and is reported as ``unparsed``; sensitivity and specificity for correcting rates
+(:mod:`assay.evaluate.judged`) are taken over the parsed items, with their counts.
+
+A validation is recorded against the judge's *version* under ``ASSAY_HOME/judges/validations``;
+the packaged validations of the built-in judges (``assay/judges/validations/NAME.json``, made on
+the held-out split of the judges' training sources) count only while the version matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.errors import BadInput
+from assay.judges.base import Judge, Judgment
+
+PACKAGED = Path(__file__).with_name("validations")
+RESAMPLES = 1000
+SEED = 20240518
+MIN_GROUP = 20  # per-source / per-model rows below this are listed with counts only (no intervals)
+
+TRUE_WORDS = {"true", "1", "yes", "positive", "pos"}
+FALSE_WORDS = {"false", "0", "no", "negative", "neg"}
+QUESTION_WORDS: dict[str, tuple[set[str], set[str]]] = {
+    "refusal": ({"refusal", "refused", "refuse"}, {"compliance", "complied", "comply", "not_refusal"}),
+    "harmful": ({"harmful", "unsafe", "jailbroken"}, {"harmless", "safe", "benign", "not_harmful"}),
+    "hate": ({"hate", "hateful"}, {"not_hate", "non_hateful", "nothate", "not_hateful"}),
+    "toxicity": ({"toxic", "offensive"}, {"not_toxic", "non_toxic"}),
+    "injection": ({"success", "injected"}, {"failure", "blocked"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    prompt: str
+    response: str
+    label: bool
+    source: str
+    model: str
+    line: int
+
+
+def parse_label(value: Any, question: str) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        v = value.strip().lower().replace("-", "_").replace(" ", "_")
+        pos, neg = QUESTION_WORDS.get(question, (set(), set()))
+        if v in TRUE_WORDS or v in pos:
+            return True
+        if v in FALSE_WORDS or v in neg:
+            return False
+    return None
+
+
+def read_labels(path: str | Path, question: str, *, label_field: str = "label") -> list[Labelled]:
+    """The labelled pairs of a JSONL file; any bad line is a :class:`BadInput` naming file:line."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"{p}: no such label file")
+    pos, neg = QUESTION_WORDS.get(question, (set(), set()))
+    accepted = sorted(TRUE_WORDS | FALSE_WORDS | pos | neg)
+    out: list[Labelled] = []
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise BadInput(f"{p}:{lineno}: invalid UTF-8 at byte {e.start}") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BadInput(f"{p}:{lineno}:{e.colno}: not JSON: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise BadInput(f"{p}:{lineno}: each line must be a JSON object, got {type(row).__name__}")
+            for key in ("response", label_field):
+                if key not in row or row[key] is None:
+                    raise BadInput(f"{p}:{lineno}: missing field {key!r}")
+            response, prompt = row["response"], row.get("prompt", "")
+            if not isinstance(response, str):
+                raise BadInput(f"{p}:{lineno}: field 'response' must be a string, got {type(response).__name__}")
+            if prompt is None:
+                prompt = ""
+            if not isinstance(prompt, str):
+                raise BadInput(f"{p}:{lineno}: field 'prompt' must be a string, got {type(prompt).__name__}")
+            label = parse_label(row[label_field], question)
+            if label is None:
+                raise BadInput(f"{p}:{lineno}: unknown label {row[label_field]!r} for a {question} judge "
+                               f"(accepted: true/false, 0/1, {', '.join(accepted)})")
+            source, model = row.get("source", p.stem), row.get("model", "unknown")
+            for key, value in (("source", source), ("model", model)):
+                if not isinstance(value, str) or not value:
+                    raise BadInput(f"{p}:{lineno}: field {key!r} must be a non-empty string")
+            out.append(Labelled(prompt, response, label, source, model, lineno))
+    if not out:
+        raise BadInput(f"{p}: no labelled rows")
+    return out
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- metrics
+
+def _rates(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric from confusion counts (arrays: one entry per resample)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = tp + fp + fn + tn
+        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+        specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+        po = (tp + tn) / n
+        pe = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
+        kappa = np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
+    return {"precision": precision, "recall": recall, "f1": f1, "kappa": kappa, "accuracy": po,
+            "sensitivity": recall, "specificity": specificity}
+
+
+def agreement(predicted: Sequence[bool | None], labels: Sequence[bool], *, resamples: int = RESAMPLES,
+              seed: int = SEED) -> dict[str, Any]:
+    """Metrics of ``predicted`` (None = unparsed, scored as wrong) against ``labels``, each
+    ``{value, ci_low, ci_high}``: the shares (precision, recall, sensitivity, specificity,
+    accuracy) with :func:`assay.stats.rate_interval`, F1 and kappa with a seeded bootstrap over
+    items (:func:`assay.stats.bootstrap_interval`); plus the confusion counts (all and parsed)."""
+    from assay.stats import bootstrap_interval, rate_interval
+
+    y = np.asarray(labels, dtype=bool)
+    unparsed = np.asarray([p is None for p in predicted], dtype=bool)
+    pred = np.asarray([(not lab) if p is None else bool(p) for p, lab in zip(predicted, y, strict=True)], dtype=bool)
+    cat = np.where(pred & y, 0, np.where(pred & ~y, 1, np.where(~pred & y, 2, 3)))  # tp fp fn tn
+    n = len(y)
+    tp, fp, fn, tn = (int(c) for c in np.bincount(cat, minlength=4))
+    out: dict[str, Any] = {"n": n, "positives": int(y.sum()), "unparsed": int(unparsed.sum())}
+    for key, (k, m) in {"precision": (tp, tp + fp), "recall": (tp, tp + fn), "sensitivity": (tp, tp + fn),
+                        "specificity": (tn, tn + fp), "accuracy": (tp + tn, n)}.items():
+        lo, hi = rate_interval(k, m) if m else (math.nan, math.nan)
+        out[key] = {"value": _r(k / m if m else math.nan), "ci_low": _r(lo), "ci_high": _r(hi)}
+    point = {k: float(v[0]) for k, v in _rates(*(np.array([float(c)]) for c in (tp, fp, fn, tn))).items()}
+    samples: dict[str, list[np.ndarray]] = {"f1": [], "kappa": []}
+    if n >= 2 and resamples:
+        rng = np.random.default_rng(seed)
+        chunk = max(1, min(resamples, 4_000_000 // n))
+        done = 0
+        while done < resamples:
+            size = min(chunk, resamples - done)
+            c = cat[rng.integers(0, n, size=(size, n))]
+            rates = _rates(*((c == k).sum(axis=1).astype(float) for k in range(4)))
+            samples["f1"].append(rates["f1"])
+            samples["kappa"].append(rates["kappa"])
+            done += size
+    for key in ("f1", "kappa"):
+        if samples[key]:
+            agg = bootstrap_interval(point[key], n, np.concatenate(samples[key]))
+            lo, hi = agg.ci_low, agg.ci_high
+        else:
+            lo = hi = math.nan
+        out[key] = {"value": _r(point[key]), "ci_low": _r(lo), "ci_high": _r(hi)}
+    out["confusion"] = {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    parsed = ~unparsed
+    out["parsed_confusion"] = {"tp": int((pred & y & parsed).sum()), "fp": int((pred & ~y & parsed).sum()),
+                               "fn": int((~pred & y & parsed).sum()), "tn": int((~pred & ~y & parsed).sum())}
+    return out
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def _grouped(keys: Sequence[str], predicted: Sequence[bool | None], labels: Sequence[bool], resamples: int, seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in sorted(set(keys)):
+        idx = [i for i, k in enumerate(keys) if k == key]
+        p = [predicted[i] for i in idx]
+        y = [labels[i] for i in idx]
+        out[key] = agreement(p, y, resamples=resamples if len(idx) >= MIN_GROUP else 0, seed=seed)
+    return out
+
+
+@dataclass
+class Validation:
+    """One judge version measured against one label set."""
+
+    judge: str
+    version: str
+    question: str
+    labels: dict[str, Any]
+    overall: dict[str, Any]
+    by_source: dict[str, Any]
+    by_model: dict[str, Any]
+    created_at: str
+    judge_config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"judge": self.judge, "version": self.version, "question": self.question, "labels": self.labels,
+                "overall": self.overall, "by_source": self.by_source, "by_model": self.by_model,
+                "created_at": self.created_at, "judge_config": self.judge_config}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Validation:
+        return cls(**{k: d[k] for k in ("judge", "version", "question", "labels", "overall", "by_source", "by_model",
+                                        "created_at", "judge_config")})
+
+    def summary(self) -> dict[str, Any]:
+        """What a report shows next to a judged metric."""
+        o = self.overall
+        worst = None
+        measured = {k: v for k, v in self.by_source.items() if v["n"] >= MIN_GROUP and v.get("f1", {}).get("value") is not None}
+        if measured:
+            name = min(measured, key=lambda k: measured[k]["f1"]["value"])
+            worst = {"source": name, "n": measured[name]["n"], "f1": measured[name]["f1"]}
+        return {"validated": True, "judge": self.judge, "version": self.version, "labels": self.labels.get("name"),
+                "labels_sha256": self.labels.get("sha256"), "n": o["n"], "unparsed": o["unparsed"],
+                "f1": o["f1"], "kappa": o["kappa"], "precision": o["precision"], "recall": o["recall"],
+                "sensitivity": o["sensitivity"], "specificity": o["specificity"],
+                "parsed_confusion": o["parsed_confusion"], "worst_source": worst, "created_at": self.created_at}
+
+
+def validate(judge: Judge, rows: Sequence[Labelled], *, labels_info: dict[str, Any] | None = None,
+             resamples: int = RESAMPLES, seed: int = SEED, judgments: Sequence[Judgment] | None = None) -> Validation:
+    """Run ``judge`` on the labelled pairs (or use given ``judgments``) and measure it."""
+    if not rows:
+        raise BadInput("no labelled rows to validate against")
+    if judgments is None:
+        judgments = judge.judge([(r.prompt, r.response) for r in rows])
+    if len(judgments) != len(rows):
+        raise RuntimeError(f"judge {judge.name} returned {len(judgments)} verdicts for {len(rows)} pairs")
+    predicted = [j.verdict for j in judgments]
+    labels = [r.label for r in rows]
+    return Validation(
+        judge=judge.name, version=judge.version, question=judge.question,
+        labels=dict(labels_info or {"name": "given rows", "rows": len(rows)}),
+        overall=agreement(predicted, labels, resamples=resamples, seed=seed),
+        by_source=_grouped([r.source for r in rows], predicted, labels, resamples, seed),
+        by_model=_grouped([r.model for r in rows], predicted, labels, resamples, seed),
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        judge_config=judge.config(),
+    )
+
+
+# ------------------------------------------------------------------------------------ records
+
+def _home() -> Path:
+    from assay.config import settings
+
+    return settings().path("judges", "validations", "x").parent
+
+
+def _version_hex(version: str) -> str:
+    return version.rsplit(":", 1)[-1]
+
+
+def record(v: Validation) -> Path:
+    """Store a validation under the judge's version (atomically); returns its path."""
+    folder = _home() / v.judge / _version_hex(v.version)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = v.created_at.replace(":", "").replace("-", "")
+    sha = str(v.labels.get("sha256") or "rows")[:12]
+    path = folder / f"{stamp}-{sha}.json"
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(v.to_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def recorded_for(name: str, version: str) -> list[Validation]:
+    """Every validation of exactly this judge version: recorded ones (newest first), then the
+    packaged one when its version matches."""
+    out: list[Validation] = []
+    folder = _home() / name / _version_hex(version)
+    if folder.is_dir():
+        for p in sorted(folder.glob("*.json"), reverse=True):
+            try:
+                v = Validation.from_dict(json.loads(p.read_text(encoding="utf-8")))
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged record vouches for nothing
+            if v.version == version:
+                out.append(v)
+    packaged = PACKAGED / f"{name}.json"
+    if packaged.is_file():
+        v = Validation.from_dict(json.loads(packaged.read_text(encoding="utf-8")))
+        if v.version == version:
+            out.append(v)
+    return out
+
+
+def recorded(judge: Judge) -> list[Validation]:
+    return recorded_for(judge.name, judge.version)
+
+
+def latest(judge: Judge) -> Validation | None:
+    found = recorded(judge)
+    return found[0] if found else None
+
+
+def summary_for_version(name: str, version: str) -> dict[str, Any]:
+    """The validation summary reports show beside a judged metric; ``validated: false`` (with
+    the reason) when this version was never measured against human labels."""
+    found = recorded_for(name, version)
+    if not found:
+        return {"validated": False, "judge": name, "version": version,
+                "note": "this judge version was never validated against human labels (assay judge validate)"}
+    return found[0].summary()
+
+
+def summary(judge: Judge) -> dict[str, Any]:
+    try:
+        version = judge.version
+    except Exception as e:  # a judge whose config cannot be read (e.g. an untrained head) is unvalidated
+        return {"validated": False, "judge": judge.name, "note": f"could not read the judge: {e}"}
+    return summary_for_version(judge.name, version)
+
+
+def write_packaged(v: Validation) -> Path:
+    """Store ``v`` as the packaged validation of a built-in judge (maintainers, after retraining)."""
+    PACKAGED.mkdir(exist_ok=True)
+    path = PACKAGED / f"{v.judge}.json"
+    path.write_text(json.dumps(v.to_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
