@@ -122,6 +122,29 @@ def test_evaluation_hash_mismatch_is_refused(store, engineer, world):
     assert _counts(store) == before
 
 
+def test_an_evaluation_keeps_its_gate_outcomes_and_judges(store, engineer, world):
+    """What the judges record beside a result (pass/fail/inconclusive per gate, the judge of each
+    judged metric) is accepted, stored and read back; an outcome outside the three is refused."""
+    sha = world["ranker"]["files"][0]["sha256"]
+
+    def result(outcome: str) -> EvaluationResult:
+        return EvaluationResult(
+            run_id=f"e-{outcome}", suite="safety", target="ranker", metrics={"refusal_rate": 0.9},
+            intervals={"refusal_rate": (0.8, 0.95)}, n={"refusal_rate": 60}, gate_verdicts={"refusal-floor": True},
+            dataset_hashes={}, model_hashes={"ranker.txt": sha}, gate_outcomes={"refusal-floor": outcome},
+            judges={"refusal_rate": {"judge": "refusal@sha256:0123456789abcdef", "validated": True}})
+
+    asset = register_evaluation(store, engineer, result("inconclusive"), world["ranker"]["id"])
+    with store.session() as s:
+        stored = s.get(Asset, asset["id"]).spec["result"]
+    assert stored["gate_outcomes"] == {"refusal-floor": "inconclusive"}
+    assert stored["judges"]["refusal_rate"]["judge"].startswith("refusal@sha256:")
+    before = _counts(store)
+    with pytest.raises(BadInput, match="gate_outcomes"):
+        register_evaluation(store, engineer, result("maybe"), world["ranker"]["id"])
+    assert _counts(store) == before
+
+
 def test_transformation_lift_needs_approval_and_is_recorded(store, engineer, files):
     kids = register_dataset(store, engineer, name="kids", uri=str(files("kids.csv", b"k\n")), purposes=["recommendation"],
                             restrictions=restriction_terms(contains_minors=True, region="eu"))

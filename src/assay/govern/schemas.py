@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -278,6 +278,9 @@ class EvaluationSpec(Strict):
     dataset_hashes: dict[Label, Sha256] = Field(default_factory=dict, max_length=MAX_LIST)
     model_hashes: dict[Uri, Sha256] = Field(min_length=1, max_length=MAX_LIST)  # weights file -> sha256
     report_path: Text(4096) = ""
+    gate_outcomes: dict[Label, Literal["pass", "fail", "inconclusive"]] = Field(default_factory=dict, max_length=MAX_LIST)
+    judges: dict[Label, JsonObject] = Field(default_factory=dict, max_length=MAX_LIST,
+                                            description="judged metric -> the judge (name@version) and its validation")
 
 
 class EvaluationIn(EvaluationSpec):
