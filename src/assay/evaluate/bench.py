@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assay.cli.bench import BenchResult, at_least
+from assay.records import BenchResult, at_least
 from assay.evaluate.capacity_server import answer, ideal_rate
 
 SLOTS, MEDIAN_MS, SIGMA, N_PROMPTS = 64, 1000.0, 0.3, 2000
