@@ -34,9 +34,9 @@ def test_bench_quick_has_finite_figures():
 
     result = run(quick=True)
     for key in ("propagation_s", "gate_check_ms"):
-        assert math.isfinite(result["figures"][key]) and result["figures"][key] > 0
-    assert result["checks"]["vectorised_equals_naive_on_sample"] and result["checks"]["naive_agrees"]
-    assert result["baseline"]["naive_propagation_s"] > 0
+        assert math.isfinite(result.figures[key]) and result.figures[key] > 0
+    assert result.detail["checks"]["vectorised_equals_naive_on_sample"] and result.detail["checks"]["naive_agrees"]
+    assert result.baseline["naive_propagation_s"] > 0 and set(result.met) == {"propagation_s", "gate_check_ms"}
 
 
 def test_bom_validator_rejects_a_broken_document():
