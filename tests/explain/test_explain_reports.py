@@ -105,6 +105,6 @@ def test_bench_quick_smoke():
 
     result = run(quick=True)
     for key in ("explain_ms_1000", "train_s"):
-        assert math.isfinite(result["figures"][key]) and result["figures"][key] > 0
-    assert math.isfinite(result["baseline"]["score_ms_1000"])
-    assert result["checks"]["max_abs_diff_vs_lightgbm"] < 1e-9
+        assert math.isfinite(result.figures[key]) and result.figures[key] > 0
+    assert math.isfinite(result.baseline["score_ms_1000"])
+    assert result.detail["checks"]["max_abs_diff_vs_lightgbm"] < 1e-9
