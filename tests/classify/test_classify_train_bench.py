@@ -34,10 +34,8 @@ def test_train_unknown_name_is_bad_input(tmp_path):
     assert main(["classify", "train", "sarcasm", "--out-dir", str(tmp_path)]) == 2
 
 
-def test_bench_quick_reports_finite_figures():
-    from assay.classify.bench import run
-
-    result = run(quick=True).to_dict()
+def test_bench_quick_reports_finite_figures(typed_bench):
+    result = typed_bench("classify")
     figures = result["figures"]
     assert "min_texts_per_s_batch128" in figures
     for name in ("toxicity", "hate", "offensive", "harmful_response", "refusal", "prompt_injection"):

@@ -12,11 +12,10 @@ FIGURES = ("inprocess_p99_ms", "speedup_vs_reference", "http_p99_ms", "http_rps"
 
 
 @pytest.mark.redis
-def test_quick_benchmark_reports_every_figure():
-    from assay.guard.bench import run
-
-    bench = run(quick=True)
-    result = {**bench.to_dict(), "counts": bench.detail["counts"]}
+def test_quick_benchmark_reports_every_figure(monkeypatch, redis_url, typed_bench):
+    monkeypatch.setenv("ASSAY_BENCH_REDIS_URL", redis_url)
+    result = typed_bench("guard")
+    result["counts"] = result["detail"]["counts"]
     for key in FIGURES:
         value = result["figures"][key]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)

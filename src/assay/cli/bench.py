@@ -42,7 +42,10 @@ BENCHMARKS = {
 }
 
 
-def run_benchmark(name: str, quick: bool = False) -> dict:
+def run_benchmark(name: str, quick: bool = False) -> dict[str, Any]:
+    """Run one benchmark and return the JSON form of its :class:`BenchResult` with ``benchmark``,
+    ``quick``, ``wall_s`` and ``machine`` added. A bench that returns anything else is refused
+    (``TypeError``): its figures could not be read against their targets."""
     if name not in BENCHMARKS:
         raise BadInput(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
     try:
@@ -51,19 +54,22 @@ def run_benchmark(name: str, quick: bool = False) -> dict:
         raise BadInput(f"benchmark {name!r} is not available in this build ({e.name} missing)") from e
     started = time.time()
     result = module.run(quick=quick)
-    if isinstance(result, BenchResult):
-        result = result.to_dict()
-    result.setdefault("benchmark", name)
-    result.setdefault("quick", quick)
-    result.setdefault("wall_s", round(time.time() - started, 3))
-    result.setdefault("machine", {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()})
-    return result
+    if not isinstance(result, BenchResult):
+        raise TypeError(f"benchmark {name!r} ({BENCHMARKS[name]}.run) returned a {type(result).__name__}, not a "
+                        "BenchResult (assay.records): every bench returns figures, units and numeric targets in that shape")
+    return {
+        **result.to_dict(),
+        "benchmark": name,
+        "quick": quick,
+        "wall_s": round(time.time() - started, 3),
+        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+    }
 
 
-def _target_text(target: Any) -> str:
-    if isinstance(target, dict) and "op" in target:
-        return f"{target['op']} {target['value']}" + (f" ({target['when']})" if target.get("when") else "")
-    return "" if target is None else str(target)
+def _target_text(target: dict[str, Any] | None) -> str:
+    if target is None:
+        return ""
+    return f"{target['op']} {target['value']}" + (f" ({target['when']})" if target.get("when") else "")
 
 
 def register(app: typer.Typer) -> None:
@@ -81,15 +87,13 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        units = result.get("units", {})
-        targets = result.get("targets", {})
-        met = result.get("met", {})
+        units, targets, met = result["units"], result["targets"], result["met"]
         table = Table(title=f"assay bench {name}")
         for column in ("figure", "value", "unit", "target", "met"):
             table.add_column(column, justify="right" if column == "value" else "left")
-        for key, value in result.get("figures", {}).items():
+        for key, value in result["figures"].items():
             ok = met.get(key)
-            table.add_row(key, f"{value}", units.get(key, ""), _target_text(targets.get(key)), "" if ok is None else ("yes" if ok else "NO"))
-        for key, value in result.get("baseline", {}).items():
-            table.add_row(f"baseline: {key}", f"{value}", units.get(key, ""), "", "")
+            table.add_row(key, f"{value}", units[key], _target_text(targets.get(key)), "" if ok is None else ("yes" if ok else "NO"))
+        for key, value in result["baseline"].items():
+            table.add_row(f"baseline: {key}", f"{value}", units[key], "", "")
         Console().print(table)
