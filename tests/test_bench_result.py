@@ -87,3 +87,21 @@ def test_every_bench_declares_that_run_returns_a_bench_result(name):
         elif isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
     assert not {m for m in imported if m == "assay.cli" or m.startswith("assay.cli.")}, f"{BENCHMARKS[name]} imports the CLI"
+
+
+def test_the_table_shows_each_figure_with_its_unit_target_and_met(monkeypatch, capsys):
+    from assay.cli.main import main
+
+    fake = types.ModuleType("assay_fake_table_bench")
+    fake.run = lambda quick: BenchResult(
+        figures={"rate": 120.0, "p99_ms": 12.5}, units={"rate": "items/s", "p99_ms": "ms", "peer_rate": "items/s"},
+        baseline={"peer_rate": 100.0}, targets={"rate": at_least(100), "p99_ms": at_most(10, when="at 1000 rps")})
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    monkeypatch.setitem(BENCHMARKS, "fake-table", fake.__name__)
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["bench", "fake-table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = lambda name: " ".join(next(line for line in lines if name in line).replace("│", " ").split())  # noqa: E731
+    assert row("rate") == "rate 120.0 items/s >= 100 yes"
+    assert row("p99_ms") == "p99_ms 12.5 ms <= 10 (at 1000 rps) NO"
+    assert row("baseline: peer_rate") == "baseline: peer_rate 100.0 items/s"
