@@ -70,3 +70,34 @@ def redis_url() -> str:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def typed_bench(capsys):
+    """``typed_bench(name)`` runs ``assay bench NAME --json --quick`` through the CLI, checks the
+    printed JSON is the typed result (numeric figures and baselines, a unit for each, numeric
+    targets on reported figures, ``met`` per target agreeing with the figure) and returns it."""
+    import json
+    import math
+
+    from assay.cli.main import main
+
+    def run(name: str) -> dict:
+        capsys.readouterr()
+        assert main(["bench", name, "--json", "--quick"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert {"figures", "baseline", "units", "targets", "met", "measures", "detail"} <= set(out), sorted(out)
+        assert out["benchmark"] == name and out["quick"] is True
+        for kind in ("figures", "baseline"):
+            for key, value in out[kind].items():
+                assert value is None or (isinstance(value, int | float) and not isinstance(value, bool)), (kind, key, value)
+                assert out["units"].get(key), f"no unit for {kind} {key!r}"
+        assert set(out["met"]) == set(out["targets"]) and set(out["targets"]) <= set(out["figures"])
+        for key, target in out["targets"].items():
+            assert target["op"] in (">=", "<=") and isinstance(target["value"], int | float) and math.isfinite(target["value"]), (key, target)
+            figure = out["figures"][key]
+            expected = None if figure is None else (figure >= target["value"] if target["op"] == ">=" else figure <= target["value"])
+            assert out["met"][key] is expected, (key, figure, target, out["met"][key])
+        return out
+
+    return run

@@ -3,13 +3,18 @@ computed from the figure, and a bench that returns it prints one JSON object wit
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import json
 import sys
 import types
+import typing
 
 import pytest
 
 from assay.cli.bench import BENCHMARKS, BenchResult, Target, at_least, at_most, run_benchmark
+from assay.errors import BadInput
 
 
 def test_met_is_computed_per_target_and_none_when_not_measured():
@@ -47,15 +52,56 @@ def test_targets_are_numbers_with_a_direction(op, value):
         Target(op, value)
 
 
-def test_run_benchmark_prints_the_typed_result_and_keeps_legacy_dicts(monkeypatch):
+def test_run_benchmark_prints_the_typed_result_and_refuses_a_loose_dict(monkeypatch):
     typed = types.ModuleType("assay_fake_typed_bench")
     typed.run = lambda quick: BenchResult(figures={"x": 2.0}, units={"x": "x"}, targets={"x": at_least(1)})
-    legacy = types.ModuleType("assay_fake_legacy_bench")
-    legacy.run = lambda quick: {"figures": {"y": 1}, "baseline": {}, "targets": {"y": ">= 1"}}
+    loose = types.ModuleType("assay_fake_loose_bench")
+    loose.run = lambda quick: {"figures": {"y": 1}, "baseline": {}, "targets": {"y": ">= 1"}}
     monkeypatch.setitem(sys.modules, typed.__name__, typed)
-    monkeypatch.setitem(sys.modules, legacy.__name__, legacy)
+    monkeypatch.setitem(sys.modules, loose.__name__, loose)
     monkeypatch.setitem(BENCHMARKS, "fake-typed", typed.__name__)
-    monkeypatch.setitem(BENCHMARKS, "fake-legacy", legacy.__name__)
+    monkeypatch.setitem(BENCHMARKS, "fake-loose", loose.__name__)
     out = run_benchmark("fake-typed", quick=True)
     assert out["met"] == {"x": True} and out["units"] == {"x": "x"} and out["benchmark"] == "fake-typed" and out["quick"]
-    assert run_benchmark("fake-legacy")["targets"] == {"y": ">= 1"}
+    with pytest.raises(TypeError, match=r"benchmark 'fake-loose' \(assay_fake_loose_bench.run\) returned a dict, not a BenchResult"):
+        run_benchmark("fake-loose")
+
+
+def test_an_unknown_benchmark_is_bad_input():
+    with pytest.raises(BadInput, match="unknown benchmark 'nope'; known: classify"):
+        run_benchmark("nope")
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_every_bench_declares_that_run_returns_a_bench_result(name):
+    """Every registered bench's ``run`` is annotated ``-> BenchResult`` (the same class the CLI
+    checks for), takes ``quick`` and builds its result without importing the CLI."""
+    module = importlib.import_module(BENCHMARKS[name])
+    hints = typing.get_type_hints(module.run)
+    assert hints.get("return") is BenchResult, f"{BENCHMARKS[name]}.run is annotated {hints.get('return')!r}"
+    assert "quick" in inspect.signature(module.run).parameters
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not {m for m in imported if m == "assay.cli" or m.startswith("assay.cli.")}, f"{BENCHMARKS[name]} imports the CLI"
+
+
+def test_the_table_shows_each_figure_with_its_unit_target_and_met(monkeypatch, capsys):
+    from assay.cli.main import main
+
+    fake = types.ModuleType("assay_fake_table_bench")
+    fake.run = lambda quick: BenchResult(
+        figures={"rate": 120.0, "p99_ms": 12.5}, units={"rate": "items/s", "p99_ms": "ms", "peer_rate": "items/s"},
+        baseline={"peer_rate": 100.0}, targets={"rate": at_least(100), "p99_ms": at_most(10, when="at 1000 rps")})
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    monkeypatch.setitem(BENCHMARKS, "fake-table", fake.__name__)
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["bench", "fake-table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = lambda name: " ".join(next(line for line in lines if name in line).replace("│", " ").split())  # noqa: E731
+    assert row("rate") == "rate 120.0 items/s >= 100 yes"
+    assert row("p99_ms") == "p99_ms 12.5 ms <= 10 (at 1000 rps) NO"
+    assert row("baseline: peer_rate") == "baseline: peer_rate 100.0 items/s"

@@ -34,10 +34,8 @@ def test_train_unknown_name_is_bad_input(tmp_path):
     assert main(["classify", "train", "sarcasm", "--out-dir", str(tmp_path)]) == 2
 
 
-def test_bench_quick_reports_finite_figures():
-    from assay.classify.bench import run
-
-    result = run(quick=True)
+def test_bench_quick_reports_finite_figures(typed_bench):
+    result = typed_bench("classify")
     figures = result["figures"]
     assert "min_texts_per_s_batch128" in figures
     for name in ("toxicity", "hate", "offensive", "harmful_response", "refusal", "prompt_injection"):
@@ -45,7 +43,7 @@ def test_bench_quick_reports_finite_figures():
             value = figures[f"{name}_texts_per_s_batch{batch}"]
             assert math.isfinite(value) and value > 0
     assert math.isfinite(result["baseline"]["alt_profanity_check_texts_per_s_batch128"])
-    assert result["targets"]["min_texts_per_s_batch128"] == 300.0
+    assert result["targets"]["min_texts_per_s_batch128"] == {"op": ">=", "value": 300.0, "when": "every classifier, batch 128, this machine"}
 
 
 def test_demo_step_runs_and_is_rerunnable():

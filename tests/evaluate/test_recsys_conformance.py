@@ -208,11 +208,9 @@ def test_malformed_trec_lines_are_named_by_file_and_line(tmp_path):
         rm.read_trec_qrels(qrels)
 
 
-def test_bench_quick_smoke():
-    from assay.cli.bench import run_benchmark
-
-    out = run_benchmark("recsys", quick=True)
+def test_bench_quick_smoke(typed_bench):
+    out = typed_bench("recsys")
     f = out["figures"]
-    assert f["rows"] == 100_000 and f["metrics_s"] > 0 and f["vs_ranx"] > 0
+    assert out["detail"]["rows"] == 100_000 and f["metrics_s"] > 0 and f["vs_ranx"] > 0
     assert f["max_abs_difference_vs_ranx"] < 1e-12  # the two computed the same numbers
-    assert out["baseline"]["ranx_s"] > 0 and out["targets"] == {"vs_ranx": 1.0}
+    assert out["baseline"]["ranx_s"] > 0 and out["targets"]["vs_ranx"]["value"] == 1.0 and set(out["met"]) == {"vs_ranx"}

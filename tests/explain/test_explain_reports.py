@@ -100,11 +100,9 @@ def test_cli_over_a_saved_model(trained, assay_home, capsys):
     assert (assay_home / "reports" / "transparency-for_you.html").is_file()
 
 
-def test_bench_quick_smoke():
-    from assay.explain.bench import run
-
-    result = run(quick=True)
+def test_bench_quick_smoke(typed_bench):
+    result = typed_bench("explain")
     for key in ("explain_ms_1000", "train_s"):
         assert math.isfinite(result["figures"][key]) and result["figures"][key] > 0
     assert math.isfinite(result["baseline"]["score_ms_1000"])
-    assert result["checks"]["max_abs_diff_vs_lightgbm"] < 1e-9
+    assert result["detail"]["checks"]["max_abs_diff_vs_lightgbm"] < 1e-9

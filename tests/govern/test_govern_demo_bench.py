@@ -29,14 +29,12 @@ def test_demo_step_is_rerunnable(assay_home, data_dir, models_dir):
         assert ctx.state["govern"]["deployment"].startswith("deployment:movielens-ranker-for_you@")
 
 
-def test_bench_quick_has_finite_figures():
-    from assay.govern.bench import run
-
-    result = run(quick=True)
+def test_bench_quick_has_finite_figures(typed_bench):
+    result = typed_bench("lineage")
     for key in ("propagation_s", "gate_check_ms"):
         assert math.isfinite(result["figures"][key]) and result["figures"][key] > 0
-    assert result["checks"]["vectorised_equals_naive_on_sample"] and result["checks"]["naive_agrees"]
-    assert result["baseline"]["naive_propagation_s"] > 0
+    assert result["detail"]["checks"]["vectorised_equals_naive_on_sample"] and result["detail"]["checks"]["naive_agrees"]
+    assert result["baseline"]["naive_propagation_s"] > 0 and set(result["met"]) == {"propagation_s", "gate_check_ms"}
 
 
 def test_bom_validator_rejects_a_broken_document():

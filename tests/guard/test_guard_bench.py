@@ -12,14 +12,14 @@ FIGURES = ("inprocess_p99_ms", "speedup_vs_reference", "http_p99_ms", "http_rps"
 
 
 @pytest.mark.redis
-def test_quick_benchmark_reports_every_figure():
-    from assay.guard.bench import run
-
-    result = run(quick=True)
+def test_quick_benchmark_reports_every_figure(monkeypatch, redis_url, typed_bench):
+    monkeypatch.setenv("ASSAY_BENCH_REDIS_URL", redis_url)
+    result = typed_bench("guard")
+    result["counts"] = result["detail"]["counts"]
     for key in FIGURES:
         value = result["figures"][key]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
-    assert result["identical_slates"] is True
+    assert result["detail"]["identical_slates"] is True
     assert result["detail"]["rules"] == 25 and result["detail"]["caps"] == 2 and result["detail"]["candidates"] == 1000
     assert result["detail"]["stream_slates_written"] == result["detail"]["stream_batches"]
     assert result["detail"]["http_detail"]["closed_loop"]["errors"] == 0  # authenticated requests, all answered

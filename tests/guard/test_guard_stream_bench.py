@@ -7,13 +7,11 @@ import math
 
 import pytest
 
-from assay.cli.bench import run_benchmark
-
 
 @pytest.mark.redis
-def test_bench_stream_quick_is_typed_and_complete(monkeypatch, redis_url):
+def test_bench_stream_quick_is_typed_and_complete(monkeypatch, redis_url, typed_bench):
     monkeypatch.setenv("ASSAY_BENCH_REDIS_URL", redis_url)
-    out = run_benchmark("stream", quick=True)
+    out = typed_bench("stream")
     for key in ("kafka_batches_per_s", "kafka_e2e_p99_ms", "redis_batches_per_s", "redis_e2e_p99_ms"):
         assert math.isfinite(out["figures"][key]) and out["figures"][key] > 0, key
         assert out["units"][key]

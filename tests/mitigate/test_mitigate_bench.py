@@ -8,11 +8,11 @@ import pytest
 
 
 @pytest.mark.slow
-def test_bench_quick_smoke():
+def test_bench_quick_smoke(typed_bench):
     import math
 
-    from assay.mitigate.bench import run
-
-    result = run(quick=True)
+    result = typed_bench("mitigate")
     for key in ("harmful_rate_before", "harmful_rate_after", "benign_helpful_before", "benign_helpful_after", "train_step_s"):
         assert math.isfinite(result["figures"][key]), key
+    assert set(result["met"]) == {"harmful_rate_reduction_low", "benign_helpful_drop_high"}
+    assert set(result["detail"]["gates"]) == {"mitigation-harmful-rate-falls", "mitigation-benign-helpful-holds"}

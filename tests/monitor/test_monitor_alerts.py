@@ -139,10 +139,8 @@ def test_unknown_mitigation_is_refused_before_the_monitor_starts(tmp_path):
         Monitor(_bundle(tmp_path, bad_arity))
 
 
-def test_bench_quick_smoke():
-    from assay.monitor.bench import run
-
-    out = run(quick=True).to_dict()
+def test_bench_quick_smoke(typed_bench):
+    out = typed_bench("monitor")
     for key in ("drift_ms_per_feature_1m", "alert_eval_ms_per_window"):
         assert math.isfinite(out["figures"][key]) and out["figures"][key] > 0
     assert out["detail"]["agrees_with_scipy"] is True and out["detail"]["scipy_baseline_agrees_with_oracle"] is True

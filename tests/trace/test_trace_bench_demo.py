@@ -8,15 +8,15 @@ from rich.console import Console
 
 from assay.cli.demo import DemoContext
 from assay.config import settings
-from assay.trace import bench, demo
+from assay.trace import demo
 
 
-def test_bench_quick_smoke() -> None:
-    result = bench.run(quick=True)
+def test_bench_quick_smoke(typed_bench) -> None:
+    result = typed_bench("trace")
     for key in ("append_per_s", "verify_per_s", "why_query_ms"):
         assert math.isfinite(result["figures"][key]) and result["figures"][key] > 0
     assert set(result["targets"]) == {"append_per_s", "verify_per_s", "why_query_ms"}
-    assert result["baseline"]["postgres_copy_per_s"] > 0 and result["ratios"]["append_vs_postgres_copy"] > 0  # COPY, the fastest PostgreSQL ingest
+    assert result["baseline"]["postgres_copy_per_s"] > 0 and result["figures"]["append_vs_postgres_copy"] > 0  # COPY, the fastest PostgreSQL ingest
 
 
 def test_demo_step_is_rerunnable() -> None:

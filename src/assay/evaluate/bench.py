@@ -49,8 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assay.cli.bench import BenchResult, at_least
 from assay.evaluate.capacity_server import answer, ideal_rate
+from assay.records import BenchResult, at_least
 
 SLOTS, MEDIAN_MS, SIGMA, N_PROMPTS = 64, 1000.0, 0.3, 2000
 QUICK = {"slots": 16, "median_ms": 100.0, "sigma": 0.3, "n": 400}

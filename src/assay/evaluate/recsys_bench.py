@@ -6,6 +6,10 @@ ranx doing the same in the same process, as a new user would (``Qrels.from_file`
 Both compute under ranx's conventions, and the bench checks they agree. ranx compiles its numba
 kernels on first use: the bench reports that cold run and a warm one, and ``vs_ranx`` is the
 warm ranx time over assay's (the conservative ratio; target >= 1.0).
+
+Figures (``BenchResult``): ``metrics_s`` (s), ``vs_ranx`` (x, target >= 1.0), ``vs_ranx_cold``
+(x) and ``max_abs_difference_vs_ranx``; baseline ``ranx_s`` and ``ranx_cold_s`` (null where ranx
+is not installed, with the reason in ``detail.ranx``). The collection's size is in ``detail``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from assay.records import BenchResult, at_least
 
 METRICS = ("ndcg", "map", "precision", "recall", "mrr", "hit_rate")
 RANX_NAMES = {"ndcg": "ndcg@10", "map": "map@10", "precision": "precision@10", "recall": "recall@10", "mrr": "mrr@10", "hit_rate": "hit_rate@10"}
@@ -59,7 +65,7 @@ def _timed(fn, *args) -> tuple[float, Any]:
     return time.perf_counter() - started, value
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False) -> BenchResult:
     users, per_user = (1_000, 100) if quick else (10_000, 100)
     repeats = 1 if quick else 3
     try:
@@ -79,21 +85,24 @@ def run(quick: bool = False) -> dict[str, Any]:
                 t, peer = _timed(_ranx, qrels, run_path)
                 ranx_warm.append(t)
     assay_s = statistics.median(ours)
-    figures: dict[str, Any] = {"rows": users * per_user, "metrics_s": round(assay_s, 3)}
-    baseline: dict[str, Any] = {}
-    if ranx_warm:
-        ranx_s = statistics.median(ranx_warm)
-        baseline = {"ranx_s": round(ranx_s, 3), "ranx_cold_s": round(ranx_cold, 3)}
-        figures["vs_ranx"] = round(ranx_s / assay_s, 2)
-        figures["vs_ranx_cold"] = round(ranx_cold / assay_s, 2)
-        figures["max_abs_difference_vs_ranx"] = max(abs(values[m] - peer[m]) for m in METRICS)
-    return {
-        "figures": figures,
-        "baseline": baseline,
-        "targets": {"vs_ranx": 1.0},
-        "meets_targets": {"vs_ranx": figures.get("vs_ranx", 0.0) >= 1.0} if ranx_warm else {},
-        "conditions": (f"{users} users x {per_user} rows = {users * per_user} run rows, {users * 20} qrels rows, k = 10, "
-                       f"{', '.join(METRICS)} under ranx's conventions; assay includes 95% intervals (1,000 bootstrap "
-                       f"resamples per metric); median of {repeats}; ranx warm (numba compiled), cold reported beside"),
-        "note": None if ranx_warm else "ranx is not installed (pip install 'assay[dev]'): no baseline",
-    }
+    ranx_s = statistics.median(ranx_warm) if ranx_warm else None
+    return BenchResult(
+        figures={"metrics_s": round(assay_s, 3),
+                 "vs_ranx": round(ranx_s / assay_s, 2) if ranx_s is not None else None,
+                 "vs_ranx_cold": round(ranx_cold / assay_s, 2) if ranx_s is not None else None,
+                 "max_abs_difference_vs_ranx": max(abs(values[m] - peer[m]) for m in METRICS) if ranx_s is not None else None},
+        baseline={"ranx_s": round(ranx_s, 3) if ranx_s is not None else None, "ranx_cold_s": round(ranx_cold, 3) if ranx_s is not None else None},
+        units={"metrics_s": "s", "vs_ranx": "x", "vs_ranx_cold": "x", "max_abs_difference_vs_ranx": "metric value",
+               "ranx_s": "s", "ranx_cold_s": "s"},
+        targets={"vs_ranx": at_least(1.0, when="ranx warm (numba compiled)")},
+        measures={
+            "metrics_s": "read the TREC run and qrels, order, six metrics @10 with 95% intervals (1,000 bootstrap "
+                         "resamples each), median wall",
+            "vs_ranx": "ranx warm (Qrels.from_file, Run.from_file, evaluate) ÷ metrics_s",
+            "vs_ranx_cold": "ranx's first call, numba compiling its kernels, ÷ metrics_s",
+            "max_abs_difference_vs_ranx": "the largest difference between a metric of assay and of ranx",
+        },
+        detail={"rows": users * per_user, "users": users, "per_user": per_user, "qrels_rows": users * 20, "k": 10,
+                "metrics": list(METRICS), "conventions": "ranx", "repeats": repeats,
+                **({} if ranx_s is not None else {"ranx": "not installed (pip install 'assay[dev]'): no baseline"})},
+    )

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from assay.cli.bench import BenchResult
+from assay.records import BenchResult
 
 CANDIDATES = 200
 # Tansu answers a fetch with nothing new only after fetch.wait.max.ms (librdkafka's default 500 ms)

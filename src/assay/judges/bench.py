@@ -14,9 +14,14 @@
 3. **Speed**: texts per second of the default cascade (``refusal-cascade``: phrase and head, no
    LLM endpoint) on real responses, beside the phrase judge alone, in the same process.
 
-Figures: ``refusal_min_loso_f1``, ``harmful_min_loso_f1``, ``refusal_vs_phrase_min_delta_f1``,
-``hate_min_functionality_acc``, ``judge_texts_per_s``. Nothing here is tuned to these figures:
-the recipe and its settings are those of ``assay classify train``.
+Figures (``BenchResult``): ``refusal_min_loso_f1`` (F1, target >= 0.85),
+``harmful_min_loso_f1`` (F1, target >= 0.80), ``refusal_vs_phrase_min_delta_f1`` (F1, target
+>= 0), ``hate_min_functionality_acc`` (accuracy, target >= 0.80) and ``judge_texts_per_s``
+(texts/s, no target). The worst sources are named in ``detail.refusal_worst_source`` and
+``detail.harmful_worst_source``; per-source results under ``detail.loso``. Baseline:
+``phrase_judge_texts_per_s``, ``refusal_phrase_min_f1``, ``harmful_no_refusal_phrase_min_f1``.
+Nothing here is tuned to these figures: the recipe and its settings are those of
+``assay classify train``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+
+from assay.records import BenchResult, at_least
 
 MIN_SUPPORT = 10
 SPEED_TEXTS = 512
@@ -124,7 +131,7 @@ def speed(quick: bool = False) -> dict[str, Any]:
     return out
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False) -> BenchResult:
     load = os.getloadavg()[0]
     refusal = loso("refusal", quick)
     harmful = loso("harmful_response", quick)
@@ -135,24 +142,40 @@ def run(quick: bool = False) -> dict[str, Any]:
     hate = hate_functional()
     fast = speed(quick)
     hate_min = min(v["accuracy"] for v in hate["by_functionality"].values())
-    return {
-        "figures": {
-            "refusal_min_loso_f1": r_min, "refusal_worst_source": r_worst,
-            "harmful_min_loso_f1": h_min, "harmful_worst_source": h_worst,
+    return BenchResult(
+        figures={
+            "refusal_min_loso_f1": r_min,
+            "harmful_min_loso_f1": h_min,
             "refusal_vs_phrase_min_delta_f1": min(deltas.values()) if deltas else None,
             "hate_min_functionality_acc": hate_min,
             "judge_texts_per_s": fast["cascade"]["texts_per_s"],
         },
-        "baseline": {
+        baseline={
             "phrase_judge_texts_per_s": fast["phrase"]["texts_per_s"],
             "refusal_phrase_min_f1": min((v["phrase_f1"] for v in refusal.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None),
             "harmful_no_refusal_phrase_min_f1": min((v["phrase_f1"] for v in harmful.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None),
         },
-        "targets": {"refusal_min_loso_f1": ">= 0.85", "harmful_min_loso_f1": ">= 0.80", "refusal_vs_phrase_min_delta_f1": ">= 0",
-                    "hate_min_functionality_acc": ">= 0.80", "judge_texts_per_s": "measured (default cascade, 2 cores)"},
-        "loso": {"refusal": refusal, "harmful_response": harmful, "min_support": MIN_SUPPORT,
-                 "refusal_vs_phrase_delta_by_source": deltas},
-        "hate_functional": hate,
-        "speed": fast,
-        "load": {"loadavg_1min_start": round(load, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()},
-    }
+        units={"refusal_min_loso_f1": "F1", "harmful_min_loso_f1": "F1", "refusal_vs_phrase_min_delta_f1": "F1",
+               "hate_min_functionality_acc": "accuracy", "judge_texts_per_s": "texts/s", "phrase_judge_texts_per_s": "texts/s",
+               "refusal_phrase_min_f1": "F1", "harmful_no_refusal_phrase_min_f1": "F1"},
+        targets={"refusal_min_loso_f1": at_least(0.85, when=f"sources with >= {MIN_SUPPORT} positives and negatives"),
+                 "harmful_min_loso_f1": at_least(0.80, when=f"sources with >= {MIN_SUPPORT} positives and negatives"),
+                 "refusal_vs_phrase_min_delta_f1": at_least(0.0), "hate_min_functionality_acc": at_least(0.80)},
+        measures={
+            "refusal_min_loso_f1": "the refusal head fitted without a source, F1 on it; the worst counted source "
+                                   "(named in detail.refusal_worst_source)",
+            "harmful_min_loso_f1": "the same for harmful_response (detail.harmful_worst_source)",
+            "refusal_vs_phrase_min_delta_f1": "per counted source, head F1 minus the refusal-phrase judge's F1 on the same rows; the least",
+            "hate_min_functionality_acc": "the committed hate judge's accuracy on the worst functionality of the hand-written suite",
+            "judge_texts_per_s": "the default refusal-cascade (phrase and head, no LLM endpoint) on real responses, "
+                                 "no target: measured on the machine it runs on",
+        },
+        detail={
+            "refusal_worst_source": r_worst, "harmful_worst_source": h_worst,
+            "loso": {"refusal": refusal, "harmful_response": harmful, "min_support": MIN_SUPPORT,
+                     "refusal_vs_phrase_delta_by_source": deltas},
+            "hate_functional": hate,
+            "speed": fast,
+            "load": {"loadavg_1min_start": round(load, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()},
+        },
+    )

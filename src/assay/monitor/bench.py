@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assay.cli.bench import BenchResult, at_most
+from assay.records import BenchResult, at_most
 
 ALERTS_YAML = """\
 bundle: bench-monitor

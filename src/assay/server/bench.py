@@ -8,7 +8,11 @@ It lives with the server, not in ``assay.govern``, because the attack drives the
 engines do not import the server (docs/architecture.md). PostgreSQL is found through
 ``ASSAY_BENCH_PG_URL`` (default: the test server ``postgresql+psycopg://postgres@127.0.0.1:5432/test``);
 a fresh database is created on it and dropped afterwards. Where it cannot be reached, its
-figures are null and ``attack.postgres.unavailable`` says why.
+figures are null and ``detail.attack.postgres.unavailable`` says why.
+
+Figures (``BenchResult``): the lineage figures and targets, plus ``schemathesis_calls_sqlite`` /
+``schemathesis_calls_postgres`` (calls), ``schemathesis_5xx`` (answers, target <= 0) and
+``schemathesis_failed_checks``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import os
 import time
 import uuid
 from typing import Any
+
+from assay.records import BenchResult, at_most
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -83,12 +89,19 @@ class _database:
         self.admin.dispose()
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False) -> BenchResult:
     from assay.govern.bench import run as lineage
 
     out = lineage(quick=quick)
     attack = attack_figures(quick)
-    out["figures"].update(attack["figures"])
-    out["attack"] = attack["attack"]
-    out.setdefault("targets", {}).update({"schemathesis_5xx": 0})
-    return out
+    return BenchResult(
+        figures={**out.figures, **attack["figures"]},
+        baseline=out.baseline,
+        units={**out.units, **{k: "calls" for k in attack["figures"] if k.startswith("schemathesis_calls_")},
+               "schemathesis_5xx": "answers", "schemathesis_failed_checks": "checks"},
+        targets={**out.targets, "schemathesis_5xx": at_most(0)},
+        measures={**out.measures,
+                  "schemathesis_5xx": "5xx answers to the schemathesis attack, SQLite and PostgreSQL stores together",
+                  "schemathesis_failed_checks": "schemathesis checks that failed (schema conformance, status codes), both stores"},
+        detail={**out.detail, "attack": attack["attack"]},
+    )
