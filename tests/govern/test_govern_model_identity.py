@@ -41,7 +41,7 @@ def test_a_hash_of_other_weights_names_the_missing_link(store, ranker) -> None:
     assert link["missing"].startswith("model version:") and "model:ranker@1" in link["missing"], link["missing"]
     with pytest.raises(NotFound, match="neither a version number nor a prefix"):
         show(store, "ranker@" + "0" * 12)
-    with pytest.raises(NotFound, match="no model named 'nothing'"):
+    with pytest.raises(NotFound, match="nothing is registered under the name 'nothing'"):
         show(store, "nothing@abcdef012345", kind="model")
     with pytest.raises(NotFound):  # too short to be a hash prefix, and no version 7
         show(store, "ranker@7")

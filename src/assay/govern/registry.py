@@ -317,9 +317,8 @@ def _resolve_selector(session: Session, ref: str, kind: str | None, name: str, s
     what = kind or "asset"
     known = session.scalars(versions.order_by(Asset.version)).all()
     if not known:
-        raise NotFound(f"no {what} named {name!r} in the registry (looked up for {ref!r})",
-                       hint="register it first (`assay register model NAME --trained-on DATASET ...`); "
-                            "list what is registered with `assay lineage show --all`")
+        raise NotFound(f"no {what} {ref!r} in the registry: nothing is registered under the name {name!r}",
+                       hint="list them with `assay lineage show --all` or register it first")
     if selector.isdigit():
         match = [a for a in known if a.version == int(selector)]
         if match:
