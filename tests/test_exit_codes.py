@@ -87,3 +87,34 @@ def test_install_hints_name_an_extra_that_installs_the_module() -> None:
         if module.startswith("assay"):
             continue
         assert distributions[module] in expand(extra), f"{where}: assay[{extra}] does not install {module}"
+
+
+def run_cli(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "assay.cli.main", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def error_lines(rc) -> list[str]:
+    assert "Traceback" not in rc.stderr, rc.stderr
+    return [line for line in rc.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_model_server_that_is_down_is_exit_3_naming_it() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    rc = run_cli("eval", "run", "safety-advbench", "--target-url", url, "--model", "m", "--limit", "2")
+    assert rc.returncode == 3, (rc.stdout, rc.stderr)
+    (line,) = error_lines(rc)
+    assert url in line and "unreachable" in line, line
+
+
+def test_the_monitor_on_a_redis_that_is_down_is_exit_3_naming_it() -> None:
+    port = closed_port()
+    rc = run_cli("monitor", "run", "--bundle", str(ROOT / "src" / "assay" / "policy" / "examples" / "feed.yaml"),
+                 "--redis", f"redis://127.0.0.1:{port}/0", "--max-steps", "1", "--no-trace")
+    assert rc.returncode == 3, (rc.stdout, rc.stderr)
+    (line,) = error_lines(rc)
+    assert "Redis" in line and f"127.0.0.1:{port}" in line, line
