@@ -149,5 +149,11 @@ def test_the_evaluation_engine_fills_its_declaration() -> None:
     assert all(math.isfinite(v) for v in filled["eval.metrics"].values())
 
 
-def test_the_deployment_gate_declares_what_it_passes() -> None:
-    assert {n.split(".", 1)[0] for n in PURPOSE.attributes} == {"dataset", "deployment"}
+def test_the_deployment_gate_fills_its_declaration() -> None:
+    from assay.govern.gate import deployment_context
+
+    spec = {"purpose": "recommendation", "surface": "for_you", "region": "eu", "environment": "production",
+            "bundle_hash": "ab" * 32}
+    filled = {f"deployment.{k}": v for k, v in deployment_context(spec).items()}
+    assert set(filled) == {n for n in PURPOSE.attributes if n.startswith("deployment.")}
+    assert {n for n in PURPOSE.attributes if not n.startswith("deployment.")} == {"dataset.purposes", "dataset.restrictions"}

@@ -15,10 +15,10 @@ rules       the guard                                           open: ``request.
                                                                 label store's columns)
 ==========  ==================================================  ==========================================
 
-The policy foundation owns these records and imports no engine (docs/architecture.md): each
-producer builds its context from its record (``assay.monitor.windows`` from :data:`WINDOW`,
-``assay.evaluate.report.gate_context`` and ``assay.govern.gate`` from :data:`EVAL` and
-:data:`PURPOSE`), and tests hold each producer to it. What "supplied" means for the guard's open
+The policy foundation owns these records and imports no engine (docs/architecture.md): the
+producers read their record (``assay.monitor.windows.WINDOW_ATTRIBUTES`` is :data:`WINDOW`, the
+deployment gate's ``deployment.*`` are the fields :data:`PURPOSE` names), and
+tests/policy/test_policy_supplied.py holds each producer's real context to its record. What "supplied" means for the guard's open
 request and item attributes is written in docs/policy.md ("What the producers supply").
 """
 
