@@ -54,6 +54,7 @@ def test_a_refused_socket_is_a_dependency_down_and_other_errors_are_not() -> Non
         assert dependency_down(wrapped) is not None
     assert dependency_down(ValueError("a bug, not an outage")) is None
     assert dependency_down(KeyError("x")) is None
+    assert dependency_down(BrokenPipeError(32, "Broken pipe")) is None  # `assay ... | head` closed our stdout
 
 
 def test_install_hints_name_an_extra_that_installs_the_module() -> None:

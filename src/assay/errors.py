@@ -93,6 +93,8 @@ def dependency_down(exc: BaseException) -> Unavailable | None:
     while exc is not None and seen < 8:
         if isinstance(exc, Unavailable):
             return exc
+        if isinstance(exc, BrokenPipeError):  # our own stdout closed (`| head`), not a dependency
+            return None
         for cls in type(exc).__mro__:
             what = _DEPENDENCY_ERRORS.get((cls.__module__.split(".")[0], cls.__name__))
             if what is not None:
