@@ -38,3 +38,15 @@ def test_worker_on_a_redis_that_is_down_exits_3_with_one_line(bundle_path) -> No
     one_line(rc, "Redis", f"127.0.0.1:{port}")
     assert time.monotonic() - started < 30
 
+
+
+def test_apply_over_a_redis_label_store_that_is_down_exits_3_not_an_empty_answer(bundle_path, tmp_path) -> None:
+    """The guard fails closed (every candidate dropped), as it must; the one-shot command then says
+    that its answer came from a store that is down instead of printing an empty slate with exit 0."""
+    port = closed_port()
+    candidates = tmp_path / "c.json"
+    candidates.write_text('{"id": ["a", "b"], "score": [0.9, 0.5]}')
+    rc = run_cli("guard", "apply", str(candidates), "--request", '{"surface": "for_you", "user": {"id": "u1", "age": 30}}',
+                 "--labels", f"redis://127.0.0.1:{port}/0", "--bundle", str(bundle_path))
+    one_line(rc, f"redis://127.0.0.1:{port}/0", "failed closed", "2 of 2 candidates dropped")
+    assert rc.stdout == ""
