@@ -67,6 +67,54 @@ class LocatedError(BadInput):
         return self.render()
 
 
+# A library's own "cannot reach it" exceptions, by (top-level package, class name), and what to
+# call the dependency in the one line the CLI prints. Matched by name along the class's MRO so
+# that nothing here imports the libraries (the CLI must start fast without them).
+_DEPENDENCY_ERRORS: dict[tuple[str, str], str] = {
+    ("redis", "ConnectionError"): "Redis",
+    ("redis", "TimeoutError"): "Redis",
+    ("httpx", "ConnectError"): "the server",
+    ("httpx", "ConnectTimeout"): "the server",
+    ("openai", "APIConnectionError"): "the model server",
+    ("requests", "ConnectionError"): "the server",
+    ("confluent_kafka", "KafkaException"): "Kafka",
+    ("cimpl", "KafkaException"): "Kafka",
+    ("builtins", "ConnectionError"): "a service",
+}
+
+
+def dependency_down(exc: BaseException) -> Unavailable | None:
+    """``exc`` (or what caused it) as one ``Unavailable`` line naming the dependency that is down,
+    or None when it is not a dependency's connection error.
+
+    This is the one place the CLI maps a dependency that is down to exit 3 (README, "Exit codes"):
+    a part that meets one of these errors may let it propagate instead of wrapping it itself."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, Unavailable):
+            return exc
+        if isinstance(exc, BrokenPipeError):  # our own stdout closed (`| head`), not a dependency
+            return None
+        for cls in type(exc).__mro__:
+            what = _DEPENDENCY_ERRORS.get((cls.__module__.split(".")[0], cls.__name__))
+            if what is not None:
+                return Unavailable(f"{what} is unreachable: {_first_line(exc) or type(exc).__name__}")
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    try:  # httpx: name the address that did not answer (``request`` raises when it was never set)
+        url = exc.request.url  # type: ignore[attr-defined]
+    except Exception:
+        url = None
+    first = text.splitlines()[0].strip() if text else ""
+    if url is not None and str(url) not in first:
+        first = f"{url}: {first}" if first else str(url)
+    return first[:500]
+
+
 def require_extra(module: str, extra: str):
     """Import an optional dependency or say which extra installs it."""
     import importlib

@@ -50,7 +50,7 @@ def test_cli_withdrawal_folders_and_cycles(assay_home, tmp_path, capsys):
     assert [f["path"] for f in json.loads(capsys.readouterr().out)["files"]] == ["config.json", "w.bin"]
     assert main(["register", "dataset", "d", "--uri", str(data), "--purpose", "research", "--withdraw", "ads consent withdrawn"]) == 0
     assert "withdrawal binding dataset:d@1" in capsys.readouterr().out
-    assert main(["lineage", "why", "model:m@1", "--purpose", "ads"]) == 0
+    assert main(["lineage", "why", "model:m@1", "--purpose", "ads"]) == 1  # "no" is exit 1
     out = capsys.readouterr().out
     assert "NOT allowed" in out and "narrowed by the withdrawal dataset:d@2 (ads consent withdrawn" in out
     assert main(["lineage", "show", "--all", "--json"]) == 0

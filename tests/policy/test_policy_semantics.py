@@ -26,7 +26,7 @@ attributes:
     dataset.restrictions: list(string)
     deployment.purpose: string
   alerts:
-    window.rate: double
+    window.drop_rate: double
 rules:
   - id: demote-x
     when: item.x > 0.5
@@ -66,7 +66,7 @@ purposes:
     effect: deny
 alerts:
   - id: surge
-    when: window.rate > 0.1
+    when: window.drop_rate > 0.1
 """
 
 
@@ -177,8 +177,8 @@ def test_purposes_deny_by_default_and_deny_beats_allow(bundle):
 
 
 def test_alerts(bundle):
-    assert [a.id for a in bundle.check_alerts({"window": {"rate": 0.5}})] == ["surge"]
-    assert bundle.check_alerts({"window": {"rate": 0.05}}) == []
+    assert [a.id for a in bundle.check_alerts({"window": {"drop_rate": 0.5}})] == ["surge"]
+    assert bundle.check_alerts({"window": {"drop_rate": 0.05}}) == []
     assert bundle.check_alerts({"window": {}}) == []  # alerts skip on missing by default
 
 

@@ -67,7 +67,8 @@ def test_why_and_aggregates(log: TraceLog) -> None:
     assert answer is not None
     assert answer["action"] == "drop" and answer["rules"] == [{"id": "teen-mature-drop", "reason": "mature content is not recommended to minors"}]
     assert answer["bundle_hash"] == "ab" * 32 and answer["bundle_version"] == "2026.11.1"
-    assert answer["models"] == [{"version": "ranker@3", "lineage": None}]
+    assert answer["models"] == [{"version": "ranker@3", "model": None, "training_data": [], "lineage": None,
+                                 "missing": "model version: no governance registry was consulted for this answer"}]
     assert answer["breaker_state"] == "closed" and answer["index"] == 3
     assert "included" in proofs.check_bundle(answer["proof"], log.verifier)
     assert log.why("item3", "user4") is None  # another subject never saw it

@@ -14,7 +14,7 @@ import sys
 import typer
 
 from assay import __version__
-from assay.errors import EXIT_BAD_INPUT, AssayError
+from assay.errors import EXIT_BAD_INPUT, AssayError, dependency_down
 
 # The parts that contribute commands, in the order they appear in --help.
 PART_CLIS = [
@@ -88,7 +88,8 @@ def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; an ``AssayError`` becomes a message on stderr and its exit code."""
+    """Run the CLI; an ``AssayError`` becomes a message on stderr and its exit code, and a
+    dependency's own connection error (Redis, Kafka, a server) one line and exit 3."""
     from rich.console import Console
 
     err = Console(stderr=True)
@@ -112,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, click_error):  # bad arguments, unknown commands: a message, not a traceback
             e.show()
             return EXIT_BAD_INPUT if isinstance(e, usage) else e.exit_code
-        raise
+        down = dependency_down(e)
+        if down is None:
+            raise
+        err.print(f"[bold red]error:[/] {down.render()}", highlight=False, markup=True, soft_wrap=True)
+        return down.exit_code
     return 0
 
 

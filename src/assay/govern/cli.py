@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
             purpose: str = typer.Option(None, "--purpose", help="Why may (not) it be used for this purpose?"),
             restriction: str = typer.Option(None, "--restriction", help="Where does this restriction come from?"),
             as_json: bool = JSON_OPT) -> None:
-        """Explain a purpose or restriction verdict with lineage paths."""
+        """Explain a purpose or restriction verdict with lineage paths; exit 1 when the purpose is not allowed."""
         from assay.govern.lineage import why as why_fn
         from assay.store import open_store
 
@@ -193,6 +193,8 @@ def register(app: typer.Typer) -> None:
             lines += [f"  from {x['asset']}: {' <- '.join(x['path'])}" for x in r["from"]]
             lines += [f"  lifted in run {x['run']} by {x['transformation']} (recorded by {x['recorded_by']})" for x in r["lifted_by"]]
         _print(out, as_json, "\n".join(lines))
+        if "purpose" in out and not out["purpose"]["allowed"]:
+            raise typer.Exit(1)  # "no" is exit 1 (README, exit codes), as for `deploy check`
 
     @lin.command("ingest")
     def ingest(events: Path = typer.Argument(..., help="A JSON file with one RunEvent, or JSONL with many."),

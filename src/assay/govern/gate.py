@@ -33,6 +33,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from assay.errors import BadInput
+from assay.policy.supplied import PURPOSE
 from assay.records import Event
 from assay.store import Store
 from assay.store.schema import Approval, Asset, AssetFile, PolicyBundleRow, Verdict
@@ -441,8 +442,7 @@ def check_deployment(store: Store, actor: Actor, deployment: str, *, bundle_path
         started = time.perf_counter()
         weights = verify_weights(s, model, Path(weights_root) if weights_root else None, actor)
         anc = governed(store, s, model.id)
-        context = {"purpose": spec["purpose"], "surface": spec["surface"], "region": spec["region"],
-                   "environment": spec["environment"]}
+        context = deployment_context(spec)
         lineage = evaluate_lineage(anc.graph, anc.target, bundle, _declared(bundle, context), prefix=[dep.id], ancestry=anc)
         evidence, eval_ids = _evaluation_metrics(s, model)
         metrics = evidence["metrics"]
@@ -514,6 +514,15 @@ def _emit_verdict(store: Store, detail: dict[str, Any]) -> str:
         return "emitted to " + emit([verdict_run_event(store, detail)])
     except AssayError as e:
         return f"not emitted: {e.message}"
+
+
+DEPLOYMENT_FIELDS = tuple(n.split(".", 1)[1] for n in PURPOSE.attributes if n.startswith("deployment."))
+
+
+def deployment_context(spec: dict[str, Any]) -> dict[str, Any]:
+    """``deployment.*`` of the purposes section: the request's fields the gate declares it supplies
+    (``assay.policy.supplied.PURPOSE``), so a bundle can read exactly these."""
+    return {name: spec[name] for name in DEPLOYMENT_FIELDS}
 
 
 def _declared(bundle: Any, context: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from .propagation import (
     propagate,
     subgraph,
 )
-from .registry import ancestry_edges, asset_view, descendant_ids, resolve
+from .registry import KINDS, ancestry_edges, asset_view, descendant_ids, resolve
 
 # ---------------------------------------------------------------- governing terms
 
@@ -183,26 +183,44 @@ def governed(store: Store, s: Session, asset_id: str) -> Ancestry:
 # ---------------------------------------------------------------- what is shown
 
 
-def resolver(store: Store) -> Callable[[str], dict[str, Any] | None]:
-    """``version -> show(store, version)``, None for a version the registry does not know: what
-    the trace's ``why`` answers call to attach a model's lineage."""
+def resolver(store: Store) -> Callable[[str], dict[str, Any]]:
+    """``version -> model_link(store, version)``: what the trace's ``why`` answers call to follow a
+    decision's recorded model version to the registered model and its training data."""
 
-    def resolve_lineage(version: str) -> dict[str, Any] | None:
-        try:
-            return show(store, version)
-        except AssayError:
-            return None
+    def resolve_lineage(version: str) -> dict[str, Any]:
+        return model_link(store, version)
 
     return resolve_lineage
 
 
-def show(store: Store, ref: str) -> dict[str, Any]:
+def model_link(store: Store, version: str) -> dict[str, Any]:
+    """The chain from a model version a decision recorded (``movielens-ref@f86af32470bb``, an
+    asset id, ``name@2``) to the registered model and the datasets it was trained on.
+
+    ``{"model": id, "training_data": [dataset ids], "lineage": show(...), "missing": None}`` for a
+    whole chain; otherwise ``missing`` names the link that is absent and why (never a bare None)."""
+    try:
+        view = show(store, version, kind="model")
+    except AssayError as e:
+        return {"model": None, "training_data": [], "lineage": None,
+                "missing": f"model version: {version!r} does not resolve in the registry: {e.message}"}
+    model_id = view["asset"]["id"]
+    data = [n["id"] for n in view["ancestry"] if n.get("kind") == "dataset"]
+    missing = None if data else (
+        f"training data: {model_id} has no training run from a registered dataset in the registry "
+        "(register the model again with --trained-on DATASET, or send the training run as OpenLineage: `assay lineage ingest`)")
+    return {"model": model_id, "training_data": data, "lineage": view, "missing": missing}
+
+
+def show(store: Store, ref: str, kind: str | None = None) -> dict[str, Any]:
     """The asset, its effective terms (computed now), its ancestry edges and its descendants."""
     with store.session() as s:
-        asset = resolve(s, ref)
+        asset = resolve(s, ref, kind)
         anc = governed(store, s, asset.id)
         graph, terms = anc.graph, anc.terms
-        nodes = [{"id": graph.ids[i], "purposes": anc.purposes(i), "restrictions": anc.restrictions(i),
+        kinds = {r.id: r.kind for r in s.execute(sa.select(Asset.id, Asset.kind).where(Asset.id.in_(graph.ids)))} \
+            if len(graph.ids) <= IN_LIMIT else {}
+        nodes = [{"id": graph.ids[i], "kind": kinds.get(graph.ids[i]) or _kind_of(graph.ids[i]), "purposes": anc.purposes(i), "restrictions": anc.restrictions(i),
                   "level": int(terms.level[i]), **({"withdrawn_by": w} if (w := anc.withdrawn_by(i)) else {})}
                  for i in np.argsort(terms.level, kind="stable").tolist()]
         edges = [{"input": graph.ids[p], "output": graph.ids[c], "run": graph.edge_run[k],
@@ -214,6 +232,12 @@ def show(store: Store, ref: str) -> dict[str, Any]:
         if anc.cycle:
             out["cycle"] = anc.cycle
         return out
+
+
+def _kind_of(asset_id: str) -> str:
+    """The kind an asset id names (``model:ranker@2``), for ancestries too large to look up."""
+    head = asset_id.split(":", 1)[0]
+    return head if head in KINDS else ""
 
 
 def blocker_view(anc: Ancestry, i: int) -> dict[str, Any]:

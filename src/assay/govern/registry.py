@@ -271,7 +271,13 @@ def asset_view(session: Session, asset: Asset, with_files: bool = True) -> dict[
 
 
 def resolve(session: Session, ref: str, kind: str | None = None) -> Asset:
-    """An asset by exact id (``model:ranker@2``), or the latest version of ``kind:name`` / ``name``."""
+    """An asset by exact id (``model:ranker@2``), the latest version of ``kind:name`` / ``name``,
+    or one version of a name: ``name@2`` (its version number) or ``name@<hex>`` (a prefix of at
+    least 8 hex digits of its content hash or of one of its files' sha256).
+
+    ``name@<hex>`` is the identity running code records: a recommender's decisions carry
+    ``movielens-ref@f86af32470bb`` (the sha256 of the weights file it served), so the trace's
+    ``why`` reaches the registered version and its training data (docs/govern.md)."""
     if not isinstance(ref, str) or not ref:
         raise NotFound("an asset id is required")
     if len(ref) > 512 or text_problem(ref, single_line=True):
@@ -291,10 +297,47 @@ def resolve(session: Session, ref: str, kind: str | None = None) -> Asset:
     if want_kind:
         query = query.where(Asset.kind == want_kind)
     latest = session.scalars(query.order_by(Asset.version.desc()).limit(1)).first()
+    if latest is None and "@" in name:
+        return _resolve_selector(session, ref, want_kind, *name.rsplit("@", 1))
     if latest is None:
         raise NotFound(f"no {want_kind or 'asset'} {ref!r} in the registry",
                        hint="list them with `assay lineage show --all` or register it first")
     return latest
+
+
+HASH_PREFIX_RE = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def _resolve_selector(session: Session, ref: str, kind: str | None, name: str, selector: str) -> Asset:
+    """``name@<version>`` or ``name@<hash prefix>``; a prefix that matches two versions is refused
+    (naming them) rather than guessed, because the answer decides which training data is shown."""
+    versions = sa.select(Asset).where(Asset.name == name, Asset.namespace == "assay")
+    if kind:
+        versions = versions.where(Asset.kind == kind)
+    what = kind or "asset"
+    known = session.scalars(versions.order_by(Asset.version)).all()
+    if not known:
+        raise NotFound(f"no {what} {ref!r} in the registry: nothing is registered under the name {name!r}",
+                       hint="list them with `assay lineage show --all` or register it first")
+    if selector.isdigit():
+        match = [a for a in known if a.version == int(selector)]
+        if match:
+            return match[0]
+    if HASH_PREFIX_RE.match(selector.lower()):
+        prefix = selector.lower()
+        by_file = set(session.scalars(sa.select(AssetFile.asset_id).where(
+            AssetFile.asset_id.in_([a.id for a in known]), AssetFile.sha256.startswith(prefix, autoescape=True))))
+        match = [a for a in known if (a.content_hash or "").startswith(prefix) or a.id in by_file]
+        if len(match) == 1:
+            return match[0]
+        if match:
+            raise Conflict(f"{ref!r} is ambiguous: the hash prefix {prefix} matches {', '.join(a.id for a in match)}",
+                           hint="name the version itself (e.g. " + match[-1].id + ") or give a longer prefix")
+    registered = ", ".join(f"{a.id} ({(a.content_hash or 'no content hash')[:12]})" for a in known[-5:])
+    raise NotFound(f"no version of {what} {name!r} matches {selector!r}: neither a version number nor a prefix "
+                   f"(8+ hex digits) of a registered content hash or weights file; registered: {registered}",
+                   hint="register these weights as a new version (`assay register model`) so decisions made with "
+                        "them resolve")
 
 
 def latest(store: Store, ref: str) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from assay.errors import BadInput
+from assay.errors import BadInput, Unavailable
 
 guard_app = typer.Typer(help="Guard live slates: apply policy rules to candidate batches in milliseconds.", no_args_is_help=True)
 
@@ -101,6 +101,10 @@ def apply_cmd(
     guard = build_guard(bundle, labels)
     req = _read_json(request, "--request")
     slate = guard.apply(req, _read_candidates(candidates))
+    failed = guard.counters["label_store_errors"] + guard.counters["label_store_timeouts"]
+    if failed:  # the guard failed closed, as it must; a one-shot answer over a store that is down is no answer
+        raise Unavailable(f"the label store at {labels} did not answer (down or too slow): the guard failed closed, "
+                          f"{slate.dropped} of {slate.n_candidates} candidates dropped")
     if as_json:
         typer.echo(json.dumps(slate.to_dict(decisions=decisions), indent=2, default=str))
         return

@@ -46,32 +46,15 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
+from assay.policy.supplied import WINDOW
 from assay.stats import rate_interval
 
 ACTIONS = ("allow", "drop", "demote", "label", "cap")
 
-# CEL types of the window attributes, for a bundle's ``attributes: alerts:`` section.
-WINDOW_ATTRIBUTES: dict[str, str] = {
-    "window.n": "int",
-    "window.requests": "int",
-    "window.surface": "string",
-    "window.duration_s": "double",
-    **{f"window.{a}_rate": "double" for a in ACTIONS},
-    "window.action_rate": "map(string, double)",
-    "window.rule_rate": "map(string, double)",
-    "window.fallback_rate": "double",
-    "window.score_mean": "double",
-    "window.harm_rate": "double",
-    "window.harm_mean": "double",
-    "window.rate_low": "map(string, double)",
-    "window.rate_high": "map(string, double)",
-    "window.rule_rate_low": "map(string, double)",
-    "window.rule_rate_high": "map(string, double)",
-    "window.psi": "map(string, double)",
-    "window.ks": "map(string, double)",
-    "window.drifted": "int",
-    "window.drift_insufficient": "int",
-}
+# CEL types of the window attributes, for a bundle's ``attributes: alerts:`` section: the monitor's
+# declaration lives in the policy foundation (``assay.policy.supplied.WINDOW``), which the bundle
+# loader holds every alert to; ``WindowStats.context`` fills exactly these (tests/monitor).
+WINDOW_ATTRIBUTES: dict[str, str] = dict(WINDOW.attributes)
 
 
 @dataclass

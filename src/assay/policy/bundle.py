@@ -288,7 +288,20 @@ class BundleBuilder:
             compiled[section] = {}
             for cond in self.items[section]:
                 compiled[section][cond.id] = self._compile_one(env, cond, decls)
+                self._check_supplied(compiled[section][cond.id], decls)
         return compiled
+
+    def _check_supplied(self, cc: CompiledCondition, decls: dict[str, AttrType]) -> None:
+        """Refuse a condition that reads an attribute the producer of its section does not supply
+        (``assay.policy.supplied``), at the place in the file where it reads it."""
+        from assay.policy.supplied import SUPPLIED
+
+        supplied = SUPPLIED[cc.condition.section]
+        for name in cc.attributes:
+            problem = supplied.problem(name, decls[name])
+            if problem is not None:
+                line, col = _find_name(cc.condition.when, name)
+                raise self.when_error(cc.condition, line, col, *problem)
 
     def _compile_one(self, env: Any, cond: Condition, decls: dict[str, AttrType]) -> CompiledCondition:
         from assay.policy.checked_ast import decode_checked
@@ -335,6 +348,15 @@ class BundleBuilder:
         elif "Syntax error" in message:
             message = message.replace("Syntax error: ", "syntax error: ")
         return self.when_error(cond, line, col, message, hint)
+
+
+def _find_name(text: str, name: str) -> tuple[int, int]:
+    """(line, column), 1-based, of the first read of the dotted ``name`` in a condition's text."""
+    m = re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", text)
+    if m is None:
+        return 1, 1
+    before = text[: m.start()]
+    return before.count("\n") + 1, m.start() - (before.rfind("\n") + 1) + 1
 
 
 def _parse_action(value: Any) -> Action:

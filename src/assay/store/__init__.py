@@ -94,12 +94,30 @@ def make_engine(url: str) -> sa.Engine:
         except ImportError:
             pass
     try:
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
     except ImportError as e:
         raise Unavailable(
             f"the database driver for {parsed.get_backend_name()} is not installed ({e})",
             hint="pip install 'assay[postgres]'",
         ) from e
+    sa.event.listen(engine, "do_connect", _connect_or_unavailable(engine.url.render_as_string(hide_password=True)))
+    return engine
+
+
+def _connect_or_unavailable(where: str):
+    """A ``do_connect`` hook: a database server that cannot be reached is ``Unavailable`` (exit 3,
+    one line naming the server) wherever the connection is first needed (``db current``, the
+    migrations, a request), not a driver traceback."""
+
+    def connect(dialect, _record, cargs, cparams):
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise Unavailable(f"cannot reach the database at {where}: {reason}",
+                              hint="is the server running, and do ASSAY_DB_URL / --url name it?") from None
+
+    return connect
 
 
 def open_store(url: str | None = None, *, migrate: bool = True) -> Store:
@@ -114,7 +132,7 @@ def open_store(url: str | None = None, *, migrate: bool = True) -> Store:
                 from alembic.runtime.migration import MigrationContext
 
                 at = MigrationContext.configure(conn).get_current_revision()
-        except sa.exc.OperationalError as e:
+        except sa.exc.OperationalError as e:  # SQLite: a file that cannot be opened (servers: _connect_or_unavailable)
             raise Unavailable(f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: {e.orig}") from e
         if at != head_revision():
             upgrade(engine)

@@ -87,16 +87,24 @@ def parse_time(value: str | None, option: str = "--at") -> float | None:
 
 
 def lineage_resolver():
-    """Model lineage from the governance registry, when that part and its store are available."""
+    """Model lineage from the governance registry; when that part or its store is not available,
+    a resolver that says so for every model (the answer names the missing link, never a bare null)."""
     try:
         from assay.govern import lineage
         from assay.store import open_store
-    except ImportError:
-        return None
+    except ImportError as e:  # pragma: no cover - trees without the governance part
+        return _unresolved(f"the governance registry is not installed ({e})")
     try:
         return lineage.resolver(open_store(None))
-    except AssayError:
-        return None
+    except AssayError as e:
+        return _unresolved(f"the governance registry cannot be opened: {e.message}")
+
+
+def _unresolved(reason: str):
+    def resolve(version: str) -> dict:
+        return {"model": None, "training_data": [], "lineage": None, "missing": f"model version: {reason}"}
+
+    return resolve
 
 
 @trace_app.command("verify")
@@ -233,7 +241,10 @@ def why(item: str = typer.Option(..., "--item", help="Item id."),
         typer.echo(f"  rule {rule['id']}: {rule['reason'] or ''}")
     typer.echo(f"  bundle {answer['bundle_version']} ({answer['bundle_hash'][:16]}...), breaker {answer['breaker_state']}")
     for model in answer["models"]:
-        typer.echo(f"  model {model['version']}" + (" (lineage known)" if model["lineage"] else ""))
+        typer.echo(f"  model {model['version']}" + (f" = {model['model']}" if model.get("model") else "")
+                   + (f", trained on {', '.join(model['training_data'])}" if model.get("training_data") else ""))
+        if model.get("missing"):
+            typer.echo(f"    lineage incomplete: {model['missing']}")
     if answer["attribution"]:
         typer.echo(f"  attribution: {answer['attribution']}")
     typer.echo("  provable: " + ("yes, inclusion proof against the newest checkpoint (--json)" if "proof" in answer

@@ -41,6 +41,8 @@ def step(ctx) -> None:
     from assay.trace import TraceLog, proofs
     from assay.trace.bench import synthetic_decisions
     from assay.trace.checkpoint import Verifier
+    from assay.trace.cli import lineage_resolver
+    from assay.trace.query import why
 
     root = ctx.settings.home / "trace"
     limit = 2_000 if ctx.quick else 50_000
@@ -63,11 +65,15 @@ def step(ctx) -> None:
         ctx.say(f"verify: {'OK' if report.ok else 'FAILED'} - {report.records} records recomputed from RFC 8785 JSON "
                 f"against {report.checkpoints} Ed25519-signed checkpoints in {report.seconds:.2f}s")
 
-        answer = log.why(item, subject)
+        answer = why(log, item, subject, lineage=lineage_resolver())
         rules = ", ".join(f"{r['id']} ({r['reason']})" for r in answer["rules"]) or "no rule fired"
         done = {"drop": "dropped", "demote": "demoted", "label": "labelled", "cap": "capped", "allow": "allowed"}
         ctx.say(f"why was {item} {done.get(answer['action'], answer['action'])} for that user? rank {answer['rank_before']} -> {answer['rank_after']}; "
                 f"{rules}; bundle {answer['bundle_version'] or answer['bundle_hash'][:12]}; breaker {answer['breaker_state']}")
+        for model in answer["models"]:
+            ctx.say(f"which model, trained on which data? {model['version']} is {model['model']}, trained on "
+                    f"{', '.join(model['training_data'])}" if not model["missing"]
+                    else f"which model, trained on which data? {model['version']}: lineage incomplete: {model['missing']}")
         vkey = log.verifier.vkey()
         bundle = json.loads(json.dumps(answer["proof"]))
         ctx.say("an auditor checks that decision with only the public key: "

@@ -23,6 +23,19 @@ WHY_COLUMNS = ["index", "record_hash", "type", "erased", "request_id", "ts", "su
 
 # Set by a part that can resolve model lineage (the governance registry): model version -> lineage dict.
 LineageResolver = Callable[[str], dict[str, Any] | None]
+# A resolver (``assay.govern.lineage.resolver``) answers ``{"model", "training_data", "lineage",
+# "missing"}`` for a recorded model version; ``missing`` names the absent link of the chain
+# decision -> model version -> training data, so an answer never just says ``"lineage": null``.
+NO_REGISTRY = "model version: no governance registry was consulted for this answer"
+
+
+def model_entry(version: str, lineage: LineageResolver | None) -> dict[str, Any]:
+    """One recorded model version with what the registry says about it (or why it says nothing)."""
+    link = lineage(version) if lineage is not None else None
+    if link is None:
+        link = {"model": None, "training_data": [], "lineage": None,
+                "missing": NO_REGISTRY if lineage is None else f"model version: the registry does not know {version!r}"}
+    return {"version": version, **link}
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -121,9 +134,7 @@ def why(log, item_id: str, subject_id: str, at: float | None = None,
     index = int(row["index"])
     rules = [{"id": rid, "reason": reason} for rid, reason in
              zip(row["rule_ids"] or [], list(row["reasons"] or []) + [None] * len(row["rule_ids"] or []), strict=False)]
-    models = []
-    for version in row["model_versions"] or []:
-        models.append({"version": version, "lineage": lineage(version) if lineage else None})
+    models = [model_entry(version, lineage) for version in row["model_versions"] or []]
     answer: dict[str, Any] = {
         "index": index,
         "record_hash": bytes(row["record_hash"]).hex(),
