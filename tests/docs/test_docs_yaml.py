@@ -121,3 +121,18 @@ def test_every_yaml_block_is_read_by_something():
     # the page bundles plus the rest cover every block: nothing is silently left out
     covered = sum(len(v) for v in PAGE_BUNDLES.values()) + len(OTHER)
     assert covered == len(YAML_BLOCKS) and len(YAML_BLOCKS) >= 8
+
+
+def _alert_attributes(doc: dict) -> set[str]:
+    return set((doc.get("attributes") or {}).get("alerts") or {})
+
+
+@pytest.mark.parametrize("source", [*SHIPPED_BUNDLES, *PAGE_BUNDLES], ids=[getattr(s, "name", s) for s in [*SHIPPED_BUNDLES, *PAGE_BUNDLES]])
+def test_alerts_read_only_what_the_monitor_supplies(source):
+    # issue #27: `window.harmful_rate` type-checked and its tests passed, but no monitor window has
+    # it, so the alert never fired live. The monitor's own table of what a window carries decides.
+    from assay.monitor.windows import WINDOW_ATTRIBUTES
+
+    doc = _merge(PAGE_BUNDLES[source]) if isinstance(source, str) else _load(source.read_text(encoding="utf-8"))
+    unknown = sorted(_alert_attributes(doc) - set(WINDOW_ATTRIBUTES))
+    assert not unknown, f"{source}: alerts declare {unknown}, which no monitor window supplies (it supplies {sorted(WINDOW_ATTRIBUTES)})"
