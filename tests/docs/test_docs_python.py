@@ -47,7 +47,7 @@ CHECKS: dict[str, Callable[[dict], None]] = {"guard.md": _guard_check, "trace.md
 
 
 def test_the_docs_have_python_examples():
-    assert len(PY_BLOCKS) >= 9
+    assert len(PY_BLOCKS) >= 8
 
 
 @pytest.mark.parametrize("block", PY_BLOCKS, ids=[b.id for b in PY_BLOCKS])
