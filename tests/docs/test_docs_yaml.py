@@ -136,3 +136,35 @@ def test_alerts_read_only_what_the_monitor_supplies(source):
     doc = _merge(PAGE_BUNDLES[source]) if isinstance(source, str) else _load(source.read_text(encoding="utf-8"))
     unknown = sorted(_alert_attributes(doc) - set(WINDOW_ATTRIBUTES))
     assert not unknown, f"{source}: alerts declare {unknown}, which no monitor window supplies (it supplies {sorted(WINDOW_ATTRIBUTES)})"
+
+
+TYPO_BUNDLE = """# feed.yaml
+bundle: feed-safety
+version: "1"
+attributes:
+  rules:
+    request.user.age: int
+    item.labels.mature: double
+rules:
+  - id: teen-mature-drop
+    surface: [for_you]
+    action: drop
+    when: request.user.age < 18 && item.labels.maturity >= 0.7
+    reason: mature content is not recommended to minors
+"""
+
+
+def test_the_error_policy_md_shows_is_what_assay_prints(tmp_path, monkeypatch):
+    import contextlib
+    import io
+
+    from assay.cli.main import main
+
+    shown = next(b for b in all_blocks() if b.page.name == "policy.md" and b.text.startswith("error: feed.yaml"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "feed.yaml").write_text(TYPO_BUNDLE)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["policy", "check", "feed.yaml"])
+    assert code == 2
+    assert err.getvalue().strip() == shown.text.strip(), f"{shown.where} shows:\n{shown.text}\nassay prints:\n{err.getvalue()}"
