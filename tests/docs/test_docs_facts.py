@@ -124,3 +124,22 @@ def test_the_files_the_demo_writes_are_where_the_steps_write_them():
         first = path.strip("/").split("/")[0].split("<")[0]
         assert re.search(rf"""["']{re.escape(first)}["']|/ "{re.escape(first)}""", code) or first in ("assay.db",), \
             f"demo.md says the demo writes {path}, but no step names {first!r}"
+
+
+def test_the_checkpoint_files_mitigate_md_names_are_the_ones_written():
+    import inspect
+
+    from assay.mitigate import pipeline, train
+
+    page = _page("mitigate.md").replace("\n", " ")
+    m = re.search(r"renamed into place as `checkpoints/([a-z-]+)(\d+)/` \(([^)]*)\)", page)
+    assert m, "mitigate.md no longer names the checkpoint files in the form this test reads"
+    prefix, digits, files = m.group(1), m.group(2), re.findall(r"`([^`]+)`", m.group(3))
+    assert prefix == train.CHECKPOINT_PREFIX and len(digits) == 6
+    source = inspect.getsource(train.train_lora if hasattr(train, "train_lora") else train)
+    assert 'run_dir / "checkpoints"' in source and "{step:06d}" in source
+    for name in files:
+        assert f'"{name}"' in source, f"mitigate.md names {name}, which the trainer does not write"
+    assert f"the newest {['zero', 'one', 'two', 'three'][train.TrainConfig().keep_checkpoints]} are kept" in page
+    assert str(pipeline.runs_root()).endswith("mitigate/runs") and "`ASSAY_HOME/mitigate/runs/RUN/`" in page
+    assert 'run_dir / "dpo"' in inspect.getsource(pipeline) and "`RUN/dpo/checkpoint-N`" in page
