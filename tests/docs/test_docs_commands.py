@@ -72,3 +72,33 @@ def test_every_option_the_prose_names_exists(cli):
                     if name not in known:
                         missing.append(f"{page.name}:{n}: {name}")
     assert not missing, "options the docs name that no assay command has:\n" + "\n".join(missing)
+
+
+def _all_paths(cmd, path=()):
+    out = [path]
+    if is_group(cmd):
+        for name in cmd.list_commands(click.Context(cmd)):
+            out += _all_paths(cmd.get_command(click.Context(cmd), name), (*path, name))
+    return out
+
+
+def test_every_command_has_help(cli):
+    # README: "every command has `--help`"
+    import contextlib
+    import io
+
+    from assay.cli.main import main
+
+    paths = _all_paths(cli)
+    assert len(paths) >= 60, len(paths)
+    failed = []
+    for path in paths:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                code = main([*path, "--help"])
+            except SystemExit as e:
+                code = e.code or 0
+        if code != 0 or "Usage" not in out.getvalue():
+            failed.append(f"assay {' '.join(path)} --help: exit {code}: {out.getvalue()[-300:]}")
+    assert not failed, "\n".join(failed)

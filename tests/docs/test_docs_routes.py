@@ -45,8 +45,6 @@ def _which(page: str, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory):
-    import os
-
     from assay.guard.cli import DEFAULT_BUNDLE, build_guard
     from assay.guard.http import create_app as guard_app
     from assay.server.app import create_app as control_app
@@ -54,8 +52,7 @@ def apps(tmp_path_factory):
     from assay.trace.witness import Witness
     from assay.trace.witness import create_app as witness_app
 
-    home = tmp_path_factory.mktemp("home")
-    os.environ["ASSAY_HOME"] = str(home)
+    home = tmp_path_factory.mktemp("home")  # every app gets its state explicitly: no setting is changed
     store = open_store(f"sqlite:///{home / 'a.db'}")
     out = {"control": control_app(store), "guard": guard_app(build_guard(DEFAULT_BUNDLE, None), access=None),
            "witness": witness_app(Witness.init(home / "witness", "witness.example/docs"))}
