@@ -38,12 +38,12 @@ HELP_ONLY: dict[str, str] = {
     "assay server": "serves until stopped; tests/server runs it",
     "assay models serve": "starts llama.cpp and serves until stopped",
     "assay label --stream": "a Redis Streams consumer that runs until stopped; tests/classify runs it",
-    "assay eval run accuracy-truthfulqa": "starts a SmolLM2 server for the run (an `llm` test)",
+    "assay eval run accuracy-truthfulqa": "starts a SmolLM2 server for the run (runs under -m slow)",
     "assay eval run safety-harmbench --target-url": "needs the reader's own model server",
     "assay eval run my-suite.yaml --engine ray": "the reader's suite on a Ray cluster",
     "assay eval resume 2026": "resumes the reader's own killed run",
     "assay mitigate finetune": "a LoRA fine-tune of SmolLM2 (minutes; tests/mitigate runs a small one)",
-    "assay judge validate harmful": "scores the held-out set with the harmful_response head (minutes)",
+    "assay judge validate harmful": "scores the held-out set with the harmful_response head (about a minute; runs under -m slow)",
 }
 
 # What the docs say a command answers, where that is not 0.
@@ -205,3 +205,24 @@ def test_every_shell_command_on_the_page_runs(page, tmp_path, monkeypatch):
             if code not in want:
                 failures.append(f"{where}\n  exited {code} (the docs say {want}):\n{out[-3000:]}")
     assert not failures, "\n\n".join(failures)
+
+
+def _documented(command: str) -> bool:
+    return any(cmd == command or cmd.split("#")[0].strip() == command
+               for p in PAGES for b in blocks(p) if b.lang in SHELL_LANGS for _, cmd in shell_lines(b))
+
+
+# The HELP_ONLY commands that need no server of the reader's own: run for real under -m slow.
+SLOW_RUNS = [
+    pytest.param("assay judge validate harmful", marks=pytest.mark.slow, id="judge-validate-harmful"),
+    pytest.param("assay eval run accuracy-truthfulqa --limit 20", marks=[pytest.mark.slow, pytest.mark.llm],
+                 id="eval-run-truthfulqa"),
+]
+
+
+@pytest.mark.parametrize("command", SLOW_RUNS)
+def test_a_long_documented_command_runs(command, tmp_path, monkeypatch):
+    assert _documented(command), f"{command!r} is no longer in the docs: update SLOW_RUNS"
+    monkeypatch.chdir(tmp_path)
+    code, out = run_assay(split_command(command)[1:])
+    assert code == 0, f"{command} exited {code}:\n{out[-3000:]}"
