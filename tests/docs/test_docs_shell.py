@@ -214,15 +214,16 @@ def _documented(command: str) -> bool:
 
 # The HELP_ONLY commands that need no server of the reader's own: run for real under -m slow.
 SLOW_RUNS = [
-    pytest.param("assay judge validate harmful", marks=pytest.mark.slow, id="judge-validate-harmful"),
-    pytest.param("assay eval run accuracy-truthfulqa --limit 20", marks=[pytest.mark.slow, pytest.mark.llm],
+    pytest.param("assay judge validate harmful", 0, marks=pytest.mark.slow, id="judge-validate-harmful"),
+    # the page says: 20 items are too few for the release gates (inconclusive, so not passed): exit 1
+    pytest.param("assay eval run accuracy-truthfulqa --limit 20", 1, marks=[pytest.mark.slow, pytest.mark.llm],
                  id="eval-run-truthfulqa"),
 ]
 
 
-@pytest.mark.parametrize("command", SLOW_RUNS)
-def test_a_long_documented_command_runs(command, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("command", "exit_code"), SLOW_RUNS)
+def test_a_long_documented_command_runs(command, exit_code, tmp_path, monkeypatch):
     assert _documented(command), f"{command!r} is no longer in the docs: update SLOW_RUNS"
     monkeypatch.chdir(tmp_path)
     code, out = run_assay(split_command(command)[1:])
-    assert code == 0, f"{command} exited {code}:\n{out[-3000:]}"
+    assert code == exit_code, f"{command} exited {code}, the docs say {exit_code}:\n{out[-3000:]}"
