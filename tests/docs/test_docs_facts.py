@@ -156,3 +156,14 @@ def test_the_checkpoint_files_mitigate_md_names_are_the_ones_written():
     assert f"the newest {['zero', 'one', 'two', 'three'][train.TrainConfig().keep_checkpoints]} are kept" in page
     assert str(pipeline.runs_root()).endswith("mitigate/runs") and "`ASSAY_HOME/mitigate/runs/RUN/`" in page
     assert 'run_dir / "dpo"' in inspect.getsource(pipeline) and "`RUN/dpo/checkpoint-N`" in page
+
+
+def test_every_setting_the_docs_name_is_read_by_the_code():
+    from docpages import PAGES
+
+    # the code, and the tests (a test's own knob, such as ASSAY_FUZZ_CASES, is read there)
+    code = "\n".join(p.read_text(encoding="utf-8") for d in ("src", "tests") for p in (ROOT / d).rglob("*.py")
+                     if "tests/docs" not in p.as_posix())
+    named = {(page.name, name) for page in PAGES for name in re.findall(r"\bASSAY_[A-Z0-9_]+\b", page.read_text(encoding="utf-8"))}
+    missing = sorted(f"{page}: {name}" for page, name in named if f'"{name}"' not in code and f"'{name}'" not in code)
+    assert not missing, "settings the docs name that no code reads:\n" + "\n".join(missing)
