@@ -40,22 +40,6 @@ def words_as_options(words: list[str]) -> list[str]:
     return out
 
 
-def problems(cli: click.Command, words: list[str]) -> list[str]:
-    """What is wrong with a documented command (``words`` starts after ``assay``); [] if nothing."""
-    cmd, path, rest = resolve(cli, words)
-    found: list[str] = []
-    if is_group(cmd):
-        if rest and not rest[0].startswith("-"):
-            found.append(f"'{' '.join(path)}' has no subcommand {rest[0]!r} "
-                         f"(it has: {', '.join(sorted(cmd.list_commands(click.Context(cmd))))})")
-        return found
-    known = option_names(cmd)
-    for opt in words_as_options(rest):
-        if opt not in known:
-            found.append(f"'{' '.join(path)}' has no option {opt} (it has: {', '.join(sorted(known))})")
-    return found
-
-
 def all_options(cli: click.Command) -> set[str]:
     """Every option name of every command."""
     names: set[str] = set()

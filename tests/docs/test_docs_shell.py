@@ -85,7 +85,6 @@ def run_assay(argv: list[str]) -> tuple[int, str]:
 
 def _command_path(words: list[str]) -> list[str]:
     """The subcommand words of ``assay ...`` (up to the first option or placeholder)."""
-
     import typer
     from cli_tree import resolve
 
