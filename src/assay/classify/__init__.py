@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from assay.classify.claims import ClaimMatcher
     from assay.classify.model import Classifier
 
-__all__ = ["available", "load_classifier"]
+__all__ = ["available", "load_classifier", "score_many"]
 
 
 def available() -> list[str]:
@@ -49,3 +49,11 @@ def _load(name: str) -> Classifier | ClaimMatcher:
 def load_classifier(name: str) -> Classifier | ClaimMatcher:
     """The committed classifier ``name`` (loaded once per process; no retraining)."""
     return _load(name)
+
+
+def __getattr__(name: str):  # imported on first use: the encoder's module is heavy
+    if name == "score_many":
+        from assay.classify.model import score_many
+
+        return score_many
+    raise AttributeError(f"module 'assay.classify' has no attribute {name!r}")

@@ -2,4 +2,29 @@
 recommenders. Results stream to disk, runs resume, every aggregate carries n and a 95% interval.
 
 Submodules import lazily; ``assay.evaluate.recsys_metrics`` is usable on its own.
+
+    from assay.evaluate import load_suite, run_suite
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "run_suite": "assay.evaluate.engine",
+    "runs_dir": "assay.evaluate.engine",
+    "Suite": "assay.evaluate.suite",
+    "builtin_suites": "assay.evaluate.suite",
+    "load_suite": "assay.evaluate.suite",
+    "rate_interval": "assay.evaluate.stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'assay.evaluate' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -7,9 +7,12 @@ from assay.guard.breakers import (
     CallOutcome,
     CircuitBreaker,
     Fallback,
+    IllegalTransition,
     ScopePolicy,
     State,
     WindowType,
+    default_registry,
+    drop_rate_above,
 )
 from assay.guard.core import CompiledBundle, Guard, GuardConfig, Slate, compile_bundle
 from assay.guard.sink import DecisionQueue
@@ -24,9 +27,12 @@ __all__ = [
     "Fallback",
     "Guard",
     "GuardConfig",
+    "IllegalTransition",
     "ScopePolicy",
     "Slate",
     "State",
     "WindowType",
     "compile_bundle",
+    "default_registry",
+    "drop_rate_above",
 ]

@@ -58,7 +58,7 @@ def train_cmd(
     ),
     users: int = typer.Option(None, help="Keep only the first N users (a quick run)."),
     seed: int = typer.Option(20261129, help="Seed for ALS and LightGBM (same seed, same files)."),
-    rounds: int = typer.Option(150, help="Boosting rounds of the ranker."),
+    rounds: int = typer.Option(None, help="Boosting rounds of the ranker (default: TrainConfig.rounds, 100)."),
     register: bool = typer.Option(
         True,
         "--register/--no-register",
@@ -77,7 +77,8 @@ def train_cmd(
         rec, _split, folder = train_and_save(
             dataset,
             users=users,
-            config=replace(TrainConfig(), seed=seed, rounds=rounds),
+            # one default, in TrainConfig: the CLI's own 150 had drifted from it (issue #27)
+            config=replace(TrainConfig(), seed=seed, rounds=TrainConfig().rounds if rounds is None else rounds),
             progress=say,
         )
     out = {

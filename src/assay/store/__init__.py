@@ -22,8 +22,9 @@ from assay.config import settings
 from assay.errors import BadInput, Unavailable
 from assay.store import schema
 from assay.store.schema import Base
+from assay.store.values import Unstorable
 
-__all__ = ["Base", "Store", "open_store", "schema"]
+__all__ = ["Base", "Store", "Unstorable", "open_store", "schema"]
 
 
 @dataclass

@@ -23,6 +23,7 @@ _EXPORTS = {
     "SignatureError": "assay.trace.checkpoint",
     "Verifier": "assay.trace.checkpoint",
     "ProofError": "assay.trace.merkle",
+    "guard_span": "assay.trace.telemetry",
 }
 
 # `assay trace verify`: the signed log verifies, but records (or a torn batch) follow its newest
