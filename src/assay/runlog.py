@@ -60,7 +60,7 @@ def _null_from_nan(v: float) -> float | None:
 
 
 # a float that is NaN/inf in Python and null in the file
-Number = Annotated[float, BeforeValidator(_nan_from_null), PlainSerializer(_null_from_nan, return_type=float | None)]
+Number = Annotated[float, BeforeValidator(_nan_from_null), PlainSerializer(_null_from_nan, return_type=float | None, when_used="json")]
 
 
 class _Record(BaseModel):
@@ -91,12 +91,11 @@ class BundleRef(_Record):
 
 
 class JudgeRef(_Record):
-    """The judge behind a judged field or metric, and its validation against human labels as it
-    stood when the run was written (``validation.validated`` is false for a never-validated one)."""
+    """The judge behind a judged field, and its validation against human labels as it stood when
+    the run was written (``validation.validated`` is false for a never-validated one)."""
 
-    judge: str  # name@version
     name: str
-    version: str
+    version: str  # name@sha256:<content hash of its configuration>
     question: str = ""
     validation: dict[str, Any] = Field(default_factory=dict)
 
