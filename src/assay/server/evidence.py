@@ -139,7 +139,7 @@ def interval_svg(rows: Sequence[dict[str, Any]], *, label: str) -> str:
 
     e = html.escape
     parts = [f'<svg class="intervals" width="{width}" height="{height}" role="img" aria-label="{e(label)}" '
-             f'xmlns="http://www.w3.org/2000/svg" font-family="system-ui,sans-serif" font-size="11">',
+             f'font-family="system-ui,sans-serif" font-size="11">',
              f'<line x1="{left}" y1="14" x2="{left}" y2="{height - 4}" stroke="#d0d7de"/>',
              f'<line x1="{left + plot_w}" y1="14" x2="{left + plot_w}" y2="{height - 4}" stroke="#d0d7de"/>',
              f'<text x="{left}" y="10" fill="#57606a">{_fmt(lo)}</text>',
@@ -177,7 +177,7 @@ def timeline_svg(events: Sequence[dict[str, Any]], *, label: str) -> str:
     width, height = left + plot_w + 30, 34 + row_h * len(subjects)
     e = html.escape
     parts = [f'<svg class="timeline" width="{width}" height="{height}" role="img" aria-label="{e(label)}" '
-             f'xmlns="http://www.w3.org/2000/svg" font-family="system-ui,sans-serif" font-size="11">',
+             f'font-family="system-ui,sans-serif" font-size="11">',
              f'<text x="{left}" y="12" fill="#57606a">{e(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t0)))} UTC</text>',
              f'<text x="{left + plot_w}" y="12" fill="#57606a" text-anchor="end">+{span:.0f} s</text>']
     row = {s: i for i, s in enumerate(subjects)}
