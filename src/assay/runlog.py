@@ -418,7 +418,7 @@ def read_runlog(path: str | Path) -> RunLog:
         peek = json.loads(first)
     except (json.JSONDecodeError, UnicodeDecodeError):
         peek = None
-    if not isinstance(peek, dict) or peek.get("record") != "header" and "schema_version" not in peek:
+    if not isinstance(peek, dict) or (peek.get("record") != "header" and "schema_version" not in peek):
         raise _problem(path, 1, "not an assay run log (the first line is not a run log header)")
     version = peek.get("schema_version")
     if version != SCHEMA_VERSION:

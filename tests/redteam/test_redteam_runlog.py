@@ -11,7 +11,14 @@ import pytest
 from assay import runlog
 from assay.errors import BadInput
 from assay.redteam import attacks as A
-from assay.redteam.llm import _store, load_findings, runs_root, summarise, verdict, write_regression_suite
+from assay.redteam.llm import (
+    _store,
+    load_findings,
+    runs_root,
+    summarise,
+    verdict,
+    write_regression_suite,
+)
 
 
 def _findings() -> list[dict]:
@@ -63,7 +70,7 @@ def test_a_damaged_red_team_run_log_is_refused_by_name(tmp_path) -> None:
     _store(path, findings, summarise(findings), meta)
     data = (path / "runlog.jsonl").read_bytes()
     (path / "runlog.jsonl").write_bytes(data[:-10])
-    with pytest.raises(runlog.RunLogError, match="rt-2/runlog.jsonl.*truncated"):
+    with pytest.raises(runlog.RunLogError, match=r"rt-2/runlog\.jsonl.*truncated"):
         load_findings("rt-2")
     with pytest.raises(BadInput, match="no red-team run"):
         load_findings("no-such-run")

@@ -71,7 +71,7 @@ def test_an_unfinished_writer_leaves_nothing_at_the_final_name(tmp_path) -> None
     assert not path.exists() and not list(tmp_path.iterdir())
     w = rl.RunLogWriter(path, _head())
     w.sample({"id": "a"})
-    with pytest.raises(rl.RunLogError, match="only a .partial file"):
+    with pytest.raises(rl.RunLogError, match=r"only a \.partial file"):
         rl.read_runlog(path)
     w.abort()
 

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from assay.config import settings
-from assay.runlog import FILE_NAME, RunLog, read_runlog
 from assay.errors import BadInput, Unavailable
 from assay.evaluate import items as items_mod
 from assay.evaluate.items import EvalItem
@@ -39,6 +38,7 @@ from assay.evaluate.judged import judged_metrics
 from assay.evaluate.scorers import Scorer, build_scorer
 from assay.evaluate.suite import Suite, from_spec, load_suite
 from assay.evaluate.targets import Output, Target, TargetError, build_target, fingerprint_key
+from assay.runlog import FILE_NAME, RunLog, read_runlog
 
 RESULTS = "results.jsonl"  # the engine's own journal (resume reads it); the record of the run is RUNLOG
 RUNLOG = FILE_NAME

@@ -307,7 +307,7 @@ def write_runlog(path: Path, meta: dict[str, Any], report: dict[str, Any], *, mo
     from assay import runlog
 
     intervals, n = report["evidence"]["intervals"], report["evidence"]["n"]
-    judges = {name: j for name, j in metric_judges({"judge": report["judge"]}).items()} if report.get("judge") else {}
+    judges = metric_judges({"judge": report["judge"]}) if report.get("judge") else {}
     metrics = {}
     for k, v in report["metrics"].items():
         lo, hi = intervals.get(k, (math.nan, math.nan))
@@ -322,7 +322,7 @@ def write_runlog(path: Path, meta: dict[str, Any], report: dict[str, Any], *, mo
     head = runlog.header(
         run_id=meta["run_id"], kind="mitigation", name=model_name, created_at=runlog.now_iso() if "created" not in meta
         else _iso(meta["created"]), model=runlog.ModelRef(name=model_name, hashes=dict(model_hashes)),
-        datasets=[runlog.DatasetRef(name=str(d.get("name", "mitigation-data")), sha256=str(d["sha256"]))] if data and data.get("sha256") else [],
+        datasets=[runlog.DatasetRef(name=str(data.get("name", "mitigation-data")), sha256=str(data["sha256"]))] if data and data.get("sha256") else [],
         bundle=gate_record.bundle if gate_record else None,
         judges={k: runlog.JudgeRef(name=str(j.get("judge", "")).split("@", 1)[0], version=str(j.get("judge", "")),
                                    question=k, validation=dict(j.get("validation") or {}))

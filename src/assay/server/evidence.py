@@ -127,7 +127,7 @@ def interval_svg(rows: Sequence[dict[str, Any]], *, label: str) -> str:
         return ""
     finite = [x for r in rows for x in (r["value"], r["low"], r["high"]) if math.isfinite(x)]
     lo, hi = min(finite), max(finite)
-    if 0.0 <= lo and hi <= 1.0:
+    if lo >= 0.0 and hi <= 1.0:
         lo, hi = 0.0, 1.0
     elif lo == hi:
         lo, hi = lo - 1.0, hi + 1.0
