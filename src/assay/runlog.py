@@ -136,7 +136,8 @@ class Sample(_Record):
 class Metric(_Record):
     """An aggregate with its sample size and interval (``assay.stats``): ``method`` says where
     the interval came from; NaN bounds (null in the file) with a ``note`` when it is unavailable.
-    A judged metric names its judge and whether that judge was validated."""
+    A judged metric names its judge, whether that judge was validated, how many items it could
+    not judge, and the metric that corrects it for the judge's measured error."""
 
     value: Number
     n: int
@@ -149,7 +150,7 @@ class Metric(_Record):
     judge: str = ""
     judge_validated: bool | None = None
     unparsed: int | None = None
-    corrected: dict[str, Any] | None = None
+    corrected: str = ""  # the metric that holds this rate corrected for the judge's measured error
 
     @property
     def interval_available(self) -> bool:
