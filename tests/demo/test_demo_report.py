@@ -176,3 +176,16 @@ def test_every_stage_has_a_step_and_the_report_comes_last() -> None:
     assert DEMO_STEPS[-1] == "assay.server.demo"
     assert DEMO_STEPS.index("assay.cli.demo:replay") > DEMO_STEPS.index("assay.recsys.demo")
     assert DEMO_STEPS.index("assay.trace.demo") > DEMO_STEPS.index("assay.cli.demo:replay")
+
+
+def test_rates_and_other_scales_are_plotted_apart() -> None:
+    from assay.server.evidence import interval_plots
+
+    rows = [{"name": "ndcg@10", "value": 0.21, "low": 0.18, "high": 0.24, "n": 610},
+            {"name": "aplt", "value": 26.8, "low": 25.3, "high": 28.2, "n": 610},
+            {"name": "kappa", "value": 0.4, "low": float("nan"), "high": float("nan"), "n": 3}]
+    svg = interval_plots(rows, label="m")
+    first, second = svg.split("</svg>")[:2]
+    assert "ndcg@10" in first and "kappa" in first and "aplt" not in first and ">1<" in first  # the 0..1 axis
+    assert "aplt" in second and ">25.3<" in second and ">28.2<" in second  # its own axis
+    assert "no interval, n=3" in first  # an unavailable interval is said, not drawn

@@ -190,6 +190,9 @@ def test_eval_show_reads_only_the_run_log_and_refuses_a_damaged_one(tmp_path, st
     assert cli_main(["eval", "show", "shown"]) == 2
     err = capsys.readouterr().err
     assert "runlog.jsonl" in err and "truncated" in err
+    assert cli_main(["eval", "list", "--json"]) == 0  # the listing names the damaged run instead of failing
+    (row,) = [r for r in json.loads(capsys.readouterr().out) if r["run_id"] == "shown"]
+    assert row["complete"] is False and "truncated" in row["error"]
 
 def test_response_cache_skips_the_server(tmp_path, stub_server):
     suite = write_suite(tmp_path, stub_server.base_url, "ok", n=10)

@@ -144,7 +144,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     for col in ("run", "suite", "done", "complete", "passed"):
         table.add_column(col)
     for r in runs:
-        table.add_row(r["run_id"], r["suite"], f"{r['done']}/{r['items']}", str(r["complete"]), str(r["passed"]))
+        passed = f"[red]unreadable: {r['error']}[/]" if r.get("error") else str(r["passed"])
+        table.add_row(r["run_id"], r["suite"], f"{r['done']}/{r['items']}", str(r["complete"]), passed)
     Console().print(table)
 
 

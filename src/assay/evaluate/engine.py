@@ -38,7 +38,7 @@ from assay.evaluate.judged import judged_metrics
 from assay.evaluate.scorers import Scorer, build_scorer
 from assay.evaluate.suite import Suite, from_spec, load_suite
 from assay.evaluate.targets import Output, Target, TargetError, build_target, fingerprint_key
-from assay.runlog import FILE_NAME, RunLog, read_runlog
+from assay.runlog import FILE_NAME, RunLog, RunLogError, read_runlog
 
 RESULTS = "results.jsonl"  # the engine's own journal (resume reads it); the record of the run is RUNLOG
 RUNLOG = FILE_NAME
@@ -536,10 +536,14 @@ def list_runs() -> list[dict[str, Any]]:
     for p in sorted(root.iterdir()):
         if (p / "run.json").is_file():
             meta = json.loads((p / "run.json").read_text())
-            log = read_runlog(p / RUNLOG) if (p / RUNLOG).is_file() else None
+            row = {"run_id": p.name, "suite": meta["suite"], "items": meta["items"], "complete": False, "passed": None}
+            try:
+                log = read_runlog(p / RUNLOG) if (p / RUNLOG).is_file() else None
+            except RunLogError as e:  # one damaged run log is listed as such, not a failed listing
+                out.append({**row, "done": 0, "error": e.message})
+                continue
             done = log.summary.samples if log else len({r["id"] for r in read_results(p / RESULTS)})
-            out.append({"run_id": p.name, "suite": meta["suite"], "items": meta["items"], "done": done,
-                        "complete": log is not None, "passed": log.summary.passed if log else None})  # fmt: skip
+            out.append({**row, "done": done, "complete": log is not None, "passed": log.summary.passed if log else None})
     return out
 
 

@@ -160,6 +160,16 @@ def interval_svg(rows: Sequence[dict[str, Any]], *, label: str) -> str:
     return "".join(parts)
 
 
+def interval_plots(rows: Sequence[dict[str, Any]], *, label: str) -> str:
+    """Metrics on the 0..1 scale (rates, shares, scores) in one plot and the others in a second
+    with their own axis, so a count or a ratio does not squash every rate to a point."""
+    def unit(r: dict[str, Any]) -> bool:
+        return all(0.0 <= x <= 1.0 for x in (r["value"], r["low"], r["high"]) if math.isfinite(x))
+
+    return (interval_svg([r for r in rows if unit(r)], label=label)
+            + interval_svg([r for r in rows if not unit(r)], label=f"{label} (other scales)"))
+
+
 TIMELINE_COLOURS = {"open": "#cf222e", "half_open": "#9a6700", "half-open": "#9a6700", "closed": "#1a7f37"}
 
 
@@ -330,7 +340,7 @@ def build_assurance(runs: Sequence[RunView], *, home: Path, unreadable: Sequence
         model = r.log.header.model
         shown.append({"log": r.log, "link": r.link, "verdict": r.verdict, "title": r.title, "judges": judges,
                       "model": short(model.name, 60) if model else "",
-                      "plot": interval_svg(r.metrics, label=f"metrics of {r.log.run_id}")})
+                      "plot": interval_plots(r.metrics, label=f"metrics of {r.log.run_id}")})
     lineage = ""
     if overview:
         assets, edges = deployed_lineage(overview)

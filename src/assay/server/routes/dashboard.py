@@ -441,7 +441,7 @@ async def run_page(request: Request, path: str):
     v = evidence.view(log)
     report = log.artifact("report")
     return _page(request, "run.html", "reports", actor=actor, run=v, h=log.header, s=log.summary,
-                 plot=evidence.interval_svg(v.metrics, label=f"metrics of {log.run_id}"),
+                 plot=evidence.interval_plots(v.metrics, label=f"metrics of {log.run_id}"),
                  report=report.relative_to(home).as_posix() if report is not None and report.is_file() else None)
 
 
