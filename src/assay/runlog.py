@@ -33,7 +33,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
 
@@ -43,8 +43,10 @@ SCHEMA_VERSION = 1
 FILE_NAME = "runlog.jsonl"  # a run folder's run log; a run without a folder uses ``<name>.runlog.jsonl``
 SUFFIX = ".runlog.jsonl"
 SCHEMA_FILE = Path(__file__).with_name("runlog.schema.json")
-RUN_KINDS = ("evaluation", "redteam", "judge-validation", "mitigation", "classifier-training", "recommender-audit")
-VERDICTS = ("pass", "fail", "inconclusive")
+RunKind = Literal["evaluation", "redteam", "judge-validation", "mitigation", "classifier-training", "recommender-audit"]
+Verdict = Literal["pass", "fail", "inconclusive"]  # policy.model.GATE_VERDICTS, checked by the tests
+RUN_KINDS = get_args(RunKind)
+VERDICTS = get_args(Verdict)
 
 
 class RunLogError(BadInput):
@@ -106,7 +108,7 @@ class Header(_Record):
     record: Literal["header"] = "header"
     schema_version: int
     run_id: str
-    kind: Literal["evaluation", "redteam", "judge-validation", "mitigation", "classifier-training", "recommender-audit"]
+    kind: RunKind
     name: str  # the suite, attack set, judge, classifier head or mitigation it ran
     created_at: str  # ISO 8601, UTC
     assay_version: str = ""
@@ -161,7 +163,7 @@ class GateVerdict(_Record):
     """One gate of the bundle on this run: pass, fail or inconclusive, and why."""
 
     id: str
-    verdict: Literal["pass", "fail", "inconclusive"]
+    verdict: Verdict
     reason: str = ""
     outcome: str = ""  # the condition on the point estimates alone
     decide: str = ""

@@ -126,3 +126,9 @@ def test_find_runlogs_sees_folders_and_named_files(tmp_path) -> None:
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "results.jsonl").write_text("{}\n")
     assert sorted(p.parent.name for p in rl.find_runlogs(tmp_path)) == ["a", "b"]
+
+
+def test_the_verdicts_are_the_policy_languages() -> None:
+    from assay.policy.model import GATE_VERDICTS
+
+    assert rl.VERDICTS == GATE_VERDICTS
