@@ -34,7 +34,8 @@ def _evaluation(home: Path, run_id: str, suite: str, verdicts: list[tuple[str, s
     records = [{"id": f"i{i}", "fields": {"prompt": SECRET}, "output": {"text": SECRET}, "scores": {"refused": r}, "error": None}
                for i, r in enumerate(rate)]
     gates = {"bundle": "release", "bundle_version": "3", "bundle_hash": "b" * 64, "passed": all(v == "pass" for _, v, _ in verdicts),
-             "verdicts": [{"id": g, "verdict": v, "passed": v == "pass", "reason": why} for g, v, why in verdicts]}
+             "verdicts": [{"id": g, "verdict": v, "passed": v == "pass", "reason": why, "evidence": {"refusal_rate": {"n": len(rate)}}}
+                          for g, v, why in verdicts]}
     return write_runlog(folder / "runlog.jsonl", meta, records, {"refusal_rate": rate_aggregate(rate)}, gates,
                         artifacts={"report": "report.html"})
 
@@ -94,6 +95,9 @@ def test_report_puts_verdicts_first_and_names_the_failing_gate(assay_home) -> No
     assert html.count('<svg class="intervals"') == 3 and 'id="lineage-graph"' in html and '<svg class="timeline"' in html
     assert "deployment:" in html and "for_you/source:ugc" in html and "harm-rate-high" in html
     assert 'href="../runs/run-fails/report.html"' in html  # links to each run, relative to reports/
+    plot = html[html.index('<svg class="intervals" width="950" height="48" role="img" aria-label="metrics of run-fails"'):]
+    plot = plot[:plot.index("</svg>")]
+    assert 'fill="#cf222e"' in plot and "gate injection-success-rate: FAIL" in plot  # the metric the failing gate weighs
     assert SECRET not in html  # samples are never read
     assert "<script" not in html and "http://" not in html.replace(dashboard_url(), "")  # nothing fetched
     steps = html[html.index('id="steps"'):]
@@ -143,6 +147,7 @@ def test_report_in_headless_chromium_shows_what_failed_and_why_first(assay_home,
             # the gates table lists the failure first; the plots, lineage and timeline are drawn
             assert page.locator("#gates tr.gate").first.get_attribute("class") == "gate fail"
             assert page.locator("svg.intervals").count() == 3 and page.locator("svg.intervals circle").count() == 3
+            assert page.locator('svg.intervals circle[fill="#cf222e"]').count() == 1  # red: weighed by the failing gate
             assert page.locator("#lineage-graph rect").count() >= 3
             assert page.locator("svg.timeline circle").count() == 3
             page.click("#blocking li a")  # the link goes to the run's own report

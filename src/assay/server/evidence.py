@@ -93,11 +93,18 @@ def view(log: runlog.RunLog, link_base: Path | None = None) -> RunView:
             v.gates.append({"id": g.id, "verdict": g.verdict, "reason": short(g.reason),
                             "notes": [short(n) for n in [*g.notes, *(f"missing: {m}" for m in g.missing)]]})
         v.gates.sort(key=lambda g: VERDICT_ORDER[g["verdict"]])
+    weighed: dict[str, tuple[str, str]] = {}  # metric -> (worst verdict of a gate that weighs it, that gate)
+    for g in log.summary.gates.verdicts if log.summary.gates is not None else ():
+        for metric in g.evidence:
+            if metric not in weighed or VERDICT_ORDER[g.verdict] < VERDICT_ORDER[weighed[metric][0]]:
+                weighed[metric] = (g.verdict, g.id)
     for name, m in log.summary.metrics.items():
         if "[" in name:  # per-group rows stay in the run's own report
             continue
+        verdict, gate = weighed.get(name, ("", ""))
         v.metrics.append({"name": name, "value": m.value, "low": m.ci_low, "high": m.ci_high, "n": m.n, "method": m.method,
-                          "judge": m.judge, "judge_validated": m.judge_validated, "note": short(m.note)})
+                          "judge": m.judge, "judge_validated": m.judge_validated, "note": short(m.note),
+                          "verdict": verdict, "gate": gate})
     return v
 
 
@@ -121,7 +128,8 @@ def _fmt(x: float) -> str:
 
 def interval_svg(rows: Sequence[dict[str, Any]], *, label: str) -> str:
     """A dot-and-whisker plot: one row per metric, the value as a dot, its 95% interval as a bar,
-    n beside it; a row without an interval says so. Rates share a 0..1 axis."""
+    n beside it; a row without an interval says so. A metric a gate weighs (``verdict``, ``gate``)
+    gets its dot in the verdict's colour and the gate named beside it. Rates share a 0..1 axis."""
     rows = [r for r in rows if math.isfinite(r["value"])]
     if not rows:
         return ""
@@ -131,7 +139,7 @@ def interval_svg(rows: Sequence[dict[str, Any]], *, label: str) -> str:
         lo, hi = 0.0, 1.0
     elif lo == hi:
         lo, hi = lo - 1.0, hi + 1.0
-    left, plot_w, row_h, right = 250, 320, 22, 170
+    left, plot_w, row_h, right = 250, 320, 22, 380
     width, height = left + plot_w + right, 26 + row_h * len(rows)
 
     def x(v: float) -> float:
@@ -151,9 +159,12 @@ def interval_svg(rows: Sequence[dict[str, Any]], *, label: str) -> str:
         has_interval = math.isfinite(r["low"]) and math.isfinite(r["high"])
         if has_interval:
             parts.append(f'<line x1="{x(r["low"]):.1f}" y1="{y}" x2="{x(r["high"]):.1f}" y2="{y}" stroke="#4c78a8" stroke-width="3"/>')
-        colour = "#0969da" if has_interval else "#9a6700"
+        verdict = r.get("verdict") or ""
+        colour = COLOURS[verdict] if verdict else ("#0969da" if has_interval else "#9a6700")
         value, low, high = _fmt(r["value"]), _fmt(r["low"]), _fmt(r["high"])
         text = f"{value} [{low}, {high}] n={r['n']}" if has_interval else f"{value}, no interval, n={r['n']}"
+        if verdict:  # the gate that weighs this metric, and what it said
+            text += f" · gate {short(r.get('gate', ''), 30)}: {verdict.upper()}"
         parts.append(f'<circle cx="{x(r["value"]):.1f}" cy="{y}" r="4" fill="{colour}"><title>{e(name)}: {e(text)}</title></circle>')
         parts.append(f'<text x="{left + plot_w + 8}" y="{y + 4}" fill="#24292f">{e(text)}</text>')
     parts.append("</svg>")
