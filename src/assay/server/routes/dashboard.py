@@ -421,7 +421,21 @@ async def reports(request: Request):
                      "when": v.log.header.created_at, "blocking": [g for g in v.gates if g["verdict"] != "pass"],
                      "metrics": [m for m in v.metrics[:4]]})
     bad = [{"path": u.path.relative_to(home).as_posix(), "error": u.error} for u in unreadable]
-    return _page(request, "reports.html", "reports", actor=actor, runs=runs, unreadable=bad)
+    # evaluations registered with the control plane (over HTTP too, from runs whose logs live elsewhere)
+    from assay.govern.lineage import list_assets
+
+    evaluations = []
+    for a in list_assets(request.app.state.store, "evaluation"):
+        spec = a.get("spec", {}) or {}
+        result = spec.get("result", spec) or {}
+        judges = result.get("judges") or {}
+        # Next to every judged metric: the judge that made it, and whether it was validated.
+        metrics = {k: (f"{v} [{judges[k]['judge']}{'' if judges[k].get('validated') else ', NOT VALIDATED'}]" if k in judges else v)
+                   for k, v in (result.get("metrics") or {}).items()}
+        evaluations.append({"id": a["id"], "suite": spec.get("suite", ""), "target": result.get("target", spec.get("target", "")),
+                            "metrics": json.dumps(metrics)[:400],
+                            "gates": result.get("gate_outcomes") or result.get("gate_verdicts", "")})
+    return _page(request, "reports.html", "reports", actor=actor, runs=runs, unreadable=bad, evaluations=evaluations)
 
 
 @router.get("/runs/{path:path}", response_class=HTMLResponse)
