@@ -129,3 +129,4 @@ def test_the_mitigation_report_is_a_run_log_and_reads_back(tmp_path):
     assert [(v["id"], v["verdict"], v["passed"]) for v in back["gates"]["verdicts"]] == \
         [(v["id"], v["verdict"], v["passed"]) for v in report["gates"]["verdicts"]]
     assert back["gates"]["bundle"] == report["gates"]["bundle"] and back["judge"] == judge
+    assert (back["before"], back["after"]) == (before, after)  # what the CLI and the demo print
