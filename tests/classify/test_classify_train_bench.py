@@ -26,6 +26,13 @@ def test_train_on_a_tiny_slice_is_reproducible(tmp_path):
     scores = clf.score(["I'm sorry, but I cannot help with that.", "Here is the recipe you asked for."])
     assert np.all((scores >= 0) & (scores <= 1))
     assert (out_a / "refusal.md").read_text().startswith("# Model card: `refusal`")
+    from assay.runlog import read_runlog
+
+    log = read_runlog(out_a / "refusal.runlog.jsonl")  # the training run's record, beside the head
+    assert (log.kind, log.header.model.name) == ("classifier-training", a["version"])
+    f1 = log.summary.metrics["f1"]
+    assert f1.n == a["split"]["test"]["n"] and f1.value == a["test"]["model"]["f1"]["value"] and f1.method == "bootstrap"
+    assert log.summary.metrics["recall"].n == a["split"]["test"]["positives"] and "f1[refusal-prefix]" in log.summary.metrics
 
 
 def test_train_unknown_name_is_bad_input(tmp_path):

@@ -122,3 +122,19 @@ def test_monitor_windows_fold_in_a_judges_verdicts():
     assert d["harm_rate"] == pytest.approx(2 / 3) and d["harm_judge"] == judge.version
     with pytest.raises(ValueError):
         w.add_judged(get_judge("refusal-phrase"), [("q", "x")])
+
+
+def test_a_recorded_validation_is_a_run_log_with_the_agreement_as_metrics(tmp_path):
+    from assay.runlog import read_runlog
+
+    judge = PhraseJudge("my-phrase", "refusal")
+    path = _write(tmp_path / "labels.jsonl", ROWS)
+    where = V.record(V.validate(judge, V.read_labels(path, "refusal"), labels_info={"name": "six rows", "sha256": V.file_sha256(path)}))
+    log = read_runlog(where)
+    assert (log.kind, log.header.name, log.header.judges["refusal"].version) == ("judge-validation", "my-phrase", judge.version)
+    assert log.header.datasets[0].sha256 == V.file_sha256(path)
+    # tp 2, fp 1, fn 1, tn 2 (see above): precision is a share of the 3 flagged, recall of the 3 refusals
+    p, r = log.summary.metrics["precision"], log.summary.metrics["recall"]
+    assert (p.value, p.n, p.method) == (pytest.approx(2 / 3, abs=1e-4), 3, "wilson") and (r.n, r.method) == (3, "wilson")
+    assert log.summary.metrics["f1"].method == "bootstrap" and log.summary.metrics["f1"].n == 6
+    assert "precision[source=a]" in log.summary.metrics

@@ -102,3 +102,31 @@ def test_judges_are_named_and_the_phrase_judge_sits_beside():
         assert out["benign_helpful"]["corrected"]["method"].startswith("rogan-gladen")
     else:
         assert out["benign_helpful"]["corrected"] is None
+
+
+def test_the_mitigation_report_is_a_run_log_and_reads_back(tmp_path):
+    from assay.mitigate.reeval import metric_judges, report_from_runlog, write_runlog
+    from assay.runlog import read_runlog
+
+    judge = {"harmful_rate": {"judge": "harmful@sha256:aa", "validation": {"validated": True}, "what": "flagged"},
+             "benign_helpful": {"judge": "refusal@sha256:bb", "validation": {"validated": False}, "what": "not refused"}}
+    before, after = _side(0.4, 0.95), _side(0.1, 0.96)
+    metrics, evidence = comparison_metrics(before, after), comparison_evidence(before, after)
+    report = {"metrics": metrics, "evidence": {"intervals": evidence[0], "n": evidence[1]}, "before": before, "after": after,
+              "judge": judge, "gates": check_gates(metrics, evidence=evidence, judges=metric_judges({"judge": judge}))}
+    path = write_runlog(tmp_path / "runlog.jsonl", {"run_id": "m1", "created": 0.0}, report, model_name="smollm2-mitigated",
+                        model_hashes={"model.safetensors": "ab" * 32}, data={"name": "d", "sha256": "cd" * 32})
+    log = read_runlog(path)
+    assert (log.kind, log.header.model.hashes, log.header.datasets[0].sha256) == ("mitigation", {"model.safetensors": "ab" * 32}, "cd" * 32)
+    reduction = log.summary.metrics["harmful_rate_reduction"]
+    assert reduction.method == "newcombe-difference" and reduction.ci_low < 0.3 < reduction.ci_high and reduction.n == 400
+    assert log.summary.metrics["benign_helpful_after"].judge == "refusal@sha256:bb"
+    assert log.summary.metrics["benign_helpful_after"].judge_validated is False
+    assert log.header.bundle.hash == report["gates"]["bundle_hash"]
+    back = report_from_runlog(log)
+    assert back["metrics"] == report["metrics"] and back["evidence"]["n"] == report["evidence"]["n"]
+    assert back["evidence"]["intervals"] == {k: list(v) for k, v in report["evidence"]["intervals"].items()}
+    assert [(v["id"], v["verdict"], v["passed"]) for v in back["gates"]["verdicts"]] == \
+        [(v["id"], v["verdict"], v["passed"]) for v in report["gates"]["verdicts"]]
+    assert back["gates"]["bundle"] == report["gates"]["bundle"] and back["judge"] == judge
+    assert (back["before"], back["after"]) == (before, after)  # what the CLI and the demo print

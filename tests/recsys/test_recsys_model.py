@@ -127,6 +127,12 @@ def test_offline_evaluation_and_audit_report(trained, tmp_path):
         assert f"<h2>{heading}</h2>" in html
     assert html.count("data:image/png;base64,") >= 4
     assert "No red-team results" in html
+    from assay.runlog import read_runlog
+
+    log = read_runlog(tmp_path / "audit.runlog.jsonl")  # the audit's record, beside its HTML
+    assert (log.kind, log.header.model.name, log.summary.artifacts["report"]) == ("recommender-audit", str(rec.version), "audit.html")
+    assert log.summary.metrics["ndcg@10"].value == pytest.approx(ev.metrics["ranker"]["ndcg"]["value"])
+    assert log.summary.metrics["ndcg@10[popularity]"].n == ev.metrics["popularity"]["ndcg"]["n"] and "gini" in log.summary.metrics
     redteam = tmp_path / "redteam.json"
     redteam.write_text(
         '{"suite": "redteam-shilling", "target": "x", "metrics": {"attack_success_rate": 0.25}, "intervals": {"attack_success_rate": [0.2, 0.3]}}'

@@ -59,7 +59,27 @@ def world(tmp_path, assay_home):
         Event(kind="breaker_transition", ts=now, subject="for_you/source:ugc", payload={"from": "closed", "to": "open", "reason": "failure rate 60%"}),
     ])
     log.close()
+    _runlogs(assay_home)
     return {"tokens": tokens, "deployment": dep["id"], "bundle": bundle}
+
+
+def _runlogs(home: Path) -> None:
+    """An evaluation whose gate failed, written by the evaluation engine's run log writer, and a
+    damaged run log beside it."""
+    from assay.evaluate.report import write_runlog
+    from assay.stats import rate_aggregate
+
+    meta = {"run_id": "eval-1", "suite": "injection-cyberseceval", "created_at": "2026-12-07T10:00:00Z",
+            "target": {"kind": "openai", "model": "smollm2"}, "model_hashes": {"m.gguf": "a" * 64},
+            "dataset": {"name": "prompts.jsonl", "sha256": "d" * 64}}
+    records = [{"id": f"i{i}", "fields": {}, "output": {"text": "x"}, "scores": {"injected": i < 31}, "error": None} for i in range(100)]
+    gates = {"bundle": "release", "bundle_version": "1", "bundle_hash": "b" * 64, "passed": False, "verdicts": [
+        {"id": "injection-success-rate", "verdict": "fail", "passed": False, "reason": "injection_success_rate 0.31 > 0.10"}]}
+    write_runlog(home / "runs" / "eval-1" / "runlog.jsonl", meta, records,
+                 {"injection_success_rate": rate_aggregate([r["scores"]["injected"] for r in records])}, gates)
+    bad = write_runlog(home / "runs" / "eval-2" / "runlog.jsonl", {**meta, "run_id": "eval-2"}, records[:3],
+                       {"injection_success_rate": rate_aggregate([True])}, None)
+    bad.write_bytes(bad.read_bytes()[:-5])
 
 
 @pytest.fixture
@@ -157,3 +177,18 @@ def test_dashboard_flow(server, browser, world, tmp_path):
     assert world["bundle"].hash[:16] in page.goto(base + "/ui/policies").text()
     page.goto(base + "/ui/lineage")
     page.screenshot(path=str(shots / "lineage.png"), full_page=True)
+
+    # runs come from their run logs: the verdict and the failing gate's reason, a damaged one named
+    page.goto(base + "/ui/reports")
+    row = page.locator("#reports tr.run").first
+    assert "FAIL" in row.inner_text() and "injection-success-rate" in row.inner_text() and "0.31 > 0.10" in row.inner_text()
+    assert "eval-2/runlog.jsonl" in page.inner_text("#unreadable") and "truncated" in page.inner_text("#unreadable")
+    page.screenshot(path=str(shots / "runs.png"), full_page=True)
+    row.locator("a").first.click()
+    assert page.inner_text("#run-title").startswith("FAIL") and "injection-success-rate" in page.inner_text("#gates")
+    assert page.locator("#metrics-plot svg.intervals circle").count() == 1 and "[0.2" in page.inner_text("#metrics")
+    page.screenshot(path=str(shots / "run.png"), full_page=True)
+    page.goto(base + "/ui/runs/runs/eval-2/runlog.jsonl")
+    assert "truncated" in page.inner_text("#error")
+    for outside in ("/ui/runs/..%2F..%2F..%2Fetc%2Fpasswd", "/ui/runs/runs/eval-1/run.json"):  # only run logs under ASSAY_HOME
+        assert page.goto(base + outside).status == 404, outside

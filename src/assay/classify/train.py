@@ -534,6 +534,48 @@ def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: Tas
     (out_dir / f"{name}.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out_dir / f"{name}.metrics.json").write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
     (out_dir / f"{name}.md").write_text(model_card(doc), encoding="utf-8")
+    training_runlog(name, doc, out_dir, {f"{name}.npz": sha})
+
+
+def _test_metrics(doc: dict) -> dict[str, dict]:
+    """The test split's figures for every system (the head and its baselines) as run log metrics:
+    precision is a share of the flagged items, recall of the positives, F1 and AUROC bootstrap
+    over the whole split."""
+    n = int(doc["split"]["test"]["n"])
+    positives = int(doc["split"]["test"]["positives"])
+    out = {}
+    for system, m in doc["test"].items():
+        flagged = round(float(m.get("positive_rate", 0.0)) * n)
+        for key, size in (("precision", flagged), ("recall", positives), ("f1", n), ("auroc", n)):
+            e = m.get(key)
+            if not isinstance(e, dict):
+                continue
+            low, high = (e.get("ci95") or [None, None])[:2]
+            name = key if system == "model" else f"{key}[{system}]"
+            out[name] = {"value": e["value"], "n": size, "ci_low": low, "ci_high": high, "method": e.get("interval", ""),
+                         "undefined": e.get("undefined")}
+    return out
+
+
+def training_runlog(name: str, doc: dict, out_dir: Path, weights: dict[str, str]) -> Path:
+    """The training run's run log (``assay.runlog``, kind ``classifier-training``) beside the head:
+    the head's version and weights' sha256, the data files and their hashes, the test figures
+    with their intervals. ``<name>.metrics.json`` stays the model card's source."""
+    from assay import runlog
+
+    doc = json.loads(json.dumps(doc, default=float))  # numpy scalars -> JSON numbers, as metrics.json has them
+    head = runlog.header(
+        run_id=f"classify-{name}-{doc['version'].rsplit(':', 1)[-1][:12]}", kind="classifier-training", name=name,
+        created_at=runlog.now_iso(), model=runlog.ModelRef(name=doc["version"], hashes=weights),
+        datasets=[runlog.DatasetRef(name=str(Path(k).name), sha256=v) for k, v in sorted((doc.get("data") or {}).items())],
+        config={k: doc[k] for k in ("encoder", "head", "seed", "limit", "threshold", "split", "bootstrap") if k in doc},
+    )
+    return runlog.write_runlog(out_dir / f"{name}{runlog.SUFFIX}", head, (), runlog.Summary(
+        samples=0, counts=dict(doc["split"]), metrics=_test_metrics(doc),
+        results={k: doc[k] for k in ("test_by_source", "calibration", "checks") if k in doc},
+        timings=runlog.Timings(wall_s=doc.get("train_seconds")),
+        artifacts={"metrics": f"{name}.metrics.json", "card": f"{name}.md", "weights": f"{name}.npz"},
+    ))
 
 
 def train(name: str, **kwargs) -> dict:

@@ -15,8 +15,8 @@ rounds; one in ``--quick``), each on the same prompts:
   the server's slot count would (``initial_concurrency`` = the slots, ``max_concurrency`` = twice
   the slots; Inspect gets the same window from the start): per item an HTTP call (aiohttp) through
   the AIMD limiter with retries, the refusal
-  scorer, one line appended to ``results.jsonl``, and at the end the report (bootstrap intervals,
-  report.json/html). ``capacity_ratio`` = assay items/s ÷ ``ideal_items_per_s`` (target >= 0.95);
+  scorer, one line appended to ``results.jsonl``, and at the end the run log (every item, the
+  metrics with their intervals) and report.html. ``capacity_ratio`` = assay items/s ÷ ``ideal_items_per_s`` (target >= 0.95);
   ``engine_cpu_ms_per_item`` = the bench process's CPU time during the run ÷ items (the server
   is another process).
 - **Inspect AI** (``inspect_ai.eval``) runs a task with the same prompts as samples: per sample

@@ -71,7 +71,7 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     register_model: str = typer.Option(None, "--register-model", help="Registered model id: record this run in the governance registry against it."),
 ) -> None:
-    """Run a suite; write results, report.json and report.html; exit 1 when a gate fails."""
+    """Run a suite; write its run log and report.html; exit 1 when a gate fails."""
     from assay.evaluate.engine import register_with_governance, run_suite
     from assay.evaluate.suite import load_suite
 
@@ -144,7 +144,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     for col in ("run", "suite", "done", "complete", "passed"):
         table.add_column(col)
     for r in runs:
-        table.add_row(r["run_id"], r["suite"], f"{r['done']}/{r['items']}", str(r["complete"]), str(r["passed"]))
+        passed = f"[red]unreadable: {r['error']}[/]" if r.get("error") else str(r["passed"])
+        table.add_row(r["run_id"], r["suite"], f"{r['done']}/{r['items']}", str(r["complete"]), passed)
     Console().print(table)
 
 
@@ -163,16 +164,14 @@ def suites_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @eval_app.command("show")
 def show_cmd(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Print a finished run's report."""
-    from assay.errors import BadInput
-    from assay.evaluate.engine import RunOutcome, run_dir
-    from assay.evaluate.report import evaluation_result
+    """Print a finished run's report (read from its run log)."""
+    from assay.evaluate.engine import RunOutcome, read_run
+    from assay.evaluate.report import evaluation_result, report_from_runlog
 
-    path = run_dir(run_id)
-    if not (path / "report.json").is_file():
-        raise BadInput(f"run {run_id} has no report yet", hint=f"assay eval resume {run_id}")
-    report = json.loads((path / "report.json").read_text())
-    outcome = RunOutcome(run_id, path, report, evaluation_result(report, str(path / "report.html")))
+    log = read_run(run_id)
+    report = report_from_runlog(log)
+    html = log.artifact("report")
+    outcome = RunOutcome(run_id, log.folder, report, evaluation_result(report, str(html or log.path)), log.summary.timings.stats)
     _print_outcome(outcome, as_json)
     _exit_for(outcome)
 

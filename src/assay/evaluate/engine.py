@@ -3,9 +3,13 @@
 A run lives in ``ASSAY_HOME/runs/<run_id>/``:
 
 - ``suite.yaml`` (as written) and ``run.json`` (resolved suite, item-set hash, target identity);
-- ``results.jsonl``: one line per finished item, appended and flushed as items finish (scores
-  included), so a killed run loses at most the items in flight;
-- ``report.json`` / ``report.html`` / ``stats.json`` once all items are done.
+- ``results.jsonl``: the engine's journal, one line per finished item, appended and flushed as
+  items finish (scores included), so a killed run loses at most the items in flight; only
+  ``resume`` reads it;
+- ``runlog.jsonl`` once all items are done: the run's record (``assay.runlog``, docs/runlog.md)
+  -- identity, hashes, judges, every item in dataset order, metrics with intervals, gate
+  verdicts, timings -- and ``report.html`` drawn from it. Everything that shows a run reads the
+  run log.
 
 ``resume`` re-reads ``results.jsonl`` (dropping a torn last line), runs only the missing items
 and writes the same report an uninterrupted run writes: the report is computed from the results
@@ -34,8 +38,10 @@ from assay.evaluate.judged import judged_metrics
 from assay.evaluate.scorers import Scorer, build_scorer
 from assay.evaluate.suite import Suite, from_spec, load_suite
 from assay.evaluate.targets import Output, Target, TargetError, build_target, fingerprint_key
+from assay.runlog import FILE_NAME, RunLog, RunLogError, read_runlog
 
-RESULTS = "results.jsonl"
+RESULTS = "results.jsonl"  # the engine's own journal (resume reads it); the record of the run is RUNLOG
+RUNLOG = FILE_NAME
 RETRY_ON_RESUME = frozenset({"connect", "timeout", "http_429", "http_5xx"})
 
 
@@ -448,12 +454,11 @@ def _finish(suite: Suite, path: Path, items: list[EvalItem], meta: dict[str, Any
     judged = judged_metrics(suite.metrics, metrics, records, judges)
     metrics.update(judged.corrected)
     gates = rep.check_gates(suite.gates, metrics, suite.base_dir, judged.evidence)
-    report = rep.build_report(meta, records, metrics, gates, judges=judges, judged=judged.by_metric)
-    (path / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    log = read_runlog(rep.write_runlog(path / RUNLOG, meta, records, metrics, gates, judges=judges, judged=judged.by_metric,
+                                       stats=stats, artifacts={"report": "report.html", "journal": RESULTS}))
+    report = rep.report_from_runlog(log)
     (path / "report.html").write_text(rep.render_html(report), encoding="utf-8")
-    (path / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     result = rep.evaluation_result(report, str(path / "report.html"))
-    (path / "evaluation_result.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
     return RunOutcome(meta["run_id"], path, report, result, stats)
 
 
@@ -531,11 +536,23 @@ def list_runs() -> list[dict[str, Any]]:
     for p in sorted(root.iterdir()):
         if (p / "run.json").is_file():
             meta = json.loads((p / "run.json").read_text())
-            done = len({r["id"] for r in read_results(p / RESULTS)})
-            report = json.loads((p / "report.json").read_text()) if (p / "report.json").is_file() else None
-            out.append({"run_id": p.name, "suite": meta["suite"], "items": meta["items"], "done": done,
-                        "complete": report is not None, "passed": report["passed"] if report else None})  # fmt: skip
+            row = {"run_id": p.name, "suite": meta["suite"], "items": meta["items"], "complete": False, "passed": None}
+            try:
+                log = read_runlog(p / RUNLOG) if (p / RUNLOG).is_file() else None
+            except RunLogError as e:  # one damaged run log is listed as such, not a failed listing
+                out.append({**row, "done": 0, "error": e.message})
+                continue
+            done = log.summary.samples if log else len({r["id"] for r in read_results(p / RESULTS)})
+            out.append({**row, "done": done, "complete": log is not None, "passed": log.summary.passed if log else None})
     return out
+
+
+def read_run(run_id: str) -> RunLog:
+    """A finished run's run log, by id (a clear error when the run is unfinished)."""
+    path = run_dir(run_id)
+    if not (path / RUNLOG).is_file():
+        raise BadInput(f"run {run_id} has no run log yet: it did not finish", hint=f"assay eval resume {run_id}")
+    return read_runlog(path / RUNLOG)
 
 
 def register_with_governance(result: Any, model_id: str) -> str:

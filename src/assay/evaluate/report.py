@@ -1,9 +1,10 @@
 """From streamed per-item results to metrics (each with n and a 95% interval: binomial for rates,
-bootstrap otherwise; see docs/statistics.md), gate
-verdicts, a JSON report, an HTML report with plots, and an ``EvaluationResult`` record.
+bootstrap otherwise; see docs/statistics.md), gate verdicts, the run's run log
+(``assay.runlog``, docs/runlog.md), and from the run log an HTML report with plots and an
+``EvaluationResult`` record.
 
-The JSON report depends only on the suite, the data and the per-item results (read back in
-dataset order), never on timing or completion order, so a resumed run reports exactly what an
+The metrics and verdicts depend only on the suite, the data and the per-item results (read back
+in dataset order), never on timing or completion order, so a resumed run reports exactly what an
 uninterrupted one does.
 """
 
@@ -326,30 +327,92 @@ def check_gates(gates: dict[str, Any] | None, metrics: dict[str, Aggregate], bas
     }
 
 
-def build_report(meta: dict[str, Any], records: list[dict[str, Any]], metrics: dict[str, Aggregate], gates: dict[str, Any] | None,
-                 *, judges: dict[str, dict[str, Any]] | None = None, judged: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    metric_rows = {}
-    for k in metrics:
-        row = metrics[k].to_dict()
+def _metric_rows(metrics: dict[str, Aggregate], judged: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """Each metric as a run log :class:`~assay.runlog.Metric`, with the judge behind a judged one."""
+    from assay import runlog
+
+    rows = {}
+    for k, agg in metrics.items():
+        extra: dict[str, Any] = {}
         if judged and k in judged:
             j = judged[k]
-            row["judge"] = j["version"]
-            row["judge_validated"] = j["validated"]
+            extra = {"judge": j["version"], "judge_validated": bool(j["validated"])}
             if "unparsed" in j:
-                row["unparsed"] = j["unparsed"]
+                extra["unparsed"] = j["unparsed"]
             if "corrected" in j:
-                row["corrected"] = j["corrected"]
-        metric_rows[k] = row
+                extra["corrected"] = j["corrected"]
+        rows[k] = runlog.metric(agg, **extra)
+    return rows
+
+
+def write_runlog(path: Path, meta: dict[str, Any], records: Iterable[dict[str, Any]], metrics: dict[str, Aggregate],
+                 gates: dict[str, Any] | None, *, judges: dict[str, dict[str, Any]] | None = None,
+                 judged: dict[str, dict[str, Any]] | None = None, stats: dict[str, Any] | None = None,
+                 artifacts: dict[str, str] | None = None) -> Path:
+    """The evaluation's run log (``assay.runlog``): the run's identity, every item in dataset
+    order, the metrics with intervals and judges, the gate verdicts and the timings. The report,
+    ``assay eval show``, the dashboard and the assurance report read this and nothing else."""
+    from assay import runlog
+
+    target = meta["target"] if isinstance(meta["target"], dict) else {"spec": meta["target"]}
+    gate_record = runlog.gates_from(gates)
+    head = runlog.header(
+        run_id=meta["run_id"], kind="evaluation", name=meta["suite"], created_at=meta["created_at"], target=target,
+        model=runlog.ModelRef(name=str(target.get("model") or target.get("path") or target.get("kind") or "?"),
+                              hashes=dict(meta["model_hashes"])),
+        datasets=[runlog.DatasetRef(**meta["dataset"])],
+        bundle=gate_record.bundle if gate_record else None,
+        judges={f: runlog.JudgeRef(name=j["judge"], version=j["version"], question=j.get("question", ""),
+                                   validation=j.get("validation") or {}) for f, j in (judges or {}).items()},
+        config={k: meta[k] for k in ("suite_hash", "suite_source", "spec", "items", "item_set_sha256", "engine", "base_dir") if k in meta},
+    )
+    writer = runlog.RunLogWriter(path, head)
+    try:
+        records = list(records) if not isinstance(records, list) else records
+        for r in records:
+            writer.sample(runlog.Sample(id=str(r["id"]), category=r.get("category"), group=r.get("group"), input=r.get("fields") or {},
+                                        output=r.get("output"), scores=r.get("scores") or {}, error=r.get("error"),
+                                        score_errors=r.get("score_errors")))
+        stats = dict(stats or {})
+        return writer.finish(runlog.Summary(
+            samples=0, counts=counts(records), metrics=_metric_rows(metrics, judged), gates=gate_record,
+            timings=runlog.Timings(started_at=meta["created_at"], finished_at=runlog.now_iso(), wall_s=stats.get("wall_s"), stats=stats),
+            artifacts=dict(artifacts or {}),
+        ))
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def report_from_runlog(log: Any) -> dict[str, Any]:
+    """The evaluation report (what ``assay eval show`` prints and the HTML report draws) as a view
+    of a run log: identity, counts, metrics with intervals and judges, gate verdicts. It depends
+    only on the suite, the data and the per-item results, never on timing, so a resumed run
+    reports what an uninterrupted one does."""
+    h, s = log.header, log.summary
+    if h.kind != "evaluation":
+        from assay.errors import BadInput
+
+        raise BadInput(f"run log {log.path} is a {h.kind} run, not an evaluation")
+    metrics = {}
+    for k, m in s.metrics.items():
+        row = {key: v for key, v in m.model_dump().items() if v not in (None, "") or key in ("ci_low", "ci_high")}
+        metrics[k] = row
+    dataset = h.datasets[0].model_dump(exclude_none=True) if h.datasets else {"name": "?", "sha256": ""}
+    gates = None
+    if s.gates is not None:
+        gates = {"bundle": s.gates.bundle.name, "bundle_version": s.gates.bundle.version, "bundle_hash": s.gates.bundle.hash,
+                 "passed": s.gates.passed, "verdicts": [{**v.model_dump(), "passed": v.passed} for v in s.gates.verdicts]}
     return {
-        "run_id": meta["run_id"],
-        "suite": meta["suite"],
-        "suite_hash": meta["suite_hash"],
-        "target": meta["target"],
-        "dataset": meta["dataset"],
-        "model_hashes": meta["model_hashes"],
-        "counts": counts(records),
-        "metrics": metric_rows,
-        "judges": judges or {},
+        "run_id": h.run_id,
+        "suite": h.name,
+        "suite_hash": h.config.get("suite_hash", ""),
+        "target": h.target,
+        "dataset": dataset,
+        "model_hashes": dict(h.model.hashes) if h.model else {},
+        "counts": s.counts,
+        "metrics": metrics,
+        "judges": {f: {"judge": j.name, "version": j.version, "question": j.question, "validation": j.validation} for f, j in h.judges.items()},
         "gates": gates,
         "passed": gates["passed"] if gates else None,
     }

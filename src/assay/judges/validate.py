@@ -38,6 +38,7 @@ import numpy as np
 
 from assay.errors import BadInput
 from assay.judges.base import Judge, Judgment
+from assay.stats import BOOTSTRAP, DEFAULT_RATE_METHOD
 
 PACKAGED = Path(__file__).with_name("validations")
 RESAMPLES = 1000
@@ -284,29 +285,60 @@ def _version_hex(version: str) -> str:
     return version.rsplit(":", 1)[-1]
 
 
+_RATES = {"precision": ("tp", "fp"), "recall": ("tp", "fn"), "sensitivity": ("tp", "fn"), "specificity": ("tn", "fp"),
+          "accuracy": ("tp", "fp", "fn", "tn")}  # a rate's n: the confusion cells it is a share of
+
+
+def _metrics(v: Validation) -> dict[str, Any]:
+    """The validation's agreement figures as run log metrics, each with its n and interval method."""
+    out = {}
+    for scope, groups in (("", {"": v.overall}), ("source", v.by_source), ("model", v.by_model)):
+        for group, o in groups.items():
+            conf = o.get("parsed_confusion") or o.get("confusion") or {}
+            for name in ("f1", "kappa", *_RATES):
+                agg = o.get(name)
+                if not isinstance(agg, dict) or "value" not in agg:
+                    continue
+                n = sum(int(conf.get(c, 0)) for c in _RATES[name]) if name in _RATES else int(o.get("n", 0)) - int(o.get("unparsed", 0))
+                key = name if not scope else f"{name}[{scope}={group}]"
+                out[key] = {"value": agg["value"], "n": n, "ci_low": agg.get("ci_low"), "ci_high": agg.get("ci_high"),
+                            "method": DEFAULT_RATE_METHOD if name in _RATES else BOOTSTRAP}
+    return out
+
+
 def record(v: Validation) -> Path:
-    """Store a validation under the judge's version (atomically); returns its path."""
+    """Store a validation under the judge's version as a run log (``assay.runlog``, kind
+    ``judge-validation``: the agreement figures as metrics, the whole validation in its results),
+    written atomically; returns its path."""
+    from assay import runlog
+
     folder = _home() / v.judge / _version_hex(v.version)
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = v.created_at.replace(":", "").replace("-", "")
     sha = str(v.labels.get("sha256") or "rows")[:12]
-    path = folder / f"{stamp}-{sha}.json"
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(v.to_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    path = folder / f"{stamp}-{sha}{runlog.SUFFIX}"
+    labels = [runlog.DatasetRef(name=str(v.labels.get("name", "labels")), sha256=str(v.labels["sha256"]))] if v.labels.get("sha256") else []
+    head = runlog.header(run_id=f"{v.judge}-{_version_hex(v.version)}-{stamp}", kind="judge-validation", name=v.judge,
+                         created_at=v.created_at, datasets=labels,
+                         judges={v.question: runlog.JudgeRef(name=v.judge, version=v.version, question=v.question)},
+                         config={"judge_config": v.judge_config, "labels": v.labels})
+    return runlog.write_runlog(path, head, (), runlog.Summary(
+        samples=0, counts={"labels": v.overall.get("n"), "unparsed": v.overall.get("unparsed")},
+        metrics=_metrics(v), results={"validation": v.to_dict()},
+        timings=runlog.Timings(started_at=v.created_at, finished_at=runlog.now_iso())))
 
 
 def recorded_for(name: str, version: str) -> list[Validation]:
     """Every validation of exactly this judge version: recorded ones (newest first), then the
     packaged one when its version matches."""
+    from assay import runlog
+
     out: list[Validation] = []
     folder = _home() / name / _version_hex(version)
     if folder.is_dir():
-        for p in sorted(folder.glob("*.json"), reverse=True):
+        for p in sorted(folder.glob(f"*{runlog.SUFFIX}"), reverse=True):
             try:
-                v = Validation.from_dict(json.loads(p.read_text(encoding="utf-8")))
-            except (ValueError, KeyError, TypeError):
+                v = Validation.from_dict(runlog.read_runlog(p).summary.results["validation"])
+            except (runlog.RunLogError, ValueError, KeyError, TypeError):
                 continue  # a damaged record vouches for nothing
             if v.version == version:
                 out.append(v)

@@ -6,7 +6,7 @@
 4. ``train``     LoRA fine-tune with checkpoints (``checkpoints/``, ``adapter/``), then optionally
                  DPO on top of it with trl (``dpo/``, ``dpo.json``; ``dpo_steps`` > 0)
 5. ``export``    merge the adapter, write safetensors (``merged/``)
-6. ``after``     evaluate the merged weights, check the bundle's gates (``after.json``, ``report.json``)
+6. ``after``     evaluate the merged weights, check the bundle's gates (``after.json``, and the run log ``runlog.jsonl``)
 7. ``register``  weights + lineage + evaluation in the registry, submit to the deployment gate
                  (``registration.json``)
 
@@ -31,6 +31,8 @@ from assay.errors import BadInput
 from assay.mitigate import dataset as ds
 from assay.mitigate.model import BUNDLED_NAME, resolve_model
 from assay.mitigate.train import TrainConfig
+from assay.runlog import FILE_NAME as RUNLOG
+from assay.runlog import read_runlog
 
 
 @dataclass
@@ -96,6 +98,19 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
     tmp.replace(path)
+
+
+def _data_identity(run_dir: Path) -> dict[str, Any] | None:
+    """The mitigation data's name and content hash: sha256 over its sorted (file, sha256) pairs,
+    as ``evaluate.engine.dataset_identity`` hashes a dataset (None before the data exists)."""
+    import hashlib
+
+    path = run_dir / "data" / "manifest.json"
+    if not path.is_file():
+        return None
+    pairs = sorted(json.loads(path.read_text()).get("files", {}).items())
+    return {"name": f"mitigation-data:{run_dir.name}",
+            "sha256": hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()}
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
@@ -299,7 +314,7 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
         say(f"merged weights written to {merged_dir}")
     model = tokenizer = None  # free the base model before loading the merged one
 
-    report_path = run_dir / "report.json"
+    report_path = run_dir / RUNLOG  # the evaluation's record: assay.runlog, kind "mitigation"
     if spec.evaluate and not report_path.exists():
         merged, merged_tok = load_model(resolve_model(str(merged_dir)), device=device)
         say("evaluating the fine-tuned model on the same held-out prompts")
@@ -320,7 +335,9 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
             "judges": {"before": before["judges"], "after": after["judges"]},
             "gates": gates,
         }
-        _write_json(report_path, report)
+        merged_hashes = read_run(run_dir).get("merged_hashes") or {}
+        reeval.write_runlog(report_path, meta, report, model_name=f"{resolve_model(spec.model).display_name}-mitigated",
+                            model_hashes=merged_hashes, data=_data_identity(run_dir))
         _set_status(run_dir, "evaluated")
     if spec.evaluate and spec.suites:
         suites_path = run_dir / "suites.json"
@@ -334,7 +351,7 @@ def execute(run_dir: Path, *, progress: bool = True, say: Say = print) -> dict[s
                 _write_json(suites_path, done)
         summary["suites"] = done
     if report_path.exists():
-        summary["report"] = json.loads(report_path.read_text())
+        summary["report"] = reeval.report_from_runlog(read_runlog(report_path))
 
     registration_path = run_dir / "registration.json"
     if spec.register and not registration_path.exists():
@@ -415,7 +432,7 @@ def _register(run_dir: Path, meta: dict[str, Any], spec: RunSpec, base_id: str |
         surface=spec.deploy_surface,
         purpose=spec.deploy_purpose,
         environment=spec.deploy_environment,
-        report_path=str(run_dir / "report.json"),
+        report_path=str(run_dir / RUNLOG),
     )
     verdict = submitted["verdict"]
     out.update(

@@ -289,3 +289,70 @@ def metric_judges(before: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for name in names:
             out[name] = {"judge": info["judge"], "validated": bool(info["validation"].get("validated"))}
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the run log
+
+
+DIFFERENCES = ("harmful_rate_reduction", "benign_helpful_drop")
+
+
+def write_runlog(path: Path, meta: dict[str, Any], report: dict[str, Any], *, model_name: str,
+                 model_hashes: dict[str, str], data: dict[str, Any] | None = None) -> Path:
+    """The mitigation's run log (``assay.runlog``, kind ``mitigation``): the fine-tuned model and
+    its weights' hashes, the mitigation data, every before/after metric with its interval, n and
+    judge, and the gate verdicts. The pipeline's report and its registration read it back with
+    :func:`report_from_runlog`."""
+    from assay import runlog
+
+    intervals, n = report["evidence"]["intervals"], report["evidence"]["n"]
+    judges = metric_judges({"judge": report["judge"]}) if report.get("judge") else {}
+    metrics = {}
+    for k, v in report["metrics"].items():
+        lo, hi = intervals.get(k, (math.nan, math.nan))
+        method = "newcombe-difference" if k in DIFFERENCES else "wilson"
+        extra = {"judge": judges[k]["judge"], "judge_validated": judges[k]["validated"]} if k in judges else {}
+        metrics[k] = runlog.Metric(value=v, n=int(n.get(k, 0)), ci_low=lo, ci_high=hi, method=method, **extra)
+    gates = report.get("gates")
+    gate_record = None
+    if gates:
+        name, _, version = str(gates.get("bundle", "")).partition("@")
+        gate_record = runlog.gates_from({**gates, "bundle": name, "bundle_version": version})
+    head = runlog.header(
+        run_id=meta["run_id"], kind="mitigation", name=model_name, created_at=runlog.now_iso() if "created" not in meta
+        else _iso(meta["created"]), model=runlog.ModelRef(name=model_name, hashes=dict(model_hashes)),
+        datasets=[runlog.DatasetRef(name=str(data.get("name", "mitigation-data")), sha256=str(data["sha256"]))] if data and data.get("sha256") else [],
+        bundle=gate_record.bundle if gate_record else None,
+        judges={k: runlog.JudgeRef(name=str(j.get("judge", "")).split("@", 1)[0], version=str(j.get("judge", "")),
+                                   question=k, validation=dict(j.get("validation") or {}))
+                for k, j in (report.get("judge") or {}).items() if isinstance(j, dict)},
+        config={"spec": meta.get("spec", {}), "base": meta.get("base", {})},
+    )
+    results = {k: report[k] for k in ("before", "after", "corrected", "judge", "judges") if k in report}
+    return runlog.write_runlog(path, head, (), runlog.Summary(
+        samples=0, metrics=metrics, gates=gate_record, results=results,
+        timings=runlog.Timings(started_at=head.created_at, finished_at=runlog.now_iso()),
+    ))
+
+
+def _iso(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def report_from_runlog(log: Any) -> dict[str, Any]:
+    """The mitigation report (metrics, their intervals and n, the gates, before/after) from its run log."""
+    s = log.summary
+    report: dict[str, Any] = dict(s.results)
+    report["metrics"] = {k: m.value for k, m in s.metrics.items()}
+    report["evidence"] = {"intervals": {k: [m.ci_low, m.ci_high] for k, m in s.metrics.items() if m.interval_available},
+                          "n": {k: m.n for k, m in s.metrics.items()}}
+    if s.gates is not None:
+        b = s.gates.bundle
+        report["gates"] = {"bundle": f"{b.name}@{b.version}", "bundle_hash": b.hash, "passed": s.gates.passed,
+                           "verdicts": [{**v.model_dump(), "passed": v.passed} for v in s.gates.verdicts]}
+    else:
+        report["gates"] = None
+    return report

@@ -213,4 +213,33 @@ def write_audit(
     out.with_suffix(".json").write_text(
         json.dumps(ev.to_dict(), indent=2, default=float), encoding="utf-8"
     )
+    write_audit_runlog(rec, ev, out.with_suffix(".runlog.jsonl"), report=out.name)
     return out
+
+
+def write_audit_runlog(rec: Recommender, ev: Evaluation, path: Path, report: str = "") -> Path:
+    """The audit as a run log (``assay.runlog``, kind ``recommender-audit``): the ranker's
+    accuracy and beyond-accuracy figures, the baselines' as ``metric[system]``, and the user-group
+    gap, each with n and interval; the model's version and its training data's manifest."""
+    import time
+
+    from assay import runlog
+
+    metrics: dict[str, dict[str, Any]] = {}
+    for system, rows in ev.metrics.items():
+        for name, agg in rows.items():
+            metrics[f"{name}@{ev.k}" if system == "ranker" else f"{name}@{ev.k}[{system}]"] = agg
+    metrics.update(ev.beyond)
+    metrics.update({f"ndcg@{ev.k}_{g}": v for g, v in ev.user_groups.items() if isinstance(v, dict) and "value" in v})
+    manifest = (rec.meta.get("dataset") or {}).get("manifest") or {}
+    head = runlog.header(
+        run_id=f"recsys-audit-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}", kind="recommender-audit",
+        name="recsys-offline", created_at=runlog.now_iso(), model=runlog.ModelRef(name=str(rec.version)),
+        datasets=[runlog.DatasetRef(name=str(k), sha256=str(v)) for k, v in sorted(manifest.items())],
+        config={"k": ev.k, "systems": list(ev.metrics)},
+    )
+    return runlog.write_runlog(path, head, (), runlog.Summary(
+        samples=0, counts={"users": len(ev.per_user_ndcg)},
+        metrics={k: runlog.Metric(**{f: v.get(f) for f in ("value", "n", "ci_low", "ci_high", "method", "resamples", "undefined", "note")
+                                     if v.get(f) is not None}) for k, v in metrics.items()},
+        artifacts={"report": report} if report else {}))

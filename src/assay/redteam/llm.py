@@ -27,7 +27,7 @@ import json
 import re
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from typing import Any
 from assay.config import settings
 from assay.errors import BadInput
 from assay.redteam.attacks import FAMILIES, Attack, Criterion, build
-from assay.stats import rate_interval
+from assay.stats import DEFAULT_RATE_METHOD, rate_interval
 
 DEFAULT_TARGET: dict[str, Any] = {"kind": "llamacpp", "model": "smollm2",
                                   "params": {"max_tokens": 64, "temperature": 0, "seed": 0}}
@@ -269,7 +269,7 @@ def run_attacks(attacks: Sequence[Attack], target: dict[str, Any] | None = None,
             "verdict": verdict(a.criterion, response, refused=refused, judge=judge_verdict),
         })
     summary = summarise(findings)
-    meta = {"run_id": run_id, "target": target, "families": sorted({a.family for a in attacks}),
+    meta = {"run_id": run_id, "name": name, "target": target, "families": sorted({a.family for a in attacks}),
             "refusal_judge": {"judge": judge.name, "version": judge.version, "validation": validation_summary(judge)},
             "attacks": len(attacks), "wall_s": round(time.perf_counter() - started, 2),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(extra_meta or {})}
@@ -285,9 +285,27 @@ def run_llm(families: Sequence[str] = FAMILIES, target: dict[str, Any] | None = 
                        extra_meta={"limit_per_family": limit_per_family, "seed": seed})
 
 
+_OUTPUT = ("response", "replies")
+_SCORES = ("verdict", "refused", "judge")
+
+
+def _metric_rows(summary: dict[str, Any]) -> dict[str, Any]:
+    """The attack success rates, overall, per family and per (family, category), as run log metrics."""
+    rows = {"attack_success_rate": summary["overall"]}
+    rows.update({f"attack_success_rate[{k}]": v for k, v in summary["by_family"].items()})
+    rows.update({f"attack_success_rate[{k}]": v for k, v in summary["by_category"].items()})
+    return {k: {"value": v["asr"], "n": v["n"], "ci_low": v["ci_low"], "ci_high": v["ci_high"], "method": DEFAULT_RATE_METHOD}
+            for k, v in rows.items()}
+
+
 def _store(path: Path, findings: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str, Any]) -> None:
+    """The run log (``assay.runlog``: one sample per attack, the attack success rates with their
+    intervals, the refusal judge) and, derived from the same findings, ``findings.jsonl`` (what
+    ``assay mitigate`` reads) and ``findings.parquet`` (for DuckDB)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from assay import runlog
 
     _write_jsonl(path / "findings.jsonl", findings)
     flat = [{"id": f["id"], "family": f["family"], "variant": f["variant"], "category": f["category"],
@@ -295,19 +313,43 @@ def _store(path: Path, findings: list[dict[str, Any]], summary: dict[str, Any], 
              "system": f["system"], "response": f["response"], "verdict": f["verdict"], "refused": f["refused"],
              "judge": f["judge"], "criterion": json.dumps(f["criterion"])} for f in findings]
     pq.write_table(pa.Table.from_pylist(flat), path / "findings.parquet")
-    (path / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=2, sort_keys=True) + "\n")
+    target = meta["target"]
+    rj = meta["refusal_judge"]
+    head = runlog.header(
+        run_id=meta["run_id"], kind="redteam", name=str(meta.get("name") or "redteam"),
+        created_at=meta["created_at"], target=target,
+        model=runlog.ModelRef(name=str(target.get("model") or target.get("path") or target.get("kind") or "?")),
+        judges={"refused": runlog.JudgeRef(name=rj["judge"], version=rj["version"], question="refusal",
+                                           validation=rj.get("validation") or {})},
+        config=meta, parent=str(meta.get("regression_of") or ""),
+    )
+    samples = (runlog.Sample(id=f["id"], category=f.get("category"), group=f.get("family"), error=f.get("error"),
+                             input={k: v for k, v in f.items() if k not in ("id", "category", "error", *_OUTPUT, *_SCORES)},
+                             output={k: f.get(k) for k in _OUTPUT}, scores={k: f.get(k) for k in _SCORES})
+               for f in findings)
+    runlog.write_runlog(path / runlog.FILE_NAME, head, samples, runlog.Summary(
+        samples=0, counts={"attacks": len(findings), "verdicts": dict(Counter(f["verdict"] for f in findings))},
+        metrics=_metric_rows(summary), results={"summary": summary},
+        timings=runlog.Timings(started_at=meta["created_at"], finished_at=runlog.now_iso(), wall_s=meta.get("wall_s")),
+        artifacts={"findings": "findings.jsonl", "findings_parquet": "findings.parquet"},
+    ))
 
 
 def load_findings(run: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A stored run's findings and meta, by run id or folder."""
+    """A stored run's findings and meta, by run id or folder, read from its run log."""
+    from assay import runlog
+
     path = Path(run)
     if not path.is_dir():
         path = runs_root() / str(run)
-    if not (path / "findings.jsonl").is_file():
-        raise BadInput(f"no red-team run {run!r} (looked for {path / 'findings.jsonl'})")
-    findings = [json.loads(line) for line in (path / "findings.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    meta = json.loads((path / "summary.json").read_text())["meta"]
-    return findings, meta
+    if not (path / runlog.FILE_NAME).is_file():
+        raise BadInput(f"no red-team run {run!r} (looked for {path / runlog.FILE_NAME})")
+    log = runlog.read_runlog(path / runlog.FILE_NAME)
+    if log.kind != "redteam":
+        raise BadInput(f"{log.path} is the run log of a {log.kind} run, not a red-team run")
+    findings = [{"id": s.id, "category": s.category, **s.input, **(s.output or {}), **s.scores, "error": s.error}
+                for s in log.samples()]
+    return findings, dict(log.header.config)
 
 
 def write_regression_suite(run: str | Path, out_dir: str | Path, *, include: Sequence[str] = ("success",)) -> Path:

@@ -405,14 +405,23 @@ def lineage_svg(assets: list[dict[str, Any]], edges: list[tuple[str, str]]) -> s
 @router.get("/reports", response_class=HTMLResponse)
 @_guarded
 async def reports(request: Request):
+    """Every run under ASSAY_HOME, read from its run log (``assay.runlog``): verdict first, the
+    gates that did not pass with their reasons, the headline metrics with intervals. A run log
+    that cannot be read is listed as unreadable, with why."""
+    from assay.runlog import find_runlogs
+    from assay.server import evidence
+
     actor = _actor(request)
     home = settings().home
-    found = []
-    if home.exists():
-        for p in sorted(home.rglob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True)[:200]:
-            rel = p.relative_to(home).as_posix()
-            kind = "red-team" if "redteam" in rel else ("evaluation" if "eval" in rel else ("recommender audit" if "recsys" in rel or "audit" in rel else "report"))
-            found.append({"path": rel, "kind": kind, "when": _when(p.stat().st_mtime), "size": f"{p.stat().st_size // 1024} KiB"})
+    views, unreadable = await run_in_threadpool(evidence.load_runs, find_runlogs(home, limit=200))
+    runs = []
+    for v in views:
+        rel = v.log.path.relative_to(home).as_posix()
+        runs.append({"path": rel, "kind": v.log.kind, "name": v.log.header.name, "run_id": v.log.run_id, "verdict": v.verdict,
+                     "when": v.log.header.created_at, "blocking": [g for g in v.gates if g["verdict"] != "pass"],
+                     "metrics": [m for m in v.metrics[:4]]})
+    bad = [{"path": u.path.relative_to(home).as_posix(), "error": u.error} for u in unreadable]
+    # evaluations registered with the control plane (over HTTP too, from runs whose logs live elsewhere)
     from assay.govern.lineage import list_assets
 
     evaluations = []
@@ -426,7 +435,28 @@ async def reports(request: Request):
         evaluations.append({"id": a["id"], "suite": spec.get("suite", ""), "target": result.get("target", spec.get("target", "")),
                             "metrics": json.dumps(metrics)[:400],
                             "gates": result.get("gate_outcomes") or result.get("gate_verdicts", "")})
-    return _page(request, "reports.html", "reports", actor=actor, reports=found, evaluations=evaluations)
+    return _page(request, "reports.html", "reports", actor=actor, runs=runs, unreadable=bad, evaluations=evaluations)
+
+
+@router.get("/runs/{path:path}", response_class=HTMLResponse)
+@_guarded
+async def run_page(request: Request, path: str):
+    """One run from its run log: identity and hashes, gate verdicts, metrics with their intervals
+    (an inline SVG plot), judges and timings."""
+    from assay.runlog import is_runlog, read_runlog
+    from assay.server import evidence
+
+    actor = _actor(request)
+    home = settings().home.resolve()
+    target = (home / path).resolve()
+    if home not in target.parents or not is_runlog(target) or not target.is_file():
+        return _page(request, "error.html", "reports", status=404, actor=actor, code=404, message=f"no run log {path!r}")
+    log = await run_in_threadpool(read_runlog, target)  # a damaged one raises RunLogError: a 400 naming what is wrong
+    v = evidence.view(log)
+    report = log.artifact("report")
+    return _page(request, "run.html", "reports", actor=actor, run=v, h=log.header, s=log.summary,
+                 plot=evidence.interval_plots(v.metrics, label=f"metrics of {log.run_id}"),
+                 report=report.relative_to(home).as_posix() if report is not None and report.is_file() else None)
 
 
 @router.get("/reports/{path:path}")
