@@ -200,7 +200,7 @@ def build_report(state: dict[str, Any], *, home: Path, quick: bool) -> str:
     (its narration, captured by the orchestrator) and the structured evidence it left."""
     from jinja2 import Environment
 
-    from assay.cli.demo import DEMO_STEPS, STAGES
+    from assay.demo_story import DEMO_STEPS, STAGES
 
     demo = state.get("demo", {})
     results = [r if isinstance(r, dict) else r.__dict__ for r in demo.get("results", [])]
