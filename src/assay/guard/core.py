@@ -38,6 +38,7 @@ from assay.guard.candidates import LABEL_PREFIX, Candidates
 from assay.policy.actions import ACTION_NAMES, BREAKER, DEADLINE, GUARD_REASONS, UNLABELED, Act
 from assay.policy.record import SlateInputs
 from assay.policy.slate import RulePlan, SlateDecision, breaker_slate, decide_slate, factorize
+from assay.policy.types import MISSING, lookup
 from assay.records import Decision, Event
 
 
@@ -138,16 +139,14 @@ def _nested(columns: dict[str, Any], path: str) -> np.ndarray | None:
         return None
     parts = tuple(rest.split("."))
     out = np.empty(len(col), dtype=object)
-    out[:] = [_path(v, parts) for v in col.tolist()]
+    out[:] = [_value(v, parts) for v in col.tolist()]
     return out
 
 
-def _path(root: Any, parts: tuple[str, ...]) -> Any:
-    for part in parts:
-        if not isinstance(root, dict) or part not in root:
-            return None
-        root = root[part]
-    return root
+def _value(root: Any, parts: tuple[str, ...]) -> Any:
+    """``lookup`` with its MISSING as None, what a typed column marks missing."""
+    value = lookup(root, parts)
+    return None if value is MISSING else value
 
 
 @dataclass
@@ -685,8 +684,8 @@ class Guard:
                 missing[attr] = mask
         scalars = {}
         for attr, parts in surface.request_paths:
-            value = _path(request, parts)
-            if value is not None:
+            value = lookup(request, parts)
+            if value is not MISSING:
                 scalars[attr] = value
         batch = Batch.from_columns(cands.n, columns=columns, missing=missing, scalars=scalars)
         batch.nested_fields = nested

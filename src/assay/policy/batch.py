@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.policy.types import AttrType, coerce
+from assay.policy.types import MISSING, AttrType, coerce, lookup
 
 from assay.policy import _native  # the C passes that type a column in one go (see _native.c; required)
 
@@ -285,18 +285,6 @@ def _element_rows(offsets: np.ndarray, n_elements: int) -> np.ndarray:
 
 _DTYPE = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": object}
 _FILL = {"int": 0, "double": 0.0, "bool": False, "string": ""}
-_MISSING = object()
-
-
-def _lookup(root: Any, path: list[str]) -> Any:
-    node = root
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
 class Batch:
     """Candidates for one request. Build with :meth:`from_records` or :meth:`from_columns`."""
 
@@ -358,7 +346,7 @@ class Batch:
     # -- per-row access, used by the reference evaluator ----------------------------------------
     def row_value(self, name: str, t: AttrType, i: int) -> tuple[bool, Any]:
         raw = self._raw(name, i)
-        if raw is _MISSING:
+        if raw is MISSING:
             return False, None
         if isinstance(raw, np.generic):
             raw = raw.item()
@@ -400,12 +388,12 @@ class Batch:
         if name in self.columns:
             mask = self.missing_masks.get(name)
             if mask is not None and bool(mask[i]):
-                return _MISSING
+                return MISSING
             return self.list_values(name)[i]
         parts = name.split(".")
         if self.items is not None and parts[0] == self.item_root:
-            return _lookup(self.items[i], parts[1:])
-        return _lookup(self.context, parts)
+            return lookup(self.items[i], parts[1:])
+        return lookup(self.context, parts)
 
     # -- whole columns, used by the vectorised evaluator ----------------------------------------
     def is_shared(self, name: str) -> bool:
@@ -427,8 +415,8 @@ class Batch:
             elif self.items is None:
                 self._cache[key] = (False, None)
             else:
-                raw = _lookup(self.context, name.split("."))
-                self._cache[key] = (False, None) if raw is _MISSING else coerce(raw, t)
+                raw = lookup(self.context, name.split("."))
+                self._cache[key] = (False, None) if raw is MISSING else coerce(raw, t)
         return self._cache[key]
 
     @staticmethod
