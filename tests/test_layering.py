@@ -143,5 +143,5 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch, rule):
     (root / "assay" / "guard" / "bad.py").write_text("from assay.server.auth import token_actor\n")
     monkeypatch.setitem(globals(), "SRC", root)
     check = test_foundations_import_no_engine_and_no_face if rule == "foundation" else test_engines_import_no_face
-    with pytest.raises(AssertionError, match="assay.trace.bad imports assay.govern|assay.guard.bad imports assay.server.auth"):
+    with pytest.raises(AssertionError, match=r"assay\.trace\.bad imports assay\.govern|assay\.guard\.bad imports assay\.server\.auth"):
         check()

@@ -33,6 +33,11 @@ def test_the_guard_decides_alike_with_the_oracles(feed_bundle, monkeypatch):
     guard = Guard(feed_bundle, store)
     oracles = _policy_oracles()
     guard_rules = feed_bundle.compile_rules("for_you")
+    evaluate = type(guard_rules).evaluate
+
+    def numpy_only(self, b, native=True):  # every rule on its numpy closure, none in C
+        return evaluate(self, b, native=False)
+
     for k, batch in enumerate(batches + [with_arrow_lists(b) for b in batches]):
         request = {"surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 60_000}
         fast = guard.apply(request, batch)
@@ -44,8 +49,7 @@ def test_the_guard_decides_alike_with_the_oracles(feed_bundle, monkeypatch):
             m.setattr(typing_mod, "one_type", oracles.one_type_oracle)
             m.setattr(candidates, "one_type", oracles.one_type_oracle)
             m.setattr(typing_mod, "string_lists", oracles.string_lists_oracle)
-            evaluate = type(guard_rules).evaluate
-            m.setattr(type(guard_rules), "evaluate", lambda self, b, native=True: evaluate(self, b, native=False))
+            m.setattr(type(guard_rules), "evaluate", numpy_only)
             twin = guard.apply(request, batch)
         assert fast.item_ids == twin.item_ids and fast.item_labels == twin.item_labels
         np.testing.assert_array_equal(fast.scores, twin.scores)

@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from assay.policy import batch as typing_mod
-from assay.policy import slate as core
-from assay.policy.actions import Act
-from assay.policy.model import Action, Rule
 from policy_oracles import (
     clean_str_objects_oracle,
     clean_strings_oracle,
@@ -19,6 +14,11 @@ from policy_oracles import (
     resolve_oracle,
     string_lists_oracle,
 )
+
+from assay.policy import batch as typing_mod
+from assay.policy import slate as core
+from assay.policy.actions import Act
+from assay.policy.model import Action, Rule
 
 K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP = Act.DROP, Act.ALLOW, Act.DEMOTE, Act.LABEL, Act.CAP
 

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from assay.trace import bench, canonical, hashing, merkle
 from assay.trace.tree import TreeFile
 
-
 values = st.lists(st.binary(max_size=300), min_size=0, max_size=40)
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+# the C passes that type a column in one go (see _native.c; required)
+from assay.policy import _native
 from assay.policy.types import MISSING, AttrType, coerce, lookup
-
-from assay.policy import _native  # the C passes that type a column in one go (see _native.c; required)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from assay.policy import _native
 from assay.policy.actions import (
     ACTION_NAMES,
     BREAKER,
@@ -46,8 +47,6 @@ from assay.policy.actions import (
 )
 from assay.policy.batch import inferred
 from assay.policy.model import CandidateDecision, Outcome, Rule
-
-from assay.policy import _native
 
 _TRUE, _MISSING = int(Outcome.TRUE), int(Outcome.MISSING)
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+# the C inner loop for the rules it covers (see _native.c; required)
+from assay.policy import _native
 from assay.policy.batch import (
     Batch,
     ListColumn,
@@ -40,8 +42,6 @@ from assay.policy.batch import (
 from assay.policy.checked_ast import CheckedAst, Node, decode_checked
 from assay.policy.model import Outcome, Rule
 from assay.policy.types import AttrType
-
-from assay.policy import _native  # the C inner loop for the rules it covers (see _native.c; required)
 
 INT64_MIN = np.int64(-(2**63))
 _TRUE = np.bool_(True)

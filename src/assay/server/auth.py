@@ -26,8 +26,19 @@ from assay.govern.tokens import (
 )
 from assay.store import Store
 
-__all__ = ["ROLES", "Actor", "Unauthorized", "authenticate", "create_token", "get_store", "list_tokens",
-           "hash_token", "require_role", "revoke_token", "token_actor"]
+__all__ = [
+    "ROLES",
+    "Actor",
+    "Unauthorized",
+    "authenticate",
+    "create_token",
+    "get_store",
+    "hash_token",
+    "list_tokens",
+    "require_role",
+    "revoke_token",
+    "token_actor",
+]
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `assay token create`.")
 

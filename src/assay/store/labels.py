@@ -34,7 +34,6 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from assay.errors import BadInput, Unavailable
-
 from assay.store import _native  # the C batch id lookup and row gather (src/assay/store/_native.c)
 
 ID_COLUMN = "item_id"
