@@ -15,9 +15,6 @@ from assay.policy.slate import RulePlan
 
 
 @dataclass(frozen=True)
-
-
-@dataclass(frozen=True)
 class CompiledSurface:
     surface: str
     compiled: Any  # assay.policy CompiledRules

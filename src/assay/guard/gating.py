@@ -6,8 +6,6 @@ from :class:`Gating`. Split out of ``core.py`` (issue 22).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from assay.errors import BadInput
@@ -19,9 +17,6 @@ from assay.guard.slate import Slate
 from assay.policy.actions import BREAKER
 from assay.policy.record import SlateInputs
 from assay.policy.slate import breaker_slate, decide_slate, factorize
-
-
-@dataclass(frozen=True)
 
 
 class Gating:

@@ -8,7 +8,6 @@ request attributes the rules read. The policy batch then types every input (one 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,9 +15,6 @@ import numpy as np
 from assay.guard.candidates import Candidates
 from assay.guard.compiled import CompiledSurface
 from assay.policy.types import MISSING, lookup
-
-
-@dataclass(frozen=True)
 
 
 def _nested(columns: dict[str, Any], path: str) -> np.ndarray | None:

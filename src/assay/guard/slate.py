@@ -16,9 +16,6 @@ from assay.policy.slate import SlateDecision
 from assay.records import Decision
 
 
-@dataclass(frozen=True)
-
-
 def _by_candidate(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(candidate, rule) of every True cell of a (rules, n) matrix, ordered by candidate, then
     rule: flat positions in a transposed copy (np.nonzero on the transposed view is ~3x slower)."""
