@@ -13,37 +13,17 @@ from assay.errors import AssayError
 from assay.trace.cli import JsonOpt, PathOpt, _echo_json, _open, parse_time, trace_app
 
 
-def lineage_resolver():
-    """Model lineage from the governance registry; when that part or its store is not available,
-    a resolver that says so for every model (the answer names the missing link, never a bare null)."""
-    try:
-        from assay.govern import lineage
-        from assay.store import open_store
-    except ImportError as e:  # pragma: no cover - trees without the governance part
-        return _unresolved(f"the governance registry is not installed ({e})")
-    try:
-        return lineage.resolver(open_store(None))
-    except AssayError as e:
-        return _unresolved(f"the governance registry cannot be opened: {e.message}")
-
-
-def _unresolved(reason: str):
-    def resolve(version: str) -> dict:
-        return {"model": None, "training_data": [], "lineage": None, "missing": f"model version: {reason}"}
-
-    return resolve
-
-
 @trace_app.command("why")
 def why(item: str = typer.Option(..., "--item", help="Item id."),
         subject: str = typer.Option(..., "--subject", help="Subject (user) id, as the product knows it."),
         at: str = typer.Option(None, "--at", help="Unix seconds or ISO 8601 time; default: now."),
         path: str = PathOpt, as_json: bool = JsonOpt) -> None:
     """Why was ITEM shown to (or kept from) SUBJECT at time T: the decision, rules, bundle, models, proof."""
+    from assay.govern.lineage import registry_resolver
     from assay.trace.query import why as why_query
 
     with _open(path, read_only=True) as log:
-        answer = why_query(log, item, subject, parse_time(at), lineage=lineage_resolver())
+        answer = why_query(log, item, subject, parse_time(at), lineage=registry_resolver())
     if answer is None:
         raise AssayError(f"no decision about item {item!r} for that subject" + (f" at or before {at}" if at else ""))
     if as_json:
