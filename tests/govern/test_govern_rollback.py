@@ -31,7 +31,7 @@ def test_rollback_creates_a_new_version_copying_the_earlier_one(tmp_path):
     second = request_deployment(store, engineer, model=models[1]["id"], surface="for_you", purpose="recommendation", bundle=FEED, name="feed")
     with pytest.raises(Forbidden):
         rollback_deployment(store, engineer, second["id"], reason="harm surge")
-    from assay.monitor.cli import registry_rollback
+    from assay.cli.watch import registry_rollback
 
     rolled = registry_rollback()(second["id"], None, "monitor: harmful-surge")
     assert rolled["version"] == 3 and rolled["spec"]["model_id"] == models[0]["id"]

@@ -571,17 +571,15 @@ def test_cap_groups_by_key_value_and_absent_values_are_one_group(test_bundle, cr
     assert capped == {"k2", "k5"}
 
 
-def test_fixed_width_cap_keys_are_grouped_exactly_even_when_row_keys_collide(monkeypatch):
+def test_fixed_width_cap_keys_are_grouped_exactly():
+    """The one cap grouping (C, by exact bytes) and the general by-value grouping agree on
+    strings that share prefixes, the empty string and a repeat."""
     from assay.policy import slate as core
 
     values = np.array(["b", "a", "b", "ab", "a", "b", "", "ba", ""])
     expected = [0, 0, 1, 0, 1, 2, 0, 0, 1]
     assert core.group_ordinals(values).tolist() == expected
-    assert core._fixed_width_ordinals(values).tolist() == expected
-    # weights of zero give every row the same key: the row check catches it, the exact path answers
-    monkeypatch.setitem(core._ROW_WEIGHTS, values.dtype.itemsize // 4, np.zeros(values.dtype.itemsize // 4, dtype=np.uint64))
-    assert core._fixed_width_ordinals(values) is None
-    assert core.group_ordinals(values).tolist() == expected
+    assert core.cap_ordinals(values, np.arange(len(values))).tolist() == expected
 
 
 def test_trace_table_matches_the_decision_records_row_for_row(test_bundle):

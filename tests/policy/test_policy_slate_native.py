@@ -1,10 +1,19 @@
 """The policy library's C passes (rule resolution, cap and source grouping, column typing)
-agree exactly with their Python/numpy twins, and its action codes are the one enumeration."""
+agree exactly with their test oracles (tests/policy/policy_oracles.py, pandas), and its action
+codes are the one enumeration."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from policy_oracles import (
+    clean_str_objects_oracle,
+    clean_strings_oracle,
+    one_type_oracle,
+    ordinals_oracle,
+    resolve_oracle,
+    string_lists_oracle,
+)
 
 from assay.policy import batch as typing_mod
 from assay.policy import slate as core
@@ -12,7 +21,6 @@ from assay.policy.actions import Act
 from assay.policy.model import Action, Rule
 
 K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP = Act.DROP, Act.ALLOW, Act.DEMOTE, Act.LABEL, Act.CAP
-native_only = pytest.mark.skipif(not core.NATIVE, reason="the C extension is not built (test_policy_native.py fails)")
 
 
 def test_the_c_code_numbers_actions_as_the_one_enumeration(monkeypatch):
@@ -37,9 +45,8 @@ def _plan(kinds, factors=None, fail_closed=None):
     return core.RulePlan.build(rules)
 
 
-@native_only
 @pytest.mark.parametrize("seed", range(40))
-def test_resolve_native_equals_numpy(seed):
+def test_resolve_equals_the_oracle(seed):
     rng = np.random.default_rng(seed)
     n_rules, n = int(rng.integers(0, 30)), int(rng.integers(1, 300))
     kinds = rng.choice([K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP], n_rules)
@@ -47,15 +54,14 @@ def test_resolve_native_equals_numpy(seed):
     outcomes = rng.choice(np.array([0, 1, 2], dtype=np.int8), (n_rules, n), p=[0.8, 0.15, 0.05])
     live = rng.random(n_rules) < 0.85
     pre_dropped = rng.random(n) < 0.1
-    fast = core.resolve(plan, outcomes, live, pre_dropped, native=True)
-    twin = core.resolve(plan, outcomes, live, pre_dropped, native=False)
+    fast = core.resolve(plan, outcomes, live, pre_dropped)
+    twin = resolve_oracle(plan, outcomes, live, pre_dropped)
     for name in ("first", "failed_closed", "dropped", "action", "factor", "soft"):
         a, b = getattr(fast, name), getattr(twin, name)
         assert a.dtype == b.dtype and a.shape == b.shape, name
         np.testing.assert_array_equal(a, b, err_msg=name)  # factors too: the same products, bit for bit
 
 
-@native_only
 def test_resolve_hand_checked():
     # rules: demote 0.5, label, drop (fail closed), allow, demote 0.3
     plan = _plan([K_DEMOTE, K_LABEL, K_DROP, K_ALLOW, K_DEMOTE], [0.5, 1.0, 1.0, 1.0, 0.3], [True, True, True, True, False])
@@ -66,9 +72,8 @@ def test_resolve_hand_checked():
         [0, 0, 0, 1, 0],  # allow decides candidate 3: the later demote does not act
         [1, 0, 2, 1, 0],  # skip rule: MISSING does not match
     ], dtype=np.int8)
-    for native in (True, False):
-        res = core.resolve(plan, outcomes, np.ones(5, dtype=bool), np.zeros(5, dtype=bool), native=native)
-        _hand_checked(res)
+    for resolve in (core.resolve, resolve_oracle):
+        _hand_checked(resolve(plan, outcomes, np.ones(5, dtype=bool), np.zeros(5, dtype=bool)))
 
 
 def _hand_checked(res):
@@ -79,7 +84,6 @@ def _hand_checked(res):
     assert res.factor.tolist() == [0.5 * 0.3, 0.5, 1.0, 1.0, 1.0]
 
 
-@native_only
 def test_resolve_checks_buffer_sizes():
     with pytest.raises(ValueError, match="outcomes"):
         core._native.resolve(np.zeros(5, np.int8), np.zeros(2, np.int8), np.ones(2, bool), np.ones(2, bool), np.zeros(3, bool),
@@ -87,15 +91,15 @@ def test_resolve_checks_buffer_sizes():
                              np.empty(3), np.zeros((2, 3), bool))
 
 
-@native_only
 @pytest.mark.parametrize("seed", range(20))
-def test_group_ordinals_native_equals_numpy(seed):
+def test_cap_ordinals_of_fixed_width_strings_equal_the_oracle(seed):
     rng = np.random.default_rng(seed)
     alphabet = np.array(["", "a", "ab", "b", "ba", "\u00e9", "\U0001F600", "a\x00b", "creator-1", "creator-12"])
     values = rng.choice(alphabet, int(rng.integers(1, 400)))
     positions = rng.permutation(len(values))[: int(rng.integers(0, len(values) + 1))]
     fast = core.cap_ordinals(values, positions)
-    np.testing.assert_array_equal(fast, core.group_ordinals(values[positions]))
+    np.testing.assert_array_equal(fast, ordinals_oracle(values[positions].tolist()))
+    np.testing.assert_array_equal(core.cap_ordinals(np.repeat(values, 2)[::2], positions), fast)  # not contiguous
     # the ordinal of each row is how many earlier listed rows hold the same string
     seen: dict[str, int] = {}
     for k, p in enumerate(positions.tolist()):
@@ -103,13 +107,11 @@ def test_group_ordinals_native_equals_numpy(seed):
         seen[str(values[p])] = seen.get(str(values[p]), 0) + 1
 
 
-@native_only
 def test_group_ordinals_rejects_positions_outside_the_column():
     with pytest.raises(IndexError, match="outside the 3 rows"):
         core._native.group_ordinals(np.array(["a", "b", "c"]), 4, np.array([0, 3]), np.empty(2, np.int64))
 
 
-@native_only
 @pytest.mark.parametrize("seed", range(30))
 def test_clean_strings_agrees_with_the_policy_librarys_check(seed):
     from assay.policy.batch import unusable_strings
@@ -118,10 +120,10 @@ def test_clean_strings_agrees_with_the_policy_librarys_check(seed):
     pool = ["", "a", "ab", "creator-12", "\u00e9t\u00e9", "\U0001F600", "a\x00b", "\x00a", "x\ud800", "\udfff"]
     p = np.array([8, 8, 8, 8, 8, 8, 1, 1, 1, 1], dtype=float)
     values = np.array(rng.choice(pool, int(rng.integers(1, 50)), p=p / p.sum()).tolist())
-    assert typing_mod._native.clean_strings(values, values.dtype.itemsize // 4) == (unusable_strings(values) is None)
+    clean = typing_mod._native.clean_strings(values, values.dtype.itemsize // 4)
+    assert clean == clean_strings_oracle(values) == (unusable_strings(values) is None)
 
 
-@native_only
 @pytest.mark.parametrize("values", [
     ["a", "", "b"],  # width 1: every pair of code points straddles two rows
     ["", ""], ["ab", "", "cd", "e"],  # padding then a non-empty value: a straddling pair, not a NUL inside
@@ -135,12 +137,12 @@ def test_clean_strings_edge_cases(values):
     from assay.policy.batch import unusable_strings
 
     array = np.array(values)
-    assert typing_mod._native.clean_strings(array, array.dtype.itemsize // 4) == (unusable_strings(array) is None)
+    clean = typing_mod._native.clean_strings(array, array.dtype.itemsize // 4)
+    assert clean == clean_strings_oracle(array) == (unusable_strings(array) is None)
 
 
-@native_only
 @pytest.mark.parametrize("seed", range(20))
-def test_group_ordinals_of_python_strings_native_equals_numpy(seed):
+def test_cap_ordinals_of_python_strings_equal_the_oracle(seed):
     rng = np.random.default_rng(seed)
     pool = [None, "", "a", "b", "ab", "\u00e9", "a\x00b", "creator-7"]
     values = np.empty(int(rng.integers(1, 300)), dtype=object)
@@ -148,7 +150,7 @@ def test_group_ordinals_of_python_strings_native_equals_numpy(seed):
     positions = rng.permutation(len(values))[: int(rng.integers(0, len(values) + 1))]
     out = np.empty(len(positions), dtype=np.int64)
     assert core._native.group_ordinals_str(values.tolist(), positions.astype(np.int64), out) >= 0
-    np.testing.assert_array_equal(out, core.group_ordinals(values[positions]))
+    np.testing.assert_array_equal(out, ordinals_oracle(values[positions].tolist()))
     np.testing.assert_array_equal(core.cap_ordinals(values, positions), out)
     # a value of another type: the native path declines and the general one decides
     mixed = np.array(["a", 1.0, float("nan"), None, "a"], dtype=object)
@@ -156,10 +158,9 @@ def test_group_ordinals_of_python_strings_native_equals_numpy(seed):
     assert core.cap_ordinals(mixed, np.arange(5)).tolist() == [0, 0, 0, 1, 1]
 
 
-@native_only
 @pytest.mark.parametrize("seed", range(12))
 def test_factorize_native_equals_pandas(seed):
-    """Per-source breakers group a batch's sources with the extension; pandas is the twin."""
+    """Per-source breakers group a batch's sources with the extension; pandas is the oracle."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
@@ -176,15 +177,13 @@ def test_factorize_native_equals_pandas(seed):
         assert core.factorize(values).tolist() == want_codes.tolist()
 
 
-@native_only
 @pytest.mark.parametrize("values", [
     [], ["a", "é", "Ω", "😀", ""], ["a\x00"], ["ab", "x\ud800"], ["\udfff"], ["Ωa\x00"], ["😀\x00"], ["a", 1], ["a", None],
     [b"a"], [np.str_("a")],
 ])
-def test_clean_str_objects_native_equals_python(values, monkeypatch):
-    fast = typing_mod.clean_str_objects(list(values))
-    monkeypatch.setattr(typing_mod, "_native", None)
-    assert fast == typing_mod.clean_str_objects(list(values))
+def test_clean_str_objects_equal_the_oracle(values):
+    assert typing_mod.clean_str_objects(list(values)) == clean_str_objects_oracle(list(values))
+    assert typing_mod.one_type(list(values)) is one_type_oracle(list(values))
 
 
 STRING_LIST_ROWS = [
@@ -193,14 +192,12 @@ STRING_LIST_ROWS = [
 ]
 
 
-@native_only
 @pytest.mark.parametrize("rows", STRING_LIST_ROWS)
-def test_string_lists_native_equals_python(rows, monkeypatch):
+def test_string_lists_equal_the_oracle(rows):
     col = np.empty(len(rows), dtype=object)
     col[:] = rows
     fast = typing_mod.string_lists(col.tolist())
-    monkeypatch.setattr(typing_mod, "_native", None)
-    slow = typing_mod.string_lists(col.tolist())
+    slow = string_lists_oracle(col.tolist())
     assert (fast is None) == (slow is None)
     if fast is not None:
         (fv, fn), (sv, sn) = fast, slow
@@ -208,7 +205,6 @@ def test_string_lists_native_equals_python(rows, monkeypatch):
         assert (fn is None and sn is None) or fn.tolist() == sn.tolist()
 
 
-@native_only
 def test_string_lists_hands_over_its_one_reference():
     """`str_lists` kept an extra reference to the flat list it returned, so every request with a
     list column leaked the list (and, through it, the strings of the JSON it was made from)."""

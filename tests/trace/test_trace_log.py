@@ -270,7 +270,7 @@ def test_segments_written_before_dictionary_columns_are_still_read(tmp_path) -> 
 def test_writeback_is_started_for_exactly_the_bytes_appended(tmp_path, monkeypatch, threads: int) -> None:
     # Appends ask the kernel to start writing a batch out (sync_file_range) before they fsync it,
     # so the disk works while the CPU hashes; the ranges must cover the batch and nothing else.
-    from assay.trace import log as log_module
+    from assay.trace import durable as log_module
     from assay.trace.bench import synthetic_decisions
     from assay.trace.log import OVERLAP_MIN_ROWS
 

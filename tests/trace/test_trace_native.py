@@ -1,5 +1,7 @@
-"""The batch hasher (native where built) equals hashlib byte for byte, and so do the log's
-record hashes, leaves and tree nodes built from it."""
+"""The batch hasher (C, ``assay.trace._native``) equals its oracles byte for byte: hashlib for
+SHA-256, ``hmac`` for pseudonyms, the RFC 9162 functions of ``merkle`` for leaves and nodes, and the
+``rfc8785`` library for each decision's canonical JSON; and so do the log's record hashes, leaves
+and tree nodes built from it."""
 
 from __future__ import annotations
 
@@ -16,19 +18,12 @@ from hypothesis import strategies as st
 from assay.trace import bench, canonical, hashing, merkle
 from assay.trace.tree import TreeFile
 
-
-def test_native_extension_is_built() -> None:
-    # The package build compiles src/assay/trace/_native.c (setup.py); a silent fallback to
-    # hashlib would keep every hash right but lose the throughput the benchmark reports.
-    assert hashing.NATIVE, "assay.trace._native is missing: reinstall the package with a C compiler and OpenSSL headers"
-
-
 values = st.lists(st.binary(max_size=300), min_size=0, max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
-@given(values, st.lists(st.binary(max_size=8), min_size=1, max_size=4), st.integers(0, 5), st.booleans())
-def test_rows_equal_hashlib(column: list[bytes], constants: list[bytes], cut: int, native: bool) -> None:
+@given(values, st.lists(st.binary(max_size=8), min_size=1, max_size=4), st.integers(0, 5))
+def test_rows_equal_hashlib(column: list[bytes], constants: list[bytes], cut: int) -> None:
     arr = pa.array(column, pa.binary())
     arr = arr.slice(min(cut, len(arr)))  # a slice has a non-zero offset into the buffers
     second = pc.binary_reverse(arr)
@@ -36,14 +31,8 @@ def test_rows_equal_hashlib(column: list[bytes], constants: list[bytes], cut: in
     pieces = [constants[0], arr, *constants[1:], second]
     want = b"".join(hashlib.sha256(constants[0] + a + b"".join(constants[1:]) + b).digest()
                     for a, b in zip(arr.to_pylist(), second.to_pylist(), strict=True))
-    saved = hashing._native
-    try:
-        if not native:
-            hashing._native = None
-        assert hashing.sha256_rows(pieces, n) == want
-        assert hashing.sha256_each(arr) == b"".join(hashlib.sha256(v).digest() for v in arr.to_pylist())
-    finally:
-        hashing._native = saved
+    assert hashing.sha256_rows(pieces, n) == want
+    assert hashing.sha256_each(arr) == b"".join(hashlib.sha256(v).digest() for v in arr.to_pylist())
 
 
 @settings(max_examples=30, deadline=None)
@@ -78,13 +67,12 @@ def test_bad_input_is_refused() -> None:
         hashing.node_hashes(b"x" * 65)
     with pytest.raises(ValueError):
         hashing.sha256_rows(["{", pa.array(["a", None])], 2)
-    if hashing.NATIVE:
-        from assay.trace import _native
+    from assay.trace import _native
 
-        with pytest.raises(ValueError, match="offsets"):
-            _native.sha256_rows([(np.array([0, 5, 2], np.int32).tobytes(), b"hello", 0)], 2)
-        with pytest.raises(ValueError, match="outside"):
-            _native.sha256_rows([(np.array([0, 9], np.int32).tobytes(), b"hello", 0)], 1)
+    with pytest.raises(ValueError, match="offsets"):
+        _native.sha256_rows([(np.array([0, 5, 2], np.int32).tobytes(), b"hello", 0)], 2)
+    with pytest.raises(ValueError, match="outside"):
+        _native.sha256_rows([(np.array([0, 9], np.int32).tobytes(), b"hello", 0)], 1)
 
 
 @pytest.mark.parametrize("chunks", [[1], [5, 3, 8, 1], [7, 9, 16, 33, 2], [64, 1, 63]])
@@ -209,8 +197,6 @@ tricky = st.text(alphabet=st.sampled_from(['"', "\\", "\b", "\t", "\n", "\f", "\
 @pytest.fixture(params=[True, False], ids=["sha-ni", "openssl"])
 def sha_path(request):
     """Run a test on both SHA-256 paths of the extension (SHA-NI two at a time, and OpenSSL)."""
-    if not hashing.NATIVE:
-        pytest.skip("the native extension is not built")
     from assay.trace import _native
 
     if request.param and not _native.SHA_NI:
@@ -224,8 +210,6 @@ def sha_path(request):
 @given(st.lists(st.binary(max_size=200), min_size=0, max_size=9))
 def test_both_sha_paths_equal_hashlib(messages: list[bytes]) -> None:
     # Every length around the 55/56/64-byte padding boundaries is reached by max_size=200.
-    if not hashing.NATIVE:
-        pytest.skip("the native extension is not built")
     from assay.trace import _native
 
     arr = pa.array(messages, pa.binary())
@@ -251,21 +235,10 @@ def test_padding_boundaries(sha_path, length: int) -> None:
         merkle.node_hash(leaves[i : i + 32], leaves[i + 32 : i + 64]) for i in range(0, 192, 64))
 
 
-def _fallback_hashes(table: pa.Table) -> bytes:
-    saved = hashing._native
-    hashing._native = None
-    try:
-        return canonical.decision_hashes(table, 1)
-    finally:
-        hashing._native = saved
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(tricky, tricky, st.lists(tricky, max_size=3), st.integers(-(2**53) + 1, 2**53 - 1)),
                 min_size=1, max_size=12), st.integers(0, 3))
-def test_native_rows_equal_the_arrow_path_and_the_reference(rows, cut: int) -> None:
-    if not hashing.native_rows():
-        pytest.skip("the native extension is not built")
+def test_native_rows_equal_the_reference(rows, cut: int) -> None:
     table = bench.synthetic_decisions(len(rows) + cut)
     # Tricky strings in string, list and integer columns; a slice (non-zero offsets) when cut > 0.
     columns = {"item_id": pa.array(["pad"] * cut + [r[0] for r in rows]),
@@ -276,7 +249,6 @@ def test_native_rows_equal_the_arrow_path_and_the_reference(rows, cut: int) -> N
         table = table.set_column(table.schema.get_field_index(name), name, values)
     table = table.slice(cut)
     native = canonical.decision_hashes(table, 1)
-    assert native == _fallback_hashes(table)
     text = canonical.canonical_decisions(table, workers=1).to_pylist()
     for i, row in enumerate(table.to_pylist()):
         want = canonical.jcs(canonical.decision_dict(row))
@@ -287,8 +259,6 @@ def test_native_rows_equal_the_arrow_path_and_the_reference(rows, cut: int) -> N
 def test_native_rows_write_nulls_as_the_reference_does() -> None:
     # Appends never hold nulls in required columns (normalise refuses them), but verify hashes
     # whatever a segment holds: a null must give the reference's JSON (null; a null list: []).
-    if not hashing.native_rows():
-        pytest.skip("the native extension is not built")
     table = bench.synthetic_decisions(6)
     nulls = {"request_id": pa.array(["r", None, "r", "r", "r", "r"]),
              "rank_after": pa.array([1, 2, None, 4, 5, 6], pa.int64()),
@@ -303,8 +273,6 @@ def test_native_rows_write_nulls_as_the_reference_does() -> None:
 
 
 def test_json_rows_refuses_bad_parts() -> None:
-    if not hashing.native_rows():
-        pytest.skip("the native extension is not built")
     from assay.trace import _native
 
     strings = pa.array(["ab", "c"])
@@ -353,8 +321,6 @@ def _ecmascript(value: float) -> str:
                                    2.0**60, 5e-324, 1.7976931348623157e308, 1764443470.123456]),
                 min_size=1, max_size=30))
 def test_numbers_are_written_as_ecmascript_does(values: list[float | None]) -> None:
-    if not hashing.native_rows():
-        pytest.skip("the native extension is not built")
     from assay.trace import _native
 
     arr = pa.array(values, pa.float64())
@@ -371,8 +337,6 @@ def test_numbers_are_written_as_ecmascript_does(values: list[float | None]) -> N
 
 
 def test_numbers_part_refuses_what_is_not_an_array_of_numbers() -> None:
-    if not hashing.native_rows():
-        pytest.skip("the native extension is not built")
     from assay.trace import _native
 
     for text, n in ((b"[1,2]", 3), (b"[1,2", 2), (b"1,2]", 2), (b"[]", 1)):
@@ -395,16 +359,10 @@ def test_native_pseudonyms_equal_hmac(key: bytes, subjects: list[str], cut: int)
     column = pa.array(["x"] * cut + subjects).slice(cut)
     want = [hmac.new(key, s.encode(), hashlib.sha256).hexdigest()[:32] for s in subjects]
     assert Pseudonymiser(key).column(column).to_pylist() == want
-    saved = hashing._native
-    hashing._native = None
-    try:
-        assert Pseudonymiser(key).column(column).to_pylist() == want
-    finally:
-        hashing._native = saved
+    assert [Pseudonymiser(key).one(s) for s in subjects] == want
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native", "fallback"])
-def test_appended_record_hashes_equal_the_reference(tmp_path, native: bool) -> None:
+def test_appended_record_hashes_equal_the_reference(tmp_path, sha_path) -> None:
     # Append hashes the batch as stored: dictionary columns, a column holding one value folded
     # into the template as a constant. Every stored hash must still be the reference's.
     from assay.trace import TraceLog
@@ -417,16 +375,10 @@ def test_appended_record_hashes_equal_the_reference(tmp_path, native: bool) -> N
                      "shadow_rule_ids": pa.array([[]] * (n - 1) + [["shadow\u0001"]], canonical.STRING_LIST)}
     for name, values in tricky_values.items():
         table = table.set_column(table.schema.get_field_index(name), name, values)
-    saved = hashing._native
-    if not native:
-        hashing._native = None
-    try:
-        with TraceLog.open(tmp_path / "log", threads=1) as log:
-            log.append_table(table)
-            log.append_table(table.slice(0, 3))
-            rows = log.table().to_pylist()
-    finally:
-        hashing._native = saved
+    with TraceLog.open(tmp_path / "log", threads=1) as log:
+        log.append_table(table)
+        log.append_table(table.slice(0, 3))
+        rows = log.table().to_pylist()
     assert len(rows) == n + 3
     for row in rows:
         assert row["record_hash"] == hashlib.sha256(canonical.reference_canonical(row)).digest()
@@ -437,8 +389,6 @@ def test_appended_record_hashes_equal_the_reference(tmp_path, native: bool) -> N
 def test_dictionary_lists_equal_the_reference(lists, cut: int) -> None:
     # list<dictionary<string>> (how segments store rule ids, reasons, model versions), sliced,
     # with null items (JSON null) and null lists (as the reference reads them: []).
-    if not hashing.native_rows():
-        pytest.skip("the native extension is not built")
     from assay.trace.log import _encode_items
 
     plain = pa.array([["pad"]] * cut + lists, canonical.STRING_LIST)

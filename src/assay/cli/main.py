@@ -23,11 +23,13 @@ PART_CLIS = [
     "assay.govern.cli",
     "assay.guard.cli",
     "assay.trace.cli",
+    "assay.cli.why",  # trace why: joins the trace with govern's lineage, so above both
     "assay.classify.cli",
     "assay.judges.cli",
     "assay.evaluate.cli",
     "assay.redteam.cli",
     "assay.monitor.cli",
+    "assay.cli.watch",  # monitor run: the watch loop drives guard, redteam, evaluate, govern
     "assay.explain.cli",
     "assay.recsys.cli",
     "assay.mitigate.cli",

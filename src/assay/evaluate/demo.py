@@ -12,7 +12,7 @@ Only aggregates are printed; the prompts and answers stay in the run folder.
 
 from __future__ import annotations
 
-from assay.cli.demo import DemoContext
+from assay.demo_story import DemoContext
 
 TITLE = "Evaluate: judges vs human labels (replay); SmolLM2 on safety, injection and bias slices with gates"
 

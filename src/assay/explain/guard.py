@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
+from assay.policy.types import MISSING, lookup
 
 LABEL_PREFIX = "item.labels."
 
@@ -110,12 +111,8 @@ class GuardExplanation:
 
 
 def _get(root: dict[str, Any], dotted: str) -> tuple[bool, Any]:
-    node: Any = root
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node or node[part] is None:
-            return False, None
-        node = node[part]
-    return True, node
+    value = lookup(root, dotted)
+    return (False, None) if value is MISSING else (True, value)
 
 
 def _with_value(item: dict[str, Any], label: str, value: float) -> dict[str, Any]:

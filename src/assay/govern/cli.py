@@ -24,7 +24,7 @@ def _ctx(token: str | None):
     store = open_store()
     if not token:
         return store, local_actor()
-    from assay.server.auth import token_actor
+    from assay.govern.tokens import token_actor
 
     actor = token_actor(store, token, source="cli")
     if actor is None:

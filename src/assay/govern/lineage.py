@@ -193,6 +193,24 @@ def resolver(store: Store) -> Callable[[str], dict[str, Any]]:
     return resolve_lineage
 
 
+def registry_resolver() -> Callable[[str], dict[str, Any]]:
+    """:func:`resolver` on the configured store (``ASSAY_DB_URL`` or the SQLite file under
+    ``ASSAY_HOME``); when that store cannot be opened, a resolver that says so for every model
+    (the answer names the missing link, never a bare null). What ``assay trace why`` and the
+    demo's trace step attach to each decision's models."""
+    from assay.store import open_store
+
+    try:
+        return resolver(open_store(None))
+    except AssayError as e:
+        reason = f"the governance registry cannot be opened: {e.message}"
+
+        def unresolved(version: str) -> dict[str, Any]:
+            return {"model": None, "training_data": [], "lineage": None, "missing": f"model version: {reason}"}
+
+        return unresolved
+
+
 def model_link(store: Store, version: str) -> dict[str, Any]:
     """The chain from a model version a decision recorded (``movielens-ref@f86af32470bb``, an
     asset id, ``name@2``) to the registered model and the datasets it was trained on.

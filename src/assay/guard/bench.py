@@ -305,7 +305,7 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
     workers = int(os.environ.get("ASSAY_BENCH_GUARD_WORKERS", os.cpu_count() or 1))
     # with authentication on, as served: a control-plane token (viewer) on a store of its own
     from assay.govern.registry import Actor
-    from assay.server.auth import create_token
+    from assay.govern.tokens import create_token
     from assay.store import open_store
 
     db = f"sqlite:///{workdir / 'tokens.db'}"

@@ -18,12 +18,8 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
+from assay.guard import _native
 from assay.policy.batch import arrow_values, inferred, is_arrow_list, one_type
-
-try:
-    from assay.guard import _native
-except ImportError:  # pragma: no cover - exercised where the extension could not be built
-    _native = None
 
 RESERVED = ("id", "score")
 LABEL_PREFIX = "labels."
@@ -123,11 +119,10 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
         ids = raw
     else:
         raise BadInput(f"candidates: 'id' must be strings, got an array of {raw.dtype}")
-    # the common case is checked in C; the loops below only run to name the bad position
-    if not n:
+    # the common case is checked in C (one pass over the ids' own hashes); the loops below only
+    # run where it found something: to name the bad position, or to decide a str subclass
+    if not n or _native.check_ids(ids.tolist()) < 0:
         return ids
-    if _native is not None and _native.check_ids(ids.tolist()) < 0:
-        return ids  # non-empty strings, none repeated: one C pass over the ids' own hashes
     unique = set(ids.tolist()) if inferred(ids) == "string" else None
     if unique is None or "" in unique:
         for i, item_id in enumerate(ids):

@@ -47,8 +47,8 @@ def token_access(db_url: str | None = None, *, ttl_s: float = 10.0) -> Any:
     its own ``token_actor`` on its store (``db_url``, default ``ASSAY_DB_URL`` or the SQLite file
     under ``ASSAY_HOME``). The service entry point wires it in (like ``assay server``, it sits on
     top of the parts); the guard's app only sees a lookup function."""
+    from assay.govern.tokens import token_actor
     from assay.guard.http import TokenAccess
-    from assay.server.auth import token_actor
     from assay.store import open_store
 
     store = open_store(db_url)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from assay.cli.demo import DemoContext
+from assay.demo_story import DemoContext
 from assay.errors import BadInput
 
 TITLE = "Mitigation: fine-tune the findings away (LoRA), re-evaluate, register with lineage"

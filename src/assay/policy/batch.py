@@ -9,17 +9,13 @@ NaN: NaN is a legitimate double value with IEEE semantics in both evaluators.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
 
-from assay.policy.types import AttrType, coerce
-
-try:  # the C passes that type a column in one go (see _native.c); their twins below serve without
-    from assay.policy import _native
-except ImportError:  # pragma: no cover - built without a C compiler
-    _native = None
+# the C passes that type a column in one go (see _native.c; required)
+from assay.policy import _native
+from assay.policy.types import MISSING, AttrType, coerce, lookup
 
 
 @dataclass
@@ -50,15 +46,13 @@ def unusable_strings(array: np.ndarray) -> np.ndarray | None:
     n = len(array)
     if not n or not array.dtype.itemsize:
         return None
-    if _native is not None and array.flags.c_contiguous and _native.clean_strings(array, array.dtype.itemsize // 4):
-        return None  # one C pass (vectorised) in the usual clean case; the numpy test below is its twin
+    array = np.ascontiguousarray(array)
+    if _native.clean_strings(array, array.dtype.itemsize // 4):
+        return None  # one C pass (vectorised) in the usual clean case
+    # something is refused: which rows (the test oracle for clean_strings is in
+    # tests/policy/policy_oracles.py)
     codes = array.view(np.uint32).reshape(n, -1)
     surrogates = bool(codes.max() >= 0xD800)
-    # str_len counts up to the last non-NUL code point (the rest is padding), so the strings hold
-    # an interior NUL exactly when fewer code points than that are non-zero: two C passes, no
-    # temporary arrays, in the usual clean case
-    if not surrogates and np.count_nonzero(codes) == int(np.strings.str_len(array).sum()):
-        return None
     zero = codes == 0
     # padding is a run of NULs at the end: a NUL followed by a non-NUL is an interior one
     interior = zero[:, :-1] > zero[:, 1:]  # no columns at width 1: nothing interior
@@ -145,25 +139,14 @@ def inferred(values: np.ndarray) -> str:
 
 def clean_str_objects(values: list) -> bool:
     """Every value is a ``str`` coerce() accepts (no NUL, no lone surrogate): such a column (what
-    JSON decodes to) is read as it is, with no fixed-width copy. One C pass; this is its twin."""
-    if _native is not None:
-        return _native.clean_str_objects(values)
-    if set(map(type, values)) - {str}:
-        return False
-    joined = "".join(values)
-    try:
-        joined.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return "\x00" not in joined
+    JSON decodes to) is read as it is, with no fixed-width copy. One C pass (its oracle is in
+    tests/policy/policy_oracles.py)."""
+    return _native.clean_str_objects(values)
 
 
 def one_type(values: list) -> type | None:
-    """The exact type every value has (None when they differ, or for no values)."""
-    if _native is not None:
-        return _native.one_type(values)
-    kinds = set(map(type, values))
-    return next(iter(kinds)) if len(kinds) == 1 else None
+    """The exact type every value has (None when they differ, or for no values). One C pass."""
+    return _native.one_type(values)
 
 
 def string_lists(rows: list) -> tuple[ListValues, np.ndarray | None] | None:
@@ -171,25 +154,13 @@ def string_lists(rows: list) -> tuple[ListValues, np.ndarray | None] | None:
     (the flat ``str`` values, checked clean, plus offsets) and a missing mask (None when no row
     is missing). None when any row is not a clean list of ``str`` (a bare string, a number, a
     None element, a NUL, a lone surrogate): the per-row path then decides, and marks such rows
-    missing. One C pass; the set/chain passes below are its twin."""
+    missing. One C pass (its oracle is in tests/policy/policy_oracles.py)."""
     n = len(rows)
-    if _native is not None:
-        offsets, null_bytes = np.empty(n + 1, dtype=np.int64), np.empty(n, dtype=np.uint8)
-        flat = _native.str_lists(rows, offsets, null_bytes)
-        if flat is None:
-            return None
-        nulls = null_bytes.view(bool)
-    else:
-        row_types = set(map(type, rows))
-        if not row_types <= {list, tuple, type(None)}:
-            return None
-        nulls = np.fromiter((r is None for r in rows), dtype=bool, count=n)
-        rows = [() if r is None else r for r in rows]
-        flat = list(chain.from_iterable(rows))
-        if not clean_str_objects(flat):
-            return None
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n), out=offsets[1:])
+    offsets, null_bytes = np.empty(n + 1, dtype=np.int64), np.empty(n, dtype=np.uint8)
+    flat = _native.str_lists(rows, offsets, null_bytes)
+    if flat is None:
+        return None
+    nulls = null_bytes.view(bool)
     values = np.empty(len(flat), dtype=object)
     values[:] = flat
     return ListValues(values, offsets, clean=True), (nulls if nulls.any() else None)
@@ -314,18 +285,6 @@ def _element_rows(offsets: np.ndarray, n_elements: int) -> np.ndarray:
 
 _DTYPE = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": object}
 _FILL = {"int": 0, "double": 0.0, "bool": False, "string": ""}
-_MISSING = object()
-
-
-def _lookup(root: Any, path: list[str]) -> Any:
-    node = root
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
 class Batch:
     """Candidates for one request. Build with :meth:`from_records` or :meth:`from_columns`."""
 
@@ -387,7 +346,7 @@ class Batch:
     # -- per-row access, used by the reference evaluator ----------------------------------------
     def row_value(self, name: str, t: AttrType, i: int) -> tuple[bool, Any]:
         raw = self._raw(name, i)
-        if raw is _MISSING:
+        if raw is MISSING:
             return False, None
         if isinstance(raw, np.generic):
             raw = raw.item()
@@ -429,12 +388,12 @@ class Batch:
         if name in self.columns:
             mask = self.missing_masks.get(name)
             if mask is not None and bool(mask[i]):
-                return _MISSING
+                return MISSING
             return self.list_values(name)[i]
         parts = name.split(".")
         if self.items is not None and parts[0] == self.item_root:
-            return _lookup(self.items[i], parts[1:])
-        return _lookup(self.context, parts)
+            return lookup(self.items[i], parts[1:])
+        return lookup(self.context, parts)
 
     # -- whole columns, used by the vectorised evaluator ----------------------------------------
     def is_shared(self, name: str) -> bool:
@@ -456,8 +415,8 @@ class Batch:
             elif self.items is None:
                 self._cache[key] = (False, None)
             else:
-                raw = _lookup(self.context, name.split("."))
-                self._cache[key] = (False, None) if raw is _MISSING else coerce(raw, t)
+                raw = lookup(self.context, name.split("."))
+                self._cache[key] = (False, None) if raw is MISSING else coerce(raw, t)
         return self._cache[key]
 
     @staticmethod

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from assay.policy.model import Outcome
-from assay.policy.types import AttrType, coerce
+from assay.policy.types import MISSING, AttrType, coerce, lookup
 
 _MISSING = object()
 
@@ -35,12 +35,8 @@ def context_value(context: dict[str, Any]) -> Callable[[str, AttrType], tuple[bo
     """Read dotted attributes from nested dicts, coerced to their declared types."""
 
     def value_of(name: str, t: AttrType) -> tuple[bool, Any]:
-        node: Any = context
-        for part in name.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return False, None
-            node = node[part]
-        return coerce(node, t)
+        node = lookup(context, name)
+        return (False, None) if node is MISSING else coerce(node, t)
 
     return value_of
 

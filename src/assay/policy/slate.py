@@ -17,9 +17,11 @@ it too; nothing else resolves rules. In order:
    ranker's order), then each cap rule in rule order keeps at most n of the candidates it acted on
    per value of its key, best ranked first; interstitials for the served candidates.
 
-The per-candidate walk runs in C (``_native.resolve``, one pass down each candidate's rules); the
-whole-matrix numpy resolution below is its twin (the extension is optional), tested equal. Action
-codes are :class:`assay.policy.actions.Act`, which the C code is checked against at import.
+The per-candidate walk runs in C (``_native.resolve``, one pass down each candidate's rules; the
+extension is required). Its test oracle is a whole-matrix numpy resolution written from the
+rules above, in tests/policy/policy_oracles.py. Action codes are :class:`assay.policy.actions.Act`,
+which the C code is checked against at import. A cap's key is grouped in one place,
+:func:`cap_ordinals` (strings in C; anything else by value in Python).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from assay.policy import _native
 from assay.policy.actions import (
     ACTION_NAMES,
     BREAKER,
@@ -45,12 +48,6 @@ from assay.policy.actions import (
 from assay.policy.batch import inferred
 from assay.policy.model import CandidateDecision, Outcome, Rule
 
-try:
-    from assay.policy import _native
-except ImportError:  # pragma: no cover - built without a C compiler
-    _native = None
-
-NATIVE = _native is not None
 _TRUE, _MISSING = int(Outcome.TRUE), int(Outcome.MISSING)
 
 
@@ -141,51 +138,20 @@ class Resolution:
         return matched & ~self.pre_dropped
 
 
-def resolve(plan: RulePlan, outcomes: np.ndarray, live: np.ndarray, pre_dropped: np.ndarray, *,
-            native: bool | None = None) -> Resolution:
-    """One walk down each candidate's rules in C, or the whole-matrix numpy twin
-    (``native=False`` forces it); the two are tested equal."""
+def resolve(plan: RulePlan, outcomes: np.ndarray, live: np.ndarray, pre_dropped: np.ndarray) -> Resolution:
+    """One walk down each candidate's rules, in C (tested equal to the whole-matrix oracle in
+    tests/policy/policy_oracles.py)."""
     n_rules, n = outcomes.shape
     outcomes = np.ascontiguousarray(outcomes, dtype=np.int8)
     pre_dropped = np.ascontiguousarray(pre_dropped, dtype=bool)
     live = np.ascontiguousarray(live, dtype=bool)
-    if (NATIVE if native is None else native) and n:
-        first = np.empty(n, dtype=np.int32)
-        failed, dropped = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
-        action, factor = np.empty(n, dtype=np.int8), np.empty(n)
-        soft = np.zeros((n_rules, n), dtype=bool)
+    first = np.empty(n, dtype=np.int32)
+    failed, dropped = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    action, factor = np.empty(n, dtype=np.int8), np.empty(n)
+    soft = np.zeros((n_rules, n), dtype=bool)
+    if n:
         _native.resolve(outcomes, plan.kinds, plan.fail_closed, live, pre_dropped, plan.factors,
                         first, failed, dropped, action, factor, soft)
-        return Resolution(first, failed, dropped, action, factor, soft, outcomes, plan.fail_closed, live, pre_dropped)
-    return _resolve_numpy(plan, outcomes, live, pre_dropped)
-
-
-def _resolve_numpy(plan: RulePlan, outcomes: np.ndarray, live: np.ndarray, pre_dropped: np.ndarray) -> Resolution:
-    n_rules, n = outcomes.shape
-    if n_rules == 0:
-        return Resolution(np.zeros(n, np.int32), np.zeros(n, bool), pre_dropped.copy(),
-                          np.where(pre_dropped, np.int8(Act.DROP), np.int8(Act.ALLOW)).astype(np.int8), np.ones(n),
-                          np.zeros((0, n), bool), outcomes, plan.fail_closed, live, pre_dropped)
-    missing = outcomes == _MISSING
-    matched = ((outcomes == _TRUE) | (missing & plan.fail_closed[:, None])) & ~pre_dropped
-    acts = matched & live[:, None]
-    hard_kind = (plan.kinds == Act.DROP) | (plan.kinds == Act.ALLOW)
-    hard = acts & (hard_kind[:, None] | missing)  # a fail-closed miss acts as a hard drop
-    any_hard = hard.any(axis=0)
-    first = np.where(any_hard, hard.argmax(axis=0), n_rules).astype(np.int32)
-    soft = acts & (np.arange(n_rules)[:, None] < first)
-    safe = np.minimum(first, n_rules - 1)
-    cols = np.arange(n)
-    failed = any_hard & missing[safe, cols]
-    dropped = pre_dropped | (any_hard & (failed | (plan.kinds[safe] == Act.DROP)))
-    demoting = soft & (plan.kinds == Act.DEMOTE)[:, None]
-    factor = np.ones(n)
-    for r in np.flatnonzero(demoting.any(axis=1)):  # in rule order, as the C walk multiplies
-        factor = np.where(demoting[r], factor * plan.factors[r], factor)
-    action = np.full(n, Act.ALLOW, dtype=np.int8)
-    action[(soft & (plan.kinds == Act.LABEL)[:, None]).any(axis=0)] = Act.LABEL
-    action[demoting.any(axis=0)] = Act.DEMOTE
-    action[dropped] = Act.DROP
     return Resolution(first, failed, dropped, action, factor, soft, outcomes, plan.fail_closed, live, pre_dropped)
 
 
@@ -285,7 +251,7 @@ class SlateDecision:
 def decide_slate(compiled: Any, batch: Any, *, scores: np.ndarray, subject_id: str = "", unlabeled_drop: bool = True,
                  deadline_exhausted: bool = False, blocked: Mapping[int, str] | None = None,
                  keys: Mapping[str, Any] | None = None, outcomes: np.ndarray | None = None, label_present: np.ndarray | None = None,
-                 live: np.ndarray | None = None, evaluator: str = "compiled", native: bool | None = None) -> SlateDecision:
+                 live: np.ndarray | None = None, evaluator: str = "compiled", native: bool = True) -> SlateDecision:
     """Decide a slate. ``compiled``: a surface's ``CompiledRules``; ``batch``: the candidates as
     a policy ``Batch``; ``scores``: the ranker's scores (finite), in rank order of the input;
     ``subject_id``: whose rollout buckets apply; ``unlabeled_drop``: the surface is fail-closed
@@ -295,7 +261,8 @@ def decide_slate(compiled: Any, batch: Any, *, scores: np.ndarray, subject_id: s
     ``label_present``: (n,) whether a candidate has any label the rules read, when the caller
     knows it already (otherwise read from the batch's label columns); ``live``: per rule, whether
     it acts for this subject, when recorded (otherwise from the rollout buckets of
-    ``subject_id``)."""
+    ``subject_id``); ``native=False``: the compiled rules run on their numpy closures alone
+    (``CompiledRules.evaluate``; what the tests compare the C rule programs with)."""
     plan = RulePlan.of(compiled)
     n = len(scores)
     scores = np.asarray(scores, dtype=np.float64)
@@ -323,7 +290,7 @@ def decide_slate(compiled: Any, batch: Any, *, scores: np.ndarray, subject_id: s
                                               compiled.evaluate(batch, native=native), dtype=np.int8)
         else:  # every candidate left before any rule: nothing to evaluate
             outcomes = np.zeros((len(plan.rules), n), dtype=np.int8)
-    res = resolve(plan, outcomes, plan.live(subject_id) if live is None else live, pre_dropped, native=native)
+    res = resolve(plan, outcomes, plan.live(subject_id) if live is None else live, pre_dropped)
     action = res.action.copy()  # caps act on top of what the rules decided
     hard_rule = np.where(res.first < len(plan.rules), res.first, why).astype(np.int32, copy=False)
     keep = ~res.dropped
@@ -396,10 +363,6 @@ def group_ordinals(values: np.ndarray) -> np.ndarray:
     ``map()`` over a dict of ``itertools.count`` per value (no Python loop body, no sort); absent
     values (None, NaN) are one group."""
     kind = values.dtype.kind
-    if kind == "U" and len(values):
-        ordinals = _fixed_width_ordinals(values)
-        if ordinals is not None:
-            return ordinals
     keys = values.tolist()
     if kind == "f" or (kind == "O" and inferred(values) != "string"):  # all strings: nothing absent
         if kind == "f":
@@ -416,53 +379,22 @@ def group_ordinals(values: np.ndarray) -> np.ndarray:
 
 
 def cap_ordinals(column: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """``group_ordinals(column[positions])``: for a fixed-width string column, grouped in C by
-    exact bytes (a hash table, no sort and no copy of the rows)."""
-    if NATIVE and column.dtype.kind == "U" and column.dtype.itemsize and column.flags.c_contiguous:
+    """``group_ordinals(column[positions])``, the one grouping of a cap's key: a fixed-width
+    string column grouped in C by exact bytes (a hash table, no sort and no copy of the rows),
+    Python strings in C by their own hashes, anything else (numbers, absent values, lists and
+    maps) by value with :func:`group_ordinals`."""
+    if column.dtype.kind == "U" and column.dtype.itemsize:
         out = np.empty(len(positions), dtype=np.int64)
-        _native.group_ordinals(column, column.dtype.itemsize, np.ascontiguousarray(positions, dtype=np.int64), out)
+        _native.group_ordinals(np.ascontiguousarray(column), column.dtype.itemsize,
+                               np.ascontiguousarray(positions, dtype=np.int64), out)
         return out
-    if NATIVE and column.dtype == object:  # Python strings (JSON): grouped by their own hashes
+    if column.dtype == object:  # Python strings (JSON): grouped by their own hashes
         out = np.empty(len(positions), dtype=np.int64)
         if _native.group_ordinals_str(column.tolist(), np.ascontiguousarray(positions, dtype=np.int64), out) >= 0:
             return out
     if column.dtype == object:  # anything a caller sent, lists and maps included, made hashable
         return group_ordinals(hashable(column, positions))
     return group_ordinals(column[positions])
-
-
-_ROW_WEIGHTS: dict[int, np.ndarray] = {}
-
-
-def _fixed_width_ordinals(values: np.ndarray) -> np.ndarray | None:
-    """``group_ordinals`` for a fixed-width string array without a Python string per value. Each
-    row's UCS-4 code points are folded into one 64-bit key (a dot product with fixed odd weights,
-    wrapping), rows are grouped by a stable sort of the keys, and every row is then compared with
-    the first row of its group: exact, and None (the caller takes the per-value path) if two
-    different strings ever shared a key."""
-    n = len(values)
-    width = values.dtype.itemsize // 4
-    if not width:
-        return np.arange(n)  # all empty strings: one group
-    weights = _ROW_WEIGHTS.get(width)
-    if weights is None:
-        weights = np.random.default_rng(width).integers(1, 2**63, width, dtype=np.uint64) | np.uint64(1)
-        _ROW_WEIGHTS[width] = weights
-    codes = values.view(np.uint32).reshape(n, width)
-    keys = codes.astype(np.uint64) @ weights
-    order = np.argsort(keys, kind="stable")  # rank order kept within a group
-    sorted_keys = keys[order]
-    starts = np.empty(n, dtype=bool)
-    starts[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
-    idx = np.arange(n)
-    first_of_group = np.maximum.accumulate(np.where(starts, idx, 0))
-    later = np.flatnonzero(~starts)  # a group's first row has nothing to be compared with
-    if not (values[order[later]] == values[order[first_of_group[later]]]).all():
-        return None
-    ordinals = np.empty(n, dtype=np.int64)
-    ordinals[order] = idx - first_of_group
-    return ordinals
 
 
 def hashable(col: Any, positions: np.ndarray) -> np.ndarray:
@@ -491,11 +423,13 @@ def _frozen(v: Any) -> Any:
 
 def factorize(values: np.ndarray, with_uniques: bool = False):
     """Integer codes per distinct value, numbered in order of first appearance; None is a value of
-    its own. Strings (fixed-width or Python str) are grouped by the extension's hash table, which
-    pandas' factorize is the twin of; anything else by pandas. Absent values (None, NaN) come back
-    as None among the uniques."""
+    its own. Strings (fixed-width or Python str) are grouped by the extension's hash table (the
+    tests compare it with pandas' factorize); anything else by pandas. Absent values (None, NaN)
+    come back as None among the uniques."""
     n = len(values)
-    if NATIVE and n and ((values.dtype.kind == "U" and values.dtype.itemsize and values.flags.c_contiguous) or values.dtype == object):
+    if values.dtype.kind == "U" and values.dtype.itemsize:
+        values = np.ascontiguousarray(values)
+    if n and ((values.dtype.kind == "U" and values.dtype.itemsize) or values.dtype == object):
         codes, ordinals, positions = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.arange(n, dtype=np.int64)
         if values.dtype.kind == "U":
             groups = _native.group_ordinals(values, values.dtype.itemsize, positions, ordinals, codes)
@@ -519,7 +453,7 @@ def factorize(values: np.ndarray, with_uniques: bool = False):
 
 
 def decide_records(compiled: Any, context: dict[str, Any], items: list[dict[str, Any]], *, scores: Any = None,
-                   unlabeled_drop: bool = True, evaluator: str = "compiled", native: bool | None = None) -> SlateDecision:
+                   unlabeled_drop: bool = True, evaluator: str = "compiled", native: bool = True) -> SlateDecision:
     """:func:`decide_slate` for candidates given as nested records (``{"labels": {...}, "topic":
     ...}`` per candidate, read under ``item.``; ``context`` holds ``request``), the form a bundle's
     tests and a single-candidate explanation use. Scores default to the order given; the subject

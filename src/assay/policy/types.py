@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 SCALARS = ("int", "double", "string", "bool")
 _LIST = re.compile(r"^list\(\s*(\w+)\s*\)$")
@@ -105,3 +107,35 @@ def _coerce_scalar(value, kind: str):
             return True, value
         return False, None
     return False, None
+
+
+class _Missing:
+    """The one "no value here" of a dotted-path lookup (a sentinel: None is data to JSON)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+
+def lookup(root: Any, path: str | Sequence[str]) -> Any:
+    """The value at a dotted path (``"request.user.age"``, or its parts) in nested maps, or
+    :data:`MISSING` where a step is not a map, lacks the key, or holds ``None``.
+
+    This is the one dotted-path lookup of the system (the reference evaluator, the policy batch,
+    the guard's request and nested candidate fields, the guard explanations), with one meaning of
+    ``None``: a JSON null is a missing attribute, as :func:`coerce` reads it, so a rule over it is
+    MISSING and a fail-closed rule drops. (``assay.guard.oracle`` keeps its own reading on
+    purpose: it is the independent reference written from the docs.)"""
+    node = root
+    for part in path.split(".") if isinstance(path, str) else path:
+        if not isinstance(node, dict):
+            return MISSING
+        node = node.get(part)
+        if node is None:
+            return MISSING
+    return node

@@ -12,7 +12,8 @@ the rule says ``evaluator: reference``.
 The rules in a narrower subset (comparisons, ``&&``/``||``/``!``, ``in``, startsWith/endsWith/
 contains) are also compiled into postfix programs that the C extension (``_native.c``) runs over
 the whole batch in one call: the same meaning, without a Python call per operator. The numpy
-closures remain the twin, and serve any rule or batch the C evaluator does not take.
+closures serve every rule or batch column the C evaluator does not take, and are what the tests
+and the differential fuzzer compare the C programs with (``evaluate(native=False)``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+# the C inner loop for the rules it covers (see _native.c; required)
+from assay.policy import _native
 from assay.policy.batch import (
     Batch,
     ListColumn,
@@ -39,12 +42,6 @@ from assay.policy.batch import (
 from assay.policy.checked_ast import CheckedAst, Node, decode_checked
 from assay.policy.model import Outcome, Rule
 from assay.policy.types import AttrType
-
-try:  # the C inner loop for the rules it covers (see _native.c); optional, the numpy path serves without
-    from assay.policy import _native
-except ImportError:  # pragma: no cover - built without a C compiler
-    _native = None
-NATIVE = _native is not None
 
 INT64_MIN = np.int64(-(2**63))
 _TRUE = np.bool_(True)
@@ -781,11 +778,13 @@ class CompiledRules:
         self._native_rows = frozenset(p.row for p in programs)
         self._native_args = tuple((p.row, p.code, p.consts) for p in programs)
 
-    def evaluate(self, batch: Batch, *, native: bool | None = None) -> np.ndarray:
-        """Outcomes, shape (len(rules), n), int8: Outcome.FALSE / TRUE / MISSING. ``native``:
-        run the rules the C subset covers in C (default: when the extension is built)."""
+    def evaluate(self, batch: Batch, *, native: bool = True) -> np.ndarray:
+        """Outcomes, shape (len(rules), n), int8: Outcome.FALSE / TRUE / MISSING. The rules the C
+        subset covers run in C, the rest on their numpy closures; ``native=False`` runs every rule
+        on its closure (the closures serve the rules C does not take, and are what the tests and
+        the differential fuzzer compare the C programs with)."""
         out = np.empty((len(self.rules), batch.n), dtype=np.int8)
-        done = self._evaluate_native(batch, out) if (NATIVE if native is None else native) and batch.n else frozenset()
+        done = self._evaluate_native(batch, out) if native and batch.n else frozenset()
         for i, fn in enumerate(self._fns):
             if i in done:
                 continue
@@ -844,8 +843,6 @@ class CompiledRules:
         """Run the C programs into ``out``; returns the rows they wrote."""
         if not self.programs:
             return frozenset()
-        if _native is None:
-            raise RuntimeError("the policy library's C evaluator is not built (assay.policy._native)")
         slots = self._native_slots(batch)
         args, rows = self._native_args, self._native_rows
         if None in slots:  # a column in a form C does not read: its rules stay on numpy

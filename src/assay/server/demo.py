@@ -31,7 +31,7 @@ def dashboard_url(host: str | None = None, port: int | None = None) -> str:
 
 def _steps(state: dict[str, Any]) -> list[dict[str, Any]]:
     """How the demo's steps went (stage, part, status, seconds, note), in story order."""
-    from assay.cli.demo import DEMO_STEPS
+    from assay.demo_story import DEMO_STEPS
 
     demo = state.get("demo", {})
     results = [r if isinstance(r, dict) else r.__dict__ for r in demo.get("results", [])]

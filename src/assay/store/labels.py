@@ -34,13 +34,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from assay.errors import BadInput, Unavailable
-
-try:
-    from assay.store import _native
-except ImportError:  # pragma: no cover - exercised where the extension could not be built
-    _native = None
-
-NATIVE = _native is not None  # the C batch id lookup and row gather (src/assay/store/_native.c)
+from assay.store import _native  # the C batch id lookup and row gather (src/assay/store/_native.c)
 
 ID_COLUMN = "item_id"
 VERSION_COLUMN = "label_version"
@@ -156,10 +150,6 @@ def _check_put(item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], v
     return columns
 
 
-def _row_weights(width: int) -> np.ndarray:
-    return np.random.default_rng(width).integers(1, 2**63, width, dtype=np.uint64) | np.uint64(1)
-
-
 @dataclass(frozen=True)
 class _IdKeys:
     """An open-addressing hash table over the item ids, for looking up a whole candidate batch at
@@ -168,83 +158,31 @@ class _IdKeys:
     1,000-id read once the catalogue outgrows the cache. Every hit is confirmed by comparing the
     ids, so a match is exact.
 
-    With the C extension (``assay.store._native``, the usual case) the key is each id's own
-    cached str hash (SipHash with the process's secret, so ids cannot be chosen to collide) and
-    the whole batch is probed in one call. Without it, each id's code points are folded into a
-    64-bit key (a dot product with fixed odd weights, wrapping) and the batch probes the table
-    with numpy gathers; no library looks up numpy strings without a Python object per value."""
+    The key is each id's own cached str hash (SipHash with the process's secret, so ids cannot be
+    chosen to collide) and the whole batch is probed in one C call (``assay.store._native``); no
+    library looks up a batch of strings without a Python object per value. The dict beside it
+    (``_Table.index``) is the oracle the tests compare with, and what answers where the table
+    cannot be exact."""
 
     shift: int  # a key's slot is its top bits: key >> shift
     slots: np.ndarray  # (slots, 2) uint64: key, table row + 1 (0: empty), one cache line per probe
-    stored: list[str] | None = None  # native keys: the ids, in table row order
-    width: int = 0  # numpy keys: the fixed width, the weights and the ids as fixed-width strings
-    weights: np.ndarray | None = None
-    strings: np.ndarray | None = None
+    stored: list[str]  # the ids, in table row order
 
     @classmethod
-    def build(cls, ids: list[str], native: bool | None = None) -> _IdKeys | None:
-        if not ids:
+    def build(cls, ids: list[str]) -> _IdKeys | None:
+        if not ids or any(type(i) is not str for i in ids):
             return None
-        if NATIVE if native is None else native:
-            if any(type(i) is not str for i in ids):
-                return None
-            placed = _slot_table(np.fromiter(map(_id_hash, ids), dtype=np.int64, count=len(ids)).view(np.uint64))
-            return cls(*placed, stored=list(ids)) if placed else None
-        if "\x00" in "".join(ids):  # fixed-width strings cannot hold a trailing NUL
-            return None
-        array = np.array(ids, dtype=str)
-        width = array.dtype.itemsize // 4
-        weights = _row_weights(width)
-        placed = _slot_table(array.view(np.uint32).reshape(len(ids), width).astype(np.uint64) @ weights)
-        return cls(*placed, width=width, weights=weights, strings=array) if placed else None
+        placed = _slot_table(np.fromiter(map(_id_hash, ids), dtype=np.int64, count=len(ids)).view(np.uint64))
+        return cls(*placed, stored=list(ids)) if placed else None
 
     def rows_of(self, ids: list[str], upcoming: np.ndarray | None = None) -> np.ndarray | None:
-        """Row of each id (-1 when absent); None when the ids are not all (NUL-free) strings.
+        """Row of each id (-1 when absent); None when the ids are not all strings.
         ``upcoming``: a C-ordered float64 matrix whose rows are read next; the C lookup asks for
-        each found row's cache lines as soon as it has it (a hint: the numpy path ignores it)."""
-        n = len(ids)
-        if self.stored is not None:
-            rows = np.empty(n, dtype=np.int64)
-            keyed = None if _id_hash is hash else _id_hash
-            hint = () if upcoming is None else (upcoming, upcoming.shape[1])
-            return rows if _native.lookup(self.slots, self.shift, self.stored, ids, rows, keyed, *hint) else None
-        try:
-            joined = "".join(ids)
-        except TypeError:
-            return None
-        if "\x00" in joined:
-            return None
-        # one code point wider than the longest stored id, which a given width converts in one
-        # pass: a longer id keeps a non-NUL code point there, so it can equal no stored id
-        query = np.array(ids, dtype=f"<U{self.width + 1}")
-        keys = query.view(np.uint32).reshape(n, self.width + 1)[:, : self.width].astype(np.uint64) @ self.weights
-        slots = (keys >> np.uint64(self.shift)).astype(np.intp)
-        probed = self.slots.take(slots, axis=0)  # take, not [], for a fast row gather
-        rows = probed[:, 1].astype(np.int64) - 1
-        settled = (rows < 0) | (probed[:, 0] == keys)
-        if not settled.all():
-            # the ids displaced by a collision read the next slots a window at a time (one round
-            # nearly always: probe runs are short in a table at most half full)
-            mask = len(self.slots) - 1
-            todo = np.flatnonzero(~settled)
-            base, ahead = slots[todo], 1
-            while len(todo):
-                window = self.slots.take((base[:, None] + np.arange(ahead, ahead + _PROBE_WINDOW)) & mask, axis=0)
-                found = window[:, :, 1].astype(np.int64) - 1
-                stop = (found < 0) | (window[:, :, 0] == keys[todo][:, None])
-                done = stop.any(axis=1)
-                at = stop.argmax(axis=1)
-                rows[todo[done]] = found[done, at[done]]
-                todo, base, ahead = todo[~done], base[~done], ahead + _PROBE_WINDOW
-        hit = rows >= 0
-        if hit.all():
-            wrong = self.strings[rows] != query
-        else:
-            hit = np.flatnonzero(hit)
-            wrong = np.zeros(n, dtype=bool)
-            wrong[hit] = self.strings[rows[hit]] != query[hit]
-        rows[wrong] = -1  # the same key as a stored id, but another id: absent
-        return rows
+        each found row's cache lines as soon as it has it (a hint)."""
+        rows = np.empty(len(ids), dtype=np.int64)
+        keyed = None if _id_hash is hash else _id_hash
+        hint = () if upcoming is None else (upcoming, upcoming.shape[1])
+        return rows if _native.lookup(self.slots, self.shift, self.stored, ids, rows, keyed, *hint) else None
 
 
 def _slot_table(keys: np.ndarray) -> tuple[int, np.ndarray] | None:
@@ -271,7 +209,6 @@ def _slot_table(keys: np.ndarray) -> tuple[int, np.ndarray] | None:
 
 
 _id_hash = hash  # the native table's key function (a module attribute so tests can force collisions)
-_PROBE_WINDOW = 8
 
 
 class InMemoryLabelStore:
@@ -335,8 +272,7 @@ class InMemoryLabelStore:
 
         def id_keys(self) -> _IdKeys | None:
             """The hash table over the ids, built once per table version (None where it cannot be
-            exact: two ids sharing a key, or, without the extension, an id holding NUL); reads
-            then use the dict."""
+            exact: two ids sharing a key); reads then use the dict."""
             if "_id_keys" not in self.__dict__:
                 object.__setattr__(self, "_id_keys", _IdKeys.build(self.ids.tolist()))
             return self.__dict__["_id_keys"]
@@ -371,7 +307,7 @@ class InMemoryLabelStore:
         table = self._table  # one consistent snapshot
         rows = table.rows_of(item_ids)
         n = len(rows)
-        if len(table.ids) and NATIVE:
+        if len(table.ids):  # one C pass: labels transposed, presence, freshness and version codes
             matrix, label_col, version_names = table.matrix()
             known, cols = table.columns_of(label_names)
             block, ok, meta = np.empty((len(known), n)), np.empty((len(known), n), dtype=bool), np.empty((2, n))
@@ -394,48 +330,11 @@ class InMemoryLabelStore:
             complete = bool(known) and len(known) == len(label_names) and bool(all_present)
             ids = tuple(item_ids.tolist() if isinstance(item_ids, np.ndarray) else item_ids)
             return _GatheredBatch(ids, values, present, meta[1], version_names, freshness, stale, complete)
-        found = rows >= 0
-        all_found = bool(found.all())
-        values = {}
-        present = {}
-        stale = 0
-        complete = False
-        if len(table.ids):
-            matrix, label_col, version_names = table.matrix()
-            n_labels = len(label_col)
-            # one row gather for everything read about the items
-            picked = matrix.take(rows if all_found else np.where(found, rows, 0), axis=0)
-            freshness = picked[:, n_labels].copy()
-            versions = version_names[picked[:, n_labels + 1].astype(np.intp)]
-            if not all_found:
-                freshness[~found] = np.nan
-                versions[~found] = ""
-            fresh_ok = None if all_found else found
-            if self.max_age_s is not None:
-                age_ok = (self._clock() - freshness) <= self.max_age_s
-                stale = int((found & ~age_ok).sum())
-                fresh_ok = found & age_ok
-            known = [name for name in label_names if name in label_col]
-            if known:
-                # (labels x items), so each label is a contiguous row
-                cols = [label_col[name] for name in known]
-                block = picked[:, :n_labels].T.copy() if cols == list(range(n_labels)) else picked[:, cols].T.copy()
-                ok = ~np.isnan(block)
-                if fresh_ok is not None:
-                    ok &= fresh_ok
-                    block[~ok] = np.nan
-                for k, name in enumerate(known):
-                    values[name], present[name] = block[k], ok[k]
-                complete = len(known) == len(label_names) and bool(ok.all())
-        else:
-            freshness = np.full(n, np.nan)
-            versions = np.full(n, "", dtype=object)
-        for name in label_names:
-            if name not in values:
-                values[name] = np.full(n, np.nan)
-                present[name] = np.zeros(n, dtype=bool)
+        # an empty store: nothing is present
+        values = {name: np.full(n, np.nan) for name in label_names}
+        present = {name: np.zeros(n, dtype=bool) for name in label_names}
         ids = tuple(item_ids.tolist() if isinstance(item_ids, np.ndarray) else item_ids)
-        return LabelBatch(ids, values, present, versions, freshness, 0, stale, complete)
+        return LabelBatch(ids, values, present, np.full(n, "", dtype=object), np.full(n, np.nan), 0, 0, False)
 
     # -- writes --------------------------------------------------------------------------------
     def put(self, item_ids: Sequence[str], labels: Mapping[str, Sequence[float]], version: str, *, labeled_at: float | None = None) -> int:

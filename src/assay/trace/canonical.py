@@ -6,18 +6,18 @@ A record's hash is SHA-256 of its RFC 8785 JSON, so anyone can recompute it with
     event:    {**Event.to_dict(), "type": "event"}
 
 The reference is the ``rfc8785`` package, one record at a time. Because the Decision schema is
-fixed, the log builds the same bytes for a whole batch with Arrow string kernels (key order is
-known, strings are escaped with substring replacement, numbers use Arrow's shortest round-trip
-formatting, which equals ECMAScript's for the ranges it is used on; everything else — control
-characters in strings, |x| >= 1e10, attributions, events — goes through ``rfc8785`` per row).
+fixed, the log builds the same bytes for a whole batch in C (key order is known; ``ts``, one
+value per request, is formatted with Arrow's shortest round-trip digits once per distinct value,
+and ``rfc8785`` where Arrow's form differs from ECMAScript's, |x| >= 1e10).
 
-The JSON is a fixed template: constants (the keys, in order) and one part per value. Where the
-native extension is built, ``_native_parts`` describes the columns (strings, dictionary columns,
-integers, lists, scores as orjson's numbers) and ``hashing.json_rows`` writes and hashes each row
-in one pass; otherwise ``_pieces`` builds one Arrow string array per value and the rows are joined
-(or hashed) from those. ``canonical_decisions`` returns the JSON as strings; ``decision_hashes``
-(what append and verify use) returns the SHA-256 of each. The property tests check both paths
-against the reference and each other on random records.
+The JSON is a fixed template: constants (the keys, in order) and one part per value.
+``_native_parts`` describes the columns (strings, dictionary columns, integers, lists, scores as
+orjson's numbers) and ``hashing.json_rows`` (C, ``_native.c``) writes and hashes each row in one
+pass. ``canonical_decisions`` returns the JSON as strings; ``decision_hashes`` (what append and
+verify use) returns the SHA-256 of each. RFC 8785 is therefore written once by hand (the C
+template, for the fixed decision schema) beside the maintained ``rfc8785`` library (everything
+else: attributions, events, proofs); the property tests check the C path against the library on
+random records. (A third, Arrow string-kernel version of the same bytes was removed in issue 22.)
 """
 
 from __future__ import annotations
@@ -316,10 +316,6 @@ def _ascii(arr: pa.Array) -> bool:
 # ---------------------------------------------------------------- column-wise JCS
 
 
-def _first_true(mask: pa.Array) -> int:
-    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
-
-
 def _data_bytes(arr: pa.Array) -> np.ndarray:
     """The character bytes of a string array's values (only this slice's range)."""
     data = arr.buffers()[2]
@@ -327,46 +323,6 @@ def _data_bytes(arr: pa.Array) -> np.ndarray:
         return np.empty(0, np.uint8)
     offsets = np.frombuffer(arr.buffers()[1], np.int32, count=len(arr) + 1, offset=arr.offset * 4)
     return np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])]
-
-
-def _escaped(arr: pa.Array, few_distinct: bool = False) -> list:
-    """Pieces of the JSON string literals of a string array without nulls: ``['"', content, '"']``
-    where content is the escaped text (the array itself when nothing needs escaping).
-
-    Escaping is only run when the bytes hold a quote, a backslash or a control character (one
-    vector scan of the data); columns with few distinct values (action, surface, rule ids) are
-    escaped once per distinct value and spread back with a take, and a column holding one value
-    becomes a constant."""
-    if few_distinct and len(arr) > 64:
-        encoded = pc.dictionary_encode(arr)
-        if len(encoded.dictionary) == 1:
-            return ['"' + _escape_values(encoded.dictionary)[0].as_py() + '"']
-        return ['"', _escape_values(encoded.dictionary).take(encoded.indices), '"']
-    return ['"', _escape_values(arr), '"']
-
-
-def _escape_values(arr: pa.Array) -> pa.Array:
-    raw = _data_bytes(arr)
-    if not len(raw) or (raw.min() >= 0x20 and not (np.any(raw == 0x22) or np.any(raw == 0x5C))):
-        return arr
-    escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
-    if raw.min() < 0x20:
-        control = pc.match_substring_regex(arr, "[\\x{00}-\\x{1f}]")
-        if pc.any(control).as_py():
-            values = escaped.to_pylist()
-            originals = arr.to_pylist()
-            for i in np.flatnonzero(control.to_numpy(zero_copy_only=False)):
-                values[i] = jcs(originals[i]).decode()[1:-1]
-            escaped = pa.array(values, pa.string())
-    return escaped
-
-
-def _quote(arr: pa.Array, few_distinct: bool = False) -> pa.Array:
-    """JSON string literals for a string array without nulls."""
-    pieces = _escaped(arr, few_distinct)
-    if len(pieces) == 1:
-        return pa.array([pieces[0]] * len(arr), pa.string())
-    return pc.binary_join_element_wise(*pieces, "")
 
 
 def _float(arr: pa.Array, name: str, few_distinct: bool = False) -> pa.Array:
@@ -401,50 +357,6 @@ def _format_floats(arr: pa.Array, values: np.ndarray) -> pa.Array:
             items[i] = jcs(float(values[i])).decode()
         text = pa.array(items, pa.string())
     return text
-
-
-def _int(arr: pa.Array, name: str) -> pa.Array:
-    values = arr.to_numpy(zero_copy_only=False)
-    bad = np.abs(values) > MAX_SAFE_INT
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise BadInput(f"decision row {row}: {name} = {values[row]} is outside the JSON safe integer range")
-    return pc.cast(arr, pa.string())
-
-
-def _string_list(arr: pa.Array) -> pa.Array:
-    return _join(_list_pieces(arr), len(arr))
-
-
-def _list_pieces(arr: pa.Array) -> list:
-    """Pieces of the JSON arrays of a list<string> array without nulls: a constant when every
-    list is empty; ``['["', strings, '"]']`` when every list holds one string; else
-    ``['[', items joined by ',', ']']``."""
-    offsets = arr.offsets
-    first = offsets[0].as_py()
-    flat = pc.list_flatten(arr)
-    if not len(flat):
-        return ["[]"]
-    if len(flat) == len(arr) and offsets[-1].as_py() - first == len(arr) and \
-            np.all(np.diff(offsets.to_numpy()) == 1):
-        return ["[", *_escaped(flat, few_distinct=True), "]"]
-    quoted = _quote(flat, few_distinct=True)
-    starts = offsets.to_numpy() - first
-    if np.diff(starts).max() <= 1:
-        # At most one string per list: each row's text is its quoted string or nothing, so the
-        # quoted strings' data is reused as is, with one offset per row.
-        quoted_offsets = np.frombuffer(quoted.buffers()[1], np.int32, count=len(quoted) + 1, offset=quoted.offset * 4)
-        row_offsets = np.ascontiguousarray(quoted_offsets[starts], dtype=np.int32)
-        inner = pa.Array.from_buffers(pa.string(), len(arr), [None, pa.py_buffer(row_offsets), quoted.buffers()[2]])
-        return ["[", inner, "]"]
-    rebuilt = pa.ListArray.from_arrays(pc.subtract(offsets, first), quoted)
-    return ["[", pc.binary_join(rebuilt, ","), "]"]
-
-
-def _join(pieces: list, n: int) -> pa.Array:
-    if all(isinstance(p, str) for p in pieces):
-        return pa.array(["".join(pieces)] * n, pa.string())
-    return pc.binary_join_element_wise(*pieces, "")
 
 
 PARALLEL_MIN_ROWS = 50_000
@@ -530,24 +442,17 @@ def _check_numbers(table: pa.Table) -> None:
 
 
 def _hash_slice(table: pa.Table) -> bytes:
-    if hashing.native_rows():
-        return hashing.json_rows(_native_parts(table), table.num_rows)
-    pieces = _pieces(table)
-    if any(not isinstance(p, str) and p.null_count for p in pieces):
-        return b"".join(hash_strings(_join(pieces, table.num_rows)))
-    return hashing.sha256_rows(pieces, table.num_rows)
+    return hashing.json_rows(_native_parts(table), table.num_rows)
 
 
 def _canonical_slice(table: pa.Table) -> pa.Array:
-    if hashing.native_rows():
-        return hashing.json_text(_native_parts(table), table.num_rows)
-    return _join(_pieces(table), table.num_rows)
+    return hashing.json_text(_native_parts(table), table.num_rows)
 
 
 def _native_parts(table: pa.Table) -> list:
-    """The template ``hashing.json_rows`` writes each row's JSON from: the same bytes as joining
-    ``_pieces`` (tested), but strings are escaped, integers and lists formatted and everything
-    copied in one native pass per row instead of one Arrow kernel per column. Scores are written
+    """The template ``hashing.json_rows`` writes each row's JSON from: the same bytes as the
+    reference library (``reference_canonical``, the oracle in the tests); strings are escaped,
+    integers and lists formatted and everything copied in one native pass per row. Scores are written
     by orjson and put in ECMAScript's form natively (``hashing.numbers_part``); ``ts``, one value
     per request, by ``_float`` once per distinct value. A null is written as ``null`` (a null list
     as ``[]``), as ``reference_canonical`` writes it."""
@@ -589,44 +494,6 @@ def _native_parts(table: pa.Table) -> list:
         b',"type":"decision"}',
     ]
     return _merge_constants(parts, bytes)  # fewer pieces a row
-
-
-def _plain(arr: pa.Array) -> pa.Array:
-    """A dictionary-encoded column (as segments store them; lists too) decoded to its values."""
-    if pa.types.is_dictionary(arr.type):
-        return arr.cast(arr.type.value_type)
-    if pa.types.is_list(arr.type) and pa.types.is_dictionary(arr.type.value_type):
-        return arr.cast(pa.list_(arr.type.value_type.value_type))
-    return arr
-
-
-def _pieces(table: pa.Table) -> list:
-    """A decision's RFC 8785 JSON as constants (keys, in sorted order) and one string array per
-    value; joining them row by row gives the JSON."""
-    col = {name: _plain(table.column(name).combine_chunks()) for name in DECISION_SCHEMA.names}
-    attribution = col["attribution"]
-    pieces = [
-        '{"action":', *_escaped(col["action"], few_distinct=True),
-        ',"attribution":', "null" if attribution.null_count == len(attribution) else pc.fill_null(attribution, "null"),
-        ',"breaker_state":', *_escaped(col["breaker_state"], few_distinct=True),
-        ',"bundle_hash":', *_escaped(col["bundle_hash"], few_distinct=True),
-        ',"bundle_version":', *_escaped(col["bundle_version"], few_distinct=True),
-        ',"item_id":', *_escaped(col["item_id"]),
-        ',"model_versions":', *_list_pieces(col["model_versions"]),
-        ',"rank_after":', _int(col["rank_after"], "rank_after"),
-        ',"rank_before":', _int(col["rank_before"], "rank_before"),
-        ',"reasons":', *_list_pieces(col["reasons"]),
-        ',"request_id":', *_escaped(col["request_id"]),
-        ',"rule_ids":', *_list_pieces(col["rule_ids"]),
-        ',"score_after":', _float(col["score_after"], "score_after"),
-        ',"score_before":', _float(col["score_before"], "score_before"),
-        ',"shadow_rule_ids":', *_list_pieces(col["shadow_rule_ids"]),
-        ',"subject_id":', *_escaped(col["subject_id"]),
-        ',"surface":', *_escaped(col["surface"], few_distinct=True),
-        ',"ts":', _float(col["ts"], "ts", few_distinct=True),
-        ',"type":"decision"}',
-    ]
-    return _merge_constants(pieces, str)
 
 
 def _merge_constants(pieces: list, constant: type) -> list:

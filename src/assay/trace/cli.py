@@ -1,4 +1,7 @@
-"""``assay trace verify|prove|check|why|stats|erase|key``: the decision log from the command line.
+"""``assay trace verify|prove|check|stats|erase|key``: the decision log from the command line.
+
+``assay trace why`` joins the trace with the governance registry (a model's lineage), so it lives
+above both parts, in ``assay.cli.why``; this module imports no engine.
 
 Imports cheaply: the log (pyarrow, DuckDB) is imported inside each command.
 """
@@ -84,27 +87,6 @@ def parse_time(value: str | None, option: str = "--at") -> float | None:
 
         stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
-
-
-def lineage_resolver():
-    """Model lineage from the governance registry; when that part or its store is not available,
-    a resolver that says so for every model (the answer names the missing link, never a bare null)."""
-    try:
-        from assay.govern import lineage
-        from assay.store import open_store
-    except ImportError as e:  # pragma: no cover - trees without the governance part
-        return _unresolved(f"the governance registry is not installed ({e})")
-    try:
-        return lineage.resolver(open_store(None))
-    except AssayError as e:
-        return _unresolved(f"the governance registry cannot be opened: {e.message}")
-
-
-def _unresolved(reason: str):
-    def resolve(version: str) -> dict:
-        return {"model": None, "training_data": [], "lineage": None, "missing": f"model version: {reason}"}
-
-    return resolve
 
 
 @trace_app.command("verify")
@@ -218,37 +200,6 @@ def key(path: str = PathOpt) -> None:
         if log.signer is None:
             raise BadInput("this machine does not hold the log's signing key")
         typer.echo(log.signer.verifier.vkey())
-
-
-@trace_app.command("why")
-def why(item: str = typer.Option(..., "--item", help="Item id."),
-        subject: str = typer.Option(..., "--subject", help="Subject (user) id, as the product knows it."),
-        at: str = typer.Option(None, "--at", help="Unix seconds or ISO 8601 time; default: now."),
-        path: str = PathOpt, as_json: bool = JsonOpt) -> None:
-    """Why was ITEM shown to (or kept from) SUBJECT at time T: the decision, rules, bundle, models, proof."""
-    from assay.trace.query import why as why_query
-
-    with _open(path, read_only=True) as log:
-        answer = why_query(log, item, subject, parse_time(at), lineage=lineage_resolver())
-    if answer is None:
-        raise AssayError(f"no decision about item {item!r} for that subject" + (f" at or before {at}" if at else ""))
-    if as_json:
-        _echo_json(answer)
-        return
-    typer.echo(f"decision #{answer['index']} at {datetime.fromtimestamp(answer['ts']).isoformat()} on {answer['surface']}: "
-               f"{answer['action']} (rank {answer['rank_before']} -> {answer['rank_after']})")
-    for rule in answer["rules"] or [{"id": "(no rule fired)", "reason": ""}]:
-        typer.echo(f"  rule {rule['id']}: {rule['reason'] or ''}")
-    typer.echo(f"  bundle {answer['bundle_version']} ({answer['bundle_hash'][:16]}...), breaker {answer['breaker_state']}")
-    for model in answer["models"]:
-        typer.echo(f"  model {model['version']}" + (f" = {model['model']}" if model.get("model") else "")
-                   + (f", trained on {', '.join(model['training_data'])}" if model.get("training_data") else ""))
-        if model.get("missing"):
-            typer.echo(f"    lineage incomplete: {model['missing']}")
-    if answer["attribution"]:
-        typer.echo(f"  attribution: {answer['attribution']}")
-    typer.echo("  provable: " + ("yes, inclusion proof against the newest checkpoint (--json)" if "proof" in answer
-                                 else "not yet covered by a checkpoint"))
 
 
 @trace_app.command("stats")

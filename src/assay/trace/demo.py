@@ -38,10 +38,11 @@ def _interesting(records: list) -> Decision:
 
 
 def step(ctx) -> None:
+    # a demo step may join parts: the trace with govern's lineage of each model
+    from assay.govern.lineage import registry_resolver
     from assay.trace import TraceLog, proofs
     from assay.trace.bench import synthetic_decisions
     from assay.trace.checkpoint import Verifier
-    from assay.trace.cli import lineage_resolver
     from assay.trace.query import why
 
     root = ctx.settings.home / "trace"
@@ -65,7 +66,7 @@ def step(ctx) -> None:
         ctx.say(f"verify: {'OK' if report.ok else 'FAILED'} - {report.records} records recomputed from RFC 8785 JSON "
                 f"against {report.checkpoints} Ed25519-signed checkpoints in {report.seconds:.2f}s")
 
-        answer = why(log, item, subject, lineage=lineage_resolver())
+        answer = why(log, item, subject, lineage=registry_resolver())
         rules = ", ".join(f"{r['id']} ({r['reason']})" for r in answer["rules"]) or "no rule fired"
         done = {"drop": "dropped", "demote": "demoted", "label": "labelled", "cap": "capped", "allow": "allowed"}
         ctx.say(f"why was {item} {done.get(answer['action'], answer['action'])} for that user? rank {answer['rank_before']} -> {answer['rank_after']}; "

@@ -1,9 +1,9 @@
 """SHA-256 over many small messages: record hashes, RFC 9162 leaves and nodes.
 
-The native path (``assay.trace._native``, built from ``_native.c`` with OpenSSL) hashes a whole
-column per call with the GIL released, so large batches also spread over a thread pool. Without
-the extension (no C compiler when the package was installed) the same functions run on
-``hashlib`` one message at a time: same bytes, several times slower. ``NATIVE`` says which.
+The C extension (``assay.trace._native``, built from ``_native.c`` with OpenSSL; required: the
+build fails without a compiler) hashes a whole column per call with the GIL released, so large
+batches also spread over a thread pool. ``hashlib`` is the oracle it is tested against
+(tests/trace/test_trace_native.py), not a fallback.
 
 Every function returns the digests concatenated (``n * 32`` bytes), the form the tree file and
 the segments' ``record_hash`` column store.
@@ -11,25 +11,18 @@ the segments' ``record_hash`` column store.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
 
-try:
-    from assay.trace import _native
-except ImportError:  # pragma: no cover - exercised where the extension could not be built
-    _native = None
+from assay.trace import _native
 
-NATIVE = _native is not None
 PARALLEL_MIN = 16_384  # below this a thread pool costs more than it saves (~0.1 ms a hand-off)
 MAX_THREADS = 8
-_sha256 = hashlib.sha256
 
 
 THREADS_ENV = "ASSAY_TRACE_THREADS"
@@ -119,16 +112,7 @@ def sha256_rows(pieces: Sequence, n: int) -> bytes:
     ``pc.binary_join_element_wise(*pieces, "")`` row by row, without building that array."""
     if n == 0:
         return b""
-    parts = [_as_part(p, n) for p in pieces]
-    if _native is not None:
-        return _native.sha256_rows(parts, n)
-    joined = [_row_values(p, n) for p in parts]
-    return b"".join(_sha256(b"".join(values)).digest() for values in zip(*joined, strict=True))
-
-
-def native_rows() -> bool:
-    """Whether ``json_rows`` can run (the extension is built and not switched off)."""
-    return _native is not None
+    return _native.sha256_rows([_as_part(p, n) for p in pieces], n)
 
 
 def _validity(arr: pa.Array):
@@ -187,26 +171,13 @@ def dict_part(arr: pa.DictionaryArray, null: bytes | None = b"null") -> tuple:
 def json_rows(parts: Sequence, n: int) -> bytes:
     """SHA-256 of each row's JSON built from a template of constants and typed column parts
     (``string_part``, ``int_part``, ``list_part``): one pass over the rows, natively."""
-    if _native is None:
-        raise RuntimeError("json_rows needs the native extension (check native_rows() first)")
     return _native.json_rows(list(parts), n) if n else b""
 
 
 def json_text(parts: Sequence, n: int) -> pa.Array:
     """The JSON ``json_rows`` hashes, as a string array."""
-    if _native is None:
-        raise RuntimeError("json_text needs the native extension (check native_rows() first)")
     offsets, data = _native.json_rows(list(parts), n, True)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-
-
-def _row_values(part, n: int) -> list[bytes] | Sequence[bytes]:
-    if isinstance(part, bytes):
-        return [part] * n
-    offsets_buf, data, offset = part
-    offsets = np.frombuffer(offsets_buf, np.int32, count=n + 1, offset=offset * 4).tolist()
-    view = memoryview(data)
-    return [bytes(view[a:b]) for a, b in pairwise(offsets)]
 
 
 def sha256_each(arr: pa.Array, threads: int | None = None) -> bytes:
@@ -219,12 +190,7 @@ def sha256_each(arr: pa.Array, threads: int | None = None) -> bytes:
         return b""
     _, offsets_buf, data_buf = arr.buffers()
     data = data_buf if data_buf is not None else b""
-    if _native is not None:
-        return _map(lambda a, b: _native.sha256_rows([(offsets_buf, data, arr.offset + a)], b - a),
-                    _ranges(n, threads))
-    offsets = np.frombuffer(offsets_buf, np.int32, count=n + 1, offset=arr.offset * 4).tolist()
-    view = memoryview(data)
-    return b"".join(_sha256(view[a:b]).digest() for a, b in pairwise(offsets))
+    return _map(lambda a, b: _native.sha256_rows([(offsets_buf, data, arr.offset + a)], b - a), _ranges(n, threads))
 
 
 # ---------------------------------------------------------------- RFC 9162
@@ -232,26 +198,21 @@ def sha256_each(arr: pa.Array, threads: int | None = None) -> bytes:
 
 def leaf_hashes(record_hashes: bytes | np.ndarray, threads: int | None = None) -> bytes:
     """SHA-256(0x00 ‖ h) for each 32-byte record hash ``h`` (concatenated in, concatenated out)."""
-    return _prefixed(record_hashes, 32, b"\x00", "leaf_hashes", "record hashes must be 32 bytes each", threads)
+    return _prefixed(record_hashes, 32, _native.leaf_hashes, "record hashes must be 32 bytes each", threads)
 
 
 def node_hashes(pairs: bytes | np.ndarray, threads: int | None = None) -> bytes:
     """SHA-256(0x01 ‖ left ‖ right) for each 64-byte ``left ‖ right`` (concatenated)."""
-    return _prefixed(pairs, 64, b"\x01", "node_hashes", "node pairs must be 64 bytes each", threads)
+    return _prefixed(pairs, 64, _native.node_hashes, "node pairs must be 64 bytes each", threads)
 
 
-def _prefixed(value: bytes | np.ndarray, width: int, prefix: bytes, native: str, misfit: str,
-              threads: int | None) -> bytes:
-    """SHA-256(prefix ‖ m) for each ``width``-byte message m of ``value`` (RFC 9162 domain
-    separation: 0x00 for leaves, 0x01 for nodes), natively when the extension is built."""
+def _prefixed(value: bytes | np.ndarray, width: int, fn, misfit: str, threads: int | None) -> bytes:
+    """``fn`` (SHA-256 of a domain prefix ‖ m, RFC 9162: 0x00 for leaves, 0x01 for nodes) over
+    each ``width``-byte message m of ``value``, split over threads for large batches."""
     data = _bytes(value)
     if len(data) % width:
         raise ValueError(misfit)
-    if _native is not None:
-        fn = getattr(_native, native)
-        return _map(lambda a, b: fn(data[width * a : width * b]), _ranges(len(data) // width, threads))
-    view = memoryview(data)
-    return b"".join(_sha256(prefix + view[i : i + width]).digest() for i in range(0, len(data), width))
+    return _map(lambda a, b: fn(data[width * a : width * b]), _ranges(len(data) // width, threads))
 
 
 def _bytes(value: bytes | np.ndarray) -> memoryview:
