@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FACES = {"cli", "server"}
 ENGINES = {"govern", "guard", "evaluate", "redteam", "monitor", "explain", "mitigate", "recsys"}
 FOUNDATIONS = {"policy", "trace", "store", "classify", "judges", "data", "stats", "records", "errors", "config",
-               "files", "demo_story", "__init__"}
+               "files", "demo_story", "runlog", "__init__"}
 
 # Foundation -> engine edges the map allows: each is lazy, inside a registration step only.
 FOUNDATION_EDGES = {
