@@ -136,6 +136,7 @@ class Registry(Generic[T]):
                 try:
                     obj = ep.load()
                 except Exception as e:  # a broken plugin is named, not skipped: its parts would vanish silently
+                    self._entry_points_loaded = False  # and named again at every lookup, never half-loaded in silence
                     raise RegistryError(f"{self.what} entry point {ep.name!r} ({ep.value}) in group {self.group!r} "
                                         f"failed to load: {type(e).__name__}: {e}") from None
                 if self._items.get(ep.name) is not obj:

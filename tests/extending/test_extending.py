@@ -228,3 +228,44 @@ def test_a_contract_check_fails_on_a_broken_part(plugins):
             check_scorer("sloppy")
     finally:
         SCORERS.unregister("sloppy")
+
+
+def test_a_judge_registered_in_one_file_is_listed_by_assay_judge_list(plugins, capsys):
+    from assay.cli.main import main
+
+    assert main(["judge", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["opening-refusal"]["kind"] == "opening" and rows["opening-refusal"]["version"].startswith("opening-refusal@")
+    assert "refusal-phrase" in rows
+
+
+def test_a_guard_action_taken_away_and_added_again_keeps_a_free_code(plugins):
+    from assay.policy.actions import ACTION_NAMES, ACTIONS, action_table
+
+    boost = ACTIONS.unregister("boost")
+    try:
+        assert "boost" not in ACTION_NAMES and len(action_table()) == boost.code  # the table shrinks with it
+    finally:
+        ACTIONS.register("boost", boost)
+    assert ACTION_NAMES[boost.code] == "boost" and tuple(action_table()[boost.code]) == (0, 0, 3)
+
+
+def test_parts_of_another_package_register_through_entry_points(tmp_path, monkeypatch):
+    """A package's entry points in the registry's group are loaded on the first lookup (a real
+    dist-info on sys.path, read by importlib.metadata); one that fails to import is named."""
+    (tmp_path / "thirdparty_parts.py").write_text("def shout(text):\n    return text.upper()\n")
+    info = tmp_path / "thirdparty_parts-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-parts\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[assay.test_parts]\nshout = thirdparty_parts:shout\n"
+                                           "[assay.test_broken]\nbroken = thirdparty_parts:missing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    parts = Registry("test part", "assay.test_parts")
+    assert parts.get("shout")("hi") == "HI" and parts.names() == ["shout"]
+    broken = Registry("test part", "assay.test_broken")
+    with pytest.raises(RegistryError, match=r"entry point 'broken' \(thirdparty_parts:missing\) in group 'assay.test_broken' failed to load"):
+        broken.get("broken")
+    with pytest.raises(RegistryError, match="failed to load"):  # every time, not only the first
+        broken.names()
+    sys.modules.pop("thirdparty_parts", None)

@@ -129,11 +129,12 @@ class ActionRegistry(Registry[type]):
 
     def _add(self, name: str, obj: Any) -> None:
         with self._lock:
-            fixed = {a.label: int(a) for a in Act}
-            used = {cls.code for cls in self._items.values()}
-            code = fixed.get(name) if obj.__dict__.get("code", -1) < 0 else obj.code
+            used = {cls.code for cls in self._items.values() if cls is not obj}
+            code = {a.label: int(a) for a in Act}.get(name)  # the built-ins keep their codes
             if code is None:
-                code = next((c for c in range(len(Act), MAX_CODES) if c not in used), None)
+                own = obj.__dict__.get("code", -1)  # registered before (and taken away): the same code if free
+                code = own if own >= len(Act) and own not in used else \
+                    next((c for c in range(len(Act), MAX_CODES) if c not in used), None)
                 if code is None:
                     raise RegistryError(f"guard action {name!r}: no code left ({MAX_CODES} actions at most)")
             super()._add(name, obj)
