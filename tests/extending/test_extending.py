@@ -269,3 +269,17 @@ def test_parts_of_another_package_register_through_entry_points(tmp_path, monkey
     with pytest.raises(RegistryError, match="failed to load"):  # every time, not only the first
         broken.names()
     sys.modules.pop("thirdparty_parts", None)
+
+
+def test_a_suite_naming_an_unregistered_target_or_scorer_fails_at_its_line(tmp_path):
+    from assay.errors import LocatedError
+    from assay.evaluate.suite import load_suite
+
+    (tmp_path / "s.yaml").write_text("suite: s\ndataset: {path: p.jsonl}\ntarget:\n  kind: canned-typo\nscorers: [refusal]\n")
+    with pytest.raises(LocatedError, match="unknown target kind 'canned-typo'") as e:
+        load_suite(tmp_path / "s.yaml")
+    assert (e.value.location.line, e.value.location.column) == (4, 3) and "llamacpp" in e.value.hint
+    (tmp_path / "s.yaml").write_text("suite: s\ndataset: {path: p.jsonl}\ntarget: {kind: replay}\nscorers: [refusal, wordcount]\n")
+    with pytest.raises(LocatedError, match="unknown scorer 'wordcount'") as e:
+        load_suite(tmp_path / "s.yaml")
+    assert e.value.location.line == 4 and "extending.md" in e.value.hint
