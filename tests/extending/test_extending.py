@@ -283,3 +283,24 @@ def test_a_suite_naming_an_unregistered_target_or_scorer_fails_at_its_line(tmp_p
     with pytest.raises(LocatedError, match="unknown scorer 'wordcount'") as e:
         load_suite(tmp_path / "s.yaml")
     assert e.value.location.line == 4 and "extending.md" in e.value.hint
+
+
+def test_a_hard_action_that_drops_is_recorded_as_drop_by_both_walks():
+    """A hard, dropping action of a test's own (registered and taken away here): both walks
+    drop the candidate and record drop, so every count of dropped candidates holds."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from assay.policy.actions import ACTIONS, GuardAction
+
+    @dataclass(frozen=True)
+    class Quarantine(GuardAction):
+        hard: ClassVar[bool] = True
+        drops: ClassVar[bool] = True
+        verb: ClassVar[str] = "quarantined"
+
+    ACTIONS.register("quarantine", Quarantine)
+    try:
+        assert check_action("quarantine").code == Quarantine.code
+    finally:
+        ACTIONS.unregister("quarantine")
