@@ -230,6 +230,21 @@ def test_a_contract_check_fails_on_a_broken_part(plugins):
         SCORERS.unregister("sloppy")
 
 
+def test_check_action_catches_a_walk_that_disagrees_with_the_type(plugins, monkeypatch):
+    """A table that says something else than the action type (here: boost with no precedence)
+    makes the C walk disagree with the type's own walk: the check names the column that differs."""
+    from assay.policy import actions, slate
+
+    def wrong_table():
+        table = actions.action_table().copy()
+        table[plugins["plugin_action"].Boost.code, 2] = 0
+        return table
+
+    monkeypatch.setattr(slate, "action_table", wrong_table)
+    with pytest.raises(ContractError, match="differs from the action types' on action"):
+        check_action("boost(2)")
+
+
 def test_a_judge_registered_in_one_file_is_listed_by_assay_judge_list(plugins, capsys):
     from assay.cli.main import main
 

@@ -160,28 +160,29 @@ Action = GuardAction  # the name the policy model has always used
 
 
 ACTION_NAMES: list[str] = []  # code -> name, e.g. ACTION_NAMES[Act.CAP] == "cap"; kept in step with ACTIONS
-_tables: dict[str, np.ndarray] = {}
 
 
 def _sync() -> None:
-    """Bring ``ACTION_NAMES`` and the rule walk's table in step with the registry (in place:
-    modules hold ``ACTION_NAMES`` by reference)."""
+    """Bring ``ACTION_NAMES`` in step with the registry (in place: modules hold it by reference)."""
     classes = list(ACTIONS._items.values())
-    size = max(c.code for c in classes) + 1 if classes else 0
-    names = ["unregistered"] * size
-    table = np.zeros((size, 3), dtype=np.int8)
+    names = ["unregistered"] * (max(c.code for c in classes) + 1 if classes else 0)
     for c in classes:
         names[c.code] = c.name
-        table[c.code] = (c.hard, c.drops, c.precedence)
-    table.setflags(write=False)
     ACTION_NAMES[:] = names
-    _tables["table"] = table
 
 
 def action_table() -> np.ndarray:
-    """int8 (codes, 3): (hard, drops, precedence) per action code, what the rule walk reads."""
+    """int8 (codes, 3): (hard, drops, precedence) per action code, what the rule walk reads;
+    made from the registered types each time (once per compiled rule list), so it cannot drift
+    from them."""
     ACTIONS._load_entry_points()
-    return _tables["table"]
+    with ACTIONS._lock:
+        classes = list(ACTIONS._items.values())
+    table = np.zeros((max(c.code for c in classes) + 1, 3), dtype=np.int8)
+    for c in classes:
+        table[c.code] = (c.hard, c.drops, c.precedence)
+    table.setflags(write=False)
+    return table
 
 
 def action_names() -> list[str]:
