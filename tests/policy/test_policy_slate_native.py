@@ -33,16 +33,15 @@ def test_the_c_walk_takes_its_action_table_from_the_action_types():
         cls = actions.ACTIONS.get(a.label)
         assert cls.code == int(a) and actions.ACTION_NAMES[int(a)] == a.label
         assert tuple(table[int(a)]) == (cls.hard, cls.drops, cls.precedence)
-    if core.NATIVE:
-        plan = _plan([K_DEMOTE])
-        bad = np.array([len(table)], dtype=np.int8)
-        out = [np.empty(1, np.int32), np.empty(1, bool), np.empty(1, bool), np.empty(1, np.int8), np.empty(1), np.zeros((1, 1), bool)]
-        with pytest.raises(ValueError, match="no row in the action table"):
-            core._native.resolve(np.ones((1, 1), np.int8), bad, plan.table, int(Act.DROP), int(Act.ALLOW), plan.fail_closed,
-                                 np.ones(1, bool), np.zeros(1, bool), plan.factors, *out)
-        with pytest.raises(ValueError, match=r"table: 4 bytes is not one \(hard, drops, precedence\) row per action code"):
-            core._native.resolve(np.ones((1, 1), np.int8), plan.kinds, np.zeros(4, np.int8), int(Act.DROP), int(Act.ALLOW),
-                                 plan.fail_closed, np.ones(1, bool), np.zeros(1, bool), plan.factors, *out)
+    plan = _plan([K_DEMOTE])
+    bad = np.array([len(table)], dtype=np.int8)
+    out = [np.empty(1, np.int32), np.empty(1, bool), np.empty(1, bool), np.empty(1, np.int8), np.empty(1), np.zeros((1, 1), bool)]
+    with pytest.raises(ValueError, match="no row in the action table"):
+        core._native.resolve(np.ones((1, 1), np.int8), bad, plan.table, int(Act.DROP), int(Act.ALLOW), plan.fail_closed,
+                             np.ones(1, bool), np.zeros(1, bool), plan.factors, *out)
+    with pytest.raises(ValueError, match=r"table: 4 bytes is not one \(hard, drops, precedence\) row per action code"):
+        core._native.resolve(np.ones((1, 1), np.int8), plan.kinds, np.zeros(4, np.int8), int(Act.DROP), int(Act.ALLOW),
+                             plan.fail_closed, np.ones(1, bool), np.zeros(1, bool), plan.factors, *out)
 
 
 def _plan(kinds, factors=None, fail_closed=None):
