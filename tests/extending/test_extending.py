@@ -319,3 +319,19 @@ def test_a_hard_action_that_drops_is_recorded_as_drop_by_both_walks():
         assert check_action("quarantine").code == Quarantine.code
     finally:
         ACTIONS.unregister("quarantine")
+
+
+def test_the_monitor_counts_a_registered_action_beside_the_built_ins(plugins):
+    """A window of decisions holding the new action counts it by name (its share and interval);
+    the alert attributes stay the documented ones (``window.<built-in>_rate``), whatever is
+    registered when they are first read."""
+    from assay.monitor.windows import stats_from_columns
+    from assay.policy.supplied import WINDOW
+
+    stats = stats_from_columns({"action": ["allow", "boost", "boost", "drop"]}, surface="for_you", start=0.0, end=60.0)
+    window = stats.context()["window"]
+    assert window["action_rate"]["boost"] == 0.5 and window["drop_rate"] == 0.25
+    assert 0.0 < window["rate_low"]["boost"] < 0.5 < window["rate_high"]["boost"]
+    assert "window.boost_rate" not in WINDOW.attributes and "window.cap_rate" in WINDOW.attributes
+    with pytest.raises(BadInput, match="unknown action.*'?shove'?"):
+        stats_from_columns({"action": ["shove"]}, surface="for_you", start=0.0, end=60.0)

@@ -46,13 +46,13 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
-from assay.policy.actions import action_names
+from assay.policy.actions import BUILTIN_ACTIONS, action_names
 from assay.policy.supplied import WINDOW
 from assay.stats import rate_interval
 
 # the built-in actions, each with its own ``window.<action>_rate``; an action registered beside
 # them (assay.policy.actions) is counted in action_rate and the bounds
-ACTIONS = ("allow", "drop", "demote", "label", "cap")
+ACTIONS = BUILTIN_ACTIONS
 
 # CEL types of the window attributes, for a bundle's ``attributes: alerts:`` section: the monitor's
 # declaration lives in the policy foundation (``assay.policy.supplied.WINDOW``), which the bundle

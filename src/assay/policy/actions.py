@@ -334,6 +334,9 @@ class Cap(GuardAction):
 
 
 ACTION_CODES = {a.label: int(a) for a in Act}  # the built-ins' name -> code
+# the built-ins' names, in code order: what has a fixed meaning everywhere (the monitor's
+# ``window.<action>_rate`` attributes); a registered action is counted beside them by name
+BUILTIN_ACTIONS = tuple(a.label for a in Act)
 
 
 def _check_builtins() -> None:
