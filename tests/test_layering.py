@@ -19,10 +19,10 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-FACES = {"cli", "server"}
+FACES = {"cli", "server", "testing"}  # testing: the extension points' contract checks drive every part, as cli does
 ENGINES = {"govern", "guard", "evaluate", "redteam", "monitor", "explain", "mitigate", "recsys"}
 FOUNDATIONS = {"policy", "trace", "store", "classify", "judges", "data", "stats", "records", "errors", "config",
-               "files", "demo_story", "runlog", "__init__"}
+               "files", "demo_story", "runlog", "plugins", "__init__"}
 
 # Foundation -> engine edges the map allows: each is lazy, inside a registration step only.
 FOUNDATION_EDGES = {

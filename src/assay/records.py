@@ -22,7 +22,7 @@ class Decision:
     item_id: str
     rank_before: int
     rank_after: int  # -1 when dropped
-    action: str  # allow | drop | demote | label | cap
+    action: str  # a registered guard action: allow | drop | demote | label | cap | ... (assay.policy.actions)
     rule_ids: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     shadow_rule_ids: tuple[str, ...] = ()  # rules that matched in shadow mode (recorded, not acted on)

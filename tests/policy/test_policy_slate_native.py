@@ -23,14 +23,25 @@ from assay.policy.model import Action, Rule
 K_DROP, K_ALLOW, K_DEMOTE, K_LABEL, K_CAP = Act.DROP, Act.ALLOW, Act.DEMOTE, Act.LABEL, Act.CAP
 
 
-def test_the_c_code_numbers_actions_as_the_one_enumeration(monkeypatch):
-    """The C resolution's codes are exported and checked at import: a mismatch cannot import."""
-    from assay.policy import _native, actions
+def test_the_c_walk_takes_its_action_table_from_the_action_types():
+    """The C code names no action: it reads (hard, drops, precedence) per code from the table
+    the action types make, and refuses a rule whose code has no row there."""
+    from assay.policy import actions
 
-    assert tuple(_native.ACTIONS) == tuple((a.label, int(a)) for a in Act)
-    monkeypatch.setattr(_native, "ACTIONS", (("drop", 1), ("allow", 0)))
-    with pytest.raises(ImportError, match="numbers actions"):
-        actions._check_native()
+    table = actions.action_table()
+    for a in Act:
+        cls = actions.ACTIONS.get(a.label)
+        assert cls.code == int(a) and actions.ACTION_NAMES[int(a)] == a.label
+        assert tuple(table[int(a)]) == (cls.hard, cls.drops, cls.precedence)
+    plan = _plan([K_DEMOTE])
+    bad = np.array([len(table)], dtype=np.int8)
+    out = [np.empty(1, np.int32), np.empty(1, bool), np.empty(1, bool), np.empty(1, np.int8), np.empty(1), np.zeros((1, 1), bool)]
+    with pytest.raises(ValueError, match="no row in the action table"):
+        core._native.resolve(np.ones((1, 1), np.int8), bad, plan.table, int(Act.DROP), int(Act.ALLOW), plan.fail_closed,
+                             np.ones(1, bool), np.zeros(1, bool), plan.factors, *out)
+    with pytest.raises(ValueError, match=r"table: 4 bytes is not one \(hard, drops, precedence\) row per action code"):
+        core._native.resolve(np.ones((1, 1), np.int8), plan.kinds, np.zeros(4, np.int8), int(Act.DROP), int(Act.ALLOW),
+                             plan.fail_closed, np.ones(1, bool), np.zeros(1, bool), plan.factors, *out)
 
 
 def _plan(kinds, factors=None, fail_closed=None):
@@ -86,7 +97,8 @@ def _hand_checked(res):
 
 def test_resolve_checks_buffer_sizes():
     with pytest.raises(ValueError, match="outcomes"):
-        core._native.resolve(np.zeros(5, np.int8), np.zeros(2, np.int8), np.ones(2, bool), np.ones(2, bool), np.zeros(3, bool),
+        core._native.resolve(np.zeros(5, np.int8), np.zeros(2, np.int8), core.action_table(), int(K_DROP), int(K_ALLOW),
+                             np.ones(2, bool), np.ones(2, bool), np.zeros(3, bool),
                              np.ones(2), np.empty(3, np.int32), np.empty(3, bool), np.empty(3, bool), np.empty(3, np.int8),
                              np.empty(3), np.zeros((2, 3), bool))
 

@@ -10,45 +10,77 @@ Classifiers: toxicity, hate, offensive, harmful_response, refusal, prompt_inject
 claim_match (nearest FEVER claims: ``load_classifier("claim_match").match(texts, k=3)``).
 Texts are normalised against evasion first (``assay.classify.normalise``). This module imports
 cheaply; the encoder loads on the first ``score``.
+
+Classifiers are registered by name in :data:`CLASSIFIERS` (``@register_classifier("name")`` on a
+factory that takes no arguments and returns an object with ``score(texts)`` -> probabilities in
+[0, 1], ``threshold``, ``predict(texts)`` and ``version``); the committed heads register here.
+A registered classifier is usable everywhere a head is: the ``classifier`` scorer, a ``head``
+judge. ``assay.testing.check_classifier`` checks a new one (docs/extending.md).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import TYPE_CHECKING
+from functools import lru_cache, partial
+from typing import TYPE_CHECKING, Any
 
-from assay.errors import BadInput
+from assay.plugins import Registry
 
 if TYPE_CHECKING:
     from assay.classify.claims import ClaimMatcher
     from assay.classify.model import Classifier
 
-__all__ = ["available", "load_classifier", "score_many"]
+__all__ = ["CLASSIFIERS", "available", "load_classifier", "register_classifier", "score_many"]
 
 
-def available() -> list[str]:
-    """Names of the classifiers whose trained heads (or configs) are committed."""
-    from assay.classify.model import ALL_NAMES, MODELS_DIR
-
-    return [name for name in ALL_NAMES if (MODELS_DIR / f"{name}.json").is_file()]
+def _check_classifier(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"a classifier is registered as a factory that takes no arguments, not {type(obj).__name__}")
 
 
-@lru_cache(maxsize=16)
-def _load(name: str) -> Classifier | ClaimMatcher:
-    from assay.classify.model import ALL_NAMES, load_head_classifier
+CLASSIFIERS: Registry[Any] = Registry("classifier", "assay.classifiers", _check_classifier)
+register_classifier = CLASSIFIERS.register  # @register_classifier("name") on a no-argument factory
 
-    if name not in ALL_NAMES:
-        raise BadInput(f"unknown classifier {name!r}; known: {', '.join(ALL_NAMES)}")
-    if name == "claim_match":
-        from assay.classify.claims import load_matcher
 
-        return load_matcher()
+def _head(name: str) -> Classifier:
+    from assay.classify.model import load_head_classifier
+
     return load_head_classifier(name)
 
 
+def _claim_match() -> ClaimMatcher:
+    from assay.classify.claims import load_matcher
+
+    return load_matcher()
+
+
+def _register_builtins() -> None:
+    from assay.classify.model import HEAD_NAMES  # numpy only: still cheap
+
+    for name in HEAD_NAMES:  # the committed heads, then the claim matcher
+        CLASSIFIERS.register(name, partial(_head, name))
+
+
+_register_builtins()
+CLASSIFIERS.register("claim_match", _claim_match)
+BUILTIN = tuple(CLASSIFIERS.names())
+
+
+def available() -> list[str]:
+    """Names of the classifiers that can be loaded: the built-ins whose trained heads (or
+    configs) are committed, then every registered plugin."""
+    from assay.classify.model import MODELS_DIR
+
+    return [name for name in CLASSIFIERS.names() if name not in BUILTIN or (MODELS_DIR / f"{name}.json").is_file()]
+
+
+@lru_cache(maxsize=16)
+def _load(name: str, factory: Any) -> Any:
+    return factory()
+
+
 def load_classifier(name: str) -> Classifier | ClaimMatcher:
-    """The committed classifier ``name`` (loaded once per process; no retraining)."""
-    return _load(name)
+    """The registered classifier ``name`` (loaded once per process; no retraining)."""
+    return _load(name, CLASSIFIERS.get(name))
 
 
 def __getattr__(name: str):  # imported on first use: the encoder's module is heavy

@@ -156,6 +156,11 @@ def parse_suite(text: str, file: str, base_dir: Path) -> Suite:
             raise fail(f"unknown built-in dataset {ds['builtin']!r}", ds, "builtin", hint=f"known: {', '.join(sorted(BUILTIN))}")
     if not isinstance(doc["target"], dict) or "kind" not in doc["target"]:
         raise fail("target must be a mapping with a 'kind'", doc, "target")
+    from assay.evaluate.targets import TARGETS
+
+    if doc["target"]["kind"] not in TARGETS:
+        raise fail(f"unknown target kind {doc['target']['kind']!r}", doc["target"], "kind",
+                   hint=f"known target kinds: {', '.join(TARGETS)} (or register one: docs/extending.md)")
     scorers = doc.get("scorers") or []
     if not isinstance(scorers, list):
         raise fail("scorers must be a list", doc, "scorers")
@@ -164,7 +169,8 @@ def parse_suite(text: str, file: str, base_dir: Path) -> Suite:
     for i, s in enumerate(scorers):
         kind = s if isinstance(s, str) else (s.get("kind") if isinstance(s, dict) else None)
         if kind not in SCORERS:
-            raise fail(f"unknown scorer {kind!r}", scorers, i, hint=f"known scorers: {', '.join(SCORERS)}")
+            raise fail(f"unknown scorer {kind!r}", scorers, i,
+                       hint=f"known scorers: {', '.join(SCORERS)} (or register one: docs/extending.md)")
     metrics = doc.get("metrics") or []
     if not isinstance(metrics, list):
         raise fail("metrics must be a list", doc, "metrics")

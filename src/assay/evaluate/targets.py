@@ -6,6 +6,10 @@ endpoint returning ranked lists).
 Every call returns an :class:`Output` or raises :class:`TargetError` with a short ``kind``
 (``timeout``, ``http_429``, ``http_5xx``, ``http_4xx``, ``connect``, ``malformed``, ``invalid``)
 that the report counts per item.
+
+Target kinds are registered by name in :data:`TARGETS` (``@register_target("kind")`` on a
+:class:`Target` subclass, or on a factory that returns one; a suite's ``target`` options are its
+keyword arguments); ``assay.testing.check_target`` checks a new one (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from assay.errors import BadInput, Unavailable
 from assay.evaluate.concurrency import AdaptiveLimiter
 from assay.evaluate.items import EvalItem
+from assay.plugins import Registry
 
 
 @dataclass
@@ -85,6 +90,17 @@ class Target:
 
     async def call(self, item: EvalItem) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _check_target(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"a target is a Target subclass or a factory returning one, not {type(obj).__name__}")
+    if isinstance(obj, type) and not issubclass(obj, Target):
+        raise TypeError(f"{obj.__qualname__} is a class but not a subclass of assay.evaluate.targets.Target")
+
+
+TARGETS: Registry[Any] = Registry("target kind", "assay.targets", _check_target)
+register_target = TARGETS.register  # the decorator: @register_target("kind")
 
 
 def sha256_file(path: str) -> str:
@@ -307,6 +323,7 @@ class OpenAIChatTarget(Target):
 _LLAMA_LOCK = threading.Lock()
 
 
+@register_target("llamacpp")
 class LlamaCppTarget(OpenAIChatTarget):
     """The bundled SmolLM2 (or any GGUF) on a llama.cpp server assay starts for the run."""
 
@@ -390,6 +407,7 @@ class LlamaCppTarget(OpenAIChatTarget):
 # in-process transformers
 
 
+@register_target("transformers")
 class TransformersTarget(Target):
     """A local model in this process: a GGUF file (loaded through transformers' ``gguf_file=``)
     or a safetensors folder. Greedy generation; runs one item at a time in a worker thread."""
@@ -480,6 +498,7 @@ class TransformersTarget(Target):
 # replay
 
 
+@register_target("replay")
 class ReplayTarget(Target):
     """Recorded responses: the reply is the item's ``response`` field; no model is called."""
 
@@ -606,35 +625,40 @@ def build_target(spec: dict[str, Any]) -> Target:
     return target
 
 
+@register_target("openai")
+def openai_target(api_key_env: str | None = None, **options: Any) -> OpenAIChatTarget:
+    """``openai``: an OpenAI-compatible endpoint; ``api_key_env`` names the variable holding the key."""
+    if api_key_env:
+        import os
+
+        options["api_key"] = os.environ.get(api_key_env)
+        if not options["api_key"]:
+            raise BadInput(f"target.api_key_env names {api_key_env!r}, which is not set")
+    return OpenAIChatTarget(**options)
+
+
+@register_target("recommender")
+def recommender_target(**spec: Any) -> Target:
+    """``recommender``: a Python ``callable`` (``module:function``) or an HTTP ``url``."""
+    if "callable" in spec:
+        return CallableRecommender(spec["callable"])
+    if "url" in spec:
+        return HttpRecommender(**spec)
+    raise BadInput("recommender target needs 'callable' (module:function) or 'url'")
+
+
 def _build_target(spec: dict[str, Any]) -> Target:
     kind = spec.pop("kind", None)
     if kind is None:
-        raise BadInput("target has no 'kind' (openai | llamacpp | transformers | replay | recommender)")
+        raise BadInput(f"target has no 'kind' ({' | '.join(TARGETS)})")
+    factory = TARGETS.get(kind)
     try:
-        if kind == "openai":
-            api_key_env = spec.pop("api_key_env", None)
-            if api_key_env:
-                import os
-
-                spec["api_key"] = os.environ.get(api_key_env)
-                if not spec["api_key"]:
-                    raise BadInput(f"target.api_key_env names {api_key_env!r}, which is not set")
-            return OpenAIChatTarget(**spec)
-        if kind == "llamacpp":
-            return LlamaCppTarget(**spec)
-        if kind == "transformers":
-            return TransformersTarget(**spec)
-        if kind == "replay":
-            return ReplayTarget(**spec)
-        if kind == "recommender":
-            if "callable" in spec:
-                return CallableRecommender(spec["callable"])
-            if "url" in spec:
-                return HttpRecommender(**spec)
-            raise BadInput("recommender target needs 'callable' (module:function) or 'url'")
+        built = factory(**spec)
     except TypeError as e:
         raise BadInput(f"target of kind {kind!r}: {e}") from None
-    raise BadInput(f"unknown target kind {kind!r}; use openai, llamacpp, transformers, replay or recommender")
+    if not isinstance(built, Target):
+        raise BadInput(f"target kind {kind!r} built a {type(built).__name__}, not an assay.evaluate.targets.Target")
+    return built
 
 
 def fingerprint_key(target: Target, item: EvalItem) -> str:

@@ -27,13 +27,16 @@ def _endpoint(url: str | None, model: str | None) -> dict | None:
 
 @judge_app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """The built-in judges, their versions and whether each version was validated."""
+    """The registered judges (the built-ins first), their versions and whether each version was validated."""
     from assay.judges import get_judge, validation_summary
-    from assay.judges.registry import BUILTINS, DESCRIPTIONS
+    from assay.judges.registry import DESCRIPTIONS, JUDGES
 
     rows = []
-    for name, spec in BUILTINS.items():
-        row = {"name": name, "kind": spec["kind"], "description": DESCRIPTIONS.get(name, "")}
+    for name in JUDGES:  # the built-ins, then any registered judge (docs/extending.md)
+        spec = JUDGES.get(name)
+        kind = spec["kind"] if isinstance(spec, dict) else getattr(spec, "kind", "registered")
+        doc = "" if isinstance(spec, dict) else (spec.__doc__ or "").strip().split("\n")[0]
+        row = {"name": name, "kind": kind, "description": DESCRIPTIONS.get(name, doc)}
         try:
             judge = get_judge(name)
             row["version"] = judge.version

@@ -23,6 +23,13 @@ A spec is a registry name, a path to a YAML/JSON file, or a mapping::
     {name: my-cascade, kind: cascade, question: refusal, first: [refusal-phrase, refusal], then: refusal-llm}
 
 Kinds: ``phrase``, ``head``, ``llm``, ``cascade``, ``vote``; parts of a cascade or vote are specs.
+
+Both are registries of :mod:`assay.plugins`: :data:`JUDGES` holds every judge by name (a
+built-in's spec mapping, or a factory that takes no arguments and returns a :class:`Judge`:
+``@register_judge("my-judge")`` on a Judge subclass whose constructor needs none), and
+:data:`JUDGE_KINDS` holds what builds each ``kind`` of a spec (``@register_judge_kind("mine")`` on
+``builder(name, question, options, endpoint) -> Judge``). ``assay.testing.check_judge`` checks
+a new judge against the contract of :mod:`assay.judges.base` (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 
 from assay.errors import BadInput
 from assay.judges.base import Judge
+from assay.plugins import Registry
 
 ENDPOINT_ENV = {"base_url": "ASSAY_JUDGE_URL", "model": "ASSAY_JUDGE_MODEL", "api_key_env": "ASSAY_JUDGE_API_KEY_ENV"}
 
@@ -68,8 +76,32 @@ DESCRIPTIONS = {
 }
 
 
+def _check_judge(name: str, obj: Any) -> None:
+    if isinstance(obj, dict):
+        if "kind" not in obj:
+            raise TypeError("a judge spec needs a kind")
+        return
+    if not callable(obj):
+        raise TypeError(f"a judge is a spec mapping or a factory returning a Judge, not {type(obj).__name__}")
+    if isinstance(obj, type) and not issubclass(obj, Judge):
+        raise TypeError(f"{obj.__qualname__} is a class but not a subclass of assay.judges.base.Judge")
+
+
+def _check_kind(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"a judge kind is a builder(name, question, options, endpoint) -> Judge, not {type(obj).__name__}")
+
+
+JUDGES: Registry[Any] = Registry("judge", "assay.judges", _check_judge)
+JUDGE_KINDS: Registry[Any] = Registry("judge kind", "assay.judge_kinds", _check_kind)
+register_judge = JUDGES.register  # @register_judge("name") on a Judge subclass (or factory) that needs no arguments
+register_judge_kind = JUDGE_KINDS.register  # @register_judge_kind("kind") on builder(name, question, options, endpoint)
+for _name, _spec in BUILTINS.items():
+    JUDGES.register(_name, _spec)
+
+
 def available() -> list[str]:
-    return list(BUILTINS)
+    return JUDGES.names()
 
 
 def env_endpoint() -> dict[str, Any] | None:
@@ -111,8 +143,11 @@ def get_judge(spec: str | dict[str, Any] | Judge, *, endpoint: dict[str, Any] | 
     if isinstance(spec, str):
         optional = spec.endswith("?")
         name = spec.rstrip("?")
-        if name in BUILTINS:
-            doc = {**BUILTINS[name], "name": name}
+        registered = JUDGES.get(name) if name in JUDGES else None
+        if registered is not None and not isinstance(registered, dict):
+            return _made(name, registered)
+        if registered is not None:
+            doc = {**registered, "name": name}
             if doc["kind"] == "llm":
                 ep = endpoint or env_endpoint()
                 if ep is None:
@@ -126,45 +161,79 @@ def get_judge(spec: str | dict[str, Any] | Judge, *, endpoint: dict[str, Any] | 
         path = Path(name)
         if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
             return _build(_load_file(path), endpoint)
-        raise BadInput(f"unknown judge {spec!r}; known: {', '.join(BUILTINS)} (or a .yaml/.json judge spec file)")
+        raise BadInput(f"unknown judge {spec!r}; known: {', '.join(JUDGES)} (or a .yaml/.json judge spec file)")
     if isinstance(spec, dict):
         return _build(dict(spec), endpoint)
     raise BadInput(f"a judge spec is a name, a file or a mapping, not {type(spec).__name__}")
 
 
-def _build(doc: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
-    from assay.judges.combine import Cascade, Vote
-    from assay.judges.heads import HeadJudge
-    from assay.judges.llm import LLMJudge
-    from assay.judges.phrase import PhraseJudge
+def _made(name: str, factory: Any) -> Judge:
+    """A registered judge factory called, and what it returns checked."""
+    judge = factory()
+    if not isinstance(judge, Judge):
+        raise BadInput(f"judge {name!r} built a {type(judge).__name__}, not an assay.judges.base.Judge")
+    return judge
 
+
+def _build(doc: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
     kind = doc.pop("kind", None)
     name = doc.pop("name", None) or kind
     if not isinstance(name, str) or not name:
         raise BadInput("a judge spec needs a name")
     question = doc.pop("question", None)
+    if kind not in JUDGE_KINDS:
+        raise BadInput(f"judge {name!r}: unknown kind {kind!r}; known: {', '.join(JUDGE_KINDS)}")
     try:
-        if kind == "phrase":
-            return PhraseJudge(name, question or "refusal", **doc)
-        if kind == "head":
-            classifier = doc.pop("classifier", None)
-            if not classifier:
-                raise BadInput(f"judge {name!r}: a head judge needs classifier")
-            return HeadJudge(name, classifier, question=question, **doc)
-        if kind == "llm":
-            return LLMJudge(name, question or "harmful", **doc)
-        if kind == "cascade":
-            first = [get_judge(s, endpoint=endpoint) for s in doc.pop("first", [])]
-            then_spec = doc.pop("then", None)
-            then = get_judge(then_spec, endpoint=endpoint) if then_spec else None
-            q = question or (first[0].question if first else "refusal")
-            return Cascade(name, q, first, then, **doc)
-        if kind == "vote":
-            parts = [get_judge(s, endpoint=endpoint) for s in doc.pop("judges", [])]
-            return Vote(name, question or (parts[0].question if parts else "refusal"), parts, **doc)
+        judge = JUDGE_KINDS.get(kind)(name, question, doc, endpoint)
     except TypeError as e:
         raise BadInput(f"judge {name!r} ({kind}): {e}") from None
-    raise BadInput(f"judge {name!r}: unknown kind {kind!r}; known: phrase, head, llm, cascade, vote")
+    if not isinstance(judge, Judge):
+        raise BadInput(f"judge kind {kind!r} built a {type(judge).__name__}, not an assay.judges.base.Judge")
+    return judge
+
+
+# -- the built-in kinds: each builds its judge from a spec's options ----------------------------------
+@register_judge_kind("phrase")
+def _phrase(name: str, question: str | None, options: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
+    from assay.judges.phrase import PhraseJudge
+
+    return PhraseJudge(name, question or "refusal", **options)
+
+
+@register_judge_kind("head")
+def _head(name: str, question: str | None, options: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
+    from assay.judges.heads import HeadJudge
+
+    classifier = options.pop("classifier", None)
+    if not classifier:
+        raise BadInput(f"judge {name!r}: a head judge needs classifier")
+    return HeadJudge(name, classifier, question=question, **options)
+
+
+@register_judge_kind("llm")
+def _llm(name: str, question: str | None, options: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
+    from assay.judges.llm import LLMJudge
+
+    return LLMJudge(name, question or "harmful", **options)
+
+
+@register_judge_kind("cascade")
+def _cascade(name: str, question: str | None, options: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
+    from assay.judges.combine import Cascade
+
+    first = [get_judge(s, endpoint=endpoint) for s in options.pop("first", [])]
+    then_spec = options.pop("then", None)
+    then = get_judge(then_spec, endpoint=endpoint) if then_spec else None
+    q = question or (first[0].question if first else "refusal")
+    return Cascade(name, q, first, then, **options)
+
+
+@register_judge_kind("vote")
+def _vote(name: str, question: str | None, options: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
+    from assay.judges.combine import Vote
+
+    parts = [get_judge(s, endpoint=endpoint) for s in options.pop("judges", [])]
+    return Vote(name, question or (parts[0].question if parts else "refusal"), parts, **options)
 
 
 def best_validated(question: str) -> str:

@@ -12,7 +12,7 @@ window.surface           string               the surface (or "*" when mixed)
 window.duration_s        double               end - start
 window.drop_rate         double               share of decisions whose action is ``drop``
 window.demote_rate ...   double               same for demote / label / cap / allow
-window.action_rate       map(string, double)  every action's share
+window.action_rate       map(string, double)  every action's share (registered actions too)
 window.rule_rate         map(string, double)  share of decisions each rule fired on
 window.fallback_rate     double               share decided while a breaker was not closed
 window.score_mean        double               mean ``score_before`` (0 when none)
@@ -46,10 +46,13 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
+from assay.policy.actions import BUILTIN_ACTIONS, action_names
 from assay.policy.supplied import WINDOW
 from assay.stats import rate_interval
 
-ACTIONS = ("allow", "drop", "demote", "label", "cap")
+# the built-in actions, each with its own ``window.<action>_rate``; an action registered beside
+# them (assay.policy.actions) is counted in action_rate and the bounds
+ACTIONS = BUILTIN_ACTIONS
 
 # CEL types of the window attributes, for a bundle's ``attributes: alerts:`` section: the monitor's
 # declaration lives in the policy foundation (``assay.policy.supplied.WINDOW``), which the bundle
@@ -108,7 +111,7 @@ class WindowStats:
         }
         for a in ACTIONS:
             window[f"{a}_rate"] = self.rate(a)
-        counts = {a: (self.action_counts.get(a, 0), n) for a in {*ACTIONS, *self.action_counts}}
+        counts = {a: (self.action_counts.get(a, 0), n) for a in {*ACTIONS, *action_names(), *self.action_counts}}
         counts["fallback"] = (self.fallback, n)
         counts["harm"] = (self.harm_hits, self.harm_n)
         bounds = {k: rate_interval(int(c), int(m)) for k, (c, m) in counts.items()}
@@ -172,9 +175,10 @@ def stats_from_columns(
     actions = columns["action"]
     n = len(actions)
     action_counts = _value_counts(actions)
-    unknown = sorted(set(action_counts) - set(ACTIONS))
+    known = action_names()
+    unknown = sorted(set(action_counts) - set(known))
     if unknown:
-        raise BadInput(f"unknown action(s) in decision window: {', '.join(unknown)}; expected {', '.join(ACTIONS)}")
+        raise BadInput(f"unknown action(s) in decision window: {', '.join(unknown)}; expected {', '.join(known)}")
     requests = 0
     sample: tuple[str, ...] = ()
     if "request_id" in columns and n:

@@ -20,11 +20,12 @@
  * The same module holds the loops the policy batch and the slate function need (moved from the
  * guard's extension when the semantics moved here; their twins are in batch.py and slate.py):
  *
- *   resolve(outcomes, kinds, fail_closed, live, pre_dropped, factors,
+ *   resolve(outcomes, kinds, table, drop_code, allow_code, fail_closed, live, pre_dropped, factors,
  *           first, failed, dropped, action, factor, soft) -> None
  *       the per-candidate rule walk (first hard match decides, fail-closed drops, soft actions
- *       before it stack); action codes are assay.policy.actions.Act, exported below as ACTIONS
- *       and checked at import.
+ *       before it stack). This file knows no action: ``table`` (int8, one row of (hard, drops,
+ *       precedence) per action code) comes from the action types of assay.policy.actions, so a
+ *       new action is one Python type and no C edit.
  *   group_ordinals(values, width, positions, ordinals[, codes]), group_ordinals_str(...)
  *       how many earlier listed rows hold the same value (a cap's grouping; sources' too).
  *   clean_strings(values, width), clean_str_objects(values), one_type(values),
@@ -1142,7 +1143,6 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
 /* -- typing a batch's columns, resolving outcomes, grouping caps ------------------------------------
  * (moved here from the guard's extension: the policy library's batch types every input and its
  * slate semantics resolve and cap, so the loops they need live with them) */
-enum { K_DROP = 0, K_ALLOW = 1, K_DEMOTE = 2, K_LABEL = 3, K_CAP = 4 }; /* assay.policy.actions.Act */
 enum { OUT_FALSE = 0, OUT_TRUE = 1, OUT_MISSING = 2 };
 
 static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t want, Py_ssize_t itemsize, const char *name) {
@@ -1157,12 +1157,13 @@ static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t want, Py
 }
 
 static PyObject *resolve(PyObject *self, PyObject *args) {
-    PyObject *o[12];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8],
-                          &o[9], &o[10], &o[11]))
+    PyObject *o[12], *table_obj;
+    int drop_code, allow_code;
+    if (!PyArg_ParseTuple(args, "OOOiiOOOOOOOOOO", &o[0], &o[1], &table_obj, &drop_code, &allow_code, &o[2], &o[3],
+                          &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11]))
         return NULL;
-    Py_buffer b[12];
-    int got = 0;
+    Py_buffer b[12], table;
+    int got = 0, have_table = 0;
     Py_buffer kinds_view;
     if (PyObject_GetBuffer(o[1], &kinds_view, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
@@ -1177,18 +1178,35 @@ static PyObject *resolve(PyObject *self, PyObject *args) {
     const Py_ssize_t size[12] = {1, 1, 1, 1, 1, 8, 4, 1, 1, 1, 8, 1};
     const char *names[12] = {"outcomes", "kinds", "fail_closed", "live", "pre_dropped", "factors",
                              "first", "failed", "dropped", "action", "factor", "soft"};
+    if (PyObject_GetBuffer(table_obj, &table, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    have_table = 1;
+    /* one row of (hard, drops, precedence) per action code; every code used must have a row */
+    const Py_ssize_t codes = table.len / 3;
+    if (table.len % 3 || codes < 1 || codes > 128 || drop_code < 0 || drop_code >= codes || allow_code < 0 ||
+        allow_code >= codes) {
+        PyErr_Format(PyExc_ValueError, "table: %zd bytes is not one (hard, drops, precedence) row per action code, "
+                     "or the drop/allow codes %d/%d are outside it", table.len, drop_code, allow_code);
+        goto done;
+    }
     for (; got < 12; got++)
         if (get(o[got], &b[got], got >= 6, want[got], size[got], names[got]) < 0)
             goto done;
     {
         const int8_t *out = b[0].buf;
         const int8_t *kinds = b[1].buf;
+        const int8_t *act = table.buf;
         const uint8_t *fail_closed = b[2].buf, *live = b[3].buf, *pre = b[4].buf;
         const double *factors = b[5].buf;
         int32_t *first = b[6].buf;
         uint8_t *failed = b[7].buf, *dropped = b[8].buf, *soft = b[11].buf;
         int8_t *action = b[9].buf;
         double *factor = b[10].buf;
+        for (Py_ssize_t r = 0; r < rules; r++)
+            if (kinds[r] < 0 || kinds[r] >= codes) {
+                PyErr_Format(PyExc_ValueError, "kinds[%zd] = %d has no row in the action table", r, (int)kinds[r]);
+                goto done;
+            }
         Py_BEGIN_ALLOW_THREADS
         /* rule by rule, in order, over a row of outcomes that is mostly FALSE (zero bytes): whole
          * 8-byte words of FALSE are skipped, and a candidate stops at its deciding hard rule, so a
@@ -1198,14 +1216,15 @@ static PyObject *resolve(PyObject *self, PyObject *args) {
             failed[i] = 0;
             dropped[i] = pre[i] != 0;
             factor[i] = 1.0;
-            action[i] = K_ALLOW; /* demoted / labelled marks until the final pass */
+            action[i] = (int8_t)allow_code; /* the soft marks until the final pass */
         }
         for (Py_ssize_t r = 0; r < rules; r++) {
             if (!live[r])
                 continue;
             const int8_t *row = out + r * n;
             const int8_t kind = kinds[r];
-            const int hard_kind = kind == K_DROP || kind == K_ALLOW;
+            const int hard_kind = act[kind * 3] != 0, drops = act[kind * 3 + 1] != 0;
+            const int8_t precedence = act[kind * 3 + 2];
             Py_ssize_t i = 0;
             while (i < n) {
                 if (i + 8 <= n) {
@@ -1220,18 +1239,15 @@ static PyObject *resolve(PyObject *self, PyObject *args) {
                 /* matched: TRUE, or MISSING on a fail-closed rule; not for candidates already
                  * decided by an earlier hard rule or dropped before any rule */
                 if ((v == OUT_TRUE || (v == OUT_MISSING && fail_closed[r])) && first[i] == rules && !pre[i]) {
-                    if (hard_kind || v == OUT_MISSING) { /* hard: drop/allow, or failing closed */
+                    if (hard_kind || v == OUT_MISSING) { /* hard, or failing closed */
                         first[i] = (int32_t)r;
                         failed[i] = v == OUT_MISSING;
-                        dropped[i] = failed[i] || kind == K_DROP;
+                        dropped[i] = failed[i] || drops;
                     } else {
                         soft[r * n + i] = 1;
-                        if (kind == K_DEMOTE) {
-                            factor[i] *= factors[r];
-                            action[i] = K_DEMOTE;
-                        } else if (kind == K_LABEL && action[i] != K_DEMOTE) {
-                            action[i] = K_LABEL;
-                        }
+                        factor[i] *= factors[r]; /* 1.0 for an action that does not scale: exact */
+                        if (precedence > act[action[i] * 3 + 2]) /* the first of the highest precedence names it */
+                            action[i] = kind;
                     }
                 }
                 i++;
@@ -1239,12 +1255,14 @@ static PyObject *resolve(PyObject *self, PyObject *args) {
         }
         for (Py_ssize_t i = 0; i < n; i++)
             if (dropped[i])
-                action[i] = K_DROP;
+                action[i] = (int8_t)drop_code;
         Py_END_ALLOW_THREADS
     }
 done:
     for (int k = 0; k < got; k++)
         PyBuffer_Release(&b[k]);
+    if (have_table)
+        PyBuffer_Release(&table);
     if (PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
@@ -1661,13 +1679,6 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "The vectorised rule evaluator's inner loop.", -1, methods};
 
-/* the action codes, read by assay.policy.actions at import: a mismatch with its enumeration is an
- * ImportError, so the C resolution and the Python semantics can never number actions apart */
-static const struct {
-    const char *name;
-    int code;
-} ACTIONS[] = {{"drop", K_DROP}, {"allow", K_ALLOW}, {"demote", K_DEMOTE}, {"label", K_LABEL}, {"cap", K_CAP}};
-
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *os = PyImport_ImportModule("os");
     if (!os)
@@ -1681,25 +1692,5 @@ PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
-    size_t count = sizeof ACTIONS / sizeof ACTIONS[0];
-    PyObject *actions = PyTuple_New((Py_ssize_t)count);
-    if (!actions) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    for (size_t k = 0; k < count; k++) {
-        PyObject *pair = Py_BuildValue("(si)", ACTIONS[k].name, ACTIONS[k].code);
-        if (!pair) {
-            Py_DECREF(actions);
-            Py_DECREF(m);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(actions, (Py_ssize_t)k, pair);
-    }
-    if (PyModule_AddObject(m, "ACTIONS", actions) < 0) {
-        Py_DECREF(actions);
-        Py_DECREF(m);
-        return NULL;
-    }
     return m;
 }

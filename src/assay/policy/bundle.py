@@ -18,7 +18,6 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from assay.errors import Location
 from assay.policy.model import (
-    ACTION_KINDS,
     DEFAULT_MIN_N,
     DEFAULT_ON_MISSING,
     GATE_DECIDE,
@@ -222,11 +221,11 @@ class BundleBuilder:
 
     def _rule(self, src: SourceFile, item: CommentedMap, common: dict) -> Rule:
         if "action" not in item:
-            raise src.at_node(item, "rule is missing `action`", hint="drop | demote(f) | label(text) | cap(key, n) | allow")
+            raise src.at_node(item, "rule is missing `action`", hint=_action_usage())
         try:
             action = _parse_action(item["action"])
         except ValueError as e:
-            raise src.at_value(item, "action", str(e), hint="drop | demote(f) | label(text) | cap(key, n) | allow") from None
+            raise src.at_value(item, "action", str(e), hint=_action_usage()) from None
         surfaces = item.get("surface", [])
         if isinstance(surfaces, str):
             surfaces = [surfaces]
@@ -360,40 +359,24 @@ def _find_name(text: str, name: str) -> tuple[int, int]:
 
 
 def _parse_action(value: Any) -> Action:
+    """The action a rule's ``action:`` names, parsed by its own type (assay.policy.actions)."""
+    from assay.policy.actions import ACTIONS
+
     if not isinstance(value, str):
         raise ValueError("action must be a string such as drop or demote(0.5)")
     m = _ACTION_RE.match(value)
-    if not m or m.group(1) not in ACTION_KINDS:
+    if not m or m.group(1) not in ACTIONS:
         raise ValueError(f"unknown action {value!r}")
-    kind, args = m.group(1), _split_args(m.group(2))
-    if kind in ("drop", "allow"):
-        if args:
-            raise ValueError(f"{kind} takes no arguments")
-        return Action(kind)
-    if kind == "demote":
-        if len(args) != 1:
-            raise ValueError("demote takes one factor, e.g. demote(0.5)")
-        try:
-            factor = float(args[0])
-        except ValueError:
-            raise ValueError(f"demote factor must be a number, not {args[0]!r}") from None
-        if not 0 <= factor < 1:
-            raise ValueError("demote factor must be in [0, 1)")
-        return Action("demote", factor=factor)
-    if kind == "label":
-        if len(args) != 1 or not args[0] or not args[0].strip("\"'").strip():
-            raise ValueError('label takes one non-empty text, e.g. label("graphic content")')
-        return Action("label", text=args[0].strip("\"'"))
-    if len(args) != 2:
-        raise ValueError("cap takes a key and a limit, e.g. cap(creator, 2)")
-    key = args[0].strip("\"'")
-    try:
-        limit = int(args[1])
-    except ValueError:
-        raise ValueError(f"cap limit must be an integer, not {args[1]!r}") from None
-    if limit < 0 or not re.fullmatch(r"[A-Za-z_]\w*", key):
-        raise ValueError("cap needs a field name and a limit >= 0")
-    return Action("cap", key=key, limit=limit)
+    action = ACTIONS.get(m.group(1)).parse(_split_args(m.group(2)))
+    if not isinstance(action, Action):
+        raise ValueError(f"action {m.group(1)!r} parsed to a {type(action).__name__}, not a guard action")
+    return action
+
+
+def _action_usage() -> str:
+    from assay.policy.actions import ACTIONS
+
+    return " | ".join(ACTIONS.get(name).usage or name for name in ACTIONS)
 
 
 def _split_args(text: str | None) -> list[str]:

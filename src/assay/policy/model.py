@@ -8,11 +8,10 @@ from enum import IntEnum
 from typing import Any
 
 from assay.errors import Location
+from assay.policy.actions import Action, Allow  # each action is its own type (assay.policy.actions)
 
 SECTIONS = ("rules", "gates", "purposes", "alerts")
-ACTION_KINDS = ("drop", "demote", "label", "cap", "allow")
-HARD_ACTIONS = ("drop", "allow")
-SOFT_ACTIONS = ("demote", "label")
+ALLOW = Allow()  # a rule's action when none is given (frozen: one shared value)
 ON_MISSING = ("fail_closed", "skip")
 # What an unevaluable condition means when the author does not say: serving rules, release
 # gates and purpose checks fail closed; alerts do not fire on missing statistics.
@@ -25,28 +24,6 @@ class Outcome(IntEnum):
     FALSE = 0
     TRUE = 1
     MISSING = 2  # an attribute it reads is absent or of the wrong type, or evaluation errored
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: str  # drop | demote | label | cap | allow
-    factor: float | None = None  # demote
-    text: str | None = None  # label
-    key: str | None = None  # cap: the candidate field to group by (creator, topic, ...)
-    limit: int | None = None  # cap: at most this many per key in a slate
-
-    @property
-    def hard(self) -> bool:
-        return self.kind in HARD_ACTIONS
-
-    def __str__(self) -> str:
-        if self.kind == "demote":
-            return f"demote({self.factor:g})"
-        if self.kind == "label":
-            return f"label({self.text!r})"
-        if self.kind == "cap":
-            return f"cap({self.key}, {self.limit})"
-        return self.kind
 
 
 @dataclass(frozen=True)
@@ -63,7 +40,7 @@ class Condition:
 
 @dataclass(frozen=True)
 class Rule(Condition):
-    action: Action = Action("allow")
+    action: Action = ALLOW
     surfaces: tuple[str, ...] = ()  # empty: every surface
     rollout: float = 100.0  # percent of subjects the rule acts on
     shadow: bool = False  # decide and record, do not act
@@ -179,7 +156,7 @@ class PurposeVerdict:
 class CandidateDecision:
     """What the rules decide for one candidate of a slate (``SlateDecision.candidate``)."""
 
-    action: str  # allow | drop | demote | label | cap
+    action: str  # a registered action's name: allow | drop | demote | label | cap | ...
     rule_ids: list[str]
     reasons: list[str]
     factor: float = 1.0

@@ -19,9 +19,10 @@ it too; nothing else resolves rules. In order:
 
 The per-candidate walk runs in C (``_native.resolve``, one pass down each candidate's rules; the
 extension is required). Its test oracle is a whole-matrix numpy resolution written from the
-rules above, in tests/policy/policy_oracles.py. Action codes are :class:`assay.policy.actions.Act`,
-which the C code is checked against at import. A cap's key is grouped in one place,
-:func:`cap_ordinals` (strings in C; anything else by value in Python).
+rules above, in tests/policy/policy_oracles.py. Both read how each action acts from the action
+types' table (:func:`assay.policy.actions.action_table`), so neither names an action: a new action
+is one type in its own file. A cap's key is grouped in one place, :func:`cap_ordinals` (strings
+in C; anything else by value in Python).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from assay.policy.actions import (
     NO_RULE,
     UNLABELED,
     Act,
+    action_table,
 )
 from assay.policy.batch import inferred
 from assay.policy.model import CandidateDecision, Outcome, Rule
@@ -58,15 +60,16 @@ class RulePlan:
 
     rules: tuple[Rule, ...]
     ids: tuple[str, ...]
-    kinds: np.ndarray  # int8 Act per rule
+    kinds: np.ndarray  # int8 action code per rule
     fail_closed: np.ndarray  # bool per rule
     static_live: np.ndarray  # bool per rule: not shadow, rollout > 0 (partial rollouts refined per subject)
     partial: tuple[int, ...]  # rules with 0 < rollout < 100, not shadow
-    factors: np.ndarray  # float64 per rule: the demote factor, 1.0 for other rules
-    label_rows: np.ndarray
-    cap_rows: np.ndarray
+    factors: np.ndarray  # float64 per rule: its action's score factor (1.0 for actions that do not scale)
+    label_rows: np.ndarray  # rules whose action shows an interstitial
+    cap_rows: np.ndarray  # rules whose action is a slate step (acts after ranking), in rule order
     label_texts: tuple[str, ...]
     label_attrs: tuple[str, ...]  # the item.labels.* attributes the rules read
+    table: np.ndarray = field(default_factory=action_table)  # int8 (codes, 3): hard, drops, precedence
 
     @staticmethod
     def of(compiled: Any) -> RulePlan:
@@ -78,21 +81,25 @@ class RulePlan:
 
     @staticmethod
     def build(rules: list[Rule], reads: tuple[str, ...] = ()) -> RulePlan:
-        kinds = [r.action.kind for r in rules]
-        code = {"drop": Act.DROP, "allow": Act.ALLOW, "demote": Act.DEMOTE, "label": Act.LABEL, "cap": Act.CAP}
+        actions = [r.action for r in rules]
         return RulePlan(
             rules=tuple(rules), ids=tuple(r.id for r in rules),
-            kinds=np.array([code[k] for k in kinds], dtype=np.int8).reshape(len(rules)),
+            kinds=np.array([a.code for a in actions], dtype=np.int8).reshape(len(rules)),
             fail_closed=np.array([r.on_missing == "fail_closed" for r in rules], dtype=bool).reshape(len(rules)),
             static_live=np.array([not r.shadow and r.rollout > 0 for r in rules], dtype=bool).reshape(len(rules)),
             partial=tuple(i for i, r in enumerate(rules) if 0 < r.rollout < 100 and not r.shadow),
-            factors=np.array([r.action.factor if k == "demote" else 1.0 for r, k in zip(rules, kinds, strict=True)],
-                             dtype=np.float64).reshape(len(rules)),
-            label_rows=np.array([i for i, k in enumerate(kinds) if k == "label"], dtype=np.int64),
-            cap_rows=np.array([i for i, k in enumerate(kinds) if k == "cap"], dtype=np.int64),
-            label_texts=tuple(r.action.text or "" for r in rules if r.action.kind == "label"),
+            factors=np.array([a.score_factor for a in actions], dtype=np.float64).reshape(len(rules)),
+            label_rows=np.array([i for i, a in enumerate(actions) if a.interstitial is not None], dtype=np.int64),
+            cap_rows=np.array([i for i, a in enumerate(actions) if a.slate_step], dtype=np.int64),
+            label_texts=tuple(a.interstitial or "" for a in actions if a.interstitial is not None),
             label_attrs=tuple(a for a in reads if a.startswith("item.labels.")),
+            table=action_table(),
         )
+
+    @property
+    def hard(self) -> np.ndarray:
+        """bool per rule: its action decides the candidate (the first that acts wins)."""
+        return self.table[self.kinds, 0].astype(bool) if len(self.kinds) else np.zeros(0, dtype=bool)
 
     def live(self, subject_id: str) -> np.ndarray:
         """Per rule: acts for this subject (not shadow, inside its rollout)."""
@@ -150,8 +157,8 @@ def resolve(plan: RulePlan, outcomes: np.ndarray, live: np.ndarray, pre_dropped:
     action, factor = np.empty(n, dtype=np.int8), np.empty(n)
     soft = np.zeros((n_rules, n), dtype=bool)
     if n:
-        _native.resolve(outcomes, plan.kinds, plan.fail_closed, live, pre_dropped, plan.factors,
-                        first, failed, dropped, action, factor, soft)
+        _native.resolve(outcomes, plan.kinds, plan.table, int(Act.DROP), int(Act.ALLOW), plan.fail_closed, live,
+                        pre_dropped, plan.factors, first, failed, dropped, action, factor, soft)
     return Resolution(first, failed, dropped, action, factor, soft, outcomes, plan.fail_closed, live, pre_dropped)
 
 
@@ -209,7 +216,7 @@ class SlateDecision:
         if plan is not None:
             acting = self.acting if acting is None else acting
             rows = set(np.flatnonzero(acting[:, j]).tolist()) if acting is not None else set()
-            rows = {r for r in rows if plan.kinds[r] != Act.CAP}
+            rows = {r for r in rows if not plan.rules[r].action.slate_step}  # named where it removed the candidate
             if h >= 0:
                 rows.add(h)
             for r in sorted(rows):
@@ -237,8 +244,10 @@ class SlateDecision:
         ids, reasons = self.rule_ids(j)
         plan = self.plan
         acting = self.acting
-        caps = [plan.ids[r] for r in np.flatnonzero(acting[:, j]) if plan.kinds[r] == Act.CAP] if plan is not None and acting is not None else []
-        texts = [plan.rules[r].action.text for r in np.flatnonzero(acting[:, j]) if plan.kinds[r] == Act.LABEL and r != self.hard_rule[j]] \
+        caps = [plan.ids[r] for r in np.flatnonzero(acting[:, j]) if plan.rules[r].action.slate_step] \
+            if plan is not None and acting is not None else []
+        texts = [plan.rules[r].action.interstitial for r in np.flatnonzero(acting[:, j])
+                 if plan.rules[r].action.interstitial is not None and r != self.hard_rule[j]] \
             if plan is not None and acting is not None else []
         return CandidateDecision(
             action=ACTION_NAMES[int(self.action[j])], rule_ids=ids, reasons=reasons,
@@ -304,19 +313,12 @@ def decide_slate(compiled: Any, batch: Any, *, scores: np.ndarray, subject_id: s
             in_cap = capping[c][order]
             if not in_cap.any():
                 continue
-            positions = order[in_cap]  # capped candidates, best first
+            positions = order[in_cap]  # the candidates it acted on, best first
             rule = plan.rules[r]
-            key_col = (keys or {}).get(rule.action.key)
-            if key_col is None:
-                ordinal = np.arange(len(positions))  # no such field: one group
-            elif not isinstance(key_col, np.ndarray):  # an Arrow list column: lists grouped as tuples
-                ordinal = group_ordinals(hashable(key_col, positions))
-            else:
-                ordinal = cap_ordinals(key_col, positions)
-            over = positions[ordinal >= rule.action.limit]
+            over = rule.action.after_ranking(positions, (keys or {}).get(rule.action.key))
             if len(over):
                 keep[over] = False
-                action[over] = Act.CAP
+                action[over] = rule.action.code
                 hard_rule[over] = r
                 order = order[keep[order]]
     rank_after = np.full(n, -1, dtype=np.int64)

@@ -28,7 +28,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from assay.policy.actions import ACTION_NAMES
+from assay.policy.actions import BUILTIN_ACTIONS
 from assay.policy.types import AttrType, parse_type
 
 
@@ -71,7 +71,7 @@ WINDOW = Supplied("alerts", "the monitor", {
     "window.requests": "int",
     "window.surface": "string",
     "window.duration_s": "double",
-    **{f"window.{a}_rate": "double" for a in ACTION_NAMES},
+    **{f"window.{a}_rate": "double" for a in BUILTIN_ACTIONS},  # fixed: not whatever is registered at import
     "window.action_rate": "map(string, double)",
     "window.rule_rate": "map(string, double)",
     "window.fallback_rate": "double",

@@ -21,6 +21,10 @@ multiturn      a three-turn escalation (Crescendo-style): an overview of the top
 Every attack keeps the goal it stands for, its harm category (the dataset's own taxonomy) and
 its success criterion (:class:`Criterion`), so findings can be reported per family and per
 category and turned into a regression suite.
+
+Families are registered by name in :data:`ATTACKS` (``@register_attack("name")`` on a builder
+``fn(ctx: AttackContext) -> list[Attack]``; the run samples ``limit_per_family`` of what it
+returns); ``assay.testing.check_attack`` checks a new one (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from assay.errors import BadInput
+from assay.plugins import Registry
 
-FAMILIES = ("direct", "jailbreak", "injection", "encoding", "multiturn")
+FAMILIES = ("direct", "jailbreak", "injection", "encoding", "multiturn")  # the built-ins, what a run uses by default
 ENCODINGS = ("base64", "rot13", "leetspeak", "homoglyph", "fullwidth", "zero_width")
 GOAL_SLOT = "\x00GOAL\x00"
 
@@ -245,31 +250,79 @@ def multiturn_attacks(goals: Iterable[Goal]) -> list[Attack]:
     return out
 
 
+def _check_attack(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"an attack family is a builder fn(ctx) -> list[Attack], not {type(obj).__name__}")
+
+
+ATTACKS: Registry[Any] = Registry("attack family", "assay.attacks", _check_attack)
+register_attack = ATTACKS.register  # @register_attack("family") on fn(ctx: AttackContext) -> list[Attack]
+
+
+class AttackContext:
+    """What a family builder is given: the run's sample size, seed and encodings, a seeded
+    ``take(items, k)`` shared by the whole build (so one seed gives one set of attacks), and the
+    public goal sets, each read once per build."""
+
+    def __init__(self, limit_per_family: int | None, seed: int, encodings: Sequence[str]) -> None:
+        self.limit_per_family = limit_per_family
+        self.seed = seed
+        self.encodings = tuple(encodings)
+        self.rng = random.Random(seed)
+        self._goals: dict[str, list[Goal]] = {}
+
+    def take(self, items: list, k: int | None) -> list:
+        """A seeded sample of ``k`` items (all of them when ``k`` is None or not smaller)."""
+        return items if k is None or len(items) <= k else self.rng.sample(items, k)
+
+    def goals(self, source: str) -> list[Goal]:
+        """``harmbench``, ``advbench`` or ``jailbreakbench`` goals."""
+        loaders = {"harmbench": harmbench_goals, "advbench": advbench_goals, "jailbreakbench": jailbreakbench_goals}
+        if source not in loaders:
+            raise BadInput(f"unknown goal source {source!r}; known: {', '.join(loaders)}")
+        if source not in self._goals:
+            self._goals[source] = loaders[source]()
+        return self._goals[source]
+
+
+@register_attack("direct")
+def _direct(ctx: AttackContext) -> list[Attack]:
+    return direct_attacks(ctx.goals("harmbench") + ctx.goals("advbench"))
+
+
+@register_attack("jailbreak")
+def _jailbreak(ctx: AttackContext) -> list[Attack]:
+    return jailbreak_attacks(ctx.goals("jailbreakbench"), jailbreak_templates(), seed=ctx.seed) + artifact_rewrites()
+
+
+@register_attack("injection")
+def _injection(ctx: AttackContext) -> list[Attack]:
+    return injection_attacks()
+
+
+@register_attack("encoding")
+def _encoding(ctx: AttackContext) -> list[Attack]:
+    k = None if ctx.limit_per_family is None else max(1, ctx.limit_per_family // len(ctx.encodings))
+    return encoding_attacks(ctx.take(ctx.goals("harmbench"), k), ctx.encodings)
+
+
+@register_attack("multiturn")
+def _multiturn(ctx: AttackContext) -> list[Attack]:
+    return multiturn_attacks(ctx.take(ctx.goals("harmbench"), ctx.limit_per_family))
+
+
 def build(families: Sequence[str] = FAMILIES, *, limit_per_family: int | None = None, seed: int = 0,
           encodings: Sequence[str] = ENCODINGS) -> list[Attack]:
-    """Attacks of the requested families; ``limit_per_family`` takes a seeded sample of each."""
-    unknown = sorted(set(families) - set(FAMILIES))
+    """Attacks of the requested families (any registered in :data:`ATTACKS`);
+    ``limit_per_family`` takes a seeded sample of each."""
+    unknown = sorted(set(families) - set(ATTACKS))
     if unknown:
-        raise BadInput(f"unknown attack family {', '.join(unknown)}; use any of {', '.join(FAMILIES)}")
-    rng = random.Random(seed)
-
-    def take(items: list, k: int | None) -> list:
-        return items if k is None or len(items) <= k else rng.sample(items, k)
-
-    goals_hb = harmbench_goals()
-    goals_adv = advbench_goals()
+        raise BadInput(f"unknown attack family {', '.join(unknown)}; use any of {', '.join(ATTACKS)}")
+    ctx = AttackContext(limit_per_family, seed, encodings)
     out: list[Attack] = []
     for fam in families:
-        if fam == "direct":
-            out += take(direct_attacks(goals_hb + goals_adv), limit_per_family)
-        elif fam == "jailbreak":
-            templated = jailbreak_attacks(jailbreakbench_goals(), jailbreak_templates(), seed=seed)
-            out += take(templated + artifact_rewrites(), limit_per_family)
-        elif fam == "injection":
-            out += take(injection_attacks(), limit_per_family)
-        elif fam == "encoding":
-            k = None if limit_per_family is None else max(1, limit_per_family // len(encodings))
-            out += take(encoding_attacks(take(goals_hb, k), encodings), limit_per_family)
-        elif fam == "multiturn":
-            out += take(multiturn_attacks(take(goals_hb, limit_per_family)), limit_per_family)
+        built = ATTACKS.get(fam)(ctx)
+        if not isinstance(built, list) or not all(isinstance(a, Attack) for a in built):
+            raise BadInput(f"attack family {fam!r} must return a list of assay.redteam.attacks.Attack")
+        out += ctx.take(built, limit_per_family)
     return out

@@ -53,7 +53,7 @@ def _asr_rows(summary: dict) -> list[tuple]:
 
 @redteam_app.command("llm")
 def llm_cmd(
-    family: list[str] = typer.Option(None, "--family", "-f", help="Attack family (repeatable): direct, jailbreak, injection, encoding, multiturn. Default: all."),
+    family: list[str] = typer.Option(None, "--family", "-f", help="Attack family (repeatable): direct, jailbreak, injection, encoding, multiturn, or any registered family (docs/extending.md). Default: the built-ins."),
     limit: int = typer.Option(10, "--limit", help="Attacks per family (seeded sample)."),
     seed: int = typer.Option(0, "--seed"),
     target_json: str = typer.Option(None, "--target-json", help="An evaluation target spec as JSON (any kind assay eval accepts)."),

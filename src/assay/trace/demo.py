@@ -68,8 +68,9 @@ def step(ctx) -> None:
 
         answer = why(log, item, subject, lineage=registry_resolver())
         rules = ", ".join(f"{r['id']} ({r['reason']})" for r in answer["rules"]) or "no rule fired"
-        done = {"drop": "dropped", "demote": "demoted", "label": "labelled", "cap": "capped", "allow": "allowed"}
-        ctx.say(f"why was {item} {done.get(answer['action'], answer['action'])} for that user? rank {answer['rank_before']} -> {answer['rank_after']}; "
+        from assay.policy.actions import explain
+
+        ctx.say(f"why was {item} {explain(answer['action'])} for that user? rank {answer['rank_before']} -> {answer['rank_after']}; "
                 f"{rules}; bundle {answer['bundle_version'] or answer['bundle_hash'][:12]}; breaker {answer['breaker_state']}")
         for model in answer["models"]:
             ctx.say(f"which model, trained on which data? {model['version']} is {model['model']}, trained on "

@@ -230,7 +230,10 @@ async def decisions(request: Request, item: str = "", subject: str = "", rule: s
         for r in found:
             rows.append({**r, "when": _when(r["ts"]), "rules": ", ".join(r["rule_ids"] or []) or "—",
                          "bundle": f"{r['bundle_version']} {(r['bundle_hash'] or '')[:10]}"})
-    return _page(request, "decisions.html", "decisions", actor=actor, q=q, rows=rows, total=total)
+    from assay.policy.actions import action_names
+
+    return _page(request, "decisions.html", "decisions", actor=actor, q=q, rows=rows, total=total,
+                 actions=["", *action_names()])
 
 
 @router.get("/decision/{index}", response_class=HTMLResponse)
@@ -255,7 +258,10 @@ async def decision(request: Request, index: int):
     if rec.get("attribution"):
         attribution = sorted(json.loads(rec["attribution"]).items(), key=lambda kv: -abs(kv[1]))
     models = [{"version": m, "lineage": _model_lineage(request, m)} for m in (rec.get("model_versions") or [])]
-    verb = {"drop": "dropped", "demote": "demoted", "label": "labelled", "cap": "capped"}.get(rec.get("action") or "", "shown")
+    from assay.policy.actions import ACTIONS, explain
+
+    action = rec.get("action") or ""
+    verb = explain(action) if action in ACTIONS and action != "allow" else "shown"
     event = json.dumps(json.loads(rec["payload"]), indent=2) if rec.get("type") == "event" and rec.get("payload") else None
     return _page(request, "decision.html", "decisions", actor=actor, rec=rec, when=_when(rec.get("ts")), verb=verb, rules=rules,
                  bundle_known=bundle_known, shadow=", ".join(rec.get("shadow_rule_ids") or []), attribution=attribution,
