@@ -8,8 +8,7 @@ Submodules import lazily; ``assay.evaluate.recsys_metrics`` is usable on its own
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from assay import lazy_exports
 
 _EXPORTS = {
     "run_suite": "assay.evaluate.engine",
@@ -23,8 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'assay.evaluate' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

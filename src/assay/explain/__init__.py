@@ -10,8 +10,7 @@ Names are imported lazily so that ``assay.explain.cli`` (and ``assay --help``) s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from assay import lazy_exports
 
 _EXPORTS = {
     "Attribution": "assay.explain.ranking",
@@ -38,8 +37,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'assay.explain' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ Names are imported lazily so that ``assay.recsys.cli`` (and ``assay --help``) st
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from assay import lazy_exports
 
 _EXPORTS = {
     "ModelIntegrityError": "assay.recsys.model",
@@ -34,8 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'assay.recsys' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,7 @@ Names are imported lazily so that ``assay.redteam.cli`` (and ``assay --help``) s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from assay import lazy_exports
 
 _EXPORTS = {
     "Attack": "assay.redteam.attacks",
@@ -34,8 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'assay.redteam' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

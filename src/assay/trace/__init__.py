@@ -11,8 +11,7 @@ Names are imported lazily so that ``assay.trace.cli`` (and ``assay --help``) sta
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from assay import lazy_exports
 
 _EXPORTS = {
     "AppendResult": "assay.trace.log",
@@ -33,8 +32,4 @@ EXIT_UNACKNOWLEDGED = 4
 __all__ = sorted([*_EXPORTS, "EXIT_UNACKNOWLEDGED"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'assay.trace' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
