@@ -4,6 +4,7 @@ machine are used where a test asks for them (never a mock)."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -101,3 +102,20 @@ def typed_bench(capsys):
         return out
 
     return run
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser():
+    """The system's headless Chromium (the Makefile installs it); a missing browser fails the test."""
+    assert CHROMIUM, "chromium is not installed (the Makefile installs it: apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from assay.cli.demo import DEMO_STEPS, StepResult, write_json_atomic
 from assay.server.demo import build_report, dashboard_url, write_atomic
 from assay.stats import rate_aggregate
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECRET = "SAMPLE-TEXT-THAT-MUST-NOT-LEAK"  # stands in for a dataset's prompt and answer text
 FEED = Path(__file__).resolve().parents[2] / "src" / "assay" / "policy" / "examples" / "feed.yaml"
 
@@ -118,43 +116,34 @@ def test_no_run_logs_says_so(assay_home) -> None:
     assert "NO RUN LOGS: nothing to report" in build_report(assay_home)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
-def test_report_in_headless_chromium_shows_what_failed_and_why_first(assay_home, tmp_path) -> None:
-    from playwright.sync_api import sync_playwright
-
+def test_report_in_headless_chromium_shows_what_failed_and_why_first(assay_home, tmp_path, browser) -> None:
     _world(assay_home)
     path = write_atomic(assay_home / "reports" / "assurance.html", _report(assay_home))
     shots = Path(os.environ.get("ASSAY_SCREENSHOTS", tmp_path))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(path.as_uri())
-            page.screenshot(path=str(shots / "assurance-first-screen.png"))
-            page.screenshot(path=str(shots / "assurance-full.png"), full_page=True)
-            # the first screen (no scrolling) holds the verdict and the failing gate with its reason
-            headline = page.locator("#headline")
-            assert headline.is_visible() and headline.inner_text().startswith("NOT CLEARED: 1 gate failed")
-            assert headline.bounding_box()["y"] < 250
-            first = page.locator("#blocking li").first
-            assert "FAIL" in first.inner_text() and "injection-success-rate" in first.inner_text()
-            assert "0.31 [0.22, 0.42] > 0.10" in first.inner_text()
-            assert first.bounding_box()["y"] + first.bounding_box()["height"] < 800
-            assert page.locator("#verdict").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(255, 235, 233)"
-            # the gates table lists the failure first; the plots, lineage and timeline are drawn
-            assert page.locator("#gates tr.gate").first.get_attribute("class") == "gate fail"
-            assert page.locator("svg.intervals").count() == 3 and page.locator("svg.intervals circle").count() == 3
-            assert page.locator('svg.intervals circle[fill="#cf222e"]').count() == 1  # red: weighed by the failing gate
-            assert page.locator("#lineage-graph rect").count() >= 3
-            assert page.locator("svg.timeline circle").count() == 3
-            page.click("#blocking li a")  # the link goes to the run's own report
-            assert page.url.endswith("/runs/run-fails/report.html") and "full report" in page.inner_text("body")
-            assert all(u.startswith("file://") for u in requests), requests  # nothing fetched from anywhere
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(path.as_uri())
+    page.screenshot(path=str(shots / "assurance-first-screen.png"))
+    page.screenshot(path=str(shots / "assurance-full.png"), full_page=True)
+    # the first screen (no scrolling) holds the verdict and the failing gate with its reason
+    headline = page.locator("#headline")
+    assert headline.is_visible() and headline.inner_text().startswith("NOT CLEARED: 1 gate failed")
+    assert headline.bounding_box()["y"] < 250
+    first = page.locator("#blocking li").first
+    assert "FAIL" in first.inner_text() and "injection-success-rate" in first.inner_text()
+    assert "0.31 [0.22, 0.42] > 0.10" in first.inner_text()
+    assert first.bounding_box()["y"] + first.bounding_box()["height"] < 800
+    assert page.locator("#verdict").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(255, 235, 233)"
+    # the gates table lists the failure first; the plots, lineage and timeline are drawn
+    assert page.locator("#gates tr.gate").first.get_attribute("class") == "gate fail"
+    assert page.locator("svg.intervals").count() == 3 and page.locator("svg.intervals circle").count() == 3
+    assert page.locator('svg.intervals circle[fill="#cf222e"]').count() == 1  # red: weighed by the failing gate
+    assert page.locator("#lineage-graph rect").count() >= 3
+    assert page.locator("svg.timeline circle").count() == 3
+    page.click("#blocking li a")  # the link goes to the run's own report
+    assert page.url.endswith("/runs/run-fails/report.html") and "full report" in page.inner_text("body")
+    assert all(u.startswith("file://") for u in requests), requests  # nothing fetched from anywhere
     assert (shots / "assurance-first-screen.png").stat().st_size > 10_000
 
 

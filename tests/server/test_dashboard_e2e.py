@@ -5,7 +5,6 @@ refused as a viewer. Real server (uvicorn on loopback), real store, real trace."
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -16,7 +15,6 @@ import uvicorn
 
 from assay.records import Decision, Event
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FEED = Path(__file__).resolve().parents[2] / "src" / "assay" / "policy" / "examples" / "feed.yaml"
 
 
@@ -98,19 +96,6 @@ def server(world):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser():
-    assert CHROMIUM, "chromium is not installed (the Makefile installs it: apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 def login(page, base: str, token: str) -> None:
