@@ -143,6 +143,15 @@ class Registry(Generic[T]):
                     self._add(ep.name, obj)
 
 
+def check_factory(obj: object, base: type, what: str) -> None:
+    """The registration check of a registry of ``base`` builders: ``obj`` is callable and, when it
+    is a class, a subclass of ``base``. ``what`` says what may be registered, for the error."""
+    if not callable(obj):
+        raise TypeError(f"{what}, not {type(obj).__name__}")
+    if isinstance(obj, type) and not issubclass(obj, base):
+        raise TypeError(f"{obj.__qualname__} is a class but not a subclass of {base.__module__}.{base.__qualname__}")
+
+
 def _origin(obj: object) -> str:
     module = getattr(obj, "__module__", None) or type(obj).__module__
     qualname = getattr(obj, "__qualname__", None) or type(obj).__qualname__

@@ -31,14 +31,11 @@ from typing import Any
 from assay.errors import BadInput, Unavailable
 from assay.evaluate.items import LETTERS, EvalItem, user
 from assay.evaluate.targets import Output, Target, build_target
-from assay.plugins import Registry
+from assay.plugins import Registry, check_factory
 
 
 def _check_scorer(name: str, obj: Any) -> None:
-    if not callable(obj):
-        raise TypeError(f"a scorer is a Scorer subclass or a factory returning one, not {type(obj).__name__}")
-    if isinstance(obj, type) and not issubclass(obj, Scorer):
-        raise TypeError(f"{obj.__qualname__} is a class but not a subclass of assay.evaluate.scorers.Scorer")
+    check_factory(obj, Scorer, "a scorer is a Scorer subclass or a factory returning one")
 
 
 SCORERS: Registry[Any] = Registry("scorer", "assay.scorers", _check_scorer)

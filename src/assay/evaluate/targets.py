@@ -28,7 +28,7 @@ from typing import Any
 from assay.errors import BadInput, Unavailable
 from assay.evaluate.concurrency import AdaptiveLimiter
 from assay.evaluate.items import EvalItem
-from assay.plugins import Registry
+from assay.plugins import Registry, check_factory
 
 
 @dataclass
@@ -93,10 +93,7 @@ class Target:
 
 
 def _check_target(name: str, obj: Any) -> None:
-    if not callable(obj):
-        raise TypeError(f"a target is a Target subclass or a factory returning one, not {type(obj).__name__}")
-    if isinstance(obj, type) and not issubclass(obj, Target):
-        raise TypeError(f"{obj.__qualname__} is a class but not a subclass of assay.evaluate.targets.Target")
+    check_factory(obj, Target, "a target is a Target subclass or a factory returning one")
 
 
 TARGETS: Registry[Any] = Registry("target kind", "assay.targets", _check_target)

@@ -40,7 +40,7 @@ from typing import Any
 
 from assay.errors import BadInput
 from assay.judges.base import Judge
-from assay.plugins import Registry
+from assay.plugins import Registry, check_factory
 
 ENDPOINT_ENV = {"base_url": "ASSAY_JUDGE_URL", "model": "ASSAY_JUDGE_MODEL", "api_key_env": "ASSAY_JUDGE_API_KEY_ENV"}
 
@@ -81,10 +81,7 @@ def _check_judge(name: str, obj: Any) -> None:
         if "kind" not in obj:
             raise TypeError("a judge spec needs a kind")
         return
-    if not callable(obj):
-        raise TypeError(f"a judge is a spec mapping or a factory returning a Judge, not {type(obj).__name__}")
-    if isinstance(obj, type) and not issubclass(obj, Judge):
-        raise TypeError(f"{obj.__qualname__} is a class but not a subclass of assay.judges.base.Judge")
+    check_factory(obj, Judge, "a judge is a spec mapping or a factory returning a Judge")
 
 
 def _check_kind(name: str, obj: Any) -> None:
