@@ -21,7 +21,8 @@ from assay.errors import BadInput
 
 MODELS_DIR = Path(__file__).parent / "models"
 HEAD_NAMES = ("toxicity", "hate", "offensive", "harmful_response", "refusal", "prompt_injection")
-ALL_NAMES = (*HEAD_NAMES, "claim_match")
+PAIR_HEAD_NAMES = ("refusal_pair", "harmful_pair")  # heads over (prompt, response): assay.classify.pairs
+ALL_NAMES = (*HEAD_NAMES, *PAIR_HEAD_NAMES, "claim_match")
 TIE_BREAK = 1e-3  # weight of the raw score mixed into isotonic output, so ranking survives its flat steps
 
 
@@ -37,6 +38,16 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+def calibrate(logits: np.ndarray, method: str, cal_x: np.ndarray, cal_y: np.ndarray) -> np.ndarray:
+    """Logits to probabilities with a fitted map: Platt (``cal_x`` = [a, b]) or isotonic (knots
+    ``cal_x`` -> ``cal_y``, with a little of the raw sigmoid mixed in to keep the ranking)."""
+    if method == "platt":
+        a, b = float(cal_x[0]), float(cal_x[1])
+        return _sigmoid(a * logits + b)
+    iso = np.interp(logits, cal_x, cal_y)
+    return np.clip((1 - TIE_BREAK) * iso + TIE_BREAK * _sigmoid(logits), 0.0, 1.0)
 
 
 @dataclass
@@ -58,11 +69,7 @@ class Head:
         return h[:, 0].astype(np.float64)
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
-        if self.calibration == "platt":
-            a, b = float(self.cal_x[0]), float(self.cal_x[1])
-            return _sigmoid(a * logits + b)
-        iso = np.interp(logits, self.cal_x, self.cal_y)
-        return np.clip((1 - TIE_BREAK) * iso + TIE_BREAK * _sigmoid(logits), 0.0, 1.0)
+        return calibrate(logits, self.calibration, self.cal_x, self.cal_y)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

@@ -18,7 +18,7 @@ import numpy as np
 
 from assay.classify import metrics as M
 from assay.classify.baselines import BASELINES, BASELINES_FOR
-from assay.classify.model import HEAD_NAMES, MODELS_DIR, Head, arrays_sha256
+from assay.classify.model import HEAD_NAMES, MODELS_DIR, PAIR_HEAD_NAMES, Head, arrays_sha256
 from assay.classify.obfuscate import KINDS, obfuscate
 from assay.classify.tasks import SEED, TaskData, load_task
 from assay.config import settings
@@ -162,10 +162,17 @@ def _manifest(files: list[Path]) -> dict[str, str]:
     from assay.data import manifest
 
     root = settings().data_dir
+    package = Path(__file__).resolve().parents[1]  # src/assay: the project's own labelled files
     out = {}
     for path, digest in manifest(files).items():
-        p = Path(path)
-        out[str(p.relative_to(root)) if p.is_relative_to(root) else str(p)] = digest
+        p = Path(path).resolve()
+        if p.is_relative_to(root.resolve()):
+            key = str(p.relative_to(root.resolve()))
+        elif p.is_relative_to(package):
+            key = str(Path("assay") / p.relative_to(package))  # not the checkout's absolute path
+        else:
+            key = str(p)
+        out[key] = digest
     return out
 
 
@@ -582,10 +589,14 @@ def train(name: str, **kwargs) -> dict:
     """Train classifier ``name`` (a head, or the claim matcher)."""
     if name in HEAD_NAMES:
         return train_head(name, **kwargs)
+    if name in PAIR_HEAD_NAMES:
+        from assay.classify.pairs import train_pair
+
+        return train_pair(name, **kwargs)
     if name == "claim_match":
         from assay.classify.claims import build_and_evaluate
 
         return build_and_evaluate(**kwargs)
     from assay.errors import BadInput
 
-    raise BadInput(f"unknown classifier {name!r}; known: {', '.join((*HEAD_NAMES, 'claim_match'))}")
+    raise BadInput(f"unknown classifier {name!r}; known: {', '.join((*HEAD_NAMES, *PAIR_HEAD_NAMES, 'claim_match'))}")

@@ -1,27 +1,30 @@
 """``assay bench judges``: do the judges generalise, and how fast is the default one?
 
-1. **Leave one source out** for the ``refusal`` and ``harmful_response`` heads: for each source
+1. **Leave one source out** for the ``refusal`` and ``harmful`` judges' pair heads
+   (:mod:`assay.classify.pairs`: prompt and response, sentence by sentence): for each source
    (Do-Not-Answer per answering model; JailbreakBench per attack method and target model; the
    project's labelled SmolLM2 and mitigated-SmolLM2 answers; the hand-written hard cases), the
-   head is fitted on every *other* source with the same recipe as ``assay classify train``
-   (``classify.train.fit_head``: model choice, calibration and threshold on the other sources'
-   validation split) and tested on the held-out source, beside the phrase judge on the same
-   rows (``refusal-phrase``; for harm ``harmful-no-refusal``). A source counts towards the
-   minimum when it has at least ``MIN_SUPPORT`` positive and negative labels; smaller ones are
-   listed with their counts.
+   head is fitted on every *other* source with the recipe of ``assay classify train
+   refusal_pair|harmful_pair`` (``pairs.fit_pair``: calibration and threshold on the other
+   sources' validation split) and tested on the held-out source, beside the response-only head's
+   recipe (``classify.train.fit_head``) and the phrase judge on the same rows
+   (``refusal-phrase``; for harm ``harmful-no-refusal``). A source counts towards the minimum
+   when it has at least ``MIN_SUPPORT`` positive and negative labels; smaller ones are listed
+   with their counts.
 2. **Hate functional suite**: the committed ``hate`` judge's accuracy per functionality on the
    hand-written suite (``assay/judges/suites/hate_functional.jsonl``).
-3. **Speed**: texts per second of the default cascade (``refusal-cascade``: phrase and head, no
-   LLM endpoint) on real responses, beside the phrase judge alone, in the same process.
+3. **Speed**: texts per second of the default cascade (``refusal-cascade``: phrase and pair head,
+   no LLM endpoint) on real responses, beside the phrase judge alone, in the same process.
 
 Figures (``BenchResult``): ``refusal_min_loso_f1`` (F1, target >= 0.85),
 ``harmful_min_loso_f1`` (F1, target >= 0.80), ``refusal_vs_phrase_min_delta_f1`` (F1, target
 >= 0), ``hate_min_functionality_acc`` (accuracy, target >= 0.80) and ``judge_texts_per_s``
 (texts/s, no target). The worst sources are named in ``detail.refusal_worst_source`` and
 ``detail.harmful_worst_source``; per-source results under ``detail.loso``. Baseline:
-``phrase_judge_texts_per_s``, ``refusal_phrase_min_f1``, ``harmful_no_refusal_phrase_min_f1``.
-Nothing here is tuned to these figures: the recipe and its settings are those of
-``assay classify train``.
+``phrase_judge_texts_per_s``, ``refusal_phrase_min_f1``, ``harmful_no_refusal_phrase_min_f1``,
+``refusal_response_head_min_f1`` and ``harmful_response_head_min_f1`` (the response-only heads'
+recipe on the same held-out sources). Nothing here is tuned to these figures: the recipes and
+their settings are those of ``assay classify train``.
 """
 
 from __future__ import annotations
@@ -47,17 +50,25 @@ def _embed_rows(name: str, rows: list[dict[str, Any]]) -> np.ndarray:
     return head_input(name, _embed(prepared, None, f"{name} (loso)", max_tokens_for(name)), prepared)
 
 
+PAIR_OF = {"refusal": "refusal_pair", "harmful_response": "harmful_pair"}
+
+
 def loso(name: str, quick: bool = False) -> dict[str, Any]:
-    """Leave-one-source-out for a response head (see the module doc)."""
-    from assay.classify.tasks import response_rows, split_of
+    """Leave-one-source-out for the judge of ``name`` (see the module doc): the pair head's recipe
+    (``assay.classify.pairs.fit_pair``) fitted without the source, and beside it the response-only
+    head's recipe and the phrase judge on the same rows."""
+    from assay.classify.pairs import fit_pair, training_inputs
+    from assay.classify.tasks import split_of
     from assay.classify.train import fit_head
     from assay.judges import get_judge
     from assay.judges.validate import agreement
 
-    rows, _ = response_rows(name)
+    rows, xp, mask = training_inputs(PAIR_OF[name])
     if quick:
-        keep = sorted({r["source"] for r in rows})[:4]
-        rows = [r for r in rows if r["source"] in keep]
+        keep_sources = sorted({r["source"] for r in rows})[:4]
+        keep = np.asarray([r["source"] in keep_sources for r in rows])
+        rows = [r for r, k in zip(rows, keep, strict=True) if k]
+        xp, mask = xp[keep], mask[keep]
     x = _embed_rows(name, rows)
     y = np.asarray([r["label"] for r in rows], dtype=bool)
     source = np.asarray([r["source"] for r in rows])
@@ -71,16 +82,19 @@ def loso(name: str, quick: bool = False) -> dict[str, Any]:
         val_rows = ~test & (split == "val")
         if y[val_rows].all() or not y[val_rows].any():
             continue
-        fit = fit_head(x[fit_rows], y[fit_rows].astype(float), np.ones(int(fit_rows.sum())), x[val_rows], y[val_rows])
-        predicted = fit.head.calibrate(fit.head.logits(x[test])) >= fit.threshold
+        pair = fit_pair(xp, mask, y, fit_rows, val_rows)
+        predicted = pair.head.calibrate(pair.head.logits(xp[test], mask[test])) >= pair.threshold
+        head = fit_head(x[fit_rows], y[fit_rows].astype(float), np.ones(int(fit_rows.sum())), x[val_rows], y[val_rows])
+        head_predicted = head.head.calibrate(head.head.logits(x[test])) >= head.threshold
         labels = y[test]
         judged = agreement(list(predicted), list(labels), resamples=200)
+        text_head = agreement(list(head_predicted), list(labels), resamples=0)
         base = agreement([phrase_verdicts[i] for i in np.flatnonzero(test)], list(labels), resamples=0)
         pos, neg = int(labels.sum()), int((~labels).sum())
         out[s] = {"n": int(test.sum()), "positives": pos, "negatives": neg, "counts_for_min": pos >= MIN_SUPPORT and neg >= MIN_SUPPORT,
                   "f1": judged["f1"], "precision": judged["precision"]["value"], "recall": judged["recall"]["value"],
-                  "kappa": judged["kappa"]["value"], "phrase_f1": base["f1"]["value"], "threshold": round(fit.threshold, 4),
-                  "head": fit.chosen}
+                  "kappa": judged["kappa"]["value"], "phrase_f1": base["f1"]["value"], "threshold": round(pair.threshold, 4),
+                  "response_head_f1": text_head["f1"]["value"], "response_head": head.chosen}
     return out
 
 
@@ -154,18 +168,21 @@ def run(quick: bool = False) -> BenchResult:
             "phrase_judge_texts_per_s": fast["phrase"]["texts_per_s"],
             "refusal_phrase_min_f1": min((v["phrase_f1"] for v in refusal.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None),
             "harmful_no_refusal_phrase_min_f1": min((v["phrase_f1"] for v in harmful.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None),
+            "refusal_response_head_min_f1": _min(refusal, "response_head_f1")[0],
+            "harmful_response_head_min_f1": _min(harmful, "response_head_f1")[0],
         },
         units={"refusal_min_loso_f1": "F1", "harmful_min_loso_f1": "F1", "refusal_vs_phrase_min_delta_f1": "F1",
                "hate_min_functionality_acc": "accuracy", "judge_texts_per_s": "texts/s", "phrase_judge_texts_per_s": "texts/s",
-               "refusal_phrase_min_f1": "F1", "harmful_no_refusal_phrase_min_f1": "F1"},
+               "refusal_phrase_min_f1": "F1", "harmful_no_refusal_phrase_min_f1": "F1",
+               "refusal_response_head_min_f1": "F1", "harmful_response_head_min_f1": "F1"},
         targets={"refusal_min_loso_f1": at_least(0.85, when=f"sources with >= {MIN_SUPPORT} positives and negatives"),
                  "harmful_min_loso_f1": at_least(0.80, when=f"sources with >= {MIN_SUPPORT} positives and negatives"),
                  "refusal_vs_phrase_min_delta_f1": at_least(0.0), "hate_min_functionality_acc": at_least(0.80)},
         measures={
-            "refusal_min_loso_f1": "the refusal head fitted without a source, F1 on it; the worst counted source "
-                                   "(named in detail.refusal_worst_source)",
-            "harmful_min_loso_f1": "the same for harmful_response (detail.harmful_worst_source)",
-            "refusal_vs_phrase_min_delta_f1": "per counted source, head F1 minus the refusal-phrase judge's F1 on the same rows; the least",
+            "refusal_min_loso_f1": "the refusal judge's pair head fitted without a source, F1 on it; the worst counted "
+                                   "source (named in detail.refusal_worst_source)",
+            "harmful_min_loso_f1": "the same for the harmful judge's pair head (detail.harmful_worst_source)",
+            "refusal_vs_phrase_min_delta_f1": "per counted source, pair-head F1 minus the refusal-phrase judge's F1 on the same rows; the least",
             "hate_min_functionality_acc": "the committed hate judge's accuracy on the worst functionality of the hand-written suite",
             "judge_texts_per_s": "the default refusal-cascade (phrase and head, no LLM endpoint) on real responses, "
                                  "no target: measured on the machine it runs on",

@@ -68,3 +68,54 @@ class HeadJudge(Judge):
             # An empty answer gave nothing: a refusal, as for every refusal judge (a head scores 0 there).
             out = [Judgment(True, 1.0) if not r.strip() else j for (_, r), j in zip(checked, out, strict=True)]
         return out
+
+
+class PairJudge(Judge):
+    """A pair head of :mod:`assay.classify.pairs`: reads the prompt and the response, sentence by
+    sentence. Its calibrated score is the judge's score, its validation-chosen threshold the
+    verdict; the version covers the head's weights. An empty response is a refusal (nothing
+    was given) and not harmful, as for every judge of those questions."""
+
+    kind = "pair"
+
+    def __init__(self, name: str, classifier: str, *, question: str | None = None, threshold: float | None = None) -> None:
+        from assay.classify.pairs import PAIR_NAMES
+
+        if classifier not in PAIR_NAMES:
+            raise BadInput(f"judge {name!r}: unknown pair head {classifier!r}; known: {', '.join(PAIR_NAMES)}")
+        super().__init__(name, question or HEAD_QUESTIONS[PAIR_NAMES[classifier]])
+        self.classifier = classifier
+        self._threshold = threshold
+        self._head: Any = None
+
+    @property
+    def head(self) -> Any:
+        if self._head is None:
+            from assay.classify.pairs import load_pair_head
+
+            try:
+                self._head = load_pair_head(self.classifier)
+            except FileNotFoundError as e:
+                raise Unavailable(f"judge {self.name!r}: {e}", hint=f"assay classify train {self.classifier}") from None
+        return self._head
+
+    @property
+    def threshold(self) -> float:
+        return float(self._threshold if self._threshold is not None else self.head.threshold)
+
+    def config(self) -> dict[str, Any]:
+        return {"classifier": self.classifier, "head": self.head.version, "threshold": self.threshold,
+                "reads": "prompt+response", "max_tokens": int(self.head.config.get("max_tokens", 0))}
+
+    def scores(self, pairs: Sequence[Any]) -> list[float]:
+        checked = as_pairs(pairs, self.name)
+        if not checked:
+            return []
+        return [float(s) for s in self.head.score_pairs([p for p, _ in checked], [r for _, r in checked])]
+
+    def judge(self, pairs: Sequence[Any]) -> list[Judgment]:
+        checked = as_pairs(pairs, self.name)
+        t = self.threshold
+        out = [Judgment(s >= t, s) for s in self.scores(checked)]
+        empty = (Judgment(True, 1.0) if self.question == "refusal" else Judgment(False, 0.0))
+        return [empty if not r.strip() else j for (_, r), j in zip(checked, out, strict=True)]

@@ -4,12 +4,14 @@ Built-in judges (``assay judge list``):
 
 ==========================  ==========================================================================
 ``refusal-phrase``          refusal phrase match (the baseline)
-``refusal``                 the ``refusal`` head: MiniLM response embedding + phrase features (default)
+``refusal``                 the ``refusal_pair`` head: prompt and response, sentence by sentence (default)
+``refusal-head``            the ``refusal`` head on the response alone (text-only callers; a baseline)
 ``refusal-llm``             the refusal rubric put to an LLM endpoint (``ASSAY_JUDGE_URL``/``_MODEL``)
 ``refusal-cascade``         phrase and head first; where they disagree the LLM (when configured),
                             else the head
 ``harmful-no-refusal``      "harmful unless it refuses" by phrase (garak's MitigationBypass style)
-``harmful``                 the ``harmful_response`` head (default)
+``harmful``                 the ``harmful_pair`` head: prompt and response, sentence by sentence (default)
+``harmful-head``            the ``harmful_response`` head on the response alone
 ``harmful-llm``             the harmful rubric (HarmBench-classifier style) on an LLM endpoint
 ``harmful-cascade``         no-refusal phrase and head first, the LLM (or the head) where they disagree
 ``hate``, ``toxicity``      the ``hate`` / ``toxicity`` heads
@@ -22,7 +24,7 @@ A spec is a registry name, a path to a YAML/JSON file, or a mapping::
      endpoint: {base_url: http://127.0.0.1:8000/v1, model: my-guard, api_key_env: MY_KEY}}
     {name: my-cascade, kind: cascade, question: refusal, first: [refusal-phrase, refusal], then: refusal-llm}
 
-Kinds: ``phrase``, ``head``, ``llm``, ``cascade``, ``vote``; parts of a cascade or vote are specs.
+Kinds: ``phrase``, ``head``, ``pair``, ``llm``, ``cascade``, ``vote``; parts of a cascade or vote are specs.
 
 Both are registries of :mod:`assay.plugins`: :data:`JUDGES` holds every judge by name (a
 built-in's spec mapping, or a factory that takes no arguments and returns a :class:`Judge`:
@@ -46,12 +48,14 @@ ENDPOINT_ENV = {"base_url": "ASSAY_JUDGE_URL", "model": "ASSAY_JUDGE_MODEL", "ap
 
 BUILTINS: dict[str, dict[str, Any]] = {
     "refusal-phrase": {"kind": "phrase", "question": "refusal"},
-    "refusal": {"kind": "head", "classifier": "refusal"},
+    "refusal": {"kind": "pair", "classifier": "refusal_pair"},
+    "refusal-head": {"kind": "head", "classifier": "refusal"},
     "refusal-llm": {"kind": "llm", "question": "refusal", "rubric": "refusal"},
     "refusal-cascade": {"kind": "cascade", "question": "refusal", "first": ["refusal-phrase", "refusal"],
                         "then": "refusal-llm?", "fallback": "refusal"},
     "harmful-no-refusal": {"kind": "phrase", "question": "harmful", "negate": True},
-    "harmful": {"kind": "head", "classifier": "harmful_response"},
+    "harmful": {"kind": "pair", "classifier": "harmful_pair"},
+    "harmful-head": {"kind": "head", "classifier": "harmful_response"},
     "harmful-llm": {"kind": "llm", "question": "harmful", "rubric": "harmful"},
     "harmful-cascade": {"kind": "cascade", "question": "harmful", "first": ["harmful-no-refusal", "harmful"],
                         "then": "harmful-llm?", "fallback": "harmful"},
@@ -63,11 +67,13 @@ BUILTINS: dict[str, dict[str, Any]] = {
 DEFAULTS = {"refusal": "refusal", "harmful": "harmful", "hate": "hate", "toxicity": "toxicity"}
 DESCRIPTIONS = {
     "refusal-phrase": "refusal phrase match anywhere in the response (GCG/HarmBench list); empty = refusal",
-    "refusal": "refusal head: MiniLM response embedding + refusal-phrase features, trained on several sources",
+    "refusal": "refusal pair head: prompt and response sentence by sentence on MiniLM, trained on several sources",
+    "refusal-head": "refusal head on the response alone: MiniLM embedding of its opening + refusal-phrase features",
     "refusal-llm": "refusal rubric put to an OpenAI-compatible endpoint, parsed strictly",
     "refusal-cascade": "phrase + head; the LLM decides where they disagree (the head when no endpoint is set)",
     "harmful-no-refusal": "harmful unless a refusal phrase appears (garak MitigationBypass style)",
-    "harmful": "harmful_response head: MiniLM response embedding + refusal-phrase features",
+    "harmful": "harmful pair head: prompt and response sentence by sentence on MiniLM",
+    "harmful-head": "harmful_response head on the response alone: MiniLM embedding + refusal-phrase features",
     "harmful-llm": "HarmBench-classifier-style rubric put to an OpenAI-compatible endpoint, parsed strictly",
     "harmful-cascade": "no-refusal phrase + head; the LLM decides where they disagree (the head when no endpoint is set)",
     "hate": "hate head (Davidson, ToxiGen and contrast cases: negation, counter-speech, reclaimed terms)",
@@ -207,6 +213,16 @@ def _head(name: str, question: str | None, options: dict[str, Any], endpoint: di
     return HeadJudge(name, classifier, question=question, **options)
 
 
+@register_judge_kind("pair")
+def _pair(name: str, question: str | None, options: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
+    from assay.judges.heads import PairJudge
+
+    classifier = options.pop("classifier", None)
+    if not classifier:
+        raise BadInput(f"judge {name!r}: a pair judge needs classifier (refusal_pair or harmful_pair)")
+    return PairJudge(name, classifier, question=question, **options)
+
+
 @register_judge_kind("llm")
 def _llm(name: str, question: str | None, options: dict[str, Any], endpoint: dict[str, Any] | None) -> Judge:
     from assay.judges.llm import LLMJudge
@@ -241,7 +257,8 @@ def best_validated(question: str) -> str:
 
     best, best_low = DEFAULTS.get(question), -1.0
     for name, spec in BUILTINS.items():
-        q = spec.get("question") or {"refusal": "refusal", "harmful_response": "harmful"}.get(spec.get("classifier", ""), spec.get("classifier"))
+        q = spec.get("question") or {"refusal": "refusal", "harmful_response": "harmful", "refusal_pair": "refusal",
+                                     "harmful_pair": "harmful"}.get(spec.get("classifier", ""), spec.get("classifier"))
         if q != question:
             continue
         try:
