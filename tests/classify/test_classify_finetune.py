@@ -79,6 +79,8 @@ def test_merged_onnx_export_gives_the_torch_lora_models_embeddings():
     base = Encoder("onnx", 64, "fp32").encode(TEXTS)
     cos = np.sum(reference * merged, axis=1)
     assert cos.min() > 0.9999, cos
+    torch_backend = Encoder("torch", 64, "fp32", adapter).encode(TEXTS)  # sentence-transformers with the merge
+    assert np.sum(reference * torch_backend, axis=1).min() > 0.9999
     assert np.sum(reference * base, axis=1).min() < 0.99  # the adapter really changes the vectors
     int8 = Encoder("onnx", 64, "int8", adapter).encode(TEXTS)
     assert np.sum(int8 * merged, axis=1).min() > 0.95  # the int8 export is of the merged model too
