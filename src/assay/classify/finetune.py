@@ -180,11 +180,16 @@ def finetune(task, prepared: list[str], config: FinetuneConfig, progress: Callab
     returns the adapter (float16 arrays) and a record of the run. Seeded; ~0.7-1 s a step on
     two cores (2 epochs of ~5,000 rows: about 5-7 minutes)."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
     from assay.classify.encoder import model_dir
 
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        from assay.errors import Unavailable
+
+        raise Unavailable("fine-tuning the encoder needs peft", hint="pip install 'assay[ml]'") from e
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     rng = np.random.default_rng(config.seed)
