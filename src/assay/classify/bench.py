@@ -92,7 +92,7 @@ def _with_precision(clf, precision: str):  # type: ignore[no-untyped-def]
 
     from assay.classify.encoder import get_encoder
 
-    encoder = get_encoder(max_tokens=clf.max_tokens, precision=precision)
+    encoder = get_encoder(max_tokens=clf.max_tokens, precision=precision, adapter=clf.adapter)
     twin = replace(clf)
     twin.embed = lambda texts, batch_size=128: encoder.encode(texts, batch_size=batch_size)  # type: ignore[method-assign]
     return twin
@@ -147,7 +147,7 @@ def run(quick: bool = False) -> BenchResult:
     per_cpu_s: dict[str, float] = {}
     for name in HEAD_NAMES:
         clf, fp32, texts = served_by[name], fp32_by[name], texts_by_family[name]
-        encoder = get_encoder(max_tokens=clf.max_tokens)
+        encoder = get_encoder(max_tokens=clf.max_tokens, adapter=clf.adapter)
         if encoder.backend == "onnx":  # word pieces the encoder reads (after the cut, before padding)
             tokens[name] = round(float(np.mean([sum(e.attention_mask) for e in encoder._tokenizer.encode_batch(clf.prepare(texts))])), 1)
         n = len(texts)

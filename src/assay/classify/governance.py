@@ -120,7 +120,10 @@ def register(doc: dict[str, Any], out_dir: Path | str, *, store: Any | None = No
     datasets = [_dataset(store, registry, actor, ds) for ds in source_datasets(doc)]
     if not datasets:
         raise BadInput(f"{name}: the metrics document lists no data files from known datasets; nothing to trace lineage to")
-    files = registry.file_manifest(out_dir, [f.format(name=name) for f in MODEL_FILES])
+    model_files = [f.format(name=name) for f in MODEL_FILES]
+    if doc.get("finetune"):  # a head on a fine-tuned encoder: its LoRA adapter is part of the model
+        model_files.append(f"{name}.adapter.npz")
+    files = registry.file_manifest(out_dir, model_files)
     model_name = f"classifier-{name}"
     model = registry.latest(store, f"model:{model_name}")
     if model is None or model["content_hash"] != registry.manifest_hash(files):
@@ -130,7 +133,7 @@ def register(doc: dict[str, Any], out_dir: Path | str, *, store: Any | None = No
             name=model_name,
             files=files,
             uri=str(out_dir.resolve()),
-            framework=f"scikit-learn head on {doc['encoder']}, {doc['calibration']} calibration",
+            framework=f"scikit-learn head on {doc['encoder']}{' (LoRA fine-tuned)' if doc.get('finetune') else ''}, {doc['calibration']} calibration",
             trained_on=[d["id"] for d in datasets],
             training_run=f"classify-train-{name}",
             purposes=list(MODEL_PURPOSES),

@@ -5,7 +5,10 @@ A head is a small feed-forward network on the MiniLM embedding, stored as plain 
 threshold, calibration, training record). Inference is numpy matrix products; the encoder is the
 only heavy part. ``version`` is ``<name>@sha256:<hex>`` where the hash covers the arrays' names,
 dtypes, shapes and bytes (not the zip container, whose timestamps change on every save), so a
-retrain with the same seed and data reproduces the same version.
+retrain with the same seed and data reproduces the same version. A head on a fine-tuned encoder
+(``hate``) also has ``models/<name>.adapter.npz`` (a LoRA adapter, :mod:`assay.classify.finetune`);
+its arrays are part of the version's hash, and a file that does not match its recorded hash is
+refused at load.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from assay.errors import BadInput
+
+if TYPE_CHECKING:
+    from assay.classify.finetune import Adapter
 
 MODELS_DIR = Path(__file__).parent / "models"
 HEAD_NAMES = ("toxicity", "hate", "offensive", "harmful_response", "refusal", "prompt_injection")
@@ -34,6 +41,14 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
         digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         digest.update(a.tobytes())
     return digest.hexdigest()
+
+
+def classifier_sha256(head_arrays: dict[str, np.ndarray], adapter: Adapter | None = None) -> str:
+    """The version hash: the head's arrays, and the adapter's (prefixed ``adapter/``) when the
+    head sits on a fine-tuned encoder."""
+    if adapter is None:
+        return arrays_sha256(head_arrays)
+    return arrays_sha256({**head_arrays, **{f"adapter/{k}": v for k, v in adapter.arrays.items()}})
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -106,6 +121,7 @@ class Classifier:
     max_tokens: int = 128  # word pieces the encoder reads
     normalise: bool = True  # switch off only to measure what normalisation buys
     features: tuple[str, ...] = ()  # extra input features beside the embedding (see FEATURES)
+    adapter: Adapter | None = None  # LoRA adapter of a fine-tuned encoder (None: the packaged MiniLM)
 
     @property
     def version(self) -> str:
@@ -122,10 +138,16 @@ class Classifier:
             out.append(norm.normalise(text, social=self.social) if self.normalise else norm.light(text, social=self.social))
         return out
 
+    @property
+    def encoder_key(self) -> tuple[int, str]:
+        """What makes this head's embeddings: the cut and the adapter (heads with equal keys can
+        share one encoding of a text; heads with different keys must not)."""
+        return (self.max_tokens, self.adapter.sha256 if self.adapter is not None else "")
+
     def embed(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
         from assay.classify.encoder import get_encoder
 
-        return get_encoder(max_tokens=self.max_tokens).encode(texts, batch_size=batch_size)
+        return get_encoder(max_tokens=self.max_tokens, adapter=self.adapter).encode(texts, batch_size=batch_size)
 
     def inputs(self, embeddings: np.ndarray, prepared: list[str]) -> np.ndarray:
         """The head's input: the embedding, then this head's extra features of the same texts."""
@@ -190,18 +212,19 @@ def feature_matrix(names: tuple[str, ...] | list[str], prepared: list[str]) -> n
 
 def score_many(classifiers: dict[str, Classifier], texts: list[str], batch_size: int = 128) -> dict[str, np.ndarray]:
     """Every classifier's calibrated scores for the same texts, encoding each text once per
-    distinct (normalisation, cut) rather than once per classifier: toxicity, hate and offensive
-    share one encoding, refusal and harmful_response another. Equal to calling each
-    ``clf.score(texts)`` (tested)."""
+    distinct (normalisation, encoder) rather than once per classifier, where the encoder is the
+    cut and the adapter (``Classifier.encoder_key``): toxicity and offensive share one encoding,
+    refusal and harmful_response another, hate (fine-tuned encoder) has its own. Equal to calling
+    each ``clf.score(texts)`` (tested)."""
     if isinstance(texts, str):
         raise BadInput("score_many expects a list of texts, got one str")
     texts = list(texts)
-    groups: dict[tuple[bool, bool, int], list[str]] = {}
+    groups: dict[tuple[bool, bool, tuple[int, str]], list[str]] = {}
     for name, clf in classifiers.items():
-        groups.setdefault((clf.social, clf.normalise, clf.max_tokens), []).append(name)
+        groups.setdefault((clf.social, clf.normalise, clf.encoder_key), []).append(name)
     prepared_by: dict[tuple[bool, bool], list[str]] = {}
     out: dict[str, np.ndarray] = {}
-    for (social, normalise, _cut), names in groups.items():
+    for (social, normalise, _encoder), names in groups.items():
         first = classifiers[names[0]]
         if (social, normalise) not in prepared_by:
             prepared_by[(social, normalise)] = first.prepare(texts)
@@ -232,9 +255,17 @@ def load_head_classifier(name: str, models_dir: Path = MODELS_DIR) -> Classifier
     weights_path = models_dir / f"{name}.npz"
     with np.load(weights_path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    sha = arrays_sha256(arrays)
-    if config.get("weights_sha256") and config["weights_sha256"] != sha:
+    head_sha = arrays_sha256(arrays)
+    if config.get("weights_sha256") and config["weights_sha256"] != head_sha:
         raise BadInput(f"{weights_path}: weights do not match the sha256 in {name}.json (file changed or corrupt)")
+    adapter = None
+    if config.get("adapter"):
+        from assay.classify.finetune import load_adapter
+
+        if not config.get("adapter_sha256"):
+            raise BadInput(f"{models_dir / (name + '.json')}: names an adapter but records no adapter_sha256")
+        adapter = load_adapter(models_dir / config["adapter"], config["adapter_sha256"])
+    sha = classifier_sha256(arrays, adapter)
     return Classifier(
         name=name,
         head=Head.from_arrays(arrays, config["calibration"]),
@@ -245,4 +276,5 @@ def load_head_classifier(name: str, models_dir: Path = MODELS_DIR) -> Classifier
         config=config,
         max_tokens=int(config.get("max_tokens", 128)),
         features=tuple(config.get("features", ())),
+        adapter=adapter,
     )

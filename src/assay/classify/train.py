@@ -4,6 +4,11 @@ what normalisation buys on obfuscated test texts, and write the weights, metrics
 
 Everything is seeded (split hash, scikit-learn ``random_state``, bootstrap, obfuscation), so a
 re-run on the same data writes the same weights (same ``version``).
+
+A head named in ``finetune.FINETUNE_FOR`` (``hate``) first fine-tunes the encoder with LoRA
+(:mod:`assay.classify.finetune`); every embedding of that run (training, validation, test, the
+int8 check, obfuscation) then comes from the fine-tuned encoder, and the adapter is saved beside
+the head. Seeded torch training on CPU: a re-run on the same machine gives the same adapter.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import numpy as np
 
 from assay.classify import metrics as M
 from assay.classify.baselines import BASELINES, BASELINES_FOR
-from assay.classify.model import HEAD_NAMES, MODELS_DIR, PAIR_HEAD_NAMES, Head, arrays_sha256
+from assay.classify.finetune import FINETUNE_FOR, Adapter, FinetuneConfig
+from assay.classify.model import (
+    HEAD_NAMES,
+    MODELS_DIR,
+    PAIR_HEAD_NAMES,
+    Head,
+    arrays_sha256,
+    classifier_sha256,
+)
 from assay.classify.obfuscate import KINDS, obfuscate
 from assay.classify.tasks import SEED, TaskData, load_task
 from assay.config import settings
@@ -63,14 +76,18 @@ def head_input(name: str, x: np.ndarray, prepared: list[str]) -> np.ndarray:
 def max_tokens_for(name: str) -> int:
     from assay.classify.encoder import MAX_TOKENS
 
+    if name in FINETUNE_FOR:
+        return FINETUNE_FOR[name].max_tokens
     return MAX_TOKENS_FOR.get(name, MAX_TOKENS)
 
 
-def _embed(texts: list[str], progress: Progress | None, what: str, max_tokens: int | None = None, precision: str = "fp32") -> np.ndarray:
-    """Embeddings through the cache; heads are trained on ``fp32`` (the reference encoder)."""
+def _embed(texts: list[str], progress: Progress | None, what: str, max_tokens: int | None = None, precision: str = "fp32",
+           adapter: Adapter | None = None) -> np.ndarray:
+    """Embeddings through the cache; heads are trained on ``fp32`` (the reference encoder).
+    ``adapter``: the fine-tuned encoder's LoRA adapter (its hash is part of the cache key)."""
     from assay.classify.encoder import MAX_TOKENS, EmbeddingCache, get_encoder
 
-    cache = EmbeddingCache(get_encoder(max_tokens=max_tokens or MAX_TOKENS, precision=precision))
+    cache = EmbeddingCache(get_encoder(max_tokens=max_tokens or MAX_TOKENS, precision=precision, adapter=adapter))
     done = [0]
     started = time.perf_counter()
 
@@ -159,20 +176,21 @@ def _subsample(task: TaskData, limit: int, seed: int) -> TaskData:
 
 
 def _manifest(files: list[Path]) -> dict[str, str]:
+    """sha256 per data file, named relative to the data directory, or for the project's own
+    labelled files relative to the repository (``src/assay/...``), never by an absolute path."""
     from assay.data import manifest
 
     root = settings().data_dir
-    package = Path(__file__).resolve().parents[1]  # src/assay: the project's own labelled files
+    package = Path(__file__).resolve().parents[1]  # src/assay
     out = {}
     for path, digest in manifest(files).items():
-        p = Path(path).resolve()
-        if p.is_relative_to(root.resolve()):
-            key = str(p.relative_to(root.resolve()))
-        elif p.is_relative_to(package):
-            key = str(Path("assay") / p.relative_to(package))  # not the checkout's absolute path
+        p = Path(path)
+        if p.is_relative_to(root):
+            out[str(p.relative_to(root))] = digest
+        elif p.resolve().is_relative_to(package):
+            out[str(Path("src") / "assay" / p.resolve().relative_to(package))] = digest
         else:
-            key = str(p)
-        out[key] = digest
+            out[str(p)] = digest
     return out
 
 
@@ -255,8 +273,10 @@ def train_head(
     seed: int = SEED,
     progress: Progress | None = None,
     n_bootstrap: int = M.N_BOOTSTRAP,
+    finetune_config: FinetuneConfig | None = None,
 ) -> dict:
-    """Train, calibrate, evaluate and save one head classifier; returns its metrics document."""
+    """Train, calibrate, evaluate and save one head classifier; returns its metrics document.
+    ``finetune_config`` overrides ``FINETUNE_FOR[name]`` (to compare recipes on validation)."""
     from assay.classify import normalise as norm
     from assay.classify.encoder import encoder_id
 
@@ -266,8 +286,17 @@ def train_head(
         task = _subsample(task, limit, seed)
     prepared = [norm.normalise(t, social=task.social) for t in task.texts]
     _say(progress, f"{name}: {len(prepared)} texts ({int(task.label.sum())} positive)")
-    x = head_input(name, _embed(prepared, progress, name, max_tokens_for(name)), prepared)
+    config = finetune_config or FINETUNE_FOR.get(name)
+    adapter, finetune_record, cut = None, None, max_tokens_for(name)
     tr, va, te = task.subset("train"), task.subset("val"), task.subset("test")
+    if config is not None:
+        from assay.classify.finetune import finetune, heldout_mask
+
+        cut = config.max_tokens
+        adapter, finetune_record = finetune(task, prepared, config, progress)
+        heldout = heldout_mask([s.split(":")[0] for s in task.source], task.texts)
+        tr = tr[~heldout[tr]]  # held-out contrast templates: never trained on, by adapter or head
+    x = head_input(name, _embed(prepared, progress, name, cut, adapter=adapter), prepared)
     _say(progress, f"{name}: fitting heads on {len(tr)} training rows")
     fit = fit_head(x[tr], task.target[tr], task.weight[tr], x[va], task.label[va], seed)
     head, threshold, chosen, val_auroc, method = fit.head, fit.threshold, fit.chosen, fit.val_auroc, fit.head.calibration
@@ -299,13 +328,13 @@ def train_head(
             by_source[source] = entry
 
     arrays = head.arrays()
-    sha = arrays_sha256(arrays)
+    sha = classifier_sha256(arrays, adapter)
     doc: dict = {
         "classifier": name,
         "version": f"{name}@sha256:{sha}",
         "description": DESCRIPTIONS[name],
-        "encoder": encoder_id(max_tokens_for(name)),
-        "max_tokens": max_tokens_for(name),
+        "encoder": encoder_id(cut, adapter=adapter),
+        "max_tokens": cut,
         "head": {"chosen": chosen, "validation_auroc": {k: round(float(v), 4) for k, v in val_auroc.items()}},
         "calibration": method,
         "threshold": round(threshold, 6),
@@ -319,16 +348,43 @@ def train_head(
         "data": _manifest(task.files),
         "limit": limit,
     }
+    if adapter is not None:
+        doc["finetune"] = {**(finetune_record or {}), "adapter_sha256": adapter.sha256, "head_sha256": arrays_sha256(arrays),
+                           "validation": finetune_validation(task, x, head, threshold, va, heldout)}
 
     if not limit:
         _say(progress, f"{name}: extra checks and obfuscation effect")
         doc["checks"] = _checks(name, head, threshold, progress)
-        doc["obfuscation"] = _obfuscation_for(name, task, te, head, threshold, progress, seed)
+        doc["obfuscation"] = _obfuscation_for(name, task, te, head, threshold, progress, seed, adapter)
     _say(progress, f"{name}: test metrics again with the int8 encoder it serves with")
-    doc["test_int8"] = int8_check(name, head, threshold, task, te, progress, n_bootstrap, fp32_scores=test_scores)
+    doc["test_int8"] = int8_check(name, head, threshold, task, te, progress, n_bootstrap, fp32_scores=test_scores, adapter=adapter)
     doc["train_seconds"] = round(time.perf_counter() - started, 1)
-    _save(name, out_dir, arrays, sha, doc, task, method, threshold)
+    _save(name, out_dir, arrays, sha, doc, task, method, threshold, adapter)
     return doc
+
+
+def finetune_validation(task: TaskData, x: np.ndarray, head: Head, threshold: float, va: np.ndarray, heldout: np.ndarray) -> dict:
+    """The figures fine-tuning recipes are chosen on (never the functional test suite):
+    validation AUROC on Davidson + ToxiGen rows, and accuracy on the contrast cases of held-out
+    templates (every split: no row of those templates was trained on)."""
+    from assay.classify.finetune import contrast_template
+
+    scores = head.calibrate(head.logits(x))
+    sources = np.asarray([s.split(":")[0] for s in task.source])
+    public = va[np.isin(sources[va], ("davidson", "toxigen"))]
+    held = np.flatnonzero(heldout)
+    correct = (scores[held] >= threshold) == task.label[held]
+    return {
+        "val_auroc": round(float(M._auroc(task.label[va], scores[va])), 4),
+        "val_auroc_davidson_toxigen": round(float(M._auroc(task.label[public], scores[public])), 4),
+        "heldout_templates": {
+            "templates": len({contrast_template(task.texts[i]) for i in held}),
+            "n": len(held),
+            "accuracy": round(float(correct.mean()), 4) if len(held) else None,
+            "accuracy_hate": round(float(correct[task.label[held]].mean()), 4) if task.label[held].any() else None,
+            "accuracy_not_hate": round(float(correct[~task.label[held]].mean()), 4) if (~task.label[held]).any() else None,
+        },
+    }
 
 
 def int8_check(
@@ -340,6 +396,7 @@ def int8_check(
     progress: Progress | None,
     n_bootstrap: int,
     fp32_scores: np.ndarray | None = None,
+    adapter: Adapter | None = None,
 ) -> dict:
     """The test-split metrics of the head when the encoder runs int8 (how it serves), beside
     how far its scores are from the fp32 ones it was trained and calibrated on."""
@@ -357,14 +414,14 @@ def int8_check(
         out = np.zeros(len(te))
         if keep:
             kept = [prepared[j] for j in keep]
-            x = head_input(name, _embed(kept, progress, f"{name} test ({precision})", max_tokens_for(name), precision), kept)
+            x = head_input(name, _embed(kept, progress, f"{name} test ({precision})", max_tokens_for(name), precision, adapter), kept)
             out[keep] = head.calibrate(head.logits(x))
         scores[precision] = out
     labels = task.label[te]
     metrics = M.evaluate(labels, {"model": (scores["int8"], threshold)}, n_bootstrap=n_bootstrap)["model"]
     metrics["ece"] = round(M.expected_calibration_error(labels, scores["int8"]), 4)
     return {
-        "encoder": encoder_id(max_tokens_for(name), "int8"),
+        "encoder": encoder_id(max_tokens_for(name), "int8", adapter),
         "metrics": metrics,
         "agreement_with_fp32": agreement(scores["int8"], scores["fp32"], threshold),
     }
@@ -385,13 +442,14 @@ def recheck_int8(name: str, out_dir: Path = MODELS_DIR, progress: Progress | Non
     if doc.get("limit"):
         task = _subsample(task, doc["limit"], doc["seed"])
     te = task.subset("test")
-    doc["test_int8"] = int8_check(name, clf.head, clf.threshold, task, te, progress, n_bootstrap)
+    doc["test_int8"] = int8_check(name, clf.head, clf.threshold, task, te, progress, n_bootstrap, adapter=clf.adapter)
     path.write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
     (out_dir / f"{name}.md").write_text(model_card(doc), encoding="utf-8")
     return doc
 
 
-def _score_fn(head: Head, social: bool, normalised: bool, progress: Progress | None, what: str, max_tokens: int) -> Callable[[list[str]], np.ndarray]:
+def _score_fn(head: Head, social: bool, normalised: bool, progress: Progress | None, what: str, max_tokens: int,
+              adapter: Adapter | None = None) -> Callable[[list[str]], np.ndarray]:
     from assay.classify import normalise as norm
 
     def score(texts: list[str]) -> np.ndarray:
@@ -399,7 +457,7 @@ def _score_fn(head: Head, social: bool, normalised: bool, progress: Progress | N
         out = np.zeros(len(prepared))
         keep = [i for i, t in enumerate(prepared) if t]
         if keep:
-            x = _embed([prepared[i] for i in keep], progress, what, max_tokens)
+            x = _embed([prepared[i] for i in keep], progress, what, max_tokens, adapter=adapter)
             out[keep] = head.calibrate(head.logits(x))
         return out
 
@@ -412,7 +470,8 @@ def hash_of(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _obfuscation_for(name: str, task: TaskData, te: np.ndarray, head: Head, threshold: float, progress: Progress | None, seed: int) -> dict:
+def _obfuscation_for(name: str, task: TaskData, te: np.ndarray, head: Head, threshold: float, progress: Progress | None, seed: int,
+                     adapter: Adapter | None = None) -> dict:
     if name in ("harmful_response", "refusal"):
         return {"skipped": "obfuscation targets content and input filters; response classifiers are not evaded by their own model"}
     # The same pool for toxicity, hate and offensive (up to k test texts per stratum, chosen by
@@ -426,8 +485,8 @@ def _obfuscation_for(name: str, task: TaskData, te: np.ndarray, head: Head, thre
     pos = [task.texts[i] for i in pool if task.label[i]]
     neg = [task.texts[i] for i in pool if not task.label[i]]
     result = obfuscation_effect(
-        _score_fn(head, task.social, True, progress, f"{name} obfuscated", max_tokens_for(name)),
-        _score_fn(head, task.social, False, progress, f"{name} obfuscated", max_tokens_for(name)),
+        _score_fn(head, task.social, True, progress, f"{name} obfuscated", max_tokens_for(name), adapter),
+        _score_fn(head, task.social, False, progress, f"{name} obfuscated", max_tokens_for(name), adapter),
         pos,
         neg,
         threshold,
@@ -519,11 +578,18 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: TaskData, method: str, threshold: float) -> None:
+def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: TaskData, method: str, threshold: float,
+          adapter: Adapter | None = None) -> None:
     from assay.classify.card import model_card
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_npz(out_dir / f"{name}.npz", arrays)
+    weights = {f"{name}.npz": arrays_sha256(arrays)}
+    if adapter is not None:
+        save_npz(out_dir / f"{name}.adapter.npz", adapter.arrays)
+        weights[f"{name}.adapter.npz"] = adapter.sha256
+    else:
+        (out_dir / f"{name}.adapter.npz").unlink(missing_ok=True)
     config = {
         "name": name,
         "description": DESCRIPTIONS[name],
@@ -533,15 +599,18 @@ def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: Tas
         "social": task.social,
         "max_tokens": doc["max_tokens"],
         "features": list(FEATURES_FOR.get(name, ())),
-        "weights_sha256": sha,
+        "weights_sha256": arrays_sha256(arrays),
         "head": doc["head"]["chosen"],
         "seed": doc["seed"],
         "data": doc["data"],
     }
+    if adapter is not None:
+        config["adapter"] = f"{name}.adapter.npz"
+        config["adapter_sha256"] = adapter.sha256
     (out_dir / f"{name}.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out_dir / f"{name}.metrics.json").write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
     (out_dir / f"{name}.md").write_text(model_card(doc), encoding="utf-8")
-    training_runlog(name, doc, out_dir, {f"{name}.npz": sha})
+    training_runlog(name, doc, out_dir, weights)
 
 
 def _test_metrics(doc: dict) -> dict[str, dict]:
