@@ -61,7 +61,8 @@ def select_prompts() -> list[dict[str, object]]:
     for line in (HERE / "harmless_prompts.txt").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             kind, prompt = line.split("\t", 1)
-            rows.append({"prompt": prompt.strip(), "prompt_source": f"handwritten_{kind}"})
+            if prompt.strip() not in done:
+                rows.append({"prompt": prompt.strip(), "prompt_source": f"handwritten_{kind}"})
     for source, n in MITIGATED.items():
         chosen = sorted((r for r in rows if r["prompt_source"] == source), key=lambda r: _rank(str(r["prompt"])))[:n]
         for r in chosen:
