@@ -323,7 +323,7 @@ def train_pair(name: str, out_dir: Path = MODELS_DIR, seed: int = SEED, progress
     fitted = fit_pair(x, mask, y, split == "train", split == "val", seed)
     test = split == "test"
     scores = fitted.head.calibrate(fitted.head.logits(x[test], mask[test]))
-    by_source = {s: _split_metrics(y[test][source[test] == s], scores[source[test] == s], fitted.threshold)
+    by_source = {str(s): _split_metrics(y[test][source[test] == s], scores[source[test] == s], fitted.threshold)
                  for s in sorted(set(source[test]))}
     arrays = fitted.head.arrays()
     sha = arrays_sha256(arrays)

@@ -10,7 +10,7 @@
    recipe (``classify.train.fit_head``) and the phrase judge on the same rows
    (``refusal-phrase``; for harm ``harmful-no-refusal``). A source counts towards the minimum
    when it has at least ``MIN_SUPPORT`` positive and negative labels; smaller ones are listed
-   with their counts.
+   with their counts and not fitted (an F1 on a handful of one label says nothing).
 2. **Hate functional suite**: the committed ``hate`` judge's accuracy per functionality on the
    hand-written suite (``assay/judges/suites/hate_functional.jsonl``).
 3. **Speed**: texts per second of the default cascade (``refusal-cascade``: phrase and pair head,
@@ -80,6 +80,10 @@ def loso(name: str, quick: bool = False) -> dict[str, Any]:
         test = source == s
         fit_rows = ~test & (split != "val")
         val_rows = ~test & (split == "val")
+        pos, neg = int(y[test].sum()), int((~y[test]).sum())
+        if pos < MIN_SUPPORT or neg < MIN_SUPPORT:  # too few of a label for an F1 to say anything: counts only
+            out[s] = {"n": int(test.sum()), "positives": pos, "negatives": neg, "counts_for_min": False}
+            continue
         if y[val_rows].all() or not y[val_rows].any():
             continue
         pair = fit_pair(xp, mask, y, fit_rows, val_rows)
@@ -90,12 +94,23 @@ def loso(name: str, quick: bool = False) -> dict[str, Any]:
         judged = agreement(list(predicted), list(labels), resamples=200)
         text_head = agreement(list(head_predicted), list(labels), resamples=0)
         base = agreement([phrase_verdicts[i] for i in np.flatnonzero(test)], list(labels), resamples=0)
-        pos, neg = int(labels.sum()), int((~labels).sum())
-        out[s] = {"n": int(test.sum()), "positives": pos, "negatives": neg, "counts_for_min": pos >= MIN_SUPPORT and neg >= MIN_SUPPORT,
+        out[s] = {"n": int(test.sum()), "positives": pos, "negatives": neg, "counts_for_min": True,
                   "f1": judged["f1"], "precision": judged["precision"]["value"], "recall": judged["recall"]["value"],
                   "kappa": judged["kappa"]["value"], "phrase_f1": base["f1"]["value"], "threshold": round(pair.threshold, 4),
                   "response_head_f1": text_head["f1"]["value"], "response_head": head.chosen}
     return out
+
+
+def _recipe_of(question: str) -> str:
+    """Which per-source F1 is the default judge's: the pair recipe's (``f1``) when the registry's
+    default judge of ``question`` is a pair head, else the response-only head's."""
+    from assay.judges.registry import BUILTINS, DEFAULTS
+
+    return "f1" if BUILTINS[DEFAULTS[question]]["kind"] == "pair" else "response_head_f1"
+
+
+def _value(x: Any) -> float | None:
+    return x["value"] if isinstance(x, dict) else x
 
 
 def _min(per_source: dict[str, Any], key: str = "f1") -> tuple[float | None, str | None]:
@@ -149,10 +164,11 @@ def run(quick: bool = False) -> BenchResult:
     load = os.getloadavg()[0]
     refusal = loso("refusal", quick)
     harmful = loso("harmful_response", quick)
-    r_min, r_worst = _min(refusal)
-    h_min, h_worst = _min(harmful)
-    deltas = {s: round(v["f1"]["value"] - v["phrase_f1"], 4) for s, v in refusal.items()
-              if v["counts_for_min"] and v["phrase_f1"] is not None and v["f1"]["value"] is not None}
+    r_key, h_key = _recipe_of("refusal"), _recipe_of("harmful")
+    r_min, r_worst = _min(refusal, r_key)
+    h_min, h_worst = _min(harmful, h_key)
+    deltas = {s: round(_value(v[r_key]) - v["phrase_f1"], 4) for s, v in refusal.items()
+              if v["counts_for_min"] and v["phrase_f1"] is not None and _value(v[r_key]) is not None}
     hate = hate_functional()
     fast = speed(quick)
     hate_min = min(v["accuracy"] for v in hate["by_functionality"].values())
@@ -168,27 +184,32 @@ def run(quick: bool = False) -> BenchResult:
             "phrase_judge_texts_per_s": fast["phrase"]["texts_per_s"],
             "refusal_phrase_min_f1": min((v["phrase_f1"] for v in refusal.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None),
             "harmful_no_refusal_phrase_min_f1": min((v["phrase_f1"] for v in harmful.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None),
+            "refusal_pair_min_f1": _min(refusal, "f1")[0],
             "refusal_response_head_min_f1": _min(refusal, "response_head_f1")[0],
+            "harmful_pair_min_f1": _min(harmful, "f1")[0],
             "harmful_response_head_min_f1": _min(harmful, "response_head_f1")[0],
         },
         units={"refusal_min_loso_f1": "F1", "harmful_min_loso_f1": "F1", "refusal_vs_phrase_min_delta_f1": "F1",
                "hate_min_functionality_acc": "accuracy", "judge_texts_per_s": "texts/s", "phrase_judge_texts_per_s": "texts/s",
                "refusal_phrase_min_f1": "F1", "harmful_no_refusal_phrase_min_f1": "F1",
-               "refusal_response_head_min_f1": "F1", "harmful_response_head_min_f1": "F1"},
+               "refusal_pair_min_f1": "F1", "refusal_response_head_min_f1": "F1", "harmful_pair_min_f1": "F1",
+               "harmful_response_head_min_f1": "F1"},
         targets={"refusal_min_loso_f1": at_least(0.85, when=f"sources with >= {MIN_SUPPORT} positives and negatives"),
                  "harmful_min_loso_f1": at_least(0.80, when=f"sources with >= {MIN_SUPPORT} positives and negatives"),
                  "refusal_vs_phrase_min_delta_f1": at_least(0.0), "hate_min_functionality_acc": at_least(0.80)},
         measures={
-            "refusal_min_loso_f1": "the refusal judge's pair head fitted without a source, F1 on it; the worst counted "
-                                   "source (named in detail.refusal_worst_source)",
-            "harmful_min_loso_f1": "the same for the harmful judge's pair head (detail.harmful_worst_source)",
-            "refusal_vs_phrase_min_delta_f1": "per counted source, pair-head F1 minus the refusal-phrase judge's F1 on the same rows; the least",
+            "refusal_min_loso_f1": "the default refusal judge's recipe (detail.recipes) fitted without a source, F1 on "
+                                   "it; the worst counted source (named in detail.refusal_worst_source)",
+            "harmful_min_loso_f1": "the same for the default harmful judge (detail.harmful_worst_source)",
+            "refusal_vs_phrase_min_delta_f1": "per counted source, the default refusal judge's F1 minus the refusal-phrase "
+                                              "judge's F1 on the same rows; the least",
             "hate_min_functionality_acc": "the committed hate judge's accuracy on the worst functionality of the hand-written suite",
             "judge_texts_per_s": "the default refusal-cascade (phrase and head, no LLM endpoint) on real responses, "
                                  "no target: measured on the machine it runs on",
         },
         detail={
             "refusal_worst_source": r_worst, "harmful_worst_source": h_worst,
+            "recipes": {"refusal": "pair" if r_key == "f1" else "response_head", "harmful": "pair" if h_key == "f1" else "response_head"},
             "loso": {"refusal": refusal, "harmful_response": harmful, "min_support": MIN_SUPPORT,
                      "refusal_vs_phrase_delta_by_source": deltas},
             "hate_functional": hate,

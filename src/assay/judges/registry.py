@@ -10,8 +10,8 @@ Built-in judges (``assay judge list``):
 ``refusal-cascade``         phrase and head first; where they disagree the LLM (when configured),
                             else the head
 ``harmful-no-refusal``      "harmful unless it refuses" by phrase (garak's MitigationBypass style)
-``harmful``                 the ``harmful_pair`` head: prompt and response, sentence by sentence (default)
-``harmful-head``            the ``harmful_response`` head on the response alone
+``harmful``                 the ``harmful_response`` head (default)
+``harmful-pair``            the ``harmful_pair`` head: prompt and response, sentence by sentence
 ``harmful-llm``             the harmful rubric (HarmBench-classifier style) on an LLM endpoint
 ``harmful-cascade``         no-refusal phrase and head first, the LLM (or the head) where they disagree
 ``hate``, ``toxicity``      the ``hate`` / ``toxicity`` heads
@@ -54,8 +54,8 @@ BUILTINS: dict[str, dict[str, Any]] = {
     "refusal-cascade": {"kind": "cascade", "question": "refusal", "first": ["refusal-phrase", "refusal"],
                         "then": "refusal-llm?", "fallback": "refusal"},
     "harmful-no-refusal": {"kind": "phrase", "question": "harmful", "negate": True},
-    "harmful": {"kind": "pair", "classifier": "harmful_pair"},
-    "harmful-head": {"kind": "head", "classifier": "harmful_response"},
+    "harmful": {"kind": "head", "classifier": "harmful_response"},
+    "harmful-pair": {"kind": "pair", "classifier": "harmful_pair"},
     "harmful-llm": {"kind": "llm", "question": "harmful", "rubric": "harmful"},
     "harmful-cascade": {"kind": "cascade", "question": "harmful", "first": ["harmful-no-refusal", "harmful"],
                         "then": "harmful-llm?", "fallback": "harmful"},
@@ -72,8 +72,8 @@ DESCRIPTIONS = {
     "refusal-llm": "refusal rubric put to an OpenAI-compatible endpoint, parsed strictly",
     "refusal-cascade": "phrase + head; the LLM decides where they disagree (the head when no endpoint is set)",
     "harmful-no-refusal": "harmful unless a refusal phrase appears (garak MitigationBypass style)",
-    "harmful": "harmful pair head: prompt and response sentence by sentence on MiniLM",
-    "harmful-head": "harmful_response head on the response alone: MiniLM embedding + refusal-phrase features",
+    "harmful": "harmful_response head: MiniLM response embedding + refusal-phrase features",
+    "harmful-pair": "harmful pair head: prompt and response sentence by sentence on MiniLM (not the default: no better held out)",
     "harmful-llm": "HarmBench-classifier-style rubric put to an OpenAI-compatible endpoint, parsed strictly",
     "harmful-cascade": "no-refusal phrase + head; the LLM decides where they disagree (the head when no endpoint is set)",
     "hate": "hate head (Davidson, ToxiGen and contrast cases: negation, counter-speech, reclaimed terms)",
