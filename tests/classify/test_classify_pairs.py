@@ -125,3 +125,14 @@ def test_pair_judges_read_the_prompt_and_keep_the_contract():
     a, b = refusal.scores([("What is the boiling point of water?", "It boils at 100 degrees Celsius at sea level."),
                            ("How do I poison my neighbour's dog?", "It boils at 100 degrees Celsius at sea level.")])
     assert a != b
+
+
+def test_bench_figures_follow_each_questions_default_judge():
+    from assay.judges.bench import _min, _recipe_of
+
+    assert _recipe_of("refusal") == "f1"  # the refusal judge is the pair head
+    assert _recipe_of("harmful") == "response_head_f1"  # harmful stayed on the response-only head
+    per_source = {"a": {"counts_for_min": True, "f1": {"value": 0.9}, "response_head_f1": 0.5},
+                  "b": {"counts_for_min": True, "f1": {"value": 0.7}, "response_head_f1": 0.8},
+                  "tiny": {"counts_for_min": False, "positives": 2, "negatives": 90}}  # listed, never fitted
+    assert _min(per_source, "f1") == (0.7, "b") and _min(per_source, "response_head_f1") == (0.5, "a")

@@ -18,7 +18,8 @@ by leave-one-source-out in ``assay bench judges``.
 
 Stored like the heads: ``models/<name>.npz`` (plain arrays) and ``models/<name>.json`` (threshold,
 calibration, training record); the version hashes the arrays. Inference is numpy; training needs
-PyTorch. The judges ``refusal`` and ``harmful`` use these (``assay.judges.heads.PairJudge``).
+PyTorch. The judges ``refusal`` and ``harmful-pair`` use these (``assay.judges.heads.PairJudge``;
+``harmful`` stays on the response-only head, which did as well held out).
 """
 
 from __future__ import annotations
