@@ -1,14 +1,17 @@
 """``assay bench judges``: do the judges generalise, and how fast is the default one?
 
-1. **Leave one source out** for the ``refusal`` and ``harmful`` judges' pair heads
-   (:mod:`assay.classify.pairs`: prompt and response, sentence by sentence): for each source
+1. **Leave one source out** for the pair heads (:mod:`assay.classify.pairs`: prompt and response,
+   sentence by sentence) and the response-only heads of refusal and harm: for each source
    (Do-Not-Answer per answering model; JailbreakBench per attack method and target model; the
    project's labelled SmolLM2 and mitigated-SmolLM2 answers; the hand-written hard cases), the
-   head is fitted on every *other* source with the recipe of ``assay classify train
+   pair head is fitted on every *other* source with the recipe of ``assay classify train
    refusal_pair|harmful_pair`` (``pairs.fit_pair``: calibration and threshold on the other
-   sources' validation split) and tested on the held-out source, beside the response-only head's
-   recipe (``classify.train.fit_head``) and the phrase judge on the same rows
-   (``refusal-phrase``; for harm ``harmful-no-refusal``). A source counts towards the minimum
+   sources' validation split), and so is the response-only head (``classify.train.fit_head``);
+   both are tested on the held-out source beside the phrase judge on the same rows
+   (``refusal-phrase``; for harm ``harmful-no-refusal``). Each figure is the recipe of that
+   question's default judge (``detail.recipes``: the pair head for refusal, the response-only head
+   for harm); the per-source ``f1`` with its bootstrap interval, precision, recall and kappa are the
+   pair head's, ``response_head_f1`` the other's. A source counts towards the minimum
    when it has at least ``MIN_SUPPORT`` positive and negative labels; smaller ones are listed
    with their counts and not fitted (an F1 on a handful of one label says nothing).
 2. **Hate functional suite**: the committed ``hate`` judge's accuracy per functionality on the
@@ -22,8 +25,8 @@ Figures (``BenchResult``): ``refusal_min_loso_f1`` (F1, target >= 0.85),
 (texts/s, no target). The worst sources are named in ``detail.refusal_worst_source`` and
 ``detail.harmful_worst_source``; per-source results under ``detail.loso``. Baseline:
 ``phrase_judge_texts_per_s``, ``refusal_phrase_min_f1``, ``harmful_no_refusal_phrase_min_f1``,
-``refusal_response_head_min_f1`` and ``harmful_response_head_min_f1`` (the response-only heads'
-recipe on the same held-out sources). Nothing here is tuned to these figures: the recipes and
+``refusal_pair_min_f1``, ``refusal_response_head_min_f1``, ``harmful_pair_min_f1`` and
+``harmful_response_head_min_f1`` (both recipes' worst held-out source, whichever is the figure). Nothing here is tuned to these figures: the recipes and
 their settings are those of ``assay classify train``.
 """
 
@@ -117,9 +120,8 @@ def _min(per_source: dict[str, Any], key: str = "f1") -> tuple[float | None, str
     counted = {s: v for s, v in per_source.items() if v["counts_for_min"]}
     if not counted:
         return None, None
-    worst = min(counted, key=lambda s: counted[s][key]["value"] if isinstance(counted[s][key], dict) else counted[s][key])
-    value = counted[worst][key]["value"] if isinstance(counted[worst][key], dict) else counted[worst][key]
-    return value, worst
+    worst = min(counted, key=lambda s: _value(counted[s][key]))
+    return _value(counted[worst][key]), worst
 
 
 def hate_functional() -> dict[str, Any]:
