@@ -1,12 +1,13 @@
-"""``assay classify train`` registers what it trained in the governance registry (a fresh
-SQLite store under the test's own ASSAY_HOME): the source dataset, the head's files by sha256
-with the training run from that dataset, and the test evaluation; training again with the same
-seed reuses them; ``--no-register`` registers nothing."""
+"""``assay classify train`` registers what it trained -- a response head or a pair head -- in the
+governance registry (a fresh SQLite store under the test's own ASSAY_HOME): the source dataset,
+the head's files by sha256 with the training run from that dataset, and the test evaluation;
+training again with the same seed reuses them; ``--no-register`` registers nothing."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 
 from assay.cli.main import main
@@ -61,11 +62,49 @@ def test_train_registers_datasets_head_and_evaluation_with_lineage(tmp_path):
         assert first_ids[1] in {a for a, _, _ in ancestry_edges(s, [newer.id])}
 
 
-def test_no_register_leaves_the_registry_empty(tmp_path):
+def test_pair_head_registers_with_the_same_lineage(tmp_path):
+    """A pair head goes through the same ``governance.register``: source dataset, its two files by
+    sha256, its test evaluation with intervals; training it again with the same seed and data
+    writes the same bytes and registers nothing new."""
+    from assay.govern.registry import ancestry_edges, asset_view, resolve, sha256_file
     from assay.store.schema import Asset
 
     out = tmp_path / "heads"
-    assert main(["classify", "train", "refusal", "--limit", "24", "--out-dir", str(out), "--no-register"]) == 0
+    assert main(["classify", "train", "refusal_pair", "--limit", "24", "--out-dir", str(out)]) == 0
+    doc = json.loads((out / "refusal_pair.json").read_text())
+    store = _store()
+    with store.session() as s:
+        model = asset_view(s, resolve(s, "model:classifier-refusal_pair"))
+        assert {f["path"]: f["sha256"] for f in model["files"]} == {
+            "refusal_pair.npz": sha256_file(out / "refusal_pair.npz"),
+            "refusal_pair.json": sha256_file(out / "refusal_pair.json"),
+        }
+        dataset = asset_view(s, resolve(s, "dataset:do_not_answer"))
+        assert (dataset["id"], model["id"]) in {(a, b) for a, b, _ in ancestry_edges(s, [model["id"]])}
+        evaluations = s.scalars(sa.select(Asset).where(Asset.kind == "evaluation", Asset.subject_id == model["id"])).all()
+        assert len(evaluations) == 1
+        result = evaluations[0].spec["result"]
+        assert result["target"] == doc["version"] == f"refusal_pair@sha256:{doc['weights_sha256']}"
+        assert result["suite"] == "classify-refusal_pair" and result["run_id"].endswith("-limit24")
+        assert result["metrics"]["f1"] == doc["test"]["model"]["f1"]["value"]
+        assert result["intervals"]["f1"] == doc["test"]["model"]["f1"]["ci95"]
+        assert result["n"]["f1"] == doc["split"]["test"]["n"]
+        first = (model["id"], evaluations[0].id, sha256_file(out / "refusal_pair.json"))
+
+    assert main(["classify", "train", "refusal_pair", "--limit", "24", "--out-dir", str(out)]) == 0
+    assert sha256_file(out / "refusal_pair.json") == first[2]
+    with store.session() as s:
+        assert resolve(s, "model:classifier-refusal_pair").id == first[0]
+        assert [e.id for e in s.scalars(sa.select(Asset).where(Asset.kind == "evaluation")).all()] == [first[1]]
+        assert len(s.scalars(sa.select(Asset).where(Asset.kind == "model")).all()) == 1
+
+
+@pytest.mark.parametrize("name", ["refusal", "refusal_pair"])
+def test_no_register_leaves_the_registry_empty(tmp_path, name):
+    from assay.store.schema import Asset
+
+    out = tmp_path / "heads"
+    assert main(["classify", "train", name, "--limit", "24", "--out-dir", str(out), "--no-register"]) == 0
     with _store().session() as s:
         assert s.scalars(sa.select(Asset)).all() == []
 

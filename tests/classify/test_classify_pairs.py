@@ -127,12 +127,31 @@ def test_pair_judges_read_the_prompt_and_keep_the_contract():
     assert a != b
 
 
-def test_bench_figures_follow_each_questions_default_judge():
-    from assay.judges.bench import _min, _recipe_of
+def test_limit_is_honoured_for_pair_heads_with_the_heads_meaning_and_unknown_options_raise(tmp_path, capsys):
+    from assay.classify.tasks import response_rows, split_of
+    from assay.classify.train import subsample_rows, train
+    from assay.cli.main import main
 
-    assert _recipe_of("refusal") == "f1"  # the refusal judge is the pair head
-    assert _recipe_of("harmful") == "response_head_f1"  # harmful stayed on the response-only head
-    per_source = {"a": {"counts_for_min": True, "f1": {"value": 0.9}, "response_head_f1": 0.5},
-                  "b": {"counts_for_min": True, "f1": {"value": 0.7}, "response_head_f1": 0.8},
-                  "tiny": {"counts_for_min": False, "positives": 2, "negatives": 90}}  # listed, never fitted
-    assert _min(per_source, "f1") == (0.7, "b") and _min(per_source, "response_head_f1") == (0.5, "a")
+    # the meaning of --limit, one place: at most that many rows per split, both classes kept, seeded
+    label = np.asarray([i % 5 == 0 for i in range(300)])
+    split = np.asarray(["train", "val", "test"] * 100)
+    keep = subsample_rows(label, split, 9, seed=1)
+    assert keep == subsample_rows(label, split, 9, seed=1) and keep == sorted(keep)
+    for which in ("train", "val", "test"):
+        kept = [i for i in keep if split[i] == which]
+        assert len(kept) <= 9 and label[kept].any() and not label[kept].all()
+
+    full = {s: sum(split_of(r["group"]) == s for r in response_rows("refusal")[0]) for s in ("train", "val", "test")}
+    assert min(full.values()) > 100
+    capsys.readouterr()
+    assert main(["classify", "train", "refusal_pair", "--limit", "12", "--out-dir", str(tmp_path), "--no-register", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["limit"] == 12 and doc["kind"] == "pair"
+    for which in ("train", "val", "test"):
+        assert 2 <= doc["split"][which]["n"] <= 12 and 1 <= doc["split"][which]["positives"] < doc["split"][which]["n"]
+    assert json.loads((tmp_path / "refusal_pair.json").read_text())["split"] == doc["split"]
+    assert P.load_pair_head("refusal_pair", tmp_path).version == doc["version"]
+    with pytest.raises(TypeError, match="bogus"):
+        train("refusal_pair", out_dir=tmp_path, bogus=1)
+    with pytest.raises(TypeError, match="davidson_fraction"):
+        P.train_pair("refusal_pair", out_dir=tmp_path, davidson_fraction=0.5)

@@ -201,17 +201,12 @@ def train_command(
         with console.status(f"training {n}") as status:
             doc = train(n, out_dir=out_dir or MODELS_DIR, limit=limit or None, progress=lambda text: status.update(text))
         docs.append(doc)
-        if doc.get("kind") == "pair":  # a pair head: test F1 on its held-out split; judged through assay judge
-            t = doc["test"]
-            console.print(f"[bold]{n}[/] {n}@sha256:{doc['weights_sha256'][:16]}…  F1 {t['f1']}  AUROC {t.get('auroc')}"
-                          f"  ({doc['train_seconds']} s)")
-            continue
-        model = doc["test"]["model"]
+        model = doc["test"]["model"]  # a response head, a pair head or claim_match: the same form
         console.print(
             f"[bold]{n}[/] {doc['version'][:40]}…  F1 {model['f1']['value']} {model['f1']['ci95']}  AUROC {model['auroc']['value']} {model['auroc']['ci95']}"
             f"  ({doc['train_seconds']} s)"
         )
-        if register and "classifier" in doc and n != "claim_match":
+        if register and n != "claim_match":  # claim_match has no trained weights
             from assay.classify.governance import register as register_head
 
             ids = register_head(doc, out_dir or MODELS_DIR)

@@ -1,6 +1,9 @@
 """Registering a trained classifier in the governance registry, with lineage:
 public source datasets (whole-folder file manifests) -> training run -> head (sha256 of its
 weights and config files) -> evaluation (the held-out test metrics with their intervals).
+The response heads (``classify.train``) and the pair heads (``classify.pairs``) go through the
+same :func:`register`: both write ``<name>.npz`` and ``<name>.json`` and return a document with
+``version``, ``data``, ``split`` and ``test.model`` in the same form.
 
 The same pattern as ``assay.recsys.governance``, through ``govern.registry``'s own functions:
 re-registering identical content reuses the existing assets (same content hash), so training
@@ -73,6 +76,19 @@ def _dataset(store: Any, registry: Any, actor: Any, name: str) -> dict[str, Any]
     )
 
 
+def head_name(doc: dict[str, Any]) -> str:
+    """The trained head's name: ``classifier`` in a response head's metrics document, ``name`` in
+    a pair head's."""
+    return str(doc.get("classifier") or doc["name"])
+
+
+def _framework(doc: dict[str, Any]) -> str:
+    if doc.get("kind") == "pair":
+        return f"pair head (PyTorch-trained, numpy inference) on {doc['encoder']}, {doc['calibration']} calibration"
+    return (f"scikit-learn head on {doc['encoder']}{' (LoRA fine-tuned)' if doc.get('finetune') else ''}, "
+            f"{doc['calibration']} calibration")
+
+
 def evaluation_result(doc: dict[str, Any], model_hashes: dict[str, str], dataset_hashes: dict[str, str]) -> dict[str, Any]:
     """The test-split metrics as an ``EvaluationResult`` mapping: the model's precision, recall,
     F1, AUROC with their 95% bootstrap intervals, each baseline's AUROC, and one gate per
@@ -96,7 +112,7 @@ def evaluation_result(doc: dict[str, Any], model_hashes: dict[str, str], dataset
     n_test = int(doc["split"]["test"]["n"])
     return {
         "run_id": doc["version"].split("sha256:")[-1][:16] + (f"-limit{doc['limit']}" if doc.get("limit") else ""),
-        "suite": f"classify-{doc['classifier']}",
+        "suite": f"classify-{head_name(doc)}",
         "target": doc["version"],
         "metrics": metrics,
         "intervals": intervals,
@@ -109,13 +125,13 @@ def evaluation_result(doc: dict[str, Any], model_hashes: dict[str, str], dataset
 
 
 def register(doc: dict[str, Any], out_dir: Path | str, *, store: Any | None = None) -> dict[str, Any]:
-    """Register a trained head's source datasets, its files (by sha256) with the training run
-    from those datasets, and its test evaluation. ``doc`` is the metrics document ``train``
-    returned; ``out_dir`` holds the files it wrote. Returns the asset ids."""
+    """Register a trained head's (response or pair) source datasets, its files (by sha256) with
+    the training run from those datasets, and its test evaluation. ``doc`` is the metrics
+    document ``train`` returned; ``out_dir`` holds the files it wrote. Returns the asset ids."""
     registry, open_store = _govern()
     store = store or open_store()
     actor = registry.local_actor()
-    name = doc["classifier"]
+    name = head_name(doc)
     out_dir = Path(out_dir)
     datasets = [_dataset(store, registry, actor, ds) for ds in source_datasets(doc)]
     if not datasets:
@@ -133,7 +149,7 @@ def register(doc: dict[str, Any], out_dir: Path | str, *, store: Any | None = No
             name=model_name,
             files=files,
             uri=str(out_dir.resolve()),
-            framework=f"scikit-learn head on {doc['encoder']}{' (LoRA fine-tuned)' if doc.get('finetune') else ''}, {doc['calibration']} calibration",
+            framework=_framework(doc),
             trained_on=[d["id"] for d in datasets],
             training_run=f"classify-train-{name}",
             purposes=list(MODEL_PURPOSES),

@@ -280,15 +280,26 @@ def fit_pair(x: np.ndarray, mask: np.ndarray, y: np.ndarray, fit_rows: np.ndarra
     return FittedPair(head, threshold, float(M._auroc(y[val_rows], val_logits)))
 
 
-def training_inputs(name: str, progress: Callable[[str], None] | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
+def training_inputs(name: str, progress: Callable[[str], None] | None = None, *, limit: int | None = None,
+                    seed: int = SEED, select: Callable[[list[dict]], list[dict]] | None = None,
+                    ) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """The labelled rows of pair head ``name`` (:func:`assay.classify.tasks.response_rows`) and
-    their inputs, on fp32 embeddings through the embedding cache (the reference encoder)."""
-    from assay.classify.tasks import response_rows
-    from assay.classify.train import _embed
+    their inputs, on fp32 embeddings through the embedding cache (the reference encoder).
+    ``select``: rows -> the rows to keep; ``limit``: then at most that many rows per split
+    (``assay.classify.train.subsample_rows``, the meaning ``--limit`` has for every head). Both
+    cut before embedding, so a quick run is quick."""
+    from assay.classify.tasks import response_rows, split_of
+    from assay.classify.train import _embed, subsample_rows
 
     if name not in PAIR_NAMES:
         raise BadInput(f"unknown pair head {name!r}; known: {', '.join(PAIR_NAMES)}")
     rows, _ = response_rows(PAIR_NAMES[name])
+    if select is not None:
+        rows = select(rows)
+    if limit:
+        keep = subsample_rows(np.asarray([r["label"] for r in rows], bool), np.asarray([split_of(r["group"]) for r in rows]),
+                              limit, seed)
+        rows = [rows[i] for i in keep]
     x, mask = pair_inputs([r["prompt"] or "" for r in rows], [r["response"] for r in rows],
                           lambda texts: _embed(texts, progress, name, MAX_TOKENS))
     return rows, x, mask
@@ -306,16 +317,23 @@ def _split_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[
     return out
 
 
-def train_pair(name: str, out_dir: Path = MODELS_DIR, seed: int = SEED, progress: Callable[[str], None] | None = None,
-               **_: Any) -> dict[str, Any]:
+def train_pair(name: str, *, out_dir: Path = MODELS_DIR, limit: int | None = None, seed: int = SEED,
+               progress: Callable[[str], None] | None = None, n_bootstrap: int | None = None) -> dict[str, Any]:
     """Fit pair head ``name`` on the train split (by prompt), calibrate and threshold on val,
-    measure on test (overall and per source), and write ``<name>.npz`` and ``<name>.json``."""
+    measure on test (overall with 95% intervals, as the heads' ``test.model``, and per source),
+    and write ``<name>.npz`` and ``<name>.json``. ``limit``: at most that many rows per split, as
+    for the heads (a quick check). The returned document adds ``train_seconds``, which the file
+    leaves out: the file is part of the head's registered content (``classify.governance``), so
+    a retrain with the same seed and data must write the same bytes."""
+    from assay.classify import metrics as M
     from assay.classify.encoder import encoder_id
     from assay.classify.tasks import labelled_files, split_of
-    from assay.classify.train import _manifest
+    from assay.classify.train import _manifest, save_npz
+    from assay.data import dataset_path
 
     started = time.perf_counter()
-    rows, x, mask = training_inputs(name, progress)
+    n_bootstrap = M.N_BOOTSTRAP if n_bootstrap is None else n_bootstrap
+    rows, x, mask = training_inputs(name, progress, limit=limit, seed=seed)
     y = np.asarray([r["label"] for r in rows], bool)
     split = np.asarray([split_of(r["group"]) for r in rows])
     source = np.asarray([r["source"] for r in rows])
@@ -329,24 +347,22 @@ def train_pair(name: str, out_dir: Path = MODELS_DIR, seed: int = SEED, progress
     arrays = fitted.head.arrays()
     sha = arrays_sha256(arrays)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from assay.classify.train import save_npz
-
     save_npz(out_dir / f"{name}.npz", arrays)
-    from assay.data import dataset_path
-
     data_files = [dataset_path("do_not_answer", "do_not_answer_data.csv")]
     if PAIR_NAMES[name] == "harmful_response":
         data_files.append(dataset_path("jailbreakbench", "attack-artifacts"))
     doc = {
-        "name": name, "kind": "pair", "question": "refusal" if PAIR_NAMES[name] == "refusal" else "harmful",
+        "name": name, "kind": "pair", "version": f"{name}@sha256:{sha}",
+        "question": "refusal" if PAIR_NAMES[name] == "refusal" else "harmful",
         "description": __doc__.splitlines()[0], "rows_from": PAIR_NAMES[name],
-        "encoder": encoder_id(MAX_TOKENS), "max_tokens": MAX_TOKENS, "k": K, "hidden": HIDDEN, "seed": seed,
+        "encoder": encoder_id(MAX_TOKENS), "max_tokens": MAX_TOKENS, "k": K, "hidden": HIDDEN, "seed": seed, "limit": limit,
         "calibration": fitted.head.calibration, "threshold": round(fitted.threshold, 6), "weights_sha256": sha,
         "val_auroc": round(fitted.val_auroc, 4),
-        "split": {s: int((split == s).sum()) for s in ("train", "val", "test")},
-        "test": _split_metrics(y[test], scores, fitted.threshold), "test_by_source": by_source,
+        "split": {s: {"n": int((split == s).sum()), "positives": int(y[split == s].sum())} for s in ("train", "val", "test")},
+        "test": M.evaluate(y[test], {"model": (scores, fitted.threshold)}, n_bootstrap=n_bootstrap),
+        "test_by_source": by_source,
+        "bootstrap": {"resamples": n_bootstrap, "interval": "95% percentile", "seed": M.BOOTSTRAP_SEED},
         "data": _manifest([*data_files, *labelled_files()]),
-        "train_seconds": round(time.perf_counter() - started, 1),
     }
     (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return doc
+    return {**doc, "train_seconds": round(time.perf_counter() - started, 1)}

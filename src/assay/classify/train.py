@@ -151,16 +151,24 @@ def _calibrate(logits: np.ndarray, labels: np.ndarray) -> tuple[str, np.ndarray,
     return "platt", np.asarray([platt.coef_[0, 0], platt.intercept_[0]], dtype=np.float64), np.zeros(0)
 
 
-def _subsample(task: TaskData, limit: int, seed: int) -> TaskData:
-    """At most ``limit`` rows per split, keeping both classes (for the quick retrain test)."""
+def subsample_rows(label: np.ndarray, split: np.ndarray, limit: int, seed: int) -> list[int]:
+    """What ``--limit`` means for every trained head: at most ``limit`` rows per split (a third of
+    them positives where there are enough), keeping both classes; the indices kept, in order.
+    Seeded: the same rows on every run."""
     rng = np.random.default_rng(seed)
+    label, split = np.asarray(label, bool), np.asarray(split)
     keep: list[int] = []
-    for split in ("train", "val", "test"):
-        idx = task.subset(split)
-        pos, neg = idx[task.label[idx]], idx[~task.label[idx]]
+    for which in ("train", "val", "test"):
+        idx = np.flatnonzero(split == which)
+        pos, neg = idx[label[idx]], idx[~label[idx]]
         k_pos = min(len(pos), max(limit // 3, 1))
         keep += list(rng.permutation(pos)[:k_pos]) + list(rng.permutation(neg)[: max(limit - k_pos, 1)])
-    keep = sorted(keep)
+    return sorted(int(i) for i in keep)
+
+
+def _subsample(task: TaskData, limit: int, seed: int) -> TaskData:
+    """``task`` cut to :func:`subsample_rows` (for the quick retrain test)."""
+    keep = subsample_rows(task.label, task.split, limit, seed)
     return TaskData(
         name=task.name,
         texts=[task.texts[i] for i in keep],

@@ -8,10 +8,12 @@
    refusal_pair|harmful_pair`` (``pairs.fit_pair``: calibration and threshold on the other
    sources' validation split), and so is the response-only head (``classify.train.fit_head``);
    both are tested on the held-out source beside the phrase judge on the same rows
-   (``refusal-phrase``; for harm ``harmful-no-refusal``). Each figure is the recipe of that
+   (``refusal-phrase``; for harm ``harmful-no-refusal``). Each per-source entry reports both
+   recipes the same way, ``pair`` and ``response_head``: F1 and kappa with bootstrap intervals,
+   precision and recall with binomial ones, and the threshold chosen on validation; the phrase
+   judge's F1 is ``phrase_f1`` beside them. Each figure and minimum is the recipe of that
    question's default judge (``detail.recipes``: the pair head for refusal, the response-only head
-   for harm); the per-source ``f1`` with its bootstrap interval, precision, recall and kappa are the
-   pair head's, ``response_head_f1`` the other's. A source counts towards the minimum
+   for harm; :func:`_recipe_of`). A source counts towards the minimum
    when it has at least ``MIN_SUPPORT`` positive and negative labels; smaller ones are listed
    with their counts and not fitted (an F1 on a handful of one label says nothing).
 2. **Hate functional suite**: the committed ``hate`` judge's accuracy per functionality on the
@@ -26,8 +28,9 @@ Figures (``BenchResult``): ``refusal_min_loso_f1`` (F1, target >= 0.85),
 ``detail.harmful_worst_source``; per-source results under ``detail.loso``. Baseline:
 ``phrase_judge_texts_per_s``, ``refusal_phrase_min_f1``, ``harmful_no_refusal_phrase_min_f1``,
 ``refusal_pair_min_f1``, ``refusal_response_head_min_f1``, ``harmful_pair_min_f1`` and
-``harmful_response_head_min_f1`` (both recipes' worst held-out source, whichever is the figure). Nothing here is tuned to these figures: the recipes and
-their settings are those of ``assay classify train``.
+``harmful_response_head_min_f1`` (both recipes' worst held-out source, whichever is the figure).
+Nothing here is tuned to these figures: the recipes and their settings are those of ``assay
+classify train``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ from assay.records import BenchResult, at_least
 
 MIN_SUPPORT = 10
 SPEED_TEXTS = 512
+RESAMPLES = 200  # bootstrap resamples per held-out source and recipe
+RECIPES = ("pair", "response_head")
+QUICK_SOURCES = 4  # --quick: leave-one-source-out over the first four sources only
 
 
 def _embed_rows(name: str, rows: list[dict[str, Any]]) -> np.ndarray:
@@ -56,22 +62,24 @@ def _embed_rows(name: str, rows: list[dict[str, Any]]) -> np.ndarray:
 PAIR_OF = {"refusal": "refusal_pair", "harmful_response": "harmful_pair"}
 
 
+def _first_sources(rows: list[dict[str, Any]], k: int = QUICK_SOURCES) -> list[dict[str, Any]]:
+    """``--quick``: the rows of the first ``k`` sources in name order."""
+    keep = set(sorted({r["source"] for r in rows})[:k])
+    return [r for r in rows if r["source"] in keep]
+
+
 def loso(name: str, quick: bool = False) -> dict[str, Any]:
     """Leave-one-source-out for the judge of ``name`` (see the module doc): the pair head's recipe
-    (``assay.classify.pairs.fit_pair``) fitted without the source, and beside it the response-only
-    head's recipe and the phrase judge on the same rows."""
+    (``assay.classify.pairs.fit_pair``) and the response-only head's (``classify.train.fit_head``)
+    fitted without the source, each reported by :func:`_recipe_entry`, and the phrase judge's F1
+    on the same rows. ``quick``: the first :data:`QUICK_SOURCES` sources only (cut before embedding)."""
     from assay.classify.pairs import fit_pair, training_inputs
     from assay.classify.tasks import split_of
     from assay.classify.train import fit_head
     from assay.judges import get_judge
     from assay.judges.validate import agreement
 
-    rows, xp, mask = training_inputs(PAIR_OF[name])
-    if quick:
-        keep_sources = sorted({r["source"] for r in rows})[:4]
-        keep = np.asarray([r["source"] in keep_sources for r in rows])
-        rows = [r for r, k in zip(rows, keep, strict=True) if k]
-        xp, mask = xp[keep], mask[keep]
+    rows, xp, mask = training_inputs(PAIR_OF[name], select=_first_sources if quick else None)
     x = _embed_rows(name, rows)
     y = np.asarray([r["label"] for r in rows], dtype=bool)
     source = np.asarray([r["source"] for r in rows])
@@ -93,35 +101,51 @@ def loso(name: str, quick: bool = False) -> dict[str, Any]:
         predicted = pair.head.calibrate(pair.head.logits(xp[test], mask[test])) >= pair.threshold
         head = fit_head(x[fit_rows], y[fit_rows].astype(float), np.ones(int(fit_rows.sum())), x[val_rows], y[val_rows])
         head_predicted = head.head.calibrate(head.head.logits(x[test])) >= head.threshold
-        labels = y[test]
-        judged = agreement(list(predicted), list(labels), resamples=200)
-        text_head = agreement(list(head_predicted), list(labels), resamples=0)
-        base = agreement([phrase_verdicts[i] for i in np.flatnonzero(test)], list(labels), resamples=0)
+        labels = list(y[test])
+        base = agreement([phrase_verdicts[i] for i in np.flatnonzero(test)], labels, resamples=0)
         out[s] = {"n": int(test.sum()), "positives": pos, "negatives": neg, "counts_for_min": True,
-                  "f1": judged["f1"], "precision": judged["precision"]["value"], "recall": judged["recall"]["value"],
-                  "kappa": judged["kappa"]["value"], "phrase_f1": base["f1"]["value"], "threshold": round(pair.threshold, 4),
-                  "response_head_f1": text_head["f1"]["value"], "response_head": head.chosen}
+                  "pair": _recipe_entry(agreement(list(predicted), labels, resamples=RESAMPLES), pair.threshold),
+                  "response_head": {**_recipe_entry(agreement(list(head_predicted), labels, resamples=RESAMPLES), head.threshold),
+                                    "head": head.chosen},
+                  "phrase_f1": base["f1"]["value"]}
     return out
 
 
+def _recipe_entry(judged: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """One recipe's result on a held-out source, the same for both recipes: F1 and kappa with
+    their bootstrap intervals, precision and recall with their binomial ones (``{value, ci_low,
+    ci_high}``, from ``judges.validate.agreement``) and the threshold chosen on validation."""
+    return {"f1": judged["f1"], "kappa": judged["kappa"], "precision": judged["precision"], "recall": judged["recall"],
+            "threshold": round(float(threshold), 4)}
+
+
 def _recipe_of(question: str) -> str:
-    """Which per-source F1 is the default judge's: the pair recipe's (``f1``) when the registry's
-    default judge of ``question`` is a pair head, else the response-only head's."""
+    """Which recipe of a per-source entry is the default judge's: ``pair`` when the registry's
+    default judge of ``question`` is a pair head, else ``response_head``."""
     from assay.judges.registry import BUILTINS, DEFAULTS
 
-    return "f1" if BUILTINS[DEFAULTS[question]]["kind"] == "pair" else "response_head_f1"
+    return "pair" if BUILTINS[DEFAULTS[question]]["kind"] == "pair" else "response_head"
 
 
-def _value(x: Any) -> float | None:
-    return x["value"] if isinstance(x, dict) else x
+def _f1(entry: dict[str, Any], recipe: str) -> float | None:
+    """The point F1 of ``recipe`` on one per-source entry (None where it is undefined)."""
+    return entry[recipe]["f1"]["value"]
 
 
-def _min(per_source: dict[str, Any], key: str = "f1") -> tuple[float | None, str | None]:
-    counted = {s: v for s, v in per_source.items() if v["counts_for_min"]}
+def _min(per_source: dict[str, Any], recipe: str) -> tuple[float | None, str | None]:
+    """The least F1 of ``recipe`` over the sources that count towards the minimum, and that
+    source; (None, None) when none counts."""
+    counted = {s: f for s, v in per_source.items() if v["counts_for_min"] and (f := _f1(v, recipe)) is not None}
     if not counted:
         return None, None
-    worst = min(counted, key=lambda s: _value(counted[s][key]))
-    return _value(counted[worst][key]), worst
+    worst = min(counted, key=lambda s: counted[s])
+    return counted[worst], worst
+
+
+def _deltas(per_source: dict[str, Any], recipe: str) -> dict[str, float]:
+    """Per counted source, the F1 of ``recipe`` minus the phrase judge's on the same rows."""
+    return {s: round(f - v["phrase_f1"], 4) for s, v in per_source.items()
+            if v["counts_for_min"] and v["phrase_f1"] is not None and (f := _f1(v, recipe)) is not None}
 
 
 def hate_functional() -> dict[str, Any]:
@@ -162,35 +186,44 @@ def speed(quick: bool = False) -> dict[str, Any]:
     return out
 
 
+def _phrase_min(per_source: dict[str, Any]) -> float | None:
+    return min((v["phrase_f1"] for v in per_source.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None)
+
+
+def loso_figures(refusal: dict[str, Any], harmful: dict[str, Any]) -> dict[str, Any]:
+    """The leave-one-source-out figures from :func:`loso`'s per-source results: each figure and
+    the delta to the phrase judge from the recipe of that question's default judge
+    (:func:`_recipe_of`), and both recipes' minima beside them as baselines."""
+    recipes = {"refusal": _recipe_of("refusal"), "harmful": _recipe_of("harmful")}
+    r_min, r_worst = _min(refusal, recipes["refusal"])
+    h_min, h_worst = _min(harmful, recipes["harmful"])
+    deltas = _deltas(refusal, recipes["refusal"])
+    return {
+        "figures": {"refusal_min_loso_f1": r_min, "harmful_min_loso_f1": h_min,
+                    "refusal_vs_phrase_min_delta_f1": min(deltas.values()) if deltas else None},
+        "baseline": {"refusal_phrase_min_f1": _phrase_min(refusal), "harmful_no_refusal_phrase_min_f1": _phrase_min(harmful),
+                     **{f"{q}_{recipe}_min_f1": _min(per_source, recipe)[0] for q, per_source in (("refusal", refusal), ("harmful", harmful))
+                        for recipe in RECIPES}},
+        "detail": {"refusal_worst_source": r_worst, "harmful_worst_source": h_worst, "recipes": recipes,
+                   "refusal_vs_phrase_delta_by_source": deltas},
+    }
+
+
 def run(quick: bool = False) -> BenchResult:
     load = os.getloadavg()[0]
     refusal = loso("refusal", quick)
     harmful = loso("harmful_response", quick)
-    r_key, h_key = _recipe_of("refusal"), _recipe_of("harmful")
-    r_min, r_worst = _min(refusal, r_key)
-    h_min, h_worst = _min(harmful, h_key)
-    deltas = {s: round(_value(v[r_key]) - v["phrase_f1"], 4) for s, v in refusal.items()
-              if v["counts_for_min"] and v["phrase_f1"] is not None and _value(v[r_key]) is not None}
+    held_out = loso_figures(refusal, harmful)
     hate = hate_functional()
     fast = speed(quick)
     hate_min = min(v["accuracy"] for v in hate["by_functionality"].values())
     return BenchResult(
         figures={
-            "refusal_min_loso_f1": r_min,
-            "harmful_min_loso_f1": h_min,
-            "refusal_vs_phrase_min_delta_f1": min(deltas.values()) if deltas else None,
+            **held_out["figures"],
             "hate_min_functionality_acc": hate_min,
             "judge_texts_per_s": fast["cascade"]["texts_per_s"],
         },
-        baseline={
-            "phrase_judge_texts_per_s": fast["phrase"]["texts_per_s"],
-            "refusal_phrase_min_f1": min((v["phrase_f1"] for v in refusal.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None),
-            "harmful_no_refusal_phrase_min_f1": min((v["phrase_f1"] for v in harmful.values() if v["counts_for_min"] and v["phrase_f1"] is not None), default=None),
-            "refusal_pair_min_f1": _min(refusal, "f1")[0],
-            "refusal_response_head_min_f1": _min(refusal, "response_head_f1")[0],
-            "harmful_pair_min_f1": _min(harmful, "f1")[0],
-            "harmful_response_head_min_f1": _min(harmful, "response_head_f1")[0],
-        },
+        baseline={"phrase_judge_texts_per_s": fast["phrase"]["texts_per_s"], **held_out["baseline"]},
         units={"refusal_min_loso_f1": "F1", "harmful_min_loso_f1": "F1", "refusal_vs_phrase_min_delta_f1": "F1",
                "hate_min_functionality_acc": "accuracy", "judge_texts_per_s": "texts/s", "phrase_judge_texts_per_s": "texts/s",
                "refusal_phrase_min_f1": "F1", "harmful_no_refusal_phrase_min_f1": "F1",
@@ -210,10 +243,11 @@ def run(quick: bool = False) -> BenchResult:
                                  "no target: measured on the machine it runs on",
         },
         detail={
-            "refusal_worst_source": r_worst, "harmful_worst_source": h_worst,
-            "recipes": {"refusal": "pair" if r_key == "f1" else "response_head", "harmful": "pair" if h_key == "f1" else "response_head"},
+            "refusal_worst_source": held_out["detail"]["refusal_worst_source"],
+            "harmful_worst_source": held_out["detail"]["harmful_worst_source"],
+            "recipes": held_out["detail"]["recipes"],
             "loso": {"refusal": refusal, "harmful_response": harmful, "min_support": MIN_SUPPORT,
-                     "refusal_vs_phrase_delta_by_source": deltas},
+                     "refusal_vs_phrase_delta_by_source": held_out["detail"]["refusal_vs_phrase_delta_by_source"]},
             "hate_functional": hate,
             "speed": fast,
             "load": {"loadavg_1min_start": round(load, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()},
