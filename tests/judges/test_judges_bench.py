@@ -81,6 +81,8 @@ def test_quick_loso_reports_both_recipes_per_source():
     assert 1 <= len(out) <= B.QUICK_SOURCES
     counted = [v for v in out.values() if v["counts_for_min"]]
     assert counted
+    for v in out.values():  # a source that is not counted says why, with its counts
+        assert v["counts_for_min"] or (v["not_fitted"] and {"n", "positives", "negatives"} <= set(v))
     for v in counted:
         assert set(v["pair"]) == {"f1", "kappa", "precision", "recall", "threshold"}
         assert set(v["response_head"]) == {"f1", "kappa", "precision", "recall", "threshold", "head"}

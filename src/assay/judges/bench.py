@@ -15,7 +15,9 @@
    question's default judge (``detail.recipes``: the pair head for refusal, the response-only head
    for harm; :func:`_recipe_of`). A source counts towards the minimum
    when it has at least ``MIN_SUPPORT`` positive and negative labels; smaller ones are listed
-   with their counts and not fitted (an F1 on a handful of one label says nothing).
+   with their counts and not fitted (an F1 on a handful of one label says nothing), as is one
+   whose other sources' validation split holds one label only (nothing to calibrate on); each
+   such entry says why in ``not_fitted``.
 2. **Hate functional suite**: the committed ``hate`` judge's accuracy per functionality on the
    hand-written suite (``assay/judges/suites/hate_functional.jsonl``).
 3. **Speed**: texts per second of the default cascade (``refusal-cascade``: phrase and pair head,
@@ -92,10 +94,12 @@ def loso(name: str, quick: bool = False) -> dict[str, Any]:
         fit_rows = ~test & (split != "val")
         val_rows = ~test & (split == "val")
         pos, neg = int(y[test].sum()), int((~y[test]).sum())
+        counts = {"n": int(test.sum()), "positives": pos, "negatives": neg, "counts_for_min": False}
         if pos < MIN_SUPPORT or neg < MIN_SUPPORT:  # too few of a label for an F1 to say anything: counts only
-            out[s] = {"n": int(test.sum()), "positives": pos, "negatives": neg, "counts_for_min": False}
+            out[s] = {**counts, "not_fitted": f"fewer than {MIN_SUPPORT} positives or negatives"}
             continue
-        if y[val_rows].all() or not y[val_rows].any():
+        if y[val_rows].all() or not y[val_rows].any():  # listed, never dropped without a trace
+            out[s] = {**counts, "not_fitted": "the other sources' validation split has only one label"}
             continue
         pair = fit_pair(xp, mask, y, fit_rows, val_rows)
         predicted = pair.head.calibrate(pair.head.logits(xp[test], mask[test])) >= pair.threshold
