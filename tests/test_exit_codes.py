@@ -119,3 +119,15 @@ def test_the_monitor_on_a_redis_that_is_down_is_exit_3_naming_it() -> None:
     assert rc.returncode == 3, (rc.stdout, rc.stderr)
     (line,) = error_lines(rc)
     assert "Redis" in line and f"127.0.0.1:{port}" in line, line
+
+
+def test_python_dash_m_assay_is_the_same_command_line() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    ok = subprocess.run([sys.executable, "-m", "assay", "--version"], capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "assay", "no-such-command"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "no-such-command" in bad.stderr

@@ -19,7 +19,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-FACES = {"cli", "server", "testing"}  # testing: the extension points' contract checks drive every part, as cli does
+FACES = {"cli", "server", "testing", "__main__"}  # __main__: `python -m assay`, the cli under another name; testing: the extension points' contract checks drive every part, as cli does
 ENGINES = {"govern", "guard", "evaluate", "redteam", "monitor", "explain", "mitigate", "recsys"}
 FOUNDATIONS = {"policy", "trace", "store", "classify", "judges", "data", "stats", "records", "errors", "config",
                "files", "demo_story", "runlog", "plugins", "__init__"}
