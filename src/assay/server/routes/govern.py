@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from assay.errors import BadInput
 from assay.govern import gate, lineage, openlineage, registry
@@ -88,9 +88,12 @@ async def ingest_openlineage(request: Request, store: StoreDep,
     return await run_in_threadpool(openlineage.ingest, store, actor, event)
 
 
-@router.get("/runs/{run_id}/openlineage", summary="A recorded run as an OpenLineage RunEvent")
-def run_as_openlineage(run_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"))) -> dict[str, Any]:
-    return openlineage.run_event(store, run_id)
+@router.get("/runs/{run_id}/openlineage", summary="A recorded run as an OpenLineage RunEvent",
+            response_model=dict[str, Any])
+def run_as_openlineage(run_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"))) -> Response:
+    """ASCII JSON: names are kept exactly as they were ingested, a lone surrogate too, which no
+    UTF-8 body can carry; it goes back as the JSON escape (``\\ud800``) it came in as."""
+    return Response(json.dumps(openlineage.run_event(store, run_id), allow_nan=False), media_type="application/json")
 
 
 # ---------------------------------------------------------------- registry
