@@ -196,6 +196,21 @@ def _run_event(run_id: str, inputs: list[tuple[str, str]], outputs: list[tuple[s
             "outputs": [{"namespace": ns, "name": n} for ns, n in outputs]}
 
 
+def test_dashboard_file_paths_that_name_no_file_are_404(api, assay_home):
+    """A NUL byte in a run-log or report path made resolving it raise: a 500 for any viewer."""
+    (assay_home / "reports").mkdir(parents=True, exist_ok=True)
+    (assay_home / "reports" / "r.json").write_text("{}")
+    api.cookies.set("assay_token", api.tokens["vera"])
+    try:
+        for path in ("/ui/runs/%00", "/ui/runs/runs/x%00/runlog.jsonl", "/ui/reports/%00", "/ui/reports/reports/r.json%00",
+                     "/ui/reports/..%2F..%2Fetc%2Fpasswd", "/ui/runs/" + "a/" * 3000):
+            r = api.get(path)
+            assert r.status_code == 404, (path[:60], r.status_code, r.text[:200])
+        assert api.get("/ui/reports/reports/r.json").status_code == 200
+    finally:
+        api.cookies.clear()
+
+
 def test_a_run_with_a_lone_surrogate_in_a_name_reads_back_over_http(api):
     """OpenLineage names are kept exactly, a lone surrogate too; reading the run back was a 500
     (the response could not be encoded as UTF-8). It travels as the JSON escape it came in as."""
