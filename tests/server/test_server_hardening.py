@@ -196,6 +196,33 @@ def _run_event(run_id: str, inputs: list[tuple[str, str]], outputs: list[tuple[s
             "outputs": [{"namespace": ns, "name": n} for ns, n in outputs]}
 
 
+def test_ids_with_a_slash_are_addressable_on_every_route_that_takes_them(api, world):
+    """Names may hold '/', so ids may too; the deployment and transformation routes took a
+    one-segment id, so a deployment of model 'team/ranker' was created (201) and then could never
+    be read, approved or checked (404 'no route'), nor a transformation 'team/k-anon' approved."""
+    eng, alice = api.headers_for("erin"), api.headers_for("alice")
+    model = api.post("/api/v1/models", headers=eng, json={
+        "name": "team/ranker", "weights": [str(world["dir"] / "w" / "ranker.txt")], "trained_on": [world["dataset"]["id"]]})
+    assert model.status_code == 201, model.text
+    dep = api.post("/api/v1/deployments", headers=eng, json={
+        "model": model.json()["id"], "surface": "for_you", "purpose": "recommendation",
+        "bundle_hash": world["deployment"]["spec"]["bundle_hash"]})
+    assert dep.status_code == 201, dep.text
+    dep_id = dep.json()["id"]
+    assert "/" in dep_id
+    assert api.get(f"/api/v1/deployments/{dep_id}", headers=eng).json()["id"] == dep_id
+    assert api.post(f"/api/v1/deployments/{dep_id}/approvals", headers=alice, json={}).status_code == 201
+    check = api.post(f"/api/v1/deployments/{dep_id}/check", headers=eng)
+    assert check.status_code == 200, check.text
+    verdicts = api.get(f"/api/v1/deployments/{dep_id}/verdicts", headers=eng)
+    assert verdicts.status_code == 200 and len(verdicts.json()) == 1, verdicts.text
+    refused(api.get(f"/api/v1/deployments/{dep_id}x/verdicts", headers=eng), 404)
+    tf = api.post("/api/v1/transformations", headers=eng, json={"name": "team/k-anon", "lifts": ["pii"]})
+    assert tf.status_code == 201 and "/" in tf.json()["id"], tf.text
+    approved = api.post(f"/api/v1/transformations/{tf.json()['id']}/approve", headers=alice, json={})
+    assert approved.status_code == 201 and approved.json()["approved"], approved.text
+
+
 def test_dashboard_file_paths_that_name_no_file_are_404(api, assay_home):
     """A NUL byte in a run-log or report path made resolving it raise: a 500 for any viewer."""
     (assay_home / "reports").mkdir(parents=True, exist_ok=True)
