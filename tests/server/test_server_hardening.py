@@ -246,6 +246,25 @@ def test_why_on_a_long_chain_answers_every_blocker_with_bounded_paths(api, monke
     assert all(b["path"] == [] for b in blocked if b.get("path_omitted"))
 
 
+def test_a_bom_too_large_to_validate_in_time_is_refused_naming_its_size(api, world, monkeypatch):
+    """A dataset manifest of 3,000 files made GET /api/v1/bom take 15 s (the CycloneDX validator
+    compares components pairwise); one request may declare ten times as many."""
+    from assay.govern import bom
+
+    monkeypatch.setattr(bom, "MAX_BOM_COMPONENTS", 12)
+    eng = api.headers_for("erin")
+    files = [{"path": f"part-{i}.parquet", "sha256": f"{i:064x}", "size": 1} for i in range(10)]
+    ds = api.post("/api/v1/datasets", headers=eng, json={"name": "parts", "uri": "s3://lake/parts", "files": files,
+                                                          "purposes": ["recommendation"]})
+    assert ds.status_code == 201, ds.text
+    model = api.post("/api/v1/models", headers=eng, json={
+        "name": "big", "weights": [str(world["dir"] / "w" / "ranker.txt")], "trained_on": [ds.json()["id"]]})
+    assert model.status_code == 201, model.text
+    refused(api.get(f"/api/v1/bom/{model.json()['id']}", headers=api.headers_for("vera")), 400,
+            "2 assets and 11 files", "at most 12")
+    assert api.get(f"/api/v1/bom/{world['model']['id']}", headers=api.headers_for("vera")).status_code == 200
+
+
 def test_dashboard_file_paths_that_name_no_file_are_404(api, assay_home):
     """A NUL byte in a run-log or report path made resolving it raise: a 500 for any viewer."""
     (assay_home / "reports").mkdir(parents=True, exist_ok=True)
