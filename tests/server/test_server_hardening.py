@@ -188,6 +188,140 @@ def test_deep_lineage_bodies_and_odd_ids_are_4xx(api, world):
     refused(api.get(f"/api/v1/deployments/{world['dataset']['id']}", headers=eng), 404, "no deployment")
 
 
+def _run_event(run_id: str, inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]) -> dict:
+    return {"eventType": "COMPLETE", "eventTime": "2026-01-01T00:00:00Z", "producer": "https://example.com/etl",
+            "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+            "run": {"runId": run_id}, "job": {"namespace": "etl", "name": "j"},
+            "inputs": [{"namespace": ns, "name": n} for ns, n in inputs],
+            "outputs": [{"namespace": ns, "name": n} for ns, n in outputs]}
+
+
+def test_ids_with_a_slash_are_addressable_on_every_route_that_takes_them(api, world):
+    """Names may hold '/', so ids may too; the deployment and transformation routes took a
+    one-segment id, so a deployment of model 'team/ranker' was created (201) and then could never
+    be read, approved or checked (404 'no route'), nor a transformation 'team/k-anon' approved."""
+    eng, alice = api.headers_for("erin"), api.headers_for("alice")
+    model = api.post("/api/v1/models", headers=eng, json={
+        "name": "team/ranker", "weights": [str(world["dir"] / "w" / "ranker.txt")], "trained_on": [world["dataset"]["id"]]})
+    assert model.status_code == 201, model.text
+    dep = api.post("/api/v1/deployments", headers=eng, json={
+        "model": model.json()["id"], "surface": "for_you", "purpose": "recommendation",
+        "bundle_hash": world["deployment"]["spec"]["bundle_hash"]})
+    assert dep.status_code == 201, dep.text
+    dep_id = dep.json()["id"]
+    assert "/" in dep_id
+    assert api.get(f"/api/v1/deployments/{dep_id}", headers=eng).json()["id"] == dep_id
+    assert api.post(f"/api/v1/deployments/{dep_id}/approvals", headers=alice, json={}).status_code == 201
+    check = api.post(f"/api/v1/deployments/{dep_id}/check", headers=eng)
+    assert check.status_code == 200, check.text
+    verdicts = api.get(f"/api/v1/deployments/{dep_id}/verdicts", headers=eng)
+    assert verdicts.status_code == 200 and len(verdicts.json()) == 1, verdicts.text
+    refused(api.get(f"/api/v1/deployments/{dep_id}x/verdicts", headers=eng), 404)
+    tf = api.post("/api/v1/transformations", headers=eng, json={"name": "team/k-anon", "lifts": ["pii"]})
+    assert tf.status_code == 201 and "/" in tf.json()["id"], tf.text
+    approved = api.post(f"/api/v1/transformations/{tf.json()['id']}/approve", headers=alice, json={})
+    assert approved.status_code == 201 and approved.json()["approved"], approved.text
+
+
+def test_why_on_a_long_chain_answers_every_blocker_with_bounded_paths(api, monkeypatch):
+    """Every asset of a chain blocks a purpose none declares, each with a path back to it: the
+    answer grew as N² (47 MB for a chain of 1,100 an engineer built in 30 s of OpenLineage
+    events). Every blocker is still listed, nearest first; paths stop at the budget."""
+    from assay.govern import lineage
+
+    monkeypatch.setattr(lineage, "MAX_PATH_STEPS", 100)
+    eng = api.headers_for("erin")
+    n = 30
+    for i in range(n):
+        event = _run_event(f"01890000-0000-7000-8000-{i:012d}", [("chain", f"d{i}")], [("chain", f"d{i + 1}")])
+        assert api.post("/api/v1/lineage", json=event, headers=eng).status_code == 201
+    last = f"dataset:chain/d{n}@1"
+    out = api.get(f"/api/v1/why/{last}", params={"purpose": "research", "restriction": "pii"}, headers=eng).json()
+    blocked = out["purpose"]["blocked_by"]
+    assert [b["asset"] for b in blocked] == [f"dataset:chain/d{i}@1" for i in range(n, -1, -1)]  # all, nearest first
+    with_path = [b for b in blocked if not b.get("path_omitted")]
+    # a path names the runs between assets: 1 + 3 + ... + 19 = 100 ids for the nearest ten
+    assert sum(len(b["path"]) for b in with_path) <= 100 and len(with_path) == 10
+    assert all(b["path"][0] == last and b["path"][-1] == b["asset"] for b in with_path)
+    assert all(b["path"] == [] for b in blocked if b.get("path_omitted"))
+
+
+def test_a_bom_too_large_to_validate_in_time_names_manifest_hashes_instead_of_files(api, world, monkeypatch):
+    """A dataset manifest of 3,000 files made GET /api/v1/bom take 15 s (the CycloneDX validator
+    compares components pairwise); one request may declare ten times as many. Past the bound the
+    BOM still comes back, valid, with each asset's manifest hash and file count in place of its
+    files; only a lineage of more assets than the bound is refused."""
+    from assay.govern import bom
+
+    monkeypatch.setattr(bom, "MAX_BOM_COMPONENTS", 12)
+    eng, viewer = api.headers_for("erin"), api.headers_for("vera")
+    files = [{"path": f"part-{i}.parquet", "sha256": f"{i:064x}", "size": 1} for i in range(10)]
+    ds = api.post("/api/v1/datasets", headers=eng, json={"name": "parts", "uri": "s3://lake/parts", "files": files,
+                                                          "purposes": ["recommendation"]})
+    assert ds.status_code == 201, ds.text
+    model = api.post("/api/v1/models", headers=eng, json={
+        "name": "big", "weights": [str(world["dir"] / "w" / "ranker.txt")], "trained_on": [ds.json()["id"]]})
+    assert model.status_code == 201, model.text
+    got = api.get(f"/api/v1/bom/{model.json()['id']}", headers=viewer)
+    assert got.status_code == 200, got.text
+    doc = got.json()
+    (dataset,) = [c for c in doc["components"] if c["bom-ref"] == ds.json()["id"]]
+    props = {p["name"]: p["value"] for p in dataset["properties"]}
+    assert "components" not in dataset and props["assay:files_omitted"] == "10"
+    assert props["assay:manifest_sha256"] == ds.json()["content_hash"]
+    small = api.get(f"/api/v1/bom/{world['model']['id']}", headers=viewer).json()  # under the bound: files listed
+    assert any(c.get("components") for c in [small["metadata"]["component"], *small.get("components", [])])
+    assert not any(p["name"] == "assay:files_omitted" for c in small.get("components", []) for p in c["properties"])
+    monkeypatch.setattr(bom, "MAX_BOM_COMPONENTS", 1)
+    refused(api.get(f"/api/v1/bom/{model.json()['id']}", headers=viewer), 400, "2 assets", "at most 1")
+
+
+def test_dashboard_file_paths_that_name_no_file_are_404(api, assay_home):
+    """A NUL byte in a run-log or report path made resolving it raise: a 500 for any viewer."""
+    (assay_home / "reports").mkdir(parents=True, exist_ok=True)
+    (assay_home / "reports" / "r.json").write_text("{}")
+    api.cookies.set("assay_token", api.tokens["vera"])
+    try:
+        for path in ("/ui/runs/%00", "/ui/runs/runs/x%00/runlog.jsonl", "/ui/reports/%00", "/ui/reports/reports/r.json%00",
+                     "/ui/reports/..%2F..%2Fetc%2Fpasswd", "/ui/runs/" + "a/" * 3000):
+            r = api.get(path)
+            assert r.status_code == 404, (path[:60], r.status_code, r.text[:200])
+        assert api.get("/ui/reports/reports/r.json").status_code == 200
+    finally:
+        api.cookies.clear()
+
+
+def test_a_run_with_a_lone_surrogate_in_a_name_reads_back_over_http(api):
+    """OpenLineage names are kept exactly, a lone surrogate too; reading the run back was a 500
+    (the response could not be encoded as UTF-8). It travels as the JSON escape it came in as."""
+    run_id = "01890000-0000-7000-8000-0000000000aa"
+    event = _run_event(run_id, [("n", "lone\ud800surrogate"), ("n", "nul\x00byte")], [("n", "out")])
+    r = api.post("/api/v1/lineage", content=json.dumps(event).encode(),
+                 headers={**api.headers_for("erin"), "content-type": "application/json"})
+    assert r.status_code == 201, r.text
+    back = api.get(f"/api/v1/runs/{run_id}/openlineage", headers=api.headers_for("vera"))
+    assert back.status_code == 200, back.text[:300]
+    assert back.headers["content-type"] == "application/json"
+    names = {ds["name"] for ds in json.loads(back.content)["inputs"]}
+    assert names == {"lone\ud800surrogate", "nul\x00byte"}
+
+
+def test_an_openlineage_event_with_too_many_datasets_is_refused_before_it_holds_the_store(api):
+    """20,000 inputs (under 1 MB) took about 40 s holding the lineage lock, every other write
+    answering 503; an event names at most as many datasets as ``POST /api/v1/runs`` takes."""
+    from assay.govern.schemas import MAX_LIST
+
+    before = snapshot(api)
+    for side in ("inputs", "outputs"):
+        many = [("n", f"d{i}") for i in range(MAX_LIST + 1)]
+        event = _run_event("01890000-0000-7000-8000-0000000000bb", many if side == "inputs" else [],
+                           many if side == "outputs" else [("n", "out")])
+        refused(api.post("/api/v1/lineage", json=event, headers=api.headers_for("erin")), 400, side, str(MAX_LIST))
+    assert snapshot(api) == before
+    event = _run_event("01890000-0000-7000-8000-0000000000cc", [("n", f"d{i}") for i in range(MAX_LIST)], [("n", "out")])
+    assert api.post("/api/v1/lineage", json=event, headers=api.headers_for("erin")).status_code == 201
+
+
 @pytest.mark.parametrize("names,word", [
     ({"a.yaml": "x", "a.yaml/b.yaml": "y"}, "folder"),
     ({"a\x00.yaml": "x"}, "bundle_files"),

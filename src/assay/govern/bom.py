@@ -22,6 +22,13 @@ from assay.store.schema import Asset, AssetFile
 from .lineage import governed
 from .registry import resolve
 
+MAX_BOM_COMPONENTS = 1_000
+"""Components (upstream assets and their files) one BOM lists. The CycloneDX validator compares
+them pairwise (``uniqueItems``), so its time grows as the square: 1,000 files took 3.7 s, 3,000
+took 15 s; the 30,000 one registration may declare would hold a server worker ~25 min (extrapolated).
+Past it the files are left out and each asset keeps its manifest hash (which covers them) and its
+file count; only a lineage of more assets than this is refused."""
+
 
 def export_bom(store: Store, model_ref: str) -> dict[str, Any]:
     from cyclonedx.model import HashAlgorithm, HashType, Property
@@ -34,9 +41,17 @@ def export_bom(store: Store, model_ref: str) -> dict[str, Any]:
         model = resolve(s, model_ref, "model")
         anc = governed(store, s, model.id)
         graph = anc.graph
+        n_files = s.scalar(sa.select(sa.func.count()).select_from(AssetFile).where(AssetFile.asset_id.in_(graph.ids)))
+        if graph.n > MAX_BOM_COMPONENTS:
+            raise BadInput(f"the ML-BOM of {model.id} would list {graph.n} assets; at most {MAX_BOM_COMPONENTS} are exported",
+                           hint="`lineage show` lists its lineage")
+        files_listed = graph.n + n_files <= MAX_BOM_COMPONENTS  # else each asset's manifest hash stands for its files
         assets = {a.id: a for a in s.scalars(sa.select(Asset).where(Asset.id.in_(graph.ids)))}
         files: dict[str, list[AssetFile]] = {}
-        for f in s.scalars(sa.select(AssetFile).where(AssetFile.asset_id.in_(graph.ids)).order_by(AssetFile.path)):
+        file_counts: dict[str, int] = dict(s.execute(  # type: ignore[arg-type]
+            sa.select(AssetFile.asset_id, sa.func.count()).where(AssetFile.asset_id.in_(graph.ids)).group_by(AssetFile.asset_id)).all())
+        query = sa.select(AssetFile).where(AssetFile.asset_id.in_(graph.ids if files_listed else [model.id])).order_by(AssetFile.path)
+        for f in s.scalars(query):
             files.setdefault(f.asset_id, []).append(f)
         evals = s.scalars(sa.select(Asset).where(Asset.kind == "evaluation", Asset.subject_id == model.id)).all()
         registered = {f.sha256 for f in files.get(model.id, [])}
@@ -57,10 +72,13 @@ def export_bom(store: Store, model_ref: str) -> dict[str, Any]:
             props.append(Property(name="assay:manifest_sha256", value=asset.content_hash))
         if asset.uri:
             props.append(Property(name="assay:uri", value=asset.uri))
+        listed = files.get(asset.id, []) if files_listed else []
+        if not files_listed and file_counts.get(asset.id):
+            props.append(Property(name="assay:files_omitted", value=str(file_counts[asset.id])))
         subs = [Component(name=f.path, type=ComponentType.FILE, bom_ref=f"{asset.id}#{f.path}",
                           hashes=[HashType(alg=HashAlgorithm.SHA_256, content=f.sha256)],
                           properties=[Property(name="assay:size_bytes", value=str(f.size))])
-                for f in files.get(asset.id, [])]
+                for f in listed]
         ctype = ComponentType.MACHINE_LEARNING_MODEL if asset.kind == "model" else ComponentType.DATA
         return Component(
             name=asset.name, version=str(asset.version), type=ctype, bom_ref=asset.id,

@@ -46,6 +46,11 @@ def _split(values: list[str] | None) -> list[str]:
     return out
 
 
+def _path_text(entry: dict[str, Any]) -> str:
+    """A ``why`` entry's path as text (``lineage.MAX_PATH_STEPS`` may have left it out)."""
+    return "(path omitted: run `lineage why` on a nearer asset)" if entry.get("path_omitted") else " <- ".join(entry["path"] or [])
+
+
 def register(app: typer.Typer) -> None:
     reg = typer.Typer(help="Register datasets and models (versioned; never updated in place).", no_args_is_help=True)
     lin = typer.Typer(help="Lineage: ancestry, effective purposes and restrictions, why; OpenLineage in/out.", no_args_is_help=True)
@@ -184,13 +189,13 @@ def register(app: typer.Typer) -> None:
             p = out["purpose"]
             lines.append(f"purpose {p['purpose']!r}: {'allowed' if p['allowed'] else 'NOT allowed'}")
             for b in p["blocked_by"]:
-                lines.append(f"  blocked by {b['asset']} (allows {b['allows']}): {' <- '.join(b['path'])}")
+                lines.append(f"  blocked by {b['asset']} (allows {b['allows']}): {_path_text(b)}")
                 lines += [f"    narrowed by the withdrawal {w['withdrawal']} ({w['reason']}; recorded by {w['recorded_by']})"
                           for w in b.get("withdrawn_by", [])]
         if "restriction" in out:
             r = out["restriction"]
             lines.append(f"restriction {r['restriction']!r}: {'carried' if r['carried'] else 'not carried'}")
-            lines += [f"  from {x['asset']}: {' <- '.join(x['path'])}" for x in r["from"]]
+            lines += [f"  from {x['asset']}: {_path_text(x)}" for x in r["from"]]
             lines += [f"  lifted in run {x['run']} by {x['transformation']} (recorded by {x['recorded_by']})" for x in r["lifted_by"]]
         _print(out, as_json, "\n".join(lines))
         if "purpose" in out and not out["purpose"]["allowed"]:

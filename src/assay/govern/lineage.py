@@ -258,10 +258,41 @@ def _kind_of(asset_id: str) -> str:
     return head if head in KINDS else ""
 
 
-def blocker_view(anc: Ancestry, i: int) -> dict[str, Any]:
-    """One asset that blocks a purpose: what it allows (governing), why, and the path to it."""
+MAX_PATH_STEPS = 10_000
+"""Asset ids over all the paths one ``why`` answer gives. Every blocker (and source) is listed,
+nearest first, with its path while the paths fit: in a chain of N assets each of N blockers has a
+path of up to N ids (47 MB of answer at N = 1,100); past the budget an entry has ``path_omitted``."""
+
+
+class _PathBudget:
+    """Shortest paths for one answer, nearest first, until ``MAX_PATH_STEPS`` ids are spent."""
+
+    def __init__(self, anc: Ancestry):
+        self.anc, self.left = anc, MAX_PATH_STEPS
+
+    def __call__(self, i: int, carrying: Iterable[str] = ()) -> list[str] | None:
+        if self.left <= 0:
+            return None
+        path = self.anc.path(i, carrying) or []
+        if len(path) > self.left:
+            self.left = 0  # the rest are no nearer: stop computing paths
+            return None
+        self.left -= len(path)
+        return path
+
+
+def _with_path(out: dict[str, Any], path: list[str] | None) -> dict[str, Any]:
+    out["path"] = path if path is not None else []
+    if path is None:
+        out["path_omitted"] = True
+    return out
+
+
+def blocker_view(anc: Ancestry, i: int, path: list[str] | None) -> dict[str, Any]:
+    """One asset that blocks a purpose: what it allows (governing), why, and the path to it
+    (``path_omitted`` when the answer's path budget was spent)."""
     g = anc.graph
-    out: dict[str, Any] = {"asset": g.ids[i], "allows": g.purposes.decode(g.own_purposes[i]), "path": anc.path(i) or []}
+    out = _with_path({"asset": g.ids[i], "allows": g.purposes.decode(g.own_purposes[i])}, path)
     if w := anc.withdrawn_by(i):
         out["withdrawn_by"] = w
     return out
@@ -276,10 +307,11 @@ def why(store: Store, ref: str, purpose: str | None = None, restriction: str | N
                                "effective": {"purposes": anc.purposes(), "restrictions": anc.restrictions()}}
         if anc.cycle:
             out["cycle"] = anc.cycle
+        paths = _PathBudget(anc)
         if purpose:
             blockers = anc.purpose_blockers(purpose)
             out["purpose"] = {"purpose": purpose, "allowed": not blockers,
-                              "blocked_by": [blocker_view(anc, i) for i in blockers]}
+                              "blocked_by": [blocker_view(anc, i, paths(i)) for i in blockers]}
         if restriction:
             sources = anc.restriction_sources(restriction)
             runs = set(anc.graph.edge_run_id or ())
@@ -291,7 +323,7 @@ def why(store: Store, ref: str, purpose: str | None = None, restriction: str | N
                         lifted.append({"run": row.run_id, "transformation": row.transformation_id,
                                        "recorded_by": row.recorded_by, "recorded_at": row.recorded_at.isoformat()})
             out["restriction"] = {"restriction": restriction, "carried": bool(sources),
-                                  "from": [{"asset": anc.graph.ids[i], "path": anc.path(i, [restriction])} for i in sources],
+                                  "from": [_with_path({"asset": anc.graph.ids[i]}, paths(i, [restriction])) for i in sources],
                                   "lifted_by": lifted}
         return out
 

@@ -261,7 +261,8 @@ def audit_refusal(store: Store, request: Request, status: int, message: str) -> 
 
     actor = getattr(request.state, "actor", None)
     route = request.scope.get("route")
-    path = getattr(route, "path", None) or request.url.path
+    # the route as OpenAPI names it ({deployment_id}, not {deployment_id:path})
+    path = getattr(route, "path_format", None) or getattr(route, "path", None) or request.url.path
     source = client_source(request, "ui" if path.startswith("/ui") else "http")
     try:
         with store.session() as s:

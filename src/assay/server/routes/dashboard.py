@@ -454,9 +454,9 @@ async def run_page(request: Request, path: str):
 
     actor = _actor(request)
     home = settings().home.resolve()
-    target = (home / path).resolve()
-    if home not in target.parents or not is_runlog(target) or not target.is_file():
-        return _page(request, "error.html", "reports", status=404, actor=actor, code=404, message=f"no run log {path!r}")
+    target = _under_home(path)
+    if target is None or not is_runlog(target) or not target.is_file():
+        return _page(request, "error.html", "reports", status=404, actor=actor, code=404, message=f"no run log {path[:200]!r}")
     log = await run_in_threadpool(read_runlog, target)  # a damaged one raises RunLogError: a 400 naming what is wrong
     v = evidence.view(log)
     report = log.artifact("report")
@@ -469,11 +469,21 @@ async def run_page(request: Request, path: str):
 @_guarded
 async def report_file(request: Request, path: str):
     _actor(request)
-    home = settings().home.resolve()
-    target = (home / path).resolve()
-    if home not in target.parents or target.suffix not in (".html", ".png", ".svg", ".json") or not target.is_file():
+    target = _under_home(path)
+    if target is None or target.suffix not in (".html", ".png", ".svg", ".json") or not target.is_file():
         return Response("not found", status_code=404)
     return FileResponse(target)
+
+
+def _under_home(path: str) -> Path | None:
+    """``path`` resolved (symlinks too) when it stays under ASSAY_HOME; None when it leaves it or
+    names no file at all (a NUL byte, a name too long: resolving those raises)."""
+    home = settings().home.resolve()
+    try:
+        target = (home / path).resolve()
+    except (ValueError, OSError):
+        return None
+    return target if home in target.parents else None
 
 
 @router.get("/policies", response_class=HTMLResponse)

@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from assay.errors import BadInput
 from assay.govern import gate, lineage, openlineage, registry
@@ -88,9 +88,12 @@ async def ingest_openlineage(request: Request, store: StoreDep,
     return await run_in_threadpool(openlineage.ingest, store, actor, event)
 
 
-@router.get("/runs/{run_id}/openlineage", summary="A recorded run as an OpenLineage RunEvent")
-def run_as_openlineage(run_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"))) -> dict[str, Any]:
-    return openlineage.run_event(store, run_id)
+@router.get("/runs/{run_id}/openlineage", summary="A recorded run as an OpenLineage RunEvent",
+            response_model=dict[str, Any])
+def run_as_openlineage(run_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"))) -> Response:
+    """ASCII JSON: names are kept exactly as they were ingested, a lone surrogate too, which no
+    UTF-8 body can carry; it goes back as the JSON escape (``\\ud800``) it came in as."""
+    return Response(json.dumps(openlineage.run_event(store, run_id), allow_nan=False), media_type="application/json")
 
 
 # ---------------------------------------------------------------- registry
@@ -130,7 +133,7 @@ def register_transformation(body: TransformationIn, store: StoreDep,
     return registry.register_transformation(store, actor, name=body.name, lifts=body.lifts, description=body.description)
 
 
-@router.post("/transformations/{transformation_id}/approve", status_code=201)
+@router.post("/transformations/{transformation_id:path}/approve", status_code=201)
 def approve_transformation(transformation_id: str, body: ApprovalIn, store: StoreDep,
                            actor: Actor = Depends(require_role("approver"))) -> dict[str, Any]:
     return registry.approve_transformation(store, actor, transformation_id, body.comment)
@@ -177,25 +180,28 @@ def request_deployment(body: DeploymentIn, store: StoreDep, actor: Actor = Depen
                                    bundle_files=body.bundle_files, bundle_hash=body.bundle_hash)
 
 
-@router.get("/deployments/{deployment_id}")
+# Ids hold '/' wherever names do (a deployment of model 'team/ranker'), so every id in a path is a
+# ``:path`` parameter. An id ends in '@version', so '<id>/verdicts' is never itself an id; the
+# verdicts route comes first so that it is not read as the deployment '<id>/verdicts'.
+@router.get("/deployments/{deployment_id:path}/verdicts")
+def list_verdicts(deployment_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"))) -> list[dict[str, Any]]:
+    return gate.verdicts_for(store, deployment_id)
+
+
+@router.get("/deployments/{deployment_id:path}")
 def get_deployment(deployment_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"))) -> dict[str, Any]:
     return gate.deployment_view(store, deployment_id)
 
 
-@router.post("/deployments/{deployment_id}/approvals", status_code=201)
+@router.post("/deployments/{deployment_id:path}/approvals", status_code=201)
 def approve_deployment(deployment_id: str, body: ApprovalIn, store: StoreDep,
                        actor: Actor = Depends(require_role("approver"))) -> dict[str, Any]:
     return gate.approve_deployment(store, actor, deployment_id, body.comment)
 
 
-@router.post("/deployments/{deployment_id}/check", summary="Evaluate the deployment gate and record the verdict")
+@router.post("/deployments/{deployment_id:path}/check", summary="Evaluate the deployment gate and record the verdict")
 def check_deployment(deployment_id: str, store: StoreDep, actor: Actor = Depends(require_role("engineer"))) -> dict[str, Any]:
     return gate.check_deployment(store, actor, deployment_id)
-
-
-@router.get("/deployments/{deployment_id}/verdicts")
-def list_verdicts(deployment_id: str, store: StoreDep, _: Actor = Depends(require_role("viewer"))) -> list[dict[str, Any]]:
-    return gate.verdicts_for(store, deployment_id)
 
 
 @router.get("/bom/{model_id:path}", summary="The model's CycloneDX 1.6 ML-BOM (validated)")
