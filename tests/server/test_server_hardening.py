@@ -494,6 +494,24 @@ def test_tokens_an_admin_mints_for_others_count_as_that_admin(api, world):
         assert sorted(s.scalars(sa.select(Approval.accountable).where(Approval.subject_id == dep))) == ["adam", "alice"]
 
 
+@pytest.mark.parametrize("name", ["anonymous", "Anonymous", "ANONYMOUS"])
+def test_no_principal_may_be_named_as_the_audit_log_names_nobody(api, name, capsys, monkeypatch):
+    """A probe: an admin could mint a token for 'anonymous', whose acts then read in the audit
+    log like the refusals of requests without a token. Over HTTP a 400 naming the field, from
+    the command line exit 2; no principal, no token either way."""
+    from assay.cli.main import main
+    from assay.store.schema import ApiToken, Principal
+
+    before = rows(api, Principal), rows(api, ApiToken)
+    refused(api.post("/api/v1/tokens", headers=api.headers_for("adam"), json={"name": name, "role": "viewer"}),
+            400, "name", "reserved")
+    monkeypatch.setenv("ASSAY_DB_URL", api.store.url)
+    assert main(["token", "create", "--name", name, "--role", "viewer"]) == 2
+    assert "reserved" in capsys.readouterr().err
+    assert (rows(api, Principal), rows(api, ApiToken)) == before
+    assert api.post("/api/v1/tokens", headers=api.headers_for("adam"), json={"name": "anonymous-bot", "role": "viewer"}).status_code == 201
+
+
 def test_a_service_principal_never_approves_and_tokens_expire(api, world):
     svc = create_token(api.store, ROOT, name="ci-bot", role="approver", kind="service")["token"]
     refused(api.post(f"/api/v1/deployments/{world['deployment']['id']}/approvals",
