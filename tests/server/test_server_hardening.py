@@ -770,3 +770,35 @@ def test_gzip_bodies_are_inflated_bounded_member_by_member():
         inflate(gzip.compress(b"x" * 100)[:-9], 1000)  # truncated
     with pytest.raises(zlib.error):
         inflate(b"not gzip", 1000)
+
+
+def test_asset_listings_come_a_bounded_page_at_a_time(api, world):
+    """A probe: GET /api/v1/assets and /ui/lineage answered the whole registry at once (8.7 MB
+    after a fuzzing run). The listing now pages (limit at most 1,000, the default; offset; a
+    Link rel=next while more follow) and the lineage page shows 200 assets by default."""
+    viewer = api.headers_for("vera")
+    everything = api.get("/api/v1/assets", headers=viewer)
+    assert everything.status_code == 200 and "link" not in everything.headers
+    ids = [a["id"] for a in everything.json()]
+    assert len(ids) == 3
+    seen, url = [], "/api/v1/assets?limit=2"
+    while url:
+        page = api.get(url, headers=viewer)
+        assert page.status_code == 200 and len(page.json()) <= 2, page.text
+        seen += [a["id"] for a in page.json()]
+        link = page.headers.get("link")
+        url = link[1:link.index(">")] if link else None
+    assert seen == ids
+    assert [a["id"] for a in api.get("/api/v1/assets", params={"kind": "model", "limit": 1}, headers=viewer).json()] == [world["model"]["id"]]
+    for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"offset": 2**63}, {"limit": "x"}):
+        refused(api.get("/api/v1/assets", params=params, headers=viewer), 400, "query.limit" if "limit" in params else "query.offset")
+
+    api.cookies.set("assay_token", api.tokens["vera"])
+    first = api.get("/ui/lineage", params={"limit": 2})
+    assert first.status_code == 200 and "Assets 1–2 of 3" in first.text and 'offset=2&amp;limit=2" rel="next"' in first.text
+    last = api.get("/ui/lineage", params={"offset": 2, "limit": 2})
+    assert "Assets 3–3 of 3" in last.text and 'rel="next"' not in last.text and "offset=0&amp;limit=2" in last.text
+    whole = api.get("/ui/lineage")
+    assert whole.status_code == 200 and "lineage-page" not in whole.text and all(i in whole.text for i in ids)
+    assert api.get("/ui/lineage", params={"limit": 1001}).status_code == 400
+    api.cookies.clear()
