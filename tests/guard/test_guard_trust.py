@@ -119,6 +119,22 @@ def test_feedback_is_rate_limited_per_principal(service):
     assert r.status_code == 400 and "item_id" in r.json()["error"]
 
 
+@pytest.mark.parametrize("field", ["item_id", "source", "model_version", "surface", "creator"])
+def test_a_harm_report_names_nothing_longer_than_1024_characters(test_bundle, field):
+    """A probe: a report naming a 100,000-character source made a breaker of that name, kept in
+    memory and listed by /v1/guard/status (up to max_breakers of them per kind, each as long as
+    a 16 MiB body allows). Now a 400 naming the field, and no breaker."""
+    from fastapi.testclient import TestClient
+
+    guard = Guard(test_bundle, None)
+    report = {"item_id": "item-1", "source": "ugc:a"}
+    with TestClient(create_app(guard, access=None, feedback_limit=RateLimit(rate_per_s=100.0, burst=100))) as client:
+        r = client.post("/v1/guard/feedback", content=orjson.dumps({**report, field: "x" * 1025}))
+        assert r.status_code == 400 and field in r.json()["error"] and "1024" in r.json()["error"], r.text[:300]
+        assert client.get("/v1/guard/status").json()["breakers_total"] == 0
+        assert client.post("/v1/guard/feedback", content=orjson.dumps({**report, field: "x" * 1024})).status_code == 200
+
+
 def sign(bundle_file, key):
     from assay.policy import load_bundle
     from assay.policy.signing import sign_bundle

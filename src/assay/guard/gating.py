@@ -18,6 +18,10 @@ from assay.policy.actions import BREAKER
 from assay.policy.record import SlateInputs
 from assay.policy.slate import breaker_slate, decide_slate, factorize
 
+# the longest id or scope name a harm report may carry: each scope named becomes a breaker kept in
+# memory (up to max_breakers of a kind) and listed by /v1/guard/status, so its name is bounded
+MAX_REPORT_NAME = 1024
+
 
 class Gating:
     """Breakers, fallbacks and reports of harm (mixed into ``Guard``)."""
@@ -30,14 +34,19 @@ class Gating:
         counts toward the absolute-count trip. Returns the state of each breaker reached."""
         if not isinstance(item_id, str) or not item_id:
             raise BadInput("harm report: item_id must be a non-empty string")
+        if len(item_id) > MAX_REPORT_NAME:
+            raise BadInput(f"harm report: item_id has {len(item_id)} characters; at most {MAX_REPORT_NAME}")
         if not isinstance(severe, bool):
             raise BadInput(f"harm report: severe must be true or false, got {severe!r}")
         scopes = []
-        for kind, name in (("source", source), ("model", model_version), ("surface", surface), ("creator", creator)):
+        for kind, field, name in (("source", "source", source), ("model", "model_version", model_version),
+                                  ("surface", "surface", surface), ("creator", "creator", creator)):
             if name is None:
                 continue
             if not isinstance(name, str) or not name:
-                raise BadInput(f"harm report: {kind} must be a non-empty string, got {name!r}")
+                raise BadInput(f"harm report: {field} must be a non-empty string, got {name!r}")
+            if len(name) > MAX_REPORT_NAME:
+                raise BadInput(f"harm report: {field} has {len(name)} characters; at most {MAX_REPORT_NAME}")
             scopes.append(f"{kind}:{name}")
         return self.breakers.report(scopes, severe=severe, reason=f"{'severe ' if severe else ''}harm report on {item_id}")
 
