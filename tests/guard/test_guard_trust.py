@@ -135,6 +135,27 @@ def test_a_harm_report_names_nothing_longer_than_1024_characters(test_bundle, fi
         assert client.post("/v1/guard/feedback", content=orjson.dumps({**report, field: "x" * 1024})).status_code == 200
 
 
+@pytest.mark.parametrize("field,value,words", [
+    ("request_id", {"a": 1}, "must be a string"), ("request_id", "r" * 1025, "1025 characters"),
+    ("model_version", ["v1"], "must be a string"), ("model_version", "m" * 5000, "5000 characters"),
+    ("subject_id", 1.5, "must be a string"), ("user", {"id": {"a": 1}, "age": 30}, "user.id"),
+])
+def test_ids_in_a_request_are_strings_of_at_most_1024_characters(service, field, value, words):
+    """A probe: a request_id of {"a": 1} was served as "{'a': 1}" (a Python repr in every decision
+    record) and one of 5 MB was echoed in the slate and stored; a model_version of any length
+    names a breaker. Now a 400 naming the field; a whole number is still taken as its decimal."""
+    cands = service.cands
+    columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in cands.items()}
+    r = service.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, field: value}, "candidates": columns}),
+                     headers=auth(service, "viewer"))
+    assert r.status_code == 400 and words in r.json()["error"], r.text[:300]
+    name = "user.id" if field == "user" else field
+    assert name in r.json()["error"]
+    ok = service.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, "request_id": 42, "model_version": "m" * 1024},
+                                                          "candidates": columns}), headers=auth(service, "viewer"))
+    assert ok.status_code == 200 and ok.json()["request_id"] == "42"
+
+
 def sign(bundle_file, key):
     from assay.policy import load_bundle
     from assay.policy.signing import sign_bundle

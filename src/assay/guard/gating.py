@@ -18,9 +18,10 @@ from assay.policy.actions import BREAKER
 from assay.policy.record import SlateInputs
 from assay.policy.slate import breaker_slate, decide_slate, factorize
 
-# the longest id or scope name a harm report may carry: each scope named becomes a breaker kept in
-# memory (up to max_breakers of a kind) and listed by /v1/guard/status, so its name is bounded
-MAX_REPORT_NAME = 1024
+# the longest id or scope name a request or a harm report may carry: each scope named becomes a
+# breaker kept in memory (up to max_breakers of a kind) and listed by /v1/guard/status, and ids
+# are echoed in the slate and written to every decision record, so they are bounded
+MAX_NAME_CHARS = 1024
 
 
 class Gating:
@@ -34,8 +35,8 @@ class Gating:
         counts toward the absolute-count trip. Returns the state of each breaker reached."""
         if not isinstance(item_id, str) or not item_id:
             raise BadInput("harm report: item_id must be a non-empty string")
-        if len(item_id) > MAX_REPORT_NAME:
-            raise BadInput(f"harm report: item_id has {len(item_id)} characters; at most {MAX_REPORT_NAME}")
+        if len(item_id) > MAX_NAME_CHARS:
+            raise BadInput(f"harm report: item_id has {len(item_id)} characters; at most {MAX_NAME_CHARS}")
         if not isinstance(severe, bool):
             raise BadInput(f"harm report: severe must be true or false, got {severe!r}")
         scopes = []
@@ -45,8 +46,8 @@ class Gating:
                 continue
             if not isinstance(name, str) or not name:
                 raise BadInput(f"harm report: {field} must be a non-empty string, got {name!r}")
-            if len(name) > MAX_REPORT_NAME:
-                raise BadInput(f"harm report: {field} has {len(name)} characters; at most {MAX_REPORT_NAME}")
+            if len(name) > MAX_NAME_CHARS:
+                raise BadInput(f"harm report: {field} has {len(name)} characters; at most {MAX_NAME_CHARS}")
             scopes.append(f"{kind}:{name}")
         return self.breakers.report(scopes, severe=severe, reason=f"{'severe ' if severe else ''}harm report on {item_id}")
 
