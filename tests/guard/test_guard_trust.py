@@ -181,6 +181,9 @@ def test_reload_only_signed_bundles_from_the_bundle_directory(service, bundle_pa
     (service.bundles / "link.yaml").symlink_to(secret)  # a link out of the folder is outside too
     assert reload("link.yaml").status_code == 403
     assert reload("nope.yaml").status_code == 404
+    # a probe: 200 characters but 400 bytes, a name the file system refuses (ENAMETOOLONG): was a 500
+    r = reload("\u00e9" * 200)
+    assert r.status_code == 404 and "no bundle" in r.json()["error"], r.text
 
     v2 = service.bundles / "v2.yaml"
     v2.write_text(bundle_path.read_text().replace('version: "1"', 'version: "2"'))
