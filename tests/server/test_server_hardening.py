@@ -394,6 +394,19 @@ def test_the_deploy_check_never_reads_or_hashes_a_file_outside_the_roots(api, wo
     assert passwd_sha not in r.text
 
 
+def test_a_path_the_file_system_refuses_is_a_400_naming_the_field(api, world):
+    """A probe: a name of 200 characters but 400 bytes (over the 255-byte limit of a file name)
+    under a data root made stat raise ENAMETOOLONG: a traceback from `assay register dataset`,
+    an unexpected error over HTTP. Now a 400 naming the field, nothing stored."""
+    eng = api.headers_for("erin")
+    long = str(world["dir"] / ("\u00e9" * 200))
+    before = snapshot(api)
+    refused(api.post("/api/v1/datasets", headers=eng, json={"name": "d2", "uri": long, "purposes": ["recommendation"]}),
+            400, "dataset uri", "not a usable path")
+    refused(api.post("/api/v1/models", headers=eng, json={"name": "m2", "weights": [long]}), 400, "not a usable path")
+    assert snapshot(api) == before
+
+
 # ---------------------------------------------------------------- 3. bounded parsing
 
 
