@@ -244,6 +244,10 @@ def test_labels_come_from_the_store_not_the_request(service):
     ({"id": ["a", "b"], "score": [1]}, r"column 'score' has 1 values but 'id' has 2"),
     ([{"id": "a", "score": 1}, {"id": "b"}], r"candidates[1]: missing 'score'"),
     ([{"id": "a", "score": 1}, 7], r"candidates[1]: must be an object"),
+    # a probe: a 1 MB id was served, echoed and stored in every decision record, where the trace's
+    # why (which takes ids of at most 1,024 characters) could never look it up
+    ({"id": ["a", "b" * 1025], "score": [1, 2]}, r"candidates[1]: 'id' has 1025 characters; at most 1024"),
+    ([{"id": "a", "score": 1}, {"id": "b" * 1025, "score": 2}], r"candidates[1]: 'id' has 1025 characters"),
 ])
 def test_malformed_candidates_are_a_400_naming_the_field_and_row(service, candidates, message):
     r = service.post("/v1/guard", content=orjson.dumps({"request": ADULT, "candidates": candidates}), headers=auth(service, "viewer"))

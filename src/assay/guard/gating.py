@@ -11,17 +11,12 @@ import numpy as np
 from assay.errors import BadInput
 from assay.guard import candidates as cand_mod
 from assay.guard.breakers import CallOutcome, Fallback, Permits, State
-from assay.guard.candidates import Candidates
+from assay.guard.candidates import MAX_NAME_CHARS, Candidates
 from assay.guard.compiled import CompiledBundle, CompiledSurface
 from assay.guard.slate import Slate
 from assay.policy.actions import BREAKER
 from assay.policy.record import SlateInputs
 from assay.policy.slate import breaker_slate, decide_slate, factorize
-
-# the longest id or scope name a request or a harm report may carry: each scope named becomes a
-# breaker kept in memory (up to max_breakers of a kind) and listed by /v1/guard/status, and ids
-# are echoed in the slate and written to every decision record, so they are bounded
-MAX_NAME_CHARS = 1024
 
 
 class Gating:
