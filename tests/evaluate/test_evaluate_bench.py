@@ -38,6 +38,23 @@ def test_the_server_answers_what_it_promises():
     assert rate > 0 and answer("a") == answer("a") and answer("a") != answer("b")
 
 
+def test_hostile_requests_are_4xx_not_500():
+    """A probe: JSON nested 100,000 deep (RecursionError) and a lone surrogate in the prompt
+    (UnicodeEncodeError when hashed) were 500s, and the body was read without a bound."""
+    import httpx
+
+    from assay.evaluate.capacity_server import MAX_BODY_BYTES, build_app
+
+    async def probe() -> list[int]:
+        transport = httpx.ASGITransport(app=build_app(2, 1.0, 0.0), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            bodies = [b'{"messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}", b'{"messages": [{"content": "\\ud800"}]}',
+                      b" " * (MAX_BODY_BYTES + 1), b'{"messages": [{"content": "hello"}]}']
+            return [(await client.post("/v1/chat/completions", content=b)).status_code for b in bodies]
+
+    assert asyncio.run(probe()) == [400, 400, 413, 200]
+
+
 @pytest.mark.llm
 @pytest.mark.slow  # starts llama.cpp and Inspect, 2 x 2,000 prompts on a 64-slot server: minutes
 def test_bench_eval_full_result_is_typed():

@@ -119,6 +119,43 @@ def test_feedback_is_rate_limited_per_principal(service):
     assert r.status_code == 400 and "item_id" in r.json()["error"]
 
 
+@pytest.mark.parametrize("field", ["item_id", "source", "model_version", "surface", "creator"])
+def test_a_harm_report_names_nothing_longer_than_1024_characters(test_bundle, field):
+    """A probe: a report naming a 100,000-character source made a breaker of that name, kept in
+    memory and listed by /v1/guard/status (up to max_breakers of them per kind, each as long as
+    a 16 MiB body allows). Now a 400 naming the field, and no breaker."""
+    from fastapi.testclient import TestClient
+
+    guard = Guard(test_bundle, None)
+    report = {"item_id": "item-1", "source": "ugc:a"}
+    with TestClient(create_app(guard, access=None, feedback_limit=RateLimit(rate_per_s=100.0, burst=100))) as client:
+        r = client.post("/v1/guard/feedback", content=orjson.dumps({**report, field: "x" * 1025}))
+        assert r.status_code == 400 and field in r.json()["error"] and "1024" in r.json()["error"], r.text[:300]
+        assert client.get("/v1/guard/status").json()["breakers_total"] == 0
+        assert client.post("/v1/guard/feedback", content=orjson.dumps({**report, field: "x" * 1024})).status_code == 200
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("request_id", {"a": 1}, "must be a string"), ("request_id", "r" * 1025, "1025 characters"),
+    ("model_version", ["v1"], "must be a string"), ("model_version", "m" * 5000, "5000 characters"),
+    ("subject_id", 1.5, "must be a string"), ("user", {"id": {"a": 1}, "age": 30}, "user.id"),
+])
+def test_ids_in_a_request_are_strings_of_at_most_1024_characters(service, field, value, words):
+    """A probe: a request_id of {"a": 1} was served as "{'a': 1}" (a Python repr in every decision
+    record) and one of 5 MB was echoed in the slate and stored; a model_version of any length
+    names a breaker. Now a 400 naming the field; a whole number is still taken as its decimal."""
+    cands = service.cands
+    columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in cands.items()}
+    r = service.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, field: value}, "candidates": columns}),
+                     headers=auth(service, "viewer"))
+    assert r.status_code == 400 and words in r.json()["error"], r.text[:300]
+    name = "user.id" if field == "user" else field
+    assert name in r.json()["error"]
+    ok = service.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, "request_id": 42, "model_version": "m" * 1024},
+                                                          "candidates": columns}), headers=auth(service, "viewer"))
+    assert ok.status_code == 200 and ok.json()["request_id"] == "42"
+
+
 def sign(bundle_file, key):
     from assay.policy import load_bundle
     from assay.policy.signing import sign_bundle
@@ -144,6 +181,9 @@ def test_reload_only_signed_bundles_from_the_bundle_directory(service, bundle_pa
     (service.bundles / "link.yaml").symlink_to(secret)  # a link out of the folder is outside too
     assert reload("link.yaml").status_code == 403
     assert reload("nope.yaml").status_code == 404
+    # a probe: 200 characters but 400 bytes, a name the file system refuses (ENAMETOOLONG): was a 500
+    r = reload("\u00e9" * 200)
+    assert r.status_code == 404 and "no bundle" in r.json()["error"], r.text
 
     v2 = service.bundles / "v2.yaml"
     v2.write_text(bundle_path.read_text().replace('version: "1"', 'version: "2"'))
@@ -204,6 +244,10 @@ def test_labels_come_from_the_store_not_the_request(service):
     ({"id": ["a", "b"], "score": [1]}, r"column 'score' has 1 values but 'id' has 2"),
     ([{"id": "a", "score": 1}, {"id": "b"}], r"candidates[1]: missing 'score'"),
     ([{"id": "a", "score": 1}, 7], r"candidates[1]: must be an object"),
+    # a probe: a 1 MB id was served, echoed and stored in every decision record, where the trace's
+    # why (which takes ids of at most 1,024 characters) could never look it up
+    ({"id": ["a", "b" * 1025], "score": [1, 2]}, r"candidates[1]: 'id' has 1025 characters; at most 1024"),
+    ([{"id": "a", "score": 1}, {"id": "b" * 1025, "score": 2}], r"candidates[1]: 'id' has 1025 characters"),
 ])
 def test_malformed_candidates_are_a_400_naming_the_field_and_row(service, candidates, message):
     r = service.post("/v1/guard", content=orjson.dumps({"request": ADULT, "candidates": candidates}), headers=auth(service, "viewer"))

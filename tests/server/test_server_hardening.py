@@ -394,6 +394,19 @@ def test_the_deploy_check_never_reads_or_hashes_a_file_outside_the_roots(api, wo
     assert passwd_sha not in r.text
 
 
+def test_a_path_the_file_system_refuses_is_a_400_naming_the_field(api, world):
+    """A probe: a name of 200 characters but 400 bytes (over the 255-byte limit of a file name)
+    under a data root made stat raise ENAMETOOLONG: a traceback from `assay register dataset`,
+    an unexpected error over HTTP. Now a 400 naming the field, nothing stored."""
+    eng = api.headers_for("erin")
+    long = str(world["dir"] / ("\u00e9" * 200))
+    before = snapshot(api)
+    refused(api.post("/api/v1/datasets", headers=eng, json={"name": "d2", "uri": long, "purposes": ["recommendation"]}),
+            400, "dataset uri", "not a usable path")
+    refused(api.post("/api/v1/models", headers=eng, json={"name": "m2", "weights": [long]}), 400, "not a usable path")
+    assert snapshot(api) == before
+
+
 # ---------------------------------------------------------------- 3. bounded parsing
 
 
@@ -492,6 +505,24 @@ def test_tokens_an_admin_mints_for_others_count_as_that_admin(api, world):
     assert "assay:approvals" not in verdict["deciding"]
     with api.store.session() as s:
         assert sorted(s.scalars(sa.select(Approval.accountable).where(Approval.subject_id == dep))) == ["adam", "alice"]
+
+
+@pytest.mark.parametrize("name", ["anonymous", "Anonymous", "ANONYMOUS"])
+def test_no_principal_may_be_named_as_the_audit_log_names_nobody(api, name, capsys, monkeypatch):
+    """A probe: an admin could mint a token for 'anonymous', whose acts then read in the audit
+    log like the refusals of requests without a token. Over HTTP a 400 naming the field, from
+    the command line exit 2; no principal, no token either way."""
+    from assay.cli.main import main
+    from assay.store.schema import ApiToken, Principal
+
+    before = rows(api, Principal), rows(api, ApiToken)
+    refused(api.post("/api/v1/tokens", headers=api.headers_for("adam"), json={"name": name, "role": "viewer"}),
+            400, "name", "reserved")
+    monkeypatch.setenv("ASSAY_DB_URL", api.store.url)
+    assert main(["token", "create", "--name", name, "--role", "viewer"]) == 2
+    assert "reserved" in capsys.readouterr().err
+    assert (rows(api, Principal), rows(api, ApiToken)) == before
+    assert api.post("/api/v1/tokens", headers=api.headers_for("adam"), json={"name": "anonymous-bot", "role": "viewer"}).status_code == 201
 
 
 def test_a_service_principal_never_approves_and_tokens_expire(api, world):
@@ -752,3 +783,35 @@ def test_gzip_bodies_are_inflated_bounded_member_by_member():
         inflate(gzip.compress(b"x" * 100)[:-9], 1000)  # truncated
     with pytest.raises(zlib.error):
         inflate(b"not gzip", 1000)
+
+
+def test_asset_listings_come_a_bounded_page_at_a_time(api, world):
+    """A probe: GET /api/v1/assets and /ui/lineage answered the whole registry at once (8.7 MB
+    after a fuzzing run). The listing now pages (limit at most 1,000, the default; offset; a
+    Link rel=next while more follow) and the lineage page shows 200 assets by default."""
+    viewer = api.headers_for("vera")
+    everything = api.get("/api/v1/assets", headers=viewer)
+    assert everything.status_code == 200 and "link" not in everything.headers
+    ids = [a["id"] for a in everything.json()]
+    assert len(ids) == 3
+    seen, url = [], "/api/v1/assets?limit=2"
+    while url:
+        page = api.get(url, headers=viewer)
+        assert page.status_code == 200 and len(page.json()) <= 2, page.text
+        seen += [a["id"] for a in page.json()]
+        link = page.headers.get("link")
+        url = link[1:link.index(">")] if link else None
+    assert seen == ids
+    assert [a["id"] for a in api.get("/api/v1/assets", params={"kind": "model", "limit": 1}, headers=viewer).json()] == [world["model"]["id"]]
+    for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"offset": 2**63}, {"limit": "x"}):
+        refused(api.get("/api/v1/assets", params=params, headers=viewer), 400, "query.limit" if "limit" in params else "query.offset")
+
+    api.cookies.set("assay_token", api.tokens["vera"])
+    first = api.get("/ui/lineage", params={"limit": 2})
+    assert first.status_code == 200 and "Assets 1–2 of 3" in first.text and 'offset=2&amp;limit=2" rel="next"' in first.text
+    last = api.get("/ui/lineage", params={"offset": 2, "limit": 2})
+    assert "Assets 3–3 of 3" in last.text and 'rel="next"' not in last.text and "offset=0&amp;limit=2" in last.text
+    whole = api.get("/ui/lineage")
+    assert whole.status_code == 200 and "lineage-page" not in whole.text and all(i in whole.text for i in ids)
+    assert api.get("/ui/lineage", params={"limit": 1001}).status_code == 400
+    api.cookies.clear()

@@ -86,6 +86,8 @@ CASES = {
                                         "holds no witness", None),
     "witness serve with a bad address": (lambda g: ["trace", "witness", "serve", "--dir", g["tmp"], "--listen", "nowhere"],
                                          "HOST:PORT", None),
+    "witness serve on a superscript port": (lambda g: ["trace", "witness", "serve", "--dir", g["tmp"], "--listen", "h:\u00b2"],
+                                            "HOST:PORT", None),
     "cosign without witness keys' file": (lambda g: ["trace", "cosign", "--path", g["log"], "--witness", "http://127.0.0.1:9",
                                                      "--witness-key", g["binary"]], "not a readable text file", None),
 }

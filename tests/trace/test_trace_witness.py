@@ -158,6 +158,33 @@ def test_size_zero_and_empty_proof_rules(tmp_path) -> None:
     assert witness.add_checkpoint(add_checkpoint_request(0, [], empty)).status == 200
 
 
+def test_sizes_that_are_not_ascii_decimal_below_2_64_are_a_400_over_http(tmp_path) -> None:
+    """A fuzz probe: 'old \u00b2' (str.isdigit is true for a superscript, int refuses it), 5,000
+    digits (int refuses over 4,300) and the same in the checkpoint's size line were 500s; digits
+    of other scripts ('old \u0665' is 5 to int) were cosigned; a size past 2^64 was accepted."""
+    from starlette.testclient import TestClient
+
+    from assay.trace.witness import create_app
+
+    signer = Signer.load_or_create(tmp_path / "k.key", "size.example/log")
+    witness = Witness.init(tmp_path / "w", "witness.example/w1")
+    witness.add_log(signer.verifier.vkey())
+
+    def note(size: str) -> str:
+        return signer.sign_note(f"size.example/log\n{size}\n{base64.b64encode(bytes(32)).decode()}\n")
+
+    client = TestClient(create_app(witness), raise_server_exceptions=False)
+    assert client.post("/add-checkpoint", content=f"old 0\n\n{note('5')}".encode()).status_code == 200
+    for old, size in (("\u00b2", "5"), ("9" * 5000, "5"), ("\u0665", "5"), (str(1 << 64), "5"),
+                      ("5", "\u00b2"), ("5", "9" * 5000), ("5", "\u0667"), ("0", str(1 << 64))):
+        answer = client.post("/add-checkpoint", content=f"old {old}\n\n{note(size)}".encode())
+        assert answer.status_code == 400, (old[:8], size[:8], answer.status_code)
+        assert "size" in answer.text and "Traceback" not in answer.text
+    assert witness.latest("size.example/log")[0].size == 5  # nothing above changed the state
+    biggest = client.post("/add-checkpoint", content=f"old 5\n\n{note(str((1 << 64) - 1))}".encode())
+    assert biggest.status_code == 422  # parsed (the largest uint64); only the empty proof is wrong
+
+
 # ---------------------------------------------------------------- witnesses as separate processes
 
 

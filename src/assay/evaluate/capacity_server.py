@@ -25,6 +25,8 @@ import math
 import random
 from typing import Any
 
+MAX_BODY_BYTES = 1 << 20  # a chat request of the bench is a few hundred bytes
+
 
 def service_time_s(prompt: str, median_ms: float, sigma: float) -> float:
     seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
@@ -64,6 +66,8 @@ def build_app(slots: int, median_ms: float, sigma: float) -> Any:
         while True:
             message = await receive()
             body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                return await _json(send, 413, {"error": {"message": f"request body over {MAX_BODY_BYTES} bytes"}})
             if not message.get("more_body"):
                 break
         path = scope["path"]
@@ -76,7 +80,8 @@ def build_app(slots: int, median_ms: float, sigma: float) -> Any:
             prompt = request["messages"][-1]["content"]
             if not isinstance(prompt, str):
                 raise TypeError("content is not a string")
-        except (ValueError, KeyError, IndexError, TypeError) as e:
+            prompt.encode()  # a lone surrogate cannot be hashed into a service time: 400, not 500
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
             return await _json(send, 400, {"error": {"message": f"bad request: {e}"}})
         if state["sem"] is None:
             state["sem"] = asyncio.Semaphore(slots)

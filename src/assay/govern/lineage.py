@@ -343,9 +343,18 @@ def overview(store: Store) -> dict[str, Any]:
     return {"assets": sorted(assets, key=lambda a: (a["kind"], a["id"])), "edges": sorted(edges), "cycle": terms.cycle}
 
 
-def list_assets(store: Store, kind: str | None = None) -> list[dict[str, Any]]:
+LIST_PAGE_MAX = 1000  # assets per page of a listing (GET /api/v1/assets, the dashboard's lineage page)
+MAX_OFFSET = 2**31 - 1  # a page offset both stores take (PostgreSQL's OFFSET is a bigint)
+
+
+def list_assets(store: Store, kind: str | None = None, *, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Assets by kind, name and version; ``limit`` of them from ``offset`` (all without a limit)."""
     with store.session() as s:
-        q = sa.select(Asset).order_by(Asset.kind, Asset.name, Asset.version)
+        q = sa.select(Asset).order_by(Asset.kind, Asset.name, Asset.version, Asset.id)
         if kind:
             q = q.where(Asset.kind == kind)
+        if offset:
+            q = q.offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
         return [asset_view(s, a, with_files=False) for a in s.scalars(q)]

@@ -191,10 +191,12 @@ def confine(path: str | Path, actor: Actor, what: str = "path") -> Path:
         resolved = Path(text).expanduser().resolve()
     except (OSError, RuntimeError) as e:  # a symlink loop
         raise BadInput(f"{what} {text[:200]!r} cannot be resolved: {e}") from None
-    if not confined(actor):
-        return resolved
-    roots = settings().data_roots
-    if any(resolved.is_relative_to(root) for root in roots):
+    roots = settings().data_roots if confined(actor) else None
+    if roots is None or any(resolved.is_relative_to(root) for root in roots):
+        try:  # checked inside the roots only, so a refusal outside them says nothing of what exists
+            resolved.exists()  # a name the file system refuses (a part over 255 bytes) raises here, not later
+        except OSError as e:
+            raise BadInput(f"{what} {text[:200]!r} is not a usable path: {e.strerror}") from None
         return resolved
     raise OutsideDataRoots(f"{what} {text[:200]!r} resolves outside the data roots ({', '.join(map(str, roots))})",
                            hint="put the files under a data root; the server's operator sets them with ASSAY_DATA_ROOTS")

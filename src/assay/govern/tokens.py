@@ -29,10 +29,14 @@ from assay.govern.registry import NAME_RE, ROLES, Actor, NotFound, audit
 from assay.store import Store
 from assay.store.schema import ApiToken, Principal
 
-__all__ = ["ROLES", "Actor", "Unauthorized", "authenticate", "create_token", "hash_token", "list_tokens",
+__all__ = ["ANONYMOUS", "ROLES", "Actor", "Unauthorized", "authenticate", "create_token", "hash_token", "list_tokens",
            "revoke_token", "token_actor"]
 
 TOKEN_PREFIX = "assay_"
+# who the audit log names for a request without a valid token: no principal may be called that,
+# or a refusal to nobody and an act by someone would read alike (compared case-insensitively)
+ANONYMOUS = "anonymous"
+RESERVED_NAMES = frozenset({ANONYMOUS})
 KINDS = ("person", "service")
 DEFAULT_TTL_DAYS = 90
 MAX_TTL_DAYS = 365
@@ -61,6 +65,8 @@ def create_token(store: Store, actor: Actor, *, name: str, role: str, kind: str 
         raise BadInput(f"role: unknown role {role!r}; one of {', '.join(ROLES)}")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise BadInput(f"name: {name!r} is not a valid principal name (letters, digits and ._/:+- ; at most 255)")
+    if name.lower() in RESERVED_NAMES:
+        raise BadInput(f"name: {name!r} is reserved (the audit log's name for requests without a valid token); choose another")
     if kind not in KINDS:
         raise BadInput(f"kind: {kind!r} must be one of {', '.join(KINDS)}")
     days = default_ttl_days() if expires_in_days is None else expires_in_days

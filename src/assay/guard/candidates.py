@@ -22,6 +22,11 @@ from assay.guard import _native
 from assay.policy.batch import arrow_values, inferred, is_arrow_list, one_type
 
 RESERVED = ("id", "score")
+# the longest id or name a request, a candidate or a harm report may carry: ids are echoed in the
+# slate and written to every decision record (and looked up by the trace's why, which takes at
+# most this), and each scope a report names becomes a breaker kept in memory and listed by
+# /v1/guard/status, so they are bounded
+MAX_NAME_CHARS = 1024
 LABEL_PREFIX = "labels."
 
 
@@ -121,9 +126,10 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
         raise BadInput(f"candidates: 'id' must be strings, got an array of {raw.dtype}")
     # the common case is checked in C (one pass over the ids' own hashes); the loops below only
     # run where it found something: to name the bad position, or to decide a str subclass
-    if not n or _native.check_ids(ids.tolist()) < 0:
-        return ids
-    unique = set(ids.tolist()) if inferred(ids) == "string" else None
+    listed = ids.tolist()
+    if not n or _native.check_ids(listed) < 0:
+        return _check_id_lengths(ids, listed)
+    unique = set(listed) if inferred(ids) == "string" else None
     if unique is None or "" in unique:
         for i, item_id in enumerate(ids):
             if type(item_id) is not str or not item_id:
@@ -135,6 +141,14 @@ def _check_ids(raw: np.ndarray) -> np.ndarray:
             if item_id in seen:
                 raise BadInput(f"candidates[{i}]: duplicate id {item_id!r} (first at position {seen[item_id]})")
             seen[item_id] = i
+    return _check_id_lengths(ids, listed)
+
+
+def _check_id_lengths(ids: np.ndarray, listed: list) -> np.ndarray:
+    """At most ``MAX_NAME_CHARS`` characters an id (about 5 us for 200 ids)."""
+    if listed and max(map(len, listed)) > MAX_NAME_CHARS:
+        i = next(i for i, item_id in enumerate(listed) if len(item_id) > MAX_NAME_CHARS)
+        raise BadInput(f"candidates[{i}]: 'id' has {len(listed[i])} characters; at most {MAX_NAME_CHARS}")
     return ids
 
 

@@ -48,7 +48,7 @@ from assay.guard.compiled import (
     compile_bundle,
     freeze_startup_heap,
 )
-from assay.guard.gating import Gating
+from assay.guard.gating import MAX_NAME_CHARS, Gating
 from assay.guard.inputs import Inputs
 from assay.guard.slate import Slate
 from assay.records import Event
@@ -82,6 +82,22 @@ class GuardConfig:
                 raise BadInput(f"surface mode for {s!r} must be fail_closed or fail_open, got {m!r}")
         if not self.deadline_ms > 0:
             raise BadInput(f"deadline_ms must be positive, got {self.deadline_ms}")
+
+
+def _request_name(value: Any, field: str) -> str:
+    """An id or name from the request: a string or a whole number (as its decimal), at most
+    ``MAX_NAME_CHARS``; "" when absent. Anything else was stringified (a dict became its Python
+    repr in every decision record) and any length was echoed and stored."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadInput(f"request: {field!r} must be a string, got {type(value).__name__}")
+    if isinstance(value, int) and value.bit_length() > 64:
+        raise BadInput(f"request: {field!r} must be a string, got a number beyond 64 bits")
+    text = str(value)
+    if len(text) > MAX_NAME_CHARS:
+        raise BadInput(f"request: {field!r} has {len(text)} characters; at most {MAX_NAME_CHARS}")
+    return text
 
 
 class Guard(Inputs, Gating):
@@ -146,9 +162,9 @@ class Guard(Inputs, Gating):
             raise BadInput(f"request: 'deadline_ms' must be a positive number, got {deadline_ms!r}")
         deadline = started + float(deadline_ms) / 1000.0
         user = request.get("user") if isinstance(request.get("user"), dict) else {}
-        subject_id = str(request.get("subject_id") or user.get("id") or "")
-        request_id = str(request.get("request_id") or uuid.uuid4().hex)
-        model_version = request.get("model_version")
+        subject_id = _request_name(request.get("subject_id") or user.get("id"), "subject_id" if request.get("subject_id") else "user.id")
+        request_id = _request_name(request.get("request_id"), "request_id") or uuid.uuid4().hex
+        model_version = _request_name(request.get("model_version"), "model_version") or None
         models = (str(model_version),) if model_version else ()
         self.counters["requests"] += 1
 

@@ -11,7 +11,7 @@ import numpy as np
 from assay.errors import BadInput
 from assay.guard import candidates as cand_mod
 from assay.guard.breakers import CallOutcome, Fallback, Permits, State
-from assay.guard.candidates import Candidates
+from assay.guard.candidates import MAX_NAME_CHARS, Candidates
 from assay.guard.compiled import CompiledBundle, CompiledSurface
 from assay.guard.slate import Slate
 from assay.policy.actions import BREAKER
@@ -30,14 +30,19 @@ class Gating:
         counts toward the absolute-count trip. Returns the state of each breaker reached."""
         if not isinstance(item_id, str) or not item_id:
             raise BadInput("harm report: item_id must be a non-empty string")
+        if len(item_id) > MAX_NAME_CHARS:
+            raise BadInput(f"harm report: item_id has {len(item_id)} characters; at most {MAX_NAME_CHARS}")
         if not isinstance(severe, bool):
             raise BadInput(f"harm report: severe must be true or false, got {severe!r}")
         scopes = []
-        for kind, name in (("source", source), ("model", model_version), ("surface", surface), ("creator", creator)):
+        for kind, field, name in (("source", "source", source), ("model", "model_version", model_version),
+                                  ("surface", "surface", surface), ("creator", "creator", creator)):
             if name is None:
                 continue
             if not isinstance(name, str) or not name:
-                raise BadInput(f"harm report: {kind} must be a non-empty string, got {name!r}")
+                raise BadInput(f"harm report: {field} must be a non-empty string, got {name!r}")
+            if len(name) > MAX_NAME_CHARS:
+                raise BadInput(f"harm report: {field} has {len(name)} characters; at most {MAX_NAME_CHARS}")
             scopes.append(f"{kind}:{name}")
         return self.breakers.report(scopes, severe=severe, reason=f"{'severe ' if severe else ''}harm report on {item_id}")
 

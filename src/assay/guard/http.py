@@ -172,12 +172,16 @@ class ReloadPolicy:
             raise Denied(403, f"reload refused: {shown} is not a bundle in the bundle directory") from None
         if path == root or not path.is_relative_to(root):
             raise Denied(403, f"reload refused: {shown} is outside the bundle directory")
-        if not path.exists():
-            raise Denied(404, f"reload refused: there is no bundle {shown} in the bundle directory")
-        if not (path.is_file() or path.is_dir()):
-            raise Denied(403, f"reload refused: {shown} is not a file or folder")
-        sig = signature_path(path)
-        if not sig.is_file():
+        try:  # a name the file system refuses (a part over 255 bytes: ENAMETOOLONG) names no bundle
+            if not path.exists():
+                raise Denied(404, f"reload refused: there is no bundle {shown} in the bundle directory")
+            if not (path.is_file() or path.is_dir()):
+                raise Denied(403, f"reload refused: {shown} is not a file or folder")
+            sig = signature_path(path)
+            signed = sig.is_file()
+        except OSError:
+            raise Denied(404, f"reload refused: there is no bundle {shown} in the bundle directory") from None
+        if not signed:
             raise Denied(403, f"reload refused: {shown} is not signed (no {sig.name})")
         try:
             signed_by = jsonlib.loads(sig.read_text(encoding="utf-8")).get("key_id")

@@ -256,6 +256,7 @@ def _storable(text: str, limit: int) -> str:
 def audit_refusal(store: Store, request: Request, status: int, message: str) -> None:
     """One audit row for a mutation that was refused, in its own transaction (the refused work
     was rolled back). Never raises: the refusal itself must still reach the client."""
+    from assay.govern.tokens import ANONYMOUS
     from assay.server.auth import client_source
     from assay.store.schema import AuditEntry
 
@@ -266,7 +267,7 @@ def audit_refusal(store: Store, request: Request, status: int, message: str) -> 
     source = client_source(request, "ui" if path.startswith("/ui") else "http")
     try:
         with store.session() as s:
-            s.add(AuditEntry(actor=_storable(actor.name if actor else "anonymous", 255),
+            s.add(AuditEntry(actor=_storable(actor.name if actor else ANONYMOUS, 255),
                              role=_storable(actor.role if actor else "-", 32), source=_storable(source, 255),
                              action=_storable(f"{request.method} {path}", 64), target=_storable(request.url.path, 512),
                              outcome=f"refused {status}", detail={"error": _storable(message, 500)}))

@@ -58,6 +58,19 @@ def parse_vkey(vkey: str, alg: bytes, what: str) -> tuple[str, bytes]:
     return name, raw[1:]
 
 
+MAX_TREE_SIZE = (1 << 64) - 1  # tlog sizes are uint64 (C2SP tlog-checkpoint, tlog-witness)
+
+
+def parse_tree_size(text: str) -> int | None:
+    """A tree size as the C2SP specs write it: ASCII decimal without leading zeroes, at most
+    2^64-1; None otherwise. ``str.isdigit`` alone is not enough: it accepts superscripts (which
+    ``int`` then refuses) and other scripts' digits, and ``int`` refuses over 4,300 digits."""
+    if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()) or (text != "0" and text.startswith("0")):
+        return None
+    size = int(text)
+    return size if size <= MAX_TREE_SIZE else None
+
+
 def _check_name(name: str) -> None:
     if not name or any(c.isspace() for c in name) or "+" in name:
         raise BadInput(f"checkpoint key name {name!r} must be non-empty, without spaces or '+'")
@@ -169,8 +182,9 @@ class Checkpoint:
         if len(lines) < 4 or lines[-1] != "":
             raise SignatureError(f"{where}: a checkpoint body needs origin, size and root hash lines")
         origin, size_text, root_b64, *extra = lines[:-1]
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
-            raise SignatureError(f"{where}: tree size {size_text!r} is not a decimal number")
+        size = parse_tree_size(size_text)
+        if size is None:
+            raise SignatureError(f"{where}: tree size {size_text[:40]!r} is not a decimal number below 2^64")
         try:
             root = base64.b64decode(root_b64, validate=True)
         except ValueError as e:
@@ -184,7 +198,7 @@ class Checkpoint:
                     stamp = datetime.strptime(line[5:], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
                 except ValueError as e:
                     raise SignatureError(f"{where}: bad time line {line!r}") from e
-        return cls(origin, int(size_text), root, stamp)
+        return cls(origin, size, root, stamp)
 
     @classmethod
     def open(cls, text: str, verifier: Verifier, origin: str | None = None, where: str = "checkpoint") -> Checkpoint:

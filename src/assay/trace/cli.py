@@ -309,7 +309,7 @@ def witness_serve(folder: Path = WitnessDir,
     from assay.trace.witness import Witness, serve
 
     host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise BadInput(f"--listen {listen!r} must be HOST:PORT")
     if prefix and not prefix.startswith("/"):
         raise BadInput(f"--prefix {prefix!r} must start with '/'")

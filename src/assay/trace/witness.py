@@ -55,6 +55,7 @@ from assay.trace.checkpoint import (
     Verifier,
     _check_name,
     _key_id,
+    parse_tree_size,
     parse_vkey,
 )
 from assay.trace.state import write_atomic
@@ -318,8 +319,9 @@ def parse_request(request: bytes) -> tuple[int, list[bytes], str]:
         raise BadInput("the request has no empty line before the checkpoint")
     lines = head.split("\n")
     first = lines[0]
-    if not first.startswith("old ") or not first[4:].isdigit() or (first[4:] != "0" and first[4:].startswith("0")):
-        raise BadInput(f"the first line must be 'old <size>' in decimal without leading zeroes, got {first[:40]!r}")
+    old = parse_tree_size(first[4:]) if first.startswith("old ") else None
+    if old is None:
+        raise BadInput(f"the first line must be 'old <size>' in decimal without leading zeroes, below 2^64, got {first[:40]!r}")
     proof_lines = lines[1:]
     if len(proof_lines) > MAX_PROOF_LINES:
         raise BadInput(f"{len(proof_lines)} consistency proof lines; at most {MAX_PROOF_LINES}")
@@ -332,7 +334,7 @@ def parse_request(request: bytes) -> tuple[int, list[bytes], str]:
         if len(value) != 32:
             raise BadInput(f"proof line {line[:50]!r} is not a 32-byte hash")
         proof.append(value)
-    return int(first[4:]), proof, note
+    return old, proof, note
 
 
 def _signed_by_any(note: str, trusted: list[Verifier]) -> bool:
@@ -382,7 +384,8 @@ def create_app(witness: Witness, prefix: str = ""):
 
     async def add_checkpoint(request) -> PlainTextResponse:
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_REQUEST_BYTES):
+        if declared is not None and (not (declared.isascii() and declared.isdigit()) or len(declared) > 12
+                                     or int(declared) > MAX_REQUEST_BYTES):
             return reply(Answer(400, f"request body larger than {MAX_REQUEST_BYTES} bytes\n"))
         body = b""
         async for chunk in request.stream():
@@ -462,10 +465,11 @@ def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout:
                     break
                 if response.status == 409 and response.content_type.startswith(SIZE_CONTENT_TYPE):
                     text = response.body.strip()
-                    if not text.isdigit():
+                    known_size = parse_tree_size(text)
+                    if known_size is None:
                         result["error"] = f"409 with a malformed size {text[:30]!r}"
                         break
-                    old = int(text)
+                    old = known_size
                     if old > checkpoint.size or (old and old not in log.checkpoint_sizes()):
                         result["error"] = (f"the witness has cosigned size {old}, which this log has no checkpoint of "
                                            f"(a rollback or a fork: investigate before going on)")

@@ -145,11 +145,18 @@ def record_run(body: RunIn, store: StoreDep, actor: Actor = Depends(require_role
                                kind=body.kind, transformation_id=body.transformation)
 
 
-@router.get("/assets")
-def list_assets(store: StoreDep, _: Actor = Depends(require_role("viewer")),
-                kind: Annotated[str | None, Query(pattern=r"^(dataset|model|evaluation|deployment)$")] = None
-                ) -> list[dict[str, Any]]:
-    return lineage.list_assets(store, kind)
+@router.get("/assets", summary="Registered assets by kind, name and version, a page at a time (Link: rel=next)")
+def list_assets(request: Request, response: Response, store: StoreDep, _: Actor = Depends(require_role("viewer")),
+                kind: Annotated[str | None, Query(pattern=r"^(dataset|model|evaluation|deployment)$")] = None,
+                limit: Annotated[int, Query(ge=1, le=lineage.LIST_PAGE_MAX)] = lineage.LIST_PAGE_MAX,
+                offset: Annotated[int, Query(ge=0, le=lineage.MAX_OFFSET)] = 0) -> list[dict[str, Any]]:
+    # one more than asked says whether a next page exists without counting the registry
+    page = lineage.list_assets(store, kind, limit=limit + 1, offset=offset)
+    if len(page) > limit:
+        page = page[:limit]
+        following = request.url.include_query_params(offset=offset + limit, limit=limit)
+        response.headers["link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return page
 
 
 @router.get("/assets/{asset_id:path}")
