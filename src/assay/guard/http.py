@@ -53,6 +53,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from assay.asgi import BodyDeadline
 from assay.errors import AssayError, BadInput, Unavailable
 
 # the role each route needs, in the control plane's order (viewer < engineer < approver < admin)
@@ -236,16 +237,22 @@ _JSON_HEADERS = (b"content-type", b"application/json")
 class GuardApp:
     """The ASGI app: ``POST /v1/guard`` straight to the guard, everything else to FastAPI."""
 
-    def __init__(self, api: FastAPI, guard: Any, access: TokenAccess | None, max_body_bytes: int):
+    def __init__(self, api: FastAPI, guard: Any, access: TokenAccess | None, max_body_bytes: int,
+                 body_timeout_s: float | None = None):
         self.api = api
         self.guard = guard
         self.access = access
         self.max_body_bytes = max_body_bytes
+        # every route's body, this one's and FastAPI's, must arrive in time (ASSAY_BODY_TIMEOUT_S): 408
+        self.entry = BodyDeadline(self._route, timeout_s=body_timeout_s)
 
     def __getattr__(self, name: str) -> Any:  # app.state, app.routes, app.openapi(), ...
         return getattr(self.api, name)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        await self.entry(scope, receive, send)
+
+    async def _route(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/guard" or scope["method"] != "POST":
             await self.api(scope, receive, send)
             return
@@ -275,10 +282,12 @@ class GuardApp:
 
 
 def create_app(guard: Any, *, access: TokenAccess | None, reload: ReloadPolicy | None = None,
-               feedback_limit: RateLimit | None = None, max_body_bytes: int = 16 << 20) -> GuardApp:
+               feedback_limit: RateLimit | None = None, max_body_bytes: int = 16 << 20,
+               body_timeout_s: float | None = None) -> GuardApp:
     """The guard's HTTP app. ``access``: who may call (None only where a test or an embedding
     process has already decided that: every route is then open); ``reload``: where signed bundles
-    may be reloaded from (None: reload is off)."""
+    may be reloaded from (None: reload is off); ``body_timeout_s``: how long a request's body may
+    take to arrive (``ASSAY_BODY_TIMEOUT_S``, 30 s, when None)."""
     app = FastAPI(title="assay guard", version="1", docs_url="/docs", redoc_url=None)
     limit = feedback_limit or RateLimit()
 
@@ -372,7 +381,7 @@ def create_app(guard: Any, *, access: TokenAccess | None, reload: ReloadPolicy |
     async def healthz() -> Response:
         return json({"ok": True})
 
-    return GuardApp(app, guard, access, max_body_bytes)
+    return GuardApp(app, guard, access, max_body_bytes, body_timeout_s)
 
 
 def app_from_env() -> GuardApp:

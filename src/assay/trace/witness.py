@@ -46,6 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from assay.asgi import BodyDeadline, text_refusal
 from assay.errors import BadInput, Unavailable
 from assay.trace import merkle
 from assay.trace.checkpoint import (
@@ -369,11 +370,13 @@ def _file_lock(path: Path):
 # ---------------------------------------------------------------- the HTTP service
 
 
-def create_app(witness: Witness, prefix: str = ""):
+def create_app(witness: Witness, prefix: str = "", body_timeout_s: float | None = None):
     """The witness's HTTP interface (tlog-witness): add-checkpoint and the monitoring GET, as a
-    Starlette app (FastAPI's base: two plain-text routes need no request models)."""
+    Starlette app (FastAPI's base: two plain-text routes need no request models). A body that does
+    not arrive within ``body_timeout_s`` (``ASSAY_BODY_TIMEOUT_S``, 30 s, when None) is a 408."""
     import anyio
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
@@ -398,7 +401,8 @@ def create_app(witness: Witness, prefix: str = ""):
         return reply(witness.checkpoint_for(request.path_params["origin_hash"]))
 
     return Starlette(routes=[Route(f"{prefix}/add-checkpoint", add_checkpoint, methods=["POST"]),
-                             Route(f"{prefix}/{{origin_hash}}/checkpoint", checkpoint, methods=["GET"])])
+                             Route(f"{prefix}/{{origin_hash}}/checkpoint", checkpoint, methods=["GET"])],
+                     middleware=[Middleware(BodyDeadline, timeout_s=body_timeout_s, refuse=text_refusal)])
 
 
 def serve(witness: Witness, host: str = "127.0.0.1", port: int = 0, prefix: str = "", announce=print) -> None:
