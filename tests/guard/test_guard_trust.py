@@ -96,6 +96,38 @@ def test_a_revoked_token_stops_working_within_the_cache_time(service):
         access.require(header, "viewer")
 
 
+def test_made_up_tokens_neither_evict_valid_ones_nor_grow_memory(service):
+    """A probe sent made-up bearer tokens: each was remembered (as unknown) in the one cache of
+    10,000 and pushed the callers' valid tokens out, so every valid request paid a store query
+    again. Unknown tokens now have a bounded cache of their own."""
+    import secrets
+
+    from assay.server.auth import token_actor
+
+    store = service.store
+    made = create_token(store, ROOT, name="ranker", role="viewer")
+    queries = []
+
+    def lookup(token):
+        queries.append(token)
+        return token_actor(store, token)
+
+    access = TokenAccess(lookup, max_cached=100, max_unknown_cached=50)
+    header = f"Bearer {made['token']}"
+    assert access.require(header, "viewer").name == "ranker" and len(queries) == 1
+    for _ in range(300):
+        with pytest.raises(Exception, match="invalid, revoked or expired"):
+            access.require(f"Bearer assay_{secrets.token_urlsafe(32)}", "viewer")
+    assert len(queries) == 301
+    assert access.require(header, "viewer").name == "ranker" and len(queries) == 301  # still remembered
+    assert len(access._cache) == 1 and len(access._unknown) == 50
+    bad = f"Bearer assay_{secrets.token_urlsafe(32)}"
+    for _ in range(3):  # the same unknown token is one query while it is remembered
+        with pytest.raises(Exception, match="invalid"):
+            access.require(bad, "viewer")
+    assert len(queries) == 302
+
+
 def test_the_token_store_down_is_a_503_not_a_500(test_bundle):
     from fastapi.testclient import TestClient
 

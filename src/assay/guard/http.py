@@ -16,7 +16,8 @@ hashed tokens, principals and roles (viewer < engineer < approver < admin), chec
 plane's own ``authenticate``, so a token revoked or expired there stops working here. A token the
 store has verified is remembered for ``ttl_s`` (10 s by default, keyed by its SHA-256, never the
 secret): a revocation reaches a running guard within that time, and the hot route does not pay a
-database query per request. Missing or unknown token: 401; a role below the route's: 403; the
+database query per request. Unknown tokens are remembered apart (2 s, at most 1,000), so made-up
+tokens never push the valid ones out. Missing or unknown token: 401; a role below the route's: 403; the
 token store down: 503.
 
 **Reload** takes only a bundle inside the configured bundle directory (``--bundle-dir``), signed
@@ -76,34 +77,42 @@ _BEARER = (b"www-authenticate", b"Bearer")
 class TokenAccess:
     """Bearer tokens checked by ``lookup`` (token -> an actor with ``name``, ``role`` and
     ``at_least(role)``, or None for an unknown, revoked or expired token): the control plane's
-    ``token_actor`` on its store. Answers are remembered for ``ttl_s`` (unknown tokens for
-    ``negative_ttl_s``), at most ``max_cached`` of them, keyed by the token's SHA-256."""
+    ``token_actor`` on its store. Answers are remembered, keyed by the token's SHA-256: a verified
+    token for ``ttl_s`` (at most ``max_cached`` of them), an unknown one for ``negative_ttl_s`` in a
+    cache of its own (at most ``max_unknown_cached``), so that a flood of made-up tokens neither
+    evicts the callers' valid tokens (each would cost a store query again) nor grows memory."""
 
     lookup: Callable[[str], Any]
     ttl_s: float = 10.0
     negative_ttl_s: float = 2.0
     max_cached: int = 10_000
+    max_unknown_cached: int = 1_000
     clock: Callable[[], float] = time.monotonic
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _unknown: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def actor(self, token: str) -> Any:
         key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         now = self.clock()
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[1] > now:
-                self._cache.move_to_end(key)
-                return hit[0]
+            for cache in (self._cache, self._unknown):
+                hit = cache.get(key)
+                if hit is not None and hit[1] > now:
+                    cache.move_to_end(key)
+                    return hit[0]
         try:
             found = self.lookup(token)
         except Exception as e:  # the token store is down: the guard cannot tell who is calling
             raise Denied(503, f"the token store is unavailable ({type(e).__name__}); try again") from None
         with self._lock:
-            self._cache[key] = (found, now + (self.ttl_s if found is not None else self.negative_ttl_s))
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.max_cached:
-                self._cache.popitem(last=False)
+            self._cache.pop(key, None)
+            self._unknown.pop(key, None)
+            cache, ttl, most = ((self._cache, self.ttl_s, self.max_cached) if found is not None
+                                else (self._unknown, self.negative_ttl_s, self.max_unknown_cached))
+            cache[key] = (found, now + ttl)
+            while len(cache) > most:
+                cache.popitem(last=False)
         return found
 
     def require(self, authorization: str | None, role: str) -> Any:
