@@ -11,8 +11,9 @@ import orjson
 import pytest
 from guard_helpers import make_candidates, make_labels
 
+from assay.errors import BadInput
 from assay.govern.registry import Actor
-from assay.guard import Guard
+from assay.guard import Guard, GuardConfig
 from assay.guard.cli import reload_policy, token_access
 from assay.guard.http import RateLimit, TokenAccess, create_app
 from assay.server.auth import create_token, revoke_token
@@ -186,6 +187,25 @@ def test_ids_in_a_request_are_strings_of_at_most_1024_characters(service, field,
     ok = service.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, "request_id": 42, "model_version": "m" * 1024},
                                                           "candidates": columns}), headers=auth(service, "viewer"))
     assert ok.status_code == 200 and ok.json()["request_id"] == "42"
+
+
+@pytest.mark.parametrize("raw,shown", [(b"1e300", "1e+300"), (b"60001", "60001"), (b"0", "0"), (b"-5", "-5"),
+                                       (b'"soon"', "'soon'"), (b"true", "True")])
+def test_a_deadline_is_above_0_and_at_most_a_minute(service, raw, shown):
+    """A probe: deadline_ms 1e300 was accepted (no deadline at all). Now a 400 naming the field;
+    60,000 (a minute) is the most, and the library refuses a 10**400 the same way (float() of it
+    overflowed: a 500 for an in-process caller)."""
+    columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in service.cands.items()}
+    body = orjson.dumps({"request": {**ADULT, "deadline_ms": 1}, "candidates": columns}).replace(b'"deadline_ms":1', b'"deadline_ms":' + raw)
+    r = service.post("/v1/guard", content=body, headers=auth(service, "viewer"))
+    assert r.status_code == 400 and "'deadline_ms'" in r.json()["error"] and "at most 60,000" in r.json()["error"], r.text[:300]
+    assert r.json()["error"].endswith(f"got {shown}")
+    with pytest.raises(BadInput, match=r"'deadline_ms' must be .* got a number past 1e308"):
+        service.guard.apply({**ADULT, "deadline_ms": 10**400}, service.cands)
+    with pytest.raises(BadInput, match="deadline_ms must be a number above 0 and at most 60,000"):
+        GuardConfig(deadline_ms=1e300)
+    assert service.post("/v1/guard", content=body.replace(b'"deadline_ms":' + raw, b'"deadline_ms":60000'),
+                        headers=auth(service, "viewer")).status_code == 200
 
 
 def sign(bundle_file, key):
