@@ -66,6 +66,8 @@ HEADER = "cosignature/v1"
 MAX_PROOF_LINES = 63
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_SIGNATURES = 64
+# what `assay trace cosign` reads of a witness's answer (a few cosignature lines, or a size)
+MAX_ANSWER_BYTES = 64 * 1024
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 
 
@@ -429,6 +431,10 @@ def serve(witness: Witness, host: str = "127.0.0.1", port: int = 0, prefix: str 
 # ---------------------------------------------------------------- the log's side
 
 
+class WitnessAnswerError(Exception):
+    """A witness's answer that the log will not read to the end: too large, or too slow."""
+
+
 def add_checkpoint_request(old_size: int, proof: list[bytes], note: str) -> bytes:
     return (f"old {old_size}\n" + "".join(base64.b64encode(p).decode() + "\n" for p in proof) + "\n" + note).encode()
 
@@ -453,9 +459,20 @@ def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout:
     with httpx.Client(timeout=timeout) if post is None else contextlib.nullcontext() as client:
         if post is None:
             def post(url: str, request: bytes) -> Answer:
-                response = client.post(url.rstrip("/") + "/add-checkpoint", content=request,
-                                       headers={"content-type": "text/plain"})
-                return Answer(response.status_code, response.text, response.headers.get("content-type", ""))
+                # read at most MAX_ANSWER_BYTES within about `timeout` (each read waits at most
+                # `timeout` too): a witness answering without end, or a byte at a time, gets no more
+                with client.stream("POST", url.rstrip("/") + "/add-checkpoint", content=request,
+                                   headers={"content-type": "text/plain"}) as response:
+                    deadline = time.monotonic() + timeout
+                    answer = bytearray()
+                    for chunk in response.iter_bytes():
+                        answer += chunk
+                        if len(answer) > MAX_ANSWER_BYTES:
+                            raise WitnessAnswerError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+                        if time.monotonic() > deadline:
+                            raise WitnessAnswerError(f"the answer did not arrive within {timeout:g} s")
+                    return Answer(response.status_code, answer.decode("utf-8", "replace"),
+                                  response.headers.get("content-type", ""))
 
         for url in urls:
             old = known.get(url, 0)
@@ -466,6 +483,9 @@ def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout:
                     response = post(url, add_checkpoint_request(old, proof, note))
                 except httpx.HTTPError as e:
                     result["error"] = f"unreachable: {e}"
+                    break
+                except WitnessAnswerError as e:
+                    result["error"] = str(e)
                     break
                 if response.status == 409 and response.content_type.startswith(SIZE_CONTENT_TYPE):
                     text = response.body.strip()
