@@ -208,6 +208,19 @@ def test_a_deadline_is_above_0_and_at_most_a_minute(service, raw, shown):
                         headers=auth(service, "viewer")).status_code == 200
 
 
+def test_ids_with_nul_are_served_unchanged_as_the_trace_takes_them(service):
+    """Decided after a probe sent NUL bytes in ids: the trace stores, proves and finds (why) ids
+    with NUL unchanged, and its why takes any 1-1,024 characters, so the guard takes them too
+    (one rule for ids in both parts) and echoes them exactly, never truncated at the NUL."""
+    columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in service.cands.items()}
+    columns["id"] = [f"{i}\x00tail" for i in columns["id"]]
+    r = service.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, "request_id": "r\x00q"}, "candidates": columns,
+                                                       "decisions": True}), headers=auth(service, "viewer"))
+    assert r.status_code == 200 and r.json()["request_id"] == "r\x00q", r.text[:300]
+    decided = [d["item_id"] for d in r.json()["decisions"]]  # unlabelled here, so dropped: fail closed
+    assert sorted(decided) == sorted(columns["id"]) and r.json()["candidates"] == len(columns["id"])
+
+
 def sign(bundle_file, key):
     from assay.policy import load_bundle
     from assay.policy.signing import sign_bundle
