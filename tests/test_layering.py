@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 FACES = {"cli", "server", "testing", "__main__"}  # __main__: `python -m assay`, the cli under another name; testing: the extension points' contract checks drive every part, as cli does
 ENGINES = {"govern", "guard", "evaluate", "redteam", "monitor", "explain", "mitigate", "recsys"}
-FOUNDATIONS = {"policy", "trace", "store", "classify", "judges", "data", "stats", "records", "errors", "config",
+FOUNDATIONS = {"policy", "trace", "store", "classify", "judges", "data", "stats", "records", "errors", "config", "asgi",
                "files", "demo_story", "runlog", "plugins", "__init__"}
 
 # Foundation -> engine edges the map allows: each is lazy, inside a registration step only.

@@ -11,8 +11,9 @@ import orjson
 import pytest
 from guard_helpers import make_candidates, make_labels
 
+from assay.errors import BadInput
 from assay.govern.registry import Actor
-from assay.guard import Guard
+from assay.guard import Guard, GuardConfig
 from assay.guard.cli import reload_policy, token_access
 from assay.guard.http import RateLimit, TokenAccess, create_app
 from assay.server.auth import create_token, revoke_token
@@ -96,6 +97,38 @@ def test_a_revoked_token_stops_working_within_the_cache_time(service):
         access.require(header, "viewer")
 
 
+def test_made_up_tokens_neither_evict_valid_ones_nor_grow_memory(service):
+    """A probe sent made-up bearer tokens: each was remembered (as unknown) in the one cache of
+    10,000 and pushed the callers' valid tokens out, so every valid request paid a store query
+    again. Unknown tokens now have a bounded cache of their own."""
+    import secrets
+
+    from assay.server.auth import token_actor
+
+    store = service.store
+    made = create_token(store, ROOT, name="ranker", role="viewer")
+    queries = []
+
+    def lookup(token):
+        queries.append(token)
+        return token_actor(store, token)
+
+    access = TokenAccess(lookup, max_cached=100, max_unknown_cached=50)
+    header = f"Bearer {made['token']}"
+    assert access.require(header, "viewer").name == "ranker" and len(queries) == 1
+    for _ in range(300):
+        with pytest.raises(Exception, match="invalid, revoked or expired"):
+            access.require(f"Bearer assay_{secrets.token_urlsafe(32)}", "viewer")
+    assert len(queries) == 301
+    assert access.require(header, "viewer").name == "ranker" and len(queries) == 301  # still remembered
+    assert len(access._cache) == 1 and len(access._unknown) == 50
+    bad = f"Bearer assay_{secrets.token_urlsafe(32)}"
+    for _ in range(3):  # the same unknown token is one query while it is remembered
+        with pytest.raises(Exception, match="invalid"):
+            access.require(bad, "viewer")
+    assert len(queries) == 302
+
+
 def test_the_token_store_down_is_a_503_not_a_500(test_bundle):
     from fastapi.testclient import TestClient
 
@@ -154,6 +187,38 @@ def test_ids_in_a_request_are_strings_of_at_most_1024_characters(service, field,
     ok = service.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, "request_id": 42, "model_version": "m" * 1024},
                                                           "candidates": columns}), headers=auth(service, "viewer"))
     assert ok.status_code == 200 and ok.json()["request_id"] == "42"
+
+
+@pytest.mark.parametrize("raw,shown", [(b"1e300", "1e+300"), (b"60001", "60001"), (b"0", "0"), (b"-5", "-5"),
+                                       (b'"soon"', "'soon'"), (b"true", "True")])
+def test_a_deadline_is_above_0_and_at_most_a_minute(service, raw, shown):
+    """A probe: deadline_ms 1e300 was accepted (no deadline at all). Now a 400 naming the field;
+    60,000 (a minute) is the most, and the library refuses a 10**400 the same way (float() of it
+    overflowed: a 500 for an in-process caller)."""
+    columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in service.cands.items()}
+    body = orjson.dumps({"request": {**ADULT, "deadline_ms": 1}, "candidates": columns}).replace(b'"deadline_ms":1', b'"deadline_ms":' + raw)
+    r = service.post("/v1/guard", content=body, headers=auth(service, "viewer"))
+    assert r.status_code == 400 and "'deadline_ms'" in r.json()["error"] and "at most 60,000" in r.json()["error"], r.text[:300]
+    assert r.json()["error"].endswith(f"got {shown}")
+    with pytest.raises(BadInput, match=r"'deadline_ms' must be .* got a number past 1e308"):
+        service.guard.apply({**ADULT, "deadline_ms": 10**400}, service.cands)
+    with pytest.raises(BadInput, match="deadline_ms must be a number above 0 and at most 60,000"):
+        GuardConfig(deadline_ms=1e300)
+    assert service.post("/v1/guard", content=body.replace(b'"deadline_ms":' + raw, b'"deadline_ms":60000'),
+                        headers=auth(service, "viewer")).status_code == 200
+
+
+def test_ids_with_nul_are_served_unchanged_as_the_trace_takes_them(service):
+    """Decided after a probe sent NUL bytes in ids: the trace stores, proves and finds (why) ids
+    with NUL unchanged, and its why takes any 1-1,024 characters, so the guard takes them too
+    (one rule for ids in both parts) and echoes them exactly, never truncated at the NUL."""
+    columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in service.cands.items()}
+    columns["id"] = [f"{i}\x00tail" for i in columns["id"]]
+    r = service.post("/v1/guard", content=orjson.dumps({"request": {**ADULT, "request_id": "r\x00q"}, "candidates": columns,
+                                                       "decisions": True}), headers=auth(service, "viewer"))
+    assert r.status_code == 200 and r.json()["request_id"] == "r\x00q", r.text[:300]
+    decided = [d["item_id"] for d in r.json()["decisions"]]  # unlabelled here, so dropped: fail closed
+    assert sorted(decided) == sorted(columns["id"]) and r.json()["candidates"] == len(columns["id"])
 
 
 def sign(bundle_file, key):

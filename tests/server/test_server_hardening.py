@@ -815,3 +815,39 @@ def test_asset_listings_come_a_bounded_page_at_a_time(api, world):
     assert whole.status_code == 200 and "lineage-page" not in whole.text and all(i in whole.text for i in ids)
     assert api.get("/ui/lineage", params={"limit": 1001}).status_code == 400
     api.cookies.clear()
+
+
+def test_the_deployments_and_evaluations_pages_come_a_bounded_page_at_a_time(api, world):
+    """A probe: /ui/deployments (reading each deployment's view and verdicts) and the evaluations
+    on /ui/reports listed the whole registry at once. Both page now, like /ui/lineage (offset,
+    limit at most 1,000; 100 deployments and 200 evaluations by default), and the runs page's
+    title no longer carries a copy of the evaluations table."""
+    eng = api.headers_for("erin")
+    sha = world["model"]["files"][0]["sha256"]
+    for k in range(2):
+        assert api.post("/api/v1/deployments", headers=eng, json={
+            "model": world["model"]["id"], "surface": f"s{k}", "purpose": "recommendation",
+            "bundle_files": {"bundle.yaml": BUNDLE.read_text()}}).status_code == 201
+    for k in range(3):
+        r = api.post("/api/v1/evaluations", headers=eng, json={
+            "model": world["model"]["id"], "run_id": f"e{k}", "suite": "s", "target": "t", "metrics": {"acc": 0.5},
+            "model_hashes": {"ranker.txt": sha}})
+        assert r.status_code == 201, r.text
+    api.cookies.set("assay_token", api.tokens["vera"])
+    for path, noun, anchor in (("/ui/deployments", "Deployments", "deployments-page"),
+                               ("/ui/reports", "Evaluations", "evaluations-page")):
+        first = api.get(path, params={"limit": 2})
+        assert first.status_code == 200 and f"{noun} 1–2 of 3" in first.text, first.text[:300]
+        assert f'{path}?offset=2&amp;limit=2" rel="next"' in first.text
+        last = api.get(path, params={"offset": 2, "limit": 2})
+        assert f"{noun} 3–3 of 3" in last.text and 'rel="next"' not in last.text and f"{path}?offset=0&amp;limit=2" in last.text
+        whole = api.get(path)
+        assert whole.status_code == 200 and anchor not in whole.text
+        for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"offset": 2**63}):
+            assert api.get(path, params=params).status_code == 400, (path, params)
+    rows = api.get("/ui/deployments", params={"limit": 2}).text.count('class="approve"')
+    assert rows == 2
+    page = api.get("/ui/reports", params={"limit": 1}).text
+    assert page.count('<table id="evaluations">') == 1 and "<title>Runs · assay</title>" in page
+    assert page.split('<table id="evaluations">')[1].split("</table>")[0].count("<tr><td") == 1
+    api.cookies.clear()

@@ -104,3 +104,18 @@ def test_bad_input_is_one_line_and_exit_2(capsys, logged, case) -> None:
     assert first in err and (second is None or second in err), err
     after = sorted(str(p) for p in Path(logged["tmp"]).rglob("*") if "variant.json" not in str(p))
     assert after == [p for p in before if "variant.json" not in p], "bad input must change nothing"
+
+
+def test_ids_with_nul_are_stored_and_found_unchanged(tmp_path):
+    """The guard takes ids with NUL bytes because the trace does (one rule for both parts): such
+    a decision is appended, found by why with the same ids, and the log verifies."""
+    import dataclasses
+
+    decisions = [dataclasses.replace(d, item_id="it\x00em", subject_id="u\x00ser", request_id="r\x00q")
+                 for d in make_decisions(3)]
+    with TraceLog.open(tmp_path / "log") as log:
+        log.append(decisions)
+        found = log.why("it\x00em", "u\x00ser")
+        assert found["index"] == 2 and found["request_id"] == "r\x00q"
+        assert log.why("it", "u\x00ser") is None or log.why("it", "u\x00ser").get("index") != 2
+        assert log.verify().ok

@@ -261,3 +261,48 @@ def test_witnesses_in_their_own_processes(tmp_path, capsys) -> None:
         for process in (p1, p2):
             process.terminate()
             process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("kind,words", [("large", "larger than 65536 bytes"), ("slow", "did not arrive within 1 s")])
+def test_cosign_reads_a_bounded_answer_from_a_witness(tmp_path, kind, words) -> None:
+    """A probe: `assay trace cosign` read a witness's answer without a limit (a witness answering
+    10 MB, or without end, filled the log's memory; one answering a byte at a time held it for as
+    long as it liked). Now at most 64 KiB within the timeout, else an error for that witness."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from assay.trace.witness import collect
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.end_headers()
+            try:
+                if kind == "large":
+                    self.wfile.write(b"x" * (10 << 20))
+                else:
+                    for _ in range(40):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+            except OSError:  # the log hung up, as it should
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with TraceLog.open(tmp_path / "log") as log:
+            log.append(make_decisions(10))
+            witness = Witness.init(tmp_path / "w", "witness.example/w1")
+            started = time.monotonic()
+            [result] = collect(log, [f"http://127.0.0.1:{server.server_address[1]}"], [witness.verifier], timeout=1.0)
+            assert words in result["error"] and "cosigned" not in result, result
+            assert time.monotonic() - started < 3.5
+    finally:
+        server.shutdown()
+        server.server_close()

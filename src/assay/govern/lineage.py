@@ -347,6 +347,15 @@ LIST_PAGE_MAX = 1000  # assets per page of a listing (GET /api/v1/assets, the da
 MAX_OFFSET = 2**31 - 1  # a page offset both stores take (PostgreSQL's OFFSET is a bigint)
 
 
+def count_assets(store: Store, kind: str | None = None) -> int:
+    """How many assets (of ``kind``) ``list_assets`` pages through."""
+    with store.session() as s:
+        q = sa.select(sa.func.count()).select_from(Asset)
+        if kind:
+            q = q.where(Asset.kind == kind)
+        return int(s.scalar(q) or 0)
+
+
 def list_assets(store: Store, kind: str | None = None, *, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
     """Assets by kind, name and version; ``limit`` of them from ``offset`` (all without a limit)."""
     with store.session() as s:

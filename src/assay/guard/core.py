@@ -59,6 +59,10 @@ __all__ = ["CompiledBundle", "CompiledSurface", "Guard", "GuardConfig", "Slate",
            "freeze_startup_heap"]
 
 
+# a deadline budget longer than a minute is no deadline: 1e300 was accepted, 10**400 a 500 (float overflow)
+MAX_DEADLINE_MS = 60_000
+
+
 @dataclass
 class GuardConfig:
     deadline_ms: float = 50.0
@@ -80,8 +84,9 @@ class GuardConfig:
         for s, m in {**self.surface_modes, "(default)": self.default_mode}.items():
             if m not in ("fail_closed", "fail_open"):
                 raise BadInput(f"surface mode for {s!r} must be fail_closed or fail_open, got {m!r}")
-        if not self.deadline_ms > 0:
-            raise BadInput(f"deadline_ms must be positive, got {self.deadline_ms}")
+        if isinstance(self.deadline_ms, bool) or not isinstance(self.deadline_ms, (int, float)) \
+                or not 0 < self.deadline_ms <= MAX_DEADLINE_MS:
+            raise BadInput(f"deadline_ms must be a number above 0 and at most {MAX_DEADLINE_MS:,}, got {self.deadline_ms!r}")
 
 
 def _request_name(value: Any, field: str) -> str:
@@ -158,8 +163,12 @@ class Guard(Inputs, Gating):
         surface = state.surface(surface_name)
         cands = cand_mod.coerce(candidates, labels_allowed=self.config.caller_labels)
         deadline_ms = request.get("deadline_ms", self.config.deadline_ms)
-        if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, (int, float)) or not deadline_ms > 0:
-            raise BadInput(f"request: 'deadline_ms' must be a positive number, got {deadline_ms!r}")
+        if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, (int, float)) \
+                or not 0 < deadline_ms <= MAX_DEADLINE_MS:
+            shown = (f"{float(deadline_ms):g}" if abs(deadline_ms) < 1e308 else "a number past 1e308") \
+                if isinstance(deadline_ms, (int, float)) and not isinstance(deadline_ms, bool) else repr(deadline_ms)[:40]
+            raise BadInput(f"request: 'deadline_ms' must be a number above 0 and at most {MAX_DEADLINE_MS:,} "
+                           f"(a minute), got {shown}")
         deadline = started + float(deadline_ms) / 1000.0
         user = request.get("user") if isinstance(request.get("user"), dict) else {}
         subject_id = _request_name(request.get("subject_id") or user.get("id"), "subject_id" if request.get("subject_id") else "user.id")

@@ -16,7 +16,8 @@ hashed tokens, principals and roles (viewer < engineer < approver < admin), chec
 plane's own ``authenticate``, so a token revoked or expired there stops working here. A token the
 store has verified is remembered for ``ttl_s`` (10 s by default, keyed by its SHA-256, never the
 secret): a revocation reaches a running guard within that time, and the hot route does not pay a
-database query per request. Missing or unknown token: 401; a role below the route's: 403; the
+database query per request. Unknown tokens are remembered apart (2 s, at most 1,000), so made-up
+tokens never push the valid ones out. Missing or unknown token: 401; a role below the route's: 403; the
 token store down: 503.
 
 **Reload** takes only a bundle inside the configured bundle directory (``--bundle-dir``), signed
@@ -53,6 +54,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from assay.asgi import BodyDeadline
 from assay.errors import AssayError, BadInput, Unavailable
 
 # the role each route needs, in the control plane's order (viewer < engineer < approver < admin)
@@ -75,34 +77,42 @@ _BEARER = (b"www-authenticate", b"Bearer")
 class TokenAccess:
     """Bearer tokens checked by ``lookup`` (token -> an actor with ``name``, ``role`` and
     ``at_least(role)``, or None for an unknown, revoked or expired token): the control plane's
-    ``token_actor`` on its store. Answers are remembered for ``ttl_s`` (unknown tokens for
-    ``negative_ttl_s``), at most ``max_cached`` of them, keyed by the token's SHA-256."""
+    ``token_actor`` on its store. Answers are remembered, keyed by the token's SHA-256: a verified
+    token for ``ttl_s`` (at most ``max_cached`` of them), an unknown one for ``negative_ttl_s`` in a
+    cache of its own (at most ``max_unknown_cached``), so that a flood of made-up tokens neither
+    evicts the callers' valid tokens (each would cost a store query again) nor grows memory."""
 
     lookup: Callable[[str], Any]
     ttl_s: float = 10.0
     negative_ttl_s: float = 2.0
     max_cached: int = 10_000
+    max_unknown_cached: int = 1_000
     clock: Callable[[], float] = time.monotonic
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _unknown: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def actor(self, token: str) -> Any:
         key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         now = self.clock()
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[1] > now:
-                self._cache.move_to_end(key)
-                return hit[0]
+            for cache in (self._cache, self._unknown):
+                hit = cache.get(key)
+                if hit is not None and hit[1] > now:
+                    cache.move_to_end(key)
+                    return hit[0]
         try:
             found = self.lookup(token)
         except Exception as e:  # the token store is down: the guard cannot tell who is calling
             raise Denied(503, f"the token store is unavailable ({type(e).__name__}); try again") from None
         with self._lock:
-            self._cache[key] = (found, now + (self.ttl_s if found is not None else self.negative_ttl_s))
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.max_cached:
-                self._cache.popitem(last=False)
+            self._cache.pop(key, None)
+            self._unknown.pop(key, None)
+            cache, ttl, most = ((self._cache, self.ttl_s, self.max_cached) if found is not None
+                                else (self._unknown, self.negative_ttl_s, self.max_unknown_cached))
+            cache[key] = (found, now + ttl)
+            while len(cache) > most:
+                cache.popitem(last=False)
         return found
 
     def require(self, authorization: str | None, role: str) -> Any:
@@ -236,16 +246,22 @@ _JSON_HEADERS = (b"content-type", b"application/json")
 class GuardApp:
     """The ASGI app: ``POST /v1/guard`` straight to the guard, everything else to FastAPI."""
 
-    def __init__(self, api: FastAPI, guard: Any, access: TokenAccess | None, max_body_bytes: int):
+    def __init__(self, api: FastAPI, guard: Any, access: TokenAccess | None, max_body_bytes: int,
+                 body_timeout_s: float | None = None):
         self.api = api
         self.guard = guard
         self.access = access
         self.max_body_bytes = max_body_bytes
+        # every route's body, this one's and FastAPI's, must arrive in time (ASSAY_BODY_TIMEOUT_S): 408
+        self.entry = BodyDeadline(self._route, timeout_s=body_timeout_s)
 
     def __getattr__(self, name: str) -> Any:  # app.state, app.routes, app.openapi(), ...
         return getattr(self.api, name)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        await self.entry(scope, receive, send)
+
+    async def _route(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/guard" or scope["method"] != "POST":
             await self.api(scope, receive, send)
             return
@@ -275,10 +291,12 @@ class GuardApp:
 
 
 def create_app(guard: Any, *, access: TokenAccess | None, reload: ReloadPolicy | None = None,
-               feedback_limit: RateLimit | None = None, max_body_bytes: int = 16 << 20) -> GuardApp:
+               feedback_limit: RateLimit | None = None, max_body_bytes: int = 16 << 20,
+               body_timeout_s: float | None = None) -> GuardApp:
     """The guard's HTTP app. ``access``: who may call (None only where a test or an embedding
     process has already decided that: every route is then open); ``reload``: where signed bundles
-    may be reloaded from (None: reload is off)."""
+    may be reloaded from (None: reload is off); ``body_timeout_s``: how long a request's body may
+    take to arrive (``ASSAY_BODY_TIMEOUT_S``, 30 s, when None)."""
     app = FastAPI(title="assay guard", version="1", docs_url="/docs", redoc_url=None)
     limit = feedback_limit or RateLimit()
 
@@ -372,7 +390,7 @@ def create_app(guard: Any, *, access: TokenAccess | None, reload: ReloadPolicy |
     async def healthz() -> Response:
         return json({"ok": True})
 
-    return GuardApp(app, guard, access, max_body_bytes)
+    return GuardApp(app, guard, access, max_body_bytes, body_timeout_s)
 
 
 def app_from_env() -> GuardApp:

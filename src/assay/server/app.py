@@ -16,7 +16,6 @@ in which case it is the nearest untrusted address in ``X-Forwarded-For``. Every 
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import ipaddress
 import logging
@@ -34,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assay import __version__
+from assay.asgi import BodyDeadline
 from assay.config import int_setting
 from assay.errors import AssayError, BadInput, LocatedError, Unavailable
 from assay.store import Store, open_store
@@ -53,7 +53,6 @@ ROUTE_MODULES = [
     "assay.server.routes.dashboard",
 ]
 MAX_BODY_BYTES = 4 << 20
-BODY_TIMEOUT_S = 30.0
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 
 
@@ -162,8 +161,8 @@ def inflate(data: bytes, limit: int) -> bytes:
 class Intake:
     """Pure ASGI middleware that runs before any route, dependency or authentication."""
 
-    def __init__(self, app, *, max_body: int, body_timeout: float, proxies: tuple):
-        self.app, self.max_body, self.body_timeout, self.proxies = app, max_body, body_timeout, proxies
+    def __init__(self, app, *, max_body: int, proxies: tuple):
+        self.app, self.max_body, self.proxies = app, max_body, proxies
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -192,21 +191,16 @@ class Intake:
             return await self._refuse(scope, send, 415, f"Content-Encoding {', '.join(encodings)!r} is not accepted; "
                                                         "send the body plain or gzip-compressed", close=True)
         body = bytearray()
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return None
-                    body += message.get("body", b"")
-                    if len(body) > self.max_body:
-                        return await self._refuse(scope, send, 413, f"request body is larger than the limit of "
-                                                                    f"{self.max_body} bytes", close=True)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            return await self._refuse(scope, send, 408, f"the request body did not arrive within {self.body_timeout:g} s",
-                                      close=True)
+        while True:  # bounded in time by the BodyDeadline outside (a 408, then a disconnect here)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                return await self._refuse(scope, send, 413, f"request body is larger than the limit of "
+                                                            f"{self.max_body} bytes", close=True)
+            if not message.get("more_body", False):
+                break
         if encodings:
             try:
                 plain = inflate(bytes(body), self.max_body)
@@ -231,13 +225,18 @@ class Intake:
         return await self.app(scope, replay, send)
 
     async def _refuse(self, scope, send, status: int, message: str, close: bool = False) -> None:
-        from starlette.requests import Request as StarletteRequest
+        await refuse(scope, send, status, message, close)
 
-        request = StarletteRequest(scope)
-        response = await error_response(request, status, message, None)
-        if close:  # the unread body is not drained: the connection is closed instead
-            response.headers["Connection"] = "close"
-        await response(scope, _no_receive, send)
+
+async def refuse(scope, send, status: int, message: str, close: bool = True) -> None:
+    """The one error shape sent from the ASGI layer, before any route (audited like any refusal)."""
+    from starlette.requests import Request as StarletteRequest
+
+    request = StarletteRequest(scope)
+    response = await error_response(request, status, message, None)
+    if close:  # the unread body is not drained: the connection is closed instead
+        response.headers["Connection"] = "close"
+    await response(scope, _no_receive, send)
 
 
 async def _no_receive():  # pragma: no cover - responses never read the request
@@ -386,9 +385,10 @@ def _add_links(schema: dict[str, Any], links: dict) -> None:
 
 
 def create_app(store: Store | None = None, db_url: str | None = None, *, max_body_bytes: int | None = None,
-               trusted: str | None = None) -> FastAPI:
-    """Build the app on ``store`` (or open the configured one). ``max_body_bytes`` and ``trusted``
-    (proxies) default to ``ASSAY_MAX_BODY_BYTES`` and ``ASSAY_TRUSTED_PROXIES``."""
+               trusted: str | None = None, body_timeout_s: float | None = None) -> FastAPI:
+    """Build the app on ``store`` (or open the configured one). ``max_body_bytes``, ``trusted``
+    (proxies) and ``body_timeout_s`` default to ``ASSAY_MAX_BODY_BYTES``, ``ASSAY_TRUSTED_PROXIES``
+    and ``ASSAY_BODY_TIMEOUT_S``."""
     app = FastAPI(title="assay control plane", version=__version__,
                   description="Governance, guard and trace APIs of assay. Every route needs "
                               "`Authorization: Bearer <token>` (see `assay token create`). Errors are "
@@ -403,8 +403,7 @@ def create_app(store: Store | None = None, db_url: str | None = None, *, max_bod
     # decisions by action/rule/surface, breaker states, queue depth and write latency, on the same /metrics
     app.state.trace_metrics = telemetry.metrics(registry)
 
-    app.add_middleware(Intake, max_body=app.state.max_body_bytes, body_timeout=BODY_TIMEOUT_S,
-                       proxies=app.state.trusted_proxies)
+    app.add_middleware(Intake, max_body=app.state.max_body_bytes, proxies=app.state.trusted_proxies)
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -416,6 +415,8 @@ def create_app(store: Store | None = None, db_url: str | None = None, *, max_bod
         latency.labels(request.method, path).observe(time.perf_counter() - started)
         return response
 
+    # outermost: the body's deadline binds every reader inside (Intake, the metrics, the routes)
+    app.add_middleware(BodyDeadline, timeout_s=body_timeout_s, refuse=refuse)
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "store unreachable",

@@ -46,6 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from assay.asgi import BodyDeadline, text_refusal
 from assay.errors import BadInput, Unavailable
 from assay.trace import merkle
 from assay.trace.checkpoint import (
@@ -65,6 +66,8 @@ HEADER = "cosignature/v1"
 MAX_PROOF_LINES = 63
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_SIGNATURES = 64
+# what `assay trace cosign` reads of a witness's answer (a few cosignature lines, or a size)
+MAX_ANSWER_BYTES = 64 * 1024
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 
 
@@ -369,11 +372,13 @@ def _file_lock(path: Path):
 # ---------------------------------------------------------------- the HTTP service
 
 
-def create_app(witness: Witness, prefix: str = ""):
+def create_app(witness: Witness, prefix: str = "", body_timeout_s: float | None = None):
     """The witness's HTTP interface (tlog-witness): add-checkpoint and the monitoring GET, as a
-    Starlette app (FastAPI's base: two plain-text routes need no request models)."""
+    Starlette app (FastAPI's base: two plain-text routes need no request models). A body that does
+    not arrive within ``body_timeout_s`` (``ASSAY_BODY_TIMEOUT_S``, 30 s, when None) is a 408."""
     import anyio
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
@@ -398,7 +403,8 @@ def create_app(witness: Witness, prefix: str = ""):
         return reply(witness.checkpoint_for(request.path_params["origin_hash"]))
 
     return Starlette(routes=[Route(f"{prefix}/add-checkpoint", add_checkpoint, methods=["POST"]),
-                             Route(f"{prefix}/{{origin_hash}}/checkpoint", checkpoint, methods=["GET"])])
+                             Route(f"{prefix}/{{origin_hash}}/checkpoint", checkpoint, methods=["GET"])],
+                     middleware=[Middleware(BodyDeadline, timeout_s=body_timeout_s, refuse=text_refusal)])
 
 
 def serve(witness: Witness, host: str = "127.0.0.1", port: int = 0, prefix: str = "", announce=print) -> None:
@@ -425,6 +431,10 @@ def serve(witness: Witness, host: str = "127.0.0.1", port: int = 0, prefix: str 
 # ---------------------------------------------------------------- the log's side
 
 
+class WitnessAnswerError(Exception):
+    """A witness's answer that the log will not read to the end: too large, or too slow."""
+
+
 def add_checkpoint_request(old_size: int, proof: list[bytes], note: str) -> bytes:
     return (f"old {old_size}\n" + "".join(base64.b64encode(p).decode() + "\n" for p in proof) + "\n" + note).encode()
 
@@ -449,9 +459,20 @@ def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout:
     with httpx.Client(timeout=timeout) if post is None else contextlib.nullcontext() as client:
         if post is None:
             def post(url: str, request: bytes) -> Answer:
-                response = client.post(url.rstrip("/") + "/add-checkpoint", content=request,
-                                       headers={"content-type": "text/plain"})
-                return Answer(response.status_code, response.text, response.headers.get("content-type", ""))
+                # read at most MAX_ANSWER_BYTES within about `timeout` (each read waits at most
+                # `timeout` too): a witness answering without end, or a byte at a time, gets no more
+                with client.stream("POST", url.rstrip("/") + "/add-checkpoint", content=request,
+                                   headers={"content-type": "text/plain"}) as response:
+                    deadline = time.monotonic() + timeout
+                    answer = bytearray()
+                    for chunk in response.iter_bytes():
+                        answer += chunk
+                        if len(answer) > MAX_ANSWER_BYTES:
+                            raise WitnessAnswerError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+                        if time.monotonic() > deadline:
+                            raise WitnessAnswerError(f"the answer did not arrive within {timeout:g} s")
+                    return Answer(response.status_code, answer.decode("utf-8", "replace"),
+                                  response.headers.get("content-type", ""))
 
         for url in urls:
             old = known.get(url, 0)
@@ -462,6 +483,9 @@ def collect(log: Any, urls: list[str], keys: list[CosignatureVerifier], timeout:
                     response = post(url, add_checkpoint_request(old, proof, note))
                 except httpx.HTTPError as e:
                     result["error"] = f"unreachable: {e}"
+                    break
+                except WitnessAnswerError as e:
+                    result["error"] = str(e)
                     break
                 if response.status == 409 and response.content_type.startswith(SIZE_CONTENT_TYPE):
                     text = response.body.strip()

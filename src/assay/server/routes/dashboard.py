@@ -306,21 +306,41 @@ def _model_lineage(request: Request, version: str) -> str:
     return ", ".join(n for n in names if n and n != version)
 
 
+LINEAGE_PAGE = 200  # assets per lineage page by default: the drawing stays readable and quick
+DEPLOYMENTS_PAGE = 100  # each row reads the deployment's view and verdicts: a page stays quick
+EVALUATIONS_PAGE = 200
+
+
+def _pager(path: str, noun: str, offset: int, limit: int, shown: int, total: int, anchor: str, note: str = "") -> dict[str, Any]:
+    """Where a page of a listing is (``{noun} first–last of total``, previous and next links),
+    for ``_pager.html``: every listing of the dashboard pages the same way."""
+    return {"path": path, "noun": noun, "anchor": anchor, "note": note, "first": offset + 1, "last": offset + shown,
+            "total": total, "limit": limit, "previous": max(0, offset - limit) if offset else None,
+            "following": offset + limit if offset + limit < total else None}
+
+
 @router.get("/deployments", response_class=HTMLResponse)
 @_guarded
-async def deployments(request: Request, flash: str = "", kind: str = "info"):
+async def deployments(request: Request, flash: str = "", kind: str = "info",
+                      offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = DEPLOYMENTS_PAGE):
+    """A page of the deployment requests (100 by default): the whole registry's, each with its
+    view and verdicts read, grew without bound."""
     actor = _actor(request)
-    return _page(request, "deployments.html", "deployments", actor=actor, deployments=_deployments(request),
+    rows, pager = _deployments(request, offset, limit)
+    return _page(request, "deployments.html", "deployments", actor=actor, deployments=rows, pager=pager,
                  csrf=_csrf(request), flash=flash or None, flash_kind=kind)
 
 
-def _deployments(request: Request) -> list[dict[str, Any]]:
+def _deployments(request: Request, offset: int = 0, limit: int = DEPLOYMENTS_PAGE) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A page of deployments as the table shows them, and where the page is."""
     from assay.govern.gate import deployment_view, verdicts_for
-    from assay.govern.lineage import list_assets
+    from assay.govern.lineage import count_assets, list_assets
 
     store = request.app.state.store
     out = []
-    for a in list_assets(store, "deployment"):
+    page = list_assets(store, "deployment", limit=limit, offset=offset)
+    for a in page:
         view = deployment_view(store, a["id"])
         spec = view.get("spec", {})
         verdicts = verdicts_for(store, a["id"])
@@ -333,7 +353,8 @@ def _deployments(request: Request) -> list[dict[str, Any]]:
                     "bundle": spec.get("bundle", ""), "requested_by": spec.get("requested_by", ""),
                     "approvals": [x if isinstance(x, str) else x.get("approver", "") for x in view.get("approvals", [])],
                     "verdict": verdict})
-    return out
+    return out, _pager("/ui/deployments", "Deployments", offset, limit, len(out), count_assets(store, "deployment"),
+                       "deployments-page")
 
 
 @router.post("/deployments/approve")
@@ -351,13 +372,12 @@ async def approve(request: Request, deployment: str = Form(...), csrf: str = For
         await run_in_threadpool(approve_deployment, request.app.state.store, actor, deployment)
     except AssayError as e:
         await _refused(request, status_for(e), e.message)
-        return _page(request, "deployments.html", "deployments", status=status_for(e), actor=actor, deployments=_deployments(request),
-                     csrf=_csrf(request), flash=f"Refused: {e.message}", flash_kind="error")
-    return _page(request, "deployments.html", "deployments", actor=actor, deployments=_deployments(request), csrf=_csrf(request),
+        rows, pager = _deployments(request)
+        return _page(request, "deployments.html", "deployments", status=status_for(e), actor=actor, deployments=rows,
+                     pager=pager, csrf=_csrf(request), flash=f"Refused: {e.message}", flash_kind="error")
+    rows, pager = _deployments(request)
+    return _page(request, "deployments.html", "deployments", actor=actor, deployments=rows, pager=pager, csrf=_csrf(request),
                  flash=f"Approved {deployment} as {actor.name} ({actor.role}).", flash_kind="info")
-
-
-LINEAGE_PAGE = 200  # assets per lineage page by default: the drawing stays readable and quick
 
 
 @router.get("/lineage", response_class=HTMLResponse)
@@ -377,8 +397,8 @@ async def lineage(request: Request, offset: Annotated[int, Query(ge=0, le=MAX_OF
     edges = [(src, dst) for src, dst in view["edges"] if src in shown and dst in shown]
     total = len(view["assets"])
     return _page(request, "lineage.html", "lineage", actor=actor, assets=assets, svg=lineage_svg(assets, edges),
-                 first=offset + 1, last=offset + len(assets), total=total, limit=limit,
-                 previous=max(0, offset - limit) if offset else None, following=offset + limit if offset + limit < total else None)
+                 pager=_pager("/ui/lineage", "Assets", offset, limit, len(assets), total, "lineage-page",
+                              " (the drawing shows the lineage among them)"))
 
 
 def lineage_svg(assets: list[dict[str, Any]], edges: list[tuple[str, str]]) -> str:
@@ -423,10 +443,12 @@ def lineage_svg(assets: list[dict[str, Any]], edges: list[tuple[str, str]]) -> s
 
 @router.get("/reports", response_class=HTMLResponse)
 @_guarded
-async def reports(request: Request):
+async def reports(request: Request, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = EVALUATIONS_PAGE):
     """Every run under ASSAY_HOME, read from its run log (``assay.runlog``): verdict first, the
     gates that did not pass with their reasons, the headline metrics with intervals. A run log
-    that cannot be read is listed as unreadable, with why."""
+    that cannot be read is listed as unreadable, with why. Below, a page (``offset``, ``limit``)
+    of the evaluations registered with the control plane: all of them grew without bound."""
     from assay.runlog import find_runlogs
     from assay.server import evidence
 
@@ -441,10 +463,11 @@ async def reports(request: Request):
                      "metrics": [m for m in v.metrics[:4]]})
     bad = [{"path": u.path.relative_to(home).as_posix(), "error": u.error} for u in unreadable]
     # evaluations registered with the control plane (over HTTP too, from runs whose logs live elsewhere)
-    from assay.govern.lineage import list_assets
+    from assay.govern.lineage import count_assets, list_assets
 
+    store = request.app.state.store
     evaluations = []
-    for a in list_assets(request.app.state.store, "evaluation"):
+    for a in list_assets(store, "evaluation", limit=limit, offset=offset):
         spec = a.get("spec", {}) or {}
         result = spec.get("result", spec) or {}
         judges = result.get("judges") or {}
@@ -454,7 +477,10 @@ async def reports(request: Request):
         evaluations.append({"id": a["id"], "suite": spec.get("suite", ""), "target": result.get("target", spec.get("target", "")),
                             "metrics": json.dumps(metrics)[:400],
                             "gates": result.get("gate_outcomes") or result.get("gate_verdicts", "")})
-    return _page(request, "reports.html", "reports", actor=actor, runs=runs, unreadable=bad, evaluations=evaluations)
+    pager = _pager("/ui/reports", "Evaluations", offset, limit, len(evaluations), count_assets(store, "evaluation"),
+                   "evaluations-page")
+    return _page(request, "reports.html", "reports", actor=actor, runs=runs, unreadable=bad, evaluations=evaluations,
+                 pager=pager)
 
 
 @router.get("/runs/{path:path}", response_class=HTMLResponse)
