@@ -61,7 +61,6 @@ def _embed_rows(name: str, rows: list[dict[str, Any]]) -> np.ndarray:
     return head_input(name, _embed(prepared, None, f"{name} (loso)", max_tokens_for(name)), prepared)
 
 
-PAIR_OF = {"refusal": "refusal_pair", "harmful_response": "harmful_pair"}
 
 
 def _first_sources(rows: list[dict[str, Any]], k: int = QUICK_SOURCES) -> list[dict[str, Any]]:
@@ -75,13 +74,14 @@ def loso(name: str, quick: bool = False) -> dict[str, Any]:
     (``assay.classify.pairs.fit_pair``) and the response-only head's (``classify.train.fit_head``)
     fitted without the source, each reported by :func:`_recipe_entry`, and the phrase judge's F1
     on the same rows. ``quick``: the first :data:`QUICK_SOURCES` sources only (cut before embedding)."""
-    from assay.classify.pairs import fit_pair, training_inputs
+    from assay.classify.pairs import PAIR_NAMES, fit_pair, training_inputs
     from assay.classify.tasks import split_of
     from assay.classify.train import fit_head
     from assay.judges import get_judge
     from assay.judges.validate import agreement
 
-    rows, xp, mask = training_inputs(PAIR_OF[name], select=_first_sources if quick else None)
+    pair_head = next(p for p, task in PAIR_NAMES.items() if task == name)  # the pair head trained on the same rows
+    rows, xp, mask = training_inputs(pair_head, select=_first_sources if quick else None)
     x = _embed_rows(name, rows)
     y = np.asarray([r["label"] for r in rows], dtype=bool)
     source = np.asarray([r["source"] for r in rows])

@@ -20,6 +20,14 @@ HEAD_QUESTIONS = {"refusal": "refusal", "harmful_response": "harmful", "hate": "
                   "prompt_injection": "injection"}
 
 
+def question_of(classifier: str) -> str | None:
+    """The judge question a head or pair head named ``classifier`` answers (a pair head answers
+    its task's question); None for a name that is neither."""
+    from assay.classify.pairs import PAIR_NAMES
+
+    return HEAD_QUESTIONS.get(PAIR_NAMES.get(classifier, classifier))
+
+
 class HeadJudge(Judge):
     """``assay.classify`` head ``classifier`` on the response (or the prompt, ``on="prompt"``)."""
 
@@ -83,7 +91,7 @@ class PairJudge(Judge):
 
         if classifier not in PAIR_NAMES:
             raise BadInput(f"judge {name!r}: unknown pair head {classifier!r}; known: {', '.join(PAIR_NAMES)}")
-        super().__init__(name, question or HEAD_QUESTIONS[PAIR_NAMES[classifier]])
+        super().__init__(name, question or question_of(classifier) or "")
         self.classifier = classifier
         self._threshold = threshold
         self._head: Any = None

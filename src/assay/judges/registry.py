@@ -253,12 +253,12 @@ def best_validated(question: str) -> str:
     """The built-in judge of ``question`` whose current version validated best (highest lower
     bound of F1 on its latest validation); the question's default judge when none validated.
     LLM judges count only when an endpoint is configured."""
+    from assay.judges.heads import question_of
     from assay.judges.validate import summary
 
     best, best_low = DEFAULTS.get(question), -1.0
     for name, spec in BUILTINS.items():
-        q = spec.get("question") or {"refusal": "refusal", "harmful_response": "harmful", "refusal_pair": "refusal",
-                                     "harmful_pair": "harmful"}.get(spec.get("classifier", ""), spec.get("classifier"))
+        q = spec.get("question") or question_of(spec.get("classifier", ""))
         if q != question:
             continue
         try:
