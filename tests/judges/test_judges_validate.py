@@ -56,6 +56,33 @@ def test_unparsed_counts_as_wrong_and_is_reported():
     assert m["parsed_confusion"] == {"tp": 1, "fp": 0, "fn": 0, "tn": 1}
 
 
+def test_f1_difference_is_a_paired_bootstrap_checked_against_scikit_learn():
+    rng = np.random.default_rng(1)
+    y = rng.random(200) < 0.4
+    a = np.where(rng.random(200) < 0.9, y, ~y)
+    b = np.where(rng.random(200) < 0.8, y, ~y)
+    d = V.f1_difference(list(a), list(b), list(y), resamples=300, seed=7)
+    assert d["value"] == pytest.approx(f1_score(y, a) - f1_score(y, b), abs=1e-4)
+    # the oracle: the same paired resamples drawn one by one and scored by scikit-learn
+    draws, n, oracle = np.random.default_rng(7).integers(0, 200, size=(300, 200)), 200, []
+    for idx in draws:
+        oracle.append(f1_score(y[idx], a[idx], zero_division=np.nan) - f1_score(y[idx], b[idx], zero_division=np.nan))
+    low, high = np.quantile(oracle, [0.025, 0.975])
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
+    assert n == len(y) and d["ci_low"] <= d["value"] <= d["ci_high"]
+
+
+def test_f1_difference_of_a_judge_with_itself_is_exactly_zero_and_unparsed_counts_as_wrong():
+    y = [True, True, False, False, True, False]
+    p = [True, False, False, True, True, False]
+    assert V.f1_difference(p, p, y, resamples=100) == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    with_unparsed = V.f1_difference([None, *p[1:]], p, y, resamples=0)  # the first item, right in p, is wrong when unparsed
+    assert with_unparsed["value"] == pytest.approx(f1_score(y, [False, *p[1:]]) - f1_score(y, p), abs=1e-4)
+    assert with_unparsed["ci_low"] is None
+    with pytest.raises(BadInput, match="5 verdicts, 6 baseline verdicts and 6 labels"):
+        V.f1_difference(p[:5], p, y)
+
+
 def test_validate_records_against_the_version(tmp_path):
     path = _write(tmp_path / "labels.jsonl", ROWS)
     judge = PhraseJudge("my-phrase", "refusal")  # not a built-in: no packaged validation

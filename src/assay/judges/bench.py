@@ -78,7 +78,7 @@ def loso(name: str, quick: bool = False) -> dict[str, Any]:
     from assay.classify.tasks import split_of
     from assay.classify.train import fit_head
     from assay.judges import get_judge
-    from assay.judges.validate import agreement
+    from assay.judges.validate import agreement, f1_difference
 
     pair_head = next(p for p, task in PAIR_NAMES.items() if task == name)  # the pair head trained on the same rows
     rows, xp, mask = training_inputs(pair_head, select=_first_sources if quick else None)
@@ -106,21 +106,27 @@ def loso(name: str, quick: bool = False) -> dict[str, Any]:
         head = fit_head(x[fit_rows], y[fit_rows].astype(float), np.ones(int(fit_rows.sum())), x[val_rows], y[val_rows])
         head_predicted = head.head.calibrate(head.head.logits(x[test])) >= head.threshold
         labels = list(y[test])
-        base = agreement([phrase_verdicts[i] for i in np.flatnonzero(test)], labels, resamples=0)
+        phrase_here = [phrase_verdicts[i] for i in np.flatnonzero(test)]
+        base = agreement(phrase_here, labels, resamples=0)
         out[s] = {"n": int(test.sum()), "positives": pos, "negatives": neg, "counts_for_min": True,
-                  "pair": _recipe_entry(agreement(list(predicted), labels, resamples=RESAMPLES), pair.threshold),
-                  "response_head": {**_recipe_entry(agreement(list(head_predicted), labels, resamples=RESAMPLES), head.threshold),
+                  "pair": _recipe_entry(agreement(list(predicted), labels, resamples=RESAMPLES), pair.threshold,
+                                        f1_difference(list(predicted), phrase_here, labels, resamples=RESAMPLES)),
+                  "response_head": {**_recipe_entry(agreement(list(head_predicted), labels, resamples=RESAMPLES), head.threshold,
+                                                    f1_difference(list(head_predicted), phrase_here, labels, resamples=RESAMPLES)),
                                     "head": head.chosen},
                   "phrase_f1": base["f1"]["value"]}
     return out
 
 
-def _recipe_entry(judged: dict[str, Any], threshold: float) -> dict[str, Any]:
+def _recipe_entry(judged: dict[str, Any], threshold: float, vs_phrase: dict[str, Any]) -> dict[str, Any]:
     """One recipe's result on a held-out source, the same for both recipes: F1 and kappa with
     their bootstrap intervals, precision and recall with their binomial ones (``{value, ci_low,
-    ci_high}``, from ``judges.validate.agreement``) and the threshold chosen on validation."""
+    ci_high}``, from ``judges.validate.agreement``), the threshold chosen on validation, and its F1
+    minus the phrase judge's on the same rows with a paired bootstrap interval
+    (``f1_minus_phrase``, from ``judges.validate.f1_difference``): an interval that holds 0 means
+    this source cannot tell the two apart."""
     return {"f1": judged["f1"], "kappa": judged["kappa"], "precision": judged["precision"], "recall": judged["recall"],
-            "threshold": round(float(threshold), 4)}
+            "threshold": round(float(threshold), 4), "f1_minus_phrase": vs_phrase}
 
 
 def _recipe_of(question: str) -> str:
@@ -209,7 +215,9 @@ def loso_figures(refusal: dict[str, Any], harmful: dict[str, Any]) -> dict[str, 
                      **{f"{q}_{recipe}_min_f1": _min(per_source, recipe)[0] for q, per_source in (("refusal", refusal), ("harmful", harmful))
                         for recipe in RECIPES}},
         "detail": {"refusal_worst_source": r_worst, "harmful_worst_source": h_worst, "recipes": recipes,
-                   "refusal_vs_phrase_delta_by_source": deltas},
+                   "refusal_vs_phrase_delta_by_source": deltas,
+                   "refusal_vs_phrase_delta_ci_by_source": {s: refusal[s][recipes["refusal"]].get("f1_minus_phrase")
+                                                            for s in deltas}},
     }
 
 
@@ -241,7 +249,8 @@ def run(quick: bool = False) -> BenchResult:
                                    "it; the worst counted source (named in detail.refusal_worst_source)",
             "harmful_min_loso_f1": "the same for the default harmful judge (detail.harmful_worst_source)",
             "refusal_vs_phrase_min_delta_f1": "per counted source, the default refusal judge's F1 minus the refusal-phrase "
-                                              "judge's F1 on the same rows; the least",
+                                              "judge's F1 on the same rows; the least (each source's paired-bootstrap "
+                                              "interval in detail.loso.refusal_vs_phrase_delta_ci_by_source)",
             "hate_min_functionality_acc": "the committed hate judge's accuracy on the worst functionality of the hand-written suite",
             "judge_texts_per_s": "the default refusal-cascade (phrase and head, no LLM endpoint) on real responses, "
                                  "no target: measured on the machine it runs on",
@@ -251,7 +260,8 @@ def run(quick: bool = False) -> BenchResult:
             "harmful_worst_source": held_out["detail"]["harmful_worst_source"],
             "recipes": held_out["detail"]["recipes"],
             "loso": {"refusal": refusal, "harmful_response": harmful, "min_support": MIN_SUPPORT,
-                     "refusal_vs_phrase_delta_by_source": held_out["detail"]["refusal_vs_phrase_delta_by_source"]},
+                     "refusal_vs_phrase_delta_by_source": held_out["detail"]["refusal_vs_phrase_delta_by_source"],
+                     "refusal_vs_phrase_delta_ci_by_source": held_out["detail"]["refusal_vs_phrase_delta_ci_by_source"]},
             "hate_functional": hate,
             "speed": fast,
             "load": {"loadavg_1min_start": round(load, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()},

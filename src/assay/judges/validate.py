@@ -162,8 +162,7 @@ def agreement(predicted: Sequence[bool | None], labels: Sequence[bool], *, resam
 
     y = np.asarray(labels, dtype=bool)
     unparsed = np.asarray([p is None for p in predicted], dtype=bool)
-    pred = np.asarray([(not lab) if p is None else bool(p) for p, lab in zip(predicted, y, strict=True)], dtype=bool)
-    cat = np.where(pred & y, 0, np.where(pred & ~y, 1, np.where(~pred & y, 2, 3)))  # tp fp fn tn
+    pred, cat = _confusion_codes(predicted, y)
     n = len(y)
     tp, fp, fn, tn = (int(c) for c in np.bincount(cat, minlength=4))
     out: dict[str, Any] = {"n": n, "positives": int(y.sum()), "unparsed": int(unparsed.sum())}
@@ -196,6 +195,42 @@ def agreement(predicted: Sequence[bool | None], labels: Sequence[bool], *, resam
     out["parsed_confusion"] = {"tp": int((pred & y & parsed).sum()), "fp": int((pred & ~y & parsed).sum()),
                                "fn": int((~pred & y & parsed).sum()), "tn": int((~pred & ~y & parsed).sum())}
     return out
+
+
+def _confusion_codes(predicted: Sequence[bool | None], y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Verdicts with unparsed (None) scored as wrong, and each item's cell: 0 tp, 1 fp, 2 fn, 3 tn."""
+    pred = np.asarray([(not lab) if p is None else bool(p) for p, lab in zip(predicted, y, strict=True)], dtype=bool)
+    return pred, np.where(pred & y, 0, np.where(pred & ~y, 1, np.where(~pred & y, 2, 3)))
+
+
+def f1_difference(predicted: Sequence[bool | None], baseline: Sequence[bool | None], labels: Sequence[bool], *,
+                  resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Any]:
+    """F1 of ``predicted`` minus F1 of ``baseline`` on the same items, ``{value, ci_low,
+    ci_high}``, the interval from a *paired* seeded bootstrap (both judges' verdicts on each drawn
+    item together), so it answers "is this judge worse than that one on these rows?" without
+    counting the items' shared difficulty twice, as two separate F1 intervals would."""
+    from assay.stats import bootstrap_interval
+
+    y = np.asarray(labels, dtype=bool)
+    if not (len(predicted) == len(baseline) == len(y)):
+        raise BadInput(f"f1_difference: {len(predicted)} verdicts, {len(baseline)} baseline verdicts and {len(y)} labels")
+    cats = [_confusion_codes(v, y)[1] for v in (predicted, baseline)]
+
+    def f1s(c: np.ndarray) -> np.ndarray:  # c: (resamples, n) cells -> F1 per resample
+        return _rates(*((c == k).sum(axis=-1).astype(float) for k in range(4)))["f1"]
+
+    point = float(f1s(cats[0][None, :])[0] - f1s(cats[1][None, :])[0])
+    n = len(y)
+    if n < 2 or not resamples:
+        return {"value": _r(point), "ci_low": None, "ci_high": None}
+    rng = np.random.default_rng(seed)
+    chunk, done, samples = max(1, min(resamples, 4_000_000 // n)), 0, []
+    while done < resamples:
+        idx = rng.integers(0, n, size=(min(chunk, resamples - done), n))
+        samples.append(f1s(cats[0][idx]) - f1s(cats[1][idx]))
+        done += len(idx)
+    agg = bootstrap_interval(point, n, np.concatenate(samples))
+    return {"value": _r(point), "ci_low": _r(agg.ci_low), "ci_high": _r(agg.ci_high)}
 
 
 def _r(x: float) -> float | None:
