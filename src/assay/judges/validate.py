@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
+from assay.files import parse_json
 from assay.judges.base import Judge, Judgment
 from assay.stats import BOOTSTRAP, DEFAULT_RATE_METHOD
 
@@ -97,10 +98,7 @@ def read_labels(path: str | Path, question: str, *, label_field: str = "label") 
                 raise BadInput(f"{p}:{lineno}: invalid UTF-8 at byte {e.start}") from None
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BadInput(f"{p}:{lineno}:{e.colno}: not JSON: {e.msg}") from None
+            row = parse_json(line, str(p), first_line=lineno)
             if not isinstance(row, dict):
                 raise BadInput(f"{p}:{lineno}: each line must be a JSON object, got {type(row).__name__}")
             for key in ("response", label_field):
