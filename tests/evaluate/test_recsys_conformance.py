@@ -208,6 +208,21 @@ def test_malformed_trec_lines_are_named_by_file_and_line(tmp_path):
         rm.read_trec_qrels(qrels)
 
 
+def test_trec_files_that_are_not_regular_files_are_refused_at_once(tmp_path):
+    """A probe's FIFO as the qrels held ``assay eval trec`` forever, and /dev/zero (one endless
+    line) was read until memory ran out: only regular files are read."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    with pytest.raises(BadInput, match="qrels: .*fifo is a FIFO"):
+        rm.read_trec_qrels(tmp_path / "fifo")
+    with pytest.raises(BadInput, match="run: .*zero is a device"):
+        rm.read_trec_run(tmp_path / "zero")
+    with pytest.raises(BadInput, match="run: .* is a folder"):
+        rm.read_trec_run(tmp_path)
+
+
 def test_bench_quick_smoke(typed_bench):
     out = typed_bench("recsys")
     f = out["figures"]

@@ -48,6 +48,7 @@ from typing import ClassVar
 import numpy as np
 
 from assay.errors import BadInput
+from assay.files import check_regular
 from assay.evaluate.stats import (
     Aggregate,
     mean_aggregate,
@@ -380,6 +381,7 @@ def _trec_rows(path: str | Path, layout: str, value_field: int) -> Iterable[tupl
     """(line, fields, numeric field) of each non-blank line; a malformed line is ``path:line``."""
     fields_wanted = len(layout.split())
     name = layout.split()[value_field]
+    check_regular(path, "qrels" if layout == QRELS_LAYOUT else "run")  # a FIFO would hang here, /dev/zero never end
     try:
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
