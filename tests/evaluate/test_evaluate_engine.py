@@ -146,6 +146,28 @@ def test_bad_suite_yaml_and_empty_dataset(tmp_path, stub_server):
         run_suite(suite)
 
 
+def test_hostile_suite_files_are_located_errors_exit_2(tmp_path, capsys):
+    """A suite file is read as a policy file is (``assay.policy.source.read_yaml``): bounded, and
+    every failure at its file:line:column. A probe's invalid UTF-8, NUL byte and 100,000-deep
+    nesting were tracebacks (exit 1), and YAML aliases expanded without limit."""
+    laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    prev = "a"
+    for c in "bcdefghij":
+        laughs += f"{c}: &{c} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+        prev = c
+    cases = {"utf8.yaml": (b"suite: \xff\n", "1:8: suite file is not valid UTF-8"),
+             "nul.yaml": (b"suite: a\x00b\n", "1:1: malformed YAML"),
+             "deep.yaml": (b"suite: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "malformed YAML"),
+             "laughs.yaml": (laughs.encode(), "through YAML aliases")}
+    for name, (data, said) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(LocatedError, match=said):
+            load_suite(tmp_path / name)
+        assert cli_main(["eval", "run", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and f"{name}:" in err, err
+
+
 def test_gates_decide_the_exit_code(tmp_path, stub_server):
     failing = write_suite(tmp_path, stub_server.base_url, "ok", n=60, gates=True)
     assert cli_main(["eval", "run", str(failing), "--json"]) == 1
