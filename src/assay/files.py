@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from assay.errors import BadInput
+from assay.errors import BadInput, LocatedError, Location
 
 
 class FileRefused(BadInput):
@@ -66,8 +67,9 @@ def refuse_constant(name: str) -> Any:
 
 
 def parse_json(text: str, where: str, *, what: str = "", first_line: int = 1) -> Any:
-    """One JSON document, or ``BadInput`` saying ``where`` (and, for a syntax error, at which line
-    and column; ``first_line`` is the line ``text`` starts on) it is not JSON.
+    """One JSON document, or a ``LocatedError`` (bad input) saying ``where`` it is not JSON, at
+    which line and column (``first_line``: the line ``text`` starts on; column 1 when the parser
+    names none).
 
     Every way a hostile document fails is that error, not an exception of the parser's own:
     NaN/Infinity, nesting deeper than the parser's stack (``RecursionError``) and an integer of
@@ -76,11 +78,26 @@ def parse_json(text: str, where: str, *, what: str = "", first_line: int = 1) ->
     try:
         return json.loads(text, parse_constant=refuse_constant)
     except json.JSONDecodeError as e:
-        raise BadInput(f"{where}:{first_line + e.lineno - 1}:{e.colno}: {what}not JSON: {e.msg}") from None
+        raise LocatedError(f"{what}not JSON: {e.msg}", Location(where, first_line + e.lineno - 1, e.colno)) from None
     except RecursionError:
-        raise BadInput(f"{where}:{first_line}: {what}not JSON: nested too deeply") from None
+        raise LocatedError(f"{what}not JSON: nested too deeply", Location(where, first_line, 1)) from None
     except ValueError as e:
-        raise BadInput(f"{where}:{first_line}: {what}not JSON: {str(e).split(';')[0][:200]}") from None
+        raise LocatedError(f"{what}not JSON: {str(e).split(';')[0][:200]}", Location(where, first_line, 1)) from None
+
+
+def read_jsonl(path: str | os.PathLike, what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, document) of each non-blank line of the regular file at ``path``
+    (``check_regular``), read a line at a time, so a file of any length is streamed. A line that
+    is not UTF-8 or not JSON is a ``LocatedError`` at its file:line:column (``parse_json``)."""
+    p = check_regular(path, what)
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise LocatedError(f"{what}: not UTF-8", Location(str(p), lineno, e.start + 1)) from None
+            if line.strip():
+                yield lineno, parse_json(line, str(p), what=what, first_line=lineno)
 
 
 def read_json(path: str | os.PathLike, what: str, *, limit: int = JSON_LIMIT, lines: bool = False) -> Any:
@@ -97,7 +114,7 @@ def read_json(path: str | os.PathLike, what: str, *, limit: int = JSON_LIMIT, li
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise BadInput(f"{path}:{line}:{column}: {what}: not UTF-8") from None
+        raise LocatedError(f"{what}: not UTF-8", Location(str(path), line, column)) from None
     if not lines:
         return parse_json(text, str(path), what=what)
     return [parse_json(line, str(path), what=what, first_line=n) for n, line in enumerate(text.split("\n"), start=1)

@@ -90,7 +90,7 @@ def test_bad_label_files_name_file_and_line(tmp_path, capsys, line, message):
     path.write_text(json.dumps(ROWS[0]) + "\n\n" + line + "\n")
     with pytest.raises(BadInput, match=message) as e:
         V.read_labels(path, "refusal")
-    assert f"{path}:3" in e.value.message
+    assert f"{path}:3" in e.value.render()  # a LocatedError keeps file:line:column apart from its message
     assert main(["judge", "validate", "refusal-phrase", "--labels", str(path)]) == 2
     assert f"{path}:3" in capsys.readouterr().err
 
