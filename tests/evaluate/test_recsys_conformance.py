@@ -215,11 +215,11 @@ def test_trec_files_that_are_not_regular_files_are_refused_at_once(tmp_path):
 
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "zero").symlink_to("/dev/zero")
-    with pytest.raises(BadInput, match="qrels: .*fifo is a FIFO"):
+    with pytest.raises(BadInput, match=r"qrels: .*fifo is a FIFO"):
         rm.read_trec_qrels(tmp_path / "fifo")
-    with pytest.raises(BadInput, match="run: .*zero is a device"):
+    with pytest.raises(BadInput, match=r"run: .*zero is a device"):
         rm.read_trec_run(tmp_path / "zero")
-    with pytest.raises(BadInput, match="run: .* is a folder"):
+    with pytest.raises(BadInput, match=r"run: .* is a folder"):
         rm.read_trec_run(tmp_path)
 
 

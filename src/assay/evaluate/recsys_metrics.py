@@ -48,7 +48,6 @@ from typing import ClassVar
 import numpy as np
 
 from assay.errors import BadInput
-from assay.files import check_regular
 from assay.evaluate.stats import (
     Aggregate,
     mean_aggregate,
@@ -56,6 +55,7 @@ from assay.evaluate.stats import (
     rate_aggregate,
     statistic_aggregate,
 )
+from assay.files import check_regular
 
 Item = Hashable
 User = Hashable

@@ -174,11 +174,10 @@ def check(proof: Path = typer.Argument(..., help="A proof file from `assay trace
           witness: list[str] = typer.Option([], "--witness", help="A witness's cosignature key; repeatable."),
           quorum: int = typer.Option(None, "--quorum", help="Cosignatures required (default: every --witness).")) -> None:
     """Check a proof with only the log's public key (no access to the log needed); exit 1 if it fails."""
+    from assay.files import JSON_LIMIT, FileRefused, read_regular
     from assay.trace import merkle, proofs
     from assay.trace.checkpoint import SignatureError
     from assay.trace.witness import load_witness_keys
-
-    from assay.files import JSON_LIMIT, FileRefused, read_regular
 
     if proof.is_dir():
         raise BadInput(f"{proof}: a folder, not a proof file")
