@@ -197,6 +197,18 @@ def test_damaged_dataset_files_are_invalid_rows_or_exit_2(tmp_path, monkeypatch)
         engine.load_items(suite)
 
 
+def test_a_limit_or_sample_below_1_is_refused():
+    """A probe's ``eval run SUITE --limit -1`` ran every item but the last (items[:-1]); a suite's
+    ``limit: -1`` did the same and a negative ``sample`` was random.sample's ValueError."""
+    from assay.evaluate.items import EvalItem, select
+
+    items = [EvalItem(id=str(i), messages=[]) for i in range(5)]
+    for kw in ({"limit": -1}, {"limit": 0}, {"sample": -2}, {"limit": "3"}, {"limit": True}):
+        with pytest.raises(BadInput, match="must be a whole number of at least 1"):
+            select(items, kw.get("limit"), kw.get("sample"))
+    assert [i.id for i in select(items, 2, None)] == ["0", "1"]
+
+
 def test_gates_decide_the_exit_code(tmp_path, stub_server):
     failing = write_suite(tmp_path, stub_server.base_url, "ok", n=60, gates=True)
     assert cli_main(["eval", "run", str(failing), "--json"]) == 1

@@ -378,7 +378,12 @@ def load_recsys_users(path: Path, opts: dict[str, Any]) -> list[EvalItem]:
 
 
 def select(items: list[EvalItem], limit: int | None, sample: int | None, seed: int = 0) -> list[EvalItem]:
-    """A fixed sample (seeded) or the first ``limit`` items; order is kept for stable reports."""
+    """A fixed sample (seeded) or the first ``limit`` items; order is kept for stable reports.
+    ``limit`` and ``sample`` are whole numbers of at least 1 (a suite's or ``--limit``'s): -1 would
+    quietly drop the last item."""
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise BadInput(f"dataset {name} must be a whole number of at least 1, got {value!r}")
     if sample is not None and sample < len(items):
         keep = set(random.Random(seed).sample(range(len(items)), sample))
         items = [it for i, it in enumerate(items) if i in keep]

@@ -366,6 +366,8 @@ def ranking_metrics(
 ) -> dict[str, Aggregate]:
     """Mean over users of each ranking metric, with n users and a 95% interval: binomial for
     ``hit_rate`` (a share of users), bootstrap over users for the others."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise BadInput(f"the cut-off k must be a whole number of at least 1 (or none: the whole list), got {k!r}")
     per_user = per_user_metrics(recommendations, truth, k, metrics, conventions=conventions, gain=gain,
                                 discount=discount, duplicates=duplicates)
     means = mean_aggregates({name: list(values.values()) for name, values in per_user.items() if name != "hit_rate"},

@@ -286,6 +286,8 @@ def build(
         raise BadInput("no findings: nothing to mitigate")
     if not 0.0 < heldout_fraction < 1.0:
         raise BadInput(f"held-out fraction must be between 0 and 1, got {heldout_fraction}")
+    if not 0.0 <= benign_ratio < float("inf"):  # NaN fails too
+        raise BadInput(f"benign ratio must be a finite number of at least 0, got {benign_ratio}")
     rng = random.Random(seed)
     exclude = list(exclude)
     excluded = {prompt_hash(p) for p in exclude}
