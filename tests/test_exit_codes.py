@@ -131,3 +131,18 @@ def test_python_dash_m_assay_is_the_same_command_line() -> None:
     assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr
     bad = subprocess.run([sys.executable, "-m", "assay", "no-such-command"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "no-such-command" in bad.stderr
+
+
+def test_an_error_naming_a_path_with_brackets_prints_the_path_as_it_is(tmp_path, capsys) -> None:
+    """The error line is printed as text, not as rich markup: a probe's policy path holding
+    ``[/x]`` was a MarkupError traceback (exit 1), and one holding ``[bold]`` lost those characters
+    from the path the message names."""
+    from assay.cli.main import main
+
+    for name in ("we[/ird]", "br[bold]x"):
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        missing = folder / "bundle.yaml"
+        assert main(["policy", "check", str(missing)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and str(missing) in err.replace("\n", ""), err

@@ -26,7 +26,13 @@ class Settings:
     def path(self, *parts: str) -> Path:
         """A path under ``ASSAY_HOME``, with its parent created."""
         p = self.home.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # ASSAY_HOME is a file, under a file, or not writable
+            from assay.errors import BadInput
+
+            raise BadInput(f"ASSAY_HOME={self.home}: cannot create the folder {p.parent}: {e.strerror}",
+                           hint="point ASSAY_HOME at a folder this user may write") from None
         return p
 
 
@@ -51,7 +57,39 @@ def int_setting(name: str, default: int, low: int = 1, high: int | None = None) 
     try:
         value = int(raw)
     except ValueError:
-        raise BadInput(f"{name}={raw!r} is not a whole number") from None
+        raise BadInput(f"{name}={raw[:40]!r} is not a whole number") from None
     if value < low or (high is not None and value > high):
         raise BadInput(f"{name}={value} must be {f'between {low} and {high}' if high is not None else f'at least {low}'}")
     return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def flag_setting(name: str, default: bool = False) -> bool:
+    """A yes/no setting from the environment (``default`` when unset or empty): 1/true/yes/on or
+    0/false/no/off, any case; anything else is bad input naming it, never quietly "no" (a
+    ``ASSAY_POLICY_REQUIRE_SIGNED=true`` read as "no" would serve unsigned bundles)."""
+    from assay.errors import BadInput
+
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise BadInput(f"{name}={raw[:40]!r} is neither yes nor no", hint=f"set {name}=1 or {name}=0")
+
+
+def choice_setting(name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    """One of ``choices`` from the environment (``default`` when unset or empty, any case); any
+    other value is bad input naming the setting and its choices."""
+    from assay.errors import BadInput
+
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise BadInput(f"{name}={raw[:40]!r} is not one of {', '.join(choices)}")
+    return raw

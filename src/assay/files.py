@@ -3,17 +3,20 @@
 A path from a request or a command line may be a FIFO (opening it would wait for a writer
 forever), a device such as ``/dev/zero`` (endless), or simply huge. ``read_regular`` opens
 without blocking, checks the open descriptor with ``fstat``, and reads at most ``limit + 1``
-bytes, so each of these is refused at once. Used by the policy loader (bundle files) and by the
-command line's JSON inputs.
+bytes, so each of these is refused at once. Used by the policy loader (bundle files) and, through
+``read_json``, by the command line's JSON inputs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from assay.errors import BadInput
+from assay.errors import BadInput, LocatedError, Location
 
 
 class FileRefused(BadInput):
@@ -52,3 +55,112 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes:
     if len(raw) > limit:
         raise FileRefused(f"it is larger than the limit of {limit} bytes", data=raw)
     return raw
+
+
+JSON_LIMIT = 16 << 20  # a JSON input file: what the HTTP services take as one request body
+
+
+def refuse_constant(name: str) -> Any:
+    """``json.loads``'s ``parse_constant``: NaN, Infinity and -Infinity are not JSON (RFC 8259),
+    and the HTTP services' parser (orjson) refuses them too."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(text: str, where: str, *, what: str = "", first_line: int = 1) -> Any:
+    """One JSON document, or a ``LocatedError`` (bad input) saying ``where`` it is not JSON, at
+    which line and column (``first_line``: the line ``text`` starts on; column 1 when the parser
+    names none).
+
+    Every way a hostile document fails is that error, not an exception of the parser's own:
+    NaN/Infinity, nesting deeper than the parser's stack (``RecursionError``) and an integer of
+    more than 4,300 digits (``ValueError`` from ``int``) included."""
+    what = f"{what}: " if what else ""
+    try:
+        return json.loads(text, parse_constant=refuse_constant)
+    except json.JSONDecodeError as e:
+        raise LocatedError(f"{what}not JSON: {e.msg}", Location(where, first_line + e.lineno - 1, e.colno)) from None
+    except RecursionError:
+        raise LocatedError(f"{what}not JSON: nested too deeply", Location(where, first_line, 1)) from None
+    except ValueError as e:
+        raise LocatedError(f"{what}not JSON: {str(e).split(';')[0][:200]}", Location(where, first_line, 1)) from None
+
+
+def read_jsonl(path: str | os.PathLike, what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, document) of each non-blank line of the regular file at ``path``
+    (``check_regular``), read a line at a time, so a file of any length is streamed. A line that
+    is not UTF-8 or not JSON is a ``LocatedError`` at its file:line:column (``parse_json``)."""
+    p = check_regular(path, what)
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise LocatedError(f"{what}: not UTF-8", Location(str(p), lineno, e.start + 1)) from None
+            if line.strip():
+                yield lineno, parse_json(line, str(p), what=what, first_line=lineno)
+
+
+def read_json(path: str | os.PathLike, what: str, *, limit: int = JSON_LIMIT, lines: bool = False) -> Any:
+    """The JSON document (with ``lines``, the list of JSON Lines documents, blank lines skipped) in
+    the regular file at ``path`` of at most ``limit`` bytes (``read_regular``: a FIFO, a device or a
+    folder is refused at once). Any problem is ``BadInput`` naming the file, ``what`` it was to
+    hold, and where a decoding or syntax error is, ``file:line[:column]``."""
+    try:
+        raw = read_regular(path, limit)
+    except FileRefused as e:
+        raise BadInput(f"{path}: {what}: {e.message}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise LocatedError(f"{what}: not UTF-8", Location(str(path), line, column)) from None
+    if not lines:
+        return parse_json(text, str(path), what=what)
+    return [parse_json(line, str(path), what=what, first_line=n) for n, line in enumerate(text.split("\n"), start=1)
+            if line.strip()]
+
+
+def check_regular(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it names a regular file (after symbolic links), else ``BadInput`` naming ``what``
+    and what it is instead: for readers that stream a file themselves (Arrow, line by line)."""
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise BadInput(f"{what}: cannot read {p}: no such file") from None
+    except OSError as e:
+        raise BadInput(f"{what}: cannot read {p}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+        raise BadInput(f"{what}: {p} is {kind}; only regular files are read")
+    return p
+
+
+TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
+
+
+def read_table(path: str | os.PathLike, what: str) -> Any:
+    """The Arrow table in a regular .parquet, .csv or .jsonl file; a file Arrow cannot read (not
+    that format, damaged, ragged, empty) is ``BadInput`` naming ``what``, the file and Arrow's reason."""
+    import pyarrow as pa
+
+    p = check_regular(path, what)
+    suffix = p.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise BadInput(f"{what}: unsupported format {suffix!r} ({p}); use .parquet, .csv or .jsonl")
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(p)
+        if suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(p)
+        import pyarrow.json as pjson
+
+        return pjson.read_json(p)
+    except (pa.ArrowException, OSError) as e:
+        raise BadInput(f"{what}: cannot read {p} as {suffix[1:]}: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}") from None

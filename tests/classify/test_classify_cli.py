@@ -56,6 +56,22 @@ def test_classify_bad_arguments_exit_2(tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_classify_hostile_rows_are_per_row_errors_and_a_damaged_parquet_is_exit_2(tmp_path, capsys):
+    """A probe's row nested 100,000 deep and one with a 5,000-digit integer were tracebacks (exit 1)
+    that lost every row already scored; they are per-row errors like any line that is not JSON.
+    A file named .parquet that is not one was a traceback from the progress bar's row count."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b'{"text": "hello there"}\n' + b"[" * 100_000 + b"]" * 100_000 + b'\n{"text": "x", "n": '
+                    + b"9" * 5000 + b"}\n")
+    assert main(["classify", "toxicity", "--input", str(src), "--text-field", "text", "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and isinstance(rows[0]["toxicity_score"], float)
+    assert rows[1]["_error"].startswith("not JSON: nested too deeply") and rows[2]["_error"].startswith("not JSON")
+    (tmp_path / "fake.parquet").write_bytes(b"not parquet")
+    assert main(["classify", "toxicity", "--input", str(tmp_path / "fake.parquet"), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "not a readable Parquet file" in capsys.readouterr().err
+
+
 def test_classify_text_and_list(capsys):
     assert main(["classify", "text", "refusal", "I'm sorry, I can't help with that.", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

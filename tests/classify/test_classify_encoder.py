@@ -61,3 +61,25 @@ def test_committed_heads_were_rechecked_with_int8_within_tolerance():
         assert lo <= check["metrics"]["auroc"]["value"] <= hi, name
         assert check["agreement_with_fp32"]["label_agreement"] >= 0.95, name
         assert check["agreement_with_fp32"]["score_abs_diff_median"] <= 0.01, name
+
+
+def test_precision_and_backend_settings_name_a_bad_value(monkeypatch):
+    """ASSAY_CLASSIFY_PRECISION and ASSAY_CLASSIFY_BACKEND take one of their values (any case) or
+    are bad input naming the setting: a probe's ASSAY_CLASSIFY_PRECISION=fp7 served int8 without
+    a word, so a person who asked for something else never learnt they had not got it."""
+    import pytest
+
+    from assay.classify.encoder import default_backend, default_precision
+    from assay.errors import BadInput
+
+    monkeypatch.setenv("ASSAY_CLASSIFY_BACKEND", "onnx")
+    monkeypatch.setenv("ASSAY_CLASSIFY_PRECISION", "FP32")
+    assert default_precision() == "fp32"
+    monkeypatch.setenv("ASSAY_CLASSIFY_PRECISION", "")
+    assert default_precision() == "int8"
+    monkeypatch.setenv("ASSAY_CLASSIFY_PRECISION", "fp7")
+    with pytest.raises(BadInput, match="ASSAY_CLASSIFY_PRECISION='fp7' is not one of fp32, int8"):
+        default_precision()
+    monkeypatch.setenv("ASSAY_CLASSIFY_BACKEND", "tensorflow")
+    with pytest.raises(BadInput, match="ASSAY_CLASSIFY_BACKEND='tensorflow'"):
+        default_backend()

@@ -146,6 +146,69 @@ def test_bad_suite_yaml_and_empty_dataset(tmp_path, stub_server):
         run_suite(suite)
 
 
+def test_hostile_suite_files_are_located_errors_exit_2(tmp_path, capsys):
+    """A suite file is read as a policy file is (``assay.policy.source.read_yaml``): bounded, and
+    every failure at its file:line:column. A probe's invalid UTF-8, NUL byte and 100,000-deep
+    nesting were tracebacks (exit 1), and YAML aliases expanded without limit."""
+    laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    prev = "a"
+    for c in "bcdefghij":
+        laughs += f"{c}: &{c} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+        prev = c
+    cases = {"utf8.yaml": (b"suite: \xff\n", "1:8: suite file is not valid UTF-8"),
+             "nul.yaml": (b"suite: a\x00b\n", "1:1: malformed YAML"),
+             "deep.yaml": (b"suite: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "malformed YAML"),
+             "laughs.yaml": (laughs.encode(), "through YAML aliases")}
+    for name, (data, said) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(LocatedError, match=said):
+            load_suite(tmp_path / name)
+        assert cli_main(["eval", "run", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and f"{name}:" in err, err
+
+
+def test_damaged_dataset_files_are_invalid_rows_or_exit_2(tmp_path, monkeypatch):
+    """A probe's JSON Lines dataset with invalid UTF-8, a line nested 100,000 deep or a 5,000-digit
+    integer was a traceback (exit 1): such a line is an invalid item, as any line that is not JSON
+    is. A CSV or Parquet file that cannot be read, and a built-in dataset whose files are damaged
+    (ASSAY_DATA_DIR pointing at random bytes), are bad input naming the file or the folder."""
+    from assay.evaluate import engine, items
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b'{"prompt": "hello"}\n{"prompt": "\xff"}\n' + b"[" * 100_000 + b"]" * 100_000
+                     + b'\n{"prompt": "x", "n": ' + b"9" * 5000 + b"}\n")
+    loaded = items.load_file(rows, {})
+    assert [i.invalid is None for i in loaded] == [True, False, False, False]
+    assert "invalid UTF-8" in loaded[1].invalid and "nested too deeply" in loaded[2].invalid
+    for name, data in (("bad.csv", b"prompt\n\xff\xfe\n"), ("fake.parquet", b"not parquet")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(BadInput, match="the dataset file cannot be read"):
+            items.load_file(tmp_path / name, {})
+    data_dir = tmp_path / "data"
+    (data_dir / "advbench").mkdir(parents=True)
+    real = Path(os.environ.get("ASSAY_DATA_DIR", "../shared/datasets")) / "advbench"
+    for f in real.iterdir():
+        if f.is_file():
+            (data_dir / "advbench" / f.name).write_bytes(bytes(range(128, 256)) * 8)
+    monkeypatch.setenv("ASSAY_DATA_DIR", str(data_dir))
+    suite = parse_suite("suite: s\ndataset: {builtin: advbench}\ntarget: {kind: replay}\n", "s.yaml", tmp_path)
+    with pytest.raises(BadInput, match=r"dataset 'advbench': a file under .*advbench is damaged"):
+        engine.load_items(suite)
+
+
+def test_a_limit_or_sample_below_1_is_refused():
+    """A probe's ``eval run SUITE --limit -1`` ran every item but the last (items[:-1]); a suite's
+    ``limit: -1`` did the same and a negative ``sample`` was random.sample's ValueError."""
+    from assay.evaluate.items import EvalItem, select
+
+    items = [EvalItem(id=str(i), messages=[]) for i in range(5)]
+    for kw in ({"limit": -1}, {"limit": 0}, {"sample": -2}, {"limit": "3"}, {"limit": True}):
+        with pytest.raises(BadInput, match="must be a whole number of at least 1"):
+            select(items, kw.get("limit"), kw.get("sample"))
+    assert [i.id for i in select(items, 2, None)] == ["0", "1"]
+
+
 def test_gates_decide_the_exit_code(tmp_path, stub_server):
     failing = write_suite(tmp_path, stub_server.base_url, "ok", n=60, gates=True)
     assert cli_main(["eval", "run", str(failing), "--json"]) == 1

@@ -208,9 +208,38 @@ def test_malformed_trec_lines_are_named_by_file_and_line(tmp_path):
         rm.read_trec_qrels(qrels)
 
 
+def test_trec_files_that_are_not_regular_files_are_refused_at_once(tmp_path):
+    """A probe's FIFO as the qrels held ``assay eval trec`` forever, and /dev/zero (one endless
+    line) was read until memory ran out: only regular files are read."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    with pytest.raises(BadInput, match=r"qrels: .*fifo is a FIFO"):
+        rm.read_trec_qrels(tmp_path / "fifo")
+    with pytest.raises(BadInput, match=r"run: .*zero is a device"):
+        rm.read_trec_run(tmp_path / "zero")
+    with pytest.raises(BadInput, match=r"run: .* is a folder"):
+        rm.read_trec_run(tmp_path)
+
+
 def test_bench_quick_smoke(typed_bench):
     out = typed_bench("recsys")
     f = out["figures"]
     assert out["detail"]["rows"] == 100_000 and f["metrics_s"] > 0 and f["vs_ranx"] > 0
     assert f["max_abs_difference_vs_ranx"] < 1e-12  # the two computed the same numbers
     assert out["baseline"]["ranx_s"] > 0 and out["targets"]["vs_ranx"]["value"] == 1.0 and set(out["met"]) == {"vs_ranx"}
+
+
+def test_a_cut_off_below_1_is_refused(tmp_path):
+    """A probe's ``eval trec -k -1`` was a ZeroDivisionError traceback; k is at least 1 (0 on the
+    command line means the whole list)."""
+    from assay.cli.main import main
+
+    (tmp_path / "qrels").write_text("u1 0 a 1\n")
+    (tmp_path / "run").write_text("u1 Q0 a 1 1.0 t\n")
+    for k in (-1, 1.5, True):
+        with pytest.raises(BadInput, match="the cut-off k"):
+            rm.ranking_metrics({"u1": ["a"]}, {"u1": {"a": 1.0}}, k)
+    assert main(["eval", "trec", str(tmp_path / "qrels"), str(tmp_path / "run"), "-k", "-1"]) == 2
+    assert main(["eval", "trec", str(tmp_path / "qrels"), str(tmp_path / "run"), "-k", "0", "--json"]) == 0

@@ -155,3 +155,22 @@ def test_cli_guard(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_cli_guard_refuses_hostile_input_files_with_exit_2(tmp_path, capsys):
+    """``--input @file`` is read bounded and parsed as every JSON input of the command line is
+    (``assay.files.read_json``): a probe's invalid UTF-8, JSON nested 100,000 deep and 5,000-digit
+    integer were tracebacks (exit 1)."""
+    from assay.cli.main import main
+
+    path = tmp_path / "b.yaml"
+    path.write_text(BUNDLE)
+    hostile = {"utf8.json": b'{"item": "\xff"}', "deep.json": b"[" * 100_000 + b"]" * 100_000,
+               "digits.json": b'{"item": {"labels": {"mature": ' + b"9" * 5000 + b"}}}"}
+    for name, data in hostile.items():
+        (tmp_path / name).write_bytes(data)
+        assert main(["explain", "guard", "--bundle", str(path), "--surface", "for_you", "--input", f"@{tmp_path / name}"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and name in err and "--input" in err, err
+    assert main(["explain", "guard", "--bundle", str(path), "--surface", "for_you", "--input", "[" * 100_000]) == 2
+    assert "nested too deeply" in capsys.readouterr().err

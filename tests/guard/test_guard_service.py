@@ -309,3 +309,46 @@ def test_jsonl_sink_writes_exactly_what_to_dict_says(tmp_path):
     sink.close()
     expected = b"".join(orjson.dumps(r.to_dict() if hasattr(r, "to_dict") else r) + b"\n" for r in records)
     assert (tmp_path / "d.jsonl").read_bytes() == expected
+
+
+def test_guard_apply_refuses_hostile_json_files_with_exit_2(tmp_path, bundle_path, capsys):
+    """``guard apply``'s candidates and ``--request @file`` are read as the HTTP guard reads a body
+    (a regular file of at most 16 MiB; anything that is not JSON is exit 2 naming the file). A
+    probe found tracebacks (exit 1) for a folder, invalid UTF-8, JSON nested 100,000 deep and an
+    integer of 5,000 digits; /dev/zero was read until memory ran out and a FIFO hung the command."""
+    from assay.cli.main import main
+
+    good = tmp_path / "cands.json"
+    good.write_text(json.dumps([{"id": "a", "score": 0.5}]))
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(ADULT))
+    hostile = {"utf8.json": b'[{"id": "\xff"}]', "deep.json": b"[" * 100_000 + b"]" * 100_000,
+               "digits.json": b'[{"id": "a", "score": ' + b"9" * 5000 + b"}]", "nan.json": b'[{"id": "a", "score": NaN}]'}
+    for name, data in hostile.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.json")
+    for name in [*hostile, "folder.json", "zero.json", "fifo.json"]:
+        bad = str(tmp_path / name)
+        for args in ([bad, "--request", f"@{req}"], [str(good), "--request", f"@{bad}"]):
+            assert main(["guard", "apply", *args, "--bundle", str(bundle_path)]) == 2, (name, args)
+            err = capsys.readouterr().err
+            assert "Traceback" not in err and name in err, err
+    assert main(["guard", "apply", str(good), "--request", "[" * 100_000, "--bundle", str(bundle_path)]) == 2
+    assert "--request" in capsys.readouterr().err
+    (tmp_path / "fake.parquet").write_bytes(b"not parquet")
+    assert main(["guard", "apply", str(tmp_path / "fake.parquet"), "--request", f"@{req}", "--bundle", str(bundle_path)]) == 2
+    assert "fake.parquet" in capsys.readouterr().err
+
+
+def test_guard_apply_prints_item_ids_as_text(tmp_path, bundle_path, capsys):
+    """An item id is printed as it is, not read as rich markup: a probe's id '[/x]' was a
+    MarkupError traceback under --decisions, and '[bold]b' lost its brackets in the table."""
+    from assay.cli.main import main
+
+    cands = tmp_path / "cands.json"
+    cands.write_text(json.dumps([{"id": "[/x]", "score": 0.5}, {"id": "[bold]b", "score": 0.4}]))
+    assert main(["guard", "apply", str(cands), "--request", json.dumps(ADULT), "--bundle", str(bundle_path), "--decisions"]) == 0
+    out = capsys.readouterr().out
+    assert "[/x]" in out and "[bold]b" in out, out

@@ -107,13 +107,17 @@ def test_validate_records_against_the_version(tmp_path):
     ('{"response": 3, "label": true}', "'response' must be a string"),
     ("not json", "not JSON"),
     ('["a"]', "must be a JSON object"),
+    # a probe's hostile lines were tracebacks (exit 1): RecursionError, ValueError of int()
+    ("[" * 100_000 + "]" * 100_000, "not JSON: nested too deeply"),
+    ('{"response": "x", "label": ' + "1" * 5000 + "}", "not JSON: Exceeds the limit"),
+    ('{"response": "x", "label": NaN}', "not JSON: NaN is not a JSON number"),
 ])
 def test_bad_label_files_name_file_and_line(tmp_path, capsys, line, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(ROWS[0]) + "\n\n" + line + "\n")
     with pytest.raises(BadInput, match=message) as e:
         V.read_labels(path, "refusal")
-    assert f"{path}:3" in e.value.message
+    assert f"{path}:3" in e.value.render()  # a LocatedError keeps file:line:column apart from its message
     assert main(["judge", "validate", "refusal-phrase", "--labels", str(path)]) == 2
     assert f"{path}:3" in capsys.readouterr().err
 
@@ -165,3 +169,15 @@ def test_a_recorded_validation_is_a_run_log_with_the_agreement_as_metrics(tmp_pa
     assert (p.value, p.n, p.method) == (pytest.approx(2 / 3, abs=1e-4), 3, "wilson") and (r.n, r.method) == (3, "wilson")
     assert log.summary.metrics["f1"].method == "bootstrap" and log.summary.metrics["f1"].n == 6
     assert "precision[source=a]" in log.summary.metrics
+
+
+def test_cli_validate_prints_a_label_file_name_as_text(tmp_path, capsys):
+    """The label file's name is printed as it is, not read as rich markup (a probe's folder named
+    '[/x]', or a source named '[/y]', was a MarkupError traceback after the validation had been
+    measured)."""
+    folder = tmp_path / "we[" / "x]"
+    folder.mkdir(parents=True)
+    path = _write(folder / "labels.jsonl", [{**r, "source": "[/y]"} for r in ROWS])
+    assert main(["judge", "validate", "refusal-phrase", "--labels", str(path), "--no-record"]) == 0
+    out = capsys.readouterr().out
+    assert str(path) in out.replace("\n", "") and "[/y]" in out, out

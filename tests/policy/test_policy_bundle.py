@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from assay.cli.main import main
+from assay.errors import BadInput
 from assay.policy import PolicyError, load_bundle
 from assay.policy.signing import generate_keypair, sign_bundle
 from assay.policy.testing import run_tests
@@ -174,3 +175,19 @@ def test_cli_usage_errors_exit_2_without_traceback(capsys):
     err = capsys.readouterr().err
     assert "No such command" in err and "Traceback" not in err
     assert main(["policy", "check"]) == 2  # missing argument
+
+
+def test_require_signed_is_a_yes_or_no_never_quietly_no(tmp_path, monkeypatch):
+    """ASSAY_POLICY_REQUIRE_SIGNED counted only when exactly "1": a probe's =true (or =yes) loaded
+    an unsigned bundle as if no signature were required. Now 1/true/yes/on require one, 0/false/
+    no/off do not, and anything else is bad input naming the setting."""
+    path = write(tmp_path, GOOD)
+    for value in ("1", "true", "YES", "on"):
+        monkeypatch.setenv("ASSAY_POLICY_REQUIRE_SIGNED", value)
+        assert "must be signed" in error_of(path).message, value
+    for value in ("0", "false", "no", "off", ""):
+        monkeypatch.setenv("ASSAY_POLICY_REQUIRE_SIGNED", value)
+        assert load_bundle(path).rules
+    monkeypatch.setenv("ASSAY_POLICY_REQUIRE_SIGNED", "maybe")
+    with pytest.raises(BadInput, match="ASSAY_POLICY_REQUIRE_SIGNED='maybe'"):
+        load_bundle(path)

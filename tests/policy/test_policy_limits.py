@@ -107,6 +107,28 @@ def test_fifos_devices_and_empty_bundles_are_refused_at_once(tmp_path):
         refused(empty, "the bundle is empty")
 
 
+def test_key_files_that_are_fifos_or_devices_are_refused_at_once(tmp_path, capsys):
+    """``policy sign --key`` and ``--pubkey`` read keys as bundle files are read: a probe's FIFO
+    as the private key held ``policy sign`` forever, and /dev/zero was read until memory ran out."""
+    from assay.policy.signing import generate_keypair
+
+    bundle = tmp_path / "b.yaml"
+    bundle.write_text((Path(__file__).resolve().parents[2] / "src/assay/policy/examples/feed.yaml").read_text())
+    generate_keypair(tmp_path / "k", tmp_path / "k.pub")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for key, kind in ((fifo, "FIFO"), (Path("/dev/zero"), "device"), (tmp_path, "folder")):
+        assert main(["policy", "sign", str(bundle), "--key", str(key)]) == 2
+        err = capsys.readouterr().err
+        assert f"private key {key}" in err and kind in err, err
+    assert main(["policy", "sign", str(bundle), "--key", str(tmp_path / "k")]) == 0
+    for key, kind in ((fifo, "FIFO"), (Path("/dev/zero"), "device")):
+        assert main(["policy", "verify", str(bundle), "--pubkey", str(key)]) == 2
+        err = capsys.readouterr().err
+        assert f"public key {key}" in err and kind in err, err
+    assert main(["policy", "verify", str(bundle), "--pubkey", str(tmp_path / "k.pub")]) == 0
+
+
 # ---------------------------------------------------------------- the bounded fuzz
 
 SCALARS = st.sampled_from(["lol", "1", "0.5", "true", "null", '"x"', "'y'", "~", "-1e9", "é", "\\u00e9"])

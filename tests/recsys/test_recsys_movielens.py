@@ -86,6 +86,20 @@ def test_ml1m_and_ml100k_layouts(small, tmp_path):
     assert set(row["genres"]) == set(movies["genres"].iloc[0]) - {"IMAX"}
 
 
+def test_a_damaged_release_file_is_bad_input_naming_the_release(tmp_path):
+    """A probe's movies.csv of random bytes under ASSAY_DATA_DIR made ``recsys labels`` a
+    UnicodeDecodeError traceback; an empty or ragged file was pandas' own error."""
+    for name, movies_csv in (("random", bytes(range(128, 256)) * 20), ("empty", b""),
+                             ("ragged", b'movieId,title,genres\n1,"a,b\n')):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,0\n")
+        (folder / "movies.csv").write_bytes(movies_csv)
+        with pytest.raises(BadInput, match="a MovieLens file is damaged") as e:
+            movielens.load_directory(folder)
+        assert str(folder) in e.value.message
+
+
 def test_not_a_release_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(BadInput, match="not a MovieLens release"):

@@ -95,3 +95,28 @@ def test_summary_has_wilson_intervals_per_family_and_category():
     assert lo == pytest.approx(0.0809, abs=1e-3) and hi == pytest.approx(0.6463, abs=1e-3)
     assert s["by_family"]["injection"]["n"] == 0 and s["by_family"]["injection"]["unjudged"] == 1
     assert s["by_category"]["direct/chem"]["successes"] == 3
+
+
+def test_a_damaged_regression_suite_is_exit_2_naming_the_file(tmp_path, capsys):
+    """``redteam regress --suite DIR`` reads DIR/attacks.json through assay.files.read_json: a
+    probe's attacks.json nested 100,000 deep, with a 5,000-digit integer, a list, or an object
+    without 'attacks' was a traceback (exit 1); so was a --target-json nested too deep."""
+    import json
+
+    from assay.cli.main import main
+
+    target = json.dumps({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    cases = {"deep": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+             "digits": (b'{"attacks": ' + b"9" * 5000 + b"}", "not JSON"),
+             "list": (b"[1, 2]", "an 'attacks' list and a 'target' object"),
+             "no-attacks": (b'{"target": {}}', "an 'attacks' list"),
+             "bad-attack": (json.dumps({"attacks": [{"id": "a"}], "target": {}}).encode(), "attacks[0] is not an attack")}
+    for name, (data, said) in cases.items():
+        suite = tmp_path / name
+        suite.mkdir()
+        (suite / "attacks.json").write_bytes(data)
+        assert main(["redteam", "regress", "--suite", str(suite), "--target-json", target]) == 2, name
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and said in err and "attacks.json" in err, err
+    assert main(["redteam", "regress", "--suite", str(tmp_path / "list"), "--target-json", "[" * 100_000]) == 2
+    assert "--target-json" in capsys.readouterr().err

@@ -52,3 +52,17 @@ def test_a_reachable_postgresql_still_connects(pg_url) -> None:
     store = open_store(pg_url)
     assert store.revision()
     store.close()
+
+
+def test_a_bad_database_url_or_home_is_exit_2_naming_it(tmp_path) -> None:
+    """A setting that cannot work is bad input (exit 2) saying which, not a traceback: a probe's
+    ASSAY_DB_URL=garbage:// was SQLAlchemy's NoSuchModuleError, and an ASSAY_HOME under a file a
+    NotADirectoryError from the store or from the folder of evaluation runs."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    rc = run_cli("token", "list", env={"ASSAY_DB_URL": "garbage://"})
+    assert rc.returncode == 2 and "Traceback" not in rc.stderr and "garbage://" in rc.stderr, rc.stderr
+    for command in (["token", "list"], ["eval", "list"]):
+        rc = run_cli(*command, env={"ASSAY_HOME": str(a_file / "home"), "ASSAY_DB_URL": ""})
+        assert rc.returncode == 2 and "Traceback" not in rc.stderr and "Not a directory" in rc.stderr, rc.stderr
+        assert str(a_file) in rc.stderr

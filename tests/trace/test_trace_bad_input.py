@@ -4,6 +4,8 @@ created or changed."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,31 @@ def logged(tmp_path) -> dict[str, str]:
     binary.write_bytes(bytes(range(256)) * 4)
     good = tmp_path / "proof.json"
     good.write_text(json.dumps(proof))
-    return {"log": str(tmp_path / "log"), "vkey": vkey, "binary": str(binary), "proof": str(good), "tmp": str(tmp_path)}
+    out = {"log": str(tmp_path / "log"), "vkey": vkey, "binary": str(binary), "proof": str(good), "tmp": str(tmp_path)}
+    _fifo(out), _log_with_fifo(out, "manifest"), _log_with_fifo(out, "tree")  # made before the commands run
+    return out
+
+
+def _fifo(logged) -> str:
+    path = Path(logged["tmp"]) / "pipe"
+    if not path.exists():
+        os.mkfifo(path)
+    return str(path)
+
+
+def _log_with_fifo(logged, which: str) -> str:
+    """A copy of the log whose newest segment manifest is a FIFO, or whose tree.bin is /dev/zero."""
+    copy = Path(logged["tmp"]) / f"log-{which}"
+    if not copy.exists():
+        shutil.copytree(logged["log"], copy)
+        if which == "manifest":
+            target = sorted((copy / "checkpoints").glob("*.manifest.json"))[-1]
+            target.unlink()
+            os.mkfifo(target)
+        else:
+            (copy / "tree.bin").unlink(missing_ok=True)
+            (copy / "tree.bin").symlink_to("/dev/zero")
+    return str(copy)
 
 
 def _proof_variant(logged, change) -> str:
@@ -58,6 +84,15 @@ CASES = {
     "check a folder": (lambda g: ["trace", "check", g["tmp"], "--public-key", g["vkey"]], "a folder", None),
     "check a missing file": (lambda g: ["trace", "check", g["tmp"] + "/nope.json", "--public-key", g["vkey"]],
                              "cannot be read", None),
+    # a probe's FIFO held these commands forever and /dev/zero was read until memory ran out
+    "check a FIFO": (lambda g: ["trace", "check", _fifo(g), "--public-key", g["vkey"]], "cannot be read", "a FIFO"),
+    "check /dev/zero": (lambda g: ["trace", "check", "/dev/zero", "--public-key", g["vkey"]], "a device", None),
+    "a public key file that is a FIFO": (lambda g: ["trace", "verify", "--path", g["log"], "--public-key", _fifo(g)],
+                                         "--public-key", "a FIFO"),
+    "a manifest in the log that is a FIFO": (lambda g: ["trace", "verify", "--path", _log_with_fifo(g, "manifest"), "--no-state"],
+                                             "manifest.json is a FIFO", None),
+    "a tree.bin in the log that is /dev/zero": (lambda g: ["trace", "verify", "--path", _log_with_fifo(g, "tree"), "--no-state"],
+                                                "tree.bin is a device", None),
     "check a JSON list": (lambda g: ["trace", "check", _proof_variant(g, lambda b: [b]), "--public-key", g["vkey"]],
                           "a proof bundle is a JSON object, got list", None),
     "check a non-hex hash": (lambda g: ["trace", "check", _proof_variant(g, lambda b: b.update(record_hash="zz" * 32)),

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from assay.config import settings
+from assay.config import choice_setting, settings
 from assay.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -91,13 +91,12 @@ def default_precision(backend: str | None = None) -> str:
     """``int8`` for the ONNX backend unless ``ASSAY_CLASSIFY_PRECISION=fp32``; PyTorch runs fp32."""
     if (backend or default_backend()) == "torch":
         return "fp32"
-    wanted = os.environ.get("ASSAY_CLASSIFY_PRECISION", "").strip().lower()
-    return wanted if wanted in PRECISIONS else "int8"
+    return choice_setting("ASSAY_CLASSIFY_PRECISION", PRECISIONS, "int8")
 
 
 def default_backend() -> str:
-    wanted = os.environ.get("ASSAY_CLASSIFY_BACKEND", "").strip().lower()
-    if wanted in ("onnx", "torch"):
+    wanted = choice_setting("ASSAY_CLASSIFY_BACKEND", ("onnx", "torch"), None)
+    if wanted is not None:
         return wanted
     try:
         import onnxruntime  # noqa: F401

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from assay.classify.normalise import MAX_CHARS
-from assay.errors import BadInput
+from assay.errors import BadInput, LocatedError
+from assay.files import parse_json
 
 
 @dataclass
@@ -40,9 +41,9 @@ def read_jsonl(path: Path) -> Iterator[Row]:
                 yield Row(number, None, f"invalid UTF-8 at byte {e.start}")
                 continue
             try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield Row(number, None, f"not JSON: {e.msg} at column {e.colno}")
+                obj = parse_json(text, str(path), first_line=number)
+            except LocatedError as e:  # nesting too deep and 5,000-digit integers included
+                yield Row(number, None, f"{e.message} at column {e.location.column}")
                 continue
             if not isinstance(obj, dict):
                 yield Row(number, None, f"expected a JSON object, got {type(obj).__name__}")
@@ -75,12 +76,16 @@ def read_rows(path: Path) -> Iterator[Row]:
 
 
 def count_rows(path: Path) -> int | None:
-    """Rows in the file (for the progress bar), cheaply: line count or Parquet metadata."""
+    """Rows in the file (for the progress bar), cheaply: line count or Parquet metadata (None for
+    a file that is not Parquet: ``read_parquet`` says so)."""
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # pyarrow raises several types for a bad file; read_parquet reports it
+            return None
     with open(path, "rb") as fh:
         return sum(1 for line in fh if line.strip())
 

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; an ``AssayError`` becomes a message on stderr and its exit code, and a
     dependency's own connection error (Redis, Kafka, a server) one line and exit 3."""
     from rich.console import Console
+    from rich.markup import escape
 
     err = Console(stderr=True)
     try:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(rv, int):  # click returns typer.Exit's code in non-standalone mode
             return rv
     except AssayError as e:
-        err.print(f"[bold red]error:[/] {e.render()}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(e.render())}", highlight=False, markup=True, soft_wrap=True)
         return e.exit_code
     except typer.Exit as e:
         return e.exit_code
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         down = dependency_down(e)
         if down is None:
             raise
-        err.print(f"[bold red]error:[/] {down.render()}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(down.render())}", highlight=False, markup=True, soft_wrap=True)
         return down.exit_code
     return 0
 

@@ -243,6 +243,17 @@ def _normalise(
     return MovieLens(name, ratings, movies, tags, manifest)
 
 
+def _read_layout(reader: Callable, opener: Callable, where: Path) -> tuple:
+    """``reader(opener)``, where a file the layout names but cannot parse (not UTF-8, not CSV,
+    empty, ragged: pandas' ``ParserError``/``EmptyDataError`` are ``ValueError``s) is bad input
+    naming the release, not a traceback."""
+    try:
+        return reader(opener)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadInput(f"{where}: a MovieLens file is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
+                       hint="compare it with its checksums, or download the release again (assay recsys download)") from None
+
+
 def load_directory(folder: Path | str, name: str | None = None) -> MovieLens:
     """Read an unpacked MovieLens release folder (any of the three layouts)."""
     folder = Path(folder)
@@ -257,7 +268,7 @@ def load_directory(folder: Path | str, name: str | None = None) -> MovieLens:
         ) from None
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name in _DATA_FILES)
     manifest = {str(p): _sha256(p.read_bytes()) for p in files}
-    ratings, movies, tags = reader(lambda n: open(folder / n, "rb"))  # noqa: SIM115 - closed by the reader's with
+    ratings, movies, tags = _read_layout(reader, lambda n: open(folder / n, "rb"), folder)  # noqa: SIM115 - closed by the reader's with
     return _normalise(name or folder.name, ratings, movies, tags, manifest)
 
 
@@ -303,7 +314,7 @@ def load_archive(zip_path: Path | str, name: str | None = None) -> MovieLens:
                 raise FileNotFoundError(short)
             return io.BytesIO(zf.read(members[short]))
 
-        ratings, movies, tags = reader(open_member)
+        ratings, movies, tags = _read_layout(reader, open_member, zip_path)
     top = next(iter(members.values())).split("/")[0]
     return _normalise(name or top, ratings, movies, tags, manifest)
 

@@ -20,6 +20,7 @@ in dataset order, with seeded bootstrap intervals. Responses are cached in
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import json
 import sqlite3
@@ -134,7 +135,13 @@ def load_items(suite: Suite) -> list[EvalItem]:
     ds = suite.dataset
     opts = dict(ds.get("options") or {})
     if "builtin" in ds:
-        items = items_mod.BUILTIN[ds["builtin"]](opts)
+        try:
+            items = items_mod.BUILTIN[ds["builtin"]](opts)
+        except (UnicodeDecodeError, csv.Error, json.JSONDecodeError, RecursionError) as e:
+            folder = settings().data_dir / items_mod.BUILTIN_SOURCE[ds["builtin"]]
+            raise BadInput(f"dataset {ds['builtin']!r}: a file under {folder} is damaged ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200] if str(e) else ''})",
+                           hint="compare the folder with its SHA256SUMS, or fetch the dataset again") from None
     elif "users" in ds:
         items = items_mod.load_recsys_users(suite.resolve(ds["users"]), {**opts, "k": opts.get("k", suite.recsys.get("k", 10))})
     else:

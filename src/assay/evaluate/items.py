@@ -8,8 +8,8 @@ per-item errors in the report.
 
 from __future__ import annotations
 
+import csv
 import hashlib
-import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -252,14 +252,22 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(row number, row) pairs; a row that cannot be parsed comes back as its error string."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        from assay.errors import LocatedError
+        from assay.files import parse_json
+
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield lineno, f"{path}:{lineno}: invalid UTF-8 at byte {e.start}"
+                    continue
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield lineno, f"{path}:{lineno}: invalid JSON: {e.msg}"
+                    row = parse_json(line, str(path), first_line=lineno)
+                except LocatedError as e:  # nesting too deep and 5,000-digit integers included
+                    yield lineno, f"{path}:{lineno}: invalid JSON: {e.message.removeprefix('not JSON: ')}"
                     continue
                 yield lineno, row if isinstance(row, dict) else f"{path}:{lineno}: expected a JSON object"
     elif suffix in (".csv", ".tsv"):
@@ -287,9 +295,24 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 def load_file(path: Path, opts: dict[str, Any]) -> list[EvalItem]:
     """Items from a user's file. Columns: ``prompt`` (or ``prompt_field``), optional ``id``,
-    ``category``, ``group``, ``system``, ``response`` (for replay); the rest go to ``fields``."""
+    ``category``, ``group``, ``system``, ``response`` (for replay); the rest go to ``fields``.
+    A JSON Lines row that cannot be read is an invalid item; a CSV or Parquet file that cannot be
+    read is bad input naming it."""
     if not path.is_file():
         raise BadInput(f"dataset file not found: {path}")
+    unreadable: tuple[type[BaseException], ...] = (UnicodeDecodeError, csv.Error, OSError)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+
+        unreadable += (pa.ArrowException,)
+    try:
+        return _load_file(path, opts)
+    except unreadable as e:
+        raise BadInput(f"{path}: the dataset file cannot be read ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+
+def _load_file(path: Path, opts: dict[str, Any]) -> list[EvalItem]:
     prompt_col = opts.get("prompt_field", "prompt")
     id_col = opts.get("id_field", "id")
     task = "replay" if opts.get("replay") else "chat"
@@ -355,7 +378,12 @@ def load_recsys_users(path: Path, opts: dict[str, Any]) -> list[EvalItem]:
 
 
 def select(items: list[EvalItem], limit: int | None, sample: int | None, seed: int = 0) -> list[EvalItem]:
-    """A fixed sample (seeded) or the first ``limit`` items; order is kept for stable reports."""
+    """A fixed sample (seeded) or the first ``limit`` items; order is kept for stable reports.
+    ``limit`` and ``sample`` are whole numbers of at least 1 (a suite's or ``--limit``'s): -1 would
+    quietly drop the last item."""
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise BadInput(f"dataset {name} must be a whole number of at least 1, got {value!r}")
     if sample is not None and sample < len(items):
         keep = set(random.Random(seed).sample(range(len(items)), sample))
         items = [it for i, it in enumerate(items) if i in keep]

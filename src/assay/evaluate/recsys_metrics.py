@@ -55,6 +55,7 @@ from assay.evaluate.stats import (
     rate_aggregate,
     statistic_aggregate,
 )
+from assay.files import check_regular
 
 Item = Hashable
 User = Hashable
@@ -365,6 +366,8 @@ def ranking_metrics(
 ) -> dict[str, Aggregate]:
     """Mean over users of each ranking metric, with n users and a 95% interval: binomial for
     ``hit_rate`` (a share of users), bootstrap over users for the others."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise BadInput(f"the cut-off k must be a whole number of at least 1 (or none: the whole list), got {k!r}")
     per_user = per_user_metrics(recommendations, truth, k, metrics, conventions=conventions, gain=gain,
                                 discount=discount, duplicates=duplicates)
     means = mean_aggregates({name: list(values.values()) for name, values in per_user.items() if name != "hit_rate"},
@@ -380,6 +383,7 @@ def _trec_rows(path: str | Path, layout: str, value_field: int) -> Iterable[tupl
     """(line, fields, numeric field) of each non-blank line; a malformed line is ``path:line``."""
     fields_wanted = len(layout.split())
     name = layout.split()[value_field]
+    check_regular(path, "qrels" if layout == QRELS_LAYOUT else "run")  # a FIFO would hang here, /dev/zero never end
     try:
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):

@@ -105,26 +105,23 @@ def load_suite(ref: str | Path) -> Suite:
     """A suite from a YAML path or a built-in name."""
     path = Path(ref)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        return parse_suite(text, str(path), path.resolve().parent)
+        from assay.policy.source import read_yaml
+
+        src = read_yaml(path, what="suite file")  # bounded, located errors, as a policy file is read
+        return parse_suite(src.text, str(path), path.resolve().parent, tree=src.tree)
     builtins = builtin_suites()
     if str(ref) in builtins:
         return parse_suite(builtins[str(ref)], f"builtin:{ref}", builtin_dir())
     raise BadInput(f"no suite file {ref!r} and no built-in suite of that name", hint=f"built-in suites: {', '.join(sorted(builtins))}")
 
 
-def parse_suite(text: str, file: str, base_dir: Path) -> Suite:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError
+def parse_suite(text: str, file: str, base_dir: Path, *, tree: Any = None) -> Suite:
+    """A suite from its YAML ``text`` (``tree``: the text already parsed by ``read_yaml``)."""
+    if tree is None:
+        from assay.policy.source import parse_yaml
 
-    try:
-        doc = YAML(typ="rt").load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark
-        line = mark.line + 1 if mark else 1
-        col = mark.column + 1 if mark else 1
-        lines = text.splitlines()
-        raise LocatedError(f"invalid YAML: {e.problem}", Location(file, line, col), lines[line - 1] if 0 < line <= len(lines) else None) from None
+        tree = parse_yaml(text, file).tree
+    doc = tree
     if not isinstance(doc, dict):
         raise LocatedError("a suite must be a YAML mapping", Location(file, 1, 1))
     lines = text.splitlines()

@@ -155,18 +155,9 @@ def guard_cmd(
         return
     if candidate is None or surface is None:
         raise BadInput("give --surface and --input (one candidate), or --trace, --request-id and --item (a traced decision)")
-    text = candidate
-    if candidate.startswith("@"):
-        path = Path(candidate[1:])
-        if not path.is_file():
-            raise BadInput(f"input file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BadInput(
-            f"--input is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
+    from assay.files import parse_json, read_json
+
+    data = read_json(candidate[1:], "--input") if candidate.startswith("@") else parse_json(candidate, "--input")
     exp = explain_guard(load_bundle(bundle), surface, data)
     typer.echo(json.dumps(exp.to_dict(), indent=2) if as_json else exp.text())
 

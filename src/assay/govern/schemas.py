@@ -62,28 +62,18 @@ def parse(model: type[M], data: Any) -> M:
 
 def read_json_file(path: Any, what: str, *, limit: int = 16 << 20, lines: bool = False) -> Any:
     """A JSON document (or, with ``lines``, JSON Lines) from a regular file of at most ``limit``
-    bytes: a FIFO or a device is refused at once, never read; the documents are held to what the
-    store can give back (``check_json``)."""
-    import json
-
-    from assay.files import FileRefused, read_regular
+    bytes (``assay.files.read_json``: a FIFO or a device is refused at once, never read); the
+    documents are held to what the store can give back (``check_json``)."""
+    from assay.files import read_json
     from assay.store.values import Unstorable
 
+    docs = read_json(path, what, limit=limit, lines=lines)
     try:
-        raw = read_regular(path, limit)
-    except FileRefused as e:
-        raise BadInput(f"{path}: {what}: {e.message}") from None
-    try:
-        text = raw.decode("utf-8")
-        docs = [json.loads(x) for x in text.splitlines() if x.strip()] if lines else [json.loads(text)]
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise BadInput(f"{path}: {what} is not JSON{' Lines' if lines else ''}: {str(e)[:200]}") from None
-    try:
-        for i, doc in enumerate(docs):
+        for i, doc in enumerate(docs if lines else [docs]):
             check_json(doc, f"{what} {i + 1}" if lines else what, max_depth=INPUT_DEPTH)
     except Unstorable as e:
         raise BadInput(f"{path}: {e.message}") from None
-    return docs if lines else docs[0]
+    return docs
 
 
 # ---------------------------------------------------------------- field types

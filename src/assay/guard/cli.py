@@ -71,20 +71,20 @@ def reload_policy(bundle_dir: Path | None, pubkeys: list[Path] | None) -> Any:
 
 
 def _read_json(value: str, what: str) -> Any:
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{what}: not JSON ({e})", hint=f"pass JSON inline or @file.json for {what}") from e
+    """JSON given inline or as ``@file.json`` (``assay.files``: a regular file of at most 16 MiB,
+    the HTTP guard's body limit; every way it is not JSON is bad input naming where)."""
+    from assay.files import parse_json, read_json
+
+    if value.startswith("@"):
+        return read_json(value[1:], what)
+    return parse_json(value, what)
 
 
 def _read_candidates(path: Path) -> Any:
-    if not path.exists():
-        raise BadInput(f"candidates file {path} does not exist")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from assay.files import read_table
 
-        return pq.read_table(path)
+        return read_table(path, "candidates")
     return _read_json("@" + str(path), "candidates")
 
 
@@ -109,22 +109,23 @@ def apply_cmd(
         typer.echo(json.dumps(slate.to_dict(decisions=decisions), indent=2, default=str))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"slate {slate.request_id} · {slate.surface} · bundle {guard.bundle.bundle.name} {slate.bundle_version}")
+    table = Table(title=escape(f"slate {slate.request_id} · {slate.surface} · bundle {guard.bundle.bundle.name} {slate.bundle_version}"))
     table.add_column("#", justify="right")
     table.add_column("item")
     table.add_column("score", justify="right")
     table.add_column("labels")
     for k, (item_id, score) in enumerate(zip(slate.item_ids, slate.scores.tolist(), strict=True)):
-        table.add_row(str(k), item_id, f"{score:.4f}", "; ".join(slate.item_labels.get(item_id, ())))
+        table.add_row(str(k), escape(item_id), f"{score:.4f}", escape("; ".join(slate.item_labels.get(item_id, ()))))
     console = Console()
     console.print(table)
     console.print(f"{slate.n_candidates} candidates, {len(slate)} served, {slate.dropped} dropped; breaker {slate.breaker_state}")
     if decisions:
         for d in slate.decisions:
             if d.action != "allow":
-                console.print(f"  {d.item_id}: {d.action} by {', '.join(d.rule_ids)}", highlight=False)
+                console.print(f"  {d.item_id}: {d.action} by {', '.join(d.rule_ids)}", highlight=False, markup=False)
 
 
 @guard_app.command("serve")

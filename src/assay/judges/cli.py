@@ -116,18 +116,19 @@ def _fmt(m: dict) -> str:
 
 def _print_validation(v, where) -> None:  # type: ignore[no-untyped-def]
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     o = v.overall
-    console.print(f"[bold]{v.version}[/bold] against {v.labels.get('name')} ({o['n']} rows, {o['positives']} positive, "
+    console.print(f"[bold]{escape(v.version)}[/bold] against {escape(str(v.labels.get('name')))} ({o['n']} rows, {o['positives']} positive, "
                   f"{o['unparsed']} unparsed)")
     for title, groups in (("overall", {"all": o}), ("by source", v.by_source), ("by answering model", v.by_model)):
         table = Table(title=title)
         for col in ("group", "n", "pos", "unparsed", "precision", "recall", "F1", "kappa"):
             table.add_column(col)
         for name, m in groups.items():
-            table.add_row(name, str(m["n"]), str(m["positives"]), str(m["unparsed"]), _fmt(m["precision"]),
+            table.add_row(escape(str(name)), str(m["n"]), str(m["positives"]), str(m["unparsed"]), _fmt(m["precision"]),
                           _fmt(m["recall"]), _fmt(m["f1"]), _fmt(m["kappa"]))
         console.print(table)
     if where:

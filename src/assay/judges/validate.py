@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from assay.errors import BadInput
+from assay.files import read_jsonl
 from assay.judges.base import Judge, Judgment
 from assay.stats import BOOTSTRAP, DEFAULT_RATE_METHOD
 
@@ -89,39 +90,28 @@ def read_labels(path: str | Path, question: str, *, label_field: str = "label") 
     pos, neg = QUESTION_WORDS.get(question, (set(), set()))
     accepted = sorted(TRUE_WORDS | FALSE_WORDS | pos | neg)
     out: list[Labelled] = []
-    with open(p, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise BadInput(f"{p}:{lineno}: invalid UTF-8 at byte {e.start}") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BadInput(f"{p}:{lineno}:{e.colno}: not JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise BadInput(f"{p}:{lineno}: each line must be a JSON object, got {type(row).__name__}")
-            for key in ("response", label_field):
-                if key not in row or row[key] is None:
-                    raise BadInput(f"{p}:{lineno}: missing field {key!r}")
-            response, prompt = row["response"], row.get("prompt", "")
-            if not isinstance(response, str):
-                raise BadInput(f"{p}:{lineno}: field 'response' must be a string, got {type(response).__name__}")
-            if prompt is None:
-                prompt = ""
-            if not isinstance(prompt, str):
-                raise BadInput(f"{p}:{lineno}: field 'prompt' must be a string, got {type(prompt).__name__}")
-            label = parse_label(row[label_field], question)
-            if label is None:
-                raise BadInput(f"{p}:{lineno}: unknown label {row[label_field]!r} for a {question} judge "
-                               f"(accepted: true/false, 0/1, {', '.join(accepted)})")
-            source, model = row.get("source", p.stem), row.get("model", "unknown")
-            for key, value in (("source", source), ("model", model)):
-                if not isinstance(value, str) or not value:
-                    raise BadInput(f"{p}:{lineno}: field {key!r} must be a non-empty string")
-            out.append(Labelled(prompt, response, label, source, model, lineno))
+    for lineno, row in read_jsonl(p, "labels"):
+        if not isinstance(row, dict):
+            raise BadInput(f"{p}:{lineno}: each line must be a JSON object, got {type(row).__name__}")
+        for key in ("response", label_field):
+            if key not in row or row[key] is None:
+                raise BadInput(f"{p}:{lineno}: missing field {key!r}")
+        response, prompt = row["response"], row.get("prompt", "")
+        if not isinstance(response, str):
+            raise BadInput(f"{p}:{lineno}: field 'response' must be a string, got {type(response).__name__}")
+        if prompt is None:
+            prompt = ""
+        if not isinstance(prompt, str):
+            raise BadInput(f"{p}:{lineno}: field 'prompt' must be a string, got {type(prompt).__name__}")
+        label = parse_label(row[label_field], question)
+        if label is None:
+            raise BadInput(f"{p}:{lineno}: unknown label {row[label_field]!r} for a {question} judge "
+                           f"(accepted: true/false, 0/1, {', '.join(accepted)})")
+        source, model = row.get("source", p.stem), row.get("model", "unknown")
+        for key, value in (("source", source), ("model", model)):
+            if not isinstance(value, str) or not value:
+                raise BadInput(f"{p}:{lineno}: field {key!r} must be a non-empty string")
+        out.append(Labelled(prompt, response, label, source, model, lineno))
     if not out:
         raise BadInput(f"{p}: no labelled rows")
     return out

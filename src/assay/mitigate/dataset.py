@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assay.errors import BadInput, LocatedError, Location
+from assay.errors import BadInput
+from assay.files import check_regular, read_jsonl
 
 # "success" / "blocked" / "unjudged" / "error" are the verdicts of `assay redteam` findings.
 HARMFUL_VERDICTS = {"harmful", "unsafe", "jailbroken", "fail", "failed", "violation", "complied", "unsafe_answer", "success"}
@@ -135,27 +136,20 @@ def read_findings(paths: Sequence[Path | str]) -> tuple[list[Finding], dict[str,
         path = Path(raw)
         if not path.is_file():
             raise BadInput(f"findings file {path} does not exist")
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise LocatedError(f"malformed JSON: {e.msg}", Location(str(path), lineno, e.colno), line.rstrip("\n")) from None
-                if not isinstance(obj, dict):
-                    raise BadInput(f"{where}: a finding must be a JSON object")
-                counts["rows"] += 1
-                prompt = next((obj[k] for k in PROMPT_FIELDS if isinstance(obj.get(k), str) and obj[k].strip()), None)
-                if prompt is None:
-                    raise BadInput(f"{where}: finding has no prompt (looked for {', '.join(PROMPT_FIELDS)})")
-                verdict = _verdict(obj, where)
-                if verdict is None:
-                    counts["passed"] += 1
-                    continue
-                reference = obj.get("reference") or obj.get("expected") or obj.get("safe_response")
-                findings.append(Finding(prompt, str(obj.get("response") or ""), verdict, where, reference))
+        for lineno, obj in read_jsonl(path, "findings"):
+            where = f"{path}:{lineno}"
+            if not isinstance(obj, dict):
+                raise BadInput(f"{where}: a finding must be a JSON object")
+            counts["rows"] += 1
+            prompt = next((obj[k] for k in PROMPT_FIELDS if isinstance(obj.get(k), str) and obj[k].strip()), None)
+            if prompt is None:
+                raise BadInput(f"{where}: finding has no prompt (looked for {', '.join(PROMPT_FIELDS)})")
+            verdict = _verdict(obj, where)
+            if verdict is None:
+                counts["passed"] += 1
+                continue
+            reference = obj.get("reference") or obj.get("expected") or obj.get("safe_response")
+            findings.append(Finding(prompt, str(obj.get("response") or ""), verdict, where, reference))
     if not findings:
         raise BadInput(
             f"no findings: {counts['rows']} rows in {', '.join(map(str, paths))}, none of them a failure",
@@ -172,25 +166,21 @@ def read_prompts(path: Path | str) -> list[str]:
         raise BadInput(f"evaluation prompts file {path} does not exist")
     prompts: list[str] = []
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            column = next((c for c in PROMPT_FIELDS if c in (reader.fieldnames or ())), None)
-            if column is None:
-                raise BadInput(f"{path}: no prompt column (looked for {', '.join(PROMPT_FIELDS)})")
-            prompts = [row[column] for row in reader if row.get(column)]
+        try:
+            with open(check_regular(path, "evaluation prompts"), newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                column = next((c for c in PROMPT_FIELDS if c in (reader.fieldnames or ())), None)
+                if column is None:
+                    raise BadInput(f"{path}: no prompt column (looked for {', '.join(PROMPT_FIELDS)})")
+                prompts = [row[column] for row in reader if row.get(column)]
+        except (UnicodeDecodeError, csv.Error) as e:  # csv.Error: e.g. a field over the csv module's limit
+            raise BadInput(f"{path}: evaluation prompts are not readable CSV: {str(e)[:200]}") from None
     else:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise LocatedError(f"malformed JSON: {e.msg}", Location(str(path), lineno, e.colno)) from None
-                text = next((obj[k] for k in PROMPT_FIELDS if isinstance(obj, dict) and isinstance(obj.get(k), str)), None)
-                if text is None:
-                    raise BadInput(f"{path}:{lineno}: no prompt field (looked for {', '.join(PROMPT_FIELDS)})")
-                prompts.append(text)
+        for lineno, obj in read_jsonl(path, "evaluation prompts"):
+            text = next((obj[k] for k in PROMPT_FIELDS if isinstance(obj, dict) and isinstance(obj.get(k), str)), None)
+            if text is None:
+                raise BadInput(f"{path}:{lineno}: no prompt field (looked for {', '.join(PROMPT_FIELDS)})")
+            prompts.append(text)
     return prompts
 
 
@@ -296,6 +286,8 @@ def build(
         raise BadInput("no findings: nothing to mitigate")
     if not 0.0 < heldout_fraction < 1.0:
         raise BadInput(f"held-out fraction must be between 0 and 1, got {heldout_fraction}")
+    if not 0.0 <= benign_ratio < float("inf"):  # NaN fails too
+        raise BadInput(f"benign ratio must be a finite number of at least 0, got {benign_ratio}")
     rng = random.Random(seed)
     exclude = list(exclude)
     excluded = {prompt_hash(p) for p in exclude}

@@ -8,6 +8,7 @@ red-team regression, evaluation suites, the registry's rollback), lives above th
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +20,9 @@ monitor_app = typer.Typer(help="Watch live deployments: windows, drift tests, al
 
 
 def _read_table(path: Path, what: str) -> Any:
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
+    from assay.files import read_table
 
-    if not path.is_file():
-        raise BadInput(f"{what}: no such file {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pq.read_table(path)
-    if suffix == ".csv":
-        return pcsv.read_csv(path)
-    if suffix in (".jsonl", ".ndjson"):
-        import pyarrow.json as pjson
-
-        return pjson.read_json(path)
-    raise BadInput(f"{what}: unsupported format {suffix!r} ({path}); use .parquet, .csv or .jsonl")
+    return read_table(path, what)
 
 
 @monitor_app.command("drift")
@@ -87,6 +76,9 @@ def drift_cmd(
         raise typer.Exit(EXIT_FAILED)
 
 
+DECISIONS_LIMIT = 1 << 30  # a JSON Lines file of decisions is read whole: at most 1 GiB
+
+
 def _load_decisions(path: Path) -> list[dict]:
     if path.is_dir():  # a trace log folder
         from assay.monitor.engine import trace_records
@@ -98,15 +90,31 @@ def _load_decisions(path: Path) -> list[dict]:
         finally:
             log.close()
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise BadInput(f"{path}:{n}: invalid JSON: {e.msg}") from e
-        return rows
-    return _read_table(path, "--decisions").to_pylist()
+        from assay.files import read_json
+
+        rows = read_json(path, "decisions", lines=True, limit=DECISIONS_LIMIT)
+        return _decisions(rows, path)
+    return _decisions(_read_table(path, "--decisions").to_pylist(), path)
+
+
+def _decisions(rows: list[Any], path: Path) -> list[dict]:
+    """The decision records among ``rows`` (what the guard's ``--decisions-out`` writes: decisions,
+    and events such as breaker transitions, which carry a ``kind`` and are left out, as the trace
+    reader leaves them out). A row that is neither is bad input naming its place: counted, it
+    would change every rate of its window."""
+    out = []
+    for n, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise BadInput(f"{path}: row {n}: a decision must be an object, got {type(row).__name__}")
+        if "action" not in row and "kind" in row:
+            continue
+        if not isinstance(row.get("action"), str):
+            raise BadInput(f"{path}: row {n}: not a decision record: 'action' must be a string")
+        ts = row.get("ts", 0.0)
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+            raise BadInput(f"{path}: row {n}: 'ts' must be a finite number of seconds, got {ts!r:.40}")
+        out.append(row)
+    return out
 
 
 @monitor_app.command("check")

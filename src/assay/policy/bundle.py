@@ -16,6 +16,7 @@ from typing import Any
 import rfc8785
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from assay.config import flag_setting
 from assay.errors import Location
 from assay.policy.model import (
     DEFAULT_MIN_N,
@@ -572,7 +573,7 @@ def load_bundle(path: str | os.PathLike, *, require_signature: bool | None = Non
     for surface in sorted(bundle.surfaces()) or ["*"]:
         bundle.compile_rules(surface)
     if require_signature is None:
-        require_signature = bundle.requires_signature or os.environ.get("ASSAY_POLICY_REQUIRE_SIGNED") == "1"
+        require_signature = bundle.requires_signature or flag_setting("ASSAY_POLICY_REQUIRE_SIGNED")
     if public_key is None and os.environ.get("ASSAY_POLICY_PUBKEY"):
         public_key = os.environ["ASSAY_POLICY_PUBKEY"]
     check_signature(bundle, required=require_signature, public_key=public_key)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from assay.errors import BadInput, Location
+from assay.files import FileRefused, read_regular
 from assay.policy.source import PolicyError, read_bounded
 
 
@@ -41,8 +42,20 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+KEY_FILE_LIMIT = 64 << 10  # a PEM key is a few hundred bytes
+
+
+def _key_bytes(path: Path, what: str) -> bytes:
+    """A key file's bytes: a regular file of at most 64 KiB (``assay.files.read_regular``: a FIFO
+    or /dev/zero is refused at once, never read)."""
+    try:
+        return read_regular(path, KEY_FILE_LIMIT)
+    except FileRefused as e:
+        raise BadInput(f"{what} {path}: {e.message}") from None
+
+
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
-    data = Path(path).read_bytes()
+    data = _key_bytes(Path(path), "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except ValueError:
@@ -59,10 +72,7 @@ def load_public_key(key: Any) -> Ed25519PublicKey:
     if isinstance(key, Ed25519PublicKey):
         return key
     path = Path(key)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise BadInput(f"cannot read public key {path}: {e.strerror}") from e
+    data = _key_bytes(path, "public key")
     try:
         pub = serialization.load_pem_public_key(data)
     except ValueError:
@@ -110,11 +120,13 @@ def check_signature(bundle, *, required: bool, public_key: Any = None) -> dict |
         return None
     pub = load_public_key(public_key)
     try:
-        doc = json.loads(read_bounded(path, 64 * 1024).decode())
+        doc = json.loads(read_bounded(path, KEY_FILE_LIMIT, what="signature file").decode())
         sig = base64.b64decode(doc["signature"], validate=True)
         signed_hash = doc["bundle_hash"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PolicyError(f"malformed signature file: {e}", where) from None
+    except KeyError as e:
+        raise PolicyError(f"malformed signature file: it has no {e}", where) from None
+    except (OSError, ValueError, TypeError, RecursionError) as e:
+        raise PolicyError(f"malformed signature file: {str(e).split(';')[0][:200]}", where) from None
     if doc.get("key_id") != key_id(pub):
         raise PolicyError(f"signature was made with key {doc.get('key_id')}, not with the trusted key {key_id(pub)}", where)
     if signed_hash != bundle.hash:

@@ -101,34 +101,39 @@ def location_of(raw: bytes, offset: int, path: Path) -> Location:
     return Location(str(path), line, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1)
 
 
-def read_bounded(path: Path, budget: int | None = None, *, total: int | None = None) -> bytes:
+def read_bounded(path: Path, budget: int | None = None, *, total: int | None = None, what: str = "policy file") -> bytes:
     """The bytes of a regular policy file of at most ``budget`` bytes (default ``max_bytes()``;
     ``assay.files.read_regular``: a FIFO or a device is refused at once). A larger file is refused
     at the line and column where it crosses the limit (with ``total``, the limit is on a whole
-    bundle of which ``budget`` bytes are left)."""
+    bundle of which ``budget`` bytes are left). ``what`` names the file in errors."""
     budget = max_bytes() if budget is None else budget
     try:
         return read_regular(path, budget)
     except FileRefused as e:
         if e.data is None:
-            raise PolicyError(f"policy file: {e.message}", Location(str(path), 1, 1)) from None
-        what = f"policy file is larger than the limit of {budget} bytes" if total is None else \
+            raise PolicyError(f"{what}: {e.message}", Location(str(path), 1, 1)) from None
+        message = f"{what} is larger than the limit of {budget} bytes" if total is None else \
             f"the bundle's files together are larger than the limit of {total} bytes"
-        raise PolicyError(what, location_of(e.data, budget, path),
-                          hint="make the bundle smaller, or raise ASSAY_POLICY_MAX_BYTES") from None
+        raise PolicyError(message, location_of(e.data, budget, path),
+                          hint="make it smaller, or raise ASSAY_POLICY_MAX_BYTES") from None
 
 
-def read_yaml(path: Path, budget: int | None = None, *, total: int | None = None) -> SourceFile:
+def read_yaml(path: Path, budget: int | None = None, *, total: int | None = None, what: str = "policy file") -> SourceFile:
     """Parse one YAML file (at most ``budget`` bytes), turning any YAML error into a located
     ``PolicyError``; its aliases may expand to at most ``ASSAY_POLICY_MAX_NODES`` values nested at
-    most ``MAX_DEPTH`` deep (``check_expansion``)."""
-    raw = read_bounded(path, budget, total=total)
+    most ``MAX_DEPTH`` deep (``check_expansion``). Evaluation suites are read with it too."""
+    raw = read_bounded(path, budget, total=total, what=what)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise PolicyError("policy file is not valid UTF-8", Location(str(path), line, col)) from e
+        raise PolicyError(f"{what} is not valid UTF-8", location_of(raw, e.start, path)) from e
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path | str) -> SourceFile:
+    """``text`` (the content of ``path``) parsed as YAML with positions, bounded as ``read_yaml``
+    says; every failure is a ``PolicyError`` at its line and column."""
+    path = Path(path)
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:

@@ -16,10 +16,9 @@ redteam_app = typer.Typer(help="Red-team LLMs, content filters and recommenders;
 
 def _target(target_json: str | None, url: str | None, model: str, max_tokens: int) -> dict:
     if target_json:
-        try:
-            spec = json.loads(target_json)
-        except json.JSONDecodeError as e:
-            raise BadInput(f"--target-json is not valid JSON: {e.msg} at column {e.colno}") from e
+        from assay.files import parse_json
+
+        spec = parse_json(target_json, "--target-json")
         if not isinstance(spec, dict) or "kind" not in spec:
             raise BadInput("--target-json must be an object with a 'kind' (openai | llamacpp | transformers)")
         return spec

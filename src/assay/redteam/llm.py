@@ -35,6 +35,7 @@ from typing import Any
 
 from assay.config import settings
 from assay.errors import BadInput
+from assay.files import read_json
 from assay.redteam.attacks import FAMILIES, Attack, Criterion, build
 from assay.stats import DEFAULT_RATE_METHOD, rate_interval
 
@@ -380,7 +381,15 @@ def run_regression(suite_dir: str | Path, target: dict[str, Any] | None = None, 
     if not p.is_file():
         raise BadInput(f"no regression suite in {suite_dir} (missing attacks.json)",
                        hint="create one with `assay redteam regress --from RUN_ID --out DIR`")
-    spec = json.loads(p.read_text())
-    attacks = [Attack.from_dict(a) for a in spec["attacks"]]
+    spec = read_json(p, "regression suite")
+    if not isinstance(spec, dict) or not isinstance(spec.get("attacks"), list) or not isinstance(spec.get("target"), dict):
+        raise BadInput(f"{p}: a regression suite is an object with an 'attacks' list and a 'target' object",
+                       hint="create one with `assay redteam regress --from RUN_ID --out DIR`")
+    attacks = []
+    for i, a in enumerate(spec["attacks"]):
+        try:
+            attacks.append(Attack.from_dict(a))
+        except (TypeError, KeyError, ValueError) as e:  # not an object, a field missing or unknown
+            raise BadInput(f"{p}: attacks[{i}] is not an attack ({type(e).__name__}: {str(e)[:200]})") from None
     return run_attacks(attacks, target or spec["target"], name="regression", show_progress=show_progress,
-                       progress=progress, extra_meta={"regression_of": spec["from_run"]})
+                       progress=progress, extra_meta={"regression_of": spec.get("from_run")})

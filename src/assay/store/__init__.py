@@ -79,7 +79,12 @@ def make_engine(url: str) -> sa.Engine:
         if parsed.database and parsed.database != ":memory:":
             from pathlib import Path
 
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # under a file (ASSAY_HOME=/dev/null/x), or not writable
+                raise BadInput(f"cannot create the folder {folder} of the SQLite database {url!r}: {e.strerror}",
+                               hint="set ASSAY_HOME (or ASSAY_DB_URL) to a place this user may write") from None
         import orjson
 
         # orjson decodes the JSON columns several times faster than the standard library
@@ -96,6 +101,9 @@ def make_engine(url: str) -> sa.Engine:
             pass
     try:
         engine = sa.create_engine(parsed, pool_pre_ping=True)
+    except sa.exc.ArgumentError as e:  # NoSuchModuleError: a dialect SQLAlchemy does not know
+        raise BadInput(f"not a database URL assay can use: {parsed.render_as_string(hide_password=True)!r} "
+                       f"({str(e).splitlines()[0][:200]})", hint="use sqlite:///PATH or postgresql://...") from None
     except ImportError as e:
         raise Unavailable(
             f"the database driver for {parsed.get_backend_name()} is not installed ({e})",

@@ -53,12 +53,14 @@ def _key_text(value: str, option: str) -> str:
         return value
     if path.is_dir():
         raise BadInput(f"{option} {value}: a folder, not a key file")
-    try:
-        text = path.read_text(encoding="utf-8").strip()
+    from assay.files import FileRefused, read_regular
+
+    try:  # a regular file of at most 64 KiB: a FIFO would hang here, /dev/zero never end
+        text = read_regular(path, 64 << 10).decode("utf-8").strip()
     except UnicodeDecodeError:
         raise BadInput(f"{option} {value}: not a text file (a verifier key is one line: name+keyid+base64)") from None
-    except OSError as e:
-        raise BadInput(f"{option} {value}: cannot be read ({e.strerror})") from None
+    except FileRefused as e:
+        raise BadInput(f"{option} {value}: {e.message}") from None
     if not text or "\n" in text:
         raise BadInput(f"{option} {value}: a verifier key file holds one line (name+keyid+base64)")
     return text
@@ -172,16 +174,17 @@ def check(proof: Path = typer.Argument(..., help="A proof file from `assay trace
           witness: list[str] = typer.Option([], "--witness", help="A witness's cosignature key; repeatable."),
           quorum: int = typer.Option(None, "--quorum", help="Cosignatures required (default: every --witness).")) -> None:
     """Check a proof with only the log's public key (no access to the log needed); exit 1 if it fails."""
+    from assay.files import JSON_LIMIT, FileRefused, read_regular
     from assay.trace import merkle, proofs
     from assay.trace.checkpoint import SignatureError
     from assay.trace.witness import load_witness_keys
 
-    try:
-        bundle = json.loads(proof.read_bytes().decode("utf-8"))
-    except IsADirectoryError:
-        raise BadInput(f"{proof}: a folder, not a proof file") from None
-    except OSError as e:
-        raise BadInput(f"{proof}: cannot be read ({e.strerror})") from None
+    if proof.is_dir():
+        raise BadInput(f"{proof}: a folder, not a proof file")
+    try:  # a regular file of at most 16 MiB: a FIFO would hang here, /dev/zero never end
+        bundle = json.loads(read_regular(proof, JSON_LIMIT).decode("utf-8"))
+    except FileRefused as e:
+        raise BadInput(f"{proof}: cannot be read ({e.message.removeprefix('cannot read it: ')})") from None
     except UnicodeDecodeError:
         raise BadInput(f"{proof}: not a text file (a proof is JSON from `assay trace prove`)") from None
     except (json.JSONDecodeError, RecursionError) as e:

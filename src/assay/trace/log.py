@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from assay.config import settings
 from assay.errors import AssayError, BadInput
+from assay.files import check_regular
 from assay.records import Decision, Event
 from assay.trace import canonical, hashing, merkle
 from assay.trace.checkpoint import Checkpoint, SignatureError, Signer, Verifier
@@ -233,6 +234,8 @@ class TraceLog(Recovery, Erasure):
             if os.path.exists(root) and not os.path.isdir(root):
                 raise BadInput(f"{path} is a file, not a trace log folder")
             tree_path = Path(root) / "tree.bin"
+            if tree_path.is_symlink() or (tree_path.exists() and not tree_path.is_file()):
+                check_regular(tree_path, "trace log")  # a FIFO or a device: refused, naming it
         else:
             digest = hashlib.sha256(f"{fs.protocol}:{root}".encode()).hexdigest()[:16]
             tree_path = home / "cache" / "trace-tree" / f"{digest}.bin"
@@ -301,7 +304,10 @@ class TraceLog(Recovery, Erasure):
         return sorted(n for n in names if n.endswith(NOTE_SUFFIX) and n[:20].isdigit())
 
     def _read(self, rel: str) -> bytes:
-        with self.fs.open(f"{self.root}/{rel}", "rb") as f:
+        path = f"{self.root}/{rel}"
+        if self.local and os.path.lexists(path):  # a FIFO would hang here, /dev/zero never end
+            check_regular(path, "trace log")
+        with self.fs.open(path, "rb") as f:
             return f.read()
 
     def _read_segment_buffer(self, name: str):

@@ -31,7 +31,10 @@ import numpy as np
 
 from assay.config import settings
 from assay.errors import BadInput
+from assay.files import FileRefused, read_regular
 from assay.trace.checkpoint import Checkpoint, SignatureError, Verifier
+
+STATE_LIMIT = 64 << 20  # a note and the checkpoint sizes, compressed: far below this
 
 
 class StateUnreadable(SignatureError):
@@ -56,18 +59,18 @@ def default_path(role: str, origin: str, location: str, verifier: Verifier) -> P
 def load(path: Path, verifier: Verifier, origin: str) -> TrustedState | None:
     """The state at ``path``, or None if there is none. Raises ``SignatureError`` when the stored
     checkpoint does not verify with ``verifier`` (the file was edited, or belongs to another key)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except OSError as e:
-        raise BadInput(f"trusted state {path}: cannot be read ({e})") from e
+    try:  # a regular file of bounded size: a FIFO would hang verify, /dev/zero exhaust its memory
+        raw = read_regular(path, STATE_LIMIT)
+    except FileRefused as e:
+        raise BadInput(f"trusted state {path}: {e.message}") from None
     try:
         data = json.loads(raw)
         note = data["note"]
         sizes = _decode_sizes(data.get("sizes", ""))
         recorded_at = float(data["recorded_at"])
-    except (ValueError, KeyError, TypeError, zlib.error) as e:
+    except (ValueError, KeyError, TypeError, zlib.error, RecursionError) as e:
         raise StateUnreadable(f"trusted state {path}: not a trusted-state file ({e})") from e
     checkpoint = Checkpoint.open(note, verifier, origin, where=f"trusted state {path}")
     return TrustedState(path, checkpoint, note, sizes, recorded_at)
