@@ -66,6 +66,29 @@ def refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as ``None``: what the command line prints must
+    be JSON (RFC 8259 has no NaN), and an undefined metric (no relevant items, an empty run) is
+    ``null`` there, as it is in run logs."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:  # numpy scalars
+        return strict_json(value.item())
+    return value
+
+
+def dumps_json(value: Any, **options: Any) -> str:
+    """``json.dumps`` for what a command prints: non-finite floats become null
+    (:func:`strict_json`), so the output always parses as JSON; ``options`` as for ``json.dumps``
+    (``default=str`` unless given)."""
+    options.setdefault("default", str)
+    return json.dumps(strict_json(value), allow_nan=False, **options)
+
+
 def parse_json(text: str, where: str, *, what: str = "", first_line: int = 1) -> Any:
     """One JSON document, or a ``LocatedError`` (bad input) saying ``where`` it is not JSON, at
     which line and column (``first_line``: the line ``text`` starts on; column 1 when the parser

@@ -243,3 +243,19 @@ def test_a_cut_off_below_1_is_refused(tmp_path):
             rm.ranking_metrics({"u1": ["a"]}, {"u1": {"a": 1.0}}, k)
     assert main(["eval", "trec", str(tmp_path / "qrels"), str(tmp_path / "run"), "-k", "-1"]) == 2
     assert main(["eval", "trec", str(tmp_path / "qrels"), str(tmp_path / "run"), "-k", "0", "--json"]) == 0
+
+
+def test_trec_json_output_is_json_even_when_a_metric_is_undefined(tmp_path, capsys):
+    """A probe's empty qrels gave NaN metrics, which ``--json`` printed as ``NaN`` (not JSON,
+    RFC 8259): an undefined metric is printed as null."""
+    import json
+
+    from assay.cli.main import main
+    from assay.files import refuse_constant
+
+    (tmp_path / "qrels").write_text("")
+    (tmp_path / "run").write_text("u1 Q0 a 1 1.0 t\n")
+    capsys.readouterr()
+    assert main(["eval", "trec", str(tmp_path / "qrels"), str(tmp_path / "run"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=refuse_constant)  # NaN/Infinity would raise here
+    assert out["metrics"] and all(m["value"] is None for m in out["metrics"].values())

@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from assay.errors import BadInput
+from assay.files import dumps_json
 
 SUBCOMMANDS = ("train", "list", "text", "score", "check-int8")
 
@@ -93,7 +94,7 @@ def score_command(
         summary = score_file(chosen, input_path, text_field, output_path, on_progress=lambda n: progress.advance(task, n))
     result = summary.to_dict()
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(dumps_json(result, indent=2))
         return
     typer.echo(
         f"{result['rows']} rows -> {output_path}: {result['scored']} scored, {result['errors']} with a per-row error, "
@@ -122,7 +123,7 @@ def text_command(
                 row["matches"] = [asdict(m) for m in clf.match([text])[0]]
             out.append(row)
     if as_json:
-        typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        typer.echo(dumps_json(out, indent=2, ensure_ascii=False))
         return
     for row in out:
         typer.echo(f"{row['classifier']:>17}  {row['score']:.3f}  {'YES' if row['label'] else 'no ':>3}  {row['text'][:80]}")
@@ -152,7 +153,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
             }
         )
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(dumps_json(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -214,7 +215,7 @@ def train_command(
             console.print(f"  registered {ids['model']} trained on {', '.join(ids['datasets'])}; evaluation {ids['evaluation']}")
     _load.cache_clear()
     if as_json:
-        typer.echo(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
+        typer.echo(dumps_json(docs if len(docs) > 1 else docs[0], indent=2))
 
 
 @classify_app.command("check-int8")
@@ -297,7 +298,7 @@ def register(app: typer.Typer) -> None:
                 )
         result = summary.to_dict()
         if as_json:
-            typer.echo(json.dumps(result, indent=2))
+            typer.echo(dumps_json(result, indent=2))
             return
         typer.echo(
             f"labelled {result['labelled']} items ({result['skipped_already_labelled']} already labelled, {result['errors']} errors) "

@@ -13,7 +13,6 @@ CLI, and it is re-exported here with :class:`Target`, :func:`at_least` and :func
 from __future__ import annotations
 
 import importlib
-import json
 import platform
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import typer
 
 from assay.errors import BadInput
+from assay.files import dumps_json
 from assay.records import BenchResult, Number, Target, at_least, at_most
 
 __all__ = ["BENCHMARKS", "BenchResult", "Number", "Target", "at_least", "at_most", "register", "run_benchmark"]
@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         """Run a benchmark and print its figures beside the baseline measured in the same run."""
         result = run_benchmark(name, quick=quick)
         if as_json:
-            typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+            typer.echo(dumps_json(result, indent=2, sort_keys=True, default=str))
             return
         from rich.console import Console
         from rich.table import Table

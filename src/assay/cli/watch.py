@@ -8,13 +8,13 @@ An orchestrator of several engines sits above them (docs/architecture.md), so it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from assay.errors import BadInput
+from assay.files import dumps_json
 from assay.monitor.cli import monitor_app
 
 
@@ -117,7 +117,7 @@ def run_cmd(
                 worker.guard.sink.close()
         if log is not None:
             log.close()
-    typer.echo(json.dumps(stats.__dict__), err=True)
+    typer.echo(dumps_json(stats.__dict__), err=True)
 
 
 def registry_rollback():

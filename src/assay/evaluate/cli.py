@@ -3,9 +3,9 @@ matplotlib and torch load inside the commands."""
 
 from __future__ import annotations
 
-import json
-
 import typer
+
+from assay.files import dumps_json
 
 eval_app = typer.Typer(help="Evaluate models and recommenders: suites, runs, resume, reports, gates.", no_args_is_help=True)
 models_app = typer.Typer(help="Bundled models: serve SmolLM2 on llama.cpp's OpenAI-compatible server.", no_args_is_help=True)
@@ -27,7 +27,7 @@ def _print_outcome(outcome, as_json: bool) -> None:
     from rich.table import Table
 
     if as_json:
-        typer.echo(json.dumps({"run_id": outcome.run_id, "path": str(outcome.path), "report": outcome.report, "stats": outcome.stats}, indent=2, sort_keys=True, default=str))
+        typer.echo(dumps_json({"run_id": outcome.run_id, "path": str(outcome.path), "report": outcome.report, "stats": outcome.stats}, indent=2, sort_keys=True, default=str))
         return
     console = Console()
     r = outcome.report
@@ -99,7 +99,7 @@ def trec_cmd(
 
     aggs = rm.evaluate_trec(qrels, run, k or None, metric or rm.RANKING_METRICS, conventions=conventions, duplicates=duplicates)
     if as_json:
-        typer.echo(json.dumps({"k": k or None, "conventions": conventions, "duplicates": duplicates,
+        typer.echo(dumps_json({"k": k or None, "conventions": conventions, "duplicates": duplicates,
                                "metrics": {m: a.to_dict() for m, a in aggs.items()}}, indent=2, sort_keys=True, default=str))
         return
     from rich.console import Console
@@ -135,7 +135,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
 
     runs = list_runs()
     if as_json:
-        typer.echo(json.dumps(runs, indent=2))
+        typer.echo(dumps_json(runs, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -156,7 +156,7 @@ def suites_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
 
     rows = [{"name": n, "description": load_suite(n).description.strip()} for n in sorted(builtin_suites())]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(dumps_json(rows, indent=2))
         return
     for r in rows:
         typer.echo(f"{r['name']:<26} {r['description']}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from assay.errors import BadInput
+from assay.files import dumps_json
 
 explain_app = typer.Typer(
     help="Explanations: ranker attributions (TreeSHAP), guard counterfactuals, transparency reports.",
@@ -95,7 +96,7 @@ def pair_cmd(
     att, _ = explain_request(rec, user, candidates=cands)
     pair = why_above(att, item_a, item_b)
     if as_json:
-        typer.echo(json.dumps(pair.to_dict(), indent=2))
+        typer.echo(dumps_json(pair.to_dict(), indent=2))
         return
     verdict = "above" if pair.a_above_b else "below"
     typer.echo(
@@ -148,7 +149,7 @@ def guard_cmd(
             raise BadInput(f"request {request_id!r} was traced without its inputs (a guard with record_inputs off): "
                            "it cannot be decided again")
         explanations = [explain_traced(load_bundle(bundle), inputs[request_id], row) for row in rows]
-        typer.echo(json.dumps([e.to_dict() for e in explanations], indent=2, default=str) if as_json
+        typer.echo(dumps_json([e.to_dict() for e in explanations], indent=2, default=str) if as_json
                    else "\n\n".join(e.text() for e in explanations))
         if not all(e.reproduced for e in explanations):
             raise typer.Exit(1)
@@ -159,7 +160,7 @@ def guard_cmd(
 
     data = read_json(candidate[1:], "--input") if candidate.startswith("@") else parse_json(candidate, "--input")
     exp = explain_guard(load_bundle(bundle), surface, data)
-    typer.echo(json.dumps(exp.to_dict(), indent=2) if as_json else exp.text())
+    typer.echo(dumps_json(exp.to_dict(), indent=2) if as_json else exp.text())
 
 
 @explain_app.command("transparency")

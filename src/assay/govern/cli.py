@@ -12,6 +12,8 @@ from typing import Any
 
 import typer
 
+from assay.files import dumps_json
+
 TOKEN_OPT = typer.Option(None, "--token", envvar="ASSAY_TOKEN", help="Act as this API token's person and role.")
 JSON_OPT = typer.Option(False, "--json", help="Print JSON for machines.")
 
@@ -34,7 +36,7 @@ def _ctx(token: str | None):
 
 def _print(data: Any, as_json: bool, text: str | None = None) -> None:
     if as_json or text is None:
-        typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        typer.echo(dumps_json(data, indent=2, sort_keys=True, default=str))
     else:
         typer.echo(text)
 

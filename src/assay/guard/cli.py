@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from assay.errors import BadInput, Unavailable
+from assay.files import dumps_json
 
 guard_app = typer.Typer(help="Guard live slates: apply policy rules to candidate batches in milliseconds.", no_args_is_help=True)
 
@@ -106,7 +107,7 @@ def apply_cmd(
         raise Unavailable(f"the label store at {labels} did not answer (down or too slow): the guard failed closed, "
                           f"{slate.dropped} of {slate.n_candidates} candidates dropped")
     if as_json:
-        typer.echo(json.dumps(slate.to_dict(decisions=decisions), indent=2, default=str))
+        typer.echo(dumps_json(slate.to_dict(decisions=decisions), indent=2, default=str))
         return
     from rich.console import Console
     from rich.markup import escape

@@ -8,10 +8,11 @@ the judge's version (``--no-record`` to only print). A bad label file exits 2 na
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+
+from assay.files import dumps_json
 
 judge_app = typer.Typer(help="Judges: the one contract every verdict comes from; validate them against people.",
                         no_args_is_help=True)
@@ -47,7 +48,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
             row["version"], row["validated"], row["note"] = None, False, str(getattr(e, "message", e))
         rows.append(row)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(dumps_json(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -67,7 +68,7 @@ def show_cmd(judge: str = typer.Argument(..., help="Judge name or spec file."),
     from assay.judges import get_judge, validation_summary
 
     j = get_judge(judge, endpoint=_endpoint(judge_url, judge_model))
-    typer.echo(json.dumps({**j.describe(), "validation": validation_summary(j)}, indent=2, default=str))
+    typer.echo(dumps_json({**j.describe(), "validation": validation_summary(j)}, indent=2, default=str))
 
 
 @judge_app.command("validate")
@@ -101,7 +102,7 @@ def validate_cmd(
     elif record:
         where = V.record(v)
     if as_json:
-        typer.echo(json.dumps({**v.to_dict(), "recorded_at": str(where) if where else None}, indent=2))
+        typer.echo(dumps_json({**v.to_dict(), "recorded_at": str(where) if where else None}, indent=2))
         return
     _print_validation(v, where)
 

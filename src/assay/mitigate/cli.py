@@ -5,13 +5,13 @@ Imports nothing heavy at module level: torch, transformers and peft load inside 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from assay.errors import AssayError
+from assay.files import dumps_json
 from assay.mitigate.train import LORA_TARGETS
 
 mitigate_app = typer.Typer(
@@ -32,7 +32,7 @@ def _console():
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        typer.echo(dumps_json(summary, indent=2, sort_keys=True, default=str))
         return
     from rich.console import Console
     from rich.table import Table
@@ -230,7 +230,7 @@ def build_data(
     )
     manifest = build(spec, out)
     if as_json:
-        typer.echo(json.dumps(manifest["stats"], indent=2, sort_keys=True))
+        typer.echo(dumps_json(manifest["stats"], indent=2, sort_keys=True))
         return
     stats = manifest["stats"]
     typer.echo(
@@ -274,7 +274,7 @@ def runs(as_json: bool = typer.Option(False, "--json")) -> None:
 
     rows = list_runs()
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(dumps_json(rows, indent=2))
         return
     for r in rows:
         typer.echo(f"{r['run_id']}  {r['status']}")

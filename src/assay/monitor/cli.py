@@ -7,7 +7,6 @@ red-team regression, evaluation suites, the registry's rollback), lives above th
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import typer
 
 from assay.errors import EXIT_FAILED, BadInput
+from assay.files import dumps_json
 
 monitor_app = typer.Typer(help="Watch live deployments: windows, drift tests, alert rules, mitigations.", no_args_is_help=True)
 
@@ -58,7 +58,7 @@ def drift_cmd(
             values[c] = cur[c].to_pylist()
     report = drift_report(profiles, values, correction=correction)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str))
+        typer.echo(dumps_json(report.to_dict(), indent=2, sort_keys=True, default=str))
     else:
         from rich.console import Console
         from rich.table import Table
@@ -143,7 +143,7 @@ def check_cmd(
         out.append({**w.to_dict(), "fired": fired})
     fired_any = any(o["fired"] for o in out)
     if as_json:
-        typer.echo(json.dumps({"bundle": b.name, "bundle_hash": b.hash, "windows": out}, indent=2, sort_keys=True, default=str))
+        typer.echo(dumps_json({"bundle": b.name, "bundle_hash": b.hash, "windows": out}, indent=2, sort_keys=True, default=str))
     else:
         for o in out:
             typer.echo(f"{o['surface']:<12} [{o['start']:.0f}, {o['end']:.0f}] n={o['n']:<7} drop_rate={o['drop_rate']:.3f} "

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from assay.errors import EXIT_FAILED
+from assay.files import dumps_json
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
             "purposes": len(b.purposes), "alerts": len(b.alerts), "tests": len(b.tests), "surfaces": sorted(b.surfaces()),
         }
         if as_json:
-            typer.echo(json.dumps(summary, indent=2))
+            typer.echo(dumps_json(summary, indent=2))
         else:
             typer.echo(f"ok: {b.name} {b.version} ({b.short_hash}): {len(b.rules)} rules, {len(b.gates)} gates, "
                        f"{len(b.purposes)} purposes, {len(b.alerts)} alerts, {len(b.tests)} tests")
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         results = run_tests(b)
         failed = [r for r in results if not r.passed]
         if as_json:
-            typer.echo(json.dumps({"bundle": b.name, "hash": b.hash, "passed": len(results) - len(failed), "failed": len(failed),
+            typer.echo(dumps_json({"bundle": b.name, "hash": b.hash, "passed": len(results) - len(failed), "failed": len(failed),
                                    "cases": [{"name": r.case.name, "location": str(r.case.location), "passed": r.passed,
                                               "problems": r.problems, "got": r.got} for r in results]}, indent=2, default=str))
         else:
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
 
         d = diff(_load(old), _load(new))
         if as_json:
-            typer.echo(json.dumps(d.to_dict(), indent=2, default=str))
+            typer.echo(dumps_json(d.to_dict(), indent=2, default=str))
         else:
             typer.echo(f"{d.old_hash[:12]} -> {d.new_hash[:12]}")
             for key, (a, b) in d.meta.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from assay.errors import BadInput
+from assay.files import dumps_json
 
 recsys_app = typer.Typer(
     help="The reference recommender (ALS retrieval + LightGBM LambdaMART ranker on MovieLens).",
@@ -97,7 +98,7 @@ def train_cmd(
         except Unavailable as e:  # no governance part in this install: the model is still saved
             console.print(f"  not registered: {e.message}")
     if as_json:
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(dumps_json(out, indent=2))
     else:
         typer.echo(f"trained {rec.version} in {rec.meta['train_s']:.1f}s -> {folder}")
         for f, h in rec.meta["files"].items():
@@ -128,7 +129,7 @@ def evaluate_cmd(
 
         data["registry"] = register_model(rec, model_folder(), evaluation=ev)
     if as_json:
-        typer.echo(json.dumps(data, indent=2, default=float))
+        typer.echo(dumps_json(data, indent=2, default=float))
         return
     from rich.console import Console
     from rich.table import Table

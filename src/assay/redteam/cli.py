@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from assay.errors import EXIT_FAILED, BadInput
+from assay.files import dumps_json
 
 redteam_app = typer.Typer(help="Red-team LLMs, content filters and recommenders; keep regression suites of what broke them.",
                           no_args_is_help=True)
@@ -30,7 +31,7 @@ def _target(target_json: str | None, url: str | None, model: str, max_tokens: in
 
 def _print(obj: dict, as_json: bool, table_title: str, rows: list[tuple]) -> None:
     if as_json:
-        typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+        typer.echo(dumps_json(obj, indent=2, sort_keys=True, default=str))
         return
     from rich.console import Console
     from rich.table import Table

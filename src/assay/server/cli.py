@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
+
+from assay.files import dumps_json
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         from assay.store import open_store
 
         out = create_token(open_store(), local_actor(), name=name, role=role, kind=kind, expires_in_days=expires_in_days)
-        typer.echo(json.dumps(out) if as_json else
+        typer.echo(dumps_json(out) if as_json else
                    f"token for {name} ({kind}, {role}, expires {out['expires_at']}), shown once:\n{out['token']}")
 
     @token.command("revoke")
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         from assay.store import open_store
 
         rows = list_tokens(open_store(), local_actor())
-        typer.echo(json.dumps(rows, indent=2) if as_json else "\n".join(
+        typer.echo(dumps_json(rows, indent=2) if as_json else "\n".join(
             f"{r['id']}  {r['name']:20s} {r['kind']:8s} {r['role']:9s} expires {r['expires_at']}"
             + (f"  delegated by {r['delegated_by']}" if r["delegated_by"] else "")
             + (f"  REVOKED {r['revoked_at']}" if r["revoked_at"] else "") for r in rows) or "(no tokens)")

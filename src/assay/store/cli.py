@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
+
+from assay.files import dumps_json
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         after = upgrade(engine, revision)
         engine.dispose()
         out = {"url": engine.url.render_as_string(hide_password=True), "from": before, "to": after}
-        typer.echo(json.dumps(out) if as_json else f"{out['url']}: {before or '(empty)'} -> {after}")
+        typer.echo(dumps_json(out) if as_json else f"{out['url']}: {before or '(empty)'} -> {after}")
 
     @db.command("current")
     def current_cmd(
@@ -47,6 +47,6 @@ def register(app: typer.Typer) -> None:
         }
         engine.dispose()
         out["up_to_date"] = out["current"] == out["head"]
-        typer.echo(json.dumps(out) if as_json else f"{out['url']}: at {out['current'] or '(empty)'}, head {out['head']}")
+        typer.echo(dumps_json(out) if as_json else f"{out['url']}: at {out['current'] or '(empty)'}, head {out['head']}")
 
     app.add_typer(db, name="db")

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from assay.errors import AssayError, BadInput
+from assay.files import dumps_json
 from assay.trace import EXIT_UNACKNOWLEDGED
 
 trace_app = typer.Typer(help="The decision trace: verify, prove, explain (why), aggregate and erase.",
@@ -26,7 +27,7 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON object.")
 
 
 def _echo_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    typer.echo(dumps_json(value, indent=2, sort_keys=True, default=str))
 
 
 def _open(path: str | None, read_only: bool = False, verifier=None):

@@ -1,0 +1,30 @@
+"""``assay.files.dumps_json``: what a command prints with --json always parses as strict JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from assay.files import dumps_json, refuse_constant, strict_json
+
+
+def test_non_finite_floats_become_null_everywhere_and_the_rest_is_kept():
+    value = {"a": math.nan, "b": [1.5, math.inf, (-math.inf, 2)], "c": {"d": np.float64("nan"), "e": np.float32(0.5), "f": np.int64(3)},
+             "g": "NaN", "h": True, "i": None}
+    text = dumps_json(value, sort_keys=True)
+    back = json.loads(text, parse_constant=refuse_constant)
+    assert back == {"a": None, "b": [1.5, None, [None, 2]], "c": {"d": None, "e": 0.5, "f": 3}, "g": "NaN", "h": True, "i": None}
+    assert strict_json(1e308) == 1e308 and strict_json(-0.0) == 0.0
+
+
+def test_unknown_objects_print_through_default_and_json_rules_still_hold():
+    class Thing:
+        def __str__(self) -> str:
+            return "thing"
+
+    assert json.loads(dumps_json({"t": Thing()})) == {"t": "thing"}
+    with pytest.raises(TypeError):
+        dumps_json({"t": Thing()}, default=None)
