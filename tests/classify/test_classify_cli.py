@@ -82,6 +82,15 @@ def test_classify_text_and_list(capsys):
     assert all(r["version"].startswith(r["name"] + "@sha256:") for r in listed)
 
 
+def test_classify_text_refuses_an_empty_text_as_file_mode_does(capsys):
+    """A probe's ``classify text toxicity ''`` printed a score (exit 0) where ``classify score``
+    gives the same row an "empty text" error: nothing to score is bad input, named, exit 2."""
+    capsys.readouterr()
+    assert main(["classify", "text", "toxicity", "fine words", "  \u200b "]) == 2
+    err = capsys.readouterr()
+    assert "text 2 of 2 is empty" in err.err and err.out == ""
+
+
 def test_one_lone_surrogate_row_is_a_per_row_error_not_a_lost_batch(tmp_path, capsys):
     """Issue #20: a row whose text is the JSON escape "\\ud800" (valid JSON, invalid Unicode) used
     to abort the whole run; it is that row's error now, and the other rows are scored."""

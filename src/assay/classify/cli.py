@@ -110,9 +110,14 @@ def text_command(
     texts: list[str] = typer.Argument(..., help="Text(s) to score."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Score texts given on the command line."""
+    """Score texts given on the command line. A text with nothing left after normalisation is
+    refused (exit 2), as ``classify score`` gives such a row an error instead of a score."""
     from assay.classify import load_classifier
+    from assay.classify import normalise as norm
 
+    for i, text in enumerate(texts, 1):
+        if not norm.normalise(text):
+            raise BadInput(f"text {i} of {len(texts)} is empty (nothing left after normalisation): nothing to score")
     out = []
     for name in _names(names):
         clf = load_classifier(name)
