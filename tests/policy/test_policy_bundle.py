@@ -150,6 +150,24 @@ def test_signing_is_required_and_tampering_is_refused(tmp_path):
     assert "not valid" in error_of(path, public_key=pub).message
 
 
+def test_a_bad_trusted_key_is_named_even_for_an_unsigned_bundle(tmp_path, monkeypatch, capsys):
+    """A probe's ``policy check --pubkey junk`` on an unsigned bundle passed (the key was never
+    read), so a wrong key or ASSAY_POLICY_PUBKEY surfaced only at the first signed bundle."""
+    path = write(tmp_path, GOOD)
+    junk = tmp_path / "junk.pub"
+    junk.write_text("not a key\n")
+    with pytest.raises(BadInput, match="junk.pub: not an Ed25519 public key"):
+        load_bundle(path, public_key=junk)
+    assert main(["policy", "check", str(path), "--pubkey", str(junk)]) == 2
+    assert "not an Ed25519 public key" in capsys.readouterr().err
+    monkeypatch.setenv("ASSAY_POLICY_PUBKEY", str(tmp_path / "missing.pub"))
+    assert main(["policy", "check", str(path)]) == 2
+    priv, pub = tmp_path / "k", tmp_path / "k.pub"
+    generate_keypair(priv, pub)
+    monkeypatch.setenv("ASSAY_POLICY_PUBKEY", str(pub))
+    assert load_bundle(path).name  # a good key and an unsigned bundle that need not be signed: loads
+
+
 def test_cli_exit_codes_and_messages(tmp_path, capsys):
     good = write(tmp_path, GOOD, "good.yaml")
     assert main(["policy", "check", str(good)]) == 0

@@ -105,6 +105,9 @@ def check_signature(bundle, *, required: bool, public_key: Any = None) -> dict |
     its signature. Returns the signature document when one was verified."""
     path = signature_path(bundle.path)
     where = Location(str(path), 1, 1)
+    # a trusted key that was given is read even when there is nothing to verify yet: a wrong
+    # --pubkey or ASSAY_POLICY_PUBKEY is a mistake to name now, not at the first signed bundle
+    pub = load_public_key(public_key) if public_key is not None else None
     if not path.exists():
         if required:
             raise PolicyError(
@@ -113,12 +116,11 @@ def check_signature(bundle, *, required: bool, public_key: Any = None) -> dict |
                 hint=f"sign it with `assay policy sign {bundle.path} --key KEY` (writes {path.name})",
             )
         return None
-    if public_key is None:
+    if pub is None:
         if required:
             raise PolicyError("bundle must be signed but no public key was given to verify it", where,
                               hint="pass --pubkey or set ASSAY_POLICY_PUBKEY")
         return None
-    pub = load_public_key(public_key)
     try:
         doc = json.loads(read_bounded(path, KEY_FILE_LIMIT, what="signature file").decode())
         sig = base64.b64decode(doc["signature"], validate=True)
