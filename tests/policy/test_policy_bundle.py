@@ -156,7 +156,7 @@ def test_a_bad_trusted_key_is_named_even_for_an_unsigned_bundle(tmp_path, monkey
     path = write(tmp_path, GOOD)
     junk = tmp_path / "junk.pub"
     junk.write_text("not a key\n")
-    with pytest.raises(BadInput, match="junk.pub: not an Ed25519 public key"):
+    with pytest.raises(BadInput, match=r"junk\.pub: not an Ed25519 public key"):
         load_bundle(path, public_key=junk)
     assert main(["policy", "check", str(path), "--pubkey", str(junk)]) == 2
     assert "not an Ed25519 public key" in capsys.readouterr().err
