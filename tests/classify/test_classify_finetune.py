@@ -151,3 +151,29 @@ def test_fine_tuned_training_on_a_tiny_slice_is_reproducible(tmp_path):
     assert a.version == b.version
     assert (out_a / "hate.adapter.npz").read_bytes() == (out_b / "hate.adapter.npz").read_bytes()
     assert not any(Path(k).is_absolute() for k in a.config["data"])  # repo- or data-relative names only
+
+
+def test_the_threshold_is_chosen_without_the_contrast_cases():
+    """hate's operating threshold is the best validation F1 over the public rows only (the
+    templated contrast cases would push it up); a task without contrast rows keeps all rows."""
+    from assay.classify.tasks import TaskData
+    from assay.classify.train import fit_head, threshold_rows
+
+    rng = np.random.default_rng(0)
+    n = 400
+    source = ["davidson"] * 300 + ["assay_contrast"] * 100
+    label = np.r_[rng.random(300) < 0.3, np.arange(100) % 2 == 0]
+    x = rng.normal(size=(n, 4)) + label[:, None] * np.r_[np.full(300, 0.8), np.full(100, 6.0)][:, None]
+    task = TaskData("hate", [f"t{i}" for i in range(n)], label.astype(float), label, np.asarray(["val"] * n), source, np.ones(n))
+    va = np.arange(n)
+    mask = threshold_rows(task, va)
+    assert mask is not None and mask.sum() == 300 and not mask[300:].any()
+    plain = replace(task, source=["davidson"] * n)
+    assert threshold_rows(plain, va) is None
+    fit_all = fit_head(x, label.astype(float), np.ones(n), x, label)
+    fit_public = fit_head(x, label.astype(float), np.ones(n), x, label, threshold_rows=mask)
+    assert fit_public.threshold != fit_all.threshold
+    s = fit_public.head.calibrate(fit_public.head.logits(x[:300]))
+    from assay.classify import metrics as M
+
+    assert fit_public.threshold == pytest.approx(M.best_threshold(label[:300], s))

@@ -15,7 +15,7 @@ INTENDED_USE = {
 
 LIMITS = {
     "toxicity": "alt-profanity-check was trained on all of Davidson's tweets (its README says so), so on the Davidson test split that baseline is scored on its own training data and beats this head there. Davidson tweets are 2013-era US Twitter sampled by a hate lexicon; the authors later showed the labels are biased against African-American English (arXiv:1905.12516). Scores on other registers (forums, LLM output) are less reliable.",
-    "hate": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Only 1,430 hate tweets; precision on hate is low, as in the original paper. ToxiGen statements add implicit hate but are few (627). The encoder is fine-tuned on these rows and the project's contrast cases, a few hundred hand-written sentences on a few dozen templates: it learns negation and counter-speech from them, and phrasings far from those templates may still fool it (the functional suite, written apart, measures that).",
+    "hate": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Only 1,430 hate tweets; precision on hate is low, as in the original paper. ToxiGen statements add implicit hate but are few (627). The encoder is fine-tuned on these rows and the project's contrast cases, about 2,300 hand-written sentences on 304 templates: it learns negation and counter-speech from them, and phrasings far from those templates may still fool it (the functional suite, written apart, measures that).",
     "offensive": "alt-profanity-check was trained on all of Davidson's tweets, so it is scored on its own training data here. Offensive vs hate is a fuzzy line in the annotations themselves.",
     "harmful_response": "Two kinds of label: Do-Not-Answer's are human (harm relative to its risky prompts; 193 harmful of 5,634), JailbreakBench's are an LLM judge's jailbroken verdict (57% positive). The sources differ in base rate and style, so the pooled AUROC partly rewards telling the sources apart: read the per-source rows. The head sees only the response (no prompt), cut at its first 32 word pieces (measured better than 64: the opening says whether the model complied): harm that starts later is missed. JailbreakBench responses come from GPT-3.5/4, Llama-2 and Vicuna, whose providers' terms also apply.",
     "refusal": "Refusal = action 0 only; 'I am an AI and cannot know' (action 4) counts as not refusing, as in the paper.",
@@ -57,7 +57,10 @@ def finetune_section(doc: dict) -> list[str]:
         "",
         f"Chosen on validation only: AUROC on the validation split, on its Davidson + ToxiGen rows, and accuracy on the {h['n']}",
         f"contrast cases of {h['templates']} held-out templates (a hash-chosen quarter of `hate_contrast.jsonl`'s templates,",
-        "never trained on by adapter or head). The functional test suite was not used to choose.",
+        "never trained on by adapter or head). No setting was chosen on the functional test suite; its result for an",
+        "earlier recipe (threats missed) prompted the threat templates this one was trained with (docs/classify.md).",
+        "The contrast cases calibrate the head but do not set its threshold: that is the best F1 on the other",
+        "validation rows.",
         "",
         "| recipe | val AUROC | val AUROC Davidson+ToxiGen | held-out templates acc | on hate | on not-hate |",
         "|---|---:|---:|---:|---:|---:|",

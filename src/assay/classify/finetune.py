@@ -62,7 +62,7 @@ class FinetuneConfig:
 
 
 # The chosen recipe per fine-tuned head (chosen on validation; see docs/classify.md and hate.md).
-FINETUNE_FOR: dict[str, FinetuneConfig] = {"hate": FinetuneConfig()}
+FINETUNE_FOR: dict[str, FinetuneConfig] = {"hate": FinetuneConfig(contrast_repeat=1)}
 
 
 def contrast_template(text: str) -> str:
