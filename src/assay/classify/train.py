@@ -278,8 +278,8 @@ def fit_head(x_train: np.ndarray, target: np.ndarray, weight: np.ndarray, x_val:
 def threshold_rows(task: TaskData, va: np.ndarray) -> np.ndarray | None:
     """Validation rows the operating threshold is chosen on: all but the project's hate contrast
     cases (``assay_contrast``), when a task has them. Those templated sentences are nearly
-    separable after fine-tuning and, 3x weighted, a sixth of hate's validation rows: with them the
-    best-F1 threshold rose to where Davidson hate recall fell from 0.47 to 0.11 on validation.
+    separable after fine-tuning and a sixth of hate's validation rows: with them the best-F1
+    threshold rose (recipe D) to where Davidson hate recall fell from 0.47 to 0.11 on validation.
     They still calibrate the head and choose the recipe (held-out templates). ``None``: all rows."""
     keep = np.asarray([not task.source[i].startswith("assay_contrast") for i in va], dtype=bool)
     labels = task.label[va][keep]
