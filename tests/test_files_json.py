@@ -28,3 +28,14 @@ def test_unknown_objects_print_through_default_and_json_rules_still_hold():
     assert json.loads(dumps_json({"t": Thing()})) == {"t": "thing"}
     with pytest.raises(TypeError):
         dumps_json({"t": Thing()}, default=None)
+
+
+@pytest.mark.parametrize(("text", "line", "column"), [
+    ('{"a": NaN}', 1, 7), ('{"s": "NaN Infinity \\" NaN",\n "b": [1, -Infinity]}', 2, 11), ("Infinity", 1, 1)])
+def test_a_refused_constant_is_located_at_itself(text, line, column):
+    from assay.errors import LocatedError
+    from assay.files import parse_json
+
+    with pytest.raises(LocatedError) as e:
+        parse_json(text, "f.json", first_line=1)
+    assert (e.value.location.line, e.value.location.column) == (line, column)

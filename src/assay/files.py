@@ -105,7 +105,25 @@ def parse_json(text: str, where: str, *, what: str = "", first_line: int = 1) ->
     except RecursionError:
         raise LocatedError(f"{what}not JSON: nested too deeply", Location(where, first_line, 1)) from None
     except ValueError as e:
-        raise LocatedError(f"{what}not JSON: {str(e).split(';')[0][:200]}", Location(where, first_line, 1)) from None
+        line, column = _constant_at(text) if str(e).endswith("is not a JSON number") else (1, 1)
+        raise LocatedError(f"{what}not JSON: {str(e).split(';')[0][:200]}", Location(where, first_line + line - 1, column)) from None
+
+
+def _constant_at(text: str) -> tuple[int, int]:
+    """(line, column) of the first NaN/Infinity outside a string: ``json`` refuses it through
+    ``parse_constant`` without saying where, and an error should point at it."""
+    in_string = escaped = False
+    line, start = 1, 0
+    for i, ch in enumerate(text):
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch == "\n":
+            line, start = line + 1, i + 1
+        elif ch in "NI" and text.startswith(("NaN", "Infinity"), i):
+            return line, i - start + (0 if i and text[i - 1] == "-" else 1)
+    return 1, 1
 
 
 def read_jsonl(path: str | os.PathLike, what: str) -> Iterator[tuple[int, Any]]:
