@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,49 @@ REDIS_URL = os.environ.get("ASSAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ASSAY_DATA_DIR", str(DATA_DIR))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``free_port()`` -> a loopback port that nothing listened on a moment ago (for a child
+    process that binds it itself; an app served in this process takes ``serve_asgi``)."""
+    return _free_port
+
+
+@contextmanager
+def _serve_asgi(app, **config) -> Iterator[int]:
+    import uvicorn
+
+    sock = socket.socket()  # bound before the thread starts, so no other test can take the port
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", "access_log": False, **config}))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start serving the test app")
+            time.sleep(0.02)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def serve_asgi():
+    """``with serve_asgi(app, **uvicorn_config) as port:`` -- the app under real uvicorn on a
+    loopback port in a thread of the test process, as the services run it; stopped after."""
+    return _serve_asgi
 
 
 @pytest.fixture(autouse=True)

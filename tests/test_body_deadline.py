@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 
 import orjson
@@ -105,27 +104,14 @@ def test_the_witness_answers_a_stalled_body_with_408(tmp_path):
     assert SHORT <= took < 5
 
 
-def test_a_stalled_body_over_a_real_socket_gets_408_and_the_connection_closes(tmp_path):
+def test_a_stalled_body_over_a_real_socket_gets_408_and_the_connection_closes(tmp_path, serve_asgi):
     """The witness under uvicorn, as ``assay trace witness`` runs it: the stalled client is answered
     and disconnected, and the server goes on serving others."""
     import httpx
-    import uvicorn
 
     from assay.trace.witness import create_app
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(_witness(tmp_path), body_timeout_s=0.5), log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with serve_asgi(create_app(_witness(tmp_path), body_timeout_s=0.5)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: 60000\r\n\r\nold 0\n")
             started = time.monotonic()
@@ -137,9 +123,6 @@ def test_a_stalled_body_over_a_real_socket_gets_408_and_the_connection_closes(tm
         assert b"connection: close" in answer.lower() and answer.endswith(b"did not arrive within 0.5 s\n")
         assert 0.4 <= took < 5
         assert httpx.get(f"http://127.0.0.1:{port}/{'0' * 64}/checkpoint", timeout=5).status_code == 404
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_only_the_body_is_bounded_not_the_handler():

@@ -3,7 +3,6 @@ engine against 429 storms, 5xx, timeouts, garbage and malformed JSON. It speaks 
 API and a tiny recommender API; it runs in a thread of the test process and is stopped after."""
 
 import asyncio
-import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -11,12 +10,6 @@ from collections import Counter, defaultdict
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _completion(text: str, prompt: str) -> dict:
@@ -84,11 +77,11 @@ def build_app(state: dict):
 
 
 class StubServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int) -> None:
         import uvicorn
 
         self.state = {"requests": Counter(), "storm": defaultdict(int)}
-        self.port = _free_port()
+        self.port = port
         config = uvicorn.Config(build_app(self.state), host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -112,16 +105,16 @@ class StubServer:
 
 
 @pytest.fixture(scope="module")
-def stub_server():
-    server = StubServer().start()
+def stub_server(free_port):
+    server = StubServer(free_port()).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def dead_url() -> str:
+def dead_url(free_port) -> str:
     """A loopback port nothing listens on."""
-    return f"http://127.0.0.1:{_free_port()}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 @pytest.fixture(scope="session")
@@ -135,7 +128,8 @@ def smollm2_server():
 
 
 @pytest.fixture
-def stub_server_factory():
-    """The stub server class itself, for tests that start and kill their own server (importing
-    it from ``conftest`` by name is ambiguous when several test folders have one)."""
-    return StubServer
+def stub_server_factory(free_port):
+    """``stub_server_factory(port=None)`` -> a stub server not yet started, for tests that start,
+    kill and restart their own (importing ``StubServer`` from ``conftest`` by name is ambiguous
+    when several test folders have one)."""
+    return lambda port=None: StubServer(port or free_port())

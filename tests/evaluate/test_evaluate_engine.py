@@ -434,13 +434,7 @@ def test_server_dying_mid_run_stops_cleanly_and_resume_finishes(tmp_path, stub_s
     assert errors and isinstance(errors[0], Unavailable), errors
     finished = read_results(results)
     assert 8 <= len(finished) < 80
-    revived = stub_server_factory()
-    revived.port = port
-    import uvicorn
-
-    revived.server = uvicorn.Server(uvicorn.Config(revived.server.config.app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
-    revived.thread = threading.Thread(target=revived.server.run, daemon=True)
-    revived.start()
+    revived = stub_server_factory(port).start()
     try:
         # items that failed while the server was going down are in the file as connect errors;
         # resume runs only what is missing

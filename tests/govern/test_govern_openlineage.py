@@ -4,9 +4,6 @@ events, and the real openlineage-python client posting to a running assay server
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -119,14 +116,7 @@ def test_custom_facet_schemas_are_valid_json_schema():
         assert key in schema["properties"] and "1-0-0" in json.dumps(schema)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_the_real_openlineage_client_posts_to_assay(sqlite_store):
-    import uvicorn
+def test_the_real_openlineage_client_posts_to_assay(sqlite_store, serve_asgi):
     from openlineage.client import OpenLineageClient
     from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, RunEvent, RunState
     from openlineage.client.event_v2 import Run as OLRun
@@ -142,15 +132,7 @@ def test_the_real_openlineage_client_posts_to_assay(sqlite_store):
     from assay.server.auth import create_token
 
     token = create_token(sqlite_store, Actor("root", "admin"), name="pipeline", role="engineer")["token"]
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(sqlite_store), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with serve_asgi(create_app(sqlite_store)) as port:
         for compression in (None, HttpCompression.GZIP):
             client = OpenLineageClient(transport=HttpTransport(HttpConfig(
                 url=f"http://127.0.0.1:{port}", auth=ApiKeyTokenProvider({"apiKey": token}), compression=compression)))
@@ -167,9 +149,6 @@ def test_the_real_openlineage_client_posts_to_assay(sqlite_store):
             bad.emit(RunEvent(eventType=RunState.START, eventTime="2026-11-29T19:00:00+00:00",
                               run=OLRun(runId=str(uuid.uuid4())), job=Job(namespace="x", name="y"),
                               producer="https://example.com"))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     with sqlite_store.session() as s:
         models = s.scalars(sa.select(Asset.id).where(Asset.kind == "model").order_by(Asset.id)).all()
         runs = s.scalars(sa.select(Run).where(Run.job_name == "train-ranker")).all()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -182,13 +181,7 @@ def test_http_endpoints(test_bundle, tmp_path, bundle_path):
         assert status["version"] == "1" and status["hash"] == test_bundle.hash and status["counters"]["requests"] >= 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_assay_guard_serve_and_apply_cli(tmp_path, test_bundle, bundle_path):
+def test_assay_guard_serve_and_apply_cli(tmp_path, test_bundle, bundle_path, free_port):
     cands = make_candidates(20)
     store = InMemoryLabelStore()
     store.put(list(cands["id"]), make_labels(cands["id"]), "clf-1")
@@ -196,7 +189,7 @@ def test_assay_guard_serve_and_apply_cli(tmp_path, test_bundle, bundle_path):
     cjson = tmp_path / "cands.json"
     cjson.write_text(json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in cands.items()}))
     expected = Guard(test_bundle, store).apply(ADULT, cands).item_ids
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     from assay.govern.registry import Actor
     from assay.server.auth import create_token

@@ -38,14 +38,6 @@ def api(request, assay_home, tmp_path, monkeypatch):
     store.close()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LiveServer:
     """`assay server` (or another script) in its own process on a free loopback port."""
 
@@ -84,7 +76,7 @@ class LiveServer:
 
 
 @pytest.fixture
-def spawn_server(assay_home, tmp_path):
+def spawn_server(assay_home, tmp_path, free_port):
     """``spawn_server(lambda port: [python args...], **env)`` -> a ready LiveServer, killed at teardown."""
     import os
 

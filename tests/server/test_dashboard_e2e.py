@@ -5,23 +5,14 @@ refused as a viewer. Real server (uvicorn on loopback), real store, real trace."
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from assay.records import Decision, Event
 
 FEED = Path(__file__).resolve().parents[2] / "src" / "assay" / "policy" / "examples" / "feed.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -81,21 +72,11 @@ def _runlogs(home: Path) -> None:
 
 
 @pytest.fixture
-def server(world):
+def server(world, serve_asgi):
     from assay.server.app import create_app
 
-    port = free_port()
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "dashboard server did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(create_app()) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def login(page, base: str, token: str) -> None:
