@@ -52,10 +52,7 @@ def test_the_jailbreakbench_set_covers_every_method_and_model_with_notes_as_text
 
 LEAK_CASES = [
     pytest.param(SUITES / "jbb_refusal_heldout.jsonl", id="jbb_refusal_heldout"),
-    # Known, reported, not fixed here: 3 of its 16 (prompt, answer) pairs -- the mitigated model's
-    # stock refusal -- are also rows of labelled/smollm2_answers.jsonl, which the judges train on.
-    pytest.param(SUITES / "smollm2_heldout.jsonl", id="smollm2_heldout",
-                 marks=pytest.mark.xfail(strict=True, reason="3 rows repeat training rows of smollm2_answers.jsonl")),
+    pytest.param(SUITES / "smollm2_heldout.jsonl", id="smollm2_heldout"),
 ]
 
 
