@@ -137,8 +137,8 @@ def read_jsonl(path: str | os.PathLike, what: str) -> Iterator[tuple[int, Any]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise LocatedError(f"{what}: not UTF-8", Location(str(p), lineno, e.start + 1)) from None
-            if line.strip():
-                yield lineno, parse_json(line, str(p), what=what, first_line=lineno)
+            if line.strip():  # parsed without its line ending, so an error at its end stays on its line
+                yield lineno, parse_json(line.rstrip("\r\n"), str(p), what=what, first_line=lineno)
 
 
 def read_json(path: str | os.PathLike, what: str, *, limit: int = JSON_LIMIT, lines: bool = False) -> Any:
@@ -146,20 +146,27 @@ def read_json(path: str | os.PathLike, what: str, *, limit: int = JSON_LIMIT, li
     the regular file at ``path`` of at most ``limit`` bytes (``read_regular``: a FIFO, a device or a
     folder is refused at once). Any problem is ``BadInput`` naming the file, ``what`` it was to
     hold, and where a decoding or syntax error is, ``file:line[:column]``."""
+    text = read_text(path, what, limit=limit)
+    if not lines:
+        return parse_json(text, str(path), what=what)
+    return [parse_json(line, str(path), what=what, first_line=n) for n, line in enumerate(text.split("\n"), start=1)
+            if line.strip()]
+
+
+def read_text(path: str | os.PathLike, what: str, *, limit: int) -> str:
+    """The UTF-8 text of the regular file at ``path`` of at most ``limit`` bytes (``read_regular``).
+    Any problem is ``BadInput`` naming the file and ``what`` it was to hold; bytes that are not
+    UTF-8 are a ``LocatedError`` at their ``file:line:column``."""
     try:
         raw = read_regular(path, limit)
     except FileRefused as e:
         raise BadInput(f"{path}: {what}: {e.message}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         raise LocatedError(f"{what}: not UTF-8", Location(str(path), line, column)) from None
-    if not lines:
-        return parse_json(text, str(path), what=what)
-    return [parse_json(line, str(path), what=what, first_line=n) for n, line in enumerate(text.split("\n"), start=1)
-            if line.strip()]
 
 
 def check_regular(path: str | os.PathLike, what: str) -> Path:
