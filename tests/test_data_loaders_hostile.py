@@ -169,6 +169,8 @@ def test_csv_header_only_cut_row_and_ragged_row_are_refused(tmp_path, name):
     ("bbq", json.dumps({**BBQ_EXAMPLE, "label": 3}), r"Age.jsonl:1: label must be in 0..2, got 3"),
     ("bbq", json.dumps({**BBQ_EXAMPLE, "context_condition": "amb"}), r"context_condition must be one of"),
     ("bbq", json.dumps({**BBQ_EXAMPLE, "category": "Religion"}), r"category 'Religion' in the file of 'Age'"),
+    ("bbq", json.dumps({**BBQ_EXAMPLE, "answer_info": {**BBQ_EXAMPLE["answer_info"], "ans2": ["Unknown"]}}),
+     r"Age.jsonl:1: answer_info marks 0 answers 'unknown'"),
     ("fever", json.dumps({"id": 1.7, "label": "SUPPORTS", "claim": "C."}), r"paper_dev.jsonl:1: id must be a whole number, got 1.7"),
     ("fever", json.dumps({"id": True, "label": "SUPPORTS", "claim": "C."}), r"id must be a whole number, got True"),
     ("fever", json.dumps({"id": 1, "verifiable": "VERIFIABLE", "label": "NOT ENOUGH INFO", "claim": "C."}), r"VERIFIABLE with label"),

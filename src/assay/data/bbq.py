@@ -96,7 +96,7 @@ def _example(row: dict, where: str, category: str) -> BBQExample:
     info, meta = row["answer_info"], row["additional_metadata"]
     if not isinstance(info, dict) or not isinstance(meta, dict):
         raise BadInput(f"{where}: malformed BBQ example: answer_info and additional_metadata must be objects")
-    return BBQExample(
+    example = BBQExample(
         category=category,
         example_id=read.whole(row["example_id"], where, "example_id", lo=0),
         question_index=str(read.whole(row["question_index"], where, "question_index", lo=0)),
@@ -109,3 +109,7 @@ def _example(row: dict, where: str, category: str) -> BBQExample:
         label=read.whole(row["label"], where, "label", lo=0, hi=2),
         stereotyped_groups=read.strings(meta.get("stereotyped_groups", []), where, "additional_metadata.stereotyped_groups"),
     )
+    unknown = sum("unknown" in groups for groups in example.answer_groups)
+    if unknown != 1:  # the bias score needs the "can't be determined" option, exactly one
+        raise BadInput(f"{where}: answer_info marks {unknown} answers 'unknown'; a BBQ example has exactly one")
+    return example
