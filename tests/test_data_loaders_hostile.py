@@ -219,6 +219,7 @@ def test_a_field_of_the_wrong_shape_is_refused_not_read_as_something_else(tmp_pa
     ("crows_pairs", _csv([["", "sent_more", "sent_less", "stereo_antistereo", "bias_type"], ["0", "A.", "B.", "stereo", "gender"],
                           ["0", "C.", "D.", "stereo", "gender"]]), r"pair index 0 repeats"),
     ("jailbreakbench", json.dumps({"jailbreaks": [JBB_ITEM, JBB_ITEM]}), r"jailbreaks\[1\]: index 0 repeats"),
+    ("davidson_lexicon", "ngram,prophate\rsome words,0.5\rSome Words,0.2\r", r"refined_ngram_dict.csv:3: ngram 'some words' repeats"),
 ])
 def test_a_repeated_id_is_refused(tmp_path, name, content, match):
     _make(tmp_path, name, content)

@@ -75,5 +75,9 @@ def load_lexicon(data_dir: Path | str | None = None) -> list[LexiconEntry]:
     """The 178 refined hate n-grams with their hateful share."""
     path = dataset_path(NAME, *LEXICON_FILE, data_dir=data_dir)
     # the csv reader accepts the file's bare CR line endings
-    return [LexiconEntry(ngram=read.string(row["ngram"], where, "ngram").strip(), prophate=read.fraction(row["prophate"], where, "prophate"))
-            for where, row in read.csv_rows(path, "Davidson lexicon", ("ngram", "prophate"))]
+    rows = read.csv_rows(path, "Davidson lexicon", ("ngram", "prophate"))
+    out = [LexiconEntry(ngram=read.string(row["ngram"], where, "ngram").strip(), prophate=read.fraction(row["prophate"], where, "prophate"))
+           for where, row in rows]
+    # the lexicon scorer keys on the lower-cased n-gram: a repeat would silently keep one share
+    read.unique(((where, e.ngram.lower()) for (where, _), e in zip(rows, out, strict=True)), "ngram")
+    return out
