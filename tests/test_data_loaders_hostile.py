@@ -226,6 +226,17 @@ def test_a_repeated_id_is_refused(tmp_path, name, content, match):
     _refused(tmp_path, name, match)
 
 
+@pytest.mark.parametrize(("name", "content", "match"), [
+    # json keeps the last of two equal names: the first choice (the true one here) vanished
+    ("truthfulqa", '[{"question": "Q?", "mc1_targets": {"a": 1, "b": 0, "a": 0}}]', r"mc_task.json:1: .*the name 'a' appears twice"),
+    ("bold", '{"g": {"e": ["p1"]},\n "g": {"f": ["p2"]}}', r"gender_prompt.json: .*the name 'g' appears twice"),
+    ("fever", '{"id": 1, "label": "SUPPORTS", "label": "REFUTES", "claim": "C."}\n', r"paper_dev.jsonl:1: .*the name 'label' appears twice"),
+])
+def test_a_name_repeated_in_one_json_object_is_refused_not_collapsed(tmp_path, name, content, match):
+    _make(tmp_path, name, content)
+    _refused(tmp_path, name, match)
+
+
 @pytest.mark.parametrize(("name", "content"), [
     ("bold", "{}"), ("cyberseceval", "[]"), ("truthfulqa", "[]"), ("jailbreakbench", json.dumps({"jailbreaks": []})),
     ("fever", "\n\n"), ("toxigen", "\n  \n"), ("bbq", "\n"),

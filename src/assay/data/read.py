@@ -50,15 +50,16 @@ def lines(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
 
 
 def json_file(path: str | os.PathLike, what: str) -> Any:
-    """The JSON document in a dataset file (``assay.files.read_json``: located syntax errors)."""
-    return read_json(path, what, limit=DATA_LIMIT)
+    """The JSON document in a dataset file (``assay.files.read_json``: located syntax errors; a
+    name repeated in one object is refused, not silently reduced to its last value)."""
+    return read_json(path, what, limit=DATA_LIMIT, unique_keys=True)
 
 
 def jsonl_records(path: str | os.PathLike, what: str) -> list[tuple[str, dict]]:
     """``(path:line, object)`` of each non-blank line of a JSON Lines file; a line that is not a
     JSON object is refused, and so is a file with none."""
     out = []
-    for lineno, doc in read_jsonl(path, what):
+    for lineno, doc in read_jsonl(path, what, unique_keys=True):
         where = f"{path}:{lineno}"
         if not isinstance(doc, dict):
             raise BadInput(f"{where}: {what}: expected a JSON object, got {_kind(doc)}")
