@@ -269,3 +269,27 @@ def test_truthfulqa_csv_when_present_must_be_whole(tmp_path):
         truthfulqa.load_mc(data_dir=tmp_path)
     (tmp_path / "truthfulqa" / "TruthfulQA.csv").write_text("\ufeffType,Category,Question\nAdversarial,Misconceptions,Q?\n")
     assert truthfulqa.load_mc(data_dir=tmp_path)[0].category == "Misconceptions"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("suite", "name", "content", "match"), [
+    # no true mc1 answer: was an IndexError traceback while building the items
+    ("accuracy-truthfulqa", "truthfulqa", json.dumps([{**MC_ITEM, "mc1_targets": {"a": 0, "b": 0}}]), "mc1_targets must mark exactly one"),
+    # label 3 of 3 answers: was evaluated as is
+    ("bias-bbq", "bbq", json.dumps({**BBQ_EXAMPLE, "label": 3}), "label must be in 0..2"),
+    # a FIFO: was skipped, then "the dataset has no items"
+    ("bias-bbq", "bbq", None, "is a FIFO"),
+])
+def test_eval_run_on_a_damaged_builtin_dataset_exits_2_naming_the_file(tmp_path, monkeypatch, capsys, suite, name, content, match):
+    from assay.cli.main import main
+
+    if content is None:
+        path = tmp_path / LOADERS[name][0]
+        path.parent.mkdir(parents=True)
+        os.mkfifo(path)
+    else:
+        _make(tmp_path, name, content)
+    monkeypatch.setenv("ASSAY_DATA_DIR", str(tmp_path))
+    assert main(["eval", "run", suite, "--target-url", "http://127.0.0.1:9/v1", "--model", "x", "--limit", "1"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert match in err and Path(LOADERS[name][0]).name in err and "Traceback" not in err
