@@ -308,7 +308,7 @@ def _open_regular(path: Path) -> IO[bytes]:
     optional), BadInput when it is not a regular file (a FIFO there would block forever)."""
     if not os.path.lexists(path):
         raise FileNotFoundError(path)
-    return open(check_regular(path, "MovieLens file"), "rb")  # noqa: SIM115 - closed by the reader's with
+    return open(check_regular(path, "MovieLens file"), "rb")
 
 
 _DATA_FILES = {

@@ -38,7 +38,7 @@ def load_mc(setting: str = "mc1", data_dir: Path | str | None = None) -> list[MC
     meta: dict[str, tuple[str, str]] = {}
     csv_path = dataset_path(NAME, data_dir=data_dir) / CSV_FILE
     if os.path.lexists(csv_path):  # optional; when there, it must be whole
-        for where, row in read.csv_rows(csv_path, "TruthfulQA questions", ("Question", "Category", "Type")):
+        for _, row in read.csv_rows(csv_path, "TruthfulQA questions", ("Question", "Category", "Type")):
             meta[row["Question"].strip()] = (row["Category"], row["Type"])
     out = []
     for i, item in enumerate(items):
