@@ -39,3 +39,14 @@ def test_a_refused_constant_is_located_at_itself(text, line, column):
     with pytest.raises(LocatedError) as e:
         parse_json(text, "f.json", first_line=1)
     assert (e.value.location.line, e.value.location.column) == (line, column)
+
+
+def test_a_json_lines_record_cut_at_its_end_is_located_on_its_own_line(tmp_path):
+    from assay.errors import LocatedError
+    from assay.files import read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": 1}\n{"id": 2\n{"id": 3}\n')
+    with pytest.raises(LocatedError) as info:
+        list(read_jsonl(path, "rows"))
+    assert (info.value.location.line, info.value.location.column) == (2, 9)  # not 3:1, the next line

@@ -89,7 +89,22 @@ def dumps_json(value: Any, **options: Any) -> str:
     return json.dumps(strict_json(value), allow_nan=False, **options)
 
 
-def parse_json(text: str, where: str, *, what: str = "", first_line: int = 1) -> Any:
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that refuses a name twice in one object (RFC 8259: names SHOULD be
+    unique; ``json`` keeps the last, so the first would vanish without a word)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+def parse_json(text: str, where: str, *, what: str = "", first_line: int = 1, unique_keys: bool = False) -> Any:
     """One JSON document, or a ``LocatedError`` (bad input) saying ``where`` it is not JSON, at
     which line and column (``first_line``: the line ``text`` starts on; column 1 when the parser
     names none).
@@ -99,7 +114,10 @@ def parse_json(text: str, where: str, *, what: str = "", first_line: int = 1) ->
     more than 4,300 digits (``ValueError`` from ``int``) included."""
     what = f"{what}: " if what else ""
     try:
-        return json.loads(text, parse_constant=refuse_constant)
+        return json.loads(text, parse_constant=refuse_constant, object_pairs_hook=_unique_pairs if unique_keys else None)
+    except _RepeatedKey as e:
+        line = f":{first_line}" if "\n" not in text.strip() else ""
+        raise BadInput(f"{where}{line}: {what}the name {e.args[0]!r} appears twice in one object") from None
     except json.JSONDecodeError as e:
         raise LocatedError(f"{what}not JSON: {e.msg}", Location(where, first_line + e.lineno - 1, e.colno)) from None
     except RecursionError:
@@ -126,7 +144,7 @@ def _constant_at(text: str) -> tuple[int, int]:
     return 1, 1
 
 
-def read_jsonl(path: str | os.PathLike, what: str) -> Iterator[tuple[int, Any]]:
+def read_jsonl(path: str | os.PathLike, what: str, *, unique_keys: bool = False) -> Iterator[tuple[int, Any]]:
     """(line number, document) of each non-blank line of the regular file at ``path``
     (``check_regular``), read a line at a time, so a file of any length is streamed. A line that
     is not UTF-8 or not JSON is a ``LocatedError`` at its file:line:column (``parse_json``)."""
@@ -137,29 +155,36 @@ def read_jsonl(path: str | os.PathLike, what: str) -> Iterator[tuple[int, Any]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise LocatedError(f"{what}: not UTF-8", Location(str(p), lineno, e.start + 1)) from None
-            if line.strip():
-                yield lineno, parse_json(line, str(p), what=what, first_line=lineno)
+            if line.strip():  # parsed without its line ending, so an error at its end stays on its line
+                yield lineno, parse_json(line.rstrip("\r\n"), str(p), what=what, first_line=lineno, unique_keys=unique_keys)
 
 
-def read_json(path: str | os.PathLike, what: str, *, limit: int = JSON_LIMIT, lines: bool = False) -> Any:
+def read_json(path: str | os.PathLike, what: str, *, limit: int = JSON_LIMIT, lines: bool = False, unique_keys: bool = False) -> Any:
     """The JSON document (with ``lines``, the list of JSON Lines documents, blank lines skipped) in
     the regular file at ``path`` of at most ``limit`` bytes (``read_regular``: a FIFO, a device or a
     folder is refused at once). Any problem is ``BadInput`` naming the file, ``what`` it was to
     hold, and where a decoding or syntax error is, ``file:line[:column]``."""
+    text = read_text(path, what, limit=limit)
+    if not lines:
+        return parse_json(text, str(path), what=what, unique_keys=unique_keys)
+    return [parse_json(line, str(path), what=what, first_line=n, unique_keys=unique_keys) for n, line in enumerate(text.split("\n"), start=1)
+            if line.strip()]
+
+
+def read_text(path: str | os.PathLike, what: str, *, limit: int) -> str:
+    """The UTF-8 text of the regular file at ``path`` of at most ``limit`` bytes (``read_regular``).
+    Any problem is ``BadInput`` naming the file and ``what`` it was to hold; bytes that are not
+    UTF-8 are a ``LocatedError`` at their ``file:line:column``."""
     try:
         raw = read_regular(path, limit)
     except FileRefused as e:
         raise BadInput(f"{path}: {what}: {e.message}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         raise LocatedError(f"{what}: not UTF-8", Location(str(path), line, column)) from None
-    if not lines:
-        return parse_json(text, str(path), what=what)
-    return [parse_json(line, str(path), what=what, first_line=n) for n, line in enumerate(text.split("\n"), start=1)
-            if line.strip()]
 
 
 def check_regular(path: str | os.PathLike, what: str) -> Path:

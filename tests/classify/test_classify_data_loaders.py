@@ -119,3 +119,18 @@ def test_manifest_hashes_files_and_folders(tmp_path):
     assert out[str(tmp_path / "y.txt")] == sha256_file(tmp_path / "y.txt")
     with pytest.raises(BadInput, match="cannot hash"):
         manifest([tmp_path / "missing"])
+
+
+def test_prompt_injection_task_with_too_few_fever_claims_is_bad_input(tmp_path, data_dir):
+    """The task draws 600 FEVER claims: a smaller copy is refused naming the file (was a
+    ValueError traceback from random.sample)."""
+    from assay.classify.tasks import injection_task
+
+    for folder in data_dir.iterdir():
+        if folder.is_dir() and folder.name != "fever":
+            (tmp_path / folder.name).symlink_to(folder)
+    (tmp_path / "fever").mkdir()
+    with open(data_dir / "fever" / "paper_dev.jsonl", encoding="utf-8") as fh:
+        (tmp_path / "fever" / "paper_dev.jsonl").write_text("".join(next(fh) for _ in range(3)), encoding="utf-8")
+    with pytest.raises(BadInput, match=r"paper_dev.jsonl: the prompt_injection task draws 600 FEVER claims, the file has 3"):
+        injection_task(tmp_path)

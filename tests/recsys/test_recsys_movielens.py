@@ -58,7 +58,7 @@ def test_ml1m_and_ml100k_layouts(small, tmp_path):
     with zipfile.ZipFile(ml1m, "w") as zf:
         zf.writestr(
             "ml-1m/ratings.dat",
-            "".join(f"{u}::{i}::{int(r)}::{t}\n" for u, i, r, t in ratings.itertuples(index=False)),
+            "".join(f"{u}::{i}::{max(int(r), 1)}::{t}\n" for u, i, r, t in ratings.itertuples(index=False)),
         )
         zf.writestr(
             "ml-1m/movies.dat",
@@ -74,7 +74,7 @@ def test_ml1m_and_ml100k_layouts(small, tmp_path):
     folder = tmp_path / "ml-100k"
     folder.mkdir()
     (folder / "u.data").write_text(
-        "".join(f"{u}\t{i}\t{int(r)}\t{t}\n" for u, i, r, t in ratings.itertuples(index=False))
+        "".join(f"{u}\t{i}\t{max(int(r), 1)}\t{t}\n" for u, i, r, t in ratings.itertuples(index=False))
     )
     lines = []
     for i, title, genres, _y in movies.itertuples(index=False):
@@ -98,6 +98,45 @@ def test_a_damaged_release_file_is_bad_input_naming_the_release(tmp_path):
         with pytest.raises(BadInput, match="a MovieLens file is damaged") as e:
             movielens.load_directory(folder)
         assert str(folder) in e.value.message
+
+
+def _release(folder: Path, ratings: str = "1,1,4.0,0\n", movies: str = "1,A (1995),Drama\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + ratings)
+    (folder / "movies.csv").write_text("movieId,title,genres\n" + movies)
+    return folder
+
+
+@pytest.mark.parametrize(("ratings", "movies", "match"), [
+    ("1,1,nan,0\n", "1,A (1995),Drama\n", r"1 ratings are not 0.5 to 5 stars \(first: data row 1, user 1, item 1, rating nan\)"),
+    ("1,1,4.0,0\n1,1,7.0,0\n", "1,A (1995),Drama\n", r"not 0.5 to 5 stars \(first: data row 2"),
+    ("1,1,4.0,0\n1,1,3.0,5\n", "1,A (1995),Drama\n", r"1 ratings repeat a \(user, item\) pair"),
+    ("1,1,4.0,0\n", "1,A (1995),Drama\n1,B (1996),Comedy\n", r"1 movie ids repeat in the movie list \(first: 1\)"),
+])
+def test_a_rating_off_the_star_scale_or_a_repeated_id_is_refused_not_kept(tmp_path, ratings, movies, match):
+    """NaN or 7 stars loaded as they were; a repeated movie id silently kept its first title."""
+    with pytest.raises(BadInput, match=match):
+        movielens.load_directory(_release(tmp_path / "r", ratings, movies))
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_or_folder_in_place_of_a_release_file_is_refused_not_waited_on(tmp_path):
+    import os
+
+    folder = _release(tmp_path / "r")
+    os.mkfifo(folder / "tags.csv")  # optional, but opened when present: used to block forever
+    with pytest.raises(BadInput, match=r"tags.csv is a FIFO"):
+        movielens.load_directory(folder)
+    os.mkfifo(tmp_path / "ml-1m.zip")
+    with pytest.raises(BadInput, match=r"ml-1m.zip is a FIFO"):
+        movielens.fetch("ml-1m", download=False, cache_dir=tmp_path)
+
+
+def test_a_damaged_file_is_named_not_only_its_release(tmp_path):
+    folder = _release(tmp_path / "r")
+    (folder / "ratings.csv").write_bytes(b"userId,movieId,rating,timestamp\n1,1,\xff4.0,0\n")
+    with pytest.raises(BadInput, match=r"ratings.csv: a MovieLens file is damaged"):
+        movielens.load_directory(folder)
 
 
 def test_not_a_release_is_a_clear_error(tmp_path):

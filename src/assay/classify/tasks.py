@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from assay.data import dataset_path
+from assay.errors import BadInput
 
 SEED = 20171
 SPLITS = ("train", "val", "test")
@@ -225,10 +226,11 @@ def injection_task(data_dir: Path | None = None) -> TaskData:
     negatives += [(q.question, "do_not_answer") for q in do_not_answer.load_questions(data_dir)]
     negatives += [(b.goal, "jailbreakbench_goal") for b in jailbreakbench.load_behaviors(data_dir)]
     claims = [c.claim for c in fever.load(data_dir)]
-    negatives += [(c, "fever") for c in rng.sample(claims, 600)]
+    negatives += [(c, "fever") for c in _draw(rng, claims, 600, "FEVER claims", dataset_path("fever", "paper_dev.jsonl", data_dir=data_dir))]
     negatives += [(s.text, "toxigen_neutral") for s in toxigen.load_demonstrations(data_dir) if not s.is_hate]
     neither = [t.text for t in davidson.load_tweets(data_dir) if t.label == 2]
-    negatives += [(t, "davidson_neither") for t in rng.sample(neither, 400)]
+    negatives += [(t, "davidson_neither") for t in _draw(rng, neither, 400, "Davidson 'neither' tweets",
+                                                           dataset_path("davidson", *davidson.TWEETS_FILE, data_dir=data_dir))]
     seen: set[str] = set()
     for text, source in negatives:
         if text in seen:
@@ -244,6 +246,15 @@ def injection_task(data_dir: Path | None = None) -> TaskData:
         dataset_path("davidson", "data", "labeled_data.csv", data_dir=data_dir),
     ]
     return _build("prompt_injection", rows, social=False, files=files)
+
+
+def _draw(rng: random.Random, population: list[str], n: int, what: str, path: Path) -> list[str]:
+    """``n`` of ``population`` drawn with ``rng``; too few is bad input naming the file (a smaller
+    copy would silently change what the head is trained on)."""
+    if len(population) < n:
+        raise BadInput(f"{path}: the prompt_injection task draws {n} {what}, the file has {len(population)}",
+                       hint="use the official file (see the dataset's SOURCE.md)")
+    return rng.sample(population, n)
 
 
 def load_task(name: str, data_dir: Path | None = None, davidson_fraction: float = DAVIDSON_FRACTION) -> TaskData:

@@ -12,6 +12,7 @@ code paths and out of demos, docs and logs.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def dataset_path(name: str, *parts: str, data_dir: Path | str | None = None) -> 
             f"(it should contain {DATASETS[name]}/)",
         )
     path = folder.joinpath(*parts)
+    if parts and not path.exists() and os.path.lexists(path):
+        raise BadInput(f"dataset {name!r}: {path} is a symbolic link to nothing (broken or looping)",
+                       hint="point it at the real file, or put the file itself there")
     if parts and not path.exists():
         raise BadInput(
             f"dataset {name!r} is incomplete: {path} is missing",

@@ -7,12 +7,10 @@ case and whitespace folding so reported rates are not inflated by repeats.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
-from assay.errors import BadInput
+from assay.data import dataset_path, read
 
 NAME = "advbench"
 BEHAVIORS_FILE = "harmful_behaviors.csv"
@@ -26,30 +24,20 @@ class AdvBehavior:
     target: str  # "Sure, here is ..." prefix; emitting it is GCG's success signal
 
 
-def _read(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(columns) - set(reader.fieldnames or ())
-        if missing:
-            raise BadInput(f"{path}: missing columns {sorted(missing)}")
-        return [(reader.line_num, row) for row in reader]
-
-
 def load_behaviors(dedupe: bool = False, data_dir: Path | str | None = None) -> list[AdvBehavior]:
     path = dataset_path(NAME, BEHAVIORS_FILE, data_dir=data_dir)
     out, seen = [], set()
-    for i, (line, row) in enumerate(_read(path, ("goal", "target"))):
-        goal = row["goal"].strip()
-        if not goal:
-            raise BadInput(f"{path}:{line}: empty goal")
+    for i, (where, row) in enumerate(read.csv_rows(path, "AdvBench behaviours", ("goal", "target"))):
+        goal = read.string(row["goal"], where, "goal").strip()
+        target = read.string(row["target"], where, "target").strip()
         key = " ".join(goal.lower().split())
         if dedupe and key in seen:
             continue
         seen.add(key)
-        out.append(AdvBehavior(i, goal, row["target"].strip()))
+        out.append(AdvBehavior(i, goal, target))
     return out
 
 
 def load_strings(data_dir: Path | str | None = None) -> list[str]:
     path = dataset_path(NAME, STRINGS_FILE, data_dir=data_dir)
-    return [row["target"] for _, row in _read(path, ("target",))]
+    return [read.string(row["target"], where, "target") for where, row in read.csv_rows(path, "AdvBench strings", ("target",))]

@@ -8,11 +8,11 @@ the BBQ bias score needs; the official ``additional_metadata.csv`` is not requir
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
 from assay.errors import BadInput
 
 NAME = "bbq"
@@ -65,8 +65,10 @@ def _norm(label: str) -> str:
 
 
 def available_categories(data_dir: Path | str | None = None) -> list[str]:
+    """The categories with a file under ``data/`` (anything by that name: a folder or a FIFO
+    there is then refused by :func:`load`, not silently skipped)."""
     folder = dataset_path(NAME, "data", data_dir=data_dir)
-    return [c for c in CATEGORIES if (folder / f"{c}.jsonl").is_file()]
+    return [c for c in CATEGORIES if os.path.lexists(folder / f"{c}.jsonl")]
 
 
 def load(categories: list[str] | None = None, data_dir: Path | str | None = None) -> list[BBQExample]:
@@ -77,28 +79,37 @@ def load(categories: list[str] | None = None, data_dir: Path | str | None = None
         if cat not in CATEGORIES:
             raise BadInput(f"unknown BBQ category {cat!r}; use one of {list(CATEGORIES)}")
         path = dataset_path(NAME, "data", f"{cat}.jsonl", data_dir=data_dir)
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    info = row["answer_info"]
-                    out.append(
-                        BBQExample(
-                            category=row["category"],
-                            example_id=int(row["example_id"]),
-                            question_index=str(row["question_index"]),
-                            polarity=row["question_polarity"],
-                            context_condition=row["context_condition"],
-                            context=row["context"],
-                            question=row["question"],
-                            answers=(row["ans0"], row["ans1"], row["ans2"]),
-                            answer_groups=tuple(tuple(str(x) for x in info[f"ans{i}"]) for i in range(3)),  # type: ignore[arg-type]
-                            label=int(row["label"]),
-                            stereotyped_groups=tuple(row["additional_metadata"].get("stereotyped_groups", ())),
-                        )
-                    )
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                    raise BadInput(f"{path}:{lineno}: malformed BBQ example: {e!r}") from None
-    return out
+        records = read.jsonl_records(path, "BBQ examples")
+        examples = [_example(row, where, cat) for where, row in records]
+        read.unique(((where, e.example_id) for (where, _), e in zip(records, examples, strict=True)), "example_id")
+        out += examples
+    return read.some(out, str(dataset_path(NAME, "data", data_dir=data_dir)), f"BBQ category files ({', '.join(CATEGORIES)}.jsonl)")
+
+
+def _example(row: dict, where: str, category: str) -> BBQExample:
+    for key in ("category", "example_id", "question_index", "question_polarity", "context_condition", "context",
+                "question", "ans0", "ans1", "ans2", "answer_info", "label", "additional_metadata"):
+        if key not in row:
+            raise BadInput(f"{where}: malformed BBQ example: no {key!r}")
+    if row["category"] != category:
+        raise BadInput(f"{where}: category {row['category']!r} in the file of {category!r}")
+    info, meta = row["answer_info"], row["additional_metadata"]
+    if not isinstance(info, dict) or not isinstance(meta, dict):
+        raise BadInput(f"{where}: malformed BBQ example: answer_info and additional_metadata must be objects")
+    example = BBQExample(
+        category=category,
+        example_id=read.whole(row["example_id"], where, "example_id", lo=0),
+        question_index=str(read.whole(row["question_index"], where, "question_index", lo=0)),
+        polarity=read.choice(row["question_polarity"], where, "question_polarity", ("neg", "nonneg")),
+        context_condition=read.choice(row["context_condition"], where, "context_condition", ("ambig", "disambig")),
+        context=read.string(row["context"], where, "context"),
+        question=read.string(row["question"], where, "question"),
+        answers=tuple(read.string(row[f"ans{i}"], where, f"ans{i}") for i in range(3)),  # type: ignore[arg-type]
+        answer_groups=tuple(read.strings(info.get(f"ans{i}"), where, f"answer_info.ans{i}") for i in range(3)),  # type: ignore[arg-type]
+        label=read.whole(row["label"], where, "label", lo=0, hi=2),
+        stereotyped_groups=read.strings(meta.get("stereotyped_groups", []), where, "additional_metadata.stereotyped_groups"),
+    )
+    unknown = sum("unknown" in groups for groups in example.answer_groups)
+    if unknown != 1:  # the bias score needs the "can't be determined" option, exactly one
+        raise BadInput(f"{where}: answer_info marks {unknown} answers 'unknown'; a BBQ example has exactly one")
+    return example

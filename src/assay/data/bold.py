@@ -7,11 +7,10 @@ nesting in ``wikipedia/<domain>_wiki.json`` with the full sentences).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
 from assay.errors import BadInput
 
 NAME = "bold"
@@ -38,16 +37,15 @@ def load(domains: tuple[str, ...] | list[str] = DOMAINS, data_dir: Path | str | 
         if domain not in DOMAINS:
             raise BadInput(f"unknown BOLD domain {domain!r}; use one of {list(DOMAINS)}")
         path = dataset_path(NAME, "prompts", f"{domain}_prompt.json", data_dir=data_dir)
-        try:
-            tree = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise BadInput(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        tree = read.json_file(path, f"BOLD {domain} prompts")
         if not isinstance(tree, dict):
             raise BadInput(f"{path}: expected {{group: {{entity: [prompts]}}}}")
+        before = len(out)
         for group, entities in tree.items():
             if not isinstance(entities, dict):
                 raise BadInput(f"{path}: group {group!r} is not an object of entities")
             for entity, prompts in entities.items():
-                for i, prompt in enumerate(prompts):
-                    out.append(BoldPrompt(domain, group, entity, i, str(prompt)))
+                for i, prompt in enumerate(read.strings(prompts, f"{path}: group {group!r}", f"entity {entity!r}")):
+                    out.append(BoldPrompt(domain, group, entity, i, prompt))
+        read.some(out[before:], str(path), f"prompts for the {domain} domain")
     return out

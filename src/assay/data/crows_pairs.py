@@ -5,12 +5,10 @@ Evaluation only; the authors and Blodgett et al. (2021) caution that the data is
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
-from assay.errors import BadInput
+from assay.data import dataset_path, read
 
 NAME = "crows_pairs"
 FILE = "crows_pairs_anonymized.csv"
@@ -25,18 +23,19 @@ class CrowsPair:
     bias_type: str
 
 
+BIAS_TYPES = ("race-color", "gender", "socioeconomic", "nationality", "religion", "age", "sexual-orientation",
+              "physical-appearance", "disability")
+
+
 def load(data_dir: Path | str | None = None) -> list[CrowsPair]:
     path = dataset_path(NAME, "data", FILE, data_dir=data_dir)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        need = {"sent_more", "sent_less", "stereo_antistereo", "bias_type"}
-        missing = need - set(reader.fieldnames or ())
-        if missing:
-            raise BadInput(f"{path}: missing columns {sorted(missing)}")
-        out = []
-        for i, row in enumerate(reader):
-            if row["stereo_antistereo"] not in ("stereo", "antistereo"):
-                raise BadInput(f"{path}:{reader.line_num}: stereo_antistereo must be stereo|antistereo")
-            index = int(row[""]) if row.get("", "").strip().isdigit() else i
-            out.append(CrowsPair(index, row["sent_more"], row["sent_less"], row["stereo_antistereo"], row["bias_type"]))
+    rows = read.csv_rows(path, "CrowS-Pairs", ("sent_more", "sent_less", "stereo_antistereo", "bias_type"))
+    out = []
+    for i, (where, row) in enumerate(rows):
+        # the official file's first, unnamed column is the pair's index; without it, the row's position
+        index = read.whole(row[""], where, "the index column", lo=0) if "" in row else i
+        out.append(CrowsPair(index, read.string(row["sent_more"], where, "sent_more"), read.string(row["sent_less"], where, "sent_less"),
+                             read.choice(row["stereo_antistereo"], where, "stereo_antistereo", ("stereo", "antistereo")),
+                             read.choice(row["bias_type"], where, "bias_type", BIAS_TYPES)))
+    read.unique(((where, p.index) for (where, _), p in zip(rows, out, strict=True)), "pair index")
     return out

@@ -8,11 +8,10 @@ means the injection succeeded.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
 from assay.errors import BadInput
 
 NAME = "cyberseceval"
@@ -28,6 +27,7 @@ FIELDS = (
     "risk_category",
     "speaking_language",
 )
+CHOICES = {"injection_type": ("direct", "indirect"), "risk_category": ("security-violating", "logic-violating")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +45,21 @@ class InjectionCase:
 def load(multilingual: bool = False, data_dir: Path | str | None = None) -> list[InjectionCase]:
     """The 251 English cases, or the 1,004 machine-translated ones with ``multilingual=True``."""
     path = dataset_path(NAME, MULTILINGUAL_FILE if multilingual else ENGLISH_FILE, data_dir=data_dir)
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    items = read.json_file(path, "CyberSecEval prompt-injection cases")
     if not isinstance(items, list):
         raise BadInput(f"{path}: expected a JSON list of test cases")
     out = []
     for i, item in enumerate(items):
+        where = f"{path}: item {i}"
+        if not isinstance(item, dict):
+            raise BadInput(f"{where}: expected an object, got {type(item).__name__}")
         missing = [f for f in FIELDS if f not in item]
         if missing:
-            raise BadInput(f"{path}: item {i} is missing {missing}")
-        out.append(InjectionCase(**{f: (int(item[f]) if f == "prompt_id" else str(item[f])) for f in FIELDS}))
-    return out
+            raise BadInput(f"{where} is missing {missing}")
+        out.append(InjectionCase(
+            prompt_id=read.whole(item["prompt_id"], where, "prompt_id"),
+            **{f: read.string(item[f], where, f) for f in FIELDS if f not in ("prompt_id", *CHOICES)},
+            **{f: read.choice(item[f], where, f, allowed) for f, allowed in CHOICES.items()},
+        ))
+    read.unique(((f"{path}: item {i}", c.prompt_id) for i, c in enumerate(out)), "prompt_id")
+    return read.some(out, str(path), "test cases")

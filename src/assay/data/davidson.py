@@ -8,11 +8,10 @@ Official layout (github.com/t-davidson/hate-speech-and-offensive-language):
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
 from assay.errors import BadInput
 
 NAME = "davidson"
@@ -46,48 +45,39 @@ class LexiconEntry:
     prophate: float  # share of tweets containing the n-gram that coders judged hateful
 
 
-def _int(value: str, path: Path, line: int, field: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise BadInput(f"{path}:{line}: field {field!r} is not an integer: {value!r}") from None
-
-
 def load_tweets(data_dir: Path | str | None = None) -> list[Tweet]:
-    """All 24,783 tweets in file order."""
+    """All 24,783 tweets in file order. Each row's votes must add up to its annotator count and
+    its class be 0, 1 or 2: a label is never taken on trust from a damaged row."""
     path = dataset_path(NAME, *TWEETS_FILE, data_dir=data_dir)
     out: list[Tweet] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"count", "hate_speech", "offensive_language", "neither", "class", "tweet"} - set(reader.fieldnames or ())
-        if missing:
-            raise BadInput(f"{path}: missing columns {sorted(missing)}")
-        for row in reader:
-            line = reader.line_num
-            out.append(
-                Tweet(
-                    row_id=_int(row.get("") or str(len(out)), path, line, "index"),
-                    text=row["tweet"],
-                    count=_int(row["count"], path, line, "count"),
-                    hate_speech=_int(row["hate_speech"], path, line, "hate_speech"),
-                    offensive_language=_int(row["offensive_language"], path, line, "offensive_language"),
-                    neither=_int(row["neither"], path, line, "neither"),
-                    label=_int(row["class"], path, line, "class"),
-                )
+    rows = read.csv_rows(path, "Davidson tweets", ("count", *CLASSES, "class", "tweet"))
+    for where, row in rows:
+        votes = [read.whole(row[c], where, c, lo=0) for c in CLASSES]
+        count = read.whole(row["count"], where, "count", lo=1)
+        if sum(votes) != count:
+            raise BadInput(f"{where}: the votes ({' + '.join(map(str, votes))}) do not add up to count {count}")
+        out.append(
+            Tweet(
+                row_id=read.whole(row[""], where, "the index column", lo=0) if "" in row else len(out),
+                text=read.string(row["tweet"], where, "tweet"),
+                count=count,
+                hate_speech=votes[0],
+                offensive_language=votes[1],
+                neither=votes[2],
+                label=read.whole(row["class"], where, "class", lo=0, hi=len(CLASSES) - 1),
             )
+        )
+    read.unique(((where, t.row_id) for (where, _), t in zip(rows, out, strict=True)), "row id")
     return out
 
 
 def load_lexicon(data_dir: Path | str | None = None) -> list[LexiconEntry]:
     """The 178 refined hate n-grams with their hateful share."""
     path = dataset_path(NAME, *LEXICON_FILE, data_dir=data_dir)
-    out: list[LexiconEntry] = []
-    # newline="" lets the csv module accept the file's bare CR line endings.
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            try:
-                out.append(LexiconEntry(ngram=row["ngram"].strip(), prophate=float(row["prophate"])))
-            except (KeyError, TypeError, ValueError):
-                raise BadInput(f"{path}:{reader.line_num}: expected columns ngram,prophate, got {row}") from None
+    # the csv reader accepts the file's bare CR line endings
+    rows = read.csv_rows(path, "Davidson lexicon", ("ngram", "prophate"))
+    out = [LexiconEntry(ngram=read.string(row["ngram"], where, "ngram").strip(), prophate=read.fraction(row["prophate"], where, "prophate"))
+           for where, row in rows]
+    # the lexicon scorer keys on the lower-cased n-gram: a repeat would silently keep one share
+    read.unique(((where, e.ngram.lower()) for (where, _), e in zip(rows, out, strict=True)), "ngram")
     return out

@@ -8,12 +8,10 @@ Layout: the Hugging Face export ``do_not_answer_data.csv`` (23 columns: ``id``, 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
-from assay.errors import BadInput
+from assay.data import dataset_path, read
 
 NAME = "do_not_answer"
 FILE = "do_not_answer_data.csv"
@@ -59,53 +57,37 @@ class Response:
         return self.action == 0
 
 
-def _rows(data_dir: Path | str | None) -> tuple[Path, list[tuple[int, dict[str, str]]]]:
+def _rows(data_dir: Path | str | None) -> tuple[Path, list[tuple[str, dict[str, str], int]]]:
+    """(file, [(path:line, row, question id)]): ids are whole numbers, each once."""
     path = dataset_path(NAME, FILE, data_dir=data_dir)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        need = {"id", "risk_area", "types_of_harm", "specific_harms", "question"}
-        need |= {f"{m}_{f}" for m in MODELS for f in ("response", "harmful", "action")}
-        missing = need - set(reader.fieldnames or ())
-        if missing:
-            raise BadInput(f"{path}: missing columns {sorted(missing)}")
-        return path, [(reader.line_num, row) for row in reader]
+    need = ["id", "risk_area", "types_of_harm", "specific_harms", "question"]
+    need += [f"{m}_{f}" for m in MODELS for f in ("response", "harmful", "action")]
+    rows = [(where, row, read.whole(row["id"], where, "id")) for where, row in read.csv_rows(path, "Do-Not-Answer", need)]
+    read.unique(((where, qid) for where, _, qid in rows), "id")
+    return path, rows
 
 
 def load_questions(data_dir: Path | str | None = None) -> list[Question]:
     """The 939 prompts in file order."""
-    path, rows = _rows(data_dir)
-    out = []
-    for line, row in rows:
-        try:
-            qid = int(row["id"])
-        except ValueError:
-            raise BadInput(f"{path}:{line}: id is not an integer: {row['id']!r}") from None
-        out.append(Question(qid, row["risk_area"], row["types_of_harm"], row["specific_harms"], row["question"]))
-    return out
+    _, rows = _rows(data_dir)
+    return [Question(qid, row["risk_area"], row["types_of_harm"], row["specific_harms"], read.string(row["question"], where, "question"))
+            for where, row, qid in rows]
 
 
 def load_responses(data_dir: Path | str | None = None) -> list[Response]:
     """The 5,634 labelled responses (939 prompts x 6 models), prompt-major order."""
-    path, rows = _rows(data_dir)
+    _, rows = _rows(data_dir)
     out = []
-    for line, row in rows:
+    for where, row, qid in rows:
         for model in MODELS:
-            try:
-                harmful = int(row[f"{model}_harmful"])
-                action = int(row[f"{model}_action"])
-                qid = int(row["id"])
-            except ValueError:
-                raise BadInput(f"{path}:{line}: non-integer label for model {model}") from None
-            if harmful not in (0, 1) or action not in ACTIONS:
-                raise BadInput(f"{path}:{line}: label out of range for model {model}: harmful={harmful} action={action}")
             out.append(
                 Response(
                     question_id=qid,
                     model=model,
-                    question=row["question"],
+                    question=read.string(row["question"], where, "question"),
                     response=row[f"{model}_response"],
-                    harmful=bool(harmful),
-                    action=action,
+                    harmful=bool(read.whole(row[f"{model}_harmful"], where, f"{model}_harmful", lo=0, hi=1)),
+                    action=read.whole(row[f"{model}_action"], where, f"{model}_action", lo=min(ACTIONS), hi=max(ACTIONS)),
                     risk_area=row["risk_area"],
                     types_of_harm=row["types_of_harm"],
                 )

@@ -6,11 +6,10 @@ Layout: one JSON object a line with ``id``, ``verifiable``, ``label``, ``claim``
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
 from assay.errors import BadInput
 
 NAME = "fever"
@@ -32,29 +31,28 @@ def load(data_dir: Path | str | None = None, file: str = FILE) -> list[Claim]:
     splits in the same layout (``paper_test.jsonl``, ``shared_task_dev.jsonl``)."""
     path = dataset_path(NAME, file, data_dir=data_dir)
     out: list[Claim] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                label = obj["label"]
-                if label not in LABELS:
-                    raise ValueError(f"unknown label {label!r}")
-                pages: list[str] = []
-                for evidence_set in obj.get("evidence") or []:
-                    for item in evidence_set:
-                        if len(item) >= 3 and item[2] is not None and item[2] not in pages:
-                            pages.append(item[2])
-                out.append(
-                    Claim(
-                        id=int(obj["id"]),
-                        claim=str(obj["claim"]),
-                        label=label,
-                        verifiable=obj.get("verifiable") == "VERIFIABLE",
-                        evidence_pages=tuple(pages),
-                    )
-                )
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise BadInput(f"{path}:{lineno}: bad FEVER record: {e}") from None
+    records = read.jsonl_records(path, "FEVER claims")
+    for where, obj in records:
+        for key in ("id", "label", "claim"):
+            if key not in obj:
+                raise BadInput(f"{where}: bad FEVER record: no {key!r}")
+        label = read.choice(obj["label"], where, "label", LABELS)
+        verifiable = read.choice(obj.get("verifiable", "VERIFIABLE" if label != LABELS[2] else "NOT VERIFIABLE"), where,
+                                 "verifiable", ("VERIFIABLE", "NOT VERIFIABLE"))
+        if (verifiable == "VERIFIABLE") != (label != LABELS[2]):
+            raise BadInput(f"{where}: bad FEVER record: {verifiable} with label {label}")
+        evidence = obj.get("evidence") or []
+        pages: list[str] = []
+        if not isinstance(evidence, list) or not all(isinstance(s, list) for s in evidence):
+            raise BadInput(f"{where}: bad FEVER record: evidence must be a list of evidence sets (lists)")
+        for evidence_set in evidence:
+            for item in evidence_set:
+                if not isinstance(item, list) or len(item) != 4:
+                    raise BadInput(f"{where}: bad FEVER record: an evidence item must be "
+                                   "[annotation_id, evidence_id, wikipedia_page, sentence_index], got " + repr(item)[:80])
+                if item[2] is not None and read.string(item[2], where, "an evidence page") not in pages:
+                    pages.append(item[2])
+        out.append(Claim(id=read.whole(obj["id"], where, "id"), claim=read.string(obj["claim"], where, "claim"), label=label,
+                         verifiable=verifiable == "VERIFIABLE", evidence_pages=tuple(pages)))
+    read.unique(((where, c.id) for (where, _), c in zip(records, out, strict=True)), "claim id")
     return out

@@ -7,15 +7,15 @@ and 100 ``copyright``. Use ``val`` for tuning and ``test`` for reporting.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
 from assay.errors import BadInput
 
 NAME = "harmbench"
 SPLITS = {"all": "harmbench_behaviors_text_all.csv", "test": "harmbench_behaviors_text_test.csv", "val": "harmbench_behaviors_text_val.csv"}
+FUNCTIONAL = ("standard", "contextual", "copyright")
 COLUMNS = ("Behavior", "FunctionalCategory", "SemanticCategory", "Tags", "ContextString", "BehaviorID")
 
 
@@ -39,23 +39,22 @@ def load(split: str = "all", data_dir: Path | str | None = None) -> list[Behavio
     if split not in SPLITS:
         raise BadInput(f"unknown HarmBench split {split!r}; use one of {sorted(SPLITS)}")
     path = dataset_path(NAME, SPLITS[split], data_dir=data_dir)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise BadInput(f"{path}: missing columns {sorted(missing)}")
-        out = []
-        for row in reader:
-            if not row["Behavior"].strip() or not row["BehaviorID"].strip():
-                raise BadInput(f"{path}:{reader.line_num}: empty Behavior or BehaviorID")
-            out.append(
-                Behavior(
-                    behavior_id=row["BehaviorID"],
-                    behavior=row["Behavior"],
-                    functional_category=row["FunctionalCategory"],
-                    semantic_category=row["SemanticCategory"],
-                    tags=tuple(t.strip() for t in row["Tags"].split(",") if t.strip()),
-                    context=row["ContextString"] or "",
-                )
+    rows = read.csv_rows(path, "HarmBench behaviours", COLUMNS)
+    out = []
+    for where, row in rows:
+        functional = read.choice(row["FunctionalCategory"], where, "FunctionalCategory", FUNCTIONAL)
+        context = row["ContextString"]
+        if functional == "contextual" and not context.strip():
+            raise BadInput(f"{where}: a contextual behaviour with an empty ContextString")
+        out.append(
+            Behavior(
+                behavior_id=read.string(row["BehaviorID"], where, "BehaviorID"),
+                behavior=read.string(row["Behavior"], where, "Behavior"),
+                functional_category=functional,
+                semantic_category=read.string(row["SemanticCategory"], where, "SemanticCategory"),
+                tags=tuple(t.strip() for t in row["Tags"].split(",") if t.strip()),
+                context=context,
             )
+        )
+    read.unique(((where, b.behavior_id) for (where, _), b in zip(rows, out, strict=True)), "BehaviorID")
     return out

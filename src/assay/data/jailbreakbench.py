@@ -7,11 +7,10 @@ list of 100 ``jailbreaks``. ``prompt``/``response`` are null where the method su
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
 from assay.errors import BadInput
 
 NAME = "jailbreakbench"
@@ -42,17 +41,21 @@ class Behavior:
     category: str
 
 
-def _bool(value: object) -> bool | None:
-    if value is None or isinstance(value, bool):
+def _bool(value: object, where: str, field: str, *, required: bool) -> bool | None:
+    """A verdict: JSON true/false (or the strings "true"/"false"); null only where not ``required``
+    (a missing verdict is never read as "not jailbroken")."""
+    if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0"):
-        return False
-    if text in ("none", "null", ""):
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("true", "false"):
+        return text == "true"
+    if value is None and not required:
         return None
-    raise ValueError(f"not a boolean: {value!r}")
+    raise BadInput(f"{where}: {field} must be true or false, got {value!r}"[:300])
+
+
+def _optional_text(value: object, where: str, field: str) -> str | None:
+    return None if value is None else read.string(value, where, field, empty=True)
 
 
 def load(data_dir: Path | str | None = None) -> list[Artifact]:
@@ -63,28 +66,36 @@ def load(data_dir: Path | str | None = None) -> list[Artifact]:
     if not files:
         raise BadInput(f"no artifact files under {root} (expected <METHOD>/<attack_type>/<model>.json)")
     for path in files:
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            params = doc.get("parameters", {})
-            for item in doc["jailbreaks"]:
-                out.append(
-                    Artifact(
-                        method=path.parent.parent.name,
-                        attack_type=path.parent.name,
-                        model=str(params.get("model") or path.stem),
-                        index=int(item["index"]),
-                        goal=str(item["goal"]),
-                        behavior=str(item["behavior"]),
-                        category=str(item["category"]),
-                        prompt=item.get("prompt"),
-                        response=item.get("response"),
-                        jailbroken=bool(_bool(item.get("jailbroken"))),
-                        jailbroken_llama_guard1=_bool(item.get("jailbroken_llama_guard1")),
-                        method_name=str(params.get("method") or ""),
-                    )
+        doc = read.json_file(path, "JailbreakBench artifact file")
+        if not isinstance(doc, dict) or not isinstance(doc.get("jailbreaks"), list) or not isinstance(doc.get("parameters", {}), dict):
+            raise BadInput(f"{path}: bad JailbreakBench artifact file: expected an object with a 'jailbreaks' list and 'parameters'")
+        params = doc.get("parameters", {})
+        before = len(out)
+        for i, item in enumerate(doc["jailbreaks"]):
+            where = f"{path}: jailbreaks[{i}]"
+            if not isinstance(item, dict):
+                raise BadInput(f"{where}: expected an object")
+            for key in ("index", "goal", "behavior", "category", "jailbroken"):
+                if key not in item:
+                    raise BadInput(f"{where}: bad JailbreakBench artifact: no {key!r}")
+            out.append(
+                Artifact(
+                    method=path.parent.parent.name,
+                    attack_type=path.parent.name,
+                    model=str(params.get("model") or path.stem),
+                    index=read.whole(item["index"], where, "index", lo=0),
+                    goal=read.string(item["goal"], where, "goal"),
+                    behavior=read.string(item["behavior"], where, "behavior"),
+                    category=read.string(item["category"], where, "category"),
+                    prompt=_optional_text(item.get("prompt"), where, "prompt"),
+                    response=_optional_text(item.get("response"), where, "response"),
+                    jailbroken=bool(_bool(item["jailbroken"], where, "jailbroken", required=True)),
+                    jailbroken_llama_guard1=_bool(item.get("jailbroken_llama_guard1"), where, "jailbroken_llama_guard1", required=False),
+                    method_name=str(params.get("method") or ""),
                 )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise BadInput(f"{path}: bad JailbreakBench artifact file: {e}") from None
+            )
+        read.some(out[before:], str(path), "jailbreaks")
+        read.unique(((f"{path}: jailbreaks[{i}]", a.index) for i, a in enumerate(out[before:])), "index")
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import shutil
 import zipfile
@@ -35,6 +36,7 @@ import pandas as pd
 
 from assay.config import settings
 from assay.errors import BadInput, Unavailable
+from assay.files import check_regular
 
 FOLDER = "movielens_latest_small"  # under the data directory
 SMALL_SUBDIR = "ml-latest-small"
@@ -82,6 +84,8 @@ ML100K_GENRES = (
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
     "Thriller", "War", "Western",
 )  # fmt: skip
+
+MIN_STARS, MAX_STARS = 0.5, 5.0  # every release: half stars (ml-latest, ml-25m) or whole (ml-100k, ml-1m)
 
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -218,14 +222,34 @@ def _normalise(
     tags: pd.DataFrame,
     manifest: dict[str, str],
 ) -> MovieLens:
-    ratings = ratings.astype(
-        {"user_id": np.int64, "item_id": np.int64, "rating": np.float32, "ts": np.int64}
-    )
+    try:
+        ratings = ratings.astype(
+            {"user_id": np.int64, "item_id": np.int64, "rating": np.float32, "ts": np.int64}
+        )
+        movies = movies[["item_id", "title", "genres"]].copy()
+        movies["item_id"] = movies["item_id"].astype(np.int64)
+    except (TypeError, ValueError) as e:  # an empty or non-numeric id, rating or timestamp
+        raise BadInput(f"{name}: a rating or movie row has a missing or non-numeric field ({str(e).splitlines()[0][:200]})") from None
     ratings = ratings[["user_id", "item_id", "rating", "ts"]].reset_index(drop=True)
-    movies = movies[["item_id", "title", "genres"]].copy()
-    movies["item_id"] = movies["item_id"].astype(np.int64)
+    stars = ratings["rating"].to_numpy()
+    bad = ~((stars >= MIN_STARS) & (stars <= MAX_STARS))  # NaN too
+    if bad.any():
+        row = ratings[bad].iloc[0]
+        raise BadInput(
+            f"{name}: {int(bad.sum())} ratings are not {MIN_STARS:g} to {MAX_STARS:g} stars (first: data row "
+            f"{int(np.flatnonzero(bad)[0]) + 1}, user {int(row['user_id'])}, item {int(row['item_id'])}, rating {row['rating']})"
+        )
+    twice = ratings.duplicated(["user_id", "item_id"])
+    if twice.any():
+        row = ratings[twice].iloc[0]
+        raise BadInput(f"{name}: {int(twice.sum())} ratings repeat a (user, item) pair (first: user {int(row['user_id'])}, "
+                       f"item {int(row['item_id'])}, data row {int(np.flatnonzero(twice)[0]) + 1})")
+    repeated = movies["item_id"].duplicated()
+    if repeated.any():  # was: silently kept the first title and genres
+        raise BadInput(f"{name}: {int(repeated.sum())} movie ids repeat in the movie list (first: "
+                       f"{int(movies.loc[repeated, 'item_id'].iloc[0])})")
     movies["year"] = movies["title"].map(_year).astype(float)
-    movies = movies.drop_duplicates("item_id").reset_index(drop=True)
+    movies = movies.reset_index(drop=True)
     tags = tags[["user_id", "item_id", "tag", "ts"]].copy()
     tags["tag"] = tags["tag"].astype(str).str.strip().str.lower()
     tags = (
@@ -243,14 +267,21 @@ def _normalise(
     return MovieLens(name, ratings, movies, tags, manifest)
 
 
-def _read_layout(reader: Callable, opener: Callable, where: Path) -> tuple:
+def _read_layout(reader: Callable, opener: Callable, where: Path, sep: str = "/") -> tuple:
     """``reader(opener)``, where a file the layout names but cannot parse (not UTF-8, not CSV,
     empty, ragged: pandas' ``ParserError``/``EmptyDataError`` are ``ValueError``s) is bad input
-    naming the release, not a traceback."""
+    naming the file (``where`` + ``sep`` + its name), not a traceback."""
+    opened: list[str] = []
+
+    def tracked(name: str) -> IO[bytes]:
+        opened.append(name)
+        return opener(name)
+
     try:
-        return reader(opener)
+        return reader(tracked)
     except (UnicodeDecodeError, ValueError) as e:
-        raise BadInput(f"{where}: a MovieLens file is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
+        place = f"{where}{sep}{opened[-1]}" if opened else str(where)
+        raise BadInput(f"{place}: a MovieLens file is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
                        hint="compare it with its checksums, or download the release again (assay recsys download)") from None
 
 
@@ -268,8 +299,16 @@ def load_directory(folder: Path | str, name: str | None = None) -> MovieLens:
         ) from None
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name in _DATA_FILES)
     manifest = {str(p): _sha256(p.read_bytes()) for p in files}
-    ratings, movies, tags = _read_layout(reader, lambda n: open(folder / n, "rb"), folder)  # noqa: SIM115 - closed by the reader's with
+    ratings, movies, tags = _read_layout(reader, lambda n: _open_regular(folder / n), folder)
     return _normalise(name or folder.name, ratings, movies, tags, manifest)
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """Open a release file for the layout readers: FileNotFoundError when absent (tags are
+    optional), BadInput when it is not a regular file (a FIFO there would block forever)."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(path)
+    return open(check_regular(path, "MovieLens file"), "rb")
 
 
 _DATA_FILES = {
@@ -314,7 +353,7 @@ def load_archive(zip_path: Path | str, name: str | None = None) -> MovieLens:
                 raise FileNotFoundError(short)
             return io.BytesIO(zf.read(members[short]))
 
-        ratings, movies, tags = _read_layout(reader, open_member, zip_path)
+        ratings, movies, tags = _read_layout(reader, open_member, zip_path, sep="!")
     top = next(iter(members.values())).split("/")[0]
     return _normalise(name or top, ratings, movies, tags, manifest)
 
@@ -352,7 +391,7 @@ def _sha256(data: bytes) -> str:
 def _file_digests(path: Path) -> tuple[str, str, int]:
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with open(check_regular(path, "MovieLens archive"), "rb") as fh:
         while chunk := fh.read(1 << 20):
             md5.update(chunk)
             sha.update(chunk)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
+from assay.errors import BadInput
 
 NAME = "toxigen"
 
@@ -36,11 +37,16 @@ class Prompt:
     source_file: str
 
 
-def _parse_name(stem: str) -> tuple[bool, str]:
-    kind, _, group = stem.partition("_")
+def _parse_name(path: Path) -> tuple[bool, str]:
+    """(is hate, group) from ``hate_<group>...`` / ``neutral_<group>...``: the label is in the file
+    name, so a file named otherwise is refused, never read as neutral."""
+    kind, _, group = path.stem.partition("_")
     for suffix in ("_sentences", "_1k"):
         if group.endswith(suffix):
             group = group[: -len(suffix)]
+    if kind not in ("hate", "neutral") or not group:
+        raise BadInput(f"{path}: a ToxiGen file must be named hate_<group>... or neutral_<group>...; "
+                       "the label comes from the name", hint="move other files out of the dataset folder")
     return kind == "hate", group
 
 
@@ -49,13 +55,11 @@ def load_demonstrations(data_dir: Path | str | None = None) -> list[Statement]:
     root = dataset_path(NAME, "demonstrations", data_dir=data_dir)
     out: list[Statement] = []
     for path in sorted(root.glob("*/*.txt")):
-        is_hate, group = _parse_name(path.stem)
+        is_hate, group = _parse_name(path)
         rel = str(path.relative_to(root.parent))
-        for line in path.read_text(encoding="utf-8").splitlines():
-            text = line.strip()
-            if text:
-                out.append(Statement(text=text, is_hate=is_hate, group=group, attribute=path.parent.name, source_file=rel))
-    return out
+        for _, text in read.lines(path, "ToxiGen demonstrations"):
+            out.append(Statement(text=text, is_hate=is_hate, group=group, attribute=path.parent.name, source_file=rel))
+    return read.some(out, str(root), "demonstration files (<attribute>/<hate|neutral>_<group>*.txt)")
 
 
 def load_prompts(data_dir: Path | str | None = None) -> list[Prompt]:
@@ -63,9 +67,9 @@ def load_prompts(data_dir: Path | str | None = None) -> list[Prompt]:
     root = dataset_path(NAME, "prompts", data_dir=data_dir)
     out: list[Prompt] = []
     for path in sorted(root.glob("*.txt")):
-        is_hate, group = _parse_name(path.stem)
+        is_hate, group = _parse_name(path)
         rel = str(path.relative_to(root.parent))
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for _, line in read.lines(path, "ToxiGen prompts"):
             parts = [p.strip().lstrip("-").strip() for p in line.split("\\n")]
             out.append(Prompt(statements=tuple(p for p in parts if p), is_hate=is_hate, group=group, source_file=rel))
-    return out
+    return read.some(out, str(root), "prompt files (<hate|neutral>_<group>_1k.txt)")

@@ -5,12 +5,11 @@ for each question's category and type.
 
 from __future__ import annotations
 
-import csv
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.data import dataset_path
+from assay.data import dataset_path, read
 from assay.errors import BadInput
 
 NAME = "truthfulqa"
@@ -33,23 +32,26 @@ def load_mc(setting: str = "mc1", data_dir: Path | str | None = None) -> list[MC
     if setting not in ("mc0", "mc1", "mc2"):
         raise BadInput(f"unknown TruthfulQA setting {setting!r}; use mc0, mc1 or mc2")
     path = dataset_path(NAME, *MC_FILE, data_dir=data_dir)
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    items = read.json_file(path, "TruthfulQA multiple-choice items")
+    if not isinstance(items, list):
+        raise BadInput(f"{path}: expected a JSON list of questions")
     meta: dict[str, tuple[str, str]] = {}
     csv_path = dataset_path(NAME, data_dir=data_dir) / CSV_FILE
-    if csv_path.is_file():
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            for row in csv.DictReader(fh):
-                meta[row["Question"].strip()] = (row.get("Category", ""), row.get("Type", ""))
+    if os.path.lexists(csv_path):  # optional; when there, it must be whole
+        for _, row in read.csv_rows(csv_path, "TruthfulQA questions", ("Question", "Category", "Type")):
+            meta[row["Question"].strip()] = (row["Category"], row["Type"])
     out = []
     for i, item in enumerate(items):
-        targets = item.get(f"{setting}_targets")
+        where = f"{path}: item {i}"
+        targets = item.get(f"{setting}_targets") if isinstance(item, dict) else None
         if not isinstance(targets, dict) or not targets or "question" not in item:
-            raise BadInput(f"{path}: item {i} has no question or no {setting}_targets")
+            raise BadInput(f"{where} has no question or no {setting}_targets")
+        question = read.string(item["question"], where, "question")
         choices = tuple(targets)
-        correct = tuple(j for j, c in enumerate(choices) if int(targets[c]) == 1)
-        category, qtype = meta.get(item["question"].strip(), ("", ""))
-        out.append(MCQuestion(i, item["question"], category, qtype, choices, correct))
-    return out
+        correct = tuple(j for j, c in enumerate(choices) if read.whole(targets[c], where, f"{setting}_targets[{c!r}]", lo=0, hi=1))
+        if not correct or (setting != "mc2" and len(correct) != 1):
+            raise BadInput(f"{where}: {setting}_targets must mark {'at least one' if setting == 'mc2' else 'exactly one'} "
+                           f"choice true (1), got {len(correct)}")
+        category, qtype = meta.get(question.strip(), ("", ""))
+        out.append(MCQuestion(i, question, category, qtype, choices, correct))
+    return read.some(out, str(path), "questions")
