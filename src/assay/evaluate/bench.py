@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.evaluate.capacity_server import answer, ideal_rate
+from assay.evaluate.serve import free_port
 from assay.records import BenchResult, at_least
 
 SLOTS, MEDIAN_MS, SIGMA, N_PROMPTS = 64, 1000.0, 0.3, 2000
@@ -66,18 +66,12 @@ def fixed_prompts(n: int) -> list[str]:
             for i in range(n)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class CapacityServer:
     """The capacity server in its own process, for the length of a ``with`` block."""
 
     def __init__(self, slots: int, median_ms: float, sigma: float):
         self.slots, self.median_ms, self.sigma = slots, median_ms, sigma
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
     @property

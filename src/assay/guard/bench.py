@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from assay.guard.tansu import free_port
 from assay.records import BenchResult, at_least, at_most
 
 LABEL_NAMES = ("mature", "violence", "toxicity", "hate", "self_harm", "misinfo", "spam", "drugs", "gambling")
@@ -282,12 +282,6 @@ def loadgen_main(args: list[str]) -> None:
     print(json.dumps(out))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
     import httpx
 
@@ -301,7 +295,7 @@ def bench_http(quick: bool, workdir: Path) -> dict[str, Any]:
         req = {"request_id": f"h{k}", "surface": "for_you", "user": USERS[k % len(USERS)], "deadline_ms": 1000}
         bodies.append(json.dumps({"request": req, "candidates": batch}))
     (workdir / "bodies.json").write_text(json.dumps(bodies))
-    port = _free_port()
+    port = free_port()
     workers = int(os.environ.get("ASSAY_BENCH_GUARD_WORKERS", os.cpu_count() or 1))
     # with authentication on, as served: a control-plane token (viewer) on a store of its own
     from assay.govern.registry import Actor
