@@ -250,3 +250,23 @@ def test_seeds_option_is_refused_where_it_means_nothing():
     assert main(["classify", "train", "toxicity", "--seeds", "0,1", "--no-register", "--limit", "24"]) == 2
     assert main(["classify", "train", "hate", "--seeds", "0,x", "--no-register", "--limit", "24"]) == 2
     assert main(["classify", "train", "hate", "--seeds", "1,1", "--no-register", "--limit", "24"]) == 2
+
+
+def test_a_soup_trained_on_a_tiny_slice_loads_and_serves_as_one_adapter(tmp_path):
+    """``--seeds 0,1`` end to end: two runs, one rank-2r adapter in the head's folder, recorded in
+    hate.json and the metrics, loaded and served through the one merge (ONNX export included)."""
+    import json
+
+    from assay.cli.main import main
+
+    assert main(["classify", "train", "hate", "--limit", "24", "--seeds", "0,1", "--no-register", "--out-dir", str(tmp_path)]) == 0
+    clf = load_head_classifier("hate", tmp_path)
+    config = json.loads((tmp_path / "hate.json").read_text())
+    doc = json.loads((tmp_path / "hate.metrics.json").read_text())
+    runs = doc["finetune"]["soup"]["runs"]
+    assert config["adapter_soup_seeds"] == [0, 1] and [r["config"]["seed"] for r in runs] == [0, 1]
+    assert runs[0]["adapter_sha256"] != runs[1]["adapter_sha256"] != clf.adapter.sha256 == config["adapter_sha256"]
+    rank = FinetuneConfig().rank
+    assert all(v.shape[0] == 2 * rank for k, v in clf.adapter.arrays.items() if k.endswith(".lora_A"))
+    scores = clf.score(TEXTS)
+    assert scores.shape == (3,) and np.isfinite(scores).all()
