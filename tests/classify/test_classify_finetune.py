@@ -270,3 +270,5 @@ def test_a_soup_trained_on_a_tiny_slice_loads_and_serves_as_one_adapter(tmp_path
     assert all(v.shape[0] == 2 * rank for k, v in clf.adapter.arrays.items() if k.endswith(".lora_A"))
     scores = clf.score(TEXTS)
     assert scores.shape == (3,) and np.isfinite(scores).all()
+    card = (tmp_path / "hate.md").read_text()
+    assert "uniform model soup of 2 runs" in card and runs[1]["adapter_sha256"][:16] in card and "adapter seeds 0,1" in card
