@@ -8,7 +8,9 @@ re-run on the same data writes the same weights (same ``version``).
 A head named in ``finetune.FINETUNE_FOR`` (``hate``) first fine-tunes the encoder with LoRA
 (:mod:`assay.classify.finetune`); every embedding of that run (training, validation, test, the
 int8 check, obfuscation) then comes from the fine-tuned encoder, and the adapter is saved beside
-the head. Seeded torch training on CPU: a re-run on the same machine gives the same adapter.
+the head. Seeded torch training on CPU: a re-run on the same machine gives the same adapter on
+the tiny slice the tests train; a full run (338 steps) was reproduced only to float16 rounding (a
+few thousand values one float16 step apart, so another sha256 and version; docs/classify.md, recipe G).
 """
 
 from __future__ import annotations
