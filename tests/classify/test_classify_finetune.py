@@ -19,6 +19,8 @@ from assay.classify.finetune import (
     adapter_from_arrays,
     heldout_template,
     load_adapter,
+    merge_into,
+    soup,
 )
 from assay.classify.model import (
     MODELS_DIR,
@@ -177,3 +179,96 @@ def test_the_threshold_is_chosen_without_the_contrast_cases():
     from assay.classify import metrics as M
 
     assert fit_public.threshold == pytest.approx(M.best_threshold(label[:300], s))
+
+
+def _small_adapter(rng, rank: int, scaling: float = 2.0):  # type: ignore[no-untyped-def]
+    arrays = {}
+    for module, (out, inp) in {"encoder.layer.0.attention.self.query": (6, 5), "encoder.layer.0.output.dense": (5, 7)}.items():
+        arrays[f"{module}.lora_A"] = rng.normal(size=(rank, inp)).astype(np.float16)
+        arrays[f"{module}.lora_B"] = rng.normal(size=(out, rank)).astype(np.float16)
+    arrays["scaling"] = np.asarray(scaling, dtype=np.float32)
+    return adapter_from_arrays(arrays)
+
+
+def test_a_soup_merges_to_the_mean_of_its_seeds_merged_weights(tmp_path):
+    """The soup adapter (rank 3r) merged once equals the mean of the three adapters' merged
+    weights; it is saved, hashed and loaded as any adapter (the loader still refuses a changed
+    file); adapters that do not match are refused."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    parts = [_small_adapter(rng, 4) for _ in range(3)]
+    state = {"bert.encoder.layer.0.attention.self.query.weight": torch.randn(6, 5),
+             "bert.encoder.layer.0.output.dense.weight": torch.randn(5, 7), "bert.pooler.dense.weight": torch.randn(3, 3)}
+    soup_adapter = soup(parts)
+    assert soup_adapter.arrays["encoder.layer.0.output.dense.lora_A"].shape == (12, 7)
+    merged = merge_into(state, soup_adapter)
+    each = [merge_into(state, p) for p in parts]
+    for key in state:
+        mean = sum(m[key] for m in each) / 3
+        assert torch.allclose(merged[key], mean, atol=1e-5), key
+    assert not torch.allclose(merged["bert.encoder.layer.0.output.dense.weight"], each[0]["bert.encoder.layer.0.output.dense.weight"])
+    assert soup([parts[0]]) is parts[0]
+    path = tmp_path / "soup.adapter.npz"
+    save_npz(path, soup_adapter.arrays)
+    assert load_adapter(path, soup_adapter.sha256).sha256 == soup_adapter.sha256 != parts[0].sha256
+    with pytest.raises(BadInput, match="adapter_sha256"):
+        load_adapter(path, parts[0].sha256)
+    with pytest.raises(BadInput, match="same modules"):
+        soup([parts[0], _small_adapter(rng, 4, scaling=1.0)])
+    with pytest.raises(BadInput, match="at least one"):
+        soup([])
+
+
+def test_the_soup_recipe_trains_once_per_seed_and_averages(monkeypatch):
+    """``soup_seeds`` runs the one training function per seed (nothing else changed) and soups
+    the adapters; without it, one run."""
+    from assay.classify import finetune as ft
+
+    rng = np.random.default_rng(5)
+    made: dict[int, object] = {}
+
+    def fake(task, prepared, config, progress=None):  # type: ignore[no-untyped-def]
+        assert config.soup_seeds == () and config.contrast_repeat == 1
+        made[config.seed] = _small_adapter(rng, 2)
+        return made[config.seed], {"rows": 10, "steps": 5, "seconds": 1.0, "config": config.to_dict()}
+
+    monkeypatch.setattr(ft, "finetune", fake)
+    adapter, record = ft.finetune_recipe(None, [], FinetuneConfig(contrast_repeat=1, soup_seeds=(0, 1, 2)))
+    assert sorted(made) == [0, 1, 2]
+    assert adapter.sha256 == soup([made[0], made[1], made[2]]).sha256
+    assert record["soup"]["seeds"] == [0, 1, 2] and record["config"]["soup_seeds"] == [0, 1, 2]
+    assert [r["adapter_sha256"] for r in record["soup"]["runs"]] == [made[s].sha256 for s in (0, 1, 2)]
+    single, _ = ft.finetune_recipe(None, [], FinetuneConfig(contrast_repeat=1, seed=4))
+    assert single is made[4]
+    assert "soup_seeds" not in FinetuneConfig().to_dict()  # a single run's record is unchanged
+
+
+def test_seeds_option_is_refused_where_it_means_nothing():
+    from assay.cli.main import main
+
+    assert main(["classify", "train", "toxicity", "--seeds", "0,1", "--no-register", "--limit", "24"]) == 2
+    assert main(["classify", "train", "hate", "--seeds", "0,x", "--no-register", "--limit", "24"]) == 2
+    assert main(["classify", "train", "hate", "--seeds", "1,1", "--no-register", "--limit", "24"]) == 2
+
+
+def test_a_soup_trained_on_a_tiny_slice_loads_and_serves_as_one_adapter(tmp_path):
+    """``--seeds 0,1`` end to end: two runs, one rank-2r adapter in the head's folder, recorded in
+    hate.json and the metrics, loaded and served through the one merge (ONNX export included)."""
+    import json
+
+    from assay.cli.main import main
+
+    assert main(["classify", "train", "hate", "--limit", "24", "--seeds", "0,1", "--no-register", "--out-dir", str(tmp_path)]) == 0
+    clf = load_head_classifier("hate", tmp_path)
+    config = json.loads((tmp_path / "hate.json").read_text())
+    doc = json.loads((tmp_path / "hate.metrics.json").read_text())
+    runs = doc["finetune"]["soup"]["runs"]
+    assert config["adapter_soup_seeds"] == [0, 1] and [r["config"]["seed"] for r in runs] == [0, 1]
+    assert runs[0]["adapter_sha256"] != runs[1]["adapter_sha256"] != clf.adapter.sha256 == config["adapter_sha256"]
+    rank = FinetuneConfig().rank
+    assert all(v.shape[0] == 2 * rank for k, v in clf.adapter.arrays.items() if k.endswith(".lora_A"))
+    scores = clf.score(TEXTS)
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    card = (tmp_path / "hate.md").read_text()
+    assert "uniform model soup of 2 runs" in card and runs[1]["adapter_sha256"][:16] in card and "adapter seeds 0,1" in card

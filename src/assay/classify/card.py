@@ -41,6 +41,26 @@ def _validation_row(label: str, v: dict) -> str:
             f"| {h['accuracy_hate']} | {h['accuracy_not_hate']} |")
 
 
+def _soup_seeds(doc: dict) -> str:
+    soup = (doc.get("finetune") or {}).get("soup")
+    return f"; adapter seeds {','.join(str(s) for s in soup['seeds'])}, `--seeds` when not the recipe's default" if soup else ""
+
+
+def _soup_lines(ft: dict) -> list[str]:
+    """A model-soup adapter: which runs it averages (``finetune.soup``)."""
+    soup = ft.get("soup")
+    if not soup:
+        return []
+    runs = "; ".join(f"seed {r['config']['seed']}: `{r['adapter_sha256'][:16]}…`, {r['steps']} steps, {r['seconds']} s, final loss {r.get('final_loss')}"
+                     for r in soup["runs"])
+    k = len(soup["runs"])
+    return [
+        f"The adapter is a uniform model soup of {k} runs of that recipe with seeds {', '.join(str(s) for s in soup['seeds'])} (Wortsman et al. 2022):",
+        f"the merged weight is `W + mean_i(scaling * B_i @ A_i)`, stored as one LoRA adapter of rank {k} x r, so it is served",
+        f"as one encoder (one forward pass). Runs: {runs}.",
+    ]
+
+
 def finetune_section(doc: dict) -> list[str]:
     """The fine-tuned encoder: recipe, adapter hash and the validation figures it was chosen on."""
     ft = doc["finetune"]
@@ -54,6 +74,7 @@ def finetune_section(doc: dict) -> list[str]:
         "weights at load and exported to ONNX once), trained with a linear probe that is then discarded; the head above is",
         "fitted on the fine-tuned embeddings of every training row. Recipe: " + _recipe(ft["config"]) + ".",
         f"{ft['rows']} adapter training rows, {ft['steps']} steps, {ft['seconds']} s; modules: {', '.join(ft['targets'])}.",
+        *_soup_lines(ft),
         "",
         f"Chosen on validation only: AUROC on the validation split, on its Davidson + ToxiGen rows, and accuracy on the {h['n']}",
         f"contrast cases of {h['templates']} held-out templates (a hash-chosen quarter of `hate_contrast.jsonl`'s templates,",
@@ -80,7 +101,7 @@ def model_card(doc: dict) -> str:
         f"- **Version:** `{doc['version']}`",
         f"- **Encoder:** `{doc['encoder']}` ({'fine-tuned with LoRA, below' if doc.get('finetune') else 'frozen'}), head: {doc.get('head', {}).get('chosen', 'nearest neighbour')}, calibration: {doc.get('calibration', 'n/a')}",
         f"- **Threshold:** {doc['threshold']} (best F1 on the validation split)",
-        f"- **Reproduce:** `assay classify train {name}` (seed {doc['seed']})",
+        f"- **Reproduce:** `assay classify train {name}` (seed {doc['seed']}{_soup_seeds(doc)})",
         f"- **Intended use:** {INTENDED_USE.get(name, '')}",
         "",
         "## Data",

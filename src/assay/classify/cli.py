@@ -183,6 +183,10 @@ def train_command(
         help="Register the source datasets, the head's files (sha256) and its test evaluation, with lineage, in the governance registry (ASSAY_DB_URL / ASSAY_HOME).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics document."),
+    seeds: str = typer.Option(
+        None, "--seeds",
+        help="Fine-tuned heads (hate): train the encoder's adapter once per seed, e.g. 0,1,2, and average them (a model soup: one adapter, served at one encoder's cost). Default: the head's recipe.",
+    ),
 ) -> None:
     """Train a classifier reproducibly (fixed seeds) and write its weights, metrics and model card;
     then register it with lineage (``--no-register`` to skip)."""
@@ -201,11 +205,26 @@ def train_command(
     for n in names:
         if n not in ALL_NAMES:
             raise BadInput(f"unknown classifier {n!r}; known: {', '.join(ALL_NAMES)}")
+    extra: dict = {}
+    if seeds is not None:
+        from dataclasses import replace
+
+        from assay.classify.finetune import FINETUNE_FOR
+
+        if len(names) != 1 or names[0] not in FINETUNE_FOR:
+            raise BadInput(f"--seeds applies to a fine-tuned head ({', '.join(FINETUNE_FOR)}), not {name!r}")
+        try:
+            soup_seeds = tuple(int(s) for s in seeds.split(","))
+        except ValueError:
+            raise BadInput(f"--seeds must be whole numbers separated by commas, e.g. 0,1,2; got {seeds!r}") from None
+        if not soup_seeds or len(set(soup_seeds)) != len(soup_seeds) or min(soup_seeds) < 0:
+            raise BadInput(f"--seeds must list distinct seeds >= 0, e.g. 0,1,2; got {seeds!r}")
+        extra["finetune_config"] = replace(FINETUNE_FOR[names[0]], soup_seeds=soup_seeds)
     console = Console(stderr=True)
     docs = []
     for n in names:
         with console.status(f"training {n}") as status:
-            doc = train(n, out_dir=out_dir or MODELS_DIR, limit=limit or None, progress=lambda text: status.update(text))
+            doc = train(n, out_dir=out_dir or MODELS_DIR, limit=limit or None, progress=lambda text: status.update(text), **extra)
         docs.append(doc)
         model = doc["test"]["model"]  # a response head, a pair head or claim_match: the same form
         console.print(

@@ -56,9 +56,17 @@ class FinetuneConfig:
     lr: float = 5e-4
     contrast_repeat: int = 3
     seed: int = 0
+    # A uniform model soup (Wortsman et al. 2022): train once per seed listed here (``seed``
+    # ignored) and average the weight deltas (:func:`soup`). Empty: one run with ``seed``.
+    soup_seeds: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.soup_seeds:  # a single run records what it always did (recipe E's record)
+            del out["soup_seeds"]
+        else:
+            out["soup_seeds"] = list(self.soup_seeds)
+        return out
 
 
 # The chosen recipe per fine-tuned head (chosen on validation; see docs/classify.md and hate.md).
@@ -119,6 +127,31 @@ def load_adapter(path: Path, expected_sha256: str | None = None) -> Adapter:
         raise BadInput(f"{path}: adapter arrays do not match the adapter_sha256 in the head's JSON (file changed or corrupt)",
                        hint="restore the committed file or retrain: assay classify train hate")
     return adapter
+
+
+def soup(adapters: list[Adapter]) -> Adapter:
+    """The uniform soup of LoRA adapters of one encoder: the adapter whose merge is
+    ``W + mean_i(scaling * B_i @ A_i)``, written as one LoRA adapter of rank ``sum(r_i)`` --
+    ``B = [B_1 .. B_k]``, ``A = [A_1; ..; A_k]``, ``scaling / k`` -- so it is served exactly as a
+    single adapter is (merged once by :func:`merge_into`: one encoder, one forward pass). The
+    float16 matrices are kept as they are (only the float32 scaling is divided): no rounding."""
+    if not adapters:
+        raise BadInput("a soup needs at least one adapter")
+    if len(adapters) == 1:
+        return adapters[0]
+    first = adapters[0].arrays
+    keys = sorted(first)
+    scaling = float(first["scaling"])
+    for adapter in adapters[1:]:
+        if sorted(adapter.arrays) != keys or float(adapter.arrays["scaling"]) != scaling:
+            raise BadInput("adapters of a soup must adapt the same modules with the same scaling")
+    out: dict[str, np.ndarray] = {"scaling": np.asarray(scaling / len(adapters), dtype=np.float32)}
+    for key in keys:
+        if key.endswith(".lora_A"):
+            out[key] = np.concatenate([a.arrays[key] for a in adapters], axis=0)
+        elif key.endswith(".lora_B"):
+            out[key] = np.concatenate([a.arrays[key] for a in adapters], axis=1)
+    return adapter_from_arrays(out)
 
 
 def merge_into(state: dict, adapter: Adapter) -> dict:
@@ -235,6 +268,27 @@ def finetune(task, prepared: list[str], config: FinetuneConfig, progress: Callab
     record = {"config": config.to_dict(), "rows": len(rows), "steps": steps, "seconds": round(time.perf_counter() - started, 1),
               "final_loss": round(float(np.mean(losses[-25:])), 4), "targets": list(LORA_TARGETS)}
     return adapter_from_arrays(arrays), record
+
+
+def finetune_recipe(task, prepared: list[str], config: FinetuneConfig,  # type: ignore[no-untyped-def]
+                    progress: Callable[[str], None] | None = None) -> tuple[Adapter, dict]:
+    """The recipe's adapter: one :func:`finetune` run, or with ``config.soup_seeds`` one run per
+    seed (otherwise the same settings) and their :func:`soup`; the record lists every run."""
+    from dataclasses import replace
+
+    if not config.soup_seeds:
+        return finetune(task, prepared, config, progress)
+    adapters, runs = [], []
+    for seed in config.soup_seeds:
+        if progress is not None:
+            progress(f"soup: seed {seed} ({len(adapters) + 1}/{len(config.soup_seeds)})")
+        adapter, record = finetune(task, prepared, replace(config, seed=seed, soup_seeds=()), progress)
+        adapters.append(adapter)
+        runs.append({**record, "adapter_sha256": adapter.sha256})
+    record = {"config": config.to_dict(), "rows": runs[0]["rows"], "steps": sum(r["steps"] for r in runs),
+              "seconds": round(sum(r["seconds"] for r in runs), 1), "targets": list(LORA_TARGETS),
+              "soup": {"seeds": list(config.soup_seeds), "runs": runs}}
+    return soup(adapters), record
 
 
 def adapter_arrays(peft_model, config: FinetuneConfig) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]

@@ -8,7 +8,9 @@ re-run on the same data writes the same weights (same ``version``).
 A head named in ``finetune.FINETUNE_FOR`` (``hate``) first fine-tunes the encoder with LoRA
 (:mod:`assay.classify.finetune`); every embedding of that run (training, validation, test, the
 int8 check, obfuscation) then comes from the fine-tuned encoder, and the adapter is saved beside
-the head. Seeded torch training on CPU: a re-run on the same machine gives the same adapter.
+the head. Seeded torch training on CPU: a re-run on the same machine gives the same adapter on
+the tiny slice the tests train; a full run (338 steps) was reproduced only to float16 rounding (a
+few thousand values one float16 step apart, so another sha256 and version; docs/classify.md, recipe G).
 """
 
 from __future__ import annotations
@@ -311,10 +313,10 @@ def train_head(
     adapter, finetune_record, cut = None, None, max_tokens_for(name)
     tr, va, te = task.subset("train"), task.subset("val"), task.subset("test")
     if config is not None:
-        from assay.classify.finetune import finetune, heldout_mask
+        from assay.classify.finetune import finetune_recipe, heldout_mask
 
         cut = config.max_tokens
-        adapter, finetune_record = finetune(task, prepared, config, progress)
+        adapter, finetune_record = finetune_recipe(task, prepared, config, progress)
         heldout = heldout_mask([s.split(":")[0] for s in task.source], task.texts)
         tr = tr[~heldout[tr]]  # held-out contrast templates: never trained on, by adapter or head
     x = head_input(name, _embed(prepared, progress, name, cut, adapter=adapter), prepared)
@@ -628,6 +630,9 @@ def _save(name: str, out_dir: Path, arrays: dict, sha: str, doc: dict, task: Tas
     if adapter is not None:
         config["adapter"] = f"{name}.adapter.npz"
         config["adapter_sha256"] = adapter.sha256
+        soup = (doc.get("finetune") or {}).get("soup")
+        if soup:  # the adapter is a model soup: which seeds' runs it averages
+            config["adapter_soup_seeds"] = soup["seeds"]
     (out_dir / f"{name}.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out_dir / f"{name}.metrics.json").write_text(json.dumps(doc, indent=2, sort_keys=True, default=float) + "\n", encoding="utf-8")
     (out_dir / f"{name}.md").write_text(model_card(doc), encoding="utf-8")
