@@ -100,6 +100,26 @@ def test_validate_records_against_the_version(tmp_path):
     assert validation_summary(other)["validated"] is False
 
 
+def test_a_validation_records_where_it_was_measured_and_reads_back(tmp_path, monkeypatch):
+    """int8 verdicts near a threshold can differ between CPUs and ONNX Runtime releases, so a
+    validation says where it was made; one made before the field existed still reads back."""
+    from assay.runlog import read_runlog
+
+    monkeypatch.setenv("ASSAY_CLASSIFY_PRECISION", "fp32")
+    path = _write(tmp_path / "labels.jsonl", ROWS)
+    v = V.validate(PhraseJudge("my-phrase", "refusal"), V.read_labels(path, "refusal"),
+                   labels_info={"name": str(path), "sha256": V.file_sha256(path)})
+    where = v.scored_on
+    assert where["precision"] == "fp32" and where["backend"] in ("onnx", "torch") and where["machine"]
+    assert where["onnxruntime"] is None or where["onnxruntime"][0].isdigit()
+    assert where["cpu_isa"] is None or set(where["cpu_isa"]) <= {"avx2", "avx512f", "avx512bw", "avx512_vnni",
+                                                                   "avx_vnni", "amx_int8", "amx_tile"}
+    stored = read_runlog(V.record(v)).summary.results["validation"]
+    assert V.Validation.from_dict(stored) == v
+    old = {k: val for k, val in v.to_dict().items() if k != "scored_on"}
+    assert V.Validation.from_dict(old).scored_on == {}
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ('{"response": "x"}', "missing field 'label'"),
     ('{"label": true}', "missing field 'response'"),

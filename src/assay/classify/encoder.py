@@ -94,6 +94,33 @@ def default_precision(backend: str | None = None) -> str:
     return choice_setting("ASSAY_CLASSIFY_PRECISION", PRECISIONS, "int8")
 
 
+def environment() -> dict[str, object]:
+    """What the encoder's numbers depend on besides the model: backend, precision, ONNX Runtime's
+    version and the CPU's int8-relevant instruction sets. int8 activations are quantised per call
+    and the int8 kernels ONNX Runtime picks differ by CPU and release, so a score within a hair of
+    a threshold can differ between machines; a measurement records where it was made."""
+    import platform
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    backend = default_backend()
+    out: dict[str, object] = {"backend": backend, "precision": default_precision(backend), "machine": platform.machine()}
+    try:
+        out["onnxruntime"] = dist_version("onnxruntime")
+    except PackageNotFoundError:
+        out["onnxruntime"] = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+        out["cpu_isa"] = sorted(set(flags) & INT8_ISA)
+    except OSError:  # not Linux: the machine name is what there is
+        out["cpu_isa"] = None
+    return out
+
+
+INT8_ISA = frozenset({"avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"})
+
+
 def default_backend() -> str:
     wanted = choice_setting("ASSAY_CLASSIFY_BACKEND", ("onnx", "torch"), None)
     if wanted is not None:

@@ -30,12 +30,13 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from assay.classify.encoder import environment
 from assay.errors import BadInput
 from assay.files import read_jsonl
 from assay.judges.base import Judge, Judgment
@@ -250,16 +251,19 @@ class Validation:
     by_model: dict[str, Any]
     created_at: str
     judge_config: dict[str, Any]
+    # where it was measured (``classify.encoder.environment``): int8 verdicts near a threshold
+    # can differ between CPUs and ONNX Runtime releases; empty in validations made before
+    scored_on: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"judge": self.judge, "version": self.version, "question": self.question, "labels": self.labels,
                 "overall": self.overall, "by_source": self.by_source, "by_model": self.by_model,
-                "created_at": self.created_at, "judge_config": self.judge_config}
+                "created_at": self.created_at, "judge_config": self.judge_config, "scored_on": self.scored_on}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Validation:
         return cls(**{k: d[k] for k in ("judge", "version", "question", "labels", "overall", "by_source", "by_model",
-                                        "created_at", "judge_config")})
+                                        "created_at", "judge_config")}, scored_on=dict(d.get("scored_on") or {}))
 
     def summary(self) -> dict[str, Any]:
         """What a report shows next to a judged metric."""
@@ -295,6 +299,7 @@ def validate(judge: Judge, rows: Sequence[Labelled], *, labels_info: dict[str, A
         by_model=_grouped([r.model for r in rows], predicted, labels, resamples, seed),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         judge_config=judge.config(),
+        scored_on=environment(),
     )
 
 
