@@ -45,6 +45,12 @@ class Location:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 
+    @classmethod
+    def of_offset(cls, file: str, text: str | bytes, offset: int) -> Location:
+        """The place of ``offset`` in ``text`` (of bytes, a byte offset; of text, a character's)."""
+        newline = b"\n" if isinstance(text, bytes) else "\n"
+        return cls(str(file), text.count(newline, 0, offset) + 1, offset - (text.rfind(newline, 0, offset) + 1) + 1)
+
 
 class LocatedError(BadInput):
     """Bad input with a place: prints ``file:line:column: message`` and the offending line marked."""

@@ -182,9 +182,7 @@ def read_text(path: str | os.PathLike, what: str, *, limit: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise LocatedError(f"{what}: not UTF-8", Location(str(path), line, column)) from None
+        raise LocatedError(f"{what}: not UTF-8", Location.of_offset(str(path), raw, e.start)) from None
 
 
 def check_regular(path: str | os.PathLike, what: str) -> Path:

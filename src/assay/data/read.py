@@ -35,9 +35,7 @@ def text(path: str | os.PathLike, what: str) -> str:
     src = src.removeprefix("\ufeff")
     nul = src.find("\x00")
     if nul >= 0:
-        line = src.count("\n", 0, nul) + 1
-        raise LocatedError(f"{what}: a NUL byte: the file is damaged or not text",
-                           Location(str(path), line, nul - (src.rfind("\n", 0, nul) + 1) + 1))
+        raise LocatedError(f"{what}: a NUL byte: the file is damaged or not text", Location.of_offset(str(path), src, nul))
     return src
 
 

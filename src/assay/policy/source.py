@@ -95,12 +95,6 @@ def max_bytes() -> int:
     return int_setting("ASSAY_POLICY_MAX_BYTES", MAX_BYTES)
 
 
-def location_of(raw: bytes, offset: int, path: Path) -> Location:
-    """The 1-based line and column of byte ``offset`` of ``raw``."""
-    line = raw.count(b"\n", 0, offset) + 1
-    return Location(str(path), line, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1)
-
-
 def read_bounded(path: Path, budget: int | None = None, *, total: int | None = None, what: str = "policy file") -> bytes:
     """The bytes of a regular policy file of at most ``budget`` bytes (default ``max_bytes()``;
     ``assay.files.read_regular``: a FIFO or a device is refused at once). A larger file is refused
@@ -114,7 +108,7 @@ def read_bounded(path: Path, budget: int | None = None, *, total: int | None = N
             raise PolicyError(f"{what}: {e.message}", Location(str(path), 1, 1)) from None
         message = f"{what} is larger than the limit of {budget} bytes" if total is None else \
             f"the bundle's files together are larger than the limit of {total} bytes"
-        raise PolicyError(message, location_of(e.data, budget, path),
+        raise PolicyError(message, Location.of_offset(str(path), e.data, budget),
                           hint="make it smaller, or raise ASSAY_POLICY_MAX_BYTES") from None
 
 
@@ -126,7 +120,7 @@ def read_yaml(path: Path, budget: int | None = None, *, total: int | None = None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise PolicyError(f"{what} is not valid UTF-8", location_of(raw, e.start, path)) from e
+        raise PolicyError(f"{what} is not valid UTF-8", Location.of_offset(str(path), raw, e.start)) from e
     return parse_yaml(text, path)
 
 
