@@ -87,10 +87,8 @@ def load(categories: list[str] | None = None, data_dir: Path | str | None = None
 
 
 def _example(row: dict, where: str, category: str) -> BBQExample:
-    for key in ("category", "example_id", "question_index", "question_polarity", "context_condition", "context",
-                "question", "ans0", "ans1", "ans2", "answer_info", "label", "additional_metadata"):
-        if key not in row:
-            raise BadInput(f"{where}: malformed BBQ example: no {key!r}")
+    read.fields(row, where, "malformed BBQ example", ("category", "example_id", "question_index", "question_polarity",
+                "context_condition", "context", "question", "ans0", "ans1", "ans2", "answer_info", "label", "additional_metadata"))
     if row["category"] != category:
         raise BadInput(f"{where}: category {row['category']!r} in the file of {category!r}")
     info, meta = row["answer_info"], row["additional_metadata"]

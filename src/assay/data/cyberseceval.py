@@ -53,9 +53,7 @@ def load(multilingual: bool = False, data_dir: Path | str | None = None) -> list
         where = f"{path}: item {i}"
         if not isinstance(item, dict):
             raise BadInput(f"{where}: expected an object, got {type(item).__name__}")
-        missing = [f for f in FIELDS if f not in item]
-        if missing:
-            raise BadInput(f"{where} is missing {missing}")
+        read.fields(item, where, "CyberSecEval test case", FIELDS)
         out.append(InjectionCase(
             prompt_id=read.whole(item["prompt_id"], where, "prompt_id"),
             **{f: read.string(item[f], where, f) for f in FIELDS if f not in ("prompt_id", *CHOICES)},

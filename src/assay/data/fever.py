@@ -33,9 +33,7 @@ def load(data_dir: Path | str | None = None, file: str = FILE) -> list[Claim]:
     out: list[Claim] = []
     records = read.jsonl_records(path, "FEVER claims")
     for where, obj in records:
-        for key in ("id", "label", "claim"):
-            if key not in obj:
-                raise BadInput(f"{where}: bad FEVER record: no {key!r}")
+        read.fields(obj, where, "bad FEVER record", ("id", "label", "claim"))
         label = read.choice(obj["label"], where, "label", LABELS)
         verifiable = read.choice(obj.get("verifiable", "VERIFIABLE" if label != LABELS[2] else "NOT VERIFIABLE"), where,
                                  "verifiable", ("VERIFIABLE", "NOT VERIFIABLE"))

@@ -75,9 +75,7 @@ def load(data_dir: Path | str | None = None) -> list[Artifact]:
             where = f"{path}: jailbreaks[{i}]"
             if not isinstance(item, dict):
                 raise BadInput(f"{where}: expected an object")
-            for key in ("index", "goal", "behavior", "category", "jailbroken"):
-                if key not in item:
-                    raise BadInput(f"{where}: bad JailbreakBench artifact: no {key!r}")
+            read.fields(item, where, "bad JailbreakBench artifact", ("index", "goal", "behavior", "category", "jailbroken"))
             out.append(
                 Artifact(
                     method=path.parent.parent.name,

@@ -103,6 +103,14 @@ def csv_rows(path: str | os.PathLike, what: str, columns: Iterable[str]) -> list
 # fields: ``where`` is ``path:line`` (or ``path: item N``), ``field`` the column or key
 
 
+def fields(record: dict, where: str, what: str, keys: Iterable[str]) -> dict:
+    """``record`` if it holds every one of ``keys``; else bad input naming the missing ones."""
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise BadInput(f"{where}: {what}: no {', '.join(map(repr, missing))}")
+    return record
+
+
 def whole(value: Any, where: str, field: str, *, lo: int | None = None, hi: int | None = None) -> int:
     """An integer field: a JSON integer or a CSV string of digits. A bool, a fraction, NaN, an
     empty cell or text is refused, never rounded or guessed; so is a value outside [lo, hi]."""
